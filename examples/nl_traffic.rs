@@ -1,0 +1,240 @@
+//! Scripted traffic for netledger's network-namespace tests (built by `cargo test`).
+//!
+//! Servers answer requests; clients make them in two phases separated by a line on
+//! stdin, so a test can run an accounting pass while the sockets are alive.
+//!
+//! ```text
+//! nl_traffic server tcp|udp BIND              serve requests until killed
+//! nl_traffic serve-once tcp BIND              serve one TCP connection, then exit
+//! nl_traffic client tcp|udp|udp-sendto PEER UP DOWN [--bind PORT] [--v6sock]
+//! ```
+//! A TCP request is a line `UP DOWN\n` followed by UP bytes; the answer is DOWN bytes.
+//! A UDP request is a datagram of UP bytes (UP ≥ 8) whose first 8 bytes are DOWN as a
+//! big-endian u64; the answer is one datagram of DOWN bytes.
+//! A client prints `ready` after its first request, waits for a line on stdin, makes the
+//! same request again, closes, and prints `done`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{
+    IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6, TcpListener, TcpStream, ToSocketAddrs, UdpSocket,
+};
+use std::os::fd::{FromRawFd, OwnedFd};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    match a.as_slice() {
+        ["server", "tcp", bind] => tcp_server(bind, false),
+        ["serve-once", "tcp", bind] => tcp_server(bind, true),
+        ["server", "udp", bind] => udp_server(bind),
+        ["client", kind, peer, up, down, rest @ ..] => {
+            let up: usize = up.parse().expect("UP");
+            let down: u64 = down.parse().expect("DOWN");
+            let mut bind = 0u16;
+            let mut v6sock = false;
+            let mut it = rest.iter();
+            while let Some(o) = it.next() {
+                match *o {
+                    "--bind" => bind = it.next().expect("--bind PORT").parse().expect("port"),
+                    "--v6sock" => v6sock = true,
+                    other => panic!("unknown option {other}"),
+                }
+            }
+            let peer = resolve(peer);
+            match *kind {
+                "tcp" => tcp_client(peer, up, down, bind, v6sock),
+                "udp" => udp_client(peer, up, down, bind, true),
+                "udp-sendto" => udp_client(peer, up, down, bind, false),
+                k => panic!("unknown client kind {k}"),
+            }
+        }
+        _ => {
+            eprintln!("usage: see the module documentation of examples/nl_traffic.rs");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn resolve(s: &str) -> SocketAddr {
+    s.to_socket_addrs()
+        .expect("address")
+        .next()
+        .expect("one address")
+}
+
+fn say(s: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{s}").unwrap();
+    out.flush().unwrap();
+}
+
+fn wait_for_go() {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+}
+
+fn tcp_server(bind: &str, once: bool) {
+    let l = TcpListener::bind(resolve(bind)).expect("bind");
+    say("listening");
+    for conn in l.incoming() {
+        let Ok(conn) = conn else { continue };
+        let h = std::thread::spawn(move || serve_tcp(conn));
+        if once {
+            let _ = h.join();
+            say("done");
+            return;
+        }
+    }
+}
+
+fn serve_tcp(conn: TcpStream) {
+    let mut r = BufReader::new(conn.try_clone().unwrap());
+    let mut w = conn;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut p = line.split_whitespace().map(|x| x.parse::<u64>().unwrap());
+        let (up, down) = (p.next().unwrap(), p.next().unwrap());
+        std::io::copy(&mut (&mut r).take(up), &mut std::io::sink()).unwrap();
+        std::io::copy(&mut std::io::repeat(b'd').take(down), &mut w).unwrap();
+    }
+}
+
+/// A TCP socket of the family the test asks for: `--v6sock` makes an AF_INET6 socket
+/// even for an IPv4 peer, which then connects to the IPv4-mapped address.
+fn tcp_connect(peer: SocketAddr, bind: u16, v6sock: bool) -> TcpStream {
+    let (family, peer) = match (peer, v6sock) {
+        (SocketAddr::V4(v4), true) => (
+            libc::AF_INET6,
+            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0)),
+        ),
+        (SocketAddr::V4(_), false) => (libc::AF_INET, peer),
+        (SocketAddr::V6(_), _) => (libc::AF_INET6, peer),
+    };
+    // SAFETY: plain socket(2); the fd is owned by the TcpStream below.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: fd is a fresh, valid descriptor we own.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let local = match family {
+        libc::AF_INET => SocketAddr::new(IpAddr::from([0, 0, 0, 0]), bind),
+        _ => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), bind),
+    };
+    sys_addr(&local, |sa, len| {
+        // SAFETY: sa/len describe a valid sockaddr for this family.
+        let rc = unsafe { libc::bind(fd, sa, len) };
+        assert_eq!(rc, 0, "bind {local}: {}", std::io::Error::last_os_error());
+    });
+    sys_addr(&peer, |sa, len| {
+        // SAFETY: as above.
+        let rc = unsafe { libc::connect(fd, sa, len) };
+        assert_eq!(rc, 0, "connect {peer}: {}", std::io::Error::last_os_error());
+    });
+    TcpStream::from(owned)
+}
+
+fn sys_addr(a: &SocketAddr, f: impl FnOnce(*const libc::sockaddr, libc::socklen_t)) {
+    match a {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*v4.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            f(
+                &sin as *const _ as *const libc::sockaddr,
+                std::mem::size_of_val(&sin) as libc::socklen_t,
+            )
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            f(
+                &sin6 as *const _ as *const libc::sockaddr,
+                std::mem::size_of_val(&sin6) as libc::socklen_t,
+            )
+        }
+    }
+}
+
+fn tcp_client(peer: SocketAddr, up: usize, down: u64, bind: u16, v6sock: bool) {
+    let mut s = tcp_connect(peer, bind, v6sock);
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut request = |s: &mut TcpStream| {
+        write!(s, "{up} {down}\n").unwrap();
+        std::io::copy(&mut std::io::repeat(b'u').take(up as u64), s).unwrap();
+        let got = std::io::copy(&mut (&mut r).take(down), &mut std::io::sink()).unwrap();
+        assert_eq!(got, down, "short answer");
+    };
+    request(&mut s);
+    say("ready");
+    wait_for_go();
+    request(&mut s);
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    // Wait for the server's FIN so the connection is fully closed before we report.
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    drop(s);
+    say("done");
+}
+
+fn udp_server(bind: &str) {
+    let s = UdpSocket::bind(resolve(bind)).expect("bind");
+    say("listening");
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((n, from)) = s.recv_from(&mut buf) else {
+            continue;
+        };
+        if n < 8 {
+            continue;
+        }
+        let down = u64::from_be_bytes(buf[..8].try_into().unwrap()) as usize;
+        let _ = s.send_to(&vec![b'd'; down], from);
+    }
+}
+
+fn udp_client(peer: SocketAddr, up: usize, down: u64, bind: u16, connected: bool) {
+    assert!(up >= 8, "UDP requests carry DOWN in their first 8 bytes");
+    let local = match peer {
+        SocketAddr::V4(_) => SocketAddr::new(IpAddr::from([0, 0, 0, 0]), bind),
+        SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), bind),
+    };
+    let s = UdpSocket::bind(local).expect("bind");
+    if connected {
+        s.connect(peer).expect("connect");
+    }
+    let mut req = vec![b'u'; up];
+    req[..8].copy_from_slice(&down.to_be_bytes());
+    let mut buf = vec![0u8; 65536];
+    let request = || {
+        if connected {
+            s.send(&req).unwrap();
+            let n = s.recv(&mut buf.clone()).unwrap();
+            assert_eq!(n as u64, down);
+        } else {
+            s.send_to(&req, peer).unwrap();
+            let (n, _) = s.recv_from(&mut buf.clone()).unwrap();
+            assert_eq!(n as u64, down);
+        }
+    };
+    request();
+    say("ready");
+    wait_for_go();
+    request();
+    buf.clear();
+    drop(s);
+    say("done");
+}

@@ -1,0 +1,493 @@
+//! Deltas against saved flow state: what each pass charges, and the state it leaves.
+//!
+//! A flow's identity is (zone, original tuple, conntrack id). Each pass charges
+//! `current − last seen` per direction; a flow seen for the first time charges its full
+//! counters; a counter that went down was reset (zeroed by another tool, or the entry was
+//! re-created) and charges its current value. A flow missing from a dump is kept (dumps
+//! can skip entries) and pruned only after it stayed gone for `prune_after` passes.
+//!
+//! Everything here is pure: the caller loads the state, calls [`account_pass`], and writes
+//! the returned plan in one transaction.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use crate::attribute::{Attributed, Attribution, Direction, Reason, Verdict};
+use crate::model::{Counters, Flow, FlowKey};
+
+/// What the store remembers of a flow between passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowState {
+    /// The flow's identity.
+    pub key: FlowKey,
+    /// Original-direction counters at the last sighting.
+    pub orig: Counters,
+    /// Reply-direction counters at the last sighting.
+    pub reply: Counters,
+    /// Who it was charged to, when a live socket was last seen (sticky).
+    pub attribution: Option<Attribution>,
+    /// Epoch seconds of the first sighting.
+    pub first_seen: i64,
+    /// Epoch seconds of the last sighting.
+    pub last_seen: i64,
+    /// Consecutive passes the flow has been missing from the dump.
+    pub missing: u32,
+}
+
+/// Counters charged for one direction pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Delta {
+    /// Original-direction delta.
+    pub orig: Counters,
+    /// Reply-direction delta.
+    pub reply: Counters,
+    /// Whether either direction was reset (counter went down).
+    pub reset: bool,
+}
+
+fn counter_delta(prev: Counters, cur: Counters) -> (Counters, bool) {
+    if cur.bytes < prev.bytes || cur.packets < prev.packets {
+        (cur, true)
+    } else {
+        (
+            Counters {
+                packets: cur.packets - prev.packets,
+                bytes: cur.bytes - prev.bytes,
+            },
+            false,
+        )
+    }
+}
+
+/// The delta rule for one flow: full counters on first sighting, `cur − prev` after,
+/// the current value when a counter went down.
+pub fn delta(prev: Option<(Counters, Counters)>, orig: Counters, reply: Counters) -> Delta {
+    match prev {
+        None => Delta {
+            orig,
+            reply,
+            reset: false,
+        },
+        Some((po, pr)) => {
+            let (o, ro) = counter_delta(po, orig);
+            let (r, rr) = counter_delta(pr, reply);
+            Delta {
+                orig: o,
+                reply: r,
+                reset: ro || rr,
+            }
+        }
+    }
+}
+
+/// Which bucket a usage row belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// Charged to `uid`.
+    User,
+    /// Counted, owner unknown (`reason` says why).
+    Unattributed,
+    /// Remote end in a local network: charged to nobody.
+    Excluded,
+}
+
+impl Kind {
+    /// Name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::User => "user",
+            Kind::Unattributed => "unattributed",
+            Kind::Excluded => "excluded",
+        }
+    }
+}
+
+/// The grouping key of a usage row within a pass.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UsageKey {
+    /// Bucket.
+    pub kind: Kind,
+    /// Owner (for `User`, and `Excluded` when known).
+    pub uid: Option<u32>,
+    /// Program holding the socket, when known.
+    pub program: Option<String>,
+    /// Why unattributed.
+    pub reason: Option<Reason>,
+    /// IP protocol number.
+    pub protocol: u8,
+    /// Initiating side, when known.
+    pub direction: Option<Direction>,
+    /// The far end's address.
+    pub remote: IpAddr,
+    /// Service port (remote port for outgoing, local port for incoming).
+    pub port: u16,
+}
+
+/// Bytes and packets in both directions, from this host's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Traffic {
+    /// Received bytes.
+    pub rx_bytes: u64,
+    /// Sent bytes.
+    pub tx_bytes: u64,
+    /// Received packets.
+    pub rx_packets: u64,
+    /// Sent packets.
+    pub tx_packets: u64,
+}
+
+impl Traffic {
+    /// Map a flow delta to rx/tx. Outgoing and forwarded flows send the original
+    /// direction; incoming flows receive it.
+    pub fn from_delta(d: &Delta, direction: Option<Direction>) -> Traffic {
+        let (tx, rx) = match direction {
+            Some(Direction::In) => (d.reply, d.orig),
+            Some(Direction::Out) | None => (d.orig, d.reply),
+        };
+        Traffic {
+            rx_bytes: rx.bytes,
+            tx_bytes: tx.bytes,
+            rx_packets: rx.packets,
+            tx_packets: tx.packets,
+        }
+    }
+
+    /// Add another amount.
+    pub fn add(&mut self, o: &Traffic) {
+        self.rx_bytes += o.rx_bytes;
+        self.tx_bytes += o.tx_bytes;
+        self.rx_packets += o.rx_packets;
+        self.tx_packets += o.tx_packets;
+    }
+
+    /// rx + tx bytes.
+    pub fn bytes(&self) -> u64 {
+        self.rx_bytes + self.tx_bytes
+    }
+
+    /// Whether nothing was counted.
+    pub fn is_zero(&self) -> bool {
+        *self == Traffic::default()
+    }
+}
+
+/// Per-pass totals, so that attributed + unattributed + excluded = counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Totals {
+    /// Flows in the dump.
+    pub flows: u64,
+    /// Flows seen for the first time.
+    pub new_flows: u64,
+    /// Flows without counters (created while accounting was off): nothing to charge.
+    pub flows_without_counters: u64,
+    /// Flows whose counters went down this pass.
+    pub resets: u64,
+    /// Flows pruned from the state.
+    pub pruned: u64,
+    /// Charged to users.
+    pub attributed: Traffic,
+    /// Counted, owner unknown.
+    pub unattributed: Traffic,
+    /// Local traffic, charged to nobody.
+    pub excluded: Traffic,
+}
+
+impl Totals {
+    /// All bytes conntrack counted since the last pass.
+    pub fn counted_bytes(&self) -> u64 {
+        self.attributed.bytes() + self.unattributed.bytes() + self.excluded.bytes()
+    }
+}
+
+/// What one pass writes: usage rows, and the new flow state.
+#[derive(Debug, Default)]
+pub struct PassPlan {
+    /// Usage aggregated per key (rows with zero traffic are left out).
+    pub usage: BTreeMap<UsageKey, Traffic>,
+    /// Flow states to insert or replace.
+    pub upserts: Vec<FlowState>,
+    /// Flows to forget.
+    pub deletes: Vec<FlowKey>,
+    /// Flows missing from this dump that are kept, with their new `missing` count.
+    pub missing: Vec<(FlowKey, u32)>,
+    /// Totals.
+    pub totals: Totals,
+}
+
+/// Account one pass. `flows[i]` was attributed as `attributed[i]`; `prev` is the saved
+/// state; flows of `prev` absent from `flows` are aged and pruned after `prune_after`
+/// consecutive misses.
+pub fn account_pass(
+    now: i64,
+    flows: &[Flow],
+    attributed: &[Attributed],
+    prev: &HashMap<FlowKey, FlowState>,
+    prune_after: u32,
+) -> PassPlan {
+    assert_eq!(flows.len(), attributed.len());
+    let mut plan = PassPlan::default();
+    let mut seen = std::collections::HashSet::with_capacity(flows.len());
+    for (flow, at) in flows.iter().zip(attributed) {
+        let key = flow.key();
+        seen.insert(key);
+        plan.totals.flows += 1;
+        let (Some(orig), Some(reply)) = (flow.orig_counters, flow.reply_counters) else {
+            plan.totals.flows_without_counters += 1;
+            continue;
+        };
+        let old = prev.get(&key);
+        if old.is_none() {
+            plan.totals.new_flows += 1;
+        }
+        let d = delta(old.map(|s| (s.orig, s.reply)), orig, reply);
+        plan.totals.resets += u64::from(d.reset);
+        let traffic = Traffic::from_delta(&d, at.direction);
+        let (kind, uid, program, reason) = match &at.verdict {
+            Verdict::User(a) => (Kind::User, Some(a.uid), a.program.clone(), None),
+            Verdict::Excluded(a) => (
+                Kind::Excluded,
+                a.as_ref().map(|a| a.uid),
+                a.as_ref().and_then(|a| a.program.clone()),
+                None,
+            ),
+            Verdict::Unattributed(r) => (Kind::Unattributed, None, None, Some(*r)),
+        };
+        match kind {
+            Kind::User => plan.totals.attributed.add(&traffic),
+            Kind::Unattributed => plan.totals.unattributed.add(&traffic),
+            Kind::Excluded => plan.totals.excluded.add(&traffic),
+        }
+        if !traffic.is_zero() {
+            let k = UsageKey {
+                kind,
+                uid,
+                program,
+                reason,
+                protocol: flow.orig.proto,
+                direction: at.direction,
+                remote: at.remote,
+                port: at.port,
+            };
+            plan.usage.entry(k).or_default().add(&traffic);
+        }
+        let attribution = at.attribution().cloned();
+        let unchanged = old.is_some_and(|s| {
+            s.orig == orig && s.reply == reply && s.attribution == attribution && s.missing == 0
+        });
+        if !unchanged {
+            plan.upserts.push(FlowState {
+                key,
+                orig,
+                reply,
+                attribution,
+                first_seen: old.map_or(now, |s| s.first_seen),
+                last_seen: now,
+                missing: 0,
+            });
+        }
+    }
+    for (key, s) in prev {
+        if seen.contains(key) {
+            continue;
+        }
+        let missing = s.missing + 1;
+        if missing >= prune_after {
+            plan.deletes.push(*key);
+            plan.totals.pruned += 1;
+        } else {
+            plan.missing.push((*key, missing));
+        }
+    }
+    plan.deletes.sort();
+    plan.missing.sort();
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Tuple;
+
+    fn c(packets: u64, bytes: u64) -> Counters {
+        Counters { packets, bytes }
+    }
+
+    fn flow(id: u32, orig: Counters, reply: Counters) -> Flow {
+        Flow {
+            orig: Tuple {
+                src: "198.51.100.1".parse().unwrap(),
+                dst: "198.51.100.2".parse().unwrap(),
+                proto: 6,
+                sport: 40000,
+                dport: 80,
+            },
+            reply: Tuple {
+                src: "198.51.100.2".parse().unwrap(),
+                dst: "198.51.100.1".parse().unwrap(),
+                proto: 6,
+                sport: 80,
+                dport: 40000,
+            },
+            id,
+            zone: 0,
+            mark: 0,
+            status: 0,
+            orig_counters: Some(orig),
+            reply_counters: Some(reply),
+            start_ns: None,
+            stop_ns: None,
+        }
+    }
+
+    fn alice() -> Attributed {
+        Attributed {
+            verdict: Verdict::User(Attribution {
+                uid: 1001,
+                program: None,
+                direction: Direction::Out,
+            }),
+            direction: Some(Direction::Out),
+            remote: "198.51.100.2".parse().unwrap(),
+            port: 80,
+        }
+    }
+
+    /// Run passes over `dumps`, carrying the state like the store would; return the
+    /// per-pass totals of alice's traffic.
+    fn run(dumps: &[Vec<Flow>]) -> (Vec<Traffic>, HashMap<FlowKey, FlowState>) {
+        let mut state: HashMap<FlowKey, FlowState> = HashMap::new();
+        let mut out = vec![];
+        for (i, flows) in dumps.iter().enumerate() {
+            let at: Vec<_> = flows.iter().map(|_| alice()).collect();
+            let plan = account_pass(i as i64, flows, &at, &state, 3);
+            for s in plan.upserts {
+                state.insert(s.key, s);
+            }
+            for (k, n) in plan.missing {
+                state.get_mut(&k).unwrap().missing = n;
+            }
+            for k in plan.deletes {
+                state.remove(&k);
+            }
+            out.push(plan.totals.attributed);
+        }
+        (out, state)
+    }
+
+    fn t(tx: u64, rx: u64, txp: u64, rxp: u64) -> Traffic {
+        Traffic {
+            rx_bytes: rx,
+            tx_bytes: tx,
+            rx_packets: rxp,
+            tx_packets: txp,
+        }
+    }
+
+    #[test]
+    fn first_sighting_charges_full_counters_then_steady_deltas() {
+        let (got, _) = run(&[
+            vec![flow(1, c(2, 100), c(3, 1000))],
+            vec![flow(1, c(5, 400), c(9, 5000))],
+            vec![flow(1, c(5, 400), c(9, 5000))],
+        ]);
+        assert_eq!(
+            got,
+            vec![t(100, 1000, 2, 3), t(300, 4000, 3, 6), t(0, 0, 0, 0)]
+        );
+    }
+
+    #[test]
+    fn counter_that_went_down_is_a_reset_and_charges_current() {
+        let (got, _) = run(&[
+            vec![flow(1, c(5, 400), c(9, 5000))],
+            vec![flow(1, c(1, 60), c(9, 5100))],
+        ]);
+        // orig was zeroed (charges 60); reply went on (charges +100).
+        assert_eq!(got[1], t(60, 100, 1, 0));
+    }
+
+    #[test]
+    fn recreated_entry_with_new_id_is_a_new_flow() {
+        let (got, state) = run(&[
+            vec![flow(1, c(5, 400), c(9, 5000))],
+            vec![flow(2, c(1, 60), c(1, 70))],
+        ]);
+        assert_eq!(got[1], t(60, 70, 1, 1));
+        assert_eq!(state.len(), 2, "old id kept until pruned");
+    }
+
+    #[test]
+    fn missing_then_back_continues_from_last_seen() {
+        let (got, _) = run(&[
+            vec![flow(1, c(1, 100), c(1, 100))],
+            vec![],
+            vec![flow(1, c(2, 250), c(3, 400))],
+        ]);
+        assert_eq!(
+            got,
+            vec![t(100, 100, 1, 1), t(0, 0, 0, 0), t(150, 300, 1, 2)]
+        );
+    }
+
+    #[test]
+    fn pruned_only_after_staying_gone() {
+        let one = vec![flow(1, c(1, 100), c(1, 100))];
+        let (_, s) = run(&[one.clone(), vec![], vec![]]);
+        assert_eq!(s.len(), 1, "gone twice: kept");
+        assert_eq!(s.values().next().unwrap().missing, 2);
+        let (_, s) = run(&[one, vec![], vec![], vec![]]);
+        assert!(s.is_empty(), "gone three times: pruned");
+    }
+
+    #[test]
+    fn flow_without_counters_charges_nothing_and_is_counted() {
+        let mut f = flow(1, c(0, 0), c(0, 0));
+        f.orig_counters = None;
+        f.reply_counters = None;
+        let plan = account_pass(0, &[f], &[alice()], &HashMap::new(), 3);
+        assert_eq!(plan.totals.flows_without_counters, 1);
+        assert!(plan.usage.is_empty());
+        assert!(plan.upserts.is_empty());
+    }
+
+    #[test]
+    fn unchanged_flow_is_not_rewritten() {
+        let f = flow(1, c(1, 100), c(1, 100));
+        let p1 = account_pass(0, std::slice::from_ref(&f), &[alice()], &HashMap::new(), 3);
+        let state: HashMap<_, _> = p1.upserts.into_iter().map(|s| (s.key, s)).collect();
+        let p2 = account_pass(1, &[f], &[alice()], &state, 3);
+        assert!(p2.upserts.is_empty());
+        assert!(p2.usage.is_empty());
+    }
+
+    #[test]
+    fn incoming_flow_receives_the_original_direction() {
+        let d = delta(None, c(2, 100), c(3, 900));
+        assert_eq!(
+            Traffic::from_delta(&d, Some(Direction::In)),
+            t(900, 100, 3, 2)
+        );
+        assert_eq!(
+            Traffic::from_delta(&d, Some(Direction::Out)),
+            t(100, 900, 2, 3)
+        );
+    }
+
+    #[test]
+    fn totals_reconcile_across_buckets() {
+        let f1 = flow(1, c(1, 100), c(1, 200));
+        let f2 = flow(2, c(1, 10), c(1, 20));
+        let f3 = flow(3, c(1, 1), c(1, 2));
+        let mut ex = alice();
+        ex.verdict = Verdict::Excluded(None);
+        let mut un = alice();
+        un.verdict = Verdict::Unattributed(Reason::NoSocket);
+        let plan = account_pass(0, &[f1, f2, f3], &[alice(), ex, un], &HashMap::new(), 3);
+        assert_eq!(plan.totals.attributed.bytes(), 300);
+        assert_eq!(plan.totals.excluded.bytes(), 30);
+        assert_eq!(plan.totals.unattributed.bytes(), 3);
+        assert_eq!(plan.totals.counted_bytes(), 333);
+        let usage_sum: u64 = plan.usage.values().map(|t| t.bytes()).sum();
+        assert_eq!(usage_sum, 333);
+    }
+}

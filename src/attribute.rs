@@ -1,0 +1,588 @@
+//! The pure join: conntrack flow ↔ socket ↔ uid/program, and local-network exclusion.
+//!
+//! A flow is matched against both of its tuples (SPEC "Join"):
+//! - outgoing (a local socket initiated it): original tuple src/dst = socket local/remote;
+//! - incoming (a local server answered): reply tuple src/dst = socket local/remote, which
+//!   still holds after DNAT because the reply tuple carries the translated address.
+//!
+//! Match order: exact 4-tuple with a live socket, then the attribution the flow already had
+//! (its socket may be gone or in TIME_WAIT), then local address + port of an unconnected
+//! socket (unconnected UDP, listeners), then the wildcard address (`0.0.0.0` / `::`) + port.
+//! TIME_WAIT and request sockets (inode 0, uid 0) are never evidence of an owner.
+//! No match means unattributed with a reason: a uid is never guessed.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use ipnet::IpNet;
+
+use crate::model::{Flow, Socket, L4};
+use crate::sources::processes::Owner;
+
+/// Which side started the flow, seen from this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    /// A local socket initiated it: tx = original counters, rx = reply counters.
+    Out,
+    /// A remote peer initiated it to a local server: rx = original, tx = reply.
+    In,
+}
+
+impl Direction {
+    /// Name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Out => "out",
+            Direction::In => "in",
+        }
+    }
+
+    /// Inverse of [`Direction::as_str`].
+    pub fn parse(s: &str) -> Option<Direction> {
+        match s {
+            "out" => Some(Direction::Out),
+            "in" => Some(Direction::In),
+            _ => None,
+        }
+    }
+}
+
+/// Who a flow belongs to, as remembered between passes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Attribution {
+    /// The socket's owner (from the socket table, not the process).
+    pub uid: u32,
+    /// The program holding the socket, when it could be read (metadata only).
+    pub program: Option<String>,
+    /// Which end initiated.
+    pub direction: Direction,
+}
+
+/// Why a flow could not be charged to a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// TCP/UDP flow to or from this host with no socket ever seen (born and closed
+    /// between passes, or the socket belongs to another network namespace).
+    NoSocket,
+    /// Neither end is an address of this host: forwarded or NAT'd traffic.
+    Forwarded,
+    /// Several sockets with different owners share the matching local port.
+    Ambiguous,
+    /// Not TCP or UDP (ICMP, GRE, …): only TCP and UDP are attributed.
+    Protocol,
+}
+
+impl Reason {
+    /// Name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NoSocket => "no-socket",
+            Reason::Forwarded => "forwarded",
+            Reason::Ambiguous => "ambiguous",
+            Reason::Protocol => "protocol",
+        }
+    }
+}
+
+/// Where a flow's bytes go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Charged to a user.
+    User(Attribution),
+    /// Remote end is in a local network: kept apart, charged to nobody. The owner is
+    /// kept when known, for information.
+    Excluded(Option<Attribution>),
+    /// Counted, but nobody can be named.
+    Unattributed(Reason),
+}
+
+/// The outcome of attributing one flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attributed {
+    /// Where the bytes go.
+    pub verdict: Verdict,
+    /// Initiating side, when known (unknown for forwarded traffic).
+    pub direction: Option<Direction>,
+    /// The far end's address.
+    pub remote: IpAddr,
+    /// The service port: the remote port for outgoing flows, the local port for incoming.
+    pub port: u16,
+}
+
+impl Attributed {
+    /// The attribution to remember for this flow (only a live-socket match or a kept one).
+    pub fn attribution(&self) -> Option<&Attribution> {
+        match &self.verdict {
+            Verdict::User(a) => Some(a),
+            Verdict::Excluded(a) => a.as_ref(),
+            Verdict::Unattributed(_) => None,
+        }
+    }
+}
+
+/// The networks whose traffic is not charged to anyone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalNets {
+    nets: Vec<IpNet>,
+}
+
+impl LocalNets {
+    /// SPEC defaults: loopback, RFC 1918, link-local, ULA, and multicast.
+    pub const DEFAULTS: &'static [&'static str] = &[
+        "127.0.0.0/8",
+        "::1/128",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+        "fe80::/10",
+        "fc00::/7",
+        "224.0.0.0/4",
+        "ff00::/8",
+    ];
+
+    /// The default local networks.
+    pub fn defaults() -> LocalNets {
+        LocalNets::new(
+            LocalNets::DEFAULTS
+                .iter()
+                .map(|s| s.parse().expect("default local network parses")),
+        )
+    }
+
+    /// Exactly these networks (an empty list counts everything).
+    pub fn new(nets: impl IntoIterator<Item = IpNet>) -> LocalNets {
+        LocalNets {
+            nets: nets.into_iter().collect(),
+        }
+    }
+
+    /// Whether `ip` is local. IPv4-mapped addresses are compared as IPv4.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = crate::model::canonical_ip(ip);
+        // The unspecified and broadcast addresses never leave the host or the link.
+        if ip.is_unspecified() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
+            return !self.nets.is_empty();
+        }
+        self.nets.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The networks, for display.
+    pub fn nets(&self) -> &[IpNet] {
+        &self.nets
+    }
+}
+
+/// What a bound (unconnected) local address resolves to.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    One(usize),
+    /// Live sockets with different owners share the address (SO_REUSEPORT).
+    Ambiguous,
+}
+
+/// Sockets indexed for the join. Built once per pass.
+pub struct SocketIndex<'a> {
+    sockets: &'a [Socket],
+    owners: &'a HashMap<u64, Owner>,
+    /// (proto, local, remote) → live socket.
+    exact: HashMap<(L4, SocketAddr, SocketAddr), usize>,
+    /// (proto, local) → live socket with no remote end (unconnected UDP, listeners).
+    bound: HashMap<(L4, SocketAddr), Bound>,
+    /// Addresses of this host: the local ends of its sockets plus those given.
+    host_addrs: HashSet<IpAddr>,
+}
+
+impl<'a> SocketIndex<'a> {
+    /// Index `sockets` (with their owning processes) for the join. `host_addrs` are the
+    /// interface addresses of this host, used to tell the direction of socketless flows.
+    pub fn new(
+        sockets: &'a [Socket],
+        owners: &'a HashMap<u64, Owner>,
+        host_addrs: impl IntoIterator<Item = IpAddr>,
+    ) -> SocketIndex<'a> {
+        let mut exact = HashMap::with_capacity(sockets.len());
+        let mut bound: HashMap<(L4, SocketAddr), Bound> = HashMap::new();
+        let mut host: HashSet<IpAddr> = host_addrs.into_iter().collect();
+        for (i, s) in sockets.iter().enumerate() {
+            if !s.local.ip().is_unspecified() {
+                host.insert(s.local.ip());
+            }
+            if !s.has_owner() {
+                continue;
+            }
+            if s.remote.port() == 0 && s.remote.ip().is_unspecified() {
+                bound
+                    .entry((s.proto, s.local))
+                    .and_modify(|b| {
+                        if let Bound::One(j) = *b {
+                            if sockets[j].uid != s.uid {
+                                *b = Bound::Ambiguous;
+                            } else if s.inode < sockets[j].inode {
+                                // Deterministic choice among same-owner sockets.
+                                *b = Bound::One(i);
+                            }
+                        }
+                    })
+                    .or_insert(Bound::One(i));
+            } else {
+                exact.insert((s.proto, s.local, s.remote), i);
+            }
+        }
+        SocketIndex {
+            sockets,
+            owners,
+            exact,
+            bound,
+            host_addrs: host,
+        }
+    }
+
+    fn attribution(&self, i: usize, direction: Direction) -> Attribution {
+        let s = &self.sockets[i];
+        Attribution {
+            uid: s.uid,
+            program: self.owners.get(&s.inode).map(|o| o.program.clone()),
+            direction,
+        }
+    }
+
+    fn bound(&self, l4: L4, local: SocketAddr) -> Option<Bound> {
+        if let Some(b) = self.bound.get(&(l4, local)) {
+            return Some(*b);
+        }
+        // Wildcard: an IPv4 flow may be served by a 0.0.0.0 socket or a dual-stack `::` one.
+        let port = local.port();
+        let wild: &[IpAddr] = match local.ip() {
+            IpAddr::V4(_) => &[
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ],
+            IpAddr::V6(_) => &[IpAddr::V6(Ipv6Addr::UNSPECIFIED)],
+        };
+        wild.iter()
+            .find_map(|ip| self.bound.get(&(l4, SocketAddr::new(*ip, port))).copied())
+    }
+
+    fn is_host_addr(&self, ip: IpAddr) -> bool {
+        ip.is_loopback() || self.host_addrs.contains(&ip)
+    }
+}
+
+/// Attribute one flow. `prior` is the attribution the flow had when last seen with a
+/// live socket (from the saved flow state).
+pub fn attribute(
+    flow: &Flow,
+    idx: &SocketIndex,
+    prior: Option<&Attribution>,
+    nets: &LocalNets,
+) -> Attributed {
+    let (orig, reply) = (&flow.orig, &flow.reply);
+    let l4 = L4::from_ipproto(orig.proto);
+
+    let mut reason = None;
+    let mut found: Option<Attribution> = None;
+    if let Some(l4) = l4 {
+        let exact = |local: SocketAddr, remote: SocketAddr| idx.exact.get(&(l4, local, remote));
+        if let Some(&i) = exact(orig.src_sa(), orig.dst_sa()) {
+            found = Some(idx.attribution(i, Direction::Out));
+        } else if let Some(&i) = exact(reply.src_sa(), reply.dst_sa()) {
+            found = Some(idx.attribution(i, Direction::In));
+        } else if let Some(p) = prior {
+            found = Some(p.clone());
+        } else {
+            let candidates = [
+                (orig.src_sa(), Direction::Out),
+                (reply.src_sa(), Direction::In),
+            ];
+            for (local, dir) in candidates {
+                match idx.bound(l4, local) {
+                    Some(Bound::One(i)) => {
+                        found = Some(idx.attribution(i, dir));
+                        break;
+                    }
+                    Some(Bound::Ambiguous) => reason = Some(Reason::Ambiguous),
+                    None => {}
+                }
+            }
+        }
+    }
+
+    let direction = match &found {
+        Some(a) => Some(a.direction),
+        None if idx.is_host_addr(orig.dst) => Some(Direction::In),
+        None if idx.is_host_addr(orig.src) => Some(Direction::Out),
+        None => None,
+    };
+    let (remote, port) = match direction {
+        Some(Direction::Out) | None => (orig.dst, orig.dport),
+        Some(Direction::In) => (orig.src, reply.sport),
+    };
+
+    let verdict = if nets.contains(remote) && (direction.is_some() || nets.contains(orig.src)) {
+        Verdict::Excluded(found)
+    } else if l4.is_none() {
+        Verdict::Unattributed(Reason::Protocol)
+    } else if let Some(a) = found {
+        Verdict::User(a)
+    } else {
+        Verdict::Unattributed(reason.unwrap_or(if direction.is_some() {
+            Reason::NoSocket
+        } else {
+            Reason::Forwarded
+        }))
+    };
+    Attributed {
+        verdict,
+        direction,
+        remote,
+        port,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Counters, Tuple, TCP_TIME_WAIT};
+    use rstest::rstest;
+
+    const ALICE: u32 = 1001;
+    const BOB: u32 = 1002;
+    const HOST4: &str = "198.51.100.1";
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn sock(proto: L4, local: &str, remote: &str, uid: u32, inode: u64) -> Socket {
+        Socket {
+            proto,
+            local: sa(local),
+            remote: sa(remote),
+            state: if inode == 0 { TCP_TIME_WAIT } else { 1 },
+            uid,
+            inode,
+        }
+    }
+
+    fn tuple(proto: u8, src: &str, dst: &str) -> Tuple {
+        let (s, d) = (sa(src), sa(dst));
+        Tuple {
+            src: s.ip(),
+            dst: d.ip(),
+            proto,
+            sport: s.port(),
+            dport: d.port(),
+        }
+    }
+
+    /// A flow with the given tuples (the reply is the mirror of `orig` unless given).
+    fn flow(proto: u8, orig: (&str, &str), reply: Option<(&str, &str)>) -> Flow {
+        let o = tuple(proto, orig.0, orig.1);
+        let r = match reply {
+            Some((s, d)) => tuple(proto, s, d),
+            None => tuple(proto, orig.1, orig.0),
+        };
+        Flow {
+            orig: o,
+            reply: r,
+            id: 1,
+            zone: 0,
+            mark: 0,
+            status: 0,
+            orig_counters: Some(Counters::default()),
+            reply_counters: Some(Counters::default()),
+            start_ns: None,
+            stop_ns: None,
+        }
+    }
+
+    fn owners() -> HashMap<u64, Owner> {
+        [(
+            100,
+            Owner {
+                pid: 42,
+                program: "curl".into(),
+            },
+        )]
+        .into_iter()
+        .collect()
+    }
+
+    fn user(uid: u32, dir: Direction) -> Verdict {
+        Verdict::User(Attribution {
+            uid,
+            program: (uid == ALICE).then(|| "curl".to_string()),
+            direction: dir,
+        })
+    }
+
+    fn join(
+        sockets: &[Socket],
+        f: &Flow,
+        prior: Option<&Attribution>,
+        nets: &LocalNets,
+    ) -> Attributed {
+        let o = owners();
+        let idx = SocketIndex::new(sockets, &o, [HOST4.parse().unwrap()]);
+        attribute(f, &idx, prior, nets)
+    }
+
+    const TCP: u8 = 6;
+    const UDP: u8 = 17;
+
+    #[rstest]
+    #[case::outgoing_tcp_exact(
+        vec![sock(L4::Tcp, "198.51.100.1:40000", "198.51.100.2:80", ALICE, 100)],
+        flow(TCP, ("198.51.100.1:40000", "198.51.100.2:80"), None),
+        user(ALICE, Direction::Out), "198.51.100.2", 80)]
+    #[case::incoming_to_own_server_exact_reply_tuple(
+        vec![sock(L4::Tcp, "198.51.100.1:8080", "198.51.100.2:50000", BOB, 200)],
+        flow(TCP, ("198.51.100.2:50000", "198.51.100.1:8080"), None),
+        user(BOB, Direction::In), "198.51.100.2", 8080)]
+    #[case::incoming_dnat_reply_tuple_holds(
+        // Client hit 203.0.113.7:80, DNAT to the local 198.51.100.1:8080 server.
+        vec![sock(L4::Tcp, "198.51.100.1:8080", "192.0.2.9:50000", BOB, 200)],
+        flow(TCP, ("192.0.2.9:50000", "203.0.113.7:80"), Some(("198.51.100.1:8080", "192.0.2.9:50000"))),
+        user(BOB, Direction::In), "192.0.2.9", 8080)]
+    #[case::v6_outgoing(
+        vec![sock(L4::Tcp, "[2001:db8::1]:40000", "[2001:db8::2]:443", ALICE, 100)],
+        flow(TCP, ("[2001:db8::1]:40000", "[2001:db8::2]:443"), None),
+        user(ALICE, Direction::Out), "2001:db8::2", 443)]
+    #[case::tcp_socket_does_not_match_udp_flow(
+        vec![sock(L4::Tcp, "198.51.100.1:40000", "198.51.100.2:53", ALICE, 100)],
+        flow(UDP, ("198.51.100.1:40000", "198.51.100.2:53"), None),
+        Verdict::Unattributed(Reason::NoSocket), "198.51.100.2", 53)]
+    #[case::connected_udp_exact(
+        vec![sock(L4::Udp, "198.51.100.1:5000", "198.51.100.2:53", ALICE, 100)],
+        flow(UDP, ("198.51.100.1:5000", "198.51.100.2:53"), None),
+        user(ALICE, Direction::Out), "198.51.100.2", 53)]
+    #[case::unconnected_udp_bound_address(
+        vec![sock(L4::Udp, "198.51.100.1:5000", "0.0.0.0:0", ALICE, 100)],
+        flow(UDP, ("198.51.100.1:5000", "198.51.100.2:53"), None),
+        user(ALICE, Direction::Out), "198.51.100.2", 53)]
+    #[case::unconnected_udp_wildcard(
+        vec![sock(L4::Udp, "0.0.0.0:5000", "0.0.0.0:0", ALICE, 100)],
+        flow(UDP, ("198.51.100.1:5000", "198.51.100.2:53"), None),
+        user(ALICE, Direction::Out), "198.51.100.2", 53)]
+    #[case::dual_stack_listener_serves_ipv4(
+        vec![sock(L4::Tcp, "[::]:8080", "[::]:0", BOB, 200)],
+        flow(TCP, ("198.51.100.2:50000", "198.51.100.1:8080"), None),
+        user(BOB, Direction::In), "198.51.100.2", 8080)]
+    #[case::exact_beats_bound(
+        vec![
+            sock(L4::Udp, "0.0.0.0:5000", "0.0.0.0:0", BOB, 200),
+            sock(L4::Udp, "198.51.100.1:5000", "198.51.100.2:53", ALICE, 100),
+        ],
+        flow(UDP, ("198.51.100.1:5000", "198.51.100.2:53"), None),
+        user(ALICE, Direction::Out), "198.51.100.2", 53)]
+    #[case::time_wait_is_not_root(
+        vec![sock(L4::Tcp, "198.51.100.1:40000", "198.51.100.2:80", 0, 0)],
+        flow(TCP, ("198.51.100.1:40000", "198.51.100.2:80"), None),
+        Verdict::Unattributed(Reason::NoSocket), "198.51.100.2", 80)]
+    #[case::reuseport_different_owners_is_ambiguous(
+        vec![
+            sock(L4::Udp, "0.0.0.0:5000", "0.0.0.0:0", ALICE, 100),
+            sock(L4::Udp, "0.0.0.0:5000", "0.0.0.0:0", BOB, 200),
+        ],
+        flow(UDP, ("198.51.100.2:9999", "198.51.100.1:5000"), None),
+        Verdict::Unattributed(Reason::Ambiguous), "198.51.100.2", 5000)]
+    #[case::forwarded_has_no_socket(
+        vec![],
+        flow(TCP, ("203.0.113.5:40000", "192.0.2.80:443"), None),
+        Verdict::Unattributed(Reason::Forwarded), "192.0.2.80", 443)]
+    #[case::icmp_is_unattributed_by_protocol(
+        vec![],
+        flow(1, ("198.51.100.1:0", "198.51.100.2:0"), None),
+        Verdict::Unattributed(Reason::Protocol), "198.51.100.2", 0)]
+    #[case::loopback_excluded(
+        vec![sock(L4::Tcp, "127.0.0.1:40000", "127.0.0.1:80", ALICE, 100)],
+        flow(TCP, ("127.0.0.1:40000", "127.0.0.1:80"), None),
+        Verdict::Excluded(Some(Attribution { uid: ALICE, program: Some("curl".into()), direction: Direction::Out })),
+        "127.0.0.1", 80)]
+    #[case::lan_excluded_even_without_socket(
+        vec![],
+        flow(TCP, ("198.51.100.1:40000", "10.9.0.2:80"), None),
+        Verdict::Excluded(None), "10.9.0.2", 80)]
+    #[case::lan_icmp_excluded(
+        vec![],
+        flow(1, ("198.51.100.1:0", "10.9.0.2:0"), None),
+        Verdict::Excluded(None), "10.9.0.2", 0)]
+    #[case::forwarded_lan_to_internet_not_excluded(
+        vec![],
+        flow(TCP, ("10.9.0.2:40000", "192.0.2.80:443"), None),
+        Verdict::Unattributed(Reason::Forwarded), "192.0.2.80", 443)]
+    fn join_shapes(
+        #[case] sockets: Vec<Socket>,
+        #[case] f: Flow,
+        #[case] want: Verdict,
+        #[case] remote: &str,
+        #[case] port: u16,
+    ) {
+        let got = join(&sockets, &f, None, &LocalNets::defaults());
+        assert_eq!(got.verdict, want);
+        assert_eq!(got.remote, remote.parse::<IpAddr>().unwrap());
+        assert_eq!(got.port, port);
+    }
+
+    #[test]
+    fn gone_socket_keeps_prior_attribution() {
+        let prior = Attribution {
+            uid: ALICE,
+            program: Some("curl".into()),
+            direction: Direction::Out,
+        };
+        // Only a TIME_WAIT row (uid 0, inode 0) is left: it must not turn the flow into root's.
+        let tw = vec![sock(L4::Tcp, "198.51.100.1:40000", "198.51.100.2:80", 0, 0)];
+        let f = flow(TCP, ("198.51.100.1:40000", "198.51.100.2:80"), None);
+        let got = join(&tw, &f, Some(&prior), &LocalNets::defaults());
+        assert_eq!(got.verdict, Verdict::User(prior.clone()));
+        let got = join(&[], &f, Some(&prior), &LocalNets::defaults());
+        assert_eq!(got.verdict, Verdict::User(prior));
+    }
+
+    #[test]
+    fn live_socket_beats_prior() {
+        let prior = Attribution {
+            uid: BOB,
+            program: None,
+            direction: Direction::Out,
+        };
+        let s = vec![sock(
+            L4::Tcp,
+            "198.51.100.1:40000",
+            "198.51.100.2:80",
+            ALICE,
+            100,
+        )];
+        let f = flow(TCP, ("198.51.100.1:40000", "198.51.100.2:80"), None);
+        let got = join(&s, &f, Some(&prior), &LocalNets::defaults());
+        assert_eq!(got.verdict, user(ALICE, Direction::Out));
+    }
+
+    #[test]
+    fn counting_local_charges_lan_to_its_user() {
+        let s = vec![sock(
+            L4::Tcp,
+            "198.51.100.1:40000",
+            "10.9.0.2:80",
+            ALICE,
+            100,
+        )];
+        let f = flow(TCP, ("198.51.100.1:40000", "10.9.0.2:80"), None);
+        let got = join(&s, &f, None, &LocalNets::new([]));
+        assert_eq!(got.verdict, user(ALICE, Direction::Out));
+    }
+
+    #[test]
+    fn custom_local_nets_replace_defaults() {
+        let nets = LocalNets::new(["198.51.100.0/24".parse().unwrap()]);
+        assert!(nets.contains("198.51.100.9".parse().unwrap()));
+        assert!(!nets.contains("10.0.0.1".parse().unwrap()));
+        // IPv4-mapped addresses compare as IPv4.
+        assert!(nets.contains("::ffff:198.51.100.9".parse().unwrap()));
+        assert!(LocalNets::defaults().contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(LocalNets::defaults().contains("ff02::1".parse().unwrap()));
+        assert!(!LocalNets::defaults().contains("2001:db8::1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,18 @@
+//! One file per subcommand; `dispatch` picks the one the command line names.
+
+pub mod setup;
+pub mod snapshot;
+pub mod top;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+
+/// Run the subcommand named on the command line.
+pub fn dispatch(cli: &Cli) -> Result<()> {
+    match &cli.command {
+        Command::Snapshot(args) => snapshot::run(cli, args),
+        Command::Setup => setup::run(),
+        Command::Top(args) => top::run(cli, args),
+    }
+}

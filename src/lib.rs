@@ -1,0 +1,15 @@
+//! netledger: per-user network traffic accounting for Linux.
+//!
+//! Data flows one way: `sources → attribute → account → store → report`.
+//! `cmd` wires the stages together per subcommand; `cli` only defines the command line.
+
+pub mod account;
+pub mod attribute;
+pub mod cli;
+pub mod cmd;
+pub mod model;
+pub mod prereq;
+pub mod report;
+pub mod sources;
+pub mod store;
+pub mod timespec;

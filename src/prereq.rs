@@ -1,0 +1,172 @@
+//! Conntrack prerequisites: accounting switched on, conntrack tracking in this network
+//! namespace, and the privileges to read it. `netledger setup` fixes what it can.
+//!
+//! Kernel facts (kernel.md): `nf_conntrack_acct` acts per network namespace and only on
+//! entries created after it is set; since Linux 4.10 conntrack's hooks register in a
+//! namespace only when some rule needs them, so netledger installs a minimal nftables
+//! table of its own with a `ct` expression.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The nftables table netledger installs (`netledger setup`). Declaring the table, then
+/// deleting and re-creating it in one atomic batch makes the load idempotent.
+pub const NFT_TABLE: &str = "\
+table inet netledger
+delete table inet netledger
+table inet netledger {
+    # A ct expression makes conntrack register its hooks in this namespace.
+    chain output {
+        type filter hook output priority 0; policy accept;
+        ct state new
+    }
+    chain input {
+        type filter hook input priority 0; policy accept;
+        ct state new
+    }
+}
+";
+
+/// Capability number of CAP_NET_ADMIN (include/uapi/linux/capability.h).
+const CAP_NET_ADMIN: u32 = 12;
+
+/// A prerequisite that is missing, each naming the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum PrereqError {
+    /// `nf_conntrack_acct` is 0.
+    #[error(
+        "conntrack accounting is off (net.netfilter.nf_conntrack_acct=0), so flows carry no \
+         byte counters: run `netledger setup` as root, or `sysctl -w net.netfilter.nf_conntrack_acct=1`"
+    )]
+    AccountingOff,
+    /// The conntrack module is not loaded / not active in this namespace.
+    #[error(
+        "conntrack is not active in this network namespace ({path} is missing): run \
+         `netledger setup` as root (it installs an nftables table that makes conntrack track)"
+    )]
+    ConntrackInactive {
+        /// The sysctl path that was looked for.
+        path: PathBuf,
+    },
+    /// The conntrack table is empty while connections exist.
+    #[error(
+        "conntrack is not tracking in this network namespace (empty table, {established} \
+         established TCP sockets): run `netledger setup` as root, or add an nftables rule \
+         using `ct state`"
+    )]
+    NotTracking {
+        /// Established TCP sockets seen.
+        established: usize,
+    },
+    /// Setup needs CAP_NET_ADMIN.
+    #[error("`netledger setup` needs root (CAP_NET_ADMIN) to change sysctls and nftables")]
+    NotPrivileged,
+    /// The `nft` command is missing.
+    #[error(
+        "cannot run `nft` ({source}): install nftables, or create a rule using `ct state` yourself"
+    )]
+    NftMissing {
+        /// The spawn error.
+        source: std::io::Error,
+    },
+    /// `nft` refused the table.
+    #[error("`nft -f -` failed to install table inet netledger: {stderr}")]
+    NftFailed {
+        /// What nft printed.
+        stderr: String,
+    },
+    /// A sysctl could not be read or written.
+    #[error("{path}: {source}")]
+    Sysctl {
+        /// The sysctl file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+fn acct_path(proc_root: &Path) -> PathBuf {
+    proc_root.join("sys/net/netfilter/nf_conntrack_acct")
+}
+
+/// Whether conntrack accounting is on in the reader's namespace.
+pub fn accounting_enabled(proc_root: &Path) -> Result<bool, PrereqError> {
+    let path = acct_path(proc_root);
+    match fs::read_to_string(&path) {
+        Ok(s) => Ok(s.trim() != "0"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(PrereqError::ConntrackInactive { path })
+        }
+        Err(source) => Err(PrereqError::Sysctl { path, source }),
+    }
+}
+
+/// Whether this process holds CAP_NET_ADMIN in its effective set.
+pub fn has_net_admin(proc_root: &Path) -> bool {
+    let Ok(status) = fs::read_to_string(proc_root.join("self/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+}
+
+fn nft_table_present() -> Result<bool, PrereqError> {
+    let out = Command::new("nft")
+        .args(["list", "table", "inet", "netledger"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| PrereqError::NftMissing { source })?;
+    Ok(out.status.success())
+}
+
+fn install_nft_table() -> Result<(), PrereqError> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| PrereqError::NftMissing { source })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A write error shows up as nft's failure below.
+        let _ = stdin.write_all(NFT_TABLE.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|source| PrereqError::NftMissing { source })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(PrereqError::NftFailed {
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+/// Make conntrack track and count in this namespace. Idempotent; returns what changed
+/// (empty when everything was already in place).
+pub fn setup(proc_root: &Path) -> Result<Vec<String>, PrereqError> {
+    if !has_net_admin(proc_root) {
+        return Err(PrereqError::NotPrivileged);
+    }
+    let mut changed = Vec::new();
+    // The table first: its ct expression loads nf_conntrack, which creates the sysctl.
+    if !nft_table_present()? {
+        install_nft_table()?;
+        changed.push("installed nftables table inet netledger (conntrack now tracks)".into());
+    }
+    if !accounting_enabled(proc_root)? {
+        let path = acct_path(proc_root);
+        fs::write(&path, "1").map_err(|source| PrereqError::Sysctl { path, source })?;
+        changed.push(
+            "set net.netfilter.nf_conntrack_acct=1 (counters exist for flows created from now on)"
+                .into(),
+        );
+    }
+    Ok(changed)
+}

@@ -1,0 +1,8 @@
+//! Reading the kernel: socket tables, process descriptors, the conntrack table.
+//!
+//! Every reader is paired with a pure parser so fixtures and other namespaces work.
+
+pub mod conntrack;
+pub mod interfaces;
+pub mod processes;
+pub mod sockets;

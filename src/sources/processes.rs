@@ -1,0 +1,455 @@
+//! Which process holds which socket: `/proc/PID/fd/*` → `socket:[INODE]` → (pid, program).
+//!
+//! This module owns the descriptor scan. The uid of a socket comes from its `/proc/net` row,
+//! not from here: the owner found here is metadata (which program), looked up only for the
+//! inodes the caller asks about.
+//!
+//! Processes and descriptors vanish mid-scan all the time; that is counted, never an error.
+//! Reading another user's `/proc/PID/fd` needs CAP_SYS_PTRACE (fs/proc/fd.c
+//! `proc_fd_permission` → `ptrace_may_access`); a refusal is counted as `denied`.
+//!
+//! Inode per descriptor: `readlinkat` on each `fd/N` and parse `socket:[INODE]`. `fstatat`
+//! (follow the link, `S_ISSOCK`, `st_ino`) was measured against it on Linux 6.18 (x86_64 VM,
+//! one process holding 10,000 sockets + 205 other fds, 6 rounds of 20 walks each, interleaved):
+//! readlinkat 31.1 ms, fstatat 30.4 ms, statx(AT_STATX_DONT_SYNC) 30.9 ms per walk, against
+//! 5.3 ms for the bare readdir — the same within noise, because the cost is instantiating the
+//! `fd/N` proc dentry, which both need. readlinkat is kept: it never touches the file a
+//! descriptor points to, so a process holding a file on a hung NFS or FUSE mount cannot block
+//! the scan (the reason `lsof -b` exists), and it works on fixture trees made of plain symlinks.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// The process that holds a socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// Its pid (the lowest, when several processes share the socket).
+    pub pid: u32,
+    /// Basename of its `exe` link (without ` (deleted)`), else its `comm`; empty if the
+    /// process exited before either could be read.
+    pub program: String,
+}
+
+/// Result of one descriptor scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessScan {
+    /// Owner of each wanted inode that some process holds. Wanted inodes that nobody holds
+    /// (TIME_WAIT, sockets of processes we may not look at, sockets closed meanwhile) are absent.
+    pub owners: HashMap<u64, Owner>,
+    /// Process directories (`proc_root/[0-9]*`) seen.
+    pub processes: usize,
+    /// Processes, or single descriptors, that disappeared between being listed and being read.
+    pub vanished: usize,
+    /// Processes whose descriptors we may not read (EACCES/EPERM: CAP_SYS_PTRACE is missing).
+    pub denied: usize,
+}
+
+/// Find, for each inode in `wanted`, the process holding it: walk `proc_root/[0-9]*/fd/*`.
+///
+/// Never fails: a process or descriptor that vanishes mid-scan is skipped and counted, a
+/// refusal is counted as denied, and an unreadable `proc_root` gives an empty scan (logged).
+/// Returns at once when `wanted` is empty. A socket shared by several processes (fork,
+/// SCM_RIGHTS) is given to the lowest pid, so the answer does not depend on readdir order.
+/// Threads (`PID/task/TID`) are not walked: they share their process's descriptor table.
+pub fn scan_socket_owners(proc_root: &Path, wanted: &HashSet<u64>) -> ProcessScan {
+    let mut scan = ProcessScan::default();
+    if wanted.is_empty() {
+        return scan;
+    }
+    let entries = match std::fs::read_dir(proc_root) {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::warn!(path = %proc_root.display(), error = %e, "cannot list processes");
+            return scan;
+        }
+    };
+    for entry in entries {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = parse_pid(entry.file_name().as_bytes()) else {
+            continue;
+        };
+        scan.processes += 1;
+        scan_process(proc_root, pid, wanted, &mut scan);
+    }
+    tracing::debug!(
+        processes = scan.processes,
+        owners = scan.owners.len(),
+        wanted = wanted.len(),
+        vanished = scan.vanished,
+        denied = scan.denied,
+        "socket owner scan"
+    );
+    scan
+}
+
+/// The inode of a descriptor link target `socket:[INODE]`; `None` for anything else
+/// (`pipe:[…]`, `anon_inode:[…]`, paths). Pure.
+pub fn parse_socket_link(target: &[u8]) -> Option<u64> {
+    let digits = target.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
+    parse_decimal(digits)
+}
+
+fn parse_pid(name: &[u8]) -> Option<u32> {
+    parse_decimal(name).and_then(|n| u32::try_from(n).ok())
+}
+
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |acc, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
+}
+
+/// What a failed read of a process's entries means for the counters.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// ENOENT/ESRCH: the process or descriptor is gone.
+    Vanished,
+    /// EACCES/EPERM: not allowed to look.
+    Denied,
+    /// Anything else: logged, not counted.
+    Other,
+}
+
+fn classify(e: &io::Error) -> Failure {
+    match e.raw_os_error() {
+        Some(libc::ENOENT | libc::ESRCH) => Failure::Vanished,
+        Some(libc::EACCES | libc::EPERM) => Failure::Denied,
+        _ => Failure::Other,
+    }
+}
+
+fn count(scan: &mut ProcessScan, e: &io::Error, what: &Path) {
+    match classify(e) {
+        Failure::Vanished => scan.vanished += 1,
+        Failure::Denied => scan.denied += 1,
+        Failure::Other => tracing::debug!(path = %what.display(), error = %e, "skipping"),
+    }
+}
+
+fn scan_process(proc_root: &Path, pid: u32, wanted: &HashSet<u64>, scan: &mut ProcessScan) {
+    let pid_dir = proc_root.join(pid.to_string());
+    let fd_path = pid_dir.join("fd");
+    let mut dir = match FdDir::open(&fd_path) {
+        Ok(dir) => dir,
+        Err(e) => return count(scan, &e, &fd_path),
+    };
+    // Read the program name at most once per process, and only if it owns something.
+    let mut program: Option<String> = None;
+    // "socket:[18446744073709551615]" is 29 bytes; a longer target is a path, not a socket.
+    let mut buf = [0u8; 64];
+    loop {
+        let target = match dir.next_link(&mut buf) {
+            Ok(Some(Ok(target))) => target,
+            Ok(Some(Err(e))) => {
+                // The descriptor was closed since readdir listed it: normal.
+                count(scan, &e, &fd_path);
+                continue;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                count(scan, &e, &fd_path);
+                break;
+            }
+        };
+        let Some(inode) = parse_socket_link(target) else {
+            continue;
+        };
+        if !wanted.contains(&inode) {
+            continue;
+        }
+        if scan.owners.get(&inode).is_some_and(|o| o.pid <= pid) {
+            continue;
+        }
+        let program = program
+            .get_or_insert_with(|| program_name(&pid_dir))
+            .clone();
+        scan.owners.insert(inode, Owner { pid, program });
+    }
+}
+
+/// Basename of `exe` (kernel threads and processes we may not ptrace have none), else `comm`.
+fn program_name(pid_dir: &Path) -> String {
+    if let Ok(exe) = std::fs::read_link(pid_dir.join("exe")) {
+        if let Some(base) = exe.file_name() {
+            let base = String::from_utf8_lossy(base.as_bytes());
+            // fs/d_path.c appends " (deleted)" to the path of an unlinked file (an upgraded
+            // binary that is still running).
+            let base = base.strip_suffix(" (deleted)").unwrap_or(&base);
+            if !base.is_empty() {
+                return base.to_owned();
+            }
+        }
+    }
+    match std::fs::read(pid_dir.join("comm")) {
+        Ok(comm) => String::from_utf8_lossy(&comm).trim().to_owned(),
+        Err(_) => String::new(),
+    }
+}
+
+/// An open `/proc/PID/fd` directory: one `open`, `getdents` through libc's DIR, and a
+/// `readlinkat` relative to it per entry (no path building per descriptor).
+struct FdDir {
+    dir: *mut libc::DIR,
+}
+
+impl FdDir {
+    fn open(path: &Path) -> io::Result<FdDir> {
+        let c_path = CString::new(path.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: c_path is a valid NUL-terminated string.
+        let fd = unsafe {
+            libc::open(
+                c_path.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is an open directory descriptor; on success DIR owns it.
+        let dir = unsafe { libc::fdopendir(fd) };
+        if dir.is_null() {
+            let e = io::Error::last_os_error();
+            // SAFETY: fdopendir failed, so fd is still ours to close.
+            unsafe { libc::close(fd) };
+            return Err(e);
+        }
+        Ok(FdDir { dir })
+    }
+
+    /// The link target of the next entry (other than `.` and `..`), read into `buf`.
+    /// `Ok(None)` at the end; `Err` when listing fails; `Ok(Some(Err))` when that one entry
+    /// cannot be read. A target that fills `buf` may be truncated: it is then too long to
+    /// be a socket link anyway.
+    fn next_link<'b>(&mut self, buf: &'b mut [u8]) -> io::Result<Option<io::Result<&'b [u8]>>> {
+        loop {
+            // readdir reports errors only through errno, so clear it first.
+            // SAFETY: __errno_location returns this thread's errno; self.dir is open.
+            let entry = unsafe {
+                *libc::__errno_location() = 0;
+                libc::readdir(self.dir)
+            };
+            if entry.is_null() {
+                let e = io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(0) | None => Ok(None),
+                    Some(_) => Err(e),
+                };
+            }
+            // SAFETY: entry points at a dirent with a NUL-terminated d_name, valid until the
+            // next readdir on this DIR, which cannot happen while `self` is borrowed mutably.
+            let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
+            if name.to_bytes() == b"." || name.to_bytes() == b".." {
+                continue;
+            }
+            // SAFETY: self.dir is open; name is NUL-terminated; buf is writable for its length.
+            let n = unsafe {
+                libc::readlinkat(
+                    libc::dirfd(self.dir),
+                    name.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            };
+            return Ok(Some(if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(&buf[..n as usize])
+            }));
+        }
+    }
+}
+
+impl Drop for FdDir {
+    fn drop(&mut self) {
+        // SAFETY: self.dir was returned by fdopendir and is closed only here.
+        unsafe { libc::closedir(self.dir) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::symlink;
+
+    #[rstest]
+    #[case(b"socket:[12345]", Some(12345))]
+    #[case(b"socket:[0]", Some(0))]
+    #[case(b"socket:[18446744073709551615]", Some(u64::MAX))]
+    #[case(b"socket:[18446744073709551616]", None)]
+    #[case(b"socket:[]", None)]
+    #[case(b"socket:[12a]", None)]
+    #[case(b"socket:[-1]", None)]
+    #[case(b"socket:[123", None)]
+    #[case(b"socket:123", None)]
+    #[case(b"pipe:[12345]", None)]
+    #[case(b"anon_inode:[eventfd]", None)]
+    #[case(b"/tmp/socket:[12345]", None)]
+    #[case(b"", None)]
+    fn parse_socket_link_cases(#[case] target: &[u8], #[case] expected: Option<u64>) {
+        assert_eq!(parse_socket_link(target), expected);
+    }
+
+    #[rstest]
+    #[case(libc::ENOENT, Failure::Vanished)]
+    #[case(libc::ESRCH, Failure::Vanished)]
+    #[case(libc::EACCES, Failure::Denied)]
+    #[case(libc::EPERM, Failure::Denied)]
+    #[case(libc::EMFILE, Failure::Other)]
+    fn errors_are_classified(#[case] errno: i32, #[case] expected: Failure) {
+        assert_eq!(classify(&io::Error::from_raw_os_error(errno)), expected);
+    }
+
+    fn inode_of(fd: &impl AsRawFd) -> u64 {
+        // SAFETY: a zeroed stat is a valid out-buffer; fd is open for the call.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }, 0);
+        assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFSOCK);
+        st.st_ino as u64
+    }
+
+    #[test]
+    fn finds_a_socket_of_this_process_in_real_proc() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (tcp_inode, udp_inode) = (inode_of(&listener), inode_of(&udp));
+        let wanted = HashSet::from([tcp_inode, udp_inode]);
+
+        let scan = scan_socket_owners(Path::new("/proc"), &wanted);
+
+        let me = std::process::id();
+        let exe = std::env::current_exe().unwrap();
+        let exe = exe.file_name().unwrap().to_str().unwrap();
+        for inode in [tcp_inode, udp_inode] {
+            let owner = scan.owners.get(&inode).expect("our socket has an owner");
+            assert_eq!(owner.pid, me);
+            assert_eq!(owner.program, exe);
+        }
+        assert_eq!(scan.owners.len(), 2, "only wanted inodes are reported");
+        assert!(scan.processes >= 1);
+    }
+
+    #[test]
+    fn empty_wanted_returns_at_once() {
+        let scan = scan_socket_owners(Path::new("/proc"), &HashSet::new());
+        assert_eq!(scan, ProcessScan::default());
+    }
+
+    #[test]
+    fn missing_proc_root_is_an_empty_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let scan = scan_socket_owners(&dir.path().join("nope"), &HashSet::from([1]));
+        assert_eq!(scan, ProcessScan::default());
+    }
+
+    /// A fake proc tree: `pid/fd/N -> socket:[INODE]`, optional `exe` and `comm`.
+    struct FakeProc(tempfile::TempDir);
+
+    impl FakeProc {
+        fn new() -> FakeProc {
+            FakeProc(tempfile::tempdir().unwrap())
+        }
+        fn fd(&self, pid: &str, fd: u32, target: &str) -> &Self {
+            let dir = self.0.path().join(pid).join("fd");
+            std::fs::create_dir_all(&dir).unwrap();
+            symlink(target, dir.join(fd.to_string())).unwrap();
+            self
+        }
+        fn exe(&self, pid: &str, target: &str) -> &Self {
+            symlink(target, self.0.path().join(pid).join("exe")).unwrap();
+            self
+        }
+        fn comm(&self, pid: &str, comm: &str) -> &Self {
+            std::fs::write(self.0.path().join(pid).join("comm"), comm).unwrap();
+            self
+        }
+        fn path(&self) -> &Path {
+            self.0.path()
+        }
+    }
+
+    #[test]
+    fn shared_socket_goes_to_the_lowest_pid_whatever_the_order() {
+        let p = FakeProc::new();
+        p.fd("300", 3, "socket:[500]")
+            .exe("300", "/usr/sbin/worker");
+        p.fd("20", 7, "socket:[500]").exe("20", "/usr/sbin/master");
+        p.fd("1000", 4, "socket:[500]")
+            .exe("1000", "/usr/sbin/worker");
+        let scan = scan_socket_owners(p.path(), &HashSet::from([500]));
+        assert_eq!(
+            scan.owners[&500],
+            Owner {
+                pid: 20,
+                program: "master".into()
+            }
+        );
+        assert_eq!(scan.processes, 3);
+    }
+
+    #[test]
+    fn program_is_exe_basename_without_deleted_else_trimmed_comm() {
+        let p = FakeProc::new();
+        p.fd("10", 3, "socket:[1]")
+            .exe("10", "/usr/bin/python3.12 (deleted)");
+        p.fd("11", 3, "socket:[2]").comm("11", "kworker-ish\n");
+        p.fd("12", 3, "socket:[3]");
+        let scan = scan_socket_owners(p.path(), &HashSet::from([1, 2, 3]));
+        assert_eq!(scan.owners[&1].program, "python3.12");
+        assert_eq!(scan.owners[&2].program, "kworker-ish");
+        assert_eq!(
+            scan.owners[&3].program, "",
+            "exited before its name was read"
+        );
+    }
+
+    #[test]
+    fn only_wanted_sockets_and_only_numeric_dirs_count() {
+        let p = FakeProc::new();
+        p.fd("10", 0, "/dev/null")
+            .fd("10", 1, "pipe:[77]")
+            .fd("10", 2, "socket:[88]")
+            .fd("10", 3, "socket:[99]")
+            .exe("10", "/bin/app");
+        // `self`-like and non-pid directories are not processes.
+        p.fd("self", 3, "socket:[99]").fd("10a", 3, "socket:[99]");
+        let scan = scan_socket_owners(p.path(), &HashSet::from([99, 12345]));
+        assert_eq!(scan.owners.len(), 1);
+        assert_eq!(scan.owners[&99].pid, 10);
+        assert_eq!(scan.processes, 1);
+        assert_eq!((scan.vanished, scan.denied), (0, 0));
+    }
+
+    #[test]
+    fn threads_are_not_walked() {
+        let p = FakeProc::new();
+        p.fd("10", 3, "socket:[1]");
+        std::fs::create_dir_all(p.path().join("10/task/11/fd")).unwrap();
+        symlink("socket:[2]", p.path().join("10/task/11/fd/3")).unwrap();
+        let scan = scan_socket_owners(p.path(), &HashSet::from([1, 2]));
+        assert!(scan.owners.contains_key(&1));
+        assert!(!scan.owners.contains_key(&2));
+    }
+
+    #[test]
+    fn a_process_without_fd_dir_is_counted_as_vanished() {
+        let p = FakeProc::new();
+        p.fd("10", 3, "socket:[1]");
+        std::fs::create_dir(p.path().join("11")).unwrap(); // exited between readdir and open
+        let scan = scan_socket_owners(p.path(), &HashSet::from([1]));
+        assert_eq!(scan.processes, 2);
+        assert_eq!(scan.vanished, 1);
+        assert_eq!(scan.owners[&1].pid, 10);
+    }
+}

@@ -1,0 +1,580 @@
+//! The kernel's socket tables: `/proc/net/{tcp,tcp6,udp,udp6}` → [`Socket`] rows.
+//!
+//! This module owns reading and parsing those four files. It parses them line by line itself
+//! instead of using procfs's table reader, because procfs rejects a whole file on one line it
+//! does not like (e.g. a UDP state other than 1 or 7); here a malformed line is logged, recorded
+//! in [`SocketTable::bad_lines`] and skipped, and every other row survives.
+//!
+//! Row format (net/ipv4/tcp_ipv4.c `get_tcp4_sock`, net/ipv6/tcp_ipv6.c `get_tcp6_sock`,
+//! net/ipv4/udp.c `udp4_format_sock`, net/ipv6/datagram.c `__ip6_dgram_sock_seq_show`):
+//!
+//! ```text
+//!   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ...
+//!    0: 0100007F:1B58 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 8559 ...
+//! ```
+//!
+//! Each 32-bit address word is the network-order word loaded as a host integer and printed with
+//! `%08X`, so the digits depend on the byte order of the kernel that printed them: 127.0.0.1 is
+//! `0100007F` on little-endian and `7F000001` on big-endian. IPv6 addresses are four such words.
+//! Ports are plain hex (`ntohs` already applied).
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use crate::model::{canonical_ip, Socket, L4};
+
+/// Byte order of the kernel that printed a socket table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endian {
+    /// Little-endian (x86, most arm64 and riscv).
+    Little,
+    /// Big-endian (s390x, some ppc64 and mips).
+    Big,
+}
+
+impl Endian {
+    /// The byte order of this machine: the one `/proc` of the running kernel uses.
+    pub fn native() -> Endian {
+        if cfg!(target_endian = "big") {
+            Endian::Big
+        } else {
+            Endian::Little
+        }
+    }
+}
+
+/// A line of a socket table that could not be parsed; it was logged and skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadLine {
+    /// The file it came from (as given to [`parse_table`]).
+    pub file: String,
+    /// 1-based line number in that file (the header is line 1).
+    pub line: usize,
+    /// The line itself, trailing padding removed.
+    pub text: String,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+/// The parsed rows of one or more socket tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SocketTable {
+    /// Every row that parsed, in file order (`tcp`, `tcp6`, `udp`, `udp6` for [`read_sockets`]).
+    pub sockets: Vec<Socket>,
+    /// Every line that did not.
+    pub bad_lines: Vec<BadLine>,
+}
+
+impl SocketTable {
+    /// Append another table's rows and bad lines to this one.
+    pub fn append(&mut self, mut other: SocketTable) {
+        self.sockets.append(&mut other.sockets);
+        self.bad_lines.append(&mut other.bad_lines);
+    }
+}
+
+/// Why the socket tables could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketsError {
+    /// A table that every kernel with IPv4 has (`net/tcp`, `net/udp`) does not exist:
+    /// the proc root is wrong, or /proc is not mounted.
+    #[error("{} does not exist: is {} a proc root (mounted procfs, or /proc/PID)?", path.display(), root.display())]
+    Missing {
+        /// The missing file.
+        path: PathBuf,
+        /// The proc root it was looked for in.
+        root: PathBuf,
+    },
+    /// A table exists but could not be read.
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        /// The file that failed.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The four tables, in the order they are read. `required: false` tables are absent when
+/// the kernel has no IPv6 (`ipv6.disable=1`, or CONFIG_IPV6=n): that is not an error.
+const TABLES: [(&str, L4, bool); 4] = [
+    ("tcp", L4::Tcp, true),
+    ("tcp6", L4::Tcp, false),
+    ("udp", L4::Udp, true),
+    ("udp6", L4::Udp, false),
+];
+
+/// Read `proc_root/net/{tcp,tcp6,udp,udp6}` and parse every row.
+///
+/// `proc_root` is `/proc` for our own network namespace, `/proc/PID` for PID's, or a fixture
+/// directory. The tables are parsed in the byte order of this machine ([`Endian::native`]).
+/// A missing `tcp6`/`udp6` gives no rows; a missing `tcp`/`udp` or an unreadable file is an
+/// error. Malformed lines are not errors: see [`parse_table`].
+pub fn read_sockets(proc_root: &Path) -> Result<SocketTable, SocketsError> {
+    let net = proc_root.join("net");
+    let mut table = SocketTable::default();
+    for (name, proto, required) in TABLES {
+        let path = net.join(name);
+        let text = match read_text(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !required => {
+                tracing::debug!(path = %path.display(), "no such socket table (IPv6 disabled?)");
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(SocketsError::Missing {
+                    path,
+                    root: proc_root.to_path_buf(),
+                })
+            }
+            Err(source) => return Err(SocketsError::Read { path, source }),
+        };
+        let file = path.display().to_string();
+        table.append(parse_table(&text, proto, Endian::native(), &file));
+    }
+    Ok(table)
+}
+
+/// Read a whole file into one String. Procfs files report size 0, so start with a buffer big
+/// enough for a few hundred rows and let it grow. Bytes that are not UTF-8 become U+FFFD, so
+/// they show up as bad lines instead of failing the whole file.
+fn read_text(path: &Path) -> io::Result<String> {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    File::open(path)?.read_to_end(&mut buf)?;
+    Ok(match String::from_utf8(buf) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
+
+/// Parse the text of one socket table (`/proc/net/tcp`, `tcp6`, `udp` or `udp6`).
+///
+/// Pure. Each row is IPv4 or IPv6 according to the length of its addresses, so the same
+/// function reads all four files; `proto` says which transport the file holds and `endian`
+/// the byte order of the kernel that printed it. IPv4-mapped IPv6 addresses become IPv4
+/// ([`canonical_ip`]). A header line (first line, starting with `sl`) and blank lines are
+/// skipped; any other line that does not parse is logged with `file` and its line number,
+/// recorded in [`SocketTable::bad_lines`], and parsing goes on.
+pub fn parse_table(text: &str, proto: L4, endian: Endian, file: &str) -> SocketTable {
+    // Rows are 150 bytes (tcp) to 180 bytes (udp6) long: avoid regrowing the Vec.
+    let mut table = SocketTable {
+        sockets: Vec::with_capacity(text.len() / 128 + 1),
+        bad_lines: Vec::new(),
+    };
+    for (index, line) in text.lines().enumerate() {
+        let number = index + 1;
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || (number == 1 && trimmed.starts_with("sl ")) {
+            continue;
+        }
+        match parse_row(line, proto, endian) {
+            Ok(socket) => table.sockets.push(socket),
+            Err(reason) => {
+                tracing::warn!(
+                    file,
+                    line = number,
+                    reason,
+                    "skipping malformed socket table line"
+                );
+                table.bad_lines.push(BadLine {
+                    file: file.to_owned(),
+                    line: number,
+                    text: line.trim_end().to_owned(),
+                    reason: reason.to_owned(),
+                });
+            }
+        }
+    }
+    table
+}
+
+/// Parse one data row. The error is a static reason so that good rows never allocate.
+fn parse_row(line: &str, proto: L4, endian: Endian) -> Result<Socket, &'static str> {
+    let mut fields = line.split_ascii_whitespace();
+    let mut next = |missing: &'static str| fields.next().ok_or(missing);
+
+    let slot = next("missing sl field")?;
+    match slot.strip_suffix(':') {
+        Some(n) if parse_dec(n).is_some() => {}
+        _ => return Err("sl field is not `N:`"),
+    }
+    let local = parse_address(next("missing local address")?.as_bytes(), endian)
+        .ok_or("bad local address")?;
+    let remote = parse_address(next("missing remote address")?.as_bytes(), endian)
+        .ok_or("bad remote address")?;
+    if local.is_ipv4() != remote.is_ipv4() {
+        return Err("local and remote addresses differ in length");
+    }
+    let state = parse_hex(next("missing st field")?.as_bytes(), 2).ok_or("bad st field")? as u8;
+    next("missing tx_queue:rx_queue field")?;
+    next("missing tr:tm->when field")?;
+    next("missing retrnsmt field")?;
+    let uid = parse_dec(next("missing uid field")?)
+        .and_then(|u| u32::try_from(u).ok())
+        .ok_or("bad uid field")?;
+    next("missing timeout field")?;
+    let inode = parse_dec(next("missing inode field")?).ok_or("bad inode field")?;
+
+    Ok(Socket {
+        proto,
+        local,
+        remote,
+        state,
+        uid,
+        inode,
+    })
+}
+
+/// `HEX:PORT` with 8 (IPv4) or 32 (IPv6) address digits → canonical socket address.
+fn parse_address(field: &[u8], endian: Endian) -> Option<SocketAddr> {
+    let colon = field.iter().position(|&b| b == b':')?;
+    let (addr, port) = (&field[..colon], &field[colon + 1..]);
+    let port = parse_hex(port, 4)? as u16;
+    let ip = match addr.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(word_bytes(addr, endian)?)),
+        32 => {
+            let mut octets = [0u8; 16];
+            for (chunk, out) in addr.chunks_exact(8).zip(octets.chunks_exact_mut(4)) {
+                out.copy_from_slice(&word_bytes(chunk, endian)?);
+            }
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(canonical_ip(ip), port))
+}
+
+/// One `%08X` address word → the four bytes as they were in memory (network order).
+fn word_bytes(hex: &[u8], endian: Endian) -> Option<[u8; 4]> {
+    let word = parse_hex(hex, 8)?;
+    Some(match endian {
+        Endian::Little => word.to_le_bytes(),
+        Endian::Big => word.to_be_bytes(),
+    })
+}
+
+/// 1 to `max_digits` hex digits (either case) → value. No sign, no prefix, no allocation.
+fn parse_hex(digits: &[u8], max_digits: usize) -> Option<u32> {
+    if digits.is_empty() || digits.len() > max_digits {
+        return None;
+    }
+    digits.iter().try_fold(0u32, |acc, &b| {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        Some(acc << 4 | u32::from(d))
+    })
+}
+
+/// Decimal digits → u64; `None` on anything else or on overflow.
+fn parse_dec(digits: &str) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.bytes().try_fold(0u64, |acc, b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::TCP_TIME_WAIT;
+    use std::path::PathBuf;
+
+    fn fixture(scenario: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/proc")
+            .join(scenario)
+    }
+
+    fn fixture_text(scenario: &str, table: &str) -> String {
+        let path = fixture(scenario).join("net").join(table);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn find<'a>(t: &'a SocketTable, proto: L4, local: &str, remote: &str) -> &'a Socket {
+        let (local, remote) = (sa(local), sa(remote));
+        let hits: Vec<_> = t
+            .sockets
+            .iter()
+            .filter(|s| s.proto == proto && s.local == local && s.remote == remote)
+            .collect();
+        assert_eq!(hits.len(), 1, "{proto:?} {local} -> {remote}: {hits:?}");
+        hits[0]
+    }
+
+    /// The fixtures were captured on x86_64; parse them as little-endian on any host.
+    fn parse_fixture(scenario: &str, table: &str, proto: L4) -> SocketTable {
+        parse_table(&fixture_text(scenario, table), proto, Endian::Little, table)
+    }
+
+    #[test]
+    fn netns_mixed_has_every_row_and_no_bad_lines() {
+        for (table, proto, rows) in [
+            ("tcp", L4::Tcp, 9),
+            ("tcp6", L4::Tcp, 6),
+            ("udp", L4::Udp, 2),
+            ("udp6", L4::Udp, 3),
+        ] {
+            let t = parse_fixture("netns-mixed", table, proto);
+            assert_eq!(t.sockets.len(), rows, "{table}");
+            assert!(t.bad_lines.is_empty(), "{table}: {:?}", t.bad_lines);
+            assert!(t.sockets.iter().all(|s| s.proto == proto));
+        }
+    }
+
+    #[test]
+    fn netns_mixed_tcp_v4_rows() {
+        let t = parse_fixture("netns-mixed", "tcp", L4::Tcp);
+        let listen = find(&t, L4::Tcp, "0.0.0.0:8080", "0.0.0.0:0");
+        assert_eq!((listen.state, listen.uid, listen.inode), (0x0A, 0, 8557));
+        let nobody = find(&t, L4::Tcp, "0.0.0.0:8081", "0.0.0.0:0");
+        assert_eq!((nobody.uid, nobody.inode), (65534, 7620));
+        let out = find(&t, L4::Tcp, "198.51.100.1:56750", "198.51.100.2:9000");
+        assert_eq!((out.state, out.inode), (0x01, 8565));
+        let accepted = find(&t, L4::Tcp, "198.51.100.1:8080", "198.51.100.2:51416");
+        assert_eq!(accepted.inode, 8895);
+        let lo = find(&t, L4::Tcp, "127.0.0.1:58984", "127.0.0.1:7000");
+        assert_eq!(lo.inode, 8560);
+    }
+
+    #[test]
+    fn time_wait_and_unaccepted_rows_have_no_owner() {
+        let t = parse_fixture("netns-mixed", "tcp", L4::Tcp);
+        let tw = find(&t, L4::Tcp, "198.51.100.1:37520", "198.51.100.2:9002");
+        assert_eq!(tw.state, TCP_TIME_WAIT);
+        assert_eq!((tw.uid, tw.inode), (0, 0));
+        assert!(!tw.has_owner());
+        // Still in the listener's accept queue: established, but no socket inode yet.
+        let queued = find(&t, L4::Tcp, "198.51.100.1:8080", "198.51.100.2:51432");
+        assert_eq!((queued.state, queued.inode), (0x01, 0));
+        assert!(!queued.has_owner());
+    }
+
+    #[test]
+    fn netns_mixed_tcp6_rows_and_mapped_becomes_ipv4() {
+        let t = parse_fixture("netns-mixed", "tcp6", L4::Tcp);
+        let listen = find(&t, L4::Tcp, "[::]:8443", "[::]:0");
+        assert_eq!((listen.state, listen.inode), (0x0A, 8558));
+        assert_eq!(find(&t, L4::Tcp, "[::1]:7001", "[::]:0").inode, 8562);
+        let v6 = find(&t, L4::Tcp, "[2001:db8::1]:57598", "[2001:db8::2]:9001");
+        assert_eq!((v6.state, v6.inode), (0x01, 8567));
+        // AF_INET6 socket connected to ::ffff:198.51.100.2: both ends canonicalised to IPv4.
+        let mapped = find(&t, L4::Tcp, "198.51.100.1:56766", "198.51.100.2:9000");
+        assert!(mapped.local.is_ipv4() && mapped.remote.is_ipv4());
+        assert_eq!(mapped.inode, 8738);
+        // `::` is not mapped and stays IPv6.
+        assert!(t
+            .sockets
+            .iter()
+            .filter(|s| s.state == 0x0A)
+            .all(|s| s.remote.is_ipv6()));
+    }
+
+    #[test]
+    fn netns_mixed_udp_rows() {
+        let t = parse_fixture("netns-mixed", "udp", L4::Udp);
+        let unconnected = find(&t, L4::Udp, "0.0.0.0:5000", "0.0.0.0:0");
+        assert_eq!((unconnected.state, unconnected.inode), (0x07, 8743));
+        let connected = find(&t, L4::Udp, "198.51.100.1:42810", "198.51.100.2:5353");
+        assert_eq!((connected.state, connected.inode), (0x01, 8742));
+
+        let t6 = parse_fixture("netns-mixed", "udp6", L4::Udp);
+        let bound = find(&t6, L4::Udp, "[2001:db8::1]:5001", "[::]:0");
+        assert_eq!((bound.state, bound.inode), (0x07, 8744));
+        assert_eq!(
+            find(&t6, L4::Udp, "[2001:db8::1]:58380", "[2001:db8::2]:5353").inode,
+            8745
+        );
+        assert_eq!(
+            find(&t6, L4::Udp, "198.51.100.1:45097", "198.51.100.2:5353").inode,
+            8746
+        );
+    }
+
+    #[test]
+    fn read_sockets_reads_all_four_tables_in_order() {
+        let t = read_sockets(&fixture("netns-mixed")).unwrap();
+        assert_eq!(t.sockets.len(), 9 + 6 + 2 + 3);
+        assert!(t.bad_lines.is_empty());
+        let protos: Vec<L4> = t.sockets.iter().map(|s| s.proto).collect();
+        assert_eq!(&protos[..15], &[L4::Tcp; 15]);
+        assert_eq!(&protos[15..], &[L4::Udp; 5]);
+    }
+
+    #[test]
+    fn malformed_line_is_reported_with_its_line_number_and_others_survive() {
+        let text = fixture_text("malformed-line", "tcp");
+        let t = parse_table(&text, L4::Tcp, Endian::Little, "malformed-line/net/tcp");
+        assert_eq!(t.sockets.len(), 9, "every real row survives");
+        assert_eq!(t.bad_lines.len(), 1, "{:?}", t.bad_lines);
+        let bad = &t.bad_lines[0];
+        assert_eq!(bad.file, "malformed-line/net/tcp");
+        assert_eq!(bad.line, 5);
+        assert_eq!(bad.text, text.lines().nth(4).unwrap().trim_end());
+        assert_eq!(bad.reason, "bad remote address");
+        // Rows after the bad line are still there.
+        find(&t, L4::Tcp, "198.51.100.1:8080", "198.51.100.2:51432");
+    }
+
+    #[test]
+    fn read_sockets_keeps_going_past_a_malformed_line() {
+        let t = read_sockets(&fixture("malformed-line")).unwrap();
+        assert_eq!(t.sockets.len(), 20);
+        assert_eq!(t.bad_lines.len(), 1);
+        assert!(t.bad_lines[0].file.ends_with("malformed-line/net/tcp"));
+        assert_eq!(t.bad_lines[0].line, 5);
+    }
+
+    #[test]
+    fn big_endian_sample_gives_the_same_rows_as_its_little_endian_source() {
+        for (table, proto) in [("tcp", L4::Tcp), ("tcp6", L4::Tcp)] {
+            let le = parse_fixture("netns-mixed", table, proto);
+            let be = parse_table(
+                &fixture_text("big-endian", table),
+                proto,
+                Endian::Big,
+                table,
+            );
+            assert!(be.bad_lines.is_empty());
+            assert_eq!(be.sockets, le.sockets, "{table}");
+            // And reading it with the wrong byte order does give different addresses.
+            let wrong = parse_table(
+                &fixture_text("big-endian", table),
+                proto,
+                Endian::Little,
+                table,
+            );
+            assert_ne!(wrong.sockets, le.sockets);
+        }
+    }
+
+    #[test]
+    fn endian_decodes_loopback_both_ways() {
+        let row = |addr: &str| {
+            format!("   0: {addr}:0050 {addr}:1F90 01 00000000:00000000 00:00000000 00000000  1000 0 42 1")
+        };
+        let le = parse_table(&row("0100007F"), L4::Tcp, Endian::Little, "le");
+        let be = parse_table(&row("7F000001"), L4::Tcp, Endian::Big, "be");
+        assert_eq!(le.sockets[0].local, sa("127.0.0.1:80"));
+        assert_eq!(le.sockets, be.sockets);
+        assert_eq!((le.sockets[0].uid, le.sockets[0].inode), (1000, 42));
+    }
+
+    #[test]
+    fn missing_ipv6_tables_are_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("net")).unwrap();
+        for table in ["tcp", "udp"] {
+            std::fs::copy(
+                fixture("netns-mixed").join("net").join(table),
+                dir.path().join("net").join(table),
+            )
+            .unwrap();
+        }
+        let t = read_sockets(dir.path()).unwrap();
+        assert_eq!(t.sockets.len(), 9 + 2);
+        assert!(t.sockets.iter().all(|s| s.local.is_ipv4()));
+    }
+
+    #[test]
+    fn missing_tcp_is_an_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_sockets(dir.path()).unwrap_err();
+        match &err {
+            SocketsError::Missing { path, .. } => assert_eq!(*path, dir.path().join("net/tcp")),
+            other => panic!("expected Missing, got {other:?}"),
+        }
+        assert!(err.to_string().contains("net/tcp"), "{err}");
+    }
+
+    #[test]
+    fn unreadable_table_is_an_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where a file should be: open succeeds, read fails (EISDIR) even as root.
+        std::fs::create_dir_all(dir.path().join("net/tcp")).unwrap();
+        match read_sockets(dir.path()).unwrap_err() {
+            SocketsError::Read { path, .. } => assert_eq!(path, dir.path().join("net/tcp")),
+            other => panic!("expected Read, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_this_machines_own_tables() {
+        let t = read_sockets(Path::new("/proc")).unwrap();
+        assert!(t.bad_lines.is_empty(), "{:?}", t.bad_lines);
+    }
+
+    #[test]
+    fn udp_state_other_than_1_or_7_is_kept() {
+        // procfs rejects the whole file on this; it is a valid row for us.
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+                    \x20 7: 016433C6:1388 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 99 2 0000000000000000 0\n";
+        let t = parse_table(text, L4::Udp, Endian::Little, "udp");
+        assert!(t.bad_lines.is_empty());
+        assert_eq!(t.sockets[0].state, 0x0A);
+        assert_eq!(t.sockets[0].local, sa("198.51.100.1:5000"));
+    }
+
+    #[test]
+    fn bad_lines_each_get_a_reason() {
+        let good = "   0: 0100007F:1B58 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 8559 1";
+        let cases = [
+            ("   0: 0100007F:1B58", "missing remote address"),
+            ("   0: 0100007F:1B58 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0", "missing timeout field"),
+            ("   0: 0100007G:1B58 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1 1", "bad local address"),
+            ("   0: 0100007F:1B58 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1 1", "local and remote addresses differ in length"),
+            ("   0: 0100007F:11B58 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1 1", "bad local address"),
+            ("   0: 0100007F:1B58 00000000:0000 100 00000000:00000000 00:00000000 00000000 0 0 1 1", "bad st field"),
+            ("   0: 0100007F:1B58 00000000:0000 0A 00000000:00000000 00:00000000 00000000 -1 0 1 1", "bad uid field"),
+            ("   0: 0100007F:1B58 00000000:0000 0A 00000000:00000000 00:00000000 00000000 4294967296 0 1 1", "bad uid field"),
+            ("   0: 0100007F:1B58 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 +1 1", "bad inode field"),
+            ("garbage", "sl field is not `N:`"),
+        ];
+        for (line, reason) in cases {
+            let text = format!("{good}\n{line}\n{good}\n");
+            let t = parse_table(&text, L4::Tcp, Endian::Little, "t");
+            assert_eq!(t.sockets.len(), 2, "{line}");
+            assert_eq!(t.bad_lines.len(), 1, "{line}");
+            assert_eq!(t.bad_lines[0].line, 2, "{line}");
+            assert_eq!(t.bad_lines[0].reason, reason, "{line}");
+        }
+    }
+
+    #[test]
+    fn forty_thousand_rows_parse_and_round_trip() {
+        // Correctness at scale; the timing lives in a benchmark, not in a test.
+        let mut text = fixture_text("netns-mixed", "tcp")
+            .lines()
+            .next()
+            .unwrap()
+            .to_owned();
+        text.push('\n');
+        for i in 0..40_000u32 {
+            let port = 1024 + (i % 60_000);
+            text.push_str(&format!(
+                "{i:5}: 016433C6:{port:04X} 026433C6:01BB 01 00000000:00000000 00:00000000 00000000  1000        0 {} 1 0000000000000000 20 0 0 10 -1\n",
+                100_000 + i
+            ));
+        }
+        let t = parse_table(&text, L4::Tcp, Endian::Little, "big");
+        assert_eq!(t.sockets.len(), 40_000);
+        assert!(t.bad_lines.is_empty());
+        assert_eq!(t.sockets[39_999].inode, 139_999);
+        assert_eq!(t.sockets[7].local, sa("198.51.100.1:1031"));
+    }
+}

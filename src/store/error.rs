@@ -1,0 +1,123 @@
+//! Storage errors, each naming the database and what to do about it.
+
+use std::path::PathBuf;
+
+use rusqlite::ErrorCode;
+
+/// Why the database could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No database yet (reports never create one).
+    #[error("no database at {path}: run `netledger snapshot` first (or pass --db)")]
+    Missing {
+        /// The database path.
+        path: PathBuf,
+    },
+    /// The path is a symbolic link: refused, another user could have planted it.
+    #[error("refusing to open {path}: it is a symbolic link")]
+    Symlink {
+        /// The database path.
+        path: PathBuf,
+    },
+    /// The parent directory could not be created.
+    #[error("cannot create directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Not an SQLite database, or a damaged one.
+    #[error(
+        "database {path} is corrupt or not an SQLite file; it was left untouched \
+         (move it aside to start a new one, or restore a backup)"
+    )]
+    Corrupt {
+        /// The database path.
+        path: PathBuf,
+    },
+    /// An SQLite database, but not one of netledger's.
+    #[error("{path} is an SQLite database but not a netledger one; it was left untouched")]
+    NotOurs {
+        /// The database path.
+        path: PathBuf,
+    },
+    /// Written by a newer netledger.
+    #[error("database {path} has schema version {version}, newer than this netledger knows")]
+    TooNew {
+        /// The database path.
+        path: PathBuf,
+        /// Its `user_version`.
+        version: i64,
+    },
+    /// Another writer held the lock for longer than the busy timeout.
+    #[error(
+        "database {path} is locked by another writer (another netledger pass?); \
+         nothing was written, try again or raise --lock-timeout"
+    )]
+    Locked {
+        /// The database path.
+        path: PathBuf,
+    },
+    /// The disk (or quota) is full.
+    #[error("database {path}: disk full; this pass was rolled back and will be recounted")]
+    DiskFull {
+        /// The database path.
+        path: PathBuf,
+    },
+    /// No permission to open or write the file or its directory.
+    #[error(
+        "cannot write database {path}: permission denied or read-only \
+         (run as the database's owner, usually root, or pass --db)"
+    )]
+    ReadOnly {
+        /// The database path.
+        path: PathBuf,
+    },
+    /// A stored row does not decode.
+    #[error("database {path}: bad row in {table}: {detail}")]
+    BadRow {
+        /// The database path.
+        path: PathBuf,
+        /// The table.
+        table: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A migration failed.
+    #[error("database {path}: schema migration failed: {source}")]
+    Migrate {
+        /// The database path.
+        path: PathBuf,
+        /// The cause.
+        source: rusqlite_migration::Error,
+    },
+    /// Any other SQLite error.
+    #[error("database {path}: {source}")]
+    Sqlite {
+        /// The database path.
+        path: PathBuf,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+}
+
+impl StoreError {
+    /// Classify an SQLite error so the message can name the fix.
+    pub fn from_sqlite(path: &std::path::Path, e: rusqlite::Error) -> StoreError {
+        let path = path.to_owned();
+        match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
+                StoreError::Corrupt { path }
+            }
+            Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
+                StoreError::Locked { path }
+            }
+            Some(ErrorCode::DiskFull) => StoreError::DiskFull { path },
+            Some(ErrorCode::ReadOnly)
+            | Some(ErrorCode::CannotOpen)
+            | Some(ErrorCode::PermissionDenied) => StoreError::ReadOnly { path },
+            _ => StoreError::Sqlite { path, source: e },
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! SQLite storage: open and migrate, load flow state, write a pass in one transaction,
+//! and the queries behind the reports.
+//!
+//! One transaction per pass holds both the new usage rows and the updated flow state,
+//! so a crash at any point neither loses nor double-counts a byte: the next pass
+//! recomputes what was not committed.
+
+mod error;
+pub mod query;
+
+use std::collections::HashMap;
+use std::fs;
+use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, Transaction};
+use rusqlite_migration::{Migrations, M};
+
+pub use error::StoreError;
+
+use crate::account::{FlowState, PassPlan};
+use crate::attribute::{Attribution, Direction};
+use crate::model::{Counters, FlowKey, Tuple};
+
+/// The schema migrations, embedded at compile time and applied on open.
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(include_str!("../../migrations/0001_init.sql"))])
+}
+
+/// How to open the database.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Create the file (and its parent directory, mode 0750) if missing.
+    pub create: bool,
+    /// Read-only (reports): never create, never migrate.
+    pub read_only: bool,
+    /// How long to wait for another writer's lock.
+    pub busy_timeout: Duration,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            create: true,
+            read_only: false,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a pass records about itself besides the plan.
+#[derive(Debug, Clone, Default)]
+pub struct PassRecord {
+    /// Epoch seconds when the pass began (also the usage rows' time).
+    pub started_at: i64,
+    /// `snapshot` or `run`.
+    pub mode: &'static str,
+    /// Socket rows read.
+    pub sockets: u64,
+    /// Malformed /proc lines skipped.
+    pub bad_lines: u64,
+    /// Malformed netlink messages skipped.
+    pub skipped_messages: u64,
+}
+
+/// An open netledger database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    /// Test hook: sleep inside the open pass transaction before committing, so a test can
+    /// kill the process mid-pass. Set from `NETLEDGER_TEST_PAUSE_BEFORE_COMMIT_MS`.
+    pub pause_before_commit: Option<Duration>,
+}
+
+impl Store {
+    /// Open (and, unless read-only, create and migrate) the database at `path`.
+    pub fn open(path: &Path, opts: &OpenOptions) -> Result<Store, StoreError> {
+        let exists = path.exists();
+        if !exists && (opts.read_only || !opts.create) {
+            return Err(StoreError::Missing {
+                path: path.to_owned(),
+            });
+        }
+        if !opts.read_only {
+            refuse_symlink(path)?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if !dir.exists() {
+                    fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o750)
+                        .create(dir)
+                        .map_err(|source| StoreError::CreateDir {
+                            path: dir.to_owned(),
+                            source,
+                        })?;
+                }
+            }
+        }
+        let flags = if opts.read_only {
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        };
+        let wrap = |e| StoreError::from_sqlite(path, e);
+        let mut conn = Connection::open_with_flags(path, flags).map_err(wrap)?;
+        conn.busy_timeout(opts.busy_timeout).map_err(wrap)?;
+        if !exists {
+            // The database holds who talked to whom: not for every local user to read.
+            let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o640));
+        }
+        // Reading the schema version is the first real read: a corrupt file fails here,
+        // before anything is written to it.
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(wrap)?;
+        if !opts.read_only {
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(wrap)?;
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(wrap)?;
+            let known = 1;
+            if version > known {
+                return Err(StoreError::TooNew {
+                    path: path.to_owned(),
+                    version,
+                });
+            }
+            if version == 0 && exists && has_foreign_tables(&conn).map_err(wrap)? {
+                return Err(StoreError::NotOurs {
+                    path: path.to_owned(),
+                });
+            }
+            migrations().to_latest(&mut conn).map_err(|e| match e {
+                rusqlite_migration::Error::RusqliteError { err, .. } => wrap(err),
+                other => StoreError::Migrate {
+                    path: path.to_owned(),
+                    source: other,
+                },
+            })?;
+        } else if version == 0 {
+            return Err(StoreError::NotOurs {
+                path: path.to_owned(),
+            });
+        }
+        Ok(Store {
+            conn,
+            path: path.to_owned(),
+            pause_before_commit: None,
+        })
+    }
+
+    /// The database path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The underlying connection (queries for reports and tests).
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn wrap(&self, e: rusqlite::Error) -> StoreError {
+        StoreError::from_sqlite(&self.path, e)
+    }
+
+    /// Load every saved flow state.
+    pub fn load_state(&self) -> Result<HashMap<FlowKey, FlowState>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT zone, protocol, src, dst, sport, dport, ct_id, orig_packets, orig_bytes,
+                        reply_packets, reply_bytes, uid, program, direction, first_seen,
+                        last_seen, missing
+                 FROM flow_state",
+            )
+            .map_err(|e| self.wrap(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let src: String = r.get(2)?;
+                let dst: String = r.get(3)?;
+                let uid: Option<u32> = r.get(11)?;
+                let direction: Option<String> = r.get(13)?;
+                Ok((
+                    src,
+                    dst,
+                    FlowState {
+                        key: FlowKey {
+                            zone: r.get(0)?,
+                            orig: Tuple {
+                                src: IpAddr::from([0, 0, 0, 0]),
+                                dst: IpAddr::from([0, 0, 0, 0]),
+                                proto: r.get(1)?,
+                                sport: r.get(4)?,
+                                dport: r.get(5)?,
+                            },
+                            id: r.get(6)?,
+                        },
+                        orig: Counters {
+                            packets: r.get::<_, i64>(7)? as u64,
+                            bytes: r.get::<_, i64>(8)? as u64,
+                        },
+                        reply: Counters {
+                            packets: r.get::<_, i64>(9)? as u64,
+                            bytes: r.get::<_, i64>(10)? as u64,
+                        },
+                        attribution: match (uid, direction.as_deref().and_then(Direction::parse)) {
+                            (Some(uid), Some(direction)) => Some(Attribution {
+                                uid,
+                                program: r.get(12)?,
+                                direction,
+                            }),
+                            _ => None,
+                        },
+                        first_seen: r.get(14)?,
+                        last_seen: r.get(15)?,
+                        missing: r.get(16)?,
+                    },
+                ))
+            })
+            .map_err(|e| self.wrap(e))?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (src, dst, mut st) = row.map_err(|e| self.wrap(e))?;
+            let (Ok(src), Ok(dst)) = (src.parse(), dst.parse()) else {
+                return Err(StoreError::BadRow {
+                    path: self.path.clone(),
+                    table: "flow_state",
+                    detail: format!("unparsable address {src:?} or {dst:?}"),
+                });
+            };
+            st.key.orig.src = src;
+            st.key.orig.dst = dst;
+            out.insert(st.key, st);
+        }
+        Ok(out)
+    }
+
+    /// Write one pass — usage rows, flow state, user names — in one transaction.
+    /// Returns the pass id.
+    pub fn write_pass(
+        &mut self,
+        rec: &PassRecord,
+        plan: &PassPlan,
+        users: &[(u32, Option<String>)],
+    ) -> Result<i64, StoreError> {
+        let path = self.path.clone();
+        let wrap = |e| StoreError::from_sqlite(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(wrap)?;
+        let id = insert_pass(&tx, rec, plan).map_err(wrap)?;
+        write_usage(&tx, id, rec.started_at, plan).map_err(wrap)?;
+        write_state(&tx, plan).map_err(wrap)?;
+        write_users(&tx, rec.started_at, users).map_err(wrap)?;
+        if let Some(d) = self.pause_before_commit {
+            eprintln!("netledger: test hook: pausing before commit for {d:?}");
+            std::thread::sleep(d);
+        }
+        tx.commit().map_err(wrap)?;
+        Ok(id)
+    }
+}
+
+fn refuse_symlink(path: &Path) -> Result<(), StoreError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(StoreError::Symlink {
+            path: path.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn has_foreign_tables(conn: &Connection) -> rusqlite::Result<bool> {
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(n > 0)
+}
+
+fn insert_pass(tx: &Transaction, rec: &PassRecord, plan: &PassPlan) -> rusqlite::Result<i64> {
+    let t = &plan.totals;
+    let finished = chrono::Utc::now().timestamp();
+    tx.prepare_cached(
+        "INSERT INTO passes (started_at, finished_at, mode, sockets, flows, new_flows,
+            flows_without_counters, resets, pruned, bad_lines, skipped_messages,
+            attributed_rx_bytes, attributed_tx_bytes, unattributed_rx_bytes,
+            unattributed_tx_bytes, excluded_rx_bytes, excluded_tx_bytes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )?
+    .execute(params![
+        rec.started_at,
+        finished,
+        rec.mode,
+        rec.sockets as i64,
+        t.flows as i64,
+        t.new_flows as i64,
+        t.flows_without_counters as i64,
+        t.resets as i64,
+        t.pruned as i64,
+        rec.bad_lines as i64,
+        rec.skipped_messages as i64,
+        t.attributed.rx_bytes as i64,
+        t.attributed.tx_bytes as i64,
+        t.unattributed.rx_bytes as i64,
+        t.unattributed.tx_bytes as i64,
+        t.excluded.rx_bytes as i64,
+        t.excluded.tx_bytes as i64,
+    ])?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn write_usage(tx: &Transaction, pass: i64, ts: i64, plan: &PassPlan) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO usage (pass_id, ts, kind, uid, program, reason, protocol, direction,
+            remote_addr, port, rx_bytes, tx_bytes, rx_packets, tx_packets)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?;
+    for (k, t) in &plan.usage {
+        stmt.execute(params![
+            pass,
+            ts,
+            k.kind.as_str(),
+            k.uid,
+            k.program,
+            k.reason.map(|r| r.as_str()),
+            k.protocol,
+            k.direction.map(|d| d.as_str()),
+            k.remote.to_string(),
+            k.port,
+            t.rx_bytes as i64,
+            t.tx_bytes as i64,
+            t.rx_packets as i64,
+            t.tx_packets as i64,
+        ])?;
+    }
+    Ok(())
+}
+
+fn write_state(tx: &Transaction, plan: &PassPlan) -> rusqlite::Result<()> {
+    const KEY: &str = "zone = ?1 AND protocol = ?2 AND src = ?3 AND dst = ?4 AND sport = ?5
+                       AND dport = ?6 AND ct_id = ?7";
+    let key_params = |k: &FlowKey| {
+        (
+            k.zone,
+            k.orig.proto,
+            k.orig.src.to_string(),
+            k.orig.dst.to_string(),
+            k.orig.sport,
+            k.orig.dport,
+            k.id,
+        )
+    };
+    let mut up = tx.prepare_cached(
+        "INSERT OR REPLACE INTO flow_state (zone, protocol, src, dst, sport, dport, ct_id,
+            orig_packets, orig_bytes, reply_packets, reply_bytes, uid, program, direction,
+            first_seen, last_seen, missing)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )?;
+    for s in &plan.upserts {
+        let (z, p, src, dst, sp, dp, id) = key_params(&s.key);
+        let a = s.attribution.as_ref();
+        up.execute(params![
+            z,
+            p,
+            src,
+            dst,
+            sp,
+            dp,
+            id,
+            s.orig.packets as i64,
+            s.orig.bytes as i64,
+            s.reply.packets as i64,
+            s.reply.bytes as i64,
+            a.map(|a| a.uid),
+            a.and_then(|a| a.program.clone()),
+            a.map(|a| a.direction.as_str()),
+            s.first_seen,
+            s.last_seen,
+            s.missing,
+        ])?;
+    }
+    let mut del = tx.prepare_cached(&format!("DELETE FROM flow_state WHERE {KEY}"))?;
+    for k in &plan.deletes {
+        del.execute(key_params(k))?;
+    }
+    let mut miss = tx.prepare_cached(&format!("UPDATE flow_state SET missing = ?8 WHERE {KEY}"))?;
+    for (k, n) in &plan.missing {
+        let (z, p, src, dst, sp, dp, id) = key_params(k);
+        miss.execute(params![z, p, src, dst, sp, dp, id, n])?;
+    }
+    Ok(())
+}
+
+fn write_users(
+    tx: &Transaction,
+    now: i64,
+    users: &[(u32, Option<String>)],
+) -> rusqlite::Result<()> {
+    // A name that can no longer be resolved (deleted account) keeps the one on record.
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO users (uid, name, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)
+         ON CONFLICT (uid) DO UPDATE SET name = coalesce(excluded.name, users.name),
+                                         last_seen = excluded.last_seen",
+    )?;
+    for (uid, name) in users {
+        stmt.execute(params![uid, name, now])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,357 @@
+//! Shared pieces of the integration tests: network namespaces, test users, the traffic
+//! helper, and `conntrack -L -o extended` parsing. Every resource is removed by a guard.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The netledger binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_netledger"))
+}
+
+/// Whether this test can run: root is needed for namespaces and users. Outside CI a
+/// non-root run prints a note and skips; in CI (CI set) it fails, because a test that
+/// skips itself in CI checks nothing.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        if std::env::var_os("CI").is_some() {
+            panic!("{test} needs root and CI is set: run the tests as root");
+        }
+        eprintln!("{test}: skipped (needs root)");
+    }
+    root
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A short name unique to this process and call (interface/user names are short).
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 100_000,
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Run a command, panic with its output unless it succeeds.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `sh -c script`, must succeed.
+pub fn sh(script: &str) -> Output {
+    run(Command::new("sh").args(["-ec", script]))
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Netns {
+        let name = unique(prefix);
+        run(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        ns.ip("link set lo up");
+        ns
+    }
+
+    /// `ip -n NS <args>`.
+    pub fn ip(&self, args: &str) {
+        let mut c = Command::new("ip");
+        c.args(["-n", &self.name]).args(args.split_whitespace());
+        run(&mut c);
+    }
+
+    /// A command run inside the namespace.
+    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// `sh -c` inside the namespace, must succeed.
+    pub fn sh(&self, script: &str) -> Output {
+        run(self.cmd("sh").args(["-ec", script]))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A system user made for one test, deleted on drop (after its processes, which the
+/// test started and ends itself by pid).
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl TestUser {
+    pub fn new(prefix: &str) -> TestUser {
+        let name = unique(prefix);
+        run(Command::new("useradd").args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--user-group",
+            &name,
+        ]));
+        let id = |flag: &str| -> u32 {
+            let out = run(Command::new("id").args([flag, &name]));
+            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+        };
+        let (uid, gid) = (id("-u"), id("-g"));
+        TestUser { name, uid, gid }
+    }
+
+    /// A command run as this user (no capabilities) inside `ns`.
+    pub fn cmd(&self, ns: &Netns, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = ns.cmd("setpriv");
+        c.args([
+            &format!("--reuid={}", self.uid),
+            &format!("--regid={}", self.gid),
+            "--clear-groups",
+            "--",
+        ])
+        .arg(program);
+        c
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).status();
+    }
+}
+
+/// A copy of a test helper binary that any user may execute (the build tree may sit
+/// under a private home directory).
+pub struct SharedBin {
+    dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl SharedBin {
+    pub fn new(src: &Path) -> SharedBin {
+        let dir = tempfile::Builder::new()
+            .prefix("netledger-bin")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join(src.file_name().unwrap());
+        std::fs::copy(src, &path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        SharedBin { dir, path }
+    }
+}
+
+/// The traffic helper built from examples/nl_traffic.rs.
+pub fn traffic_bin() -> SharedBin {
+    let p = bin()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("nl_traffic");
+    assert!(
+        p.exists(),
+        "{} missing: `cargo test` builds examples; run the tests through cargo",
+        p.display()
+    );
+    SharedBin::new(&p)
+}
+
+/// A running helper process; killed (by pid) on drop if still running.
+pub struct Proc {
+    pub what: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Proc {
+    pub fn spawn(what: &str, mut cmd: Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Proc {
+            what: what.to_string(),
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Wait for the helper to print `word` on a line.
+    pub fn expect(&mut self, word: &str) {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.stdout.read_line(&mut line).unwrap();
+            assert!(n > 0, "{}: exited before printing {word:?}", self.what);
+            if line.trim() == word {
+                return;
+            }
+        }
+    }
+
+    /// Wait for a line containing `text`.
+    pub fn expect_containing(&mut self, text: &str) {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.stdout.read_line(&mut line).unwrap();
+            assert!(n > 0, "{}: exited before printing {text:?}", self.what);
+            if line.contains(text) {
+                return;
+            }
+        }
+    }
+
+    /// Let a client go on to its second phase.
+    pub fn go(&mut self) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "go").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Wait for a successful exit.
+    pub fn wait_ok(mut self) {
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "{}: {st}", self.what);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One direction of a conntrack entry as `conntrack -L -o extended` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CtTuple {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// A conntrack entry as the kernel's own tool shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CtEntry {
+    pub proto: String,
+    pub orig: CtTuple,
+    pub reply: CtTuple,
+}
+
+/// Parse `conntrack -L -o extended` output.
+pub fn parse_conntrack_l(text: &str) -> Vec<CtEntry> {
+    let mut out = vec![];
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 || !(f[0] == "ipv4" || f[0] == "ipv6") {
+            continue;
+        }
+        let mut seen: HashMap<&str, Vec<&str>> = HashMap::new();
+        for kv in &f[4..] {
+            if let Some((k, v)) = kv.split_once('=') {
+                seen.entry(k).or_default().push(v);
+            }
+        }
+        let get = |k: &str, i: usize| -> Option<&str> { seen.get(k).and_then(|v| v.get(i).copied()) };
+        let tuple = |i: usize| -> Option<CtTuple> {
+            Some(CtTuple {
+                src: get("src", i)?.parse().ok()?,
+                dst: get("dst", i)?.parse().ok()?,
+                sport: get("sport", i).map_or(Some(0), |p| p.parse().ok())?,
+                dport: get("dport", i).map_or(Some(0), |p| p.parse().ok())?,
+                packets: get("packets", i)?.parse().ok()?,
+                bytes: get("bytes", i)?.parse().ok()?,
+            })
+        };
+        if let (Some(orig), Some(reply)) = (tuple(0), tuple(1)) {
+            out.push(CtEntry {
+                proto: f[2].to_string(),
+                orig,
+                reply,
+            });
+        }
+    }
+    out
+}
+
+/// Every conntrack entry (IPv4 and IPv6) in `ns`, with counters.
+pub fn conntrack_entries(ns: &Netns) -> Vec<CtEntry> {
+    let mut all = vec![];
+    for fam in ["ipv4", "ipv6"] {
+        let out = ns
+            .cmd("conntrack")
+            .args(["-L", "-o", "extended", "-f", fam])
+            .output()
+            .expect("conntrack -L (install the conntrack package)");
+        assert!(out.status.success(), "conntrack -L -f {fam}: {out:?}");
+        all.extend(parse_conntrack_l(&String::from_utf8_lossy(&out.stdout)));
+    }
+    all
+}
+
+/// Per-uid traffic as netledger's `top --json` reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// `netledger top --by user --json` over all time, keyed by uid (None = unattributed).
+pub fn top_by_uid(ns: &Netns, db: &Path) -> HashMap<Option<u32>, Usage> {
+    let out = run(ns
+        .cmd(bin())
+        .args(["top", "--by", "user", "--json", "--since", "3650d", "--limit", "1000", "--db"])
+        .arg(db));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut m: HashMap<Option<u32>, Usage> = HashMap::new();
+    for row in v.as_array().unwrap() {
+        let uid = row["uid"].as_u64().map(|u| u as u32);
+        let e = m.entry(uid).or_default();
+        e.rx_bytes += row["rx_bytes"].as_u64().unwrap();
+        e.tx_bytes += row["tx_bytes"].as_u64().unwrap();
+    }
+    m
+}
