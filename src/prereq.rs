@@ -11,23 +11,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// The nftables table netledger installs (`netledger setup`). Declaring the table, then
-/// deleting and re-creating it in one atomic batch makes the load idempotent.
-pub const NFT_TABLE: &str = "\
-table inet netledger
-delete table inet netledger
-table inet netledger {
-    # A ct expression makes conntrack register its hooks in this namespace.
-    chain output {
-        type filter hook output priority 0; policy accept;
-        ct state new
-    }
-    chain input {
-        type filter hook input priority 0; policy accept;
-        ct state new
-    }
-}
-";
+/// The nftables table netledger installs (`netledger setup`), shipped as
+/// `contrib/netledger.nft`. Declaring the table, then deleting and re-creating it in one
+/// atomic batch makes the load idempotent.
+pub const NFT_TABLE: &str = include_str!("../contrib/netledger.nft");
 
 /// Capability number of CAP_NET_ADMIN (include/uapi/linux/capability.h).
 const CAP_NET_ADMIN: u32 = 12;

@@ -104,7 +104,11 @@ fn assert_exact(host: &Netns, db: &Path, plan: &Plan, users: &[&TestUser], when:
             "{when}: {} (uid {}): netledger rx {} tx {} | conntrack rx {} tx {}",
             u.name, u.uid, g.rx_bytes, g.tx_bytes, w.rx_bytes, w.tx_bytes
         );
-        assert!(w.rx_bytes > 0 && w.tx_bytes > 0, "{when}: {} made no traffic?", u.name);
+        assert!(
+            w.rx_bytes > 0 && w.tx_bytes > 0,
+            "{when}: {} made no traffic?",
+            u.name
+        );
         assert_eq!(g, w, "{when}: {} differs from conntrack's counters", u.name);
     }
     assert_eq!(
@@ -158,7 +162,11 @@ fn namespace_accounting_is_exact_per_user() {
     let traffic = tb.path.clone();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("nl.db");
-    let (alice, bob, carol) = (TestUser::new("nla"), TestUser::new("nlb"), TestUser::new("nlc"));
+    let (alice, bob, carol) = (
+        TestUser::new("nla"),
+        TestUser::new("nlb"),
+        TestUser::new("nlc"),
+    );
 
     // Servers: the "internet" host answers TCP (v4+v6) and UDP (v4+v6); a LAN host answers TCP.
     let mut servers = vec![];
@@ -178,7 +186,10 @@ fn namespace_accounting_is_exact_per_user() {
 
     // First pass: sets up accounting and tracking in the namespace (as root, no --no-setup).
     let first = snapshot(&t.host, &db);
-    assert!(first.contains("nf_conntrack_acct=1"), "setup not reported: {first}");
+    assert!(
+        first.contains("nf_conntrack_acct=1"),
+        "setup not reported: {first}"
+    );
 
     let plan = Plan {
         client_ports: vec![
@@ -195,8 +206,16 @@ fn namespace_accounting_is_exact_per_user() {
         Proc::spawn(&format!("{} {what}", u.name), c)
     };
     let mut own_servers = vec![
-        client(&carol, "own server", &["serve-once", "tcp", "0.0.0.0:43080"]),
-        client(&bob, "loopback server", &["serve-once", "tcp", "127.0.0.1:42010"]),
+        client(
+            &carol,
+            "own server",
+            &["serve-once", "tcp", "0.0.0.0:43080"],
+        ),
+        client(
+            &bob,
+            "loopback server",
+            &["serve-once", "tcp", "127.0.0.1:42010"],
+        ),
     ];
     for s in &mut own_servers {
         s.expect("listening");
@@ -204,16 +223,113 @@ fn namespace_accounting_is_exact_per_user() {
     let mut clients = vec![
         // alice: a download over IPv4, TCP through an AF_INET6 socket to an IPv4-mapped
         // address, and LAN traffic (excluded).
-        client(&alice, "tcp4 download", &["client", "tcp", "198.51.100.2:9000", "10000", "300000", "--bind", "41001"]),
-        client(&alice, "tcp mapped", &["client", "tcp", "198.51.100.2:9000", "5000", "50000", "--bind", "41002", "--v6sock"]),
-        client(&alice, "lan", &["client", "tcp", "10.77.0.2:9000", "7000", "9000", "--bind", "41003"]),
+        client(
+            &alice,
+            "tcp4 download",
+            &[
+                "client",
+                "tcp",
+                "198.51.100.2:9000",
+                "10000",
+                "300000",
+                "--bind",
+                "41001",
+            ],
+        ),
+        client(
+            &alice,
+            "tcp mapped",
+            &[
+                "client",
+                "tcp",
+                "198.51.100.2:9000",
+                "5000",
+                "50000",
+                "--bind",
+                "41002",
+                "--v6sock",
+            ],
+        ),
+        client(
+            &alice,
+            "lan",
+            &[
+                "client",
+                "tcp",
+                "10.77.0.2:9000",
+                "7000",
+                "9000",
+                "--bind",
+                "41003",
+            ],
+        ),
         // bob: an upload over native IPv6, connected UDP, and loopback (excluded).
-        client(&bob, "tcp6 upload", &["client", "tcp", "[2001:db8::2]:9000", "200000", "2000", "--bind", "42001"]),
-        client(&bob, "udp connected", &["client", "udp", "198.51.100.2:9001", "1000", "1200", "--bind", "42002"]),
-        client(&bob, "loopback", &["client", "tcp", "127.0.0.1:42010", "3000", "4000", "--bind", "42011"]),
+        client(
+            &bob,
+            "tcp6 upload",
+            &[
+                "client",
+                "tcp",
+                "[2001:db8::2]:9000",
+                "200000",
+                "2000",
+                "--bind",
+                "42001",
+            ],
+        ),
+        client(
+            &bob,
+            "udp connected",
+            &[
+                "client",
+                "udp",
+                "198.51.100.2:9001",
+                "1000",
+                "1200",
+                "--bind",
+                "42002",
+            ],
+        ),
+        client(
+            &bob,
+            "loopback",
+            &[
+                "client",
+                "tcp",
+                "127.0.0.1:42010",
+                "3000",
+                "4000",
+                "--bind",
+                "42011",
+            ],
+        ),
         // carol: unconnected UDP (sendto) over IPv4 and IPv6.
-        client(&carol, "udp sendto", &["client", "udp-sendto", "198.51.100.2:9001", "500", "1300", "--bind", "43001"]),
-        client(&carol, "udp6 sendto", &["client", "udp-sendto", "[2001:db8::2]:9001", "600", "900", "--bind", "43002"]),
+        client(
+            &carol,
+            "udp sendto",
+            &[
+                "client",
+                "udp-sendto",
+                "198.51.100.2:9001",
+                "500",
+                "1300",
+                "--bind",
+                "43001",
+            ],
+        ),
+        client(
+            &carol,
+            "udp6 sendto",
+            &[
+                "client",
+                "udp-sendto",
+                "[2001:db8::2]:9001",
+                "600",
+                "900",
+                "--bind",
+                "43002",
+            ],
+        ),
     ];
     // carol's own server gets an incoming connection from the internet host.
     clients.push({
@@ -247,7 +363,11 @@ fn namespace_accounting_is_exact_per_user() {
     // A further pass with no traffic charges nothing.
     let before = top_by_uid(&t.host, &db);
     snapshot(&t.host, &db);
-    assert_eq!(top_by_uid(&t.host, &db), before, "idle pass changed the totals");
+    assert_eq!(
+        top_by_uid(&t.host, &db),
+        before,
+        "idle pass changed the totals"
+    );
     assert_eq!(
         pass_totals(&db).last().copied(),
         Some((0, 0, 0)),
@@ -255,7 +375,19 @@ fn namespace_accounting_is_exact_per_user() {
     );
 
     // A pass killed with SIGKILL part-way (inside its transaction), then re-run.
-    let mut more = client(&alice, "tcp4 after kill", &["client", "tcp", "198.51.100.2:9000", "20000", "40000", "--bind", "41004"]);
+    let mut more = client(
+        &alice,
+        "tcp4 after kill",
+        &[
+            "client",
+            "tcp",
+            "198.51.100.2:9000",
+            "20000",
+            "40000",
+            "--bind",
+            "41004",
+        ],
+    );
     more.expect("ready");
     let passes_before = pass_totals(&db).len();
     // stderr joins stdout so the test sees the pass reach its pause; `exec` keeps the pid.
@@ -270,7 +402,11 @@ fn namespace_accounting_is_exact_per_user() {
     // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
     assert_eq!(unsafe { libc::kill(killed.pid() as i32, libc::SIGKILL) }, 0);
     drop(killed);
-    assert_eq!(pass_totals(&db).len(), passes_before, "killed pass committed");
+    assert_eq!(
+        pass_totals(&db).len(),
+        passes_before,
+        "killed pass committed"
+    );
     // Re-run at once (the timer's next tick), then let the flow finish.
     snapshot(&t.host, &db);
     more.go();

@@ -46,8 +46,12 @@ pub fn run(cli: &Cli, args: &SnapshotArgs) -> Result<()> {
     let proc_root = args.proc_root.as_path();
 
     if !args.no_setup && prereq::has_net_admin(proc_root) {
-        for change in prereq::setup(proc_root)? {
-            eprintln!("netledger: {change}");
+        match prereq::setup(proc_root) {
+            Ok(changes) => changes.iter().for_each(|c| eprintln!("netledger: {c}")),
+            // Without nft the kernel may still track (another rule uses conntrack): the
+            // checks below say so if it does not.
+            Err(e @ PrereqError::NftMissing { .. }) => warn!("{e}"),
+            Err(e) => return Err(e.into()),
         }
     }
     if !prereq::accounting_enabled(proc_root)? {

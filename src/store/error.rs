@@ -114,10 +114,40 @@ impl StoreError {
                 StoreError::Locked { path }
             }
             Some(ErrorCode::DiskFull) => StoreError::DiskFull { path },
+            // On a full file system SQLite often reports an I/O error instead (for example
+            // SQLITE_IOERR_SHMSIZE when the WAL index cannot grow): look at the disk.
+            Some(ErrorCode::SystemIoFailure) if no_space_left(&path) => {
+                StoreError::DiskFull { path }
+            }
             Some(ErrorCode::ReadOnly)
             | Some(ErrorCode::CannotOpen)
             | Some(ErrorCode::PermissionDenied) => StoreError::ReadOnly { path },
             _ => StoreError::Sqlite { path, source: e },
         }
     }
+}
+
+/// Whether the file system holding `db` has no block left for an unprivileged writer
+/// (or for root, when running as root).
+fn no_space_left(db: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = db
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statvfs fills the zeroed struct; `c` is a valid NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    // SAFETY: geteuid has no preconditions.
+    let free = if unsafe { libc::geteuid() } == 0 {
+        st.f_bfree
+    } else {
+        st.f_bavail
+    };
+    free == 0
 }

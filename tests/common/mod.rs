@@ -43,7 +43,9 @@ pub fn unique(prefix: &str) -> String {
 
 /// Run a command, panic with its output unless it succeeds.
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -170,11 +172,7 @@ impl SharedBin {
 
 /// The traffic helper built from examples/nl_traffic.rs.
 pub fn traffic_bin() -> SharedBin {
-    let p = bin()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("nl_traffic");
+    let p = bin().parent().unwrap().join("examples").join("nl_traffic");
     assert!(
         p.exists(),
         "{} missing: `cargo test` builds examples; run the tests through cargo",
@@ -295,7 +293,8 @@ pub fn parse_conntrack_l(text: &str) -> Vec<CtEntry> {
                 seen.entry(k).or_default().push(v);
             }
         }
-        let get = |k: &str, i: usize| -> Option<&str> { seen.get(k).and_then(|v| v.get(i).copied()) };
+        let get =
+            |k: &str, i: usize| -> Option<&str> { seen.get(k).and_then(|v| v.get(i).copied()) };
         let tuple = |i: usize| -> Option<CtTuple> {
             Some(CtTuple {
                 src: get("src", i)?.parse().ok()?,
@@ -343,7 +342,9 @@ pub struct Usage {
 pub fn top_by_uid(ns: &Netns, db: &Path) -> HashMap<Option<u32>, Usage> {
     let out = run(ns
         .cmd(bin())
-        .args(["top", "--by", "user", "--json", "--since", "3650d", "--limit", "1000", "--db"])
+        .args([
+            "top", "--by", "user", "--json", "--since", "3650d", "--limit", "1000", "--db",
+        ])
         .arg(db));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut m: HashMap<Option<u32>, Usage> = HashMap::new();
