@@ -173,7 +173,7 @@ fn tcp_client(peer: SocketAddr, up: usize, down: u64, bind: u16, v6sock: bool) {
     let mut s = tcp_connect(peer, bind, v6sock);
     let mut r = BufReader::new(s.try_clone().unwrap());
     let mut request = |s: &mut TcpStream| {
-        write!(s, "{up} {down}\n").unwrap();
+        writeln!(s, "{up} {down}").unwrap();
         std::io::copy(&mut std::io::repeat(b'u').take(up as u64), s).unwrap();
         let got = std::io::copy(&mut (&mut r).take(down), &mut std::io::sink()).unwrap();
         assert_eq!(got, down, "short answer");
@@ -219,22 +219,20 @@ fn udp_client(peer: SocketAddr, up: usize, down: u64, bind: u16, connected: bool
     let mut req = vec![b'u'; up];
     req[..8].copy_from_slice(&down.to_be_bytes());
     let mut buf = vec![0u8; 65536];
-    let request = || {
-        if connected {
+    let mut request = || {
+        let n = if connected {
             s.send(&req).unwrap();
-            let n = s.recv(&mut buf.clone()).unwrap();
-            assert_eq!(n as u64, down);
+            s.recv(&mut buf).unwrap()
         } else {
             s.send_to(&req, peer).unwrap();
-            let (n, _) = s.recv_from(&mut buf.clone()).unwrap();
-            assert_eq!(n as u64, down);
-        }
+            s.recv_from(&mut buf).unwrap().0
+        };
+        assert_eq!(n as u64, down);
     };
     request();
     say("ready");
     wait_for_go();
     request();
-    buf.clear();
     drop(s);
     say("done");
 }

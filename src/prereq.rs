@@ -16,8 +16,9 @@ use std::process::{Command, Stdio};
 /// atomic batch makes the load idempotent.
 pub const NFT_TABLE: &str = include_str!("../contrib/netledger.nft");
 
-/// Capability number of CAP_NET_ADMIN (include/uapi/linux/capability.h).
+/// Capability numbers (include/uapi/linux/capability.h).
 const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_PTRACE: u32 = 19;
 
 /// A prerequisite that is missing, each naming the fix.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +93,15 @@ pub fn accounting_enabled(proc_root: &Path) -> Result<bool, PrereqError> {
 
 /// Whether this process holds CAP_NET_ADMIN in its effective set.
 pub fn has_net_admin(proc_root: &Path) -> bool {
+    has_cap(proc_root, CAP_NET_ADMIN)
+}
+
+/// Whether this process holds CAP_SYS_PTRACE (read every process's descriptors).
+pub fn has_sys_ptrace(proc_root: &Path) -> bool {
+    has_cap(proc_root, CAP_SYS_PTRACE)
+}
+
+fn has_cap(proc_root: &Path, cap: u32) -> bool {
     let Ok(status) = fs::read_to_string(proc_root.join("self/status")) else {
         return false;
     };
@@ -99,7 +109,7 @@ pub fn has_net_admin(proc_root: &Path) -> bool {
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+        .is_some_and(|caps| caps & (1 << cap) != 0)
 }
 
 fn nft_table_present() -> Result<bool, PrereqError> {

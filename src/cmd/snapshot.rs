@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::account::{account_pass, FlowState, PassPlan, Totals};
 use crate::attribute::{attribute, Attributed, LocalNets, SocketIndex, Verdict};
@@ -166,7 +166,10 @@ fn observe(
             }
         }
     }
-    if scan.denied > 0 {
+    if scan.denied > 0 && prereq::has_sys_ptrace(proc_root) {
+        // Even CAP_SYS_PTRACE cannot open some (a VM's or container's init): expected.
+        debug!(processes = scan.denied, "processes whose descriptors could not be read");
+    } else if scan.denied > 0 {
         warn!(
             processes = scan.denied,
             "could not read some processes' descriptors (needs CAP_SYS_PTRACE or \

@@ -12,10 +12,11 @@
 //! (follow the link, `S_ISSOCK`, `st_ino`) was measured against it on Linux 6.18 (x86_64 VM,
 //! one process holding 10,000 sockets + 205 other fds, 6 rounds of 20 walks each, interleaved):
 //! readlinkat 31.1 ms, fstatat 30.4 ms, statx(AT_STATX_DONT_SYNC) 30.9 ms per walk, against
-//! 5.3 ms for the bare readdir — the same within noise, because the cost is instantiating the
+//! 4–7 ms for the bare readdir: the same within noise, because the cost is instantiating the
 //! `fd/N` proc dentry, which both need. readlinkat is kept: it never touches the file a
 //! descriptor points to, so a process holding a file on a hung NFS or FUSE mount cannot block
 //! the scan (the reason `lsof -b` exists), and it works on fixture trees made of plain symlinks.
+//! A whole scan of 84 processes holding 42,303 sockets took 130 ms (release build).
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString};
@@ -150,7 +151,14 @@ fn scan_process(proc_root: &Path, pid: u32, wanted: &HashSet<u64>, scan: &mut Pr
         let target = match dir.next_link(&mut buf) {
             Ok(Some(Ok(target))) => target,
             Ok(Some(Err(e))) => {
-                // The descriptor was closed since readdir listed it: normal.
+                if classify(&e) == Failure::Denied {
+                    // The directory listed but its links may not be read (ptrace check in
+                    // proc_fd_link; seen for the VM init (pid 1) even as root with
+                    // CAP_SYS_PTRACE): count one refusal per process, skip its other fds.
+                    scan.denied += 1;
+                    break;
+                }
+                // Usually the descriptor was closed since readdir listed it: normal.
                 count(scan, &e, &fd_path);
                 continue;
             }
