@@ -168,7 +168,10 @@ fn observe(
     }
     if scan.denied > 0 && prereq::has_sys_ptrace(proc_root) {
         // Even CAP_SYS_PTRACE cannot open some (a VM's or container's init): expected.
-        debug!(processes = scan.denied, "processes whose descriptors could not be read");
+        debug!(
+            processes = scan.denied,
+            "processes whose descriptors could not be read"
+        );
     } else if scan.denied > 0 {
         warn!(
             processes = scan.denied,

@@ -414,3 +414,119 @@ fn write_users(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::{account_pass, Kind};
+    use crate::attribute::{Attributed, Verdict};
+    use crate::model::Flow;
+
+    fn flow(id: u32, bytes: u64) -> Flow {
+        let t = |s: &str, d: &str, sp, dp| Tuple {
+            src: s.parse().unwrap(),
+            dst: d.parse().unwrap(),
+            proto: 17,
+            sport: sp,
+            dport: dp,
+        };
+        Flow {
+            orig: t("2001:db8::1", "2001:db8::2", 5000, 53),
+            reply: t("2001:db8::2", "2001:db8::1", 53, 5000),
+            id,
+            zone: 7,
+            mark: 0,
+            status: 0,
+            orig_counters: Some(Counters { packets: 1, bytes }),
+            reply_counters: Some(Counters {
+                packets: 2,
+                bytes: bytes * 2,
+            }),
+            start_ns: None,
+            stop_ns: None,
+        }
+    }
+
+    fn alice() -> Attributed {
+        Attributed {
+            verdict: Verdict::User(Attribution {
+                uid: 1001,
+                program: Some("dig".into()),
+                direction: Direction::Out,
+            }),
+            direction: Some(Direction::Out),
+            remote: "2001:db8::2".parse().unwrap(),
+            port: 53,
+        }
+    }
+
+    #[test]
+    fn pass_round_trips_state_and_usage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("t.db"), &OpenOptions::default()).unwrap();
+        let flows = [flow(1, 100), flow(2, 10)];
+        let at = [alice(), alice()];
+        let plan = account_pass(1000, &flows, &at, &HashMap::new(), 3);
+        let rec = PassRecord {
+            started_at: 1000,
+            mode: "snapshot",
+            ..PassRecord::default()
+        };
+        store
+            .write_pass(&rec, &plan, &[(1001, Some("alice".into()))])
+            .unwrap();
+        let state = store.load_state().unwrap();
+        assert_eq!(state.len(), 2);
+        let s = &state[&flows[0].key()];
+        assert_eq!(s.orig.bytes, 100);
+        assert_eq!(s.reply.bytes, 200);
+        assert_eq!(s.attribution, alice().attribution().cloned());
+        // The next pass continues exactly where this one stopped.
+        let flows2 = [flow(1, 150)];
+        let plan2 = account_pass(1060, &flows2, &[alice()], &state, 3);
+        assert_eq!(plan2.totals.attributed.bytes(), 50 + 100);
+        store.write_pass(&rec, &plan2, &[(1001, None)]).unwrap();
+        let state = store.load_state().unwrap();
+        assert_eq!(state[&flows[1].key()].missing, 1, "missing flow aged, kept");
+        let (name, total): (String, i64) = store
+            .conn()
+            .query_row(
+                "SELECT user, rx_bytes + tx_bytes FROM usage_daily",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(name, "alice", "a name that no longer resolves is kept");
+        assert_eq!(total, 330 + 150);
+        let kinds: i64 = store
+            .conn()
+            .query_row(
+                "SELECT count(*) FROM usage WHERE kind = ?1",
+                [Kind::User.as_str()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(kinds, 2, "one aggregated row per pass and key");
+    }
+
+    #[test]
+    fn foreign_sqlite_database_is_not_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("other.db");
+        Connection::open(&p)
+            .unwrap()
+            .execute_batch("CREATE TABLE x (y)")
+            .unwrap();
+        let e = Store::open(&p, &OpenOptions::default()).err().unwrap();
+        assert!(matches!(e, StoreError::NotOurs { .. }), "{e}");
+    }
+
+    #[test]
+    fn symlinked_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("link.db");
+        std::os::unix::fs::symlink(dir.path().join("target.db"), &p).unwrap();
+        let e = Store::open(&p, &OpenOptions::default()).err().unwrap();
+        assert!(matches!(e, StoreError::Symlink { .. }), "{e}");
+    }
+}
