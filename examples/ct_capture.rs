@@ -26,7 +26,8 @@ fn main() -> ExitCode {
     }
     match conntrack::parse_messages(&raw) {
         Ok(d) => eprintln!(
-            "ct_capture: {} bytes, {} flows, {} skipped messages, {} unknown attributes, {} duplicates",
+            "ct_capture: {} bytes, {} flows, {} skipped messages, {} unknown attributes, \
+             {} duplicates",
             raw.len(),
             d.flows.len(),
             d.skipped_messages,
