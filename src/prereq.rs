@@ -167,3 +167,22 @@ pub fn setup(proc_root: &Path) -> Result<Vec<String>, PrereqError> {
     }
     Ok(changed)
 }
+
+/// Check the prerequisites before a pass; with `fix` and CAP_NET_ADMIN, set up what is
+/// missing first. Returns what changed.
+pub fn ensure(proc_root: &Path, fix: bool) -> Result<Vec<String>, PrereqError> {
+    let mut changed = Vec::new();
+    if fix && has_net_admin(proc_root) {
+        match setup(proc_root) {
+            Ok(c) => changed = c,
+            // Without nft the kernel may still track (another rule uses conntrack): the
+            // checks of the pass say so if it does not.
+            Err(e @ PrereqError::NftMissing { .. }) => tracing::warn!("{e}"),
+            Err(e) => return Err(e),
+        }
+    }
+    if !accounting_enabled(proc_root)? {
+        return Err(PrereqError::AccountingOff);
+    }
+    Ok(changed)
+}

@@ -1,32 +1,13 @@
 //! `netledger snapshot`: one accounting pass, then exit.
 
-use std::collections::HashSet;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use anyhow::Result;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
-use tracing::{debug, info, warn};
-
-use crate::account::{account_pass, FlowState, PassPlan, Totals};
-use crate::attribute::{attribute, Attributed, LocalNets, SocketIndex, Verdict};
+use crate::attribute::LocalNets;
 use crate::cli::{Cli, SnapshotArgs};
-use crate::model::{Flow, FlowKey, Socket, L4};
-use crate::prereq::{self, PrereqError};
-use crate::report::human_bytes;
-use crate::sources::processes::{scan_socket_owners, ProcessScan};
-use crate::sources::sockets::{read_sockets, SocketTable};
-use crate::sources::{conntrack, interfaces};
-use crate::store::{OpenOptions, PassRecord, Store};
-
-/// TCP_ESTABLISHED in /proc/net/tcp (include/net/tcp_states.h).
-const TCP_ESTABLISHED: u8 = 0x01;
-
-/// What the kernel showed in one pass, joined.
-struct Observation {
-    sockets: SocketTable,
-    dump: conntrack::Dump,
-    attributed: Vec<Attributed>,
-}
+use crate::pass::{run_pass, PassConfig};
+use crate::prereq;
+use crate::store::{OpenOptions, Store};
 
 /// The local-network exclusion the flags ask for.
 pub fn local_nets(args: &SnapshotArgs) -> LocalNets {
@@ -41,23 +22,10 @@ pub fn local_nets(args: &SnapshotArgs) -> LocalNets {
 
 /// Run one pass.
 pub fn run(cli: &Cli, args: &SnapshotArgs) -> Result<()> {
-    let t0 = Instant::now();
-    let started_at = chrono::Utc::now().timestamp();
     let proc_root = args.proc_root.as_path();
-
-    if !args.no_setup && prereq::has_net_admin(proc_root) {
-        match prereq::setup(proc_root) {
-            Ok(changes) => changes.iter().for_each(|c| eprintln!("netledger: {c}")),
-            // Without nft the kernel may still track (another rule uses conntrack): the
-            // checks below say so if it does not.
-            Err(e @ PrereqError::NftMissing { .. }) => warn!("{e}"),
-            Err(e) => return Err(e.into()),
-        }
+    for change in prereq::ensure(proc_root, !args.no_setup)? {
+        eprintln!("netledger: {change}");
     }
-    if !prereq::accounting_enabled(proc_root)? {
-        return Err(PrereqError::AccountingOff.into());
-    }
-
     let mut store = Store::open(
         &cli.db,
         &OpenOptions {
@@ -69,163 +37,14 @@ pub fn run(cli: &Cli, args: &SnapshotArgs) -> Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .map(Duration::from_millis);
-    let prev = store.load_state()?;
-
-    let nets = local_nets(args);
-    let obs = observe(proc_root, &prev, &nets)?;
-    let plan = account_pass(
-        started_at,
-        &obs.dump.flows,
-        &obs.attributed,
-        &prev,
-        args.prune_after,
-    );
-    let users = user_names(&plan);
-    let rec = PassRecord {
-        started_at,
-        mode: "snapshot",
-        sockets: obs.sockets.sockets.len() as u64,
-        bad_lines: obs.sockets.bad_lines.len() as u64,
-        skipped_messages: obs.dump.skipped_messages as u64,
+    let cfg = PassConfig {
+        proc_root: args.proc_root.clone(),
+        nets: local_nets(args),
+        prune_after: args.prune_after,
     };
-    let id = store
-        .write_pass(&rec, &plan, &users)
-        .with_context(|| format!("writing pass to {}", cli.db.display()))?;
+    let outcome = run_pass(&mut store, &cfg, "snapshot")?;
     if !cli.quiet {
-        eprintln!("{}", summary(id, &rec, &plan.totals, t0.elapsed()));
+        eprintln!("{}", outcome.summary());
     }
     Ok(())
-}
-
-/// Read sockets, conntrack and processes, and attribute every flow.
-///
-/// Sockets are read before the dump, so a socket closed in between still shows. A flow
-/// born after the socket read has no socket row yet: when a new TCP/UDP flow to or from
-/// this host finds no socket, the socket tables are read once more and such flows retried.
-fn observe(
-    proc_root: &Path,
-    prev: &std::collections::HashMap<FlowKey, FlowState>,
-    nets: &LocalNets,
-) -> Result<Observation> {
-    let mut sockets = read_sockets(proc_root).context("reading socket tables")?;
-    let dump = conntrack::dump().context("dumping the conntrack table")?;
-    if dump.flows.is_empty() {
-        let established = sockets
-            .sockets
-            .iter()
-            .filter(|s| s.proto == L4::Tcp && s.state == TCP_ESTABLISHED)
-            .filter(|s| !s.local.ip().is_loopback())
-            .count();
-        if established > 0 {
-            return Err(PrereqError::NotTracking { established }.into());
-        }
-    }
-    let host = interfaces::host_addrs();
-    let mut scan = scan_socket_owners(proc_root, &live_inodes(&sockets.sockets));
-    let prior = |f: &Flow| prev.get(&f.key()).and_then(|s| s.attribution.as_ref());
-    let attribute_all = |sockets: &[Socket], scan: &ProcessScan| {
-        let idx = SocketIndex::new(sockets, &scan.owners, host.iter().copied());
-        dump.flows
-            .iter()
-            .map(|f| attribute(f, &idx, prior(f), nets))
-            .collect::<Vec<_>>()
-    };
-    let mut attributed = attribute_all(&sockets.sockets, &scan);
-    let retry = dump.flows.iter().zip(&attributed).any(|(f, a)| {
-        !prev.contains_key(&f.key())
-            && matches!(
-                a.verdict,
-                Verdict::Unattributed(crate::attribute::Reason::NoSocket)
-            )
-    });
-    if retry {
-        let again = read_sockets(proc_root).context("re-reading socket tables")?;
-        let known: HashSet<u64> = live_inodes(&sockets.sockets);
-        let fresh: HashSet<u64> = live_inodes(&again.sockets)
-            .difference(&known)
-            .copied()
-            .collect();
-        if !fresh.is_empty() {
-            let more = scan_socket_owners(proc_root, &fresh);
-            scan.owners.extend(more.owners);
-            scan.vanished += more.vanished;
-            scan.denied += more.denied;
-            // Keep the first read's rows (sockets closed since still count) and add the
-            // rows of the new sockets.
-            sockets.sockets.extend(
-                again
-                    .sockets
-                    .into_iter()
-                    .filter(|s| fresh.contains(&s.inode)),
-            );
-            let second = attribute_all(&sockets.sockets, &scan);
-            for (a, b) in attributed.iter_mut().zip(second) {
-                if matches!(a.verdict, Verdict::Unattributed(_)) {
-                    *a = b;
-                }
-            }
-        }
-    }
-    if scan.denied > 0 && prereq::has_sys_ptrace(proc_root) {
-        // Even CAP_SYS_PTRACE cannot open some (a VM's or container's init): expected.
-        debug!(
-            processes = scan.denied,
-            "processes whose descriptors could not be read"
-        );
-    } else if scan.denied > 0 {
-        warn!(
-            processes = scan.denied,
-            "could not read some processes' descriptors (needs CAP_SYS_PTRACE or \
-             CAP_DAC_READ_SEARCH): their programs are unknown, their uids are not affected"
-        );
-    }
-    info!(
-        sockets = sockets.sockets.len(),
-        bad_lines = sockets.bad_lines.len(),
-        flows = dump.flows.len(),
-        processes = scan.processes,
-        "observed"
-    );
-    Ok(Observation {
-        sockets,
-        dump,
-        attributed,
-    })
-}
-
-fn live_inodes(sockets: &[Socket]) -> HashSet<u64> {
-    sockets
-        .iter()
-        .filter(|s| s.has_owner())
-        .map(|s| s.inode)
-        .collect()
-}
-
-/// Names of the uids charged in this pass (None when the account no longer resolves).
-fn user_names(plan: &PassPlan) -> Vec<(u32, Option<String>)> {
-    let uids: std::collections::BTreeSet<u32> = plan.usage.keys().filter_map(|k| k.uid).collect();
-    uids.into_iter()
-        .map(|uid| {
-            let name = users::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned());
-            (uid, name)
-        })
-        .collect()
-}
-
-fn summary(id: i64, rec: &PassRecord, t: &Totals, took: Duration) -> String {
-    format!(
-        "netledger: pass {id}: {} sockets, {} flows ({} new, {} without counters); \
-         users {} ({} B), unattributed {} ({} B), excluded local {} ({} B); {:.0?}",
-        rec.sockets,
-        t.flows,
-        t.new_flows,
-        t.flows_without_counters,
-        human_bytes(t.attributed.bytes()),
-        t.attributed.bytes(),
-        human_bytes(t.unattributed.bytes()),
-        t.unattributed.bytes(),
-        human_bytes(t.excluded.bytes()),
-        t.excluded.bytes(),
-        took,
-    )
 }
