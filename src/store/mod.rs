@@ -24,9 +24,15 @@ use crate::account::{FlowState, PassPlan};
 use crate::attribute::{Attribution, Direction};
 use crate::model::{Counters, FlowKey, Tuple};
 
-/// The schema migrations, embedded at compile time and applied on open.
+/// The schema migrations, in order, embedded at compile time and applied on open.
+/// Append only: never edit a shipped migration.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_report_views.sql"),
+];
+
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("../../migrations/0001_init.sql"))])
+    Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect())
 }
 
 /// How to open the database.
@@ -122,8 +128,7 @@ impl Store {
                 .map_err(wrap)?;
             conn.pragma_update(None, "synchronous", "NORMAL")
                 .map_err(wrap)?;
-            let known = 1;
-            if version > known {
+            if version > MIGRATIONS.len() as i64 {
                 return Err(StoreError::TooNew {
                     path: path.to_owned(),
                     version,
@@ -507,6 +512,40 @@ mod tests {
             )
             .unwrap();
         assert_eq!(kinds, 2, "one aggregated row per pass and key");
+    }
+
+    #[test]
+    fn database_of_the_previous_schema_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v1.db");
+        // A database as schema 1 left it, with a pass and usage in it.
+        let mut c = Connection::open(&p).unwrap();
+        Migrations::new(vec![M::up(MIGRATIONS[0])])
+            .to_latest(&mut c)
+            .unwrap();
+        c.execute_batch(
+            "INSERT INTO passes VALUES (1, 100, 101, 'snapshot', 0,0,0,0,0,0,0,0, 5,6,0,0,0,0);
+             INSERT INTO usage (pass_id, ts, kind, uid, protocol, remote_addr, port,
+                                rx_bytes, tx_bytes, rx_packets, tx_packets)
+             VALUES (1, 100, 'user', 1001, 6, '198.51.100.2', 443, 5, 6, 1, 1);",
+        )
+        .unwrap();
+        drop(c);
+        let store = Store::open(&p, &OpenOptions::default()).unwrap();
+        let v: i64 = store
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        let (remote, bytes): (String, i64) = store
+            .conn()
+            .query_row(
+                "SELECT remote, rx_bytes + tx_bytes FROM top_remotes_daily",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((remote.as_str(), bytes), ("198.51.100.2", 11));
     }
 
     #[test]
