@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
-use crate::store::query::By;
+use crate::store::query::{By, Period};
 
 /// Default database location.
 pub const DEFAULT_DB: &str = "/var/lib/netledger/netledger.db";
@@ -42,8 +42,12 @@ pub enum Command {
     /// (idempotent): sets net.netfilter.nf_conntrack_acct=1 and installs the nftables
     /// table `inet netledger`.
     Setup,
-    /// Show the top talkers.
+    /// Show the top talkers: per user, and per program, remote or port.
     Top(TopArgs),
+    /// Usage per hour, day, week or month and per user, with bars (like vnStat).
+    Report(ReportArgs),
+    /// Export stored usage rows for loading into another system.
+    Export(ExportArgs),
 }
 
 /// Options of `snapshot`.
@@ -79,8 +83,8 @@ pub struct SnapshotArgs {
 /// Options of `top`.
 #[derive(Debug, Args)]
 pub struct TopArgs {
-    /// Start of the period: a duration back from now (90m, 24h, 7d) or a date/time
-    /// (2026-11-01, 2026-11-01T08:00, in local time unless --utc).
+    /// Start of the period: a duration back from now (90m, 24h, 7d), today, yesterday, or
+    /// a date/time (2026-11-01, 2026-11-01T08:00), in local time unless --utc.
     #[arg(long, default_value = "24h")]
     pub since: String,
 
@@ -88,23 +92,97 @@ pub struct TopArgs {
     #[arg(long)]
     pub until: Option<String>,
 
-    /// Group by.
-    #[arg(long, value_enum, default_value = "user")]
-    pub by: By,
+    /// Group by these, comma-separated (user is always included): user, program,
+    /// remote, port.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "user")]
+    pub by: Vec<By>,
+
+    /// Only this user (name or uid).
+    #[arg(long, value_name = "NAME|UID")]
+    pub user: Option<String>,
 
     /// At most this many rows.
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
 
-    /// Print a JSON array instead of a table.
-    #[arg(long)]
+    #[command(flatten)]
+    pub output: OutputArgs,
+
+    /// Remote address names: lines of `ADDRESS-or-CIDR NAME` (default
+    /// /etc/netledger/names when it exists).
+    #[arg(long, value_name = "PATH")]
+    pub names: Option<PathBuf>,
+}
+
+/// Output options shared by the reports.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print a JSON array of objects instead of a table.
+    #[arg(long, conflicts_with = "csv")]
     pub json: bool,
+
+    /// Print CSV with a header line instead of a table.
+    #[arg(long)]
+    pub csv: bool,
 
     /// Print exact byte counts instead of KiB/MiB/GiB.
     #[arg(long)]
     pub bytes: bool,
 
-    /// Read and show dates in UTC instead of local time.
+    /// Read and show times in UTC instead of local time.
+    #[arg(long)]
+    pub utc: bool,
+}
+
+/// Options of `report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Length of a period.
+    #[arg(long, value_enum, default_value = "day")]
+    pub period: Period,
+
+    /// Only this user (name or uid).
+    #[arg(long, value_name = "NAME|UID")]
+    pub user: Option<String>,
+
+    /// Start (same forms as `top --since`); default: 24h for hours, 30d for days,
+    /// 12 weeks for weeks, 12 months for months.
+    #[arg(long)]
+    pub since: Option<String>,
+
+    /// End; default now.
+    #[arg(long)]
+    pub until: Option<String>,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// CSV with a header line.
+    Csv,
+}
+
+/// Options of `export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Start (same forms as `top --since`).
+    #[arg(long, default_value = "24h")]
+    pub since: String,
+
+    /// End; default now.
+    #[arg(long)]
+    pub until: Option<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub format: ExportFormat,
+
+    /// Read --since/--until in UTC instead of local time.
     #[arg(long)]
     pub utc: bool,
 }

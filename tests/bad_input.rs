@@ -339,3 +339,31 @@ fn full_disk_rolls_back_and_the_next_pass_recounts() {
     assert!(kernel > 50_000, "traffic was counted: {kernel}");
     assert_eq!(stored as u64, kernel);
 }
+
+#[test]
+fn unreadable_database_is_named_for_reports() {
+    if !require_root("unreadable_database_is_named_for_reports") {
+        return;
+    }
+    let ns = tracking_ns("nlbr");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let db = dir.path().join("nl.db");
+    assert!(netledger(&ns, &db, &["snapshot", "--no-setup"])
+        .status
+        .success());
+    let user = TestUser::new("nlbr");
+    let o = user
+        .cmd(&ns, bin())
+        .arg("--db")
+        .arg(&db)
+        .arg("top")
+        .output()
+        .unwrap();
+    assert_fails_with(&o, "cannot read database");
+    assert!(stderr(&o).contains("permission denied"), "{}", stderr(&o));
+}

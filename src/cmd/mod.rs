@@ -1,5 +1,8 @@
 //! One file per subcommand; `dispatch` picks the one the command line names.
 
+pub mod common;
+pub mod export;
+pub mod report;
 pub mod setup;
 pub mod snapshot;
 pub mod top;
@@ -14,5 +17,7 @@ pub fn dispatch(cli: &Cli) -> Result<()> {
         Command::Snapshot(args) => snapshot::run(cli, args),
         Command::Setup => setup::run(),
         Command::Top(args) => top::run(cli, args),
+        Command::Report(args) => report::run(cli, args),
+        Command::Export(args) => export::run(cli, args),
     }
 }

@@ -4,42 +4,69 @@ use std::io::Write;
 
 use anyhow::Result;
 
+use super::common::{bounds, open_for_reading, resolve_user};
 use crate::cli::{Cli, TopArgs};
-use crate::report;
-use crate::store::query::TopQuery;
-use crate::store::{OpenOptions, Store};
-use crate::timespec::parse_time;
+use crate::report::names::{RemoteNames, Services, DEFAULT_NAMES};
+use crate::report::{self, table, Labels};
+use crate::store::query::{By, TopQuery, TopRow};
 
 /// Print the top talkers.
 pub fn run(cli: &Cli, args: &TopArgs) -> Result<()> {
-    let now = chrono::Utc::now();
-    let since = parse_time(&args.since, now, args.utc)?;
-    let until = match &args.until {
-        Some(u) => parse_time(u, now, args.utc)?,
-        // Rows are stamped with their pass's start: include the current second.
-        None => now.timestamp() + 1,
-    };
-    let store = Store::open(
-        &cli.db,
-        &OpenOptions {
-            read_only: true,
-            create: false,
-            ..OpenOptions::default()
-        },
-    )?;
+    let (since, until) = bounds(&args.since, args.until.as_deref(), args.output.utc)?;
+    let store = open_for_reading(cli)?;
+    let uid = args
+        .user
+        .as_deref()
+        .map(|u| resolve_user(&store, u))
+        .transpose()?;
+    let mut by: Vec<By> = args.by.iter().copied().filter(|b| *b != By::User).collect();
+    by.dedup();
     let report = store.top(&TopQuery {
         since,
         until,
-        by: args.by,
+        by: by.clone(),
+        uid,
         limit: args.limit,
     })?;
+    let labels = Labels {
+        remotes: match &args.names {
+            Some(p) => RemoteNames::load(p, true)?,
+            None => RemoteNames::load(DEFAULT_NAMES.as_ref(), false)?,
+        },
+        services: if by.contains(&By::Port) {
+            Services::system()
+        } else {
+            Services::default()
+        },
+    };
+    let records: Vec<_> = report
+        .rows
+        .iter()
+        .map(|r| report::top_record(r, &by, &labels))
+        .collect();
     let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &report::top_json(&report, args.by))?;
-        writeln!(out)?;
+    if args.output.json {
+        report::write_json(&mut out, &records)?;
+    } else if args.output.csv {
+        let header = report::header_of(report::top_record(&empty_row(), &by, &labels));
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        report::write_csv(&mut out, &header, &records)?;
     } else {
-        out.write_all(report::table::top_table(&report, args.by, args.bytes).as_bytes())?;
+        out.write_all(table::top_table(&report, &by, &labels, args.output.bytes).as_bytes())?;
     }
     out.flush()?;
     Ok(())
+}
+
+fn empty_row() -> TopRow {
+    TopRow {
+        uid: None,
+        user: None,
+        program: None,
+        remote: None,
+        protocol: None,
+        port: None,
+        reason: None,
+        traffic: Default::default(),
+    }
 }

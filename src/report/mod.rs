@@ -1,11 +1,30 @@
-//! Rendering only: tables and JSON for the reports. No queries here.
+//! Rendering only: tables, JSON and CSV for the reports. No queries here.
+//!
+//! Every report is first turned into records — ordered field maps with stable snake_case
+//! names and integer byte counts — so JSON and CSV carry the same fields by construction.
 
+pub mod names;
 pub mod table;
+
+use std::io::{self, Write};
 
 use serde_json::{json, Map, Value};
 
 use crate::account::Traffic;
-use crate::store::query::{By, TopReport, TopRow};
+use crate::store::query::{By, PeriodRow, TopRow, UsageRecord};
+use names::{protocol_name, RemoteNames, Services};
+
+/// One output record: ordered field name → value.
+pub type Record = Map<String, Value>;
+
+/// How to name things in reports.
+#[derive(Debug, Default, Clone)]
+pub struct Labels {
+    /// Remote address names.
+    pub remotes: RemoteNames,
+    /// Port names.
+    pub services: Services,
+}
 
 /// Bytes in binary units (B, KiB, MiB, GiB, TiB) with one decimal above bytes.
 pub fn human_bytes(n: u64) -> String {
@@ -23,40 +42,111 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-fn traffic_fields(m: &mut Map<String, Value>, t: &Traffic) {
+fn traffic_fields(m: &mut Record, t: &Traffic) {
     m.insert("rx_bytes".into(), json!(t.rx_bytes));
     m.insert("tx_bytes".into(), json!(t.tx_bytes));
     m.insert("rx_packets".into(), json!(t.rx_packets));
     m.insert("tx_packets".into(), json!(t.tx_packets));
+    m.insert("total_bytes".into(), json!(t.bytes()));
 }
 
-/// One `top` row as a JSON object: `uid` (null when unattributed), `user`, the `--by`
-/// key, bytes and packets as integers.
-pub fn top_row_json(row: &TopRow, by: By) -> Value {
+/// One `top` row as a record: `uid` (null when unattributed), `user`, the `--by` keys,
+/// `reason`, bytes and packets.
+pub fn top_record(row: &TopRow, by: &[By], labels: &Labels) -> Record {
     let mut m = Map::new();
     m.insert("uid".into(), json!(row.uid));
     m.insert("user".into(), json!(row.user));
-    match by {
-        By::User => {}
-        By::Program => {
-            m.insert("program".into(), json!(row.program));
-        }
-        By::Remote => {
-            m.insert("remote".into(), json!(row.remote));
-        }
-        By::Port => {
-            m.insert("protocol".into(), json!(row.protocol));
-            m.insert("port".into(), json!(row.port));
-        }
+    if by.contains(&By::Program) {
+        m.insert("program".into(), json!(row.program));
     }
-    if row.uid.is_none() {
-        m.insert("reason".into(), json!(row.reason));
+    if by.contains(&By::Remote) {
+        m.insert("remote".into(), json!(row.remote));
+        let name = row.remote.as_deref().and_then(|r| labels.remotes.name(r));
+        m.insert("remote_name".into(), json!(name));
     }
+    if by.contains(&By::Port) {
+        let (p, port) = (row.protocol.unwrap_or(0), row.port.unwrap_or(0));
+        m.insert("protocol".into(), json!(protocol_name(p)));
+        m.insert("port".into(), json!(port));
+        m.insert("service".into(), json!(labels.services.name(p, port)));
+    }
+    m.insert("reason".into(), json!(row.reason));
     traffic_fields(&mut m, &row.traffic);
-    Value::Object(m)
+    m
 }
 
-/// The whole `top` report as a JSON array.
-pub fn top_json(report: &TopReport, by: By) -> Value {
-    Value::Array(report.rows.iter().map(|r| top_row_json(r, by)).collect())
+/// One `report` row as a record.
+pub fn period_record(row: &PeriodRow) -> Record {
+    let mut m = Map::new();
+    m.insert("period".into(), json!(row.period));
+    m.insert("uid".into(), json!(row.uid));
+    m.insert("user".into(), json!(row.user));
+    traffic_fields(&mut m, &row.traffic);
+    m
+}
+
+/// One stored usage row as a record (`export`).
+pub fn usage_record(r: &UsageRecord) -> Record {
+    let mut m = Map::new();
+    m.insert("ts".into(), json!(r.ts));
+    let time = chrono::DateTime::from_timestamp(r.ts, 0)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+    m.insert("time".into(), json!(time));
+    m.insert("kind".into(), json!(r.kind));
+    m.insert("uid".into(), json!(r.uid));
+    m.insert("user".into(), json!(r.user));
+    m.insert("program".into(), json!(r.program));
+    m.insert("reason".into(), json!(r.reason));
+    m.insert("protocol".into(), json!(protocol_name(r.protocol)));
+    m.insert("direction".into(), json!(r.direction));
+    m.insert("remote".into(), json!(r.remote));
+    m.insert("port".into(), json!(r.port));
+    traffic_fields(&mut m, &r.traffic);
+    m
+}
+
+/// Records as a pretty JSON array.
+pub fn write_json(out: &mut impl Write, records: &[Record]) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, records)?;
+    writeln!(out)
+}
+
+/// Records as JSON Lines, one object per line.
+pub fn write_jsonl(out: &mut impl Write, records: &[Record]) -> io::Result<()> {
+    for r in records {
+        serde_json::to_writer(&mut *out, r)?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// Records as CSV (RFC 4180) with a header line; `header` names the columns even when
+/// there are no records. Null is an empty field.
+pub fn write_csv(out: &mut impl Write, header: &[&str], records: &[Record]) -> io::Result<()> {
+    writeln!(out, "{}", header.join(","))?;
+    for r in records {
+        let fields: Vec<String> = header
+            .iter()
+            .map(|h| match r.get(*h) {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(s)) => csv_field(s),
+                Some(v) => csv_field(&v.to_string()),
+            })
+            .collect();
+        writeln!(out, "{}", fields.join(","))?;
+    }
+    Ok(())
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The column names of a record kind, for CSV headers of empty reports.
+pub fn header_of(sample: Record) -> Vec<String> {
+    sample.keys().cloned().collect()
 }

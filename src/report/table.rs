@@ -1,92 +1,196 @@
-//! Aligned text tables.
+//! Aligned text tables with human units, totals, and vnStat-like bars.
 
-use std::fmt::Write as _;
-
-use super::human_bytes;
+use super::names::protocol_name;
+use super::{human_bytes, Labels};
 use crate::account::Traffic;
-use crate::store::query::{By, TopReport, TopRow};
+use crate::store::query::{By, PeriodRow, TopReport, TopRow};
 
-fn who(row: &TopRow) -> String {
-    match (row.uid, &row.user) {
+/// Width of the bar column of `report`.
+const BAR_WIDTH: usize = 24;
+
+/// A table being built: text columns first, then right-aligned numbers.
+struct Table {
+    rows: Vec<Vec<String>>,
+    /// Row indexes before which a rule is drawn.
+    rules: Vec<usize>,
+    /// Number of leading left-aligned columns.
+    text_cols: usize,
+}
+
+impl Table {
+    fn new(header: Vec<String>, text_cols: usize) -> Table {
+        Table {
+            rows: vec![header],
+            rules: vec![],
+            text_cols,
+        }
+    }
+
+    fn push(&mut self, row: Vec<String>) {
+        self.rows.push(row);
+    }
+
+    fn rule(&mut self) {
+        self.rules.push(self.rows.len());
+    }
+
+    fn render(&self) -> String {
+        let cols = self.rows[0].len();
+        let widths: Vec<usize> = (0..cols)
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line_width = widths.iter().sum::<usize>() + 2 * (cols - 1);
+        let mut out = String::new();
+        for (i, r) in self.rows.iter().enumerate() {
+            if self.rules.contains(&i) {
+                out.push_str(&"-".repeat(line_width));
+                out.push('\n');
+            }
+            let mut s = String::new();
+            for (c, cell) in r.iter().enumerate() {
+                let w = widths[c];
+                if c < self.text_cols {
+                    s.push_str(&format!("{cell:<w$}  "));
+                } else {
+                    s.push_str(&format!("{cell:>w$}  "));
+                }
+            }
+            out.push_str(s.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn amount(n: u64, exact: bool) -> String {
+    if exact {
+        n.to_string()
+    } else {
+        human_bytes(n)
+    }
+}
+
+fn who(uid: Option<u32>, user: Option<&str>, reason: Option<&str>) -> String {
+    match (uid, user) {
         (Some(uid), Some(name)) => format!("{name} ({uid})"),
         (Some(uid), None) => uid.to_string(),
-        (None, _) => format!(
-            "(unattributed{})",
-            row.reason
-                .as_deref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default()
-        ),
+        (None, _) => match reason {
+            Some(r) => format!("(unattributed: {r})"),
+            None => "(unattributed)".to_string(),
+        },
     }
 }
 
-fn key(row: &TopRow, by: By) -> Option<String> {
-    match by {
-        By::User => None,
-        By::Program => Some(row.program.clone().unwrap_or_else(|| "?".into())),
-        By::Remote => Some(row.remote.clone().unwrap_or_default()),
-        By::Port => Some(format!(
-            "{}/{}",
-            row.protocol.as_deref().unwrap_or("?"),
-            row.port.unwrap_or(0)
-        )),
+fn key_cells(row: &TopRow, by: &[By], labels: &Labels) -> Vec<String> {
+    let mut out = Vec::new();
+    if by.contains(&By::Program) {
+        out.push(row.program.clone().unwrap_or_else(|| "?".into()));
     }
-}
-
-/// Render `top` as an aligned table with a totals line and the excluded local traffic.
-pub fn top_table(report: &TopReport, by: By, exact: bool) -> String {
-    let fmt = |n: u64| if exact { n.to_string() } else { human_bytes(n) };
-    let key_title = match by {
-        By::User => None,
-        By::Program => Some("PROGRAM"),
-        By::Remote => Some("REMOTE"),
-        By::Port => Some("PORT"),
-    };
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    let mut head = vec!["USER".to_string()];
-    head.extend(key_title.map(str::to_string));
-    head.extend(["RX".into(), "TX".into(), "TOTAL".into()]);
-    rows.push(head);
-    let mut total = Traffic::default();
-    for r in &report.rows {
-        total.add(&r.traffic);
-        let mut line = vec![who(r)];
-        line.extend(key(r, by));
-        line.extend([
-            fmt(r.traffic.rx_bytes),
-            fmt(r.traffic.tx_bytes),
-            fmt(r.traffic.bytes()),
-        ]);
-        rows.push(line);
+    if by.contains(&By::Remote) {
+        let addr = row.remote.clone().unwrap_or_default();
+        out.push(match labels.remotes.name(&addr) {
+            Some(name) => format!("{name} ({addr})"),
+            None => addr,
+        });
     }
-    let pad = if key_title.is_some() { 1 } else { 0 };
-    let mut line = vec!["total".to_string()];
-    line.extend(std::iter::repeat_n(String::new(), pad));
-    line.extend([fmt(total.rx_bytes), fmt(total.tx_bytes), fmt(total.bytes())]);
-    rows.push(line);
-    let mut line = vec!["(excluded local)".to_string()];
-    line.extend(std::iter::repeat_n(String::new(), pad));
-    let e = &report.excluded;
-    line.extend([fmt(e.rx_bytes), fmt(e.tx_bytes), fmt(e.bytes())]);
-    rows.push(line);
-
-    let cols = rows[0].len();
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in &rows {
-        let mut s = String::new();
-        for (c, cell) in r.iter().enumerate() {
-            // Text columns left-aligned, numbers right-aligned.
-            if c < cols - 3 {
-                let _ = write!(s, "{cell:<w$}  ", w = widths[c]);
-            } else {
-                let _ = write!(s, "{cell:>w$}  ", w = widths[c]);
-            }
-        }
-        out.push_str(s.trim_end());
-        out.push('\n');
+    if by.contains(&By::Port) {
+        let (p, port) = (row.protocol.unwrap_or(0), row.port.unwrap_or(0));
+        let base = format!("{}/{port}", protocol_name(p));
+        out.push(match labels.services.name(p, port) {
+            Some(s) => format!("{base} {s}"),
+            None => base,
+        });
     }
     out
+}
+
+fn traffic_cells(t: &Traffic, exact: bool) -> [String; 3] {
+    [
+        amount(t.rx_bytes, exact),
+        amount(t.tx_bytes, exact),
+        amount(t.bytes(), exact),
+    ]
+}
+
+/// Render `top`: rows biggest first, then the period's total, its unattributed part, and
+/// the excluded local traffic, so the numbers reconcile.
+pub fn top_table(report: &TopReport, by: &[By], labels: &Labels, exact: bool) -> String {
+    let mut header = vec!["USER".to_string()];
+    for (b, title) in [
+        (By::Program, "PROGRAM"),
+        (By::Remote, "REMOTE"),
+        (By::Port, "PORT"),
+    ] {
+        if by.contains(&b) {
+            header.push(title.to_string());
+        }
+    }
+    let text_cols = header.len();
+    header.extend(["RX", "TX", "TOTAL"].map(String::from));
+    let mut t = Table::new(header, text_cols);
+    for r in &report.rows {
+        let mut line = vec![who(r.uid, r.user.as_deref(), r.reason.as_deref())];
+        line.extend(key_cells(r, by, labels));
+        line.extend(traffic_cells(&r.traffic, exact));
+        t.push(line);
+    }
+    t.rule();
+    let pad = text_cols - 1;
+    for (label, traffic) in [
+        ("total", &report.total),
+        ("  unattributed", &report.unattributed),
+        ("excluded local", &report.excluded),
+    ] {
+        let mut line = vec![label.to_string()];
+        line.extend(std::iter::repeat_n(String::new(), pad));
+        line.extend(traffic_cells(traffic, exact));
+        t.push(line);
+    }
+    t.render()
+}
+
+/// Render `report`: one line per period and user, a bar scaled to the biggest line, and
+/// a total.
+pub fn period_table(rows: &[PeriodRow], exact: bool) -> String {
+    let header = ["PERIOD", "USER", "RX", "TX", "TOTAL", ""].map(String::from);
+    let mut t = Table::new(header.to_vec(), 2);
+    let max = rows.iter().map(|r| r.traffic.bytes()).max().unwrap_or(0);
+    let mut total = Traffic::default();
+    let mut last: Option<&str> = None;
+    for r in rows {
+        total.add(&r.traffic);
+        let period = if last == Some(r.period.as_str()) {
+            String::new()
+        } else {
+            r.period.clone()
+        };
+        last = Some(&r.period);
+        let mut line = vec![period, who(r.uid, r.user.as_deref(), None)];
+        line.extend(traffic_cells(&r.traffic, exact));
+        line.push(bar(r.traffic.bytes(), max));
+        t.push(line);
+    }
+    t.rule();
+    let mut line = vec!["total".to_string(), String::new()];
+    line.extend(traffic_cells(&total, exact));
+    line.push(String::new());
+    t.push(line);
+    // Bars are padded to one width, so right-aligning the column keeps them left-aligned.
+    t.render()
+}
+
+fn bar(n: u64, max: u64) -> String {
+    if max == 0 || n == 0 {
+        return String::new();
+    }
+    let w = ((n as f64 / max as f64) * BAR_WIDTH as f64)
+        .round()
+        .max(1.0) as usize;
+    format!("{:<BAR_WIDTH$}", "#".repeat(w))
 }

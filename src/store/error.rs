@@ -74,6 +74,15 @@ pub enum StoreError {
         /// The database path.
         path: PathBuf,
     },
+    /// No permission to read the database (reports).
+    #[error(
+        "cannot read database {path}: permission denied (the database is private to its \
+         owner, usually root: run the report as root or pass --db)"
+    )]
+    Unreadable {
+        /// The database path.
+        path: PathBuf,
+    },
     /// A stored row does not decode.
     #[error("database {path}: bad row in {table}: {detail}")]
     BadRow {

@@ -111,7 +111,10 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX
         };
-        let wrap = |e| StoreError::from_sqlite(path, e);
+        let wrap = |e| match StoreError::from_sqlite(path, e) {
+            StoreError::ReadOnly { path } if opts.read_only => StoreError::Unreadable { path },
+            other => other,
+        };
         let mut conn = Connection::open_with_flags(path, flags).map_err(wrap)?;
         conn.busy_timeout(opts.busy_timeout).map_err(wrap)?;
         if !exists {

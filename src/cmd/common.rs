@@ -1,0 +1,50 @@
+//! What the read-only commands share: opening the database for reading, the period
+//! bounds, and naming a user.
+
+use anyhow::{bail, Result};
+
+use crate::cli::Cli;
+use crate::store::{OpenOptions, Store};
+use crate::timespec::parse_time;
+
+/// Open the database read-only; never creates it.
+pub fn open_for_reading(cli: &Cli) -> Result<Store> {
+    Ok(Store::open(
+        &cli.db,
+        &OpenOptions {
+            read_only: true,
+            create: false,
+            ..OpenOptions::default()
+        },
+    )?)
+}
+
+/// `[since, until)` in epoch seconds from the command line.
+pub fn bounds(since: &str, until: Option<&str>, utc: bool) -> Result<(i64, i64)> {
+    let now = chrono::Utc::now();
+    let since = parse_time(since, now, utc)?;
+    let until = match until {
+        Some(u) => parse_time(u, now, utc)?,
+        // Rows carry their pass's start second: include the current one.
+        None => now.timestamp() + 1,
+    };
+    if until <= since {
+        bail!("--until must be later than --since");
+    }
+    Ok((since, until))
+}
+
+/// A user given by name or uid: names are looked up in the database first (accounts
+/// deleted since are still known there), then in the system's user database.
+pub fn resolve_user(store: &Store, user: &str) -> Result<u32> {
+    if let Ok(uid) = user.parse::<u32>() {
+        return Ok(uid);
+    }
+    if let Some(uid) = store.uid_of(user)? {
+        return Ok(uid);
+    }
+    match users::get_user_by_name(user) {
+        Some(u) => Ok(u.uid()),
+        None => bail!("unknown user {user:?}: give a user name or a numeric uid"),
+    }
+}

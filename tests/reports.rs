@@ -1,0 +1,668 @@
+//! Reports people read: `top`, `report`, `export` and the SQL views, on a deterministic
+//! database built through the real write path (the store API that passes use).
+
+mod common;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use chrono::{TimeZone, Utc};
+use netledger::account::account_pass;
+use netledger::attribute::{Attributed, Attribution, Direction, Reason, Verdict};
+use netledger::model::{Counters, Flow, Tuple};
+use netledger::store::{OpenOptions, PassRecord, Store};
+use serde_json::Value;
+
+const HOST: &str = "198.51.100.1";
+
+struct F {
+    id: u32,
+    proto: u8,
+    local: (&'static str, u16),
+    remote: (&'static str, u16),
+    /// Initiator → responder bytes and packets, responder → initiator.
+    orig: (u64, u64),
+    reply: (u64, u64),
+    verdict: Verdict,
+    direction: Direction,
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn to_flow(f: &F) -> (Flow, Attributed) {
+    let (l, r) = (f.local, f.remote);
+    let (a, b) = match f.direction {
+        Direction::Out => (l, r),
+        Direction::In => (r, l),
+    };
+    let t = |x: (&str, u16), y: (&str, u16)| Tuple {
+        src: ip(x.0),
+        dst: ip(y.0),
+        proto: f.proto,
+        sport: x.1,
+        dport: y.1,
+    };
+    let flow = Flow {
+        orig: t(a, b),
+        reply: t(b, a),
+        id: f.id,
+        zone: 0,
+        mark: 0,
+        status: 0,
+        orig_counters: Some(Counters {
+            bytes: f.orig.0,
+            packets: f.orig.1,
+        }),
+        reply_counters: Some(Counters {
+            bytes: f.reply.0,
+            packets: f.reply.1,
+        }),
+        start_ns: None,
+        stop_ns: None,
+    };
+    let port = match f.direction {
+        Direction::Out => r.1,
+        Direction::In => l.1,
+    };
+    let at = Attributed {
+        verdict: f.verdict.clone(),
+        direction: Some(f.direction),
+        remote: ip(r.0),
+        port,
+    };
+    (flow, at)
+}
+
+fn user(uid: u32, program: &str, direction: Direction) -> Verdict {
+    Verdict::User(Attribution {
+        uid,
+        program: Some(program.into()),
+        direction,
+    })
+}
+
+fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> i64 {
+    Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
+        .unwrap()
+        .timestamp()
+}
+
+/// A pass: its time, its flows, and the user names it resolved.
+type Pass = (i64, Vec<F>, Vec<(u32, Option<&'static str>)>);
+
+const ALICE: u32 = 1001;
+const BOB: u32 = 1002;
+const CAROL: u32 = 1003;
+const DAVE: u32 = 1004;
+
+/// A database with known usage over several days, users, programs and remotes; carol's
+/// account is "deleted" (her name no longer resolves) by the last pass.
+fn build_db(dir: &Path) -> PathBuf {
+    use Direction::{In, Out};
+    let db = dir.join("reports.db");
+    let mut store = Store::open(&db, &OpenOptions::default()).unwrap();
+    let firefox = |orig, reply| F {
+        id: 1,
+        proto: 6,
+        local: (HOST, 40001),
+        remote: ("198.51.100.2", 443),
+        orig,
+        reply,
+        verdict: user(ALICE, "firefox", Out),
+        direction: Out,
+    };
+    let passes: Vec<Pass> = vec![
+        (
+            at(2026, 11, 2, 4, 30),
+            vec![F {
+                id: 9,
+                proto: 6,
+                local: (HOST, 40009),
+                remote: ("198.51.100.9", 443),
+                orig: (1_000, 10),
+                reply: (2_000, 12),
+                verdict: user(DAVE, "wget", Out),
+                direction: Out,
+            }],
+            vec![(DAVE, Some("dave"))],
+        ),
+        (
+            at(2026, 11, 18, 10, 0),
+            vec![
+                firefox((20_000, 300), (3_000_000, 2_100)),
+                F {
+                    id: 2,
+                    proto: 6,
+                    local: ("2001:db8::1", 40002),
+                    remote: ("2001:db8::2", 443),
+                    orig: (500_000, 400),
+                    reply: (10_000, 200),
+                    verdict: user(BOB, "curl", Out),
+                    direction: Out,
+                },
+            ],
+            vec![(ALICE, Some("alice")), (BOB, Some("bob"))],
+        ),
+        (
+            at(2026, 11, 18, 23, 30),
+            vec![F {
+                id: 3,
+                proto: 6,
+                local: (HOST, 22),
+                remote: ("203.0.113.9", 51000),
+                orig: (40_000, 500),
+                reply: (900_000, 700),
+                verdict: user(ALICE, "sshd", In),
+                direction: In,
+            }],
+            vec![(ALICE, Some("alice"))],
+        ),
+        (
+            at(2026, 11, 19, 9, 0),
+            vec![
+                F {
+                    id: 4,
+                    proto: 17,
+                    local: (HOST, 5353),
+                    remote: ("198.51.100.7", 53),
+                    orig: (3_000, 30),
+                    reply: (12_000, 30),
+                    verdict: user(CAROL, "python3", Out),
+                    direction: Out,
+                },
+                F {
+                    id: 5,
+                    proto: 6,
+                    local: (HOST, 40005),
+                    remote: ("203.0.113.50", 80),
+                    orig: (7_000, 60),
+                    reply: (70_000, 80),
+                    verdict: Verdict::Unattributed(Reason::NoSocket),
+                    direction: Out,
+                },
+                F {
+                    id: 6,
+                    proto: 6,
+                    local: ("10.0.0.1", 40006),
+                    remote: ("10.0.0.5", 445),
+                    orig: (1_000_000, 900),
+                    reply: (2_000_000, 1_500),
+                    verdict: Verdict::Excluded(None),
+                    direction: Out,
+                },
+            ],
+            vec![(CAROL, Some("carol"))],
+        ),
+        (
+            at(2026, 11, 20, 14, 0),
+            vec![
+                firefox((30_000, 400), (5_000_000, 3_500)),
+                F {
+                    id: 7,
+                    proto: 17,
+                    local: (HOST, 5353),
+                    remote: ("198.51.100.7", 53),
+                    orig: (1_000, 10),
+                    reply: (4_000, 10),
+                    verdict: user(CAROL, "python3", Out),
+                    direction: Out,
+                },
+            ],
+            // carol's account is gone: the name cannot be resolved any more.
+            vec![(ALICE, Some("alice")), (CAROL, None)],
+        ),
+    ];
+    for (ts, fs, names) in passes {
+        let (flows, ats): (Vec<Flow>, Vec<Attributed>) = fs.iter().map(to_flow).unzip();
+        let prev = store.load_state().unwrap();
+        let plan = account_pass(ts, &flows, &ats, &prev, 3);
+        let names: Vec<(u32, Option<String>)> = names
+            .into_iter()
+            .map(|(u, n)| (u, n.map(String::from)))
+            .collect();
+        let rec = PassRecord {
+            started_at: ts,
+            mode: "snapshot",
+            ..PassRecord::default()
+        };
+        store.write_pass(&rec, &plan, &names).unwrap();
+    }
+    db
+}
+
+fn netledger(db: &Path, tz: &str, args: &[&str]) -> (String, String, i32) {
+    let o = Command::new(common::bin())
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env("TZ", tz)
+        .output()
+        .unwrap();
+    (
+        String::from_utf8(o.stdout).unwrap(),
+        String::from_utf8(o.stderr).unwrap(),
+        o.status.code().unwrap_or(-1),
+    )
+}
+
+/// stdout of a successful run.
+fn ok(db: &Path, args: &[&str]) -> String {
+    let (out, err, code) = netledger(db, "UTC", args);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    out
+}
+
+const NOV: [&str; 5] = ["--since", "2026-11-01", "--until", "2026-12-01", "--utc"];
+
+fn with<'a>(base: &[&'a str], more: &[&'a str]) -> Vec<&'a str> {
+    base.iter().chain(more).copied().collect()
+}
+
+#[test]
+fn top_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let names = dir.path().join("names");
+    std::fs::write(&names, "198.51.100.0/24 example-net\n198.51.100.2 mirror\n").unwrap();
+    let names = names.to_str().unwrap();
+    insta::assert_snapshot!("top_by_user", ok(&db, &with(&["top"], &NOV)));
+    insta::assert_snapshot!(
+        "top_by_user_program_bytes",
+        ok(
+            &db,
+            &with(&["top", "--by", "user,program", "--bytes"], &NOV)
+        )
+    );
+    insta::assert_snapshot!(
+        "top_by_remote_named",
+        ok(
+            &db,
+            &with(&["top", "--by", "remote", "--names", names], &NOV)
+        )
+    );
+    insta::assert_snapshot!(
+        "top_by_port",
+        ok(&db, &with(&["top", "--by", "port"], &NOV))
+    );
+    insta::assert_snapshot!(
+        "top_user_alice_limit_1",
+        ok(
+            &db,
+            &with(
+                &["top", "--by", "remote", "--user", "alice", "--limit", "1"],
+                &NOV
+            )
+        )
+    );
+    // A deleted account's uid is still named from the database.
+    insta::assert_snapshot!(
+        "top_deleted_user_by_name",
+        ok(&db, &with(&["top", "--user", "carol"], &NOV))
+    );
+}
+
+#[test]
+fn report_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    for p in ["hour", "day", "week", "month"] {
+        insta::assert_snapshot!(
+            format!("report_{p}"),
+            ok(&db, &with(&["report", "--period", p], &NOV))
+        );
+    }
+    insta::assert_snapshot!(
+        "report_day_bob",
+        ok(&db, &with(&["report", "--user", "bob"], &NOV))
+    );
+}
+
+#[test]
+fn empty_period_prints_the_header_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let empty = ["--since", "2025-01-01", "--until", "2025-02-01", "--utc"];
+    insta::assert_snapshot!("top_empty", ok(&db, &with(&["top"], &empty)));
+    insta::assert_snapshot!("report_empty", ok(&db, &with(&["report"], &empty)));
+    assert_eq!(ok(&db, &with(&["top", "--json"], &empty)).trim(), "[]");
+    assert_eq!(
+        ok(&db, &with(&["report", "--csv"], &empty)),
+        "period,uid,user,rx_bytes,tx_bytes,rx_packets,tx_packets,total_bytes\n"
+    );
+}
+
+fn json(db: &Path, args: &[&str]) -> Vec<Value> {
+    serde_json::from_str::<Value>(&ok(db, args))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn top_json_and_csv_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let rows = json(&db, &with(&["top", "--json"], &NOV));
+    let keys: Vec<&str> = rows[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "uid",
+            "user",
+            "reason",
+            "rx_bytes",
+            "tx_bytes",
+            "rx_packets",
+            "tx_packets",
+            "total_bytes"
+        ]
+    );
+    let alice = &rows[0];
+    assert_eq!(alice["uid"], 1001);
+    assert_eq!(alice["user"], "alice");
+    assert_eq!(alice["rx_bytes"], 5_000_000 + 40_000);
+    assert_eq!(alice["tx_bytes"], 30_000 + 900_000);
+    assert_eq!(alice["rx_packets"], 3_500 + 500);
+    assert_eq!(alice["tx_packets"], 400 + 700);
+    let unattributed = rows.iter().find(|r| r["uid"].is_null()).unwrap();
+    assert_eq!(unattributed["reason"], "no-socket");
+    assert_eq!(unattributed["rx_bytes"], 70_000);
+    assert!(
+        rows.iter().all(|r| r["uid"] != 0),
+        "excluded traffic is not a row"
+    );
+
+    let rows = json(&db, &with(&["top", "--json", "--by", "port,remote"], &NOV));
+    let dns = rows.iter().find(|r| r["port"] == 53).unwrap();
+    assert_eq!(dns["protocol"], "udp");
+    assert_eq!(dns["remote"], "198.51.100.7");
+    assert_eq!(dns["user"], "carol");
+    assert_eq!(dns["tx_bytes"], 4_000);
+    assert_eq!(dns["rx_bytes"], 16_000);
+
+    let csv = ok(&db, &with(&["top", "--csv", "--by", "program"], &NOV));
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "uid,user,program,reason,rx_bytes,tx_bytes,rx_packets,tx_packets,total_bytes"
+    );
+    assert_eq!(
+        lines.next().unwrap(),
+        "1001,alice,firefox,,5000000,30000,3500,400,5030000"
+    );
+    assert!(csv
+        .lines()
+        .any(|l| l == ",,,no-socket,70000,7000,80,60,77000"));
+}
+
+#[test]
+fn report_json_matches_sql_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let rows = json(&db, &with(&["report", "--period", "month", "--json"], &NOV));
+    let c = rusqlite::Connection::open(&db).unwrap();
+    for r in &rows {
+        let (rx, tx): (i64, i64) = c
+            .query_row(
+                "SELECT rx_bytes, tx_bytes FROM usage_monthly WHERE period = ?1 AND uid IS ?2",
+                rusqlite::params![r["period"].as_str().unwrap(), r["uid"].as_i64()],
+                |x| Ok((x.get(0)?, x.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (rx, tx),
+            (
+                r["rx_bytes"].as_i64().unwrap(),
+                r["tx_bytes"].as_i64().unwrap()
+            )
+        );
+    }
+    assert_eq!(
+        rows.len(),
+        5,
+        "alice, bob, carol, dave and unattributed: {rows:?}"
+    );
+}
+
+#[test]
+fn export_jsonl_and_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let out = ok(
+        &db,
+        &[
+            "export",
+            "--since",
+            "2026-11-18",
+            "--until",
+            "2026-11-19",
+            "--utc",
+        ],
+    );
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    let first = &lines[0];
+    assert_eq!(first["time"], "2026-11-18T10:00:00Z");
+    assert_eq!(first["kind"], "user");
+    let keys: Vec<&str> = first
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "ts",
+            "time",
+            "kind",
+            "uid",
+            "user",
+            "program",
+            "reason",
+            "protocol",
+            "direction",
+            "remote",
+            "port",
+            "rx_bytes",
+            "tx_bytes",
+            "rx_packets",
+            "tx_packets",
+            "total_bytes"
+        ]
+    );
+    let csv = ok(
+        &db,
+        &[
+            "export",
+            "--since",
+            "2026-11-19",
+            "--until",
+            "2026-11-20",
+            "--utc",
+            "--format",
+            "csv",
+        ],
+    );
+    insta::assert_snapshot!("export_csv", csv);
+}
+
+/// Day boundaries follow the shown time zone, DST included: 2026-11-02T04:30Z is
+/// 2026-11-01 23:30 in New York (EST, after the change from EDT on Nov 1) and
+/// 2026-11-02 13:30 in Tokyo.
+#[test]
+fn day_boundaries_follow_the_time_zone_across_dst() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let day_of_dave = |tz: &str| -> String {
+        let (out, err, code) = netledger(
+            &db,
+            tz,
+            &[
+                "report",
+                "--json",
+                "--user",
+                "dave",
+                "--since",
+                "2026-10-30",
+                "--until",
+                "2026-11-05",
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v[0]["period"].as_str().unwrap().to_string()
+    };
+    assert_eq!(day_of_dave("America/New_York"), "2026-11-01");
+    assert_eq!(day_of_dave("Asia/Tokyo"), "2026-11-02");
+    assert_eq!(day_of_dave("UTC"), "2026-11-02");
+    // --since is read in the shown zone too: New York's Nov 2 starts at 05:00Z (EST),
+    // after dave's 04:30Z traffic.
+    let (out, _, _) = netledger(
+        &db,
+        "America/New_York",
+        &[
+            "top",
+            "--json",
+            "--user",
+            "dave",
+            "--since",
+            "2026-11-02",
+            "--until",
+            "2026-11-03",
+        ],
+    );
+    assert_eq!(out.trim(), "[]");
+    let (out, _, _) = netledger(
+        &db,
+        "America/New_York",
+        &[
+            "top",
+            "--json",
+            "--user",
+            "dave",
+            "--since",
+            "2026-11-01",
+            "--until",
+            "2026-11-02",
+        ],
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()[0]["tx_bytes"],
+        1_000
+    );
+    // --utc switches both reading and showing.
+    let (out, _, _) = netledger(
+        &db,
+        "America/New_York",
+        &[
+            "report",
+            "--json",
+            "--utc",
+            "--user",
+            "dave",
+            "--since",
+            "2026-11-02",
+            "--until",
+            "2026-11-03",
+        ],
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()[0]["period"],
+        "2026-11-02"
+    );
+}
+
+/// The README's "Querying with SQL" queries run against a generated database, so they
+/// cannot rot; the first one agrees with `report --period month --json`.
+#[test]
+fn readme_sql_queries_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("## Querying with SQL")
+        .nth(1)
+        .expect("README has a 'Querying with SQL' section");
+    let section = section.split("\n## ").next().unwrap();
+    let queries: Vec<&str> = section
+        .split("```sql\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert_eq!(queries.len(), 5, "five queries in the README");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let mut results = vec![];
+    for q in &queries {
+        // The README's queries use the current month and yesterday; pin "now" to the data.
+        let q = q.replace("'now'", "'2026-11-20 12:00:00'");
+        let mut st = c.prepare(&q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        let n = st.column_count();
+        let rows: Vec<Vec<String>> = st
+            .query_map([], |r| {
+                (0..n)
+                    .map(|i| {
+                        r.get::<_, rusqlite::types::Value>(i)
+                            .map(|v| format!("{v:?}"))
+                    })
+                    .collect()
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(!rows.is_empty(), "query returned nothing: {q}");
+        results.push(rows);
+    }
+    insta::assert_debug_snapshot!("readme_sql_results", results);
+}
+
+/// `netledger top | head` closes stdout early: the report exits 0 without a message.
+#[test]
+fn closed_stdout_exits_0_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    for args in [
+        vec!["top"],
+        vec!["report", "--json"],
+        vec!["export", "--since", "3650d"],
+    ] {
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) fills two fresh descriptors; we own both.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: fds[0] and fds[1] are open and owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(read); // No reader: every write fails with EPIPE.
+        let o = Command::new(common::bin())
+            .arg("--db")
+            .arg(&db)
+            .args(&args)
+            .stdout(std::process::Stdio::from(write))
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            o.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
