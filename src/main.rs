@@ -1,5 +1,6 @@
 //! Thin entry point: parse arguments, start logging, dispatch, map the outcome to an exit code.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_env("NETLEDGER_LOG").unwrap_or_else(|_| EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
     match netledger::cmd::dispatch(&cli) {

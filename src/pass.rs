@@ -178,7 +178,7 @@ pub fn observe(
             }
         }
     }
-    if scan.denied > 0 && prereq::has_sys_ptrace(proc_root) {
+    if scan.denied > 0 && prereq::can_read_all_fds(proc_root) {
         // Even CAP_SYS_PTRACE cannot open some (a VM's or container's init): expected.
         debug!(
             processes = scan.denied,
@@ -187,7 +187,7 @@ pub fn observe(
     } else if scan.denied > 0 {
         warn!(
             processes = scan.denied,
-            "could not read some processes' descriptors (needs CAP_SYS_PTRACE or \
+            "could not read other users' /proc/PID/fd (needs CAP_SYS_PTRACE and \
              CAP_DAC_READ_SEARCH): their programs are unknown, their uids are not affected"
         );
     }

@@ -19,6 +19,7 @@ pub const NFT_TABLE: &str = include_str!("../contrib/netledger.nft");
 /// Capability numbers (include/uapi/linux/capability.h).
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_PTRACE: u32 = 19;
+const CAP_DAC_READ_SEARCH: u32 = 2;
 
 /// A prerequisite that is missing, each naming the fix.
 #[derive(Debug, thiserror::Error)]
@@ -96,9 +97,11 @@ pub fn has_net_admin(proc_root: &Path) -> bool {
     has_cap(proc_root, CAP_NET_ADMIN)
 }
 
-/// Whether this process holds CAP_SYS_PTRACE (read every process's descriptors).
-pub fn has_sys_ptrace(proc_root: &Path) -> bool {
-    has_cap(proc_root, CAP_SYS_PTRACE)
+/// Whether this process may read every process's descriptor links: the `fd` directory
+/// is mode 0500 of its owner (CAP_DAC_READ_SEARCH passes that) and each link needs ptrace
+/// read access (CAP_SYS_PTRACE for other users; fs/proc/fd.c, proc_fd_access_allowed).
+pub fn can_read_all_fds(proc_root: &Path) -> bool {
+    has_cap(proc_root, CAP_SYS_PTRACE) && has_cap(proc_root, CAP_DAC_READ_SEARCH)
 }
 
 fn has_cap(proc_root: &Path, cap: u32) -> bool {

@@ -1,0 +1,285 @@
+//! The systemd units in contrib/systemd, checked as far as a machine without systemd as
+//! PID 1 allows: `systemd-analyze verify` and its security exposure score, and the units'
+//! command lines run for real with exactly their restrictions (an unprivileged uid holding
+//! only the units' capabilities, no new privileges).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+fn unit_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("contrib/systemd")
+        .join(name)
+}
+
+fn unit(name: &str) -> String {
+    std::fs::read_to_string(unit_path(name)).unwrap()
+}
+
+/// The values of `key=` in a unit (all occurrences, in order).
+fn values(unit: &str, key: &str) -> Vec<String> {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Copies of the units with /usr/bin/netledger pointing at the binary under test.
+fn units_for_verify(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for name in [
+        "netledger-snapshot.service",
+        "netledger-snapshot.timer",
+        "netledger.service",
+    ] {
+        let text = unit(name).replace("/usr/bin/netledger", bin().to_str().unwrap());
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        out.push(p);
+    }
+    out
+}
+
+fn systemd_analyze() -> Command {
+    let c = Command::new("systemd-analyze");
+    if std::env::var_os("CI").is_none() && which("systemd-analyze").is_none() {
+        eprintln!("systemd-analyze missing (apt-get install systemd)");
+    }
+    c
+}
+
+fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(cmd))
+            .find(|f| f.exists())
+    })
+}
+
+#[test]
+fn units_pass_systemd_analyze_verify_without_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let units = units_for_verify(dir.path());
+    let o = systemd_analyze()
+        .args(["verify", "--man=no"])
+        .args(&units)
+        .output()
+        .expect("systemd-analyze (apt-get install systemd)");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.trim().is_empty(), "warnings: {err}");
+
+    // The check can fail: a typo in a directive is reported.
+    let bad = dir.path().join("netledger-snapshot.service");
+    let text = std::fs::read_to_string(&bad).unwrap();
+    std::fs::write(
+        &bad,
+        text.replace("NoNewPrivileges=yes", "NoNewPrivilege=yes"),
+    )
+    .unwrap();
+    let o = systemd_analyze()
+        .args(["verify", "--man=no"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("NoNewPrivilege"),
+        "verify did not notice a typo"
+    );
+}
+
+#[test]
+fn units_are_hardened() {
+    let dir = tempfile::tempdir().unwrap();
+    units_for_verify(dir.path());
+    for name in ["netledger-snapshot.service", "netledger.service"] {
+        let o = systemd_analyze()
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(dir.path().join(name))
+            .output()
+            .unwrap();
+        let out =
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+        let score: f64 = out
+            .lines()
+            .find_map(|l| l.split("Overall exposure level for ").nth(1))
+            .and_then(|r| r.split(": ").nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure score in: {out}"));
+        eprintln!("{name}: systemd-analyze security exposure {score}");
+        assert!(score <= 2.5, "{name}: exposure {score} > 2.5");
+        let u = unit(name);
+        for required in [
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "PrivateTmp=yes",
+            "StateDirectory=netledger",
+            "RestrictAddressFamilies=AF_NETLINK AF_UNIX",
+        ] {
+            assert!(u.contains(required), "{name} lacks {required}");
+        }
+    }
+    let timer = unit("netledger-snapshot.timer");
+    assert_eq!(values(&timer, "OnCalendar"), ["minutely"]);
+    assert_eq!(values(&timer, "Persistent"), ["true"]);
+    assert_eq!(values(&timer, "RandomizedDelaySec"), ["0"]);
+}
+
+/// Run the snapshot unit's ExecStart as its restrictions allow: a fresh unprivileged uid,
+/// `caps` as inheritable, ambient and bounding set, no new privileges, the database in a
+/// state directory of its own.
+fn run_as_service(ns: &Netns, svc: &TestUser, db: &Path, caps: &[String]) -> Output {
+    let exec = values(&unit("netledger-snapshot.service"), "ExecStart")
+        .pop()
+        .unwrap();
+    let mut words: Vec<String> = exec.split_whitespace().map(str::to_string).collect();
+    assert_eq!(words[0], "/usr/bin/netledger");
+    words[0] = bin().to_str().unwrap().to_string();
+    for w in &mut words {
+        if w == "/var/lib/netledger/netledger.db" {
+            *w = db.to_str().unwrap().to_string();
+        }
+    }
+    let set: Vec<String> = caps
+        .iter()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    let set = set.join(",");
+    let mut c = ns.cmd("setpriv");
+    c.arg(format!("--reuid={}", svc.uid))
+        .arg(format!("--regid={}", svc.gid))
+        .arg("--clear-groups")
+        .arg("--no-new-privs");
+    if set.is_empty() {
+        c.args(["--inh-caps=-all", "--bounding-set=-all"]);
+    } else {
+        c.arg(format!("--inh-caps={set}"))
+            .arg(format!("--ambient-caps={set}"))
+            .arg(format!("--bounding-set=-all,{set}"));
+    }
+    c.arg("--").args(&words).output().unwrap()
+}
+
+/// (program, total bytes) of `uid`'s traffic, from `top --by program --json` (as root).
+fn programs_of(db: &Path, uid: u32) -> Vec<(Option<String>, u64)> {
+    let out = run(Command::new(bin())
+        .args(["top", "--by", "program", "--json", "--since", "1d", "--db"])
+        .arg(db));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["uid"] == uid)
+        .map(|r| {
+            (
+                r["program"].as_str().map(str::to_string),
+                r["total_bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn snapshot_works_with_exactly_the_units_capabilities_and_each_is_needed() {
+    if !require_root("snapshot_works_with_exactly_the_units_capabilities_and_each_is_needed") {
+        return;
+    }
+    let caps: Vec<String> = values(&unit("netledger-snapshot.service"), "AmbientCapabilities")
+        .pop()
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        values(&unit("netledger-snapshot.service"), "CapabilityBoundingSet"),
+        [caps.join(" ")],
+        "bounding set and ambient set differ"
+    );
+
+    // A namespace with an "internet" peer, prepared as ExecStartPre=+netledger setup does.
+    let host = Netns::new("nlsh");
+    let inet = Netns::new("nlsi");
+    host.ip(&format!(
+        "link add hi type veth peer name ih netns {}",
+        inet.name
+    ));
+    host.ip("addr add 198.51.100.1/24 dev hi");
+    host.ip("link set hi up");
+    inet.ip("addr add 198.51.100.2/24 dev ih");
+    inet.ip("link set ih up");
+    run(host.cmd(bin()).arg("setup"));
+
+    let tb = traffic_bin();
+    let mut server = Proc::spawn("server", {
+        let mut c = inet.cmd(&tb.path);
+        c.args(["server", "tcp", "0.0.0.0:9000"]);
+        c
+    });
+    server.expect("listening");
+    // Another user's long-lived connection: naming its program needs the fd scan.
+    let alice = TestUser::new("nlsa");
+    let mut client = Proc::spawn("alice client", {
+        let mut c = alice.cmd(&host, &tb.path);
+        c.args(["client", "tcp", "198.51.100.2:9000", "1000", "100000"]);
+        c
+    });
+    client.expect("ready");
+
+    let svc = TestUser::new("nlss");
+    let state = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(state.path(), Some(svc.uid), Some(svc.gid)).unwrap();
+
+    // All of the unit's capabilities: works, and alice's program is named.
+    let db = state.path().join("all.db");
+    let o = run_as_service(&host, &svc, &db, &caps);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "with {caps:?}: {err}");
+    assert!(
+        !err.contains("CAP_"),
+        "a capability was reported missing: {err}"
+    );
+    let progs = programs_of(&db, alice.uid);
+    assert_eq!(progs.len(), 1, "{progs:?}");
+    assert_eq!(progs[0].0.as_deref(), Some("nl_traffic"));
+    assert!(progs[0].1 > 100_000);
+
+    // Each capability is needed.
+    for missing in &caps {
+        let fewer: Vec<String> = caps.iter().filter(|c| *c != missing).cloned().collect();
+        let db = state.path().join(format!("{missing}.db"));
+        let o = run_as_service(&host, &svc, &db, &fewer);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        eprintln!(
+            "without {missing}: exit {:?}: {}",
+            o.status.code(),
+            err.trim()
+        );
+        match missing.as_str() {
+            "CAP_NET_ADMIN" => {
+                assert_eq!(o.status.code(), Some(1), "{err}");
+                assert!(err.contains("needs CAP_NET_ADMIN"), "{err}");
+            }
+            "CAP_SYS_PTRACE" | "CAP_DAC_READ_SEARCH" => {
+                // uids stay exact (they come from the socket tables); programs are lost,
+                // and the warning names what is missing.
+                assert!(o.status.success(), "{err}");
+                assert!(
+                    err.contains("needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"),
+                    "{err}"
+                );
+                let progs = programs_of(&db, alice.uid);
+                assert_eq!(progs.len(), 1, "{progs:?}");
+                assert_eq!(progs[0].0, None, "program found without {missing}");
+            }
+            other => panic!("unit grants {other}: is it needed? extend this test"),
+        }
+    }
+    client.go();
+    client.expect("done");
+}
