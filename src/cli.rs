@@ -20,6 +20,14 @@ pub struct Cli {
     #[arg(long, global = true, env = "NETLEDGER_DB", default_value = DEFAULT_DB)]
     pub db: PathBuf,
 
+    /// Configuration file [default: /etc/netledger/netledger.toml, when it exists].
+    #[arg(long, global = true, env = "NETLEDGER_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// The configuration file's contents (filled in after parsing).
+    #[arg(skip)]
+    pub file: crate::config::FileConfig,
+
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -48,6 +56,8 @@ pub enum Command {
     Report(ReportArgs),
     /// Export stored usage rows for loading into another system.
     Export(ExportArgs),
+    /// Print the configuration in effect (defaults < file < NETLEDGER_* < flags).
+    Config(ConfigArgs),
 }
 
 /// Options of `snapshot`.
@@ -58,9 +68,14 @@ pub struct SnapshotArgs {
     pub no_setup: bool,
 
     /// A local network whose traffic is charged to nobody (repeatable; replaces the
-    /// defaults: 127.0.0.0/8 ::1/128 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16
-    /// 169.254.0.0/16 fe80::/10 fc00::/7 224.0.0.0/4 ff00::/8).
-    #[arg(long = "local-net", value_name = "CIDR")]
+    /// configured ones and the defaults: 127.0.0.0/8 ::1/128 10.0.0.0/8 172.16.0.0/12
+    /// 192.168.0.0/16 169.254.0.0/16 fe80::/10 fc00::/7 224.0.0.0/4 ff00::/8).
+    #[arg(
+        long = "local-net",
+        value_name = "CIDR",
+        env = "NETLEDGER_LOCAL_NETWORKS",
+        value_delimiter = ','
+    )]
     pub local_nets: Vec<IpNet>,
 
     /// Exclude nothing: charge local-network traffic to its users too.
@@ -108,9 +123,9 @@ pub struct TopArgs {
     #[command(flatten)]
     pub output: OutputArgs,
 
-    /// Remote address names: lines of `ADDRESS-or-CIDR NAME` (default
-    /// /etc/netledger/names when it exists).
-    #[arg(long, value_name = "PATH")]
+    /// Remote address names: lines of `ADDRESS-or-CIDR NAME` (default: the configured
+    /// file, else /etc/netledger/names when it exists).
+    #[arg(long, value_name = "PATH", env = "NETLEDGER_NAMES")]
     pub names: Option<PathBuf>,
 }
 
@@ -185,4 +200,12 @@ pub struct ExportArgs {
     /// Read --since/--until in UTC instead of local time.
     #[arg(long)]
     pub utc: bool,
+}
+
+/// Options of `config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Print the documented default configuration file instead.
+    #[arg(long)]
+    pub default: bool,
 }

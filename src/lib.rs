@@ -7,6 +7,7 @@ pub mod account;
 pub mod attribute;
 pub mod cli;
 pub mod cmd;
+pub mod config;
 pub mod model;
 pub mod pass;
 pub mod prereq;

@@ -16,6 +16,9 @@ _netledger() {
             ",$1")
                 cmd="netledger"
                 ;;
+            netledger,config)
+                cmd="netledger__subcmd__config"
+                ;;
             netledger,export)
                 cmd="netledger__subcmd__export"
                 ;;
@@ -33,6 +36,9 @@ _netledger() {
                 ;;
             netledger,top)
                 cmd="netledger__subcmd__top"
+                ;;
+            netledger__subcmd__help,config)
+                cmd="netledger__subcmd__help__subcmd__config"
                 ;;
             netledger__subcmd__help,export)
                 cmd="netledger__subcmd__help__subcmd__export"
@@ -59,13 +65,39 @@ _netledger() {
 
     case "${cmd}" in
         netledger)
-            opts="-v -q -h -V --db --verbose --quiet --help --version snapshot setup top report export help"
+            opts="-v -q -h -V --db --config --verbose --quiet --help --version snapshot setup top report export config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netledger__subcmd__config)
+            opts="-v -q -h -V --default --db --config --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -77,7 +109,7 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__export)
-            opts="-v -q -h -V --since --until --format --utc --db --verbose --quiet --help --version"
+            opts="-v -q -h -V --since --until --format --utc --db --config --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -99,6 +131,10 @@ _netledger() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -107,8 +143,22 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__help)
-            opts="snapshot setup top report export help"
+            opts="snapshot setup top report export config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netledger__subcmd__help__subcmd__config)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -205,7 +255,7 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__report)
-            opts="-v -q -h -V --period --user --since --until --json --csv --bytes --utc --db --verbose --quiet --help --version"
+            opts="-v -q -h -V --period --user --since --until --json --csv --bytes --utc --db --config --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -231,6 +281,10 @@ _netledger() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -239,13 +293,17 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__setup)
-            opts="-v -q -h -V --db --verbose --quiet --help --version"
+            opts="-v -q -h -V --db --config --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -257,7 +315,7 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__snapshot)
-            opts="-v -q -h -V --no-setup --local-net --count-local --lock-timeout --prune-after --proc-root --db --verbose --quiet --help --version"
+            opts="-v -q -h -V --no-setup --local-net --count-local --lock-timeout --prune-after --proc-root --db --config --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -283,6 +341,10 @@ _netledger() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -291,7 +353,7 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__top)
-            opts="-v -q -h -V --since --until --by --user --limit --json --csv --bytes --utc --names --db --verbose --quiet --help --version"
+            opts="-v -q -h -V --since --until --by --user --limit --json --csv --bytes --utc --names --db --config --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -322,6 +384,10 @@ _netledger() {
                     return 0
                     ;;
                 --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_netledger_global_optspecs
-    string join \n db= v/verbose q/quiet h/help V/version
+    string join \n db= config= v/verbose q/quiet h/help V/version
 end
 
 function __fish_netledger_needs_command
@@ -25,6 +25,7 @@ function __fish_netledger_using_subcommand
 end
 
 complete -c netledger -n "__fish_netledger_needs_command" -l db -d 'SQLite database path' -r -F
+complete -c netledger -n "__fish_netledger_needs_command" -l config -d 'Configuration file [default: /etc/netledger/netledger.toml, when it exists]' -r -F
 complete -c netledger -n "__fish_netledger_needs_command" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c netledger -n "__fish_netledger_needs_command" -s q -l quiet -d 'Only errors on stderr'
 complete -c netledger -n "__fish_netledger_needs_command" -s h -l help -d 'Print help'
@@ -34,12 +35,14 @@ complete -c netledger -n "__fish_netledger_needs_command" -f -a "setup" -d 'Enab
 complete -c netledger -n "__fish_netledger_needs_command" -f -a "top" -d 'Show the top talkers: per user, and per program, remote or port'
 complete -c netledger -n "__fish_netledger_needs_command" -f -a "report" -d 'Usage per hour, day, week or month and per user, with bars (like vnStat)'
 complete -c netledger -n "__fish_netledger_needs_command" -f -a "export" -d 'Export stored usage rows for loading into another system'
+complete -c netledger -n "__fish_netledger_needs_command" -f -a "config" -d 'Print the configuration in effect (defaults < file < NETLEDGER_* < flags)'
 complete -c netledger -n "__fish_netledger_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l local-net -d 'A local network whose traffic is charged to nobody (repeatable; replaces the defaults: 127.0.0.0/8 ::1/128 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 169.254.0.0/16 fe80::/10 fc00::/7 224.0.0.0/4 ff00::/8)' -r
+complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l local-net -d 'A local network whose traffic is charged to nobody (repeatable; replaces the configured ones and the defaults: 127.0.0.0/8 ::1/128 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 169.254.0.0/16 fe80::/10 fc00::/7 224.0.0.0/4 ff00::/8)' -r
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l lock-timeout -d 'How long to wait for another writer\'s database lock' -r
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l prune-after -d 'Passes a vanished flow is remembered before its state is pruned' -r
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l proc-root -d 'Root of the proc filesystem to read sockets and processes from' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l db -d 'SQLite database path' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l config -d 'Configuration file [default: /etc/netledger/netledger.toml, when it exists]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l no-setup -d 'Do not change the system: only check the prerequisites and fail if one is missing'
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l count-local -d 'Exclude nothing: charge local-network traffic to its users too'
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
@@ -47,6 +50,7 @@ complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -s q -l qu
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -s h -l help -d 'Print help'
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -s V -l version -d 'Print version'
 complete -c netledger -n "__fish_netledger_using_subcommand setup" -l db -d 'SQLite database path' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand setup" -l config -d 'Configuration file [default: /etc/netledger/netledger.toml, when it exists]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand setup" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c netledger -n "__fish_netledger_using_subcommand setup" -s q -l quiet -d 'Only errors on stderr'
 complete -c netledger -n "__fish_netledger_using_subcommand setup" -s h -l help -d 'Print help'
@@ -59,8 +63,9 @@ remote\t'Per remote address'
 port\t'Per protocol and service port'"
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l user -d 'Only this user (name or uid)' -r
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l limit -d 'At most this many rows' -r
-complete -c netledger -n "__fish_netledger_using_subcommand top" -l names -d 'Remote address names: lines of `ADDRESS-or-CIDR NAME` (default /etc/netledger/names when it exists)' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand top" -l names -d 'Remote address names: lines of `ADDRESS-or-CIDR NAME` (default: the configured file, else /etc/netledger/names when it exists)' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l db -d 'SQLite database path' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand top" -l config -d 'Configuration file [default: /etc/netledger/netledger.toml, when it exists]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l json -d 'Print a JSON array of objects instead of a table'
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l csv -d 'Print CSV with a header line instead of a table'
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l bytes -d 'Print exact byte counts instead of KiB/MiB/GiB'
@@ -77,6 +82,7 @@ complete -c netledger -n "__fish_netledger_using_subcommand report" -l user -d '
 complete -c netledger -n "__fish_netledger_using_subcommand report" -l since -d 'Start (same forms as `top --since`); default: 24h for hours, 30d for days, 12 weeks for weeks, 12 months for months' -r
 complete -c netledger -n "__fish_netledger_using_subcommand report" -l until -d 'End; default now' -r
 complete -c netledger -n "__fish_netledger_using_subcommand report" -l db -d 'SQLite database path' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand report" -l config -d 'Configuration file [default: /etc/netledger/netledger.toml, when it exists]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand report" -l json -d 'Print a JSON array of objects instead of a table'
 complete -c netledger -n "__fish_netledger_using_subcommand report" -l csv -d 'Print CSV with a header line instead of a table'
 complete -c netledger -n "__fish_netledger_using_subcommand report" -l bytes -d 'Print exact byte counts instead of KiB/MiB/GiB'
@@ -90,14 +96,23 @@ complete -c netledger -n "__fish_netledger_using_subcommand export" -l until -d 
 complete -c netledger -n "__fish_netledger_using_subcommand export" -l format -d 'Output format' -r -f -a "jsonl\t'One JSON object per line'
 csv\t'CSV with a header line'"
 complete -c netledger -n "__fish_netledger_using_subcommand export" -l db -d 'SQLite database path' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand export" -l config -d 'Configuration file [default: /etc/netledger/netledger.toml, when it exists]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand export" -l utc -d 'Read --since/--until in UTC instead of local time'
 complete -c netledger -n "__fish_netledger_using_subcommand export" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c netledger -n "__fish_netledger_using_subcommand export" -s q -l quiet -d 'Only errors on stderr'
 complete -c netledger -n "__fish_netledger_using_subcommand export" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c netledger -n "__fish_netledger_using_subcommand export" -s V -l version -d 'Print version'
-complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export help" -f -a "snapshot" -d 'Run one accounting pass, store it, and exit (made for a systemd timer)'
-complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export help" -f -a "setup" -d 'Enable conntrack accounting and make conntrack track in this network namespace (idempotent): sets net.netfilter.nf_conntrack_acct=1 and installs the nftables table `inet netledger`'
-complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export help" -f -a "top" -d 'Show the top talkers: per user, and per program, remote or port'
-complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export help" -f -a "report" -d 'Usage per hour, day, week or month and per user, with bars (like vnStat)'
-complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export help" -f -a "export" -d 'Export stored usage rows for loading into another system'
-complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c netledger -n "__fish_netledger_using_subcommand config" -l db -d 'SQLite database path' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand config" -l config -d 'Configuration file [default: /etc/netledger/netledger.toml, when it exists]' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand config" -l default -d 'Print the documented default configuration file instead'
+complete -c netledger -n "__fish_netledger_using_subcommand config" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
+complete -c netledger -n "__fish_netledger_using_subcommand config" -s q -l quiet -d 'Only errors on stderr'
+complete -c netledger -n "__fish_netledger_using_subcommand config" -s h -l help -d 'Print help'
+complete -c netledger -n "__fish_netledger_using_subcommand config" -s V -l version -d 'Print version'
+complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config help" -f -a "snapshot" -d 'Run one accounting pass, store it, and exit (made for a systemd timer)'
+complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config help" -f -a "setup" -d 'Enable conntrack accounting and make conntrack track in this network namespace (idempotent): sets net.netfilter.nf_conntrack_acct=1 and installs the nftables table `inet netledger`'
+complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config help" -f -a "top" -d 'Show the top talkers: per user, and per program, remote or port'
+complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config help" -f -a "report" -d 'Usage per hour, day, week or month and per user, with bars (like vnStat)'
+complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config help" -f -a "export" -d 'Export stored usage rows for loading into another system'
+complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config help" -f -a "config" -d 'Print the configuration in effect (defaults < file < NETLEDGER_* < flags)'
+complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -1,6 +1,7 @@
 //! One file per subcommand; `dispatch` picks the one the command line names.
 
 pub mod common;
+pub mod config;
 pub mod export;
 pub mod report;
 pub mod setup;
@@ -19,5 +20,6 @@ pub fn dispatch(cli: &Cli) -> Result<()> {
         Command::Top(args) => top::run(cli, args),
         Command::Report(args) => report::run(cli, args),
         Command::Export(args) => export::run(cli, args),
+        Command::Config(args) => config::run(cli, args),
     }
 }

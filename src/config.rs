@@ -1,0 +1,194 @@
+//! The configuration file (`/etc/netledger/netledger.toml`) and how it combines with the
+//! environment and the flags: built-in defaults < file < `NETLEDGER_*` environment < flags.
+//!
+//! clap already gives flags precedence over their `NETLEDGER_*` variables and tells where a
+//! value came from; a value that clap only filled in from its default yields to the file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Where the configuration file is looked for when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/netledger/netledger.toml";
+
+/// The documented default configuration file (`netledger config --default`).
+pub const DEFAULT_TOML: &str = include_str!("../contrib/netledger.toml");
+
+/// Why the configuration file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read configuration {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file does not parse, has an unknown key, or a bad value (toml's message names
+    /// the key and its line).
+    #[error("configuration {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        source: toml::de::Error,
+    },
+}
+
+/// The keys of the configuration file; every one optional.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Database path.
+    pub db: Option<PathBuf>,
+    /// Local networks (replace the defaults; empty counts everything).
+    pub local_networks: Option<Vec<IpNet>>,
+    /// Remote-name lookup file.
+    pub names: Option<PathBuf>,
+    /// Passes before a vanished flow is pruned.
+    pub prune_after: Option<u32>,
+    /// Database lock wait.
+    #[serde(default, with = "opt_duration")]
+    pub lock_timeout: Option<Duration>,
+    /// Daemon pass interval.
+    #[serde(default, with = "opt_duration")]
+    pub interval: Option<Duration>,
+    /// Daemon connection log on/off.
+    pub connection_log: Option<bool>,
+}
+
+impl FileConfig {
+    /// Parse configuration text.
+    pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Load `path`. A missing file is an empty configuration unless it was named
+    /// explicitly (`--config`, `NETLEDGER_CONFIG`).
+    pub fn load(path: &Path, explicit: bool) -> Result<FileConfig, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(t) => FileConfig::parse(&t, path),
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(FileConfig::default())
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+}
+
+/// Fill in what the command line left at clap's defaults from the configuration file:
+/// a flag or its `NETLEDGER_*` variable wins over the file, the file over the default.
+pub fn apply(cli: &mut crate::cli::Cli, matches: &clap::ArgMatches) -> Result<(), ConfigError> {
+    use crate::cli::Command;
+    use clap::parser::ValueSource;
+
+    let (path, explicit) = match &cli.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    let file = FileConfig::load(&path, explicit)?;
+    let defaulted = |m: &clap::ArgMatches, id: &str| {
+        matches!(m.value_source(id), None | Some(ValueSource::DefaultValue))
+    };
+    if defaulted(matches, "db") {
+        if let Some(db) = &file.db {
+            cli.db = db.clone();
+        }
+    }
+    let sub = matches.subcommand().map(|(_, m)| m);
+    match (&mut cli.command, sub) {
+        (Command::Snapshot(a), Some(m)) => {
+            if defaulted(m, "local_nets") && !a.count_local {
+                if let Some(nets) = &file.local_networks {
+                    if nets.is_empty() {
+                        a.count_local = true;
+                    }
+                    a.local_nets = nets.clone();
+                }
+            }
+            if defaulted(m, "prune_after") {
+                a.prune_after = file.prune_after.unwrap_or(a.prune_after);
+            }
+            if defaulted(m, "lock_timeout") {
+                a.lock_timeout = file.lock_timeout.unwrap_or(a.lock_timeout);
+            }
+        }
+        (Command::Top(a), Some(_)) if a.names.is_none() => a.names.clone_from(&file.names),
+        _ => {}
+    }
+    cli.file = file;
+    Ok(())
+}
+
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribute::LocalNets;
+
+    #[test]
+    fn documented_defaults_are_the_built_in_defaults() {
+        let c = FileConfig::parse(DEFAULT_TOML, Path::new("default")).unwrap();
+        assert_eq!(c.db.as_deref(), Some(Path::new(crate::cli::DEFAULT_DB)));
+        assert_eq!(
+            LocalNets::new(c.local_networks.unwrap()),
+            LocalNets::defaults()
+        );
+        assert_eq!(
+            c.names.as_deref(),
+            Some(Path::new(crate::report::names::DEFAULT_NAMES))
+        );
+        assert_eq!(c.prune_after, Some(3));
+        assert_eq!(c.lock_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(c.interval, Some(Duration::from_secs(10)));
+        assert_eq!(c.connection_log, Some(true));
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name_and_line() {
+        let e = FileConfig::parse("db = \"/x.db\"\n\ndatabase = \"/y.db\"\n", Path::new("/c"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("database"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_is_rejected_with_its_line() {
+        let e = FileConfig::parse("interval = \"soon\"\n", Path::new("/c"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1") && e.contains("interval"), "{e}");
+        let e = FileConfig::parse("local_networks = [\"10.0.0.0/33\"]", Path::new("/c"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn missing_default_file_is_empty_missing_explicit_file_is_an_error() {
+        let p = Path::new("/nonexistent/netledger.toml");
+        assert_eq!(FileConfig::load(p, false).unwrap(), FileConfig::default());
+        assert!(FileConfig::load(p, true).is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! Configuration precedence: built-in defaults < file < NETLEDGER_* environment < flags.
+//! One test in its own binary, because it sets environment variables.
+
+use std::path::Path;
+
+use clap::{CommandFactory, FromArgMatches};
+use netledger::cli::{Cli, Command};
+
+fn parse(args: &[&str]) -> Cli {
+    let m = Cli::command()
+        .try_get_matches_from(std::iter::once("netledger").chain(args.iter().copied()))
+        .unwrap();
+    let mut cli = Cli::from_arg_matches(&m).unwrap();
+    netledger::config::apply(&mut cli, &m).unwrap();
+    cli
+}
+
+fn snapshot_args(cli: &Cli) -> &netledger::cli::SnapshotArgs {
+    match &cli.command {
+        Command::Snapshot(a) => a,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn defaults_then_file_then_environment_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("netledger.toml");
+    std::fs::write(
+        &conf,
+        "db = \"/file.db\"\nlocal_networks = [\"198.51.100.0/24\"]\nprune_after = 7\n\
+         lock_timeout = \"2s\"\nnames = \"/file/names\"\n",
+    )
+    .unwrap();
+    let c = conf.to_str().unwrap();
+    std::env::remove_var("NETLEDGER_DB");
+    std::env::remove_var("NETLEDGER_LOCAL_NETWORKS");
+
+    // An explicitly named file must exist.
+    let m = Cli::command()
+        .try_get_matches_from(["netledger", "--config", "/nonexistent.toml", "snapshot"])
+        .unwrap();
+    let mut cli = Cli::from_arg_matches(&m).unwrap();
+    let e = netledger::config::apply(&mut cli, &m)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/nonexistent.toml"), "{e}");
+
+    // File over defaults.
+    let cli = parse(&["--config", c, "snapshot"]);
+    let a = snapshot_args(&cli);
+    assert_eq!(cli.db, Path::new("/file.db"));
+    assert_eq!(a.local_nets, ["198.51.100.0/24".parse().unwrap()]);
+    assert_eq!(a.prune_after, 7);
+    assert_eq!(a.lock_timeout, std::time::Duration::from_secs(2));
+    let cli = parse(&["--config", c, "top"]);
+    match &cli.command {
+        Command::Top(t) => assert_eq!(t.names.as_deref(), Some(Path::new("/file/names"))),
+        other => panic!("{other:?}"),
+    }
+
+    // Environment over file.
+    std::env::set_var("NETLEDGER_DB", "/env.db");
+    std::env::set_var("NETLEDGER_LOCAL_NETWORKS", "203.0.113.0/24,2001:db8::/32");
+    let cli = parse(&["--config", c, "snapshot"]);
+    assert_eq!(cli.db, Path::new("/env.db"));
+    assert_eq!(
+        snapshot_args(&cli).local_nets,
+        [
+            "203.0.113.0/24".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap()
+        ]
+    );
+
+    // Flags over environment.
+    let cli = parse(&[
+        "--config",
+        c,
+        "--db",
+        "/flag.db",
+        "snapshot",
+        "--local-net",
+        "192.0.2.0/24",
+        "--prune-after",
+        "2",
+    ]);
+    assert_eq!(cli.db, Path::new("/flag.db"));
+    let a = snapshot_args(&cli);
+    assert_eq!(a.local_nets, ["192.0.2.0/24".parse().unwrap()]);
+    assert_eq!(a.prune_after, 2);
+    std::env::remove_var("NETLEDGER_DB");
+    std::env::remove_var("NETLEDGER_LOCAL_NETWORKS");
+
+    // An empty list in the file counts everything.
+    std::fs::write(&conf, "local_networks = []\n").unwrap();
+    let cli = parse(&["--config", c, "snapshot"]);
+    assert!(snapshot_args(&cli).count_local);
+}
