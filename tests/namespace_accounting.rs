@@ -25,6 +25,9 @@ struct Plan {
     server_ports: Vec<(u32, u16)>,
 }
 
+/// The host namespace's addresses.
+const HOST_ADDRS: [&str; 3] = ["198.51.100.1", "2001:db8::1", "10.77.0.1"];
+
 fn is_local(ip: IpAddr) -> bool {
     let nets: Vec<ipnet::IpNet> = ["127.0.0.0/8", "::1/128", "10.0.0.0/8"]
         .iter()
@@ -40,10 +43,13 @@ fn expected(entries: &[CtEntry], plan: &Plan) -> (HashMap<u32, Usage>, u64) {
     let mut excluded = 0;
     for e in entries {
         let (o, r) = (&e.orig, &e.reply);
+        // Outgoing flows start at this host; an incoming client's ephemeral port may fall
+        // in a user's range by chance, so the source address decides first.
+        let from_host = o.src.is_loopback() || HOST_ADDRS.contains(&o.src.to_string().as_str());
         let outgoing = plan
             .client_ports
             .iter()
-            .find(|(_, lo, hi)| (*lo..=*hi).contains(&o.sport))
+            .find(|(_, lo, hi)| from_host && (*lo..=*hi).contains(&o.sport))
             .map(|(uid, _, _)| *uid);
         let incoming = plan
             .server_ports
@@ -334,7 +340,15 @@ fn namespace_accounting_is_exact_per_user() {
     // carol's own server gets an incoming connection from the internet host.
     clients.push({
         let mut c = t.inet.cmd(&traffic);
-        c.args(["client", "tcp", "198.51.100.1:43080", "3000", "70000"]);
+        c.args([
+            "client",
+            "tcp",
+            "198.51.100.1:43080",
+            "3000",
+            "70000",
+            "--bind",
+            "50080",
+        ]);
         Proc::spawn("inet → carol's server", c)
     });
     for c in &mut clients {
