@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Check a built netledger .deb: unpack it into a scratch root (dpkg -x, no installation on
+# this machine) and verify every file the package must ship, and that the binary runs.
+set -euo pipefail
+deb=${1:?usage: contrib/check-deb.sh target/debian/netledger_*.deb}
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+dpkg-deb --info "$deb" | grep -q 'Package: netledger'
+dpkg-deb --info "$deb" | grep -q 'Depends:.*nftables'
+dpkg -x "$deb" "$root"
+want=(
+    usr/bin/netledger
+    lib/systemd/system/netledger-snapshot.service
+    lib/systemd/system/netledger-snapshot.timer
+    lib/systemd/system/netledger.service
+    usr/lib/sysctl.d/60-netledger.conf
+    etc/netledger/netledger.toml
+    usr/share/netledger/netledger.nft
+    usr/share/man/man1/netledger.1.gz
+    usr/share/man/man1/netledger-snapshot.1.gz
+    usr/share/bash-completion/completions/netledger
+    usr/share/zsh/vendor-completions/_netledger
+    usr/share/fish/vendor_completions.d/netledger.fish
+    usr/share/doc/netledger/README.md
+)
+missing=0
+for f in "${want[@]}"; do
+    if [ ! -e "$root/$f" ] && [ ! -e "$root/${f%.gz}" ]; then
+        echo "check-deb: missing $f" >&2
+        missing=1
+    fi
+done
+[ "$missing" -eq 0 ]
+"$root/usr/bin/netledger" --version
+"$root/usr/bin/netledger" config --default | grep -q '^db = "/var/lib/netledger/netledger.db"'
+echo "check-deb: $(dpkg-deb --contents "$deb" | wc -l) entries, all required files present"
