@@ -58,6 +58,44 @@ pub struct FileConfig {
     pub interval: Option<Duration>,
     /// Daemon connection log on/off.
     pub connection_log: Option<bool>,
+    /// Retention tiers.
+    pub retention: Option<RetentionConfig>,
+}
+
+/// The `[retention]` table.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Raw per-pass rows.
+    #[serde(default, with = "opt_duration")]
+    pub raw: Option<Duration>,
+    /// Hourly rollups.
+    #[serde(default, with = "opt_duration")]
+    pub hourly: Option<Duration>,
+    /// Daily rollups: a duration, or "forever".
+    pub daily: Option<String>,
+}
+
+impl FileConfig {
+    /// The retention tiers: the file's values over the defaults.
+    pub fn retention(&self) -> Result<crate::store::retention::Retention, String> {
+        let mut r = crate::store::retention::Retention::default();
+        if let Some(c) = &self.retention {
+            r.raw = c.raw.unwrap_or(r.raw);
+            r.hourly = c.hourly.unwrap_or(r.hourly);
+            r.daily = match c.daily.as_deref() {
+                None | Some("forever") => None,
+                Some(d) => Some(
+                    humantime::parse_duration(d)
+                        .map_err(|e| format!("retention.daily = {d:?}: {e} (or \"forever\")"))?,
+                ),
+            };
+        }
+        if r.hourly < r.raw {
+            return Err("retention.hourly must be at least retention.raw".into());
+        }
+        Ok(r)
+    }
 }
 
 impl FileConfig {
@@ -151,7 +189,7 @@ mod tests {
         let c = FileConfig::parse(DEFAULT_TOML, Path::new("default")).unwrap();
         assert_eq!(c.db.as_deref(), Some(Path::new(crate::cli::DEFAULT_DB)));
         assert_eq!(
-            LocalNets::new(c.local_networks.unwrap()),
+            LocalNets::new(c.local_networks.clone().unwrap()),
             LocalNets::defaults()
         );
         assert_eq!(
@@ -162,6 +200,33 @@ mod tests {
         assert_eq!(c.lock_timeout, Some(Duration::from_secs(5)));
         assert_eq!(c.interval, Some(Duration::from_secs(10)));
         assert_eq!(c.connection_log, Some(true));
+        assert_eq!(
+            c.retention().unwrap(),
+            crate::store::retention::Retention::default()
+        );
+    }
+
+    #[test]
+    fn retention_table_is_read_and_checked() {
+        let c = FileConfig::parse(
+            "[retention]\nraw = \"2d\"\nhourly = \"30d\"\ndaily = \"3years\"\n",
+            Path::new("/c"),
+        )
+        .unwrap();
+        let r = c.retention().unwrap();
+        assert_eq!(r.raw, Duration::from_secs(2 * 86400));
+        assert_eq!(r.hourly, Duration::from_secs(30 * 86400));
+        assert!(r.daily.is_some());
+        let c = FileConfig::parse(
+            "[retention]\nraw = \"9d\"\nhourly = \"1d\"\n",
+            Path::new("/c"),
+        )
+        .unwrap();
+        assert!(c.retention().is_err());
+        let e = FileConfig::parse("[retention]\nweekly = \"1d\"\n", Path::new("/c"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("weekly") && e.contains("line 2"), "{e}");
     }
 
     #[test]

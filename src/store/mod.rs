@@ -7,6 +7,7 @@
 
 mod error;
 pub mod query;
+pub mod retention;
 
 use std::collections::HashMap;
 use std::fs;
@@ -29,6 +30,7 @@ use crate::model::{Counters, FlowKey, Tuple};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_report_views.sql"),
+    include_str!("../../migrations/0004_rollups.sql"),
 ];
 
 fn migrations() -> Migrations<'static> {

@@ -161,7 +161,7 @@ impl Store {
                     {port} AS k4,
                     CASE WHEN u.uid IS NULL THEN group_concat(DISTINCT u.reason) END,
                     sum(u.rx_bytes), sum(u.tx_bytes), sum(u.rx_packets), sum(u.tx_packets)
-             FROM usage u LEFT JOIN users n ON n.uid = u.uid
+             FROM usage_all u LEFT JOIN users n ON n.uid = u.uid
              WHERE u.kind <> 'excluded' AND u.ts >= ?1 AND u.ts < ?2 {user_filter}
              GROUP BY u.uid, k1, k2, k3, k4
              ORDER BY sum(u.rx_bytes) + sum(u.tx_bytes) DESC, u.uid, k1, k2, k3, k4
@@ -193,7 +193,7 @@ impl Store {
             let sql = format!(
                 "SELECT coalesce(sum(rx_bytes), 0), coalesce(sum(tx_bytes), 0),
                         coalesce(sum(rx_packets), 0), coalesce(sum(tx_packets), 0)
-                 FROM usage u WHERE u.ts >= ?1 AND u.ts < ?2 AND {cond}"
+                 FROM usage_all u WHERE u.ts >= ?1 AND u.ts < ?2 AND {cond}"
             );
             let uid = q.uid.map(i64::from);
             let (sql, p) = if uid.is_some() {
@@ -230,7 +230,7 @@ impl Store {
         let sql = format!(
             "SELECT {p} AS period, u.uid, n.name,
                     sum(u.rx_bytes), sum(u.tx_bytes), sum(u.rx_packets), sum(u.tx_packets)
-             FROM usage u LEFT JOIN users n ON n.uid = u.uid
+             FROM usage_all u LEFT JOIN users n ON n.uid = u.uid
              WHERE u.kind <> 'excluded' AND u.ts >= ?1 AND u.ts < ?2 {filter}
              GROUP BY period, u.uid
              ORDER BY period, sum(u.rx_bytes) + sum(u.tx_bytes) DESC, u.uid"
@@ -264,8 +264,9 @@ impl Store {
                 "SELECT u.ts, u.kind, u.uid, n.name, u.program, u.reason, u.protocol,
                         u.direction, u.remote_addr, u.port,
                         u.rx_bytes, u.tx_bytes, u.rx_packets, u.tx_packets
-                 FROM usage u LEFT JOIN users n ON n.uid = u.uid
-                 WHERE u.ts >= ?1 AND u.ts < ?2 ORDER BY u.ts, u.id",
+                 FROM usage_all u LEFT JOIN users n ON n.uid = u.uid
+                 WHERE u.ts >= ?1 AND u.ts < ?2
+                 ORDER BY u.ts, u.kind, u.uid, u.program, u.remote_addr, u.port",
             )
             .map_err(wrap)?;
         let rows = stmt
