@@ -66,6 +66,14 @@ pub enum PrereqError {
         /// What nft printed.
         stderr: String,
     },
+    /// `nf_conntrack_events` is 0: the daemon would never hear of a flow.
+    #[error(
+        "conntrack events are off (net.netfilter.nf_conntrack_events=0), so `netledger run` \
+         cannot see flows end: start `netledger run` as root without --no-setup (it sets \
+         this), or `sysctl -w \
+         net.netfilter.nf_conntrack_events=1`"
+    )]
+    EventsOff,
     /// A sysctl could not be read or written.
     #[error("{path}: {source}")]
     Sysctl {
@@ -78,6 +86,41 @@ pub enum PrereqError {
 
 fn acct_path(proc_root: &Path) -> PathBuf {
     proc_root.join("sys/net/netfilter/nf_conntrack_acct")
+}
+
+fn sysctl_path(proc_root: &Path, name: &str) -> PathBuf {
+    proc_root.join("sys/net/netfilter").join(name)
+}
+
+/// What a mode needs from conntrack besides accounting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// The daemon: events for every flow (`nf_conntrack_events=1`; the default 2 gives
+    /// events only to flows created while a listener exists, so flows born while the
+    /// daemon is restarting would never report their end) and start/stop times
+    /// (`nf_conntrack_timestamp=1`) for the connection log.
+    pub events: bool,
+}
+
+/// The daemon's sysctls, with the value it wants and why (for the change report).
+const DAEMON_SYSCTLS: [(&str, &str); 2] = [
+    (
+        "nf_conntrack_events",
+        "set net.netfilter.nf_conntrack_events=1 (every new flow reports its end)",
+    ),
+    (
+        "nf_conntrack_timestamp",
+        "set net.netfilter.nf_conntrack_timestamp=1 (flows carry start and stop times)",
+    ),
+];
+
+fn read_sysctl(path: &Path) -> Result<String, PrereqError> {
+    fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|source| PrereqError::Sysctl {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Whether conntrack accounting is on in the reader's namespace.
@@ -151,6 +194,11 @@ fn install_nft_table() -> Result<(), PrereqError> {
 /// Make conntrack track and count in this namespace. Idempotent; returns what changed
 /// (empty when everything was already in place).
 pub fn setup(proc_root: &Path) -> Result<Vec<String>, PrereqError> {
+    setup_with(proc_root, Needs::default())
+}
+
+/// [`setup`], plus what `needs` asks for (the daemon's event and timestamp sysctls).
+pub fn setup_with(proc_root: &Path, needs: Needs) -> Result<Vec<String>, PrereqError> {
     if !has_net_admin(proc_root) {
         return Err(PrereqError::NotPrivileged);
     }
@@ -168,15 +216,31 @@ pub fn setup(proc_root: &Path) -> Result<Vec<String>, PrereqError> {
                 .into(),
         );
     }
+    if needs.events {
+        for (name, what) in DAEMON_SYSCTLS {
+            let path = sysctl_path(proc_root, name);
+            if read_sysctl(&path)? != "1" {
+                fs::write(&path, "1").map_err(|source| PrereqError::Sysctl { path, source })?;
+                changed.push(what.into());
+            }
+        }
+    }
     Ok(changed)
 }
 
 /// Check the prerequisites before a pass; with `fix` and CAP_NET_ADMIN, set up what is
 /// missing first. Returns what changed.
 pub fn ensure(proc_root: &Path, fix: bool) -> Result<Vec<String>, PrereqError> {
+    ensure_with(proc_root, fix, Needs::default())
+}
+
+/// [`ensure`] for a mode with extra `needs`. For the daemon, events switched off entirely
+/// is an error; events only-while-listening (2) and timestamps off are warnings, because
+/// the daemon still works, with the limits they name.
+pub fn ensure_with(proc_root: &Path, fix: bool, needs: Needs) -> Result<Vec<String>, PrereqError> {
     let mut changed = Vec::new();
     if fix && has_net_admin(proc_root) {
-        match setup(proc_root) {
+        match setup_with(proc_root, needs) {
             Ok(c) => changed = c,
             // Without nft the kernel may still track (another rule uses conntrack): the
             // checks of the pass say so if it does not.
@@ -186,6 +250,22 @@ pub fn ensure(proc_root: &Path, fix: bool) -> Result<Vec<String>, PrereqError> {
     }
     if !accounting_enabled(proc_root)? {
         return Err(PrereqError::AccountingOff);
+    }
+    if needs.events {
+        match read_sysctl(&sysctl_path(proc_root, "nf_conntrack_events"))?.as_str() {
+            "0" => return Err(PrereqError::EventsOff),
+            "1" => {}
+            _ => tracing::warn!(
+                "net.netfilter.nf_conntrack_events is not 1: flows created while no listener \
+                 runs will not report their end (`sysctl -w net.netfilter.nf_conntrack_events=1`)"
+            ),
+        }
+        if read_sysctl(&sysctl_path(proc_root, "nf_conntrack_timestamp"))? == "0" {
+            tracing::warn!(
+                "net.netfilter.nf_conntrack_timestamp=0: the connection log takes start times \
+                 from when netledger first saw a flow (set it to 1 for the kernel's own)"
+            );
+        }
     }
     Ok(changed)
 }

@@ -310,9 +310,317 @@ fn set_recv_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
     }
 }
 
+// ---- events: NEW and DESTROY as they happen ----
+
+/// Netlink message flags of a NEW event (include/uapi/linux/netlink.h); an UPDATE has
+/// the same message type without them (`ctnetlink_conntrack_event()`).
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+
+/// Conntrack multicast groups (enum nfnetlink_groups in
+/// include/uapi/linux/netfilter/nfnetlink.h). Bound as the bit `1 << (group - 1)`.
+pub const GROUP_NEW: u32 = 1;
+/// Flows that changed state (not used by netledger: they carry no counters).
+pub const GROUP_UPDATE: u32 = 2;
+/// Destroyed flows, with their final counters.
+pub const GROUP_DESTROY: u32 = 3;
+
+/// What a conntrack event announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A flow was confirmed (type NEW with `NLM_F_CREATE|NLM_F_EXCL`): its sockets exist
+    /// now. Carries tuples, id, zone, status; no counters.
+    New,
+    /// A flow changed (type NEW without those flags): only with [`GROUP_UPDATE`].
+    Update,
+    /// A flow was destroyed (type DELETE): final counters, and start and stop times when
+    /// `nf_conntrack_timestamp=1` was set when it was created.
+    Destroy,
+}
+
+/// One decoded conntrack event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// The flow it happened to.
+    pub flow: Flow,
+    /// The TCP state (`enum tcp_conntrack`: 7 TIME_WAIT, 8 CLOSE, …) from CTA_PROTOINFO,
+    /// which DESTROY events carry: it tells which timeout ran out, and so when the
+    /// connection really ended (see [`TCP_TIME_WAIT`]).
+    pub tcp_state: Option<u8>,
+}
+
+// enum ctattr_protoinfo / ctattr_protoinfo_tcp.
+const CTA_PROTOINFO: u16 = 4;
+const CTA_PROTOINFO_TCP: u16 = 1;
+const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+
+/// Conntrack's TCP states (include/uapi/linux/netfilter/nf_conntrack_tcp.h) whose timeout
+/// follows the end of a connection: TIME_WAIT (after a FIN close) and CLOSE (after RST).
+pub const TCP_TIME_WAIT: u8 = 7;
+/// See [`TCP_TIME_WAIT`].
+pub const TCP_CLOSE: u8 = 8;
+
+/// The TCP state in a conntrack message's attributes, if it has one. Malformed parts are
+/// ignored: the state is only a refinement.
+fn tcp_state(attrs: &[u8]) -> Option<u8> {
+    fn find(buf: &[u8], kind: u16) -> Option<&[u8]> {
+        attributes(buf)
+            .map_while(Result::ok)
+            .find(|(k, _)| *k == kind)
+            .map(|(_, v)| v)
+    }
+    let info = find(attrs, CTA_PROTOINFO)?;
+    let tcp = find(info, CTA_PROTOINFO_TCP)?;
+    find(tcp, CTA_PROTOINFO_TCP_STATE)?.first().copied()
+}
+
+/// Events decoded from received datagrams, in arrival order (no de-duplication: each
+/// event is a fact of its own).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Events {
+    /// The events.
+    pub events: Vec<Event>,
+    /// Messages that did not decode (logged).
+    pub skipped_messages: usize,
+    /// Attributes of a type this module does not know, skipped.
+    pub unknown_attributes: usize,
+}
+
+/// Decode event messages (pure), appending to `out`. A malformed message is logged,
+/// counted and skipped; the others are kept.
+pub fn parse_events(buf: &[u8], out: &mut Events) {
+    for message in messages(buf) {
+        let Ok(message) = message else {
+            tracing::warn!(
+                "conntrack event with an impossible length; rest of the datagram skipped"
+            );
+            out.skipped_messages += 1;
+            break;
+        };
+        if let Some(control) = control(&message) {
+            if let Err(e) = control {
+                tracing::warn!(error = %e, "error message on the conntrack event socket; skipped");
+                out.skipped_messages += 1;
+            }
+            continue;
+        }
+        let (subsys, msg) = (message.kind >> 8, message.kind & 0xff);
+        let kind = match (subsys, msg) {
+            (NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_DELETE) => EventKind::Destroy,
+            (NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW)
+                if message.flags & (NLM_F_CREATE | NLM_F_EXCL) == NLM_F_CREATE | NLM_F_EXCL =>
+            {
+                EventKind::New
+            }
+            (NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW) => EventKind::Update,
+            _ => {
+                tracing::warn!(
+                    message_type = message.kind,
+                    "unexpected message on the conntrack event socket; skipped"
+                );
+                out.skipped_messages += 1;
+                continue;
+            }
+        };
+        let Some(attrs) = message.payload.get(NFGENMSG_LEN..) else {
+            out.skipped_messages += 1;
+            continue;
+        };
+        match decode_flow(attrs, &mut out.unknown_attributes) {
+            Ok(flow) => out.events.push(Event {
+                kind,
+                tcp_state: tcp_state(attrs),
+                flow,
+            }),
+            Err(Malformed(reason)) => {
+                tracing::warn!(reason, "malformed conntrack event; skipped");
+                out.skipped_messages += 1;
+            }
+        }
+    }
+}
+
+/// What one [`EventSocket::receive`] got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Received {
+    /// Datagrams read (each holds one event).
+    pub datagrams: usize,
+    /// The kernel reported `ENOBUFS`: events were dropped because the receive buffer was
+    /// full. The caller must resynchronise from a dump.
+    pub overrun: bool,
+}
+
+/// A netlink socket subscribed to conntrack events, separate from the dump socket so a
+/// dump's replies and the event stream never mix.
+pub struct EventSocket {
+    socket: Socket,
+    buf: Vec<u8>,
+}
+
+impl EventSocket {
+    /// Subscribe to `groups` ([`GROUP_NEW`], [`GROUP_DESTROY`], …). Needs CAP_NET_ADMIN.
+    /// Subscribe *before* the first dump, so no flow falls between the two.
+    pub fn subscribe(groups: &[u32]) -> Result<EventSocket, ConntrackError> {
+        let sock_err = |op| move |source| ConntrackError::Socket { op, source };
+        let mut socket = Socket::new(NETLINK_NETFILTER).map_err(|e| match e.raw_os_error() {
+            Some(libc::EPROTONOSUPPORT) => ConntrackError::NotAvailable { source: e },
+            _ => ConntrackError::Socket {
+                op: "socket",
+                source: e,
+            },
+        })?;
+        let mask = groups.iter().fold(0u32, |m, g| m | 1 << (g - 1));
+        socket
+            .bind(&SocketAddr::new(0, mask))
+            .map_err(|e| match e.raw_os_error() {
+                // Joining a conntrack group checks CAP_NET_ADMIN (nfnetlink_bind).
+                Some(libc::EPERM) | Some(libc::EACCES) => ConntrackError::PermissionDenied,
+                _ => ConntrackError::Socket {
+                    op: "bind",
+                    source: e,
+                },
+            })?;
+        socket.set_non_blocking(true).map_err(sock_err("fcntl"))?;
+        Ok(EventSocket {
+            socket,
+            buf: vec![0; 64 * 1024],
+        })
+    }
+
+    /// Set the receive buffer to `bytes` (`SO_RCVBUFFORCE`, which may exceed
+    /// `net.core.rmem_max` with CAP_NET_ADMIN; `SO_RCVBUF` otherwise). Returns the size the
+    /// kernel granted (it doubles the request for bookkeeping, socket(7)).
+    pub fn set_receive_buffer(&self, bytes: usize) -> Result<usize, ConntrackError> {
+        let fd = self.socket.as_raw_fd();
+        let v = bytes.min(i32::MAX as usize / 2) as libc::c_int;
+        let set = |opt| {
+            // SAFETY: valid fd; pointer/length of a live c_int, as SOL_SOCKET options take.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&v as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            }
+        };
+        if set(libc::SO_RCVBUFFORCE) != 0 && set(libc::SO_RCVBUF) != 0 {
+            return Err(ConntrackError::Socket {
+                op: "setsockopt",
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(self.receive_buffer())
+    }
+
+    /// The receive buffer size the kernel uses now.
+    pub fn receive_buffer(&self) -> usize {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: valid fd; pointer/length of a live c_int.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            v.max(0) as usize
+        } else {
+            0
+        }
+    }
+
+    /// The socket's inode (its row in `/proc/net/netlink`).
+    pub fn inode(&self) -> Option<u64> {
+        // SAFETY: fstat on a valid fd into a zeroed, live stat buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::fstat(self.socket.as_raw_fd(), &mut st) };
+        (rc == 0).then_some(st.st_ino)
+    }
+
+    /// Wait up to `timeout` for events, then read every datagram already queued, up to
+    /// `max`, decoding them into `out`. Returns early with `overrun` set on `ENOBUFS`.
+    pub fn receive(
+        &mut self,
+        timeout: Duration,
+        max: usize,
+        out: &mut Events,
+    ) -> Result<Received, ConntrackError> {
+        let mut got = Received::default();
+        let mut pfd = libc::pollfd {
+            fd: self.socket.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one live pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            // A signal (SIGTERM, SIGHUP) wakes the caller up: not an error.
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(got);
+            }
+            return Err(ConntrackError::Socket {
+                op: "poll",
+                source: e,
+            });
+        }
+        while got.datagrams < max {
+            let mut window: &mut [u8] = &mut self.buf[..];
+            let len = match self.socket.recv(&mut window, libc::MSG_TRUNC) {
+                Ok(len) => len,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    got.overrun = true;
+                    break;
+                }
+                Err(e) => {
+                    return Err(ConntrackError::Socket {
+                        op: "recv",
+                        source: e,
+                    })
+                }
+            };
+            if len > self.buf.len() {
+                // One event never comes near 64 KiB; count it and go on.
+                tracing::warn!(len, "oversized conntrack event datagram skipped");
+                out.skipped_messages += 1;
+                continue;
+            }
+            got.datagrams += 1;
+            parse_events(&self.buf[..len], out);
+        }
+        Ok(got)
+    }
+}
+
+/// Messages dropped so far on the netlink socket with `inode`, from `/proc/net/netlink`
+/// text (the `Drops` column, `sk_drops`, counted by `netlink_overrun()`). Pure.
+pub fn netlink_drops(text: &str, inode: u64) -> Option<u64> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let drops = header.iter().position(|h| *h == "Drops")?;
+    let ino = header.iter().position(|h| *h == "Inode")?;
+    lines.find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(ino)?.parse::<u64>().ok()? == inode).then(|| f.get(drops)?.parse().ok())?
+    })
+}
+
 /// One netlink message: header fields the parser needs, and its payload.
 struct Message<'a> {
     kind: u16,
+    /// `nlmsg_flags`: tells a NEW event (`NLM_F_CREATE|NLM_F_EXCL`) from an UPDATE.
+    flags: u16,
     payload: &'a [u8],
 }
 
@@ -340,6 +648,7 @@ impl<'a> Iterator for Messages<'a> {
                 self.offset += len.next_multiple_of(4);
                 Some(Ok(Message {
                     kind,
+                    flags: u16::from_ne_bytes([rest[6], rest[7]]),
                     payload: &rest[NLMSG_HDRLEN..len],
                 }))
             }

@@ -5,4 +5,5 @@
 pub mod conntrack;
 pub mod interfaces;
 pub mod processes;
+pub mod sockdiag;
 pub mod sockets;

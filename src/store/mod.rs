@@ -5,6 +5,7 @@
 //! so a crash at any point neither loses nor double-counts a byte: the next pass
 //! recomputes what was not committed.
 
+pub mod connections;
 mod error;
 pub mod query;
 pub mod retention;
@@ -30,6 +31,7 @@ use crate::model::{Counters, FlowKey, Tuple};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_report_views.sql"),
+    include_str!("../../migrations/0003_connections.sql"),
     include_str!("../../migrations/0004_rollups.sql"),
 ];
 
