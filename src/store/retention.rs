@@ -238,7 +238,10 @@ mod tests {
         }
     }
 
-    fn daily(store: &Store) -> HashMap<(String, Option<u32>), (i64, i64, i64, i64)> {
+    /// (UTC day, uid) → (rx bytes, tx bytes, rx packets, tx packets).
+    type Daily = HashMap<(String, Option<u32>), (i64, i64, i64, i64)>;
+
+    fn daily(store: &Store) -> Daily {
         let mut st = store
             .conn()
             .prepare(
