@@ -1629,6 +1629,185 @@ mod tests {
         );
     }
 
+    /// `message` with its type and flags replaced, as an event carries them.
+    fn as_event(mut message: Vec<u8>, msg: u16, flags: u16) -> Vec<u8> {
+        message[4..6].copy_from_slice(&(NFNL_SUBSYS_CTNETLINK << 8 | msg).to_ne_bytes());
+        message[6..8].copy_from_slice(&flags.to_ne_bytes());
+        message
+    }
+
+    #[test]
+    fn events_are_told_apart_by_type_and_flags_and_keep_the_tcp_state() {
+        let tcp_state = nest(
+            CTA_PROTOINFO,
+            &[nest(
+                CTA_PROTOINFO_TCP,
+                &[nla(CTA_PROTOINFO_TCP_STATE, &[TCP_TIME_WAIT])],
+            )],
+        );
+        let raw = [
+            as_event(
+                udp_flow(1, 1000, &[]),
+                IPCTNL_MSG_CT_NEW,
+                NLM_F_CREATE | NLM_F_EXCL,
+            ),
+            as_event(udp_flow(2, 1001, &[]), IPCTNL_MSG_CT_NEW, 0),
+            as_event(
+                udp_flow(3, 1002, &[counters64(CTA_COUNTERS_ORIG, 2, 80), tcp_state]),
+                IPCTNL_MSG_CT_DELETE,
+                0,
+            ),
+            // An event for a flow with the same identity again: events are not merged.
+            as_event(udp_flow(1, 1000, &[]), IPCTNL_MSG_CT_DELETE, 0),
+            as_event(udp_flow(4, 1003, &[]), 7, 0),
+        ]
+        .concat();
+        let mut ev = Events::default();
+        parse_events(&raw, &mut ev);
+        let kinds: Vec<(EventKind, u32)> = ev.events.iter().map(|e| (e.kind, e.flow.id)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (EventKind::New, 1),
+                (EventKind::Update, 2),
+                (EventKind::Destroy, 3),
+                (EventKind::Destroy, 1)
+            ]
+        );
+        assert_eq!(ev.skipped_messages, 1, "unknown message type");
+        assert_eq!(ev.events[2].tcp_state, Some(TCP_TIME_WAIT));
+        assert_eq!(ev.events[0].tcp_state, None);
+        assert_eq!(
+            ev.events[2].flow.orig_counters,
+            Some(Counters {
+                packets: 2,
+                bytes: 80
+            })
+        );
+    }
+
+    #[test]
+    fn netlink_drops_are_read_by_inode() {
+        let text = "sk               Eth Pid        Groups   Rmem     Wmem     Dump  Locks    Drops    Inode\n\
+                    00000000a707d6af 0   0          00000000 0        0        0     2        0        4\n\
+                    00000000b26ed691 12  1234       00000005 0        0        0     2        37       98765\n";
+        assert_eq!(netlink_drops(text, 98765), Some(37));
+        assert_eq!(netlink_drops(text, 4), Some(0));
+        assert_eq!(netlink_drops(text, 5), None);
+        assert_eq!(netlink_drops("", 5), None);
+    }
+
+    /// The kernel facts the daemon relies on, on this kernel: a subscribed socket hears a
+    /// NEW when a flow is confirmed and a DESTROY with final counters when it is deleted;
+    /// a receive buffer too small for a burst reports ENOBUFS, and `/proc/net/netlink`
+    /// counts the events dropped.
+    #[test]
+    fn events_in_a_namespace_new_destroy_and_overrun() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "this test needs root (network namespaces, CAP_NET_ADMIN) and CI is set"
+            );
+            eprintln!("note: events_in_a_namespace_new_destroy_and_overrun needs root; skipped");
+            return;
+        }
+        let a = format!("ctev-{}", std::process::id());
+        run(&["ip", "netns", "add", &a]);
+        let _guard = Netns(vec![a.clone()]);
+        run(&["ip", "-n", &a, "link", "set", "lo", "up"]);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &a,
+            "sysctl",
+            "-qw",
+            "net.netfilter.nf_conntrack_acct=1",
+        ]);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &a,
+            "nft",
+            "add table inet t; add chain inet t out { type filter hook output priority 0; }; \
+             add rule inet t out ct state new",
+        ]);
+        let got = in_netns(&a, || {
+            let mut sock = EventSocket::subscribe(&[GROUP_NEW, GROUP_DESTROY]).unwrap();
+            // One UDP flow over loopback, then delete it through ctnetlink's own tool.
+            let rx = std::net::UdpSocket::bind("127.0.0.1:7100").unwrap();
+            let tx = std::net::UdpSocket::bind("127.0.0.1:7101").unwrap();
+            tx.send_to(&[7; 50], "127.0.0.1:7100").unwrap();
+            let mut buf = [0u8; 100];
+            rx.recv(&mut buf).unwrap();
+            let mut ev = Events::default();
+            sock.receive(Duration::from_secs(5), 100, &mut ev).unwrap();
+            let del = std::process::Command::new("conntrack")
+                .args(["-D", "-p", "udp", "--sport", "7101"])
+                .output()
+                .unwrap();
+            assert!(del.status.success(), "conntrack -D: {del:?}");
+            sock.receive(Duration::from_secs(5), 100, &mut ev).unwrap();
+
+            // Overrun: the smallest buffer the kernel grants, and a burst of flows.
+            sock.set_receive_buffer(1).unwrap();
+            // This thread entered the namespace: /proc/net follows the process, not it.
+            let drops_before = std::fs::read_to_string("/proc/thread-self/net/netlink")
+                .ok()
+                .and_then(|t| netlink_drops(&t, sock.inode()?))
+                .unwrap();
+            for port in 7200..7400 {
+                let s = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+                s.send_to(&[1], "127.0.0.1:7100").unwrap();
+            }
+            let mut overrun = false;
+            let mut more = Events::default();
+            for _ in 0..100 {
+                let r = sock
+                    .receive(Duration::from_millis(50), 1000, &mut more)
+                    .unwrap();
+                overrun |= r.overrun;
+                if r.datagrams == 0 && !r.overrun {
+                    break;
+                }
+            }
+            let drops = std::fs::read_to_string("/proc/thread-self/net/netlink")
+                .ok()
+                .and_then(|t| netlink_drops(&t, sock.inode()?))
+                .unwrap();
+            (ev, overrun, drops - drops_before, more.events.len())
+        })
+        .join()
+        .unwrap();
+        let (ev, overrun, dropped, received) = got;
+        let ours: Vec<&Event> = ev
+            .events
+            .iter()
+            .filter(|e| e.flow.orig.sport == 7101)
+            .collect();
+        assert_eq!(ours.len(), 2, "{:?}", ev.events);
+        assert_eq!(ours[0].kind, EventKind::New);
+        assert_eq!(ours[0].flow.orig_counters, None, "NEW carries no counters");
+        assert_eq!(ours[1].kind, EventKind::Destroy);
+        assert_eq!(
+            ours[1].flow.orig_counters,
+            Some(Counters {
+                packets: 1,
+                bytes: 50 + 28
+            })
+        );
+        assert!(overrun, "200 NEW events did not overrun a minimal buffer");
+        eprintln!("overrun: {received} of 200 events received, {dropped} counted as dropped");
+        assert!(dropped > 0);
+        assert_eq!(
+            received as u64 + dropped,
+            200,
+            "every event received or counted"
+        );
+    }
+
     #[test]
     fn other_message_types_are_skipped_and_counted() {
         // IPCTNL_MSG_CT_GET_STATS reply, and an nftables message.
