@@ -58,6 +58,19 @@ pub enum Command {
     Export(ExportArgs),
     /// Print the configuration in effect (defaults < file < NETLEDGER_* < flags).
     Config(ConfigArgs),
+    /// Run as a daemon: a pass every interval for long-lived flows, and conntrack events so
+    /// that short-lived flows are charged exactly and every finished connection is logged.
+    /// SIGTERM/SIGINT: stop cleanly; SIGHUP: reload the configuration file.
+    Run(RunArgs),
+    /// The connections open right now: user, program, direction, addresses and the
+    /// counters so far (like ipclog's `ipc`). Needs CAP_NET_ADMIN.
+    Connections(ConnectionsArgs),
+    /// Finished connections from the daemon's connection log.
+    #[command(after_long_help = LOG_TEMPLATE_HELP)]
+    Log(LogArgs),
+    /// A day's connections per user, protocol, service and remote (like constat): count,
+    /// still open, average and maximum duration.
+    Summary(SummaryArgs),
 }
 
 /// Options of `snapshot`.
@@ -208,4 +221,172 @@ pub struct ConfigArgs {
     /// Print the documented default configuration file instead.
     #[arg(long)]
     pub default: bool,
+}
+
+/// Options of `run`. Settings also in the configuration file (interval, connection_log,
+/// local_networks, prune_after, lock_timeout) take the file's value when not given here,
+/// and are re-read from it on SIGHUP.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Time between accounting passes [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub interval: Option<Duration>,
+
+    /// Do not keep the log of finished connections.
+    #[arg(long)]
+    pub no_connection_log: bool,
+
+    /// Do not change the system: only check the prerequisites and fail if one is missing.
+    #[arg(long)]
+    pub no_setup: bool,
+
+    /// A local network whose traffic is charged to nobody (repeatable; replaces the
+    /// configured ones and the defaults).
+    #[arg(
+        long = "local-net",
+        value_name = "CIDR",
+        env = "NETLEDGER_LOCAL_NETWORKS",
+        value_delimiter = ','
+    )]
+    pub local_nets: Vec<IpNet>,
+
+    /// Exclude nothing: charge local-network traffic to its users too.
+    #[arg(long, conflicts_with = "local_nets")]
+    pub count_local: bool,
+
+    /// How long to wait for another writer's database lock [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub lock_timeout: Option<Duration>,
+
+    /// Passes a vanished flow is remembered before its state is pruned [default: 3].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub prune_after: Option<u32>,
+
+    /// Longest time an event waits in memory before it is written: writes are batched,
+    /// one transaction per flush.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub flush_interval: Duration,
+
+    /// Receive buffer of the conntrack event socket at start, in bytes; it grows on
+    /// overruns up to 64 MiB (tests set it tiny to provoke overruns).
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "NETLEDGER_EVENT_BUFFER",
+        default_value_t = 4 << 20,
+        hide = true
+    )]
+    pub event_buffer: usize,
+
+    /// Root of the proc filesystem to read sockets and processes from.
+    #[arg(long, value_name = "PATH", default_value = "/proc", hide = true)]
+    pub proc_root: PathBuf,
+}
+
+/// Options of `connections`.
+#[derive(Debug, Args)]
+pub struct ConnectionsArgs {
+    /// Only this user's connections (name or uid).
+    #[arg(long, value_name = "NAME|UID")]
+    pub user: Option<String>,
+
+    /// Print a JSON array of objects instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Print exact byte counts instead of KiB/MiB/GiB.
+    #[arg(long)]
+    pub bytes: bool,
+
+    /// Root of the proc filesystem to read sockets and processes from.
+    #[arg(long, value_name = "PATH", default_value = "/proc", hide = true)]
+    pub proc_root: PathBuf,
+}
+
+/// The `--format` escapes of `log`, shown after its help.
+pub const LOG_TEMPLATE_HELP: &str = "\
+--format TEMPLATE prints one line per connection; every character is copied except:
+  %s start (yyyy-mm-dd HH:MM:SS+hh:mm)   %e end            %S duration in seconds
+  %D duration in milliseconds            %P protocol       %d direction (out/in/-)
+  %i remote address    %r remote port    %l local address  %L local port
+  %o original tuple (src:port>dst:port, pre-NAT)           %R reply tuple (post-NAT)
+  %u user name (or uid, or -)            %U uid (or -)     %c program (or -)
+  %t bytes sent        %x bytes received %T packets sent   %X packets received
+  %n newline           %% a percent sign
+Example: --format 'Connected: %s, disconnected after %S secs at: %e (%i:%r, %u)'";
+
+/// Options of `log`.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Connections that ended at or after this: a duration back from now (90m, 24h, 7d),
+    /// today, yesterday, or a date/time, in local time unless --utc.
+    #[arg(long, default_value = "24h")]
+    pub since: String,
+
+    /// Connections that ended before this (same forms); default now.
+    #[arg(long)]
+    pub until: Option<String>,
+
+    /// Only connections with an address in this network, in either tuple (so pre- and
+    /// post-NAT addresses both match): 198.51.100.7 or 198.51.100.0/24.
+    #[arg(long, value_name = "IP/MASK", value_parser = parse_host)]
+    pub host: Option<IpNet>,
+
+    /// Only connections with this port at either end, in either tuple.
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+
+    /// Only this user's connections (name or uid).
+    #[arg(long, value_name = "NAME|UID")]
+    pub user: Option<String>,
+
+    /// One line per connection from TEMPLATE (escapes below).
+    #[arg(
+        long,
+        value_name = "TEMPLATE",
+        conflicts_with = "json",
+        value_parser = crate::cmd::log::parse_template
+    )]
+    pub format: Option<crate::cmd::log::Template>,
+
+    /// Print a JSON array of objects.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Read and show times in UTC instead of local time.
+    #[arg(long)]
+    pub utc: bool,
+}
+
+/// An address or a network (`--host`).
+fn parse_host(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .map(|n| n.trunc())
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an address nor ADDRESS/PREFIX"))
+}
+
+/// Options of `summary`.
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// The day: today, yesterday, or a date (2026-11-01), in local time unless --utc.
+    #[arg(long, default_value = "today")]
+    pub date: String,
+
+    /// Only this user (name or uid).
+    #[arg(long, value_name = "NAME|UID")]
+    pub user: Option<String>,
+
+    /// Remote address names: lines of `ADDRESS-or-CIDR NAME` (default: the configured
+    /// file, else /etc/netledger/names when it exists).
+    #[arg(long, value_name = "PATH", env = "NETLEDGER_NAMES")]
+    pub names: Option<PathBuf>,
+
+    /// Print a JSON array of objects instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Read and show the day in UTC instead of local time.
+    #[arg(long)]
+    pub utc: bool,
 }

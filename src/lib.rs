@@ -8,6 +8,7 @@ pub mod attribute;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod daemon;
 pub mod model;
 pub mod pass;
 pub mod prereq;

@@ -36,6 +36,10 @@ complete -c netledger -n "__fish_netledger_needs_command" -f -a "top" -d 'Show t
 complete -c netledger -n "__fish_netledger_needs_command" -f -a "report" -d 'Usage per hour, day, week or month and per user, with bars (like vnStat)'
 complete -c netledger -n "__fish_netledger_needs_command" -f -a "export" -d 'Export stored usage rows for loading into another system'
 complete -c netledger -n "__fish_netledger_needs_command" -f -a "config" -d 'Print the configuration in effect (defaults < file < NETLEDGER_* < flags)'
+complete -c netledger -n "__fish_netledger_needs_command" -f -a "run" -d 'Run as a daemon: a pass every interval for long-lived flows, and conntrack events so that short-lived flows are charged exactly and every finished connection is logged. SIGTERM/SIGINT: stop cleanly; SIGHUP: reload the configuration file'
+complete -c netledger -n "__fish_netledger_needs_command" -f -a "connections" -d 'The connections open right now: user, program, direction, addresses and the counters so far (like ipclog\'s `ipc`). Needs CAP_NET_ADMIN'
+complete -c netledger -n "__fish_netledger_needs_command" -f -a "log" -d 'Finished connections from the daemon\'s connection log'
+complete -c netledger -n "__fish_netledger_needs_command" -f -a "summary" -d 'A day\'s connections per user, protocol, service and remote (like constat): count, still open, average and maximum duration'
 complete -c netledger -n "__fish_netledger_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l local-net -d 'A local network whose traffic is charged to nobody (repeatable; replaces the configured ones and the defaults: 127.0.0.0/8 ::1/128 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 169.254.0.0/16 fe80::/10 fc00::/7 224.0.0.0/4 ff00::/8)' -r
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l lock-timeout -d 'How long to wait for another writer\'s database lock' -r
@@ -109,10 +113,65 @@ complete -c netledger -n "__fish_netledger_using_subcommand config" -s v -l verb
 complete -c netledger -n "__fish_netledger_using_subcommand config" -s q -l quiet -d 'Only errors on stderr'
 complete -c netledger -n "__fish_netledger_using_subcommand config" -s h -l help -d 'Print help'
 complete -c netledger -n "__fish_netledger_using_subcommand config" -s V -l version -d 'Print version'
-complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config help" -f -a "snapshot" -d 'Run one accounting pass, store it, and exit (made for a systemd timer)'
-complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config help" -f -a "setup" -d 'Enable conntrack accounting and make conntrack track in this network namespace (idempotent): sets net.netfilter.nf_conntrack_acct=1 and installs the nftables table `inet netledger`'
-complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config help" -f -a "top" -d 'Show the top talkers: per user, and per program, remote or port'
-complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config help" -f -a "report" -d 'Usage per hour, day, week or month and per user, with bars (like vnStat)'
-complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config help" -f -a "export" -d 'Export stored usage rows for loading into another system'
-complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config help" -f -a "config" -d 'Print the configuration in effect (defaults < file < NETLEDGER_* < flags)'
-complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l interval -d 'Time between accounting passes [default: 10s]' -r
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l local-net -d 'A local network whose traffic is charged to nobody (repeatable; replaces the configured ones and the defaults)' -r
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l lock-timeout -d 'How long to wait for another writer\'s database lock [default: 5s]' -r
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l prune-after -d 'Passes a vanished flow is remembered before its state is pruned [default: 3]' -r
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l flush-interval -d 'Longest time an event waits in memory before it is written: writes are batched, one transaction per flush' -r
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l event-buffer -d 'Receive buffer of the conntrack event socket at start, in bytes; it grows on overruns up to 64 MiB (tests set it tiny to provoke overruns)' -r
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l proc-root -d 'Root of the proc filesystem to read sockets and processes from' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l db -d 'SQLite database path' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l config -d 'Configuration file [default: /etc/netledger/netledger.toml, when it exists]' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l no-connection-log -d 'Do not keep the log of finished connections'
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l no-setup -d 'Do not change the system: only check the prerequisites and fail if one is missing'
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l count-local -d 'Exclude nothing: charge local-network traffic to its users too'
+complete -c netledger -n "__fish_netledger_using_subcommand run" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
+complete -c netledger -n "__fish_netledger_using_subcommand run" -s q -l quiet -d 'Only errors on stderr'
+complete -c netledger -n "__fish_netledger_using_subcommand run" -s h -l help -d 'Print help'
+complete -c netledger -n "__fish_netledger_using_subcommand run" -s V -l version -d 'Print version'
+complete -c netledger -n "__fish_netledger_using_subcommand connections" -l user -d 'Only this user\'s connections (name or uid)' -r
+complete -c netledger -n "__fish_netledger_using_subcommand connections" -l proc-root -d 'Root of the proc filesystem to read sockets and processes from' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand connections" -l db -d 'SQLite database path' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand connections" -l config -d 'Configuration file [default: /etc/netledger/netledger.toml, when it exists]' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand connections" -l json -d 'Print a JSON array of objects instead of a table'
+complete -c netledger -n "__fish_netledger_using_subcommand connections" -l bytes -d 'Print exact byte counts instead of KiB/MiB/GiB'
+complete -c netledger -n "__fish_netledger_using_subcommand connections" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
+complete -c netledger -n "__fish_netledger_using_subcommand connections" -s q -l quiet -d 'Only errors on stderr'
+complete -c netledger -n "__fish_netledger_using_subcommand connections" -s h -l help -d 'Print help'
+complete -c netledger -n "__fish_netledger_using_subcommand connections" -s V -l version -d 'Print version'
+complete -c netledger -n "__fish_netledger_using_subcommand log" -l since -d 'Connections that ended at or after this: a duration back from now (90m, 24h, 7d), today, yesterday, or a date/time, in local time unless --utc' -r
+complete -c netledger -n "__fish_netledger_using_subcommand log" -l until -d 'Connections that ended before this (same forms); default now' -r
+complete -c netledger -n "__fish_netledger_using_subcommand log" -l host -d 'Only connections with an address in this network, in either tuple (so pre- and post-NAT addresses both match): 198.51.100.7 or 198.51.100.0/24' -r
+complete -c netledger -n "__fish_netledger_using_subcommand log" -l port -d 'Only connections with this port at either end, in either tuple' -r
+complete -c netledger -n "__fish_netledger_using_subcommand log" -l user -d 'Only this user\'s connections (name or uid)' -r
+complete -c netledger -n "__fish_netledger_using_subcommand log" -l format -d 'One line per connection from TEMPLATE (escapes below)' -r
+complete -c netledger -n "__fish_netledger_using_subcommand log" -l db -d 'SQLite database path' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand log" -l config -d 'Configuration file [default: /etc/netledger/netledger.toml, when it exists]' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand log" -l json -d 'Print a JSON array of objects'
+complete -c netledger -n "__fish_netledger_using_subcommand log" -l utc -d 'Read and show times in UTC instead of local time'
+complete -c netledger -n "__fish_netledger_using_subcommand log" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
+complete -c netledger -n "__fish_netledger_using_subcommand log" -s q -l quiet -d 'Only errors on stderr'
+complete -c netledger -n "__fish_netledger_using_subcommand log" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c netledger -n "__fish_netledger_using_subcommand log" -s V -l version -d 'Print version'
+complete -c netledger -n "__fish_netledger_using_subcommand summary" -l date -d 'The day: today, yesterday, or a date (2026-11-01), in local time unless --utc' -r
+complete -c netledger -n "__fish_netledger_using_subcommand summary" -l user -d 'Only this user (name or uid)' -r
+complete -c netledger -n "__fish_netledger_using_subcommand summary" -l names -d 'Remote address names: lines of `ADDRESS-or-CIDR NAME` (default: the configured file, else /etc/netledger/names when it exists)' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand summary" -l db -d 'SQLite database path' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand summary" -l config -d 'Configuration file [default: /etc/netledger/netledger.toml, when it exists]' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand summary" -l json -d 'Print a JSON array of objects instead of a table'
+complete -c netledger -n "__fish_netledger_using_subcommand summary" -l utc -d 'Read and show the day in UTC instead of local time'
+complete -c netledger -n "__fish_netledger_using_subcommand summary" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
+complete -c netledger -n "__fish_netledger_using_subcommand summary" -s q -l quiet -d 'Only errors on stderr'
+complete -c netledger -n "__fish_netledger_using_subcommand summary" -s h -l help -d 'Print help'
+complete -c netledger -n "__fish_netledger_using_subcommand summary" -s V -l version -d 'Print version'
+complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config run connections log summary help" -f -a "snapshot" -d 'Run one accounting pass, store it, and exit (made for a systemd timer)'
+complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config run connections log summary help" -f -a "setup" -d 'Enable conntrack accounting and make conntrack track in this network namespace (idempotent): sets net.netfilter.nf_conntrack_acct=1 and installs the nftables table `inet netledger`'
+complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config run connections log summary help" -f -a "top" -d 'Show the top talkers: per user, and per program, remote or port'
+complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config run connections log summary help" -f -a "report" -d 'Usage per hour, day, week or month and per user, with bars (like vnStat)'
+complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config run connections log summary help" -f -a "export" -d 'Export stored usage rows for loading into another system'
+complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config run connections log summary help" -f -a "config" -d 'Print the configuration in effect (defaults < file < NETLEDGER_* < flags)'
+complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config run connections log summary help" -f -a "run" -d 'Run as a daemon: a pass every interval for long-lived flows, and conntrack events so that short-lived flows are charged exactly and every finished connection is logged. SIGTERM/SIGINT: stop cleanly; SIGHUP: reload the configuration file'
+complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config run connections log summary help" -f -a "connections" -d 'The connections open right now: user, program, direction, addresses and the counters so far (like ipclog\'s `ipc`). Needs CAP_NET_ADMIN'
+complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config run connections log summary help" -f -a "log" -d 'Finished connections from the daemon\'s connection log'
+complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config run connections log summary help" -f -a "summary" -d 'A day\'s connections per user, protocol, service and remote (like constat): count, still open, average and maximum duration'
+complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config run connections log summary help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -2,10 +2,14 @@
 
 pub mod common;
 pub mod config;
+pub mod connections;
 pub mod export;
+pub mod log;
 pub mod report;
+pub mod run;
 pub mod setup;
 pub mod snapshot;
+pub mod summary;
 pub mod top;
 
 use anyhow::Result;
@@ -21,5 +25,9 @@ pub fn dispatch(cli: &Cli) -> Result<()> {
         Command::Report(args) => report::run(cli, args),
         Command::Export(args) => export::run(cli, args),
         Command::Config(args) => config::run(cli, args),
+        Command::Run(args) => run::run(cli, args),
+        Command::Connections(args) => connections::run(cli, args),
+        Command::Log(args) => log::run(cli, args),
+        Command::Summary(args) => summary::run(cli, args),
     }
 }

@@ -356,3 +356,183 @@ pub fn top_by_uid(ns: &Netns, db: &Path) -> HashMap<Option<u32>, Usage> {
     }
     m
 }
+
+// ---- daemon tests (issue 4): bursts, DESTROY captures, the running daemon ----
+
+/// The burst helper built from examples/nl_burst.rs.
+pub fn burst_bin() -> SharedBin {
+    let p = bin().parent().unwrap().join("examples").join("nl_burst");
+    assert!(
+        p.exists(),
+        "{} missing: `cargo test` builds examples; run the tests through cargo",
+        p.display()
+    );
+    SharedBin::new(&p)
+}
+
+/// Poll `f` every 100 ms until it returns Some, or panic after `limit` naming `what`.
+/// A deadline, not a timing assertion: it only bounds how long a broken run hangs.
+pub fn wait_for<T>(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "gave up after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `conntrack -E -e DESTROY -o extended` running in a namespace: the kernel's own final
+/// counters of every flow that ends while it runs. Killed (by pid) on drop.
+pub struct DestroyCapture {
+    child: Child,
+    file: tempfile::NamedTempFile,
+}
+
+impl DestroyCapture {
+    pub fn start(ns: &Netns) -> DestroyCapture {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let child = ns
+            .cmd("conntrack")
+            .args(["-E", "-e", "DESTROY", "-o", "extended"])
+            .stdout(file.reopen().unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("conntrack -E (install the conntrack package)");
+        // No readiness signal: give it time to subscribe before the flows it must see end.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        DestroyCapture { child, file }
+    }
+
+    /// The DESTROY events so far.
+    pub fn entries(&self) -> Vec<CtEntry> {
+        let text = std::fs::read_to_string(self.file.path()).unwrap();
+        // "[DESTROY] ipv4 2 tcp 6 TIME_WAIT src=…": drop what precedes the family.
+        let lines: Vec<String> = text
+            .lines()
+            .filter_map(|l| {
+                let i = l.find("ipv4").or_else(|| l.find("ipv6"))?;
+                Some(l[i..].to_string())
+            })
+            .collect();
+        parse_conntrack_l(&lines.join("\n"))
+    }
+
+    /// Wait until `n` DESTROY events match `f`, and return those.
+    pub fn wait(&self, n: usize, f: impl Fn(&CtEntry) -> bool) -> Vec<CtEntry> {
+        wait_for(
+            &format!("{n} DESTROY events in conntrack -E"),
+            std::time::Duration::from_secs(30),
+            || {
+                let got: Vec<CtEntry> = self.entries().into_iter().filter(|e| f(e)).collect();
+                (got.len() >= n).then_some(got)
+            },
+        )
+    }
+}
+
+impl Drop for DestroyCapture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sum of conntrack entries as a local client sees them: tx = original, rx = reply.
+pub fn outgoing_usage<'a>(entries: impl IntoIterator<Item = &'a CtEntry>) -> Usage {
+    entries.into_iter().fold(Usage::default(), |u, e| Usage {
+        rx_bytes: u.rx_bytes + e.reply.bytes,
+        tx_bytes: u.tx_bytes + e.orig.bytes,
+    })
+}
+
+/// `netledger run` in a namespace, its stderr in a file; killed (by pid) on drop.
+pub struct Daemon {
+    child: Child,
+    pub log: tempfile::NamedTempFile,
+}
+
+impl Daemon {
+    /// Start `netledger --db DB -v run ARGS` in `ns` with `env`, and wait for its first pass.
+    pub fn start(ns: &Netns, db: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut cmd = ns.cmd(bin());
+        cmd.arg("--db").arg(db).args(["-v", "run"]).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .expect("spawn netledger run");
+        let d = Daemon { child, log };
+        // Its first pass logs "… (run, N ms CPU)" (with -v).
+        let t0 = std::time::Instant::now();
+        while !d.stderr().contains("(run, ") {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(30),
+                "no first pass from the daemon after 30 s:\n{}",
+                d.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        d
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM and wait; the daemon must exit 0.
+    pub fn stop(mut self) -> String {
+        // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+        assert_eq!(
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) },
+            0
+        );
+        let st = self.child.wait().unwrap();
+        let err = self.stderr();
+        assert!(st.success(), "netledger run exited with {st}:\n{err}");
+        err
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `netledger log --json` over the last day.
+pub fn connection_log(ns: &Netns, db: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
+    let out = run(ns
+        .cmd(bin())
+        .arg("--db")
+        .arg(db)
+        .args(["log", "--json", "--since", "1d"])
+        .args(extra));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Send `sig` to a process this test started.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a pid of a child this test spawned and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0, "kill {pid}");
+}

@@ -1,0 +1,520 @@
+//! What one flush of conntrack events writes: pure, so every shape is tested without a
+//! kernel.
+//!
+//! - A NEW event with an owner becomes a flow-state attribution (zero counters for a flow
+//!   not yet known, so its first charge is its full counters, exactly like a first
+//!   sighting in a pass).
+//! - A DESTROY event charges `final − last charged` (the saved state's counters; the full
+//!   final counters for a flow never charged), through the same delta rule and the same
+//!   join as a pass ([`account_pass`], [`attribute`]), then forgets the flow and logs it.
+//! - A NEW and its DESTROY in the same flush write no state at all: the DESTROY uses the
+//!   NEW's owner directly.
+//!
+//! Because every DESTROY charges against the saved state and deletes it in the same
+//! transaction, a DESTROY can never be charged twice, whatever passes ran in between.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use crate::account::{account_pass, FlowState};
+use crate::attribute::{attribute, Attributed, Attribution, LocalNets, SocketIndex};
+use crate::model::{Flow, FlowKey};
+use crate::pass::user_names;
+use crate::sources::processes::Owner;
+use crate::store::connections::{EventWrite, LoggedConnection};
+use crate::store::PassRecord;
+
+/// A conntrack event after the listener handled it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// A flow began; `owner` is who its socket belonged to at that moment, if any.
+    New {
+        /// The flow (no counters).
+        flow: Flow,
+        /// The owner found through sock_diag (and the program through /proc, if found).
+        owner: Option<Attribution>,
+        /// When the event was received, ms since the epoch.
+        at_ms: i64,
+    },
+    /// A flow ended, with its final counters.
+    Destroy {
+        /// The flow.
+        flow: Flow,
+        /// Its final TCP state, when it is TCP.
+        tcp_state: Option<u8>,
+        /// When the event was received, ms since the epoch.
+        at_ms: i64,
+    },
+}
+
+impl Resolved {
+    /// The flow's identity.
+    pub fn key(&self) -> FlowKey {
+        match self {
+            Resolved::New { flow, .. } | Resolved::Destroy { flow, .. } => flow.key(),
+        }
+    }
+}
+
+/// The keys whose saved state a flush must read: the destroyed flows.
+pub fn destroyed_keys(events: &[Resolved]) -> Vec<FlowKey> {
+    let mut seen = HashSet::new();
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Resolved::Destroy { flow, .. } => Some(flow.key()),
+            Resolved::New { .. } => None,
+        })
+        .filter(|k| seen.insert(*k))
+        .collect()
+}
+
+/// Settings of a flush.
+pub struct BatchConfig<'a> {
+    /// Local networks (charged to nobody).
+    pub nets: &'a LocalNets,
+    /// This host's addresses (the direction of flows without an owner).
+    pub host: &'a HashSet<IpAddr>,
+    /// Keep the connection log.
+    pub log: bool,
+    /// Epoch seconds stamped on the usage rows.
+    pub now: i64,
+    /// Malformed event messages skipped since the last flush.
+    pub skipped_messages: u64,
+    /// Conntrack's timeouts, to date a connection's end.
+    pub timeouts: &'a Timeouts,
+}
+
+/// Conntrack's timeouts in seconds (per network namespace, `net.netfilter.*_timeout*`).
+///
+/// When an entry expires, the kernel dates its STOP timestamp at the expiry, not at the
+/// garbage collection that noticed it (`nf_ct_delete()`; measured on Linux 6.18: STOP −
+/// START was the 1 s TIME_WAIT timeout, the DESTROY event came 9 s later). The expiry is
+/// the last packet plus the timeout of the final state, so a connection's end is STOP
+/// minus that timeout: without this every closed TCP connection would last 120 s longer
+/// (TIME_WAIT). An entry removed before it expired (`conntrack -D`, `-F`) has STOP = the
+/// removal; when subtracting the timeout would put the end before the start, that is what
+/// happened, and STOP is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `nf_conntrack_tcp_timeout_time_wait` (state after a FIN close).
+    pub tcp_time_wait: u64,
+    /// `nf_conntrack_tcp_timeout_close` (state after a RST).
+    pub tcp_close: u64,
+    /// `nf_conntrack_udp_timeout` (UDP not assured).
+    pub udp: u64,
+    /// `nf_conntrack_udp_timeout_stream` (assured UDP).
+    pub udp_stream: u64,
+    /// `nf_conntrack_icmp_timeout`.
+    pub icmp: u64,
+}
+
+impl Default for Timeouts {
+    /// The kernel's defaults.
+    fn default() -> Timeouts {
+        Timeouts {
+            tcp_time_wait: 120,
+            tcp_close: 10,
+            udp: 30,
+            udp_stream: 120,
+            icmp: 30,
+        }
+    }
+}
+
+impl Timeouts {
+    /// Read them from `proc_root/sys/net/netfilter` (a missing one keeps its default).
+    pub fn read(proc_root: &std::path::Path) -> Timeouts {
+        let dir = proc_root.join("sys/net/netfilter");
+        let get = |name: &str, default: u64| {
+            std::fs::read_to_string(dir.join(name))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(default)
+        };
+        let d = Timeouts::default();
+        Timeouts {
+            tcp_time_wait: get("nf_conntrack_tcp_timeout_time_wait", d.tcp_time_wait),
+            tcp_close: get("nf_conntrack_tcp_timeout_close", d.tcp_close),
+            udp: get("nf_conntrack_udp_timeout", d.udp),
+            udp_stream: get("nf_conntrack_udp_timeout_stream", d.udp_stream),
+            icmp: get("nf_conntrack_icmp_timeout", d.icmp),
+        }
+    }
+
+    /// The timeout that ran between the connection's end and the entry's expiry.
+    fn after_end(&self, flow: &Flow, tcp_state: Option<u8>) -> Option<u64> {
+        /// IPS_ASSURED (include/uapi/linux/netfilter/nf_conntrack_common.h).
+        const IPS_ASSURED: u32 = 1 << 2;
+        match flow.orig.proto {
+            crate::model::IPPROTO_TCP => match tcp_state? {
+                crate::sources::conntrack::TCP_TIME_WAIT => Some(self.tcp_time_wait),
+                crate::sources::conntrack::TCP_CLOSE => Some(self.tcp_close),
+                _ => None,
+            },
+            crate::model::IPPROTO_UDP if flow.status & IPS_ASSURED != 0 => Some(self.udp_stream),
+            crate::model::IPPROTO_UDP => Some(self.udp),
+            1 | 58 => Some(self.icmp),
+            _ => None,
+        }
+    }
+}
+
+/// When a destroyed flow's connection ended, ms since the epoch (see [`Timeouts`]);
+/// without kernel timestamps, when the event arrived.
+fn end_of(flow: &Flow, tcp_state: Option<u8>, at_ms: i64, t: &Timeouts) -> i64 {
+    let Some(stop) = flow.stop_ns.map(ns_to_ms) else {
+        return at_ms;
+    };
+    let start = flow.start_ns.map_or(i64::MIN, ns_to_ms);
+    match t.after_end(flow, tcp_state) {
+        Some(secs) if stop - secs as i64 * 1000 >= start => stop - secs as i64 * 1000,
+        _ => stop,
+    }
+}
+
+/// A NEW event of the flush: the owner it found and when it arrived (ms).
+type NewSeen = (Option<Attribution>, i64);
+
+fn ns_to_ms(ns: u64) -> i64 {
+    (ns / 1_000_000) as i64
+}
+
+/// Plan one flush (pure). `prev` holds the saved state of the destroyed flows (read by
+/// the store inside the write transaction).
+pub fn plan_batch(
+    events: &[Resolved],
+    prev: &HashMap<FlowKey, FlowState>,
+    cfg: &BatchConfig,
+) -> EventWrite {
+    // NEW owners of this flush, in arrival order; a later DESTROY consumes its NEW.
+    let mut news: HashMap<FlowKey, NewSeen> = HashMap::new();
+    let mut new_order: Vec<FlowKey> = Vec::new();
+    // The last DESTROY of each key (a key destroyed twice in one flush would be a CTA_ID
+    // collision of a re-created flow: the later one is the one the counters belong to).
+    let mut destroys: Vec<(Flow, i64, Option<NewSeen>)> = Vec::new();
+    let mut destroy_at: HashMap<FlowKey, usize> = HashMap::new();
+    for e in events {
+        match e {
+            Resolved::New { flow, owner, at_ms } => {
+                let k = flow.key();
+                if news.insert(k, (owner.clone(), *at_ms)).is_none() {
+                    new_order.push(k);
+                }
+            }
+            Resolved::Destroy {
+                flow,
+                tcp_state,
+                at_ms,
+            } => {
+                let k = flow.key();
+                let new = news.remove(&k);
+                let end_ms = end_of(flow, *tcp_state, *at_ms, cfg.timeouts);
+                let entry = (flow.clone(), end_ms, new);
+                match destroy_at.get(&k) {
+                    Some(&i) => destroys[i] = entry,
+                    None => {
+                        destroy_at.insert(k, destroys.len());
+                        destroys.push(entry);
+                    }
+                }
+            }
+        }
+    }
+
+    let no_owners: HashMap<u64, Owner> = HashMap::new();
+    let idx = SocketIndex::new(&[], &no_owners, cfg.host.iter().copied());
+    let flows: Vec<Flow> = destroys.iter().map(|(f, _, _)| f.clone()).collect();
+    let attributed: Vec<Attributed> = destroys
+        .iter()
+        .map(|(flow, _, new)| {
+            let saved = prev.get(&flow.key()).and_then(|s| s.attribution.as_ref());
+            let from_new = new.as_ref().and_then(|(a, _)| a.as_ref());
+            attribute(flow, &idx, saved.or(from_new), cfg.nets)
+        })
+        .collect();
+    // Every destroyed flow is in `flows`, so nothing of `prev` is aged or pruned.
+    let mut plan = account_pass(cfg.now, &flows, &attributed, prev, u32::MAX);
+    plan.deletes = destroys
+        .iter()
+        .map(|(f, _, _)| f.key())
+        .filter(|k| prev.contains_key(k))
+        .collect();
+
+    let log = if cfg.log {
+        destroys
+            .iter()
+            .zip(&attributed)
+            .map(|((flow, end_ms, new), at)| {
+                let end_ms = *end_ms;
+                let start_ms = flow
+                    .start_ns
+                    .map(ns_to_ms)
+                    .or_else(|| new.as_ref().map(|(_, t)| *t))
+                    .or_else(|| prev.get(&flow.key()).map(|s| s.first_seen * 1000))
+                    .unwrap_or(end_ms)
+                    .min(end_ms);
+                let owner = at.attribution();
+                LoggedConnection {
+                    start_ms,
+                    end_ms,
+                    orig: flow.orig,
+                    reply: flow.reply,
+                    direction: at.direction,
+                    uid: owner.map(|a| a.uid),
+                    program: owner.and_then(|a| a.program.clone()),
+                    orig_counters: flow.orig_counters,
+                    reply_counters: flow.reply_counters,
+                    zone: flow.zone,
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+
+    let attributions = new_order
+        .iter()
+        .filter_map(|k| {
+            let (owner, at_ms) = news.get(k)?;
+            Some(FlowState {
+                key: *k,
+                orig: Default::default(),
+                reply: Default::default(),
+                attribution: Some(owner.clone()?),
+                first_seen: at_ms / 1000,
+                last_seen: at_ms / 1000,
+                missing: 0,
+            })
+        })
+        .collect();
+    let users = user_names(&plan);
+    EventWrite {
+        record: PassRecord {
+            started_at: cfg.now,
+            mode: "events",
+            sockets: 0,
+            bad_lines: 0,
+            skipped_messages: cfg.skipped_messages,
+        },
+        plan,
+        users,
+        attributions,
+        log,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::Kind;
+    use crate::attribute::Direction;
+    use crate::model::{Counters, Tuple};
+
+    const ALICE: u32 = 1001;
+
+    fn flow(id: u32, sport: u16, counters: Option<(u64, u64)>) -> Flow {
+        let t = |s: &str, d: &str, sp, dp| Tuple {
+            src: s.parse().unwrap(),
+            dst: d.parse().unwrap(),
+            proto: 6,
+            sport: sp,
+            dport: dp,
+        };
+        Flow {
+            orig: t("198.51.100.1", "198.51.100.2", sport, 9000),
+            reply: t("198.51.100.2", "198.51.100.1", 9000, sport),
+            id,
+            zone: 0,
+            mark: 0,
+            status: 0,
+            orig_counters: counters.map(|(o, _)| Counters {
+                packets: 10,
+                bytes: o,
+            }),
+            reply_counters: counters.map(|(_, r)| Counters {
+                packets: 20,
+                bytes: r,
+            }),
+            start_ns: Some(1_780_000_000_000_000_000),
+            stop_ns: Some(1_780_000_000_250_000_000),
+        }
+    }
+
+    fn alice() -> Attribution {
+        Attribution {
+            uid: ALICE,
+            program: Some("curl".into()),
+            direction: Direction::Out,
+        }
+    }
+
+    fn plan(events: &[Resolved], prev: &HashMap<FlowKey, FlowState>) -> EventWrite {
+        let nets = LocalNets::defaults();
+        let timeouts = Timeouts {
+            tcp_time_wait: 1,
+            ..Timeouts::default()
+        };
+        let host: HashSet<IpAddr> = ["198.51.100.1".parse().unwrap()].into_iter().collect();
+        plan_batch(
+            events,
+            prev,
+            &BatchConfig {
+                nets: &nets,
+                host: &host,
+                log: true,
+                now: 1_780_000_001,
+                skipped_messages: 0,
+                timeouts: &timeouts,
+            },
+        )
+    }
+
+    fn user_bytes(w: &EventWrite) -> (u64, u64) {
+        w.plan
+            .usage
+            .iter()
+            .filter(|(k, _)| k.kind == Kind::User && k.uid == Some(ALICE))
+            .fold((0, 0), |(rx, tx), (_, t)| {
+                (rx + t.rx_bytes, tx + t.tx_bytes)
+            })
+    }
+
+    #[test]
+    fn new_and_destroy_in_one_flush_charge_the_owner_and_write_no_state() {
+        let events = [
+            Resolved::New {
+                flow: flow(1, 40000, None),
+                owner: Some(alice()),
+                at_ms: 1_780_000_000_001,
+            },
+            Resolved::Destroy {
+                flow: flow(1, 40000, Some((600, 20_000))),
+                tcp_state: None,
+                at_ms: 1_780_000_000_300,
+            },
+        ];
+        let w = plan(&events, &HashMap::new());
+        assert_eq!(user_bytes(&w), (20_000, 600));
+        assert!(w.attributions.is_empty());
+        assert!(
+            w.plan.deletes.is_empty(),
+            "nothing saved, nothing to delete"
+        );
+        assert_eq!(w.log.len(), 1);
+        let c = &w.log[0];
+        assert_eq!((c.uid, c.direction), (Some(ALICE), Some(Direction::Out)));
+        assert_eq!(c.duration_ms(), 250, "kernel timestamps win");
+        assert_eq!(c.program.as_deref(), Some("curl"));
+    }
+
+    #[test]
+    fn destroy_charges_final_minus_saved_and_forgets_the_flow() {
+        let f = flow(2, 40001, Some((1_000, 50_000)));
+        let saved = FlowState {
+            key: f.key(),
+            orig: Counters {
+                packets: 4,
+                bytes: 400,
+            },
+            reply: Counters {
+                packets: 8,
+                bytes: 30_000,
+            },
+            attribution: Some(alice()),
+            first_seen: 1_779_999_990,
+            last_seen: 1_780_000_000,
+            missing: 0,
+        };
+        let prev: HashMap<_, _> = [(f.key(), saved)].into_iter().collect();
+        let w = plan(
+            &[Resolved::Destroy {
+                flow: f.clone(),
+                tcp_state: None,
+                at_ms: 1_780_000_000_500,
+            }],
+            &prev,
+        );
+        assert_eq!(user_bytes(&w), (20_000, 600));
+        assert_eq!(w.plan.deletes, vec![f.key()]);
+        assert!(w.plan.upserts.iter().all(|s| s.key == f.key()));
+        assert_eq!(w.plan.totals.attributed.bytes(), 20_600);
+    }
+
+    #[test]
+    fn new_alone_stores_the_owner_with_zero_counters() {
+        let w = plan(
+            &[Resolved::New {
+                flow: flow(3, 40002, None),
+                owner: Some(alice()),
+                at_ms: 1_780_000_000_900,
+            }],
+            &HashMap::new(),
+        );
+        assert_eq!(w.attributions.len(), 1);
+        let s = &w.attributions[0];
+        assert_eq!((s.orig.bytes, s.reply.bytes), (0, 0));
+        assert_eq!(s.attribution, Some(alice()));
+        assert_eq!(s.first_seen, 1_780_000_000);
+        assert!(w.plan.usage.is_empty() && w.log.is_empty());
+    }
+
+    #[test]
+    fn destroy_without_owner_is_unattributed_and_without_counters_charges_nothing() {
+        let w = plan(
+            &[
+                Resolved::Destroy {
+                    flow: flow(4, 40003, Some((100, 200))),
+                    tcp_state: None,
+                    at_ms: 1,
+                },
+                Resolved::Destroy {
+                    flow: flow(5, 40004, None),
+                    tcp_state: None,
+                    at_ms: 2,
+                },
+            ],
+            &HashMap::new(),
+        );
+        assert_eq!(w.plan.totals.unattributed.bytes(), 300);
+        assert_eq!(w.plan.totals.flows_without_counters, 1);
+        assert_eq!(w.log.len(), 2, "both connections are logged");
+        assert_eq!(w.log[0].uid, None);
+        assert_eq!(
+            w.log[0].direction,
+            Some(Direction::Out),
+            "from host addresses"
+        );
+    }
+
+    #[test]
+    fn end_is_stop_minus_the_timeout_that_ran_after_the_close() {
+        let t = Timeouts::default();
+        let mut f = flow(7, 40006, Some((1, 1)));
+        // Started at S, closed 3 s later, TIME_WAIT ran out 120 s after that.
+        f.start_ns = Some(1_780_000_000_000_000_000);
+        f.stop_ns = Some(1_780_000_123_000_000_000);
+        let end = end_of(&f, Some(crate::sources::conntrack::TCP_TIME_WAIT), 0, &t);
+        assert_eq!(end - 1_780_000_000_000, 3_000);
+        // Killed with `conntrack -D` while established: STOP is the end.
+        assert_eq!(end_of(&f, Some(3), 0, &t) - 1_780_000_000_000, 123_000);
+        // Killed 10 s into TIME_WAIT of a 1 s connection: the subtraction would put the
+        // end before the start, so STOP is kept.
+        f.stop_ns = Some(1_780_000_011_000_000_000);
+        let end = end_of(&f, Some(crate::sources::conntrack::TCP_TIME_WAIT), 0, &t);
+        assert_eq!(end - 1_780_000_000_000, 11_000);
+        // No kernel timestamps: when the event arrived.
+        f.stop_ns = None;
+        assert_eq!(end_of(&f, Some(7), 42, &t), 42);
+    }
+
+    #[test]
+    fn destroyed_keys_are_unique() {
+        let d = Resolved::Destroy {
+            flow: flow(6, 40005, Some((1, 1))),
+            tcp_state: None,
+            at_ms: 1,
+        };
+        assert_eq!(destroyed_keys(&[d.clone(), d]).len(), 1);
+    }
+}

@@ -1,0 +1,383 @@
+//! The listener thread: conntrack NEW and DESTROY events in, owners attached, batches out
+//! to the writer.
+//!
+//! A NEW event arrives while the flow's socket still exists, so the owner is looked up at
+//! once with sock_diag (one exact hash lookup in the kernel, microseconds) rather than by
+//! reading `/proc/net/*`. Program names need `/proc/PID/fd`: a second thread, the namer,
+//! looks them up per batch at a bounded cost ([`super::programs`]), so no walk ever
+//! delays a lookup. The uid never depends on that walk; only the program name is missed
+//! when a socket closes before it is looked for.
+//!
+//! Nothing here touches the database: the writer does, so a slow disk never delays a
+//! lookup. The owners found are also published in `fresh` at once, so a pass that runs
+//! before the writer stored them still charges the flow to its owner.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::attribute::{attribute, Attribution, LocalNets, SocketIndex};
+use crate::model::{Flow, FlowKey, Socket, L4};
+use crate::sources::conntrack::{self, EventKind, EventSocket, Events};
+use crate::sources::interfaces;
+use crate::sources::sockdiag::SockDiag;
+
+use super::batch::Resolved;
+use super::programs::Namer;
+
+/// Owners found by NEW events and not yet stored, shared with the writer's passes.
+pub type Fresh = Arc<Mutex<HashMap<FlowKey, Attribution>>>;
+
+/// A batch on its way from the listener to the namer: the events, and for each owner
+/// found, its index in `events` and its socket inode.
+struct Unnamed {
+    events: Vec<Resolved>,
+    inodes: Vec<(usize, u64, u32)>,
+    skipped: usize,
+}
+
+/// What the listener hands the namer: batches to name, or news for the writer.
+enum ToNamer {
+    Batch(Unnamed),
+    Pass(ToWriter),
+}
+
+/// What the listener tells the writer (through the namer, so order is kept).
+#[derive(Debug)]
+pub enum ToWriter {
+    /// Events, in arrival order.
+    Batch {
+        /// The events with owners attached.
+        events: Vec<Resolved>,
+        /// Malformed messages skipped.
+        skipped: usize,
+    },
+    /// The kernel dropped events (`ENOBUFS`): the writer resynchronises from a dump.
+    Overrun {
+        /// Events dropped since the previous overrun, from `/proc/net/netlink` (None when
+        /// that file could not be read).
+        lost: Option<u64>,
+        /// The receive buffer after growing it.
+        buffer: usize,
+    },
+    /// The event socket failed; the daemon stops.
+    Failed(conntrack::ConntrackError),
+}
+
+/// Counters of the listener's work, read by the writer for its summary lines.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Events received.
+    pub events: AtomicU64,
+    /// NEW events.
+    pub news: AtomicU64,
+    /// NEW events whose owner was found.
+    pub owned: AtomicU64,
+    /// NEW events whose program was found too.
+    pub programs: AtomicU64,
+    /// sock_diag lookups made.
+    pub lookups: AtomicU64,
+    /// Nanoseconds spent in sock_diag lookups.
+    pub lookup_ns: AtomicU64,
+    /// Nanoseconds spent walking /proc for program names.
+    pub scan_ns: AtomicU64,
+    /// Single-process descriptor directories read for program names.
+    pub process_walks: AtomicU64,
+    /// Walks of every process for program names.
+    pub full_walks: AtomicU64,
+    /// Overruns (ENOBUFS).
+    pub overruns: AtomicU64,
+}
+
+/// Everything the listener thread owns.
+pub struct Listener {
+    /// The subscribed event socket (subscribed before the daemon's first dump).
+    pub socket: EventSocket,
+    /// Lookups of single sockets.
+    pub diag: SockDiag,
+    /// proc root for program names and `/proc/net/netlink`.
+    pub proc_root: PathBuf,
+    /// Local networks (an owner's flow to them is still attributed, for the log).
+    pub nets: LocalNets,
+    /// Largest receive buffer to grow to after overruns.
+    pub max_buffer: usize,
+    /// Owners not yet stored, shared with passes.
+    pub fresh: Fresh,
+    /// Work counters.
+    pub stats: Arc<Stats>,
+    /// Set by the writer to stop: the listener drains what is queued, sends it, and ends.
+    pub stop: Arc<AtomicBool>,
+    /// Set by the writer on SIGHUP: re-read host addresses, drop the program cache.
+    pub reload: Arc<AtomicBool>,
+}
+
+/// How long one wait for events lasts before the stop flag is looked at again.
+const WAIT: Duration = Duration::from_millis(200);
+/// Most datagrams read before they are handed on (bounds a batch's latency).
+const MAX_BATCH: usize = 4096;
+/// Host addresses are re-read this often (DHCP, new interfaces).
+const HOST_REFRESH: Duration = Duration::from_secs(5);
+
+impl Listener {
+    /// Run until stopped or failed; every batch goes to `tx` (after the namer thread,
+    /// started here, added program names).
+    pub fn run(mut self, tx: Sender<ToWriter>) {
+        let (to_namer, from_listener) = std::sync::mpsc::channel();
+        let namer = {
+            let (proc_root, fresh, stats) = (
+                self.proc_root.clone(),
+                self.fresh.clone(),
+                self.stats.clone(),
+            );
+            let reload = self.reload.clone();
+            std::thread::Builder::new()
+                .name("namer".into())
+                .spawn(move || name_programs(from_listener, tx, proc_root, fresh, stats, reload))
+        };
+        match namer {
+            Ok(namer) => {
+                self.listen(to_namer);
+                let _ = namer.join();
+            }
+            Err(e) => tracing::error!("cannot start the program-naming thread: {e}"),
+        }
+    }
+
+    fn listen(&mut self, tx: Sender<ToNamer>) {
+        let netlink = self.proc_root.join("net/netlink");
+        let inode = self.socket.inode();
+        let read_drops = || {
+            let text = std::fs::read_to_string(&netlink).ok()?;
+            conntrack::netlink_drops(&text, inode?)
+        };
+        let mut drops_seen = read_drops().unwrap_or(0);
+        // Set by an overrun: the grown buffer, reported once the queue is drained.
+        let mut buffer_after: Option<usize> = None;
+        let mut host = interfaces::host_addrs();
+        let mut host_read = Instant::now();
+        loop {
+            let stopping = self.stop.load(Ordering::SeqCst);
+            if host_read.elapsed() > HOST_REFRESH {
+                host = interfaces::host_addrs();
+                host_read = Instant::now();
+            }
+            let mut events = Events::default();
+            let wait = if stopping { Duration::ZERO } else { WAIT };
+            let got = match self.socket.receive(wait, MAX_BATCH, &mut events) {
+                Ok(got) => got,
+                Err(e) => {
+                    let _ = tx.send(ToNamer::Pass(ToWriter::Failed(e)));
+                    return;
+                }
+            };
+            let n = events.events.len();
+            if n > 0 || events.skipped_messages > 0 {
+                self.stats.events.fetch_add(n as u64, Ordering::Relaxed);
+                let mut batch = self.resolve(events.events, &host);
+                batch.skipped = events.skipped_messages;
+                if tx.send(ToNamer::Batch(batch)).is_err() {
+                    return;
+                }
+            }
+            if got.overrun {
+                // Grow the buffer now; report once the queue is drained: until then the
+                // socket stays congested and the kernel goes on dropping (and counting).
+                self.stats.overruns.fetch_add(1, Ordering::Relaxed);
+                let now = self.socket.receive_buffer();
+                let want = (now * 4).clamp(4 << 20, self.max_buffer.max(now));
+                buffer_after = Some(self.socket.set_receive_buffer(want).unwrap_or(now));
+                continue;
+            }
+            // Fewer datagrams than asked for: the queue is empty.
+            let drained = got.datagrams < MAX_BATCH;
+            if let Some(buffer) = buffer_after.filter(|_| drained) {
+                buffer_after = None;
+                let drops = read_drops();
+                let lost = drops.map(|d| d.saturating_sub(drops_seen));
+                drops_seen = drops.unwrap_or(drops_seen);
+                if tx
+                    .send(ToNamer::Pass(ToWriter::Overrun { lost, buffer }))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            if stopping && got.datagrams == 0 {
+                return;
+            }
+        }
+    }
+
+    /// Attach owners to NEW events (sock_diag, now) and publish them in `fresh`.
+    fn resolve(&mut self, events: Vec<conntrack::Event>, host: &HashSet<IpAddr>) -> Unnamed {
+        let at_ms = chrono::Utc::now().timestamp_millis();
+        let mut out = Vec::with_capacity(events.len());
+        // (index in out, socket inode, uid) of the owners found, for the program names.
+        let mut owned: Vec<(usize, u64, u32)> = Vec::new();
+        let t0 = Instant::now();
+        for e in events {
+            match e.kind {
+                EventKind::New => {
+                    self.stats.news.fetch_add(1, Ordering::Relaxed);
+                    let found = self.owner_socket(&e.flow, host);
+                    let owner = found.as_ref().and_then(|s| {
+                        let none = HashMap::new();
+                        let sockets = std::slice::from_ref(s);
+                        let idx = SocketIndex::new(sockets, &none, host.iter().copied());
+                        attribute(&e.flow, &idx, None, &self.nets)
+                            .attribution()
+                            .cloned()
+                    });
+                    if let (Some(a), Some(s)) = (&owner, &found) {
+                        owned.push((out.len(), s.inode, a.uid));
+                    }
+                    out.push(Resolved::New {
+                        flow: e.flow,
+                        owner,
+                        at_ms,
+                    });
+                }
+                EventKind::Destroy => out.push(Resolved::Destroy {
+                    flow: e.flow,
+                    tcp_state: e.tcp_state,
+                    at_ms,
+                }),
+                // Not subscribed; harmless if it ever comes.
+                EventKind::Update => {}
+            }
+        }
+        self.stats
+            .lookup_ns
+            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.stats
+            .owned
+            .fetch_add(owned.len() as u64, Ordering::Relaxed);
+
+        {
+            let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, _, _) in &owned {
+                if let Resolved::New {
+                    flow,
+                    owner: Some(a),
+                    ..
+                } = &out[*i]
+                {
+                    fresh.insert(flow.key(), a.clone());
+                }
+            }
+        }
+        Unnamed {
+            events: out,
+            inodes: owned,
+            skipped: 0,
+        }
+    }
+
+    /// The socket that owns `flow`, if a live one does: the initiating end's exact
+    /// 4-tuple first (outgoing), then the answering end's (incoming, after DNAT: the reply
+    /// tuple), then, for TCP, the listener of the answering end (an incoming connection
+    /// may still be a request socket, which has no owner yet; accepted sockets belong to
+    /// the listener's owner). Only ends that are addresses of this host are looked up.
+    fn owner_socket(&mut self, flow: &Flow, host: &HashSet<IpAddr>) -> Option<Socket> {
+        let l4 = L4::from_ipproto(flow.orig.proto)?;
+        let local = |ip: IpAddr| ip.is_loopback() || host.contains(&ip);
+        let (o, r) = (&flow.orig, &flow.reply);
+        let mut tries: Vec<(SocketAddr, SocketAddr)> = Vec::with_capacity(4);
+        if local(o.src) {
+            tries.push((o.src_sa(), o.dst_sa()));
+        }
+        if local(r.src) {
+            tries.push((r.src_sa(), r.dst_sa()));
+        }
+        if l4 == L4::Tcp && local(r.src) {
+            tries.push((r.src_sa(), unspecified(r.src)));
+        }
+        for (lo, re) in tries {
+            self.stats.lookups.fetch_add(1, Ordering::Relaxed);
+            match self.diag.lookup(l4, lo, re) {
+                Ok(Some(s)) if s.has_owner() => return Some(s),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "sock_diag lookup failed");
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The namer thread: program names for the owners of each batch, by one walk of
+/// `/proc/PID/fd` for the inodes not cached yet; then on to the writer, in order.
+fn name_programs(
+    rx: std::sync::mpsc::Receiver<ToNamer>,
+    tx: Sender<ToWriter>,
+    proc_root: PathBuf,
+    fresh: Fresh,
+    stats: Arc<Stats>,
+    reload: Arc<AtomicBool>,
+) {
+    let mut namer = Namer::new(proc_root);
+    for msg in rx {
+        let mut batch = match msg {
+            ToNamer::Pass(m) => {
+                if tx.send(m).is_err() {
+                    return;
+                }
+                continue;
+            }
+            ToNamer::Batch(b) => b,
+        };
+        if reload.swap(false, Ordering::SeqCst) {
+            namer.clear();
+        }
+        if !batch.inodes.is_empty() {
+            let t = Instant::now();
+            let wanted: Vec<(u64, u32)> = batch.inodes.iter().map(|(_, i, u)| (*i, *u)).collect();
+            let programs = namer.name(&wanted);
+            stats
+                .scan_ns
+                .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            stats
+                .process_walks
+                .store(namer.work.process_walks, Ordering::Relaxed);
+            stats
+                .full_walks
+                .store(namer.work.full_walks, Ordering::Relaxed);
+            let mut fresh = fresh.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, ino, _) in &batch.inodes {
+                let Some(p) = programs.get(ino) else { continue };
+                if let Resolved::New {
+                    flow,
+                    owner: Some(a),
+                    ..
+                } = &mut batch.events[*i]
+                {
+                    a.program = Some(p.clone());
+                    stats.programs.fetch_add(1, Ordering::Relaxed);
+                    // The writer may have stored and dropped it already: only update.
+                    if let Some(f) = fresh.get_mut(&flow.key()) {
+                        f.program = Some(p.clone());
+                    }
+                }
+            }
+        }
+        let out = ToWriter::Batch {
+            events: batch.events,
+            skipped: batch.skipped,
+        };
+        if tx.send(out).is_err() {
+            return;
+        }
+    }
+}
+
+fn unspecified(like: IpAddr) -> SocketAddr {
+    match like {
+        IpAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        IpAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+    }
+}

@@ -1,0 +1,418 @@
+//! `netledger run`: the daemon. Conntrack events make short-lived flows exact; passes
+//! on an interval charge long-lived flows as they go.
+//!
+//! Two threads:
+//! - the **listener** ([`listen`]) owns the event socket (subscribed to NEW and DESTROY
+//!   *before* the first dump, so no flow falls between them) and attaches owners to NEW
+//!   events while their sockets still exist;
+//! - the **writer** (this module) owns the database: it stores the events in batches (one
+//!   transaction per flush, every `flush_interval` or `flush_events` events) and runs the
+//!   passes. Being the only writer, it never interleaves a pass with a flush, so a
+//!   DESTROY always charges against the state the last pass left.
+//!
+//! Overruns (`ENOBUFS`, events lost): the listener grows its receive buffer and the
+//! writer runs a pass at once (a dump on its own socket) to resynchronise. Nothing is
+//! charged twice: every charge is `current − last charged` against the saved state, and
+//! a DESTROY deletes that state in the transaction that charges it. What is lost is only
+//! the bytes a lost DESTROY would have charged since the last pass, and the owners of
+//! flows whose NEW was lost and whose sockets closed before the pass.
+//!
+//! Signals: SIGTERM/SIGINT finish the current pass, run a last one while still listening
+//! (its dump removes expired entries, whose DESTROY events must be heard), drain the
+//! queued events, flush, and exit 0. SIGHUP re-checks the prerequisites (re-applying the sysctls
+//! when setup is allowed), re-reads host addresses and drops the program cache. There is
+//! no configuration file yet: flags and environment are read once, at start.
+
+pub mod batch;
+pub mod listen;
+pub mod pass;
+pub mod programs;
+pub mod signals;
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tracing::{debug, info, warn};
+
+use crate::pass::{PassConfig, PassOutcome};
+use crate::prereq::{self, Needs};
+use crate::sources::conntrack::{EventSocket, GROUP_DESTROY, GROUP_NEW};
+use crate::sources::interfaces;
+use crate::sources::sockdiag::SockDiag;
+use crate::store::{OpenOptions, Store};
+
+use batch::{destroyed_keys, plan_batch, BatchConfig, Resolved, Timeouts};
+use listen::{Fresh, Listener, Stats, ToWriter};
+
+/// Longest wait of the writer before it looks at the signal flags again.
+pub const TICK: Duration = Duration::from_millis(200);
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// What every pass needs.
+    pub pass: PassConfig,
+    /// Time between passes.
+    pub interval: Duration,
+    /// Longest time an event waits before it is stored.
+    pub flush_interval: Duration,
+    /// Events that make a flush at once.
+    pub flush_events: usize,
+    /// Keep the connection log.
+    pub connection_log: bool,
+    /// Receive buffer of the event socket at start, bytes.
+    pub event_buffer: usize,
+    /// Largest receive buffer to grow to after overruns, bytes.
+    pub max_event_buffer: usize,
+    /// Set up the prerequisites (sysctls, nftables table) when missing.
+    pub setup: bool,
+    /// How long to wait for another writer's database lock.
+    pub lock_timeout: Duration,
+    /// Print only errors.
+    pub quiet: bool,
+}
+
+/// CPU time (user + system) of the calling thread.
+fn thread_cpu() -> Duration {
+    // SAFETY: getrusage fills a zeroed, live rusage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+struct Writer {
+    store: Store,
+    cfg: DaemonConfig,
+    fresh: Fresh,
+    host: HashSet<IpAddr>,
+    timeouts: Timeouts,
+    pending: Vec<Resolved>,
+    pending_since: Option<Instant>,
+    skipped: u64,
+    flushes: u64,
+    logged: u64,
+    duplicates: u64,
+    destroys: u64,
+    passes: u64,
+    pass_cpu: Duration,
+}
+
+impl Writer {
+    fn push(&mut self, events: Vec<Resolved>, skipped: usize) {
+        if self.pending_since.is_none() {
+            self.pending_since = Some(Instant::now());
+        }
+        self.pending.extend(events);
+        self.skipped += skipped as u64;
+    }
+
+    fn flush_due(&self) -> Option<Instant> {
+        self.pending_since.map(|t| t + self.cfg.flush_interval)
+    }
+
+    /// Store the pending events in one transaction. On failure they stay pending (the
+    /// transaction rolled back, so a retry charges them once).
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            self.pending_since = None;
+            return Ok(());
+        }
+        let keys = destroyed_keys(&self.pending);
+        let bcfg = BatchConfig {
+            nets: &self.cfg.pass.nets,
+            host: &self.host,
+            log: self.cfg.connection_log,
+            now: chrono::Utc::now().timestamp(),
+            skipped_messages: self.skipped,
+            timeouts: &self.timeouts,
+        };
+        let events = &self.pending;
+        let outcome = self
+            .store
+            .write_events(&keys, |prev| plan_batch(events, prev, &bcfg))
+            .with_context(|| {
+                format!(
+                    "storing {} conntrack events in {}",
+                    self.pending.len(),
+                    self.store.path().display()
+                )
+            })?;
+        {
+            let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
+            for e in &self.pending {
+                if let Resolved::New { flow, .. } = e {
+                    fresh.remove(&flow.key());
+                }
+            }
+        }
+        self.flushes += 1;
+        self.destroys += keys.len() as u64;
+        self.logged += outcome.logged as u64;
+        self.duplicates += outcome.duplicates as u64;
+        debug!(
+            events = self.pending.len(),
+            destroyed = keys.len(),
+            logged = outcome.logged,
+            "flushed"
+        );
+        self.pending.clear();
+        self.pending_since = None;
+        self.skipped = 0;
+        Ok(())
+    }
+
+    /// A flush that is retried later when it fails (the database may be locked for a
+    /// while by a report or a backup).
+    fn flush_or_keep(&mut self) {
+        if let Err(e) = self.flush() {
+            warn!("{e:#}; kept in memory, retried at the next flush");
+            self.pending_since = Some(Instant::now());
+        }
+    }
+
+    fn pass(&mut self, mode: &'static str) -> Option<PassOutcome> {
+        self.host = interfaces::host_addrs();
+        self.timeouts = Timeouts::read(&self.cfg.pass.proc_root);
+        let cpu0 = thread_cpu();
+        let outcome = pass::run_pass(&mut self.store, &self.cfg.pass, &self.fresh, mode);
+        let cpu = thread_cpu().saturating_sub(cpu0);
+        match outcome {
+            Ok(o) => {
+                self.passes += 1;
+                self.pass_cpu += cpu;
+                info!("{} ({mode}, {cpu:.0?} CPU)", o.summary());
+                Some(o)
+            }
+            Err(e) => {
+                warn!("{mode} pass failed: {e:#}; the next pass recounts");
+                None
+            }
+        }
+    }
+}
+
+/// Run the daemon until SIGTERM/SIGINT; `db` is the database path. `reload` gives the
+/// configuration again on SIGHUP (the caller re-reads its configuration file); the event
+/// buffer and setup settings keep their values from the start.
+pub fn run(
+    db: &Path,
+    cfg: DaemonConfig,
+    reload_config: impl Fn() -> Result<DaemonConfig>,
+) -> Result<()> {
+    signals::install().context("installing signal handlers")?;
+    let say = |s: String| {
+        if !cfg.quiet {
+            eprintln!("netledger: {s}");
+        }
+    };
+    let proc_root = cfg.pass.proc_root.clone();
+    for change in prereq::ensure_with(&proc_root, cfg.setup, Needs { events: true })? {
+        say(change);
+    }
+    let store = Store::open(
+        db,
+        &OpenOptions {
+            busy_timeout: cfg.lock_timeout,
+            ..OpenOptions::default()
+        },
+    )?;
+    // Subscribe before the first dump: a flow born in between is then either in the dump
+    // or announced by a NEW event (or both, which the saved state makes harmless).
+    let socket = EventSocket::subscribe(&[GROUP_NEW, GROUP_DESTROY])
+        .context("subscribing to conntrack events")?;
+    let buffer = socket
+        .set_receive_buffer(cfg.event_buffer)
+        .context("sizing the conntrack event buffer")?;
+    let diag = SockDiag::open()?;
+    let fresh: Fresh = Arc::new(Mutex::new(HashMap::new()));
+    let stats = Arc::new(Stats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    let listener = Listener {
+        socket,
+        diag,
+        proc_root: proc_root.clone(),
+        nets: cfg.pass.nets.clone(),
+        max_buffer: cfg.max_event_buffer,
+        fresh: fresh.clone(),
+        stats: stats.clone(),
+        stop: stop.clone(),
+        reload: reload.clone(),
+    };
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("listener".into())
+        .spawn(move || listener.run(tx))
+        .context("starting the listener thread")?;
+    say(format!(
+        "running (pid {}): a pass every {:?}, events buffer {buffer} B, connection log {}",
+        std::process::id(),
+        cfg.interval,
+        if cfg.connection_log { "on" } else { "off" },
+    ));
+
+    let mut w = Writer {
+        store,
+        cfg: cfg.clone(),
+        fresh,
+        host: interfaces::host_addrs(),
+        timeouts: Timeouts::read(&proc_root),
+        pending: Vec::new(),
+        pending_since: None,
+        skipped: 0,
+        flushes: 0,
+        logged: 0,
+        duplicates: 0,
+        destroys: 0,
+        passes: 0,
+        pass_cpu: Duration::ZERO,
+    };
+    let started = Instant::now();
+    let mut next_pass = Instant::now();
+    let mut stopping = false;
+    let mut lost_total = 0u64;
+    let failure = loop {
+        if signals::stop_requested() && !stopping {
+            stopping = true;
+            // The last pass runs while the listener still listens: its dump removes
+            // expired entries, and their DESTROY events (the final counters) must not go
+            // unheard.
+            w.flush_or_keep();
+            w.pass("final");
+            stop.store(true, Ordering::SeqCst);
+            info!("stopping: draining queued events");
+        }
+        if signals::take_reload() {
+            match prereq::ensure_with(&proc_root, cfg.setup, Needs { events: true }) {
+                Ok(changes) => changes.into_iter().for_each(&say),
+                Err(e) => warn!("{e}"),
+            }
+            match reload_config() {
+                Ok(new) => {
+                    if new.interval != w.cfg.interval {
+                        next_pass = Instant::now() + new.interval;
+                    }
+                    say(format!(
+                        "reloaded: a pass every {:?}, connection log {}, {} local networks, \
+                         prune after {} passes (flags given at start keep their values)",
+                        new.interval,
+                        if new.connection_log { "on" } else { "off" },
+                        new.pass.nets.nets().len(),
+                        new.pass.prune_after,
+                    ));
+                    w.cfg = DaemonConfig {
+                        event_buffer: w.cfg.event_buffer,
+                        max_event_buffer: w.cfg.max_event_buffer,
+                        setup: w.cfg.setup,
+                        quiet: w.cfg.quiet,
+                        ..new
+                    };
+                }
+                Err(e) => warn!("reload failed, configuration unchanged: {e:#}"),
+            }
+            reload.store(true, Ordering::SeqCst);
+            w.host = interfaces::host_addrs();
+        }
+        let now = Instant::now();
+        if !stopping && now >= next_pass {
+            w.flush_or_keep();
+            w.pass("run");
+            next_pass += w.cfg.interval;
+            if next_pass <= Instant::now() {
+                next_pass = Instant::now() + w.cfg.interval;
+            }
+        }
+        if w.flush_due().is_some_and(|t| t <= Instant::now()) {
+            w.flush_or_keep();
+        }
+        let now = Instant::now();
+        let mut wait = TICK;
+        if !stopping {
+            wait = wait.min(next_pass.saturating_duration_since(now));
+        }
+        if let Some(t) = w.flush_due() {
+            wait = wait.min(t.saturating_duration_since(now));
+        }
+        match rx.recv_timeout(wait) {
+            Ok(ToWriter::Batch { events, skipped }) => {
+                w.push(events, skipped);
+                if w.pending.len() >= w.cfg.flush_events {
+                    w.flush_or_keep();
+                }
+            }
+            Ok(ToWriter::Overrun { lost, buffer }) => {
+                let lost_text = lost.map_or("an unknown number of".into(), |n| n.to_string());
+                lost_total += lost.unwrap_or(0);
+                warn!(
+                    "conntrack events overran the receive buffer: {lost_text} events lost; \
+                     buffer grown to {buffer} B; resynchronising from a dump (flows whose \
+                     end was lost keep the charges of the last pass)"
+                );
+                w.flush_or_keep();
+                w.pass("resync");
+            }
+            Ok(ToWriter::Failed(e)) => break Some(anyhow::Error::new(e)),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                if stopping {
+                    break None;
+                }
+                break Some(anyhow::anyhow!(
+                    "the conntrack listener thread ended unexpectedly"
+                ));
+            }
+        }
+    };
+    // Whatever ended the loop, store what was received.
+    let flushed = w.flush();
+    stop.store(true, Ordering::SeqCst);
+    let _ = thread.join();
+    let ev = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let news = ev(&stats.news).max(1);
+    say(format!(
+        "stopped after {:.0?}: {} events ({} NEW, {} with an owner, {} with a program; {} \
+         DESTROY charged), {} connections logged, {} overruns ({lost_total} events lost), {} \
+         passes ({:.0?} CPU), {:.1} µs per NEW lookup, {:.0?} naming programs ({} process \
+         and {} full /proc walks)",
+        started.elapsed(),
+        ev(&stats.events),
+        ev(&stats.news),
+        ev(&stats.owned),
+        ev(&stats.programs),
+        w.destroys,
+        w.logged,
+        ev(&stats.overruns),
+        w.passes,
+        w.pass_cpu,
+        ev(&stats.lookup_ns) as f64 / news as f64 / 1000.0,
+        Duration::from_nanos(ev(&stats.scan_ns)),
+        ev(&stats.process_walks),
+        ev(&stats.full_walks),
+    ));
+    if w.duplicates > 0 {
+        warn!(
+            duplicates = w.duplicates,
+            "connection log records already present were not stored twice"
+        );
+    }
+    if let Some(e) = failure {
+        return Err(e.context("conntrack event socket failed"));
+    }
+    if let Err(e) = flushed {
+        bail!(
+            "{e:#}: {} events received since the last flush were not stored",
+            w.pending.len()
+        );
+    }
+    Ok(())
+}

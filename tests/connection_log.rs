@@ -1,0 +1,204 @@
+//! The connection views against a real scenario: `log` rows (tuples, the NAT'd reply
+//! tuple of a DNAT rule, owner, counters, durations), its filters and template,
+//! `summary`, and `connections` (open right now).
+//!
+//! Topology (removed by guards): host 198.51.100.1/24 ── veth ── inet 198.51.100.2/24;
+//! in host, a DNAT rule sends 198.51.100.1:8080 to a server of user C on 10.99.0.1:9090
+//! (an address on the namespace's loopback), and user D keeps a connection open to inet's server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn connection_log_and_views_match_the_scenario() {
+    if !require_root("connection_log_and_views_match_the_scenario") {
+        return;
+    }
+    let host = Netns::new("nlch");
+    let inet = Netns::new("nlci");
+    host.ip(&format!(
+        "link add hi type veth peer name ih netns {}",
+        inet.name
+    ));
+    host.ip("addr add 198.51.100.1/24 dev hi");
+    host.ip("link set hi up");
+    host.ip("addr add 10.99.0.1/32 dev lo");
+    inet.ip("addr add 198.51.100.2/24 dev ih");
+    inet.ip("link set ih up");
+    host.sh("nft 'add table ip nltest; \
+              add chain ip nltest pre { type nat hook prerouting priority dstnat; }; \
+              add rule ip nltest pre tcp dport 8080 dnat to 10.99.0.1:9090'");
+    run(host.cmd(bin()).arg("setup"));
+    // Entries end 3 s after the close: a logged duration that included it would show.
+    host.sh("sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_time_wait=3");
+    let (tb, bb) = (traffic_bin(), burst_bin());
+    let (carol, dave) = (TestUser::new("nlcc"), TestUser::new("nlcd"));
+    let mut inet_server = Proc::spawn("inet server", {
+        let mut c = inet.cmd(&tb.path);
+        c.args(["server", "tcp", "0.0.0.0:9000"]);
+        c
+    });
+    inet_server.expect("listening");
+    let mut carols = Proc::spawn("carol's server", {
+        let mut c = carol.cmd(&host, &tb.path);
+        c.args(["server", "tcp", "10.99.0.1:9090"]);
+        c
+    });
+    carols.expect("listening");
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log.db");
+    let capture = DestroyCapture::start(&host);
+    let daemon = Daemon::start(&host, &db, &["--interval", "60s"], &[]);
+
+    // Five connections from the internet side to the DNAT'd port, each open ~100 ms.
+    let mut clients = Proc::spawn("inet clients", {
+        let mut c = inet.cmd(&bb.path);
+        c.args([
+            "198.51.100.1:8080",
+            "5",
+            "1000",
+            "30000",
+            "--bind-from",
+            "52000",
+        ])
+        .args(["--hold-ms", "100"]);
+        c
+    });
+    // Dave's connection stays open (idle, waiting for "go") while `connections` looks.
+    let mut daves = Proc::spawn("dave's client", {
+        let mut c = dave.cmd(&host, &tb.path);
+        c.args([
+            "client",
+            "tcp",
+            "198.51.100.2:9000",
+            "4000",
+            "60000",
+            "--bind",
+            "53001",
+        ]);
+        c
+    });
+    daves.expect("ready");
+    let open = run(host.cmd(bin()).arg("--db").arg(&db).args([
+        "connections",
+        "--json",
+        "--user",
+        &dave.name,
+    ]));
+    let open: serde_json::Value = serde_json::from_slice(&open.stdout).unwrap();
+    let live = conntrack_entries(&host);
+    let ct = live
+        .iter()
+        .find(|e| e.orig.sport == 53001)
+        .expect("dave's flow");
+    eprintln!("connections --user {}: {open}", dave.name);
+    let open = open.as_array().unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    let c = &open[0];
+    assert_eq!(c["uid"].as_u64(), Some(u64::from(dave.uid)));
+    assert_eq!(c["program"], "nl_traffic");
+    assert_eq!(c["direction"], "out");
+    assert_eq!(c["local"], "198.51.100.1:53001");
+    assert_eq!(c["remote"], "198.51.100.2:9000");
+    assert_eq!(c["tx_bytes"].as_u64(), Some(ct.orig.bytes));
+    assert_eq!(c["rx_bytes"].as_u64(), Some(ct.reply.bytes));
+    daves.go();
+    daves.expect("done");
+    daves.wait_ok();
+
+    clients.expect_containing("done ");
+    clients.wait_ok();
+    std::thread::sleep(Duration::from_millis(3500));
+    let _ = conntrack_entries(&host); // evicts the expired entries: DESTROY events now
+    let dnat = |e: &CtEntry| e.orig.dport == 8080 && (52000..52005).contains(&e.orig.sport);
+    let destroyed = capture.wait(5, dnat);
+    wait_for("5 logged DNAT connections", Duration::from_secs(30), || {
+        let n = connection_log(&host, &db, &["--port", "8080"]).len();
+        (n >= 5).then_some(())
+    });
+    daemon.stop();
+
+    let rows = connection_log(&host, &db, &["--user", &carol.name]);
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    for e in &destroyed {
+        let r = rows
+            .iter()
+            .find(|r| r["orig"]["sport"].as_u64() == Some(u64::from(e.orig.sport)))
+            .unwrap_or_else(|| panic!("no row for {e:?}"));
+        // Pre-NAT original tuple, post-NAT reply tuple.
+        assert_eq!(r["orig"]["src"], "198.51.100.2");
+        assert_eq!(r["orig"]["dst"], "198.51.100.1");
+        assert_eq!(r["orig"]["dport"], 8080);
+        assert_eq!(r["reply"]["src"], "10.99.0.1");
+        assert_eq!(r["reply"]["sport"], 9090);
+        assert_eq!(r["reply"]["dst"], "198.51.100.2");
+        assert_eq!(r["direction"], "in");
+        assert_eq!(r["local"], "10.99.0.1:9090");
+        assert_eq!(r["program"], "nl_traffic");
+        assert_eq!(r["orig_bytes"].as_u64(), Some(e.orig.bytes));
+        assert_eq!(r["reply_bytes"].as_u64(), Some(e.reply.bytes));
+        assert_eq!(
+            r["rx_bytes"].as_u64(),
+            Some(e.orig.bytes),
+            "incoming: rx = original"
+        );
+        // The end is dated from the expiry, in jiffies (4 ms at HZ=250): a few ms either way.
+        let ms = r["duration_ms"].as_i64().unwrap();
+        assert!(
+            (90..2900).contains(&ms),
+            "duration {ms} ms of a connection held 100 ms (TIME_WAIT 3 s): {r}"
+        );
+    }
+
+    // Filters on either tuple (ctrecorder's -i/-p), and the ipprotd-style template.
+    assert_eq!(
+        connection_log(&host, &db, &["--host", "10.99.0.1"]).len(),
+        5
+    );
+    assert_eq!(
+        connection_log(&host, &db, &["--host", "198.51.100.0/24", "--port", "8080"]).len(),
+        5
+    );
+    assert!(connection_log(&host, &db, &["--host", "192.0.2.0/24"]).is_empty());
+    let out = run(host.cmd(bin()).arg("--db").arg(&db).args([
+        "log",
+        "--since",
+        "1d",
+        "--port",
+        "9090",
+        "--format",
+        "%i:%r>%l:%L %d %u %c",
+    ]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 5, "{text}");
+    for line in text.lines() {
+        assert!(
+            line.starts_with("198.51.100.2:5200")
+                && line.ends_with(&format!(">10.99.0.1:9090 in {} nl_traffic", carol.name)),
+            "{line}"
+        );
+    }
+
+    // constat's daily summary.
+    let out = run(host.cmd(bin()).arg("--db").arg(&db).args([
+        "summary",
+        "--json",
+        "--user",
+        &carol.name,
+    ]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("summary --user {}: {v}", carol.name);
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["count"], 5);
+    assert_eq!(rows[0]["open"], 0);
+    assert_eq!(rows[0]["port"], 9090);
+    assert_eq!(rows[0]["remote"], "198.51.100.2");
+    let table = run(host.cmd(bin()).arg("--db").arg(&db).arg("summary"));
+    eprintln!("{}", String::from_utf8_lossy(&table.stdout));
+    drop((carols, inet_server));
+}

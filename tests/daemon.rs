@@ -1,0 +1,375 @@
+//! `netledger run` against the real kernel, in network namespaces made here: short
+//! connections charged to the byte (and what one-shot passes lose of them), event
+//! overruns, and a SIGTERM in the middle of a burst.
+//!
+//! Topology (removed by guards): host 198.51.100.1/24 ── veth ── inet 198.51.100.2/24,
+//! where `nl_traffic server tcp` answers. Users' programs run in `host` under their uids.
+//! The kernel's own numbers come from `conntrack -E -e DESTROY` (final counters) or
+//! `conntrack -L` (entries still present).
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+struct Topology {
+    host: Netns,
+    /// Kept for its guard: the namespace lives as long as the topology.
+    _inet: Netns,
+}
+
+/// Namespaces, addresses, the inet server, and conntrack set up in `host` with a
+/// TIME_WAIT timeout of `time_wait` seconds (the kernel's default is 120).
+fn topology(time_wait: u32) -> (Topology, Proc) {
+    let host = Netns::new("nldh");
+    let inet = Netns::new("nldi");
+    host.ip(&format!(
+        "link add hi type veth peer name ih netns {}",
+        inet.name
+    ));
+    host.ip("addr add 198.51.100.1/24 dev hi");
+    host.ip("link set hi up");
+    inet.ip("addr add 198.51.100.2/24 dev ih");
+    inet.ip("link set ih up");
+    // The table and sysctls the daemon also sets; the TIME_WAIT sysctl exists once
+    // conntrack is in use in the namespace.
+    run(host.cmd(bin()).arg("setup"));
+    host.sh(&format!(
+        "sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_time_wait={time_wait}"
+    ));
+    let tb = traffic_bin();
+    let mut server = Proc::spawn("inet server", {
+        let mut c = inet.cmd(&tb.path);
+        c.args(["server", "tcp", "[::]:9000"]);
+        c
+    });
+    server.expect("listening");
+    (Topology { host, _inet: inet }, server)
+}
+
+/// A burst of `count` connections by `user` from local ports `from..`, to the inet server.
+fn burst(
+    t: &Topology,
+    user: &TestUser,
+    bin: &Path,
+    from: u16,
+    count: usize,
+    extra: &[&str],
+) -> Proc {
+    let mut c = user.cmd(&t.host, bin);
+    c.args(["198.51.100.2:9000", &count.to_string(), "500", "20000"])
+        .args(["--bind-from", &from.to_string()])
+        .args(extra);
+    Proc::spawn(&format!("{} burst", user.name), c)
+}
+
+fn in_range(from: u16, count: usize) -> impl Fn(&CtEntry) -> bool {
+    move |e| {
+        e.orig.src.to_string() == "198.51.100.1"
+            && (from..from + count as u16).contains(&e.orig.sport)
+    }
+}
+
+/// Evict the expired entries: a dump removes them (ctnetlink_dump_table), and the kernel
+/// sends their DESTROY events, instead of whenever the garbage collector gets to them.
+fn evict_expired(ns: &Netns) {
+    let _ = conntrack_entries(ns);
+}
+
+#[test]
+fn short_connections_are_exact_with_the_daemon_and_lost_by_snapshots() {
+    if !require_root("short_connections_are_exact_with_the_daemon_and_lost_by_snapshots") {
+        return;
+    }
+    let (t, _server) = topology(2);
+    let bb = burst_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let capture = DestroyCapture::start(&t.host);
+    const N: usize = 50;
+
+    // One-shot passes: 50 connections of ~20 kB, each open for ~20 ms, between two passes.
+    let bob = TestUser::new("nldb");
+    let snap_db = dir.path().join("snapshot.db");
+    let snapshot = || run(t.host.cmd(bin()).arg("snapshot").arg("--db").arg(&snap_db));
+    snapshot();
+    let mut b = burst(&t, &bob, &bb.path, 46000, N, &["--hold-ms", "20"]);
+    b.expect_containing("done ");
+    b.wait_ok();
+    std::thread::sleep(Duration::from_millis(2500));
+    snapshot();
+    let truth_b = outgoing_usage(&capture.wait(N, in_range(46000, N)));
+    let got_b = top_by_uid(&t.host, &snap_db)
+        .get(&Some(bob.uid))
+        .copied()
+        .unwrap_or_default();
+    let lost = (truth_b.rx_bytes + truth_b.tx_bytes) - (got_b.rx_bytes + got_b.tx_bytes);
+    eprintln!(
+        "snapshot passes: {} charged rx {} tx {} of conntrack's rx {} tx {}: {lost} bytes \
+         of {N} short connections lost to the user",
+        bob.name, got_b.rx_bytes, got_b.tx_bytes, truth_b.rx_bytes, truth_b.tx_bytes
+    );
+    assert!(
+        lost > 0,
+        "one-shot passes lost nothing? {got_b:?} vs {truth_b:?}"
+    );
+
+    // The daemon: the same burst between two of its passes.
+    let alice = TestUser::new("nlda");
+    let db = dir.path().join("daemon.db");
+    let daemon = Daemon::start(&t.host, &db, &["--interval", "60s"], &[]);
+    let mut a = burst(&t, &alice, &bb.path, 47000, N, &["--hold-ms", "20"]);
+    a.expect_containing("done ");
+    a.wait_ok();
+    std::thread::sleep(Duration::from_millis(2500));
+    evict_expired(&t.host);
+    let destroyed = capture.wait(N, in_range(47000, N));
+    let truth_a = outgoing_usage(&destroyed);
+    wait_for("50 logged connections", Duration::from_secs(30), || {
+        let n = connection_log(&t.host, &db, &[])
+            .iter()
+            .filter(|c| c["uid"].as_u64() == Some(u64::from(alice.uid)))
+            .count();
+        (n >= N).then_some(())
+    });
+    let err = daemon.stop();
+    let got_a = top_by_uid(&t.host, &db)
+        .get(&Some(alice.uid))
+        .copied()
+        .unwrap_or_default();
+    eprintln!(
+        "daemon: {} charged rx {} tx {}, conntrack's DESTROY counters rx {} tx {}\n{}",
+        alice.name,
+        got_a.rx_bytes,
+        got_a.tx_bytes,
+        truth_a.rx_bytes,
+        truth_a.tx_bytes,
+        err.lines().last().unwrap_or("")
+    );
+    assert_eq!(
+        got_a, truth_a,
+        "the daemon's charges differ from conntrack's counters"
+    );
+
+    // One log row per connection, with the kernel's tuples and final counters, and the
+    // connection's duration (~20 ms open), not the entry's (which adds the 2 s TIME_WAIT).
+    let rows: Vec<serde_json::Value> = connection_log(&t.host, &db, &[])
+        .into_iter()
+        .filter(|c| c["uid"].as_u64() == Some(u64::from(alice.uid)))
+        .collect();
+    assert_eq!(rows.len(), N);
+    for e in &destroyed {
+        let r = rows
+            .iter()
+            .find(|r| r["orig"]["sport"].as_u64() == Some(u64::from(e.orig.sport)))
+            .unwrap_or_else(|| panic!("no log row for {e:?}"));
+        assert_eq!(r["direction"], "out");
+        assert_eq!(r["orig"]["dst"], "198.51.100.2");
+        assert_eq!(r["reply"]["src"], "198.51.100.2");
+        assert_eq!(r["orig_bytes"].as_u64(), Some(e.orig.bytes));
+        assert_eq!(r["reply_bytes"].as_u64(), Some(e.reply.bytes));
+        // The end is dated from the expiry, in jiffies (4 ms at HZ=250): a few ms either way.
+        let ms = r["duration_ms"].as_i64().unwrap();
+        assert!(
+            (10..2000).contains(&ms),
+            "duration {ms} ms of a connection held 20 ms (TIME_WAIT is 2 s): {r}"
+        );
+    }
+}
+
+#[test]
+fn overrun_resynchronises_and_charges_nothing_twice() {
+    if !require_root("overrun_resynchronises_and_charges_nothing_twice") {
+        return;
+    }
+    // Default TIME_WAIT: every flow of the test is still in the table at the end, so the
+    // kernel's counters of all of them are the exact total to compare with.
+    let (t, _server) = topology(120);
+    let (tb, bb) = (traffic_bin(), burst_bin());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("overrun.db");
+    let (erin, frank) = (TestUser::new("nlde"), TestUser::new("nldf"));
+    // A receive buffer the kernel rounds up to its minimum: a few events.
+    let daemon = Daemon::start(
+        &t.host,
+        &db,
+        &["--interval", "60s"],
+        &[("NETLEDGER_EVENT_BUFFER", "1")],
+    );
+    let mut long: Vec<Proc> = [("49001", "300000"), ("49002", "70000")]
+        .iter()
+        .map(|(port, down)| {
+            let mut c = erin.cmd(&t.host, &tb.path);
+            c.args([
+                "client",
+                "tcp",
+                "198.51.100.2:9000",
+                "4000",
+                down,
+                "--bind",
+                port,
+            ]);
+            Proc::spawn(&format!("{} long-lived {port}", erin.name), c)
+        })
+        .collect();
+    for p in &mut long {
+        p.expect("ready");
+    }
+    let mut f = {
+        let mut c = frank.cmd(&t.host, &bb.path);
+        c.args([
+            "198.51.100.2:9000",
+            "400",
+            "100",
+            "1000",
+            "--bind-from",
+            "50000",
+        ])
+        .args(["--parallel", "4"]);
+        Proc::spawn("frank burst", c)
+    };
+    f.expect_containing("done ");
+    f.wait_ok();
+    for p in &mut long {
+        p.go();
+    }
+    for mut p in long {
+        p.expect("done");
+        p.wait_ok();
+    }
+    wait_for(
+        "the daemon to report an overrun",
+        Duration::from_secs(30),
+        || daemon.stderr().contains("overran").then_some(()),
+    );
+    let err = daemon.stop();
+    let entries = conntrack_entries(&t.host);
+    let of = |lo: u16, hi: u16| {
+        entries
+            .iter()
+            .filter(|e| (lo..=hi).contains(&e.orig.sport))
+            .collect::<Vec<_>>()
+    };
+    let (truth_e, truth_f) = (
+        outgoing_usage(of(49001, 49002)),
+        outgoing_usage(of(50000, 50399)),
+    );
+    assert_eq!(
+        of(50000, 50399).len(),
+        400,
+        "frank's flows are all still in the table"
+    );
+    let got = top_by_uid(&t.host, &db);
+    let get = |k: Option<u32>| got.get(&k).copied().unwrap_or_default();
+    let lost_line = err.lines().find(|l| l.contains("overran")).unwrap_or("");
+    eprintln!(
+        "{lost_line}\nerin {:?} (conntrack {truth_e:?}); frank {:?} + unattributed {:?} \
+         (conntrack {truth_f:?})",
+        get(Some(erin.uid)),
+        get(Some(frank.uid)),
+        get(None)
+    );
+    assert!(err.contains("events lost"), "{err}");
+    assert_eq!(
+        get(Some(erin.uid)),
+        truth_e,
+        "long-lived flows after an overrun"
+    );
+    let f_and_unattributed = Usage {
+        rx_bytes: get(Some(frank.uid)).rx_bytes + get(None).rx_bytes,
+        tx_bytes: get(Some(frank.uid)).tx_bytes + get(None).tx_bytes,
+    };
+    assert_eq!(
+        f_and_unattributed, truth_f,
+        "burst bytes: each charged exactly once"
+    );
+    // And over everything: the passes' and flushes' totals add up to conntrack's.
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let charged: i64 = c
+        .query_row(
+            "SELECT sum(attributed_rx_bytes + attributed_tx_bytes + unattributed_rx_bytes
+                      + unattributed_tx_bytes + excluded_rx_bytes + excluded_tx_bytes)
+             FROM passes",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let counted: u64 = entries.iter().map(|e| e.orig.bytes + e.reply.bytes).sum();
+    assert_eq!(
+        charged as u64, counted,
+        "total charged vs conntrack's counters"
+    );
+}
+
+#[test]
+fn sigterm_mid_burst_then_restart_is_exact_without_duplicate_log_rows() {
+    if !require_root("sigterm_mid_burst_then_restart_is_exact_without_duplicate_log_rows") {
+        return;
+    }
+    let (t, _server) = topology(2);
+    let bb = burst_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("restart.db");
+    let capture = DestroyCapture::start(&t.host);
+    let gail = TestUser::new("nldg");
+    const N: usize = 200;
+    let first = Daemon::start(&t.host, &db, &["--interval", "60s"], &[]);
+    let mut g = burst(
+        &t,
+        &gail,
+        &bb.path,
+        51000,
+        N,
+        &["--hold-ms", "20", "--parallel", "2"],
+    );
+    g.expect("progress 60");
+    // Freeze the client so no connection is born while no daemon listens, then stop the
+    // daemon while its events still stream in.
+    signal(g.pid(), libc::SIGSTOP);
+    let err = first.stop();
+    eprintln!("first daemon: {}", err.lines().last().unwrap_or(""));
+    let second = Daemon::start(&t.host, &db, &["--interval", "60s"], &[]);
+    signal(g.pid(), libc::SIGCONT);
+    g.expect_containing("done ");
+    g.wait_ok();
+    std::thread::sleep(Duration::from_millis(2500));
+    evict_expired(&t.host);
+    let destroyed = capture.wait(N, in_range(51000, N));
+    std::thread::sleep(Duration::from_millis(500));
+    let err = second.stop();
+    eprintln!("second daemon: {}", err.lines().last().unwrap_or(""));
+    let truth = outgoing_usage(&destroyed);
+    let got = top_by_uid(&t.host, &db);
+    eprintln!(
+        "{}: {:?}, conntrack {truth:?}",
+        gail.name,
+        got.get(&Some(gail.uid))
+    );
+    assert_eq!(got.get(&Some(gail.uid)).copied().unwrap_or_default(), truth);
+    assert_eq!(got.get(&None), None, "nothing unattributed");
+
+    let rows: Vec<serde_json::Value> = connection_log(&t.host, &db, &[])
+        .into_iter()
+        .filter(|c| c["uid"].as_u64() == Some(u64::from(gail.uid)))
+        .collect();
+    let ports: HashSet<u64> = rows
+        .iter()
+        .map(|r| r["orig"]["sport"].as_u64().unwrap())
+        .collect();
+    eprintln!(
+        "{} of {N} connections logged (those that expired while no daemon listened are not)",
+        rows.len()
+    );
+    assert_eq!(ports.len(), rows.len(), "a connection logged twice");
+    assert!(rows.len() > N / 2, "only {} connections logged", rows.len());
+    for r in &rows {
+        let e = destroyed
+            .iter()
+            .find(|e| Some(u64::from(e.orig.sport)) == r["orig"]["sport"].as_u64())
+            .unwrap();
+        assert_eq!(r["orig_bytes"].as_u64(), Some(e.orig.bytes));
+        assert_eq!(r["reply_bytes"].as_u64(), Some(e.reply.bytes));
+    }
+}
