@@ -202,3 +202,32 @@ fn connection_log_and_views_match_the_scenario() {
     eprintln!("{}", String::from_utf8_lossy(&table.stdout));
     drop((carols, inet_server));
 }
+
+/// Regression: `log` on a database that an older netledger wrote (schema 2, opened
+/// read-only so never migrated) failed with SQLite's "no such table".
+#[test]
+fn log_of_a_database_from_before_the_connection_log_names_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(include_str!("../migrations/0001_init.sql"))
+        .unwrap();
+    c.execute_batch(include_str!("../migrations/0002_report_views.sql"))
+        .unwrap();
+    c.pragma_update(None, "user_version", 2).unwrap();
+    drop(c);
+    for cmd in ["log", "summary"] {
+        let out = std::process::Command::new(bin())
+            .arg("--db")
+            .arg(&db)
+            .arg(cmd)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        assert!(
+            err.contains("no connection log yet") && err.contains("netledger run"),
+            "{cmd}: {err}"
+        );
+    }
+}

@@ -210,6 +210,13 @@ pub fn to_json(c: &LoggedConnection, user: Option<String>) -> Value {
 /// Print the finished connections.
 pub fn run(cli: &Cli, args: &LogArgs) -> Result<()> {
     let store = common::open_for_reading(cli)?;
+    if !store.has_connection_log()? {
+        anyhow::bail!(
+            "{} has no connection log yet: it is written by `netledger run` (any netledger \
+             command that writes, such as `snapshot`, upgrades the database)",
+            cli.db.display()
+        );
+    }
     let (since, until) = common::bounds(&args.since, args.until.as_deref(), args.utc)?;
     let uid = args
         .user

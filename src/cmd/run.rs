@@ -20,7 +20,7 @@ const MAX_EVENT_BUFFER: usize = 64 << 20;
 
 /// The daemon's settings: a flag (or its environment variable) wins over the file, the
 /// file over the built-in default.
-pub fn config(cli: &Cli, args: &RunArgs, file: &FileConfig) -> DaemonConfig {
+pub fn config(cli: &Cli, args: &RunArgs, file: &FileConfig) -> Result<DaemonConfig> {
     let nets = if args.count_local {
         LocalNets::new([])
     } else if !args.local_nets.is_empty() {
@@ -30,7 +30,8 @@ pub fn config(cli: &Cli, args: &RunArgs, file: &FileConfig) -> DaemonConfig {
     } else {
         LocalNets::defaults()
     };
-    DaemonConfig {
+    let retention = file.retention().map_err(anyhow::Error::msg)?;
+    Ok(DaemonConfig {
         pass: PassConfig {
             proc_root: args.proc_root.clone(),
             nets,
@@ -48,18 +49,19 @@ pub fn config(cli: &Cli, args: &RunArgs, file: &FileConfig) -> DaemonConfig {
             .or(file.lock_timeout)
             .unwrap_or(Duration::from_secs(5)),
         quiet: cli.quiet,
-    }
+        retention,
+    })
 }
 
 /// Run the daemon until SIGTERM/SIGINT.
 pub fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
-    let cfg = config(cli, args, &cli.file);
+    let cfg = config(cli, args, &cli.file)?;
     let (path, explicit) = match &cli.config {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
     };
     daemon::run(&cli.db, cfg, || {
         let file = FileConfig::load(&path, explicit)?;
-        Ok(config(cli, args, &file))
+        config(cli, args, &file)
     })
 }

@@ -88,6 +88,13 @@ fn day_bounds(spec: &str, utc: bool) -> Result<(i64, i64, NaiveDate)> {
 /// Print the summary.
 pub fn run(cli: &Cli, args: &SummaryArgs) -> Result<()> {
     let store = common::open_for_reading(cli)?;
+    if !store.has_connection_log()? {
+        anyhow::bail!(
+            "{} has no connection log yet: it is written by `netledger run` (any netledger \
+             command that writes, such as `snapshot`, upgrades the database)",
+            cli.db.display()
+        );
+    }
     let (start, end, date) = day_bounds(&args.date, args.utc)?;
     let uid = args
         .user

@@ -45,6 +45,7 @@ use crate::prereq::{self, Needs};
 use crate::sources::conntrack::{EventSocket, GROUP_DESTROY, GROUP_NEW};
 use crate::sources::interfaces;
 use crate::sources::sockdiag::SockDiag;
+use crate::store::retention::Retention;
 use crate::store::{OpenOptions, Store};
 
 use batch::{destroyed_keys, plan_batch, BatchConfig, Resolved, Timeouts};
@@ -76,12 +77,19 @@ pub struct DaemonConfig {
     pub lock_timeout: Duration,
     /// Print only errors.
     pub quiet: bool,
+    /// How long usage rows are kept raw, hourly and daily (rolled up after each pass).
+    pub retention: Retention,
 }
+
+/// Source rows one roll-up after a pass may move (tens of ms); a backlog clears over
+/// passes. The same budget as `snapshot`'s.
+const ROLLUP_BUDGET: u64 = 50_000;
 
 /// CPU time (user + system) of the calling thread.
 fn thread_cpu() -> Duration {
-    // SAFETY: getrusage fills a zeroed, live rusage.
+    // SAFETY: rusage is plain old data, valid when zeroed.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the live rusage it is given.
     let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
     if rc != 0 {
         return Duration::ZERO;
@@ -191,6 +199,15 @@ impl Writer {
                 self.passes += 1;
                 self.pass_cpu += cpu;
                 info!("{} ({mode}, {cpu:.0?} CPU)", o.summary());
+                match self
+                    .store
+                    .roll_up(o.record.started_at, &self.cfg.retention, ROLLUP_BUDGET)
+                {
+                    Ok(rolled) => debug!(?rolled, "retention"),
+                    Err(e) => {
+                        warn!("rolling up old usage rows failed: {e}; retried after the next pass")
+                    }
+                }
                 Some(o)
             }
             Err(e) => {
@@ -318,7 +335,7 @@ pub fn run(
                         ..new
                     };
                 }
-                Err(e) => warn!("reload failed, configuration unchanged: {e:#}"),
+                Err(e) => warn!("reload failed, configuration unchanged: {e}"),
             }
             reload.store(true, Ordering::SeqCst);
             w.host = interfaces::host_addrs();
@@ -382,8 +399,8 @@ pub fn run(
     say(format!(
         "stopped after {:.0?}: {} events ({} NEW, {} with an owner, {} with a program; {} \
          DESTROY charged), {} connections logged, {} overruns ({lost_total} events lost), {} \
-         passes ({:.0?} CPU), {:.1} µs per NEW lookup, {:.0?} naming programs ({} process \
-         and {} full /proc walks)",
+         passes ({:.0?} CPU), {} sock_diag lookups ({:.1} µs per NEW event), {:.0?} naming \
+         programs ({} process and {} full /proc walks)",
         started.elapsed(),
         ev(&stats.events),
         ev(&stats.news),
@@ -394,6 +411,7 @@ pub fn run(
         ev(&stats.overruns),
         w.passes,
         w.pass_cpu,
+        ev(&stats.lookups),
         ev(&stats.lookup_ns) as f64 / news as f64 / 1000.0,
         Duration::from_nanos(ev(&stats.scan_ns)),
         ev(&stats.process_walks),

@@ -527,6 +527,19 @@ impl Store {
         })
     }
 
+    /// Whether the database has the connection log table (schema 3 or later). A database
+    /// only read since an older netledger wrote it has not been migrated yet.
+    pub fn has_connection_log(&self) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'connection_log'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.wrap(e))
+    }
+
     /// The name recorded for `uid`, if any.
     pub fn user_name(&self, uid: u32) -> Result<Option<String>, StoreError> {
         self.conn
