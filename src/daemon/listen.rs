@@ -81,6 +81,8 @@ pub struct Stats {
     pub programs: AtomicU64,
     /// sock_diag lookups made.
     pub lookups: AtomicU64,
+    /// sock_diag lookups that failed (not "no such socket": the kernel refused).
+    pub lookup_errors: AtomicU64,
     /// Nanoseconds spent in sock_diag lookups.
     pub lookup_ns: AtomicU64,
     /// Nanoseconds spent walking /proc for program names.
@@ -301,9 +303,14 @@ impl Listener {
             match self.diag.lookup(l4, lo, re) {
                 Ok(Some(s)) if s.has_owner() => return Some(s),
                 Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(error = %e, "sock_diag lookup failed");
+                // Once loudly (it names the module to load), then quietly: passes still
+                // find the owners of flows whose sockets live long enough.
+                Err(e) if self.stats.lookup_errors.fetch_add(1, Ordering::Relaxed) == 0 => {
+                    tracing::warn!(
+                        "{e}: owners of new flows are left to the passes until it works"
+                    );
                 }
+                Err(e) => tracing::debug!(error = %e, "sock_diag lookup failed"),
             }
         }
         None

@@ -385,7 +385,8 @@ pub fn run(
                     break None;
                 }
                 break Some(anyhow::anyhow!(
-                    "the conntrack listener thread ended unexpectedly"
+                    "the conntrack listener thread ended unexpectedly (a bug: restart the \
+                     daemon, and report it with this log)"
                 ));
             }
         }
