@@ -290,6 +290,11 @@ pub struct ConnectionsArgs {
     #[arg(long, value_name = "NAME|UID")]
     pub user: Option<String>,
 
+    /// Also list TCP connections already closed whose conntrack entries linger
+    /// (TIME_WAIT, CLOSE).
+    #[arg(long)]
+    pub all: bool,
+
     /// Print a JSON array of objects instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -102,6 +102,7 @@ fn connection_log_and_views_match_the_scenario() {
     assert_eq!(c["uid"].as_u64(), Some(u64::from(dave.uid)));
     assert_eq!(c["program"], "nl_traffic");
     assert_eq!(c["direction"], "out");
+    assert_eq!(c["state"], "ESTABLISHED");
     assert_eq!(c["local"], "198.51.100.1:53001");
     assert_eq!(c["remote"], "198.51.100.2:9000");
     assert_eq!(c["tx_bytes"].as_u64(), Some(ct.orig.bytes));

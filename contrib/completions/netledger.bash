@@ -133,7 +133,7 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__connections)
-            opts="-v -q -h -V --user --json --bytes --proc-root --db --config --verbose --quiet --help --version"
+            opts="-v -q -h -V --user --all --json --bytes --proc-root --db --config --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -133,6 +133,7 @@ complete -c netledger -n "__fish_netledger_using_subcommand connections" -l user
 complete -c netledger -n "__fish_netledger_using_subcommand connections" -l proc-root -d 'Root of the proc filesystem to read sockets and processes from' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand connections" -l db -d 'SQLite database path' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand connections" -l config -d 'Configuration file [default: /etc/netledger/netledger.toml, when it exists]' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand connections" -l all -d 'Also list TCP connections already closed whose conntrack entries linger (TIME_WAIT, CLOSE)'
 complete -c netledger -n "__fish_netledger_using_subcommand connections" -l json -d 'Print a JSON array of objects instead of a table'
 complete -c netledger -n "__fish_netledger_using_subcommand connections" -l bytes -d 'Print exact byte counts instead of KiB/MiB/GiB'
 complete -c netledger -n "__fish_netledger_using_subcommand connections" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'

@@ -15,12 +15,15 @@ use crate::model::{Counters, Flow};
 use crate::pass::observe;
 use crate::report::human_bytes;
 use crate::report::names::protocol_name;
+use crate::sources::conntrack::{TCP_CLOSE, TCP_TIME_WAIT};
 use crate::store::{OpenOptions, Store, StoreError};
 
 /// One open connection, from this host's point of view.
 pub struct OpenConnection<'a> {
     /// The flow.
     pub flow: &'a Flow,
+    /// Its TCP state (`enum tcp_conntrack`), for TCP.
+    pub tcp_state: Option<u8>,
     /// Its verdict.
     pub at: &'a Attributed,
     /// Local end, `address:port` (post-DNAT for incoming connections).
@@ -58,6 +61,24 @@ fn user_name(uid: u32, cache: &mut HashMap<u32, String>) -> String {
                 .unwrap_or_else(|| uid.to_string())
         })
         .clone()
+}
+
+/// Conntrack's name of a TCP state (`tcp_conntrack_names` in nf_conntrack_proto_tcp.c).
+pub fn tcp_state_name(state: Option<u8>) -> &'static str {
+    match state {
+        None => "-",
+        Some(0) => "NONE",
+        Some(1) => "SYN_SENT",
+        Some(2) => "SYN_RECV",
+        Some(3) => "ESTABLISHED",
+        Some(4) => "FIN_WAIT",
+        Some(5) => "CLOSE_WAIT",
+        Some(6) => "LAST_ACK",
+        Some(7) => "TIME_WAIT",
+        Some(8) => "CLOSE",
+        Some(9) => "SYN_SENT2",
+        Some(_) => "?",
+    }
 }
 
 fn charged(v: &Verdict) -> (&'static str, Option<&'static str>) {
@@ -101,16 +122,20 @@ pub fn run(cli: &Cli, args: &ConnectionsArgs) -> Result<()> {
         None => LocalNets::defaults(),
     };
     let obs = observe(&args.proc_root, &prev, &nets).context("reading the open connections")?;
+    let closed = |st: &Option<u8>| matches!(*st, Some(TCP_TIME_WAIT) | Some(TCP_CLOSE));
     let mut rows: Vec<OpenConnection> = obs
         .dump
         .flows
         .iter()
         .zip(&obs.attributed)
-        .filter(|(_, at)| uid.is_none() || at.attribution().map(|a| a.uid) == uid)
-        .map(|(flow, at)| {
+        .zip(&obs.dump.tcp_states)
+        .filter(|((_, at), _)| uid.is_none() || at.attribution().map(|a| a.uid) == uid)
+        .filter(|(_, st)| args.all || !closed(st))
+        .map(|((flow, at), st)| {
             let (local, remote) = ends(flow, at.direction);
             OpenConnection {
                 flow,
+                tcp_state: *st,
                 at,
                 local,
                 remote,
@@ -143,6 +168,7 @@ pub fn run(cli: &Cli, args: &ConnectionsArgs) -> Result<()> {
                     "program": owner.and_then(|a| a.program.clone()),
                     "direction": r.at.direction.map(|d| d.as_str()),
                     "protocol": protocol_name(r.flow.orig.proto),
+                    "state": r.tcp_state.map(|s| tcp_state_name(Some(s))),
                     "local": r.local,
                     "remote": r.remote,
                     "orig": tuple(&r.flow.orig),
@@ -169,13 +195,13 @@ pub fn run(cli: &Cli, args: &ConnectionsArgs) -> Result<()> {
             human_bytes(n)
         }
     };
-    let table: Vec<[String; 9]> = rows
+    let table: Vec<[String; 10]> = rows
         .iter()
         .map(|r| {
             let owner = r.at.attribution();
             let user = match owner {
                 Some(a) => user_name(a.uid, &mut names),
-                None => format!("({})", charged(&r.at.verdict).1.unwrap_or("nobody")),
+                None => "-".into(),
             };
             [
                 user,
@@ -184,6 +210,7 @@ pub fn run(cli: &Cli, args: &ConnectionsArgs) -> Result<()> {
                     .unwrap_or_else(|| "-".into()),
                 r.at.direction.map_or("-", |d| d.as_str()).into(),
                 protocol_name(r.flow.orig.proto),
+                tcp_state_name(r.tcp_state).into(),
                 r.local.clone(),
                 r.remote.clone(),
                 r.flow.start_ns.map_or("-".into(), |s| {
@@ -195,7 +222,7 @@ pub fn run(cli: &Cli, args: &ConnectionsArgs) -> Result<()> {
         })
         .collect();
     let header = [
-        "USER", "PROGRAM", "DIR", "PROTO", "LOCAL", "REMOTE", "AGE", "RX", "TX",
+        "USER", "PROGRAM", "DIR", "PROTO", "STATE", "LOCAL", "REMOTE", "AGE", "RX", "TX",
     ];
     let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &table {
@@ -207,7 +234,7 @@ pub fn run(cli: &Cli, args: &ConnectionsArgs) -> Result<()> {
         let mut s = String::new();
         for (i, (c, w)) in cells.iter().zip(&width).enumerate() {
             // Byte columns align right, the others left.
-            if i >= 7 {
+            if i >= 8 {
                 s.push_str(&format!("{c:>w$}"));
             } else {
                 s.push_str(&format!("{c:<w$}"));

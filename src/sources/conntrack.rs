@@ -51,6 +51,9 @@ pub struct Dump {
     /// Entries seen more than once in the dump (dumps have no consistency
     /// guarantee: a table resize can repeat an entry); the later sighting is kept.
     pub duplicates: usize,
+    /// `tcp_states[i]` is the TCP state of `flows[i]` (CTA_PROTOINFO, `enum
+    /// tcp_conntrack`: 3 ESTABLISHED, 7 TIME_WAIT, …), `None` for other protocols.
+    pub tcp_states: Vec<Option<u8>>,
 }
 
 /// Why a conntrack dump failed as a whole. A single bad entry is not an error:
@@ -362,16 +365,15 @@ pub const TCP_TIME_WAIT: u8 = 7;
 /// See [`TCP_TIME_WAIT`].
 pub const TCP_CLOSE: u8 = 8;
 
-/// The TCP state in a conntrack message's attributes, if it has one. Malformed parts are
-/// ignored: the state is only a refinement.
-fn tcp_state(attrs: &[u8]) -> Option<u8> {
+/// The TCP state in a CTA_PROTOINFO value, if it has one. Malformed parts are ignored:
+/// the state is only a refinement.
+fn protoinfo_tcp_state(info: &[u8]) -> Option<u8> {
     fn find(buf: &[u8], kind: u16) -> Option<&[u8]> {
         attributes(buf)
             .map_while(Result::ok)
             .find(|(k, _)| *k == kind)
             .map(|(_, v)| v)
     }
-    let info = find(attrs, CTA_PROTOINFO)?;
     let tcp = find(info, CTA_PROTOINFO_TCP)?;
     find(tcp, CTA_PROTOINFO_TCP_STATE)?.first().copied()
 }
@@ -428,10 +430,11 @@ pub fn parse_events(buf: &[u8], out: &mut Events) {
             out.skipped_messages += 1;
             continue;
         };
-        match decode_flow(attrs, &mut out.unknown_attributes) {
+        let mut tcp_state = None;
+        match decode_flow(attrs, &mut out.unknown_attributes, &mut tcp_state) {
             Ok(flow) => out.events.push(Event {
                 kind,
-                tcp_state: tcp_state(attrs),
+                tcp_state,
                 flow,
             }),
             Err(Malformed(reason)) => {
@@ -721,6 +724,7 @@ fn scan_control(buf: &[u8]) -> Result<Progress, ConntrackError> {
 /// Accumulates flows over one or more received datagrams.
 struct Parser {
     flows: Vec<Flow>,
+    tcp_states: Vec<Option<u8>>,
     /// Index into `flows` of each identity seen, to de-duplicate.
     seen: HashMap<FlowKey, usize>,
     skipped_messages: usize,
@@ -732,6 +736,7 @@ impl Parser {
     fn with_capacity(flows: usize) -> Parser {
         Parser {
             flows: Vec::with_capacity(flows),
+            tcp_states: Vec::with_capacity(flows),
             seen: HashMap::with_capacity(flows),
             skipped_messages: 0,
             unknown_attributes: 0,
@@ -777,8 +782,9 @@ impl Parser {
                 self.skipped_messages += 1;
                 continue;
             };
-            match decode_flow(attrs, &mut self.unknown_attributes) {
-                Ok(flow) => self.push(flow),
+            let mut tcp_state = None;
+            match decode_flow(attrs, &mut self.unknown_attributes, &mut tcp_state) {
+                Ok(flow) => self.push(flow, tcp_state),
                 Err(Malformed(reason)) => {
                     tracing::warn!(reason, "malformed conntrack entry; skipped");
                     self.skipped_messages += 1;
@@ -788,17 +794,19 @@ impl Parser {
         Ok(progress)
     }
 
-    fn push(&mut self, flow: Flow) {
+    fn push(&mut self, flow: Flow, tcp_state: Option<u8>) {
         match self.seen.entry(flow.key()) {
             std::collections::hash_map::Entry::Occupied(slot) => {
                 // The same entry twice (table resize mid-dump). Counters only
                 // grow within one entry, so the later sighting is the fresher one.
                 self.duplicates += 1;
                 self.flows[*slot.get()] = flow;
+                self.tcp_states[*slot.get()] = tcp_state;
             }
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(self.flows.len());
                 self.flows.push(flow);
+                self.tcp_states.push(tcp_state);
             }
         }
     }
@@ -809,6 +817,7 @@ impl Parser {
             skipped_messages: self.skipped_messages,
             unknown_attributes: self.unknown_attributes,
             duplicates: self.duplicates,
+            tcp_states: self.tcp_states,
         }
     }
 }
@@ -879,8 +888,13 @@ fn be64(v: &[u8], what: &'static str) -> Result<u64, Malformed> {
         .map_err(|_| Malformed(what))
 }
 
-/// Decode the attributes of one conntrack message (after the nfgenmsg).
-fn decode_flow(attrs: &[u8], unknown: &mut usize) -> Result<Flow, Malformed> {
+/// Decode the attributes of one conntrack message (after the nfgenmsg); the TCP state, when
+/// the message has one, goes to `tcp_state`.
+fn decode_flow(
+    attrs: &[u8],
+    unknown: &mut usize,
+    tcp_state: &mut Option<u8>,
+) -> Result<Flow, Malformed> {
     let mut orig = None;
     let mut reply = None;
     let mut id = 0;
@@ -897,6 +911,7 @@ fn decode_flow(attrs: &[u8], unknown: &mut usize) -> Result<Flow, Malformed> {
             CTA_TUPLE_ORIG => orig = Some(decode_tuple(value, unknown)?),
             CTA_TUPLE_REPLY => reply = Some(decode_tuple(value, unknown)?),
             CTA_STATUS => status = be32(value, "CTA_STATUS is not 4 bytes")?,
+            CTA_PROTOINFO => *tcp_state = protoinfo_tcp_state(value),
             CTA_MARK => mark = be32(value, "CTA_MARK is not 4 bytes")?,
             CTA_ID => id = be32(value, "CTA_ID is not 4 bytes")?,
             CTA_ZONE => zone = Some(be16(value, "CTA_ZONE is not 2 bytes")?),
@@ -1684,6 +1699,19 @@ mod tests {
                 bytes: 80
             })
         );
+    }
+
+    #[test]
+    fn dump_keeps_each_tcp_flows_state_beside_it() {
+        let dump = parse_messages(&fixture("basic.bin")).unwrap();
+        assert_eq!(dump.tcp_states.len(), dump.flows.len());
+        for (f, st) in dump.flows.iter().zip(&dump.tcp_states) {
+            match f.orig.proto {
+                IPPROTO_TCP => assert!(matches!(st, Some(1..=9)), "{f:?}: {st:?}"),
+                _ => assert_eq!(*st, None, "{f:?}"),
+            }
+        }
+        assert!(dump.flows.iter().any(|f| f.orig.proto == IPPROTO_TCP));
     }
 
     #[test]
