@@ -373,3 +373,59 @@ fn sigterm_mid_burst_then_restart_is_exact_without_duplicate_log_rows() {
         assert_eq!(r["reply_bytes"].as_u64(), Some(e.reply.bytes));
     }
 }
+
+#[test]
+fn locked_database_delays_the_writes_and_loses_nothing() {
+    if !require_root("locked_database_delays_the_writes_and_loses_nothing") {
+        return;
+    }
+    let (t, _server) = topology(2);
+    let bb = burst_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("locked.db");
+    let capture = DestroyCapture::start(&t.host);
+    let hana = TestUser::new("nldh");
+    const N: usize = 30;
+    let daemon = Daemon::start(
+        &t.host,
+        &db,
+        &["--interval", "60s", "--lock-timeout", "100ms"],
+        &[],
+    );
+    // Another writer (a backup, a long report) holds the write lock while the
+    // connections come and go: the daemon's flushes fail and must be retried.
+    let locker = rusqlite::Connection::open(&db).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut h = burst(&t, &hana, &bb.path, 54000, N, &["--hold-ms", "20"]);
+    h.expect_containing("done ");
+    h.wait_ok();
+    std::thread::sleep(Duration::from_millis(2500));
+    evict_expired(&t.host);
+    let destroyed = capture.wait(N, in_range(54000, N));
+    wait_for("a failed flush", Duration::from_secs(30), || {
+        daemon.stderr().contains("kept in memory").then_some(())
+    });
+    locker.execute_batch("COMMIT").unwrap();
+    drop(locker);
+    wait_for(
+        "the connections logged after the lock",
+        Duration::from_secs(30),
+        || {
+            let n = connection_log(&t.host, &db, &[])
+                .iter()
+                .filter(|c| c["uid"].as_u64() == Some(u64::from(hana.uid)))
+                .count();
+            (n >= N).then_some(())
+        },
+    );
+    daemon.stop();
+    let got = top_by_uid(&t.host, &db)
+        .get(&Some(hana.uid))
+        .copied()
+        .unwrap_or_default();
+    assert_eq!(
+        got,
+        outgoing_usage(&destroyed),
+        "charges after a locked database"
+    );
+}

@@ -81,6 +81,9 @@ pub struct DaemonConfig {
     pub retention: Retention,
 }
 
+/// Events kept in memory while the database refuses writes (~1 KiB each).
+const MAX_PENDING: usize = 1_000_000;
+
 /// Source rows one roll-up after a pass may move (tens of ms); a backlog clears over
 /// passes. The same budget as `snapshot`'s.
 const ROLLUP_BUDGET: u64 = 50_000;
@@ -185,6 +188,17 @@ impl Writer {
         if let Err(e) = self.flush() {
             warn!("{e:#}; kept in memory, retried at the next flush");
             self.pending_since = Some(Instant::now());
+            if self.pending.len() > MAX_PENDING {
+                // Memory is not a database: past this, the oldest half goes.
+                let n = self.pending.len() / 2;
+                self.pending.drain(..n);
+                tracing::error!(
+                    "the database has refused writes for too long: {n} events dropped \
+                     (their connections are not logged, and what their DESTROY would have \
+                     charged since the last pass is lost); fix the database ({})",
+                    self.store.path().display()
+                );
+            }
         }
     }
 
