@@ -83,7 +83,7 @@ pub struct Stats {
     pub lookups: AtomicU64,
     /// sock_diag lookups that failed (not "no such socket": the kernel refused).
     pub lookup_errors: AtomicU64,
-    /// Nanoseconds spent in sock_diag lookups.
+    /// Nanoseconds spent finding the owners of NEW events (sock_diag and the join).
     pub lookup_ns: AtomicU64,
     /// Nanoseconds spent walking /proc for program names.
     pub scan_ns: AtomicU64,
@@ -220,10 +220,11 @@ impl Listener {
         let mut out = Vec::with_capacity(events.len());
         // (index in out, socket inode, uid) of the owners found, for the program names.
         let mut owned: Vec<(usize, u64, u32)> = Vec::new();
-        let t0 = Instant::now();
+        let mut lookup = Duration::ZERO;
         for e in events {
             match e.kind {
                 EventKind::New => {
+                    let t0 = Instant::now();
                     self.stats.news.fetch_add(1, Ordering::Relaxed);
                     let found = self.owner_socket(&e.flow, host);
                     let owner = found.as_ref().and_then(|s| {
@@ -237,6 +238,7 @@ impl Listener {
                     if let (Some(a), Some(s)) = (&owner, &found) {
                         owned.push((out.len(), s.inode, a.uid));
                     }
+                    lookup += t0.elapsed();
                     out.push(Resolved::New {
                         flow: e.flow,
                         owner,
@@ -254,7 +256,7 @@ impl Listener {
         }
         self.stats
             .lookup_ns
-            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            .fetch_add(lookup.as_nanos() as u64, Ordering::Relaxed);
         self.stats
             .owned
             .fetch_add(owned.len() as u64, Ordering::Relaxed);
