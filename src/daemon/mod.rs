@@ -413,8 +413,8 @@ pub fn run(
     let news = ev(&stats.news).max(1);
     say(format!(
         "stopped after {:.0?}: {} events ({} NEW, {} with an owner, {} with a program; {} \
-         DESTROY charged), {} connections logged, {} overruns ({lost_total} events lost), {} \
-         passes ({:.0?} CPU), {} sock_diag lookups ({:.1} µs per NEW event), {:.0?} naming \
+         DESTROY charged) in {} flushes, {} connections logged, {} overruns ({lost_total} \
+         events lost), {} passes ({:.0?} CPU), {} sock_diag lookups ({:.1} µs per NEW event), {:.0?} naming \
          programs ({} process and {} full /proc walks)",
         started.elapsed(),
         ev(&stats.events),
@@ -422,6 +422,7 @@ pub fn run(
         ev(&stats.owned),
         ev(&stats.programs),
         w.destroys,
+        w.flushes,
         w.logged,
         ev(&stats.overruns),
         w.passes,
