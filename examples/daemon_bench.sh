@@ -45,8 +45,9 @@ echo "burst: $COUNT connections in ${secs}s ($(echo "$COUNT / $secs" | bc) NEW e
      "daemon CPU $(echo "scale=2; ($t1 - $t0) / $hz" | bc)s"
 sleep 11   # two passes over the full table
 grep -E 'pass [0-9]+:' "$WORK/daemon.log" | sed 's/.*INFO netledger: //' | tail -2
-echo "ss -tanp:     $( { /usr/bin/time -f %es ip netns exec $H ss -tanp >/dev/null; } 2>&1 )"
-echo "conntrack -L: $( { /usr/bin/time -f %es ip netns exec $H conntrack -L >/dev/null 2>&1; } 2>&1 | tail -1)"
+/usr/bin/time -f %es -o "$WORK/t1" ip netns exec $H ss -tanp >/dev/null
+/usr/bin/time -f %es -o "$WORK/t2" ip netns exec $H conntrack -L >/dev/null 2>&1
+echo "ss -tanp: $(cat "$WORK/t1"), conntrack -L: $(cat "$WORK/t2") (wall)"
 t2=$(ticks)
 ip netns exec $H conntrack -F >/dev/null 2>&1
 sleep 3

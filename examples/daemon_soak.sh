@@ -37,7 +37,9 @@ ip netns exec $I "$WORK/nl_traffic" server tcp 0.0.0.0:9000 >/dev/null & PIDS+=(
 ip netns exec $I socat TCP-LISTEN:9100,fork,reuseaddr EXEC:cat & PIDS+=($!)
 ip netns exec $H "$WORK/netledger" setup
 ip netns exec $H sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_time_wait=10
-ip netns exec $H conntrack -E -e DESTROY -o extended > "$WORK/destroy.txt" 2>/dev/null & PIDS+=($!)
+# A large buffer: a capture that overruns (it says so in capture.err) undercounts the truth.
+ip netns exec $H conntrack -E -e DESTROY -o extended -b 16777216 > "$WORK/destroy.txt" \
+    2> "$WORK/capture.err" & PIDS+=($!)
 sleep 0.5
 ip netns exec $H "$WORK/netledger" --db "$WORK/soak.db" -v run --interval 10s 2> "$WORK/daemon.log" &
 DAEMON=$!; PIDS+=($DAEMON)
@@ -62,7 +64,10 @@ while [ $SECONDS -lt $END ]; do
     as $SU "$WORK/nl_burst" 198.51.100.2:9000 20 500 20000 --hold-ms 20 --parallel 4 >/dev/null
     N=$((N + 20))
     sleep 0.5
-    if [ $((N % 6000)) -eq 0 ]; then echo "$(date +%T) $N short connections, RSS $(rss) kB"; fi
+    if [ $((N % 1500)) -eq 0 ]; then
+        echo "$(date +%T) $N short connections, RSS $(rss) kB," \
+             "heap $(awk '/^Private_Dirty/ {print $2}' /proc/$DAEMON/smaps_rollup) kB dirty"
+    fi
 done
 RSS1=$(rss); CPU1=$(cpu)
 # Stop the long-lived flows, let the daemon see them close, then stop it.
@@ -73,6 +78,7 @@ ip netns exec $H conntrack -L -o extended > "$WORK/live.txt" 2>/dev/null || true
 sleep 0.5
 echo "RSS start ${RSS0} kB, end ${RSS1} kB; daemon CPU $(( (CPU1 - CPU0) )) ticks over ${DURATION} s; $N short connections"
 tail -1 "$WORK/daemon.log"
+grep -i enobufs "$WORK/capture.err" && echo "the capture overran: its totals are low" || true
 python3 - "$WORK" "$(id -u $SU)" "$(id -u $LU)" <<'PY'
 import json, re, subprocess, sys
 work, su, lu = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

@@ -330,7 +330,16 @@ fn name_programs(
     reload: Arc<AtomicBool>,
 ) {
     let mut namer = Namer::new(proc_root);
-    for msg in rx {
+    // A message that ended a coalesced batch, to handle next.
+    let mut held: Option<ToNamer> = None;
+    loop {
+        let msg = match held.take() {
+            Some(m) => m,
+            None => match rx.recv() {
+                Ok(m) => m,
+                Err(_) => return,
+            },
+        };
         let mut batch = match msg {
             ToNamer::Pass(m) => {
                 if tx.send(m).is_err() {
@@ -340,6 +349,24 @@ fn name_programs(
             }
             ToNamer::Batch(b) => b,
         };
+        // In a burst the listener sends many small batches: take every one already
+        // queued, so one walk of /proc serves them all.
+        while let Ok(more) = rx.try_recv() {
+            match more {
+                ToNamer::Batch(b) => {
+                    let base = batch.events.len();
+                    batch
+                        .inodes
+                        .extend(b.inodes.into_iter().map(|(i, ino, u)| (base + i, ino, u)));
+                    batch.events.extend(b.events);
+                    batch.skipped += b.skipped;
+                }
+                other => {
+                    held = Some(other);
+                    break;
+                }
+            }
+        }
         if reload.swap(false, Ordering::SeqCst) {
             namer.clear();
         }

@@ -398,7 +398,9 @@ impl DestroyCapture {
         let file = tempfile::NamedTempFile::new().unwrap();
         let child = ns
             .cmd("conntrack")
-            .args(["-E", "-e", "DESTROY", "-o", "extended"])
+            // A buffer big enough for the tests' bursts: a capture that overran would
+            // undercount the truth.
+            .args(["-E", "-e", "DESTROY", "-o", "extended", "-b", "8388608"])
             .stdout(file.reopen().unwrap())
             .stderr(Stdio::null())
             .spawn()
