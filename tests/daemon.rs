@@ -429,3 +429,28 @@ fn locked_database_delays_the_writes_and_loses_nothing() {
         "charges after a locked database"
     );
 }
+
+#[test]
+fn run_without_cap_net_admin_names_the_capability() {
+    if !require_root("run_without_cap_net_admin_names_the_capability") {
+        return;
+    }
+    let (t, _server) = topology(120);
+    let ivan = TestUser::new("nldi");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let out = ivan
+        .cmd(&t.host, bin())
+        .arg("--db")
+        .arg(dir.path().join("ivan.db"))
+        .args(["run", "--no-setup"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("CAP_NET_ADMIN"), "{err}");
+}
