@@ -34,6 +34,7 @@ def main():
         sh("ip", "netns", "exec", host, "sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 65000")
         db = os.path.join(tempfile.mkdtemp(), "bench.db")
         nl = ["ip", "netns", "exec", host, binp, "--db", db, "-q", "snapshot"]
+        nlv = ["ip", "netns", "exec", host, "env", "NETLEDGER_LOG=info", binp, "--db", db, "snapshot"]
         sh(*nl)  # setup: tracking + accounting
         # Per group of 5,000 connections (the descriptor limit here is 20,000 a process):
         # a server in the "internet" namespace holding every accepted socket, and a client.
@@ -75,6 +76,8 @@ print('ready', flush=True); sys.stdin.read()
                 t = time.perf_counter()
                 subprocess.run(c, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 times[k].append(time.perf_counter() - t)
+        stages = subprocess.run(nlv, capture_output=True, text=True).stderr
+        print("".join(l[l.index("pass stages"):] + "\n" for l in stages.splitlines() if "pass stages" in l), end="")
         flows = subprocess.run(["ip", "netns", "exec", host, "conntrack", "-C"], capture_output=True, text=True).stdout.strip()
         print(f"flows in table: {flows}; rounds: {a.rounds}")
         med = {k: statistics.median(v) for k, v in times.items()}

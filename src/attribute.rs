@@ -238,13 +238,70 @@ impl<'a> SocketIndex<'a> {
         }
     }
 
-    fn attribution(&self, i: usize, direction: Direction) -> Attribution {
+    /// The attribution through socket `i`. Without a known owning process, a program the
+    /// flow already had under the same uid is kept (a pass only looks processes up for
+    /// flows it has not attributed before).
+    fn attribution(
+        &self,
+        i: usize,
+        direction: Direction,
+        prior: Option<&Attribution>,
+    ) -> Attribution {
         let s = &self.sockets[i];
+        let program = match self.owners.get(&s.inode) {
+            Some(o) => Some(o.program.clone()),
+            None => prior
+                .filter(|p| p.uid == s.uid)
+                .and_then(|p| p.program.clone()),
+        };
         Attribution {
             uid: s.uid,
-            program: self.owners.get(&s.inode).map(|o| o.program.clone()),
+            program,
             direction,
         }
+    }
+
+    /// The live socket `flow` matches through its tuples (exact 4-tuple, else an unconnected
+    /// socket's local or wildcard address), ignoring any kept attribution.
+    fn find(&self, flow: &Flow, l4: L4) -> Result<Option<(usize, Direction)>, Reason> {
+        let (orig, reply) = (&flow.orig, &flow.reply);
+        let exact = |local: SocketAddr, remote: SocketAddr| self.exact.get(&(l4, local, remote));
+        if let Some(&i) = exact(orig.src_sa(), orig.dst_sa()) {
+            return Ok(Some((i, Direction::Out)));
+        }
+        if let Some(&i) = exact(reply.src_sa(), reply.dst_sa()) {
+            return Ok(Some((i, Direction::In)));
+        }
+        let mut ambiguous = false;
+        for (local, dir) in [
+            (orig.src_sa(), Direction::Out),
+            (reply.src_sa(), Direction::In),
+        ] {
+            match self.bound(l4, local) {
+                Some(Bound::One(i)) => return Ok(Some((i, dir))),
+                Some(Bound::Ambiguous) => ambiguous = true,
+                None => {}
+            }
+        }
+        if ambiguous {
+            Err(Reason::Ambiguous)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The inode of the socket `attribute` would name `flow`'s owner through when it has
+    /// no kept attribution: the one whose process (program) is worth looking up.
+    pub fn socket_inode(&self, flow: &Flow) -> Option<u64> {
+        let l4 = L4::from_ipproto(flow.orig.proto)?;
+        let (i, _) = self.find(flow, l4).ok()??;
+        Some(self.sockets[i].inode)
+    }
+
+    /// Whether socket `i` is connected (matched by its exact 4-tuple).
+    fn exact_index(&self, i: usize) -> bool {
+        let s = &self.sockets[i];
+        !(s.remote.port() == 0 && s.remote.ip().is_unspecified())
     }
 
     fn bound(&self, l4: L4, local: SocketAddr) -> Option<Bound> {
@@ -283,28 +340,16 @@ pub fn attribute(
     let mut reason = None;
     let mut found: Option<Attribution> = None;
     if let Some(l4) = l4 {
-        let exact = |local: SocketAddr, remote: SocketAddr| idx.exact.get(&(l4, local, remote));
-        if let Some(&i) = exact(orig.src_sa(), orig.dst_sa()) {
-            found = Some(idx.attribution(i, Direction::Out));
-        } else if let Some(&i) = exact(reply.src_sa(), reply.dst_sa()) {
-            found = Some(idx.attribution(i, Direction::In));
-        } else if let Some(p) = prior {
-            found = Some(p.clone());
-        } else {
-            let candidates = [
-                (orig.src_sa(), Direction::Out),
-                (reply.src_sa(), Direction::In),
-            ];
-            for (local, dir) in candidates {
-                match idx.bound(l4, local) {
-                    Some(Bound::One(i)) => {
-                        found = Some(idx.attribution(i, dir));
-                        break;
-                    }
-                    Some(Bound::Ambiguous) => reason = Some(Reason::Ambiguous),
-                    None => {}
-                }
+        // An exact live socket beats the kept attribution, which beats an unconnected
+        // socket that merely shares the local address.
+        match idx.find(flow, l4) {
+            Ok(Some((i, dir))) if idx.exact_index(i) => {
+                found = Some(idx.attribution(i, dir, prior));
             }
+            _ if prior.is_some() => found = prior.cloned(),
+            Ok(Some((i, dir))) => found = Some(idx.attribution(i, dir, prior)),
+            Ok(None) => {}
+            Err(r) => reason = Some(r),
         }
     }
 
@@ -558,6 +603,49 @@ mod tests {
         let f = flow(TCP, ("198.51.100.1:40000", "198.51.100.2:80"), None);
         let got = join(&s, &f, Some(&prior), &LocalNets::defaults());
         assert_eq!(got.verdict, user(ALICE, Direction::Out));
+    }
+
+    #[test]
+    fn kept_program_survives_when_processes_were_not_looked_up() {
+        let s = vec![sock(
+            L4::Tcp,
+            "198.51.100.1:40001",
+            "198.51.100.2:80",
+            ALICE,
+            300,
+        )];
+        let f = flow(TCP, ("198.51.100.1:40001", "198.51.100.2:80"), None);
+        let kept = Attribution {
+            uid: ALICE,
+            program: Some("firefox".into()),
+            direction: Direction::Out,
+        };
+        // Inode 300 has no known process (not scanned this pass): the kept program stays.
+        let got = join(&s, &f, Some(&kept), &LocalNets::defaults());
+        assert_eq!(got.verdict, Verdict::User(kept.clone()));
+        // A socket now owned by another uid does not inherit the old program.
+        let s = vec![sock(
+            L4::Tcp,
+            "198.51.100.1:40001",
+            "198.51.100.2:80",
+            BOB,
+            300,
+        )];
+        let got = join(&s, &f, Some(&kept), &LocalNets::defaults());
+        assert_eq!(
+            got.verdict,
+            Verdict::User(Attribution {
+                uid: BOB,
+                program: None,
+                direction: Direction::Out
+            })
+        );
+        // The socket a new flow would be named through is the one to look up.
+        let o = owners();
+        let idx = SocketIndex::new(&s, &o, []);
+        assert_eq!(idx.socket_inode(&f), Some(300));
+        let icmp = flow(1, ("198.51.100.1:0", "198.51.100.2:0"), None);
+        assert_eq!(idx.socket_inode(&icmp), None);
     }
 
     #[test]

@@ -81,12 +81,48 @@ impl PassOutcome {
     }
 }
 
+/// Wall time per stage of a pass, logged at `info` (`-v`) to show where a pass goes.
+#[derive(Debug, Default)]
+pub struct Stages {
+    last: Option<Instant>,
+    laps: Vec<(&'static str, Duration)>,
+}
+
+impl Stages {
+    fn start() -> Stages {
+        Stages {
+            last: Some(Instant::now()),
+            laps: Vec::new(),
+        }
+    }
+
+    /// Close the stage that just ended.
+    fn lap(&mut self, name: &'static str) {
+        let now = Instant::now();
+        if let Some(last) = self.last.replace(now) {
+            self.laps.push((name, now - last));
+        }
+    }
+}
+
+impl std::fmt::Display for Stages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, d)) in self.laps.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{name}={:.1}ms", d.as_secs_f64() * 1000.0)?;
+        }
+        Ok(())
+    }
+}
+
 /// Run one pass against `store`.
 pub fn run_pass(store: &mut Store, cfg: &PassConfig, mode: &'static str) -> Result<PassOutcome> {
     let t0 = Instant::now();
+    let mut stages = Stages::start();
     let started_at = chrono::Utc::now().timestamp();
     let prev = store.load_state()?;
-    let obs = observe(&cfg.proc_root, &prev, &cfg.nets)?;
+    stages.lap("load_state");
+    let obs = observe_timed(&cfg.proc_root, &prev, &cfg.nets, &mut stages)?;
     let plan = account_pass(
         started_at,
         &obs.dump.flows,
@@ -95,6 +131,7 @@ pub fn run_pass(store: &mut Store, cfg: &PassConfig, mode: &'static str) -> Resu
         cfg.prune_after,
     );
     let users = user_names(&plan);
+    stages.lap("account");
     let record = PassRecord {
         started_at,
         mode,
@@ -105,6 +142,8 @@ pub fn run_pass(store: &mut Store, cfg: &PassConfig, mode: &'static str) -> Resu
     let id = store
         .write_pass(&record, &plan, &users)
         .with_context(|| format!("writing pass to {}", store.path().display()))?;
+    stages.lap("write");
+    info!("pass stages: {stages}");
     Ok(PassOutcome {
         id,
         record,
@@ -123,8 +162,20 @@ pub fn observe(
     prev: &HashMap<FlowKey, FlowState>,
     nets: &LocalNets,
 ) -> Result<Observation> {
+    observe_timed(proc_root, prev, nets, &mut Stages::default())
+}
+
+/// [`observe`], closing a lap of `stages` after each stage.
+pub fn observe_timed(
+    proc_root: &Path,
+    prev: &HashMap<FlowKey, FlowState>,
+    nets: &LocalNets,
+    stages: &mut Stages,
+) -> Result<Observation> {
     let mut sockets = read_sockets(proc_root).context("reading socket tables")?;
+    stages.lap("sockets");
     let dump = conntrack::dump().context("dumping the conntrack table")?;
+    stages.lap("dump");
     if dump.flows.is_empty() {
         let established = sockets
             .sockets
@@ -137,8 +188,20 @@ pub fn observe(
         }
     }
     let host = interfaces::host_addrs();
-    let mut scan = scan_socket_owners(proc_root, &live_inodes(&sockets.sockets));
     let prior = |f: &Flow| prev.get(&f.key()).and_then(|s| s.attribution.as_ref());
+    // Programs are looked up only for the sockets of flows not attributed before: a flow
+    // keeps the program it had, so a steady-state pass walks no /proc/PID/fd at all.
+    let wanted: HashSet<u64> = {
+        let no_owners = HashMap::new();
+        let idx = SocketIndex::new(&sockets.sockets, &no_owners, host.iter().copied());
+        dump.flows
+            .iter()
+            .filter(|f| prior(f).is_none())
+            .filter_map(|f| idx.socket_inode(f))
+            .collect()
+    };
+    let mut scan = scan_socket_owners(proc_root, &wanted);
+    stages.lap("processes");
     let attribute_all = |sockets: &[Socket], scan: &ProcessScan| {
         let idx = SocketIndex::new(sockets, &scan.owners, host.iter().copied());
         dump.flows
@@ -147,6 +210,7 @@ pub fn observe(
             .collect::<Vec<_>>()
     };
     let mut attributed = attribute_all(&sockets.sockets, &scan);
+    stages.lap("attribute");
     let retry = dump.flows.iter().zip(&attributed).any(|(f, a)| {
         !prev.contains_key(&f.key()) && matches!(a.verdict, Verdict::Unattributed(Reason::NoSocket))
     });
@@ -177,6 +241,7 @@ pub fn observe(
                 }
             }
         }
+        stages.lap("retry");
     }
     if scan.denied > 0 && prereq::can_read_all_fds(proc_root) {
         // Even CAP_SYS_PTRACE cannot open some (a VM's or container's init): expected.

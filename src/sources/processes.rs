@@ -40,7 +40,8 @@ pub struct ProcessScan {
     /// Owner of each wanted inode that some process holds. Wanted inodes that nobody holds
     /// (TIME_WAIT, sockets of processes we may not look at, sockets closed meanwhile) are absent.
     pub owners: HashMap<u64, Owner>,
-    /// Process directories (`proc_root/[0-9]*`) seen.
+    /// Process directories (`proc_root/[0-9]*`) walked (the walk stops early once every
+    /// wanted inode is found).
     pub processes: usize,
     /// Processes, or single descriptors, that disappeared between being listed and being read.
     pub vanished: usize,
@@ -52,8 +53,10 @@ pub struct ProcessScan {
 ///
 /// Never fails: a process or descriptor that vanishes mid-scan is skipped and counted, a
 /// refusal is counted as denied, and an unreadable `proc_root` gives an empty scan (logged).
-/// Returns at once when `wanted` is empty. A socket shared by several processes (fork,
-/// SCM_RIGHTS) is given to the lowest pid, so the answer does not depend on readdir order.
+/// Returns at once when `wanted` is empty, and stops once every wanted inode is found
+/// (processes are walked in ascending pid order). A socket shared by several processes
+/// (fork, SCM_RIGHTS) is given to the lowest pid, so the answer does not depend on
+/// readdir order.
 /// Threads (`PID/task/TID`) are not walked: they share their process's descriptor table.
 pub fn scan_socket_owners(proc_root: &Path, wanted: &HashSet<u64>) -> ProcessScan {
     let mut scan = ProcessScan::default();
@@ -67,11 +70,16 @@ pub fn scan_socket_owners(proc_root: &Path, wanted: &HashSet<u64>) -> ProcessSca
             return scan;
         }
     };
-    for entry in entries {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = parse_pid(entry.file_name().as_bytes()) else {
-            continue;
-        };
+    // Ascending pids: the first process found holding an inode is its lowest pid, so the
+    // walk can stop as soon as every wanted inode has an owner.
+    let mut pids: Vec<u32> = entries
+        .filter_map(|e| e.ok().and_then(|e| parse_pid(e.file_name().as_bytes())))
+        .collect();
+    pids.sort_unstable();
+    for pid in pids {
+        if scan.owners.len() == wanted.len() {
+            break;
+        }
         scan.processes += 1;
         scan_process(proc_root, pid, wanted, &mut scan);
     }
@@ -403,7 +411,24 @@ mod tests {
                 program: "master".into()
             }
         );
-        assert_eq!(scan.processes, 3);
+        // Ascending walk: pid 20 owns every wanted inode, so 300 and 1000 are not walked.
+        assert_eq!(scan.processes, 1);
+    }
+
+    #[test]
+    fn walk_goes_on_until_every_wanted_inode_is_found() {
+        let p = FakeProc::new();
+        p.fd("20", 3, "socket:[1]").exe("20", "/bin/a");
+        p.fd("30", 3, "socket:[9]").exe("30", "/bin/b");
+        p.fd("40", 3, "socket:[2]").exe("40", "/bin/c");
+        p.fd("50", 3, "socket:[2]").exe("50", "/bin/d");
+        let scan = scan_socket_owners(p.path(), &HashSet::from([1, 2]));
+        assert_eq!(scan.owners[&1].pid, 20);
+        assert_eq!(scan.owners[&2].pid, 40);
+        assert_eq!(scan.processes, 3, "stopped after pid 40");
+        // An inode nobody holds makes the walk visit every process.
+        let scan = scan_socket_owners(p.path(), &HashSet::from([1, 77]));
+        assert_eq!(scan.processes, 4);
     }
 
     #[test]
@@ -454,7 +479,7 @@ mod tests {
     fn a_process_without_fd_dir_is_counted_as_vanished() {
         let p = FakeProc::new();
         p.fd("10", 3, "socket:[1]");
-        std::fs::create_dir(p.path().join("11")).unwrap(); // exited between readdir and open
+        std::fs::create_dir(p.path().join("9")).unwrap(); // exited between readdir and open
         let scan = scan_socket_owners(p.path(), &HashSet::from([1]));
         assert_eq!(scan.processes, 2);
         assert_eq!(scan.vanished, 1);
