@@ -68,6 +68,7 @@ print('ready', flush=True); sys.stdin.read()
             "netledger snapshot": nl,
             "ss -tanp": ["ip", "netns", "exec", host, "ss", "-tanp"],
             "conntrack -L -o extended": ["ip", "netns", "exec", host, "conntrack", "-L", "-o", "extended"],
+            "ss -tuan (sock_diag, no processes)": ["ip", "netns", "exec", host, "ss", "-tuan"],
             "cat /proc/net/{tcp,tcp6,udp,udp6}": ["ip", "netns", "exec", host, "cat", "/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6"],
         }
         times = {k: [] for k in cmds}

@@ -242,6 +242,11 @@ pub fn parse_reply(buf: &[u8], l4: L4) -> Result<Option<Socket>, SockDiagError> 
     if kind != SOCK_DIAG_BY_FAMILY {
         return Err(SockDiagError::Malformed("unexpected message type"));
     }
+    parse_msg(payload, l4).map(Some)
+}
+
+/// Decode one `inet_diag_msg` (pure).
+fn parse_msg(payload: &[u8], l4: L4) -> Result<Socket, SockDiagError> {
     let m = payload
         .get(..MSG_LEN)
         .ok_or(SockDiagError::Malformed("inet_diag_msg too short"))?;
@@ -265,14 +270,131 @@ pub fn parse_reply(buf: &[u8], l4: L4) -> Result<Option<Socket>, SockDiagError> 
     let word = |i: usize| u32::from_ne_bytes(tail[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
     // Answers always name src = the socket's local end (inet_diag_msg_common_fill), for
     // UDP too: only the request is swapped.
-    Ok(Some(Socket {
+    Ok(Socket {
         proto: l4,
         local: src,
         remote: dst,
         state,
         uid: word(3),
         inode: u64::from(word(4)),
-    }))
+    })
+}
+
+/// `NLM_F_DUMP` (`NLM_F_ROOT | NLM_F_MATCH`) and the end-of-dump message type.
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_DONE: u16 = 3;
+
+/// The dump request for every socket of one family and protocol (pure).
+pub fn dump_request(family: i32, l4: L4, seq: u32) -> Vec<u8> {
+    let len = NLMSG_HDRLEN + REQ_LEN;
+    let mut m = Vec::with_capacity(len);
+    m.extend_from_slice(&(len as u32).to_ne_bytes());
+    m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.push(family as u8);
+    m.push(l4.ipproto());
+    m.push(0); // idiag_ext: no extensions
+    m.push(0); // pad
+    m.extend_from_slice(&ALL_STATES.to_ne_bytes());
+    m.extend_from_slice(&[0u8; SOCKID_LEN - 8]); // ports, addresses, interface: any
+    m.extend_from_slice(&NOCOOKIE.to_ne_bytes());
+    m.extend_from_slice(&NOCOOKIE.to_ne_bytes());
+    m
+}
+
+/// Append the sockets of a dump's datagram to `out` (pure); `Ok(true)` at NLMSG_DONE.
+pub fn parse_dump_datagram(
+    buf: &[u8],
+    l4: L4,
+    out: &mut Vec<Socket>,
+) -> Result<bool, SockDiagError> {
+    let mut rest = buf;
+    while rest.len() >= NLMSG_HDRLEN {
+        let len = u32::from_ne_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            return Err(SockDiagError::Malformed("impossible message length"));
+        }
+        let payload = &rest[NLMSG_HDRLEN..len];
+        match kind {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => {
+                let errno = payload
+                    .get(0..4)
+                    .map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes")))
+                    .ok_or(SockDiagError::Malformed("short NLMSG_ERROR"))?;
+                return Err(SockDiagError::Kernel {
+                    source: io::Error::from_raw_os_error(-errno),
+                });
+            }
+            SOCK_DIAG_BY_FAMILY => out.push(parse_msg(payload, l4)?),
+            _ => {}
+        }
+        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+    }
+    Ok(false)
+}
+
+impl SockDiag {
+    /// Every TCP and UDP socket of this network namespace, IPv4 and IPv6: what
+    /// `/proc/net/{tcp,tcp6,udp,udp6}` list, without the kernel formatting text.
+    pub fn dump_all(&mut self) -> Result<Vec<Socket>, SockDiagError> {
+        let mut out = Vec::new();
+        if self.buf.len() < 256 * 1024 {
+            self.buf.resize(256 * 1024, 0);
+        }
+        for (family, l4) in [
+            (libc::AF_INET, L4::Tcp),
+            (libc::AF_INET6, L4::Tcp),
+            (libc::AF_INET, L4::Udp),
+            (libc::AF_INET6, L4::Udp),
+        ] {
+            self.seq = self.seq.wrapping_add(1);
+            let req = dump_request(family, l4, self.seq);
+            // SAFETY: fd is valid; req is a live buffer of the given length.
+            let sent =
+                unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
+            if sent < 0 {
+                return Err(SockDiagError::Socket {
+                    op: "send",
+                    source: io::Error::last_os_error(),
+                });
+            }
+            loop {
+                // SAFETY: fd is valid; buf is a live, writable buffer of the given length.
+                let n = unsafe {
+                    libc::recv(
+                        self.fd.as_raw_fd(),
+                        self.buf.as_mut_ptr().cast(),
+                        self.buf.len(),
+                        0,
+                    )
+                };
+                if n < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(SockDiagError::Socket {
+                        op: "recv",
+                        source: e,
+                    });
+                }
+                let answer = &self.buf[..n as usize];
+                if answer.len() >= NLMSG_HDRLEN
+                    && u32::from_ne_bytes(answer[8..12].try_into().expect("4 bytes")) != self.seq
+                {
+                    continue; // a late answer to an earlier request
+                }
+                if parse_dump_datagram(answer, l4, &mut out)? {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -365,6 +487,41 @@ mod tests {
     /// The lookups the daemon relies on, against real sockets of this namespace (loopback
     /// needs no privilege): TCP client and accepted ends, a listener, TCP over an
     /// IPv4-mapped IPv6 socket, connected and unconnected UDP.
+    #[test]
+    fn dump_lists_the_same_sockets_as_proc() {
+        // Sockets of our own, so the comparison has rows of every kind.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let u = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let key = |s: &Socket| (s.proto, s.local, s.remote, s.uid, s.inode);
+        // Sockets come and go on a live machine: compare the ones both reads saw twice.
+        let mut sd = SockDiag::open().unwrap();
+        let a = sd.dump_all().unwrap();
+        let p = crate::sources::sockets::read_sockets(std::path::Path::new("/proc")).unwrap();
+        let b = sd.dump_all().unwrap();
+        let stable: std::collections::HashSet<_> = a
+            .iter()
+            .map(key)
+            .filter(|k| b.iter().any(|s| key(s) == *k))
+            .collect();
+        let from_proc: std::collections::HashSet<_> = p.sockets.iter().map(key).collect();
+        assert!(stable.iter().any(|k| k.3 == unsafe { libc::geteuid() }));
+        for k in &stable {
+            assert!(from_proc.contains(k), "sock_diag saw {k:?}, /proc did not");
+        }
+        // Our own sockets, which live through all three reads, are in both.
+        let ours = [l.local_addr().unwrap(), u.local_addr().unwrap()];
+        for addr in ours {
+            let in_proc: Vec<_> = p
+                .sockets
+                .iter()
+                .filter(|s| s.local == addr)
+                .map(key)
+                .collect();
+            assert_eq!(in_proc.len(), 1, "{addr}");
+            assert!(stable.contains(&in_proc[0]), "sock_diag lacks {addr}");
+        }
+    }
+
     #[test]
     fn real_lookups_find_uid_and_inode() {
         let mut d = SockDiag::open().unwrap();
