@@ -261,6 +261,15 @@ impl<'a> SocketIndex<'a> {
         }
     }
 
+    /// The same index with the sockets' owning processes filled in, once they were looked
+    /// up for the inodes [`SocketIndex::socket_inode`] named.
+    pub fn with_owners<'b>(self, owners: &'b HashMap<u64, Owner>) -> SocketIndex<'b>
+    where
+        'a: 'b,
+    {
+        SocketIndex { owners, ..self }
+    }
+
     /// The live socket `flow` matches through its tuples (exact 4-tuple, else an unconnected
     /// socket's local or wildcard address), ignoring any kept attribution.
     fn find(&self, flow: &Flow, l4: L4) -> Result<Option<(usize, Direction)>, Reason> {

@@ -16,7 +16,7 @@ use crate::attribute::{attribute, Attributed, LocalNets, Reason, SocketIndex, Ve
 use crate::model::{Flow, FlowKey, Socket, L4};
 use crate::prereq::{self, PrereqError};
 use crate::report::human_bytes;
-use crate::sources::processes::{scan_socket_owners, ProcessScan};
+use crate::sources::processes::scan_socket_owners;
 use crate::sources::sockdiag::SockDiag;
 use crate::sources::sockets::{read_sockets, SocketTable};
 use crate::sources::{conntrack, interfaces};
@@ -192,25 +192,23 @@ pub fn observe_timed(
     let prior = |f: &Flow| prev.get(&f.key()).and_then(|s| s.attribution.as_ref());
     // Programs are looked up only for the sockets of flows not attributed before: a flow
     // keeps the program it had, so a steady-state pass walks no /proc/PID/fd at all.
-    let wanted: HashSet<u64> = {
-        let no_owners = HashMap::new();
-        let idx = SocketIndex::new(&sockets.sockets, &no_owners, host.iter().copied());
-        dump.flows
-            .iter()
-            .filter(|f| prior(f).is_none())
-            .filter_map(|f| idx.socket_inode(f))
-            .collect()
-    };
+    let no_owners = HashMap::new();
+    let idx = SocketIndex::new(&sockets.sockets, &no_owners, host.iter().copied());
+    let wanted: HashSet<u64> = dump
+        .flows
+        .iter()
+        .filter(|f| prior(f).is_none())
+        .filter_map(|f| idx.socket_inode(f))
+        .collect();
     let mut scan = scan_socket_owners(proc_root, &wanted);
     stages.lap("processes");
-    let attribute_all = |sockets: &[Socket], scan: &ProcessScan| {
-        let idx = SocketIndex::new(sockets, &scan.owners, host.iter().copied());
+    let attribute_with = |idx: &SocketIndex| {
         dump.flows
             .iter()
-            .map(|f| attribute(f, &idx, prior(f), nets))
+            .map(|f| attribute(f, idx, prior(f), nets))
             .collect::<Vec<_>>()
     };
-    let mut attributed = attribute_all(&sockets.sockets, &scan);
+    let mut attributed = attribute_with(&idx.with_owners(&scan.owners));
     stages.lap("attribute");
     let retry = dump.flows.iter().zip(&attributed).any(|(f, a)| {
         !prev.contains_key(&f.key()) && matches!(a.verdict, Verdict::Unattributed(Reason::NoSocket))
@@ -235,7 +233,8 @@ pub fn observe_timed(
                     .into_iter()
                     .filter(|s| fresh.contains(&s.inode)),
             );
-            let second = attribute_all(&sockets.sockets, &scan);
+            let idx = SocketIndex::new(&sockets.sockets, &scan.owners, host.iter().copied());
+            let second = attribute_with(&idx);
             for (a, b) in attributed.iter_mut().zip(second) {
                 if matches!(a.verdict, Verdict::Unattributed(_)) {
                     *a = b;

@@ -190,62 +190,25 @@ impl Store {
                  FROM flow_state",
             )
             .map_err(|e| self.wrap(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                let src: String = r.get(2)?;
-                let dst: String = r.get(3)?;
-                let uid: Option<u32> = r.get(11)?;
-                let direction: Option<String> = r.get(13)?;
-                Ok((
-                    src,
-                    dst,
-                    FlowState {
-                        key: FlowKey {
-                            zone: r.get(0)?,
-                            orig: Tuple {
-                                src: IpAddr::from([0, 0, 0, 0]),
-                                dst: IpAddr::from([0, 0, 0, 0]),
-                                proto: r.get(1)?,
-                                sport: r.get(4)?,
-                                dport: r.get(5)?,
-                            },
-                            id: r.get(6)?,
-                        },
-                        orig: Counters {
-                            packets: r.get::<_, i64>(7)? as u64,
-                            bytes: r.get::<_, i64>(8)? as u64,
-                        },
-                        reply: Counters {
-                            packets: r.get::<_, i64>(9)? as u64,
-                            bytes: r.get::<_, i64>(10)? as u64,
-                        },
-                        attribution: match (uid, direction.as_deref().and_then(Direction::parse)) {
-                            (Some(uid), Some(direction)) => Some(Attribution {
-                                uid,
-                                program: r.get(12)?,
-                                direction,
-                            }),
-                            _ => None,
-                        },
-                        first_seen: r.get(14)?,
-                        last_seen: r.get(15)?,
-                        missing: r.get(16)?,
-                    },
-                ))
-            })
+        let n: usize = self
+            .conn
+            .query_row("SELECT count(*) FROM flow_state", [], |r| r.get(0))
             .map_err(|e| self.wrap(e))?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let (src, dst, mut st) = row.map_err(|e| self.wrap(e))?;
-            let (Ok(src), Ok(dst)) = (src.parse(), dst.parse()) else {
-                return Err(StoreError::BadRow {
+        let mut out = HashMap::with_capacity(n);
+        let mut rows = stmt.query([]).map_err(|e| self.wrap(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.wrap(e))? {
+            let st = flow_state_row(r).map_err(|e| match e {
+                RowError::Sql(e) => self.wrap(e),
+                RowError::Address => StoreError::BadRow {
                     path: self.path.clone(),
                     table: "flow_state",
-                    detail: format!("unparsable address {src:?} or {dst:?}"),
-                });
-            };
-            st.key.orig.src = src;
-            st.key.orig.dst = dst;
+                    detail: format!(
+                        "unparsable address {:?} or {:?}",
+                        r.get_ref(2).ok(),
+                        r.get_ref(3).ok()
+                    ),
+                },
+            })?;
             out.insert(st.key, st);
         }
         Ok(out)
@@ -276,6 +239,68 @@ impl Store {
         tx.commit().map_err(wrap)?;
         Ok(id)
     }
+}
+
+enum RowError {
+    Sql(rusqlite::Error),
+    Address,
+}
+
+impl From<rusqlite::Error> for RowError {
+    fn from(e: rusqlite::Error) -> Self {
+        RowError::Sql(e)
+    }
+}
+
+/// Decode one `flow_state` row without allocating for its addresses (a pass loads every
+/// flow's state: tens of thousands of rows on a busy host).
+fn flow_state_row(r: &rusqlite::Row) -> Result<FlowState, RowError> {
+    let ip = |i: usize| -> Result<IpAddr, RowError> {
+        r.get_ref(i)?
+            .as_str()
+            .map_err(|e| RowError::Sql(e.into()))?
+            .parse()
+            .map_err(|_| RowError::Address)
+    };
+    let counter = |i: usize| -> Result<u64, RowError> { Ok(r.get::<_, i64>(i)? as u64) };
+    let uid: Option<u32> = r.get(11)?;
+    let direction = r
+        .get_ref(13)?
+        .as_str_or_null()
+        .map_err(|e| RowError::Sql(e.into()))?
+        .and_then(Direction::parse);
+    Ok(FlowState {
+        key: FlowKey {
+            zone: r.get(0)?,
+            orig: Tuple {
+                src: ip(2)?,
+                dst: ip(3)?,
+                proto: r.get(1)?,
+                sport: r.get(4)?,
+                dport: r.get(5)?,
+            },
+            id: r.get(6)?,
+        },
+        orig: Counters {
+            packets: counter(7)?,
+            bytes: counter(8)?,
+        },
+        reply: Counters {
+            packets: counter(9)?,
+            bytes: counter(10)?,
+        },
+        attribution: match (uid, direction) {
+            (Some(uid), Some(direction)) => Some(Attribution {
+                uid,
+                program: r.get(12)?,
+                direction,
+            }),
+            _ => None,
+        },
+        first_seen: r.get(14)?,
+        last_seen: r.get(15)?,
+        missing: r.get(16)?,
+    })
 }
 
 fn refuse_symlink(path: &Path) -> Result<(), StoreError> {
