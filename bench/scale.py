@@ -1,25 +1,36 @@
 #!/usr/bin/env python3
-"""Quick scale measurement: N established TCP flows in a network namespace, then time a
-steady-state `netledger snapshot` next to `ss -tanp`, `conntrack -L -o extended` and a plain
-`cat` of the four socket tables, alternating, and print medians.
+"""netledger's scale benchmark: a steady-state `netledger snapshot` timed side by side with
+the tools an administrator would otherwise run for the same picture.
 
-Usage (root): bench/scale.py [--flows 20000] [--rounds 5] [--bin target/release/netledger]
-Only documentation addresses (198.51.100.0/24) inside namespaces this script creates are used;
-the namespaces are deleted at the end.
+For each N it builds a network namespace ("host") with a veth link to an "internet"
+namespace (198.51.100.0/24, documentation addresses only), then N established TCP flows:
+half outgoing (host clients to internet servers), half incoming (internet clients to host
+servers), spread over --procs processes in the host namespace, plus --idle idle processes
+holding a few descriptors each. It runs one pass (first sighting), then alternates, for
+--rounds rounds:
+    netledger snapshot (steady state)   ss -tanp   conntrack -L -o extended
+    ss -tuan (sock_diag, no processes)   cat /proc/net/{tcp,tcp6,udp,udp6}
+and prints medians, min-max, ratios, netledger's peak RSS and its per-stage timings, as a
+Markdown table row per N. Every namespace and process it started is removed at the end.
+
+Usage (root; release build and the nl_traffic example first):
+    cargo build --release --examples
+    python3 bench/scale.py --flows 1000,5000,20000,100000
 """
-import argparse, os, resource, socket, statistics, subprocess, sys, tempfile, time
+import argparse, os, statistics, subprocess, sys, tempfile, time
 
-def sh(*a, **kw):
-    return subprocess.run(a, check=True, **kw)
+def sh(*a):
+    subprocess.run(a, check=True)
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--flows", type=int, default=20000)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--bin", default="target/release/netledger")
-    a = ap.parse_args()
-    binp = os.path.abspath(a.bin)
-    tag = str(os.getpid())
+def ns_exec(ns, *cmd):
+    return ["ip", "netns", "exec", ns, *cmd]
+
+def spawn(cmd, stdin=False):
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.PIPE if stdin else None,
+                            stderr=subprocess.DEVNULL, text=True)
+
+def run_one(n, a, binp, traffic):
+    tag = f"{os.getpid()}x{n}"
     host, inet = "nlbh" + tag, "nlbi" + tag
     procs = []
     try:
@@ -31,45 +42,40 @@ def main():
         sh("ip", "-n", inet, "addr", "add", "198.51.100.2/24", "dev", "ih")
         sh("ip", "-n", host, "link", "set", "hi", "up")
         sh("ip", "-n", inet, "link", "set", "ih", "up")
-        sh("ip", "netns", "exec", host, "sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 65000")
+        for ns in (host, inet):
+            sh(*ns_exec(ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=30000 65000"))
         db = os.path.join(tempfile.mkdtemp(), "bench.db")
-        nl = ["ip", "netns", "exec", host, binp, "--db", db, "-q", "snapshot"]
-        nlv = ["ip", "netns", "exec", host, "env", "NETLEDGER_LOG=info", binp, "--db", db, "snapshot"]
-        sh(*nl)  # setup: tracking + accounting
-        # Per group of 5,000 connections (the descriptor limit here is 20,000 a process):
-        # a server in the "internet" namespace holding every accepted socket, and a client.
-        per = 5000
-        for g, i in enumerate(range(0, a.flows, per)):
-            n = min(per, a.flows - i)
-            port = 10000 + g
-            server = subprocess.Popen(["ip", "netns", "exec", inet, sys.executable, "-c", f"""
-import socket, resource
-resource.setrlimit(resource.RLIMIT_NOFILE, ({n + 500}, {n + 500}))
-l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-l.bind(('0.0.0.0', {port})); l.listen(4096); print('ready', flush=True)
-keep = []
-while True:
-    c, _ = l.accept(); c.send(b'x' * 100); keep.append(c)
-"""], stdout=subprocess.PIPE, text=True)
-            procs.append(server)
-            server.stdout.readline()
-            c = subprocess.Popen(["ip", "netns", "exec", host, sys.executable, "-c", f"""
-import socket, resource, sys
-resource.setrlimit(resource.RLIMIT_NOFILE, ({n + 500}, {n + 500}))
-keep = []
-for _ in range({n}):
-    s = socket.create_connection(('198.51.100.2', {port})); s.recv(100); keep.append(s)
-print('ready', flush=True); sys.stdin.read()
-"""], stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
-            procs.append(c)
-            c.stdout.readline()
-        sh(*nl)  # first sighting of every flow
+        nl = ns_exec(host, binp, "--db", db, "-q", "snapshot")
+        sh(*nl)  # setup: tracking + accounting, before any flow exists
+        groups = max(1, a.procs // 2)
+        per = [n // 2 // groups + (1 if i < (n // 2) % groups else 0) for i in range(groups)]
+        # Outgoing: a sink per group in the internet namespace, a holder in the host.
+        # Incoming: a sink per group in the host namespace, a holder in the internet.
+        for side, (srv_ns, cli_ns, dst) in enumerate([(inet, host, "198.51.100.2"),
+                                                      (host, inet, "198.51.100.1")]):
+            for g, count in enumerate(per):
+                if count == 0:
+                    continue
+                port = 20000 + side * 5000 + g
+                s = spawn(ns_exec(srv_ns, traffic, "sink", "tcp", f"0.0.0.0:{port}"))
+                procs.append(s)
+                assert s.stdout.readline().strip() == "listening", f"sink on {port}"
+                c = spawn(ns_exec(cli_ns, traffic, "hold", "tcp", f"{dst}:{port}", str(count)), stdin=True)
+                procs.append(c)
+        for p in procs:
+            if p.stdin is not None:
+                assert p.stdout.readline().strip() == "ready"
+        for _ in range(a.idle):
+            procs.append(spawn(ns_exec(host, "sh", "-c", "exec 3</dev/null 4</dev/null 5</dev/null; exec sleep 3600")))
+        time.sleep(1)
+        sh(*nl)  # first sighting of every flow: later passes are steady state
+        flows = int(subprocess.run(ns_exec(host, "conntrack", "-C"), capture_output=True, text=True).stdout)
         cmds = {
-            "netledger snapshot": nl,
-            "ss -tanp": ["ip", "netns", "exec", host, "ss", "-tanp"],
-            "conntrack -L -o extended": ["ip", "netns", "exec", host, "conntrack", "-L", "-o", "extended"],
-            "ss -tuan (sock_diag, no processes)": ["ip", "netns", "exec", host, "ss", "-tuan"],
-            "cat /proc/net/{tcp,tcp6,udp,udp6}": ["ip", "netns", "exec", host, "cat", "/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6"],
+            "netledger": nl,
+            "ss -tanp": ns_exec(host, "ss", "-tanp"),
+            "conntrack -L": ns_exec(host, "conntrack", "-L", "-o", "extended"),
+            "ss -tuan": ns_exec(host, "ss", "-tuan"),
+            "cat 4 tables": ns_exec(host, "cat", "/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6"),
         }
         times = {k: [] for k in cmds}
         for _ in range(a.rounds):
@@ -77,20 +83,48 @@ print('ready', flush=True); sys.stdin.read()
                 t = time.perf_counter()
                 subprocess.run(c, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 times[k].append(time.perf_counter() - t)
-        stages = subprocess.run(nlv, capture_output=True, text=True).stderr
-        print("".join(l[l.index("pass stages"):] + "\n" for l in stages.splitlines() if "pass stages" in l), end="")
-        flows = subprocess.run(["ip", "netns", "exec", host, "conntrack", "-C"], capture_output=True, text=True).stdout.strip()
-        print(f"flows in table: {flows}; rounds: {a.rounds}")
-        med = {k: statistics.median(v) for k, v in times.items()}
-        for k, v in times.items():
-            print(f"{k:36s} median {med[k]*1000:8.1f} ms  (min {min(v)*1000:.1f}, max {max(v)*1000:.1f})")
-        base = med["ss -tanp"] + med["conntrack -L -o extended"]
-        print(f"netledger / (ss -tanp + conntrack -L) = {med['netledger snapshot'] / base:.2f}")
+        rss = subprocess.run(ns_exec(host, "/usr/bin/time", "-f", "%M", binp, "--db", db, "-q", "snapshot"),
+                             capture_output=True, text=True).stderr.strip().splitlines()[-1]
+        stages = subprocess.run(ns_exec(host, "env", "NETLEDGER_LOG=info", binp, "--db", db, "snapshot"),
+                                capture_output=True, text=True).stderr
+        stages = next((l[l.index("pass stages: ") + 13:] for l in stages.splitlines() if "pass stages" in l), "?")
+        med = {k: statistics.median(v) * 1000 for k, v in times.items()}
+        rng = {k: (min(v) * 1000, max(v) * 1000) for k, v in times.items()}
+        return flows, med, rng, int(rss) / 1024, stages
     finally:
         for p in procs:
             p.kill()
+        for p in procs:
+            p.wait()
         for ns in (host, inet):
             subprocess.run(["ip", "netns", "del", ns])
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--flows", default="20000", help="comma-separated N (established TCP flows)")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--procs", type=int, default=500)
+    ap.add_argument("--idle", type=int, default=2000)
+    ap.add_argument("--bin", default="target/release/netledger")
+    ap.add_argument("--traffic", default="target/release/examples/nl_traffic")
+    a = ap.parse_args()
+    binp, traffic = os.path.abspath(a.bin), os.path.abspath(a.traffic)
+    print(f"{a.rounds} rounds, alternating; {a.procs} processes holding the flows, {a.idle} idle ones; times in ms, median (min-max)")
+    print("| N | flows | netledger | ss -tanp | conntrack -L | ss -tuan | cat 4 tables | nl/(ss+ct) | nl/(cat+ct) | peak RSS |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    details = []
+    for n in [int(x) for x in a.flows.split(",")]:
+        flows, med, rng, rss, stages = run_one(n, a, binp, traffic)
+        cell = lambda k: f"{med[k]:.0f} ({rng[k][0]:.0f}-{rng[k][1]:.0f})"
+        r1 = med["netledger"] / (med["ss -tanp"] + med["conntrack -L"])
+        r2 = med["netledger"] / (med["cat 4 tables"] + med["conntrack -L"])
+        print(f"| {n} | {flows} | {cell('netledger')} | {cell('ss -tanp')} | {cell('conntrack -L')} | "
+              f"{cell('ss -tuan')} | {cell('cat 4 tables')} | {r1:.2f} | {r2:.2f} | {rss:.1f} MiB |", flush=True)
+        details.append(f"N={n}: {stages}")
+    print()
+    print("netledger pass stages (one steady-state pass, -v):")
+    for d in details:
+        print("  " + d)
 
 if __name__ == "__main__":
     main()

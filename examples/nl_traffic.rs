@@ -7,6 +7,8 @@
 //! nl_traffic server tcp|udp BIND              serve requests until killed
 //! nl_traffic serve-once tcp BIND              serve one TCP connection, then exit
 //! nl_traffic client tcp|udp|udp-sendto PEER UP DOWN [--bind PORT] [--v6sock]
+//! nl_traffic sink tcp BIND                    accept and hold connections (benchmarks)
+//! nl_traffic hold tcp PEER COUNT              open and hold COUNT connections (benchmarks)
 //! ```
 //! A TCP request is a line `UP DOWN\n` followed by UP bytes; the answer is DOWN bytes.
 //! A UDP request is a datagram of UP bytes (UP ≥ 8) whose first 8 bytes are DOWN as a
@@ -27,6 +29,8 @@ fn main() {
         ["server", "tcp", bind] => tcp_server(bind, false),
         ["serve-once", "tcp", bind] => tcp_server(bind, true),
         ["server", "udp", bind] => udp_server(bind),
+        ["sink", "tcp", bind] => tcp_sink(bind),
+        ["hold", "tcp", peer, count] => tcp_hold(resolve(peer), count.parse().expect("COUNT")),
         ["client", kind, peer, up, down, rest @ ..] => {
             let up: usize = up.parse().expect("UP");
             let down: u64 = down.parse().expect("DOWN");
@@ -235,4 +239,31 @@ fn udp_client(peer: SocketAddr, up: usize, down: u64, bind: u16, connected: bool
     request();
     drop(s);
     say("done");
+}
+
+/// Accept connections and keep them open without a thread each (benchmark scale).
+fn tcp_sink(bind: &str) {
+    let l = TcpListener::bind(resolve(bind)).expect("bind");
+    say("listening");
+    let mut held = Vec::new();
+    for conn in l.incoming() {
+        if let Ok(mut c) = conn {
+            let _ = c.write_all(b"hello\n");
+            held.push(c);
+        }
+    }
+}
+
+/// Open `count` connections to `peer`, say `ready`, and hold them until stdin closes.
+fn tcp_hold(peer: SocketAddr, count: usize) {
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut s = TcpStream::connect(peer).expect("connect");
+        let mut hello = [0u8; 6];
+        s.read_exact(&mut hello).expect("hello");
+        held.push(s);
+    }
+    say("ready");
+    let mut rest = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut rest);
 }
