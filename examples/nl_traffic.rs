@@ -246,11 +246,9 @@ fn tcp_sink(bind: &str) {
     let l = TcpListener::bind(resolve(bind)).expect("bind");
     say("listening");
     let mut held = Vec::new();
-    for conn in l.incoming() {
-        if let Ok(mut c) = conn {
-            let _ = c.write_all(b"hello\n");
-            held.push(c);
-        }
+    for mut c in l.incoming().flatten() {
+        let _ = c.write_all(b"hello\n");
+        held.push(c);
     }
 }
 
