@@ -36,6 +36,16 @@ as() { local u=$1; shift; ip netns exec $H setpriv --reuid="$(id -u "$u")" --reg
 ip netns exec $I "$WORK/nl_traffic" server tcp 0.0.0.0:9000 >/dev/null & PIDS+=($!)
 ip netns exec $I socat TCP-LISTEN:9100,fork,reuseaddr EXEC:cat & PIDS+=($!)
 ip netns exec $H "$WORK/netledger" setup
+# A second truth that cannot overrun: nftables counters of IP-layer bytes per service port
+# (what conntrack counts too), sent (output) and received (input).
+ip netns exec $H nft -f - <<'NFT'
+table inet soak {
+    chain out { type filter hook output priority 10; policy accept;
+        tcp dport 9000 counter; tcp dport 9100 counter; }
+    chain in { type filter hook input priority 10; policy accept;
+        tcp sport 9000 counter; tcp sport 9100 counter; }
+}
+NFT
 ip netns exec $H sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_time_wait=10
 # A large buffer: a capture that overruns (it says so in capture.err) undercounts the truth.
 ip netns exec $H conntrack -E -e DESTROY -o extended -b 16777216 > "$WORK/destroy.txt" \
@@ -75,6 +85,7 @@ for p in "${PIDS[@]:4}"; do kill "$p" 2>/dev/null || true; done
 sleep 2
 kill -TERM $DAEMON; wait $DAEMON || { echo "daemon exit status $?"; exit 1; }
 ip netns exec $H conntrack -L -o extended > "$WORK/live.txt" 2>/dev/null || true
+ip netns exec $H nft list table inet soak > "$WORK/nft.txt"
 sleep 0.5
 echo "RSS start ${RSS0} kB, end ${RSS1} kB; daemon CPU $(( (CPU1 - CPU0) )) ticks over ${DURATION} s; $N short connections"
 tail -1 "$WORK/daemon.log"
@@ -97,13 +108,19 @@ flows = parse(f'{work}/destroy.txt') + parse(f'{work}/live.txt')
 truth = {9000: [0, 0], 9100: [0, 0]}
 for dport, ob, rb in flows:
     if dport in truth: truth[dport][0] += rb; truth[dport][1] += ob
+# nftables: (rx, tx) per port from the counters (sport = received, dport = sent).
+nft = {9000: [0, 0], 9100: [0, 0]}
+for line in open(f'{work}/nft.txt'):
+    m = re.search(r'tcp (s|d)port (\d+) counter packets \d+ bytes (\d+)', line)
+    if m: nft[int(m.group(2))][0 if m.group(1) == 's' else 1] += int(m.group(3))
 top = json.loads(subprocess.check_output([f'{work}/netledger', '--db', f'{work}/soak.db', 'top', '--json', '--since', '1d', '--limit', '100']))
 got = {r['uid']: (r['rx_bytes'], r['tx_bytes']) for r in top}
 ok = True
 for uid, port in ((su, 9000), (lu, 9100)):
-    g, t = got.get(uid, (0, 0)), tuple(truth[port])
-    print(f'uid {uid} (port {port}): netledger rx/tx {g}, conntrack {t}', 'EXACT' if g == t else 'DIFFERENT')
-    ok &= g == t
+    g, t, n = got.get(uid, (0, 0)), tuple(truth[port]), tuple(nft[port])
+    print(f'uid {uid} (port {port}): netledger rx/tx {g}, conntrack events {t}, nft counters {n}',
+          'EXACT' if g == n else 'DIFFERENT')
+    ok &= g == n
 print('unattributed:', got.get(None))
 sys.exit(0 if ok else 1)
 PY

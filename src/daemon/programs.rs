@@ -6,8 +6,10 @@
 //! thousands of connections a second. Two things keep it cheap:
 //! - the processes that recently held a user's sockets are tried first, one directory
 //!   each (a client making many connections keeps its pid): tens of microseconds;
-//! - a walk of every process runs at most every [`FULL_WALK_EVERY`], for what is left,
-//!   and teaches the first step which processes to try.
+//! - a walk of every process runs for what is left, at most every [`FULL_WALK_EVERY`] and
+//!   at most [`FULL_WALK_SHARE`] of the time (a host with many processes and descriptors
+//!   makes each walk longer, so they are spaced further apart), and teaches the first step
+//!   which processes to try.
 //!
 //! The uid never depends on this; only the program name is missed when a socket closes
 //! before it is looked for.
@@ -20,6 +22,8 @@ use crate::sources::processes::{parse_socket_link, scan_socket_owners};
 
 /// Least time between two walks of every process.
 pub const FULL_WALK_EVERY: Duration = Duration::from_millis(250);
+/// Largest share of the time spent walking every process (1/50: 2% of a core).
+pub const FULL_WALK_SHARE: u32 = 50;
 /// Processes remembered per user.
 const CANDIDATES_PER_UID: usize = 8;
 /// Cached inode → program entries before the cache is dropped. A socket's inode comes back
@@ -42,7 +46,8 @@ pub struct Namer {
     proc_root: PathBuf,
     cache: HashMap<u64, String>,
     candidates: HashMap<u32, VecDeque<u32>>,
-    last_full: Option<Instant>,
+    /// When the next walk of every process may run.
+    next_full: Option<Instant>,
     /// Work done so far.
     pub work: Work,
 }
@@ -68,7 +73,7 @@ impl Namer {
             proc_root,
             cache: HashMap::new(),
             candidates: HashMap::new(),
-            last_full: None,
+            next_full: None,
             work: Work::default(),
         }
     }
@@ -141,14 +146,14 @@ impl Namer {
             }
         }
         // 2. Every process, now and then.
-        let due = self
-            .last_full
-            .is_none_or(|t| t.elapsed() >= FULL_WALK_EVERY);
+        let due = self.next_full.is_none_or(|t| Instant::now() >= t);
         if !left.is_empty() && due {
-            self.last_full = Some(Instant::now());
+            let started = Instant::now();
             self.work.full_walks += 1;
             let inodes: HashSet<u64> = left.keys().copied().collect();
             let scan = scan_socket_owners(&self.proc_root, &inodes);
+            let took = started.elapsed();
+            self.next_full = Some(started + FULL_WALK_EVERY.max(took * FULL_WALK_SHARE));
             for (ino, owner) in scan.owners {
                 if owner.program.is_empty() {
                     continue;
