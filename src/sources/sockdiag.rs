@@ -134,8 +134,14 @@ impl SockDiag {
     ) -> Result<Option<Socket>, SockDiagError> {
         self.seq = self.seq.wrapping_add(1);
         let req = request(l4, local, remote, self.seq);
-        // SAFETY: fd is valid; req is a live buffer of the given length. The kernel is the
-        // default destination of an unbound netlink socket.
+        self.send(&req)?;
+        let n = self.recv_answer()?;
+        parse_reply(&self.buf[..n], l4)
+    }
+
+    /// Send one request to the kernel (the default destination of an unbound netlink socket).
+    fn send(&mut self, req: &[u8]) -> Result<(), SockDiagError> {
+        // SAFETY: fd is valid; req is a live buffer of the given length.
         let sent = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
         if sent < 0 {
             return Err(SockDiagError::Socket {
@@ -143,6 +149,12 @@ impl SockDiag {
                 source: io::Error::last_os_error(),
             });
         }
+        Ok(())
+    }
+
+    /// Receive the next datagram answering the current request into `buf`; returns its
+    /// length. Answers to an earlier, timed-out request may still be queued: skipped.
+    fn recv_answer(&mut self) -> Result<usize, SockDiagError> {
         loop {
             // SAFETY: fd is valid; buf is a live, writable buffer of the given length.
             let n = unsafe {
@@ -164,13 +176,12 @@ impl SockDiag {
                 });
             }
             let answer = &self.buf[..n as usize];
-            // An answer to an earlier, timed-out request may still be queued: skip it.
             if answer.len() >= NLMSG_HDRLEN
                 && u32::from_ne_bytes(answer[8..12].try_into().expect("4 bytes")) != self.seq
             {
                 continue;
             }
-            return parse_reply(answer, l4);
+            return Ok(n as usize);
         }
     }
 }
@@ -352,43 +363,10 @@ impl SockDiag {
             (libc::AF_INET6, L4::Udp),
         ] {
             self.seq = self.seq.wrapping_add(1);
-            let req = dump_request(family, l4, self.seq);
-            // SAFETY: fd is valid; req is a live buffer of the given length.
-            let sent =
-                unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
-            if sent < 0 {
-                return Err(SockDiagError::Socket {
-                    op: "send",
-                    source: io::Error::last_os_error(),
-                });
-            }
+            self.send(&dump_request(family, l4, self.seq))?;
             loop {
-                // SAFETY: fd is valid; buf is a live, writable buffer of the given length.
-                let n = unsafe {
-                    libc::recv(
-                        self.fd.as_raw_fd(),
-                        self.buf.as_mut_ptr().cast(),
-                        self.buf.len(),
-                        0,
-                    )
-                };
-                if n < 0 {
-                    let e = io::Error::last_os_error();
-                    if e.kind() == io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    return Err(SockDiagError::Socket {
-                        op: "recv",
-                        source: e,
-                    });
-                }
-                let answer = &self.buf[..n as usize];
-                if answer.len() >= NLMSG_HDRLEN
-                    && u32::from_ne_bytes(answer[8..12].try_into().expect("4 bytes")) != self.seq
-                {
-                    continue; // a late answer to an earlier request
-                }
-                if parse_dump_datagram(answer, l4, &mut out)? {
+                let n = self.recv_answer()?;
+                if parse_dump_datagram(&self.buf[..n], l4, &mut out)? {
                     break;
                 }
             }
