@@ -12,7 +12,9 @@ use anyhow::{Context, Result};
 use tracing::{debug, info, warn};
 
 use crate::account::{account_pass, FlowState, PassPlan, Totals};
-use crate::attribute::{attribute, Attributed, LocalNets, Reason, SocketIndex, Verdict};
+use crate::attribute::{
+    attribute, Attributed, Attribution, LocalNets, Reason, SocketIndex, Verdict,
+};
 use crate::model::{Flow, FlowKey, Socket, L4};
 use crate::prereq::{self, PrereqError};
 use crate::report::human_bytes;
@@ -118,12 +120,25 @@ impl std::fmt::Display for Stages {
 
 /// Run one pass against `store`.
 pub fn run_pass(store: &mut Store, cfg: &PassConfig, mode: &'static str) -> Result<PassOutcome> {
+    run_pass_with(store, cfg, mode, &|_| None)
+}
+
+/// [`run_pass`], with owners known from elsewhere for flows the store has no attribution
+/// for yet (the daemon's owners found at a flow's NEW event and not written yet): they
+/// count as the flow's kept attribution. `known` is asked after the dump, only for flows
+/// without a saved attribution.
+pub fn run_pass_with(
+    store: &mut Store,
+    cfg: &PassConfig,
+    mode: &'static str,
+    known: &dyn Fn(&FlowKey) -> Option<Attribution>,
+) -> Result<PassOutcome> {
     let t0 = Instant::now();
     let mut stages = Stages::start();
     let started_at = chrono::Utc::now().timestamp();
     let prev = store.load_state()?;
     stages.lap("load_state");
-    let obs = observe_timed(&cfg.proc_root, &prev, &cfg.nets, &mut stages)?;
+    let obs = observe_timed(&cfg.proc_root, &prev, known, &cfg.nets, &mut stages)?;
     let plan = account_pass(
         started_at,
         &obs.dump.flows,
@@ -163,13 +178,15 @@ pub fn observe(
     prev: &HashMap<FlowKey, FlowState>,
     nets: &LocalNets,
 ) -> Result<Observation> {
-    observe_timed(proc_root, prev, nets, &mut Stages::default())
+    observe_timed(proc_root, prev, &|_| None, nets, &mut Stages::default())
 }
 
-/// [`observe`], closing a lap of `stages` after each stage.
+/// [`observe`], with owners `known` from elsewhere for flows without a saved attribution,
+/// closing a lap of `stages` after each stage.
 pub fn observe_timed(
     proc_root: &Path,
     prev: &HashMap<FlowKey, FlowState>,
+    known: &dyn Fn(&FlowKey) -> Option<Attribution>,
     nets: &LocalNets,
     stages: &mut Stages,
 ) -> Result<Observation> {
@@ -189,7 +206,18 @@ pub fn observe_timed(
         }
     }
     let host = interfaces::host_addrs();
-    let prior = |f: &Flow| prev.get(&f.key()).and_then(|s| s.attribution.as_ref());
+    let saved = |key: &FlowKey| prev.get(key).and_then(|s| s.attribution.as_ref());
+    let extra: HashMap<FlowKey, Attribution> = dump
+        .flows
+        .iter()
+        .map(Flow::key)
+        .filter(|k| saved(k).is_none())
+        .filter_map(|k| known(&k).map(|a| (k, a)))
+        .collect();
+    let prior = |f: &Flow| {
+        let key = f.key();
+        saved(&key).or_else(|| extra.get(&key))
+    };
     // Programs are looked up only for the sockets of flows not attributed before: a flow
     // keeps the program it had, so a steady-state pass walks no /proc/PID/fd at all.
     let no_owners = HashMap::new();
