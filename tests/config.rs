@@ -96,3 +96,39 @@ fn defaults_then_file_then_environment_then_flags() {
     let cli = parse(&["--config", c, "snapshot"]);
     assert!(snapshot_args(&cli).count_local);
 }
+
+/// `netledger config` prints the settings in effect as a configuration file that reads
+/// back to the same values.
+#[test]
+fn printed_settings_are_a_configuration_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("in.toml");
+    std::fs::write(
+        &conf,
+        "prune_after = 5\ninterval = \"1m\"\n[retention]\nraw = \"2d\"\nhourly = \"30d\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_netledger"))
+        .arg("--config")
+        .arg(&conf)
+        .arg("config")
+        .env_remove("NETLEDGER_DB")
+        .env_remove("NETLEDGER_LOCAL_NETWORKS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let c = netledger::config::FileConfig::parse(&text, Path::new("printed")).unwrap();
+    assert_eq!(c.prune_after, Some(5));
+    assert_eq!(c.interval, Some(std::time::Duration::from_secs(60)));
+    assert_eq!(c.lock_timeout, Some(std::time::Duration::from_secs(5)));
+    assert_eq!(c.local_networks.as_ref().map(Vec::len), Some(10));
+    let r = c.retention().unwrap();
+    assert_eq!(r.raw, std::time::Duration::from_secs(2 * 86_400));
+    assert_eq!(r.hourly, std::time::Duration::from_secs(30 * 86_400));
+    assert_eq!(r.daily, None);
+}
