@@ -72,8 +72,13 @@ pub struct RetentionConfig {
     /// Hourly rollups.
     #[serde(default, with = "opt_duration")]
     pub hourly: Option<Duration>,
+    /// Keys kept per user and hour in the hourly tier (0: all).
+    pub hourly_top: Option<u32>,
     /// Daily rollups: a duration, or "forever".
     pub daily: Option<String>,
+    /// The daemon's connection log.
+    #[serde(default, with = "opt_duration")]
+    pub connections: Option<Duration>,
 }
 
 impl FileConfig {
@@ -83,6 +88,8 @@ impl FileConfig {
         if let Some(c) = &self.retention {
             r.raw = c.raw.unwrap_or(r.raw);
             r.hourly = c.hourly.unwrap_or(r.hourly);
+            r.hourly_top = c.hourly_top.unwrap_or(r.hourly_top);
+            r.connections = c.connections.unwrap_or(r.connections);
             r.daily = match c.daily.as_deref() {
                 None | Some("forever") => None,
                 Some(d) => Some(
@@ -209,14 +216,17 @@ mod tests {
     #[test]
     fn retention_table_is_read_and_checked() {
         let c = FileConfig::parse(
-            "[retention]\nraw = \"2d\"\nhourly = \"30d\"\ndaily = \"3years\"\n",
+            "[retention]\nraw = \"2d\"\nhourly = \"30d\"\nhourly_top = 0\ndaily = \"3years\"\n\
+             connections = \"36h\"\n",
             Path::new("/c"),
         )
         .unwrap();
         let r = c.retention().unwrap();
         assert_eq!(r.raw, Duration::from_secs(2 * 86400));
         assert_eq!(r.hourly, Duration::from_secs(30 * 86400));
+        assert_eq!(r.hourly_top, 0);
         assert!(r.daily.is_some());
+        assert_eq!(r.connections, Duration::from_secs(36 * 3600));
         let c = FileConfig::parse(
             "[retention]\nraw = \"9d\"\nhourly = \"1d\"\n",
             Path::new("/c"),

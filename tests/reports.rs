@@ -666,3 +666,56 @@ fn closed_stdout_exits_0_quietly() {
         );
     }
 }
+
+/// After rollup with one key kept per user and hour, the remainder shows as "(other)" and
+/// every user's totals are what they were.
+#[test]
+fn rolled_up_remainder_shows_as_other_and_totals_stay() {
+    use netledger::store::retention::Retention;
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    // One more pass: dave talks to three remotes in one hour.
+    let mut store = Store::open(&db, &OpenOptions::default()).unwrap();
+    let fs: Vec<F> = [("198.51.100.21", 5_000), ("198.51.100.22", 7_000)]
+        .into_iter()
+        .chain([("198.51.100.23", 3_000)])
+        .enumerate()
+        .map(|(i, (remote, bytes))| F {
+            id: 101 + i as u32,
+            proto: 6,
+            local: (HOST, 41000 + i as u16),
+            remote: (remote, 443),
+            orig: (bytes / 10, 10),
+            reply: (bytes, 20),
+            verdict: user(DAVE, "wget", Direction::Out),
+            direction: Direction::Out,
+        })
+        .collect();
+    let (flows, ats): (Vec<Flow>, Vec<Attributed>) = fs.iter().map(to_flow).unzip();
+    let ts = at(2026, 11, 10, 9, 0);
+    let plan = account_pass(ts, &flows, &ats, &store.load_state().unwrap(), 3);
+    let rec = PassRecord {
+        started_at: ts,
+        mode: "snapshot",
+        ..PassRecord::default()
+    };
+    store.write_pass(&rec, &plan, &[]).unwrap();
+    drop(store);
+    let by_user = |db: &Path| -> Vec<Value> { json(db, &with(&["top", "--json"], &NOV)) };
+    let before = by_user(&db);
+    let remotes_before = ok(&db, &with(&["top", "--by", "remote,port"], &NOV));
+    assert!(!remotes_before.contains("(other)"), "{remotes_before}");
+    let mut store = Store::open(&db, &OpenOptions::default()).unwrap();
+    let r = Retention {
+        raw: std::time::Duration::from_secs(86_400),
+        hourly_top: 1,
+        ..Retention::default()
+    };
+    let st = store.roll_up(at(2026, 12, 5, 0, 0), &r, u64::MAX).unwrap();
+    assert!(st.raw_rows > 0 && !st.behind, "{st:?}");
+    drop(store);
+    assert_eq!(by_user(&db), before, "per-user totals moved");
+    let remotes = ok(&db, &with(&["top", "--by", "remote,port"], &NOV));
+    assert!(remotes.contains("(other)"), "{remotes}");
+    insta::assert_snapshot!("top_by_remote_after_rollup", remotes);
+}

@@ -58,10 +58,16 @@ pub fn run(cli: &Cli, args: &ConfigArgs) -> Result<()> {
     writeln!(out, "\n[retention]")?;
     writeln!(out, "raw = \"{}\"", dur(Some(retention.raw)))?;
     writeln!(out, "hourly = \"{}\"", dur(Some(retention.hourly)))?;
+    writeln!(out, "hourly_top = {}", retention.hourly_top)?;
     match retention.daily {
         Some(keep) => writeln!(out, "daily = \"{}\"", dur(Some(keep)))?,
         None => writeln!(out, "daily = \"forever\"")?,
     }
+    writeln!(
+        out,
+        "connections = \"{}\"",
+        dur(Some(retention.connections))
+    )?;
     out.flush()?;
     Ok(())
 }

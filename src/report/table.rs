@@ -87,22 +87,36 @@ fn who(uid: Option<u32>, user: Option<&str>, reason: Option<&str>) -> String {
     }
 }
 
+/// How a table shows the program, remote and port of rolled-up rows that did not keep
+/// them (an hour's smaller keys, a day's detail): program '', remote '', protocol 0.
+const OTHER: &str = "(other)";
+
 fn key_cells(row: &TopRow, by: &[By], labels: &Labels) -> Vec<String> {
     let mut out = Vec::new();
     if by.contains(&By::Program) {
-        out.push(row.program.clone().unwrap_or_else(|| "?".into()));
+        out.push(match row.program.as_deref() {
+            None => "?".into(),
+            Some("") => OTHER.into(),
+            Some(p) => p.into(),
+        });
     }
     if by.contains(&By::Remote) {
         let addr = row.remote.clone().unwrap_or_default();
-        out.push(match labels.remotes.name(&addr) {
-            Some(name) => format!("{name} ({addr})"),
-            None => addr,
-        });
+        // '' is the rolled-up remainder: an hour's smaller remotes, or a day's remotes.
+        if addr.is_empty() {
+            out.push(OTHER.into());
+        } else {
+            out.push(match labels.remotes.name(&addr) {
+                Some(name) => format!("{name} ({addr})"),
+                None => addr,
+            });
+        }
     }
     if by.contains(&By::Port) {
         let (p, port) = (row.protocol.unwrap_or(0), row.port.unwrap_or(0));
         let base = format!("{}/{port}", protocol_name(p));
         out.push(match labels.services.name(p, port) {
+            _ if p == 0 => OTHER.into(),
             Some(s) => format!("{base} {s}"),
             None => base,
         });

@@ -33,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_report_views.sql"),
     include_str!("../../migrations/0003_connections.sql"),
     include_str!("../../migrations/0004_rollups.sql"),
+    include_str!("../../migrations/0005_raw_buckets.sql"),
 ];
 
 fn migrations() -> Migrations<'static> {
@@ -229,7 +230,7 @@ impl Store {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(wrap)?;
         let id = insert_pass(&tx, rec, plan).map_err(wrap)?;
-        write_usage(&tx, id, rec.started_at, plan).map_err(wrap)?;
+        write_usage(&tx, rec.started_at, plan).map_err(wrap)?;
         write_state(&tx, plan).map_err(wrap)?;
         write_users(&tx, rec.started_at, users).map_err(wrap)?;
         if let Some(d) = self.pause_before_commit {
@@ -353,22 +354,31 @@ fn insert_pass(tx: &Transaction, rec: &PassRecord, plan: &PassPlan) -> rusqlite:
     Ok(tx.last_insert_rowid())
 }
 
-fn write_usage(tx: &Transaction, pass: i64, ts: i64, plan: &PassPlan) -> rusqlite::Result<()> {
+/// Width of a raw usage bucket: a pass's traffic is added to the row of its 5-minute UTC
+/// bucket and key (migration 0005).
+pub const BUCKET_SECS: i64 = 300;
+
+fn write_usage(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO usage (pass_id, ts, kind, uid, program, reason, protocol, direction,
+        "INSERT INTO usage_raw (ts, kind, uid, program, reason, protocol, direction,
             remote_addr, port, rx_bytes, tx_bytes, rx_packets, tx_packets)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+         ON CONFLICT (ts, kind, uid, program, reason, protocol, direction, remote_addr, port)
+         DO UPDATE SET rx_bytes = rx_bytes + excluded.rx_bytes,
+                       tx_bytes = tx_bytes + excluded.tx_bytes,
+                       rx_packets = rx_packets + excluded.rx_packets,
+                       tx_packets = tx_packets + excluded.tx_packets",
     )?;
+    let bucket = ts.div_euclid(BUCKET_SECS) * BUCKET_SECS;
     for (k, t) in &plan.usage {
         stmt.execute(params![
-            pass,
-            ts,
+            bucket,
             k.kind.as_str(),
-            k.uid,
-            k.program,
-            k.reason.map(|r| r.as_str()),
+            k.uid.map_or(-1, i64::from),
+            k.program.as_deref().unwrap_or(""),
+            k.reason.map_or("", |r| r.as_str()),
             k.protocol,
-            k.direction.map(|d| d.as_str()),
+            k.direction.map_or("", |d| d.as_str()),
             k.remote.to_string(),
             k.port,
             t.rx_bytes as i64,
@@ -543,7 +553,27 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(kinds, 2, "one aggregated row per pass and key");
+        assert_eq!(
+            kinds, 1,
+            "both passes add to one row: same 5-minute bucket and key"
+        );
+        // A pass in the next bucket starts a row of its own.
+        let state = store.load_state().unwrap();
+        let plan3 = account_pass(1200, &[flow(1, 160)], &[alice()], &state, 3);
+        let rec3 = PassRecord {
+            started_at: 1200,
+            ..rec
+        };
+        store.write_pass(&rec3, &plan3, &[]).unwrap();
+        let rows: Vec<(i64, i64)> = store
+            .conn()
+            .prepare("SELECT ts, rx_bytes + tx_bytes FROM usage ORDER BY ts")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows, [(900, 330 + 150), (1200, 10 + 20)]);
     }
 
     #[test]

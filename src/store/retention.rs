@@ -1,16 +1,22 @@
-//! Retention tiers, vnStat-style: raw per-pass usage rows are kept for `raw`, then rolled up
-//! into hourly rows per user, program, remote, protocol and port, kept for `hourly`, then
-//! into daily rows per user, kept for `daily` (forever by default).
+//! Retention tiers, vnStat-style: raw usage in 5-minute buckets is kept for `raw`, then
+//! rolled up into hourly rows per user, program, remote, protocol and port, kept for
+//! `hourly`, then into daily rows per user, kept for `daily` (forever by default).
+//!
+//! The hourly tier keeps, for each user (or unattributed reason) and hour, the
+//! `hourly_top` keys with the most bytes and folds the rest into one row with program and
+//! remote `''`, protocol and port 0 (shown as "(other)"), so its size is bounded by users x hours, not by
+//! how many remotes a busy host talks to. The connection log is kept for `connections`.
 //!
 //! Rollup runs after passes, incrementally: one UTC hour (or day) per transaction, and at
 //! most a budget of source rows per call, so a pass never holds the write lock for long and
 //! a database that fell behind catches up over a few passes. Moving rows between tiers keeps
-//! every user's totals per UTC day unchanged (tested); only detail is dropped.
+//! every user's totals per UTC hour and day unchanged (tested); only detail is dropped.
 
 use std::time::Duration;
 
 use rusqlite::params;
 
+use super::connections::LOG_EPOCH_MS;
 use super::{Store, StoreError};
 
 const HOUR: i64 = 3600;
@@ -19,12 +25,17 @@ const DAY: i64 = 86_400;
 /// How long each tier is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
-    /// Raw per-pass rows (default 7 days).
+    /// Raw 5-minute rows (default 7 days).
     pub raw: Duration,
     /// Hourly rollups (default 90 days).
     pub hourly: Duration,
+    /// Keys (program, remote, protocol, port) kept per user and hour in the hourly tier,
+    /// the rest folded into one row; 0 keeps them all (default 20).
+    pub hourly_top: u32,
     /// Daily rollups; `None` keeps them forever (the default).
     pub daily: Option<Duration>,
+    /// The daemon's connection log (default 7 days).
+    pub connections: Duration,
 }
 
 impl Default for Retention {
@@ -32,7 +43,9 @@ impl Default for Retention {
         Retention {
             raw: Duration::from_secs(7 * DAY as u64),
             hourly: Duration::from_secs(90 * DAY as u64),
+            hourly_top: 20,
             daily: None,
+            connections: Duration::from_secs(7 * DAY as u64),
         }
     }
 }
@@ -46,8 +59,10 @@ pub struct RollupStats {
     pub hourly_rows: u64,
     /// Daily rows dropped past the daily retention.
     pub daily_dropped: u64,
-    /// Pass records dropped past the hourly retention.
+    /// Pass records dropped past the raw retention.
     pub passes_dropped: u64,
+    /// Logged connections dropped past their retention.
+    pub connections_dropped: u64,
     /// Whether rows past their retention remain (the budget ran out).
     pub behind: bool,
 }
@@ -68,10 +83,14 @@ impl Store {
         let mut st = RollupStats::default();
         let raw_cutoff = floor(now - r.raw.as_secs() as i64, HOUR);
         let hourly_cutoff = floor(now - r.hourly.as_secs() as i64, DAY);
+        let top = match r.hourly_top {
+            0 => i64::MAX,
+            n => i64::from(n),
+        };
 
         // Raw → hourly, one whole UTC hour per transaction.
         while st.raw_rows + st.hourly_rows < budget {
-            let Some(oldest) = self.min_ts("SELECT min(ts) FROM usage")? else {
+            let Some(oldest) = self.min_ts("SELECT min(ts) FROM usage_raw")? else {
                 break;
             };
             let hour = floor(oldest, HOUR);
@@ -79,13 +98,32 @@ impl Store {
                 break;
             }
             st.raw_rows += self.move_rows(
+                // Rank each user's (or reason's) keys in the hour by bytes; keep the top
+                // ?3, fold the rest into one row per user. Ties break on the key, so the
+                // result does not depend on row order.
                 "INSERT INTO usage_rollup (granularity, ts, kind, uid, program, reason, protocol,
                      remote_addr, port, rx_bytes, tx_bytes, rx_packets, tx_packets)
+                 WITH h AS (
+                     SELECT kind, uid, program, reason, protocol, remote_addr, port,
+                            sum(rx_bytes) AS rx, sum(tx_bytes) AS tx,
+                            sum(rx_packets) AS rp, sum(tx_packets) AS tp
+                     FROM usage WHERE ts >= ?1 AND ts < ?2
+                     GROUP BY kind, uid, program, reason, protocol, remote_addr, port),
+                 r AS (
+                     SELECT *, row_number() OVER (
+                         PARTITION BY kind, uid, reason
+                         ORDER BY rx + tx DESC, remote_addr, port, protocol, program) AS n
+                     FROM h)
                  SELECT 'hour', ?1, kind, uid, program, reason, protocol, remote_addr, port,
-                        sum(rx_bytes), sum(tx_bytes), sum(rx_packets), sum(tx_packets)
-                 FROM usage WHERE ts >= ?1 AND ts < ?2
-                 GROUP BY kind, uid, program, reason, protocol, remote_addr, port",
-                "DELETE FROM usage WHERE ts >= ?1 AND ts < ?2",
+                        rx, tx, rp, tp
+                 FROM r WHERE n <= ?3
+                 UNION ALL
+                 SELECT 'hour', ?1, kind, uid, '', reason, 0, '', 0,
+                        sum(rx), sum(tx), sum(rp), sum(tp)
+                 FROM r WHERE n > ?3
+                 GROUP BY kind, uid, reason",
+                &[&hour, &(hour + HOUR), &top],
+                "DELETE FROM usage_raw WHERE ts >= ?1 AND ts < ?2",
                 hour,
                 hour + HOUR,
             )?;
@@ -104,10 +142,11 @@ impl Store {
             st.hourly_rows += self.move_rows(
                 "INSERT INTO usage_rollup (granularity, ts, kind, uid, program, reason, protocol,
                      remote_addr, port, rx_bytes, tx_bytes, rx_packets, tx_packets)
-                 SELECT 'day', ?1, kind, uid, NULL, reason, 0, '', 0,
+                 SELECT 'day', ?1, kind, uid, '', reason, 0, '', 0,
                         sum(rx_bytes), sum(tx_bytes), sum(rx_packets), sum(tx_packets)
                  FROM usage_rollup WHERE granularity = 'hour' AND ts >= ?1 AND ts < ?2
                  GROUP BY kind, uid, reason",
+                &[&day, &(day + DAY)],
                 "DELETE FROM usage_rollup WHERE granularity = 'hour' AND ts >= ?1 AND ts < ?2",
                 day,
                 day + DAY,
@@ -124,16 +163,33 @@ impl Store {
                 )
                 .map_err(wrap)? as u64;
         }
-        // Pass records only explain recent usage; their totals live on in the rows.
+        // Pass records explain recent usage; their totals live on in the rows. Those of
+        // raw rows the budget has not rolled up yet stay.
         st.passes_dropped = self
             .conn
             .execute(
-                // Still-referenced passes stay (raw rows whose rollup the budget deferred).
-                "DELETE FROM passes WHERE started_at < ?1
-                   AND id < (SELECT coalesce(min(pass_id), 9223372036854775807) FROM usage)",
-                [now - r.hourly.as_secs() as i64],
+                "DELETE FROM passes WHERE started_at < min(?1,
+                     coalesce((SELECT min(ts) FROM usage_raw), ?1))",
+                [raw_cutoff],
             )
             .map_err(wrap)? as u64;
+        // The connection log sorts by end time: a key range, deleted a budget at a time.
+        let log_cutoff_ms = (now - r.connections.as_secs() as i64) * 1000 - LOG_EPOCH_MS;
+        if log_cutoff_ms > 0 && self.has_connection_log()? {
+            let prefix = &log_cutoff_ms.to_be_bytes()[3..];
+            let limit = budget
+                .saturating_sub(st.raw_rows + st.hourly_rows)
+                .min(i64::MAX as u64);
+            st.connections_dropped = self
+                .conn
+                .execute(
+                    "DELETE FROM connection_log WHERE rec IN
+                         (SELECT rec FROM connection_log WHERE rec < ?1 LIMIT ?2)",
+                    params![prefix, limit as i64],
+                )
+                .map_err(wrap)? as u64;
+            st.behind |= st.connections_dropped >= limit;
+        }
         Ok(st)
     }
 
@@ -148,6 +204,7 @@ impl Store {
     fn move_rows(
         &mut self,
         insert: &str,
+        insert_params: &[&dyn rusqlite::ToSql],
         delete: &str,
         from: i64,
         to: i64,
@@ -158,7 +215,7 @@ impl Store {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(wrap)?;
-        tx.execute(insert, params![from, to]).map_err(wrap)?;
+        tx.execute(insert, insert_params).map_err(wrap)?;
         let moved = tx.execute(delete, params![from, to]).map_err(wrap)?;
         tx.commit().map_err(wrap)?;
         Ok(moved as u64)
@@ -170,7 +227,8 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::account::account_pass;
+    use crate::account::{account_pass, Kind, PassPlan, Traffic, UsageKey};
+    use crate::attribute::Reason;
     use crate::attribute::{Attributed, Attribution, Direction, Verdict};
     use crate::model::{Counters, Flow, Tuple};
     use crate::store::{OpenOptions, PassRecord};
@@ -277,7 +335,7 @@ mod tests {
         let r = Retention {
             raw: Duration::from_secs(3 * DAY as u64),
             hourly: Duration::from_secs(6 * DAY as u64),
-            daily: None,
+            ..Retention::default()
         };
         let mut steps = 0;
         loop {
@@ -338,5 +396,175 @@ mod tests {
         };
         let st = store.roll_up(T0 + 10 * DAY, &r, u64::MAX).unwrap();
         assert!(st.daily_dropped > 0);
+    }
+
+    /// (UTC hour, uid) → (rx bytes, tx bytes, rx packets, tx packets).
+    fn hourly_totals(store: &Store) -> Daily {
+        let mut st = store
+            .conn()
+            .prepare(
+                "SELECT ts / 3600, uid, sum(rx_bytes), sum(tx_bytes), sum(rx_packets),
+                        sum(tx_packets)
+                 FROM usage_all WHERE kind <> 'excluded' GROUP BY 1, 2",
+            )
+            .unwrap();
+        st.query_map([], |r| {
+            Ok((
+                (r.get::<_, i64>(0)?.to_string(), r.get(1)?),
+                (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?),
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    }
+
+    #[test]
+    fn hourly_tier_keeps_each_users_top_keys_and_folds_the_rest_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("t.db"), &OpenOptions::default()).unwrap();
+        // Two hours of passes every minute: two users, 30 remotes each, remote i carrying
+        // (i + 1) x 1000 bytes a minute, plus unattributed traffic to 12 remotes.
+        let usage_at = |store: &mut Store, minute: i64| {
+            let mut plan = PassPlan::default();
+            for uid in [1001u32, 1002] {
+                for i in 0..30u32 {
+                    plan.usage.insert(
+                        UsageKey {
+                            kind: Kind::User,
+                            uid: Some(uid),
+                            program: Some("curl".into()),
+                            reason: None,
+                            protocol: 6,
+                            direction: Some(Direction::Out),
+                            remote: format!("198.51.100.{i}").parse().unwrap(),
+                            port: 443,
+                        },
+                        Traffic {
+                            rx_bytes: u64::from(i + 1) * 1000,
+                            tx_bytes: u64::from(uid - 1000),
+                            rx_packets: 2,
+                            tx_packets: 1,
+                        },
+                    );
+                }
+            }
+            for i in 0..12u32 {
+                plan.usage.insert(
+                    UsageKey {
+                        kind: Kind::Unattributed,
+                        uid: None,
+                        program: None,
+                        reason: Some(Reason::NoSocket),
+                        protocol: 17,
+                        direction: None,
+                        remote: format!("2001:db8::{i}").parse().unwrap(),
+                        port: 53,
+                    },
+                    Traffic {
+                        rx_bytes: 10 + u64::from(i),
+                        tx_bytes: 5,
+                        rx_packets: 1,
+                        tx_packets: 1,
+                    },
+                );
+            }
+            let rec = PassRecord {
+                started_at: T0 + minute * 60,
+                mode: "snapshot",
+                ..PassRecord::default()
+            };
+            store.write_pass(&rec, &plan, &[]).unwrap();
+        };
+        for minute in 0..120 {
+            usage_at(&mut store, minute);
+        }
+        // One raw row per 5-minute bucket and key, not per pass.
+        let buckets = count(&store, "SELECT count(DISTINCT ts) FROM usage");
+        assert_eq!(
+            count(&store, "SELECT count(*) FROM usage"),
+            buckets * (60 + 12)
+        );
+        let before = hourly_totals(&store);
+        let r = Retention {
+            raw: Duration::from_secs(DAY as u64),
+            hourly_top: 5,
+            ..Retention::default()
+        };
+        store.roll_up(T0 + 2 * DAY, &r, u64::MAX).unwrap();
+        assert_eq!(count(&store, "SELECT count(*) FROM usage"), 0);
+        assert_eq!(
+            hourly_totals(&store),
+            before,
+            "per-user hourly totals moved"
+        );
+        let hours = count(
+            &store,
+            "SELECT count(DISTINCT ts) FROM usage_rollup WHERE granularity = 'hour'",
+        );
+        assert!((2..=3).contains(&hours), "{hours} hours");
+        // Per user (and per unattributed reason) and hour: 5 kept keys and one fold.
+        let per_group: Vec<(i64, Option<u32>, i64)> = {
+            let mut st = store
+                .conn()
+                .prepare(
+                    "SELECT ts, uid, count(*) FROM usage_rollup WHERE granularity = 'hour'
+                     GROUP BY ts, uid, reason",
+                )
+                .unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert_eq!(per_group.len() as i64, hours * 3);
+        assert!(per_group.iter().all(|g| g.2 == 6), "{per_group:?}");
+        // The kept keys are the largest: remotes 25-29 for every user and hour.
+        let kept: Vec<String> = {
+            let mut st = store
+                .conn()
+                .prepare(
+                    "SELECT DISTINCT remote_addr FROM usage_rollup
+                     WHERE granularity = 'hour' AND kind = 'user' ORDER BY 1",
+                )
+                .unwrap();
+            st.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let want: Vec<String> = ["", "198.51.100.25", "198.51.100.26", "198.51.100.27"]
+            .into_iter()
+            .chain(["198.51.100.28", "198.51.100.29"])
+            .map(String::from)
+            .collect();
+        assert_eq!(kept, want);
+        // The fold has no program and no port, and carries the other 25 remotes' bytes.
+        let (program, port, rx): (Option<String>, i64, i64) = store
+            .conn()
+            .query_row(
+                "SELECT program, port, sum(rx_bytes) FROM usage_rollup
+                 WHERE granularity = 'hour' AND uid = 1001 AND remote_addr = ''",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((program.as_deref(), port), (Some(""), 0));
+        assert_eq!(rx, 120 * (1..=25).sum::<i64>() * 1000);
+        // hourly_top = 0 keeps every key.
+        let dir2 = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir2.path().join("a.db"), &OpenOptions::default()).unwrap();
+        for minute in 0..60 {
+            usage_at(&mut store, minute);
+        }
+        let r = Retention { hourly_top: 0, ..r };
+        store.roll_up(T0 + 2 * DAY, &r, u64::MAX).unwrap();
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM usage_rollup WHERE remote_addr = ''"
+            ),
+            0
+        );
     }
 }
