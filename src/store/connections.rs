@@ -12,7 +12,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{insert_pass, write_state, write_usage, write_users, PassRecord, Store, StoreError};
+use super::{
+    insert_pass, write_state, write_usage, write_users, Interned, PassRecord, Store, StoreError,
+};
 use crate::account::{FlowState, PassPlan};
 use crate::attribute::{Attribution, Direction};
 use crate::model::{Counters, FlowKey, Tuple};
@@ -443,30 +445,13 @@ fn write_attributions(conn: &Connection, states: &[FlowState]) -> rusqlite::Resu
     Ok(())
 }
 
-fn program_id(
-    conn: &Connection,
-    cache: &mut HashMap<String, i64>,
-    name: &str,
-) -> rusqlite::Result<i64> {
-    if let Some(id) = cache.get(name) {
-        return Ok(*id);
-    }
-    conn.prepare_cached("INSERT INTO programs (name) VALUES (?1) ON CONFLICT (name) DO NOTHING")?
-        .execute([name])?;
-    let id: i64 = conn
-        .prepare_cached("SELECT id FROM programs WHERE name = ?1")?
-        .query_row([name], |r| r.get(0))?;
-    cache.insert(name.to_owned(), id);
-    Ok(id)
-}
-
 fn write_log(conn: &Connection, log: &[LoggedConnection]) -> rusqlite::Result<(usize, usize)> {
-    let mut cache = HashMap::new();
+    let mut programs = Interned::PROGRAMS;
     let mut stmt = conn.prepare_cached("INSERT OR IGNORE INTO connection_log (rec) VALUES (?1)")?;
     let (mut logged, mut duplicates) = (0, 0);
     for c in log {
         let program = match &c.program {
-            Some(p) if !p.is_empty() => Some(program_id(conn, &mut cache, p)?),
+            Some(p) if !p.is_empty() => Some(programs.id(conn, p)?),
             _ => None,
         };
         if stmt.execute([encode(c, program)])? == 1 {

@@ -22,7 +22,7 @@ use rusqlite_migration::{Migrations, M};
 
 pub use error::StoreError;
 
-use crate::account::{FlowState, PassPlan};
+use crate::account::{FlowState, Kind, PassPlan};
 use crate::attribute::{Attribution, Direction};
 use crate::model::{Counters, FlowKey, Tuple};
 
@@ -360,27 +360,39 @@ pub const BUCKET_SECS: i64 = 300;
 
 fn write_usage(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO usage_raw (ts, kind, uid, program, reason, protocol, direction,
-            remote_addr, port, rx_bytes, tx_bytes, rx_packets, tx_packets)
+        "INSERT INTO usage_raw (ts, uid, kind, reason, program, remote, protocol, port,
+            direction, rx_bytes, tx_bytes, rx_packets, tx_packets)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-         ON CONFLICT (ts, kind, uid, program, reason, protocol, direction, remote_addr, port)
+         ON CONFLICT (ts, uid, kind, reason, program, remote, protocol, port, direction)
          DO UPDATE SET rx_bytes = rx_bytes + excluded.rx_bytes,
                        tx_bytes = tx_bytes + excluded.tx_bytes,
                        rx_packets = rx_packets + excluded.rx_packets,
                        tx_packets = tx_packets + excluded.tx_packets",
     )?;
     let bucket = ts.div_euclid(BUCKET_SECS) * BUCKET_SECS;
+    let (mut programs, mut remotes) = (Interned::PROGRAMS, Interned::REMOTES);
     for (k, t) in &plan.usage {
+        let program = match &k.program {
+            Some(p) => programs.id(tx, p)?,
+            None => 0,
+        };
         stmt.execute(params![
             bucket,
-            k.kind.as_str(),
             k.uid.map_or(-1, i64::from),
-            k.program.as_deref().unwrap_or(""),
+            match k.kind {
+                Kind::User => 0,
+                Kind::Unattributed => 1,
+                Kind::Excluded => 2,
+            },
             k.reason.map_or("", |r| r.as_str()),
+            program,
+            remotes.id(tx, &k.remote.to_string())?,
             k.protocol,
-            k.direction.map_or("", |d| d.as_str()),
-            k.remote.to_string(),
             k.port,
+            k.direction.map_or(0, |d| match d {
+                Direction::Out => 1,
+                Direction::In => 2,
+            }),
             t.rx_bytes as i64,
             t.tx_bytes as i64,
             t.rx_packets as i64,
@@ -388,6 +400,46 @@ fn write_usage(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Result<(
         ])?;
     }
     Ok(())
+}
+
+/// Names stored once and referred to by id (`programs`, `remotes`), with a cache that
+/// lives for one transaction (an id from a rolled-back transaction must not be reused).
+pub(crate) struct Interned {
+    insert: &'static str,
+    select: &'static str,
+    cache: Option<HashMap<String, i64>>,
+}
+
+impl Interned {
+    pub(crate) const PROGRAMS: Interned = Interned {
+        insert: "INSERT OR IGNORE INTO programs (name) VALUES (?1)",
+        select: "SELECT id FROM programs WHERE name = ?1",
+        cache: None,
+    };
+    pub(crate) const REMOTES: Interned = Interned {
+        insert: "INSERT OR IGNORE INTO remotes (addr) VALUES (?1)",
+        select: "SELECT id FROM remotes WHERE addr = ?1",
+        cache: None,
+    };
+
+    /// The id of `name`, added if new.
+    pub(crate) fn id(&mut self, conn: &Connection, name: &str) -> rusqlite::Result<i64> {
+        let cache = self.cache.get_or_insert_with(HashMap::new);
+        if let Some(id) = cache.get(name) {
+            return Ok(*id);
+        }
+        let mut select = conn.prepare_cached(self.select)?;
+        let id = match select.query_row([name], |r| r.get(0)) {
+            Ok(id) => id,
+            Err(rusqlite::Error::QueryReturnedNoRows) => {
+                conn.prepare_cached(self.insert)?.execute([name])?;
+                conn.last_insert_rowid()
+            }
+            Err(e) => return Err(e),
+        };
+        cache.insert(name.to_owned(), id);
+        Ok(id)
+    }
 }
 
 fn write_state(tx: &Transaction, plan: &PassPlan) -> rusqlite::Result<()> {
@@ -574,6 +626,78 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert_eq!(rows, [(900, 330 + 150), (1200, 10 + 20)]);
+    }
+
+    #[test]
+    fn schema_4_rows_move_to_compact_tables_with_every_total_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v4.db");
+        let mut c = Connection::open(&p).unwrap();
+        Migrations::new(MIGRATIONS[..4].iter().map(|s| M::up(s)).collect())
+            .to_latest(&mut c)
+            .unwrap();
+        // Raw rows of two passes in one 5-minute bucket (they merge), one in the next,
+        // unattributed and excluded rows; hourly and daily rollups, a daily one without
+        // program or remote as schema 4 wrote them.
+        c.execute_batch(
+            "INSERT INTO passes VALUES (1, 7200, 7201, 'snapshot', 0,0,0,0,0,0,0,0, 0,0,0,0,0,0);
+             INSERT INTO usage (pass_id, ts, kind, uid, program, reason, protocol, direction,
+                                remote_addr, port, rx_bytes, tx_bytes, rx_packets, tx_packets)
+             VALUES (1, 7200, 'user', 1001, 'curl', NULL, 6, 'out', '198.51.100.2', 443, 5, 6, 1, 1),
+                    (1, 7260, 'user', 1001, 'curl', NULL, 6, 'out', '198.51.100.2', 443, 7, 8, 1, 1),
+                    (1, 7500, 'user', 1001, NULL, NULL, 17, 'in', '2001:db8::9', 53, 1, 2, 1, 1),
+                    (1, 7500, 'unattributed', NULL, NULL, 'no-socket', 6, NULL, '198.51.100.3',
+                     80, 100, 10, 2, 1),
+                    (1, 7500, 'excluded', 1002, 'ssh', NULL, 6, 'out', '10.0.0.1', 22, 50, 60, 3, 3);
+             INSERT INTO usage_rollup (granularity, ts, kind, uid, program, reason, protocol,
+                                       remote_addr, port, rx_bytes, tx_bytes, rx_packets, tx_packets)
+             VALUES ('hour', 3600, 'user', 1001, 'wget', NULL, 6, '198.51.100.4', 443, 1000, 10, 9, 9),
+                    ('day', 0, 'user', 1002, NULL, NULL, 0, '', 0, 4000, 40, 8, 8);",
+        )
+        .unwrap();
+        let dump = |c: &Connection, sql: &str| -> Vec<String> {
+            let mut st = c.prepare(sql).unwrap();
+            let n = st.column_count();
+            st.query_map([], |r| {
+                Ok((0..n)
+                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                    .collect::<Vec<_>>()
+                    .join(","))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+        };
+        let views = [
+            "SELECT * FROM usage_daily ORDER BY 1, 2",
+            "SELECT * FROM usage_monthly ORDER BY 1, 2",
+            "SELECT * FROM top_remotes_daily ORDER BY 1, 2, 4",
+            "SELECT granularity, ts, kind, uid, program, reason, protocol, remote_addr, port,
+                    rx_bytes, tx_bytes, rx_packets, tx_packets FROM usage_rollup ORDER BY 1, 2",
+            "SELECT kind, uid, program, reason, protocol, direction, remote_addr, port,
+                    sum(rx_bytes), sum(tx_bytes), sum(rx_packets), sum(tx_packets)
+             FROM usage GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 ORDER BY 1, 2, 7",
+        ];
+        let before: Vec<Vec<String>> = views.iter().map(|v| dump(&c, v)).collect();
+        drop(c);
+        let store = Store::open(&p, &OpenOptions::default()).unwrap();
+        let after: Vec<Vec<String>> = views.iter().map(|v| dump(store.conn(), v)).collect();
+        assert_eq!(after, before);
+        assert_eq!(before[4].len(), 4, "{:?}", before[4]);
+        // The two passes of the first bucket are one row now.
+        let raw = dump(
+            store.conn(),
+            "SELECT ts, rx_bytes FROM usage ORDER BY ts, rx_bytes",
+        );
+        assert_eq!(
+            raw,
+            [
+                "Integer(7200),Integer(12)",
+                "Integer(7500),Integer(1)",
+                "Integer(7500),Integer(50)",
+                "Integer(7500),Integer(100)"
+            ]
+        );
     }
 
     #[test]

@@ -97,32 +97,38 @@ impl Store {
             if hour + HOUR > raw_cutoff {
                 break;
             }
+            let (none_program, none_remote) = self.none_ids()?;
             st.raw_rows += self.move_rows(
                 // Rank each user's (or reason's) keys in the hour by bytes; keep the top
                 // ?3, fold the rest into one row per user. Ties break on the key, so the
-                // result does not depend on row order.
-                "INSERT INTO usage_rollup (granularity, ts, kind, uid, program, reason, protocol,
-                     remote_addr, port, rx_bytes, tx_bytes, rx_packets, tx_packets)
+                // result does not depend on row order. Rows already in the hour (a pass
+                // whose clock was behind) are added to.
+                "INSERT INTO usage_tiers (granularity, ts, uid, kind, reason, program, remote,
+                     protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets)
                  WITH h AS (
-                     SELECT kind, uid, program, reason, protocol, remote_addr, port,
+                     SELECT uid, kind, reason, program, remote, protocol, port,
                             sum(rx_bytes) AS rx, sum(tx_bytes) AS tx,
                             sum(rx_packets) AS rp, sum(tx_packets) AS tp
-                     FROM usage WHERE ts >= ?1 AND ts < ?2
-                     GROUP BY kind, uid, program, reason, protocol, remote_addr, port),
+                     FROM usage_raw WHERE ts >= ?1 AND ts < ?2
+                     GROUP BY uid, kind, reason, program, remote, protocol, port),
                  r AS (
                      SELECT *, row_number() OVER (
-                         PARTITION BY kind, uid, reason
-                         ORDER BY rx + tx DESC, remote_addr, port, protocol, program) AS n
+                         PARTITION BY uid, kind, reason
+                         ORDER BY rx + tx DESC, remote, port, protocol, program) AS n
                      FROM h)
-                 SELECT 'hour', ?1, kind, uid, program, reason, protocol, remote_addr, port,
+                 SELECT 3600, ?1, uid, kind, reason, program, remote, protocol, port,
                         rx, tx, rp, tp
                  FROM r WHERE n <= ?3
                  UNION ALL
-                 SELECT 'hour', ?1, kind, uid, '', reason, 0, '', 0,
+                 SELECT 3600, ?1, uid, kind, reason, ?4, ?5, 0, 0,
                         sum(rx), sum(tx), sum(rp), sum(tp)
                  FROM r WHERE n > ?3
-                 GROUP BY kind, uid, reason",
-                &[&hour, &(hour + HOUR), &top],
+                 GROUP BY uid, kind, reason
+                 ON CONFLICT DO UPDATE SET rx_bytes = rx_bytes + excluded.rx_bytes,
+                     tx_bytes = tx_bytes + excluded.tx_bytes,
+                     rx_packets = rx_packets + excluded.rx_packets,
+                     tx_packets = tx_packets + excluded.tx_packets",
+                &[&hour, &(hour + HOUR), &top, &none_program, &none_remote],
                 "DELETE FROM usage_raw WHERE ts >= ?1 AND ts < ?2",
                 hour,
                 hour + HOUR,
@@ -131,7 +137,7 @@ impl Store {
         // Hourly → daily, one whole UTC day per transaction.
         while st.raw_rows + st.hourly_rows < budget {
             let Some(oldest) =
-                self.min_ts("SELECT min(ts) FROM usage_rollup WHERE granularity = 'hour'")?
+                self.min_ts("SELECT min(ts) FROM usage_tiers WHERE granularity = 3600")?
             else {
                 break;
             };
@@ -139,15 +145,20 @@ impl Store {
             if day + DAY > hourly_cutoff {
                 break;
             }
+            let (none_program, none_remote) = self.none_ids()?;
             st.hourly_rows += self.move_rows(
-                "INSERT INTO usage_rollup (granularity, ts, kind, uid, program, reason, protocol,
-                     remote_addr, port, rx_bytes, tx_bytes, rx_packets, tx_packets)
-                 SELECT 'day', ?1, kind, uid, '', reason, 0, '', 0,
+                "INSERT INTO usage_tiers (granularity, ts, uid, kind, reason, program, remote,
+                     protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets)
+                 SELECT 86400, ?1, uid, kind, reason, ?3, ?4, 0, 0,
                         sum(rx_bytes), sum(tx_bytes), sum(rx_packets), sum(tx_packets)
-                 FROM usage_rollup WHERE granularity = 'hour' AND ts >= ?1 AND ts < ?2
-                 GROUP BY kind, uid, reason",
-                &[&day, &(day + DAY)],
-                "DELETE FROM usage_rollup WHERE granularity = 'hour' AND ts >= ?1 AND ts < ?2",
+                 FROM usage_tiers WHERE granularity = 3600 AND ts >= ?1 AND ts < ?2
+                 GROUP BY uid, kind, reason
+                 ON CONFLICT DO UPDATE SET rx_bytes = rx_bytes + excluded.rx_bytes,
+                     tx_bytes = tx_bytes + excluded.tx_bytes,
+                     rx_packets = rx_packets + excluded.rx_packets,
+                     tx_packets = tx_packets + excluded.tx_packets",
+                &[&day, &(day + DAY), &none_program, &none_remote],
+                "DELETE FROM usage_tiers WHERE granularity = 3600 AND ts >= ?1 AND ts < ?2",
                 day,
                 day + DAY,
             )?;
@@ -158,7 +169,7 @@ impl Store {
             st.daily_dropped = self
                 .conn
                 .execute(
-                    "DELETE FROM usage_rollup WHERE granularity = 'day' AND ts < ?1",
+                    "DELETE FROM usage_tiers WHERE granularity = 86400 AND ts < ?1",
                     [floor(now - keep.as_secs() as i64, DAY)],
                 )
                 .map_err(wrap)? as u64;
@@ -191,6 +202,16 @@ impl Store {
             st.behind |= st.connections_dropped >= limit;
         }
         Ok(st)
+    }
+
+    /// The ids of the name '' in `programs` and `remotes`: rolled-up rows that no longer
+    /// know their program or remote.
+    fn none_ids(&mut self) -> Result<(i64, i64), StoreError> {
+        let (mut p, mut r) = (super::Interned::PROGRAMS, super::Interned::REMOTES);
+        let ids = p
+            .id(&self.conn, "")
+            .and_then(|p| Ok((p, r.id(&self.conn, "")?)));
+        ids.map_err(|e| self.wrap(e))
     }
 
     fn min_ts(&self, sql: &str) -> Result<Option<i64>, StoreError> {
@@ -551,6 +572,15 @@ mod tests {
             .unwrap();
         assert_eq!((program.as_deref(), port), (Some(""), 0));
         assert_eq!(rx, 120 * (1..=25).sum::<i64>() * 1000);
+        // A pass whose clock was behind lands in an hour already rolled up: the next
+        // rollup adds it to that hour's rows instead of failing on their keys.
+        let rolled = hourly_totals(&store);
+        usage_at(&mut store, 10);
+        let late = hourly_totals(&store);
+        store.roll_up(T0 + 2 * DAY, &r, u64::MAX).unwrap();
+        assert_eq!(count(&store, "SELECT count(*) FROM usage"), 0);
+        assert_eq!(hourly_totals(&store), late);
+        assert_ne!(late, rolled);
         // hourly_top = 0 keeps every key.
         let dir2 = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir2.path().join("a.db"), &OpenOptions::default()).unwrap();
