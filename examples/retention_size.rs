@@ -2,8 +2,8 @@
 //! (`Store::write_pass`, `Store::write_events` for the connection log, `Store::roll_up`
 //! after every pass with the production budget) and the default retention.
 //!
-//! `cargo run --release --example retention_size` (about 10 minutes; `--days N` for a
-//! shorter simulation, `--help` for the model's knobs).
+//! `cargo run --release --example retention_size` (about 5 minutes, 12 with `--mixed`;
+//! `--days N` for a shorter simulation, `--help` for the model's knobs).
 //!
 //! Model (stated, not measured from a real host): `--users` users (200) share `--flows`
 //! live flows (5,000) at every one-minute pass. Each flow belongs to a user and a key

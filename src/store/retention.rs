@@ -30,7 +30,7 @@ pub struct Retention {
     /// Hourly rollups (default 90 days).
     pub hourly: Duration,
     /// Keys (program, remote, protocol, port) kept per user and hour in the hourly tier,
-    /// the rest folded into one row; 0 keeps them all (default 20).
+    /// the rest folded into one row; 0 keeps them all (default 10).
     pub hourly_top: u32,
     /// Daily rollups; `None` keeps them forever (the default).
     pub daily: Option<Duration>,
@@ -43,7 +43,7 @@ impl Default for Retention {
         Retention {
             raw: Duration::from_secs(7 * DAY as u64),
             hourly: Duration::from_secs(90 * DAY as u64),
-            hourly_top: 20,
+            hourly_top: 10,
             daily: None,
             connections: Duration::from_secs(7 * DAY as u64),
         }
