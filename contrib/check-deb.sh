@@ -5,8 +5,11 @@ set -euo pipefail
 deb=${1:?usage: contrib/check-deb.sh target/debian/netledger_*.deb}
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-dpkg-deb --info "$deb" | grep -q 'Package: netledger'
-dpkg-deb --info "$deb" | grep -q 'Depends:.*nftables'
+# Outputs are captured before matching: `cmd | grep -q` can kill cmd with SIGPIPE when grep
+# exits at the first match, which pipefail turns into a failure.
+info=$(dpkg-deb --info "$deb")
+grep -q 'Package: netledger' <<<"$info"
+grep -q 'Depends:.*nftables' <<<"$info"
 dpkg -x "$deb" "$root"
 want=(
     usr/bin/netledger
@@ -32,5 +35,6 @@ for f in "${want[@]}"; do
 done
 [ "$missing" -eq 0 ]
 "$root/usr/bin/netledger" --version
-"$root/usr/bin/netledger" config --default | grep -q '^db = "/var/lib/netledger/netledger.db"'
+defaults=$("$root/usr/bin/netledger" config --default)
+grep -q '^db = "/var/lib/netledger/netledger.db"' <<<"$defaults"
 echo "check-deb: $(dpkg-deb --contents "$deb" | wc -l) entries, all required files present"
