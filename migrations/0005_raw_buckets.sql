@@ -47,7 +47,8 @@ CREATE TABLE usage_raw (
     PRIMARY KEY (ts, uid, kind, reason, program, remote, protocol, port, direction)
 ) WITHOUT ROWID;
 
--- Hourly (granularity 3600) and daily (86400) rollups.
+-- Hourly (granularity 3600) and daily (86400) rollups, keyed by time first so that reports
+-- read a period as a key range.
 CREATE TABLE usage_tiers (
     granularity INTEGER NOT NULL CHECK (granularity IN (3600, 86400)),
     ts          INTEGER NOT NULL,   -- start of the UTC hour or day
@@ -62,7 +63,7 @@ CREATE TABLE usage_tiers (
     tx_bytes    INTEGER NOT NULL,
     rx_packets  INTEGER NOT NULL,
     tx_packets  INTEGER NOT NULL,
-    PRIMARY KEY (granularity, ts, uid, kind, reason, program, remote, protocol, port)
+    PRIMARY KEY (ts, granularity, uid, kind, reason, program, remote, protocol, port)
 ) WITHOUT ROWID;
 
 INSERT INTO usage_raw

@@ -83,6 +83,9 @@ pub struct Store {
     /// Test hook: sleep inside the open pass transaction before committing, so a test can
     /// kill the process mid-pass. Set from `NETLEDGER_TEST_PAUSE_BEFORE_COMMIT_MS`.
     pub pause_before_commit: Option<Duration>,
+    /// Schema version after opening: a report opens read-only and does not migrate, so it
+    /// may read an older schema (see `query`).
+    schema: i64,
 }
 
 impl Store {
@@ -159,10 +162,16 @@ impl Store {
                 path: path.to_owned(),
             });
         }
+        let schema = if opts.read_only {
+            version
+        } else {
+            MIGRATIONS.len() as i64
+        };
         Ok(Store {
             conn,
             path: path.to_owned(),
             pause_before_commit: None,
+            schema,
         })
     }
 
@@ -628,17 +637,14 @@ mod tests {
         assert_eq!(rows, [(900, 330 + 150), (1200, 10 + 20)]);
     }
 
-    #[test]
-    fn schema_4_rows_move_to_compact_tables_with_every_total_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("v4.db");
-        let mut c = Connection::open(&p).unwrap();
+    /// A schema-4 database with raw rows (two passes in one 5-minute bucket, one in the
+    /// next; unattributed and excluded rows) and hourly and daily rollups, a daily one
+    /// without program or remote as schema 4 wrote them.
+    fn schema_4_db(p: &Path) -> Connection {
+        let mut c = Connection::open(p).unwrap();
         Migrations::new(MIGRATIONS[..4].iter().map(|s| M::up(s)).collect())
             .to_latest(&mut c)
             .unwrap();
-        // Raw rows of two passes in one 5-minute bucket (they merge), one in the next,
-        // unattributed and excluded rows; hourly and daily rollups, a daily one without
-        // program or remote as schema 4 wrote them.
         c.execute_batch(
             "INSERT INTO passes VALUES (1, 7200, 7201, 'snapshot', 0,0,0,0,0,0,0,0, 0,0,0,0,0,0);
              INSERT INTO usage (pass_id, ts, kind, uid, program, reason, protocol, direction,
@@ -655,6 +661,14 @@ mod tests {
                     ('day', 0, 'user', 1002, NULL, NULL, 0, '', 0, 4000, 40, 8, 8);",
         )
         .unwrap();
+        c
+    }
+
+    #[test]
+    fn schema_4_rows_move_to_compact_tables_with_every_total_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v4.db");
+        let c = schema_4_db(&p);
         let dump = |c: &Connection, sql: &str| -> Vec<String> {
             let mut st = c.prepare(sql).unwrap();
             let n = st.column_count();
@@ -698,6 +712,48 @@ mod tests {
                 "Integer(7500),Integer(100)"
             ]
         );
+    }
+
+    #[test]
+    fn reports_on_an_unmigrated_schema_4_database_equal_those_after_migration() {
+        use crate::store::query::{By, Period, TopQuery};
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v4.db");
+        drop(schema_4_db(&p));
+        let read = |store: &Store| -> Vec<String> {
+            let mut out = vec![];
+            for by in [
+                vec![],
+                vec![By::Program, By::Remote, By::Port],
+                vec![By::Remote],
+            ] {
+                for uid in [None, Some(1001)] {
+                    let q = TopQuery {
+                        since: 0,
+                        until: 100_000,
+                        by: by.clone(),
+                        uid,
+                        limit: 100,
+                    };
+                    out.push(format!("{:?}", store.top(&q).unwrap()));
+                }
+            }
+            for period in [Period::Hour, Period::Day] {
+                let rows = store.periods(period, 0, 100_000, None, true).unwrap();
+                out.push(format!("{rows:?}"));
+            }
+            out
+        };
+        let ro = OpenOptions {
+            read_only: true,
+            ..OpenOptions::default()
+        };
+        let before = read(&Store::open(&p, &ro).unwrap());
+        assert!(before[0].contains("rx_bytes: 1013"), "{}", before[0]);
+        drop(Store::open(&p, &OpenOptions::default()).unwrap());
+        let store = Store::open(&p, &ro).unwrap();
+        assert_eq!(store.schema, MIGRATIONS.len() as i64);
+        assert_eq!(read(&store), before);
     }
 
     #[test]

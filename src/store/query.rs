@@ -1,9 +1,50 @@
 //! Read-side queries behind `top`, `report` and `export`. Rendering lives in `report`.
 
-use rusqlite::{params, params_from_iter, types::Value};
+use rusqlite::types::{Null, Value};
+use rusqlite::{params, params_from_iter};
 
 use super::{Store, StoreError};
 use crate::account::Traffic;
+
+/// Where the aggregating queries read usage in `[?1, ?2)`: a CTE `c` with the compact
+/// columns (uid -1 for none, kind 0 user / 1 unattributed / 2 excluded, program and remote
+/// as keys that `names` turns into text after grouping). Aggregating before looking names up
+/// is what keeps `top` cheap on a busy host's millions of rows.
+struct Source {
+    cte: &'static str,
+    /// Joins from the grouped rows `g` (columns `pid`, `rid`) to the names.
+    joins: &'static str,
+    program: &'static str,
+    remote: &'static str,
+}
+
+/// Schema 5 on: the compact tables, names by id.
+const COMPACT: Source = Source {
+    cte: "c AS (
+            SELECT ts, uid, kind, reason, program, remote, protocol, port,
+                   rx_bytes, tx_bytes, rx_packets, tx_packets
+            FROM usage_raw WHERE ts >= ?1 AND ts < ?2
+            UNION ALL
+            SELECT ts, uid, kind, reason, program, remote, protocol, port,
+                   rx_bytes, tx_bytes, rx_packets, tx_packets
+            FROM usage_tiers WHERE ts >= ?1 AND ts < ?2)",
+    joins: "LEFT JOIN programs p ON p.id = g.pid LEFT JOIN remotes r ON r.id = g.rid",
+    program: "p.name",
+    remote: "r.addr",
+};
+
+/// Older schemas (a report does not migrate): the view, names as they are.
+const VIEW: Source = Source {
+    cte: "c AS (
+            SELECT ts, ifnull(uid, -1) AS uid,
+                   CASE kind WHEN 'user' THEN 0 WHEN 'unattributed' THEN 1 ELSE 2 END AS kind,
+                   ifnull(reason, '') AS reason, program, remote_addr AS remote, protocol, port,
+                   rx_bytes, tx_bytes, rx_packets, tx_packets
+            FROM usage_all WHERE ts >= ?1 AND ts < ?2)",
+    joins: "",
+    program: "g.pid",
+    remote: "g.rid",
+};
 
 /// A grouping dimension of `top`. Rows are always split per user as well (every row names
 /// its uid, or `uid: null` for unattributed traffic); `user` alone is just that.
@@ -143,28 +184,31 @@ fn period_expr(period: Period, utc: bool) -> String {
 impl Store {
     /// The top talkers in a period.
     pub fn top(&self, q: &TopQuery) -> Result<TopReport, StoreError> {
+        let src = self.source();
         let has = |b: By| q.by.contains(&b);
         let col = |b: By, expr: &'static str| if has(b) { expr } else { "NULL" };
         let (program, remote, protocol, port) = (
-            col(By::Program, "u.program"),
-            col(By::Remote, "u.remote_addr"),
-            col(By::Port, "u.protocol"),
-            col(By::Port, "u.port"),
+            col(By::Program, "program"),
+            col(By::Remote, "remote"),
+            col(By::Port, "protocol"),
+            col(By::Port, "port"),
         );
-        let user_filter = if q.uid.is_some() {
-            "AND u.uid = ?4"
-        } else {
-            ""
-        };
+        let user_filter = if q.uid.is_some() { "AND uid = ?4" } else { "" };
+        let (cte, joins, pname, rname) = (src.cte, src.joins, src.program, src.remote);
         let sql = format!(
-            "SELECT u.uid, n.name, {program} AS k1, {remote} AS k2, {protocol} AS k3,
-                    {port} AS k4,
-                    CASE WHEN u.uid IS NULL THEN group_concat(DISTINCT u.reason) END,
-                    sum(u.rx_bytes), sum(u.tx_bytes), sum(u.rx_packets), sum(u.tx_packets)
-             FROM usage_all u LEFT JOIN users n ON n.uid = u.uid
-             WHERE u.kind <> 'excluded' AND u.ts >= ?1 AND u.ts < ?2 {user_filter}
-             GROUP BY u.uid, k1, k2, k3, k4
-             ORDER BY sum(u.rx_bytes) + sum(u.tx_bytes) DESC, u.uid, k1, k2, k3, k4
+            "WITH {cte}
+             SELECT nullif(g.uid, -1), n.name, {pname}, {rname}, g.k3, g.k4, g.reasons,
+                    g.rx, g.tx, g.rp, g.tp
+             FROM (SELECT uid, {program} AS pid, {remote} AS rid, {protocol} AS k3,
+                          {port} AS k4,
+                          CASE WHEN uid = -1 THEN group_concat(DISTINCT nullif(reason, ''))
+                          END AS reasons,
+                          sum(rx_bytes) AS rx, sum(tx_bytes) AS tx,
+                          sum(rx_packets) AS rp, sum(tx_packets) AS tp
+                   FROM c WHERE kind <> 2 {user_filter}
+                   GROUP BY uid, pid, rid, k3, k4) g
+             LEFT JOIN users n ON n.uid = g.uid {joins}
+             ORDER BY g.rx + g.tx DESC, g.uid, 3, 4, g.k3, g.k4
              LIMIT ?3"
         );
         let wrap = |e| self.wrap(e);
@@ -189,31 +233,44 @@ impl Store {
             .map_err(wrap)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(wrap)?;
-        let sum = |cond: &str| -> Result<Traffic, StoreError> {
-            let sql = format!(
-                "SELECT coalesce(sum(rx_bytes), 0), coalesce(sum(tx_bytes), 0),
-                        coalesce(sum(rx_packets), 0), coalesce(sum(tx_packets), 0)
-                 FROM usage_all u WHERE u.ts >= ?1 AND u.ts < ?2 AND {cond}"
-            );
-            let uid = q.uid.map(i64::from);
-            let (sql, p) = if uid.is_some() {
-                (
-                    format!("{sql} AND u.uid = ?3"),
-                    params![q.since, q.until, uid],
-                )
-            } else {
-                (sql, params![q.since, q.until])
-            };
-            self.conn
-                .query_row(&sql, p, |r| traffic_at(r, 0))
-                .map_err(|e| self.wrap(e))
-        };
+        // Totals in one more pass over the period: all but excluded, unattributed, excluded.
+        let sums = ["kind <> 2", "kind = 1", "kind = 2"]
+            .iter()
+            .flat_map(|cond| {
+                ["rx_bytes", "tx_bytes", "rx_packets", "tx_packets"]
+                    .map(|c| format!("coalesce(sum(CASE WHEN {cond} THEN {c} END), 0)"))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "WITH {} SELECT {sums} FROM c WHERE true {user_filter}",
+            src.cte
+        );
+        let uid = q.uid.map(i64::from);
+        let totals =
+            |r: &rusqlite::Row| Ok((traffic_at(r, 0)?, traffic_at(r, 4)?, traffic_at(r, 8)?));
+        let (total, unattributed, excluded) = match uid {
+            // ?3 is the rows' LIMIT, unused here.
+            Some(u) => self
+                .conn
+                .query_row(&sql, params![q.since, q.until, Null, u], totals),
+            None => self.conn.query_row(&sql, params![q.since, q.until], totals),
+        }
+        .map_err(wrap)?;
         Ok(TopReport {
             rows,
-            total: sum("u.kind <> 'excluded'")?,
-            unattributed: sum("u.kind = 'unattributed'")?,
-            excluded: sum("u.kind = 'excluded'")?,
+            total,
+            unattributed,
+            excluded,
         })
+    }
+
+    fn source(&self) -> &'static Source {
+        if self.schema >= 5 {
+            &COMPACT
+        } else {
+            &VIEW
+        }
     }
 
     /// Traffic per period and user (vnStat-style), oldest period first.
@@ -227,11 +284,13 @@ impl Store {
     ) -> Result<Vec<PeriodRow>, StoreError> {
         let p = period_expr(period, utc);
         let filter = if uid.is_some() { "AND u.uid = ?3" } else { "" };
+        let cte = self.source().cte;
         let sql = format!(
-            "SELECT {p} AS period, u.uid, n.name,
+            "WITH {cte}
+             SELECT {p} AS period, nullif(u.uid, -1), n.name,
                     sum(u.rx_bytes), sum(u.tx_bytes), sum(u.rx_packets), sum(u.tx_packets)
-             FROM usage_all u LEFT JOIN users n ON n.uid = u.uid
-             WHERE u.kind <> 'excluded' AND u.ts >= ?1 AND u.ts < ?2 {filter}
+             FROM c u LEFT JOIN users n ON n.uid = u.uid
+             WHERE u.kind <> 2 {filter}
              GROUP BY period, u.uid
              ORDER BY period, sum(u.rx_bytes) + sum(u.tx_bytes) DESC, u.uid"
         );

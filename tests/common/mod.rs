@@ -164,8 +164,17 @@ impl SharedBin {
             .unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let path = dir.path().join(src.file_name().unwrap());
-        std::fs::copy(src, &path).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Copied by another process: a copy written here would hold a writable fd that a
+        // child forked meanwhile by another test thread inherits until its exec, and
+        // executing the copy in that window fails with ETXTBSY ("Text file busy").
+        let st = Command::new("install")
+            .arg("-m")
+            .arg("0755")
+            .arg(src)
+            .arg(&path)
+            .status()
+            .expect("run install(1)");
+        assert!(st.success(), "install {} {}", src.display(), path.display());
         SharedBin { dir, path }
     }
 }
