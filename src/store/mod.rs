@@ -5,6 +5,17 @@
 //! so a crash at any point neither loses nor double-counts a byte: the next pass
 //! recomputes what was not committed.
 
+/// The end of every upsert that adds traffic to an existing usage row (a raw bucket, an
+/// hour or a day already holding the key): the counters add up. A literal, for `concat!`.
+macro_rules! add_counters {
+    () => {
+        " DO UPDATE SET rx_bytes = rx_bytes + excluded.rx_bytes,
+             tx_bytes = tx_bytes + excluded.tx_bytes,
+             rx_packets = rx_packets + excluded.rx_packets,
+             tx_packets = tx_packets + excluded.tx_packets"
+    };
+}
+
 pub mod connections;
 mod error;
 pub mod query;
@@ -368,16 +379,13 @@ fn insert_pass(tx: &Transaction, rec: &PassRecord, plan: &PassPlan) -> rusqlite:
 pub const BUCKET_SECS: i64 = 300;
 
 fn write_usage(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Result<()> {
-    let mut stmt = tx.prepare_cached(
+    let mut stmt = tx.prepare_cached(concat!(
         "INSERT INTO usage_raw (ts, uid, kind, reason, program, remote, protocol, port,
             direction, rx_bytes, tx_bytes, rx_packets, tx_packets)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-         ON CONFLICT (ts, uid, kind, reason, program, remote, protocol, port, direction)
-         DO UPDATE SET rx_bytes = rx_bytes + excluded.rx_bytes,
-                       tx_bytes = tx_bytes + excluded.tx_bytes,
-                       rx_packets = rx_packets + excluded.rx_packets,
-                       tx_packets = tx_packets + excluded.tx_packets",
-    )?;
+         ON CONFLICT (ts, uid, kind, reason, program, remote, protocol, port, direction)",
+        add_counters!()
+    ))?;
     let bucket = ts.div_euclid(BUCKET_SECS) * BUCKET_SECS;
     let (mut programs, mut remotes) = (Interned::PROGRAMS, Interned::REMOTES);
     for (k, t) in &plan.usage {

@@ -99,11 +99,12 @@ impl Store {
             }
             let (none_program, none_remote) = self.none_ids()?;
             st.raw_rows += self.move_rows(
-                // Rank each user's (or reason's) keys in the hour by bytes; keep the top
-                // ?3, fold the rest into one row per user. Ties break on the key, so the
-                // result does not depend on row order. Rows already in the hour (a pass
-                // whose clock was behind) are added to.
-                "INSERT INTO usage_tiers (granularity, ts, uid, kind, reason, program, remote,
+                concat!(
+                    // Rank each user's (or reason's) keys in the hour by bytes; keep the top
+                    // ?3, fold the rest into one row per user. Ties break on the key, so the
+                    // result does not depend on row order. Rows already in the hour (a pass
+                    // whose clock was behind) are added to.
+                    "INSERT INTO usage_tiers (granularity, ts, uid, kind, reason, program, remote,
                      protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets)
                  WITH h AS (
                      SELECT uid, kind, reason, program, remote, protocol, port,
@@ -124,10 +125,9 @@ impl Store {
                         sum(rx), sum(tx), sum(rp), sum(tp)
                  FROM r WHERE n > ?3
                  GROUP BY uid, kind, reason
-                 ON CONFLICT DO UPDATE SET rx_bytes = rx_bytes + excluded.rx_bytes,
-                     tx_bytes = tx_bytes + excluded.tx_bytes,
-                     rx_packets = rx_packets + excluded.rx_packets,
-                     tx_packets = tx_packets + excluded.tx_packets",
+                 ON CONFLICT",
+                    add_counters!()
+                ),
                 &[&hour, &(hour + HOUR), &top, &none_program, &none_remote],
                 "DELETE FROM usage_raw WHERE ts >= ?1 AND ts < ?2",
                 hour,
@@ -147,16 +147,16 @@ impl Store {
             }
             let (none_program, none_remote) = self.none_ids()?;
             st.hourly_rows += self.move_rows(
-                "INSERT INTO usage_tiers (granularity, ts, uid, kind, reason, program, remote,
+                concat!(
+                    "INSERT INTO usage_tiers (granularity, ts, uid, kind, reason, program, remote,
                      protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets)
                  SELECT 86400, ?1, uid, kind, reason, ?3, ?4, 0, 0,
                         sum(rx_bytes), sum(tx_bytes), sum(rx_packets), sum(tx_packets)
                  FROM usage_tiers WHERE granularity = 3600 AND ts >= ?1 AND ts < ?2
                  GROUP BY uid, kind, reason
-                 ON CONFLICT DO UPDATE SET rx_bytes = rx_bytes + excluded.rx_bytes,
-                     tx_bytes = tx_bytes + excluded.tx_bytes,
-                     rx_packets = rx_packets + excluded.rx_packets,
-                     tx_packets = tx_packets + excluded.tx_packets",
+                 ON CONFLICT",
+                    add_counters!()
+                ),
                 &[&day, &(day + DAY), &none_program, &none_remote],
                 "DELETE FROM usage_tiers WHERE granularity = 3600 AND ts >= ?1 AND ts < ?2",
                 day,
