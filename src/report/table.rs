@@ -114,11 +114,14 @@ fn key_cells(row: &TopRow, by: &[By], labels: &Labels) -> Vec<String> {
     }
     if by.contains(&By::Port) {
         let (p, port) = (row.protocol.unwrap_or(0), row.port.unwrap_or(0));
-        let base = format!("{}/{port}", protocol_name(p));
-        out.push(match labels.services.name(p, port) {
-            _ if p == 0 => OTHER.into(),
-            Some(s) => format!("{base} {s}"),
-            None => base,
+        out.push(if p == 0 {
+            OTHER.into()
+        } else {
+            let base = format!("{}/{port}", protocol_name(p));
+            match labels.services.name(p, port) {
+                Some(s) => format!("{base} {s}"),
+                None => base,
+            }
         });
     }
     out

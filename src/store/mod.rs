@@ -47,6 +47,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_raw_buckets.sql"),
 ];
 
+/// The first schema with the compact usage tables (`0005_raw_buckets.sql`); reports on an
+/// older, unmigrated database read the views instead.
+const COMPACT_SCHEMA: i64 = 5;
+
 fn migrations() -> Migrations<'static> {
     Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect())
 }
@@ -449,8 +453,11 @@ impl Interned {
         let id = match select.query_row([name], |r| r.get(0)) {
             Ok(id) => id,
             Err(rusqlite::Error::QueryReturnedNoRows) => {
+                // Read back rather than trust last_insert_rowid: outside a write
+                // transaction another writer may have added the name first (the insert is
+                // then ignored).
                 conn.prepare_cached(self.insert)?.execute([name])?;
-                conn.last_insert_rowid()
+                select.query_row([name], |r| r.get(0))?
             }
             Err(e) => return Err(e),
         };

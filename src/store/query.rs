@@ -8,8 +8,8 @@ use crate::account::Traffic;
 
 /// Where the aggregating queries read usage in `[?1, ?2)`: a CTE `c` with the compact
 /// columns (uid -1 for none, kind 0 user / 1 unattributed / 2 excluded, program and remote
-/// as keys that `names` turns into text after grouping). Aggregating before looking names up
-/// is what keeps `top` cheap on a busy host's millions of rows.
+/// as keys that `joins`, `program` and `remote` turn into text after grouping). Aggregating
+/// before looking names up is what keeps `top` cheap on a busy host's millions of rows.
 struct Source {
     cte: &'static str,
     /// Joins from the grouped rows `g` (columns `pid`, `rid`) to the names.
@@ -266,7 +266,7 @@ impl Store {
     }
 
     fn source(&self) -> &'static Source {
-        if self.schema >= 5 {
+        if self.schema >= super::COMPACT_SCHEMA {
             &COMPACT
         } else {
             &VIEW

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use rusqlite::params;
 
-use super::connections::LOG_EPOCH_MS;
 use super::{Store, StoreError};
 
 const HOUR: i64 = 3600;
@@ -185,22 +184,19 @@ impl Store {
             )
             .map_err(wrap)? as u64;
         // The connection log sorts by end time: a key range, deleted a budget at a time.
-        let log_cutoff_ms = (now - r.connections.as_secs() as i64) * 1000 - LOG_EPOCH_MS;
-        if log_cutoff_ms > 0 && self.has_connection_log()? {
-            let prefix = &log_cutoff_ms.to_be_bytes()[3..];
-            let limit = budget
-                .saturating_sub(st.raw_rows + st.hourly_rows)
-                .min(i64::MAX as u64);
-            st.connections_dropped = self
-                .conn
-                .execute(
-                    "DELETE FROM connection_log WHERE rec IN
-                         (SELECT rec FROM connection_log WHERE rec < ?1 LIMIT ?2)",
-                    params![prefix, limit as i64],
-                )
-                .map_err(wrap)? as u64;
-            st.behind |= st.connections_dropped >= limit;
-        }
+        let cutoff = super::connections::time_prefix((now - r.connections.as_secs() as i64) * 1000);
+        let limit = budget
+            .saturating_sub(st.raw_rows + st.hourly_rows)
+            .min(i64::MAX as u64);
+        st.connections_dropped = self
+            .conn
+            .execute(
+                "DELETE FROM connection_log WHERE rec IN
+                     (SELECT rec FROM connection_log WHERE rec < ?1 LIMIT ?2)",
+                params![cutoff, limit as i64],
+            )
+            .map_err(wrap)? as u64;
+        st.behind |= st.connections_dropped >= limit;
         Ok(st)
     }
 
