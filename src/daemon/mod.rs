@@ -46,7 +46,7 @@ use crate::sources::conntrack::{EventSocket, GROUP_DESTROY, GROUP_NEW};
 use crate::sources::interfaces;
 use crate::sources::sockdiag::SockDiag;
 use crate::store::retention::Retention;
-use crate::store::{OpenOptions, Store};
+use crate::store::{OpenOptions, Role, Store};
 
 use batch::{destroyed_keys, plan_batch, BatchConfig, Resolved, Timeouts};
 use listen::{Fresh, Listener, Stats, ToWriter};
@@ -254,6 +254,7 @@ pub fn run(
         db,
         &OpenOptions {
             busy_timeout: cfg.lock_timeout,
+            role: Role::Daemon,
             ..OpenOptions::default()
         },
     )?;

@@ -83,6 +83,49 @@ pub enum StoreError {
         /// The database path.
         path: PathBuf,
     },
+    /// A daemon writes this database: a snapshot has nothing to do (the daemon accounts
+    /// every flow), and must not charge them a second time.
+    #[error(
+        "netledger run (pid {pid}) is accounting into {path}: this snapshot has nothing \
+         to do (enable only one of netledger-snapshot.timer and netledger.service)"
+    )]
+    DaemonRunning {
+        /// The database path.
+        path: PathBuf,
+        /// The daemon's pid.
+        pid: u32,
+    },
+    /// Another daemon writes this database: two would charge every flow twice.
+    #[error(
+        "another netledger run (pid {pid}) is already accounting into {path}: only one \
+         daemon may write a database (stop it first, or pass another --db)"
+    )]
+    AlreadyRunning {
+        /// The database path.
+        path: PathBuf,
+        /// The running daemon's pid.
+        pid: u32,
+    },
+    /// Another writer kept the database's writer lock for longer than the lock timeout.
+    #[error(
+        "database {path} is being written by another netledger{}; nothing was written, \
+         try again or raise --lock-timeout",
+        holder.as_deref().map(|h| format!(" ({h})")).unwrap_or_default()
+    )]
+    WriterBusy {
+        /// The database path.
+        path: PathBuf,
+        /// Who holds it, as its lock file says (`snapshot (pid 123)`), when known.
+        holder: Option<String>,
+    },
+    /// The writer lock file could not be opened or locked.
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A stored row does not decode.
     #[error("database {path}: bad row in {table}: {detail}")]
     BadRow {

@@ -18,6 +18,7 @@ macro_rules! add_counters {
 
 pub mod connections;
 mod error;
+pub mod lock;
 pub mod query;
 pub mod retention;
 
@@ -32,6 +33,7 @@ use rusqlite::{params, Connection, OpenFlags, Transaction};
 use rusqlite_migration::{Migrations, M};
 
 pub use error::StoreError;
+pub use lock::{Role, WriterLock};
 
 use crate::account::{FlowState, Kind, PassPlan};
 use crate::attribute::{Attribution, Direction};
@@ -62,8 +64,12 @@ pub struct OpenOptions {
     pub create: bool,
     /// Read-only (reports): never create, never migrate.
     pub read_only: bool,
-    /// How long to wait for another writer's lock.
+    /// How long to wait for another writer's lock (SQLite's, and the writer lock's while
+    /// a snapshot's pass holds it).
     pub busy_timeout: Duration,
+    /// Who opens it for writing: every writer holds the database's writer lock for as
+    /// long as the store is open (see [`lock`]). Ignored when read-only.
+    pub role: Role,
 }
 
 impl Default for OpenOptions {
@@ -72,6 +78,7 @@ impl Default for OpenOptions {
             create: true,
             read_only: false,
             busy_timeout: Duration::from_secs(5),
+            role: Role::Other,
         }
     }
 }
@@ -101,6 +108,8 @@ pub struct Store {
     /// Schema version after opening: a report opens read-only and does not migrate, so it
     /// may read an older schema (see `query`).
     schema: i64,
+    /// A writer's lock, held while the store is open (`None` when read-only).
+    _lock: Option<WriterLock>,
 }
 
 impl Store {
@@ -127,6 +136,14 @@ impl Store {
                 }
             }
         }
+        // Before SQLite opens the file: a second writer must not even migrate it.
+        let lock = if opts.read_only {
+            None
+        } else {
+            Some(WriterLock::acquire(path, opts.role, opts.busy_timeout)?)
+        };
+        // Another writer may have created it while we waited for the lock.
+        let exists = exists || path.exists();
         let flags = if opts.read_only {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
         } else {
@@ -187,6 +204,7 @@ impl Store {
             path: path.to_owned(),
             pause_before_commit: None,
             schema,
+            _lock: lock,
         })
     }
 

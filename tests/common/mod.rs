@@ -547,3 +547,42 @@ pub fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) on a pid of a child this test spawned and has not reaped.
     assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0, "kill {pid}");
 }
+
+/// A host namespace (198.51.100.1/24, 2001:db8::1/64) linked by a veth to an "internet"
+/// namespace (198.51.100.2/24, 2001:db8::2/64) where `nl_traffic server tcp [::]:9000`
+/// answers; conntrack set up in `host` by `netledger setup`, with a TIME_WAIT timeout of
+/// `time_wait` seconds (the kernel's default is 120). Removed by the guards.
+pub struct Inet {
+    pub host: Netns,
+    pub inet: Netns,
+    pub server: Proc,
+}
+
+impl Inet {
+    pub fn new(prefix: &str, time_wait: u32) -> Inet {
+        let host = Netns::new(&format!("{prefix}h"));
+        let inet = Netns::new(&format!("{prefix}i"));
+        host.ip(&format!(
+            "link add hi type veth peer name ih netns {}",
+            inet.name
+        ));
+        host.ip("addr add 198.51.100.1/24 dev hi");
+        host.ip("addr add 2001:db8::1/64 dev hi nodad");
+        host.ip("link set hi up");
+        inet.ip("addr add 198.51.100.2/24 dev ih");
+        inet.ip("addr add 2001:db8::2/64 dev ih nodad");
+        inet.ip("link set ih up");
+        run(host.cmd(bin()).arg("setup"));
+        host.sh(&format!(
+            "sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_time_wait={time_wait}"
+        ));
+        let tb = traffic_bin();
+        let mut server = Proc::spawn("inet server", {
+            let mut c = inet.cmd(&tb.path);
+            c.args(["server", "tcp", "[::]:9000"]);
+            c
+        });
+        server.expect("listening");
+        Inet { host, inet, server }
+    }
+}
