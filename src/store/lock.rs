@@ -10,11 +10,15 @@
 //! way (SIGKILL included), so it can never go stale, and the file names the holder, so a
 //! refused writer says which process to look at.
 
-use std::fs::{self, File, OpenOptions as FsOpenOptions};
+use std::fs::{File, OpenOptions as FsOpenOptions};
+
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use rustix::fs::{flock, FlockOperation};
+use rustix::io::Errno;
 
 use super::StoreError;
 
@@ -100,11 +104,14 @@ impl WriterLock {
         let deadline = Instant::now() + wait;
         let mut holder = None;
         loop {
-            match file.try_lock() {
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => break,
-                Err(fs::TryLockError::WouldBlock) => {}
-                Err(fs::TryLockError::Error(source)) => {
-                    return Err(StoreError::Lock { path, source });
+                Err(Errno::WOULDBLOCK) => {}
+                Err(e) => {
+                    return Err(StoreError::Lock {
+                        path,
+                        source: e.into(),
+                    });
                 }
             }
             // The holder writes its name just after locking: until then the file may
@@ -219,7 +226,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("t.db");
         // A daemon that died (SIGKILL) leaves its name but no lock.
-        fs::write(lock_path(&db), format!("{} run\n", std::process::id())).unwrap();
+        std::fs::write(lock_path(&db), format!("{} run\n", std::process::id())).unwrap();
         let _ = WriterLock::acquire(&db, Role::Daemon, Duration::ZERO).unwrap();
     }
 }
