@@ -373,19 +373,24 @@ pub fn attribute(
         Some(Direction::In) => (orig.src, reply.sport),
     };
 
-    let verdict = if nets.contains(remote) && (direction.is_some() || nets.contains(orig.src)) {
-        Verdict::Excluded(found)
-    } else if l4.is_none() {
-        Verdict::Unattributed(Reason::Protocol)
-    } else if let Some(a) = found {
-        Verdict::User(a)
-    } else {
-        Verdict::Unattributed(reason.unwrap_or(if direction.is_some() {
-            Reason::NoSocket
+    // Both ends on this host (a user reaching a local service by the host's public
+    // address): the packets never leave it, whatever the address, so it is local traffic.
+    // The reply tuple's source is where the flow really goes after any DNAT.
+    let on_host = idx.is_host_addr(orig.src) && idx.is_host_addr(reply.src);
+    let verdict =
+        if on_host || nets.contains(remote) && (direction.is_some() || nets.contains(orig.src)) {
+            Verdict::Excluded(found)
+        } else if l4.is_none() {
+            Verdict::Unattributed(Reason::Protocol)
+        } else if let Some(a) = found {
+            Verdict::User(a)
         } else {
-            Reason::Forwarded
-        }))
-    };
+            Verdict::Unattributed(reason.unwrap_or(if direction.is_some() {
+                Reason::NoSocket
+            } else {
+                Reason::Forwarded
+            }))
+        };
     Attributed {
         verdict,
         direction,
@@ -562,6 +567,17 @@ mod tests {
         vec![],
         flow(1, ("198.51.100.1:0", "10.9.0.2:0"), None),
         Verdict::Excluded(None), "10.9.0.2", 0)]
+    #[case::to_the_hosts_own_public_address_excluded(
+        vec![sock(L4::Tcp, "198.51.100.1:40000", "198.51.100.1:8080", ALICE, 100),
+             sock(L4::Tcp, "198.51.100.1:8080", "198.51.100.1:40000", 0, 300)],
+        flow(TCP, ("198.51.100.1:40000", "198.51.100.1:8080"), None),
+        Verdict::Excluded(Some(Attribution { uid: ALICE, program: Some("curl".into()), direction: Direction::Out })),
+        "198.51.100.1", 8080)]
+    #[case::dnat_to_the_host_itself_excluded(
+        // A local client to 203.0.113.7:443, DNAT'd in OUTPUT to this host's 8443.
+        vec![],
+        flow(TCP, ("198.51.100.1:40000", "203.0.113.7:443"), Some(("198.51.100.1:8443", "198.51.100.1:40000"))),
+        Verdict::Excluded(None), "203.0.113.7", 443)]
     #[case::forwarded_lan_to_internet_not_excluded(
         vec![],
         flow(TCP, ("10.9.0.2:40000", "192.0.2.80:443"), None),
