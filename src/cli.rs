@@ -318,6 +318,7 @@ pub const LOG_TEMPLATE_HELP: &str = "\
   %u user name (or uid, or -)            %U uid (or -)     %c program (or -)
   %t bytes sent        %x bytes received %T packets sent   %X packets received
   %n newline           %% a percent sign
+An IPv6 %i or %l followed by ':' is put in brackets: %i:%r prints [2001:db8::2]:443.
 Example: --format 'Connected: %s, disconnected after %S secs at: %e (%i:%r, %u)'";
 
 /// Options of `log`.

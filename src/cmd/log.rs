@@ -98,6 +98,15 @@ fn split(addr: &str) -> (String, String) {
     }
 }
 
+/// An address as `%i`/`%l` print it: an IPv6 one in brackets when the template goes on
+/// with `:` (as in `%i:%r`), so that the port stays apart from it (RFC 5952, section 6).
+fn address(ip: String, next: Option<&Piece>) -> String {
+    match next {
+        Some(Piece::Text(t)) if t.starts_with(':') && ip.contains(':') => format!("[{ip}]"),
+        _ => ip,
+    }
+}
+
 impl Template {
     /// Render one connection (pure but for the user-name lookup `user`).
     pub fn render(
@@ -109,7 +118,8 @@ impl Template {
         let (local, remote) = ends_of(c);
         let t = traffic(c.orig_counters, c.reply_counters, c.direction);
         let mut out = String::new();
-        for p in &self.0 {
+        for (i, p) in self.0.iter().enumerate() {
+            let next = self.0.get(i + 1);
             match p {
                 Piece::Text(s) => out.push_str(s),
                 Piece::Field(f) => out.push_str(&match f {
@@ -119,9 +129,9 @@ impl Template {
                     'D' => c.duration_ms().to_string(),
                     'P' => protocol_name(c.orig.proto),
                     'd' => c.direction.map_or("-", |d| d.as_str()).to_string(),
-                    'i' => split(&remote).0,
+                    'i' => address(split(&remote).0, next),
                     'r' => split(&remote).1,
-                    'l' => split(&local).0,
+                    'l' => address(split(&local).0, next),
                     'L' => split(&local).1,
                     'o' => tuple_text(&c.orig),
                     'R' => tuple_text(&c.reply),
@@ -318,6 +328,31 @@ mod tests {
         let e = parse_template("%q").unwrap_err();
         assert!(e.contains("unknown escape %q"), "{e}");
         assert!(parse_template("50%").is_err());
+    }
+
+    /// Regression (issue 18): `%i:%r` printed `2001:db8::2:443`.
+    #[test]
+    fn ipv6_address_before_a_colon_is_bracketed() {
+        let mut c = conn();
+        let t = |s: &str, d: &str, sp, dp| Tuple {
+            src: s.parse().unwrap(),
+            dst: d.parse().unwrap(),
+            proto: 6,
+            sport: sp,
+            dport: dp,
+        };
+        c.direction = Some(Direction::Out);
+        c.orig = t("2001:db8::1", "2001:db8::2", 40000, 443);
+        c.reply = t("2001:db8::2", "2001:db8::1", 443, 40000);
+        let render = |f: &str| parse_template(f).unwrap().render(&c, true, &mut |u| u.to_string());
+        assert_eq!(render("%i:%r>%l:%L"), "[2001:db8::2]:443>[2001:db8::1]:40000");
+        assert_eq!(render("%i port %r, %l"), "2001:db8::2 port 443, 2001:db8::1");
+        assert_eq!(render("%o"), "[2001:db8::1]:40000>[2001:db8::2]:443");
+        // IPv4 never gets brackets.
+        let line = parse_template("%i:%r")
+            .unwrap()
+            .render(&conn(), true, &mut |u| u.to_string());
+        assert_eq!(line, "192.0.2.9:50000");
     }
 
     #[test]
