@@ -234,9 +234,9 @@ fn log_of_a_database_from_before_the_connection_log_names_the_fix() {
 }
 
 /// The host ── veth ── inet topology of these tests, with conntrack set up in host by
-/// `netledger setup` and the timeouts of a closed connection shortened to `timeout`
-/// seconds (TIME_WAIT, and UDP's), so that entries expire within the test.
-fn short_timeout_topology(timeout: u32) -> (Netns, Netns) {
+/// `netledger setup` and the timeouts that follow a connection's end (TIME_WAIT, and
+/// UDP's) set to `timeout` seconds.
+fn topology_with_timeouts(timeout: u32) -> (Netns, Netns) {
     let host = Netns::new("nlth");
     let inet = Netns::new("nlti");
     host.ip(&format!(
@@ -281,7 +281,7 @@ fn logged_durations_are_the_connections_real_lives() {
     if !require_root("logged_durations_are_the_connections_real_lives") {
         return;
     }
-    let (host, inet) = short_timeout_topology(2);
+    let (host, inet) = topology_with_timeouts(2);
     let (tb, bb) = (traffic_bin(), burst_bin());
     let mut udp_server = Proc::spawn("inet udp server", {
         let mut c = inet.cmd(&tb.path);
@@ -384,5 +384,118 @@ fn logged_durations_are_the_connections_real_lives() {
         "{} logged connections, each within {worst:.1} ms of its real life",
         rows.len()
     );
+    drop((udp_server, tcp_server));
+}
+
+/// Regression (issue 18): right after short connections, `summary` counted them as OPEN
+/// while their entries lingered in TIME_WAIT (and `connections` showed none), and `log`
+/// printed nothing, with no hint, until conntrack dropped the entries two minutes later.
+#[test]
+fn closed_connections_are_not_open_and_log_says_they_are_coming() {
+    if !require_root("closed_connections_are_not_open_and_log_says_they_are_coming") {
+        return;
+    }
+    let (host, inet) = topology_with_timeouts(120);
+    let (tb, bb) = (traffic_bin(), burst_bin());
+    let mut udp_server = Proc::spawn("inet udp server", {
+        let mut c = inet.cmd(&tb.path);
+        c.args(["server", "udp", "0.0.0.0:5300"]);
+        c
+    });
+    udp_server.expect("listening");
+    let mut tcp_server = Proc::spawn("inet tcp server", {
+        let mut c = inet.cmd(&tb.path);
+        c.args(["server", "tcp", "0.0.0.0:9000"]);
+        c
+    });
+    tcp_server.expect("listening");
+    let frank = TestUser::new("nltf");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("waiting.db");
+    let daemon = Daemon::start(&host, &db, &["--interval", "60s"], &[]);
+    for (what, peer, from, count, extra) in [
+        (
+            "tcp",
+            "198.51.100.2:9000",
+            49000,
+            5,
+            vec!["--hold-ms", "100"],
+        ),
+        ("udp", "198.51.100.2:5300", 49100, 3, vec!["--udp"]),
+    ] {
+        let mut c = frank.cmd(&host, &bb.path);
+        c.args([peer, &count.to_string(), "64", "400"])
+            .args(["--bind-from", &from.to_string()])
+            .args(extra);
+        let mut p = Proc::spawn(what, c);
+        p.expect_containing("done ");
+        p.wait_ok();
+    }
+    let netledger = |args: &[&str]| -> (String, String) {
+        let out = run(host.cmd(bin()).arg("--db").arg(&db).args(args));
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    // The daemon stored the owners its NEW events found (a flush a second).
+    let summary = wait_for(
+        "frank's connections in summary",
+        Duration::from_secs(30),
+        || {
+            let (out, _) = netledger(&["summary", "--json", "--user", &frank.name]);
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            let tcp = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["protocol"] == "tcp" && r["count"] == 5)
+                .cloned();
+            tcp
+        },
+    );
+    eprintln!("summary: {summary}");
+    assert_eq!(
+        summary["open"], 0,
+        "closed connections counted as open: {summary}"
+    );
+    assert_eq!(summary["pending"], 5, "{summary}");
+    let (open, _) = netledger(&["connections", "--json", "--user", &frank.name]);
+    let open: serde_json::Value = serde_json::from_str(&open).unwrap();
+    assert!(
+        open.as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["protocol"] != "tcp"),
+        "connections shows them open: {open}"
+    );
+    let (table, err) = netledger(&["summary", "--user", &frank.name]);
+    eprintln!("{table}{err}");
+    assert!(
+        err.contains("5 of these connections are closed but not logged yet"),
+        "{err}"
+    );
+
+    // `log`: nothing yet, and stderr says what is coming and when.
+    let (out, err) = netledger(&["log", "--port", "9000"]);
+    assert_eq!(out, "", "{out}");
+    eprintln!("log --port 9000: {err}");
+    assert!(
+        err.starts_with("netledger: not in the log yet: 5 closed TCP connections, logged when")
+            && err.contains("(by "),
+        "{err}"
+    );
+    let (_, err) = netledger(&["log", "--user", &frank.name, "--port", "9000"]);
+    assert!(err.contains(": 5 closed TCP connections,"), "{err}");
+    let (_, err) = netledger(&["log", "--host", "198.51.100.2"]);
+    assert!(
+        err.contains(": 5 closed TCP connections and 3 UDP exchanges,"),
+        "{err}"
+    );
+    let (_, err) = netledger(&["log", "--port", "9"]);
+    assert_eq!(err, "", "nothing waits on port 9");
+    let (_, err) = netledger(&["-q", "log", "--port", "9000"]);
+    assert_eq!(err, "", "-q: only errors");
+    daemon.stop();
     drop((udp_server, tcp_server));
 }

@@ -14,6 +14,8 @@ use crate::attribute::Direction;
 use crate::cli::{Cli, LogArgs};
 use crate::cmd::common;
 use crate::cmd::connections::{ends, traffic};
+use crate::cmd::waiting;
+use crate::model::FlowKey;
 use crate::report::names::protocol_name;
 use crate::store::connections::LoggedConnection;
 
@@ -251,11 +253,15 @@ pub fn run(cli: &Cli, args: &LogArgs) -> Result<()> {
             .clone()
     };
     let mut out = std::io::stdout().lock();
-    let selected = rows
+    let selected: Vec<&LoggedConnection> = rows
         .iter()
-        .filter(|c| matches(c, args.host.as_ref(), args.port, uid));
+        .filter(|c| matches(c, args.host.as_ref(), args.port, uid))
+        .collect();
     if args.json {
-        let v: Vec<Value> = selected.map(|c| to_json(c, c.uid.map(&mut user))).collect();
+        let v: Vec<Value> = selected
+            .iter()
+            .map(|c| to_json(c, c.uid.map(&mut user)))
+            .collect();
         serde_json::to_writer_pretty(&mut out, &v)?;
         writeln!(out)?;
     } else {
@@ -263,12 +269,71 @@ pub fn run(cli: &Cli, args: &LogArgs) -> Result<()> {
             Some(t) => t.clone(),
             None => parse_template(DEFAULT_FORMAT).expect("the default template parses"),
         };
-        for c in selected {
+        for c in &selected {
             writeln!(out, "{}", template.render(c, args.utc, &mut user))?;
         }
     }
     out.flush()?;
+    let now_ms = Utc::now().timestamp_millis();
+    if !cli.quiet && until * 1000 >= now_ms {
+        if let Some(note) = what_waits(&store, args, uid, selected.is_empty(), now_ms) {
+            eprintln!("netledger: {note}");
+        }
+    }
     Ok(())
+}
+
+/// What to say on stderr about connections that are over but not logged yet (see
+/// [`waiting`]): how many match the filters and until when, from the live table; when it
+/// cannot be read and nothing was listed, when connections get logged.
+fn what_waits(
+    store: &crate::store::Store,
+    args: &LogArgs,
+    uid: Option<u32>,
+    listed_nothing: bool,
+    now_ms: i64,
+) -> Option<String> {
+    let dump = match waiting::live_table() {
+        Ok(dump) => dump,
+        Err(e) if listed_nothing => {
+            let t = crate::daemon::batch::Timeouts::read(std::path::Path::new("/proc"));
+            return Some(format!(
+                "nothing in the log for this period; a connection is logged when conntrack \
+                 drops its entry: {} s after a TCP close (TIME_WAIT), {} s after a UDP \
+                 exchange; to count the connections waiting for that, {e}",
+                t.tcp_time_wait, t.udp
+            ));
+        }
+        Err(_) => return None,
+    };
+    let waiting = waiting::waiting(&dump, now_ms);
+    // Owners as the daemon saved them (its NEW events and passes).
+    let owners = match uid {
+        Some(_) => {
+            let keys: Vec<FlowKey> = waiting.keys().copied().collect();
+            store.load_states(&keys).unwrap_or_default()
+        }
+        None => HashMap::new(),
+    };
+    let matching = waiting.values().filter(|w| {
+        let owner = owners
+            .get(&w.flow.key())
+            .and_then(|s| s.attribution.as_ref());
+        let c = LoggedConnection {
+            start_ms: now_ms,
+            end_ms: now_ms,
+            orig: w.flow.orig,
+            reply: w.flow.reply,
+            direction: owner.map(|a| a.direction),
+            uid: owner.map(|a| a.uid),
+            program: None,
+            orig_counters: None,
+            reply_counters: None,
+            zone: w.flow.zone,
+        };
+        matches(&c, args.host.as_ref(), args.port, uid)
+    });
+    waiting::note(matching, args.utc)
 }
 
 #[cfg(test)]
@@ -344,9 +409,19 @@ mod tests {
         c.direction = Some(Direction::Out);
         c.orig = t("2001:db8::1", "2001:db8::2", 40000, 443);
         c.reply = t("2001:db8::2", "2001:db8::1", 443, 40000);
-        let render = |f: &str| parse_template(f).unwrap().render(&c, true, &mut |u| u.to_string());
-        assert_eq!(render("%i:%r>%l:%L"), "[2001:db8::2]:443>[2001:db8::1]:40000");
-        assert_eq!(render("%i port %r, %l"), "2001:db8::2 port 443, 2001:db8::1");
+        let render = |f: &str| {
+            parse_template(f)
+                .unwrap()
+                .render(&c, true, &mut |u| u.to_string())
+        };
+        assert_eq!(
+            render("%i:%r>%l:%L"),
+            "[2001:db8::2]:443>[2001:db8::1]:40000"
+        );
+        assert_eq!(
+            render("%i port %r, %l"),
+            "2001:db8::2 port 443, 2001:db8::1"
+        );
         assert_eq!(render("%o"), "[2001:db8::1]:40000>[2001:db8::2]:443");
         // IPv4 never gets brackets.
         let line = parse_template("%i:%r")
