@@ -762,8 +762,7 @@ fn a_period_that_starts_inside_a_stored_bucket_counts_it_and_says_so() {
             .sum()
     };
     let inside = span("2026-11-18T10:02", "2026-11-18T11:00");
-    let rows: Vec<Value> =
-        serde_json::from_str(&run(args(&["top", "--json"], &inside))).unwrap();
+    let rows: Vec<Value> = serde_json::from_str(&run(args(&["top", "--json"], &inside))).unwrap();
     assert_eq!(total(&rows), 3_020_000 + 510_000, "{rows:?}");
     for r in &rows {
         assert_eq!(r["covered_since"], at(2026, 11, 18, 10, 0), "{r}");
@@ -782,17 +781,17 @@ fn a_period_that_starts_inside_a_stored_bucket_counts_it_and_says_so() {
     )))
     .unwrap();
     assert_eq!(total(&rows), 3_020_000 + 510_000, "{rows:?}");
-    assert!(rows.iter().all(|r| r["period"] == "2026-11-18 10:00"
-        && r["covered_since"] == at(2026, 11, 18, 10, 0)));
+    assert!(rows.iter().all(
+        |r| r["period"] == "2026-11-18 10:00" && r["covered_since"] == at(2026, 11, 18, 10, 0)
+    ));
     let lines: Vec<Value> = run(args(&["export"], &inside))
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(lines
-        .iter()
-        .all(|l| l["ts"] == at(2026, 11, 18, 10, 0)
-            && l["covered_since"] == at(2026, 11, 18, 10, 0)));
+    assert!(lines.iter().all(
+        |l| l["ts"] == at(2026, 11, 18, 10, 0) && l["covered_since"] == at(2026, 11, 18, 10, 0)
+    ));
 
     // The end of a period inside a bucket counts it whole too (as it always did), and says
     // so: the bucket ends at 10:05 (or now, if the clock is before that).
@@ -809,28 +808,44 @@ fn a_period_that_starts_inside_a_stored_bucket_counts_it_and_says_so() {
         raw: std::time::Duration::from_secs(86_400),
         ..Retention::default()
     };
-    assert!(!store.roll_up(at(2026, 12, 5, 0, 0), &hourly, u64::MAX).unwrap().behind);
+    assert!(
+        !store
+            .roll_up(at(2026, 12, 5, 0, 0), &hourly, u64::MAX)
+            .unwrap()
+            .behind
+    );
     drop(store);
     let in_hour = span("2026-11-18T10:30", "2026-11-18T12:00");
-    let rows: Vec<Value> =
-        serde_json::from_str(&run(args(&["top", "--json"], &in_hour))).unwrap();
+    let rows: Vec<Value> = serde_json::from_str(&run(args(&["top", "--json"], &in_hour))).unwrap();
     assert_eq!(total(&rows), 3_020_000 + 510_000, "hourly: {rows:?}");
-    assert!(rows.iter().all(|r| r["covered_since"] == at(2026, 11, 18, 10, 0)));
+    assert!(rows
+        .iter()
+        .all(|r| r["covered_since"] == at(2026, 11, 18, 10, 0)));
     let mut store = Store::open(&db, &OpenOptions::default()).unwrap();
     let daily = Retention {
         raw: std::time::Duration::from_secs(86_400),
         hourly: std::time::Duration::from_secs(86_400),
         ..Retention::default()
     };
-    assert!(!store.roll_up(at(2026, 12, 5, 0, 0), &daily, u64::MAX).unwrap().behind);
+    assert!(
+        !store
+            .roll_up(at(2026, 12, 5, 0, 0), &daily, u64::MAX)
+            .unwrap()
+            .behind
+    );
     drop(store);
     let in_day = span("2026-11-18T12:00", "2026-11-18T13:00");
-    let rows: Vec<Value> =
-        serde_json::from_str(&run(args(&["top", "--json"], &in_day))).unwrap();
+    let rows: Vec<Value> = serde_json::from_str(&run(args(&["top", "--json"], &in_day))).unwrap();
     // The day also holds alice's 23:30 session: a day is one sum.
-    assert_eq!(total(&rows), 3_020_000 + 510_000 + 940_000, "daily: {rows:?}");
-    assert!(rows.iter().all(|r| r["covered_since"] == at(2026, 11, 18, 0, 0)
-        && r["covered_until"] == at(2026, 11, 19, 0, 0)));
+    assert_eq!(
+        total(&rows),
+        3_020_000 + 510_000 + 940_000,
+        "daily: {rows:?}"
+    );
+    assert!(rows
+        .iter()
+        .all(|r| r["covered_since"] == at(2026, 11, 18, 0, 0)
+            && r["covered_until"] == at(2026, 11, 19, 0, 0)));
     let table = run(args(&["report", "--period", "day"], &in_day));
     assert!(
         table.starts_with(

@@ -492,7 +492,6 @@ impl Store {
 
     /// The uid recorded for a user name (users deleted since are still known here).
     pub fn uid_of(&self, name: &str) -> Result<Option<u32>, StoreError> {
-        use rusqlite::OptionalExtension;
         self.conn
             .query_row("SELECT uid FROM users WHERE name = ?1", [name], |r| {
                 r.get(0)
