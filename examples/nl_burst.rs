@@ -1,8 +1,9 @@
 //! Bursts of short TCP connections for netledger's daemon tests and event benchmark
-//! (built by `cargo test`). The peer is an `nl_traffic server tcp`.
+//! (built by `cargo test`). The peer is an `nl_traffic server tcp` (`… udp` with `--udp`).
 //!
 //! ```text
 //! nl_burst PEER COUNT UP DOWN [--bind-from PORT] [--parallel N] [--gap-ms MS] [--hold-ms MS]
+//!          [--udp] [--times]
 //! ```
 //! Makes COUNT connections; each sends the request line `UP DOWN`, UP bytes, reads the
 //! DOWN-byte answer, closes its side first and waits for the server's close, so the
@@ -10,11 +11,14 @@
 //! `--bind-from PORT` connection i binds local port PORT+i (a test tells its flows apart
 //! by port). `--hold-ms MS` keeps each connection open MS milliseconds after its answer
 //! (a connection that lives tens of ms, like a web request). `--parallel N` spreads them
-//! over N threads. Prints `progress K` every 10
-//! connections and `done COUNT SECONDS` at the end.
+//! over N threads. `--udp` makes each "connection" one UDP query of UP bytes from a
+//! socket of its own, answered by one datagram of DOWN bytes (a DNS lookup's shape).
+//! `--times` prints `conn LOCAL_PORT START_NS END_NS` per connection: wall-clock times
+//! (as conntrack's timestamps) just before its first packet and just after its last.
+//! Prints `progress K` every 10 connections and `done COUNT SECONDS` at the end.
 
 use std::io::{BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +28,7 @@ fn main() {
     if args.len() < 4 {
         eprintln!(
             "usage: nl_burst PEER COUNT UP DOWN [--bind-from PORT] [--parallel N] [--gap-ms MS] \
-             [--hold-ms MS]"
+             [--hold-ms MS] [--udp] [--times]"
         );
         std::process::exit(2);
     }
@@ -34,8 +38,20 @@ fn main() {
     let down: u64 = args[3].parse().expect("DOWN");
     let (mut bind_from, mut parallel, mut gap) = (None::<u16>, 1usize, Duration::ZERO);
     let mut hold = Duration::ZERO;
+    let (mut udp, mut times) = (false, false);
     let mut it = args[4..].iter();
     while let Some(o) = it.next() {
+        match o.as_str() {
+            "--udp" => {
+                udp = true;
+                continue;
+            }
+            "--times" => {
+                times = true;
+                continue;
+            }
+            _ => {}
+        }
         let v = it.next().expect("option value");
         match o.as_str() {
             "--bind-from" => bind_from = Some(v.parse().expect("port")),
@@ -57,7 +73,18 @@ fn main() {
                     return;
                 }
                 let local = bind_from.map(|p| p + i as u16);
-                one(peer, local, up, down, hold);
+                let start = now_ns();
+                let port = if udp {
+                    query(peer, local, up, down)
+                } else {
+                    one(peer, local, up, down, hold)
+                };
+                if times {
+                    let end = now_ns();
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "conn {port} {start} {end}");
+                    let _ = out.flush();
+                }
                 let n = finished.fetch_add(1, Ordering::SeqCst) + 1;
                 if n % 10 == 0 {
                     let mut out = std::io::stdout().lock();
@@ -74,17 +101,43 @@ fn main() {
     println!("done {count} {:.3}", t0.elapsed().as_secs_f64());
 }
 
-fn one(peer: SocketAddr, local: Option<u16>, up: u64, down: u64, hold: Duration) {
+/// Wall-clock nanoseconds since the epoch.
+fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos()
+}
+
+fn any_of(peer: SocketAddr, port: u16) -> SocketAddr {
+    let any = match peer.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    SocketAddr::new(any, port)
+}
+
+/// One UDP query (`nl_traffic server udp`'s protocol); returns the local port.
+fn query(peer: SocketAddr, local: Option<u16>, up: u64, down: u64) -> u16 {
+    let s = UdpSocket::bind(any_of(peer, local.unwrap_or(0))).expect("bind");
+    s.connect(peer).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut req = vec![b'u'; up.max(8) as usize];
+    req[..8].copy_from_slice(&down.to_be_bytes());
+    s.send(&req).expect("send");
+    let mut buf = vec![0u8; down as usize + 1];
+    let got = s.recv(&mut buf).expect("answer");
+    assert_eq!(got as u64, down, "short answer");
+    s.local_addr().unwrap().port()
+}
+
+/// One TCP connection; returns the local port.
+fn one(peer: SocketAddr, local: Option<u16>, up: u64, down: u64, hold: Duration) -> u16 {
     let s = match local {
         None => TcpStream::connect(peer).expect("connect"),
-        Some(port) => {
-            let any = match peer.ip() {
-                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            };
-            bound_connect(SocketAddr::new(any, port), peer)
-        }
+        Some(port) => bound_connect(any_of(peer, port), peer),
     };
+    let port = s.local_addr().unwrap().port();
     let mut w = s.try_clone().unwrap();
     let mut r = BufReader::new(s);
     writeln!(w, "{up} {down}").unwrap();
@@ -96,6 +149,7 @@ fn one(peer: SocketAddr, local: Option<u16>, up: u64, down: u64, hold: Duration)
     // Wait for the server's close: the connection is over when this returns.
     let mut rest = Vec::new();
     let _ = r.read_to_end(&mut rest);
+    port
 }
 
 /// connect(2) from a fixed local port (std has no bind-before-connect for TCP).

@@ -51,10 +51,24 @@ pub enum Command {
     /// table `inet netledger`.
     Setup,
     /// Show the top talkers: per user, and per program, remote or port.
+    ///
+    /// Resolution: usage is stored in 5-minute buckets (UTC), kept for `[retention] raw`
+    /// (7 days by default), then in hours (90 days) and days. A bucket that the period
+    /// overlaps counts whole, so the numbers can cover a little more than --since/--until
+    /// ask for, never less: the table's first line states the span they cover, and every
+    /// JSON or CSV row carries it as `covered_since` and `covered_until` (epoch seconds).
     Top(TopArgs),
     /// Usage per hour, day, week or month and per user, with bars (like vnStat).
+    ///
+    /// A stored bucket (5 minutes, an hour or a day; see `netledger top --help`) that the
+    /// period overlaps counts whole: the table's first line, and the `covered_since` and
+    /// `covered_until` fields of every JSON or CSV row, state the span covered.
     Report(ReportArgs),
     /// Export stored usage rows for loading into another system.
+    ///
+    /// Every stored row (a 5-minute bucket, an hour or a day, dated by its start `ts`) that
+    /// overlaps the period is exported; each carries the span covered as `covered_since`
+    /// and `covered_until`.
     Export(ExportArgs),
     /// Print the configuration in effect (defaults < file < NETLEDGER_* < flags).
     Config(ConfigArgs),
@@ -66,6 +80,11 @@ pub enum Command {
     /// counters so far (like ipclog's `ipc`). Needs CAP_NET_ADMIN.
     Connections(ConnectionsArgs),
     /// Finished connections from the daemon's connection log.
+    ///
+    /// A connection is logged when conntrack drops its entry: 120 s after a TCP close
+    /// (TIME_WAIT) and 30 s after a UDP exchange, by default. Until then, a note on stderr
+    /// counts the ones that match the filters and says when their entries expire (read from
+    /// the live conntrack table, which needs CAP_NET_ADMIN).
     #[command(after_long_help = LOG_TEMPLATE_HELP)]
     Log(LogArgs),
     /// A day's connections per user, protocol, service and remote (like constat): count,
@@ -318,6 +337,7 @@ pub const LOG_TEMPLATE_HELP: &str = "\
   %u user name (or uid, or -)            %U uid (or -)     %c program (or -)
   %t bytes sent        %x bytes received %T packets sent   %X packets received
   %n newline           %% a percent sign
+An IPv6 %i or %l followed by ':' is put in brackets: %i:%r prints [2001:db8::2]:443.
 Example: --format 'Connected: %s, disconnected after %S secs at: %e (%i:%r, %u)'";
 
 /// Options of `log`.

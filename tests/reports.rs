@@ -330,7 +330,8 @@ fn empty_period_prints_the_header_and_exits_0() {
     assert_eq!(ok(&db, &with(&["top", "--json"], &empty)).trim(), "[]");
     assert_eq!(
         ok(&db, &with(&["report", "--csv"], &empty)),
-        "period,uid,user,rx_bytes,tx_bytes,rx_packets,tx_packets,total_bytes\n"
+        "period,uid,user,rx_bytes,tx_bytes,rx_packets,tx_packets,total_bytes,covered_since,\
+         covered_until\n"
     );
 }
 
@@ -363,7 +364,9 @@ fn top_json_and_csv_fields() {
             "tx_bytes",
             "rx_packets",
             "tx_packets",
-            "total_bytes"
+            "total_bytes",
+            "covered_since",
+            "covered_until"
         ]
     );
     let alice = &rows[0];
@@ -393,15 +396,16 @@ fn top_json_and_csv_fields() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "uid,user,program,reason,rx_bytes,tx_bytes,rx_packets,tx_packets,total_bytes"
+        "uid,user,program,reason,rx_bytes,tx_bytes,rx_packets,tx_packets,total_bytes,\
+         covered_since,covered_until"
     );
     assert_eq!(
         lines.next().unwrap(),
-        "1001,alice,firefox,,5000000,30000,3500,400,5030000"
+        "1001,alice,firefox,,5000000,30000,3500,400,5030000,1793491200,1796083200"
     );
     assert!(csv
         .lines()
-        .any(|l| l == ",,,no-socket,70000,7000,80,60,77000"));
+        .any(|l| l == ",,,no-socket,70000,7000,80,60,77000,1793491200,1796083200"));
 }
 
 #[test]
@@ -480,7 +484,9 @@ fn export_jsonl_and_csv() {
             "tx_bytes",
             "rx_packets",
             "tx_packets",
-            "total_bytes"
+            "total_bytes",
+            "covered_since",
+            "covered_until"
         ]
     );
     let csv = ok(
@@ -718,4 +724,137 @@ fn rolled_up_remainder_shows_as_other_and_totals_stay() {
     let remotes = ok(&db, &with(&["top", "--by", "remote,port"], &NOV));
     assert!(remotes.contains("(other)"), "{remotes}");
     insta::assert_snapshot!("top_by_remote_after_rollup", remotes);
+}
+
+/// Regression (issue 18): `top --since 2m` printed 0 B although about 1 MB had moved 60–90 s
+/// before: usage is stored in 5-minute buckets (then hours, then days), and a bucket counted
+/// only if it began after --since. Every row the period overlaps now counts whole, in `top`,
+/// `report` and `export` alike, and the output says which span that covered.
+#[test]
+fn a_period_that_starts_inside_a_stored_bucket_counts_it_and_says_so() {
+    use netledger::store::retention::Retention;
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    // The 10:00 pass of Nov 18 charged alice 3,020,000 B and bob 510,000 B in the
+    // 10:00–10:05 bucket; asked from 10:02, it is the bucket that holds the period's start.
+    let span = |since: &str, until: &str| {
+        vec![
+            "--since".to_string(),
+            since.to_string(),
+            "--until".to_string(),
+            until.to_string(),
+            "--utc".to_string(),
+        ]
+    };
+    let args = |cmd: &[&str], span: &[String]| -> Vec<String> {
+        cmd.iter()
+            .map(|s| s.to_string())
+            .chain(span.iter().cloned())
+            .collect()
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        ok(&db, &a)
+    };
+    let total = |rows: &[Value]| -> u64 {
+        rows.iter()
+            .map(|r| r["total_bytes"].as_u64().unwrap())
+            .sum()
+    };
+    let inside = span("2026-11-18T10:02", "2026-11-18T11:00");
+    let rows: Vec<Value> = serde_json::from_str(&run(args(&["top", "--json"], &inside))).unwrap();
+    assert_eq!(total(&rows), 3_020_000 + 510_000, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r["covered_since"], at(2026, 11, 18, 10, 0), "{r}");
+        assert_eq!(r["covered_until"], at(2026, 11, 18, 11, 0), "{r}");
+    }
+    let table = run(args(&["top"], &inside));
+    assert_eq!(
+        table.lines().next().unwrap(),
+        "usage from 2026-11-18 10:00:00+00:00 to 2026-11-18 11:00:00+00:00 (usage is stored \
+         in whole 5-minute buckets; asked from 2026-11-18 10:02:00+00:00)",
+        "{table}"
+    );
+    let rows: Vec<Value> = serde_json::from_str(&run(args(
+        &["report", "--period", "hour", "--json"],
+        &inside,
+    )))
+    .unwrap();
+    assert_eq!(total(&rows), 3_020_000 + 510_000, "{rows:?}");
+    assert!(rows.iter().all(
+        |r| r["period"] == "2026-11-18 10:00" && r["covered_since"] == at(2026, 11, 18, 10, 0)
+    ));
+    let lines: Vec<Value> = run(args(&["export"], &inside))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().all(
+        |l| l["ts"] == at(2026, 11, 18, 10, 0) && l["covered_since"] == at(2026, 11, 18, 10, 0)
+    ));
+
+    // The end of a period inside a bucket counts it whole too (as it always did), and says
+    // so: the bucket ends at 10:05 (or now, if the clock is before that).
+    let end = span("2026-11-18T09:00", "2026-11-18T10:01");
+    let rows: Vec<Value> = serde_json::from_str(&run(args(&["top", "--json"], &end))).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let until = at(2026, 11, 18, 10, 1).max(at(2026, 11, 18, 10, 5).min(now));
+    assert_eq!(total(&rows), 3_020_000 + 510_000);
+    assert!(rows.iter().all(|r| r["covered_until"] == until), "{rows:?}");
+
+    // Rolled up into hours, then days: the hour and the day that hold the start count.
+    let mut store = Store::open(&db, &OpenOptions::default()).unwrap();
+    let hourly = Retention {
+        raw: std::time::Duration::from_secs(86_400),
+        ..Retention::default()
+    };
+    assert!(
+        !store
+            .roll_up(at(2026, 12, 5, 0, 0), &hourly, u64::MAX)
+            .unwrap()
+            .behind
+    );
+    drop(store);
+    let in_hour = span("2026-11-18T10:30", "2026-11-18T12:00");
+    let rows: Vec<Value> = serde_json::from_str(&run(args(&["top", "--json"], &in_hour))).unwrap();
+    assert_eq!(total(&rows), 3_020_000 + 510_000, "hourly: {rows:?}");
+    assert!(rows
+        .iter()
+        .all(|r| r["covered_since"] == at(2026, 11, 18, 10, 0)));
+    let mut store = Store::open(&db, &OpenOptions::default()).unwrap();
+    let daily = Retention {
+        raw: std::time::Duration::from_secs(86_400),
+        hourly: std::time::Duration::from_secs(86_400),
+        ..Retention::default()
+    };
+    assert!(
+        !store
+            .roll_up(at(2026, 12, 5, 0, 0), &daily, u64::MAX)
+            .unwrap()
+            .behind
+    );
+    drop(store);
+    let in_day = span("2026-11-18T12:00", "2026-11-18T13:00");
+    let rows: Vec<Value> = serde_json::from_str(&run(args(&["top", "--json"], &in_day))).unwrap();
+    // The day also holds alice's 23:30 session: a day is one sum.
+    assert_eq!(
+        total(&rows),
+        3_020_000 + 510_000 + 940_000,
+        "daily: {rows:?}"
+    );
+    assert!(rows
+        .iter()
+        .all(|r| r["covered_since"] == at(2026, 11, 18, 0, 0)
+            && r["covered_until"] == at(2026, 11, 19, 0, 0)));
+    let table = run(args(&["report", "--period", "day"], &in_day));
+    assert!(
+        table.starts_with(
+            "usage from 2026-11-18 00:00:00+00:00 to 2026-11-19 00:00:00+00:00 (usage is \
+             stored in whole days; asked from 2026-11-18 12:00:00+00:00 to 2026-11-18 \
+             13:00:00+00:00)\n"
+        ),
+        "{table}"
+    );
+    let lines = run(args(&["export"], &in_day));
+    assert_eq!(lines.lines().count(), 2, "alice's and bob's day: {lines}");
 }

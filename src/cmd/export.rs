@@ -13,28 +13,32 @@ use crate::store::query::UsageRecord;
 pub fn run(cli: &Cli, args: &ExportArgs) -> Result<()> {
     let (since, until) = bounds(&args.since, args.until.as_deref(), args.utc)?;
     let store = open_for_reading(cli)?;
+    let covered = store.covered(since, until, chrono::Utc::now().timestamp())?;
     let records: Vec<_> = store
         .usage_rows(since, until)?
         .iter()
-        .map(report::usage_record)
+        .map(|r| report::with_covered(report::usage_record(r), &covered))
         .collect();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.format {
         ExportFormat::Jsonl => report::write_jsonl(&mut out, &records)?,
         ExportFormat::Csv => {
-            let header = report::header_of(report::usage_record(&UsageRecord {
-                ts: 0,
-                kind: String::new(),
-                uid: None,
-                user: None,
-                program: None,
-                reason: None,
-                protocol: 0,
-                direction: None,
-                remote: String::new(),
-                port: 0,
-                traffic: Default::default(),
-            }));
+            let header = report::header_of(report::with_covered(
+                report::usage_record(&UsageRecord {
+                    ts: 0,
+                    kind: String::new(),
+                    uid: None,
+                    user: None,
+                    program: None,
+                    reason: None,
+                    protocol: 0,
+                    direction: None,
+                    remote: String::new(),
+                    port: 0,
+                    traffic: Default::default(),
+                }),
+                &covered,
+            ));
             let header: Vec<&str> = header.iter().map(String::as_str).collect();
             report::write_csv(&mut out, &header, &records)?;
         }

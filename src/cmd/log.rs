@@ -14,6 +14,8 @@ use crate::attribute::Direction;
 use crate::cli::{Cli, LogArgs};
 use crate::cmd::common;
 use crate::cmd::connections::{ends, traffic};
+use crate::cmd::waiting;
+use crate::model::FlowKey;
 use crate::report::names::protocol_name;
 use crate::store::connections::LoggedConnection;
 
@@ -98,6 +100,15 @@ fn split(addr: &str) -> (String, String) {
     }
 }
 
+/// An address as `%i`/`%l` print it: an IPv6 one in brackets when the template goes on
+/// with `:` (as in `%i:%r`), so that the port stays apart from it (RFC 5952, section 6).
+fn address(ip: String, next: Option<&Piece>) -> String {
+    match next {
+        Some(Piece::Text(t)) if t.starts_with(':') && ip.contains(':') => format!("[{ip}]"),
+        _ => ip,
+    }
+}
+
 impl Template {
     /// Render one connection (pure but for the user-name lookup `user`).
     pub fn render(
@@ -109,7 +120,8 @@ impl Template {
         let (local, remote) = ends_of(c);
         let t = traffic(c.orig_counters, c.reply_counters, c.direction);
         let mut out = String::new();
-        for p in &self.0 {
+        for (i, p) in self.0.iter().enumerate() {
+            let next = self.0.get(i + 1);
             match p {
                 Piece::Text(s) => out.push_str(s),
                 Piece::Field(f) => out.push_str(&match f {
@@ -119,9 +131,9 @@ impl Template {
                     'D' => c.duration_ms().to_string(),
                     'P' => protocol_name(c.orig.proto),
                     'd' => c.direction.map_or("-", |d| d.as_str()).to_string(),
-                    'i' => split(&remote).0,
+                    'i' => address(split(&remote).0, next),
                     'r' => split(&remote).1,
-                    'l' => split(&local).0,
+                    'l' => address(split(&local).0, next),
                     'L' => split(&local).1,
                     'o' => tuple_text(&c.orig),
                     'R' => tuple_text(&c.reply),
@@ -241,11 +253,15 @@ pub fn run(cli: &Cli, args: &LogArgs) -> Result<()> {
             .clone()
     };
     let mut out = std::io::stdout().lock();
-    let selected = rows
+    let selected: Vec<&LoggedConnection> = rows
         .iter()
-        .filter(|c| matches(c, args.host.as_ref(), args.port, uid));
+        .filter(|c| matches(c, args.host.as_ref(), args.port, uid))
+        .collect();
     if args.json {
-        let v: Vec<Value> = selected.map(|c| to_json(c, c.uid.map(&mut user))).collect();
+        let v: Vec<Value> = selected
+            .iter()
+            .map(|c| to_json(c, c.uid.map(&mut user)))
+            .collect();
         serde_json::to_writer_pretty(&mut out, &v)?;
         writeln!(out)?;
     } else {
@@ -253,12 +269,71 @@ pub fn run(cli: &Cli, args: &LogArgs) -> Result<()> {
             Some(t) => t.clone(),
             None => parse_template(DEFAULT_FORMAT).expect("the default template parses"),
         };
-        for c in selected {
+        for c in &selected {
             writeln!(out, "{}", template.render(c, args.utc, &mut user))?;
         }
     }
     out.flush()?;
+    let now_ms = Utc::now().timestamp_millis();
+    if !cli.quiet && until * 1000 >= now_ms {
+        if let Some(note) = what_waits(&store, args, uid, selected.is_empty(), now_ms) {
+            eprintln!("netledger: {note}");
+        }
+    }
     Ok(())
+}
+
+/// What to say on stderr about connections that are over but not logged yet (see
+/// [`waiting`]): how many match the filters and until when, from the live table; when it
+/// cannot be read and nothing was listed, when connections get logged.
+fn what_waits(
+    store: &crate::store::Store,
+    args: &LogArgs,
+    uid: Option<u32>,
+    listed_nothing: bool,
+    now_ms: i64,
+) -> Option<String> {
+    let dump = match waiting::live_table() {
+        Ok(dump) => dump,
+        Err(e) if listed_nothing => {
+            let t = crate::daemon::batch::Timeouts::read(std::path::Path::new("/proc"));
+            return Some(format!(
+                "nothing in the log for this period; a connection is logged when conntrack \
+                 drops its entry: {} s after a TCP close (TIME_WAIT), {} s after a UDP \
+                 exchange; to count the connections waiting for that, {e}",
+                t.tcp_time_wait, t.udp
+            ));
+        }
+        Err(_) => return None,
+    };
+    let waiting = waiting::waiting(&dump, now_ms);
+    // Owners as the daemon saved them (its NEW events and passes).
+    let owners = match uid {
+        Some(_) => {
+            let keys: Vec<FlowKey> = waiting.keys().copied().collect();
+            store.load_states(&keys).unwrap_or_default()
+        }
+        None => HashMap::new(),
+    };
+    let matching = waiting.values().filter(|w| {
+        let owner = owners
+            .get(&w.flow.key())
+            .and_then(|s| s.attribution.as_ref());
+        let c = LoggedConnection {
+            start_ms: now_ms,
+            end_ms: now_ms,
+            orig: w.flow.orig,
+            reply: w.flow.reply,
+            direction: owner.map(|a| a.direction),
+            uid: owner.map(|a| a.uid),
+            program: None,
+            orig_counters: None,
+            reply_counters: None,
+            zone: w.flow.zone,
+        };
+        matches(&c, args.host.as_ref(), args.port, uid)
+    });
+    waiting::note(matching, args.utc)
 }
 
 #[cfg(test)]
@@ -318,6 +393,41 @@ mod tests {
         let e = parse_template("%q").unwrap_err();
         assert!(e.contains("unknown escape %q"), "{e}");
         assert!(parse_template("50%").is_err());
+    }
+
+    /// Regression (issue 18): `%i:%r` printed `2001:db8::2:443`.
+    #[test]
+    fn ipv6_address_before_a_colon_is_bracketed() {
+        let mut c = conn();
+        let t = |s: &str, d: &str, sp, dp| Tuple {
+            src: s.parse().unwrap(),
+            dst: d.parse().unwrap(),
+            proto: 6,
+            sport: sp,
+            dport: dp,
+        };
+        c.direction = Some(Direction::Out);
+        c.orig = t("2001:db8::1", "2001:db8::2", 40000, 443);
+        c.reply = t("2001:db8::2", "2001:db8::1", 443, 40000);
+        let render = |f: &str| {
+            parse_template(f)
+                .unwrap()
+                .render(&c, true, &mut |u| u.to_string())
+        };
+        assert_eq!(
+            render("%i:%r>%l:%L"),
+            "[2001:db8::2]:443>[2001:db8::1]:40000"
+        );
+        assert_eq!(
+            render("%i port %r, %l"),
+            "2001:db8::2 port 443, 2001:db8::1"
+        );
+        assert_eq!(render("%o"), "[2001:db8::1]:40000>[2001:db8::2]:443");
+        // IPv4 never gets brackets.
+        let line = parse_template("%i:%r")
+            .unwrap()
+            .render(&conn(), true, &mut |u| u.to_string());
+        assert_eq!(line, "192.0.2.9:50000");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod setup;
 pub mod snapshot;
 pub mod summary;
 pub mod top;
+pub mod waiting;
 
 use anyhow::Result;
 

@@ -26,20 +26,28 @@ pub fn run(cli: &Cli, args: &ReportArgs) -> Result<()> {
         .map(|u| resolve_user(&store, u))
         .transpose()?;
     let rows = store.periods(args.period, since, until, uid, args.output.utc)?;
-    let records: Vec<_> = rows.iter().map(report::period_record).collect();
+    let covered = store.covered(since, until, chrono::Utc::now().timestamp())?;
+    let records: Vec<_> = rows
+        .iter()
+        .map(|r| report::with_covered(report::period_record(r), &covered))
+        .collect();
     let mut out = std::io::stdout().lock();
     if args.output.json {
         report::write_json(&mut out, &records)?;
     } else if args.output.csv {
-        let header = report::header_of(report::period_record(&PeriodRow {
-            period: String::new(),
-            uid: None,
-            user: None,
-            traffic: Default::default(),
-        }));
+        let header = report::header_of(report::with_covered(
+            report::period_record(&PeriodRow {
+                period: String::new(),
+                uid: None,
+                user: None,
+                traffic: Default::default(),
+            }),
+            &covered,
+        ));
         let header: Vec<&str> = header.iter().map(String::as_str).collect();
         report::write_csv(&mut out, &header, &records)?;
     } else {
+        out.write_all(table::covered_line(&covered, args.output.utc).as_bytes())?;
         out.write_all(table::period_table(&rows, args.output.bytes).as_bytes())?;
     }
     out.flush()?;

@@ -39,19 +39,24 @@ pub fn run(cli: &Cli, args: &TopArgs) -> Result<()> {
             Services::default()
         },
     };
+    let covered = store.covered(since, until, chrono::Utc::now().timestamp())?;
     let records: Vec<_> = report
         .rows
         .iter()
-        .map(|r| report::top_record(r, &by, &labels))
+        .map(|r| report::with_covered(report::top_record(r, &by, &labels), &covered))
         .collect();
     let mut out = std::io::stdout().lock();
     if args.output.json {
         report::write_json(&mut out, &records)?;
     } else if args.output.csv {
-        let header = report::header_of(report::top_record(&empty_row(), &by, &labels));
+        let header = report::header_of(report::with_covered(
+            report::top_record(&empty_row(), &by, &labels),
+            &covered,
+        ));
         let header: Vec<&str> = header.iter().map(String::as_str).collect();
         report::write_csv(&mut out, &header, &records)?;
     } else {
+        out.write_all(table::covered_line(&covered, args.output.utc).as_bytes())?;
         out.write_all(table::top_table(&report, &by, &labels, args.output.bytes).as_bytes())?;
     }
     out.flush()?;

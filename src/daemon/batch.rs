@@ -42,6 +42,9 @@ pub enum Resolved {
         flow: Flow,
         /// Its final TCP state, when it is TCP.
         tcp_state: Option<u8>,
+        /// The whole seconds its entry had left (CTA_TIMEOUT): present when it was removed
+        /// before it expired.
+        left: Option<u32>,
         /// When the event was received, ms since the epoch.
         at_ms: i64,
     },
@@ -85,92 +88,191 @@ pub struct BatchConfig<'a> {
     pub timeouts: &'a Timeouts,
 }
 
-/// Conntrack's timeouts in seconds (per network namespace, `net.netfilter.*_timeout*`).
+/// Conntrack's timeouts in seconds (per network namespace, `net.netfilter.*_timeout*`),
+/// to date a destroyed flow's last packet.
 ///
-/// When an entry expires, the kernel dates its STOP timestamp at the expiry, not at the
-/// garbage collection that noticed it (`nf_ct_delete()`; measured on Linux 6.18: STOP −
-/// START was the 1 s TIME_WAIT timeout, the DESTROY event came 9 s later). The expiry is
-/// the last packet plus the timeout of the final state, so a connection's end is STOP
-/// minus that timeout: without this every closed TCP connection would last 120 s longer
-/// (TIME_WAIT). An entry removed before it expired (`conntrack -D`, `-F`) has STOP = the
-/// removal; when subtracting the timeout would put the end before the start, that is what
-/// happened, and STOP is kept.
+/// Every packet sets the entry's expiry to now + the timeout of the state it leaves the
+/// entry in (`nf_ct_refresh_acct()`), counted in jiffies. When the entry is removed, the
+/// kernel dates its STOP timestamp (`nf_ct_delete()`):
+/// - at the expiry, if it had expired (however late the garbage collector or a dump
+///   noticed: measured on Linux 6.18, the DESTROY event came 2–9 s later). So the last
+///   packet is STOP − the timeout, to within a jiffy either way (4 ms at HZ=250): for a
+///   1 ms flow, STOP − timeout lands up to a jiffy *before* its start, which means "just
+///   after the start", not "removed early". Such an event carries no CTA_TIMEOUT.
+/// - at the removal, if it was removed before it expired (`conntrack -D`/`-F`, a TCP port
+///   reused during TIME_WAIT, early drop). Then the DESTROY event carries CTA_TIMEOUT, the
+///   whole seconds that were left, when at least one was: the expiry was STOP + those
+///   seconds (+ under 1 s), so the last packet was STOP − (timeout − left), to within a
+///   second.
+///
+/// Which timeout ran is a fact of the state the entry ended in (see [`Timeouts::after`]).
+/// Without a known timeout (an established TCP connection, whose timeout depends on
+/// unacknowledged data, a fixed or offloaded timeout, other protocols), the end is STOP:
+/// the entry lived until then.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
+    /// `nf_conntrack_tcp_timeout_syn_sent`.
+    pub tcp_syn_sent: u64,
+    /// `nf_conntrack_tcp_timeout_syn_recv`.
+    pub tcp_syn_recv: u64,
+    /// `nf_conntrack_tcp_timeout_established`.
+    pub tcp_established: u64,
+    /// `nf_conntrack_tcp_timeout_fin_wait`.
+    pub tcp_fin_wait: u64,
+    /// `nf_conntrack_tcp_timeout_close_wait`.
+    pub tcp_close_wait: u64,
+    /// `nf_conntrack_tcp_timeout_last_ack`.
+    pub tcp_last_ack: u64,
     /// `nf_conntrack_tcp_timeout_time_wait` (state after a FIN close).
     pub tcp_time_wait: u64,
     /// `nf_conntrack_tcp_timeout_close` (state after a RST).
     pub tcp_close: u64,
+    /// `nf_conntrack_tcp_timeout_max_retrans`: caps a state's timeout after retransmissions
+    /// or a zero window.
+    pub tcp_max_retrans: u64,
+    /// `nf_conntrack_tcp_timeout_unacknowledged`: caps it while data is unacknowledged.
+    pub tcp_unacknowledged: u64,
     /// `nf_conntrack_udp_timeout` (UDP not assured).
     pub udp: u64,
     /// `nf_conntrack_udp_timeout_stream` (assured UDP).
     pub udp_stream: u64,
     /// `nf_conntrack_icmp_timeout`.
     pub icmp: u64,
+    /// `nf_conntrack_icmpv6_timeout`.
+    pub icmpv6: u64,
 }
 
 impl Default for Timeouts {
     /// The kernel's defaults.
     fn default() -> Timeouts {
         Timeouts {
+            tcp_syn_sent: 120,
+            tcp_syn_recv: 60,
+            tcp_established: 432_000,
+            tcp_fin_wait: 120,
+            tcp_close_wait: 60,
+            tcp_last_ack: 30,
             tcp_time_wait: 120,
             tcp_close: 10,
+            tcp_max_retrans: 300,
+            tcp_unacknowledged: 300,
             udp: 30,
             udp_stream: 120,
             icmp: 30,
+            icmpv6: 30,
         }
     }
 }
+
+// Status bits (include/uapi/linux/netfilter/nf_conntrack_common.h).
+/// IPS_ASSURED: for UDP, set by the packet that first applied the stream timeout.
+const IPS_ASSURED: u32 = 1 << 2;
+/// IPS_FIXED_TIMEOUT: packets do not refresh the timeout.
+const IPS_FIXED_TIMEOUT: u32 = 1 << 10;
+/// IPS_NAT_CLASH: a UDP clash entry, given a short timeout of its own.
+const IPS_NAT_CLASH: u32 = 1 << 12;
+/// IPS_OFFLOAD: the flow table keeps the entry alive, not its packets.
+const IPS_OFFLOAD: u32 = 1 << 14;
 
 impl Timeouts {
     /// Read them from `proc_root/sys/net/netfilter` (a missing one keeps its default).
     pub fn read(proc_root: &std::path::Path) -> Timeouts {
         let dir = proc_root.join("sys/net/netfilter");
         let get = |name: &str, default: u64| {
-            std::fs::read_to_string(dir.join(name))
+            std::fs::read_to_string(dir.join(format!("nf_conntrack_{name}")))
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
                 .unwrap_or(default)
         };
         let d = Timeouts::default();
         Timeouts {
-            tcp_time_wait: get("nf_conntrack_tcp_timeout_time_wait", d.tcp_time_wait),
-            tcp_close: get("nf_conntrack_tcp_timeout_close", d.tcp_close),
-            udp: get("nf_conntrack_udp_timeout", d.udp),
-            udp_stream: get("nf_conntrack_udp_timeout_stream", d.udp_stream),
-            icmp: get("nf_conntrack_icmp_timeout", d.icmp),
+            tcp_syn_sent: get("tcp_timeout_syn_sent", d.tcp_syn_sent),
+            tcp_syn_recv: get("tcp_timeout_syn_recv", d.tcp_syn_recv),
+            tcp_established: get("tcp_timeout_established", d.tcp_established),
+            tcp_fin_wait: get("tcp_timeout_fin_wait", d.tcp_fin_wait),
+            tcp_close_wait: get("tcp_timeout_close_wait", d.tcp_close_wait),
+            tcp_last_ack: get("tcp_timeout_last_ack", d.tcp_last_ack),
+            tcp_time_wait: get("tcp_timeout_time_wait", d.tcp_time_wait),
+            tcp_close: get("tcp_timeout_close", d.tcp_close),
+            tcp_max_retrans: get("tcp_timeout_max_retrans", d.tcp_max_retrans),
+            tcp_unacknowledged: get("tcp_timeout_unacknowledged", d.tcp_unacknowledged),
+            udp: get("udp_timeout", d.udp),
+            udp_stream: get("udp_timeout_stream", d.udp_stream),
+            icmp: get("icmp_timeout", d.icmp),
+            icmpv6: get("icmpv6_timeout", d.icmpv6),
         }
     }
 
-    /// The timeout that ran between the connection's end and the entry's expiry.
-    fn after_end(&self, flow: &Flow, tcp_state: Option<u8>) -> Option<u64> {
-        /// IPS_ASSURED (include/uapi/linux/netfilter/nf_conntrack_common.h).
-        const IPS_ASSURED: u32 = 1 << 2;
+    /// The timeout the last packet of `flow` set, if it is known from the flow's final
+    /// state alone.
+    ///
+    /// - TCP (`nf_conntrack_tcp_packet()`): the timeout of the state, except that
+    ///   retransmissions, a zero window or unacknowledged data cap it at
+    ///   `max_retrans`/`unacknowledged`. A state whose timeout is within both caps
+    ///   (every state but ESTABLISHED, by default) is therefore known exactly.
+    /// - UDP (`nf_conntrack_udp_packet()`): the stream timeout once the flow saw a reply
+    ///   and was still active 2 s after it began (older kernels: after its reply) — the
+    ///   same packet sets ASSURED, and every later packet keeps the stream timeout — else
+    ///   the plain one. A NAT-clash entry gets a short timeout of its own: unknown.
+    /// - ICMP and ICMPv6: their one timeout.
+    pub fn after(&self, flow: &Flow, tcp_state: Option<u8>) -> Option<u64> {
+        if flow.status & (IPS_FIXED_TIMEOUT | IPS_OFFLOAD) != 0 {
+            return None;
+        }
         match flow.orig.proto {
-            crate::model::IPPROTO_TCP => match tcp_state? {
-                crate::sources::conntrack::TCP_TIME_WAIT => Some(self.tcp_time_wait),
-                crate::sources::conntrack::TCP_CLOSE => Some(self.tcp_close),
-                _ => None,
-            },
+            crate::model::IPPROTO_TCP => {
+                // enum tcp_conntrack (include/uapi/linux/netfilter/nf_conntrack_tcp.h).
+                let t = match tcp_state? {
+                    1 => self.tcp_syn_sent,
+                    2 => self.tcp_syn_recv,
+                    3 => self.tcp_established,
+                    4 => self.tcp_fin_wait,
+                    5 => self.tcp_close_wait,
+                    6 => self.tcp_last_ack,
+                    crate::sources::conntrack::TCP_TIME_WAIT => self.tcp_time_wait,
+                    crate::sources::conntrack::TCP_CLOSE => self.tcp_close,
+                    _ => return None,
+                };
+                (t <= self.tcp_max_retrans.min(self.tcp_unacknowledged)).then_some(t)
+            }
+            crate::model::IPPROTO_UDP if flow.status & IPS_NAT_CLASH != 0 => None,
             crate::model::IPPROTO_UDP if flow.status & IPS_ASSURED != 0 => Some(self.udp_stream),
             crate::model::IPPROTO_UDP => Some(self.udp),
-            1 | 58 => Some(self.icmp),
+            1 => Some(self.icmp),
+            58 => Some(self.icmpv6),
             _ => None,
         }
     }
 }
 
-/// When a destroyed flow's connection ended, ms since the epoch (see [`Timeouts`]);
-/// without kernel timestamps, when the event arrived.
-fn end_of(flow: &Flow, tcp_state: Option<u8>, at_ms: i64, t: &Timeouts) -> i64 {
+/// How far before its start STOP − timeout may land for an entry that expired (or was
+/// removed with under a second left, which DESTROY events do not report): a jiffy (at
+/// most 10 ms) for an expiry, under a second for such a removal. Further back, the entry
+/// cannot have expired: it was removed early by a kernel that does not report the time
+/// left, and its end is unknown between its start and STOP.
+const EXPIRY_SLACK_MS: i64 = 1000;
+
+/// When a destroyed flow's connection ended — its last packet — in ms since the epoch
+/// (see [`Timeouts`]); without kernel timestamps, when the event arrived. `left` is the
+/// DESTROY event's CTA_TIMEOUT.
+fn end_of(flow: &Flow, tcp_state: Option<u8>, left: Option<u32>, at_ms: i64, t: &Timeouts) -> i64 {
     let Some(stop) = flow.stop_ns.map(ns_to_ms) else {
         return at_ms;
     };
+    let Some(timeout) = t.after(flow, tcp_state) else {
+        return stop;
+    };
     let start = flow.start_ns.map_or(i64::MIN, ns_to_ms);
-    match t.after_end(flow, tcp_state) {
-        Some(secs) if stop - secs as i64 * 1000 >= start => stop - secs as i64 * 1000,
-        _ => stop,
-    }
+    let timeout_ms = i64::try_from(timeout).unwrap_or(i64::MAX / 2_000) * 1000;
+    let last = match left {
+        // Removed early: the expiry was STOP + left (+ under 1 s).
+        Some(left) => stop - timeout_ms + i64::from(left) * 1000,
+        None if stop - timeout_ms < start.saturating_sub(EXPIRY_SLACK_MS) => return stop,
+        // Expired: STOP is the expiry, to within a jiffy.
+        None => stop - timeout_ms,
+    };
+    // Never before the start (the jiffy), never after STOP (a timeout lowered since).
+    last.max(start).min(stop)
 }
 
 /// A NEW event of the flush: the owner it found and when it arrived (ms).
@@ -205,11 +307,12 @@ pub fn plan_batch(
             Resolved::Destroy {
                 flow,
                 tcp_state,
+                left,
                 at_ms,
             } => {
                 let k = flow.key();
                 let new = news.remove(&k);
-                let end_ms = end_of(flow, *tcp_state, *at_ms, cfg.timeouts);
+                let end_ms = end_of(flow, *tcp_state, *left, *at_ms, cfg.timeouts);
                 let entry = (flow.clone(), end_ms, new);
                 match destroy_at.get(&k) {
                     Some(&i) => destroys[i] = entry,
@@ -391,6 +494,7 @@ mod tests {
             Resolved::Destroy {
                 flow: flow(1, 40000, Some((600, 20_000))),
                 tcp_state: None,
+                left: None,
                 at_ms: 1_780_000_000_300,
             },
         ];
@@ -431,6 +535,7 @@ mod tests {
             &[Resolved::Destroy {
                 flow: f.clone(),
                 tcp_state: None,
+                left: None,
                 at_ms: 1_780_000_000_500,
             }],
             &prev,
@@ -466,11 +571,13 @@ mod tests {
                 Resolved::Destroy {
                     flow: flow(4, 40003, Some((100, 200))),
                     tcp_state: None,
+                    left: None,
                     at_ms: 1,
                 },
                 Resolved::Destroy {
                     flow: flow(5, 40004, None),
                     tcp_state: None,
+                    left: None,
                     at_ms: 2,
                 },
             ],
@@ -489,23 +596,98 @@ mod tests {
 
     #[test]
     fn end_is_stop_minus_the_timeout_that_ran_after_the_close() {
+        use crate::sources::conntrack::TCP_TIME_WAIT;
         let t = Timeouts::default();
         let mut f = flow(7, 40006, Some((1, 1)));
         // Started at S, closed 3 s later, TIME_WAIT ran out 120 s after that.
         f.start_ns = Some(1_780_000_000_000_000_000);
         f.stop_ns = Some(1_780_000_123_000_000_000);
-        let end = end_of(&f, Some(crate::sources::conntrack::TCP_TIME_WAIT), 0, &t);
+        let end = end_of(&f, Some(TCP_TIME_WAIT), None, 0, &t);
         assert_eq!(end - 1_780_000_000_000, 3_000);
         // Killed with `conntrack -D` while established: STOP is the end.
-        assert_eq!(end_of(&f, Some(3), 0, &t) - 1_780_000_000_000, 123_000);
-        // Killed 10 s into TIME_WAIT of a 1 s connection: the subtraction would put the
-        // end before the start, so STOP is kept.
+        assert_eq!(
+            end_of(&f, Some(3), None, 0, &t) - 1_780_000_000_000,
+            123_000
+        );
+        // Killed 10 s into TIME_WAIT of a 1 s connection: the DESTROY event says 110 s
+        // were left, so the expiry would have been at 121 s and the last packet at 1 s.
         f.stop_ns = Some(1_780_000_011_000_000_000);
-        let end = end_of(&f, Some(crate::sources::conntrack::TCP_TIME_WAIT), 0, &t);
+        let end = end_of(&f, Some(TCP_TIME_WAIT), Some(110), 0, &t);
+        assert_eq!(end - 1_780_000_000_000, 1_000);
+        // The same from a kernel that does not say what was left: subtracting the
+        // timeout would put the end 109 s before the start, which no expiry does, so the
+        // entry was removed early and STOP is the latest end there is.
+        let end = end_of(&f, Some(TCP_TIME_WAIT), None, 0, &t);
         assert_eq!(end - 1_780_000_000_000, 11_000);
         // No kernel timestamps: when the event arrived.
         f.stop_ns = None;
-        assert_eq!(end_of(&f, Some(7), 42, &t), 42);
+        assert_eq!(end_of(&f, Some(7), None, 42, &t), 42);
+    }
+
+    /// Regression (issue 18): one-query UDP flows of 1–2 ms were logged as lasting the
+    /// whole UDP timeout (29,998 ms) when STOP − timeout landed a jiffy before their start.
+    #[test]
+    fn expiry_a_jiffy_before_the_start_is_a_flow_that_ended_at_once() {
+        let t = Timeouts::default();
+        let mut f = flow(8, 40007, Some((68, 68)));
+        f.orig.proto = crate::model::IPPROTO_UDP;
+        f.status = 0x20a; // SEEN_REPLY | CONFIRMED | DYING, not ASSURED: the 30 s timeout
+        let start = 1_780_000_000_000_i64;
+        f.start_ns = Some(start as u64 * 1_000_000);
+        for (stop_after_ms, duration) in [
+            (30_000 - 2, 0), // a jiffy early: ended at once
+            (30_000 - 4, 0),
+            (30_000, 0),
+            (30_000 + 3, 3), // a jiffy late (or a 3 ms flow)
+            (30_000 + 1_500, 1_500),
+        ] {
+            f.stop_ns = Some((start + stop_after_ms) as u64 * 1_000_000);
+            let end = end_of(&f, None, None, 0, &t);
+            assert_eq!(end - start, duration, "STOP at start + {stop_after_ms} ms");
+        }
+        // Assured (still active 2 s after its start): the stream timeout ran.
+        f.status |= IPS_ASSURED;
+        f.stop_ns = Some((start + 125_000) as u64 * 1_000_000);
+        assert_eq!(end_of(&f, None, None, 0, &t) - start, 5_000);
+        // A NAT-clash entry's timeout is its own: STOP.
+        f.status |= IPS_NAT_CLASH;
+        assert_eq!(end_of(&f, None, None, 0, &t) - start, 125_000);
+    }
+
+    #[test]
+    fn the_timeout_of_each_final_state_and_the_cases_without_one() {
+        let t = Timeouts::default();
+        let mut f = flow(9, 40008, Some((60, 0)));
+        let start = 1_780_000_000_000_i64;
+        f.start_ns = Some(start as u64 * 1_000_000);
+        let at = |f: &Flow, stop_after_ms: i64, state: Option<u8>| {
+            let mut f = f.clone();
+            f.stop_ns = Some((start + stop_after_ms) as u64 * 1_000_000);
+            end_of(&f, state, None, 0, &t) - start
+        };
+        // A SYN to a silent host, retransmitted until 63 s: SYN_SENT expired 120 s later.
+        assert_eq!(at(&f, 183_000, Some(1)), 63_000);
+        // RST: CLOSE, 10 s.
+        assert_eq!(at(&f, 10_050, Some(8)), 50);
+        // LAST_ACK, 30 s.
+        assert_eq!(at(&f, 30_200, Some(6)), 200);
+        // ESTABLISHED: 5 days, or 300 s with unacknowledged data; unknown, so STOP.
+        assert_eq!(at(&f, 300_020, Some(3)), 300_020);
+        // A state's timeout raised above the caps is not known either.
+        let raised = Timeouts {
+            tcp_time_wait: 600,
+            ..t
+        };
+        assert_eq!(raised.after(&f, Some(7)), None);
+        assert_eq!(t.after(&f, Some(7)), Some(120));
+        // A fixed or offloaded timeout is not refreshed by packets.
+        f.status = IPS_FIXED_TIMEOUT;
+        assert_eq!(at(&f, 120_100, Some(7)), 120_100);
+        // ICMPv6 has a timeout of its own.
+        f.status = 0;
+        f.orig.proto = 58;
+        let v6 = Timeouts { icmpv6: 5, ..t };
+        assert_eq!(v6.after(&f, None), Some(5));
     }
 
     #[test]
@@ -513,6 +695,7 @@ mod tests {
         let d = Resolved::Destroy {
             flow: flow(6, 40005, Some((1, 1))),
             tcp_state: None,
+            left: None,
             at_ms: 1,
         };
         assert_eq!(destroyed_keys(&[d.clone(), d]).len(), 1);

@@ -248,6 +248,7 @@ impl Listener {
                 EventKind::Destroy => out.push(Resolved::Destroy {
                     flow: e.flow,
                     tcp_state: e.tcp_state,
+                    left: e.timeout,
                     at_ms,
                 }),
                 // Not subscribed; harmless if it ever comes.

@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use serde_json::{json, Map, Value};
 
 use crate::account::Traffic;
-use crate::store::query::{By, PeriodRow, TopRow, UsageRecord};
+use crate::store::query::{By, Covered, PeriodRow, TopRow, UsageRecord};
 use names::{protocol_name, RemoteNames, Services};
 
 /// One output record: ordered field name → value.
@@ -102,6 +102,15 @@ pub fn usage_record(r: &UsageRecord) -> Record {
     m.insert("remote".into(), json!(r.remote));
     m.insert("port".into(), json!(r.port));
     traffic_fields(&mut m, &r.traffic);
+    m
+}
+
+/// Append the span the numbers cover ([`Covered`]) to a record: `covered_since` and
+/// `covered_until`, epoch seconds. Every row of a report carries them, so that `--json`
+/// stays an array of rows and a script sees when a period was widened to whole buckets.
+pub fn with_covered(mut m: Record, c: &Covered) -> Record {
+    m.insert("covered_since".into(), json!(c.since));
+    m.insert("covered_until".into(), json!(c.until));
     m
 }
 

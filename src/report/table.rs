@@ -3,7 +3,48 @@
 use super::names::protocol_name;
 use super::{human_bytes, Labels};
 use crate::account::Traffic;
-use crate::store::query::{By, PeriodRow, TopReport, TopRow};
+use crate::store::query::{By, Covered, PeriodRow, TopReport, TopRow};
+
+/// The first line of a report's table: the span its numbers cover, in local time unless
+/// `utc`, and, when that is wider than the period asked for, why (usage is stored in whole
+/// buckets, and a bucket the period overlaps is counted whole).
+pub fn covered_line(c: &Covered, utc: bool) -> String {
+    let at = |t: i64| {
+        let fmt = "%Y-%m-%d %H:%M:%S%:z";
+        match chrono::DateTime::from_timestamp(t, 0) {
+            Some(d) if utc => d.format(fmt).to_string(),
+            Some(d) => d.with_timezone(&chrono::Local).format(fmt).to_string(),
+            None => t.to_string(),
+        }
+    };
+    let unit = |w: i64| match w {
+        300 => "5-minute buckets",
+        3600 => "hours",
+        86400 => "days",
+        _ => "buckets",
+    };
+    let mut units: Vec<&str> = [c.since_step, c.until_step]
+        .into_iter()
+        .flatten()
+        .map(unit)
+        .collect();
+    units.dedup();
+    let asked = match (c.since_step, c.until_step) {
+        (Some(_), Some(_)) => format!("from {} to {}", at(c.asked_since), at(c.asked_until)),
+        (Some(_), None) => format!("from {}", at(c.asked_since)),
+        (None, Some(_)) => format!("to {}", at(c.asked_until)),
+        (None, None) => String::new(),
+    };
+    let why = if units.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (usage is stored in whole {}; asked {asked})",
+            units.join(" and ")
+        )
+    };
+    format!("usage from {} to {}{why}\n", at(c.since), at(c.until))
+}
 
 /// Width of the bar column of `report`.
 const BAR_WIDTH: usize = 24;

@@ -54,6 +54,9 @@ pub struct Dump {
     /// `tcp_states[i]` is the TCP state of `flows[i]` (CTA_PROTOINFO, `enum
     /// tcp_conntrack`: 3 ESTABLISHED, 7 TIME_WAIT, …), `None` for other protocols.
     pub tcp_states: Vec<Option<u8>>,
+    /// `timeouts[i]` is the whole seconds `flows[i]` has left before it expires
+    /// (CTA_TIMEOUT), when the kernel sent it.
+    pub timeouts: Vec<Option<u32>>,
 }
 
 /// Why a conntrack dump failed as a whole. A single bad entry is not an error:
@@ -129,6 +132,7 @@ const IPCTNL_MSG_CT_DELETE: u16 = 2;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_STATUS: u16 = 3;
+const CTA_TIMEOUT: u16 = 7;
 const CTA_MARK: u16 = 8;
 const CTA_COUNTERS_ORIG: u16 = 9;
 const CTA_COUNTERS_REPLY: u16 = 10;
@@ -352,6 +356,11 @@ pub struct Event {
     /// which DESTROY events carry: it tells which timeout ran out, and so when the
     /// connection really ended (see [`TCP_TIME_WAIT`]).
     pub tcp_state: Option<u8>,
+    /// CTA_TIMEOUT: the whole seconds the entry had left. A DESTROY event carries it only
+    /// when at least 1 s was left (`ctnetlink_dump_timeout(…, skip_zero)`; seen on Linux
+    /// 6.18), i.e. for an entry removed before it expired (`conntrack -D`/`-F`, a TCP
+    /// port reused during TIME_WAIT, early drop); an expired entry has none.
+    pub timeout: Option<u32>,
 }
 
 // enum ctattr_protoinfo / ctattr_protoinfo_tcp.
@@ -430,11 +439,12 @@ pub fn parse_events(buf: &[u8], out: &mut Events) {
             out.skipped_messages += 1;
             continue;
         };
-        let mut tcp_state = None;
-        match decode_flow(attrs, &mut out.unknown_attributes, &mut tcp_state) {
+        let mut extras = Extras::default();
+        match decode_flow(attrs, &mut out.unknown_attributes, &mut extras) {
             Ok(flow) => out.events.push(Event {
                 kind,
-                tcp_state,
+                tcp_state: extras.tcp_state,
+                timeout: extras.timeout,
                 flow,
             }),
             Err(Malformed(reason)) => {
@@ -725,6 +735,7 @@ fn scan_control(buf: &[u8]) -> Result<Progress, ConntrackError> {
 struct Parser {
     flows: Vec<Flow>,
     tcp_states: Vec<Option<u8>>,
+    timeouts: Vec<Option<u32>>,
     /// Index into `flows` of each identity seen, to de-duplicate.
     seen: HashMap<FlowKey, usize>,
     skipped_messages: usize,
@@ -737,6 +748,7 @@ impl Parser {
         Parser {
             flows: Vec::with_capacity(flows),
             tcp_states: Vec::with_capacity(flows),
+            timeouts: Vec::with_capacity(flows),
             seen: HashMap::with_capacity(flows),
             skipped_messages: 0,
             unknown_attributes: 0,
@@ -782,9 +794,9 @@ impl Parser {
                 self.skipped_messages += 1;
                 continue;
             };
-            let mut tcp_state = None;
-            match decode_flow(attrs, &mut self.unknown_attributes, &mut tcp_state) {
-                Ok(flow) => self.push(flow, tcp_state),
+            let mut extras = Extras::default();
+            match decode_flow(attrs, &mut self.unknown_attributes, &mut extras) {
+                Ok(flow) => self.push(flow, extras),
                 Err(Malformed(reason)) => {
                     tracing::warn!(reason, "malformed conntrack entry; skipped");
                     self.skipped_messages += 1;
@@ -794,19 +806,21 @@ impl Parser {
         Ok(progress)
     }
 
-    fn push(&mut self, flow: Flow, tcp_state: Option<u8>) {
+    fn push(&mut self, flow: Flow, extras: Extras) {
         match self.seen.entry(flow.key()) {
             std::collections::hash_map::Entry::Occupied(slot) => {
                 // The same entry twice (table resize mid-dump). Counters only
                 // grow within one entry, so the later sighting is the fresher one.
                 self.duplicates += 1;
                 self.flows[*slot.get()] = flow;
-                self.tcp_states[*slot.get()] = tcp_state;
+                self.tcp_states[*slot.get()] = extras.tcp_state;
+                self.timeouts[*slot.get()] = extras.timeout;
             }
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(self.flows.len());
                 self.flows.push(flow);
-                self.tcp_states.push(tcp_state);
+                self.tcp_states.push(extras.tcp_state);
+                self.timeouts.push(extras.timeout);
             }
         }
     }
@@ -818,6 +832,7 @@ impl Parser {
             unknown_attributes: self.unknown_attributes,
             duplicates: self.duplicates,
             tcp_states: self.tcp_states,
+            timeouts: self.timeouts,
         }
     }
 }
@@ -888,13 +903,16 @@ fn be64(v: &[u8], what: &'static str) -> Result<u64, Malformed> {
         .map_err(|_| Malformed(what))
 }
 
-/// Decode the attributes of one conntrack message (after the nfgenmsg); the TCP state, when
-/// the message has one, goes to `tcp_state`.
-fn decode_flow(
-    attrs: &[u8],
-    unknown: &mut usize,
-    tcp_state: &mut Option<u8>,
-) -> Result<Flow, Malformed> {
+/// What an entry says beside its flow: its TCP state and the time it has left.
+#[derive(Debug, Clone, Copy, Default)]
+struct Extras {
+    tcp_state: Option<u8>,
+    timeout: Option<u32>,
+}
+
+/// Decode the attributes of one conntrack message (after the nfgenmsg); the TCP state and
+/// the timeout left, when the message has them, go to `extras`.
+fn decode_flow(attrs: &[u8], unknown: &mut usize, extras: &mut Extras) -> Result<Flow, Malformed> {
     let mut orig = None;
     let mut reply = None;
     let mut id = 0;
@@ -911,7 +929,9 @@ fn decode_flow(
             CTA_TUPLE_ORIG => orig = Some(decode_tuple(value, unknown)?),
             CTA_TUPLE_REPLY => reply = Some(decode_tuple(value, unknown)?),
             CTA_STATUS => status = be32(value, "CTA_STATUS is not 4 bytes")?,
-            CTA_PROTOINFO => *tcp_state = protoinfo_tcp_state(value),
+            CTA_PROTOINFO => extras.tcp_state = protoinfo_tcp_state(value),
+            // A refinement, like the TCP state: a malformed one is ignored.
+            CTA_TIMEOUT => extras.timeout = be32(value, "").ok(),
             CTA_MARK => mark = be32(value, "CTA_MARK is not 4 bytes")?,
             CTA_ID => id = be32(value, "CTA_ID is not 4 bytes")?,
             CTA_ZONE => zone = Some(be16(value, "CTA_ZONE is not 2 bytes")?),
@@ -1699,6 +1719,41 @@ mod tests {
                 bytes: 80
             })
         );
+    }
+
+    /// CTA_TIMEOUT (the seconds an entry had left) is kept beside the flow, in events and
+    /// dumps; a malformed one is ignored, not the entry.
+    #[test]
+    fn timeout_left_is_kept_and_a_bad_one_ignored() {
+        let raw = [
+            as_event(
+                udp_flow(1, 1000, &[nla(CTA_TIMEOUT, &24u32.to_be_bytes())]),
+                IPCTNL_MSG_CT_DELETE,
+                0,
+            ),
+            as_event(udp_flow(2, 1001, &[]), IPCTNL_MSG_CT_DELETE, 0),
+            as_event(
+                udp_flow(3, 1002, &[nla(CTA_TIMEOUT, &[1, 2])]),
+                IPCTNL_MSG_CT_DELETE,
+                0,
+            ),
+        ]
+        .concat();
+        let mut ev = Events::default();
+        parse_events(&raw, &mut ev);
+        let left: Vec<Option<u32>> = ev.events.iter().map(|e| e.timeout).collect();
+        assert_eq!(left, [Some(24), None, None]);
+        assert_eq!(ev.skipped_messages, 0);
+        let dump = parse_messages(
+            &[
+                udp_flow(4, 1003, &[nla(CTA_TIMEOUT, &29u32.to_be_bytes())]),
+                udp_flow(5, 1004, &[]),
+                done(),
+            ]
+            .concat(),
+        )
+        .unwrap();
+        assert_eq!(dump.timeouts, [Some(29), None]);
     }
 
     #[test]

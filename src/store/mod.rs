@@ -775,6 +775,16 @@ mod tests {
                 let rows = store.periods(period, 0, 100_000, None, true).unwrap();
                 out.push(format!("{rows:?}"));
             }
+            // From inside the hourly row (3600) and the daily one (0): both count whole.
+            let q = TopQuery {
+                since: 5400,
+                until: 100_000,
+                by: vec![],
+                uid: None,
+                limit: 100,
+            };
+            out.push(format!("{:?}", store.top(&q).unwrap()));
+            out.push(format!("{:?}", store.covered(5400, 7000, 200_000).unwrap()));
             out
         };
         let ro = OpenOptions {
@@ -783,6 +793,12 @@ mod tests {
         };
         let before = read(&Store::open(&p, &ro).unwrap());
         assert!(before[0].contains("rx_bytes: 1013"), "{}", before[0]);
+        assert!(before[8].contains("rx_bytes: 5113"), "{}", before[8]);
+        assert!(
+            before[9].contains("since: 0,") && before[9].contains("since_step: Some(86400)"),
+            "{}",
+            before[9]
+        );
         drop(Store::open(&p, &OpenOptions::default()).unwrap());
         let store = Store::open(&p, &ro).unwrap();
         assert_eq!(store.schema, MIGRATIONS.len() as i64);

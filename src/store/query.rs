@@ -1,50 +1,154 @@
 //! Read-side queries behind `top`, `report` and `export`. Rendering lives in `report`.
 
 use rusqlite::types::{Null, Value};
-use rusqlite::{params, params_from_iter};
+use rusqlite::{params, params_from_iter, OptionalExtension};
 
 use super::{Store, StoreError};
 use crate::account::Traffic;
 
-/// Where the aggregating queries read usage in `[?1, ?2)`: a CTE `c` with the compact
-/// columns (uid -1 for none, kind 0 user / 1 unattributed / 2 excluded, program and remote
-/// as keys that `joins`, `program` and `remote` turn into text after grouping). Aggregating
-/// before looking names up is what keeps `top` cheap on a busy host's millions of rows.
+/// Where the aggregating queries read usage: a CTE `c` with the compact columns (uid -1 for
+/// none, kind 0 user / 1 unattributed / 2 excluded, program and remote as keys that
+/// `joins`, `program` and `remote` turn into text after grouping). Aggregating before
+/// looking names up is what keeps `top` cheap on a busy host's millions of rows.
+///
+/// The period `[?1, ?2)` is read as every stored row that overlaps it, whole: a row holds
+/// a bucket of time (5 minutes raw, an hour or a day rolled up; see [`Store::covered`]),
+/// and a row that began before `?1` but runs past it holds traffic of the period too. Rows
+/// are aligned to their width (UTC), so the one row of each width that can straddle `?1`
+/// starts at `?1` rounded down to it: a key lookup, not a wider scan.
 struct Source {
+    /// Rows of the period: the CTE `c`.
     cte: &'static str,
     /// Joins from the grouped rows `g` (columns `pid`, `rid`) to the names.
     joins: &'static str,
     program: &'static str,
     remote: &'static str,
+    /// `(width, SQL)`: for each width of row, a query of the start of the row of that
+    /// width that straddles `?1` (begins before it, ends after it), if one is stored.
+    straddling: &'static [(i64, &'static str)],
+    /// `SELECT` of the export rows in the period (names resolved, `direction`).
+    export: &'static str,
 }
 
-/// Schema 5 on: the compact tables, names by id.
+/// Schema 5 on: the compact tables, names by id. Raw buckets are 5 minutes
+/// ([`super::BUCKET_SECS`]); tiers are hours (3600) and days (86400).
 const COMPACT: Source = Source {
     cte: "c AS (
             SELECT ts, uid, kind, reason, program, remote, protocol, port,
                    rx_bytes, tx_bytes, rx_packets, tx_packets
-            FROM usage_raw WHERE ts >= ?1 AND ts < ?2
+            FROM usage_raw WHERE ts > ?1 - 300 AND ts < ?2
             UNION ALL
             SELECT ts, uid, kind, reason, program, remote, protocol, port,
                    rx_bytes, tx_bytes, rx_packets, tx_packets
-            FROM usage_tiers WHERE ts >= ?1 AND ts < ?2)",
+            FROM usage_tiers WHERE ts >= ?1 AND ts < ?2
+            UNION ALL
+            SELECT ts, uid, kind, reason, program, remote, protocol, port,
+                   rx_bytes, tx_bytes, rx_packets, tx_packets
+            FROM usage_tiers WHERE ts = ?1 - ?1 % 3600 AND ts < ?1 AND granularity = 3600
+            UNION ALL
+            SELECT ts, uid, kind, reason, program, remote, protocol, port,
+                   rx_bytes, tx_bytes, rx_packets, tx_packets
+            FROM usage_tiers WHERE ts = ?1 - ?1 % 86400 AND ts < ?1 AND granularity = 86400)",
     joins: "LEFT JOIN programs p ON p.id = g.pid LEFT JOIN remotes r ON r.id = g.rid",
     program: "p.name",
     remote: "r.addr",
+    straddling: &[
+        (
+            300,
+            "SELECT ts FROM usage_raw WHERE ts = ?1 - ?1 % 300 AND ts < ?1 LIMIT 1",
+        ),
+        (
+            3600,
+            "SELECT ts FROM usage_tiers
+             WHERE ts = ?1 - ?1 % 3600 AND ts < ?1 AND granularity = 3600 LIMIT 1",
+        ),
+        (
+            86400,
+            "SELECT ts FROM usage_tiers
+             WHERE ts = ?1 - ?1 % 86400 AND ts < ?1 AND granularity = 86400 LIMIT 1",
+        ),
+    ],
+    export: "SELECT ts, kind, uid, program, reason, protocol, direction, remote_addr, port,
+                    rx_bytes, tx_bytes, rx_packets, tx_packets
+             FROM usage WHERE ts > ?1 - 300 AND ts < ?2
+             UNION ALL
+             SELECT ts, kind, uid, program, reason, protocol, NULL, remote_addr, port,
+                    rx_bytes, tx_bytes, rx_packets, tx_packets
+             FROM usage_rollup WHERE ts >= ?1 AND ts < ?2
+             UNION ALL
+             SELECT ts, kind, uid, program, reason, protocol, NULL, remote_addr, port,
+                    rx_bytes, tx_bytes, rx_packets, tx_packets
+             FROM usage_rollup
+             WHERE ts = ?1 - ?1 % 3600 AND ts < ?1 AND granularity = 'hour'
+             UNION ALL
+             SELECT ts, kind, uid, program, reason, protocol, NULL, remote_addr, port,
+                    rx_bytes, tx_bytes, rx_packets, tx_packets
+             FROM usage_rollup
+             WHERE ts = ?1 - ?1 % 86400 AND ts < ?1 AND granularity = 'day'",
 };
 
-/// Older schemas (a report does not migrate): the view, names as they are.
+/// Older schemas (a report does not migrate): the views, names as they are. Schema 4
+/// dated raw rows by their pass (an instant: nothing straddles), tiers as schema 5 does.
 const VIEW: Source = Source {
     cte: "c AS (
             SELECT ts, ifnull(uid, -1) AS uid,
                    CASE kind WHEN 'user' THEN 0 WHEN 'unattributed' THEN 1 ELSE 2 END AS kind,
                    ifnull(reason, '') AS reason, program, remote_addr AS remote, protocol, port,
                    rx_bytes, tx_bytes, rx_packets, tx_packets
-            FROM usage_all WHERE ts >= ?1 AND ts < ?2)",
+            FROM usage_all WHERE ts >= ?1 AND ts < ?2
+            UNION ALL
+            SELECT ts, ifnull(uid, -1) AS uid,
+                   CASE kind WHEN 'user' THEN 0 WHEN 'unattributed' THEN 1 ELSE 2 END AS kind,
+                   ifnull(reason, '') AS reason, program, remote_addr AS remote, protocol, port,
+                   rx_bytes, tx_bytes, rx_packets, tx_packets
+            FROM usage_rollup
+            WHERE (ts = ?1 - ?1 % 3600 AND granularity = 'hour'
+                   OR ts = ?1 - ?1 % 86400 AND granularity = 'day') AND ts < ?1)",
     joins: "",
     program: "g.pid",
     remote: "g.rid",
+    straddling: &[
+        (
+            3600,
+            "SELECT ts FROM usage_rollup
+             WHERE ts = ?1 - ?1 % 3600 AND ts < ?1 AND granularity = 'hour' LIMIT 1",
+        ),
+        (
+            86400,
+            "SELECT ts FROM usage_rollup
+             WHERE ts = ?1 - ?1 % 86400 AND ts < ?1 AND granularity = 'day' LIMIT 1",
+        ),
+    ],
+    export: "SELECT ts, kind, uid, program, reason, protocol, direction, remote_addr, port,
+                    rx_bytes, tx_bytes, rx_packets, tx_packets
+             FROM usage_all WHERE ts >= ?1 AND ts < ?2
+             UNION ALL
+             SELECT ts, kind, uid, program, reason, protocol, NULL, remote_addr, port,
+                    rx_bytes, tx_bytes, rx_packets, tx_packets
+             FROM usage_rollup
+             WHERE (ts = ?1 - ?1 % 3600 AND granularity = 'hour'
+                    OR ts = ?1 - ?1 % 86400 AND granularity = 'day') AND ts < ?1",
 };
+
+/// The span a report's numbers cover: the period asked for, widened to the whole stored
+/// rows it overlaps (a row cannot be cut: a 5-minute bucket, an hour or a day of traffic
+/// is one sum). Epoch seconds, `[since, until)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Covered {
+    /// Start of the first row counted, or the start asked for.
+    pub since: i64,
+    /// End of the last row counted (not later than now: no traffic is stored beyond
+    /// that), or the end asked for.
+    pub until: i64,
+    /// The start asked for.
+    pub asked_since: i64,
+    /// The end asked for.
+    pub asked_until: i64,
+    /// Width of the row that moved `since` back (300, 3600, 86400 s), if one did.
+    pub since_step: Option<i64>,
+    /// Width of the row that moved `until` on, if one did.
+    pub until_step: Option<i64>,
+}
 
 /// A grouping dimension of `top`. Rows are always split per user as well (every row names
 /// its uid, or `uid: null` for unattributed traffic); `user` alone is just that.
@@ -265,6 +369,43 @@ impl Store {
         })
     }
 
+    /// The span that reports of `[since, until)` cover (see [`Covered`]); `now` caps the
+    /// end of a row still being filled.
+    pub fn covered(&self, since: i64, until: i64, now: i64) -> Result<Covered, StoreError> {
+        let wrap = |e| self.wrap(e);
+        let mut c = Covered {
+            since,
+            until,
+            asked_since: since,
+            asked_until: until,
+            since_step: None,
+            until_step: None,
+        };
+        // The widest straddling row reaches furthest.
+        for (width, sql) in self.source().straddling {
+            let mut stmt = self.conn.prepare_cached(sql).map_err(wrap)?;
+            let at_since: Option<i64> = stmt
+                .query_row([since], |r| r.get(0))
+                .optional()
+                .map_err(wrap)?;
+            if let Some(ts) = at_since.filter(|ts| *ts < c.since) {
+                c.since = ts;
+                c.since_step = Some(*width);
+            }
+            let at_until: Option<i64> = stmt
+                .query_row([until], |r| r.get(0))
+                .optional()
+                .map_err(wrap)?;
+            if let Some(end) = at_until.map(|ts| (ts + width).min(now)) {
+                if end > c.until {
+                    c.until = end;
+                    c.until_step = Some(*width);
+                }
+            }
+        }
+        Ok(c)
+    }
+
     fn source(&self) -> &'static Source {
         if self.schema >= super::COMPACT_SCHEMA {
             &COMPACT
@@ -314,20 +455,19 @@ impl Store {
         Ok(rows)
     }
 
-    /// Every usage row in a period, oldest first (for export).
+    /// Every usage row that overlaps a period, oldest first (for export; see
+    /// [`Store::covered`]).
     pub fn usage_rows(&self, since: i64, until: i64) -> Result<Vec<UsageRecord>, StoreError> {
         let wrap = |e| self.wrap(e);
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT u.ts, u.kind, u.uid, n.name, u.program, u.reason, u.protocol,
-                        u.direction, u.remote_addr, u.port,
-                        u.rx_bytes, u.tx_bytes, u.rx_packets, u.tx_packets
-                 FROM usage_all u LEFT JOIN users n ON n.uid = u.uid
-                 WHERE u.ts >= ?1 AND u.ts < ?2
-                 ORDER BY u.ts, u.kind, u.uid, u.program, u.remote_addr, u.port",
-            )
-            .map_err(wrap)?;
+        let sql = format!(
+            "SELECT u.ts, u.kind, u.uid, n.name, u.program, u.reason, u.protocol,
+                    u.direction, u.remote_addr, u.port,
+                    u.rx_bytes, u.tx_bytes, u.rx_packets, u.tx_packets
+             FROM ({}) u LEFT JOIN users n ON n.uid = u.uid
+             ORDER BY u.ts, u.kind, u.uid, u.program, u.remote_addr, u.port",
+            self.source().export
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(wrap)?;
         let rows = stmt
             .query_map(params![since, until], |r| {
                 Ok(UsageRecord {
@@ -352,7 +492,6 @@ impl Store {
 
     /// The uid recorded for a user name (users deleted since are still known here).
     pub fn uid_of(&self, name: &str) -> Result<Option<u32>, StoreError> {
-        use rusqlite::OptionalExtension;
         self.conn
             .query_row("SELECT uid FROM users WHERE name = ?1", [name], |r| {
                 r.get(0)

@@ -242,6 +242,21 @@ impl Proc {
         }
     }
 
+    /// Every line up to and including the first containing `text`.
+    pub fn lines_until(&mut self, text: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            let n = self.stdout.read_line(&mut line).unwrap();
+            assert!(n > 0, "{}: exited before printing {text:?}", self.what);
+            let last = line.contains(text);
+            lines.push(line.trim_end().to_string());
+            if last {
+                return lines;
+            }
+        }
+    }
+
     /// Let a client go on to its second phase.
     pub fn go(&mut self) {
         let stdin = self.stdin.as_mut().expect("stdin");

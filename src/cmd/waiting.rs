@@ -1,0 +1,205 @@
+//! Connections that are over but not in the connection log yet.
+//!
+//! The daemon logs a connection when conntrack drops its entry (the DESTROY event, with
+//! the final counters), which is the timeout of the entry's final state after its last
+//! packet: 120 s after a TCP close (TIME_WAIT; 10 s after a reset), 30 s after a UDP
+//! exchange, by default. Until then the connection is neither open nor logged: `log` says
+//! how many are waiting and until when, and `summary` does not count the closed ones as
+//! open. Both learn it from the live conntrack table (needs CAP_NET_ADMIN), as
+//! `connections` does.
+
+use std::collections::HashMap;
+
+use chrono::{Local, TimeZone, Utc};
+
+use crate::model::{Flow, FlowKey, IPPROTO_TCP, IPPROTO_UDP};
+use crate::sources::conntrack::{self, Dump, TCP_CLOSE, TCP_TIME_WAIT};
+
+/// IPS_ASSURED (include/uapi/linux/netfilter/nf_conntrack_common.h): for UDP, a flow still
+/// active 2 s after it began.
+const IPS_ASSURED: u32 = 1 << 2;
+
+/// Why a live entry is a connection that is over, as far as conntrack can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Over {
+    /// TCP in TIME_WAIT or CLOSE: closed, its entry lingers for the state's timeout.
+    ClosedTcp,
+    /// UDP never assured: a short exchange (a DNS query), dropped 30 s after its last
+    /// packet unless more come.
+    UdpExchange,
+}
+
+/// Whether a live entry is a connection that is over (pure). Open TCP connections and
+/// assured UDP streams are not; neither is anything else.
+pub fn over(flow: &Flow, tcp_state: Option<u8>) -> Option<Over> {
+    match flow.orig.proto {
+        IPPROTO_TCP if matches!(tcp_state, Some(TCP_TIME_WAIT | TCP_CLOSE)) => {
+            Some(Over::ClosedTcp)
+        }
+        IPPROTO_UDP if flow.status & IPS_ASSURED == 0 => Some(Over::UdpExchange),
+        _ => None,
+    }
+}
+
+/// One live entry that is over: its flow, why, and when its entry expires (ms).
+#[derive(Debug, Clone)]
+pub struct Waiting {
+    /// The flow, with its counters so far.
+    pub flow: Flow,
+    /// Why it is over.
+    pub over: Over,
+    /// When its entry expires at the latest, ms since the epoch (the dump gives whole
+    /// seconds left, so one more), if the dump said.
+    pub expires_ms: Option<i64>,
+}
+
+/// The entries of `dump` that are over, by flow identity (pure).
+pub fn waiting(dump: &Dump, now_ms: i64) -> HashMap<FlowKey, Waiting> {
+    dump.flows
+        .iter()
+        .zip(&dump.tcp_states)
+        .zip(dump.timeouts.iter().chain(std::iter::repeat(&None)))
+        .filter_map(|((flow, st), left)| {
+            let over = over(flow, *st)?;
+            Some((
+                flow.key(),
+                Waiting {
+                    flow: flow.clone(),
+                    over,
+                    expires_ms: left.map(|s| now_ms + (i64::from(s) + 1) * 1000),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The live table of this network namespace, or why it cannot be read.
+pub fn live_table() -> Result<Dump, conntrack::ConntrackError> {
+    conntrack::dump()
+}
+
+/// `HH:MM:SS` in local time (UTC with `utc`).
+pub fn clock(ms: i64, utc: bool) -> String {
+    match Utc.timestamp_millis_opt(ms).single() {
+        Some(t) if utc => t.format("%H:%M:%S").to_string(),
+        Some(t) => t.with_timezone(&Local).format("%H:%M:%S").to_string(),
+        None => ms.to_string(),
+    }
+}
+
+/// The note `log` prints about `waiting` connections (pure): counts per kind and the
+/// latest expiry; `None` when there are none.
+pub fn note<'a>(waiting: impl IntoIterator<Item = &'a Waiting>, utc: bool) -> Option<String> {
+    let (mut tcp, mut udp, mut last) = (0usize, 0usize, None::<i64>);
+    for w in waiting {
+        match w.over {
+            Over::ClosedTcp => tcp += 1,
+            Over::UdpExchange => udp += 1,
+        }
+        last = last.max(w.expires_ms);
+    }
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let what = match (tcp, udp) {
+        (0, 0) => return None,
+        (t, 0) => plural(t, "closed TCP connection", "closed TCP connections"),
+        (0, u) => plural(u, "UDP exchange", "UDP exchanges"),
+        (t, u) => format!(
+            "{} and {}",
+            plural(t, "closed TCP connection", "closed TCP connections"),
+            plural(u, "UDP exchange", "UDP exchanges")
+        ),
+    };
+    let when = match last {
+        Some(ms) if udp > 0 => format!(
+            "by {} unless the UDP flows carry more packets; ",
+            clock(ms, utc)
+        ),
+        Some(ms) => format!("by {}; ", clock(ms, utc)),
+        None => String::new(),
+    };
+    Some(format!(
+        "not in the log yet: {what}, logged when conntrack drops their entries ({when}\
+         `netledger connections --all` shows them)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Tuple;
+
+    fn flow(proto: u8, sport: u16, status: u32) -> Flow {
+        let t = |s: &str, d: &str, sp, dp| Tuple {
+            src: s.parse().unwrap(),
+            dst: d.parse().unwrap(),
+            proto,
+            sport: sp,
+            dport: dp,
+        };
+        Flow {
+            orig: t("198.51.100.1", "198.51.100.2", sport, 53),
+            reply: t("198.51.100.2", "198.51.100.1", 53, sport),
+            id: u32::from(sport),
+            zone: 0,
+            mark: 0,
+            status,
+            orig_counters: None,
+            reply_counters: None,
+            start_ns: None,
+            stop_ns: None,
+        }
+    }
+
+    #[test]
+    fn closed_tcp_and_short_udp_are_over_the_rest_is_not() {
+        let dump = Dump {
+            flows: vec![
+                flow(6, 1, 0),
+                flow(6, 2, 0),
+                flow(6, 3, 0),
+                flow(17, 4, 0x0a),
+                flow(17, 5, 0x0e),
+                flow(1, 6, 0),
+            ],
+            tcp_states: vec![
+                Some(TCP_TIME_WAIT),
+                Some(TCP_CLOSE),
+                Some(3),
+                None,
+                None,
+                None,
+            ],
+            timeouts: vec![
+                Some(100),
+                Some(5),
+                Some(400_000),
+                Some(29),
+                Some(110),
+                Some(20),
+            ],
+            ..Dump::default()
+        };
+        let w = waiting(&dump, 1_000_000);
+        let mut got: Vec<(u16, Over, Option<i64>)> = w
+            .values()
+            .map(|w| (w.flow.orig.sport, w.over, w.expires_ms))
+            .collect();
+        got.sort_by_key(|g| g.0);
+        assert_eq!(
+            got,
+            [
+                (1, Over::ClosedTcp, Some(1_101_000)),
+                (2, Over::ClosedTcp, Some(1_006_000)),
+                (4, Over::UdpExchange, Some(1_030_000)),
+            ]
+        );
+        let text = note(w.values(), true).unwrap();
+        assert!(
+            text.starts_with("not in the log yet: 2 closed TCP connections and 1 UDP exchange,"),
+            "{text}"
+        );
+        assert!(text.contains("(by 00:18:21 unless"), "{text}");
+        assert_eq!(note(std::iter::empty(), true), None);
+    }
+}
