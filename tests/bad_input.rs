@@ -367,3 +367,25 @@ fn unreadable_database_is_named_for_reports() {
     assert_fails_with(&o, "cannot read database");
     assert!(stderr(&o).contains("permission denied"), "{}", stderr(&o));
 }
+
+#[test]
+fn verbose_log_lines_are_for_people() {
+    if !require_root("verbose_log_lines_are_for_people") {
+        return;
+    }
+    let ns = tracking_ns("nlbg");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("nl.db");
+    for v in ["-v", "-vv"] {
+        let o = netledger(&ns, &db, &[v, "snapshot", "--no-setup"]);
+        let err = stderr(&o);
+        assert!(o.status.success(), "{err}");
+        assert!(err.contains("retention"), "the rollup is logged: {err}");
+        for line in err.lines() {
+            assert!(
+                !line.contains(" { ") && !line.contains("Stats"),
+                "a Rust debug struct in a log line: {line}"
+            );
+        }
+    }
+}
