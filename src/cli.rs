@@ -48,8 +48,8 @@ pub enum Command {
     Snapshot(SnapshotArgs),
     /// Enable conntrack accounting and make conntrack track in this network namespace
     /// (idempotent): sets net.netfilter.nf_conntrack_acct=1 and installs the nftables
-    /// table `inet netledger`.
-    Setup,
+    /// table `inet netledger`. `--undo` puts the namespace back as it was.
+    Setup(SetupArgs),
     /// Show the top talkers: per user, and per program, remote or port.
     Top(TopArgs),
     /// Usage per hour, day, week or month and per user, with bars (like vnStat).
@@ -71,6 +71,17 @@ pub enum Command {
     /// A day's connections per user, protocol, service and remote (like constat): count,
     /// still open, average and maximum duration.
     Summary(SummaryArgs),
+}
+
+/// Options of `setup`.
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Undo what `setup`, `snapshot` and `run` changed in this network namespace: delete
+    /// the table `inet netledger` and put back the sysctls they changed to the values they
+    /// had (kept in /run/netledger-setup/). Idempotent. Stop the timer or the daemon
+    /// first, or their next start sets it all up again.
+    #[arg(long)]
+    pub undo: bool,
 }
 
 /// Options of `snapshot`.

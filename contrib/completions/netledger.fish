@@ -31,7 +31,7 @@ complete -c netledger -n "__fish_netledger_needs_command" -s q -l quiet -d 'Only
 complete -c netledger -n "__fish_netledger_needs_command" -s h -l help -d 'Print help'
 complete -c netledger -n "__fish_netledger_needs_command" -s V -l version -d 'Print version'
 complete -c netledger -n "__fish_netledger_needs_command" -f -a "snapshot" -d 'Run one accounting pass, store it, and exit (made for a systemd timer)'
-complete -c netledger -n "__fish_netledger_needs_command" -f -a "setup" -d 'Enable conntrack accounting and make conntrack track in this network namespace (idempotent): sets net.netfilter.nf_conntrack_acct=1 and installs the nftables table `inet netledger`'
+complete -c netledger -n "__fish_netledger_needs_command" -f -a "setup" -d 'Enable conntrack accounting and make conntrack track in this network namespace (idempotent): sets net.netfilter.nf_conntrack_acct=1 and installs the nftables table `inet netledger`. `--undo` puts the namespace back as it was'
 complete -c netledger -n "__fish_netledger_needs_command" -f -a "top" -d 'Show the top talkers: per user, and per program, remote or port'
 complete -c netledger -n "__fish_netledger_needs_command" -f -a "report" -d 'Usage per hour, day, week or month and per user, with bars (like vnStat)'
 complete -c netledger -n "__fish_netledger_needs_command" -f -a "export" -d 'Export stored usage rows for loading into another system'
@@ -55,6 +55,7 @@ complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -s h -l he
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -s V -l version -d 'Print version'
 complete -c netledger -n "__fish_netledger_using_subcommand setup" -l db -d 'SQLite database path' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand setup" -l config -d 'Configuration file [default: /etc/netledger/netledger.toml, when it exists]' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand setup" -l undo -d 'Undo what `setup`, `snapshot` and `run` changed in this network namespace: delete the table `inet netledger` and put back the sysctls they changed to the values they had (kept in /run/netledger-setup/). Idempotent. Stop the timer or the daemon first, or their next start sets it all up again'
 complete -c netledger -n "__fish_netledger_using_subcommand setup" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c netledger -n "__fish_netledger_using_subcommand setup" -s q -l quiet -d 'Only errors on stderr'
 complete -c netledger -n "__fish_netledger_using_subcommand setup" -s h -l help -d 'Print help'
@@ -166,7 +167,7 @@ complete -c netledger -n "__fish_netledger_using_subcommand summary" -s q -l qui
 complete -c netledger -n "__fish_netledger_using_subcommand summary" -s h -l help -d 'Print help'
 complete -c netledger -n "__fish_netledger_using_subcommand summary" -s V -l version -d 'Print version'
 complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config run connections log summary help" -f -a "snapshot" -d 'Run one accounting pass, store it, and exit (made for a systemd timer)'
-complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config run connections log summary help" -f -a "setup" -d 'Enable conntrack accounting and make conntrack track in this network namespace (idempotent): sets net.netfilter.nf_conntrack_acct=1 and installs the nftables table `inet netledger`'
+complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config run connections log summary help" -f -a "setup" -d 'Enable conntrack accounting and make conntrack track in this network namespace (idempotent): sets net.netfilter.nf_conntrack_acct=1 and installs the nftables table `inet netledger`. `--undo` puts the namespace back as it was'
 complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config run connections log summary help" -f -a "top" -d 'Show the top talkers: per user, and per program, remote or port'
 complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config run connections log summary help" -f -a "report" -d 'Usage per hour, day, week or month and per user, with bars (like vnStat)'
 complete -c netledger -n "__fish_netledger_using_subcommand help; and not __fish_seen_subcommand_from snapshot setup top report export config run connections log summary help" -f -a "export" -d 'Export stored usage rows for loading into another system'
