@@ -527,6 +527,8 @@ fn time_flags_and_environment_errors_are_usage_errors_naming_their_source() {
     assert!(!stderr(&o).contains("--local-net"), "{}", stderr(&o));
     let o = run(&["config"], &[("NETLEDGER_CONFIG", "")]);
     assert_usage_error(&o, &["NETLEDGER_CONFIG"]);
+    let o = run(&["top"], &[("NETLEDGER_LOG", "info=loud=x")]);
+    assert_usage_error(&o, &["NETLEDGER_LOG", "info=loud=x"]);
 
     // An invalid TZ is named instead of silently showing UTC; --utc does not need it.
     let o = run(&["top", "--since", "today"], &[("TZ", "Bogus/Zone")]);
