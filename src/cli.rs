@@ -16,17 +16,22 @@ pub const DEFAULT_DB: &str = "/var/lib/netledger/netledger.db";
 #[derive(Debug, Parser)]
 #[command(name = "netledger", version, propagate_version = true)]
 pub struct Cli {
-    /// SQLite database path.
-    #[arg(long, global = true, env = "NETLEDGER_DB", default_value = DEFAULT_DB)]
+    /// SQLite database path [env: NETLEDGER_DB].
+    #[arg(long, global = true, default_value = DEFAULT_DB)]
     pub db: PathBuf,
 
-    /// Configuration file [default: /etc/netledger/netledger.toml, when it exists].
-    #[arg(long, global = true, env = "NETLEDGER_CONFIG", value_name = "PATH")]
+    /// Configuration file [env: NETLEDGER_CONFIG] [default: /etc/netledger/netledger.toml,
+    /// when it exists].
+    #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
     /// The configuration file's contents (filled in after parsing).
     #[arg(skip)]
     pub file: crate::config::FileConfig,
+
+    /// Settings from the `NETLEDGER_*` environment (filled in after parsing).
+    #[arg(skip)]
+    pub env: crate::config::EnvConfig,
 
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -48,8 +53,8 @@ pub enum Command {
     Snapshot(SnapshotArgs),
     /// Enable conntrack accounting and make conntrack track in this network namespace
     /// (idempotent): sets net.netfilter.nf_conntrack_acct=1 and installs the nftables
-    /// table `inet netledger`.
-    Setup,
+    /// table `inet netledger`. `--undo` puts the namespace back as it was.
+    Setup(SetupArgs),
     /// Show the top talkers: per user, and per program, remote or port.
     ///
     /// Resolution: usage is stored in 5-minute buckets (UTC), kept for `[retention] raw`
@@ -92,6 +97,17 @@ pub enum Command {
     Summary(SummaryArgs),
 }
 
+/// Options of `setup`.
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Undo what `setup`, `snapshot` and `run` changed in this network namespace: delete
+    /// the table `inet netledger` and put back the sysctls they changed to the values they
+    /// had (kept in /run/netledger-setup/). Idempotent. Stop the timer or the daemon
+    /// first, or their next start sets it all up again.
+    #[arg(long)]
+    pub undo: bool,
+}
+
 /// Options of `snapshot`.
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
@@ -101,25 +117,21 @@ pub struct SnapshotArgs {
 
     /// A local network whose traffic is charged to nobody (repeatable; replaces the
     /// configured ones and the defaults: 127.0.0.0/8 ::1/128 10.0.0.0/8 172.16.0.0/12
-    /// 192.168.0.0/16 169.254.0.0/16 fe80::/10 fc00::/7 224.0.0.0/4 ff00::/8).
-    #[arg(
-        long = "local-net",
-        value_name = "CIDR",
-        env = "NETLEDGER_LOCAL_NETWORKS",
-        value_delimiter = ','
-    )]
+    /// 192.168.0.0/16 169.254.0.0/16 fe80::/10 fc00::/7 224.0.0.0/4 ff00::/8)
+    /// [env: NETLEDGER_LOCAL_NETWORKS, comma-separated].
+    #[arg(long = "local-net", value_name = "CIDR", value_delimiter = ',')]
     pub local_nets: Vec<IpNet>,
 
     /// Exclude nothing: charge local-network traffic to its users too.
     #[arg(long, conflicts_with = "local_nets")]
     pub count_local: bool,
 
-    /// How long to wait for another writer's database lock.
+    /// How long to wait for another writer's database lock (0s to 10m).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     pub lock_timeout: Duration,
 
-    /// Passes a vanished flow is remembered before its state is pruned.
-    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Passes a vanished flow is remembered before its state is pruned (1 to 1000).
+    #[arg(long, value_name = "N", default_value_t = 3)]
     pub prune_after: u32,
 
     /// Root of the proc filesystem to read sockets and processes from.
@@ -132,11 +144,11 @@ pub struct SnapshotArgs {
 pub struct TopArgs {
     /// Start of the period: a duration back from now (90m, 24h, 7d), today, yesterday, or
     /// a date/time (2026-11-01, 2026-11-01T08:00), in local time unless --utc.
-    #[arg(long, default_value = "24h")]
+    #[arg(long, default_value = "24h", allow_hyphen_values = true)]
     pub since: String,
 
     /// End of the period (same forms as --since); default now.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub until: Option<String>,
 
     /// Group by these, comma-separated (user is always included): user, program,
@@ -148,16 +160,16 @@ pub struct TopArgs {
     #[arg(long, value_name = "NAME|UID")]
     pub user: Option<String>,
 
-    /// At most this many rows.
+    /// At most this many rows (1 to 1000000).
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
 
     #[command(flatten)]
     pub output: OutputArgs,
 
-    /// Remote address names: lines of `ADDRESS-or-CIDR NAME` (default: the configured
-    /// file, else /etc/netledger/names when it exists).
-    #[arg(long, value_name = "PATH", env = "NETLEDGER_NAMES")]
+    /// Remote address names: lines of `ADDRESS-or-CIDR NAME` [env: NETLEDGER_NAMES]
+    /// (default: the configured file, else /etc/netledger/names when it exists).
+    #[arg(long, value_name = "PATH")]
     pub names: Option<PathBuf>,
 }
 
@@ -194,11 +206,11 @@ pub struct ReportArgs {
 
     /// Start (same forms as `top --since`); default: 24h for hours, 30d for days,
     /// 12 weeks for weeks, 12 months for months.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub since: Option<String>,
 
     /// End; default now.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub until: Option<String>,
 
     #[command(flatten)]
@@ -218,11 +230,11 @@ pub enum ExportFormat {
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// Start (same forms as `top --since`).
-    #[arg(long, default_value = "24h")]
+    #[arg(long, default_value = "24h", allow_hyphen_values = true)]
     pub since: String,
 
     /// End; default now.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub until: Option<String>,
 
     /// Output format.
@@ -247,7 +259,7 @@ pub struct ConfigArgs {
 /// and are re-read from it on SIGHUP.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Time between accounting passes [default: 10s].
+    /// Time between accounting passes, 1s to 1h [default: 10s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub interval: Option<Duration>,
 
@@ -260,41 +272,32 @@ pub struct RunArgs {
     pub no_setup: bool,
 
     /// A local network whose traffic is charged to nobody (repeatable; replaces the
-    /// configured ones and the defaults).
-    #[arg(
-        long = "local-net",
-        value_name = "CIDR",
-        env = "NETLEDGER_LOCAL_NETWORKS",
-        value_delimiter = ','
-    )]
+    /// configured ones and the defaults) [env: NETLEDGER_LOCAL_NETWORKS, comma-separated].
+    #[arg(long = "local-net", value_name = "CIDR", value_delimiter = ',')]
     pub local_nets: Vec<IpNet>,
 
     /// Exclude nothing: charge local-network traffic to its users too.
     #[arg(long, conflicts_with = "local_nets")]
     pub count_local: bool,
 
-    /// How long to wait for another writer's database lock [default: 5s].
+    /// How long to wait for another writer's database lock, 0s to 10m [default: 5s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub lock_timeout: Option<Duration>,
 
-    /// Passes a vanished flow is remembered before its state is pruned [default: 3].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Passes a vanished flow is remembered before its state is pruned, 1 to 1000
+    /// [default: 3].
+    #[arg(long, value_name = "N")]
     pub prune_after: Option<u32>,
 
-    /// Longest time an event waits in memory before it is written: writes are batched,
-    /// one transaction per flush.
+    /// Longest time an event waits in memory before it is written (10ms to 1m): writes are
+    /// batched, one transaction per flush.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     pub flush_interval: Duration,
 
-    /// Receive buffer of the conntrack event socket at start, in bytes; it grows on
-    /// overruns up to 64 MiB (tests set it tiny to provoke overruns).
-    #[arg(
-        long,
-        value_name = "BYTES",
-        env = "NETLEDGER_EVENT_BUFFER",
-        default_value_t = 4 << 20,
-        hide = true
-    )]
+    /// Receive buffer of the conntrack event socket at start, in bytes (1 to 64 MiB); it
+    /// grows on overruns up to 64 MiB (tests set it tiny to provoke overruns)
+    /// [env: NETLEDGER_EVENT_BUFFER].
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20, hide = true)]
     pub event_buffer: usize,
 
     /// Root of the proc filesystem to read sockets and processes from.
@@ -345,11 +348,11 @@ Example: --format 'Connected: %s, disconnected after %S secs at: %e (%i:%r, %u)'
 pub struct LogArgs {
     /// Connections that ended at or after this: a duration back from now (90m, 24h, 7d),
     /// today, yesterday, or a date/time, in local time unless --utc.
-    #[arg(long, default_value = "24h")]
+    #[arg(long, default_value = "24h", allow_hyphen_values = true)]
     pub since: String,
 
     /// Connections that ended before this (same forms); default now.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub until: Option<String>,
 
     /// Only connections with an address in this network, in either tuple (so pre- and
@@ -395,16 +398,16 @@ fn parse_host(s: &str) -> Result<IpNet, String> {
 #[derive(Debug, Args)]
 pub struct SummaryArgs {
     /// The day: today, yesterday, or a date (2026-11-01), in local time unless --utc.
-    #[arg(long, default_value = "today")]
+    #[arg(long, default_value = "today", allow_hyphen_values = true)]
     pub date: String,
 
     /// Only this user (name or uid).
     #[arg(long, value_name = "NAME|UID")]
     pub user: Option<String>,
 
-    /// Remote address names: lines of `ADDRESS-or-CIDR NAME` (default: the configured
-    /// file, else /etc/netledger/names when it exists).
-    #[arg(long, value_name = "PATH", env = "NETLEDGER_NAMES")]
+    /// Remote address names: lines of `ADDRESS-or-CIDR NAME` [env: NETLEDGER_NAMES]
+    /// (default: the configured file, else /etc/netledger/names when it exists).
+    #[arg(long, value_name = "PATH")]
     pub names: Option<PathBuf>,
 
     /// Print a JSON array of objects instead of a table.

@@ -1,14 +1,24 @@
-//! The configuration file (`/etc/netledger/netledger.toml`) and how it combines with the
-//! environment and the flags: built-in defaults < file < `NETLEDGER_*` environment < flags.
+//! Settings: the configuration file (`/etc/netledger/netledger.toml`), the `NETLEDGER_*`
+//! environment, and how they combine with the flags: built-in defaults < file <
+//! environment < flags.
 //!
-//! clap already gives flags precedence over their `NETLEDGER_*` variables and tells where a
-//! value came from; a value that clap only filled in from its default yields to the file.
+//! Every number and duration has a range, in one table ([`LIMITS`]), checked where the
+//! value enters: the file when it is loaded (so a SIGHUP reload is checked too), the
+//! environment when it is read, the flags in [`apply`]. Out of range, like any value that
+//! does not read, is a usage error naming the flag, variable or key.
+//!
+//! The environment is read here rather than by clap, so that an error names the variable
+//! that was set and not the flag it stands for.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::parser::ValueSource;
 use ipnet::IpNet;
 use serde::Deserialize;
+
+use crate::timespec::BadTime;
 
 /// Where the configuration file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/netledger/netledger.toml";
@@ -16,7 +26,226 @@ pub const DEFAULT_CONFIG: &str = "/etc/netledger/netledger.toml";
 /// The documented default configuration file (`netledger config --default`).
 pub const DEFAULT_TOML: &str = include_str!("../contrib/netledger.toml");
 
-/// Why the configuration file cannot be used.
+/// The environment variables netledger reads (besides `NETLEDGER_LOG` and `TZ`).
+pub mod env {
+    /// Database path (`--db`).
+    pub const DB: &str = "NETLEDGER_DB";
+    /// Configuration file (`--config`).
+    pub const CONFIG: &str = "NETLEDGER_CONFIG";
+    /// Local networks, comma-separated (`--local-net`).
+    pub const LOCAL_NETWORKS: &str = "NETLEDGER_LOCAL_NETWORKS";
+    /// Remote-name lookup file (`--names`).
+    pub const NAMES: &str = "NETLEDGER_NAMES";
+    /// The daemon's initial event buffer (`--event-buffer`).
+    pub const EVENT_BUFFER: &str = "NETLEDGER_EVENT_BUFFER";
+}
+
+/// The range of a bounded setting, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Range {
+    /// A duration.
+    Duration(Duration, Duration),
+    /// A count.
+    Count(u64, u64),
+    /// A size in bytes.
+    Bytes(u64, u64),
+}
+
+/// A bounded setting: its key in the configuration file (the flag's name without dashes
+/// for settings that are flags only), its flag, and its range.
+#[derive(Debug, Clone, Copy)]
+pub struct Limit {
+    /// Configuration key (`retention.raw`), or the setting's name.
+    pub key: &'static str,
+    /// The flag that sets it, if any.
+    pub flag: Option<&'static str>,
+    /// Allowed values.
+    pub range: Range,
+}
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+const MINUTE: u64 = 60;
+const HOUR: u64 = 3600;
+const DAY: u64 = 86_400;
+/// humantime's year: 365.25 days.
+const YEAR: u64 = 31_557_600;
+
+/// Every number and duration netledger takes, with its range. The reasons:
+/// - `interval`: under a second a pass starts as soon as the last ended (a busy loop); over
+///   an hour the rollup after each pass (a bounded batch) falls behind a busy host.
+/// - `flush_interval`: 0 writes a transaction per event batch; over a minute the daemon
+///   holds that much in memory and logs connections late.
+/// - `lock_timeout`: 0 gives up at once (allowed); past 10 minutes a timer's passes pile up.
+/// - `prune_after`: 0 would forget a flow missing from one dump; the state of flows gone
+///   for 1,000 passes is garbage.
+/// - `event_buffer`: the kernel rounds tiny buffers up (tests use 1 B); the daemon grows the
+///   buffer up to 64 MiB on overruns, so starting above that is a mistake.
+/// - retention: under an hour, raw rows would roll up before their hour is complete; a
+///   century is kept as "forever" would be, and more overflows the clock arithmetic.
+/// - `limit`: 0 rows is no report.
+pub const LIMITS: &[Limit] = &[
+    Limit {
+        key: "interval",
+        flag: Some("--interval"),
+        range: Range::Duration(secs(1), secs(HOUR)),
+    },
+    Limit {
+        key: "flush_interval",
+        flag: Some("--flush-interval"),
+        range: Range::Duration(Duration::from_millis(10), secs(MINUTE)),
+    },
+    Limit {
+        key: "lock_timeout",
+        flag: Some("--lock-timeout"),
+        range: Range::Duration(secs(0), secs(10 * MINUTE)),
+    },
+    Limit {
+        key: "prune_after",
+        flag: Some("--prune-after"),
+        range: Range::Count(1, 1000),
+    },
+    Limit {
+        key: "event_buffer",
+        flag: Some("--event-buffer"),
+        range: Range::Bytes(1, 64 << 20),
+    },
+    Limit {
+        key: "limit",
+        flag: Some("--limit"),
+        range: Range::Count(1, 1_000_000),
+    },
+    Limit {
+        key: "retention.raw",
+        flag: None,
+        range: Range::Duration(secs(HOUR), secs(100 * YEAR)),
+    },
+    Limit {
+        key: "retention.hourly",
+        flag: None,
+        range: Range::Duration(secs(HOUR), secs(100 * YEAR)),
+    },
+    Limit {
+        key: "retention.hourly_top",
+        flag: None,
+        range: Range::Count(0, 10_000),
+    },
+    Limit {
+        key: "retention.daily",
+        flag: None,
+        range: Range::Duration(secs(DAY), secs(100 * YEAR)),
+    },
+    Limit {
+        key: "retention.connections",
+        flag: None,
+        range: Range::Duration(secs(HOUR), secs(100 * YEAR)),
+    },
+];
+
+/// The limit of `key`.
+///
+/// # Panics
+/// When `key` is not in [`LIMITS`] (a bug: every bounded setting is there).
+pub fn limit(key: &str) -> &'static Limit {
+    LIMITS
+        .iter()
+        .find(|l| l.key == key)
+        .unwrap_or_else(|| panic!("{key} is not in config::LIMITS"))
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} B"),
+    }
+}
+
+impl std::fmt::Display for Range {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Range::Duration(lo, hi) => write!(
+                f,
+                "{} to {}",
+                humantime::format_duration(lo),
+                humantime::format_duration(hi)
+            ),
+            Range::Count(lo, hi) => write!(f, "{lo} to {hi}"),
+            Range::Bytes(lo, hi) => write!(f, "{} to {}", human_bytes(lo), human_bytes(hi)),
+        }
+    }
+}
+
+/// A value to check against its limit.
+#[derive(Debug, Clone, Copy)]
+pub enum Value {
+    /// A duration.
+    Duration(Duration),
+    /// A count or a size.
+    Count(u64),
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Value::Duration(d) => write!(f, "{}", humantime::format_duration(d)),
+            Value::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// Where a value came from, to name it in an error.
+#[derive(Debug, Clone, Copy)]
+pub enum Origin<'a> {
+    /// Its flag on the command line.
+    Flag,
+    /// An environment variable.
+    Env(&'static str),
+    /// The configuration file.
+    File(&'a Path),
+}
+
+impl Limit {
+    /// Check `value`, which came from `origin`.
+    pub fn check(&self, value: Value, origin: Origin) -> Result<(), ConfigError> {
+        let inside = match (self.range, value) {
+            (Range::Duration(lo, hi), Value::Duration(d)) => (lo..=hi).contains(&d),
+            (Range::Count(lo, hi) | Range::Bytes(lo, hi), Value::Count(n)) => {
+                (lo..=hi).contains(&n)
+            }
+            _ => panic!("{}: a {value:?} checked against {:?}", self.key, self.range),
+        };
+        if inside {
+            return Ok(());
+        }
+        let subject = match origin {
+            Origin::Flag => format!("{} {value}", self.flag.unwrap_or(self.key)),
+            Origin::Env(var) => format!("{var}={value}"),
+            Origin::File(path) => {
+                let quoted = match value {
+                    Value::Duration(_) => format!("\"{value}\""),
+                    Value::Count(_) => value.to_string(),
+                };
+                format!("configuration {}: {} = {quoted}", path.display(), self.key)
+            }
+        };
+        let range = match self.key {
+            "retention.daily" => format!("{}, or \"forever\"", self.range),
+            _ => self.range.to_string(),
+        };
+        Err(ConfigError::OutOfRange { subject, range })
+    }
+}
+
+/// Check the setting `key` (its [`Limit`]).
+pub fn check(key: &str, value: Value, origin: Origin) -> Result<(), ConfigError> {
+    limit(key).check(value, origin)
+}
+
+/// Why the settings (file, environment, flags) cannot be resolved. Every variant but
+/// [`ConfigError::Read`] is a usage error (exit code 2).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file cannot be read.
@@ -27,15 +256,81 @@ pub enum ConfigError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The file does not parse, has an unknown key, or a bad value (toml's message names
-    /// the key and its line).
-    #[error("configuration {path}: {source}")]
+    /// The file does not parse, has an unknown key, or a bad value.
+    #[error("configuration {path}, line {line}: {message}")]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's message, with line and column.
-        source: toml::de::Error,
+        /// 1-based line of the error.
+        line: usize,
+        /// The parser's message, with the offending text.
+        message: String,
     },
+    /// A number or duration outside its [`Limit`].
+    #[error("{subject} is out of range: it must be {range}")]
+    OutOfRange {
+        /// The flag, variable or key, with the value.
+        subject: String,
+        /// The range, as text.
+        range: String,
+    },
+    /// The retention tiers contradict each other, or `daily` does not read.
+    #[error("configuration {path}: {reason}")]
+    Retention {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A variable set to the empty string.
+    #[error("{var} is set but empty: unset it or give it a value")]
+    EmptyEnv {
+        /// The variable.
+        var: &'static str,
+    },
+    /// A variable whose value does not read.
+    #[error("{var}={value:?}: {reason}; fix or unset {var}")]
+    BadEnv {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it does not read.
+        reason: String,
+    },
+    /// `TZ` names no time zone (chrono would silently use another one).
+    #[error(
+        "TZ={value:?} is not a time zone (no such file under /usr/share/zoneinfo, and not a \
+         POSIX TZ string): set TZ to a zone such as Europe/Berlin, unset it for the system's \
+         zone, or pass --utc"
+    )]
+    Tz {
+        /// The value of TZ.
+        value: String,
+    },
+    /// `--since`/`--until` does not read.
+    #[error("{flag}: {error}")]
+    Time {
+        /// The flag.
+        flag: &'static str,
+        /// Why.
+        error: BadTime,
+    },
+    /// `--until` is not after `--since`.
+    #[error("--until {until} is not later than --since {since}: give an --until after --since")]
+    EmptyPeriod {
+        /// `--since` as given.
+        since: String,
+        /// `--until` as given.
+        until: String,
+    },
+}
+
+impl ConfigError {
+    /// Whether this is the user's input (exit code 2) rather than the system's state.
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, ConfigError::Read { .. })
+    }
 }
 
 /// The keys of the configuration file; every one optional.
@@ -92,26 +387,80 @@ impl FileConfig {
             r.connections = c.connections.unwrap_or(r.connections);
             r.daily = match c.daily.as_deref() {
                 None | Some("forever") => None,
-                Some(d) => Some(
-                    humantime::parse_duration(d)
-                        .map_err(|e| format!("retention.daily = {d:?}: {e} (or \"forever\")"))?,
-                ),
+                Some(d) => Some(humantime::parse_duration(d).map_err(|e| {
+                    format!("retention.daily = {d:?}: {e} (write a duration such as 3years, or \"forever\")")
+                })?),
             };
         }
         if r.hourly < r.raw {
             return Err("retention.hourly must be at least retention.raw".into());
         }
+        if r.daily.is_some_and(|d| d < r.hourly) {
+            return Err(
+                "retention.daily must be at least retention.hourly (or \"forever\")".into(),
+            );
+        }
         Ok(r)
     }
-}
 
-impl FileConfig {
-    /// Parse configuration text.
-    pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
-        toml::from_str(text).map_err(|source| ConfigError::Parse {
+    /// Check every number and duration against [`LIMITS`], and the tiers against each other.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let file = Origin::File(path);
+        let d = |v: Duration| Value::Duration(v);
+        let n = |v: u32| Value::Count(u64::from(v));
+        if let Some(v) = self.interval {
+            check("interval", d(v), file)?;
+        }
+        if let Some(v) = self.lock_timeout {
+            check("lock_timeout", d(v), file)?;
+        }
+        if let Some(v) = self.prune_after {
+            check("prune_after", n(v), file)?;
+        }
+        if let Some(r) = &self.retention {
+            for (key, v) in [
+                ("retention.raw", r.raw),
+                ("retention.hourly", r.hourly),
+                ("retention.connections", r.connections),
+            ] {
+                if let Some(v) = v {
+                    check(key, d(v), file)?;
+                }
+            }
+            if let Some(v) = r.hourly_top {
+                check("retention.hourly_top", n(v), file)?;
+            }
+        }
+        let retention = self.retention().map_err(|reason| ConfigError::Retention {
             path: path.to_owned(),
-            source,
-        })
+            reason,
+        })?;
+        if let Some(v) = retention.daily {
+            check("retention.daily", d(v), file)?;
+        }
+        Ok(())
+    }
+
+    /// Parse and check configuration text.
+    pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+        let c: FileConfig = toml::from_str(text).map_err(|e| {
+            // toml's own rendering spans several lines: one line, with the offending text.
+            let start = e.span().map_or(0, |s| s.start).min(text.len());
+            let line = text[..start].matches('\n').count() + 1;
+            let source_line = text.lines().nth(line - 1).unwrap_or("").trim();
+            let message = e.message().trim().replace('\n', " ");
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                message: if source_line.is_empty() {
+                    message
+                } else {
+                    format!("{source_line}: {message}")
+                },
+            }
+        })?;
+        c.validate(path)?;
+        Ok(c)
     }
 
     /// Load `path`. A missing file is an empty configuration unless it was named
@@ -130,47 +479,245 @@ impl FileConfig {
     }
 }
 
-/// Fill in what the command line left at clap's defaults from the configuration file:
-/// a flag or its `NETLEDGER_*` variable wins over the file, the file over the default.
-pub fn apply(cli: &mut crate::cli::Cli, matches: &clap::ArgMatches) -> Result<(), ConfigError> {
-    use crate::cli::Command;
-    use clap::parser::ValueSource;
+/// Settings read from the `NETLEDGER_*` environment that commands (and `config`) read
+/// besides their flags; filled in by [`apply`] for the commands that use them.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct EnvConfig {
+    /// `NETLEDGER_LOCAL_NETWORKS`.
+    pub local_networks: Option<Vec<IpNet>>,
+    /// `NETLEDGER_NAMES`.
+    pub names: Option<PathBuf>,
+}
 
+/// Reads one variable at a time, naming it in errors.
+struct Env<'a>(&'a dyn Fn(&str) -> Option<OsString>);
+
+impl Env<'_> {
+    /// The variable's value; set but empty is an error (it is never meant).
+    fn get(&self, var: &'static str) -> Result<Option<String>, ConfigError> {
+        match (self.0)(var) {
+            None => Ok(None),
+            Some(v) if v.is_empty() => Err(ConfigError::EmptyEnv { var }),
+            Some(v) => v.into_string().map(Some).map_err(|v| ConfigError::BadEnv {
+                var,
+                value: v.to_string_lossy().into_owned(),
+                reason: "not valid UTF-8".into(),
+            }),
+        }
+    }
+
+    fn path(&self, var: &'static str) -> Result<Option<PathBuf>, ConfigError> {
+        Ok(self.get(var)?.map(PathBuf::from))
+    }
+
+    fn nets(&self, var: &'static str) -> Result<Option<Vec<IpNet>>, ConfigError> {
+        let Some(value) = self.get(var)? else {
+            return Ok(None);
+        };
+        value
+            .split(',')
+            .map(|item| {
+                item.trim()
+                    .parse::<IpNet>()
+                    .map_err(|_| ConfigError::BadEnv {
+                        var,
+                        value: value.clone(),
+                        reason: format!(
+                            "{:?} is not a network (ADDRESS/PREFIX, such as 10.0.0.0/8; separate \
+                         several with commas)",
+                            item.trim()
+                        ),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    fn bytes(&self, var: &'static str, key: &str) -> Result<Option<usize>, ConfigError> {
+        let Some(value) = self.get(var)? else {
+            return Ok(None);
+        };
+        let n: u64 = value.trim().parse().map_err(|_| ConfigError::BadEnv {
+            var,
+            value: value.clone(),
+            reason: "not a number of bytes".into(),
+        })?;
+        check(key, Value::Count(n), Origin::Env(var))?;
+        Ok(Some(n as usize))
+    }
+}
+
+/// Whether the flag `id` was given on the command line (not clap's default).
+fn given(m: &clap::ArgMatches, id: &str) -> bool {
+    matches!(m.value_source(id), Some(ValueSource::CommandLine))
+}
+
+/// Resolve the settings: read the configuration file and the environment, fill in what
+/// the command line did not give (flags win over the environment, the environment over
+/// the file, the file over the defaults), and check every value's range.
+pub fn apply(cli: &mut crate::cli::Cli, matches: &clap::ArgMatches) -> Result<(), ConfigError> {
+    apply_with(cli, matches, &|var| std::env::var_os(var))
+}
+
+/// [`apply`] with the environment given (tests).
+pub fn apply_with(
+    cli: &mut crate::cli::Cli,
+    matches: &clap::ArgMatches,
+    vars: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<(), ConfigError> {
+    use crate::cli::Command;
+
+    let env = Env(vars);
+    if !given(matches, "config") {
+        cli.config = env.path(env::CONFIG)?;
+    }
     let (path, explicit) = match &cli.config {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
     };
     let file = FileConfig::load(&path, explicit)?;
-    let defaulted = |m: &clap::ArgMatches, id: &str| {
-        matches!(m.value_source(id), None | Some(ValueSource::DefaultValue))
-    };
-    if defaulted(matches, "db") {
-        if let Some(db) = &file.db {
-            cli.db = db.clone();
+    if !given(matches, "db") {
+        if let Some(db) = env.path(env::DB)?.or_else(|| file.db.clone()) {
+            cli.db = db;
         }
     }
+    let mut from_env = EnvConfig::default();
+    // A flag's value is checked when it was given (clap's defaults are in range); the
+    // flag's id is its key in LIMITS.
+    let flag = |m: &clap::ArgMatches, key: &str, v: Value| {
+        if given(m, key) {
+            check(key, v, Origin::Flag)
+        } else {
+            Ok(())
+        }
+    };
+    let dur = Value::Duration;
     let sub = matches.subcommand().map(|(_, m)| m);
     match (&mut cli.command, sub) {
         (Command::Snapshot(a), Some(m)) => {
-            if defaulted(m, "local_nets") && !a.count_local {
-                if let Some(nets) = &file.local_networks {
-                    if nets.is_empty() {
-                        a.count_local = true;
-                    }
-                    a.local_nets = nets.clone();
+            flag(m, "prune_after", Value::Count(a.prune_after.into()))?;
+            flag(m, "lock_timeout", dur(a.lock_timeout))?;
+            from_env.local_networks = env.nets(env::LOCAL_NETWORKS)?;
+            if !given(m, "local_nets") && !a.count_local {
+                match from_env
+                    .local_networks
+                    .as_ref()
+                    .or(file.local_networks.as_ref())
+                {
+                    Some(nets) if nets.is_empty() => a.count_local = true,
+                    Some(nets) => a.local_nets = nets.clone(),
+                    None => {}
                 }
             }
-            if defaulted(m, "prune_after") {
+            if !given(m, "prune_after") {
                 a.prune_after = file.prune_after.unwrap_or(a.prune_after);
             }
-            if defaulted(m, "lock_timeout") {
+            if !given(m, "lock_timeout") {
                 a.lock_timeout = file.lock_timeout.unwrap_or(a.lock_timeout);
             }
         }
-        (Command::Top(a), Some(_)) if a.names.is_none() => a.names.clone_from(&file.names),
+        (Command::Run(a), Some(m)) => {
+            // The file's values are merged by `cmd::run` (again on SIGHUP).
+            if let Some(v) = a.interval {
+                flag(m, "interval", dur(v))?;
+            }
+            if let Some(v) = a.lock_timeout {
+                flag(m, "lock_timeout", dur(v))?;
+            }
+            if let Some(v) = a.prune_after {
+                flag(m, "prune_after", Value::Count(v.into()))?;
+            }
+            flag(m, "flush_interval", dur(a.flush_interval))?;
+            flag(m, "event_buffer", Value::Count(a.event_buffer as u64))?;
+            if !given(m, "event_buffer") {
+                if let Some(n) = env.bytes(env::EVENT_BUFFER, "event_buffer")? {
+                    a.event_buffer = n;
+                }
+            }
+            from_env.local_networks = env.nets(env::LOCAL_NETWORKS)?;
+            if !given(m, "local_nets") && !a.count_local {
+                if let Some(nets) = &from_env.local_networks {
+                    a.local_nets = nets.clone();
+                }
+            }
+        }
+        (Command::Top(a), Some(m)) => {
+            flag(m, "limit", Value::Count(a.limit as u64))?;
+            from_env.names = env.path(env::NAMES)?;
+            if a.names.is_none() {
+                a.names = from_env.names.clone().or_else(|| file.names.clone());
+            }
+            check_times(
+                &[("--since", Some(&a.since)), ("--until", a.until.as_deref())],
+                a.output.utc,
+                vars,
+            )?;
+        }
+        (Command::Summary(a), Some(_)) => {
+            from_env.names = env.path(env::NAMES)?;
+            if a.names.is_none() {
+                a.names.clone_from(&from_env.names);
+            }
+            check_times(&[("--date", Some(&a.date))], a.utc, vars)?;
+        }
+        (Command::Report(a), Some(_)) => check_times(
+            &[
+                ("--since", a.since.as_deref()),
+                ("--until", a.until.as_deref()),
+            ],
+            a.output.utc,
+            vars,
+        )?,
+        (Command::Export(a), Some(_)) => check_times(
+            &[("--since", Some(&a.since)), ("--until", a.until.as_deref())],
+            a.utc,
+            vars,
+        )?,
+        (Command::Log(a), Some(_)) => check_times(
+            &[("--since", Some(&a.since)), ("--until", a.until.as_deref())],
+            a.utc,
+            vars,
+        )?,
+        (Command::Connections(_), Some(_)) => {
+            from_env.local_networks = env.nets(env::LOCAL_NETWORKS)?;
+        }
+        (Command::Config(_), Some(_)) => {
+            from_env.local_networks = env.nets(env::LOCAL_NETWORKS)?;
+            from_env.names = env.path(env::NAMES)?;
+        }
         _ => {}
     }
     cli.file = file;
+    cli.env = from_env;
+    Ok(())
+}
+
+/// The time flags of a report: `TZ` first (unless `--utc`, times are local: a `TZ` that
+/// names no zone is an error, not a silent fallback to another zone), then each flag reads
+/// as a time. The command resolves them against the clock when it runs.
+fn check_times(
+    flags: &[(&'static str, Option<&str>)],
+    utc: bool,
+    vars: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<(), ConfigError> {
+    match vars("TZ") {
+        Some(tz) if !utc => match tz.to_str() {
+            Some(s) if crate::timespec::tz_is_valid(s) => {}
+            _ => {
+                return Err(ConfigError::Tz {
+                    value: tz.to_string_lossy().into_owned(),
+                })
+            }
+        },
+        _ => {}
+    }
+    let now = chrono::Utc::now();
+    for &(flag, spec) in flags {
+        if let Some(spec) = spec {
+            crate::timespec::parse_time(spec, now, utc)
+                .map_err(|error| ConfigError::Time { flag, error })?;
+        }
+    }
     Ok(())
 }
 
@@ -181,8 +728,14 @@ mod opt_duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
-            .transpose()
+        s.map(|s| {
+            humantime::parse_duration(&s).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "{s:?} is not a duration (write it like 500ms, 10s, 5m, 1h, 7d)"
+                ))
+            })
+        })
+        .transpose()
     }
 }
 
@@ -227,16 +780,134 @@ mod tests {
         assert_eq!(r.hourly_top, 0);
         assert!(r.daily.is_some());
         assert_eq!(r.connections, Duration::from_secs(36 * 3600));
-        let c = FileConfig::parse(
+        // Tiers out of order are refused when the file is read, naming both keys.
+        let e = FileConfig::parse(
             "[retention]\nraw = \"9d\"\nhourly = \"1d\"\n",
             Path::new("/c"),
         )
-        .unwrap();
-        assert!(c.retention().is_err());
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("retention.hourly") && e.contains("retention.raw"),
+            "{e}"
+        );
+        let unchecked = FileConfig {
+            retention: Some(RetentionConfig {
+                raw: Some(Duration::from_secs(9 * 86400)),
+                hourly: Some(Duration::from_secs(86400)),
+                ..RetentionConfig::default()
+            }),
+            ..FileConfig::default()
+        };
+        assert!(unchecked.retention().is_err());
         let e = FileConfig::parse("[retention]\nweekly = \"1d\"\n", Path::new("/c"))
             .unwrap_err()
             .to_string();
         assert!(e.contains("weekly") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn every_limit_holds_its_documented_default() {
+        let c = FileConfig::parse(DEFAULT_TOML, Path::new("default")).unwrap();
+        let file = Origin::File(Path::new("default"));
+        check("interval", Value::Duration(c.interval.unwrap()), file).unwrap();
+        check("prune_after", Value::Count(3), file).unwrap();
+        // The flags' defaults (clap's) are inside their ranges too.
+        check(
+            "flush_interval",
+            Value::Duration(Duration::from_secs(1)),
+            Origin::Flag,
+        )
+        .unwrap();
+        check("event_buffer", Value::Count(4 << 20), Origin::Flag).unwrap();
+        check("limit", Value::Count(20), Origin::Flag).unwrap();
+        for l in LIMITS {
+            let (lo, hi) = match l.range {
+                Range::Duration(lo, hi) => (Value::Duration(lo), Value::Duration(hi)),
+                Range::Count(lo, hi) | Range::Bytes(lo, hi) => (Value::Count(lo), Value::Count(hi)),
+            };
+            l.check(lo, Origin::Flag).unwrap();
+            l.check(hi, Origin::Flag).unwrap();
+        }
+    }
+
+    #[test]
+    fn out_of_range_names_the_flag_variable_or_key() {
+        let e = check("interval", Value::Duration(Duration::ZERO), Origin::Flag)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "--interval 0s is out of range: it must be 1s to 1h");
+        let e = check(
+            "event_buffer",
+            Value::Count(0),
+            Origin::Env(env::EVENT_BUFFER),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "NETLEDGER_EVENT_BUFFER=0 is out of range: it must be 1 B to 64 MiB"
+        );
+        let e = check(
+            "retention.raw",
+            Value::Duration(Duration::from_secs(1)),
+            Origin::File(Path::new("/etc/n.toml")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "configuration /etc/n.toml: retention.raw = \"1s\" is out of range: it must be 1h to 100years"
+        );
+    }
+
+    #[test]
+    fn environment_values_are_checked_and_named() {
+        use clap::{CommandFactory, FromArgMatches};
+        let run = |args: &[&str], vars: &[(&str, &str)]| {
+            let m = crate::cli::Cli::command()
+                .try_get_matches_from(std::iter::once("netledger").chain(args.iter().copied()))
+                .unwrap();
+            let mut cli = crate::cli::Cli::from_arg_matches(&m).unwrap();
+            let vars: Vec<(String, OsString)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.into()))
+                .collect();
+            let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            apply_with(&mut cli, &m, &get).map(|()| cli)
+        };
+        let conf = ["--config", "/dev/null"];
+        let with = |more: &[&'static str]| -> Vec<&'static str> {
+            conf.iter().chain(more).copied().collect()
+        };
+        let e = run(&with(&["top"]), &[("NETLEDGER_DB", "")]).unwrap_err();
+        assert!(
+            e.is_usage() && e.to_string().contains("NETLEDGER_DB"),
+            "{e}"
+        );
+        let e = run(&with(&["run"]), &[("NETLEDGER_EVENT_BUFFER", "lots")]).unwrap_err();
+        assert!(
+            e.to_string().contains("NETLEDGER_EVENT_BUFFER=\"lots\""),
+            "{e}"
+        );
+        let cli = run(&with(&["run"]), &[("NETLEDGER_EVENT_BUFFER", "65536")]).unwrap();
+        match cli.command {
+            crate::cli::Command::Run(a) => assert_eq!(a.event_buffer, 65536),
+            other => panic!("{other:?}"),
+        }
+        // The flag wins over the variable, which is then not read at all.
+        let cli = run(
+            &with(&["run", "--event-buffer", "4096"]),
+            &[("NETLEDGER_EVENT_BUFFER", "0")],
+        )
+        .unwrap();
+        match cli.command {
+            crate::cli::Command::Run(a) => assert_eq!(a.event_buffer, 4096),
+            other => panic!("{other:?}"),
+        }
+        let e = run(&with(&["log"]), &[("TZ", "Mars/Olympus")]).unwrap_err();
+        assert!(matches!(e, ConfigError::Tz { .. }), "{e}");
+        assert!(run(&with(&["log", "--utc"]), &[("TZ", "Mars/Olympus")]).is_ok());
     }
 
     #[test]

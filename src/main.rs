@@ -21,26 +21,72 @@ fn main() -> ExitCode {
         (false, 1) => "info",
         (false, _) => "debug",
     };
+    let filter = match std::env::var("NETLEDGER_LOG") {
+        Err(_) => EnvFilter::new(level),
+        Ok(v) => match EnvFilter::try_new(&v) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!(
+                    "netledger: NETLEDGER_LOG={v:?}: {e}; use a level (error, warn, info, \
+                     debug, trace) or unset it"
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("NETLEDGER_LOG").unwrap_or_else(|_| EnvFilter::new(level)),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
     if let Err(e) = netledger::config::apply(&mut cli, &matches) {
-        eprintln!("netledger: {e}");
-        return ExitCode::from(1);
+        eprintln!("netledger: {}", one_line(&e.to_string()));
+        return ExitCode::from(if e.is_usage() { 2 } else { 1 });
     }
     match netledger::cmd::dispatch(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("netledger: {e:#}");
-            ExitCode::from(1)
+            eprintln!("netledger: {}", render(&e));
+            ExitCode::from(if is_usage(&e) { 2 } else { 1 })
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: an error whose message already
+/// shows its source (`cannot read names file X: No such file or directory (os error 2)`)
+/// is not followed by that source again.
+fn render(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = one_line(&cause.to_string());
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A usage error (exit code 2): the input was wrong, not the system.
+fn is_usage(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<netledger::config::ConfigError>()
+            .is_some_and(|c| c.is_usage())
+            || c.is::<netledger::timespec::BadTime>()
+    })
 }
 
 /// `netledger top | head` closes our stdout early: not an error.

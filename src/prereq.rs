@@ -1,11 +1,22 @@
 //! Conntrack prerequisites: accounting switched on, conntrack tracking in this network
-//! namespace, and the privileges to read it. `netledger setup` fixes what it can.
+//! namespace, and the privileges to read it. `netledger setup` fixes what it can, and
+//! `netledger setup --undo` puts back what it changed.
+//!
+//! Setup keeps the value each sysctl had before it first changed it in a small file per
+//! network namespace under [`STATE_DIR`] (`/run`): sysctls and nftables tables live as long
+//! as the namespace and never survive a reboot, and neither does `/run`, so a value kept
+//! there can never be restored into a later boot it does not belong to. The file is named
+//! after the namespace's cookie (`SO_NETNS_COOKIE`, unique for the whole boot, never
+//! reused), or on kernels before 5.14 its inode (unique while the namespace lives). Not next
+//! to the database: the sysctls belong to the namespace, which any number of databases
+//! share, and the systemd units run `setup` before the database is even opened.
 //!
 //! Kernel facts (kernel.md): `nf_conntrack_acct` acts per network namespace and only on
 //! entries created after it is set; since Linux 4.10 conntrack's hooks register in a
 //! namespace only when some rule needs them, so netledger installs a minimal nftables
 //! table of its own with a `ct` expression.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -82,6 +93,223 @@ pub enum PrereqError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// `nft delete table inet netledger` failed.
+    #[error("`nft delete table inet netledger` failed: {stderr}")]
+    NftDeleteFailed {
+        /// What nft printed.
+        stderr: String,
+    },
+    /// The file of values to restore cannot be read or removed.
+    #[error(
+        "setup state {path}: {source} (it holds the sysctl values from before `netledger \
+         setup`; run as root)"
+    )]
+    State {
+        /// The state file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Where setup keeps, per network namespace, the sysctl values it changed (see the module
+/// documentation for why here).
+pub const STATE_DIR: &str = "/run/netledger-setup";
+
+/// `SO_NETNS_COOKIE` (include/uapi/asm-generic/socket.h; sparc numbers it apart).
+#[cfg(not(target_arch = "sparc64"))]
+const SO_NETNS_COOKIE: libc::c_int = 71;
+#[cfg(target_arch = "sparc64")]
+const SO_NETNS_COOKIE: libc::c_int = 0x50;
+
+/// This process's network namespace, as a file name: `cookie-N` (Linux 5.14+, never
+/// reused until reboot) or `inode-N` (reused only after the namespace is gone).
+fn netns_key(proc_root: &Path) -> Option<String> {
+    // SAFETY: socket(2) with constant arguments; the descriptor is closed below.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd >= 0 {
+        let mut cookie: u64 = 0;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into the live u64 it is given.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                SO_NETNS_COOKIE,
+                (&mut cookie as *mut u64).cast(),
+                &mut len,
+            )
+        };
+        // SAFETY: `fd` is the socket opened above, closed once.
+        unsafe { libc::close(fd) };
+        if rc == 0 && len as usize == std::mem::size_of::<u64>() {
+            return Some(format!("cookie-{cookie}"));
+        }
+    }
+    use std::os::unix::fs::MetadataExt;
+    let ino = fs::metadata(proc_root.join("self/ns/net")).ok()?.ino();
+    Some(format!("inode-{ino}"))
+}
+
+/// The state file of this network namespace.
+pub fn state_path(proc_root: &Path) -> Option<PathBuf> {
+    netns_key(proc_root).map(|k| Path::new(STATE_DIR).join(k))
+}
+
+/// The values to restore: sysctl name (`nf_conntrack_acct`) → value before setup.
+fn read_state(path: &Path) -> Result<BTreeMap<String, String>, PrereqError> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(source) => {
+            return Err(PrereqError::State {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .filter_map(|(k, v)| {
+            let name = k.trim().strip_prefix("net.netfilter.")?;
+            // Only the sysctls setup changes, so a doctored file cannot write elsewhere.
+            KNOWN_SYSCTLS
+                .contains(&name)
+                .then(|| (name.to_owned(), v.trim().to_owned()))
+        })
+        .collect())
+}
+
+/// The sysctls setup may change (and so the only ones undo writes).
+const KNOWN_SYSCTLS: [&str; 3] = [
+    "nf_conntrack_acct",
+    "nf_conntrack_events",
+    "nf_conntrack_timestamp",
+];
+
+/// Remember that `name` was `before`, unless an earlier setup already did (its value is
+/// the one from before netledger). A failure costs only the undo, so it is a warning.
+fn remember(proc_root: &Path, name: &str, before: &str) {
+    let Some(path) = state_path(proc_root) else {
+        tracing::warn!(
+            "cannot name this network namespace (/proc/self/ns/net): `netledger setup --undo` \
+             will not know that net.netfilter.{name} was {before}"
+        );
+        return;
+    };
+    let result = (|| -> Result<(), PrereqError> {
+        let mut saved = read_state(&path)?;
+        if saved.contains_key(name) {
+            return Ok(());
+        }
+        saved.insert(name.to_owned(), before.to_owned());
+        let mut text = String::from(
+            "# Values of the sysctls `netledger setup` changed in this network namespace, as \
+             they were before;\n# `netledger setup --undo` restores them and removes this file.\n",
+        );
+        for (k, v) in &saved {
+            text.push_str(&format!("net.netfilter.{k}={v}\n"));
+        }
+        let io = |source| PrereqError::State {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(STATE_DIR).map_err(io)?;
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, text).map_err(io)?;
+        fs::rename(&tmp, &path).map_err(io)
+    })();
+    if let Err(e) = result {
+        tracing::warn!(
+            "{e}: `netledger setup --undo` will not know that net.netfilter.{name} was {before}"
+        );
+    }
+}
+
+/// Set the sysctl `name` to 1, remembering its value first.
+fn switch_on(proc_root: &Path, name: &str, before: &str) -> Result<(), PrereqError> {
+    remember(proc_root, name, before);
+    let path = sysctl_path(proc_root, name);
+    fs::write(&path, "1").map_err(|source| PrereqError::Sysctl { path, source })
+}
+
+fn delete_nft_table() -> Result<(), PrereqError> {
+    let out = Command::new("nft")
+        .args(["delete", "table", "inet", "netledger"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| PrereqError::NftMissing { source })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(PrereqError::NftDeleteFailed {
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+/// Undo what setup changed in this network namespace: put back every sysctl it switched on
+/// that is still on, and delete the table `inet netledger`. Idempotent; returns what it
+/// did (empty when there was nothing to undo).
+pub fn undo(proc_root: &Path) -> Result<Vec<String>, PrereqError> {
+    if !has_net_admin(proc_root) {
+        return Err(PrereqError::NotPrivileged);
+    }
+    let mut done = Vec::new();
+    let state = state_path(proc_root);
+    if let Some(path) = &state {
+        for (name, before) in read_state(path)? {
+            let sysctl = sysctl_path(proc_root, &name);
+            match fs::read_to_string(&sysctl).map(|s| s.trim().to_owned()) {
+                Ok(now) if now == "1" && before != "1" => {
+                    fs::write(&sysctl, &before).map_err(|source| PrereqError::Sysctl {
+                        path: sysctl.clone(),
+                        source,
+                    })?;
+                    done.push(format!("restored net.netfilter.{name}={before}"));
+                }
+                Ok(now) if now == before => {
+                    done.push(format!("net.netfilter.{name} is already back at {before}"))
+                }
+                Ok(now) => done.push(format!(
+                    "left net.netfilter.{name}={now}: changed since netledger set it to 1, so \
+                     not netledger's to restore (it was {before} before)"
+                )),
+                // conntrack was unloaded since: nothing left to restore.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(PrereqError::Sysctl {
+                        path: sysctl,
+                        source,
+                    })
+                }
+            }
+        }
+        match fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(PrereqError::State {
+                    path: path.clone(),
+                    source: e,
+                })
+            }
+            _ => {}
+        }
+    }
+    match nft_table_present() {
+        Ok(true) => {
+            delete_nft_table()?;
+            done.push(
+                "deleted nftables table inet netledger (conntrack may stop tracking here)".into(),
+            );
+        }
+        Ok(false) => {}
+        // Without nft no table could have been installed by netledger.
+        Err(e @ PrereqError::NftMissing { .. }) => tracing::warn!("{e}"),
+        Err(e) => return Err(e),
+    }
+    Ok(done)
 }
 
 fn acct_path(proc_root: &Path) -> PathBuf {
@@ -208,9 +436,14 @@ pub fn setup_with(proc_root: &Path, needs: Needs) -> Result<Vec<String>, PrereqE
         install_nft_table()?;
         changed.push("installed nftables table inet netledger (conntrack now tracks)".into());
     }
-    if !accounting_enabled(proc_root)? {
-        let path = acct_path(proc_root);
-        fs::write(&path, "1").map_err(|source| PrereqError::Sysctl { path, source })?;
+    let acct = read_sysctl(&acct_path(proc_root)).map_err(|e| match e {
+        PrereqError::Sysctl { path, source } if source.kind() == std::io::ErrorKind::NotFound => {
+            PrereqError::ConntrackInactive { path }
+        }
+        e => e,
+    })?;
+    if acct == "0" {
+        switch_on(proc_root, "nf_conntrack_acct", &acct)?;
         changed.push(
             "set net.netfilter.nf_conntrack_acct=1 (counters exist for flows created from now on)"
                 .into(),
@@ -218,9 +451,9 @@ pub fn setup_with(proc_root: &Path, needs: Needs) -> Result<Vec<String>, PrereqE
     }
     if needs.events {
         for (name, what) in DAEMON_SYSCTLS {
-            let path = sysctl_path(proc_root, name);
-            if read_sysctl(&path)? != "1" {
-                fs::write(&path, "1").map_err(|source| PrereqError::Sysctl { path, source })?;
+            let before = read_sysctl(&sysctl_path(proc_root, name))?;
+            if before != "1" {
+                switch_on(proc_root, name, &before)?;
                 changed.push(what.into());
             }
         }

@@ -367,3 +367,379 @@ fn unreadable_database_is_named_for_reports() {
     assert_fails_with(&o, "cannot read database");
     assert!(stderr(&o).contains("permission denied"), "{}", stderr(&o));
 }
+
+// ---- issue 18: limits, and messages that name the real cause ----
+
+/// Fails with exit code 2 (a usage error) and exactly one line on stderr containing each
+/// of `want`.
+fn assert_usage_error(o: &Output, want: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "exit code; stderr: {err}");
+    for w in want {
+        assert!(err.contains(w), "stderr lacks {w:?}: {err}");
+    }
+    assert_eq!(err.trim_end().lines().count(), 1, "one clear line: {err}");
+}
+
+/// Run `cmd`, killing it (by pid) if it is still running after `limit`: a command that
+/// should have been refused must not keep running (`run --interval 0s` used to busy-loop).
+fn output_within(mut cmd: Command, limit: std::time::Duration) -> Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "{cmd:?} was accepted and still ran after {limit:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn out_of_range_flags_and_environment_are_usage_errors() {
+    if !require_root("out_of_range_flags_and_environment_are_usage_errors") {
+        return;
+    }
+    let ns = tracking_ns("nlbx");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("nl.db");
+    let limit = std::time::Duration::from_secs(20);
+    /// Arguments, environment, and what the one line must contain.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
+        (
+            &["run", "--no-setup", "--interval", "0s"],
+            &[],
+            &["--interval", "1s"],
+        ),
+        (
+            &["run", "--no-setup", "--interval", "500ms"],
+            &[],
+            &["--interval", "1s"],
+        ),
+        (
+            &["run", "--no-setup", "--interval", "30days"],
+            &[],
+            &["--interval", "1h"],
+        ),
+        (
+            &["run", "--no-setup", "--flush-interval", "0s"],
+            &[],
+            &["--flush-interval"],
+        ),
+        (
+            &["run", "--no-setup", "--prune-after", "0"],
+            &[],
+            &["--prune-after", "1"],
+        ),
+        (
+            &["run", "--no-setup", "--lock-timeout", "400d"],
+            &[],
+            &["--lock-timeout"],
+        ),
+        (
+            &["run", "--no-setup", "--event-buffer", "99999999999"],
+            &[],
+            &["--event-buffer", "64 MiB"],
+        ),
+        (
+            &["run", "--no-setup"],
+            &[("NETLEDGER_EVENT_BUFFER", "0")],
+            &["NETLEDGER_EVENT_BUFFER"],
+        ),
+        (
+            &["snapshot", "--no-setup", "--prune-after", "0"],
+            &[],
+            &["--prune-after"],
+        ),
+        (
+            &["snapshot", "--no-setup", "--lock-timeout", "400d"],
+            &[],
+            &["--lock-timeout"],
+        ),
+        (&["top", "--limit", "0"], &[], &["--limit", "1"]),
+    ];
+    for (args, env, want) in cases {
+        let mut cmd = ns.cmd(bin());
+        cmd.arg("--db").arg(&db).args(*args);
+        for (k, v) in *env {
+            cmd.env(k, v);
+        }
+        let o = output_within(cmd, limit);
+        assert_usage_error(&o, want);
+    }
+    assert!(
+        !db.exists(),
+        "a refused command must not create the database"
+    );
+}
+
+#[test]
+fn time_flags_and_environment_errors_are_usage_errors_naming_their_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("none.db");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(bin());
+        c.arg("--db").arg(&db).args(args).env_remove("NETLEDGER_DB");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let o = run(&["top", "--since", "bogus"], &[]);
+    assert_usage_error(&o, &["--since", "bogus", "24h"]);
+    let o = run(&["report", "--until", "soon"], &[]);
+    assert_usage_error(&o, &["--until", "soon"]);
+    let o = run(&["top", "--since", "-1h"], &[]);
+    assert_usage_error(&o, &["--since", "1h"]);
+    assert!(
+        !stderr(&o).contains("unexpected argument"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["export", "--since", "1h", "--until", "2h"], &[]);
+    assert_usage_error(&o, &["--until", "--since"]);
+    let o = run(&["log", "--since", "yesteryear"], &[]);
+    assert_usage_error(&o, &["--since"]);
+    let o = run(&["summary", "--date", "someday"], &[]);
+    assert_usage_error(&o, &["someday"]);
+    let o = run(&["top", "--since", "100000years"], &[]);
+    assert_usage_error(&o, &["--since", "100000years"]);
+
+    // Environment variables are named, not the flags they stand for.
+    let mut c = Command::new(bin());
+    let o = c.arg("top").env("NETLEDGER_DB", "").output().unwrap();
+    assert_usage_error(&o, &["NETLEDGER_DB"]);
+    assert!(!stderr(&o).contains("--db"), "{}", stderr(&o));
+    let o = run(&["config"], &[("NETLEDGER_LOCAL_NETWORKS", "bogus")]);
+    assert_usage_error(&o, &["NETLEDGER_LOCAL_NETWORKS", "bogus"]);
+    assert!(!stderr(&o).contains("--local-net"), "{}", stderr(&o));
+    let o = run(&["config"], &[("NETLEDGER_CONFIG", "")]);
+    assert_usage_error(&o, &["NETLEDGER_CONFIG"]);
+    let o = run(&["top"], &[("NETLEDGER_LOG", "info=loud=x")]);
+    assert_usage_error(&o, &["NETLEDGER_LOG", "info=loud=x"]);
+
+    // An invalid TZ is named instead of silently showing UTC; --utc does not need it.
+    let o = run(&["top", "--since", "today"], &[("TZ", "Bogus/Zone")]);
+    assert_usage_error(&o, &["TZ", "Bogus/Zone", "--utc"]);
+    for tz in [
+        "UTC",
+        "Europe/Berlin",
+        ":America/New_York",
+        "CET-1CEST,M3.5.0,M10.5.0/3",
+        "EST5",
+    ] {
+        let o = run(&["top", "--since", "today"], &[("TZ", tz)]);
+        assert_eq!(o.status.code(), Some(1), "TZ={tz}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("no database"),
+            "TZ={tz}: {}",
+            stderr(&o)
+        );
+    }
+    let o = run(
+        &["top", "--since", "today", "--utc"],
+        &[("TZ", "Bogus/Zone")],
+    );
+    assert!(stderr(&o).contains("no database"), "{}", stderr(&o));
+}
+
+#[test]
+fn local_networks_from_the_environment_are_blamed_on_the_variable() {
+    if !require_root("local_networks_from_the_environment_are_blamed_on_the_variable") {
+        return;
+    }
+    let ns = tracking_ns("nlbn");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("nl.db");
+    for cmd in ["snapshot", "run"] {
+        let mut c = ns.cmd(bin());
+        c.arg("--db")
+            .arg(&db)
+            .args([cmd, "--no-setup"])
+            .env("NETLEDGER_LOCAL_NETWORKS", "10.0.0.0/8,bogus");
+        let o = output_within(c, std::time::Duration::from_secs(20));
+        assert_usage_error(&o, &["NETLEDGER_LOCAL_NETWORKS", "bogus"]);
+        assert!(!stderr(&o).contains("--local-net"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn database_that_is_a_directory_is_named() {
+    if !require_root("database_that_is_a_directory_is_named") {
+        return;
+    }
+    let ns = tracking_ns("nlbd");
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["top"][..], &["snapshot", "--no-setup"]] {
+        let o = netledger(&ns, dir.path(), args);
+        assert_fails_with(&o, "is a directory");
+        let err = stderr(&o);
+        assert!(!err.contains("disk I/O error"), "{err}");
+        assert!(!err.contains("permission denied"), "{err}");
+    }
+}
+
+/// A read-only bind mount of a directory, unmounted on drop.
+struct ReadOnlyBind(std::path::PathBuf);
+
+impl Drop for ReadOnlyBind {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn database_on_a_read_only_mount_is_named() {
+    if !require_root("database_on_a_read_only_mount_is_named") {
+        return;
+    }
+    let ns = tracking_ns("nlbo");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("nl.db");
+    assert!(netledger(&ns, &db, &["snapshot", "--no-setup"])
+        .status
+        .success());
+    run(Command::new("mount")
+        .args(["--bind"])
+        .arg(dir.path())
+        .arg(dir.path()));
+    let _ro = ReadOnlyBind(dir.path().to_owned());
+    run(Command::new("mount")
+        .args(["-o", "remount,bind,ro"])
+        .arg(dir.path()));
+    for args in [&["top"][..], &["snapshot", "--no-setup"]] {
+        let o = netledger(&ns, &db, args);
+        assert_fails_with(&o, "read-only file system");
+        let err = stderr(&o);
+        assert!(!err.contains("as root"), "we are root: {err}");
+        assert!(!err.contains("permission denied"), "{err}");
+    }
+}
+
+#[test]
+fn database_behind_a_private_directory_is_not_missing() {
+    if !require_root("database_behind_a_private_directory_is_not_missing") {
+        return;
+    }
+    let ns = tracking_ns("nlbv");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    // The parent is created with mode 0750, as /var/lib/netledger is.
+    let db = dir.path().join("state/nl.db");
+    assert!(netledger(&ns, &db, &["snapshot", "--no-setup"])
+        .status
+        .success());
+    let user = TestUser::new("nlbv");
+    let o = user
+        .cmd(&ns, bin())
+        .arg("--db")
+        .arg(&db)
+        .arg("top")
+        .output()
+        .unwrap();
+    assert_fails_with(&o, "cannot read database");
+    assert!(!stderr(&o).contains("no database"), "{}", stderr(&o));
+}
+
+#[test]
+fn database_of_a_newer_schema_is_refused_with_the_fix() {
+    if !require_root("database_of_a_newer_schema_is_refused_with_the_fix") {
+        return;
+    }
+    let ns = tracking_ns("nlbs");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("nl.db");
+    assert!(netledger(&ns, &db, &["snapshot", "--no-setup"])
+        .status
+        .success());
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    for args in [&["top"][..], &["snapshot", "--no-setup"]] {
+        let o = netledger(&ns, &db, args);
+        assert_fails_with(&o, "schema version 99");
+        assert!(stderr(&o).contains("upgrade netledger"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn causes_are_not_repeated() {
+    if !require_root("causes_are_not_repeated") {
+        return;
+    }
+    let ns = tracking_ns("nlbu");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("nl.db");
+    assert!(netledger(&ns, &db, &["snapshot", "--no-setup"])
+        .status
+        .success());
+    let o = netledger(&ns, &db, &["top", "--names", "/nonexistent/names"]);
+    assert_fails_with(&o, "/nonexistent/names");
+    assert_eq!(
+        stderr(&o).matches("os error 2").count(),
+        1,
+        "{}",
+        stderr(&o)
+    );
+    // An unprivileged user cannot create a directory in root's private one.
+    let user = TestUser::new("nlbu");
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        private.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let o = user
+        .cmd(&ns, bin())
+        .arg("--db")
+        .arg(private.path().join("sub/nl.db"))
+        .args(["snapshot", "--no-setup"])
+        .output()
+        .unwrap();
+    assert_fails_with(&o, "Permission denied");
+    assert_eq!(
+        stderr(&o).matches("os error 13").count(),
+        1,
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn verbose_log_lines_are_for_people() {
+    if !require_root("verbose_log_lines_are_for_people") {
+        return;
+    }
+    let ns = tracking_ns("nlbg");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("nl.db");
+    for v in ["-v", "-vv"] {
+        let o = netledger(&ns, &db, &[v, "snapshot", "--no-setup"]);
+        let err = stderr(&o);
+        assert!(o.status.success(), "{err}");
+        assert!(err.contains("retention"), "the rollup is logged: {err}");
+        for line in err.lines() {
+            assert!(
+                !line.contains(" { ") && !line.contains("Stats"),
+                "a Rust debug struct in a log line: {line}"
+            );
+        }
+    }
+}

@@ -132,3 +132,93 @@ fn printed_settings_are_a_configuration_file() {
     assert_eq!(r.hourly, std::time::Duration::from_secs(30 * 86_400));
     assert_eq!(r.daily, None);
 }
+
+fn netledger_config(conf: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_netledger"));
+    c.arg("--config")
+        .arg(conf)
+        .arg("config")
+        .env_remove("NETLEDGER_DB")
+        .env_remove("NETLEDGER_LOCAL_NETWORKS")
+        .env_remove("NETLEDGER_NAMES");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// Every number and duration of the file has a range: out of it is a usage error (exit 2)
+/// in one line naming the key, the file and the range.
+#[test]
+fn out_of_range_keys_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("netledger.toml");
+    for (text, want) in [
+        ("interval = \"0s\"\n", ["interval", "1s"]),
+        ("interval = \"100ms\"\n", ["interval", "1s"]),
+        ("prune_after = 0\n", ["prune_after", "1"]),
+        ("prune_after = 4000000000\n", ["prune_after", "1000"]),
+        ("lock_timeout = \"1year\"\n", ["lock_timeout", "10m"]),
+        ("[retention]\nraw = \"1s\"\n", ["retention.raw", "1h"]),
+        (
+            "[retention]\nhourly_top = 1000000\n",
+            ["retention.hourly_top", "0"],
+        ),
+        (
+            "[retention]\nconnections = \"0s\"\n",
+            ["retention.connections", "1h"],
+        ),
+        (
+            "[retention]\ndaily = \"1000000years\"\n",
+            ["retention.daily", "forever"],
+        ),
+        ("interval = \"soon\"\n", ["interval", "line 1"]),
+        ("prune_after = -1\n", ["prune_after", "line 1"]),
+    ] {
+        std::fs::write(&conf, text).unwrap();
+        let o = netledger_config(&conf, &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{text:?}: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{text:?}: one line: {err}"
+        );
+        assert!(err.contains(&*conf.to_string_lossy()), "{text:?}: {err}");
+        for w in want {
+            assert!(err.contains(w), "{text:?}: stderr lacks {w:?}: {err}");
+        }
+    }
+}
+
+/// `config` shows what `snapshot`, `run` and the reports use: the environment over the file.
+#[test]
+fn config_shows_settings_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("netledger.toml");
+    std::fs::write(
+        &conf,
+        "local_networks = [\"10.0.0.0/8\"]\nnames = \"/file/names\"\n",
+    )
+    .unwrap();
+    let o = netledger_config(
+        &conf,
+        &[
+            ("NETLEDGER_LOCAL_NETWORKS", "198.51.100.0/24,2001:db8::/32"),
+            ("NETLEDGER_NAMES", "/env/names"),
+            ("NETLEDGER_DB", "/env.db"),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let c = netledger::config::FileConfig::parse(&text, Path::new("printed")).unwrap();
+    assert_eq!(
+        c.local_networks,
+        Some(vec![
+            "198.51.100.0/24".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap()
+        ])
+    );
+    assert_eq!(c.names.as_deref(), Some(Path::new("/env/names")));
+    assert_eq!(c.db.as_deref(), Some(Path::new("/env.db")));
+}

@@ -499,7 +499,7 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__setup)
-            opts="-v -q -h -V --db --config --verbose --quiet --help --version"
+            opts="-v -q -h -V --undo --db --config --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

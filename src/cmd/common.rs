@@ -4,6 +4,7 @@
 use anyhow::{bail, Result};
 
 use crate::cli::Cli;
+use crate::config::ConfigError;
 use crate::store::{OpenOptions, Store};
 use crate::timespec::parse_time;
 
@@ -19,19 +20,26 @@ pub fn open_for_reading(cli: &Cli) -> Result<Store> {
     )?)
 }
 
-/// `[since, until)` in epoch seconds from the command line.
+/// `[since, until)` in epoch seconds from the command line. A value that does not read,
+/// or an empty period, is a usage error naming the flag.
 pub fn bounds(since: &str, until: Option<&str>, utc: bool) -> Result<(i64, i64)> {
     let now = chrono::Utc::now();
-    let since = parse_time(since, now, utc)?;
-    let until = match until {
-        Some(u) => parse_time(u, now, utc)?,
+    let time =
+        |flag, spec| parse_time(spec, now, utc).map_err(|error| ConfigError::Time { flag, error });
+    let start = time("--since", since)?;
+    let end = match until {
+        Some(u) => time("--until", u)?,
         // Rows carry their pass's start second: include the current one.
         None => now.timestamp() + 1,
     };
-    if until <= since {
-        bail!("--until must be later than --since");
+    if end <= start {
+        return Err(ConfigError::EmptyPeriod {
+            since: since.to_owned(),
+            until: until.unwrap_or("now").to_owned(),
+        }
+        .into());
     }
-    Ok((since, until))
+    Ok((start, end))
 }
 
 /// A user given by name or uid: names are looked up in the database first (accounts

@@ -18,14 +18,16 @@ pub fn run(cli: &Cli, args: &ConfigArgs) -> Result<()> {
     // The built-in defaults are the documented file's values, so they cannot drift apart.
     let d = FileConfig::parse(DEFAULT_TOML, Path::new("(built-in defaults)"))?;
     let f = &cli.file;
-    let nets = f
+    let e = &cli.env;
+    let nets = e
         .local_networks
         .as_ref()
+        .or(f.local_networks.as_ref())
         .or(d.local_networks.as_ref())
         .map(|v| v.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>())
         .unwrap_or_default()
         .join(", ");
-    let names = f.names.as_ref().or(d.names.as_ref());
+    let names = e.names.as_ref().or(f.names.as_ref()).or(d.names.as_ref());
     let dur = |v: Option<std::time::Duration>| v.map(short_duration).unwrap_or_default();
     let retention = f.retention().map_err(anyhow::Error::msg)?;
     writeln!(

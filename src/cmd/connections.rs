@@ -117,7 +117,12 @@ pub fn run(cli: &Cli, args: &ConnectionsArgs) -> Result<()> {
         }),
         (None, _) => None,
     };
-    let nets = match &cli.file.local_networks {
+    let nets = match cli
+        .env
+        .local_networks
+        .as_ref()
+        .or(cli.file.local_networks.as_ref())
+    {
         Some(n) => LocalNets::new(n.iter().copied()),
         None => LocalNets::defaults(),
     };

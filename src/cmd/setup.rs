@@ -1,14 +1,30 @@
-//! `netledger setup`: make conntrack track and count in this network namespace.
+//! `netledger setup`: make conntrack track and count in this network namespace, or undo
+//! that (`--undo`).
 
 use std::path::Path;
 
 use anyhow::Result;
 
+use crate::cli::SetupArgs;
 use crate::prereq;
 
-/// Apply the prerequisites and say what changed.
-pub fn run() -> Result<()> {
-    let changes = prereq::setup(Path::new("/proc"))?;
+/// Apply (or undo) the prerequisites and say what changed.
+pub fn run(args: &SetupArgs) -> Result<()> {
+    let proc_root = Path::new("/proc");
+    if args.undo {
+        let done = prereq::undo(proc_root)?;
+        if done.is_empty() {
+            eprintln!(
+                "netledger: nothing to undo: no table inet netledger, and no sysctl changed by \
+                 netledger in this network namespace"
+            );
+        }
+        for d in done {
+            eprintln!("netledger: {d}");
+        }
+        return Ok(());
+    }
+    let changes = prereq::setup(proc_root)?;
     if changes.is_empty() {
         eprintln!("netledger: already set up (accounting on, table inet netledger present)");
     }

@@ -63,6 +63,6 @@ pub fn run(cli: &Cli, args: &SnapshotArgs) -> Result<()> {
     }
     let retention = cli.file.retention().map_err(anyhow::Error::msg)?;
     let rolled = store.roll_up(outcome.record.started_at, &retention, ROLLUP_BUDGET)?;
-    tracing::info!(?rolled, "retention");
+    tracing::info!("retention: {rolled}");
     Ok(())
 }

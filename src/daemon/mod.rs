@@ -217,7 +217,7 @@ impl Writer {
                     .store
                     .roll_up(o.record.started_at, &self.cfg.retention, ROLLUP_BUDGET)
                 {
-                    Ok(rolled) => debug!(?rolled, "retention"),
+                    Ok(rolled) => debug!("retention: {rolled}"),
                     Err(e) => {
                         warn!("rolling up old usage rows failed: {e}; retried after the next pass")
                     }

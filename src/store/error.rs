@@ -43,7 +43,12 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// Written by a newer netledger.
-    #[error("database {path} has schema version {version}, newer than this netledger knows")]
+    #[error(
+        "database {path} has schema version {version}, newer than this netledger knows ({}): \
+         it was written by a newer netledger; upgrade netledger to read or write it, or pass \
+         --db",
+        super::MIGRATIONS.len()
+    )]
     TooNew {
         /// The database path.
         path: PathBuf,
@@ -59,6 +64,25 @@ pub enum StoreError {
         /// The database path.
         path: PathBuf,
     },
+    /// The path is a directory.
+    #[error(
+        "{path} is a directory, not a database file: pass --db with a file name, such as \
+         {path}/netledger.db"
+    )]
+    IsDirectory {
+        /// The database path.
+        path: PathBuf,
+    },
+    /// The file system holding the database is mounted read-only.
+    #[error(
+        "database {path} is on a read-only file system (even reading a database in WAL mode \
+         creates {path}-shm beside it): remount it read-write, or copy the database to a \
+         writable directory and pass --db"
+    )]
+    ReadOnlyFs {
+        /// The database path.
+        path: PathBuf,
+    },
     /// The disk (or quota) is full.
     #[error("database {path}: disk full; this pass was rolled back and will be recounted")]
     DiskFull {
@@ -67,7 +91,7 @@ pub enum StoreError {
     },
     /// No permission to open or write the file or its directory.
     #[error(
-        "cannot write database {path}: permission denied or read-only \
+        "cannot write database {path}: permission denied \
          (run as the database's owner, usually root, or pass --db)"
     )]
     ReadOnly {
@@ -158,6 +182,10 @@ impl StoreError {
     /// Classify an SQLite error so the message can name the fix.
     pub fn from_sqlite(path: &std::path::Path, e: rusqlite::Error) -> StoreError {
         let path = path.to_owned();
+        // SQLite reports a directory as an I/O error (reading) or as unopenable (writing).
+        if path.is_dir() {
+            return StoreError::IsDirectory { path };
+        }
         match e.sqlite_error_code() {
             Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
                 StoreError::Corrupt { path }
@@ -171,6 +199,13 @@ impl StoreError {
             Some(ErrorCode::SystemIoFailure) if no_space_left(&path) => {
                 StoreError::DiskFull { path }
             }
+            // Not a permission: no user may write there.
+            Some(
+                ErrorCode::ReadOnly
+                | ErrorCode::CannotOpen
+                | ErrorCode::PermissionDenied
+                | ErrorCode::SystemIoFailure,
+            ) if read_only_fs(&path) => StoreError::ReadOnlyFs { path },
             Some(ErrorCode::ReadOnly)
             | Some(ErrorCode::CannotOpen)
             | Some(ErrorCode::PermissionDenied) => StoreError::ReadOnly { path },
@@ -179,22 +214,50 @@ impl StoreError {
     }
 }
 
-/// Whether the file system holding `db` has no block left for an unprivileged writer
-/// (or for root, when running as root).
-fn no_space_left(db: &std::path::Path) -> bool {
+/// Whether the database exists. A directory on the way that this user may not search is
+/// a permission error, not a missing database (reports used to say "run snapshot first").
+pub(super) fn exists(path: &std::path::Path, read_only: bool) -> Result<bool, StoreError> {
+    match std::fs::metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let path = path.to_owned();
+            Err(if read_only {
+                StoreError::Unreadable { path }
+            } else {
+                StoreError::ReadOnly { path }
+            })
+        }
+        Err(_) => Ok(false),
+    }
+}
+
+/// `statvfs` of the directory holding `db`.
+fn statvfs_dir(db: &std::path::Path) -> Option<libc::statvfs> {
     use std::os::unix::ffi::OsStrExt;
     let dir = db
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     // SAFETY: statvfs fills the zeroed struct; `c` is a valid NUL-terminated path.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return false;
+        return None;
     }
+    Some(st)
+}
+
+/// Whether the file system holding `db` is mounted read-only.
+fn read_only_fs(db: &std::path::Path) -> bool {
+    statvfs_dir(db).is_some_and(|st| st.f_flag & libc::ST_RDONLY != 0)
+}
+
+/// Whether the file system holding `db` has no block left for an unprivileged writer
+/// (or for root, when running as root).
+fn no_space_left(db: &std::path::Path) -> bool {
+    let Some(st) = statvfs_dir(db) else {
+        return false;
+    };
     // SAFETY: geteuid has no preconditions.
     let free = if unsafe { libc::geteuid() } == 0 {
         st.f_bfree

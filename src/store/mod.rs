@@ -115,7 +115,7 @@ pub struct Store {
 impl Store {
     /// Open (and, unless read-only, create and migrate) the database at `path`.
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<Store, StoreError> {
-        let exists = path.exists();
+        let exists = error::exists(path, opts.read_only)?;
         if !exists && (opts.read_only || !opts.create) {
             return Err(StoreError::Missing {
                 path: path.to_owned(),
@@ -192,6 +192,11 @@ impl Store {
         } else if version == 0 {
             return Err(StoreError::NotOurs {
                 path: path.to_owned(),
+            });
+        } else if version > MIGRATIONS.len() as i64 {
+            return Err(StoreError::TooNew {
+                path: path.to_owned(),
+                version,
             });
         }
         let schema = if opts.read_only {

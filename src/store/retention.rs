@@ -66,6 +66,32 @@ pub struct RollupStats {
     pub behind: bool,
 }
 
+impl std::fmt::Display for RollupStats {
+    /// For the log: what moved, in words (`retention: nothing to roll up`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = [
+            (self.raw_rows, "raw rows rolled into hours"),
+            (self.hourly_rows, "hourly rows rolled into days"),
+            (self.daily_dropped, "daily rows dropped"),
+            (self.passes_dropped, "pass records dropped"),
+            (self.connections_dropped, "logged connections dropped"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        if parts.is_empty() {
+            f.write_str("nothing to roll up")?;
+        } else {
+            f.write_str(&parts.join(", "))?;
+        }
+        if self.behind {
+            f.write_str("; more is due, rolled up after the next passes")?;
+        }
+        Ok(())
+    }
+}
+
 fn floor(t: i64, unit: i64) -> i64 {
     t.div_euclid(unit) * unit
 }

@@ -96,6 +96,14 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        // Drop the values `netledger setup` kept for this namespace in /run (no-op when it
+        // never ran here).
+        let _ = self
+            .cmd(bin())
+            .args(["setup", "--undo"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
