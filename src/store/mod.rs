@@ -21,6 +21,7 @@ mod error;
 pub mod lock;
 pub mod query;
 pub mod retention;
+pub mod totals;
 
 use std::collections::HashMap;
 use std::fs;
@@ -47,6 +48,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_connections.sql"),
     include_str!("../../migrations/0004_rollups.sql"),
     include_str!("../../migrations/0005_raw_buckets.sql"),
+    include_str!("../../migrations/0006_usage_totals.sql"),
 ];
 
 /// The first schema with the compact usage tables (`0005_raw_buckets.sql`); reports on an
@@ -110,6 +112,8 @@ pub struct Store {
     schema: i64,
     /// A writer's lock, held while the store is open (`None` when read-only).
     _lock: Option<WriterLock>,
+    /// Whether reports may read the per-user totals (see [`totals`]).
+    use_totals: bool,
 }
 
 impl Store {
@@ -210,6 +214,7 @@ impl Store {
             pause_before_commit: None,
             schema,
             _lock: lock,
+            use_totals: true,
         })
     }
 
@@ -443,7 +448,7 @@ fn write_usage(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Result<(
             t.tx_packets as i64,
         ])?;
     }
-    Ok(())
+    totals::add(tx, ts, plan)
 }
 
 /// Names stored once and referred to by id (`programs`, `remotes`), with a cache that

@@ -3,6 +3,7 @@
 use rusqlite::types::{Null, Value};
 use rusqlite::{params, params_from_iter, OptionalExtension};
 
+use super::totals::{ranges_sql, Split};
 use super::{Store, StoreError};
 use crate::account::Traffic;
 
@@ -271,10 +272,15 @@ pub struct UsageRecord {
 /// The SQL expression that labels a row's period, in local time unless `utc`.
 /// SQLite's `localtime` follows the process's time zone (TZ), DST included.
 fn period_expr(period: Period, utc: bool) -> String {
+    period_of("u.ts", period, utc)
+}
+
+/// The label of the period holding the instant `col` (an SQL expression).
+fn period_of(col: &str, period: Period, utc: bool) -> String {
     let t = if utc {
-        "u.ts, 'unixepoch'"
+        format!("{col}, 'unixepoch'")
     } else {
-        "u.ts, 'unixepoch', 'localtime'"
+        format!("{col}, 'unixepoch', 'localtime'")
     };
     match period {
         Period::Hour => format!("strftime('%Y-%m-%d %H:00', {t})"),
@@ -298,7 +304,13 @@ impl Store {
             col(By::Port, "port"),
         );
         let user_filter = if q.uid.is_some() { "AND uid = ?4" } else { "" };
-        let (cte, joins, pname, rname) = (src.cte, src.joins, src.program, src.remote);
+        let by_user_only = q.by.iter().all(|b| *b == By::User);
+        let fast = match by_user_only {
+            true => self.totals_cte(q.since, q.until, None)?,
+            false => None,
+        };
+        let cte = fast.as_deref().unwrap_or(src.cte);
+        let (joins, pname, rname) = (src.joins, src.program, src.remote);
         let sql = format!(
             "WITH {cte}
              SELECT nullif(g.uid, -1), n.name, {pname}, {rname}, g.k3, g.k4, g.reasons,
@@ -330,7 +342,7 @@ impl Store {
                     remote: r.get(3)?,
                     protocol: r.get(4)?,
                     port: r.get(5)?,
-                    reason: r.get(6)?,
+                    reason: r.get::<_, Option<String>>(6)?.map(sorted_list),
                     traffic: traffic_at(r, 7)?,
                 })
             })
@@ -346,10 +358,7 @@ impl Store {
             })
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!(
-            "WITH {} SELECT {sums} FROM c WHERE true {user_filter}",
-            src.cte
-        );
+        let sql = format!("WITH {cte} SELECT {sums} FROM c WHERE true {user_filter}");
         let uid = q.uid.map(i64::from);
         let totals =
             |r: &rusqlite::Row| Ok((traffic_at(r, 0)?, traffic_at(r, 4)?, traffic_at(r, 8)?));
@@ -406,6 +415,64 @@ impl Store {
         Ok(c)
     }
 
+    /// The CTE `c` of a report of `[since, until)` read from the per-user totals (see
+    /// [`super::totals`]) — whole days from the day totals, whole hours from the hour
+    /// totals, the edges from the detail — or `None` when the totals do not cover the
+    /// period yet. It holds the same traffic per row time as the detail path, so a report
+    /// is the same either way. With `labels`, a day total is used only for days whose every
+    /// instant falls in one period (`report`); other days come from their hours.
+    fn totals_cte(
+        &self,
+        since: i64,
+        until: i64,
+        labels: Option<(Period, bool)>,
+    ) -> Result<Option<String>, StoreError> {
+        // The detail path reads every stored row the period overlaps: the same rows as
+        // those whose time is in [covered since, until).
+        let start = self.covered(since, until, i64::MAX)?.since;
+        if !self.totals_cover(start)? {
+            return Ok(None);
+        }
+        let split = Split::new(start, until);
+        let (d1, d2) = split.days;
+        let one_label = match labels {
+            Some((period, utc)) => format!(
+                "{} = {}",
+                period_of("ts", period, utc),
+                period_of("ts + 86399", period, utc)
+            ),
+            None => "1".into(),
+        };
+        let day_of_hour_in_days = match labels {
+            Some((period, utc)) => format!(
+                "OR (ts >= {d1} AND ts < {d2} AND {} <> {})",
+                period_of("ts - ts % 86400", period, utc),
+                period_of("ts - ts % 86400 + 86399", period, utc)
+            ),
+            None => String::new(),
+        };
+        let hours = ranges_sql(&split.hours);
+        let detail = ranges_sql(&split.detail);
+        let columns = "ts, uid, kind, reason, program, remote, protocol, port,
+                       rx_bytes, tx_bytes, rx_packets, tx_packets";
+        let totals = "ts, uid, kind, reason, NULL, NULL, NULL, NULL,
+                      rx_bytes, tx_bytes, rx_packets, tx_packets";
+        // `?2 >= ?1` names the period's parameters, which the callers bind.
+        Ok(Some(format!(
+            "c AS (
+               SELECT {totals} FROM usage_totals
+               WHERE granularity = 86400 AND ts >= {d1} AND ts < {d2} AND {one_label}
+                 AND ?2 >= ?1
+               UNION ALL
+               SELECT {totals} FROM usage_totals
+               WHERE granularity = 3600 AND ({hours} {day_of_hour_in_days})
+               UNION ALL
+               SELECT {columns} FROM usage_raw WHERE {detail}
+               UNION ALL
+               SELECT {columns} FROM usage_tiers WHERE {detail})"
+        )))
+    }
+
     fn source(&self) -> &'static Source {
         if self.schema >= super::COMPACT_SCHEMA {
             &COMPACT
@@ -425,7 +492,13 @@ impl Store {
     ) -> Result<Vec<PeriodRow>, StoreError> {
         let p = period_expr(period, utc);
         let filter = if uid.is_some() { "AND u.uid = ?3" } else { "" };
-        let cte = self.source().cte;
+        // An hour's total carries one label only where every instant of the hour has the
+        // hour's label: periods of whole local hours (a time zone offset of whole hours).
+        let fast = match utc || whole_hour_offsets(since, until) {
+            true => self.totals_cte(since, until, Some((period, utc)))?,
+            false => None,
+        };
+        let cte = fast.as_deref().unwrap_or(self.source().cte);
         let sql = format!(
             "WITH {cte}
              SELECT {p} AS period, nullif(u.uid, -1), n.name,
@@ -499,6 +572,25 @@ impl Store {
             .optional()
             .map_err(|e| self.wrap(e))
     }
+}
+
+/// A comma-separated list in sorted order (SQLite's `group_concat` follows row order).
+fn sorted_list(list: String) -> String {
+    let mut items: Vec<&str> = list.split(',').collect();
+    items.sort_unstable();
+    items.join(",")
+}
+
+/// Whether the local time zone's offset is a whole number of hours at both ends of the
+/// period (every zone's but India's, Nepal's, parts of Australia's and a few more).
+fn whole_hour_offsets(since: i64, until: i64) -> bool {
+    use chrono::{Local, Offset, TimeZone};
+    [since, until]
+        .iter()
+        .all(|t| match Local.timestamp_opt(*t, 0) {
+            chrono::LocalResult::Single(d) => d.offset().fix().local_minus_utc() % 3600 == 0,
+            _ => false,
+        })
 }
 
 fn traffic_at(r: &rusqlite::Row, i: usize) -> rusqlite::Result<Traffic> {

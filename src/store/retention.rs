@@ -62,9 +62,15 @@ pub struct RollupStats {
     pub passes_dropped: u64,
     /// Logged connections dropped past their retention.
     pub connections_dropped: u64,
+    /// Days whose per-user totals were filled in from the detail (an older database).
+    pub totals_days: u32,
     /// Whether rows past their retention remain (the budget ran out).
     pub behind: bool,
 }
+
+/// Days of per-user totals one rollup fills in from the detail of an older database (a
+/// busy day's raw rows take about a second).
+const TOTALS_DAYS_PER_ROLLUP: u32 = 2;
 
 impl std::fmt::Display for RollupStats {
     /// For the log: what moved, in words (`retention: nothing to roll up`).
@@ -75,6 +81,10 @@ impl std::fmt::Display for RollupStats {
             (self.daily_dropped, "daily rows dropped"),
             (self.passes_dropped, "pass records dropped"),
             (self.connections_dropped, "logged connections dropped"),
+            (
+                u64::from(self.totals_days),
+                "days of per-user totals filled in",
+            ),
         ]
         .into_iter()
         .filter(|(n, _)| *n > 0)
@@ -157,6 +167,7 @@ impl Store {
                 "DELETE FROM usage_raw WHERE ts >= ?1 AND ts < ?2",
                 hour,
                 hour + HOUR,
+                &[],
             )?;
         }
         // Hourly → daily, one whole UTC day per transaction.
@@ -186,18 +197,38 @@ impl Store {
                 "DELETE FROM usage_tiers WHERE granularity = 3600 AND ts >= ?1 AND ts < ?2",
                 day,
                 day + DAY,
+                // The day's rows now all date from its start: so do its hour totals
+                // (store::totals keeps them equal to the rows by row time).
+                &[
+                    concat!(
+                        "INSERT INTO usage_totals (granularity, ts, uid, kind, reason,
+                             rx_bytes, tx_bytes, rx_packets, tx_packets)
+                         SELECT 3600, ?1, uid, kind, reason, sum(rx_bytes), sum(tx_bytes),
+                                sum(rx_packets), sum(tx_packets)
+                         FROM usage_totals WHERE granularity = 3600 AND ts > ?1 AND ts < ?2
+                         GROUP BY uid, kind, reason
+                         ON CONFLICT",
+                        add_counters!()
+                    ),
+                    "DELETE FROM usage_totals WHERE granularity = 3600 AND ts > ?1 AND ts < ?2",
+                ],
             )?;
         }
         st.behind = st.raw_rows + st.hourly_rows >= budget;
+        // Totals of a database older than them, a few days per pass.
+        st.totals_days = self.backfill_totals(TOTALS_DAYS_PER_ROLLUP)?;
+        st.behind |= st.totals_days == TOTALS_DAYS_PER_ROLLUP;
         let wrap = |e| StoreError::from_sqlite(self.path(), e);
         if let Some(keep) = r.daily {
+            let cutoff = floor(now - keep.as_secs() as i64, DAY);
             st.daily_dropped = self
                 .conn
                 .execute(
                     "DELETE FROM usage_tiers WHERE granularity = 86400 AND ts < ?1",
-                    [floor(now - keep.as_secs() as i64, DAY)],
+                    [cutoff],
                 )
                 .map_err(wrap)? as u64;
+            self.drop_totals_before(cutoff)?;
         }
         // Pass records explain recent usage; their totals live on in the rows. Those of
         // raw rows the budget has not rolled up yet stay.
@@ -251,6 +282,7 @@ impl Store {
         delete: &str,
         from: i64,
         to: i64,
+        then: &[&str],
     ) -> Result<u64, StoreError> {
         let path = self.path.clone();
         let wrap = |e| StoreError::from_sqlite(&path, e);
@@ -260,6 +292,9 @@ impl Store {
             .map_err(wrap)?;
         tx.execute(insert, insert_params).map_err(wrap)?;
         let moved = tx.execute(delete, params![from, to]).map_err(wrap)?;
+        for sql in then {
+            tx.execute(sql, params![from, to]).map_err(wrap)?;
+        }
         tx.commit().map_err(wrap)?;
         Ok(moved as u64)
     }

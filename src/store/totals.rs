@@ -1,0 +1,463 @@
+//! Per-user totals per UTC hour and day (`usage_totals`, migration 0006): what lets `top`
+//! and `report` answer over a year in milliseconds instead of summing millions of detail
+//! rows.
+//!
+//! Invariant: for every usage row of any tier with time `ts`, the hour total at
+//! `ts − ts % 3600` and the day total at `ts − ts % 86400` (same uid, kind and reason)
+//! include its counters — no more, no less. Passes and daemon flushes add to the totals in
+//! the transaction that writes their usage rows ([`add`]); rollups keep every row's hour
+//! and day, so they need not touch them; retention drops totals with the detail they sum.
+//! A database that had usage before the totals existed gets them from its detail a day at
+//! a time, newest first ([`Store::backfill_totals`]); `before` marks how far that got.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, OptionalExtension, Transaction};
+
+use super::{Store, StoreError};
+use crate::account::{Kind, PassPlan, Traffic};
+
+/// The schema that has the totals (`0006_usage_totals.sql`).
+pub const TOTALS_SCHEMA: i64 = 6;
+
+const HOUR: i64 = 3600;
+const DAY: i64 = 86_400;
+
+/// Add a pass's (or a flush's) usage, dated `ts`, to the totals of its hour and day.
+/// Inside the transaction that writes the usage rows.
+pub(super) fn add(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Result<()> {
+    // Rows older than the backfill's progress will be summed from the detail by it.
+    if backfill_before(tx)?.is_some_and(|before| ts < before) {
+        return Ok(());
+    }
+    let mut sums: BTreeMap<(i64, i64, &str), Traffic> = BTreeMap::new();
+    for (k, t) in &plan.usage {
+        let kind = match k.kind {
+            Kind::User => 0,
+            Kind::Unattributed => 1,
+            Kind::Excluded => 2,
+        };
+        let key = (
+            k.uid.map_or(-1, i64::from),
+            kind,
+            k.reason.map_or("", |r| r.as_str()),
+        );
+        sums.entry(key).or_default().add(t);
+    }
+    let mut stmt = tx.prepare_cached(concat!(
+        "INSERT INTO usage_totals (granularity, ts, uid, kind, reason,
+            rx_bytes, tx_bytes, rx_packets, tx_packets)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (granularity, ts, uid, kind, reason)",
+        add_counters!()
+    ))?;
+    for ((uid, kind, reason), t) in &sums {
+        for g in [HOUR, DAY] {
+            stmt.execute(params![
+                g,
+                ts - ts.rem_euclid(g),
+                uid,
+                kind,
+                reason,
+                t.rx_bytes as i64,
+                t.tx_bytes as i64,
+                t.rx_packets as i64,
+                t.tx_packets as i64,
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// Where the backfill stands: totals are complete for `ts >= before`; `None` when they
+/// are complete.
+fn backfill_before(conn: &rusqlite::Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT before FROM usage_totals_backfill WHERE id = 0",
+        [],
+        |r| r.get(0),
+    )
+    .optional()
+    .map(Option::flatten)
+}
+
+impl Store {
+    /// Whether the totals hold every row from `since` on (and the schema has them).
+    pub(super) fn totals_cover(&self, since: i64) -> Result<bool, StoreError> {
+        if self.schema < TOTALS_SCHEMA || !self.use_totals {
+            return Ok(false);
+        }
+        let before = backfill_before(&self.conn).map_err(|e| self.wrap(e))?;
+        Ok(before.is_none_or(|b| since >= b))
+    }
+
+    /// Read reports from the detail rows only, as before the totals existed (tests and
+    /// benchmarks compare the two).
+    pub fn set_use_totals(&mut self, on: bool) {
+        self.use_totals = on;
+    }
+
+    /// Fill in the totals of up to `days` more days (with usage) from the detail, newest
+    /// first, one day per transaction. Returns the days done; 0 when complete.
+    pub fn backfill_totals(&mut self, days: u32) -> Result<u32, StoreError> {
+        if self.schema < TOTALS_SCHEMA {
+            return Ok(0);
+        }
+        let path = self.path.clone();
+        let wrap = |e| StoreError::from_sqlite(&path, e);
+        let mut done = 0;
+        while done < days {
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(wrap)?;
+            let Some(before) = backfill_before(&tx).map_err(wrap)? else {
+                break;
+            };
+            let newest: Option<i64> = tx
+                .query_row(
+                    "SELECT max(t) FROM (SELECT max(ts) AS t FROM usage_raw WHERE ts < ?1
+                                         UNION ALL
+                                         SELECT max(ts) FROM usage_tiers WHERE ts < ?1)",
+                    [before],
+                    |r| r.get(0),
+                )
+                .map_err(wrap)?;
+            let from = newest.map(|t| t - t.rem_euclid(DAY));
+            if let Some(from) = from {
+                tx.execute(
+                    "INSERT INTO usage_totals
+                     SELECT g, ts - ts % g AS t, uid, kind, reason,
+                            sum(rx_bytes), sum(tx_bytes), sum(rx_packets), sum(tx_packets)
+                     FROM (SELECT ts, uid, kind, reason, rx_bytes, tx_bytes, rx_packets,
+                                  tx_packets
+                           FROM usage_raw WHERE ts >= ?1 AND ts < ?2
+                           UNION ALL
+                           SELECT ts, uid, kind, reason, rx_bytes, tx_bytes, rx_packets,
+                                  tx_packets
+                           FROM usage_tiers WHERE ts >= ?1 AND ts < ?2),
+                          (SELECT 3600 AS g UNION ALL SELECT 86400)
+                     GROUP BY g, t, uid, kind, reason",
+                    params![from, before],
+                )
+                .map_err(wrap)?;
+            }
+            tx.execute(
+                "UPDATE usage_totals_backfill SET before = ?1 WHERE id = 0",
+                [from],
+            )
+            .map_err(wrap)?;
+            tx.commit().map_err(wrap)?;
+            if from.is_none() {
+                break;
+            }
+            done += 1;
+        }
+        Ok(done)
+    }
+
+    /// Drop the totals older than `cutoff` (the daily tier's retention drops their detail).
+    pub(super) fn drop_totals_before(&self, cutoff: i64) -> Result<u64, StoreError> {
+        if self.schema < TOTALS_SCHEMA {
+            return Ok(0);
+        }
+        self.conn
+            .execute(
+                "DELETE FROM usage_totals WHERE granularity IN (3600, 86400) AND ts < ?1",
+                [cutoff],
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.wrap(e))
+    }
+}
+
+/// How a report's window `[since, until)` (already widened to whole stored rows) splits
+/// between the totals and the detail: whole UTC days from day totals, whole hours from
+/// hour totals, and what is left at the edges (less than an hour each) from the detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Split {
+    /// Whole days `[from, to)` (empty when `from >= to`).
+    pub days: (i64, i64),
+    /// Whole hours outside those days.
+    pub hours: Vec<(i64, i64)>,
+    /// The edges, from the detail rows.
+    pub detail: Vec<(i64, i64)>,
+}
+
+fn ceil(t: i64, step: i64) -> i64 {
+    t + (step - t.rem_euclid(step)) % step
+}
+
+fn floor(t: i64, step: i64) -> i64 {
+    t - t.rem_euclid(step)
+}
+
+impl Split {
+    pub(super) fn new(since: i64, until: i64) -> Split {
+        let (h1, h2) = (ceil(since, HOUR), floor(until, HOUR));
+        if h1 >= h2 {
+            return Split {
+                days: (0, 0),
+                hours: vec![],
+                detail: vec![(since, until)],
+            };
+        }
+        let (d1, d2) = (ceil(h1, DAY), floor(h2, DAY));
+        let (days, hours) = if d1 < d2 {
+            ((d1, d2), vec![(h1, d1), (d2, h2)])
+        } else {
+            ((0, 0), vec![(h1, h2)])
+        };
+        Split {
+            days,
+            hours: hours.into_iter().filter(|(a, b)| a < b).collect(),
+            detail: [(since, h1), (h2, until)]
+                .into_iter()
+                .filter(|(a, b)| a < b)
+                .collect(),
+        }
+    }
+}
+
+/// `(ts >= a AND ts < b) OR …` over `ranges`; `false` when there are none.
+pub(super) fn ranges_sql(ranges: &[(i64, i64)]) -> String {
+    if ranges.is_empty() {
+        return "0".into();
+    }
+    ranges
+        .iter()
+        .map(|(a, b)| format!("(ts >= {a} AND ts < {b})"))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::UsageKey;
+    use crate::attribute::{Direction, Reason};
+    use crate::store::connections::EventWrite;
+    use crate::store::query::{By, Period, TopQuery};
+    use crate::store::retention::Retention;
+    use crate::store::{OpenOptions, PassRecord};
+    use std::time::Duration;
+
+    const T0: i64 = 1_767_225_600; // 2026-01-01T00:00Z
+
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    fn random_plan(rng: &mut Rng) -> PassPlan {
+        let mut plan = PassPlan::default();
+        for _ in 0..1 + rng.below(6) {
+            let kind = [Kind::User, Kind::Unattributed, Kind::Excluded][rng.below(3) as usize];
+            let reasons = [Reason::NoSocket, Reason::Forwarded, Reason::Protocol];
+            let key = UsageKey {
+                kind,
+                uid: (kind != Kind::Unattributed).then(|| 1000 + rng.below(4) as u32),
+                program: Some(format!("p{}", rng.below(3))),
+                reason: (kind == Kind::Unattributed).then(|| reasons[rng.below(3) as usize]),
+                protocol: 6,
+                direction: Some([Direction::Out, Direction::In][rng.below(2) as usize]),
+                remote: format!("198.51.100.{}", rng.below(20)).parse().unwrap(),
+                port: [443, 80, 22][rng.below(3) as usize],
+            };
+            let t = Traffic {
+                rx_bytes: rng.below(1_000_000),
+                tx_bytes: rng.below(100_000),
+                rx_packets: rng.below(1000),
+                tx_packets: rng.below(100),
+            };
+            plan.usage.entry(key).or_default().add(&t);
+        }
+        plan
+    }
+
+    /// Rows of the detail summed per hour and day, that the totals do not hold as they are
+    /// (and totals rows the detail does not explain).
+    fn mismatches(store: &Store) -> i64 {
+        let sums = "SELECT g, ts - ts % g AS t, uid, kind, reason, sum(rx_bytes),
+                           sum(tx_bytes), sum(rx_packets), sum(tx_packets)
+                    FROM (SELECT ts, uid, kind, reason, rx_bytes, tx_bytes, rx_packets,
+                                 tx_packets FROM usage_raw
+                          UNION ALL
+                          SELECT ts, uid, kind, reason, rx_bytes, tx_bytes, rx_packets,
+                                 tx_packets FROM usage_tiers),
+                         (SELECT 3600 AS g UNION ALL SELECT 86400)
+                    GROUP BY g, t, uid, kind, reason";
+        let sql = format!(
+            "SELECT (SELECT count(*) FROM ({sums} EXCEPT SELECT * FROM usage_totals))
+                  + (SELECT count(*) FROM (SELECT * FROM usage_totals EXCEPT {sums}))"
+        );
+        store.conn().query_row(&sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// Ten days of passes and daemon flushes with rollups in between (raw kept 2 days,
+    /// hourly 5, daily 9: every tier and the daily drop happen).
+    fn busy_store(dir: &std::path::Path) -> Store {
+        let mut store = Store::open(&dir.join("t.db"), &OpenOptions::default()).unwrap();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let r = Retention {
+            raw: Duration::from_secs(2 * DAY as u64),
+            hourly: Duration::from_secs(5 * DAY as u64),
+            daily: Some(Duration::from_secs(9 * DAY as u64)),
+            ..Retention::default()
+        };
+        for step in 0..720 {
+            let ts = T0 + step * 1200 + rng.below(1200) as i64;
+            let plan = random_plan(&mut rng);
+            let record = PassRecord {
+                started_at: ts,
+                mode: "run",
+                ..PassRecord::default()
+            };
+            if step % 3 == 0 {
+                store
+                    .write_events(&[], |_| EventWrite {
+                        record,
+                        plan,
+                        users: vec![],
+                        attributions: vec![],
+                        log: vec![],
+                    })
+                    .unwrap();
+            } else {
+                store.write_pass(&record, &plan, &[]).unwrap();
+            }
+            if step % 40 == 0 {
+                store.roll_up(ts, &r, 200).unwrap();
+            }
+        }
+        store
+    }
+
+    /// Every report through the totals and through the detail alone, for `windows`.
+    fn assert_reports_equal(store: &mut Store, windows: &[(i64, i64)]) {
+        for &(since, until) in windows {
+            for uid in [None, Some(1001)] {
+                let q = TopQuery {
+                    since,
+                    until,
+                    by: vec![By::User],
+                    uid,
+                    limit: 100,
+                };
+                let report = |store: &mut Store, on| {
+                    store.set_use_totals(on);
+                    let top = store.top(&q).unwrap();
+                    let periods: Vec<_> = [Period::Hour, Period::Day, Period::Week, Period::Month]
+                        .into_iter()
+                        .map(|p| store.periods(p, since, until, uid, true).unwrap())
+                        .collect();
+                    (top.rows, top.total, top.unattributed, top.excluded, periods)
+                };
+                let fast = report(store, true);
+                let slow = report(store, false);
+                let w = format!("window [{since}, {until}) uid {uid:?}");
+                assert_eq!(fast.0, slow.0, "top rows, {w}");
+                assert_eq!(fast.1, slow.1, "top total, {w}");
+                assert_eq!(fast.2, slow.2, "top unattributed, {w}");
+                assert_eq!(fast.3, slow.3, "top excluded, {w}");
+                for (i, (f, s)) in fast.4.iter().zip(&slow.4).enumerate() {
+                    let first = f.iter().zip(s).position(|(a, b)| a != b);
+                    assert!(
+                        f.len() == s.len() && first.is_none(),
+                        "periods #{i}, {w}: {} vs {} rows, first difference {:?}",
+                        f.len(),
+                        s.len(),
+                        first.map(|j| (&f[j], &s[j]))
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn totals_equal_the_detail_after_random_passes_flushes_and_rollups() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = busy_store(dir.path());
+        let tiers: i64 = store
+            .conn()
+            .query_row(
+                "SELECT count(DISTINCT granularity) FROM usage_tiers",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tiers, 2, "hourly and daily rows exist");
+        assert_eq!(mismatches(&store), 0);
+        let mut rng = Rng(42);
+        let mut windows = vec![(T0 - DAY, T0 + 12 * DAY), (T0 + 3 * DAY, T0 + 4 * DAY)];
+        for _ in 0..60 {
+            let a = T0 - DAY + rng.below(12 * DAY as u64) as i64;
+            let b = a + 1 + rng.below(5 * DAY as u64) as i64;
+            windows.push((a, b));
+            // Aligned and nearly aligned edges too.
+            windows.push((a - a % HOUR, b - b % HOUR + 1));
+        }
+        assert_reports_equal(&mut store, &windows);
+    }
+
+    #[test]
+    fn an_older_database_gets_its_totals_a_day_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = busy_store(dir.path());
+        // As a database from before the totals: none yet, backfill from after the data.
+        store
+            .conn()
+            .execute_batch(&format!(
+                "DELETE FROM usage_totals;
+                 UPDATE usage_totals_backfill SET before = {};",
+                T0 + 11 * DAY
+            ))
+            .unwrap();
+        assert!(mismatches(&store) > 0);
+        // Reports read the detail meanwhile, and still agree.
+        assert_reports_equal(
+            &mut store,
+            &[(T0, T0 + 10 * DAY), (T0 + 9 * DAY, T0 + 10 * DAY)],
+        );
+        let mut steps = 0;
+        while store.backfill_totals(1).unwrap() > 0 {
+            steps += 1;
+            assert!(steps < 100);
+        }
+        assert!(steps >= 8, "a day per step: {steps}");
+        assert_eq!(mismatches(&store), 0);
+        store.set_use_totals(true);
+        assert!(store.totals_cover(T0 - 100 * DAY).unwrap(), "complete");
+        assert_reports_equal(
+            &mut store,
+            &[(T0, T0 + 10 * DAY), (T0 + 3600, T0 + 5 * DAY + 7)],
+        );
+    }
+
+    #[test]
+    fn a_window_splits_into_days_hours_and_edges() {
+        let d = 20_000 * DAY;
+        // 23:50 the day before to 01:10 two days later.
+        let s = Split::new(d - 600, d + 2 * DAY + 4200);
+        assert_eq!(s.days, (d, d + 2 * DAY));
+        assert_eq!(s.hours, vec![(d + 2 * DAY, d + 2 * DAY + HOUR)]);
+        assert_eq!(
+            s.detail,
+            vec![(d - 600, d), (d + 2 * DAY + HOUR, d + 2 * DAY + 4200)]
+        );
+        // Within one hour: all detail.
+        let s = Split::new(d + 60, d + 600);
+        assert_eq!(s.detail, vec![(d + 60, d + 600)]);
+        assert!(s.hours.is_empty() && s.days.0 >= s.days.1);
+        // Aligned hours, no whole day.
+        let s = Split::new(d + HOUR, d + 5 * HOUR);
+        assert_eq!(s.hours, vec![(d + HOUR, d + 5 * HOUR)]);
+        assert!(s.detail.is_empty());
+    }
+}
