@@ -21,20 +21,22 @@ CREATE TABLE usage_totals (
     PRIMARY KEY (granularity, ts, uid, kind, reason)
 ) WITHOUT ROWID;
 
--- The totals are complete for ts >= before (NULL: complete). Rows older than that are
--- filled in from the detail a day at a time after passes (store::totals::backfill), newest
--- first, so that a large database is never locked for long; until then reports of older
+-- The totals are complete for rows dated ts >= before (NULL: complete); passes add to them
+-- only when dated so. Rows older than that are filled in from the detail a day at a time
+-- after passes (Store::backfill_totals), newest first, so that a large database is never locked for long; until then reports of older
 -- periods read the detail.
 CREATE TABLE usage_totals_backfill (
     id     INTEGER PRIMARY KEY CHECK (id = 0),
     before INTEGER
 );
 
--- Today's detail now, so that the passes to come add to complete totals; the days before
--- are left to the backfill (nothing, for a new database).
+-- This hour's detail now, so that the passes to come add to complete totals; the hours
+-- before are left to the backfill (nothing, for a new database). An hour, not a day: the
+-- migration runs while the first writer opens the database, and a busy host's day is a
+-- million rows.
 INSERT INTO usage_totals_backfill
 SELECT 0, CASE WHEN EXISTS (SELECT 1 FROM usage_raw) OR EXISTS (SELECT 1 FROM usage_tiers)
-               THEN (CAST(strftime('%s', 'now') AS INTEGER) / 86400) * 86400 END;
+               THEN (CAST(strftime('%s', 'now') AS INTEGER) / 3600) * 3600 END;
 
 CREATE TEMP VIEW totals_source AS
 SELECT ts, uid, kind, reason, rx_bytes, tx_bytes, rx_packets, tx_packets FROM usage_raw

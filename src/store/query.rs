@@ -433,24 +433,28 @@ impl Store {
         if !self.totals_cover(start)? {
             return Ok(None);
         }
-        let split = Split::new(start, until);
-        let (d1, d2) = split.days;
-        let one_label = match labels {
-            Some((period, utc)) => format!(
-                "{} = {}",
-                period_of("ts", period, utc),
-                period_of("ts + 86399", period, utc)
-            ),
-            None => "1".into(),
+        // Days whose instants fall in two periods of the report are read from their hours.
+        let split_days: std::collections::HashSet<i64> = match labels {
+            Some((period, utc)) => {
+                let sql = format!(
+                    "WITH RECURSIVE d(t) AS (
+                         SELECT ?1 - ?1 % 86400 UNION ALL SELECT t + 86400 FROM d WHERE t < ?2)
+                     SELECT t FROM d WHERE {} <> {}",
+                    period_of("t", period, utc),
+                    period_of("t + 86399", period, utc)
+                );
+                let mut stmt = self.conn.prepare(&sql).map_err(|e| self.wrap(e))?;
+                let days = stmt
+                    .query_map([start, until], |r| r.get(0))
+                    .map_err(|e| self.wrap(e))?
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| self.wrap(e))?;
+                days
+            }
+            None => Default::default(),
         };
-        let day_of_hour_in_days = match labels {
-            Some((period, utc)) => format!(
-                "OR (ts >= {d1} AND ts < {d2} AND {} <> {})",
-                period_of("ts - ts % 86400", period, utc),
-                period_of("ts - ts % 86400 + 86399", period, utc)
-            ),
-            None => String::new(),
-        };
+        let split = Split::new(start, until, |d| split_days.contains(&d));
+        let days = ranges_sql(&split.days);
         let hours = ranges_sql(&split.hours);
         let detail = ranges_sql(&split.detail);
         let columns = "ts, uid, kind, reason, program, remote, protocol, port,
@@ -461,11 +465,9 @@ impl Store {
         Ok(Some(format!(
             "c AS (
                SELECT {totals} FROM usage_totals
-               WHERE granularity = 86400 AND ts >= {d1} AND ts < {d2} AND {one_label}
-                 AND ?2 >= ?1
+               WHERE granularity = 86400 AND ({days}) AND ?2 >= ?1
                UNION ALL
-               SELECT {totals} FROM usage_totals
-               WHERE granularity = 3600 AND ({hours} {day_of_hour_in_days})
+               SELECT {totals} FROM usage_totals WHERE granularity = 3600 AND ({hours})
                UNION ALL
                SELECT {columns} FROM usage_raw WHERE {detail}
                UNION ALL

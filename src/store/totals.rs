@@ -125,8 +125,12 @@ impl Store {
                 .map_err(wrap)?;
             let from = newest.map(|t| t - t.rem_euclid(DAY));
             if let Some(from) = from {
+                // The first step's day may have totals from `before` on already (the
+                // migration's hour, the passes since): add to them.
                 tx.execute(
-                    "INSERT INTO usage_totals
+                    concat!(
+                        "INSERT INTO usage_totals (granularity, ts, uid, kind, reason,
+                             rx_bytes, tx_bytes, rx_packets, tx_packets)
                      SELECT g, ts - ts % g AS t, uid, kind, reason,
                             sum(rx_bytes), sum(tx_bytes), sum(rx_packets), sum(tx_packets)
                      FROM (SELECT ts, uid, kind, reason, rx_bytes, tx_bytes, rx_packets,
@@ -137,7 +141,11 @@ impl Store {
                                   tx_packets
                            FROM usage_tiers WHERE ts >= ?1 AND ts < ?2),
                           (SELECT 3600 AS g UNION ALL SELECT 86400)
-                     GROUP BY g, t, uid, kind, reason",
+                     WHERE true
+                     GROUP BY g, t, uid, kind, reason
+                     ON CONFLICT (granularity, ts, uid, kind, reason)",
+                        add_counters!()
+                    ),
                     params![from, before],
                 )
                 .map_err(wrap)?;
@@ -176,9 +184,9 @@ impl Store {
 /// hour totals, and what is left at the edges (less than an hour each) from the detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Split {
-    /// Whole days `[from, to)` (empty when `from >= to`).
-    pub days: (i64, i64),
-    /// Whole hours outside those days.
+    /// Whole days, from the day totals.
+    pub days: Vec<(i64, i64)>,
+    /// Whole hours outside those days, from the hour totals.
     pub hours: Vec<(i64, i64)>,
     /// The edges, from the detail rows.
     pub detail: Vec<(i64, i64)>,
@@ -192,30 +200,45 @@ fn floor(t: i64, step: i64) -> i64 {
     t - t.rem_euclid(step)
 }
 
+/// Add `[a, b)` to sorted, disjoint `ranges`, joining it to the last one when they touch.
+fn push(ranges: &mut Vec<(i64, i64)>, a: i64, b: i64) {
+    match ranges.last_mut() {
+        _ if a >= b => {}
+        Some(last) if last.1 == a => last.1 = b,
+        _ => ranges.push((a, b)),
+    }
+}
+
 impl Split {
-    pub(super) fn new(since: i64, until: i64) -> Split {
+    /// Split `[since, until)`; the whole days for which `split_day(day start)` is true are
+    /// read from their hours instead (a day that spans two periods of a report).
+    pub(super) fn new(since: i64, until: i64, split_day: impl Fn(i64) -> bool) -> Split {
         let (h1, h2) = (ceil(since, HOUR), floor(until, HOUR));
-        if h1 >= h2 {
-            return Split {
-                days: (0, 0),
-                hours: vec![],
-                detail: vec![(since, until)],
-            };
-        }
-        let (d1, d2) = (ceil(h1, DAY), floor(h2, DAY));
-        let (days, hours) = if d1 < d2 {
-            ((d1, d2), vec![(h1, d1), (d2, h2)])
-        } else {
-            ((0, 0), vec![(h1, h2)])
+        let mut split = Split {
+            days: vec![],
+            hours: vec![],
+            detail: vec![],
         };
-        Split {
-            days,
-            hours: hours.into_iter().filter(|(a, b)| a < b).collect(),
-            detail: [(since, h1), (h2, until)]
-                .into_iter()
-                .filter(|(a, b)| a < b)
-                .collect(),
+        if h1 >= h2 {
+            push(&mut split.detail, since, until);
+            return split;
         }
+        push(&mut split.detail, since, h1);
+        let (d1, d2) = (ceil(h1, DAY), floor(h2, DAY));
+        if d1 >= d2 {
+            push(&mut split.hours, h1, h2);
+        } else {
+            push(&mut split.hours, h1, d1);
+            for d in (d1..d2).step_by(DAY as usize) {
+                match split_day(d) {
+                    true => push(&mut split.hours, d, d + DAY),
+                    false => push(&mut split.days, d, d + DAY),
+                }
+            }
+            push(&mut split.hours, d2, h2);
+        }
+        push(&mut split.detail, h2, until);
+        split
     }
 }
 
@@ -419,6 +442,21 @@ mod tests {
                 T0 + 11 * DAY
             ))
             .unwrap();
+        // Passes after the upgrade add from `before` on (here: mid-day, as the migration
+        // leaves it at the hour it ran).
+        let upgrade = T0 + 9 * DAY + 13 * HOUR;
+        store
+            .conn()
+            .execute_batch(&format!(
+                "UPDATE usage_totals_backfill SET before = {upgrade};
+                 INSERT INTO usage_totals
+                 SELECT g, ts - ts % g AS t, uid, kind, reason, sum(rx_bytes), sum(tx_bytes),
+                        sum(rx_packets), sum(tx_packets)
+                 FROM (SELECT * FROM usage_raw WHERE ts >= {upgrade}),
+                      (SELECT 3600 AS g UNION ALL SELECT 86400)
+                 GROUP BY g, t, uid, kind, reason;"
+            ))
+            .unwrap();
         assert!(mismatches(&store) > 0);
         // Reports read the detail meanwhile, and still agree.
         assert_reports_equal(
@@ -444,19 +482,23 @@ mod tests {
     fn a_window_splits_into_days_hours_and_edges() {
         let d = 20_000 * DAY;
         // 23:50 the day before to 01:10 two days later.
-        let s = Split::new(d - 600, d + 2 * DAY + 4200);
-        assert_eq!(s.days, (d, d + 2 * DAY));
+        let s = Split::new(d - 600, d + 2 * DAY + 4200, |_| false);
+        assert_eq!(s.days, vec![(d, d + 2 * DAY)]);
         assert_eq!(s.hours, vec![(d + 2 * DAY, d + 2 * DAY + HOUR)]);
         assert_eq!(
             s.detail,
             vec![(d - 600, d), (d + 2 * DAY + HOUR, d + 2 * DAY + 4200)]
         );
+        // The second day spans two periods: its hours instead.
+        let s = Split::new(d - 600, d + 2 * DAY + 4200, |day| day == d + DAY);
+        assert_eq!(s.days, vec![(d, d + DAY)]);
+        assert_eq!(s.hours, vec![(d + DAY, d + 2 * DAY + HOUR)]);
         // Within one hour: all detail.
-        let s = Split::new(d + 60, d + 600);
+        let s = Split::new(d + 60, d + 600, |_| false);
         assert_eq!(s.detail, vec![(d + 60, d + 600)]);
-        assert!(s.hours.is_empty() && s.days.0 >= s.days.1);
+        assert!(s.hours.is_empty() && s.days.is_empty());
         // Aligned hours, no whole day.
-        let s = Split::new(d + HOUR, d + 5 * HOUR);
+        let s = Split::new(d + HOUR, d + 5 * HOUR, |_| false);
         assert_eq!(s.hours, vec![(d + HOUR, d + 5 * HOUR)]);
         assert!(s.detail.is_empty());
     }
