@@ -370,9 +370,9 @@ pub struct LogArgs {
         long,
         value_name = "TEMPLATE",
         conflicts_with = "json",
-        value_parser = crate::cmd::log::parse_template
+        value_parser = crate::report::log::parse_template
     )]
-    pub format: Option<crate::cmd::log::Template>,
+    pub format: Option<crate::report::log::Template>,
 
     /// Print a JSON array of objects.
     #[arg(long)]

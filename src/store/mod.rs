@@ -21,6 +21,7 @@ mod error;
 pub mod lock;
 pub mod query;
 pub mod retention;
+pub mod summary;
 
 use std::collections::HashMap;
 use std::fs;
