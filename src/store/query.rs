@@ -152,7 +152,7 @@ pub struct Covered {
 
 /// A grouping dimension of `top`. Rows are always split per user as well (every row names
 /// its uid, or `uid: null` for unattributed traffic); `user` alone is just that.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum By {
     /// Per user.
@@ -215,7 +215,7 @@ pub struct TopReport {
 }
 
 /// Period length of `report`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Period {
     /// Per hour.
