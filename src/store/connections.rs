@@ -500,6 +500,7 @@ impl Store {
         write_state(&tx, &w.plan).map_err(wrap)?;
         write_attributions(&tx, &w.attributions).map_err(wrap)?;
         let (logged, duplicates) = write_log(&tx, &w.log).map_err(wrap)?;
+        #[cfg(feature = "test-hooks")]
         if let Some(d) = self.pause_before_commit {
             eprintln!("netledger: test hook: pausing before commit for {d:?}");
             std::thread::sleep(d);
