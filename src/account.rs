@@ -152,6 +152,17 @@ impl Traffic {
         }
     }
 
+    /// A flow's counters so far as rx/tx (zero when it has none): what it carried since
+    /// it began, as the open-connection list and the connection log show it.
+    pub fn of_counters(
+        orig: Option<Counters>,
+        reply: Option<Counters>,
+        direction: Option<Direction>,
+    ) -> Traffic {
+        let d = delta(None, orig.unwrap_or_default(), reply.unwrap_or_default());
+        Traffic::from_delta(&d, direction)
+    }
+
     /// Add another amount.
     pub fn add(&mut self, o: &Traffic) {
         self.rx_bytes += o.rx_bytes;

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::builder::PossibleValue;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
 use crate::store::query::{By, Period};
@@ -373,9 +374,9 @@ pub struct LogArgs {
         long,
         value_name = "TEMPLATE",
         conflicts_with = "json",
-        value_parser = crate::cmd::log::parse_template
+        value_parser = crate::report::log::parse_template
     )]
-    pub format: Option<crate::cmd::log::Template>,
+    pub format: Option<crate::report::log::Template>,
 
     /// Print a JSON array of objects.
     #[arg(long)]
@@ -417,4 +418,38 @@ pub struct SummaryArgs {
     /// Read and show the day in UTC instead of local time.
     #[arg(long)]
     pub utc: bool,
+}
+
+// The store's closed choices as flag values: the store knows nothing of clap, so their
+// names and help live here (`ValueEnum`, as a derive would write it).
+
+impl ValueEnum for By {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[By::User, By::Program, By::Remote, By::Port]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            By::User => PossibleValue::new("user").help("Per user"),
+            By::Program => PossibleValue::new("program").help("Per program"),
+            By::Remote => PossibleValue::new("remote").help("Per remote address"),
+            By::Port => PossibleValue::new("port").help("Per protocol and service port"),
+        })
+    }
+}
+
+impl ValueEnum for Period {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Period::Hour, Period::Day, Period::Week, Period::Month]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            Period::Hour => PossibleValue::new("hour").help("Per hour"),
+            Period::Day => PossibleValue::new("day").help("Per day"),
+            Period::Week => PossibleValue::new("week")
+                .help("Per ISO week (Monday to Sunday), labelled by its Monday"),
+            Period::Month => PossibleValue::new("month").help("Per calendar month"),
+        })
+    }
 }

@@ -17,12 +17,12 @@ use crate::attribute::{
 };
 use crate::model::{Flow, FlowKey, Socket, L4};
 use crate::prereq::{self, PrereqError};
-use crate::report::human_bytes;
 use crate::sources::processes::scan_socket_owners;
 use crate::sources::sockdiag::SockDiag;
 use crate::sources::sockets::{read_sockets, SocketTable};
 use crate::sources::{conntrack, interfaces};
 use crate::store::{PassRecord, Store};
+use crate::units::human_bytes;
 
 /// TCP_ESTABLISHED in /proc/net/tcp (include/net/tcp_states.h).
 const TCP_ESTABLISHED: u8 = 0x01;

@@ -113,9 +113,9 @@ fn connection_log_and_views_match_the_scenario() {
 
     clients.expect_containing("done ");
     clients.wait_ok();
-    std::thread::sleep(Duration::from_millis(3500));
-    let _ = conntrack_entries(&host); // evicts the expired entries: DESTROY events now
     let dnat = |e: &CtEntry| e.orig.dport == 8080 && (52000..52005).contains(&e.orig.sport);
+    // Polling the table evicts the expired entries: DESTROY events now.
+    wait_entries_gone(&host, "the DNAT'd connections", dnat);
     let destroyed = capture.wait(5, dnat);
     wait_for("5 logged DNAT connections", Duration::from_secs(30), || {
         let n = connection_log(&host, &db, &["--port", "8080"]).len();

@@ -73,12 +73,6 @@ fn in_range(from: u16, count: usize) -> impl Fn(&CtEntry) -> bool {
     }
 }
 
-/// Evict the expired entries: a dump removes them (ctnetlink_dump_table), and the kernel
-/// sends their DESTROY events, instead of whenever the garbage collector gets to them.
-fn evict_expired(ns: &Netns) {
-    let _ = conntrack_entries(ns);
-}
-
 #[test]
 fn short_connections_are_exact_with_the_daemon_and_lost_by_snapshots() {
     if !require_root("short_connections_are_exact_with_the_daemon_and_lost_by_snapshots") {
@@ -98,7 +92,9 @@ fn short_connections_are_exact_with_the_daemon_and_lost_by_snapshots() {
     let mut b = burst(&t, &bob, &bb.path, 46000, N, &["--hold-ms", "20"]);
     b.expect_containing("done ");
     b.wait_ok();
-    std::thread::sleep(Duration::from_millis(2500));
+    // The flows end between two passes: gone from the table (TIME_WAIT is 2 s) before
+    // the second.
+    wait_entries_gone(&t.host, "bob's burst", in_range(46000, N));
     snapshot();
     let truth_b = outgoing_usage(&capture.wait(N, in_range(46000, N)));
     let got_b = top_by_uid(&t.host, &snap_db)
@@ -123,8 +119,7 @@ fn short_connections_are_exact_with_the_daemon_and_lost_by_snapshots() {
     let mut a = burst(&t, &alice, &bb.path, 47000, N, &["--hold-ms", "20"]);
     a.expect_containing("done ");
     a.wait_ok();
-    std::thread::sleep(Duration::from_millis(2500));
-    evict_expired(&t.host);
+    wait_entries_gone(&t.host, "alice's burst", in_range(47000, N));
     let destroyed = capture.wait(N, in_range(47000, N));
     let truth_a = outgoing_usage(&destroyed);
     wait_for("50 logged connections", Duration::from_secs(30), || {
@@ -334,10 +329,10 @@ fn sigterm_mid_burst_then_restart_is_exact_without_duplicate_log_rows() {
     signal(g.pid(), libc::SIGCONT);
     g.expect_containing("done ");
     g.wait_ok();
-    std::thread::sleep(Duration::from_millis(2500));
-    evict_expired(&t.host);
+    wait_entries_gone(&t.host, "gail's burst", in_range(51000, N));
     let destroyed = capture.wait(N, in_range(51000, N));
-    std::thread::sleep(Duration::from_millis(500));
+    // No wait for the daemon: the kernel queued these DESTROY events on its socket when
+    // it sent them to the capture, and on SIGTERM the daemon drains its queue.
     let err = second.stop();
     eprintln!("second daemon: {}", err.lines().last().unwrap_or(""));
     let truth = outgoing_usage(&destroyed);
@@ -399,8 +394,7 @@ fn locked_database_delays_the_writes_and_loses_nothing() {
     let mut h = burst(&t, &hana, &bb.path, 54000, N, &["--hold-ms", "20"]);
     h.expect_containing("done ");
     h.wait_ok();
-    std::thread::sleep(Duration::from_millis(2500));
-    evict_expired(&t.host);
+    wait_entries_gone(&t.host, "hana's burst", in_range(54000, N));
     let destroyed = capture.wait(N, in_range(54000, N));
     wait_for("a failed flush", Duration::from_secs(30), || {
         daemon.stderr().contains("kept in memory").then_some(())

@@ -84,9 +84,7 @@ fn traffic_to_the_hosts_own_address_is_local_not_internet() {
     run(net.host.cmd("conntrack").arg("-F"));
     let db = dir.path().join("daemon.db");
     let daemon = Daemon::start(&net.host, &db, &["--interval", "1s"], &[]);
-    let truth = downloads_from_the_host(&net, &alice, || {
-        std::thread::sleep(std::time::Duration::from_millis(1500))
-    });
+    let truth = downloads_from_the_host(&net, &alice, || daemon.wait_for_a_whole_pass());
     daemon.stop();
     let got = top_by_uid(&net.host, &db);
     assert!(

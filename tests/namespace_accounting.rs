@@ -12,7 +12,6 @@ mod common;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use common::*;
 
@@ -367,7 +366,7 @@ fn namespace_accounting_is_exact_per_user() {
     for s in own_servers {
         s.wait_ok();
     }
-    std::thread::sleep(Duration::from_millis(300));
+    wait_tcp_closed(&t.host);
 
     // After everything closed: the flows' sockets are gone or in TIME_WAIT.
     snapshot(&t.host, &db);
@@ -426,7 +425,7 @@ fn namespace_accounting_is_exact_per_user() {
     more.go();
     more.expect("done");
     more.wait_ok();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_tcp_closed(&t.host);
     snapshot(&t.host, &db);
     assert_exact(&t.host, &db, &plan, &users, "after a killed pass");
     drop(servers);

@@ -105,7 +105,11 @@ fn second_daemon_is_refused_and_snapshots_defer_to_the_daemon() {
             )) && err.lines().count() == 1,
             "snapshot beside the daemon must say so in one line: {err}"
         );
-        std::thread::sleep(Duration::from_millis(400));
+        // The next snapshot after one of the daemon's passes (every second).
+        let n = daemon.passes();
+        wait_for("a pass of the daemon", Duration::from_secs(30), || {
+            (daemon.passes() > n).then_some(())
+        });
     }
     b.expect_containing("done ");
     b.wait_ok();

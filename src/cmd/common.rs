@@ -1,6 +1,8 @@
 //! What the read-only commands share: opening the database for reading, the period
 //! bounds, and naming a user.
 
+use std::collections::HashMap;
+
 use anyhow::{bail, Result};
 
 use crate::cli::Cli;
@@ -18,6 +20,18 @@ pub fn open_for_reading(cli: &Cli) -> Result<Store> {
             ..OpenOptions::default()
         },
     )?)
+}
+
+/// Fail unless the database has the connection log (`log`, `summary`).
+pub fn require_connection_log(store: &Store) -> Result<()> {
+    if !store.has_connection_log()? {
+        bail!(
+            "{} has no connection log yet: it is written by `netledger run` (any netledger \
+             command that writes, such as `snapshot`, upgrades the database)",
+            store.path().display()
+        );
+    }
+    Ok(())
 }
 
 /// `[since, until)` in epoch seconds from the command line. A value that does not read,
@@ -54,5 +68,38 @@ pub fn resolve_user(store: &Store, user: &str) -> Result<u32> {
     match users::get_user_by_name(user) {
         Some(u) => Ok(u.uid()),
         None => bail!("unknown user {user:?}: give a user name or a numeric uid"),
+    }
+}
+
+/// Names of uids, each looked up once: the name the database recorded (accounts deleted
+/// since are still known there), else the system's, else the uid itself.
+pub struct UserNames<'a> {
+    store: Option<&'a Store>,
+    cache: HashMap<u32, String>,
+}
+
+impl<'a> UserNames<'a> {
+    /// Names from `store` first, when given, then from the system.
+    pub fn new(store: Option<&'a Store>) -> UserNames<'a> {
+        UserNames {
+            store,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The name of `uid`.
+    pub fn name(&mut self, uid: u32) -> String {
+        let store = self.store;
+        self.cache
+            .entry(uid)
+            .or_insert_with(|| {
+                store
+                    .and_then(|s| s.user_name(uid).ok().flatten())
+                    .or_else(|| {
+                        users::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned())
+                    })
+                    .unwrap_or_else(|| uid.to_string())
+            })
+            .clone()
     }
 }

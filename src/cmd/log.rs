@@ -1,172 +1,20 @@
 //! `netledger log`: finished connections from the connection log, filtered like
 //! ctrecorder's list mode (`--host IP/MASK`, `--port`) and printed through an
-//! ipprotd-style template (`%s` start, `%e` end, `%S` seconds, `%i` remote address, …).
+//! ipprotd-style template (`report::log`).
 
 use std::collections::HashMap;
 use std::io::Write;
 
 use anyhow::Result;
-use chrono::{Local, SecondsFormat, TimeZone, Utc};
+use chrono::Utc;
 use ipnet::IpNet;
-use serde_json::{json, Value};
 
-use crate::attribute::Direction;
 use crate::cli::{Cli, LogArgs};
 use crate::cmd::common;
-use crate::cmd::connections::{ends, traffic};
-use crate::cmd::waiting;
+use crate::live::waiting;
 use crate::model::FlowKey;
-use crate::report::names::protocol_name;
+use crate::report;
 use crate::store::connections::LoggedConnection;
-
-/// One piece of a `--format` template.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Piece {
-    Text(String),
-    Field(char),
-}
-
-/// A parsed `--format` template.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template(Vec<Piece>);
-
-/// The escapes a template may use (documented in `netledger log --help`).
-const ESCAPES: &str = "seSDPdirlLoRuUctxTX";
-
-/// The default line: start, duration, protocol, direction, both tuples, owner, bytes.
-pub const DEFAULT_FORMAT: &str = "%s %Ss %P %d %o %R %u %c tx=%t rx=%x";
-
-/// Parse a template (clap value parser: a bad one is a usage error, exit 2).
-pub fn parse_template(s: &str) -> Result<Template, String> {
-    let mut pieces = Vec::new();
-    let mut text = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            text.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('%') => text.push('%'),
-            Some('n') => text.push('\n'),
-            Some(e) if ESCAPES.contains(e) => {
-                if !text.is_empty() {
-                    pieces.push(Piece::Text(std::mem::take(&mut text)));
-                }
-                pieces.push(Piece::Field(e));
-            }
-            Some(e) => {
-                return Err(format!(
-                    "unknown escape %{e}: use one of %{} (see `netledger log --help`)",
-                    ESCAPES
-                        .chars()
-                        .collect::<Vec<_>>()
-                        .iter()
-                        .map(char::to_string)
-                        .collect::<Vec<_>>()
-                        .join(" %")
-                ))
-            }
-            None => {
-                return Err("the template ends with a lone %: write %% for a percent sign".into())
-            }
-        }
-    }
-    if !text.is_empty() {
-        pieces.push(Piece::Text(text));
-    }
-    Ok(Template(pieces))
-}
-
-/// `yyyy-mm-dd HH:MM:SS+hh:mm`, local time unless `utc` (ipprotd's RFC 3339 form).
-pub fn format_time(ms: i64, utc: bool) -> String {
-    let fmt = "%Y-%m-%d %H:%M:%S%:z";
-    match Utc.timestamp_millis_opt(ms).single() {
-        Some(t) if utc => t.format(fmt).to_string(),
-        Some(t) => t.with_timezone(&Local).format(fmt).to_string(),
-        None => ms.to_string(),
-    }
-}
-
-fn tuple_text(t: &crate::model::Tuple) -> String {
-    let sa = |ip, port| std::net::SocketAddr::new(ip, port).to_string();
-    format!("{}>{}", sa(t.src, t.sport), sa(t.dst, t.dport))
-}
-
-fn split(addr: &str) -> (String, String) {
-    match addr.parse::<std::net::SocketAddr>() {
-        Ok(sa) => (sa.ip().to_string(), sa.port().to_string()),
-        Err(_) => (addr.to_string(), String::new()),
-    }
-}
-
-/// An address as `%i`/`%l` print it: an IPv6 one in brackets when the template goes on
-/// with `:` (as in `%i:%r`), so that the port stays apart from it (RFC 5952, section 6).
-fn address(ip: String, next: Option<&Piece>) -> String {
-    match next {
-        Some(Piece::Text(t)) if t.starts_with(':') && ip.contains(':') => format!("[{ip}]"),
-        _ => ip,
-    }
-}
-
-impl Template {
-    /// Render one connection (pure but for the user-name lookup `user`).
-    pub fn render(
-        &self,
-        c: &LoggedConnection,
-        utc: bool,
-        user: &mut dyn FnMut(u32) -> String,
-    ) -> String {
-        let (local, remote) = ends_of(c);
-        let t = traffic(c.orig_counters, c.reply_counters, c.direction);
-        let mut out = String::new();
-        for (i, p) in self.0.iter().enumerate() {
-            let next = self.0.get(i + 1);
-            match p {
-                Piece::Text(s) => out.push_str(s),
-                Piece::Field(f) => out.push_str(&match f {
-                    's' => format_time(c.start_ms, utc),
-                    'e' => format_time(c.end_ms, utc),
-                    'S' => format!("{:.3}", c.duration_ms() as f64 / 1000.0),
-                    'D' => c.duration_ms().to_string(),
-                    'P' => protocol_name(c.orig.proto),
-                    'd' => c.direction.map_or("-", |d| d.as_str()).to_string(),
-                    'i' => address(split(&remote).0, next),
-                    'r' => split(&remote).1,
-                    'l' => address(split(&local).0, next),
-                    'L' => split(&local).1,
-                    'o' => tuple_text(&c.orig),
-                    'R' => tuple_text(&c.reply),
-                    'u' => c.uid.map_or("-".into(), &mut *user),
-                    'U' => c.uid.map_or("-".into(), |u| u.to_string()),
-                    'c' => c.program.clone().unwrap_or_else(|| "-".into()),
-                    't' => t.tx_bytes.to_string(),
-                    'x' => t.rx_bytes.to_string(),
-                    'T' => t.tx_packets.to_string(),
-                    'X' => t.rx_packets.to_string(),
-                    _ => unreachable!("parse_template admits only known escapes"),
-                }),
-            }
-        }
-        out
-    }
-}
-
-fn ends_of(c: &LoggedConnection) -> (String, String) {
-    let flow = crate::model::Flow {
-        orig: c.orig,
-        reply: c.reply,
-        id: 0,
-        zone: c.zone,
-        mark: 0,
-        status: 0,
-        orig_counters: None,
-        reply_counters: None,
-        start_ns: None,
-        stop_ns: None,
-    };
-    ends(&flow, c.direction)
-}
 
 /// Whether `c` passes the filters (pure).
 pub fn matches(
@@ -184,51 +32,10 @@ pub fn matches(
         && uid.is_none_or(|u| c.uid == Some(u))
 }
 
-/// One connection as a JSON object.
-pub fn to_json(c: &LoggedConnection, user: Option<String>) -> Value {
-    let (local, remote) = ends_of(c);
-    let t = traffic(c.orig_counters, c.reply_counters, c.direction);
-    let rfc = |ms: i64| {
-        Utc.timestamp_millis_opt(ms)
-            .single()
-            .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
-    };
-    let tuple = |t: &crate::model::Tuple| json!({"src": t.src.to_string(), "dst": t.dst.to_string(), "sport": t.sport, "dport": t.dport});
-    json!({
-        "start": rfc(c.start_ms),
-        "end": rfc(c.end_ms),
-        "start_ms": c.start_ms,
-        "end_ms": c.end_ms,
-        "duration_ms": c.duration_ms(),
-        "protocol": protocol_name(c.orig.proto),
-        "direction": c.direction.map(Direction::as_str),
-        "local": local,
-        "remote": remote,
-        "orig": tuple(&c.orig),
-        "reply": tuple(&c.reply),
-        "uid": c.uid,
-        "user": user,
-        "program": c.program,
-        "orig_packets": c.orig_counters.map(|x| x.packets),
-        "orig_bytes": c.orig_counters.map(|x| x.bytes),
-        "reply_packets": c.reply_counters.map(|x| x.packets),
-        "reply_bytes": c.reply_counters.map(|x| x.bytes),
-        "rx_bytes": t.rx_bytes,
-        "tx_bytes": t.tx_bytes,
-        "zone": c.zone,
-    })
-}
-
 /// Print the finished connections.
 pub fn run(cli: &Cli, args: &LogArgs) -> Result<()> {
     let store = common::open_for_reading(cli)?;
-    if !store.has_connection_log()? {
-        anyhow::bail!(
-            "{} has no connection log yet: it is written by `netledger run` (any netledger \
-             command that writes, such as `snapshot`, upgrades the database)",
-            cli.db.display()
-        );
-    }
+    common::require_connection_log(&store)?;
     let (since, until) = common::bounds(&args.since, args.until.as_deref(), args.utc)?;
     let uid = args
         .user
@@ -236,41 +43,26 @@ pub fn run(cli: &Cli, args: &LogArgs) -> Result<()> {
         .map(|u| common::resolve_user(&store, u))
         .transpose()?;
     let rows = store.connection_log(since * 1000, until * 1000)?;
-    let mut names: HashMap<u32, String> = HashMap::new();
-    let mut user = |uid: u32| {
-        names
-            .entry(uid)
-            .or_insert_with(|| {
-                store
-                    .user_name(uid)
-                    .ok()
-                    .flatten()
-                    .or_else(|| {
-                        users::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned())
-                    })
-                    .unwrap_or_else(|| uid.to_string())
-            })
-            .clone()
-    };
+    let mut names = common::UserNames::new(Some(&store));
     let mut out = std::io::stdout().lock();
     let selected: Vec<&LoggedConnection> = rows
         .iter()
         .filter(|c| matches(c, args.host.as_ref(), args.port, uid))
         .collect();
     if args.json {
-        let v: Vec<Value> = selected
+        let records: Vec<_> = selected
             .iter()
-            .map(|c| to_json(c, c.uid.map(&mut user)))
+            .map(|c| report::log::log_record(c, c.uid.map(|u| names.name(u))))
             .collect();
-        serde_json::to_writer_pretty(&mut out, &v)?;
-        writeln!(out)?;
+        report::write_json(&mut out, &records)?;
     } else {
-        let template = match &args.format {
-            Some(t) => t.clone(),
-            None => parse_template(DEFAULT_FORMAT).expect("the default template parses"),
-        };
+        let template = args.format.clone().unwrap_or_default();
         for c in &selected {
-            writeln!(out, "{}", template.render(c, args.utc, &mut user))?;
+            writeln!(
+                out,
+                "{}",
+                template.render(c, args.utc, &mut |u| names.name(u))
+            )?;
         }
     }
     out.flush()?;
@@ -333,12 +125,13 @@ fn what_waits(
         };
         matches(&c, args.host.as_ref(), args.port, uid)
     });
-    waiting::note(matching, args.utc)
+    report::log::waiting_note(matching, args.utc)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attribute::Direction;
     use crate::model::{Counters, Tuple};
 
     fn conn() -> LoggedConnection {
@@ -368,66 +161,6 @@ mod tests {
             }),
             zone: 0,
         }
-    }
-
-    #[test]
-    fn template_renders_every_escape() {
-        let t = parse_template("%s|%e|%S|%D|%P|%d|%i|%r|%l|%L|%o|%R|%u|%U|%c|%t|%x|%T|%X|%%|%n")
-            .unwrap();
-        let line = t.render(&conn(), true, &mut |u| format!("user{u}"));
-        assert_eq!(
-            line,
-            "2026-05-28 20:26:40+00:00|2026-05-28 20:26:42+00:00|2.500|2500|tcp|in|192.0.2.9|50000|\
-             198.51.100.1|8080|192.0.2.9:50000>203.0.113.7:80|198.51.100.1:8080>192.0.2.9:50000|\
-             user1001|1001|nginx|5000|300|5|3|%|\n"
-        );
-    }
-
-    #[test]
-    fn ipprotd_example_template_works_and_bad_escapes_are_refused() {
-        let t = parse_template("Connected: %s, disconnected after %S secs at: %e").unwrap();
-        let line = t.render(&conn(), true, &mut |u| u.to_string());
-        assert!(
-            line.starts_with("Connected: 2026-05-28 20:26:40+00:00, disconnected after 2.500 secs")
-        );
-        let e = parse_template("%q").unwrap_err();
-        assert!(e.contains("unknown escape %q"), "{e}");
-        assert!(parse_template("50%").is_err());
-    }
-
-    /// Regression (issue 18): `%i:%r` printed `2001:db8::2:443`.
-    #[test]
-    fn ipv6_address_before_a_colon_is_bracketed() {
-        let mut c = conn();
-        let t = |s: &str, d: &str, sp, dp| Tuple {
-            src: s.parse().unwrap(),
-            dst: d.parse().unwrap(),
-            proto: 6,
-            sport: sp,
-            dport: dp,
-        };
-        c.direction = Some(Direction::Out);
-        c.orig = t("2001:db8::1", "2001:db8::2", 40000, 443);
-        c.reply = t("2001:db8::2", "2001:db8::1", 443, 40000);
-        let render = |f: &str| {
-            parse_template(f)
-                .unwrap()
-                .render(&c, true, &mut |u| u.to_string())
-        };
-        assert_eq!(
-            render("%i:%r>%l:%L"),
-            "[2001:db8::2]:443>[2001:db8::1]:40000"
-        );
-        assert_eq!(
-            render("%i port %r, %l"),
-            "2001:db8::2 port 443, 2001:db8::1"
-        );
-        assert_eq!(render("%o"), "[2001:db8::1]:40000>[2001:db8::2]:443");
-        // IPv4 never gets brackets.
-        let line = parse_template("%i:%r")
-            .unwrap()
-            .render(&conn(), true, &mut |u| u.to_string());
-        assert_eq!(line, "192.0.2.9:50000");
     }
 
     #[test]

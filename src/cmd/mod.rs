@@ -11,7 +11,6 @@ pub mod setup;
 pub mod snapshot;
 pub mod summary;
 pub mod top;
-pub mod waiting;
 
 use anyhow::Result;
 

@@ -1,7 +1,6 @@
 //! `netledger snapshot`: one accounting pass, then exit.
 
 use anyhow::Result;
-use std::time::Duration;
 
 use crate::attribute::LocalNets;
 use crate::cli::{Cli, SnapshotArgs};
@@ -48,10 +47,13 @@ pub fn run(cli: &Cli, args: &SnapshotArgs) -> Result<()> {
         }
         other => other?,
     };
-    store.pause_before_commit = std::env::var("NETLEDGER_TEST_PAUSE_BEFORE_COMMIT_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis);
+    #[cfg(feature = "test-hooks")]
+    {
+        store.pause_before_commit = std::env::var("NETLEDGER_TEST_PAUSE_BEFORE_COMMIT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_millis);
+    }
     let cfg = PassConfig {
         proc_root: args.proc_root.clone(),
         nets: local_nets(args),

@@ -32,9 +32,11 @@ pub mod signals;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -104,6 +106,8 @@ fn thread_cpu() -> Duration {
 struct Writer {
     store: Store,
     cfg: DaemonConfig,
+    /// The proc root given at start, which SIGHUP's prerequisite check reads.
+    start_proc_root: PathBuf,
     fresh: Fresh,
     host: HashSet<IpAddr>,
     timeouts: Timeouts,
@@ -116,6 +120,8 @@ struct Writer {
     destroys: u64,
     passes: u64,
     pass_cpu: Duration,
+    /// Events lost to overruns, as far as the kernel said.
+    lost: u64,
 }
 
 impl Writer {
@@ -230,34 +236,228 @@ impl Writer {
             }
         }
     }
+
+    /// The writer's loop: events, passes on the interval, signals. Returns why it ended
+    /// abnormally (`None`: stopped by a signal, everything drained).
+    fn serve(
+        &mut self,
+        l: &Running,
+        reload_config: &impl Fn() -> Result<DaemonConfig>,
+    ) -> Option<anyhow::Error> {
+        let mut next_pass = Instant::now();
+        let mut stopping = false;
+        loop {
+            if signals::stop_requested() && !stopping {
+                stopping = true;
+                // The last pass runs while the listener still listens: its dump removes
+                // expired entries, and their DESTROY events (the final counters) must not
+                // go unheard.
+                self.flush_or_keep();
+                self.pass("final");
+                l.stop.store(true, Ordering::SeqCst);
+                info!("stopping: draining queued events");
+            }
+            if signals::take_reload() {
+                self.reload(reload_config, &mut next_pass);
+                l.reload.store(true, Ordering::SeqCst);
+                self.host = interfaces::host_addrs();
+            }
+            if !stopping && Instant::now() >= next_pass {
+                self.flush_or_keep();
+                self.pass("run");
+                next_pass += self.cfg.interval;
+                if next_pass <= Instant::now() {
+                    next_pass = Instant::now() + self.cfg.interval;
+                }
+            }
+            if self.flush_due().is_some_and(|t| t <= Instant::now()) {
+                self.flush_or_keep();
+            }
+            match l.rx.recv_timeout(self.wait(stopping, next_pass)) {
+                Ok(msg) => {
+                    if let Some(e) = self.receive(msg) {
+                        return Some(e);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) if stopping => return None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Some(anyhow::anyhow!(
+                        "the conntrack listener thread ended unexpectedly (a bug: restart the \
+                         daemon, and report it with this log)"
+                    ))
+                }
+            }
+        }
+    }
+
+    /// How long to wait for the listener: until the next pass or flush is due, at most a
+    /// [`TICK`].
+    fn wait(&self, stopping: bool, next_pass: Instant) -> Duration {
+        let now = Instant::now();
+        let mut wait = TICK;
+        if !stopping {
+            wait = wait.min(next_pass.saturating_duration_since(now));
+        }
+        if let Some(t) = self.flush_due() {
+            wait = wait.min(t.saturating_duration_since(now));
+        }
+        wait
+    }
+
+    /// Take one message of the listener; `Some` when its socket failed.
+    fn receive(&mut self, msg: ToWriter) -> Option<anyhow::Error> {
+        match msg {
+            ToWriter::Batch { events, skipped } => {
+                self.push(events, skipped);
+                if self.pending.len() >= self.cfg.flush_events {
+                    self.flush_or_keep();
+                }
+            }
+            ToWriter::Overrun { lost, buffer } => {
+                let lost_text = lost.map_or("an unknown number of".into(), |n| n.to_string());
+                self.lost += lost.unwrap_or(0);
+                warn!(
+                    "conntrack events overran the receive buffer: {lost_text} events lost; \
+                     buffer grown to {buffer} B; resynchronising from a dump (flows whose \
+                     end was lost keep the charges of the last pass)"
+                );
+                self.flush_or_keep();
+                self.pass("resync");
+            }
+            ToWriter::Failed(e) => return Some(anyhow::Error::new(e)),
+        }
+        None
+    }
+
+    /// SIGHUP: re-check the prerequisites, take the configuration again (all but the
+    /// event buffer and setup settings, kept from the start).
+    fn reload(
+        &mut self,
+        reload_config: &impl Fn() -> Result<DaemonConfig>,
+        next_pass: &mut Instant,
+    ) {
+        let quiet = self.cfg.quiet;
+        match prereq::ensure_with(
+            &self.start_proc_root,
+            self.cfg.setup,
+            Needs { events: true },
+        ) {
+            Ok(changes) => changes.into_iter().for_each(|c| say(quiet, c)),
+            Err(e) => warn!("{e}"),
+        }
+        match reload_config() {
+            Ok(new) => {
+                if new.interval != self.cfg.interval {
+                    *next_pass = Instant::now() + new.interval;
+                }
+                say(
+                    quiet,
+                    format!(
+                        "reloaded: a pass every {:?}, connection log {}, {} local networks, \
+                         prune after {} passes (flags given at start keep their values)",
+                        new.interval,
+                        if new.connection_log { "on" } else { "off" },
+                        new.pass.nets.nets().len(),
+                        new.pass.prune_after,
+                    ),
+                );
+                self.cfg = DaemonConfig {
+                    event_buffer: self.cfg.event_buffer,
+                    max_event_buffer: self.cfg.max_event_buffer,
+                    setup: self.cfg.setup,
+                    quiet: self.cfg.quiet,
+                    ..new
+                };
+            }
+            Err(e) => warn!("reload failed, configuration unchanged: {e}"),
+        }
+    }
+
+    /// After the loop: store what was received, stop the listener, say what was done,
+    /// and turn the loop's `failure` or a last failed flush into the exit error.
+    fn finish(
+        mut self,
+        l: Running,
+        started: Instant,
+        failure: Option<anyhow::Error>,
+    ) -> Result<()> {
+        // Whatever ended the loop, store what was received.
+        let flushed = self.flush();
+        l.stop.store(true, Ordering::SeqCst);
+        let _ = l.thread.join();
+        say(self.cfg.quiet, self.stopped_line(&l.stats, started));
+        if self.duplicates > 0 {
+            warn!(
+                duplicates = self.duplicates,
+                "connection log records already present were not stored twice"
+            );
+        }
+        if let Some(e) = failure {
+            return Err(e.context("conntrack event socket failed"));
+        }
+        if let Err(e) = flushed {
+            bail!(
+                "{e:#}: {} events received since the last flush were not stored",
+                self.pending.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// The line said when the daemon stops: what it did, from its and the listener's
+    /// counters.
+    fn stopped_line(&self, stats: &Stats, started: Instant) -> String {
+        let ev = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let news = ev(&stats.news).max(1);
+        format!(
+            "stopped after {:.0?}: {} events ({} NEW, {} with an owner, {} with a program; {} \
+             DESTROY charged) in {} flushes, {} connections logged, {} overruns ({} \
+             events lost), {} passes ({:.0?} CPU), {} sock_diag lookups ({:.1} µs per NEW event), {:.0?} naming \
+             programs ({} process and {} full /proc walks)",
+            started.elapsed(),
+            ev(&stats.events),
+            ev(&stats.news),
+            ev(&stats.owned),
+            ev(&stats.programs),
+            self.destroys,
+            self.flushes,
+            self.logged,
+            ev(&stats.overruns),
+            self.lost,
+            self.passes,
+            self.pass_cpu,
+            ev(&stats.lookups),
+            ev(&stats.lookup_ns) as f64 / news as f64 / 1000.0,
+            Duration::from_nanos(ev(&stats.scan_ns)),
+            ev(&stats.process_walks),
+            ev(&stats.full_walks),
+        )
+    }
 }
 
-/// Run the daemon until SIGTERM/SIGINT; `db` is the database path. `reload` gives the
-/// configuration again on SIGHUP (the caller re-reads its configuration file); the event
-/// buffer and setup settings keep their values from the start.
-pub fn run(
-    db: &Path,
-    cfg: DaemonConfig,
-    reload_config: impl Fn() -> Result<DaemonConfig>,
-) -> Result<()> {
-    signals::install().context("installing signal handlers")?;
-    let say = |s: String| {
-        if !cfg.quiet {
-            eprintln!("netledger: {s}");
-        }
-    };
-    let proc_root = cfg.pass.proc_root.clone();
-    for change in prereq::ensure_with(&proc_root, cfg.setup, Needs { events: true })? {
-        say(change);
+/// Print `s` on stderr, prefixed, unless `quiet`.
+fn say(quiet: bool, s: String) {
+    if !quiet {
+        eprintln!("netledger: {s}");
     }
-    let store = Store::open(
-        db,
-        &OpenOptions {
-            busy_timeout: cfg.lock_timeout,
-            role: Role::Daemon,
-            ..OpenOptions::default()
-        },
-    )?;
+}
+
+/// The listener thread, and what the writer shares with it.
+struct Running {
+    thread: JoinHandle<()>,
+    rx: Receiver<ToWriter>,
+    stats: Arc<Stats>,
+    /// Set to make the listener drain what is queued and end.
+    stop: Arc<AtomicBool>,
+    /// Set on SIGHUP, for the listener to refresh what it caches.
+    reload: Arc<AtomicBool>,
+}
+
+/// Subscribe to conntrack's NEW and DESTROY events and start the listener thread on
+/// them. Returns it with the receive buffer the kernel granted, and the owners it finds,
+/// shared with the passes.
+fn start_listener(cfg: &DaemonConfig) -> Result<(Running, usize, Fresh)> {
     // Subscribe before the first dump: a flow born in between is then either in the dump
     // or announced by a NEW event (or both, which the saved state makes harmless).
     let socket = EventSocket::subscribe(&[GROUP_NEW, GROUP_DESTROY])
@@ -273,7 +473,7 @@ pub fn run(
     let listener = Listener {
         socket,
         diag,
-        proc_root: proc_root.clone(),
+        proc_root: cfg.pass.proc_root.clone(),
         nets: cfg.pass.nets.clone(),
         max_buffer: cfg.max_event_buffer,
         fresh: fresh.clone(),
@@ -286,19 +486,54 @@ pub fn run(
         .name("listener".into())
         .spawn(move || listener.run(tx))
         .context("starting the listener thread")?;
-    say(format!(
-        "running (pid {}): a pass every {:?}, events buffer {buffer} B, connection log {}",
-        std::process::id(),
-        cfg.interval,
-        if cfg.connection_log { "on" } else { "off" },
-    ));
+    let running = Running {
+        thread,
+        rx,
+        stats,
+        stop,
+        reload,
+    };
+    Ok((running, buffer, fresh))
+}
 
+/// Run the daemon until SIGTERM/SIGINT; `db` is the database path. `reload` gives the
+/// configuration again on SIGHUP (the caller re-reads its configuration file); the event
+/// buffer and setup settings keep their values from the start.
+pub fn run(
+    db: &Path,
+    cfg: DaemonConfig,
+    reload_config: impl Fn() -> Result<DaemonConfig>,
+) -> Result<()> {
+    signals::install().context("installing signal handlers")?;
+    let proc_root = cfg.pass.proc_root.clone();
+    for change in prereq::ensure_with(&proc_root, cfg.setup, Needs { events: true })? {
+        say(cfg.quiet, change);
+    }
+    let store = Store::open(
+        db,
+        &OpenOptions {
+            busy_timeout: cfg.lock_timeout,
+            role: Role::Daemon,
+            ..OpenOptions::default()
+        },
+    )?;
+    let (listener, buffer, fresh) = start_listener(&cfg)?;
+    say(
+        cfg.quiet,
+        format!(
+            "running (pid {}): a pass every {:?}, events buffer {buffer} B, connection log {}",
+            std::process::id(),
+            cfg.interval,
+            if cfg.connection_log { "on" } else { "off" },
+        ),
+    );
     let mut w = Writer {
         store,
         cfg: cfg.clone(),
         fresh,
         host: interfaces::host_addrs(),
         timeouts: Timeouts::read(&proc_root),
+        start_proc_root: proc_root,
         pending: Vec::new(),
         pending_since: None,
         skipped: 0,
@@ -308,146 +543,9 @@ pub fn run(
         destroys: 0,
         passes: 0,
         pass_cpu: Duration::ZERO,
+        lost: 0,
     };
     let started = Instant::now();
-    let mut next_pass = Instant::now();
-    let mut stopping = false;
-    let mut lost_total = 0u64;
-    let failure = loop {
-        if signals::stop_requested() && !stopping {
-            stopping = true;
-            // The last pass runs while the listener still listens: its dump removes
-            // expired entries, and their DESTROY events (the final counters) must not go
-            // unheard.
-            w.flush_or_keep();
-            w.pass("final");
-            stop.store(true, Ordering::SeqCst);
-            info!("stopping: draining queued events");
-        }
-        if signals::take_reload() {
-            match prereq::ensure_with(&proc_root, cfg.setup, Needs { events: true }) {
-                Ok(changes) => changes.into_iter().for_each(&say),
-                Err(e) => warn!("{e}"),
-            }
-            match reload_config() {
-                Ok(new) => {
-                    if new.interval != w.cfg.interval {
-                        next_pass = Instant::now() + new.interval;
-                    }
-                    say(format!(
-                        "reloaded: a pass every {:?}, connection log {}, {} local networks, \
-                         prune after {} passes (flags given at start keep their values)",
-                        new.interval,
-                        if new.connection_log { "on" } else { "off" },
-                        new.pass.nets.nets().len(),
-                        new.pass.prune_after,
-                    ));
-                    w.cfg = DaemonConfig {
-                        event_buffer: w.cfg.event_buffer,
-                        max_event_buffer: w.cfg.max_event_buffer,
-                        setup: w.cfg.setup,
-                        quiet: w.cfg.quiet,
-                        ..new
-                    };
-                }
-                Err(e) => warn!("reload failed, configuration unchanged: {e}"),
-            }
-            reload.store(true, Ordering::SeqCst);
-            w.host = interfaces::host_addrs();
-        }
-        let now = Instant::now();
-        if !stopping && now >= next_pass {
-            w.flush_or_keep();
-            w.pass("run");
-            next_pass += w.cfg.interval;
-            if next_pass <= Instant::now() {
-                next_pass = Instant::now() + w.cfg.interval;
-            }
-        }
-        if w.flush_due().is_some_and(|t| t <= Instant::now()) {
-            w.flush_or_keep();
-        }
-        let now = Instant::now();
-        let mut wait = TICK;
-        if !stopping {
-            wait = wait.min(next_pass.saturating_duration_since(now));
-        }
-        if let Some(t) = w.flush_due() {
-            wait = wait.min(t.saturating_duration_since(now));
-        }
-        match rx.recv_timeout(wait) {
-            Ok(ToWriter::Batch { events, skipped }) => {
-                w.push(events, skipped);
-                if w.pending.len() >= w.cfg.flush_events {
-                    w.flush_or_keep();
-                }
-            }
-            Ok(ToWriter::Overrun { lost, buffer }) => {
-                let lost_text = lost.map_or("an unknown number of".into(), |n| n.to_string());
-                lost_total += lost.unwrap_or(0);
-                warn!(
-                    "conntrack events overran the receive buffer: {lost_text} events lost; \
-                     buffer grown to {buffer} B; resynchronising from a dump (flows whose \
-                     end was lost keep the charges of the last pass)"
-                );
-                w.flush_or_keep();
-                w.pass("resync");
-            }
-            Ok(ToWriter::Failed(e)) => break Some(anyhow::Error::new(e)),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                if stopping {
-                    break None;
-                }
-                break Some(anyhow::anyhow!(
-                    "the conntrack listener thread ended unexpectedly (a bug: restart the \
-                     daemon, and report it with this log)"
-                ));
-            }
-        }
-    };
-    // Whatever ended the loop, store what was received.
-    let flushed = w.flush();
-    stop.store(true, Ordering::SeqCst);
-    let _ = thread.join();
-    let ev = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let news = ev(&stats.news).max(1);
-    say(format!(
-        "stopped after {:.0?}: {} events ({} NEW, {} with an owner, {} with a program; {} \
-         DESTROY charged) in {} flushes, {} connections logged, {} overruns ({lost_total} \
-         events lost), {} passes ({:.0?} CPU), {} sock_diag lookups ({:.1} µs per NEW event), {:.0?} naming \
-         programs ({} process and {} full /proc walks)",
-        started.elapsed(),
-        ev(&stats.events),
-        ev(&stats.news),
-        ev(&stats.owned),
-        ev(&stats.programs),
-        w.destroys,
-        w.flushes,
-        w.logged,
-        ev(&stats.overruns),
-        w.passes,
-        w.pass_cpu,
-        ev(&stats.lookups),
-        ev(&stats.lookup_ns) as f64 / news as f64 / 1000.0,
-        Duration::from_nanos(ev(&stats.scan_ns)),
-        ev(&stats.process_walks),
-        ev(&stats.full_walks),
-    ));
-    if w.duplicates > 0 {
-        warn!(
-            duplicates = w.duplicates,
-            "connection log records already present were not stored twice"
-        );
-    }
-    if let Some(e) = failure {
-        return Err(e.context("conntrack event socket failed"));
-    }
-    if let Err(e) = flushed {
-        bail!(
-            "{e:#}: {} events received since the last flush were not stored",
-            w.pending.len()
-        );
-    }
-    Ok(())
+    let failure = w.serve(&listener, &reload_config);
+    w.finish(listener, started, failure)
 }

@@ -3,7 +3,10 @@
 //! Every report is first turned into records — ordered field maps with stable snake_case
 //! names and integer byte counts — so JSON and CSV carry the same fields by construction.
 
+pub mod connections;
+pub mod log;
 pub mod names;
+pub mod summary;
 pub mod table;
 
 use std::io::{self, Write};
@@ -13,6 +16,8 @@ use serde_json::{json, Map, Value};
 use crate::account::Traffic;
 use crate::store::query::{By, Covered, PeriodRow, TopRow, UsageRecord};
 use names::{protocol_name, RemoteNames, Services};
+
+pub use crate::units::human_bytes;
 
 /// One output record: ordered field name → value.
 pub type Record = Map<String, Value>;
@@ -26,19 +31,11 @@ pub struct Labels {
     pub services: Services,
 }
 
-/// Bytes in binary units (B, KiB, MiB, GiB, TiB) with one decimal above bytes.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
+/// A JSON object built with `json!` as a record.
+fn object(v: Value) -> Record {
+    match v {
+        Value::Object(m) => m,
+        other => unreachable!("a record is a JSON object, not {other}"),
     }
 }
 

@@ -49,8 +49,12 @@ pub fn covered_line(c: &Covered, utc: bool) -> String {
 /// Width of the bar column of `report`.
 const BAR_WIDTH: usize = 24;
 
-/// A table being built: text columns first, then right-aligned numbers.
-struct Table {
+/// The one table renderer of every report (`top`, `report`, `connections`, `summary`): a
+/// header line, then rows, columns two spaces apart, each as wide as its widest cell (in
+/// characters); the leading `text_cols` columns are left-aligned, the rest (numbers)
+/// right-aligned; a line's trailing blanks are trimmed; a rule of `-` as wide as the
+/// table may precede a row.
+pub struct Table {
     rows: Vec<Vec<String>>,
     /// Row indexes before which a rule is drawn.
     rules: Vec<usize>,
@@ -59,7 +63,8 @@ struct Table {
 }
 
 impl Table {
-    fn new(header: Vec<String>, text_cols: usize) -> Table {
+    /// A table with this header; the first `text_cols` columns are text.
+    pub fn new(header: Vec<String>, text_cols: usize) -> Table {
         Table {
             rows: vec![header],
             rules: vec![],
@@ -67,15 +72,18 @@ impl Table {
         }
     }
 
-    fn push(&mut self, row: Vec<String>) {
+    /// Add a row.
+    pub fn push(&mut self, row: Vec<String>) {
         self.rows.push(row);
     }
 
-    fn rule(&mut self) {
+    /// Draw a rule before the next row.
+    pub fn rule(&mut self) {
         self.rules.push(self.rows.len());
     }
 
-    fn render(&self) -> String {
+    /// The table as text, one `\n`-terminated line per row and rule.
+    pub fn render(&self) -> String {
         let cols = self.rows[0].len();
         let widths: Vec<usize> = (0..cols)
             .map(|c| {
@@ -109,7 +117,8 @@ impl Table {
     }
 }
 
-fn amount(n: u64, exact: bool) -> String {
+/// A byte count: exact with `exact` (`--bytes`), else in binary units.
+pub fn amount(n: u64, exact: bool) -> String {
     if exact {
         n.to_string()
     } else {

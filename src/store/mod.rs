@@ -21,6 +21,7 @@ mod error;
 pub mod lock;
 pub mod query;
 pub mod retention;
+pub mod summary;
 pub mod totals;
 
 use std::collections::HashMap;
@@ -105,7 +106,9 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     /// Test hook: sleep inside the open pass transaction before committing, so a test can
-    /// kill the process mid-pass. Set from `NETLEDGER_TEST_PAUSE_BEFORE_COMMIT_MS`.
+    /// kill the process mid-pass. Set from `NETLEDGER_TEST_PAUSE_BEFORE_COMMIT_MS`; only
+    /// with the `test-hooks` feature (the integration tests').
+    #[cfg(feature = "test-hooks")]
     pub pause_before_commit: Option<Duration>,
     /// Schema version after opening: a report opens read-only and does not migrate, so it
     /// may read an older schema (see `query`).
@@ -211,6 +214,7 @@ impl Store {
         Ok(Store {
             conn,
             path: path.to_owned(),
+            #[cfg(feature = "test-hooks")]
             pause_before_commit: None,
             schema,
             _lock: lock,
@@ -285,6 +289,7 @@ impl Store {
         write_usage(&tx, rec.started_at, plan).map_err(wrap)?;
         write_state(&tx, plan).map_err(wrap)?;
         write_users(&tx, rec.started_at, users).map_err(wrap)?;
+        #[cfg(feature = "test-hooks")]
         if let Some(d) = self.pause_before_commit {
             eprintln!("netledger: test hook: pausing before commit for {d:?}");
             std::thread::sleep(d);

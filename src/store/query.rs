@@ -3,7 +3,6 @@
 use rusqlite::types::{Null, Value};
 use rusqlite::{params, params_from_iter, OptionalExtension};
 
-use super::totals::{ranges_sql, Split};
 use super::{Store, StoreError};
 use crate::account::Traffic;
 
@@ -153,7 +152,7 @@ pub struct Covered {
 
 /// A grouping dimension of `top`. Rows are always split per user as well (every row names
 /// its uid, or `uid: null` for unattributed traffic); `user` alone is just that.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum By {
     /// Per user.
@@ -216,7 +215,7 @@ pub struct TopReport {
 }
 
 /// Period length of `report`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Period {
     /// Per hour.
@@ -576,6 +575,84 @@ impl Store {
     }
 }
 
+const HOUR: i64 = 3600;
+const DAY: i64 = 86_400;
+
+/// How a report's window `[since, until)` (already widened to whole stored rows) splits
+/// between the totals and the detail: whole UTC days from day totals, whole hours from
+/// hour totals, and what is left at the edges (less than an hour each) from the detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Split {
+    /// Whole days, from the day totals.
+    pub days: Vec<(i64, i64)>,
+    /// Whole hours outside those days, from the hour totals.
+    pub hours: Vec<(i64, i64)>,
+    /// The edges, from the detail rows.
+    pub detail: Vec<(i64, i64)>,
+}
+
+fn ceil(t: i64, step: i64) -> i64 {
+    t + (step - t.rem_euclid(step)) % step
+}
+
+fn floor(t: i64, step: i64) -> i64 {
+    t - t.rem_euclid(step)
+}
+
+/// Add `[a, b)` to sorted, disjoint `ranges`, joining it to the last one when they touch.
+fn push(ranges: &mut Vec<(i64, i64)>, a: i64, b: i64) {
+    match ranges.last_mut() {
+        _ if a >= b => {}
+        Some(last) if last.1 == a => last.1 = b,
+        _ => ranges.push((a, b)),
+    }
+}
+
+impl Split {
+    /// Split `[since, until)`; the whole days for which `split_day(day start)` is true are
+    /// read from their hours instead (a day that spans two periods of a report).
+    fn new(since: i64, until: i64, split_day: impl Fn(i64) -> bool) -> Split {
+        let (h1, h2) = (ceil(since, HOUR), floor(until, HOUR));
+        let mut split = Split {
+            days: vec![],
+            hours: vec![],
+            detail: vec![],
+        };
+        if h1 >= h2 {
+            push(&mut split.detail, since, until);
+            return split;
+        }
+        push(&mut split.detail, since, h1);
+        let (d1, d2) = (ceil(h1, DAY), floor(h2, DAY));
+        if d1 >= d2 {
+            push(&mut split.hours, h1, h2);
+        } else {
+            push(&mut split.hours, h1, d1);
+            for d in (d1..d2).step_by(DAY as usize) {
+                match split_day(d) {
+                    true => push(&mut split.hours, d, d + DAY),
+                    false => push(&mut split.days, d, d + DAY),
+                }
+            }
+            push(&mut split.hours, d2, h2);
+        }
+        push(&mut split.detail, h2, until);
+        split
+    }
+}
+
+/// `(ts >= a AND ts < b) OR …` over `ranges`; `false` when there are none.
+fn ranges_sql(ranges: &[(i64, i64)]) -> String {
+    if ranges.is_empty() {
+        return "0".into();
+    }
+    ranges
+        .iter()
+        .map(|(a, b)| format!("(ts >= {a} AND ts < {b})"))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
 /// A comma-separated list in sorted order (SQLite's `group_concat` follows row order).
 fn sorted_list(list: String) -> String {
     let mut items: Vec<&str> = list.split(',').collect();
@@ -602,4 +679,34 @@ fn traffic_at(r: &rusqlite::Row, i: usize) -> rusqlite::Result<Traffic> {
         rx_packets: r.get::<_, i64>(i + 2)? as u64,
         tx_packets: r.get::<_, i64>(i + 3)? as u64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_splits_into_days_hours_and_edges() {
+        let d = 20_000 * DAY;
+        // 23:50 the day before to 01:10 two days later.
+        let s = Split::new(d - 600, d + 2 * DAY + 4200, |_| false);
+        assert_eq!(s.days, vec![(d, d + 2 * DAY)]);
+        assert_eq!(s.hours, vec![(d + 2 * DAY, d + 2 * DAY + HOUR)]);
+        assert_eq!(
+            s.detail,
+            vec![(d - 600, d), (d + 2 * DAY + HOUR, d + 2 * DAY + 4200)]
+        );
+        // The second day spans two periods: its hours instead.
+        let s = Split::new(d - 600, d + 2 * DAY + 4200, |day| day == d + DAY);
+        assert_eq!(s.days, vec![(d, d + DAY)]);
+        assert_eq!(s.hours, vec![(d + DAY, d + 2 * DAY + HOUR)]);
+        // Within one hour: all detail.
+        let s = Split::new(d + 60, d + 600, |_| false);
+        assert_eq!(s.detail, vec![(d + 60, d + 600)]);
+        assert!(s.hours.is_empty() && s.days.is_empty());
+        // Aligned hours, no whole day.
+        let s = Split::new(d + HOUR, d + 5 * HOUR, |_| false);
+        assert_eq!(s.hours, vec![(d + HOUR, d + 5 * HOUR)]);
+        assert!(s.detail.is_empty());
+    }
 }

@@ -309,6 +309,7 @@ mod tests {
     use crate::attribute::Reason;
     use crate::attribute::{Attributed, Attribution, Direction, Verdict};
     use crate::model::{Counters, Flow, Tuple};
+    use crate::store::connections::{EventWrite, LoggedConnection};
     use crate::store::{OpenOptions, PassRecord};
 
     const T0: i64 = 1_790_000_000; // 2026-09-21
@@ -653,5 +654,64 @@ mod tests {
             ),
             0
         );
+    }
+
+    /// A logged connection of 42 ms, ending 7 ms after the one before.
+    fn logged(i: u32) -> LoggedConnection {
+        let t = |src: &str, dst: &str, sport, dport| Tuple {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            proto: 6,
+            sport,
+            dport,
+        };
+        let port = 40000 + (i % 20000) as u16;
+        LoggedConnection {
+            start_ms: 1_780_000_000_000 + i64::from(i) * 7,
+            end_ms: 1_780_000_000_042 + i64::from(i) * 7,
+            orig: t("198.51.100.1", "198.51.100.2", port, 443),
+            reply: t("198.51.100.2", "198.51.100.1", 443, port),
+            direction: Some(Direction::Out),
+            uid: Some(1001),
+            program: Some("curl".into()),
+            orig_counters: None,
+            reply_counters: None,
+            zone: 0,
+        }
+    }
+
+    #[test]
+    fn log_is_kept_for_its_retention_and_dropped_in_bounded_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("log.db"), &OpenOptions::default()).unwrap();
+        const N: u32 = 10_000;
+        store
+            .write_events(&[], |_| EventWrite {
+                log: (0..N).map(logged).collect(),
+                ..EventWrite::default()
+            })
+            .unwrap();
+        // Seven days after 1_780_000_050 s: connections that ended before then go.
+        let r = Retention::default();
+        let now = 1_780_000_050 + r.connections.as_secs() as i64;
+        let cutoff_ms = 1_780_000_050_000;
+        let expected = (0..N).filter(|i| logged(*i).end_ms < cutoff_ms).count() as u64;
+        assert!(expected > 1000 && expected < u64::from(N), "{expected}");
+        let (mut dropped, mut steps) = (0, 0);
+        loop {
+            let st = store.roll_up(now, &r, 1000).unwrap();
+            assert!(st.connections_dropped <= 1000);
+            dropped += st.connections_dropped;
+            steps += 1;
+            if !st.behind {
+                break;
+            }
+        }
+        assert_eq!(dropped, expected);
+        assert!(steps >= 8, "bounded: {steps} steps");
+        let left = store.connection_log(0, i64::MAX).unwrap();
+        assert_eq!(left.len() as u64, u64::from(N) - expected);
+        assert!(left.iter().all(|c| c.end_ms >= cutoff_ms));
+        assert!(left.iter().any(|c| c.end_ms < cutoff_ms + 10));
     }
 }

@@ -179,81 +179,6 @@ impl Store {
     }
 }
 
-/// How a report's window `[since, until)` (already widened to whole stored rows) splits
-/// between the totals and the detail: whole UTC days from day totals, whole hours from
-/// hour totals, and what is left at the edges (less than an hour each) from the detail.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Split {
-    /// Whole days, from the day totals.
-    pub days: Vec<(i64, i64)>,
-    /// Whole hours outside those days, from the hour totals.
-    pub hours: Vec<(i64, i64)>,
-    /// The edges, from the detail rows.
-    pub detail: Vec<(i64, i64)>,
-}
-
-fn ceil(t: i64, step: i64) -> i64 {
-    t + (step - t.rem_euclid(step)) % step
-}
-
-fn floor(t: i64, step: i64) -> i64 {
-    t - t.rem_euclid(step)
-}
-
-/// Add `[a, b)` to sorted, disjoint `ranges`, joining it to the last one when they touch.
-fn push(ranges: &mut Vec<(i64, i64)>, a: i64, b: i64) {
-    match ranges.last_mut() {
-        _ if a >= b => {}
-        Some(last) if last.1 == a => last.1 = b,
-        _ => ranges.push((a, b)),
-    }
-}
-
-impl Split {
-    /// Split `[since, until)`; the whole days for which `split_day(day start)` is true are
-    /// read from their hours instead (a day that spans two periods of a report).
-    pub(super) fn new(since: i64, until: i64, split_day: impl Fn(i64) -> bool) -> Split {
-        let (h1, h2) = (ceil(since, HOUR), floor(until, HOUR));
-        let mut split = Split {
-            days: vec![],
-            hours: vec![],
-            detail: vec![],
-        };
-        if h1 >= h2 {
-            push(&mut split.detail, since, until);
-            return split;
-        }
-        push(&mut split.detail, since, h1);
-        let (d1, d2) = (ceil(h1, DAY), floor(h2, DAY));
-        if d1 >= d2 {
-            push(&mut split.hours, h1, h2);
-        } else {
-            push(&mut split.hours, h1, d1);
-            for d in (d1..d2).step_by(DAY as usize) {
-                match split_day(d) {
-                    true => push(&mut split.hours, d, d + DAY),
-                    false => push(&mut split.days, d, d + DAY),
-                }
-            }
-            push(&mut split.hours, d2, h2);
-        }
-        push(&mut split.detail, h2, until);
-        split
-    }
-}
-
-/// `(ts >= a AND ts < b) OR …` over `ranges`; `false` when there are none.
-pub(super) fn ranges_sql(ranges: &[(i64, i64)]) -> String {
-    if ranges.is_empty() {
-        return "0".into();
-    }
-    ranges
-        .iter()
-        .map(|(a, b)| format!("(ts >= {a} AND ts < {b})"))
-        .collect::<Vec<_>>()
-        .join(" OR ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,30 +401,5 @@ mod tests {
             &mut store,
             &[(T0, T0 + 10 * DAY), (T0 + 3600, T0 + 5 * DAY + 7)],
         );
-    }
-
-    #[test]
-    fn a_window_splits_into_days_hours_and_edges() {
-        let d = 20_000 * DAY;
-        // 23:50 the day before to 01:10 two days later.
-        let s = Split::new(d - 600, d + 2 * DAY + 4200, |_| false);
-        assert_eq!(s.days, vec![(d, d + 2 * DAY)]);
-        assert_eq!(s.hours, vec![(d + 2 * DAY, d + 2 * DAY + HOUR)]);
-        assert_eq!(
-            s.detail,
-            vec![(d - 600, d), (d + 2 * DAY + HOUR, d + 2 * DAY + 4200)]
-        );
-        // The second day spans two periods: its hours instead.
-        let s = Split::new(d - 600, d + 2 * DAY + 4200, |day| day == d + DAY);
-        assert_eq!(s.days, vec![(d, d + DAY)]);
-        assert_eq!(s.hours, vec![(d + DAY, d + 2 * DAY + HOUR)]);
-        // Within one hour: all detail.
-        let s = Split::new(d + 60, d + 600, |_| false);
-        assert_eq!(s.detail, vec![(d + 60, d + 600)]);
-        assert!(s.hours.is_empty() && s.days.is_empty());
-        // Aligned hours, no whole day.
-        let s = Split::new(d + HOUR, d + 5 * HOUR, |_| false);
-        assert_eq!(s.hours, vec![(d + HOUR, d + 5 * HOUR)]);
-        assert!(s.detail.is_empty());
     }
 }

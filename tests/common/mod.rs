@@ -363,6 +363,57 @@ pub fn conntrack_entries(ns: &Netns) -> Vec<CtEntry> {
     all
 }
 
+/// The TCP entries in `ns` whose connection is not over (any state but TIME_WAIT and
+/// CLOSE): their counters may still move (the closing handshake's last packets).
+pub fn unclosed_tcp_entries(ns: &Netns) -> Vec<CtEntry> {
+    let mut lines = vec![];
+    for fam in ["ipv4", "ipv6"] {
+        let out = ns
+            .cmd("conntrack")
+            .args(["-L", "-o", "extended", "-p", "tcp", "-f", fam])
+            .output()
+            .expect("conntrack -L (install the conntrack package)");
+        assert!(
+            out.status.success(),
+            "conntrack -L -p tcp -f {fam}: {out:?}"
+        );
+        // "ipv4 2 tcp 6 117 TIME_WAIT src=…": the state follows the timeout.
+        lines.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| {
+                    let state = l.split_whitespace().nth(5).unwrap_or("");
+                    state != "TIME_WAIT" && state != "CLOSE"
+                })
+                .map(String::from)
+                .collect::<Vec<_>>(),
+        );
+    }
+    parse_conntrack_l(&lines.join("\n"))
+}
+
+/// Wait until every TCP connection in `ns` is over (TIME_WAIT or CLOSE), so that the
+/// kernel's counters are final.
+pub fn wait_tcp_closed(ns: &Netns) {
+    wait_for(
+        "every TCP connection to finish closing",
+        std::time::Duration::from_secs(30),
+        || unclosed_tcp_entries(ns).is_empty().then_some(()),
+    );
+}
+
+/// Wait until no entry matching `f` is left in `ns`'s conntrack table. Each look is a
+/// dump, and a dump removes the expired entries (ctnetlink_dump_table), whose DESTROY
+/// events the kernel sends then instead of whenever its garbage collector gets to them:
+/// so this waits for their timeout (TIME_WAIT) and no longer.
+pub fn wait_entries_gone(ns: &Netns, what: &str, f: impl Fn(&CtEntry) -> bool) {
+    wait_for(
+        &format!("the conntrack entries of {what} to expire"),
+        std::time::Duration::from_secs(30),
+        || (!conntrack_entries(ns).iter().any(&f)).then_some(()),
+    );
+}
+
 /// Per-uid traffic as netledger's `top --json` reports it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -437,9 +488,20 @@ impl DestroyCapture {
             .stderr(Stdio::null())
             .spawn()
             .expect("conntrack -E (install the conntrack package)");
-        // No readiness signal: give it time to subscribe before the flows it must see end.
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        DestroyCapture { child, file }
+        // Ready once subscribed, before the flows it must see end: conntrack prints nothing
+        // then, so look at its sockets.
+        let pid = child.id();
+        let mut capture = DestroyCapture { child, file };
+        wait_for(
+            "conntrack -E to subscribe to DESTROY events",
+            std::time::Duration::from_secs(30),
+            || {
+                let exited = capture.child.try_wait().ok().flatten();
+                assert!(exited.is_none(), "conntrack -E exited: {exited:?}");
+                subscribed_to_netfilter(pid).then_some(())
+            },
+        );
+        capture
     }
 
     /// The DESTROY events so far.
@@ -467,6 +529,35 @@ impl DestroyCapture {
             },
         )
     }
+}
+
+/// NETLINK_NETFILTER (include/uapi/linux/netlink.h).
+const NETLINK_NETFILTER: u32 = 12;
+
+/// Whether process `pid` holds a netfilter netlink socket bound to a multicast group: its
+/// socket inodes (`/proc/PID/fd`) looked up in `/proc/PID/net/netlink` (its namespace's
+/// table: `sk Eth Pid Groups … Inode`, Groups the first 32 groups in hex). Binding to the
+/// groups is what subscribes (`conntrack -E` binds to the event groups it asks for), so
+/// from then on the kernel queues every event for it.
+pub fn subscribed_to_netfilter(pid: u32) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let sockets: std::collections::HashSet<String> = fds
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/netlink")).unwrap_or_default();
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() >= 10
+            && f[1].parse() == Ok(NETLINK_NETFILTER)
+            && u32::from_str_radix(f[3], 16).is_ok_and(|g| g != 0)
+            && sockets.contains(f[9])
+    })
 }
 
 impl Drop for DestroyCapture {
@@ -521,6 +612,22 @@ impl Daemon {
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Scheduled passes finished so far: each logs "… (run, N ms CPU)" (with -v).
+    pub fn passes(&self) -> usize {
+        self.stderr().matches("(run, ").count()
+    }
+
+    /// Wait until a whole scheduled pass ran after this call (the one under way, if any,
+    /// may have begun before it: so two more).
+    pub fn wait_for_a_whole_pass(&self) {
+        let n = self.passes();
+        wait_for(
+            "a whole pass of the daemon",
+            std::time::Duration::from_secs(60),
+            || (self.passes() >= n + 2).then_some(()),
+        );
     }
 
     pub fn pid(&self) -> u32 {

@@ -10,8 +10,6 @@
 
 use std::collections::HashMap;
 
-use chrono::{Local, TimeZone, Utc};
-
 use crate::model::{Flow, FlowKey, IPPROTO_TCP, IPPROTO_UDP};
 use crate::sources::conntrack::{self, Dump, TCP_CLOSE, TCP_TIME_WAIT};
 
@@ -29,13 +27,17 @@ pub enum Over {
     UdpExchange,
 }
 
+/// Whether a TCP state is one of a closed connection whose entry lingers (TIME_WAIT,
+/// CLOSE): `connections` leaves those out unless `--all`.
+pub fn closed_tcp(tcp_state: Option<u8>) -> bool {
+    matches!(tcp_state, Some(TCP_TIME_WAIT | TCP_CLOSE))
+}
+
 /// Whether a live entry is a connection that is over (pure). Open TCP connections and
 /// assured UDP streams are not; neither is anything else.
 pub fn over(flow: &Flow, tcp_state: Option<u8>) -> Option<Over> {
     match flow.orig.proto {
-        IPPROTO_TCP if matches!(tcp_state, Some(TCP_TIME_WAIT | TCP_CLOSE)) => {
-            Some(Over::ClosedTcp)
-        }
+        IPPROTO_TCP if closed_tcp(tcp_state) => Some(Over::ClosedTcp),
         IPPROTO_UDP if flow.status & IPS_ASSURED == 0 => Some(Over::UdpExchange),
         _ => None,
     }
@@ -76,52 +78,6 @@ pub fn waiting(dump: &Dump, now_ms: i64) -> HashMap<FlowKey, Waiting> {
 /// The live table of this network namespace, or why it cannot be read.
 pub fn live_table() -> Result<Dump, conntrack::ConntrackError> {
     conntrack::dump()
-}
-
-/// `HH:MM:SS` in local time (UTC with `utc`).
-pub fn clock(ms: i64, utc: bool) -> String {
-    match Utc.timestamp_millis_opt(ms).single() {
-        Some(t) if utc => t.format("%H:%M:%S").to_string(),
-        Some(t) => t.with_timezone(&Local).format("%H:%M:%S").to_string(),
-        None => ms.to_string(),
-    }
-}
-
-/// The note `log` prints about `waiting` connections (pure): counts per kind and the
-/// latest expiry; `None` when there are none.
-pub fn note<'a>(waiting: impl IntoIterator<Item = &'a Waiting>, utc: bool) -> Option<String> {
-    let (mut tcp, mut udp, mut last) = (0usize, 0usize, None::<i64>);
-    for w in waiting {
-        match w.over {
-            Over::ClosedTcp => tcp += 1,
-            Over::UdpExchange => udp += 1,
-        }
-        last = last.max(w.expires_ms);
-    }
-    let plural =
-        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
-    let what = match (tcp, udp) {
-        (0, 0) => return None,
-        (t, 0) => plural(t, "closed TCP connection", "closed TCP connections"),
-        (0, u) => plural(u, "UDP exchange", "UDP exchanges"),
-        (t, u) => format!(
-            "{} and {}",
-            plural(t, "closed TCP connection", "closed TCP connections"),
-            plural(u, "UDP exchange", "UDP exchanges")
-        ),
-    };
-    let when = match last {
-        Some(ms) if udp > 0 => format!(
-            "by {} unless the UDP flows carry more packets; ",
-            clock(ms, utc)
-        ),
-        Some(ms) => format!("by {}; ", clock(ms, utc)),
-        None => String::new(),
-    };
-    Some(format!(
-        "not in the log yet: {what}, logged when conntrack drops their entries ({when}\
-         `netledger connections --all` shows them)"
-    ))
 }
 
 #[cfg(test)]
@@ -194,12 +150,5 @@ mod tests {
                 (4, Over::UdpExchange, Some(1_030_000)),
             ]
         );
-        let text = note(w.values(), true).unwrap();
-        assert!(
-            text.starts_with("not in the log yet: 2 closed TCP connections and 1 UDP exchange,"),
-            "{text}"
-        );
-        assert!(text.contains("(by 00:18:21 unless"), "{text}");
-        assert_eq!(note(std::iter::empty(), true), None);
     }
 }

@@ -1,0 +1,292 @@
+//! The read behind `summary`: a day's connections per user, protocol, service port and
+//! remote (constat's daily overview). Finished connections come from the connection log;
+//! open ones from the saved flow state, i.e. the flows the last pass or event saw alive,
+//! less those the caller knows closed (the live conntrack table shows TCP connections in
+//! TIME_WAIT or CLOSE): finished but not logged yet, counted in N and apart.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::connections::LoggedConnection;
+use super::{Store, StoreError};
+use crate::account::{FlowState, Traffic};
+use crate::attribute::Direction;
+use crate::model::FlowKey;
+
+/// A summary row's grouping key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Key {
+    /// Owner (None: unknown).
+    pub uid: Option<u32>,
+    /// IP protocol number.
+    pub protocol: u8,
+    /// Service port (remote port of outgoing connections, local of incoming).
+    pub port: u16,
+    /// Remote address.
+    pub remote: String,
+}
+
+/// A summary row's numbers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Row {
+    /// Connections started that day (finished or still open).
+    pub count: u64,
+    /// Of those, still open.
+    pub open: u64,
+    /// Of those, closed but not in the log yet (their conntrack entries linger): no
+    /// duration yet.
+    pub pending: u64,
+    /// Sum of the finished ones' durations, ms.
+    pub total_ms: i64,
+    /// Longest finished duration, ms.
+    pub max_ms: i64,
+    /// Bytes received and sent by the finished ones.
+    pub rx_bytes: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+}
+
+impl Row {
+    /// Average duration of the logged connections, seconds.
+    pub fn avg_seconds(&self) -> f64 {
+        let finished = self.count - self.open - self.pending;
+        if finished == 0 {
+            0.0
+        } else {
+            self.total_ms as f64 / finished as f64 / 1000.0
+        }
+    }
+}
+
+/// A day's summary.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DaySummary {
+    /// The rows, by key.
+    pub rows: BTreeMap<Key, Row>,
+    /// Connections closed but not logged yet, over all rows.
+    pub pending: u64,
+    /// When the last of their conntrack entries expires, ms since the epoch, if known.
+    pub pending_until: Option<i64>,
+}
+
+/// Count the finished connections of `log` that started in `[start, end)` (epoch
+/// seconds), of `uid` only when given (pure).
+pub fn add_finished(
+    summary: &mut DaySummary,
+    log: &[LoggedConnection],
+    start: i64,
+    end: i64,
+    uid: Option<u32>,
+) {
+    for c in log {
+        if c.start_ms < start * 1000 || c.start_ms >= end * 1000 {
+            continue;
+        }
+        if uid.is_some() && c.uid != uid {
+            continue;
+        }
+        let (remote, port) = match c.direction {
+            Some(Direction::In) => (c.orig.src, c.reply.sport),
+            _ => (c.orig.dst, c.orig.dport),
+        };
+        let t = Traffic::of_counters(c.orig_counters, c.reply_counters, c.direction);
+        let r = summary
+            .rows
+            .entry(Key {
+                uid: c.uid,
+                protocol: c.orig.proto,
+                port,
+                remote: remote.to_string(),
+            })
+            .or_default();
+        r.count += 1;
+        r.total_ms += c.duration_ms();
+        r.max_ms = r.max_ms.max(c.duration_ms());
+        r.rx_bytes += t.rx_bytes;
+        r.tx_bytes += t.tx_bytes;
+    }
+}
+
+/// Count the flows of `states` alive at the last sighting that began in `[start, end)`,
+/// of `uid` only when given (pure). `closed` says which of them the live table shows
+/// closed, with when their entry expires (ms, if known): those are pending, not open.
+pub fn add_open(
+    summary: &mut DaySummary,
+    states: &HashMap<FlowKey, FlowState>,
+    start: i64,
+    end: i64,
+    uid: Option<u32>,
+    closed: &dyn Fn(&FlowKey) -> Option<Option<i64>>,
+) {
+    for s in states.values() {
+        if s.missing > 0 || s.first_seen < start || s.first_seen >= end {
+            continue;
+        }
+        let owner = s.attribution.as_ref();
+        if uid.is_some() && owner.map(|a| a.uid) != uid {
+            continue;
+        }
+        let o = &s.key.orig;
+        // Only the original tuple is saved: an incoming flow's service port is its
+        // pre-NAT destination port.
+        let remote = match owner.map(|a| a.direction) {
+            Some(Direction::In) => o.src,
+            _ => o.dst,
+        };
+        let r = summary
+            .rows
+            .entry(Key {
+                uid: owner.map(|a| a.uid),
+                protocol: o.proto,
+                port: o.dport,
+                remote: remote.to_string(),
+            })
+            .or_default();
+        r.count += 1;
+        match closed(&s.key) {
+            Some(expires) => {
+                r.pending += 1;
+                summary.pending += 1;
+                summary.pending_until = summary.pending_until.max(expires);
+            }
+            None => r.open += 1,
+        }
+    }
+}
+
+impl Store {
+    /// The connections that started in `[start, end)` (epoch seconds), of `uid` only when
+    /// given; `closed` as for [`add_open`].
+    pub fn day_summary(
+        &self,
+        start: i64,
+        end: i64,
+        uid: Option<u32>,
+        closed: &dyn Fn(&FlowKey) -> Option<Option<i64>>,
+    ) -> Result<DaySummary, StoreError> {
+        let mut summary = DaySummary::default();
+        // Finished: started that day, ended then or later.
+        let log = self.connection_log(start * 1000, i64::MAX)?;
+        add_finished(&mut summary, &log, start, end, uid);
+        add_open(&mut summary, &self.load_state()?, start, end, uid, closed);
+        Ok(summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribute::Attribution;
+    use crate::model::{Counters, Tuple};
+
+    const DAY: i64 = 1_773_100_800; // 2026-03-10T00:00:00Z
+
+    fn tuple(sport: u16, dport: u16) -> Tuple {
+        Tuple {
+            src: "198.51.100.1".parse().unwrap(),
+            dst: "198.51.100.2".parse().unwrap(),
+            proto: 6,
+            sport,
+            dport,
+        }
+    }
+
+    fn state(id: u32, uid: u32, first_seen: i64, missing: u32) -> (FlowKey, FlowState) {
+        let key = FlowKey {
+            zone: 0,
+            orig: tuple(40000 + id as u16, 443),
+            id,
+        };
+        let s = FlowState {
+            key,
+            orig: Counters::default(),
+            reply: Counters::default(),
+            attribution: Some(Attribution {
+                uid,
+                program: None,
+                direction: Direction::Out,
+            }),
+            first_seen,
+            last_seen: first_seen,
+            missing,
+        };
+        (key, s)
+    }
+
+    fn logged(start_ms: i64, end_ms: i64, uid: u32) -> LoggedConnection {
+        LoggedConnection {
+            start_ms,
+            end_ms,
+            orig: tuple(40100, 443),
+            reply: Tuple {
+                src: "198.51.100.2".parse().unwrap(),
+                dst: "198.51.100.1".parse().unwrap(),
+                proto: 6,
+                sport: 443,
+                dport: 40100,
+            },
+            direction: Some(Direction::Out),
+            uid: Some(uid),
+            program: None,
+            orig_counters: Some(Counters {
+                packets: 1,
+                bytes: 100,
+            }),
+            reply_counters: Some(Counters {
+                packets: 2,
+                bytes: 2_000,
+            }),
+            zone: 0,
+        }
+    }
+
+    #[test]
+    fn the_live_table_turns_open_flows_closed_since_into_pending() {
+        let states: HashMap<FlowKey, FlowState> = [
+            state(1, 1001, DAY + 10, 0),
+            state(2, 1001, DAY + 20, 0),
+            state(3, 1001, DAY + 30, 0),
+            // Gone from the last dump: neither open nor pending.
+            state(4, 1001, DAY + 40, 1),
+            // The day before, and another user's.
+            state(5, 1001, DAY - 1, 0),
+            state(6, 1002, DAY + 60, 0),
+        ]
+        .into_iter()
+        .collect();
+        let closed = |k: &FlowKey| match k.id {
+            2 => Some(Some(DAY * 1000 + 90_000)),
+            3 => Some(None),
+            6 => Some(Some(DAY * 1000 + 999_000)),
+            _ => None,
+        };
+        let mut s = DaySummary::default();
+        add_open(&mut s, &states, DAY, DAY + 86_400, Some(1001), &closed);
+        let rows: Vec<(u16, u64, u64, u64)> = s
+            .rows
+            .iter()
+            .map(|(k, r)| (k.port, r.count, r.open, r.pending))
+            .collect();
+        // One key (same user, protocol, port and remote): three flows, one open.
+        assert_eq!(rows, [(443, 3, 1, 2)]);
+        assert_eq!((s.pending, s.pending_until), (2, Some(DAY * 1000 + 90_000)));
+        assert_eq!(s.rows.values().next().unwrap().avg_seconds(), 0.0);
+    }
+
+    #[test]
+    fn finished_connections_count_on_the_day_they_started() {
+        let log = [
+            logged(DAY * 1000 - 1, DAY * 1000 + 5_000, 1001),
+            logged(DAY * 1000, DAY * 1000 + 3_000, 1001),
+            logged(DAY * 1000 + 10_000, DAY * 1000 + 11_000, 1001),
+            logged((DAY + 86_400) * 1000, (DAY + 86_400) * 1000 + 1, 1001),
+            logged(DAY * 1000, DAY * 1000 + 60_000, 1002),
+        ];
+        let mut s = DaySummary::default();
+        add_finished(&mut s, &log, DAY, DAY + 86_400, Some(1001));
+        let r = s.rows.values().next().unwrap();
+        assert_eq!(s.rows.len(), 1);
+        assert_eq!((r.count, r.total_ms, r.max_ms), (2, 4_000, 3_000));
+        assert_eq!((r.rx_bytes, r.tx_bytes), (4_000, 200));
+        assert_eq!(r.avg_seconds(), 2.0);
+    }
+}

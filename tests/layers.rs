@@ -1,0 +1,380 @@
+//! The module dependency order of `src/`, checked on the source text: every `crate::…`
+//! and `super::…` path (in `use` lines and in code, tests included; comments left out)
+//! is an edge from the file it is written in to the module file it names. The test fails
+//!
+//! 1. when a module imports from a later layer of [`LAYERS`] (data flows one way:
+//!    sources → attribute → account → store → report; `cmd` wires), or from another
+//!    module of its own layer, or when a top-level module has no layer;
+//! 2. when the files import each other in a circle (a child module's use of its parent,
+//!    such as `store/query.rs` extending `Store`, is the module tree, not a circle);
+//! 3. when a subcommand's file uses another's as a library (`cmd/*.rs` may use only
+//!    `cmd/common.rs`);
+//! 4. when clap appears below the command line (`cli`, `config`, `cmd`, `main.rs`).
+//!
+//! [`EXCEPTIONS`] lists the one circle left to the settings work of issue 10.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Top-level modules, lowest layer first: a module may import from earlier layers only.
+const LAYERS: &[&[&str]] = &[
+    // Leaves: plain types, units, time parsing, the kernel prerequisites.
+    &["model", "units", "timespec", "prereq"],
+    // Read the kernel.
+    &["sources"],
+    // The pure join, then the pure delta rules.
+    &["attribute"],
+    &["account"],
+    // What the kernel shows now, for the read-only commands.
+    &["live"],
+    // SQLite.
+    &["store"],
+    // One accounting pass: sources → attribute → account → store.
+    &["pass"],
+    // Rendering.
+    &["report"],
+    // The daemon: passes and conntrack events.
+    &["daemon"],
+    // The command line and the configuration file.
+    &["config", "cli"],
+    // One file per subcommand: wires the rest.
+    &["cmd"],
+];
+
+/// Edges between top-level modules allowed against the order: `cli` ↔ `config`, until the
+/// settings part of issue 10 resolves the settings in one place.
+const EXCEPTIONS: &[(&str, &str)] = &[("cli", "config"), ("config", "cli")];
+
+/// Where clap may be used: the command line and what wires it.
+const CLAP: &[&str] = &["cli", "config", "cmd"];
+
+type Module = Vec<String>;
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// `src/store/query.rs` → `store::query`; `src/store/mod.rs` → `store`; `src/lib.rs` → root.
+fn module_of(file: &Path) -> Module {
+    let rel = file.strip_prefix(src()).unwrap().with_extension("");
+    let mut m: Module = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if matches!(m.last().map(String::as_str), Some("mod" | "lib")) {
+        m.pop();
+    }
+    m
+}
+
+/// The code of a file without its comments (line comments, doc comments included).
+fn code(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.find("//") {
+            Some(i) => &l[..i],
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn ident_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// The paths after `prefix` at `at`: `a::b::C` as one path, `{a::b, c}` as several.
+fn paths_at(s: &str) -> Vec<Vec<String>> {
+    if let Some(inner) = s.strip_prefix('{') {
+        let mut depth = 0;
+        let mut end = inner.len();
+        for (i, c) in inner.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => {
+                    end = i;
+                    break;
+                }
+                '}' => depth -= 1,
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        let (mut depth, mut start) = (0, 0);
+        let inner = &inner[..end];
+        for (i, c) in inner.char_indices().chain([(inner.len(), ',')]) {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    out.extend(paths_at(inner[start..i].trim()));
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        return out;
+    }
+    let mut segs = Vec::new();
+    let mut rest = s;
+    loop {
+        let n = rest.find(|c| !ident_char(c)).unwrap_or(rest.len());
+        if n == 0 {
+            break;
+        }
+        segs.push(rest[..n].to_string());
+        rest = &rest[n..];
+        match rest.strip_prefix("::") {
+            Some(r) if r.starts_with(|c: char| ident_char(c)) => rest = r,
+            _ => break,
+        }
+    }
+    vec![segs]
+}
+
+/// Every module path a file names: `crate::…` from the root, `super::…` from its parent
+/// (from the file itself inside its `#[cfg(test)] mod tests`).
+fn named_paths(file_module: &Module, text: &str) -> Vec<Vec<String>> {
+    let code = code(text);
+    let tests_at = code.find("#[cfg(test)]\nmod ").unwrap_or(code.len());
+    let mut out = Vec::new();
+    for (at, _) in code.match_indices("crate::") {
+        if code[..at].ends_with(ident_char) {
+            continue;
+        }
+        out.extend(paths_at(&code[at + "crate::".len()..]));
+    }
+    for (at, _) in code.match_indices("super::") {
+        if code[..at].ends_with(|c: char| ident_char(c) || c == ':') {
+            continue; // the second `super` of `super::super`, counted below
+        }
+        let mut rest = &code[at..];
+        let mut ups = 0;
+        while let Some(r) = rest.strip_prefix("super::") {
+            ups += 1;
+            rest = r;
+        }
+        if at >= tests_at {
+            ups -= 1;
+        }
+        if ups > file_module.len() {
+            continue;
+        }
+        let base = &file_module[..file_module.len() - ups];
+        for p in paths_at(rest) {
+            out.push(base.iter().cloned().chain(p).collect());
+        }
+    }
+    out
+}
+
+/// The longest prefix of `path` that is a module file.
+fn resolve(path: &[String], modules: &BTreeSet<Module>) -> Module {
+    (0..=path.len())
+        .rev()
+        .map(|n| path[..n].to_vec())
+        .find(|m| modules.contains(m))
+        .unwrap_or_default()
+}
+
+fn top(m: &Module) -> &str {
+    m.first().map_or("", String::as_str)
+}
+
+fn layer(top: &str) -> Option<usize> {
+    LAYERS.iter().position(|l| l.contains(&top))
+}
+
+fn name(m: &Module) -> String {
+    if m.is_empty() {
+        "lib".into()
+    } else {
+        m.join("::")
+    }
+}
+
+struct Crate {
+    /// Edges between module files: from → (to → a path that made it).
+    edges: BTreeMap<Module, BTreeMap<Module, String>>,
+    /// Files that use clap.
+    clap: Vec<Module>,
+}
+
+fn scan() -> Crate {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    files.retain(|f| !f.ends_with("main.rs"));
+    let modules: BTreeSet<Module> = files.iter().map(|f| module_of(f)).collect();
+    let mut edges: BTreeMap<Module, BTreeMap<Module, String>> = BTreeMap::new();
+    let mut clap = Vec::new();
+    for f in &files {
+        let from = module_of(f);
+        let text = std::fs::read_to_string(f).unwrap();
+        if code(&text).contains("clap::") || code(&text).contains("use clap") {
+            clap.push(from.clone());
+        }
+        for p in named_paths(&from, &text) {
+            let to = resolve(&p, &modules);
+            if to != from && !to.is_empty() {
+                edges
+                    .entry(from.clone())
+                    .or_default()
+                    .entry(to)
+                    .or_insert_with(|| p.join("::"));
+            }
+        }
+    }
+    Crate { edges, clap }
+}
+
+fn excepted(a: &str, b: &str) -> bool {
+    EXCEPTIONS.contains(&(a, b))
+}
+
+#[test]
+fn modules_import_only_from_earlier_layers() {
+    let c = scan();
+    let mut bad = Vec::new();
+    for (from, tos) in &c.edges {
+        let Some(lf) = layer(top(from)) else {
+            bad.push(format!("{}: no layer in LAYERS", name(from)));
+            continue;
+        };
+        for (to, via) in tos {
+            let (a, b) = (top(from), top(to));
+            if a == b || excepted(a, b) {
+                continue;
+            }
+            match layer(b) {
+                Some(lt) if lt < lf => {}
+                _ => bad.push(format!(
+                    "{} uses {} (crate::{via}): `{b}` is not in an earlier layer than `{a}`",
+                    name(from),
+                    name(to)
+                )),
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "imports against the layers:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn no_import_circle_among_the_files() {
+    let c = scan();
+    // A child's use of its ancestors is the module tree; the known exceptions are left out.
+    let edges: BTreeMap<&Module, Vec<&Module>> = c
+        .edges
+        .iter()
+        .map(|(from, tos)| {
+            let tos = tos
+                .keys()
+                .filter(|to| !from.starts_with(to))
+                .filter(|to| !excepted(top(from), top(to)))
+                .collect();
+            (from, tos)
+        })
+        .collect();
+    // Depth-first search; a node met again on the current path closes a circle.
+    fn visit<'a>(
+        m: &'a Module,
+        edges: &BTreeMap<&'a Module, Vec<&'a Module>>,
+        path: &mut Vec<&'a Module>,
+        done: &mut BTreeSet<&'a Module>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| *p == m) {
+            let mut circle: Vec<String> = path[i..].iter().map(|p| name(p)).collect();
+            circle.push(name(m));
+            return Some(circle);
+        }
+        if !done.insert(m) {
+            return None;
+        }
+        path.push(m);
+        for to in edges.get(m).into_iter().flatten() {
+            if let Some(c) = visit(to, edges, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    for m in edges.keys() {
+        if let Some(circle) = visit(m, &edges, &mut Vec::new(), &mut done) {
+            panic!("import circle: {}", circle.join(" → "));
+        }
+    }
+}
+
+#[test]
+fn subcommands_share_only_cmd_common() {
+    let c = scan();
+    let cmd = |s: &str| vec!["cmd".to_string(), s.to_string()];
+    let mut bad = Vec::new();
+    for (from, tos) in &c.edges {
+        if top(from) != "cmd" || from.len() < 2 {
+            continue;
+        }
+        for to in tos.keys() {
+            if top(to) == "cmd" && *to != cmd("common") && to.len() > 1 {
+                bad.push(format!("{} uses {}", name(from), name(to)));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "a subcommand used as a library (move the shared piece down a layer):\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn no_clap_below_the_command_line() {
+    let c = scan();
+    let bad: Vec<String> = c
+        .clap
+        .iter()
+        .filter(|m| !CLAP.contains(&top(m)))
+        .map(name)
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "clap used below cli/cmd: {}",
+        bad.join(", ")
+    );
+}
+
+/// The scanner itself: grouped `use`, `super::` in and out of test modules.
+#[test]
+fn the_scanner_reads_grouped_and_relative_paths() {
+    let m = |s: &str| s.split("::").map(String::from).collect::<Vec<_>>();
+    let text = "use crate::{a::b::{C, D}, e};\nuse super::f::G; // crate::ignored\n\
+                fn x() { crate::h::i(); }\n#[cfg(test)]\nmod tests {\n    use super::*;\n    \
+                use super::super::j::K;\n}\n";
+    let got = named_paths(&m("store::query"), text);
+    assert_eq!(
+        got,
+        [
+            m("a::b"),
+            m("e"),
+            m("h::i"),
+            m("store::f::G"),
+            m("store::query"),
+            m("store::j::K"),
+        ]
+    );
+}
