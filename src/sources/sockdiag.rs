@@ -409,7 +409,9 @@ mod tests {
             .filter(|k| b.iter().any(|s| key(s) == *k))
             .collect();
         let from_proc: std::collections::HashSet<_> = p.sockets.iter().map(key).collect();
-        assert!(stable.iter().any(|k| k.3 == unsafe { libc::geteuid() }));
+        assert!(stable
+            .iter()
+            .any(|k| k.3 == rustix::process::geteuid().as_raw()));
         for k in &stable {
             assert!(from_proc.contains(k), "sock_diag saw {k:?}, /proc did not");
         }
@@ -430,7 +432,7 @@ mod tests {
     #[test]
     fn real_lookups_find_uid_and_inode() {
         let mut d = SockDiag::open().unwrap();
-        let me = unsafe { libc::geteuid() };
+        let me = rustix::process::geteuid().as_raw();
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let la = l.local_addr().unwrap();
         let c = std::net::TcpStream::connect(la).unwrap();

@@ -415,8 +415,7 @@ mod tests {
 
     #[test]
     fn dump_in_a_namespace_reports_exact_udp_counters() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if rustix::process::geteuid().as_raw() != 0 {
             assert!(
                 std::env::var_os("CI").is_none(),
                 "this test needs root (network namespaces, CAP_NET_ADMIN) and CI is set"

@@ -291,8 +291,7 @@ mod tests {
     /// counts the events dropped.
     #[test]
     fn events_in_a_namespace_new_destroy_and_overrun() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if rustix::process::geteuid().as_raw() != 0 {
             assert!(
                 std::env::var_os("CI").is_none(),
                 "this test needs root (network namespaces, CAP_NET_ADMIN) and CI is set"

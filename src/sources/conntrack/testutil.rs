@@ -1,8 +1,7 @@
 //! Helpers of the conntrack tests: captured fixtures, messages built by hand, and network
 //! namespaces for the tests that ask the real kernel.
 
-use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use netlink_packet_core::NLMSG_DONE;
@@ -153,9 +152,12 @@ pub(super) fn in_netns<T: Send + 'static>(
     let path = format!("/run/netns/{name}");
     std::thread::spawn(move || {
         let ns = std::fs::File::open(&path).unwrap();
-        // SAFETY: a valid namespace fd; CLONE_NEWNET only moves this thread.
-        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", io::Error::last_os_error());
+        // CLONE_NEWNET only moves this thread.
+        rustix::thread::move_into_link_name_space(
+            ns.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap_or_else(|e| panic!("setns {path}: {e}"));
         f()
     })
 }
