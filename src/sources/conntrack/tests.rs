@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use super::attr::*;
 use super::testutil::*;
-use super::{parse_messages, Dump};
+use super::dump::{parse_messages, Dump};
 use crate::model::{Counters, Tuple, IPPROTO_TCP, IPPROTO_UDP};
 use crate::sources::netlink::NLMSG_HDRLEN;
 
