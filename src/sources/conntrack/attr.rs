@@ -158,24 +158,24 @@ impl<'a> TupleAttr<'a> {
     }
 }
 
-/// An attribute of a tuple's addresses (`enum ctattr_ip`).
+/// An attribute of a tuple's addresses (`enum ctattr_ip`), in network order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum IpAttr {
+pub(super) enum IpAttr<'a> {
     /// CTA_IP_V4_SRC.
-    V4Src([u8; 4]),
+    V4Src(&'a [u8; 4]),
     /// CTA_IP_V4_DST.
-    V4Dst([u8; 4]),
+    V4Dst(&'a [u8; 4]),
     /// CTA_IP_V6_SRC.
-    V6Src([u8; 16]),
+    V6Src(&'a [u8; 16]),
     /// CTA_IP_V6_DST.
-    V6Dst([u8; 16]),
+    V6Dst(&'a [u8; 16]),
     /// Unknown.
     Other(u16),
 }
 
-impl IpAttr {
+impl<'a> IpAttr<'a> {
     #[inline]
-    pub(super) fn parse(kind: u16, value: &[u8]) -> Result<IpAttr, Malformed> {
+    pub(super) fn parse(kind: u16, value: &'a [u8]) -> Result<IpAttr<'a>, Malformed> {
         const V4: Malformed = Malformed("IPv4 address is not 4 bytes");
         const V6: Malformed = Malformed("IPv6 address is not 16 bytes");
         Ok(match kind {

@@ -95,10 +95,10 @@ fn decode_tuple(buf: &[u8], unknown: &mut usize) -> Result<(Tuple, Option<u16>),
                 for attr in attributes(ip) {
                     let (kind, value) = attr?;
                     match IpAttr::parse(kind, value)? {
-                        IpAttr::V4Src(a) => src = Some(IpAddr::from(a)),
-                        IpAttr::V4Dst(a) => dst = Some(IpAddr::from(a)),
-                        IpAttr::V6Src(a) => src = Some(IpAddr::from(a)),
-                        IpAttr::V6Dst(a) => dst = Some(IpAddr::from(a)),
+                        IpAttr::V4Src(a) => src = Some(IpAddr::from(*a)),
+                        IpAttr::V4Dst(a) => dst = Some(IpAddr::from(*a)),
+                        IpAttr::V6Src(a) => src = Some(IpAddr::from(*a)),
+                        IpAttr::V6Dst(a) => dst = Some(IpAddr::from(*a)),
                         IpAttr::Other(_) => *unknown += 1,
                     }
                 }

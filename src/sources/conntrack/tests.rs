@@ -5,8 +5,8 @@
 use std::net::IpAddr;
 
 use super::attr::*;
-use super::testutil::*;
 use super::dump::{parse_messages, Dump};
+use super::testutil::*;
 use crate::model::{Counters, Tuple, IPPROTO_TCP, IPPROTO_UDP};
 use crate::sources::netlink::NLMSG_HDRLEN;
 
