@@ -39,8 +39,181 @@ impl L4 {
     }
 }
 
-/// TCP state number as printed in `/proc/net/tcp` (include/net/tcp_states.h).
-pub const TCP_TIME_WAIT: u8 = 0x06;
+/// A socket's state, as the `st` column of `/proc/net/{tcp,udp}*` and sock_diag's
+/// `idiag_state` give it (the enum in include/net/tcp_states.h). UDP sockets use the same
+/// numbers: [`SocketState::Established`] when connected, [`SocketState::Close`] when not.
+///
+/// Not to be confused with [`CtTcpState`], conntrack's own TCP states, numbered otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum SocketState {
+    /// `TCP_ESTABLISHED`.
+    Established = 1,
+    /// `TCP_SYN_SENT`.
+    SynSent = 2,
+    /// `TCP_SYN_RECV`.
+    SynRecv = 3,
+    /// `TCP_FIN_WAIT1`.
+    FinWait1 = 4,
+    /// `TCP_FIN_WAIT2`.
+    FinWait2 = 5,
+    /// `TCP_TIME_WAIT`: a time-wait socket, which has no owner (uid 0, inode 0).
+    TimeWait = 6,
+    /// `TCP_CLOSE`.
+    Close = 7,
+    /// `TCP_CLOSE_WAIT`.
+    CloseWait = 8,
+    /// `TCP_LAST_ACK`.
+    LastAck = 9,
+    /// `TCP_LISTEN`.
+    Listen = 10,
+    /// `TCP_CLOSING`.
+    Closing = 11,
+    /// `TCP_NEW_SYN_RECV`: a request socket, which has no owner yet.
+    NewSynRecv = 12,
+    /// `TCP_BOUND_INACTIVE` (Linux 6.8).
+    BoundInactive = 13,
+}
+
+impl SocketState {
+    /// The state with this number, if the kernel defines one.
+    pub const fn from_raw(raw: u8) -> Option<SocketState> {
+        use SocketState::*;
+        Some(match raw {
+            1 => Established,
+            2 => SynSent,
+            3 => SynRecv,
+            4 => FinWait1,
+            5 => FinWait2,
+            6 => TimeWait,
+            7 => Close,
+            8 => CloseWait,
+            9 => LastAck,
+            10 => Listen,
+            11 => Closing,
+            12 => NewSynRecv,
+            13 => BoundInactive,
+            _ => return None,
+        })
+    }
+
+    /// The kernel's number for this state.
+    pub const fn raw(self) -> u8 {
+        self as u8
+    }
+}
+
+/// `TCP_TIME_WAIT` as printed in `/proc/net/tcp`: [`SocketState::TimeWait`] as a number,
+/// kept for callers that still compare raw [`Socket::state`] values.
+pub const TCP_TIME_WAIT: u8 = SocketState::TimeWait.raw();
+
+/// Conntrack's state of a TCP flow (`enum tcp_conntrack` in
+/// include/uapi/linux/netfilter/nf_conntrack_tcp.h), from CTA_PROTOINFO_TCP_STATE.
+///
+/// Numbered unlike [`SocketState`]: conntrack's TIME_WAIT is 7, a socket's is 6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum CtTcpState {
+    /// `TCP_CONNTRACK_NONE`.
+    None = 0,
+    /// `TCP_CONNTRACK_SYN_SENT`.
+    SynSent = 1,
+    /// `TCP_CONNTRACK_SYN_RECV`.
+    SynRecv = 2,
+    /// `TCP_CONNTRACK_ESTABLISHED`.
+    Established = 3,
+    /// `TCP_CONNTRACK_FIN_WAIT`.
+    FinWait = 4,
+    /// `TCP_CONNTRACK_CLOSE_WAIT`.
+    CloseWait = 5,
+    /// `TCP_CONNTRACK_LAST_ACK`.
+    LastAck = 6,
+    /// `TCP_CONNTRACK_TIME_WAIT`: the connection ended with FINs; the entry lives on for
+    /// `nf_conntrack_tcp_timeout_time_wait`.
+    TimeWait = 7,
+    /// `TCP_CONNTRACK_CLOSE`: the connection ended with an RST; the entry lives on for
+    /// `nf_conntrack_tcp_timeout_close`.
+    Close = 8,
+    /// `TCP_CONNTRACK_SYN_SENT2` (formerly LISTEN): simultaneous open.
+    SynSent2 = 9,
+}
+
+impl CtTcpState {
+    /// The state with this number, if conntrack defines one.
+    pub const fn from_raw(raw: u8) -> Option<CtTcpState> {
+        Some(match raw {
+            0 => Self::None,
+            1 => Self::SynSent,
+            2 => Self::SynRecv,
+            3 => Self::Established,
+            4 => Self::FinWait,
+            5 => Self::CloseWait,
+            6 => Self::LastAck,
+            7 => Self::TimeWait,
+            8 => Self::Close,
+            9 => Self::SynSent2,
+            _ => return None,
+        })
+    }
+
+    /// The kernel's number for this state.
+    pub const fn raw(self) -> u8 {
+        self as u8
+    }
+
+    /// Conntrack's name of the state, as `conntrack -L` prints it (`tcp_conntrack_names` in
+    /// net/netfilter/nf_conntrack_proto_tcp.c).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::None => "NONE",
+            Self::SynSent => "SYN_SENT",
+            Self::SynRecv => "SYN_RECV",
+            Self::Established => "ESTABLISHED",
+            Self::FinWait => "FIN_WAIT",
+            Self::CloseWait => "CLOSE_WAIT",
+            Self::LastAck => "LAST_ACK",
+            Self::TimeWait => "TIME_WAIT",
+            Self::Close => "CLOSE",
+            Self::SynSent2 => "SYN_SENT2",
+        }
+    }
+
+    /// Whether the connection is over and only the entry's timeout runs (TIME_WAIT after
+    /// FINs, CLOSE after an RST).
+    pub const fn is_closed(self) -> bool {
+        matches!(self, CtTcpState::TimeWait | CtTcpState::Close)
+    }
+}
+
+/// A conntrack entry's status bits (`enum ip_conntrack_status` in
+/// include/uapi/linux/netfilter/nf_conntrack_common.h), from CTA_STATUS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct CtStatus(pub u32);
+
+impl CtStatus {
+    /// `IPS_EXPECTED`: an expected connection (a helper's related flow).
+    pub const EXPECTED: CtStatus = CtStatus(1 << 0);
+    /// `IPS_SEEN_REPLY`: packets have gone both ways.
+    pub const SEEN_REPLY: CtStatus = CtStatus(1 << 1);
+    /// `IPS_ASSURED`: a stream (UDP that saw traffic both ways past the first reply; TCP
+    /// past the handshake), which gets the longer timeout and is not early-dropped.
+    pub const ASSURED: CtStatus = CtStatus(1 << 2);
+    /// `IPS_CONFIRMED`: the entry is in the table (its first packet left the stack).
+    pub const CONFIRMED: CtStatus = CtStatus(1 << 3);
+    /// `IPS_SRC_NAT`: source NAT applies.
+    pub const SRC_NAT: CtStatus = CtStatus(1 << 4);
+    /// `IPS_DST_NAT`: destination NAT applies.
+    pub const DST_NAT: CtStatus = CtStatus(1 << 5);
+    /// `IPS_DYING`: the entry is being destroyed.
+    pub const DYING: CtStatus = CtStatus(1 << 9);
+    /// `IPS_OFFLOAD`: the flow is offloaded to a flowtable (its counters lag).
+    pub const OFFLOAD: CtStatus = CtStatus(1 << 14);
+
+    /// Whether every bit of `bits` is set.
+    pub const fn contains(self, bits: CtStatus) -> bool {
+        self.0 & bits.0 == bits.0
+    }
+}
 
 /// One row of a `/proc/net/{tcp,tcp6,udp,udp6}` table.
 ///
@@ -54,7 +227,8 @@ pub struct Socket {
     pub local: SocketAddr,
     /// Remote address and port (`0.0.0.0:0` / `[::]:0` when unconnected or listening).
     pub remote: SocketAddr,
-    /// The `st` column (TCP state, or 1/7 for connected/unconnected UDP).
+    /// The `st` column, a [`SocketState`] number (TCP state, or 1/7 for
+    /// connected/unconnected UDP).
     pub state: u8,
     /// The `uid` column: the socket's owner (fsuid of its creator).
     pub uid: u32,
@@ -63,6 +237,11 @@ pub struct Socket {
 }
 
 impl Socket {
+    /// [`Socket::state`] as a [`SocketState`] (`None` for a number the kernel does not define).
+    pub fn socket_state(&self) -> Option<SocketState> {
+        SocketState::from_raw(self.state)
+    }
+
     /// Whether the row is evidence of an owner. TIME_WAIT and request sockets
     /// show uid 0 and inode 0: they are *not* evidence of root.
     pub fn has_owner(&self) -> bool {
@@ -118,7 +297,7 @@ pub struct Flow {
     pub zone: u16,
     /// CTA_MARK (0 when absent).
     pub mark: u32,
-    /// CTA_STATUS bits (0 when absent).
+    /// CTA_STATUS bits (0 when absent); [`Flow::ct_status`] reads them by name.
     pub status: u32,
     /// CTA_COUNTERS_ORIG; `None` when accounting was off when the entry was created.
     pub orig_counters: Option<Counters>,
@@ -142,6 +321,11 @@ pub struct FlowKey {
 }
 
 impl Flow {
+    /// [`Flow::status`] as named bits.
+    pub fn ct_status(&self) -> CtStatus {
+        CtStatus(self.status)
+    }
+
     /// The identity of this flow.
     pub fn key(&self) -> FlowKey {
         FlowKey {

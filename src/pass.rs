@@ -330,7 +330,7 @@ pub fn user_names(plan: &PassPlan) -> Vec<(u32, Option<String>)> {
     let uids: std::collections::BTreeSet<u32> = plan.usage.keys().filter_map(|k| k.uid).collect();
     uids.into_iter()
         .map(|uid| {
-            let name = users::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned());
+            let name = uzers::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned());
             (uid, name)
         })
         .collect()

@@ -65,7 +65,7 @@ pub fn resolve_user(store: &Store, user: &str) -> Result<u32> {
     if let Some(uid) = store.uid_of(user)? {
         return Ok(uid);
     }
-    match users::get_user_by_name(user) {
+    match uzers::get_user_by_name(user) {
         Some(u) => Ok(u.uid()),
         None => bail!("unknown user {user:?}: give a user name or a numeric uid"),
     }
@@ -96,7 +96,7 @@ impl<'a> UserNames<'a> {
                 store
                     .and_then(|s| s.user_name(uid).ok().flatten())
                     .or_else(|| {
-                        users::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned())
+                        uzers::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned())
                     })
                     .unwrap_or_else(|| uid.to_string())
             })

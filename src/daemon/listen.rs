@@ -24,6 +24,7 @@ use crate::attribute::{attribute, Attribution, LocalNets, SocketIndex};
 use crate::model::{Flow, FlowKey, Socket, L4};
 use crate::sources::conntrack::{self, EventKind, EventSocket, Events};
 use crate::sources::interfaces;
+use crate::sources::netlink;
 use crate::sources::sockdiag::SockDiag;
 
 use super::batch::Resolved;
@@ -154,7 +155,7 @@ impl Listener {
         let inode = self.socket.inode();
         let read_drops = || {
             let text = std::fs::read_to_string(&netlink).ok()?;
-            conntrack::netlink_drops(&text, inode?)
+            netlink::drops(&text, inode?)
         };
         let mut drops_seen = read_drops().unwrap_or(0);
         // Set by an overrun: the grown buffer, reported once the queue is drained.

@@ -4,6 +4,7 @@
 
 pub mod conntrack;
 pub mod interfaces;
+pub mod netlink;
 pub mod processes;
 pub mod sockdiag;
 pub mod sockets;

@@ -17,12 +17,24 @@
 //! descriptor points to, so a process holding a file on a hung NFS or FUSE mount cannot block
 //! the scan (the reason `lsof -b` exists), and it works on fixture trees made of plain symlinks.
 //! A whole scan of 84 processes holding 42,303 sockets took 130 ms (release build).
+//!
+//! The directory is read with rustix's `RawDir` (`getdents64` into one buffer reused from
+//! process to process, no allocation per entry) and each link with `readlinkat_raw` into a
+//! stack buffer, so the walk needs no `unsafe`. Against the libc `opendir`/`readdir`/
+//! `readlinkat` walk it replaced it measured the same: best of 12 × 25 scans of a process
+//! holding 10,000 sockets, 18.1 ms either way (Linux 6.18, release build, loaded 2-core VM).
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::{CStr, CString};
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+use rustix::fs::{Mode, OFlags, RawDir};
+
+/// The `getdents64` buffer for one `fd` directory, reused from process to process (glibc's
+/// `readdir` reads 32 KiB at a time too).
+const DIRENTS_LEN: usize = 32 * 1024;
 
 /// The process that holds a socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,12 +88,13 @@ pub fn scan_socket_owners(proc_root: &Path, wanted: &HashSet<u64>) -> ProcessSca
         .filter_map(|e| e.ok().and_then(|e| parse_pid(e.file_name().as_bytes())))
         .collect();
     pids.sort_unstable();
+    let mut dirents = vec![MaybeUninit::uninit(); DIRENTS_LEN];
     for pid in pids {
         if scan.owners.len() == wanted.len() {
             break;
         }
         scan.processes += 1;
-        scan_process(proc_root, pid, wanted, &mut scan);
+        scan_process(proc_root, pid, wanted, &mut dirents, &mut scan);
     }
     tracing::debug!(
         processes = scan.processes,
@@ -144,21 +157,44 @@ fn count(scan: &mut ProcessScan, e: &io::Error, what: &Path) {
     }
 }
 
-fn scan_process(proc_root: &Path, pid: u32, wanted: &HashSet<u64>, scan: &mut ProcessScan) {
+fn scan_process(
+    proc_root: &Path,
+    pid: u32,
+    wanted: &HashSet<u64>,
+    dirents: &mut [MaybeUninit<u8>],
+    scan: &mut ProcessScan,
+) {
     let pid_dir = proc_root.join(pid.to_string());
     let fd_path = pid_dir.join("fd");
-    let mut dir = match FdDir::open(&fd_path) {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let dir = match rustix::fs::open(&fd_path, flags, Mode::empty()) {
         Ok(dir) => dir,
-        Err(e) => return count(scan, &e, &fd_path),
+        Err(e) => return count(scan, &e.into(), &fd_path),
     };
+    let mut entries = RawDir::new(&dir, dirents);
     // Read the program name at most once per process, and only if it owns something.
     let mut program: Option<String> = None;
     // "socket:[18446744073709551615]" is 29 bytes; a longer target is a path, not a socket.
     let mut buf = [0u8; 64];
     loop {
-        let target = match dir.next_link(&mut buf) {
-            Ok(Some(Ok(target))) => target,
-            Ok(Some(Err(e))) => {
+        let entry = match entries.next() {
+            Some(Ok(entry)) => entry,
+            Some(Err(e)) => {
+                count(scan, &e.into(), &fd_path);
+                break;
+            }
+            None => break,
+        };
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        // A target that fills `buf` may be truncated: it is then too long to be a socket
+        // link anyway.
+        let target = match rustix::fs::readlinkat_raw(&dir, name, &mut buf[..]) {
+            Ok(len) => &buf[..len],
+            Err(e) => {
+                let e = io::Error::from(e);
                 if classify(&e) == Failure::Denied {
                     // The directory listed but its links may not be read (ptrace check in
                     // proc_fd_link; seen for the VM init (pid 1) even as root with
@@ -169,11 +205,6 @@ fn scan_process(proc_root: &Path, pid: u32, wanted: &HashSet<u64>, scan: &mut Pr
                 // Usually the descriptor was closed since readdir listed it: normal.
                 count(scan, &e, &fd_path);
                 continue;
-            }
-            Ok(None) => break,
-            Err(e) => {
-                count(scan, &e, &fd_path);
-                break;
             }
         };
         let Some(inode) = parse_socket_link(target) else {
@@ -211,92 +242,11 @@ fn program_name(pid_dir: &Path) -> String {
     }
 }
 
-/// An open `/proc/PID/fd` directory: one `open`, `getdents` through libc's DIR, and a
-/// `readlinkat` relative to it per entry (no path building per descriptor).
-struct FdDir {
-    dir: *mut libc::DIR,
-}
-
-impl FdDir {
-    fn open(path: &Path) -> io::Result<FdDir> {
-        let c_path = CString::new(path.as_os_str().as_bytes())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        // SAFETY: c_path is a valid NUL-terminated string.
-        let fd = unsafe {
-            libc::open(
-                c_path.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is an open directory descriptor; on success DIR owns it.
-        let dir = unsafe { libc::fdopendir(fd) };
-        if dir.is_null() {
-            let e = io::Error::last_os_error();
-            // SAFETY: fdopendir failed, so fd is still ours to close.
-            unsafe { libc::close(fd) };
-            return Err(e);
-        }
-        Ok(FdDir { dir })
-    }
-
-    /// The link target of the next entry (other than `.` and `..`), read into `buf`.
-    /// `Ok(None)` at the end; `Err` when listing fails; `Ok(Some(Err))` when that one entry
-    /// cannot be read. A target that fills `buf` may be truncated: it is then too long to
-    /// be a socket link anyway.
-    fn next_link<'b>(&mut self, buf: &'b mut [u8]) -> io::Result<Option<io::Result<&'b [u8]>>> {
-        loop {
-            // readdir reports errors only through errno, so clear it first.
-            // SAFETY: __errno_location returns this thread's errno; self.dir is open.
-            let entry = unsafe {
-                *libc::__errno_location() = 0;
-                libc::readdir(self.dir)
-            };
-            if entry.is_null() {
-                let e = io::Error::last_os_error();
-                return match e.raw_os_error() {
-                    Some(0) | None => Ok(None),
-                    Some(_) => Err(e),
-                };
-            }
-            // SAFETY: entry points at a dirent with a NUL-terminated d_name, valid until the
-            // next readdir on this DIR, which cannot happen while `self` is borrowed mutably.
-            let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
-            if name.to_bytes() == b"." || name.to_bytes() == b".." {
-                continue;
-            }
-            // SAFETY: self.dir is open; name is NUL-terminated; buf is writable for its length.
-            let n = unsafe {
-                libc::readlinkat(
-                    libc::dirfd(self.dir),
-                    name.as_ptr(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                )
-            };
-            return Ok(Some(if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(&buf[..n as usize])
-            }));
-        }
-    }
-}
-
-impl Drop for FdDir {
-    fn drop(&mut self) {
-        // SAFETY: self.dir was returned by fdopendir and is closed only here.
-        unsafe { libc::closedir(self.dir) };
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use rstest::rstest;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::AsFd;
     use std::os::unix::fs::symlink;
 
     #[rstest]
@@ -327,12 +277,10 @@ mod tests {
         assert_eq!(classify(&io::Error::from_raw_os_error(errno)), expected);
     }
 
-    fn inode_of(fd: &impl AsRawFd) -> u64 {
-        // SAFETY: a zeroed stat is a valid out-buffer; fd is open for the call.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        assert_eq!(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }, 0);
+    fn inode_of(fd: &impl AsFd) -> u64 {
+        let st = rustix::fs::fstat(fd).unwrap();
         assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFSOCK);
-        st.st_ino as u64
+        st.st_ino
     }
 
     #[test]

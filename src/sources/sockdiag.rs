@@ -20,13 +20,17 @@
 //!   owner ([`Socket::has_owner`]).
 //! - No socket: `NLMSG_ERROR` with `-ENOENT`.
 //!
-//! Layouts: include/uapi/linux/inet_diag.h, include/uapi/linux/sock_diag.h.
+//! Layouts: include/uapi/linux/inet_diag.h, include/uapi/linux/sock_diag.h. The socket, the
+//! framing and the kernel's error answers are [`super::netlink`]'s.
 //! [`request`] and [`parse_reply`] are the pure halves.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
 
+use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
+
+use super::netlink::{self, messages, protocols::NETLINK_SOCK_DIAG, Control};
 use crate::model::{canonical_ip, Socket, L4};
 
 /// Why a sock_diag lookup failed (a missing socket is not a failure: it is `Ok(None)`).
@@ -51,12 +55,21 @@ pub enum SockDiagError {
     Malformed(&'static str),
 }
 
-// include/uapi/linux/netlink.h, sock_diag.h, inet_diag.h.
-const NETLINK_SOCK_DIAG: i32 = 4;
+impl SockDiagError {
+    fn socket(op: &'static str) -> impl Fn(io::Error) -> SockDiagError {
+        move |source| SockDiagError::Socket { op, source }
+    }
+
+    /// The error for an `NLMSG_ERROR` code (a negative errno).
+    fn kernel(code: i32) -> SockDiagError {
+        SockDiagError::Kernel {
+            source: io::Error::from_raw_os_error(code.saturating_neg()),
+        }
+    }
+}
+
+// include/uapi/linux/sock_diag.h, inet_diag.h.
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLMSG_HDRLEN: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
 /// `struct inet_diag_req_v2`: family, protocol, ext, pad, states, then `inet_diag_sockid`.
 const REQ_LEN: usize = 8 + SOCKID_LEN;
 /// `struct inet_diag_sockid`: sport, dport (be16), src[4], dst[4] (be32 words), if, cookie[2].
@@ -68,10 +81,12 @@ const MSG_LEN: usize = 4 + SOCKID_LEN + 20;
 const NOCOOKIE: u32 = !0;
 /// Every TCP state (the exact lookup ignores it; set for clarity).
 const ALL_STATES: u32 = !0;
+/// An answer never takes long: a stuck kernel must not stall the daemon.
+const RECV_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A sock_diag netlink socket for exact lookups. One lookup is one request and one answer.
 pub struct SockDiag {
-    fd: OwnedFd,
+    socket: netlink::Socket,
     buf: Vec<u8>,
     seq: u32,
 }
@@ -79,45 +94,12 @@ pub struct SockDiag {
 impl SockDiag {
     /// Open the socket (no privilege needed).
     pub fn open() -> Result<SockDiag, SockDiagError> {
-        // SAFETY: plain socket(2); the descriptor is owned by the OwnedFd below.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                NETLINK_SOCK_DIAG,
-            )
-        };
-        if fd < 0 {
-            return Err(SockDiagError::Socket {
-                op: "socket",
-                source: io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: fd is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // An answer never takes long: a stuck kernel must not stall the daemon.
-        let tv = libc::timeval {
-            tv_sec: 1,
-            tv_usec: 0,
-        };
-        // SAFETY: valid fd and a pointer/length pair to a live timeval (socket(7)).
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(SockDiagError::Socket {
-                op: "setsockopt",
-                source: io::Error::last_os_error(),
-            });
-        }
+        let socket =
+            netlink::Socket::new(NETLINK_SOCK_DIAG).map_err(SockDiagError::socket("socket"))?;
+        netlink::set_recv_timeout(&socket, RECV_TIMEOUT)
+            .map_err(SockDiagError::socket("setsockopt"))?;
         Ok(SockDiag {
-            fd,
+            socket,
             buf: vec![0; 8192],
             seq: 0,
         })
@@ -141,14 +123,9 @@ impl SockDiag {
 
     /// Send one request to the kernel (the default destination of an unbound netlink socket).
     fn send(&mut self, req: &[u8]) -> Result<(), SockDiagError> {
-        // SAFETY: fd is valid; req is a live buffer of the given length.
-        let sent = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
-        if sent < 0 {
-            return Err(SockDiagError::Socket {
-                op: "send",
-                source: io::Error::last_os_error(),
-            });
-        }
+        self.socket
+            .send(req, 0)
+            .map_err(SockDiagError::socket("send"))?;
         Ok(())
     }
 
@@ -156,32 +133,17 @@ impl SockDiag {
     /// length. Answers to an earlier, timed-out request may still be queued: skipped.
     fn recv_answer(&mut self) -> Result<usize, SockDiagError> {
         loop {
-            // SAFETY: fd is valid; buf is a live, writable buffer of the given length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
+            // A datagram longer than the buffer is decoded as far as it goes.
+            let n = netlink::recv(&self.socket, &mut self.buf)
+                .map_err(SockDiagError::socket("recv"))?
+                .min(self.buf.len());
+            let answer = &self.buf[..n];
+            if let Some(Ok(message)) = messages(answer).next() {
+                if message.seq != self.seq {
                     continue;
                 }
-                return Err(SockDiagError::Socket {
-                    op: "recv",
-                    source: e,
-                });
             }
-            let answer = &self.buf[..n as usize];
-            if answer.len() >= NLMSG_HDRLEN
-                && u32::from_ne_bytes(answer[8..12].try_into().expect("4 bytes")) != self.seq
-            {
-                continue;
-            }
-            return Ok(n as usize);
+            return Ok(n);
         }
     }
 }
@@ -206,13 +168,7 @@ pub fn request(l4: L4, local: SocketAddr, remote: SocketAddr, seq: u32) -> Vec<u
         L4::Tcp => (local, remote),
         L4::Udp => (remote, local),
     };
-    let len = NLMSG_HDRLEN + REQ_LEN;
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&(len as u32).to_ne_bytes());
-    m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    m.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
+    let mut m = Vec::with_capacity(REQ_LEN);
     m.push(family as u8);
     m.push(l4.ipproto());
     m.push(0); // idiag_ext: no extensions
@@ -225,35 +181,25 @@ pub fn request(l4: L4, local: SocketAddr, remote: SocketAddr, seq: u32) -> Vec<u
     m.extend_from_slice(&0u32.to_ne_bytes()); // idiag_if: any
     m.extend_from_slice(&NOCOOKIE.to_ne_bytes());
     m.extend_from_slice(&NOCOOKIE.to_ne_bytes());
-    m
+    netlink::request(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, seq, &m)
 }
 
 /// Decode the answer to [`request`] (pure): the socket, or `None` for `-ENOENT`.
 pub fn parse_reply(buf: &[u8], l4: L4) -> Result<Option<Socket>, SockDiagError> {
-    if buf.len() < NLMSG_HDRLEN {
-        return Err(SockDiagError::Malformed("shorter than a netlink header"));
+    let message = match messages(buf).next() {
+        Some(Ok(message)) => message,
+        Some(Err(_)) if buf.len() >= netlink::NLMSG_HDRLEN => {
+            return Err(SockDiagError::Malformed("impossible message length"))
+        }
+        _ => return Err(SockDiagError::Malformed("shorter than a netlink header")),
+    };
+    match message.control() {
+        Some(Control::Error(code)) if code == -libc::ENOENT => Ok(None),
+        Some(Control::Error(code)) => Err(SockDiagError::kernel(code)),
+        Some(_) => Err(SockDiagError::Malformed("unexpected message type")),
+        None if message.kind == SOCK_DIAG_BY_FAMILY => parse_msg(message.payload, l4).map(Some),
+        None => Err(SockDiagError::Malformed("unexpected message type")),
     }
-    let len = u32::from_ne_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
-    let kind = u16::from_ne_bytes([buf[4], buf[5]]);
-    let payload = buf
-        .get(NLMSG_HDRLEN..len.min(buf.len()))
-        .ok_or(SockDiagError::Malformed("impossible message length"))?;
-    if kind == NLMSG_ERROR {
-        let errno = payload
-            .get(0..4)
-            .map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes")))
-            .ok_or(SockDiagError::Malformed("short NLMSG_ERROR"))?;
-        return match -errno {
-            libc::ENOENT => Ok(None),
-            e => Err(SockDiagError::Kernel {
-                source: io::Error::from_raw_os_error(e),
-            }),
-        };
-    }
-    if kind != SOCK_DIAG_BY_FAMILY {
-        return Err(SockDiagError::Malformed("unexpected message type"));
-    }
-    parse_msg(payload, l4).map(Some)
 }
 
 /// Decode one `inet_diag_msg` (pure).
@@ -291,19 +237,9 @@ fn parse_msg(payload: &[u8], l4: L4) -> Result<Socket, SockDiagError> {
     })
 }
 
-/// `NLM_F_DUMP` (`NLM_F_ROOT | NLM_F_MATCH`) and the end-of-dump message type.
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_DONE: u16 = 3;
-
 /// The dump request for every socket of one family and protocol (pure).
 pub fn dump_request(family: i32, l4: L4, seq: u32) -> Vec<u8> {
-    let len = NLMSG_HDRLEN + REQ_LEN;
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&(len as u32).to_ne_bytes());
-    m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
+    let mut m = Vec::with_capacity(REQ_LEN);
     m.push(family as u8);
     m.push(l4.ipproto());
     m.push(0); // idiag_ext: no extensions
@@ -312,7 +248,7 @@ pub fn dump_request(family: i32, l4: L4, seq: u32) -> Vec<u8> {
     m.extend_from_slice(&[0u8; SOCKID_LEN - 8]); // ports, addresses, interface: any
     m.extend_from_slice(&NOCOOKIE.to_ne_bytes());
     m.extend_from_slice(&NOCOOKIE.to_ne_bytes());
-    m
+    netlink::request(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, &m)
 }
 
 /// Append the sockets of a dump's datagram to `out` (pure); `Ok(true)` at NLMSG_DONE.
@@ -321,29 +257,17 @@ pub fn parse_dump_datagram(
     l4: L4,
     out: &mut Vec<Socket>,
 ) -> Result<bool, SockDiagError> {
-    let mut rest = buf;
-    while rest.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
-        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
-        if len < NLMSG_HDRLEN || len > rest.len() {
-            return Err(SockDiagError::Malformed("impossible message length"));
-        }
-        let payload = &rest[NLMSG_HDRLEN..len];
-        match kind {
-            NLMSG_DONE => return Ok(true),
-            NLMSG_ERROR => {
-                let errno = payload
-                    .get(0..4)
-                    .map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes")))
-                    .ok_or(SockDiagError::Malformed("short NLMSG_ERROR"))?;
-                return Err(SockDiagError::Kernel {
-                    source: io::Error::from_raw_os_error(-errno),
-                });
+    for message in messages(buf) {
+        let message = message.map_err(|_| SockDiagError::Malformed("impossible message length"))?;
+        match message.control() {
+            Some(Control::Done(_)) => return Ok(true),
+            Some(Control::Error(code)) => return Err(SockDiagError::kernel(code)),
+            Some(Control::Ack | Control::Noop) => {}
+            None if message.kind == SOCK_DIAG_BY_FAMILY => {
+                out.push(parse_msg(message.payload, l4)?)
             }
-            SOCK_DIAG_BY_FAMILY => out.push(parse_msg(payload, l4)?),
-            _ => {}
+            None => {}
         }
-        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
     }
     Ok(false)
 }
@@ -377,7 +301,10 @@ impl SockDiag {
 
 #[cfg(test)]
 mod tests {
+    use netlink_packet_core::NLMSG_ERROR;
+
     use super::*;
+    use crate::sources::netlink::NLMSG_HDRLEN;
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
@@ -482,7 +409,9 @@ mod tests {
             .filter(|k| b.iter().any(|s| key(s) == *k))
             .collect();
         let from_proc: std::collections::HashSet<_> = p.sockets.iter().map(key).collect();
-        assert!(stable.iter().any(|k| k.3 == unsafe { libc::geteuid() }));
+        assert!(stable
+            .iter()
+            .any(|k| k.3 == rustix::process::geteuid().as_raw()));
         for k in &stable {
             assert!(from_proc.contains(k), "sock_diag saw {k:?}, /proc did not");
         }
@@ -503,7 +432,7 @@ mod tests {
     #[test]
     fn real_lookups_find_uid_and_inode() {
         let mut d = SockDiag::open().unwrap();
-        let me = unsafe { libc::geteuid() };
+        let me = rustix::process::geteuid().as_raw();
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let la = l.local_addr().unwrap();
         let c = std::net::TcpStream::connect(la).unwrap();

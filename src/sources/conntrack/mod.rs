@@ -1,0 +1,31 @@
+//! The conntrack table, read over ctnetlink: one dump → a list of [`Flow`]s, and the NEW
+//! and DESTROY events in between.
+//!
+//! - `dump`: the dump request, receiving until `NLMSG_DONE`, de-duplication
+//!   ([`Dump`], [`parse_messages`] the pure half that replays `fixtures/netlink/`).
+//! - `events`: the event socket and its messages ([`EventSocket`], [`parse_events`]).
+//! - `decode`: one message's attributes → a [`Flow`], shared by both.
+//! - `attr`: the kernel's numbers and the attributes typed, by kernel name.
+//! - `error`: [`ConntrackError`], and which kernel answer means which fix.
+//!
+//! Sockets, framing and the attribute walk are [`super::netlink`]'s.
+//!
+//! [`Flow`]: crate::model::Flow
+
+mod attr;
+mod decode;
+mod dump;
+mod error;
+mod events;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod testutil;
+
+pub use dump::{dump, dump_raw, parse_messages, Dump, RECV_TIMEOUT};
+pub use error::ConntrackError;
+pub use events::{
+    parse_events, Event, EventKind, EventSocket, Events, Received, GROUP_DESTROY, GROUP_NEW,
+    GROUP_UPDATE, TCP_CLOSE, TCP_TIME_WAIT,
+};
