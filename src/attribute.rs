@@ -120,6 +120,60 @@ impl Attributed {
     }
 }
 
+/// Owners of TCP connections whose conntrack entry went away while they lived (`conntrack
+/// -D`/`-F`, a full table's early drop, a firewall reload), for the entry the kernel
+/// creates when the next packet of the same connection passes ("loose" pickup). That entry
+/// may come in the opposite orientation (the first packet after the deletion decides), and
+/// when it is first seen the socket may already be in TIME_WAIT, which names no owner. The
+/// kernel does not give a TCP 4-tuple to a new connection while the old one's socket lives,
+/// and a picked-up entry is told apart from a new connection by the kernel itself
+/// (IP_CT_TCP_FLAG_BE_LIBERAL, see `sources::conntrack`): such an entry belongs to the owner
+/// of the connection that had the 4-tuple.
+#[derive(Debug, Clone, Default)]
+pub struct Continued {
+    /// (protocol, original source, original destination) of the ended entry → its
+    /// attribution and when it was remembered (epoch seconds).
+    by_ends: HashMap<(u8, SocketAddr, SocketAddr), (Attribution, i64)>,
+}
+
+impl Continued {
+    /// Remember that the entry of `flow`, owned as `owner`, ended at `at` (epoch seconds)
+    /// while its connection lived.
+    pub fn remember(&mut self, flow: &crate::model::Tuple, owner: &Attribution, at: i64) {
+        self.by_ends.insert(
+            (flow.proto, flow.src_sa(), flow.dst_sa()),
+            (owner.clone(), at),
+        );
+    }
+
+    /// The owner of a picked-up entry whose original tuple is `orig`: the ended entry's,
+    /// its direction turned when the new entry runs the other way.
+    pub fn owner_of(&self, orig: &crate::model::Tuple) -> Option<Attribution> {
+        let (src, dst) = (orig.src_sa(), orig.dst_sa());
+        if let Some((a, _)) = self.by_ends.get(&(orig.proto, src, dst)) {
+            return Some(a.clone());
+        }
+        let (a, _) = self.by_ends.get(&(orig.proto, dst, src))?;
+        Some(Attribution {
+            direction: match a.direction {
+                Direction::Out => Direction::In,
+                Direction::In => Direction::Out,
+            },
+            ..a.clone()
+        })
+    }
+
+    /// Forget what was remembered before `at`.
+    pub fn forget_before(&mut self, at: i64) {
+        self.by_ends.retain(|_, (_, t)| *t >= at);
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.by_ends.is_empty()
+    }
+}
+
 /// The networks whose traffic is not charged to anyone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalNets {
@@ -489,6 +543,28 @@ mod tests {
 
     const TCP: u8 = 6;
     const UDP: u8 = 17;
+
+    #[test]
+    fn a_picked_up_entry_continues_the_owner_of_the_deleted_one_either_way_round() {
+        let f = flow(TCP, ("198.51.100.1:40000", "198.51.100.2:443"), None);
+        let alice = Attribution {
+            uid: ALICE,
+            program: Some("curl".into()),
+            direction: Direction::Out,
+        };
+        let mut c = Continued::default();
+        c.remember(&f.orig, &alice, 100);
+        assert_eq!(c.owner_of(&f.orig), Some(alice.clone()));
+        // The first packet after the deletion came from the server.
+        let back = flow(TCP, ("198.51.100.2:443", "198.51.100.1:40000"), None);
+        let got = c.owner_of(&back.orig).unwrap();
+        assert_eq!((got.uid, got.direction), (ALICE, Direction::In));
+        // Charged the right way round: the reply of the reversed entry is what alice sent.
+        let other = flow(TCP, ("198.51.100.1:40001", "198.51.100.2:443"), None);
+        assert_eq!(c.owner_of(&other.orig), None);
+        c.forget_before(101);
+        assert!(c.is_empty());
+    }
 
     #[rstest]
     #[case::outgoing_tcp_exact(

@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 
 use crate::account::{account_pass, FlowState, PassPlan, Totals};
 use crate::attribute::{
-    attribute, Attributed, Attribution, LocalNets, Reason, SocketIndex, Verdict,
+    attribute, Attributed, Attribution, Continued, LocalNets, Reason, SocketIndex, Verdict,
 };
 use crate::model::{Flow, FlowKey, Socket, L4};
 use crate::prereq::{self, PrereqError};
@@ -207,13 +207,14 @@ pub fn observe_timed(
     }
     let host = interfaces::host_addrs();
     let saved = |key: &FlowKey| prev.get(key).and_then(|s| s.attribution.as_ref());
-    let extra: HashMap<FlowKey, Attribution> = dump
+    let mut extra: HashMap<FlowKey, Attribution> = dump
         .flows
         .iter()
         .map(Flow::key)
         .filter(|k| saved(k).is_none())
         .filter_map(|k| known(&k).map(|a| (k, a)))
         .collect();
+    continue_picked_up(&dump, prev, &mut extra);
     let prior = |f: &Flow| {
         let key = f.key();
         saved(&key).or_else(|| extra.get(&key))
@@ -296,6 +297,39 @@ pub fn observe_timed(
         dump,
         attributed,
     })
+}
+
+/// Entries the kernel picked up in the middle of a connection whose earlier entry was
+/// deleted (see [`Continued`]) continue that entry's owner: the earlier entry is still in
+/// the saved state, missing from this dump. Added to `extra`, the owners known besides
+/// the saved state.
+fn continue_picked_up(
+    dump: &conntrack::Dump,
+    prev: &HashMap<FlowKey, FlowState>,
+    extra: &mut HashMap<FlowKey, Attribution>,
+) {
+    let picked: Vec<&Flow> = dump
+        .flows
+        .iter()
+        .zip(&dump.picked_up)
+        .filter(|(f, p)| **p && !prev.contains_key(&f.key()) && !extra.contains_key(&f.key()))
+        .map(|(f, _)| f)
+        .collect();
+    if picked.is_empty() {
+        return;
+    }
+    let present: HashSet<FlowKey> = dump.flows.iter().map(Flow::key).collect();
+    let mut ended = Continued::default();
+    for (k, s) in prev {
+        if let (Some(a), false) = (&s.attribution, present.contains(k)) {
+            ended.remember(&k.orig, a, s.last_seen);
+        }
+    }
+    for f in picked {
+        if let Some(a) = ended.owner_of(&f.orig) {
+            extra.insert(f.key(), a);
+        }
+    }
 }
 
 /// Every TCP and UDP socket of this namespace: over sock_diag netlink when reading the

@@ -20,8 +20,8 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::attribute::{attribute, Attribution, LocalNets, SocketIndex};
-use crate::model::{Flow, FlowKey, Socket, L4};
+use crate::attribute::{attribute, Attribution, Continued, LocalNets, SocketIndex};
+use crate::model::{CtTcpState, Flow, FlowKey, Socket, L4};
 use crate::sources::conntrack::{self, EventKind, EventSocket, Events};
 use crate::sources::interfaces;
 use crate::sources::netlink;
@@ -116,7 +116,14 @@ pub struct Listener {
     pub stop: Arc<AtomicBool>,
     /// Set by the writer on SIGHUP: re-read host addresses, drop the program cache.
     pub reload: Arc<AtomicBool>,
+    /// Owners of connections whose entry was destroyed while they lived, for the entry
+    /// the kernel picks up when their next packet passes.
+    pub continued: Continued,
 }
+
+/// How long the owner of a connection whose entry was destroyed while it lived is kept
+/// for a picked-up entry: its socket's TIME_WAIT (60 s, TCP_TIMEWAIT_LEN) with a margin.
+const CONTINUED_FOR: i64 = 120;
 
 /// How long one wait for events lasts before the stop flag is looked at again.
 const WAIT: Duration = Duration::from_millis(200);
@@ -222,20 +229,26 @@ impl Listener {
         // (index in out, socket inode, uid) of the owners found, for the program names.
         let mut owned: Vec<(usize, u64, u32)> = Vec::new();
         let mut lookup = Duration::ZERO;
+        // Owners continued from a deleted entry (no socket, so no program to look up).
+        let mut continued: Vec<(FlowKey, Attribution)> = Vec::new();
         for e in events {
             match e.kind {
                 EventKind::New => {
                     let t0 = Instant::now();
                     self.stats.news.fetch_add(1, Ordering::Relaxed);
                     let found = self.owner_socket(&e.flow, host);
-                    let owner = found.as_ref().and_then(|s| {
-                        let none = HashMap::new();
-                        let sockets = std::slice::from_ref(s);
-                        let idx = SocketIndex::new(sockets, &none, host.iter().copied());
-                        attribute(&e.flow, &idx, None, &self.nets)
-                            .attribution()
-                            .cloned()
-                    });
+                    let owner = self.owner_through(&e.flow, found.as_ref(), host);
+                    // Picked up after its entry was deleted, its socket already closing.
+                    let owner = match (owner, e.picked_up) {
+                        (None, true) => {
+                            let a = self.continued.owner_of(&e.flow.orig);
+                            if let Some(a) = &a {
+                                continued.push((e.flow.key(), a.clone()));
+                            }
+                            a
+                        }
+                        (owner, _) => owner,
+                    };
                     if let (Some(a), Some(s)) = (&owner, &found) {
                         owned.push((out.len(), s.inode, a.uid));
                     }
@@ -246,16 +259,27 @@ impl Listener {
                         at_ms,
                     });
                 }
-                EventKind::Destroy => out.push(Resolved::Destroy {
-                    flow: e.flow,
-                    tcp_state: e.tcp_state,
-                    left: e.timeout,
-                    at_ms,
-                }),
+                EventKind::Destroy => {
+                    if destroyed_while_alive(&e) {
+                        // The socket still lives: its owner is the connection's, for the
+                        // entry the kernel makes at its next packet.
+                        let found = self.owner_socket(&e.flow, host);
+                        if let Some(a) = self.owner_through(&e.flow, found.as_ref(), host) {
+                            self.continued.remember(&e.flow.orig, &a, at_ms / 1000);
+                        }
+                    }
+                    out.push(Resolved::Destroy {
+                        flow: e.flow,
+                        tcp_state: e.tcp_state,
+                        left: e.timeout,
+                        at_ms,
+                    })
+                }
                 // Not subscribed; harmless if it ever comes.
                 EventKind::Update => {}
             }
         }
+        self.continued.forget_before(at_ms / 1000 - CONTINUED_FOR);
         self.stats
             .lookup_ns
             .fetch_add(lookup.as_nanos() as u64, Ordering::Relaxed);
@@ -275,12 +299,28 @@ impl Listener {
                     fresh.insert(flow.key(), a.clone());
                 }
             }
+            fresh.extend(continued);
         }
         Unnamed {
             events: out,
             inodes: owned,
             skipped: 0,
         }
+    }
+
+    /// The attribution of `flow` through its owning socket, if one was found.
+    fn owner_through(
+        &self,
+        flow: &Flow,
+        socket: Option<&Socket>,
+        host: &HashSet<IpAddr>,
+    ) -> Option<Attribution> {
+        let none = HashMap::new();
+        let sockets = std::slice::from_ref(socket?);
+        let idx = SocketIndex::new(sockets, &none, host.iter().copied());
+        attribute(flow, &idx, None, &self.nets)
+            .attribution()
+            .cloned()
     }
 
     /// The socket that owns `flow`, if a live one does: the initiating end's exact
@@ -418,4 +458,16 @@ fn unspecified(like: IpAddr) -> SocketAddr {
         IpAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
         IpAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
     }
+}
+
+/// Whether a DESTROY event ended a TCP entry whose connection still lived (removed by
+/// `conntrack -D`/`-F`, early drop, a reload), not one that closed or expired.
+fn destroyed_while_alive(e: &conntrack::Event) -> bool {
+    e.flow.orig.proto == crate::model::IPPROTO_TCP
+        && e.tcp_state.and_then(CtTcpState::from_raw).is_some_and(|s| {
+            !matches!(
+                s,
+                CtTcpState::TimeWait | CtTcpState::Close | CtTcpState::None
+            )
+        })
 }

@@ -480,6 +480,7 @@ fn start_listener(cfg: &DaemonConfig) -> Result<(Running, usize, Fresh)> {
         stats: stats.clone(),
         stop: stop.clone(),
         reload: reload.clone(),
+        continued: Default::default(),
     };
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::Builder::new()

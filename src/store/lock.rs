@@ -167,7 +167,10 @@ fn alive(pid: u32) -> bool {
 
 fn open_error(db: &Path, path: &Path, source: std::io::Error) -> StoreError {
     match source.kind() {
-        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => StoreError::ReadOnly {
+        ErrorKind::ReadOnlyFilesystem => StoreError::ReadOnlyFs {
+            path: db.to_owned(),
+        },
+        ErrorKind::PermissionDenied => StoreError::ReadOnly {
             path: db.to_owned(),
         },
         _ if source.raw_os_error() == Some(libc::ELOOP) => StoreError::Symlink {

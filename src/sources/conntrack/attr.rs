@@ -62,6 +62,8 @@ pub(super) const CTA_TIMESTAMP_PAD: u16 = 3;
 // enum ctattr_protoinfo / ctattr_protoinfo_tcp.
 pub(super) const CTA_PROTOINFO_TCP: u16 = 1;
 pub(super) const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+pub(super) const CTA_PROTOINFO_TCP_FLAGS_ORIGINAL: u16 = 4;
+pub(super) const CTA_PROTOINFO_TCP_FLAGS_REPLY: u16 = 5;
 
 /// What a ctnetlink message announces, from its type (and flags, for events).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

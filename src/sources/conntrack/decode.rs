@@ -13,7 +13,8 @@ use std::net::IpAddr;
 
 use super::attr::{
     CounterAttr, CtAttr, IpAttr, ProtoAttr, TimestampAttr, TupleAttr, CTA_PROTOINFO_TCP,
-    CTA_PROTOINFO_TCP_STATE, NFGENMSG_LEN,
+    CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, CTA_PROTOINFO_TCP_FLAGS_REPLY, CTA_PROTOINFO_TCP_STATE,
+    NFGENMSG_LEN,
 };
 use crate::model::{Counters, Flow, Tuple};
 use crate::sources::netlink::{attributes, Malformed};
@@ -31,6 +32,8 @@ pub(super) struct Extras {
     pub tcp_state: Option<u8>,
     /// The whole seconds it has left before it expires (CTA_TIMEOUT), when sent.
     pub timeout: Option<u32>,
+    /// A TCP entry picked up mid-connection (see [`protoinfo_picked_up`]).
+    pub picked_up: bool,
 }
 
 /// Decode the attributes of one conntrack message (after the nfgenmsg): the flow, and what
@@ -54,7 +57,10 @@ pub(super) fn decode_flow(attrs: &[u8], unknown: &mut usize) -> Result<(Flow, Ex
             CtAttr::TupleOrig(v) => orig = Some(decode_tuple(v, unknown)?),
             CtAttr::TupleReply(v) => reply = Some(decode_tuple(v, unknown)?),
             CtAttr::Status(v) => status = v,
-            CtAttr::Protoinfo(v) => extras.tcp_state = protoinfo_tcp_state(v),
+            CtAttr::Protoinfo(v) => {
+                extras.tcp_state = protoinfo_tcp_state(v);
+                extras.picked_up = protoinfo_picked_up(v);
+            }
             CtAttr::Timeout(v) => extras.timeout = v,
             CtAttr::Mark(v) => mark = v,
             CtAttr::Id(v) => id = v,
@@ -188,12 +194,38 @@ fn decode_timestamp(
 /// The TCP state in a CTA_PROTOINFO value, if it has one. Malformed parts are ignored:
 /// the state is only a refinement.
 fn protoinfo_tcp_state(info: &[u8]) -> Option<u8> {
-    fn find(buf: &[u8], kind: u16) -> Option<&[u8]> {
-        attributes(buf)
-            .map_while(Result::ok)
-            .find(|(k, _)| *k == kind)
-            .map(|(_, v)| v)
-    }
-    let tcp = find(info, CTA_PROTOINFO_TCP)?;
-    find(tcp, CTA_PROTOINFO_TCP_STATE)?.first().copied()
+    find(find(info, CTA_PROTOINFO_TCP)?, CTA_PROTOINFO_TCP_STATE)?
+        .first()
+        .copied()
+}
+
+/// Whether CTA_PROTOINFO says the entry was picked up in the middle of a connection: the
+/// kernel creates such an entry (`nf_conntrack_tcp_loose`) for a packet of a connection it
+/// has no entry for — one deleted while the connection lived — and marks both directions
+/// IP_CT_TCP_FLAG_BE_LIBERAL, which a connection seen from its SYN never gets unless
+/// `nf_conntrack_tcp_be_liberal` is set (`tcp_new()` in nf_conntrack_proto_tcp.c).
+fn protoinfo_picked_up(info: &[u8]) -> bool {
+    /// IP_CT_TCP_FLAG_BE_LIBERAL (include/uapi/linux/netfilter/nf_conntrack_tcp.h).
+    const BE_LIBERAL: u8 = 0x08;
+    let Some(tcp) = find(info, CTA_PROTOINFO_TCP) else {
+        return false;
+    };
+    // struct nf_ct_tcp_flags { __u8 flags; __u8 mask; }
+    [
+        CTA_PROTOINFO_TCP_FLAGS_ORIGINAL,
+        CTA_PROTOINFO_TCP_FLAGS_REPLY,
+    ]
+    .iter()
+    .all(|k| {
+        find(tcp, *k)
+            .and_then(|v| v.first())
+            .is_some_and(|f| f & BE_LIBERAL != 0)
+    })
+}
+
+fn find(buf: &[u8], kind: u16) -> Option<&[u8]> {
+    attributes(buf)
+        .map_while(Result::ok)
+        .find(|(k, _)| *k == kind)
+        .map(|(_, v)| v)
 }

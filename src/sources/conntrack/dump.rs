@@ -44,6 +44,9 @@ pub struct Dump {
     /// `timeouts[i]` is the whole seconds `flows[i]` has left before it expires
     /// (CTA_TIMEOUT), when the kernel sent it.
     pub timeouts: Vec<Option<u32>>,
+    /// `picked_up[i]`: `flows[i]` is a TCP entry the kernel picked up in the middle of its
+    /// connection (its entry was deleted while the connection lived).
+    pub picked_up: Vec<bool>,
 }
 
 /// Receive buffer. The kernel fills dump batches up to ~32 KiB
@@ -170,6 +173,7 @@ struct Parser {
     flows: Vec<Flow>,
     tcp_states: Vec<Option<u8>>,
     timeouts: Vec<Option<u32>>,
+    picked_up: Vec<bool>,
     /// Index into `flows` of each identity seen, to de-duplicate.
     seen: HashMap<FlowKey, usize>,
     skipped_messages: usize,
@@ -183,6 +187,7 @@ impl Parser {
             flows: Vec::with_capacity(flows),
             tcp_states: Vec::with_capacity(flows),
             timeouts: Vec::with_capacity(flows),
+            picked_up: Vec::with_capacity(flows),
             seen: HashMap::with_capacity(flows),
             skipped_messages: 0,
             unknown_attributes: 0,
@@ -244,12 +249,14 @@ impl Parser {
                 self.flows[*slot.get()] = flow;
                 self.tcp_states[*slot.get()] = extras.tcp_state;
                 self.timeouts[*slot.get()] = extras.timeout;
+                self.picked_up[*slot.get()] = extras.picked_up;
             }
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(self.flows.len());
                 self.flows.push(flow);
                 self.tcp_states.push(extras.tcp_state);
                 self.timeouts.push(extras.timeout);
+                self.picked_up.push(extras.picked_up);
             }
         }
     }
@@ -262,6 +269,7 @@ impl Parser {
             duplicates: self.duplicates,
             tcp_states: self.tcp_states,
             timeouts: self.timeouts,
+            picked_up: self.picked_up,
         }
     }
 }

@@ -60,6 +60,9 @@ pub struct Event {
     /// 6.18), i.e. for an entry removed before it expired (`conntrack -D`/`-F`, a TCP
     /// port reused during TIME_WAIT, early drop); an expired entry has none.
     pub timeout: Option<u32>,
+    /// A TCP entry picked up in the middle of its connection (its earlier entry was
+    /// deleted while the connection lived).
+    pub picked_up: bool,
 }
 
 /// Events decoded from received datagrams, in arrival order (no de-duplication: each
@@ -119,6 +122,7 @@ pub fn parse_events(buf: &[u8], out: &mut Events) {
                 kind,
                 tcp_state: extras.tcp_state,
                 timeout: extras.timeout,
+                picked_up: extras.picked_up,
                 flow,
             }),
             Err(Malformed(reason)) => {
