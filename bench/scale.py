@@ -14,7 +14,7 @@ and prints medians, min-max, ratios, netledger's peak RSS and its per-stage timi
 Markdown table row per N. Every namespace and process it started is removed at the end.
 
 Usage (root; release build and the nl_traffic example first):
-    cargo build --release --examples
+    cargo build --release --bins --examples
     python3 bench/scale.py --flows 1000,5000,20000,100000
 """
 import argparse, os, statistics, subprocess, sys, tempfile, time
@@ -109,6 +109,9 @@ def main():
     ap.add_argument("--traffic", default="target/release/examples/nl_traffic")
     a = ap.parse_args()
     binp, traffic = os.path.abspath(a.bin), os.path.abspath(a.traffic)
+    for p in (binp, traffic):
+        if not os.path.exists(p):
+            sys.exit(f"{p} missing: run `cargo build --release --bins --examples` first")
     print(f"{a.rounds} rounds, alternating; {a.procs} processes holding the flows, {a.idle} idle ones; times in ms, median (min-max)")
     print("| N | flows | netledger | ss -tanp | conntrack -L | ss -tuan | cat 4 tables | nl/(ss+ct) | nl/(cat+ct) | peak RSS |")
     print("|---|---|---|---|---|---|---|---|---|---|")
