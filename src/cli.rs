@@ -103,6 +103,21 @@ pub struct SnapshotArgs {
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub prune_after: u32,
 
+    /// A service's uid (or user name) whose sockets are charged through the processes
+    /// holding them, as sshd's are (repeatable; replaces the configured ones; default 0).
+    #[arg(
+        long = "delegating-uid",
+        value_name = "UID|NAME",
+        env = "NETLEDGER_DELEGATING_UIDS",
+        value_delimiter = ','
+    )]
+    pub delegating_uids: Vec<String>,
+
+    /// How long a young flow on such a service's socket waits, uncharged, for a user's
+    /// process to hold it [default: 10s].
+    #[arg(long, value_name = "DURATION", env = "NETLEDGER_DELEGATE_GRACE", value_parser = humantime::parse_duration)]
+    pub delegate_grace: Option<Duration>,
+
     /// Root of the proc filesystem to read sockets and processes from.
     #[arg(long, value_name = "PATH", default_value = "/proc", hide = true)]
     pub proc_root: PathBuf,
@@ -121,7 +136,7 @@ pub struct TopArgs {
     pub until: Option<String>,
 
     /// Group by these, comma-separated (user is always included): user, program,
-    /// remote, port.
+    /// remote, port, via.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "user")]
     pub by: Vec<By>,
 
@@ -261,6 +276,21 @@ pub struct RunArgs {
     /// Passes a vanished flow is remembered before its state is pruned [default: 3].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub prune_after: Option<u32>,
+
+    /// A service's uid (or user name) whose sockets are charged through the processes
+    /// holding them, as sshd's are (repeatable; replaces the configured ones; default 0).
+    #[arg(
+        long = "delegating-uid",
+        value_name = "UID|NAME",
+        env = "NETLEDGER_DELEGATING_UIDS",
+        value_delimiter = ','
+    )]
+    pub delegating_uids: Vec<String>,
+
+    /// How long a young flow on such a service's socket waits, uncharged, for a user's
+    /// process to hold it [default: 10s].
+    #[arg(long, value_name = "DURATION", env = "NETLEDGER_DELEGATE_GRACE", value_parser = humantime::parse_duration)]
+    pub delegate_grace: Option<Duration>,
 
     /// Longest time an event waits in memory before it is written: writes are batched,
     /// one transaction per flush.

@@ -60,7 +60,43 @@ pub struct FileConfig {
     pub connection_log: Option<bool>,
     /// Retention tiers.
     pub retention: Option<RetentionConfig>,
+    /// Uids (or user names) of services that hand connections to users' processes.
+    pub delegating_uids: Option<Vec<UidOrName>>,
+    /// How long a young flow on such a service's socket waits for a user's process.
+    #[serde(default, with = "opt_duration")]
+    pub delegate_grace: Option<Duration>,
 }
+
+/// A uid, or a user name resolved when the settings are (`delegating_uids`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum UidOrName {
+    /// A numeric uid.
+    Uid(u32),
+    /// A user name (or a uid written as a string, as the environment gives it).
+    Name(String),
+}
+
+impl UidOrName {
+    fn resolve(&self) -> Result<u32, String> {
+        match self {
+            UidOrName::Uid(u) => Ok(*u),
+            UidOrName::Name(n) => n.parse().or_else(|_| {
+                users::get_user_by_name(n).map(|u| u.uid()).ok_or_else(|| {
+                    format!("delegating_uids: no user {n:?} (give a user name or a uid)")
+                })
+            }),
+        }
+    }
+}
+
+/// The default of `delegate_grace`: long enough for a password or a key's passphrase to be
+/// typed (the user's process appears only after authentication), short enough that the
+/// service's own flows are charged within a pass or two.
+pub const DEFAULT_DELEGATE_GRACE: Duration = Duration::from_secs(10);
+
+/// The largest `delegate_grace` (sshd's own LoginGraceTime default is 2 minutes).
+pub const MAX_DELEGATE_GRACE: Duration = Duration::from_secs(600);
 
 /// The `[retention]` table.
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
@@ -106,6 +142,40 @@ impl FileConfig {
 }
 
 impl FileConfig {
+    /// The delegating uids and grace in effect: the flags (or NETLEDGER_DELEGATING_UIDS and
+    /// NETLEDGER_DELEGATE_GRACE) over the file over the defaults (root, 10 s).
+    pub fn delegation(
+        &self,
+        flag_uids: &[String],
+        flag_grace: Option<Duration>,
+    ) -> Result<(crate::attribute::Delegating, Duration), String> {
+        let uids: Vec<u32> = if flag_uids.is_empty() {
+            match &self.delegating_uids {
+                Some(list) => list
+                    .iter()
+                    .map(UidOrName::resolve)
+                    .collect::<Result<_, _>>()?,
+                None => crate::attribute::Delegating::DEFAULT.to_vec(),
+            }
+        } else {
+            flag_uids
+                .iter()
+                .map(|n| UidOrName::Name(n.clone()).resolve())
+                .collect::<Result<_, _>>()?
+        };
+        let grace = flag_grace
+            .or(self.delegate_grace)
+            .unwrap_or(DEFAULT_DELEGATE_GRACE);
+        if grace > MAX_DELEGATE_GRACE {
+            return Err(format!(
+                "delegate_grace = {} is out of range (0s to {})",
+                humantime::format_duration(grace),
+                humantime::format_duration(MAX_DELEGATE_GRACE)
+            ));
+        }
+        Ok((crate::attribute::Delegating::new(uids), grace))
+    }
+
     /// Parse configuration text.
     pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
         toml::from_str(text).map_err(|source| ConfigError::Parse {
@@ -211,6 +281,45 @@ mod tests {
             c.retention().unwrap(),
             crate::store::retention::Retention::default()
         );
+        let (d, grace) = c.delegation(&[], None).unwrap();
+        assert_eq!(d.uids(), crate::attribute::Delegating::DEFAULT);
+        assert_eq!(grace, DEFAULT_DELEGATE_GRACE);
+        assert_eq!(
+            FileConfig::default().delegation(&[], None).unwrap(),
+            (d, grace),
+            "an empty file has the documented defaults"
+        );
+    }
+
+    #[test]
+    fn delegating_uids_take_uids_and_names_flags_win_and_grace_is_bounded() {
+        let c = FileConfig::parse(
+            "delegating_uids = [0, \"root\", 33]\ndelegate_grace = \"30s\"\n",
+            Path::new("/c"),
+        )
+        .unwrap();
+        let (d, grace) = c.delegation(&[], None).unwrap();
+        assert_eq!(d.uids(), [0, 33]);
+        assert_eq!(grace, Duration::from_secs(30));
+        let (d, grace) = c
+            .delegation(&["5".into(), "root".into()], Some(Duration::ZERO))
+            .unwrap();
+        assert_eq!((d.uids(), grace), (&[0, 5][..], Duration::ZERO));
+        let off = FileConfig::parse("delegating_uids = []\n", Path::new("/c")).unwrap();
+        assert!(off.delegation(&[], None).unwrap().0.uids().is_empty());
+        let e = c.delegation(&["no-such-user-x".into()], None).unwrap_err();
+        assert!(e.contains("no-such-user-x"), "{e}");
+        let e = c
+            .delegation(&[], Some(Duration::from_secs(3600)))
+            .unwrap_err();
+        assert!(
+            e.contains("delegate_grace") && e.contains("out of range"),
+            "{e}"
+        );
+        let e = FileConfig::parse("delegating_uids = [-1]\n", Path::new("/c"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1"), "{e}");
     }
 
     #[test]

@@ -81,6 +81,7 @@ fn user(uid: u32, program: &str, direction: Direction) -> Verdict {
         uid,
         program: Some(program.into()),
         direction,
+        via: Default::default(),
     })
 }
 

@@ -121,7 +121,9 @@ pub fn run(cli: &Cli, args: &ConnectionsArgs) -> Result<()> {
         Some(n) => LocalNets::new(n.iter().copied()),
         None => LocalNets::defaults(),
     };
-    let obs = observe(&args.proc_root, &prev, &nets).context("reading the open connections")?;
+    let (delegating, _) = cli.file.delegation(&[], None).map_err(anyhow::Error::msg)?;
+    let obs = observe(&args.proc_root, &prev, &nets, &delegating)
+        .context("reading the open connections")?;
     let closed = |st: &Option<u8>| matches!(*st, Some(TCP_TIME_WAIT) | Some(TCP_CLOSE));
     let mut rows: Vec<OpenConnection> = obs
         .dump

@@ -33,6 +33,7 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> Result<()> {
                 direction: None,
                 remote: String::new(),
                 port: 0,
+                via: None,
                 traffic: Default::default(),
             }));
             let header: Vec<&str> = header.iter().map(String::as_str).collect();

@@ -196,6 +196,7 @@ pub fn to_json(c: &LoggedConnection, user: Option<String>) -> Value {
         "reply": tuple(&c.reply),
         "uid": c.uid,
         "user": user,
+        "via": c.via,
         "program": c.program,
         "orig_packets": c.orig_counters.map(|x| x.packets),
         "orig_bytes": c.orig_counters.map(|x| x.bytes),
@@ -292,6 +293,7 @@ mod tests {
                 bytes: 5000,
             }),
             zone: 0,
+            via: None,
         }
     }
 

@@ -8,6 +8,9 @@
 //! delays a lookup. The uid never depends on that walk; only the program name is missed
 //! when a socket closes before it is looked for.
 //!
+//! A NEW whose socket is a delegating service's (sshd's, root's) and no user's process
+//! holds yet is looked after by the namer ([`super::claims`]) until one does.
+//!
 //! Nothing here touches the database: the writer does, so a slow disk never delays a
 //! lookup. The owners found are also published in `fresh` at once, so a pass that runs
 //! before the writer stored them still charges the flow to its owner.
@@ -20,13 +23,14 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::attribute::{attribute, Attribution, LocalNets, SocketIndex};
+use crate::attribute::{attribute, Attribution, Delegating, LocalNets, SocketIndex, Verdict, Via};
 use crate::model::{Flow, FlowKey, Socket, L4};
 use crate::sources::conntrack::{self, EventKind, EventSocket, Events};
 use crate::sources::interfaces;
 use crate::sources::sockdiag::SockDiag;
 
 use super::batch::Resolved;
+use super::claims::Claims;
 use super::programs::Namer;
 
 /// Owners found by NEW events and not yet stored, shared with the writer's passes.
@@ -37,6 +41,9 @@ pub type Fresh = Arc<Mutex<HashMap<FlowKey, Attribution>>>;
 struct Unnamed {
     events: Vec<Resolved>,
     inodes: Vec<(usize, u64, u32)>,
+    /// Indexes in `events` of the NEW events whose owner is pending (a service's socket
+    /// no user's process holds yet).
+    claims: Vec<usize>,
     skipped: usize,
 }
 
@@ -93,6 +100,8 @@ pub struct Stats {
     pub full_walks: AtomicU64,
     /// Overruns (ENOBUFS).
     pub overruns: AtomicU64,
+    /// Flows on a service's socket whose user was found after their NEW event.
+    pub claimed: AtomicU64,
 }
 
 /// Everything the listener thread owns.
@@ -105,6 +114,10 @@ pub struct Listener {
     pub proc_root: PathBuf,
     /// Local networks (an owner's flow to them is still attributed, for the log).
     pub nets: LocalNets,
+    /// Uids of services whose sockets are charged through the processes holding them.
+    pub delegating: Delegating,
+    /// How long a NEW on such a socket is looked after for a user's process.
+    pub delegate_grace: Duration,
     /// Largest receive buffer to grow to after overruns.
     pub max_buffer: usize,
     /// Owners not yet stored, shared with passes.
@@ -136,9 +149,13 @@ impl Listener {
                 self.stats.clone(),
             );
             let reload = self.reload.clone();
+            let (delegating, grace) = (self.delegating.clone(), self.delegate_grace);
             std::thread::Builder::new()
                 .name("namer".into())
-                .spawn(move || name_programs(from_listener, tx, proc_root, fresh, stats, reload))
+                .spawn(move || {
+                    let claims = Claims::new(delegating, grace);
+                    name_programs(from_listener, tx, proc_root, fresh, stats, reload, claims)
+                })
         };
         match namer {
             Ok(namer) => {
@@ -220,6 +237,7 @@ impl Listener {
         let mut out = Vec::with_capacity(events.len());
         // (index in out, socket inode, uid) of the owners found, for the program names.
         let mut owned: Vec<(usize, u64, u32)> = Vec::new();
+        let mut claims = Vec::new();
         let mut lookup = Duration::ZERO;
         for e in events {
             match e.kind {
@@ -227,16 +245,23 @@ impl Listener {
                     let t0 = Instant::now();
                     self.stats.news.fetch_add(1, Ordering::Relaxed);
                     let found = self.owner_socket(&e.flow, host);
-                    let owner = found.as_ref().and_then(|s| {
+                    let at = found.as_ref().map(|s| {
                         let none = HashMap::new();
                         let sockets = std::slice::from_ref(s);
-                        let idx = SocketIndex::new(sockets, &none, host.iter().copied());
+                        let idx = SocketIndex::new(sockets, &none, host.iter().copied())
+                            .with_delegation(&self.delegating, None);
                         attribute(&e.flow, &idx, None, &self.nets)
-                            .attribution()
-                            .cloned()
                     });
+                    let owner = at.as_ref().and_then(|a| a.attribution().cloned());
                     if let (Some(a), Some(s)) = (&owner, &found) {
                         owned.push((out.len(), s.inode, a.uid));
+                        // Local traffic is charged to nobody: not worth the holders' walk.
+                        let charged = at
+                            .as_ref()
+                            .is_some_and(|at| matches!(at.verdict, Verdict::User(_)));
+                        if a.via == Via::Pending && charged {
+                            claims.push(out.len());
+                        }
                     }
                     lookup += t0.elapsed();
                     out.push(Resolved::New {
@@ -277,6 +302,7 @@ impl Listener {
         Unnamed {
             events: out,
             inodes: owned,
+            claims,
             skipped: 0,
         }
     }
@@ -319,8 +345,46 @@ impl Listener {
     }
 }
 
+/// How often the namer looks again at the flows it looks after (when a walk of every
+/// process is due: see [`super::programs`]).
+const CLAIM_CHECK: Duration = Duration::from_millis(100);
+
+/// The owners of services' flows found since their NEW events: published in `fresh` and
+/// sent to the writer after everything sent before (so after their NEW events).
+fn send_claimed(
+    claims: &mut Claims,
+    namer: &mut Namer,
+    tx: &Sender<ToWriter>,
+    fresh: &Fresh,
+    stats: &Stats,
+) -> bool {
+    let events = claims.check(namer);
+    if events.is_empty() {
+        return true;
+    }
+    {
+        let mut fresh = fresh.lock().unwrap_or_else(|p| p.into_inner());
+        for e in &events {
+            if let Resolved::New {
+                flow,
+                owner: Some(a),
+                ..
+            } = e
+            {
+                fresh.insert(flow.key(), a.clone());
+            }
+        }
+    }
+    stats.claimed.store(claims.found, Ordering::Relaxed);
+    stats
+        .full_walks
+        .store(namer.work.full_walks, Ordering::Relaxed);
+    tx.send(ToWriter::Batch { events, skipped: 0 }).is_ok()
+}
+
 /// The namer thread: program names for the owners of each batch, by one walk of
-/// `/proc/PID/fd` for the inodes not cached yet; then on to the writer, in order.
+/// `/proc/PID/fd` for the inodes not cached yet; then on to the writer, in order. Between
+/// batches, it looks after the flows of services' sockets ([`Claims`]).
 fn name_programs(
     rx: std::sync::mpsc::Receiver<ToNamer>,
     tx: Sender<ToWriter>,
@@ -328,6 +392,7 @@ fn name_programs(
     fresh: Fresh,
     stats: Arc<Stats>,
     reload: Arc<AtomicBool>,
+    mut claims: Claims,
 ) {
     let mut namer = Namer::new(proc_root);
     // A message that ended a coalesced batch, to handle next.
@@ -335,9 +400,19 @@ fn name_programs(
     loop {
         let msg = match held.take() {
             Some(m) => m,
-            None => match rx.recv() {
+            None if claims.is_empty() => match rx.recv() {
                 Ok(m) => m,
                 Err(_) => return,
+            },
+            None => match rx.recv_timeout(CLAIM_CHECK) {
+                Ok(m) => m,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if !send_claimed(&mut claims, &mut namer, &tx, &fresh, &stats) {
+                        return;
+                    }
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             },
         };
         let mut batch = match msg {
@@ -358,6 +433,7 @@ fn name_programs(
                     batch
                         .inodes
                         .extend(b.inodes.into_iter().map(|(i, ino, u)| (base + i, ino, u)));
+                    batch.claims.extend(b.claims.into_iter().map(|i| base + i));
                     batch.events.extend(b.events);
                     batch.skipped += b.skipped;
                 }
@@ -401,11 +477,29 @@ fn name_programs(
                 }
             }
         }
+        for i in &batch.claims {
+            if let Resolved::New {
+                flow,
+                owner: Some(a),
+                at_ms,
+            } = &batch.events[*i]
+            {
+                claims.add(flow.clone(), a.clone(), *at_ms);
+            }
+        }
+        for e in &batch.events {
+            if let Resolved::Destroy { flow, .. } = e {
+                claims.ended(&flow.key());
+            }
+        }
         let out = ToWriter::Batch {
             events: batch.events,
             skipped: batch.skipped,
         };
         if tx.send(out).is_err() {
+            return;
+        }
+        if !claims.is_empty() && !send_claimed(&mut claims, &mut namer, &tx, &fresh, &stats) {
             return;
         }
     }

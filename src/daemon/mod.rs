@@ -24,6 +24,7 @@
 //! no configuration file yet: flags and environment are read once, at start.
 
 pub mod batch;
+pub mod claims;
 pub mod listen;
 pub mod pass;
 pub mod programs;
@@ -275,6 +276,8 @@ pub fn run(
         diag,
         proc_root: proc_root.clone(),
         nets: cfg.pass.nets.clone(),
+        delegating: cfg.pass.delegating.clone(),
+        delegate_grace: cfg.pass.delegate_grace,
         max_buffer: cfg.max_event_buffer,
         fresh: fresh.clone(),
         stats: stats.clone(),
@@ -342,6 +345,11 @@ pub fn run(
                         new.pass.nets.nets().len(),
                         new.pass.prune_after,
                     ));
+                    // The listener looks after services' flows with the values it started
+                    // with: the passes keep them too, so both agree.
+                    let mut new = new;
+                    new.pass.delegating = w.cfg.pass.delegating.clone();
+                    new.pass.delegate_grace = w.cfg.pass.delegate_grace;
                     w.cfg = DaemonConfig {
                         event_buffer: w.cfg.event_buffer,
                         max_event_buffer: w.cfg.max_event_buffer,
@@ -416,7 +424,8 @@ pub fn run(
         "stopped after {:.0?}: {} events ({} NEW, {} with an owner, {} with a program; {} \
          DESTROY charged) in {} flushes, {} connections logged, {} overruns ({lost_total} \
          events lost), {} passes ({:.0?} CPU), {} sock_diag lookups ({:.1} µs per NEW event), {:.0?} naming \
-         programs ({} process and {} full /proc walks)",
+         programs ({} process and {} full /proc walks), {} flows on a service's socket handed to \
+         their user after NEW",
         started.elapsed(),
         ev(&stats.events),
         ev(&stats.news),
@@ -433,6 +442,7 @@ pub fn run(
         Duration::from_nanos(ev(&stats.scan_ns)),
         ev(&stats.process_walks),
         ev(&stats.full_walks),
+        ev(&stats.claimed),
     ));
     if w.duplicates > 0 {
         warn!(

@@ -18,7 +18,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::sources::processes::{parse_socket_link, scan_socket_owners};
+use crate::sources::processes::{
+    parse_socket_link, scan_socket_holders, scan_socket_owners, Holder,
+};
 
 /// Least time between two walks of every process.
 pub const FULL_WALK_EVERY: Duration = Duration::from_millis(250);
@@ -89,6 +91,22 @@ impl Namer {
         c.retain(|p| *p != pid);
         c.push_front(pid);
         c.truncate(CANDIDATES_PER_UID);
+    }
+
+    /// Whether a walk of every process may run now.
+    pub fn walk_due(&self) -> bool {
+        self.next_full.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// Every process holding each of `inodes`, by a walk of every process (counted against
+    /// the same budget as the walks for program names).
+    pub fn holders(&mut self, inodes: &HashSet<u64>) -> HashMap<u64, Vec<Holder>> {
+        let started = Instant::now();
+        self.work.full_walks += 1;
+        let scan = scan_socket_holders(&self.proc_root, &HashSet::new(), inodes);
+        let took = started.elapsed();
+        self.next_full = Some(started + FULL_WALK_EVERY.max(took * FULL_WALK_SHARE));
+        scan.holders
     }
 
     /// The programs of those `(inode, uid)` that can be found now.

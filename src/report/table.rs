@@ -124,6 +124,16 @@ fn key_cells(row: &TopRow, by: &[By], labels: &Labels) -> Vec<String> {
             }
         });
     }
+    if by.contains(&By::Via) {
+        out.push(match (row.via, row.via_user.as_deref(), row.uid) {
+            (Some(uid), name, _) => who(Some(uid), name, None),
+            // Charged to a service's own uid although users' processes held its socket.
+            (None, _, Some(_)) if row.reason.is_some() => {
+                format!("({})", row.reason.as_deref().unwrap_or_default())
+            }
+            (None, _, _) => "-".into(),
+        });
+    }
     out
 }
 
@@ -143,6 +153,7 @@ pub fn top_table(report: &TopReport, by: &[By], labels: &Labels, exact: bool) ->
         (By::Program, "PROGRAM"),
         (By::Remote, "REMOTE"),
         (By::Port, "PORT"),
+        (By::Via, "VIA"),
     ] {
         if by.contains(&b) {
             header.push(title.to_string());
