@@ -133,10 +133,6 @@ impl Via {
 pub struct Delegating(Vec<u32>);
 
 impl Delegating {
-    /// The built-in default: root, which sshd (and every service started as root that
-    /// drops to the user who logged in) accepts as.
-    pub const DEFAULT: &'static [u32] = &[0];
-
     /// Exactly these uids (none turns delegation off).
     pub fn new(uids: impl IntoIterator<Item = u32>) -> Delegating {
         let mut v: Vec<u32> = uids.into_iter().collect();
@@ -985,7 +981,7 @@ mod tests {
     ) {
         let (sockets, f) = ssh_flow();
         let none = HashMap::new();
-        let d = Delegating::new(Delegating::DEFAULT.iter().copied());
+        let d = Delegating::new([ROOT]);
         let held: Option<HashMap<u64, Vec<Holder>>> = holders.map(|h| [(500, h)].into());
         let idx = SocketIndex::new(&sockets, &none, [HOST4.parse().unwrap()])
             .with_delegation(&d, held.as_ref());

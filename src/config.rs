@@ -78,17 +78,27 @@ pub enum UidOrName {
 }
 
 impl UidOrName {
-    fn resolve(&self) -> Result<u32, String> {
+    /// The uid; `None` for a name no account has (that service is not installed here: it
+    /// delegates nothing).
+    fn resolve(&self) -> Option<u32> {
         match self {
-            UidOrName::Uid(u) => Ok(*u),
-            UidOrName::Name(n) => n.parse().or_else(|_| {
-                users::get_user_by_name(n).map(|u| u.uid()).ok_or_else(|| {
-                    format!("delegating_uids: no user {n:?} (give a user name or a uid)")
-                })
+            UidOrName::Uid(u) => Some(*u),
+            UidOrName::Name(n) => n.parse().ok().or_else(|| {
+                let uid = users::get_user_by_name(n).map(|u| u.uid());
+                if uid.is_none() {
+                    tracing::info!("delegating_uids: no user {n:?} on this host, skipped");
+                }
+                uid
             }),
         }
     }
 }
+
+/// The default of `delegating_uids`: root, as which sshd (and every service started as
+/// root that hands a connection to the user who logged in) accepts, and `sshd`, OpenSSH's
+/// privilege-separation user, whose process holds the connection until the login
+/// completes (so it is the service, not a user).
+pub const DEFAULT_DELEGATING: &[&str] = &["0", "sshd"];
 
 /// The default of `delegate_grace`: long enough for a password or a key's passphrase to be
 /// typed (the user's process appears only after authentication), short enough that the
@@ -143,26 +153,28 @@ impl FileConfig {
 
 impl FileConfig {
     /// The delegating uids and grace in effect: the flags (or NETLEDGER_DELEGATING_UIDS and
-    /// NETLEDGER_DELEGATE_GRACE) over the file over the defaults (root, 10 s).
+    /// NETLEDGER_DELEGATE_GRACE) over the file over the defaults (root and sshd, 10 s).
     pub fn delegation(
         &self,
         flag_uids: &[String],
         flag_grace: Option<Duration>,
     ) -> Result<(crate::attribute::Delegating, Duration), String> {
-        let uids: Vec<u32> = if flag_uids.is_empty() {
-            match &self.delegating_uids {
-                Some(list) => list
-                    .iter()
-                    .map(UidOrName::resolve)
-                    .collect::<Result<_, _>>()?,
-                None => crate::attribute::Delegating::DEFAULT.to_vec(),
-            }
-        } else {
+        let names = |list: &[&str]| -> Vec<UidOrName> {
+            list.iter()
+                .map(|n| UidOrName::Name(n.to_string()))
+                .collect()
+        };
+        let list = if !flag_uids.is_empty() {
             flag_uids
                 .iter()
-                .map(|n| UidOrName::Name(n.clone()).resolve())
-                .collect::<Result<_, _>>()?
+                .map(|n| UidOrName::Name(n.clone()))
+                .collect()
+        } else if let Some(list) = &self.delegating_uids {
+            list.clone()
+        } else {
+            names(DEFAULT_DELEGATING)
         };
+        let uids = list.iter().filter_map(UidOrName::resolve);
         let grace = flag_grace
             .or(self.delegate_grace)
             .unwrap_or(DEFAULT_DELEGATE_GRACE);
@@ -282,7 +294,10 @@ mod tests {
             crate::store::retention::Retention::default()
         );
         let (d, grace) = c.delegation(&[], None).unwrap();
-        assert_eq!(d.uids(), crate::attribute::Delegating::DEFAULT);
+        assert!(d.contains(0));
+        if let Some(sshd) = users::get_user_by_name("sshd") {
+            assert!(d.contains(sshd.uid()));
+        }
         assert_eq!(grace, DEFAULT_DELEGATE_GRACE);
         assert_eq!(
             FileConfig::default().delegation(&[], None).unwrap(),
@@ -307,8 +322,11 @@ mod tests {
         assert_eq!((d.uids(), grace), (&[0, 5][..], Duration::ZERO));
         let off = FileConfig::parse("delegating_uids = []\n", Path::new("/c")).unwrap();
         assert!(off.delegation(&[], None).unwrap().0.uids().is_empty());
-        let e = c.delegation(&["no-such-user-x".into()], None).unwrap_err();
-        assert!(e.contains("no-such-user-x"), "{e}");
+        // A service not installed here (no such account) delegates nothing.
+        let (d, _) = c
+            .delegation(&["no-such-user-x".into(), "7".into()], None)
+            .unwrap();
+        assert_eq!(d.uids(), [7]);
         let e = c
             .delegation(&[], Some(Duration::from_secs(3600)))
             .unwrap_err();
