@@ -30,7 +30,7 @@ use crate::sources::interfaces;
 use crate::sources::sockdiag::SockDiag;
 
 use super::batch::Resolved;
-use super::claims::Claims;
+use super::claims::{Claims, CLAIM_CHECK};
 use super::programs::Namer;
 
 /// Owners found by NEW events and not yet stored, shared with the writer's passes.
@@ -153,7 +153,7 @@ impl Listener {
             std::thread::Builder::new()
                 .name("namer".into())
                 .spawn(move || {
-                    let claims = Claims::new(delegating, grace);
+                    let claims = Claims::new(proc_root.clone(), delegating, grace);
                     name_programs(from_listener, tx, proc_root, fresh, stats, reload, claims)
                 })
         };
@@ -345,10 +345,6 @@ impl Listener {
     }
 }
 
-/// How often the namer looks again at the flows it looks after (when a walk of every
-/// process is due: see [`super::programs`]).
-const CLAIM_CHECK: Duration = Duration::from_millis(100);
-
 /// The owners of services' flows found since their NEW events: published in `fresh` and
 /// sent to the writer after everything sent before (so after their NEW events).
 fn send_claimed(
@@ -484,7 +480,9 @@ fn name_programs(
                 at_ms,
             } = &batch.events[*i]
             {
-                claims.add(flow.clone(), a.clone(), *at_ms);
+                let inode = batch.inodes.iter().find(|(j, _, _)| j == i).map(|x| x.1);
+                let holder = inode.and_then(|ino| namer.holder_pid(ino));
+                claims.add(flow.clone(), a.clone(), *at_ms, holder);
             }
         }
         for e in &batch.events {

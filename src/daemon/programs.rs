@@ -46,7 +46,8 @@ pub struct Work {
 /// Finds the programs holding socket inodes.
 pub struct Namer {
     proc_root: PathBuf,
-    cache: HashMap<u64, String>,
+    /// inode → (program, pid of the process found holding it).
+    cache: HashMap<u64, (String, u32)>,
     candidates: HashMap<u32, VecDeque<u32>>,
     /// When the next walk of every process may run.
     next_full: Option<Instant>,
@@ -93,6 +94,11 @@ impl Namer {
         c.truncate(CANDIDATES_PER_UID);
     }
 
+    /// The process last found holding `inode` (by [`Namer::name`]).
+    pub fn holder_pid(&self, inode: u64) -> Option<u32> {
+        self.cache.get(&inode).map(|(_, pid)| *pid)
+    }
+
     /// Whether a walk of every process may run now.
     pub fn walk_due(&self) -> bool {
         self.next_full.is_none_or(|t| Instant::now() >= t)
@@ -118,7 +124,7 @@ impl Namer {
         let mut left: HashMap<u64, u32> = HashMap::new();
         for (ino, uid) in wanted {
             match self.cache.get(ino) {
-                Some(p) => {
+                Some((p, _)) => {
                     found.insert(*ino, p.clone());
                 }
                 None => {
@@ -157,7 +163,7 @@ impl Namer {
                     };
                     if left.remove(&ino).is_some() {
                         let p = program.get_or_insert_with(|| program_name(&dir)).clone();
-                        self.cache.insert(ino, p.clone());
+                        self.cache.insert(ino, (p.clone(), pid));
                         found.insert(ino, p);
                     }
                 }
@@ -179,7 +185,7 @@ impl Namer {
                 if let Some(uid) = left.remove(&ino) {
                     self.remember(uid, owner.pid);
                 }
-                self.cache.insert(ino, owner.program.clone());
+                self.cache.insert(ino, (owner.program.clone(), owner.pid));
                 found.insert(ino, owner.program);
             }
         }

@@ -127,6 +127,39 @@ pub fn scan_socket_holders(
     scan
 }
 
+/// [`scan_socket_holders`] over the processes `pids` only (in ascending order, each once):
+/// a look at the few processes that may have come to hold a socket, such as the children
+/// of the service process that holds it (see [`children`]).
+pub fn scan_pids_holders(proc_root: &Path, pids: &[u32], every: &HashSet<u64>) -> ProcessScan {
+    let mut scan = ProcessScan::default();
+    let mut pids = pids.to_vec();
+    pids.sort_unstable();
+    pids.dedup();
+    for pid in pids {
+        scan.processes += 1;
+        scan_process(proc_root, pid, &HashSet::new(), every, &mut scan);
+    }
+    scan
+}
+
+/// The children of process `pid`: `/proc/PID/task/*/children` (CONFIG_PROC_CHILDREN; empty
+/// when the kernel lacks it or the process is gone).
+pub fn children(proc_root: &Path, pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(proc_root.join(pid.to_string()).join("task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for t in tasks.flatten() {
+        if let Ok(text) = std::fs::read(t.path().join("children")) {
+            out.extend(
+                text.split(|b| b.is_ascii_whitespace())
+                    .filter_map(parse_pid),
+            );
+        }
+    }
+    out
+}
+
 /// The real uid in the text of `/proc/PID/status` (its `Uid:` line holds the real,
 /// effective, saved and filesystem uids; fs/proc/array.c `task_state`). Pure.
 pub fn parse_status_uid(status: &[u8]) -> Option<u32> {
@@ -535,6 +568,28 @@ mod tests {
         // Without `every`, the same scan stops at the owner of the last wanted inode.
         let scan = scan_socket_holders(p.path(), &HashSet::from([9]), &HashSet::new());
         assert_eq!(scan.processes, 3);
+    }
+
+    #[test]
+    fn the_children_of_a_process_and_their_holders() {
+        let p = FakeProc::new();
+        p.fd("20", 3, "socket:[500]").uid("20", 0);
+        p.fd("25", 3, "socket:[500]").uid("25", 1001);
+        p.fd("26", 3, "socket:[9]").uid("26", 1002);
+        for (task, children) in [("20", "25 26 "), ("21", "27\n")] {
+            let d = p.path().join("20/task").join(task);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("children"), children).unwrap();
+        }
+        let mut kids = children(p.path(), 20);
+        kids.sort_unstable();
+        assert_eq!(kids, [25, 26, 27]);
+        assert!(children(p.path(), 25).is_empty());
+        // 27 does not exist (any more): counted as vanished, not an error.
+        let scan = scan_pids_holders(p.path(), &[27, 26, 25, 25], &HashSet::from([500]));
+        let h: Vec<(u32, u32)> = scan.holders[&500].iter().map(|h| (h.pid, h.uid)).collect();
+        assert_eq!(h, [(25, 1001)]);
+        assert_eq!((scan.processes, scan.vanished), (3, 1));
     }
 
     #[test]
