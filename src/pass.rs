@@ -257,10 +257,12 @@ pub fn observe_timed(
     // looks at a service's socket) beats its saved pending one.
     let prior = |f: &Flow| {
         let key = f.key();
-        match (saved(&key), extra.get(&key)) {
-            (Some(s), Some(k)) if s.via == Via::Pending && k.via != Via::Pending => Some(k),
-            (Some(s), _) => Some(s),
-            (None, k) => k,
+        match saved(&key) {
+            Some(s) if s.via != Via::Pending => Some(s),
+            s => match extra.get(&key) {
+                Some(k) if s.is_none() || k.via != Via::Pending => Some(k),
+                _ => s,
+            },
         }
     };
     // Programs are looked up only for the sockets of flows not attributed before: a flow
