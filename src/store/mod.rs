@@ -916,6 +916,12 @@ mod tests {
         Migrations::new(MIGRATIONS[..5].iter().map(|s| M::up(s)).collect())
             .to_latest(&mut c)
             .unwrap();
+        // A flow root's sshd socket carried, charged to root as schema 5 did.
+        c.execute_batch(
+            "INSERT INTO flow_state VALUES (0, 6, '198.51.100.2', '198.51.100.1', 50000, 22,
+                 7, 1, 100, 1, 900, 0, 'sshd', 'in', 7200, 7260, 0);",
+        )
+        .unwrap();
         drop(c);
         let ro = OpenOptions {
             read_only: true,
@@ -928,6 +934,10 @@ mod tests {
         // Migrated: the same rows, flow state gains `via` (read as direct).
         let store = Store::open(&p, &OpenOptions::default()).unwrap();
         assert_eq!(store.usage_rows(0, 100_000).unwrap(), rows);
+        // It stays root's: a flow with a settled owner is never looked up again.
+        let state = store.load_state().unwrap();
+        let a = state.values().next().unwrap().attribution.clone().unwrap();
+        assert_eq!((a.uid, a.via), (0, Via::Direct));
     }
 
     #[test]
