@@ -265,6 +265,8 @@ pub fn observe_timed(
             },
         }
     };
+    // Looked up once per flow: the stages below read it several times.
+    let priors: Vec<Option<&Attribution>> = dump.flows.iter().map(prior).collect();
     // Programs are looked up only for the sockets of flows not attributed before: a flow
     // keeps the program it had, so a steady-state pass walks no /proc/PID/fd at all. Every
     // holder is looked up for a delegating service's sockets of flows not settled yet (new
@@ -275,16 +277,18 @@ pub fn observe_timed(
     let wanted: HashSet<u64> = dump
         .flows
         .iter()
-        .filter(|f| prior(f).is_none())
-        .filter_map(|f| idx.socket_inode(f))
+        .zip(&priors)
+        .filter(|(_, p)| p.is_none())
+        .filter_map(|(f, _)| idx.socket_inode(f))
         .collect();
-    let every = delegated_inodes(&dump.flows, &idx, &prior, nets, None);
+    let every = delegated_inodes(&dump.flows, &idx, &priors, nets, None);
     let mut scan = scan_socket_holders(proc_root, &wanted, &every);
     stages.lap("processes");
     let attribute_with = |idx: &SocketIndex| {
         dump.flows
             .iter()
-            .map(|f| attribute(f, idx, prior(f), nets))
+            .zip(&priors)
+            .map(|(f, p)| attribute(f, idx, *p, nets))
             .collect::<Vec<_>>()
     };
     let mut attributed = attribute_with(
@@ -305,7 +309,7 @@ pub fn observe_timed(
         if !fresh.is_empty() {
             let idx = SocketIndex::new(&again.sockets, &no_owners, host.iter().copied())
                 .with_delegation(delegating, None);
-            let every = delegated_inodes(&dump.flows, &idx, &prior, nets, Some(&fresh));
+            let every = delegated_inodes(&dump.flows, &idx, &priors, nets, Some(&fresh));
             let more = scan_socket_holders(proc_root, &fresh, &every);
             scan.owners.extend(more.owners);
             scan.holders.extend(more.holders);
@@ -380,25 +384,21 @@ fn socket_table(proc_root: &Path) -> Result<SocketTable> {
 /// flows without a settled attribution (new, or held back) whose traffic is charged to
 /// someone (local traffic is not: it is not worth a walk of every process). `only`
 /// restricts them to some inodes.
-fn delegated_inodes<'a>(
+fn delegated_inodes(
     flows: &[Flow],
     idx: &SocketIndex,
-    prior: &dyn Fn(&Flow) -> Option<&'a Attribution>,
+    priors: &[Option<&Attribution>],
     nets: &LocalNets,
     only: Option<&HashSet<u64>>,
 ) -> HashSet<u64> {
     flows
         .iter()
-        .filter(|f| prior(f).is_none_or(|a| a.via == Via::Pending))
-        .filter_map(|f| Some((f, idx.delegated_socket(f)?.inode)))
-        .filter(|(_, ino)| only.is_none_or(|o| o.contains(ino)))
-        .filter(|(f, _)| {
-            !matches!(
-                attribute(f, idx, prior(f), nets).verdict,
-                Verdict::Excluded(_)
-            )
-        })
-        .map(|(_, ino)| ino)
+        .zip(priors)
+        .filter(|(_, p)| p.is_none_or(|a| a.via == Via::Pending))
+        .filter_map(|(f, p)| Some((f, *p, idx.delegated_socket(f)?.inode)))
+        .filter(|(_, _, ino)| only.is_none_or(|o| o.contains(ino)))
+        .filter(|(f, p, _)| !matches!(attribute(f, idx, *p, nets).verdict, Verdict::Excluded(_)))
+        .map(|(_, _, ino)| ino)
         .collect()
 }
 
