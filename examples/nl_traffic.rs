@@ -277,12 +277,18 @@ fn tcp_sshlike(bind: &str, uid: u32) {
         unsafe {
             match libc::fork() {
                 0 => {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    let parent = libc::getppid();
                     for fd in &others {
                         libc::close(*fd);
                     }
                     if libc::setgid(uid) != 0 || libc::setuid(uid) != 0 {
                         libc::_exit(1);
+                    }
+                    // After setuid, which clears the parent-death signal; and the parent
+                    // may already be gone.
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    if libc::getppid() != parent {
+                        libc::_exit(0);
                     }
                     let _ = keep;
                     loop {
