@@ -9,6 +9,9 @@
 //! nl_traffic client tcp|udp|udp-sendto PEER UP DOWN [--bind PORT] [--v6sock]
 //! nl_traffic sink tcp BIND                    accept and hold connections (benchmarks)
 //! nl_traffic hold tcp PEER COUNT              open and hold COUNT connections (benchmarks)
+//! nl_traffic sshlike tcp BIND UID             accept connections as sshd does (benchmarks):
+//!                                             each held by this root process and by a
+//!                                             child of its own running as UID
 //! ```
 //! A TCP request is a line `UP DOWN\n` followed by UP bytes; the answer is DOWN bytes.
 //! A UDP request is a datagram of UP bytes (UP ≥ 8) whose first 8 bytes are DOWN as a
@@ -30,6 +33,7 @@ fn main() {
         ["serve-once", "tcp", bind] => tcp_server(bind, true),
         ["server", "udp", bind] => udp_server(bind),
         ["sink", "tcp", bind] => tcp_sink(bind),
+        ["sshlike", "tcp", bind, uid] => tcp_sshlike(bind, uid.parse().expect("UID")),
         ["hold", "tcp", peer, count] => tcp_hold(resolve(peer), count.parse().expect("COUNT")),
         ["client", kind, peer, up, down, rest @ ..] => {
             let up: usize = up.parse().expect("UP");
@@ -248,6 +252,53 @@ fn tcp_sink(bind: &str) {
     let mut held = Vec::new();
     for mut c in l.incoming().flatten() {
         let _ = c.write_all(b"hello\n");
+        held.push(c);
+    }
+}
+
+/// Accept connections like sshd after a login: the accepted socket (this process's, so
+/// root's when run as root) is held by this process and by a child that switched to
+/// `uid` and holds only that one. Children die with this process.
+fn tcp_sshlike(bind: &str, uid: u32) {
+    use std::os::fd::AsRawFd;
+    let l = TcpListener::bind(resolve(bind)).expect("bind");
+    say("listening");
+    let mut held: Vec<TcpStream> = Vec::new();
+    for mut c in l.incoming().flatten() {
+        let _ = c.write_all(b"hello\n");
+        let keep = c.as_raw_fd();
+        let others: Vec<i32> = held
+            .iter()
+            .map(|s| s.as_raw_fd())
+            .chain([l.as_raw_fd()])
+            .collect();
+        // SAFETY: the child only makes system calls (no allocation, no locks) and never
+        // returns: it holds `keep` until the parent dies.
+        unsafe {
+            match libc::fork() {
+                0 => {
+                    let parent = libc::getppid();
+                    for fd in &others {
+                        libc::close(*fd);
+                    }
+                    if libc::setgid(uid) != 0 || libc::setuid(uid) != 0 {
+                        libc::_exit(1);
+                    }
+                    // After setuid, which clears the parent-death signal; and the parent
+                    // may already be gone.
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    if libc::getppid() != parent {
+                        libc::_exit(0);
+                    }
+                    let _ = keep;
+                    loop {
+                        libc::pause();
+                    }
+                }
+                -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+                _ => {}
+            }
+        }
         held.push(c);
     }
 }

@@ -126,6 +126,7 @@ impl Model {
             uid: Some(1000 + user as u32),
             program: Some(format!("prog{program}")),
             reason: None,
+            via: None,
             protocol: 6,
             direction: Some(Direction::Out),
             remote: remote_addr(user, remote).into(),
@@ -249,6 +250,7 @@ fn main() {
                             bytes: 100_000 * (minute + 1 - start) as u64,
                         }),
                         zone: 0,
+                        via: None,
                     }
                 })
                 .collect();

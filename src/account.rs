@@ -6,13 +6,21 @@
 //! re-created) and charges its current value. A flow missing from a dump is kept (dumps
 //! can skip entries) and pruned only after it stayed gone for `prune_after` passes.
 //!
+//! A flow on a delegating service's socket that no user's process holds yet ([`Via::Pending`],
+//! sshd before the login completed) is *held back* while it is young: nothing is charged,
+//! and its state keeps the counters last seen with none of them charged. The first pass
+//! that finds its owner (a user's process holds it, the grace ran out, or the flow ended)
+//! charges everything from zero to that owner, so the login handshake goes to the user too
+//! and every byte still lands once. A held flow that vanishes is charged, when it is pruned,
+//! with the counters last seen, like any flow.
+//!
 //! Everything here is pure: the caller loads the state, calls [`account_pass`], and writes
 //! the returned plan in one transaction.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use crate::attribute::{Attributed, Attribution, Direction, Reason, Verdict};
+use crate::attribute::{Attributed, Attribution, Direction, Reason, Verdict, Via};
 use crate::model::{Counters, Flow, FlowKey};
 
 /// What the store remembers of a flow between passes.
@@ -32,6 +40,16 @@ pub struct FlowState {
     pub last_seen: i64,
     /// Consecutive passes the flow has been missing from the dump.
     pub missing: u32,
+}
+
+impl FlowState {
+    /// Whether its charge is held back ([`Via::Pending`]): then its counters are the last
+    /// seen and none of them was charged.
+    pub fn is_held(&self) -> bool {
+        self.attribution
+            .as_ref()
+            .is_some_and(|a| a.via == Via::Pending)
+    }
 }
 
 /// Counters charged for one direction pair.
@@ -111,8 +129,11 @@ pub struct UsageKey {
     pub uid: Option<u32>,
     /// Program holding the socket, when known.
     pub program: Option<String>,
-    /// Why unattributed.
+    /// Why unattributed; on a user's row, why a service's socket was charged to its own uid
+    /// ([`Reason::AmbiguousHolders`]).
     pub reason: Option<Reason>,
+    /// The delegating uid whose socket the traffic went through, when charged to a holder.
+    pub via: Option<u32>,
     /// IP protocol number.
     pub protocol: u8,
     /// Initiating side, when known.
@@ -195,6 +216,9 @@ pub struct Totals {
     pub resets: u64,
     /// Flows pruned from the state.
     pub pruned: u64,
+    /// Flows whose charge is held back (pending on a service's socket); their bytes are
+    /// counted by the pass that charges them.
+    pub held: u64,
     /// Charged to users.
     pub attributed: Traffic,
     /// Counted, owner unknown.
@@ -225,15 +249,106 @@ pub struct PassPlan {
     pub totals: Totals,
 }
 
-/// Account one pass. `flows[i]` was attributed as `attributed[i]`; `prev` is the saved
-/// state; flows of `prev` absent from `flows` are aged and pruned after `prune_after`
-/// consecutive misses.
+/// How pending flows are held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Hold {
+    /// Seconds a pending flow may be held, from its start (conntrack's timestamp, else its
+    /// first sighting). 0 holds nothing: a pending flow is the service's own at once.
+    pub grace: i64,
+    /// The flows ended (DESTROY events): there is nothing left to wait for.
+    pub ended: bool,
+}
+
+/// [`account`] holding nothing back (every pending flow is its service's own at once).
 pub fn account_pass(
     now: i64,
     flows: &[Flow],
     attributed: &[Attributed],
     prev: &HashMap<FlowKey, FlowState>,
     prune_after: u32,
+) -> PassPlan {
+    account(now, flows, attributed, prev, prune_after, Hold::default())
+}
+
+/// The usage key and the owner to remember of a verdict.
+fn usage_key(flow: &Flow, at: &Attributed) -> UsageKey {
+    let owner = |a: &Attribution| {
+        let reason = (a.via == Via::Ambiguous).then_some(Reason::AmbiguousHolders);
+        (Some(a.uid), a.program.clone(), reason, a.via.through())
+    };
+    let (kind, (uid, program, reason, via)) = match &at.verdict {
+        Verdict::User(a) => (Kind::User, owner(a)),
+        Verdict::Excluded(a) => (
+            Kind::Excluded,
+            a.as_ref().map_or((None, None, None, None), owner),
+        ),
+        Verdict::Unattributed(r) => (Kind::Unattributed, (None, None, Some(*r), None)),
+    };
+    UsageKey {
+        kind,
+        uid,
+        program,
+        reason,
+        via,
+        protocol: flow.orig.proto,
+        direction: at.direction,
+        remote: at.remote,
+        port: at.port,
+    }
+}
+
+/// A pending verdict settled: the service's own.
+fn settle(at: &Attributed) -> Attributed {
+    let own = |a: &Attribution| Attribution {
+        via: Via::Own,
+        ..a.clone()
+    };
+    Attributed {
+        verdict: match &at.verdict {
+            Verdict::User(a) => Verdict::User(own(a)),
+            Verdict::Excluded(a) => Verdict::Excluded(a.as_ref().map(own)),
+            v => v.clone(),
+        },
+        ..at.clone()
+    }
+}
+
+/// What a held flow that vanished is charged when it is pruned: its counters last seen,
+/// to its socket's uid (the service's own). Only the original tuple is kept, so an
+/// incoming flow's port is the one it was addressed to (before any DNAT).
+fn held_charge(s: &FlowState) -> Option<(UsageKey, Traffic)> {
+    let a = s.attribution.as_ref().filter(|_| s.is_held())?;
+    let o = &s.key.orig;
+    let remote = match a.direction {
+        Direction::Out => o.dst,
+        Direction::In => o.src,
+    };
+    let key = UsageKey {
+        kind: Kind::User,
+        uid: Some(a.uid),
+        program: a.program.clone(),
+        reason: None,
+        via: None,
+        protocol: o.proto,
+        direction: Some(a.direction),
+        remote,
+        port: o.dport,
+    };
+    let d = delta(None, s.orig, s.reply);
+    Some((key, Traffic::from_delta(&d, Some(a.direction))))
+}
+
+/// Account one pass. `flows[i]` was attributed as `attributed[i]`; `prev` is the saved
+/// state; flows of `prev` absent from `flows` are aged and pruned after `prune_after`
+/// consecutive misses. A pending flow charged to a user is held back while `hold` allows
+/// it and it has never been charged (first sighting, or held since).
+pub fn account(
+    now: i64,
+    flows: &[Flow],
+    attributed: &[Attributed],
+    prev: &HashMap<FlowKey, FlowState>,
+    prune_after: u32,
+    hold: Hold,
 ) -> PassPlan {
     assert_eq!(flows.len(), attributed.len());
     let mut plan = PassPlan::default();
@@ -250,35 +365,51 @@ pub fn account_pass(
         if old.is_none() {
             plan.totals.new_flows += 1;
         }
-        let d = delta(old.map(|s| (s.orig, s.reply)), orig, reply);
+        let held_before = old.is_some_and(FlowState::is_held);
+        let pending = at.attribution().is_some_and(|a| a.via == Via::Pending);
+        if pending
+            && matches!(at.verdict, Verdict::User(_))
+            && (old.is_none() || held_before)
+            && !hold.ended
+        {
+            let start = flow
+                .start_ns
+                .map(|ns| (ns / 1_000_000_000) as i64)
+                .or(old.map(|s| s.first_seen))
+                .unwrap_or(now);
+            if now - start < hold.grace {
+                plan.totals.held += 1;
+                plan.upserts.push(FlowState {
+                    key,
+                    orig,
+                    reply,
+                    attribution: at.attribution().cloned(),
+                    first_seen: old.map_or(now, |s| s.first_seen),
+                    last_seen: now,
+                    missing: 0,
+                });
+                continue;
+            }
+        }
+        let settled;
+        let at = if pending {
+            settled = settle(at);
+            &settled
+        } else {
+            at
+        };
+        // A held flow's saved counters were never charged: it is charged from zero.
+        let charged_before = old.filter(|_| !held_before).map(|s| (s.orig, s.reply));
+        let d = delta(charged_before, orig, reply);
         plan.totals.resets += u64::from(d.reset);
         let traffic = Traffic::from_delta(&d, at.direction);
-        let (kind, uid, program, reason) = match &at.verdict {
-            Verdict::User(a) => (Kind::User, Some(a.uid), a.program.clone(), None),
-            Verdict::Excluded(a) => (
-                Kind::Excluded,
-                a.as_ref().map(|a| a.uid),
-                a.as_ref().and_then(|a| a.program.clone()),
-                None,
-            ),
-            Verdict::Unattributed(r) => (Kind::Unattributed, None, None, Some(*r)),
-        };
-        match kind {
+        let k = usage_key(flow, at);
+        match k.kind {
             Kind::User => plan.totals.attributed.add(&traffic),
             Kind::Unattributed => plan.totals.unattributed.add(&traffic),
             Kind::Excluded => plan.totals.excluded.add(&traffic),
         }
         if !traffic.is_zero() {
-            let k = UsageKey {
-                kind,
-                uid,
-                program,
-                reason,
-                protocol: flow.orig.proto,
-                direction: at.direction,
-                remote: at.remote,
-                port: at.port,
-            };
             plan.usage.entry(k).or_default().add(&traffic);
         }
         let attribution = at.attribution().cloned();
@@ -305,6 +436,12 @@ pub fn account_pass(
         if missing >= prune_after {
             plan.deletes.push(*key);
             plan.totals.pruned += 1;
+            if let Some((k, traffic)) = held_charge(s) {
+                plan.totals.attributed.add(&traffic);
+                if !traffic.is_zero() {
+                    plan.usage.entry(k).or_default().add(&traffic);
+                }
+            }
         } else {
             plan.missing.push((*key, missing));
         }
@@ -356,6 +493,7 @@ mod tests {
                 uid: 1001,
                 program: None,
                 direction: Direction::Out,
+                via: Default::default(),
             }),
             direction: Some(Direction::Out),
             remote: "198.51.100.2".parse().unwrap(),
@@ -482,6 +620,203 @@ mod tests {
             Traffic::from_delta(&d, Some(Direction::Out)),
             t(100, 900, 2, 3)
         );
+    }
+
+    const ROOT: u32 = 0;
+    const ALICE: u32 = 1001;
+
+    /// An sshd session (incoming, port 22) attributed with `via`.
+    fn ssh(uid: u32, via: Via, excluded: bool) -> Attributed {
+        let a = Attribution {
+            uid,
+            program: Some("sshd".into()),
+            direction: Direction::In,
+            via,
+        };
+        Attributed {
+            verdict: if excluded {
+                Verdict::Excluded(Some(a))
+            } else {
+                Verdict::User(a)
+            },
+            direction: Some(Direction::In),
+            remote: "198.51.100.2".parse().unwrap(),
+            port: 22,
+        }
+    }
+
+    fn state(f: &Flow, counters: (u64, u64), a: Attributed, first_seen: i64) -> FlowState {
+        FlowState {
+            key: f.key(),
+            orig: c(1, counters.0),
+            reply: c(1, counters.1),
+            attribution: a.attribution().cloned(),
+            first_seen,
+            last_seen: first_seen,
+            missing: 0,
+        }
+    }
+
+    /// What a pass at second 100 with a 5 s grace does with a session now at 1000/9000
+    /// bytes (in/out). `old` is its saved state (first seen at `seen`), `start` conntrack's
+    /// start second. Returns (held back?, bytes charged, key of the charge).
+    fn pass_at_100(
+        old: Option<FlowState>,
+        at: Attributed,
+        start: Option<i64>,
+        ended: bool,
+    ) -> (bool, u64, Option<UsageKey>) {
+        let mut f = flow(1, c(10, 1000), c(20, 9000));
+        f.start_ns = start.map(|s| s as u64 * 1_000_000_000);
+        let prev: HashMap<_, _> = old.into_iter().map(|s| (s.key, s)).collect();
+        let plan = account(100, &[f], &[at], &prev, 3, Hold { grace: 5, ended });
+        let held = plan.totals.held == 1;
+        if held {
+            assert!(plan.usage.is_empty(), "nothing is charged while held");
+            let s = &plan.upserts[0];
+            assert_eq!(
+                (s.orig.bytes, s.reply.bytes),
+                (1000, 9000),
+                "last seen kept"
+            );
+            assert!(s.is_held());
+        }
+        let key = plan.usage.keys().next().cloned();
+        (held, plan.usage.values().map(Traffic::bytes).sum(), key)
+    }
+
+    #[rstest::rstest]
+    // A young session no user's process holds yet: held back, from either clock.
+    #[case::first_sighting_young(None, Via::Pending, false, None, false, true, 0)]
+    #[case::young_by_conntrack_start(None, Via::Pending, false, Some(97), false, true, 0)]
+    // Old enough: the service's own, everything at once.
+    #[case::first_sighting_old_by_conntrack(
+        None,
+        Via::Pending,
+        false,
+        Some(90),
+        false,
+        false,
+        10_000
+    )]
+    // The flow ended: nothing left to wait for.
+    #[case::ended_young(None, Via::Pending, false, Some(99), true, false, 10_000)]
+    // Local traffic charges nobody: never held.
+    #[case::excluded_is_not_held(None, Via::Pending, true, None, false, false, 10_000)]
+    // Found: the user is charged everything from the first byte.
+    #[case::first_sighting_found(None, Via::Delegated(ROOT), false, None, false, false, 10_000)]
+    fn hold_back_rule_first_sighting(
+        #[case] old: Option<FlowState>,
+        #[case] v: Via,
+        #[case] excluded: bool,
+        #[case] start: Option<i64>,
+        #[case] ended: bool,
+        #[case] want_held: bool,
+        #[case] want_bytes: u64,
+    ) {
+        let uid = if matches!(v, Via::Delegated(_)) {
+            ALICE
+        } else {
+            ROOT
+        };
+        let (held, bytes, _) = pass_at_100(old, ssh(uid, v, excluded), start, ended);
+        assert_eq!((held, bytes), (want_held, want_bytes));
+    }
+
+    #[rstest::rstest]
+    // Held since second 98 (100 and 900 bytes last seen, none charged): still young.
+    #[case::held_still_young(98, Via::Pending, None, true, 0, None)]
+    // The user's process now holds it: everything from zero, to the user, via root.
+    #[case::held_then_found(98, Via::Delegated(ROOT), None, false, 10_000, Some(ALICE))]
+    // Grace ran out: everything from zero to root.
+    #[case::held_past_grace(90, Via::Pending, None, false, 10_000, Some(ROOT))]
+    #[case::held_ambiguous(98, Via::Ambiguous, None, false, 10_000, Some(ROOT))]
+    fn hold_back_rule_held_flow(
+        #[case] seen: i64,
+        #[case] v: Via,
+        #[case] start: Option<i64>,
+        #[case] want_held: bool,
+        #[case] want_bytes: u64,
+        #[case] charged_to: Option<u32>,
+    ) {
+        let f = flow(1, c(1, 100), c(1, 900));
+        let old = state(&f, (100, 900), ssh(ROOT, Via::Pending, false), seen);
+        let uid = if matches!(v, Via::Delegated(_)) {
+            ALICE
+        } else {
+            ROOT
+        };
+        let (held, bytes, key) = pass_at_100(Some(old), ssh(uid, v, false), start, false);
+        assert_eq!((held, bytes), (want_held, want_bytes));
+        assert_eq!(key.as_ref().and_then(|k| k.uid), charged_to);
+        if let Some(k) = key {
+            let want_via = matches!(v, Via::Delegated(_)).then_some(ROOT);
+            assert_eq!(k.via, want_via);
+            let want_reason = (v == Via::Ambiguous).then_some(Reason::AmbiguousHolders);
+            assert_eq!(k.reason, want_reason);
+        }
+    }
+
+    #[test]
+    fn a_flow_already_charged_is_never_held_and_goes_on_from_its_counters() {
+        // Charged before (unattributed: its socket was not there yet), now on root's
+        // socket with no user holding it: settled as root's own, from the charged counters.
+        let f = flow(1, c(1, 100), c(1, 900));
+        let mut un = ssh(ROOT, Via::Direct, false);
+        un.verdict = Verdict::Unattributed(Reason::NoSocket);
+        let old = state(&f, (100, 900), un, 98);
+        let (held, bytes, key) =
+            pass_at_100(Some(old), ssh(ROOT, Via::Pending, false), None, false);
+        assert!(!held);
+        assert_eq!(bytes, 10_000 - 1_000);
+        assert_eq!(key.unwrap().uid, Some(ROOT));
+    }
+
+    #[test]
+    fn a_held_flow_that_vanishes_is_charged_its_last_counters_when_pruned() {
+        let f = flow(1, c(3, 300), c(4, 4000));
+        let mut prev = HashMap::new();
+        let s = state(&f, (300, 4000), ssh(ROOT, Via::Pending, false), 98);
+        prev.insert(s.key, s);
+        let hold = Hold {
+            grace: 5,
+            ended: false,
+        };
+        let plan = account(100, &[], &[], &prev, 3, hold);
+        assert!(plan.usage.is_empty(), "missing once: kept, not charged");
+        prev.values_mut().for_each(|s| s.missing = 2);
+        let plan = account(160, &[], &[], &prev, 3, hold);
+        assert_eq!(plan.deletes.len(), 1);
+        let (k, t) = plan.usage.iter().next().unwrap();
+        assert_eq!((k.uid, k.via, k.port), (Some(ROOT), None, 80));
+        // Incoming (its direction): the original direction is what it received.
+        assert_eq!((t.rx_bytes, t.tx_bytes), (300, 4000));
+        assert_eq!(plan.totals.attributed.bytes(), 4300);
+    }
+
+    #[test]
+    fn settled_state_is_stored_with_its_via() {
+        let f = flow(1, c(1, 100), c(1, 900));
+        let plan = account_pass(
+            0,
+            &[f],
+            &[ssh(ALICE, Via::Delegated(ROOT), false)],
+            &HashMap::new(),
+            3,
+        );
+        let a = plan.upserts[0].attribution.clone().unwrap();
+        assert_eq!((a.uid, a.via), (ALICE, Via::Delegated(ROOT)));
+        // With no grace a pending flow is the service's own at once.
+        let f = flow(2, c(1, 100), c(1, 900));
+        let plan = account_pass(
+            0,
+            &[f],
+            &[ssh(ROOT, Via::Pending, false)],
+            &HashMap::new(),
+            3,
+        );
+        assert_eq!(plan.upserts[0].attribution.as_ref().unwrap().via, Via::Own);
+        assert_eq!(plan.totals.attributed.bytes(), 1000);
     }
 
     #[test]

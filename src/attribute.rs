@@ -10,6 +10,13 @@
 //! socket (unconnected UDP, listeners), then the wildcard address (`0.0.0.0` / `::`) + port.
 //! TIME_WAIT and request sockets (inode 0, uid 0) are never evidence of an owner.
 //! No match means unattributed with a reason: a uid is never guessed.
+//!
+//! Services that hand connections to users (sshd accepts as root, then the user's own
+//! process reads and writes the socket): a socket of a *delegating* uid is charged through
+//! the processes holding it ([`delegate`]): exactly one other uid among them is charged, with
+//! the socket's uid kept as [`Via::Delegated`]; several are ambiguous and leave the socket's
+//! uid charged; none leave the flow [`Via::Pending`], which `account` holds back for a
+//! grace period before it calls it the service's own.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -17,7 +24,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use ipnet::IpNet;
 
 use crate::model::{Flow, Socket, L4};
-use crate::sources::processes::Owner;
+use crate::sources::processes::{Holder, Owner};
 
 /// Which side started the flow, seen from this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -50,12 +57,141 @@ impl Direction {
 /// Who a flow belongs to, as remembered between passes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Attribution {
-    /// The socket's owner (from the socket table, not the process).
+    /// Who is charged: the socket's owner (from the socket table, not the process), or,
+    /// for a delegating uid's socket, the one other uid whose processes hold it.
     pub uid: u32,
     /// The program holding the socket, when it could be read (metadata only).
     pub program: Option<String>,
     /// Which end initiated.
     pub direction: Direction,
+    /// What a delegating service had to do with it ([`Via::Direct`] for every other socket).
+    pub via: Via,
+}
+
+impl Attribution {
+    /// The uid of the socket the flow was attributed through.
+    pub fn socket_uid(&self) -> u32 {
+        self.via.through().unwrap_or(self.uid)
+    }
+}
+
+/// How a flow on a delegating uid's socket was resolved (see [`delegate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Via {
+    /// The socket's uid is not a delegating one: it is charged, as it always was.
+    #[default]
+    Direct,
+    /// Processes of exactly one non-delegating uid hold the socket: that uid is charged,
+    /// and this is the socket's (the service's) uid.
+    Delegated(u32),
+    /// No process of a non-delegating uid holds the socket (yet): the socket's uid, until
+    /// one does. A young flow's charge is held back meanwhile (`account`).
+    Pending,
+    /// No non-delegating uid's process held it while it was young: the service's own
+    /// traffic, charged to the socket's uid. Never looked up again.
+    Own,
+    /// Processes of several non-delegating uids hold it: the socket's uid is charged, under
+    /// the reason `ambiguous-holders`.
+    Ambiguous,
+}
+
+impl Via {
+    /// The service uid a flow charged to a user came through.
+    pub fn through(self) -> Option<u32> {
+        match self {
+            Via::Delegated(uid) => Some(uid),
+            _ => None,
+        }
+    }
+
+    /// The code stored in `flow_state.via` (migration 0007): NULL direct, the service's
+    /// uid when delegated, -1 own, -2 ambiguous, -3 pending.
+    pub fn code(self) -> Option<i64> {
+        match self {
+            Via::Direct => None,
+            Via::Delegated(uid) => Some(i64::from(uid)),
+            Via::Own => Some(-1),
+            Via::Ambiguous => Some(-2),
+            Via::Pending => Some(-3),
+        }
+    }
+
+    /// Inverse of [`Via::code`]; an unknown code reads as direct.
+    pub fn from_code(code: Option<i64>) -> Via {
+        match code {
+            Some(-1) => Via::Own,
+            Some(-2) => Via::Ambiguous,
+            Some(-3) => Via::Pending,
+            Some(uid) => u32::try_from(uid).map_or(Via::Direct, Via::Delegated),
+            None => Via::Direct,
+        }
+    }
+}
+
+/// The uids of services that hand connections to other users' processes (sshd: root).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Delegating(Vec<u32>);
+
+impl Delegating {
+    /// Exactly these uids (none turns delegation off).
+    pub fn new(uids: impl IntoIterator<Item = u32>) -> Delegating {
+        let mut v: Vec<u32> = uids.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        Delegating(v)
+    }
+
+    /// Whether `uid` is a delegating uid.
+    pub fn contains(&self, uid: u32) -> bool {
+        self.0.binary_search(&uid).is_ok()
+    }
+
+    /// The uids, sorted.
+    pub fn uids(&self) -> &[u32] {
+        &self.0
+    }
+}
+
+/// No delegating uid: what an index has until [`SocketIndex::with_delegation`].
+static NO_DELEGATION: Delegating = Delegating(Vec::new());
+
+/// The rule for a socket of the delegating uid `socket_uid` and every process holding it
+/// (pure). Holders running as a delegating uid (the service itself: sshd's listener and
+/// its privileged monitor) are not users:
+/// - exactly one other uid among the holders: it is charged, via the socket's uid, with
+///   the program of its lowest pid;
+/// - several: ambiguous, the socket's uid is charged;
+/// - none: pending, the socket's uid (the service) for now.
+pub fn delegate(
+    socket_uid: u32,
+    holders: &[Holder],
+    delegating: &Delegating,
+    direction: Direction,
+) -> Attribution {
+    let lowest = |uid: Option<u32>| {
+        holders
+            .iter()
+            .filter(|h| uid.is_none_or(|u| h.uid == u))
+            .min_by_key(|h| h.pid)
+            .map(|h| h.program.clone())
+    };
+    let mut users = holders
+        .iter()
+        .map(|h| h.uid)
+        .filter(|u| !delegating.contains(*u));
+    let first = users.next();
+    let several = first.is_some_and(|f| users.any(|u| u != f));
+    let (uid, program, via) = match (first, several) {
+        (Some(user), false) => (user, lowest(Some(user)), Via::Delegated(socket_uid)),
+        (Some(_), true) => (socket_uid, lowest(None), Via::Ambiguous),
+        (None, _) => (socket_uid, lowest(None), Via::Pending),
+    };
+    Attribution {
+        uid,
+        program,
+        direction,
+        via,
+    }
 }
 
 /// Why a flow could not be charged to a user.
@@ -70,6 +206,9 @@ pub enum Reason {
     Ambiguous,
     /// Not TCP or UDP (ICMP, GRE, …): only TCP and UDP are attributed.
     Protocol,
+    /// Charged, but not to a holder: processes of several users hold a delegating service's
+    /// socket, so its own uid is charged. Only on usage rows of a user (never a verdict).
+    AmbiguousHolders,
 }
 
 impl Reason {
@@ -80,6 +219,7 @@ impl Reason {
             Reason::Forwarded => "forwarded",
             Reason::Ambiguous => "ambiguous",
             Reason::Protocol => "protocol",
+            Reason::AmbiguousHolders => "ambiguous-holders",
         }
     }
 }
@@ -245,6 +385,10 @@ pub struct SocketIndex<'a> {
     bound: HashMap<(L4, SocketAddr), Bound>,
     /// Addresses of this host: the local ends of its sockets plus those given.
     host_addrs: HashSet<IpAddr>,
+    /// Uids whose sockets are charged through their holders.
+    delegating: &'a Delegating,
+    /// Every holder of the delegating sockets looked up this pass.
+    holders: Option<&'a HashMap<u64, Vec<Holder>>>,
 }
 
 impl<'a> SocketIndex<'a> {
@@ -289,6 +433,25 @@ impl<'a> SocketIndex<'a> {
             exact,
             bound,
             host_addrs: host,
+            delegating: &NO_DELEGATION,
+            holders: None,
+        }
+    }
+
+    /// The same index charging the sockets of `delegating` uids through their holders:
+    /// `holders` are those looked up (for the inodes [`SocketIndex::delegated_socket`] named).
+    pub fn with_delegation<'b>(
+        self,
+        delegating: &'b Delegating,
+        holders: Option<&'b HashMap<u64, Vec<Holder>>>,
+    ) -> SocketIndex<'b>
+    where
+        'a: 'b,
+    {
+        SocketIndex {
+            delegating,
+            holders,
+            ..self
         }
     }
 
@@ -302,16 +465,49 @@ impl<'a> SocketIndex<'a> {
         prior: Option<&Attribution>,
     ) -> Attribution {
         let s = &self.sockets[i];
+        if self.delegating.contains(s.uid) {
+            return self.delegated(s, direction, prior);
+        }
         let program = match self.owners.get(&s.inode) {
             Some(o) => Some(o.program.clone()),
             None => prior
-                .filter(|p| p.uid == s.uid)
+                .filter(|p| p.uid == s.uid && p.via == Via::Direct)
                 .and_then(|p| p.program.clone()),
         };
         Attribution {
             uid: s.uid,
             program,
             direction,
+            via: Via::Direct,
+        }
+    }
+
+    /// The attribution through a delegating uid's socket: what the flow already had
+    /// through this socket's uid once settled (it is never looked up again), else the rule
+    /// over the holders looked up this pass, else what it had (pending), else pending.
+    fn delegated(
+        &self,
+        s: &Socket,
+        direction: Direction,
+        prior: Option<&Attribution>,
+    ) -> Attribution {
+        let same = prior.filter(|p| p.socket_uid() == s.uid);
+        if let Some(p) = same.filter(|p| p.via != Via::Pending) {
+            return p.clone();
+        }
+        if let Some(h) = self.holders.and_then(|m| m.get(&s.inode)) {
+            if !h.is_empty() {
+                return delegate(s.uid, h, self.delegating, direction);
+            }
+        }
+        if let Some(p) = same {
+            return p.clone();
+        }
+        Attribution {
+            uid: s.uid,
+            program: self.owners.get(&s.inode).map(|o| o.program.clone()),
+            direction,
+            via: Via::Pending,
         }
     }
 
@@ -359,6 +555,15 @@ impl<'a> SocketIndex<'a> {
         let l4 = L4::from_ipproto(flow.orig.proto)?;
         let (i, _) = self.find(flow, l4).ok()??;
         Some(self.sockets[i].inode)
+    }
+
+    /// The live socket `flow` matches, when its uid is a delegating one: the socket whose
+    /// holders decide who a flow without a settled attribution is charged to.
+    pub fn delegated_socket(&self, flow: &Flow) -> Option<&Socket> {
+        let l4 = L4::from_ipproto(flow.orig.proto)?;
+        let (i, _) = self.find(flow, l4).ok()??;
+        let s = &self.sockets[i];
+        self.delegating.contains(s.uid).then_some(s)
     }
 
     /// Whether socket `i` is connected (matched by its exact 4-tuple).
@@ -527,6 +732,7 @@ mod tests {
             uid,
             program: (uid == ALICE).then(|| "curl".to_string()),
             direction: dir,
+            via: Via::Direct,
         })
     }
 
@@ -551,6 +757,7 @@ mod tests {
             uid: ALICE,
             program: Some("curl".into()),
             direction: Direction::Out,
+            via: Via::Direct,
         };
         let mut c = Continued::default();
         c.remember(&f.orig, &alice, 100);
@@ -633,7 +840,7 @@ mod tests {
     #[case::loopback_excluded(
         vec![sock(L4::Tcp, "127.0.0.1:40000", "127.0.0.1:80", ALICE, 100)],
         flow(TCP, ("127.0.0.1:40000", "127.0.0.1:80"), None),
-        Verdict::Excluded(Some(Attribution { uid: ALICE, program: Some("curl".into()), direction: Direction::Out })),
+        Verdict::Excluded(Some(Attribution { uid: ALICE, program: Some("curl".into()), direction: Direction::Out, via: Via::Direct })),
         "127.0.0.1", 80)]
     #[case::lan_excluded_even_without_socket(
         vec![],
@@ -647,7 +854,7 @@ mod tests {
         vec![sock(L4::Tcp, "198.51.100.1:40000", "198.51.100.1:8080", ALICE, 100),
              sock(L4::Tcp, "198.51.100.1:8080", "198.51.100.1:40000", 0, 300)],
         flow(TCP, ("198.51.100.1:40000", "198.51.100.1:8080"), None),
-        Verdict::Excluded(Some(Attribution { uid: ALICE, program: Some("curl".into()), direction: Direction::Out })),
+        Verdict::Excluded(Some(Attribution { uid: ALICE, program: Some("curl".into()), direction: Direction::Out, via: Via::Direct })),
         "198.51.100.1", 8080)]
     #[case::dnat_to_the_host_itself_excluded(
         // A local client to 203.0.113.7:443, DNAT'd in OUTPUT to this host's 8443.
@@ -677,6 +884,7 @@ mod tests {
             uid: ALICE,
             program: Some("curl".into()),
             direction: Direction::Out,
+            via: Via::Direct,
         };
         // Only a TIME_WAIT row (uid 0, inode 0) is left: it must not turn the flow into root's.
         let tw = vec![sock(L4::Tcp, "198.51.100.1:40000", "198.51.100.2:80", 0, 0)];
@@ -693,6 +901,7 @@ mod tests {
             uid: BOB,
             program: None,
             direction: Direction::Out,
+            via: Via::Direct,
         };
         let s = vec![sock(
             L4::Tcp,
@@ -720,6 +929,7 @@ mod tests {
             uid: ALICE,
             program: Some("firefox".into()),
             direction: Direction::Out,
+            via: Via::Direct,
         };
         // Inode 300 has no known process (not scanned this pass): the kept program stays.
         let got = join(&s, &f, Some(&kept), &LocalNets::defaults());
@@ -738,7 +948,8 @@ mod tests {
             Verdict::User(Attribution {
                 uid: BOB,
                 program: None,
-                direction: Direction::Out
+                direction: Direction::Out,
+                via: Via::Direct,
             })
         );
         // The socket a new flow would be named through is the one to look up.
@@ -747,6 +958,143 @@ mod tests {
         assert_eq!(idx.socket_inode(&f), Some(300));
         let icmp = flow(1, ("198.51.100.1:0", "198.51.100.2:0"), None);
         assert_eq!(idx.socket_inode(&icmp), None);
+    }
+
+    const ROOT: u32 = 0;
+    const WWW: u32 = 33;
+
+    fn holder(pid: u32, uid: u32, program: &str) -> Holder {
+        Holder {
+            pid,
+            uid,
+            program: program.into(),
+        }
+    }
+
+    fn via(uid: u32, program: Option<&str>, via: Via) -> Attribution {
+        Attribution {
+            uid,
+            program: program.map(Into::into),
+            direction: Direction::In,
+            via,
+        }
+    }
+
+    #[rstest]
+    #[case::sshd_monitor_and_users_session(
+        vec![holder(700, ROOT, "sshd"), holder(701, ALICE, "sshd")],
+        via(ALICE, Some("sshd"), Via::Delegated(ROOT)))]
+    #[case::order_of_holders_does_not_matter(
+        vec![holder(701, ALICE, "sshd"), holder(700, ROOT, "sshd")],
+        via(ALICE, Some("sshd"), Via::Delegated(ROOT)))]
+    #[case::the_users_lowest_pid_names_the_program(
+        vec![holder(900, ALICE, "sftp-server"), holder(800, ALICE, "sshd"), holder(10, ROOT, "init")],
+        via(ALICE, Some("sshd"), Via::Delegated(ROOT)))]
+    #[case::only_the_service_before_login_is_pending(
+        vec![holder(700, ROOT, "sshd"), holder(650, ROOT, "sshd")],
+        via(ROOT, Some("sshd"), Via::Pending))]
+    #[case::two_users_are_ambiguous(
+        vec![holder(700, ROOT, "sshd"), holder(701, ALICE, "a"), holder(702, BOB, "b")],
+        via(ROOT, Some("sshd"), Via::Ambiguous))]
+    #[case::another_delegating_uid_is_no_user(
+        vec![holder(700, WWW, "php-fpm"), holder(701, ALICE, "php")],
+        via(ALICE, Some("php"), Via::Delegated(ROOT)))]
+    #[case::nobody_left_holding_it(vec![], via(ROOT, None, Via::Pending))]
+    fn delegation_rule(#[case] holders: Vec<Holder>, #[case] want: Attribution) {
+        let d = Delegating::new([ROOT, WWW]);
+        assert_eq!(delegate(ROOT, &holders, &d, Direction::In), want);
+    }
+
+    /// An sshd session: the accepted socket (root's) of an incoming connection to port 22.
+    fn ssh_flow() -> (Vec<Socket>, Flow) {
+        (
+            vec![
+                sock(L4::Tcp, "198.51.100.1:22", "198.51.100.2:50000", ROOT, 500),
+                sock(L4::Tcp, "0.0.0.0:22", "0.0.0.0:0", ROOT, 400),
+            ],
+            flow(TCP, ("198.51.100.2:50000", "198.51.100.1:22"), None),
+        )
+    }
+
+    #[rstest]
+    #[case::a_users_process_holds_it(
+        Some(vec![holder(700, ROOT, "sshd"), holder(701, ALICE, "sshd")]), None,
+        via(ALICE, Some("sshd"), Via::Delegated(ROOT)))]
+    #[case::not_looked_up_and_never_attributed_is_pending(
+        None,
+        None,
+        via(ROOT, None, Via::Pending)
+    )]
+    #[case::looked_up_before_the_login_is_pending(
+        Some(vec![holder(700, ROOT, "sshd")]), None, via(ROOT, Some("sshd"), Via::Pending))]
+    #[case::settled_is_kept_without_looking(
+        None,
+        Some(via(ALICE, Some("sshd"), Via::Delegated(ROOT))),
+        via(ALICE, Some("sshd"), Via::Delegated(ROOT))
+    )]
+    #[case::settled_is_kept_even_when_looked_up(
+        Some(vec![holder(701, BOB, "sshd")]), Some(via(ALICE, Some("sshd"), Via::Delegated(ROOT))),
+        via(ALICE, Some("sshd"), Via::Delegated(ROOT)))]
+    #[case::the_services_own_stays_so(
+        Some(vec![holder(701, BOB, "sshd")]), Some(via(ROOT, Some("sshd"), Via::Own)),
+        via(ROOT, Some("sshd"), Via::Own))]
+    #[case::root_kept_from_before_delegation_stays_roots(
+        None,
+        Some(via(ROOT, Some("sshd"), Via::Direct)),
+        via(ROOT, Some("sshd"), Via::Direct)
+    )]
+    #[case::pending_found_later(
+        Some(vec![holder(701, ALICE, "sshd")]), Some(via(ROOT, Some("sshd"), Via::Pending)),
+        via(ALICE, Some("sshd"), Via::Delegated(ROOT)))]
+    #[case::pending_not_looked_up_stays_pending(
+        None,
+        Some(via(ROOT, Some("sshd"), Via::Pending)),
+        via(ROOT, Some("sshd"), Via::Pending)
+    )]
+    fn join_through_a_delegating_socket(
+        #[case] holders: Option<Vec<Holder>>,
+        #[case] prior: Option<Attribution>,
+        #[case] want: Attribution,
+    ) {
+        let (sockets, f) = ssh_flow();
+        let none = HashMap::new();
+        let d = Delegating::new([ROOT]);
+        let held: Option<HashMap<u64, Vec<Holder>>> = holders.map(|h| [(500, h)].into());
+        let idx = SocketIndex::new(&sockets, &none, [HOST4.parse().unwrap()])
+            .with_delegation(&d, held.as_ref());
+        assert_eq!(idx.delegated_socket(&f).map(|s| s.inode), Some(500));
+        let got = attribute(&f, &idx, prior.as_ref(), &LocalNets::defaults());
+        assert_eq!(got.verdict, Verdict::User(want));
+    }
+
+    #[test]
+    fn without_delegating_uids_or_for_other_uids_the_socket_uid_is_charged() {
+        let (sockets, f) = ssh_flow();
+        let none = HashMap::new();
+        let held: HashMap<u64, Vec<Holder>> = [(500, vec![holder(701, ALICE, "sshd")])].into();
+        // Delegation off: root, as before.
+        let off = Delegating::new([]);
+        let idx = SocketIndex::new(&sockets, &none, []).with_delegation(&off, Some(&held));
+        assert_eq!(idx.delegated_socket(&f), None);
+        let got = attribute(&f, &idx, None, &LocalNets::defaults());
+        assert_eq!(got.verdict, Verdict::User(via(ROOT, None, Via::Direct)));
+        // A socket of a uid that delegates nothing is its own, whoever holds it.
+        let d = Delegating::new([WWW]);
+        let idx = SocketIndex::new(&sockets, &none, []).with_delegation(&d, Some(&held));
+        let got = attribute(&f, &idx, None, &LocalNets::defaults());
+        assert_eq!(got.verdict, Verdict::User(via(ROOT, None, Via::Direct)));
+    }
+
+    #[rstest]
+    #[case(None, Via::Direct)]
+    #[case(Some(0), Via::Delegated(0))]
+    #[case(Some(33), Via::Delegated(33))]
+    #[case(Some(-1), Via::Own)]
+    #[case(Some(-2), Via::Ambiguous)]
+    #[case(Some(-3), Via::Pending)]
+    fn via_codes_round_trip(#[case] code: Option<i64>, #[case] v: Via) {
+        assert_eq!(Via::from_code(code), v);
+        assert_eq!(v.code(), code);
     }
 
     #[test]

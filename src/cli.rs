@@ -135,6 +135,21 @@ pub struct SnapshotArgs {
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub prune_after: u32,
 
+    /// A service's uid (or user name) whose sockets are charged through the processes
+    /// holding them, as sshd's are (repeatable; replaces the configured ones; default 0).
+    #[arg(
+        long = "delegating-uid",
+        value_name = "UID|NAME",
+        env = "NETLEDGER_DELEGATING_UIDS",
+        value_delimiter = ','
+    )]
+    pub delegating_uids: Vec<String>,
+
+    /// How long a young flow on such a service's socket waits, uncharged, for a user's
+    /// process to hold it [default: 10s].
+    #[arg(long, value_name = "DURATION", env = "NETLEDGER_DELEGATE_GRACE", value_parser = humantime::parse_duration)]
+    pub delegate_grace: Option<Duration>,
+
     /// Root of the proc filesystem to read sockets and processes from.
     #[arg(long, value_name = "PATH", default_value = "/proc", hide = true)]
     pub proc_root: PathBuf,
@@ -153,7 +168,7 @@ pub struct TopArgs {
     pub until: Option<String>,
 
     /// Group by these, comma-separated (user is always included): user, program,
-    /// remote, port.
+    /// remote, port, via.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "user")]
     pub by: Vec<By>,
 
@@ -290,6 +305,21 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub prune_after: Option<u32>,
 
+    /// A service's uid (or user name) whose sockets are charged through the processes
+    /// holding them, as sshd's are (repeatable; replaces the configured ones; default 0).
+    #[arg(
+        long = "delegating-uid",
+        value_name = "UID|NAME",
+        env = "NETLEDGER_DELEGATING_UIDS",
+        value_delimiter = ','
+    )]
+    pub delegating_uids: Vec<String>,
+
+    /// How long a young flow on such a service's socket waits, uncharged, for a user's
+    /// process to hold it [default: 10s].
+    #[arg(long, value_name = "DURATION", env = "NETLEDGER_DELEGATE_GRACE", value_parser = humantime::parse_duration)]
+    pub delegate_grace: Option<Duration>,
+
     /// Longest time an event waits in memory before it is written (10ms to 1m): writes are
     /// batched, one transaction per flush.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
@@ -425,7 +455,7 @@ pub struct SummaryArgs {
 
 impl ValueEnum for By {
     fn value_variants<'a>() -> &'a [Self] {
-        &[By::User, By::Program, By::Remote, By::Port]
+        &[By::User, By::Program, By::Remote, By::Port, By::Via]
     }
 
     fn to_possible_value(&self) -> Option<PossibleValue> {
@@ -434,6 +464,8 @@ impl ValueEnum for By {
             By::Program => PossibleValue::new("program").help("Per program"),
             By::Remote => PossibleValue::new("remote").help("Per remote address"),
             By::Port => PossibleValue::new("port").help("Per protocol and service port"),
+            By::Via => PossibleValue::new("via")
+                .help("Per service the traffic went through (a delegating service's socket)"),
         })
     }
 }

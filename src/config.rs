@@ -355,7 +355,53 @@ pub struct FileConfig {
     pub connection_log: Option<bool>,
     /// Retention tiers.
     pub retention: Option<RetentionConfig>,
+    /// Uids (or user names) of services that hand connections to users' processes.
+    pub delegating_uids: Option<Vec<UidOrName>>,
+    /// How long a young flow on such a service's socket waits for a user's process.
+    #[serde(default, with = "opt_duration")]
+    pub delegate_grace: Option<Duration>,
 }
+
+/// A uid, or a user name resolved when the settings are (`delegating_uids`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum UidOrName {
+    /// A numeric uid.
+    Uid(u32),
+    /// A user name (or a uid written as a string, as the environment gives it).
+    Name(String),
+}
+
+impl UidOrName {
+    /// The uid; `None` for a name no account has (that service is not installed here: it
+    /// delegates nothing).
+    fn resolve(&self) -> Option<u32> {
+        match self {
+            UidOrName::Uid(u) => Some(*u),
+            UidOrName::Name(n) => n.parse().ok().or_else(|| {
+                let uid = uzers::get_user_by_name(n).map(|u| u.uid());
+                if uid.is_none() {
+                    tracing::info!("delegating_uids: no user {n:?} on this host, skipped");
+                }
+                uid
+            }),
+        }
+    }
+}
+
+/// The default of `delegating_uids`: root, as which sshd (and every service started as
+/// root that hands a connection to the user who logged in) accepts, and `sshd`, OpenSSH's
+/// privilege-separation user, whose process holds the connection until the login
+/// completes (so it is the service, not a user).
+pub const DEFAULT_DELEGATING: &[&str] = &["0", "sshd"];
+
+/// The default of `delegate_grace`: long enough for a password or a key's passphrase to be
+/// typed (the user's process appears only after authentication), short enough that the
+/// service's own flows are charged within a pass or two.
+pub const DEFAULT_DELEGATE_GRACE: Duration = Duration::from_secs(10);
+
+/// The largest `delegate_grace` (sshd's own LoginGraceTime default is 2 minutes).
+pub const MAX_DELEGATE_GRACE: Duration = Duration::from_secs(600);
 
 /// The `[retention]` table.
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
@@ -401,6 +447,42 @@ impl FileConfig {
             );
         }
         Ok(r)
+    }
+
+    /// The delegating uids and grace in effect: the flags (or NETLEDGER_DELEGATING_UIDS and
+    /// NETLEDGER_DELEGATE_GRACE) over the file over the defaults (root and sshd, 10 s).
+    pub fn delegation(
+        &self,
+        flag_uids: &[String],
+        flag_grace: Option<Duration>,
+    ) -> Result<(crate::attribute::Delegating, Duration), String> {
+        let names = |list: &[&str]| -> Vec<UidOrName> {
+            list.iter()
+                .map(|n| UidOrName::Name(n.to_string()))
+                .collect()
+        };
+        let list = if !flag_uids.is_empty() {
+            flag_uids
+                .iter()
+                .map(|n| UidOrName::Name(n.clone()))
+                .collect()
+        } else if let Some(list) = &self.delegating_uids {
+            list.clone()
+        } else {
+            names(DEFAULT_DELEGATING)
+        };
+        let uids = list.iter().filter_map(UidOrName::resolve);
+        let grace = flag_grace
+            .or(self.delegate_grace)
+            .unwrap_or(DEFAULT_DELEGATE_GRACE);
+        if grace > MAX_DELEGATE_GRACE {
+            return Err(format!(
+                "delegate_grace = {} is out of range (0s to {})",
+                humantime::format_duration(grace),
+                humantime::format_duration(MAX_DELEGATE_GRACE)
+            ));
+        }
+        Ok((crate::attribute::Delegating::new(uids), grace))
     }
 
     /// Check every number and duration against [`LIMITS`], and the tiers against each other.
@@ -764,6 +846,51 @@ mod tests {
             c.retention().unwrap(),
             crate::store::retention::Retention::default()
         );
+        let (d, grace) = c.delegation(&[], None).unwrap();
+        assert!(d.contains(0));
+        if let Some(sshd) = uzers::get_user_by_name("sshd") {
+            assert!(d.contains(sshd.uid()));
+        }
+        assert_eq!(grace, DEFAULT_DELEGATE_GRACE);
+        assert_eq!(
+            FileConfig::default().delegation(&[], None).unwrap(),
+            (d, grace),
+            "an empty file has the documented defaults"
+        );
+    }
+
+    #[test]
+    fn delegating_uids_take_uids_and_names_flags_win_and_grace_is_bounded() {
+        let c = FileConfig::parse(
+            "delegating_uids = [0, \"root\", 33]\ndelegate_grace = \"30s\"\n",
+            Path::new("/c"),
+        )
+        .unwrap();
+        let (d, grace) = c.delegation(&[], None).unwrap();
+        assert_eq!(d.uids(), [0, 33]);
+        assert_eq!(grace, Duration::from_secs(30));
+        let (d, grace) = c
+            .delegation(&["5".into(), "root".into()], Some(Duration::ZERO))
+            .unwrap();
+        assert_eq!((d.uids(), grace), (&[0, 5][..], Duration::ZERO));
+        let off = FileConfig::parse("delegating_uids = []\n", Path::new("/c")).unwrap();
+        assert!(off.delegation(&[], None).unwrap().0.uids().is_empty());
+        // A service not installed here (no such account) delegates nothing.
+        let (d, _) = c
+            .delegation(&["no-such-user-x".into(), "7".into()], None)
+            .unwrap();
+        assert_eq!(d.uids(), [7]);
+        let e = c
+            .delegation(&[], Some(Duration::from_secs(3600)))
+            .unwrap_err();
+        assert!(
+            e.contains("delegate_grace") && e.contains("out of range"),
+            "{e}"
+        );
+        let e = FileConfig::parse("delegating_uids = [-1]\n", Path::new("/c"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1"), "{e}");
     }
 
     #[test]

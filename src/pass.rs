@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tracing::{debug, info, warn};
 
-use crate::account::{account_pass, FlowState, PassPlan, Totals};
+use crate::account::{account, FlowState, Hold, PassPlan, Totals};
 use crate::attribute::{
-    attribute, Attributed, Attribution, Continued, LocalNets, Reason, SocketIndex, Verdict,
+    attribute, Attributed, Attribution, Continued, Delegating, LocalNets, Reason, SocketIndex,
+    Verdict, Via,
 };
 use crate::model::{Flow, FlowKey, Socket, L4};
 use crate::prereq::{self, PrereqError};
-use crate::sources::processes::scan_socket_owners;
+use crate::sources::processes::scan_socket_holders;
 use crate::sources::sockdiag::SockDiag;
 use crate::sources::sockets::{read_sockets, SocketTable};
 use crate::sources::{conntrack, interfaces};
@@ -36,6 +37,21 @@ pub struct PassConfig {
     pub nets: LocalNets,
     /// Passes a vanished flow is remembered before it is pruned.
     pub prune_after: u32,
+    /// Uids of services whose sockets are charged through the processes holding them.
+    pub delegating: Delegating,
+    /// How long a young flow on such a socket that no user's process holds yet is held
+    /// back before it is called the service's own.
+    pub delegate_grace: Duration,
+}
+
+impl PassConfig {
+    /// How the accounting holds back pending flows (whole seconds: passes are dated so).
+    pub fn hold(&self) -> Hold {
+        Hold {
+            grace: self.delegate_grace.as_secs() as i64,
+            ended: false,
+        }
+    }
 }
 
 /// What the kernel showed in one pass, joined.
@@ -138,14 +154,28 @@ pub fn run_pass_with(
     let started_at = chrono::Utc::now().timestamp();
     let prev = store.load_state()?;
     stages.lap("load_state");
-    let obs = observe_timed(&cfg.proc_root, &prev, known, &cfg.nets, &mut stages)?;
-    let plan = account_pass(
+    let obs = observe_timed(
+        &cfg.proc_root,
+        &prev,
+        known,
+        &cfg.nets,
+        &cfg.delegating,
+        &mut stages,
+    )?;
+    let plan = account(
         started_at,
         &obs.dump.flows,
         &obs.attributed,
         &prev,
         cfg.prune_after,
+        cfg.hold(),
     );
+    if plan.totals.held > 0 {
+        info!(
+            flows = plan.totals.held,
+            "held back: on a service's socket no user's process holds yet"
+        );
+    }
     let users = user_names(&plan);
     stages.lap("account");
     let record = PassRecord {
@@ -177,17 +207,26 @@ pub fn observe(
     proc_root: &Path,
     prev: &HashMap<FlowKey, FlowState>,
     nets: &LocalNets,
+    delegating: &Delegating,
 ) -> Result<Observation> {
-    observe_timed(proc_root, prev, &|_| None, nets, &mut Stages::default())
+    observe_timed(
+        proc_root,
+        prev,
+        &|_| None,
+        nets,
+        delegating,
+        &mut Stages::default(),
+    )
 }
 
-/// [`observe`], with owners `known` from elsewhere for flows without a saved attribution,
-/// closing a lap of `stages` after each stage.
+/// [`observe`], with owners `known` from elsewhere for flows without a settled saved
+/// attribution, closing a lap of `stages` after each stage.
 pub fn observe_timed(
     proc_root: &Path,
     prev: &HashMap<FlowKey, FlowState>,
     known: &dyn Fn(&FlowKey) -> Option<Attribution>,
     nets: &LocalNets,
+    delegating: &Delegating,
     stages: &mut Stages,
 ) -> Result<Observation> {
     let mut sockets = socket_table(proc_root)?;
@@ -207,37 +246,57 @@ pub fn observe_timed(
     }
     let host = interfaces::host_addrs();
     let saved = |key: &FlowKey| prev.get(key).and_then(|s| s.attribution.as_ref());
+    let pending = |a: Option<&Attribution>| a.is_none_or(|a| a.via == Via::Pending);
     let mut extra: HashMap<FlowKey, Attribution> = dump
         .flows
         .iter()
         .map(Flow::key)
-        .filter(|k| saved(k).is_none())
+        .filter(|k| pending(saved(k)))
         .filter_map(|k| known(&k).map(|a| (k, a)))
         .collect();
     continue_picked_up(&dump, prev, &mut extra);
+    // What a flow already had; an owner found meanwhile for a held flow (the daemon's
+    // looks at a service's socket) beats its saved pending one.
     let prior = |f: &Flow| {
         let key = f.key();
-        saved(&key).or_else(|| extra.get(&key))
+        match saved(&key) {
+            Some(s) if s.via != Via::Pending => Some(s),
+            s => match extra.get(&key) {
+                Some(k) if s.is_none() || k.via != Via::Pending => Some(k),
+                _ => s,
+            },
+        }
     };
+    // Looked up once per flow: the stages below read it several times.
+    let priors: Vec<Option<&Attribution>> = dump.flows.iter().map(prior).collect();
     // Programs are looked up only for the sockets of flows not attributed before: a flow
-    // keeps the program it had, so a steady-state pass walks no /proc/PID/fd at all.
+    // keeps the program it had, so a steady-state pass walks no /proc/PID/fd at all. Every
+    // holder is looked up for a delegating service's sockets of flows not settled yet (new
+    // or held back), unless their traffic is local (charged to nobody).
     let no_owners = HashMap::new();
-    let idx = SocketIndex::new(&sockets.sockets, &no_owners, host.iter().copied());
+    let idx = SocketIndex::new(&sockets.sockets, &no_owners, host.iter().copied())
+        .with_delegation(delegating, None);
     let wanted: HashSet<u64> = dump
         .flows
         .iter()
-        .filter(|f| prior(f).is_none())
-        .filter_map(|f| idx.socket_inode(f))
+        .zip(&priors)
+        .filter(|(_, p)| p.is_none())
+        .filter_map(|(f, _)| idx.socket_inode(f))
         .collect();
-    let mut scan = scan_socket_owners(proc_root, &wanted);
+    let every = delegated_inodes(&dump.flows, &idx, &priors, nets, None);
+    let mut scan = scan_socket_holders(proc_root, &wanted, &every);
     stages.lap("processes");
     let attribute_with = |idx: &SocketIndex| {
         dump.flows
             .iter()
-            .map(|f| attribute(f, idx, prior(f), nets))
+            .zip(&priors)
+            .map(|(f, p)| attribute(f, idx, *p, nets))
             .collect::<Vec<_>>()
     };
-    let mut attributed = attribute_with(&idx.with_owners(&scan.owners));
+    let mut attributed = attribute_with(
+        &idx.with_owners(&scan.owners)
+            .with_delegation(delegating, Some(&scan.holders)),
+    );
     stages.lap("attribute");
     let retry = dump.flows.iter().zip(&attributed).any(|(f, a)| {
         !prev.contains_key(&f.key()) && matches!(a.verdict, Verdict::Unattributed(Reason::NoSocket))
@@ -250,8 +309,12 @@ pub fn observe_timed(
             .copied()
             .collect();
         if !fresh.is_empty() {
-            let more = scan_socket_owners(proc_root, &fresh);
+            let idx = SocketIndex::new(&again.sockets, &no_owners, host.iter().copied())
+                .with_delegation(delegating, None);
+            let every = delegated_inodes(&dump.flows, &idx, &priors, nets, Some(&fresh));
+            let more = scan_socket_holders(proc_root, &fresh, &every);
             scan.owners.extend(more.owners);
+            scan.holders.extend(more.holders);
             scan.vanished += more.vanished;
             scan.denied += more.denied;
             // Keep the first read's rows (sockets closed since still count) and add the
@@ -262,7 +325,8 @@ pub fn observe_timed(
                     .into_iter()
                     .filter(|s| fresh.contains(&s.inode)),
             );
-            let idx = SocketIndex::new(&sockets.sockets, &scan.owners, host.iter().copied());
+            let idx = SocketIndex::new(&sockets.sockets, &scan.owners, host.iter().copied())
+                .with_delegation(delegating, Some(&scan.holders));
             let second = attribute_with(&idx);
             for (a, b) in attributed.iter_mut().zip(second) {
                 if matches!(a.verdict, Verdict::Unattributed(_)) {
@@ -351,6 +415,28 @@ fn socket_table(proc_root: &Path) -> Result<SocketTable> {
     read_sockets(proc_root).context("reading socket tables")
 }
 
+/// The inodes of the delegating sockets whose every holder a pass looks up: those of the
+/// flows without a settled attribution (new, or held back) whose traffic is charged to
+/// someone (local traffic is not: it is not worth a walk of every process). `only`
+/// restricts them to some inodes.
+fn delegated_inodes(
+    flows: &[Flow],
+    idx: &SocketIndex,
+    priors: &[Option<&Attribution>],
+    nets: &LocalNets,
+    only: Option<&HashSet<u64>>,
+) -> HashSet<u64> {
+    flows
+        .iter()
+        .zip(priors)
+        .filter(|(_, p)| p.is_none_or(|a| a.via == Via::Pending))
+        .filter_map(|(f, p)| Some((f, *p, idx.delegated_socket(f)?.inode)))
+        .filter(|(_, _, ino)| only.is_none_or(|o| o.contains(ino)))
+        .filter(|(f, p, _)| !matches!(attribute(f, idx, *p, nets).verdict, Verdict::Excluded(_)))
+        .map(|(_, _, ino)| ino)
+        .collect()
+}
+
 fn live_inodes(sockets: &[Socket]) -> HashSet<u64> {
     sockets
         .iter()
@@ -361,7 +447,13 @@ fn live_inodes(sockets: &[Socket]) -> HashSet<u64> {
 
 /// Names of the uids charged in this pass (None when the account no longer resolves).
 pub fn user_names(plan: &PassPlan) -> Vec<(u32, Option<String>)> {
-    let uids: std::collections::BTreeSet<u32> = plan.usage.keys().filter_map(|k| k.uid).collect();
+    // The services traffic came through are named too (reports show `via`).
+    let uids: std::collections::BTreeSet<u32> = plan
+        .usage
+        .keys()
+        .flat_map(|k| [k.uid, k.via])
+        .flatten()
+        .collect();
     uids.into_iter()
         .map(|uid| {
             let name = uzers::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned());

@@ -95,6 +95,40 @@ fn defaults_then_file_then_environment_then_flags() {
     std::fs::write(&conf, "local_networks = []\n").unwrap();
     let cli = parse(&["--config", c, "snapshot"]);
     assert!(snapshot_args(&cli).count_local);
+
+    // Delegating services: the file, then NETLEDGER_DELEGATING_UIDS / _GRACE, then flags.
+    std::fs::write(
+        &conf,
+        "delegating_uids = [0, 33]\ndelegate_grace = \"20s\"\n",
+    )
+    .unwrap();
+    let delegation = |args: &[&str]| {
+        let cli = parse(args);
+        let a = snapshot_args(&cli);
+        let (d, grace) = cli
+            .file
+            .delegation(&a.delegating_uids, a.delegate_grace)
+            .unwrap();
+        (d.uids().to_vec(), grace.as_secs())
+    };
+    assert_eq!(delegation(&["--config", c, "snapshot"]), (vec![0, 33], 20));
+    std::env::set_var("NETLEDGER_DELEGATING_UIDS", "7,root");
+    std::env::set_var("NETLEDGER_DELEGATE_GRACE", "3s");
+    assert_eq!(delegation(&["--config", c, "snapshot"]), (vec![0, 7], 3));
+    assert_eq!(
+        delegation(&[
+            "--config",
+            c,
+            "snapshot",
+            "--delegating-uid",
+            "9",
+            "--delegate-grace",
+            "0s"
+        ]),
+        (vec![9], 0)
+    );
+    std::env::remove_var("NETLEDGER_DELEGATING_UIDS");
+    std::env::remove_var("NETLEDGER_DELEGATE_GRACE");
 }
 
 /// `netledger config` prints the settings in effect as a configuration file that reads
@@ -114,6 +148,8 @@ fn printed_settings_are_a_configuration_file() {
         .arg("config")
         .env_remove("NETLEDGER_DB")
         .env_remove("NETLEDGER_LOCAL_NETWORKS")
+        .env_remove("NETLEDGER_DELEGATING_UIDS")
+        .env_remove("NETLEDGER_DELEGATE_GRACE")
         .output()
         .unwrap();
     assert!(
@@ -131,6 +167,10 @@ fn printed_settings_are_a_configuration_file() {
     assert_eq!(r.raw, std::time::Duration::from_secs(2 * 86_400));
     assert_eq!(r.hourly, std::time::Duration::from_secs(30 * 86_400));
     assert_eq!(r.daily, None);
+    // Root, and sshd's privilege-separation user where it exists, resolved to uids.
+    let (d, grace) = c.delegation(&[], None).unwrap();
+    assert!(d.contains(0));
+    assert_eq!(grace, std::time::Duration::from_secs(10));
 }
 
 fn netledger_config(conf: &Path, env: &[(&str, &str)]) -> std::process::Output {

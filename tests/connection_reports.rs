@@ -64,6 +64,7 @@ fn out(
         orig_counters: tx,
         reply_counters: rx,
         zone: 0,
+        via: None,
     }
 }
 
@@ -119,6 +120,7 @@ fn log() -> Vec<LoggedConnection> {
             orig_counters: counters(40_000, 500),
             reply_counters: counters(900_000, 700),
             zone: 0,
+            via: None,
         },
         // A DNS exchange nobody owned.
         out(
@@ -163,6 +165,7 @@ fn open_flows() -> Vec<FlowState> {
             uid,
             program: Some(program.into()),
             direction: dir,
+            via: netledger::attribute::Via::Direct,
         }),
         first_seen,
         last_seen: first_seen,

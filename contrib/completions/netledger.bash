@@ -449,7 +449,7 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__run)
-            opts="-v -q -h -V --interval --no-connection-log --no-setup --local-net --count-local --lock-timeout --prune-after --flush-interval --event-buffer --proc-root --db --config --verbose --quiet --help --version"
+            opts="-v -q -h -V --interval --no-connection-log --no-setup --local-net --count-local --lock-timeout --prune-after --delegating-uid --delegate-grace --flush-interval --event-buffer --proc-root --db --config --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -468,6 +468,14 @@ _netledger() {
                     return 0
                     ;;
                 --prune-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --delegating-uid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --delegate-grace)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -521,7 +529,7 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__snapshot)
-            opts="-v -q -h -V --no-setup --local-net --count-local --lock-timeout --prune-after --proc-root --db --config --verbose --quiet --help --version"
+            opts="-v -q -h -V --no-setup --local-net --count-local --lock-timeout --prune-after --delegating-uid --delegate-grace --proc-root --db --config --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -536,6 +544,14 @@ _netledger() {
                     return 0
                     ;;
                 --prune-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --delegating-uid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --delegate-grace)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -608,7 +624,7 @@ _netledger() {
                     return 0
                     ;;
                 --by)
-                    COMPREPLY=($(compgen -W "user program remote port" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "user program remote port via" -- "${cur}"))
                     return 0
                     ;;
                 --user)

@@ -44,6 +44,8 @@ complete -c netledger -n "__fish_netledger_needs_command" -f -a "help" -d 'Print
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l local-net -d 'A local network whose traffic is charged to nobody (repeatable; replaces the configured ones and the defaults: 127.0.0.0/8 ::1/128 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 169.254.0.0/16 fe80::/10 fc00::/7 224.0.0.0/4 ff00::/8) [env: NETLEDGER_LOCAL_NETWORKS, comma-separated]' -r
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l lock-timeout -d 'How long to wait for another writer\'s database lock (0s to 10m)' -r
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l prune-after -d 'Passes a vanished flow is remembered before its state is pruned (1 to 1000)' -r
+complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l delegating-uid -d 'A service\'s uid (or user name) whose sockets are charged through the processes holding them, as sshd\'s are (repeatable; replaces the configured ones; default 0)' -r
+complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l delegate-grace -d 'How long a young flow on such a service\'s socket waits, uncharged, for a user\'s process to hold it [default: 10s]' -r
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l proc-root -d 'Root of the proc filesystem to read sockets and processes from' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l db -d 'SQLite database path [env: NETLEDGER_DB]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l config -d 'Configuration file [env: NETLEDGER_CONFIG] [default: /etc/netledger/netledger.toml, when it exists]' -r -F
@@ -62,10 +64,11 @@ complete -c netledger -n "__fish_netledger_using_subcommand setup" -s h -l help 
 complete -c netledger -n "__fish_netledger_using_subcommand setup" -s V -l version -d 'Print version'
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l since -d 'Start of the period: a duration back from now (90m, 24h, 7d), today, yesterday, or a date/time (2026-11-01, 2026-11-01T08:00), in local time unless --utc' -r
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l until -d 'End of the period (same forms as --since); default now' -r
-complete -c netledger -n "__fish_netledger_using_subcommand top" -l by -d 'Group by these, comma-separated (user is always included): user, program, remote, port' -r -f -a "user\t'Per user'
+complete -c netledger -n "__fish_netledger_using_subcommand top" -l by -d 'Group by these, comma-separated (user is always included): user, program, remote, port, via' -r -f -a "user\t'Per user'
 program\t'Per program'
 remote\t'Per remote address'
-port\t'Per protocol and service port'"
+port\t'Per protocol and service port'
+via\t'Per service the traffic went through (a delegating service\'s socket)'"
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l user -d 'Only this user (name or uid)' -r
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l limit -d 'At most this many rows (1 to 1000000)' -r
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l names -d 'Remote address names: lines of `ADDRESS-or-CIDR NAME` [env: NETLEDGER_NAMES] (default: the configured file, else /etc/netledger/names when it exists)' -r -F
@@ -118,6 +121,8 @@ complete -c netledger -n "__fish_netledger_using_subcommand run" -l interval -d 
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l local-net -d 'A local network whose traffic is charged to nobody (repeatable; replaces the configured ones and the defaults) [env: NETLEDGER_LOCAL_NETWORKS, comma-separated]' -r
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l lock-timeout -d 'How long to wait for another writer\'s database lock, 0s to 10m [default: 5s]' -r
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l prune-after -d 'Passes a vanished flow is remembered before its state is pruned, 1 to 1000 [default: 3]' -r
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l delegating-uid -d 'A service\'s uid (or user name) whose sockets are charged through the processes holding them, as sshd\'s are (repeatable; replaces the configured ones; default 0)' -r
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l delegate-grace -d 'How long a young flow on such a service\'s socket waits, uncharged, for a user\'s process to hold it [default: 10s]' -r
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l flush-interval -d 'Longest time an event waits in memory before it is written (10ms to 1m): writes are batched, one transaction per flush' -r
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l event-buffer -d 'Receive buffer of the conntrack event socket at start, in bytes (1 to 64 MiB); it grows on overruns up to 64 MiB (tests set it tiny to provoke overruns) [env: NETLEDGER_EVENT_BUFFER]' -r
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l proc-root -d 'Root of the proc filesystem to read sockets and processes from' -r -F

@@ -57,6 +57,10 @@ pub fn run(cli: &Cli, args: &ConfigArgs) -> Result<()> {
         "connection_log = {}",
         f.connection_log.or(d.connection_log).unwrap_or_default()
     )?;
+    let (delegating, grace) = f.delegation(&[], None).map_err(anyhow::Error::msg)?;
+    let uids: Vec<String> = delegating.uids().iter().map(u32::to_string).collect();
+    writeln!(out, "delegating_uids = [{}]", uids.join(", "))?;
+    writeln!(out, "delegate_grace = \"{}\"", short_duration(grace))?;
     writeln!(out, "\n[retention]")?;
     writeln!(out, "raw = \"{}\"", dur(Some(retention.raw)))?;
     writeln!(out, "hourly = \"{}\"", dur(Some(retention.hourly)))?;

@@ -33,7 +33,9 @@ pub fn run(cli: &Cli, args: &ConnectionsArgs) -> Result<()> {
         Some(n) => LocalNets::new(n.iter().copied()),
         None => LocalNets::defaults(),
     };
-    let obs = observe(&args.proc_root, &prev, &nets).context("reading the open connections")?;
+    let (delegating, _) = cli.file.delegation(&[], None).map_err(anyhow::Error::msg)?;
+    let obs = observe(&args.proc_root, &prev, &nets, &delegating)
+        .context("reading the open connections")?;
     let rows = live::open_connections(&obs.dump, &obs.attributed, uid, args.all);
     let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0).max(0) as u64;
     // Names from the system only, as the kernel knows the owners now.

@@ -35,6 +35,7 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> Result<()> {
                     direction: None,
                     remote: String::new(),
                     port: 0,
+                    via: None,
                     traffic: Default::default(),
                 }),
                 &covered,

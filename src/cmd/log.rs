@@ -122,6 +122,7 @@ fn what_waits(
             orig_counters: None,
             reply_counters: None,
             zone: w.flow.zone,
+            via: owner.and_then(|a| a.via.through()),
         };
         matches(&c, args.host.as_ref(), args.port, uid)
     });
@@ -160,6 +161,7 @@ mod tests {
                 bytes: 5000,
             }),
             zone: 0,
+            via: None,
         }
     }
 

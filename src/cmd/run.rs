@@ -31,11 +31,16 @@ pub fn config(cli: &Cli, args: &RunArgs, file: &FileConfig) -> Result<DaemonConf
         LocalNets::defaults()
     };
     let retention = file.retention().map_err(anyhow::Error::msg)?;
+    let (delegating, delegate_grace) = file
+        .delegation(&args.delegating_uids, args.delegate_grace)
+        .map_err(anyhow::Error::msg)?;
     Ok(DaemonConfig {
         pass: PassConfig {
             proc_root: args.proc_root.clone(),
             nets,
             prune_after: args.prune_after.or(file.prune_after).unwrap_or(3),
+            delegating,
+            delegate_grace,
         },
         interval: args.interval.or(file.interval).unwrap_or(DEFAULT_INTERVAL),
         flush_interval: args.flush_interval,

@@ -54,10 +54,16 @@ pub fn run(cli: &Cli, args: &SnapshotArgs) -> Result<()> {
             .and_then(|v| v.parse().ok())
             .map(std::time::Duration::from_millis);
     }
+    let (delegating, delegate_grace) = cli
+        .file
+        .delegation(&args.delegating_uids, args.delegate_grace)
+        .map_err(anyhow::Error::msg)?;
     let cfg = PassConfig {
         proc_root: args.proc_root.clone(),
         nets: local_nets(args),
         prune_after: args.prune_after,
+        delegating,
+        delegate_grace,
     };
     let outcome = run_pass(&mut store, &cfg, "snapshot")?;
     if !cli.quiet {

@@ -72,6 +72,8 @@ fn empty_row() -> TopRow {
         protocol: None,
         port: None,
         reason: None,
+        via: None,
+        via_user: None,
         traffic: Default::default(),
     }
 }

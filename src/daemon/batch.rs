@@ -16,8 +16,8 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use crate::account::{account_pass, FlowState};
-use crate::attribute::{attribute, Attributed, Attribution, LocalNets, SocketIndex};
+use crate::account::{account, FlowState, Hold};
+use crate::attribute::{attribute, Attributed, Attribution, LocalNets, SocketIndex, Via};
 use crate::model::{Flow, FlowKey};
 use crate::pass::user_names;
 use crate::sources::processes::Owner;
@@ -333,11 +333,21 @@ pub fn plan_batch(
         .map(|(flow, _, new)| {
             let saved = prev.get(&flow.key()).and_then(|s| s.attribution.as_ref());
             let from_new = new.as_ref().and_then(|(a, _)| a.as_ref());
-            attribute(flow, &idx, saved.or(from_new), cfg.nets)
+            // A held flow whose owner was found since (in this flush) takes that owner.
+            let prior = match (saved, from_new) {
+                (Some(s), Some(n)) if s.via == Via::Pending => Some(n),
+                (s, n) => s.or(n),
+            };
+            attribute(flow, &idx, prior, cfg.nets)
         })
         .collect();
-    // Every destroyed flow is in `flows`, so nothing of `prev` is aged or pruned.
-    let mut plan = account_pass(cfg.now, &flows, &attributed, prev, u32::MAX);
+    // Every destroyed flow is in `flows`, so nothing of `prev` is aged or pruned. A flow
+    // held back (pending) has ended: it is charged now, from zero, to the owner it has.
+    let hold = Hold {
+        grace: 0,
+        ended: true,
+    };
+    let mut plan = account(cfg.now, &flows, &attributed, prev, u32::MAX, hold);
     plan.deletes = destroys
         .iter()
         .map(|(f, _, _)| f.key())
@@ -369,6 +379,7 @@ pub fn plan_batch(
                     orig_counters: flow.orig_counters,
                     reply_counters: flow.reply_counters,
                     zone: flow.zone,
+                    via: owner.and_then(|a| a.via.through()),
                 }
             })
             .collect()
@@ -449,6 +460,7 @@ mod tests {
             uid: ALICE,
             program: Some("curl".into()),
             direction: Direction::Out,
+            via: Default::default(),
         }
     }
 
@@ -688,6 +700,85 @@ mod tests {
         f.orig.proto = 58;
         let v6 = Timeouts { icmpv6: 5, ..t };
         assert_eq!(v6.after(&f, None), Some(5));
+    }
+
+    fn via(uid: u32, v: Via) -> Attribution {
+        Attribution {
+            uid,
+            program: Some("sshd".into()),
+            direction: Direction::Out,
+            via: v,
+        }
+    }
+
+    #[test]
+    fn a_users_process_found_after_new_takes_the_whole_flow_in_one_flush() {
+        // NEW (the service's, pending), the namer's later owner, then the end.
+        let events = [
+            Resolved::New {
+                flow: flow(8, 40008, None),
+                owner: Some(via(0, Via::Pending)),
+                at_ms: 1_780_000_000_001,
+            },
+            Resolved::New {
+                flow: flow(8, 40008, None),
+                owner: Some(via(ALICE, Via::Delegated(0))),
+                at_ms: 1_780_000_000_001,
+            },
+            Resolved::Destroy {
+                flow: flow(8, 40008, Some((600, 20_000))),
+                tcp_state: None,
+                left: None,
+                at_ms: 1_780_000_000_300,
+            },
+        ];
+        let w = plan(&events, &HashMap::new());
+        assert_eq!(user_bytes(&w), (20_000, 600));
+        let k = w.plan.usage.keys().next().unwrap();
+        assert_eq!(k.via, Some(0));
+        assert_eq!((w.log[0].uid, w.log[0].via), (Some(ALICE), Some(0)));
+    }
+
+    #[test]
+    fn a_held_flow_that_ends_is_charged_from_zero_to_its_owner() {
+        let f = flow(9, 40009, Some((1_000, 50_000)));
+        // Held back: the counters saved are the last seen (none charged).
+        let held = FlowState {
+            key: f.key(),
+            orig: Counters {
+                packets: 4,
+                bytes: 400,
+            },
+            reply: Counters {
+                packets: 8,
+                bytes: 30_000,
+            },
+            attribution: Some(via(0, Via::Pending)),
+            first_seen: 1_779_999_999,
+            last_seen: 1_780_000_000,
+            missing: 0,
+        };
+        let prev: HashMap<_, _> = [(f.key(), held.clone())].into_iter().collect();
+        let end = Resolved::Destroy {
+            flow: f.clone(),
+            tcp_state: None,
+            left: None,
+            at_ms: 1_780_000_000_500,
+        };
+        // No user's process was found: the service's own, every byte of it.
+        let w = plan(std::slice::from_ref(&end), &prev);
+        assert_eq!(w.plan.totals.attributed.bytes(), 51_000);
+        let k = w.plan.usage.keys().next().unwrap();
+        assert_eq!((k.uid, k.via), (Some(0), None));
+        assert_eq!(w.plan.totals.held, 0);
+        // Its user found in the same flush: the user's, every byte of it.
+        let found = Resolved::New {
+            flow: flow(9, 40009, None),
+            owner: Some(via(ALICE, Via::Delegated(0))),
+            at_ms: 1_780_000_000_100,
+        };
+        let w = plan(&[found, end], &prev);
+        assert_eq!(user_bytes(&w), (50_000, 1_000));
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! delays a lookup. The uid never depends on that walk; only the program name is missed
 //! when a socket closes before it is looked for.
 //!
+//! A NEW whose socket is a delegating service's (sshd's, root's) and no user's process
+//! holds yet is looked after by the namer ([`super::claims`]) until one does.
+//!
 //! Nothing here touches the database: the writer does, so a slow disk never delays a
 //! lookup. The owners found are also published in `fresh` at once, so a pass that runs
 //! before the writer stored them still charges the flow to its owner.
@@ -20,7 +23,9 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::attribute::{attribute, Attribution, Continued, LocalNets, SocketIndex};
+use crate::attribute::{
+    attribute, Attribution, Continued, Delegating, LocalNets, SocketIndex, Verdict, Via,
+};
 use crate::model::{CtTcpState, Flow, FlowKey, Socket, L4};
 use crate::sources::conntrack::{self, EventKind, EventSocket, Events};
 use crate::sources::interfaces;
@@ -28,6 +33,7 @@ use crate::sources::netlink;
 use crate::sources::sockdiag::SockDiag;
 
 use super::batch::Resolved;
+use super::claims::{Claims, CLAIM_CHECK};
 use super::programs::Namer;
 
 /// Owners found by NEW events and not yet stored, shared with the writer's passes.
@@ -38,6 +44,9 @@ pub type Fresh = Arc<Mutex<HashMap<FlowKey, Attribution>>>;
 struct Unnamed {
     events: Vec<Resolved>,
     inodes: Vec<(usize, u64, u32)>,
+    /// Indexes in `events` of the NEW events whose owner is pending (a service's socket
+    /// no user's process holds yet).
+    claims: Vec<usize>,
     skipped: usize,
 }
 
@@ -94,6 +103,8 @@ pub struct Stats {
     pub full_walks: AtomicU64,
     /// Overruns (ENOBUFS).
     pub overruns: AtomicU64,
+    /// Flows on a service's socket whose user was found after their NEW event.
+    pub claimed: AtomicU64,
 }
 
 /// Everything the listener thread owns.
@@ -106,6 +117,10 @@ pub struct Listener {
     pub proc_root: PathBuf,
     /// Local networks (an owner's flow to them is still attributed, for the log).
     pub nets: LocalNets,
+    /// Uids of services whose sockets are charged through the processes holding them.
+    pub delegating: Delegating,
+    /// How long a NEW on such a socket is looked after for a user's process.
+    pub delegate_grace: Duration,
     /// Largest receive buffer to grow to after overruns.
     pub max_buffer: usize,
     /// Owners not yet stored, shared with passes.
@@ -144,9 +159,13 @@ impl Listener {
                 self.stats.clone(),
             );
             let reload = self.reload.clone();
+            let (delegating, grace) = (self.delegating.clone(), self.delegate_grace);
             std::thread::Builder::new()
                 .name("namer".into())
-                .spawn(move || name_programs(from_listener, tx, proc_root, fresh, stats, reload))
+                .spawn(move || {
+                    let claims = Claims::new(proc_root.clone(), delegating, grace);
+                    name_programs(from_listener, tx, proc_root, fresh, stats, reload, claims)
+                })
         };
         match namer {
             Ok(namer) => {
@@ -228,6 +247,7 @@ impl Listener {
         let mut out = Vec::with_capacity(events.len());
         // (index in out, socket inode, uid) of the owners found, for the program names.
         let mut owned: Vec<(usize, u64, u32)> = Vec::new();
+        let mut claims = Vec::new();
         let mut lookup = Duration::ZERO;
         // Owners continued from a deleted entry (no socket, so no program to look up).
         let mut continued: Vec<(FlowKey, Attribution)> = Vec::new();
@@ -237,7 +257,14 @@ impl Listener {
                     let t0 = Instant::now();
                     self.stats.news.fetch_add(1, Ordering::Relaxed);
                     let found = self.owner_socket(&e.flow, host);
-                    let owner = self.owner_through(&e.flow, found.as_ref(), host);
+                    let at = found.as_ref().map(|s| {
+                        let none = HashMap::new();
+                        let sockets = std::slice::from_ref(s);
+                        let idx = SocketIndex::new(sockets, &none, host.iter().copied())
+                            .with_delegation(&self.delegating, None);
+                        attribute(&e.flow, &idx, None, &self.nets)
+                    });
+                    let owner = at.as_ref().and_then(|a| a.attribution().cloned());
                     // Picked up after its entry was deleted, its socket already closing.
                     let owner = match (owner, e.picked_up) {
                         (None, true) => {
@@ -251,6 +278,13 @@ impl Listener {
                     };
                     if let (Some(a), Some(s)) = (&owner, &found) {
                         owned.push((out.len(), s.inode, a.uid));
+                        // Local traffic is charged to nobody: not worth the holders' walk.
+                        let charged = at
+                            .as_ref()
+                            .is_some_and(|at| matches!(at.verdict, Verdict::User(_)));
+                        if a.via == Via::Pending && charged {
+                            claims.push(out.len());
+                        }
                     }
                     lookup += t0.elapsed();
                     out.push(Resolved::New {
@@ -304,11 +338,13 @@ impl Listener {
         Unnamed {
             events: out,
             inodes: owned,
+            claims,
             skipped: 0,
         }
     }
 
-    /// The attribution of `flow` through its owning socket, if one was found.
+    /// The attribution of `flow` through its owning socket, if one was found and it is
+    /// settled (not a service's socket still waiting for its user's process).
     fn owner_through(
         &self,
         flow: &Flow,
@@ -317,9 +353,11 @@ impl Listener {
     ) -> Option<Attribution> {
         let none = HashMap::new();
         let sockets = std::slice::from_ref(socket?);
-        let idx = SocketIndex::new(sockets, &none, host.iter().copied());
+        let idx = SocketIndex::new(sockets, &none, host.iter().copied())
+            .with_delegation(&self.delegating, None);
         attribute(flow, &idx, None, &self.nets)
             .attribution()
+            .filter(|a| a.via != Via::Pending)
             .cloned()
     }
 
@@ -361,8 +399,42 @@ impl Listener {
     }
 }
 
+/// The owners of services' flows found since their NEW events: published in `fresh` and
+/// sent to the writer after everything sent before (so after their NEW events).
+fn send_claimed(
+    claims: &mut Claims,
+    namer: &mut Namer,
+    tx: &Sender<ToWriter>,
+    fresh: &Fresh,
+    stats: &Stats,
+) -> bool {
+    let events = claims.check(namer);
+    if events.is_empty() {
+        return true;
+    }
+    {
+        let mut fresh = fresh.lock().unwrap_or_else(|p| p.into_inner());
+        for e in &events {
+            if let Resolved::New {
+                flow,
+                owner: Some(a),
+                ..
+            } = e
+            {
+                fresh.insert(flow.key(), a.clone());
+            }
+        }
+    }
+    stats.claimed.store(claims.found, Ordering::Relaxed);
+    stats
+        .full_walks
+        .store(namer.work.full_walks, Ordering::Relaxed);
+    tx.send(ToWriter::Batch { events, skipped: 0 }).is_ok()
+}
+
 /// The namer thread: program names for the owners of each batch, by one walk of
-/// `/proc/PID/fd` for the inodes not cached yet; then on to the writer, in order.
+/// `/proc/PID/fd` for the inodes not cached yet; then on to the writer, in order. Between
+/// batches, it looks after the flows of services' sockets ([`Claims`]).
 fn name_programs(
     rx: std::sync::mpsc::Receiver<ToNamer>,
     tx: Sender<ToWriter>,
@@ -370,6 +442,7 @@ fn name_programs(
     fresh: Fresh,
     stats: Arc<Stats>,
     reload: Arc<AtomicBool>,
+    mut claims: Claims,
 ) {
     let mut namer = Namer::new(proc_root);
     // A message that ended a coalesced batch, to handle next.
@@ -377,9 +450,19 @@ fn name_programs(
     loop {
         let msg = match held.take() {
             Some(m) => m,
-            None => match rx.recv() {
+            None if claims.is_empty() => match rx.recv() {
                 Ok(m) => m,
                 Err(_) => return,
+            },
+            None => match rx.recv_timeout(CLAIM_CHECK) {
+                Ok(m) => m,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if !send_claimed(&mut claims, &mut namer, &tx, &fresh, &stats) {
+                        return;
+                    }
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             },
         };
         let mut batch = match msg {
@@ -400,6 +483,7 @@ fn name_programs(
                     batch
                         .inodes
                         .extend(b.inodes.into_iter().map(|(i, ino, u)| (base + i, ino, u)));
+                    batch.claims.extend(b.claims.into_iter().map(|i| base + i));
                     batch.events.extend(b.events);
                     batch.skipped += b.skipped;
                 }
@@ -443,11 +527,31 @@ fn name_programs(
                 }
             }
         }
+        for i in &batch.claims {
+            if let Resolved::New {
+                flow,
+                owner: Some(a),
+                at_ms,
+            } = &batch.events[*i]
+            {
+                let inode = batch.inodes.iter().find(|(j, _, _)| j == i).map(|x| x.1);
+                let holder = inode.and_then(|ino| namer.holder_pid(ino));
+                claims.add(flow.clone(), a.clone(), *at_ms, holder);
+            }
+        }
+        for e in &batch.events {
+            if let Resolved::Destroy { flow, .. } = e {
+                claims.ended(&flow.key());
+            }
+        }
         let out = ToWriter::Batch {
             events: batch.events,
             skipped: batch.skipped,
         };
         if tx.send(out).is_err() {
+            return;
+        }
+        if !claims.is_empty() && !send_claimed(&mut claims, &mut namer, &tx, &fresh, &stats) {
             return;
         }
     }

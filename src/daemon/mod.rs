@@ -24,6 +24,7 @@
 //! no configuration file yet: flags and environment are read once, at start.
 
 pub mod batch;
+pub mod claims;
 pub mod listen;
 pub mod pass;
 pub mod programs;
@@ -362,6 +363,11 @@ impl Writer {
                         new.pass.prune_after,
                     ),
                 );
+                // The listener looks after services' flows with the values it started
+                // with: the passes keep them too, so both agree.
+                let mut new = new;
+                new.pass.delegating = self.cfg.pass.delegating.clone();
+                new.pass.delegate_grace = self.cfg.pass.delegate_grace;
                 self.cfg = DaemonConfig {
                     event_buffer: self.cfg.event_buffer,
                     max_event_buffer: self.cfg.max_event_buffer,
@@ -414,7 +420,8 @@ impl Writer {
             "stopped after {:.0?}: {} events ({} NEW, {} with an owner, {} with a program; {} \
              DESTROY charged) in {} flushes, {} connections logged, {} overruns ({} \
              events lost), {} passes ({:.0?} CPU), {} sock_diag lookups ({:.1} µs per NEW event), {:.0?} naming \
-             programs ({} process and {} full /proc walks)",
+             programs ({} process and {} full /proc walks), {} flows on a service's socket handed to \
+             their user after NEW",
             started.elapsed(),
             ev(&stats.events),
             ev(&stats.news),
@@ -432,6 +439,7 @@ impl Writer {
             Duration::from_nanos(ev(&stats.scan_ns)),
             ev(&stats.process_walks),
             ev(&stats.full_walks),
+            ev(&stats.claimed),
         )
     }
 }
@@ -475,6 +483,8 @@ fn start_listener(cfg: &DaemonConfig) -> Result<(Running, usize, Fresh)> {
         diag,
         proc_root: cfg.pass.proc_root.clone(),
         nets: cfg.pass.nets.clone(),
+        delegating: cfg.pass.delegating.clone(),
+        delegate_grace: cfg.pass.delegate_grace,
         max_buffer: cfg.max_event_buffer,
         fresh: fresh.clone(),
         stats: stats.clone(),

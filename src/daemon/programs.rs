@@ -18,7 +18,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::sources::processes::{parse_socket_link, scan_socket_owners};
+use crate::sources::processes::{
+    parse_socket_link, scan_socket_holders, scan_socket_owners, Holder,
+};
 
 /// Least time between two walks of every process.
 pub const FULL_WALK_EVERY: Duration = Duration::from_millis(250);
@@ -44,7 +46,8 @@ pub struct Work {
 /// Finds the programs holding socket inodes.
 pub struct Namer {
     proc_root: PathBuf,
-    cache: HashMap<u64, String>,
+    /// inode → (program, pid of the process found holding it).
+    cache: HashMap<u64, (String, u32)>,
     candidates: HashMap<u32, VecDeque<u32>>,
     /// When the next walk of every process may run.
     next_full: Option<Instant>,
@@ -91,6 +94,27 @@ impl Namer {
         c.truncate(CANDIDATES_PER_UID);
     }
 
+    /// The process last found holding `inode` (by [`Namer::name`]).
+    pub fn holder_pid(&self, inode: u64) -> Option<u32> {
+        self.cache.get(&inode).map(|(_, pid)| *pid)
+    }
+
+    /// Whether a walk of every process may run now.
+    pub fn walk_due(&self) -> bool {
+        self.next_full.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// Every process holding each of `inodes`, by a walk of every process (counted against
+    /// the same budget as the walks for program names).
+    pub fn holders(&mut self, inodes: &HashSet<u64>) -> HashMap<u64, Vec<Holder>> {
+        let started = Instant::now();
+        self.work.full_walks += 1;
+        let scan = scan_socket_holders(&self.proc_root, &HashSet::new(), inodes);
+        let took = started.elapsed();
+        self.next_full = Some(started + FULL_WALK_EVERY.max(took * FULL_WALK_SHARE));
+        scan.holders
+    }
+
     /// The programs of those `(inode, uid)` that can be found now.
     pub fn name(&mut self, wanted: &[(u64, u32)]) -> HashMap<u64, String> {
         if self.cache.len() > CACHE_MAX {
@@ -100,7 +124,7 @@ impl Namer {
         let mut left: HashMap<u64, u32> = HashMap::new();
         for (ino, uid) in wanted {
             match self.cache.get(ino) {
-                Some(p) => {
+                Some((p, _)) => {
                     found.insert(*ino, p.clone());
                 }
                 None => {
@@ -139,7 +163,7 @@ impl Namer {
                     };
                     if left.remove(&ino).is_some() {
                         let p = program.get_or_insert_with(|| program_name(&dir)).clone();
-                        self.cache.insert(ino, p.clone());
+                        self.cache.insert(ino, (p.clone(), pid));
                         found.insert(ino, p);
                     }
                 }
@@ -161,7 +185,7 @@ impl Namer {
                 if let Some(uid) = left.remove(&ino) {
                     self.remember(uid, owner.pid);
                 }
-                self.cache.insert(ino, owner.program.clone());
+                self.cache.insert(ino, (owner.program.clone(), owner.pid));
                 found.insert(ino, owner.program);
             }
         }

@@ -125,6 +125,7 @@ pub(crate) mod fixture {
             uid,
             program: program.map(String::from),
             direction,
+            via: crate::attribute::Via::Direct,
         })
     }
 

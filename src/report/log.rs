@@ -178,6 +178,7 @@ pub fn log_record(c: &LoggedConnection, user: Option<String>) -> Record {
         "reply": tuple(&c.reply),
         "uid": c.uid,
         "user": user,
+        "via": c.via,
         "program": c.program,
         "orig_packets": c.orig_counters.map(|x| x.packets),
         "orig_bytes": c.orig_counters.map(|x| x.bytes),
@@ -269,6 +270,7 @@ mod tests {
                 bytes: 5000,
             }),
             zone: 0,
+            via: None,
         }
     }
 

@@ -47,8 +47,8 @@ fn traffic_fields(m: &mut Record, t: &Traffic) {
     m.insert("total_bytes".into(), json!(t.bytes()));
 }
 
-/// One `top` row as a record: `uid` (null when unattributed), `user`, the `--by` keys,
-/// `reason`, bytes and packets.
+/// One `top` row as a record: `uid` (null when unattributed), `user`, the `--by` keys
+/// (`via` and `via_user` for `--by via`), `reason`, bytes and packets.
 pub fn top_record(row: &TopRow, by: &[By], labels: &Labels) -> Record {
     let mut m = Map::new();
     m.insert("uid".into(), json!(row.uid));
@@ -66,6 +66,10 @@ pub fn top_record(row: &TopRow, by: &[By], labels: &Labels) -> Record {
         m.insert("protocol".into(), json!(protocol_name(p)));
         m.insert("port".into(), json!(port));
         m.insert("service".into(), json!(labels.services.name(p, port)));
+    }
+    if by.contains(&By::Via) {
+        m.insert("via".into(), json!(row.via));
+        m.insert("via_user".into(), json!(row.via_user));
     }
     m.insert("reason".into(), json!(row.reason));
     traffic_fields(&mut m, &row.traffic);
@@ -99,6 +103,8 @@ pub fn usage_record(r: &UsageRecord) -> Record {
     m.insert("remote".into(), json!(r.remote));
     m.insert("port".into(), json!(r.port));
     traffic_fields(&mut m, &r.traffic);
+    // Last, so that the columns before it keep their places in CSV.
+    m.insert("via".into(), json!(r.via));
     m
 }
 

@@ -174,6 +174,16 @@ fn key_cells(row: &TopRow, by: &[By], labels: &Labels) -> Vec<String> {
             }
         });
     }
+    if by.contains(&By::Via) {
+        out.push(match (row.via, row.via_user.as_deref(), row.uid) {
+            (Some(uid), name, _) => who(Some(uid), name, None),
+            // Charged to a service's own uid although users' processes held its socket.
+            (None, _, Some(_)) if row.reason.is_some() => {
+                format!("({})", row.reason.as_deref().unwrap_or_default())
+            }
+            (None, _, _) => "-".into(),
+        });
+    }
     out
 }
 
@@ -193,6 +203,7 @@ pub fn top_table(report: &TopReport, by: &[By], labels: &Labels, exact: bool) ->
         (By::Program, "PROGRAM"),
         (By::Remote, "REMOTE"),
         (By::Port, "PORT"),
+        (By::Via, "VIA"),
     ] {
         if by.contains(&b) {
             header.push(title.to_string());
@@ -260,4 +271,67 @@ fn bar(n: u64, max: u64) -> String {
         .round()
         .max(1.0) as usize;
     format!("{:<BAR_WIDTH$}", "#".repeat(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(
+        uid: u32,
+        user: &str,
+        via: Option<(u32, &str)>,
+        reason: Option<&str>,
+        rx: u64,
+    ) -> TopRow {
+        TopRow {
+            uid: Some(uid),
+            user: Some(user.into()),
+            program: None,
+            remote: None,
+            protocol: None,
+            port: None,
+            reason: reason.map(Into::into),
+            via: via.map(|v| v.0),
+            via_user: via.map(|v| v.1.into()),
+            traffic: Traffic {
+                rx_bytes: rx,
+                ..Traffic::default()
+            },
+        }
+    }
+
+    #[test]
+    fn top_by_via_names_the_service_and_the_ambiguous() {
+        let report = TopReport {
+            rows: vec![
+                row(1001, "alice", Some((0, "root")), None, 3000),
+                row(1001, "alice", None, None, 20),
+                row(0, "root", None, Some("ambiguous-holders"), 10),
+            ],
+            ..TopReport::default()
+        };
+        let t = top_table(&report, &[By::Via], &Labels::default(), true);
+        let cells: Vec<Vec<&str>> = t
+            .lines()
+            .map(|l| {
+                l.split("  ")
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(cells[0], ["USER", "VIA", "RX", "TX", "TOTAL"], "{t}");
+        assert_eq!(
+            cells[1],
+            ["alice (1001)", "root (0)", "3000", "0", "3000"],
+            "{t}"
+        );
+        assert_eq!(cells[2], ["alice (1001)", "-", "20", "0", "20"], "{t}");
+        assert_eq!(
+            cells[3],
+            ["root (0)", "(ambiguous-holders)", "10", "0", "10"],
+            "{t}"
+        );
+    }
 }

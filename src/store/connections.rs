@@ -16,7 +16,7 @@ use super::{
     insert_pass, write_state, write_usage, write_users, Interned, PassRecord, Store, StoreError,
 };
 use crate::account::{FlowState, PassPlan};
-use crate::attribute::{Attribution, Direction};
+use crate::attribute::{Attribution, Direction, Via};
 use crate::model::{Counters, FlowKey, Tuple};
 
 /// 2024-01-01T00:00:00Z in milliseconds since the Unix epoch: the log's time origin, so
@@ -39,6 +39,9 @@ const P_EXTENDED: u8 = 3;
 /// Extension byte (class 3): the rare cases.
 const X_NO_COUNTERS: u8 = 1 << 0;
 const X_ZONE: u8 = 1 << 1;
+/// Schema 6: the uid of the delegating service's socket the connection went through
+/// follows the zone (the connection is charged to `uid`, a holder of that socket).
+const X_VIA: u8 = 1 << 2;
 
 /// One finished connection as the log keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +67,8 @@ pub struct LoggedConnection {
     pub reply_counters: Option<Counters>,
     /// Conntrack zone.
     pub zone: u16,
+    /// The delegating uid whose socket it went through, when charged to a holder of it.
+    pub via: Option<u32>,
 }
 
 impl LoggedConnection {
@@ -131,6 +136,9 @@ pub fn encode(c: &LoggedConnection, program: Option<i64>) -> Vec<u8> {
     if c.zone != 0 {
         ext |= X_ZONE;
     }
+    if c.via.is_some() {
+        ext |= X_VIA;
+    }
     let class = match (ext, c.orig.proto) {
         (0, crate::model::IPPROTO_TCP) => P_TCP,
         (0, crate::model::IPPROTO_UDP) => P_UDP,
@@ -178,6 +186,9 @@ pub fn encode(c: &LoggedConnection, program: Option<i64>) -> Vec<u8> {
     }
     if c.zone != 0 {
         put_varint(&mut out, u64::from(c.zone));
+    }
+    if let Some(via) = c.via {
+        put_varint(&mut out, u64::from(via));
     }
     out
 }
@@ -243,7 +254,7 @@ pub fn decode(rec: &[u8]) -> Result<(LoggedConnection, Option<i64>), BadRecord> 
     let flags = r.byte()?;
     let class = flags >> P_SHIFT;
     let ext = if class == P_EXTENDED { r.byte()? } else { 0 };
-    if ext & !(X_NO_COUNTERS | X_ZONE) != 0 {
+    if ext & !(X_NO_COUNTERS | X_ZONE | X_VIA) != 0 {
         return Err(BadRecord(
             "unknown extension (written by a newer netledger?)",
         ));
@@ -305,6 +316,11 @@ pub fn decode(rec: &[u8]) -> Result<(LoggedConnection, Option<i64>), BadRecord> 
     } else {
         0
     };
+    let via = if ext & X_VIA != 0 {
+        Some(u32::try_from(r.varint()?).map_err(|_| BadRecord("via out of range"))?)
+    } else {
+        None
+    };
     if !r.buf.is_empty() {
         return Err(BadRecord("trailing bytes (written by a newer netledger?)"));
     }
@@ -320,6 +336,7 @@ pub fn decode(rec: &[u8]) -> Result<(LoggedConnection, Option<i64>), BadRecord> 
             orig_counters,
             reply_counters,
             zone,
+            via,
         },
         program,
     ))
@@ -365,7 +382,7 @@ fn load_states_on(
 ) -> rusqlite::Result<HashMap<FlowKey, FlowState>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT orig_packets, orig_bytes, reply_packets, reply_bytes, uid, program, direction,
-                first_seen, last_seen, missing
+                first_seen, last_seen, missing, via
          FROM flow_state WHERE {KEY}"
     ))?;
     let mut out = HashMap::new();
@@ -399,6 +416,7 @@ fn load_states_on(
                                 uid,
                                 program: r.get(5)?,
                                 direction,
+                                via: Via::from_code(r.get(10)?),
                             }),
                             _ => None,
                         },
@@ -416,14 +434,29 @@ fn load_states_on(
     Ok(out)
 }
 
+/// Store owners found by NEW events (and by the daemon's later looks at the holders of a
+/// service's socket). On a flow already in the state:
+/// - a settled owner of a service's socket (via ≥ -2) is kept: a pass resolved it first;
+/// - a pending flow's counters are the last seen, none charged (migration 0007): an owner
+///   that settles it zeroes them, so the next charge is the full counters;
+/// - a flow already charged is never made pending (that would charge it again from zero):
+///   a pending owner settles it as the service's own;
+/// - otherwise the owner replaces the one stored, counters untouched.
 fn write_attributions(conn: &Connection, states: &[FlowState]) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO flow_state (zone, protocol, src, dst, sport, dport, ct_id,
             orig_packets, orig_bytes, reply_packets, reply_bytes, uid, program, direction,
-            first_seen, last_seen, missing)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, 0, 0, ?8, ?9, ?10, ?11, ?11, 0)
+            first_seen, last_seen, missing, via)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, 0, 0, ?8, ?9, ?10, ?11, ?11, 0, ?12)
          ON CONFLICT (zone, protocol, src, dst, sport, dport, ct_id) DO UPDATE
-         SET uid = excluded.uid, program = excluded.program, direction = excluded.direction",
+         SET uid = excluded.uid, program = excluded.program, direction = excluded.direction,
+             via = CASE WHEN flow_state.via IS NOT -3 AND excluded.via IS -3 THEN -1
+                        ELSE excluded.via END,
+             orig_packets = iif(flow_state.via IS -3 AND excluded.via IS NOT -3, 0, orig_packets),
+             orig_bytes = iif(flow_state.via IS -3 AND excluded.via IS NOT -3, 0, orig_bytes),
+             reply_packets = iif(flow_state.via IS -3 AND excluded.via IS NOT -3, 0, reply_packets),
+             reply_bytes = iif(flow_state.via IS -3 AND excluded.via IS NOT -3, 0, reply_bytes)
+         WHERE flow_state.via IS NULL OR flow_state.via = -3",
     )?;
     for s in states {
         let Some(a) = &s.attribution else { continue };
@@ -440,6 +473,7 @@ fn write_attributions(conn: &Connection, states: &[FlowState]) -> rusqlite::Resu
             a.program,
             a.direction.as_str(),
             s.first_seen,
+            a.via.code(),
         ])?;
     }
     Ok(())
@@ -630,6 +664,7 @@ mod tests {
                 bytes: 20_832,
             }),
             zone: 0,
+            via: None,
         }
     }
 
@@ -651,6 +686,14 @@ mod tests {
         icmp.orig.proto = 1;
         icmp.reply = t("198.51.100.2", "198.51.100.1", 0, 0);
         icmp.reply.proto = 1;
+        // An sshd session charged to its user through root's socket, with a zone.
+        let mut ssh = conn(6);
+        ssh.via = Some(0);
+        ssh.uid = Some(1001);
+        let mut ssh_zone = conn(7);
+        ssh_zone.via = Some(33);
+        ssh_zone.zone = 9;
+        ssh_zone.program = None;
         let mut bare = conn(4);
         bare.direction = None;
         bare.uid = None;
@@ -662,6 +705,8 @@ mod tests {
             (nat, Some(300)),
             (v6, Some(2)),
             (icmp, Some(1)),
+            (ssh, Some(4)),
+            (ssh_zone, None),
             (bare, None),
         ] {
             let rec = encode(&c, program);
@@ -671,6 +716,78 @@ mod tests {
             assert_eq!(back, c);
         }
         assert_eq!(encode(&conn(1), Some(1)).len(), 29, "IPv4 TCP record size");
+    }
+
+    #[test]
+    fn owners_written_after_new_respect_held_and_settled_flows() {
+        use crate::account::FlowState;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("t.db"), &OpenOptions::default()).unwrap();
+        let key = |id| FlowKey {
+            zone: 0,
+            orig: t("198.51.100.2", "198.51.100.1", 50000 + id as u16, 22),
+            id,
+        };
+        let a = |uid, via| {
+            Some(Attribution {
+                uid,
+                program: Some("sshd".into()),
+                direction: Direction::In,
+                via,
+            })
+        };
+        let st = |id, bytes, attribution| FlowState {
+            key: key(id),
+            orig: Counters { packets: 1, bytes },
+            reply: Counters { packets: 1, bytes },
+            attribution,
+            first_seen: 100,
+            last_seen: 100,
+            missing: 0,
+        };
+        // 1 held (last seen 500, none charged); 2 charged unattributed (500);
+        // 3 settled for alice; 4 unknown yet.
+        let plan = crate::account::PassPlan {
+            upserts: vec![
+                st(1, 500, a(0, Via::Pending)),
+                st(2, 500, None),
+                st(3, 500, a(1001, Via::Delegated(0))),
+            ],
+            ..Default::default()
+        };
+        store
+            .write_pass(&PassRecord::default(), &plan, &[])
+            .unwrap();
+        let write = |store: &mut Store, states: Vec<FlowState>| {
+            store
+                .write_events(&[], |_| EventWrite {
+                    attributions: states,
+                    ..EventWrite::default()
+                })
+                .unwrap();
+        };
+        write(
+            &mut store,
+            vec![
+                st(1, 0, a(1001, Via::Delegated(0))),
+                st(2, 0, a(0, Via::Pending)),
+                st(3, 0, a(0, Via::Pending)),
+                st(4, 0, a(0, Via::Pending)),
+            ],
+        );
+        let s = store.load_state().unwrap();
+        let got = |id| {
+            let x = &s[&key(id)];
+            let a = x.attribution.as_ref().unwrap();
+            (x.orig.bytes, a.uid, a.via)
+        };
+        // Held, then its user found: nothing was charged, so the next charge is all of it.
+        assert_eq!(got(1), (0, 1001, Via::Delegated(0)));
+        // Charged already: never pending again (it would be charged twice from zero).
+        assert_eq!(got(2), (500, 0, Via::Own));
+        // Settled by a pass first: kept.
+        assert_eq!(got(3), (500, 1001, Via::Delegated(0)));
+        assert_eq!(got(4), (0, 0, Via::Pending));
     }
 
     #[test]

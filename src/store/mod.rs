@@ -38,7 +38,7 @@ pub use error::StoreError;
 pub use lock::{Role, WriterLock};
 
 use crate::account::{FlowState, Kind, PassPlan};
-use crate::attribute::{Attribution, Direction};
+use crate::attribute::{Attribution, Direction, Via};
 use crate::model::{Counters, FlowKey, Tuple};
 
 /// The schema migrations, in order, embedded at compile time and applied on open.
@@ -50,11 +50,15 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_rollups.sql"),
     include_str!("../../migrations/0005_raw_buckets.sql"),
     include_str!("../../migrations/0006_usage_totals.sql"),
+    include_str!("../../migrations/0007_delegated_flows.sql"),
 ];
 
 /// The first schema with the compact usage tables (`0005_raw_buckets.sql`); reports on an
 /// older, unmigrated database read the views instead.
 const COMPACT_SCHEMA: i64 = 5;
+
+/// The first schema whose views have `via_uid` (`0007_delegated_flows.sql`).
+const VIA_SCHEMA: i64 = 7;
 
 fn migrations() -> Migrations<'static> {
     Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect())
@@ -243,7 +247,7 @@ impl Store {
             .prepare_cached(
                 "SELECT zone, protocol, src, dst, sport, dport, ct_id, orig_packets, orig_bytes,
                         reply_packets, reply_bytes, uid, program, direction, first_seen,
-                        last_seen, missing
+                        last_seen, missing, via
                  FROM flow_state",
             )
             .map_err(|e| self.wrap(e))?;
@@ -352,6 +356,7 @@ fn flow_state_row(r: &rusqlite::Row) -> Result<FlowState, RowError> {
                 uid,
                 program: r.get(12)?,
                 direction,
+                via: Via::from_code(r.get(17)?),
             }),
             _ => None,
         },
@@ -438,7 +443,7 @@ fn write_usage(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Result<(
                 Kind::Unattributed => 1,
                 Kind::Excluded => 2,
             },
-            k.reason.map_or("", |r| r.as_str()),
+            usage_reason(k).as_ref(),
             program,
             remotes.id(tx, &k.remote.to_string())?,
             k.protocol,
@@ -454,6 +459,17 @@ fn write_usage(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Result<(
         ])?;
     }
     totals::add(tx, ts, plan)
+}
+
+/// The `reason` column of a usage row (migrations 0005 and 0007): why unattributed; on a
+/// user or excluded row `via:UID` when charged through a delegating uid's socket, or why
+/// the socket's uid was charged instead of a holder's; else ''.
+pub(crate) fn usage_reason(k: &crate::account::UsageKey) -> std::borrow::Cow<'static, str> {
+    match (k.reason, k.via) {
+        (Some(r), _) => r.as_str().into(),
+        (None, Some(via)) => format!("via:{via}").into(),
+        (None, None) => "".into(),
+    }
 }
 
 /// Names stored once and referred to by id (`programs`, `remotes`), with a cache that
@@ -516,8 +532,9 @@ fn write_state(tx: &Transaction, plan: &PassPlan) -> rusqlite::Result<()> {
     let mut up = tx.prepare_cached(
         "INSERT OR REPLACE INTO flow_state (zone, protocol, src, dst, sport, dport, ct_id,
             orig_packets, orig_bytes, reply_packets, reply_bytes, uid, program, direction,
-            first_seen, last_seen, missing)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            first_seen, last_seen, missing, via)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18)",
     )?;
     for s in &plan.upserts {
         let (z, p, src, dst, sp, dp, id) = key_params(&s.key);
@@ -540,6 +557,7 @@ fn write_state(tx: &Transaction, plan: &PassPlan) -> rusqlite::Result<()> {
             s.first_seen,
             s.last_seen,
             s.missing,
+            a.and_then(|a| a.via.code()),
         ])?;
     }
     let mut del = tx.prepare_cached(&format!("DELETE FROM flow_state WHERE {KEY}"))?;
@@ -609,6 +627,7 @@ mod tests {
                 uid: 1001,
                 program: Some("dig".into()),
                 direction: Direction::Out,
+                via: Default::default(),
             }),
             direction: Some(Direction::Out),
             remote: "2001:db8::2".parse().unwrap(),
@@ -760,6 +779,180 @@ mod tests {
                 "Integer(7500),Integer(100)"
             ]
         );
+    }
+
+    /// A pass charging alice directly (443) and through root's sshd (22), and root for
+    /// a session two users' processes held.
+    fn delegated_plan() -> PassPlan {
+        use crate::account::{Traffic, UsageKey};
+        use crate::attribute::Reason;
+        let key = |uid, via, reason, port| UsageKey {
+            kind: Kind::User,
+            uid: Some(uid),
+            program: Some("sshd".into()),
+            reason,
+            via,
+            protocol: 6,
+            direction: Some(Direction::In),
+            remote: "198.51.100.2".parse().unwrap(),
+            port,
+        };
+        let t = |b| Traffic {
+            rx_bytes: b,
+            tx_bytes: b * 10,
+            rx_packets: 1,
+            tx_packets: 1,
+        };
+        let mut plan = PassPlan::default();
+        plan.usage.insert(key(1001, None, None, 443), t(5));
+        plan.usage.insert(key(1001, Some(0), None, 22), t(100));
+        plan.usage
+            .insert(key(0, None, Some(Reason::AmbiguousHolders), 22), t(7));
+        plan
+    }
+
+    #[test]
+    fn via_is_kept_in_reason_and_read_back_by_the_views_the_export_and_top() {
+        use crate::store::query::{By, TopQuery};
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("t.db"), &OpenOptions::default()).unwrap();
+        let rec = PassRecord {
+            started_at: 1000,
+            mode: "snapshot",
+            ..PassRecord::default()
+        };
+        let users = [(0, Some("root".into())), (1001, Some("alice".into()))];
+        store.write_pass(&rec, &delegated_plan(), &users).unwrap();
+        type Row = (Option<u32>, Option<String>, Option<u32>, i64);
+        let rows: Vec<Row> = store
+            .conn()
+            .prepare("SELECT uid, reason, via_uid, rx_bytes FROM usage ORDER BY rx_bytes")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (Some(1001), None, None, 5),
+                (Some(0), Some("ambiguous-holders".into()), None, 7),
+                (Some(1001), None, Some(0), 100),
+            ]
+        );
+        // Per user, as before: via is detail, not another user.
+        let daily: Vec<(u32, i64)> = store
+            .conn()
+            .prepare("SELECT uid, rx_bytes FROM usage_daily ORDER BY uid")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(daily, [(0, 7), (1001, 105)]);
+        let all: i64 = store
+            .conn()
+            .query_row(
+                "SELECT count(*) FROM usage_all WHERE via_uid = 0",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(all, 1);
+        let export = store.usage_rows(0, 2000).unwrap();
+        let via: Vec<Option<u32>> = export.iter().map(|r| r.via).collect();
+        assert_eq!(via.iter().flatten().collect::<Vec<_>>(), [&0]);
+        assert!(export.iter().all(|r| r.reason.as_deref() != Some("via:0")));
+        let q = |by: Vec<By>| TopQuery {
+            since: 0,
+            until: 2000,
+            by,
+            uid: None,
+            limit: 10,
+        };
+        // Without --by via: one row per user, as always.
+        let top = store.top(&q(vec![])).unwrap();
+        let got: Vec<_> = top
+            .rows
+            .iter()
+            .map(|r| (r.uid, r.via, r.reason.clone(), r.traffic.rx_bytes))
+            .collect();
+        assert_eq!(
+            got,
+            [(Some(1001), None, None, 105), (Some(0), None, None, 7)]
+        );
+        let top = store.top(&q(vec![By::Via])).unwrap();
+        let got: Vec<_> = top
+            .rows
+            .iter()
+            .map(|r| {
+                let who = (r.uid, r.via, r.via_user.clone(), r.reason.clone());
+                (who, r.traffic.rx_bytes)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ((Some(1001), Some(0), Some("root".into()), None), 100),
+                ((Some(0), None, None, Some("ambiguous-holders".into())), 7),
+                ((Some(1001), None, None, None), 5),
+            ]
+        );
+        // Rolled up to hours and days, the detail stays.
+        let r = crate::store::retention::Retention {
+            raw: std::time::Duration::ZERO,
+            hourly: std::time::Duration::ZERO,
+            ..Default::default()
+        };
+        store.roll_up(1_000_000, &r, 1000).unwrap();
+        let vias: Vec<(String, Option<u32>, i64)> = store
+            .conn()
+            .prepare("SELECT granularity, via_uid, rx_bytes FROM usage_rollup ORDER BY rx_bytes")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            vias,
+            [
+                ("day".into(), None, 5),
+                ("day".into(), None, 7),
+                ("day".into(), Some(0), 100)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unmigrated_schema_5_database_exports_without_via() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v5.db");
+        let mut c = schema_4_db(&p);
+        Migrations::new(MIGRATIONS[..5].iter().map(|s| M::up(s)).collect())
+            .to_latest(&mut c)
+            .unwrap();
+        // A flow root's sshd socket carried, charged to root as schema 5 did.
+        c.execute_batch(
+            "INSERT INTO flow_state VALUES (0, 6, '198.51.100.2', '198.51.100.1', 50000, 22,
+                 7, 1, 100, 1, 900, 0, 'sshd', 'in', 7200, 7260, 0);",
+        )
+        .unwrap();
+        drop(c);
+        let ro = OpenOptions {
+            read_only: true,
+            ..OpenOptions::default()
+        };
+        let store = Store::open(&p, &ro).unwrap();
+        let rows = store.usage_rows(0, 100_000).unwrap();
+        assert!(!rows.is_empty() && rows.iter().all(|r| r.via.is_none()));
+        drop(store);
+        // Migrated: the same rows, flow state gains `via` (read as direct).
+        let store = Store::open(&p, &OpenOptions::default()).unwrap();
+        assert_eq!(store.usage_rows(0, 100_000).unwrap(), rows);
+        // It stays root's: a flow with a settled owner is never looked up again.
+        let state = store.load_state().unwrap();
+        let a = state.values().next().unwrap().attribution.clone().unwrap();
+        assert_eq!((a.uid, a.via), (0, Via::Direct));
     }
 
     #[test]

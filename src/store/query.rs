@@ -69,20 +69,20 @@ const COMPACT: Source = Source {
         ),
     ],
     export: "SELECT ts, kind, uid, program, reason, protocol, direction, remote_addr, port,
-                    rx_bytes, tx_bytes, rx_packets, tx_packets
+                    rx_bytes, tx_bytes, rx_packets, tx_packets, {via} AS via
              FROM usage WHERE ts > ?1 - 300 AND ts < ?2
              UNION ALL
              SELECT ts, kind, uid, program, reason, protocol, NULL, remote_addr, port,
-                    rx_bytes, tx_bytes, rx_packets, tx_packets
+                    rx_bytes, tx_bytes, rx_packets, tx_packets, {via}
              FROM usage_rollup WHERE ts >= ?1 AND ts < ?2
              UNION ALL
              SELECT ts, kind, uid, program, reason, protocol, NULL, remote_addr, port,
-                    rx_bytes, tx_bytes, rx_packets, tx_packets
+                    rx_bytes, tx_bytes, rx_packets, tx_packets, {via}
              FROM usage_rollup
              WHERE ts = ?1 - ?1 % 3600 AND ts < ?1 AND granularity = 'hour'
              UNION ALL
              SELECT ts, kind, uid, program, reason, protocol, NULL, remote_addr, port,
-                    rx_bytes, tx_bytes, rx_packets, tx_packets
+                    rx_bytes, tx_bytes, rx_packets, tx_packets, {via}
              FROM usage_rollup
              WHERE ts = ?1 - ?1 % 86400 AND ts < ?1 AND granularity = 'day'",
 };
@@ -120,11 +120,11 @@ const VIEW: Source = Source {
         ),
     ],
     export: "SELECT ts, kind, uid, program, reason, protocol, direction, remote_addr, port,
-                    rx_bytes, tx_bytes, rx_packets, tx_packets
+                    rx_bytes, tx_bytes, rx_packets, tx_packets, {via} AS via
              FROM usage_all WHERE ts >= ?1 AND ts < ?2
              UNION ALL
              SELECT ts, kind, uid, program, reason, protocol, NULL, remote_addr, port,
-                    rx_bytes, tx_bytes, rx_packets, tx_packets
+                    rx_bytes, tx_bytes, rx_packets, tx_packets, {via}
              FROM usage_rollup
              WHERE (ts = ?1 - ?1 % 3600 AND granularity = 'hour'
                     OR ts = ?1 - ?1 % 86400 AND granularity = 'day') AND ts < ?1",
@@ -163,6 +163,9 @@ pub enum By {
     Remote,
     /// Per protocol and service port.
     Port,
+    /// Per service the traffic went through (`via`: the uid of a delegating service's
+    /// socket, such as root's sshd, whose user's process held it).
+    Via,
 }
 
 /// What to list.
@@ -195,8 +198,13 @@ pub struct TopRow {
     pub protocol: Option<u8>,
     /// Service port (with `--by port`).
     pub port: Option<u16>,
-    /// Why unattributed (for `uid: None` rows).
+    /// Why unattributed (for `uid: None` rows); with `--by via`, why a service's own uid
+    /// was charged (`ambiguous-holders`).
     pub reason: Option<String>,
+    /// The delegating uid the traffic went through (with `--by via`).
+    pub via: Option<u32>,
+    /// That uid's name as recorded.
+    pub via_user: Option<String>,
     /// Traffic.
     pub traffic: Traffic,
 }
@@ -264,6 +272,8 @@ pub struct UsageRecord {
     pub remote: String,
     /// Service port.
     pub port: u16,
+    /// The delegating uid it went through, when charged to a holder of a service's socket.
+    pub via: Option<u32>,
     /// Traffic.
     pub traffic: Traffic,
 }
@@ -302,6 +312,9 @@ impl Store {
             col(By::Port, "protocol"),
             col(By::Port, "port"),
         );
+        // A user's row keeps in `reason` the service it came through ('via:UID') or why a
+        // service's uid was charged (migration 0006).
+        let via = col(By::Via, "CASE WHEN kind <> 1 THEN nullif(reason, '') END");
         let user_filter = if q.uid.is_some() { "AND uid = ?4" } else { "" };
         let by_user_only = q.by.iter().all(|b| *b == By::User);
         let fast = match by_user_only {
@@ -313,17 +326,19 @@ impl Store {
         let sql = format!(
             "WITH {cte}
              SELECT nullif(g.uid, -1), n.name, {pname}, {rname}, g.k3, g.k4, g.reasons,
-                    g.rx, g.tx, g.rp, g.tp
+                    g.rx, g.tx, g.rp, g.tp, g.k5, v.name
              FROM (SELECT uid, {program} AS pid, {remote} AS rid, {protocol} AS k3,
-                          {port} AS k4,
+                          {port} AS k4, {via} AS k5,
                           CASE WHEN uid = -1 THEN group_concat(DISTINCT nullif(reason, ''))
                           END AS reasons,
                           sum(rx_bytes) AS rx, sum(tx_bytes) AS tx,
                           sum(rx_packets) AS rp, sum(tx_packets) AS tp
                    FROM c WHERE kind <> 2 {user_filter}
-                   GROUP BY uid, pid, rid, k3, k4) g
+                   GROUP BY uid, pid, rid, k3, k4, k5) g
              LEFT JOIN users n ON n.uid = g.uid {joins}
-             ORDER BY g.rx + g.tx DESC, g.uid, 3, 4, g.k3, g.k4
+             LEFT JOIN users v
+                    ON g.k5 LIKE 'via:%' AND v.uid = CAST(substr(g.k5, 5) AS INTEGER)
+             ORDER BY g.rx + g.tx DESC, g.uid, 3, 4, g.k3, g.k4, g.k5
              LIMIT ?3"
         );
         let wrap = |e| self.wrap(e);
@@ -334,6 +349,12 @@ impl Store {
         let mut stmt = self.conn.prepare(&sql).map_err(wrap)?;
         let rows = stmt
             .query_map(params_from_iter(args.iter()), |r| {
+                let k5: Option<String> = r.get(11)?;
+                let via = k5
+                    .as_deref()
+                    .and_then(|k| k.strip_prefix("via:"))
+                    .and_then(|u| u.parse().ok());
+                let reason: Option<String> = r.get(6)?;
                 Ok(TopRow {
                     uid: r.get(0)?,
                     user: r.get(1)?,
@@ -341,7 +362,9 @@ impl Store {
                     remote: r.get(3)?,
                     protocol: r.get(4)?,
                     port: r.get(5)?,
-                    reason: r.get::<_, Option<String>>(6)?.map(sorted_list),
+                    reason: reason.map(sorted_list).or(k5.filter(|_| via.is_none())),
+                    via,
+                    via_user: r.get(12)?,
                     traffic: traffic_at(r, 7)?,
                 })
             })
@@ -533,13 +556,19 @@ impl Store {
     /// [`Store::covered`]).
     pub fn usage_rows(&self, since: i64, until: i64) -> Result<Vec<UsageRecord>, StoreError> {
         let wrap = |e| self.wrap(e);
+        // An older database read without migrating has no via_uid (nor via rows).
+        let via = if self.schema >= super::VIA_SCHEMA {
+            "via_uid"
+        } else {
+            "NULL"
+        };
         let sql = format!(
             "SELECT u.ts, u.kind, u.uid, n.name, u.program, u.reason, u.protocol,
                     u.direction, u.remote_addr, u.port,
-                    u.rx_bytes, u.tx_bytes, u.rx_packets, u.tx_packets
+                    u.rx_bytes, u.tx_bytes, u.rx_packets, u.tx_packets, u.via
              FROM ({}) u LEFT JOIN users n ON n.uid = u.uid
-             ORDER BY u.ts, u.kind, u.uid, u.program, u.remote_addr, u.port",
-            self.source().export
+             ORDER BY u.ts, u.kind, u.uid, u.program, u.remote_addr, u.port, u.via",
+            self.source().export.replace("{via}", via)
         );
         let mut stmt = self.conn.prepare(&sql).map_err(wrap)?;
         let rows = stmt
@@ -555,6 +584,7 @@ impl Store {
                     direction: r.get(7)?,
                     remote: r.get(8)?,
                     port: r.get(9)?,
+                    via: r.get(14)?,
                     traffic: traffic_at(r, 10)?,
                 })
             })

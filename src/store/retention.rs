@@ -357,6 +357,7 @@ mod tests {
                             uid,
                             program: Some(format!("prog{}", remote % 2)),
                             direction: Direction::Out,
+                            via: Default::default(),
                         }),
                         direction: Some(Direction::Out),
                         remote: dst.parse().unwrap(),
@@ -514,6 +515,7 @@ mod tests {
                             uid: Some(uid),
                             program: Some("curl".into()),
                             reason: None,
+                            via: None,
                             protocol: 6,
                             direction: Some(Direction::Out),
                             remote: format!("198.51.100.{i}").parse().unwrap(),
@@ -535,6 +537,7 @@ mod tests {
                         uid: None,
                         program: None,
                         reason: Some(Reason::NoSocket),
+                        via: None,
                         protocol: 17,
                         direction: None,
                         remote: format!("2001:db8::{i}").parse().unwrap(),
@@ -677,6 +680,7 @@ mod tests {
             orig_counters: None,
             reply_counters: None,
             zone: 0,
+            via: None,
         }
     }
 

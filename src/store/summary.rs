@@ -204,6 +204,7 @@ mod tests {
                 uid,
                 program: None,
                 direction: Direction::Out,
+                via: crate::attribute::Via::Direct,
             }),
             first_seen,
             last_seen: first_seen,
@@ -236,6 +237,7 @@ mod tests {
                 bytes: 2_000,
             }),
             zone: 0,
+            via: None,
         }
     }
 

@@ -30,7 +30,7 @@ pub(super) fn add(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Resul
     if backfill_before(tx)?.is_some_and(|before| ts < before) {
         return Ok(());
     }
-    let mut sums: BTreeMap<(i64, i64, &str), Traffic> = BTreeMap::new();
+    let mut sums: BTreeMap<(i64, i64, std::borrow::Cow<'static, str>), Traffic> = BTreeMap::new();
     for (k, t) in &plan.usage {
         let kind = match k.kind {
             Kind::User => 0,
@@ -40,7 +40,8 @@ pub(super) fn add(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Resul
         let key = (
             k.uid.map_or(-1, i64::from),
             kind,
-            k.reason.map_or("", |r| r.as_str()),
+            // The detail's own reason code (via:UID for a service's socket).
+            super::usage_reason(k),
         );
         sums.entry(key).or_default().add(t);
     }
@@ -217,6 +218,7 @@ mod tests {
                 direction: Some([Direction::Out, Direction::In][rng.below(2) as usize]),
                 remote: format!("198.51.100.{}", rng.below(20)).parse().unwrap(),
                 port: [443, 80, 22][rng.below(3) as usize],
+                via: (kind == Kind::User && rng.below(4) == 0).then_some(0),
             };
             let t = Traffic {
                 rx_bytes: rng.below(1_000_000),

@@ -116,6 +116,8 @@ pub struct TestUser {
     pub name: String,
     pub uid: u32,
     pub gid: u32,
+    /// Home directory made for a login user (removed with the user).
+    pub home: Option<PathBuf>,
 }
 
 impl TestUser {
@@ -134,7 +136,39 @@ impl TestUser {
             String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
         };
         let (uid, gid) = (id("-u"), id("-g"));
-        TestUser { name, uid, gid }
+        TestUser {
+            name,
+            uid,
+            gid,
+            home: None,
+        }
+    }
+
+    /// A user who can log in with a key (sshd): a home directory, a shell, and a password
+    /// that is not locked (`*`: no password matches it, but sshd without PAM refuses even
+    /// key logins to an account locked with `!`).
+    pub fn login(prefix: &str) -> TestUser {
+        let name = unique(prefix);
+        run(Command::new("useradd").args([
+            "--create-home",
+            "--shell",
+            "/bin/sh",
+            "--user-group",
+            &name,
+        ]));
+        run(Command::new("usermod").args(["-p", "*", &name]));
+        let id = |flag: &str| -> u32 {
+            let out = run(Command::new("id").args([flag, &name]));
+            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+        };
+        let (uid, gid) = (id("-u"), id("-g"));
+        let home = PathBuf::from(format!("/home/{name}"));
+        TestUser {
+            name,
+            uid,
+            gid,
+            home: Some(home),
+        }
     }
 
     /// A command run as this user (no capabilities) inside `ns`.
@@ -153,7 +187,11 @@ impl TestUser {
 
 impl Drop for TestUser {
     fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).status();
+        let mut c = Command::new("userdel");
+        if self.home.is_some() {
+            c.arg("--remove");
+        }
+        let _ = c.arg(&self.name).stderr(Stdio::null()).status();
     }
 }
 
