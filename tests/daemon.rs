@@ -2,7 +2,7 @@
 //! connections charged to the byte (and what one-shot passes lose of them), event
 //! overruns, and a SIGTERM in the middle of a burst.
 //!
-//! Topology (removed by guards): host 198.51.100.1/24 ── veth ── inet 198.51.100.2/24,
+//! Topology (`common::Inet`, removed by guards): host 198.51.100.1 ── veth ── inet 198.51.100.2,
 //! where `nl_traffic server tcp` answers. Users' programs run in `host` under their uids.
 //! The kernel's own numbers come from `conntrack -E -e DESTROY` (final counters) or
 //! `conntrack -L` (entries still present).
@@ -15,50 +15,8 @@ use std::time::Duration;
 
 use common::*;
 
-struct Topology {
-    host: Netns,
-    /// Kept for its guard: the namespace lives as long as the topology.
-    _inet: Netns,
-}
-
-/// Namespaces, addresses, the inet server, and conntrack set up in `host` with a
-/// TIME_WAIT timeout of `time_wait` seconds (the kernel's default is 120).
-fn topology(time_wait: u32) -> (Topology, Proc) {
-    let host = Netns::new("nldh");
-    let inet = Netns::new("nldi");
-    host.ip(&format!(
-        "link add hi type veth peer name ih netns {}",
-        inet.name
-    ));
-    host.ip("addr add 198.51.100.1/24 dev hi");
-    host.ip("link set hi up");
-    inet.ip("addr add 198.51.100.2/24 dev ih");
-    inet.ip("link set ih up");
-    // The table and sysctls the daemon also sets; the TIME_WAIT sysctl exists once
-    // conntrack is in use in the namespace.
-    run(host.cmd(bin()).arg("setup"));
-    host.sh(&format!(
-        "sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_time_wait={time_wait}"
-    ));
-    let tb = traffic_bin();
-    let mut server = Proc::spawn("inet server", {
-        let mut c = inet.cmd(&tb.path);
-        c.args(["server", "tcp", "[::]:9000"]);
-        c
-    });
-    server.expect("listening");
-    (Topology { host, _inet: inet }, server)
-}
-
 /// A burst of `count` connections by `user` from local ports `from..`, to the inet server.
-fn burst(
-    t: &Topology,
-    user: &TestUser,
-    bin: &Path,
-    from: u16,
-    count: usize,
-    extra: &[&str],
-) -> Proc {
+fn burst(t: &Inet, user: &TestUser, bin: &Path, from: u16, count: usize, extra: &[&str]) -> Proc {
     let mut c = user.cmd(&t.host, bin);
     c.args(["198.51.100.2:9000", &count.to_string(), "500", "20000"])
         .args(["--bind-from", &from.to_string()])
@@ -78,7 +36,7 @@ fn short_connections_are_exact_with_the_daemon_and_lost_by_snapshots() {
     if !require_root("short_connections_are_exact_with_the_daemon_and_lost_by_snapshots") {
         return;
     }
-    let (t, _server) = topology(2);
+    let t = Inet::new("nld", 2);
     let bb = burst_bin();
     let dir = tempfile::tempdir().unwrap();
     let capture = DestroyCapture::start(&t.host);
@@ -181,7 +139,7 @@ fn overrun_resynchronises_and_charges_nothing_twice() {
     }
     // Default TIME_WAIT: every flow of the test is still in the table at the end, so the
     // kernel's counters of all of them are the exact total to compare with.
-    let (t, _server) = topology(120);
+    let t = Inet::new("nld", 120);
     let (tb, bb) = (traffic_bin(), burst_bin());
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("overrun.db");
@@ -303,7 +261,7 @@ fn sigterm_mid_burst_then_restart_is_exact_without_duplicate_log_rows() {
     if !require_root("sigterm_mid_burst_then_restart_is_exact_without_duplicate_log_rows") {
         return;
     }
-    let (t, _server) = topology(2);
+    let t = Inet::new("nld", 2);
     let bb = burst_bin();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("restart.db");
@@ -374,7 +332,7 @@ fn locked_database_delays_the_writes_and_loses_nothing() {
     if !require_root("locked_database_delays_the_writes_and_loses_nothing") {
         return;
     }
-    let (t, _server) = topology(2);
+    let t = Inet::new("nld", 2);
     let bb = burst_bin();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("locked.db");
@@ -429,7 +387,7 @@ fn run_without_cap_net_admin_names_the_capability() {
     if !require_root("run_without_cap_net_admin_names_the_capability") {
         return;
     }
-    let (t, _server) = topology(120);
+    let t = Inet::new("nld", 120);
     let ivan = TestUser::new("nldi");
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(

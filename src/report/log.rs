@@ -239,39 +239,46 @@ pub fn waiting_note<'a>(
     ))
 }
 
+/// A DNAT'd connection for tests of the log's rendering and filters.
+#[cfg(test)]
+pub(crate) fn sample_connection() -> LoggedConnection {
+    use crate::model::{Counters, Tuple};
+    let t = |s: &str, d: &str, sp, dp| Tuple {
+        src: s.parse().unwrap(),
+        dst: d.parse().unwrap(),
+        proto: 6,
+        sport: sp,
+        dport: dp,
+    };
+    LoggedConnection {
+        start_ms: 1_780_000_000_000,
+        end_ms: 1_780_000_002_500,
+        // DNAT: the client hit 203.0.113.7:80, served by 198.51.100.1:8080.
+        orig: t("192.0.2.9", "203.0.113.7", 50000, 80),
+        reply: t("198.51.100.1", "192.0.2.9", 8080, 50000),
+        direction: Some(Direction::In),
+        uid: Some(1001),
+        program: Some("nginx".into()),
+        orig_counters: Some(Counters {
+            packets: 3,
+            bytes: 300,
+        }),
+        reply_counters: Some(Counters {
+            packets: 5,
+            bytes: 5000,
+        }),
+        zone: 0,
+        via: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Counters, Tuple};
+    use crate::model::Tuple;
 
     fn conn() -> LoggedConnection {
-        let t = |s: &str, d: &str, sp, dp| Tuple {
-            src: s.parse().unwrap(),
-            dst: d.parse().unwrap(),
-            proto: 6,
-            sport: sp,
-            dport: dp,
-        };
-        LoggedConnection {
-            start_ms: 1_780_000_000_000,
-            end_ms: 1_780_000_002_500,
-            // DNAT: the client hit 203.0.113.7:80, served by 198.51.100.1:8080.
-            orig: t("192.0.2.9", "203.0.113.7", 50000, 80),
-            reply: t("198.51.100.1", "192.0.2.9", 8080, 50000),
-            direction: Some(Direction::In),
-            uid: Some(1001),
-            program: Some("nginx".into()),
-            orig_counters: Some(Counters {
-                packets: 3,
-                bytes: 300,
-            }),
-            reply_counters: Some(Counters {
-                packets: 5,
-                bytes: 5000,
-            }),
-            zone: 0,
-            via: None,
-        }
+        sample_connection()
     }
 
     #[test]
