@@ -96,6 +96,20 @@ pub enum Command {
     /// A day's connections per user, protocol, service and remote (like constat): count,
     /// still open, average and maximum duration.
     Summary(SummaryArgs),
+    /// Print the Prometheus metrics (text format 0.0.4): all-time traffic per user and
+    /// per unattributed reason, excluded traffic, and the last pass's health. Personal
+    /// data: who used how much.
+    Metrics(MetricsArgs),
+}
+
+/// Options of `metrics`.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Write to FILE instead of standard output, atomically (a temporary file in the same
+    /// directory, synced, renamed over FILE): for node_exporter's textfile collector, e.g.
+    /// /var/lib/prometheus/node-exporter/netledger.prom.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// Options of `setup`.
