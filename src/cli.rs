@@ -315,6 +315,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20, hide = true)]
     pub event_buffer: usize,
 
+    /// Serve the Prometheus metrics (`netledger metrics`) at http://ADDR:PORT/metrics
+    /// [default: off]. Personal data: bind to loopback or a management network.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
     /// Root of the proc filesystem to read sockets and processes from.
     #[arg(long, value_name = "PATH", default_value = "/proc", hide = true)]
     pub proc_root: PathBuf,

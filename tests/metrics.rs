@@ -272,26 +272,40 @@ impl Drop for Exporter {
     }
 }
 
-/// `GET path` over HTTP/1.0 from inside `ns` (a thread that enters it): the whole
-/// response, or None when nothing listens yet.
-pub fn http_get(ns: &Netns, port: u16, path: &str) -> Option<String> {
+/// A TCP connection to 127.0.0.1:`port` inside `ns` (made by a thread that enters it; the
+/// socket stays in that namespace), or None when nothing listens.
+fn connect(ns: &Netns, port: u16) -> Option<TcpStream> {
     let f = std::fs::File::open(format!("/run/netns/{}", ns.name)).unwrap();
-    let path = path.to_owned();
     std::thread::spawn(move || {
         rustix::thread::move_into_link_name_space(
             f.as_fd(),
             Some(rustix::thread::LinkNameSpaceType::Network),
         )
         .unwrap();
-        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
+        TcpStream::connect(("127.0.0.1", port)).ok()
     })
     .join()
     .unwrap()
+}
+
+/// Send `request` and read the whole response (None when refused or cut short).
+fn exchange(ns: &Netns, port: u16, request: &[u8]) -> Option<String> {
+    let mut s = connect(ns, port)?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // The server may answer and stop reading before the request ends: read anyway.
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    Some(String::from_utf8_lossy(&out).into_owned()).filter(|o| !o.is_empty())
+}
+
+/// `GET path` over HTTP/1.0 inside `ns`: the whole response.
+fn http_get(ns: &Netns, port: u16, path: &str) -> Option<String> {
+    exchange(
+        ns,
+        port,
+        format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes(),
+    )
 }
 
 #[test]
@@ -361,4 +375,133 @@ fn textfile_passes_promtool_and_node_exporter_serves_it() {
     );
     check_values(&served, &db);
     drop(exporter);
+}
+
+/// `run --metrics-listen`: GET /metrics answers with the 0.0.4 Content-Type, other paths
+/// 404, other methods 405; a slowloris client, a huge request and a flood of idle
+/// connections neither stall the passes nor, once refused or timed out, the scrapes.
+#[test]
+fn daemon_endpoint_serves_metrics_and_withstands_hostile_clients() {
+    if !common::require_root("daemon_endpoint_serves_metrics_and_withstands_hostile_clients") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("d.db");
+    let ns = Netns::new("nlmetd");
+    let port = 9417;
+    let listen = format!("127.0.0.1:{port}");
+    let d = common::Daemon::start(
+        &ns,
+        &db,
+        &["--interval", "1s", "--metrics-listen", &listen],
+        &[],
+    );
+    let ok = |r: &str| {
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(
+            r.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
+            "{r}"
+        );
+        let body = r.split_once("\r\n\r\n").unwrap().1;
+        let m = samples(body);
+        assert!(
+            m.contains_key("netledger_last_pass_timestamp_seconds"),
+            "{body}"
+        );
+        m
+    };
+    let first = ok(&http_get(&ns, port, "/metrics").expect("a scrape answers"));
+    // The same numbers as `netledger metrics` on the database (the passes go on between
+    // the two: compare what does not move).
+    let cli = netledger(&db, &["metrics"]);
+    let cli = samples(&String::from_utf8(cli.stdout).unwrap());
+    let k = format!(
+        "netledger_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(first.get(&k), Some(&1.0));
+    assert_eq!(first.get(&k), cli.get(&k));
+    let r = http_get(&ns, port, "/").unwrap();
+    assert!(r.starts_with("HTTP/1.1 404 "), "{r}");
+    let r = exchange(
+        &ns,
+        port,
+        b"POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
+    )
+    .unwrap();
+    assert!(r.starts_with("HTTP/1.1 405 "), "{r}");
+    assert!(r.contains("\r\nAllow: GET\r\n"), "{r}");
+
+    // Slowloris: a request that never ends, a byte at a time.
+    let mut slow = connect(&ns, port).unwrap();
+    let slow_since = std::time::Instant::now();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nX-a: ").unwrap();
+    let slow_writer = std::thread::spawn(move || {
+        for _ in 0..40 {
+            if slow.write_all(b"a").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    });
+    // A huge request head (eight times the limit): refused with 431.
+    let huge = {
+        let mut h = b"GET /metrics HTTP/1.1\r\n".to_vec();
+        h.extend(std::iter::repeat_n(b'x', 64 << 10));
+        h
+    };
+    let r = exchange(&ns, port, &huge).expect("an answer to the huge request");
+    assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
+    // While the slow client is still at it: a scrape answers, and passes go on.
+    ok(&http_get(&ns, port, "/metrics").expect("a scrape beside the slow client"));
+    // The endpoint gives a request head 5 s: the slow client was still connected.
+    assert!(
+        slow_since.elapsed() < Duration::from_secs(5),
+        "the scrape came {:?} after the slow client connected",
+        slow_since.elapsed()
+    );
+    d.wait_for_a_whole_pass();
+
+    // A flood of idle connections: over the cap they are closed; the passes go on; once
+    // the idle ones time out a scrape answers again.
+    let flood: Vec<TcpStream> = (0..200).filter_map(|_| connect(&ns, port)).collect();
+    assert!(flood.len() > 16);
+    d.wait_for_a_whole_pass();
+    common::wait_for("a scrape after the flood", Duration::from_secs(30), || {
+        http_get(&ns, port, "/metrics").filter(|r| r.starts_with("HTTP/1.1 200 "))
+    });
+    drop(flood);
+    slow_writer.join().unwrap();
+    d.stop();
+}
+
+/// The configuration key: shown by `config` when set; an address that does not read is a
+/// usage error naming the line.
+#[test]
+fn metrics_listen_is_a_configuration_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("n.toml");
+    std::fs::write(&conf, "metrics_listen = \"127.0.0.1:9417\"\n").unwrap();
+    let o = Command::new(bin())
+        .arg("--config")
+        .arg(&conf)
+        .arg("config")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.contains("\nmetrics_listen = \"127.0.0.1:9417\"\n"),
+        "{out}"
+    );
+    std::fs::write(&conf, "metrics_listen = \"nowhere\"\n").unwrap();
+    let o = Command::new(bin())
+        .arg("--config")
+        .arg(&conf)
+        .arg("config")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("metrics_listen"), "{err}");
 }

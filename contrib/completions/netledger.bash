@@ -495,7 +495,7 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__run)
-            opts="-v -q -h -V --interval --no-connection-log --no-setup --local-net --count-local --lock-timeout --prune-after --flush-interval --event-buffer --proc-root --db --config --verbose --quiet --help --version"
+            opts="-v -q -h -V --interval --no-connection-log --no-setup --local-net --count-local --lock-timeout --prune-after --flush-interval --event-buffer --metrics-listen --proc-root --db --config --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -522,6 +522,10 @@ _netledger() {
                     return 0
                     ;;
                 --event-buffer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-listen)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

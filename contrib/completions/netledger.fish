@@ -121,6 +121,7 @@ complete -c netledger -n "__fish_netledger_using_subcommand run" -l lock-timeout
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l prune-after -d 'Passes a vanished flow is remembered before its state is pruned, 1 to 1000 [default: 3]' -r
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l flush-interval -d 'Longest time an event waits in memory before it is written (10ms to 1m): writes are batched, one transaction per flush' -r
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l event-buffer -d 'Receive buffer of the conntrack event socket at start, in bytes (1 to 64 MiB); it grows on overruns up to 64 MiB (tests set it tiny to provoke overruns) [env: NETLEDGER_EVENT_BUFFER]' -r
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l metrics-listen -d 'Serve the Prometheus metrics (`netledger metrics`) at http://ADDR:PORT/metrics [default: off]. Personal data: bind to loopback or a management network' -r
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l proc-root -d 'Root of the proc filesystem to read sockets and processes from' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l db -d 'SQLite database path [env: NETLEDGER_DB]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l config -d 'Configuration file [env: NETLEDGER_CONFIG] [default: /etc/netledger/netledger.toml, when it exists]' -r -F

@@ -57,6 +57,9 @@ pub fn run(cli: &Cli, args: &ConfigArgs) -> Result<()> {
         "connection_log = {}",
         f.connection_log.or(d.connection_log).unwrap_or_default()
     )?;
+    if let Some(addr) = f.metrics_listen.or(d.metrics_listen) {
+        writeln!(out, "metrics_listen = \"{addr}\"")?;
+    }
     writeln!(out, "\n[retention]")?;
     writeln!(out, "raw = \"{}\"", dur(Some(retention.raw)))?;
     writeln!(out, "hourly = \"{}\"", dur(Some(retention.hourly)))?;
