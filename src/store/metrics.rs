@@ -66,44 +66,54 @@ impl Store {
         } else {
             self.source().cte
         };
+        // Summed here rather than by a GROUP BY: SQLite's sort of a year's day rows costs
+        // twice the scan (measured: 63 ms against 22 ms on the busy year).
         let sql = format!(
-            "WITH {cte}
-             SELECT g.uid, g.kind, g.reason, n.name, g.rx, g.tx, g.rp, g.tp
-             FROM (SELECT uid, kind, reason, sum(rx_bytes) AS rx, sum(tx_bytes) AS tx,
-                          sum(rx_packets) AS rp, sum(tx_packets) AS tp
-                   FROM c GROUP BY uid, kind, reason) g
-             LEFT JOIN users n ON n.uid = g.uid AND g.kind = 0
-             ORDER BY g.kind, g.uid, g.reason"
+            "WITH {cte} SELECT uid, kind, reason, rx_bytes, tx_bytes, rx_packets, tx_packets
+             FROM c"
         );
+        let mut users: BTreeMap<i64, Traffic> = BTreeMap::new();
+        let mut data = MetricsData::default();
         let mut stmt = self.conn.prepare(&sql).map_err(wrap)?;
         let mut rows = stmt.query([0i64, i64::MAX]).map_err(wrap)?;
-        let mut data = MetricsData::default();
         while let Some(r) = rows.next().map_err(wrap)? {
-            let (uid, kind, reason): (i64, i64, String) = (
-                r.get(0).map_err(wrap)?,
-                r.get(1).map_err(wrap)?,
-                r.get(2).map_err(wrap)?,
-            );
-            let name: Option<String> = r.get(3).map_err(wrap)?;
+            let uid: i64 = r.get(0).map_err(wrap)?;
+            let kind: i64 = r.get(1).map_err(wrap)?;
             let t = Traffic {
-                rx_bytes: r.get::<_, i64>(4).map_err(wrap)? as u64,
-                tx_bytes: r.get::<_, i64>(5).map_err(wrap)? as u64,
-                rx_packets: r.get::<_, i64>(6).map_err(wrap)? as u64,
-                tx_packets: r.get::<_, i64>(7).map_err(wrap)? as u64,
+                rx_bytes: r.get::<_, i64>(3).map_err(wrap)? as u64,
+                tx_bytes: r.get::<_, i64>(4).map_err(wrap)? as u64,
+                rx_packets: r.get::<_, i64>(5).map_err(wrap)? as u64,
+                tx_packets: r.get::<_, i64>(6).map_err(wrap)? as u64,
             };
             match kind {
-                0 => match data.users.last_mut() {
-                    // One row per reason: a user's rows have none, but add them up anyway.
-                    Some(u) if i64::from(u.uid) == uid => u.traffic.add(&t),
-                    _ => data.users.push(UserTotal {
-                        uid: u32::try_from(uid).unwrap_or(u32::MAX),
-                        user: name,
-                        traffic: t,
-                    }),
-                },
-                1 => data.unattributed.entry(reason).or_default().add(&t),
+                0 => users.entry(uid).or_default().add(&t),
+                1 => {
+                    let reason = r.get_ref(2).map_err(wrap)?.as_str().unwrap_or("");
+                    match data.unattributed.get_mut(reason) {
+                        Some(sum) => sum.add(&t),
+                        None => {
+                            data.unattributed.insert(reason.to_owned(), t);
+                        }
+                    }
+                }
                 _ => data.excluded.add(&t),
             }
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM users WHERE uid = ?1")
+            .map_err(wrap)?;
+        for (uid, traffic) in users {
+            let user: Option<String> = stmt
+                .query_row([uid], |r| r.get(0))
+                .optional()
+                .map_err(wrap)?
+                .flatten();
+            data.users.push(UserTotal {
+                uid: u32::try_from(uid).unwrap_or(u32::MAX),
+                user,
+                traffic,
+            });
         }
         data.last_pass = self
             .conn
