@@ -262,10 +262,10 @@ fn metrics_never_creates_the_database() {
     assert!(!db.exists());
 }
 
-/// A real node_exporter, killed (by pid) on drop.
-struct Exporter(Child);
+/// A real node_exporter or Prometheus server, killed (by pid) on drop.
+struct Server(Child);
 
-impl Drop for Exporter {
+impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -350,7 +350,7 @@ fn textfile_passes_promtool_and_node_exporter_serves_it() {
     // node_exporter's textfile collector serves it, in a namespace of our own.
     let ns = Netns::new("nlmet");
     let port = 9100;
-    let exporter = Exporter(
+    let exporter = Server(
         ns.cmd("prometheus-node-exporter")
             .arg(format!(
                 "--collector.textfile.directory={}",
@@ -504,4 +504,132 @@ fn metrics_listen_is_a_configuration_key() {
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("metrics_listen"), "{err}");
+}
+
+/// A real Prometheus server scrapes the daemon (every second) while two real users make
+/// real traffic in a namespace; its HTTP API's `netledger_user_{receive,transmit}_bytes_total`
+/// equal, per user and to the byte, conntrack's own counters of their flows and
+/// `netledger top --json`.
+#[test]
+fn prometheus_scrapes_the_daemon_and_agrees_with_conntrack_and_top() {
+    if !common::require_root("prometheus_scrapes_the_daemon_and_agrees_with_conntrack_and_top") {
+        return;
+    }
+    let net = common::Inet::new("nlpr", 120);
+    let users = [
+        (
+            common::TestUser::new("nlpra"),
+            41001u16,
+            3000u64,
+            700_000u64,
+        ),
+        (common::TestUser::new("nlprb"), 41002, 90_000, 20_000),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("d.db");
+    let d = common::Daemon::start(
+        &net.host,
+        &db,
+        &["--interval", "1s", "--metrics-listen", "127.0.0.1:9417"],
+        &[],
+    );
+    // Prometheus, in the host namespace, on its own configuration and storage.
+    let conf = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &conf,
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+         scrape_configs:\n  - job_name: netledger\n    static_configs:\n      - targets: ['127.0.0.1:9417']\n",
+    )
+    .unwrap();
+    let tsdb = dir.path().join("tsdb");
+    let _prometheus = Server(
+        net.host
+            .cmd("prometheus")
+            .arg(format!("--config.file={}", conf.display()))
+            .arg(format!("--storage.tsdb.path={}", tsdb.display()))
+            .arg("--web.listen-address=127.0.0.1:9090")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (apt-get install prometheus)"),
+    );
+    // Each user downloads and uploads over one TCP connection, alive across a pass.
+    let tb = common::traffic_bin();
+    let mut clients: Vec<common::Proc> = users
+        .iter()
+        .map(|(u, port, up, down)| {
+            let mut c = u.cmd(&net.host, &tb.path);
+            c.args(["client", "tcp", "198.51.100.2:9000"])
+                .arg(up.to_string())
+                .arg(down.to_string())
+                .args(["--bind", &port.to_string()]);
+            let mut p = common::Proc::spawn(&format!("{}'s client", u.name), c);
+            p.expect("ready");
+            p
+        })
+        .collect();
+    d.wait_for_a_whole_pass();
+    for c in &mut clients {
+        c.go();
+        c.expect("done");
+    }
+    clients.into_iter().for_each(common::Proc::wait_ok);
+    d.wait_for_a_whole_pass();
+    // The kernel's counters of each user's flow (still listed: TIME_WAIT).
+    let entries = common::conntrack_entries(&net.host);
+    let truth: BTreeMap<u32, (u64, u64)> = users
+        .iter()
+        .map(|(u, port, _, _)| {
+            let e: Vec<_> = entries
+                .iter()
+                .filter(|e| e.proto == "tcp" && e.orig.sport == *port && e.orig.dport == 9000)
+                .collect();
+            assert_eq!(e.len(), 1, "{}'s flow: {entries:?}", u.name);
+            (u.uid, (e[0].reply.bytes, e[0].orig.bytes))
+        })
+        .collect();
+    let top = common::top_by_uid(&net.host, &db);
+    for (uid, (rx, tx)) in &truth {
+        let t = top[&Some(*uid)];
+        assert_eq!(
+            (t.rx_bytes, t.tx_bytes),
+            (*rx, *tx),
+            "top --json, uid {uid}"
+        );
+    }
+    // Prometheus's view, once it has scraped after the last charge.
+    let query = |metric: &str| -> Option<BTreeMap<u32, u64>> {
+        let r = http_get(&net.host, 9090, &format!("/api/v1/query?query={metric}"))?;
+        let body = r.split_once("\r\n\r\n")?.1;
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        let result = v["data"]["result"].as_array()?;
+        Some(
+            result
+                .iter()
+                .map(|s| {
+                    (
+                        s["metric"]["uid"].as_str().unwrap().parse().unwrap(),
+                        s["value"][1].as_str().unwrap().parse().unwrap(),
+                    )
+                })
+                .collect(),
+        )
+    };
+    let want = |pick: fn(&(u64, u64)) -> u64| -> BTreeMap<u32, u64> {
+        truth.iter().map(|(u, t)| (*u, pick(t))).collect()
+    };
+    let rx = want(|t| t.0);
+    let tx = want(|t| t.1);
+    common::wait_for(
+        "Prometheus to hold the users' counters",
+        Duration::from_secs(60),
+        || {
+            let got = (
+                query("netledger_user_receive_bytes_total"),
+                query("netledger_user_transmit_bytes_total"),
+            );
+            (got.0.as_ref() == Some(&rx) && got.1.as_ref() == Some(&tx)).then_some(())
+        },
+    );
+    d.stop();
 }
