@@ -633,3 +633,36 @@ fn prometheus_scrapes_the_daemon_and_agrees_with_conntrack_and_top() {
     );
     d.stop();
 }
+
+/// Rollups move the detail between tiers: the all-time counters do not move (a counter
+/// that went down would break `rate()`), and the detail still sums to them.
+#[test]
+fn rollups_leave_the_counters_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let before = samples(&String::from_utf8(netledger(&db, &["metrics"]).stdout).unwrap());
+    {
+        let mut store = Store::open(&db, &OpenOptions::default()).unwrap();
+        let r = netledger::store::retention::Retention {
+            raw: Duration::from_secs(3600),
+            hourly: Duration::from_secs(2 * DAY as u64),
+            ..Default::default()
+        };
+        let st = store
+            .roll_up(chrono::Utc::now().timestamp(), &r, u64::MAX)
+            .unwrap();
+        assert!(st.raw_rows > 0 && st.hourly_rows > 0, "{st:?}");
+        store.set_use_totals(false);
+        let detail = store.metrics().unwrap();
+        store.set_use_totals(true);
+        let totals = store.metrics().unwrap();
+        assert_eq!(detail.users, totals.users);
+        assert_eq!(detail.unattributed, totals.unattributed);
+    }
+    let after = samples(&String::from_utf8(netledger(&db, &["metrics"]).stdout).unwrap());
+    for (k, v) in &before {
+        if k.contains("_total") {
+            assert_eq!(after.get(k), Some(v), "{k}");
+        }
+    }
+}
