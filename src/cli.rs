@@ -96,6 +96,20 @@ pub enum Command {
     /// A day's connections per user, protocol, service and remote (like constat): count,
     /// still open, average and maximum duration.
     Summary(SummaryArgs),
+    /// Print the Prometheus metrics (text format 0.0.4): all-time traffic per user and
+    /// per unattributed reason, excluded traffic, and the last pass's health. Personal
+    /// data: who used how much.
+    Metrics(MetricsArgs),
+}
+
+/// Options of `metrics`.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Write to FILE instead of standard output, atomically (a temporary file in the same
+    /// directory, synced, renamed over FILE): for node_exporter's textfile collector, e.g.
+    /// /var/lib/prometheus/node-exporter/netledger.prom.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// Options of `setup`.
@@ -330,6 +344,11 @@ pub struct RunArgs {
     /// [env: NETLEDGER_EVENT_BUFFER].
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20, hide = true)]
     pub event_buffer: usize,
+
+    /// Serve the Prometheus metrics (`netledger metrics`) at http://ADDR:PORT/metrics
+    /// [default: off]. Personal data: bind to loopback or a management network.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 
     /// Root of the proc filesystem to read sockets and processes from.
     #[arg(long, value_name = "PATH", default_value = "/proc", hide = true)]

@@ -353,6 +353,8 @@ pub struct FileConfig {
     pub interval: Option<Duration>,
     /// Daemon connection log on/off.
     pub connection_log: Option<bool>,
+    /// Daemon `/metrics` endpoint (off when absent).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Retention tiers.
     pub retention: Option<RetentionConfig>,
     /// Uids (or user names) of services that hand connections to users' processes.

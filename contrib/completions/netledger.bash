@@ -31,6 +31,9 @@ _netledger() {
             netledger,log)
                 cmd="netledger__subcmd__log"
                 ;;
+            netledger,metrics)
+                cmd="netledger__subcmd__metrics"
+                ;;
             netledger,report)
                 cmd="netledger__subcmd__report"
                 ;;
@@ -64,6 +67,9 @@ _netledger() {
             netledger__subcmd__help,log)
                 cmd="netledger__subcmd__help__subcmd__log"
                 ;;
+            netledger__subcmd__help,metrics)
+                cmd="netledger__subcmd__help__subcmd__metrics"
+                ;;
             netledger__subcmd__help,report)
                 cmd="netledger__subcmd__help__subcmd__report"
                 ;;
@@ -89,7 +95,7 @@ _netledger() {
 
     case "${cmd}" in
         netledger)
-            opts="-v -q -h -V --db --config --verbose --quiet --help --version snapshot setup top report export config run connections log summary help"
+            opts="-v -q -h -V --db --config --verbose --quiet --help --version snapshot setup top report export config run connections log summary metrics help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -197,7 +203,7 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__help)
-            opts="snapshot setup top report export config run connections log summary help"
+            opts="snapshot setup top report export config run connections log summary metrics help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -267,6 +273,20 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__help__subcmd__log)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netledger__subcmd__help__subcmd__metrics)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -410,6 +430,32 @@ _netledger() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        netledger__subcmd__metrics)
+            opts="-v -q -h -V --output --db --config --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         netledger__subcmd__report)
             opts="-v -q -h -V --period --user --since --until --json --csv --bytes --utc --db --config --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -449,7 +495,7 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__run)
-            opts="-v -q -h -V --interval --no-connection-log --no-setup --local-net --count-local --lock-timeout --prune-after --delegating-uid --delegate-grace --flush-interval --event-buffer --proc-root --db --config --verbose --quiet --help --version"
+            opts="-v -q -h -V --interval --no-connection-log --no-setup --local-net --count-local --lock-timeout --prune-after --delegating-uid --delegate-grace --flush-interval --event-buffer --metrics-listen --proc-root --db --config --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -484,6 +530,10 @@ _netledger() {
                     return 0
                     ;;
                 --event-buffer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-listen)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -61,6 +61,9 @@ pub fn run(cli: &Cli, args: &ConfigArgs) -> Result<()> {
     let uids: Vec<String> = delegating.uids().iter().map(u32::to_string).collect();
     writeln!(out, "delegating_uids = [{}]", uids.join(", "))?;
     writeln!(out, "delegate_grace = \"{}\"", short_duration(grace))?;
+    if let Some(addr) = f.metrics_listen.or(d.metrics_listen) {
+        writeln!(out, "metrics_listen = \"{addr}\"")?;
+    }
     writeln!(out, "\n[retention]")?;
     writeln!(out, "raw = \"{}\"", dur(Some(retention.raw)))?;
     writeln!(out, "hourly = \"{}\"", dur(Some(retention.hourly)))?;

@@ -5,6 +5,7 @@ pub mod config;
 pub mod connections;
 pub mod export;
 pub mod log;
+pub mod metrics;
 pub mod report;
 pub mod run;
 pub mod setup;
@@ -29,5 +30,6 @@ pub fn dispatch(cli: &Cli) -> Result<()> {
         Command::Connections(args) => connections::run(cli, args),
         Command::Log(args) => log::run(cli, args),
         Command::Summary(args) => summary::run(cli, args),
+        Command::Metrics(args) => metrics::run(cli, args),
     }
 }

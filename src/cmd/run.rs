@@ -55,6 +55,7 @@ pub fn config(cli: &Cli, args: &RunArgs, file: &FileConfig) -> Result<DaemonConf
             .unwrap_or(Duration::from_secs(5)),
         quiet: cli.quiet,
         retention,
+        metrics_listen: args.metrics_listen.or(file.metrics_listen),
     })
 }
 

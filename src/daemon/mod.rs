@@ -26,6 +26,7 @@
 pub mod batch;
 pub mod claims;
 pub mod listen;
+pub mod metrics_http;
 pub mod pass;
 pub mod programs;
 pub mod signals;
@@ -82,6 +83,8 @@ pub struct DaemonConfig {
     pub quiet: bool,
     /// How long usage rows are kept raw, hourly and daily (rolled up after each pass).
     pub retention: Retention,
+    /// Serve `GET /metrics` here (off when `None`); bound at start, not on SIGHUP.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Events kept in memory while the database refuses writes (~1 KiB each).
@@ -373,6 +376,7 @@ impl Writer {
                     max_event_buffer: self.cfg.max_event_buffer,
                     setup: self.cfg.setup,
                     quiet: self.cfg.quiet,
+                    metrics_listen: self.cfg.metrics_listen,
                     ..new
                 };
             }
@@ -528,6 +532,12 @@ pub fn run(
             ..OpenOptions::default()
         },
     )?;
+    if let Some(addr) = cfg.metrics_listen {
+        let bound = metrics_http::spawn(addr, db).with_context(|| {
+            format!("cannot listen on {addr} for metrics (--metrics-listen, metrics_listen): is the address this host's and the port free?")
+        })?;
+        say(cfg.quiet, format!("metrics on http://{bound}/metrics"));
+    }
     let (listener, buffer, fresh) = start_listener(&cfg)?;
     say(
         cfg.quiet,

@@ -5,6 +5,7 @@
 
 pub mod connections;
 pub mod log;
+pub mod metrics;
 pub mod names;
 pub mod summary;
 pub mod table;

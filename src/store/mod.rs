@@ -19,6 +19,7 @@ macro_rules! add_counters {
 pub mod connections;
 mod error;
 pub mod lock;
+pub mod metrics;
 pub mod query;
 pub mod retention;
 pub mod summary;

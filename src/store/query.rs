@@ -16,9 +16,9 @@ use crate::account::Traffic;
 /// and a row that began before `?1` but runs past it holds traffic of the period too. Rows
 /// are aligned to their width (UTC), so the one row of each width that can straddle `?1`
 /// starts at `?1` rounded down to it: a key lookup, not a wider scan.
-struct Source {
+pub(super) struct Source {
     /// Rows of the period: the CTE `c`.
-    cte: &'static str,
+    pub(super) cte: &'static str,
     /// Joins from the grouped rows `g` (columns `pid`, `rid`) to the names.
     joins: &'static str,
     program: &'static str,
@@ -497,7 +497,7 @@ impl Store {
         )))
     }
 
-    fn source(&self) -> &'static Source {
+    pub(super) fn source(&self) -> &'static Source {
         if self.schema >= super::COMPACT_SCHEMA {
             &COMPACT
         } else {

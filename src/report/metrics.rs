@@ -1,0 +1,211 @@
+//! The Prometheus text exposition (format 0.0.4, what node_exporter's textfile collector
+//! and every Prometheus server read) of [`MetricsData`], through the official
+//! `prometheus-client` encoder. Its default OpenMetrics output (`# EOF`, `_created`,
+//! `info` and `unknown` types) is not used: node_exporter's textfile parser rejects it.
+//!
+//! No remote-address, port or program labels: the series per host are one per user and
+//! direction (bytes and packets), one per unattributed reason, and a handful of gauges.
+
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::account::Traffic;
+use crate::store::metrics::MetricsData;
+
+/// The `Content-Type` of what [`encode`] returns.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+type Labels = Vec<(String, String)>;
+
+/// A counter family, registered under `name` (the encoder appends `_total`).
+fn counters(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
+    let f = Family::<Labels, Counter>::default();
+    registry.register(name, help, f.clone());
+    f
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, v: i64) {
+    let g = Gauge::<i64>::default();
+    g.set(v);
+    registry.register(name, help, g);
+}
+
+/// The four counters of a traffic amount under `labels`.
+fn add(families: &[Family<Labels, Counter>; 4], labels: &Labels, t: &Traffic) {
+    let values = [t.rx_bytes, t.tx_bytes, t.rx_packets, t.tx_packets];
+    for (f, v) in families.iter().zip(values) {
+        f.get_or_create(labels).inc_by(v);
+    }
+}
+
+/// The exposition of `data`, ending with a newline. `version` is netledger's.
+pub fn encode(data: &MetricsData, version: &str) -> String {
+    let mut r = Registry::default();
+    let users = [
+        (
+            "receive_bytes",
+            "Bytes received by the user's sockets, all time",
+        ),
+        (
+            "transmit_bytes",
+            "Bytes sent by the user's sockets, all time",
+        ),
+        (
+            "receive_packets",
+            "Packets received by the user's sockets, all time",
+        ),
+        (
+            "transmit_packets",
+            "Packets sent by the user's sockets, all time",
+        ),
+    ]
+    .map(|(n, h)| counters(&mut r, &format!("netledger_user_{n}"), h));
+    for u in &data.users {
+        let labels = vec![
+            ("uid".to_owned(), u.uid.to_string()),
+            ("user".to_owned(), u.user.clone().unwrap_or_default()),
+        ];
+        add(&users, &labels, &u.traffic);
+    }
+    let [un_rx, un_tx] = [
+        (
+            "receive",
+            "Bytes received that no user could be charged for, by reason, all time",
+        ),
+        (
+            "transmit",
+            "Bytes sent that no user could be charged for, by reason, all time",
+        ),
+    ]
+    .map(|(n, h)| counters(&mut r, &format!("netledger_unattributed_{n}_bytes"), h));
+    for (reason, t) in &data.unattributed {
+        let labels = vec![("reason".to_owned(), reason.clone())];
+        un_rx.get_or_create(&labels).inc_by(t.rx_bytes);
+        un_tx.get_or_create(&labels).inc_by(t.tx_bytes);
+    }
+    for (n, h, v) in [
+        (
+            "receive",
+            "Bytes received from local networks, charged to nobody, all time",
+            data.excluded.rx_bytes,
+        ),
+        (
+            "transmit",
+            "Bytes sent to local networks, charged to nobody, all time",
+            data.excluded.tx_bytes,
+        ),
+    ] {
+        let c = Counter::<u64>::default();
+        c.inc_by(v);
+        r.register(format!("netledger_excluded_{n}_bytes"), h, c);
+    }
+    if let Some(p) = &data.last_pass {
+        gauge(
+            &mut r,
+            "netledger_last_pass_timestamp_seconds",
+            "When the last accounting pass ended, Unix time",
+            p.finished_at,
+        );
+        if let Some(d) = p.duration_secs {
+            gauge(
+                &mut r,
+                "netledger_pass_duration_seconds",
+                "How long the last accounting pass took, whole seconds",
+                d,
+            );
+        }
+        gauge(
+            &mut r,
+            "netledger_flows",
+            "Conntrack flows the last pass saw",
+            p.flows as i64,
+        );
+        gauge(
+            &mut r,
+            "netledger_sockets",
+            "Sockets the last pass read",
+            p.sockets as i64,
+        );
+    }
+    gauge(
+        &mut r,
+        "netledger_database_bytes",
+        "Size of the database file and its write-ahead log",
+        data.database_bytes as i64,
+    );
+    r.register(
+        "netledger_build",
+        "The netledger version",
+        Info::new(vec![("version".to_owned(), version.to_owned())]),
+    );
+    let mut out = String::new();
+    prometheus_text::encode(&mut out, &r).expect("writing to a String cannot fail");
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::metrics::{LastPass, UserTotal};
+
+    #[test]
+    fn the_exposition_is_prometheus_text_0_0_4() {
+        let t = |b| Traffic {
+            rx_bytes: b,
+            tx_bytes: b + 1,
+            rx_packets: 2,
+            tx_packets: 3,
+        };
+        let data = MetricsData {
+            users: vec![UserTotal {
+                uid: 1000,
+                user: Some("a\"b".into()),
+                traffic: t(10),
+            }],
+            unattributed: [("no-socket".to_owned(), t(5))].into(),
+            excluded: t(7),
+            last_pass: Some(LastPass {
+                finished_at: 1_800_000_000,
+                duration_secs: Some(1),
+                flows: 4,
+                sockets: 9,
+            }),
+            database_bytes: 4096,
+        };
+        let text = encode(&data, "0.1.0");
+        for line in [
+            "# TYPE netledger_user_receive_bytes_total counter",
+            "netledger_user_receive_bytes_total{uid=\"1000\",user=\"a\\\"b\"} 10",
+            "netledger_user_transmit_bytes_total{uid=\"1000\",user=\"a\\\"b\"} 11",
+            "netledger_user_receive_packets_total{uid=\"1000\",user=\"a\\\"b\"} 2",
+            "netledger_user_transmit_packets_total{uid=\"1000\",user=\"a\\\"b\"} 3",
+            "netledger_unattributed_receive_bytes_total{reason=\"no-socket\"} 5",
+            "netledger_unattributed_transmit_bytes_total{reason=\"no-socket\"} 6",
+            "netledger_excluded_receive_bytes_total 7",
+            "netledger_excluded_transmit_bytes_total 8",
+            "netledger_last_pass_timestamp_seconds 1800000000",
+            "netledger_flows 4",
+            "netledger_sockets 9",
+            "netledger_database_bytes 4096",
+            "# TYPE netledger_build_info gauge",
+            "netledger_build_info{version=\"0.1.0\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing in\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("# EOF") && !text.contains("_created"),
+            "{text}"
+        );
+        assert!(text.ends_with('\n'));
+    }
+}

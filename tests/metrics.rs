@@ -1,0 +1,669 @@
+//! `netledger metrics` (issue 12): the Prometheus text exposition checked by the real
+//! tools — `promtool check metrics`, and a real node_exporter's textfile collector serving
+//! the file — with every value compared to `netledger top --json` of the same database.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{bin, run, Netns};
+use netledger::account::account_pass;
+use netledger::attribute::{Attributed, Attribution, Direction, Reason, Verdict};
+use netledger::model::{Counters, Flow, Tuple};
+use netledger::store::{OpenOptions, PassRecord, Store};
+
+const DAY: i64 = 86_400;
+
+fn flow(id: u32, remote: &str, sport: u16, out: (u64, u64), back: (u64, u64)) -> Flow {
+    let t = |src: &str, dst: &str, sport, dport| Tuple {
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        proto: 6,
+        sport,
+        dport,
+    };
+    Flow {
+        orig: t("198.51.100.1", remote, sport, 443),
+        reply: t(remote, "198.51.100.1", 443, sport),
+        id,
+        zone: 0,
+        mark: 0,
+        status: 0,
+        orig_counters: Some(Counters {
+            bytes: out.0,
+            packets: out.1,
+        }),
+        reply_counters: Some(Counters {
+            bytes: back.0,
+            packets: back.1,
+        }),
+        start_ns: None,
+        stop_ns: None,
+    }
+}
+
+fn user(uid: u32) -> Verdict {
+    Verdict::User(Attribution {
+        uid,
+        program: Some("curl".into()),
+        direction: Direction::Out,
+        via: netledger::attribute::Via::Direct,
+    })
+}
+
+/// A database with three users (one whose name has a quote), unattributed and excluded
+/// traffic, over passes from 40 days ago (rolled-up days) to now.
+pub fn build_db(dir: &Path) -> PathBuf {
+    let db = dir.join("metrics.db");
+    let mut store = Store::open(&db, &OpenOptions::default()).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let mut id = 0;
+    for (i, ts) in [now - 40 * DAY, now - 3 * DAY, now - 3600, now - 5]
+        .into_iter()
+        .enumerate()
+    {
+        let k = i as u64 + 1;
+        let verdicts = [
+            (
+                user(61001),
+                "198.51.100.2",
+                (1000 * k, 10),
+                (50_000 * k, 40),
+            ),
+            (user(61002), "198.51.100.3", (7 * k, 1), (9 * k, 2)),
+            (user(61003), "198.51.100.4", (123_456, 3), (654_321, 5)),
+            (
+                Verdict::Unattributed(Reason::NoSocket),
+                "198.51.100.5",
+                (11 * k, 1),
+                (13, 1),
+            ),
+            (
+                Verdict::Unattributed(Reason::Forwarded),
+                "198.51.100.6",
+                (17, 1),
+                (19 * k, 1),
+            ),
+            (
+                Verdict::Excluded(None),
+                "198.51.100.7",
+                (23 * k, 1),
+                (29, 1),
+            ),
+        ];
+        let (mut flows, mut ats) = (Vec::new(), Vec::new());
+        for (v, remote, out, back) in verdicts {
+            id += 1;
+            flows.push(flow(id, remote, 40000 + id as u16, out, back));
+            ats.push(Attributed {
+                verdict: v,
+                direction: Some(Direction::Out),
+                remote: remote.parse::<IpAddr>().unwrap(),
+                port: 443,
+            });
+        }
+        let prev = store.load_state().unwrap();
+        let plan = account_pass(ts, &flows, &ats, &prev, 3);
+        let names = vec![
+            (61001, Some("alice".to_owned())),
+            (61002, Some("b\"ob".to_owned())),
+            (61003, None),
+        ];
+        let rec = PassRecord {
+            started_at: ts,
+            mode: "snapshot",
+            sockets: 17,
+            ..PassRecord::default()
+        };
+        store.write_pass(&rec, &plan, &names).unwrap();
+    }
+    db
+}
+
+fn netledger(db: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Samples of an exposition: `name{labels}` → value (label order as written).
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_owned(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+/// What `top --json` over all time says, as the samples the metrics must hold.
+fn expected_from_top(db: &Path) -> BTreeMap<String, f64> {
+    let o = netledger(
+        db,
+        &["top", "--json", "--since", "3650d", "--limit", "1000"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let mut m = BTreeMap::new();
+    let mut unattributed = [0.0, 0.0];
+    for r in &rows {
+        let n = |f: &str| r[f].as_u64().unwrap() as f64;
+        match r["uid"].as_u64() {
+            Some(uid) => {
+                let user = r["user"].as_str().unwrap_or("").replace('"', "\\\"");
+                let labels = format!("{{uid=\"{uid}\",user=\"{user}\"}}");
+                for (metric, field) in [
+                    ("receive_bytes", "rx_bytes"),
+                    ("transmit_bytes", "tx_bytes"),
+                    ("receive_packets", "rx_packets"),
+                    ("transmit_packets", "tx_packets"),
+                ] {
+                    m.insert(format!("netledger_user_{metric}_total{labels}"), n(field));
+                }
+            }
+            None => {
+                unattributed[0] += n("rx_bytes");
+                unattributed[1] += n("tx_bytes");
+            }
+        }
+    }
+    assert_eq!(m.len(), 12, "three users in top: {rows:?}");
+    m.insert("unattributed receive".into(), unattributed[0]);
+    m.insert("unattributed transmit".into(), unattributed[1]);
+    m
+}
+
+/// Check an exposition's values against `top --json` and the known excluded traffic.
+fn check_values(got: &BTreeMap<String, f64>, db: &Path) {
+    let want = expected_from_top(db);
+    for (k, v) in &want {
+        if k.starts_with("netledger_") {
+            assert_eq!(got.get(k), Some(v), "{k}: {got:#?}");
+        }
+    }
+    let sum = |prefix: &str| -> f64 {
+        got.iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert_eq!(
+        sum("netledger_unattributed_receive_bytes_total{"),
+        want["unattributed receive"]
+    );
+    assert_eq!(
+        sum("netledger_unattributed_transmit_bytes_total{"),
+        want["unattributed transmit"]
+    );
+    // Forwarded flows: 19·k bytes back over k = 1..4; no-socket: 13 per pass.
+    assert_eq!(
+        got["netledger_unattributed_receive_bytes_total{reason=\"forwarded\"}"],
+        190.0
+    );
+    assert_eq!(
+        got["netledger_unattributed_receive_bytes_total{reason=\"no-socket\"}"],
+        52.0
+    );
+    // Excluded: 23·k out, 29 back per pass.
+    assert_eq!(got["netledger_excluded_transmit_bytes_total"], 230.0);
+    assert_eq!(got["netledger_excluded_receive_bytes_total"], 116.0);
+    assert_eq!(got["netledger_sockets"], 17.0);
+    assert_eq!(
+        got[&format!(
+            "netledger_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        )],
+        1.0
+    );
+    assert!(got["netledger_database_bytes"] > 0.0);
+    assert!(got["netledger_last_pass_timestamp_seconds"] > 1.7e9);
+}
+
+/// The metrics read from the totals equal the metrics summed from the detail.
+#[test]
+fn totals_and_detail_give_the_same_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let mut store = Store::open(
+        &db,
+        &OpenOptions {
+            read_only: true,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap();
+    let fast = store.metrics().unwrap();
+    store.set_use_totals(false);
+    let slow = store.metrics().unwrap();
+    assert_eq!(fast.users, slow.users);
+    assert_eq!(fast.unattributed, slow.unattributed);
+    assert_eq!(fast.excluded, slow.excluded);
+    assert_eq!(fast.users.len(), 3);
+}
+
+/// No database: an error naming it, exit 1, and nothing created.
+#[test]
+fn metrics_never_creates_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("none.db");
+    let o = netledger(&db, &["metrics"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("none.db"), "{err}");
+    assert!(!db.exists());
+}
+
+/// A real node_exporter or Prometheus server, killed (by pid) on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP connection to 127.0.0.1:`port` inside `ns` (made by a thread that enters it; the
+/// socket stays in that namespace), or None when nothing listens.
+fn connect(ns: &Netns, port: u16) -> Option<TcpStream> {
+    let f = std::fs::File::open(format!("/run/netns/{}", ns.name)).unwrap();
+    std::thread::spawn(move || {
+        rustix::thread::move_into_link_name_space(
+            f.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Send `request` and read the whole response (None when refused or cut short).
+fn exchange(ns: &Netns, port: u16, request: &[u8]) -> Option<String> {
+    let mut s = connect(ns, port)?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // The server may answer and stop reading before the request ends: read anyway.
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    Some(String::from_utf8_lossy(&out).into_owned()).filter(|o| !o.is_empty())
+}
+
+/// `GET path` over HTTP/1.0 inside `ns`: the whole response.
+fn http_get(ns: &Netns, port: u16, path: &str) -> Option<String> {
+    exchange(
+        ns,
+        port,
+        format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes(),
+    )
+}
+
+#[test]
+fn textfile_passes_promtool_and_node_exporter_serves_it() {
+    if !common::require_root("textfile_passes_promtool_and_node_exporter_serves_it") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let textfiles = dir.path().join("textfile");
+    std::fs::create_dir(&textfiles).unwrap();
+    let prom = textfiles.join("netledger.prom");
+    let o = netledger(&db, &["metrics", "--output", prom.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stdout.is_empty());
+    // Written whole: one file, no temporary left, a trailing newline, as stdout prints.
+    let names: Vec<_> = std::fs::read_dir(&textfiles)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["netledger.prom"]);
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert!(text.ends_with('\n'));
+    let stdout = netledger(&db, &["metrics"]);
+    assert_eq!(
+        samples(&String::from_utf8(stdout.stdout).unwrap()),
+        samples(&text)
+    );
+    check_values(&samples(&text), &db);
+
+    // promtool: valid, and not one lint warning.
+    let o = run(Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&prom).unwrap()));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(said.trim().is_empty(), "promtool check metrics: {said}");
+
+    // node_exporter's textfile collector serves it, in a namespace of our own.
+    let ns = Netns::new("nlmet");
+    let port = 9100;
+    let exporter = Server(
+        ns.cmd("prometheus-node-exporter")
+            .arg(format!(
+                "--collector.textfile.directory={}",
+                textfiles.display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(["--collector.disable-defaults", "--collector.textfile"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus-node-exporter (apt-get install prometheus-node-exporter)"),
+    );
+    let page = common::wait_for("node_exporter's /metrics", Duration::from_secs(30), || {
+        http_get(&ns, port, "/metrics").filter(|p| p.contains("200 OK"))
+    });
+    let body = page.split_once("\r\n\r\n").unwrap().1;
+    let served = samples(body);
+    assert_eq!(
+        served.get("node_textfile_scrape_error"),
+        Some(&0.0),
+        "node_exporter could not read the file:\n{body}"
+    );
+    check_values(&served, &db);
+    drop(exporter);
+}
+
+/// `run --metrics-listen`: GET /metrics answers with the 0.0.4 Content-Type, other paths
+/// 404, other methods 405; a slowloris client, a huge request and a flood of idle
+/// connections neither stall the passes nor, once refused or timed out, the scrapes.
+#[test]
+fn daemon_endpoint_serves_metrics_and_withstands_hostile_clients() {
+    if !common::require_root("daemon_endpoint_serves_metrics_and_withstands_hostile_clients") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("d.db");
+    let ns = Netns::new("nlmetd");
+    let port = 9417;
+    let listen = format!("127.0.0.1:{port}");
+    let d = common::Daemon::start(
+        &ns,
+        &db,
+        &["--interval", "1s", "--metrics-listen", &listen],
+        &[],
+    );
+    let ok = |r: &str| {
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(
+            r.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
+            "{r}"
+        );
+        let body = r.split_once("\r\n\r\n").unwrap().1;
+        let m = samples(body);
+        assert!(
+            m.contains_key("netledger_last_pass_timestamp_seconds"),
+            "{body}"
+        );
+        m
+    };
+    let first = ok(&http_get(&ns, port, "/metrics").expect("a scrape answers"));
+    // The same numbers as `netledger metrics` on the database (the passes go on between
+    // the two: compare what does not move).
+    let cli = netledger(&db, &["metrics"]);
+    let cli = samples(&String::from_utf8(cli.stdout).unwrap());
+    let k = format!(
+        "netledger_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(first.get(&k), Some(&1.0));
+    assert_eq!(first.get(&k), cli.get(&k));
+    let r = http_get(&ns, port, "/").unwrap();
+    assert!(r.starts_with("HTTP/1.1 404 "), "{r}");
+    let r = exchange(
+        &ns,
+        port,
+        b"POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
+    )
+    .unwrap();
+    assert!(r.starts_with("HTTP/1.1 405 "), "{r}");
+    assert!(r.contains("\r\nAllow: GET\r\n"), "{r}");
+
+    // Slowloris: a request that never ends, a byte at a time.
+    let mut slow = connect(&ns, port).unwrap();
+    let slow_since = std::time::Instant::now();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nX-a: ").unwrap();
+    let slow_writer = std::thread::spawn(move || {
+        for _ in 0..40 {
+            if slow.write_all(b"a").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    });
+    // A huge request head (eight times the limit): refused with 431.
+    let huge = {
+        let mut h = b"GET /metrics HTTP/1.1\r\n".to_vec();
+        h.extend(std::iter::repeat_n(b'x', 64 << 10));
+        h
+    };
+    let r = exchange(&ns, port, &huge).expect("an answer to the huge request");
+    assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
+    // While the slow client is still at it: a scrape answers, and passes go on.
+    ok(&http_get(&ns, port, "/metrics").expect("a scrape beside the slow client"));
+    // The endpoint gives a request head 5 s: the slow client was still connected.
+    assert!(
+        slow_since.elapsed() < Duration::from_secs(5),
+        "the scrape came {:?} after the slow client connected",
+        slow_since.elapsed()
+    );
+    d.wait_for_a_whole_pass();
+
+    // A flood of idle connections: over the cap they are closed; the passes go on; once
+    // the idle ones time out a scrape answers again.
+    let flood: Vec<TcpStream> = (0..200).filter_map(|_| connect(&ns, port)).collect();
+    assert!(flood.len() > 16);
+    d.wait_for_a_whole_pass();
+    common::wait_for("a scrape after the flood", Duration::from_secs(30), || {
+        http_get(&ns, port, "/metrics").filter(|r| r.starts_with("HTTP/1.1 200 "))
+    });
+    drop(flood);
+    slow_writer.join().unwrap();
+    d.stop();
+}
+
+/// The configuration key: shown by `config` when set; an address that does not read is a
+/// usage error naming the line.
+#[test]
+fn metrics_listen_is_a_configuration_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("n.toml");
+    std::fs::write(&conf, "metrics_listen = \"127.0.0.1:9417\"\n").unwrap();
+    let o = Command::new(bin())
+        .arg("--config")
+        .arg(&conf)
+        .arg("config")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.contains("\nmetrics_listen = \"127.0.0.1:9417\"\n"),
+        "{out}"
+    );
+    std::fs::write(&conf, "metrics_listen = \"nowhere\"\n").unwrap();
+    let o = Command::new(bin())
+        .arg("--config")
+        .arg(&conf)
+        .arg("config")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("metrics_listen"), "{err}");
+}
+
+/// A real Prometheus server scrapes the daemon (every second) while two real users make
+/// real traffic in a namespace; its HTTP API's `netledger_user_{receive,transmit}_bytes_total`
+/// equal, per user and to the byte, conntrack's own counters of their flows and
+/// `netledger top --json`.
+#[test]
+fn prometheus_scrapes_the_daemon_and_agrees_with_conntrack_and_top() {
+    if !common::require_root("prometheus_scrapes_the_daemon_and_agrees_with_conntrack_and_top") {
+        return;
+    }
+    let net = common::Inet::new("nlpr", 120);
+    let users = [
+        (
+            common::TestUser::new("nlpra"),
+            41001u16,
+            3000u64,
+            700_000u64,
+        ),
+        (common::TestUser::new("nlprb"), 41002, 90_000, 20_000),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("d.db");
+    let d = common::Daemon::start(
+        &net.host,
+        &db,
+        &["--interval", "1s", "--metrics-listen", "127.0.0.1:9417"],
+        &[],
+    );
+    // Prometheus, in the host namespace, on its own configuration and storage.
+    let conf = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &conf,
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+         scrape_configs:\n  - job_name: netledger\n    static_configs:\n      - targets: ['127.0.0.1:9417']\n",
+    )
+    .unwrap();
+    let tsdb = dir.path().join("tsdb");
+    let _prometheus = Server(
+        net.host
+            .cmd("prometheus")
+            .arg(format!("--config.file={}", conf.display()))
+            .arg(format!("--storage.tsdb.path={}", tsdb.display()))
+            .arg("--web.listen-address=127.0.0.1:9090")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (apt-get install prometheus)"),
+    );
+    // Each user downloads and uploads over one TCP connection, alive across a pass.
+    let tb = common::traffic_bin();
+    let mut clients: Vec<common::Proc> = users
+        .iter()
+        .map(|(u, port, up, down)| {
+            let mut c = u.cmd(&net.host, &tb.path);
+            c.args(["client", "tcp", "198.51.100.2:9000"])
+                .arg(up.to_string())
+                .arg(down.to_string())
+                .args(["--bind", &port.to_string()]);
+            let mut p = common::Proc::spawn(&format!("{}'s client", u.name), c);
+            p.expect("ready");
+            p
+        })
+        .collect();
+    d.wait_for_a_whole_pass();
+    for c in &mut clients {
+        c.go();
+        c.expect("done");
+    }
+    clients.into_iter().for_each(common::Proc::wait_ok);
+    d.wait_for_a_whole_pass();
+    // The kernel's counters of each user's flow (still listed: TIME_WAIT).
+    let entries = common::conntrack_entries(&net.host);
+    let truth: BTreeMap<u32, (u64, u64)> = users
+        .iter()
+        .map(|(u, port, _, _)| {
+            let e: Vec<_> = entries
+                .iter()
+                .filter(|e| e.proto == "tcp" && e.orig.sport == *port && e.orig.dport == 9000)
+                .collect();
+            assert_eq!(e.len(), 1, "{}'s flow: {entries:?}", u.name);
+            (u.uid, (e[0].reply.bytes, e[0].orig.bytes))
+        })
+        .collect();
+    let top = common::top_by_uid(&net.host, &db);
+    for (uid, (rx, tx)) in &truth {
+        let t = top[&Some(*uid)];
+        assert_eq!(
+            (t.rx_bytes, t.tx_bytes),
+            (*rx, *tx),
+            "top --json, uid {uid}"
+        );
+    }
+    // Prometheus's view, once it has scraped after the last charge.
+    let query = |metric: &str| -> Option<BTreeMap<u32, u64>> {
+        let r = http_get(&net.host, 9090, &format!("/api/v1/query?query={metric}"))?;
+        let body = r.split_once("\r\n\r\n")?.1;
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        let result = v["data"]["result"].as_array()?;
+        Some(
+            result
+                .iter()
+                .map(|s| {
+                    (
+                        s["metric"]["uid"].as_str().unwrap().parse().unwrap(),
+                        s["value"][1].as_str().unwrap().parse().unwrap(),
+                    )
+                })
+                .collect(),
+        )
+    };
+    let want = |pick: fn(&(u64, u64)) -> u64| -> BTreeMap<u32, u64> {
+        truth.iter().map(|(u, t)| (*u, pick(t))).collect()
+    };
+    let rx = want(|t| t.0);
+    let tx = want(|t| t.1);
+    common::wait_for(
+        "Prometheus to hold the users' counters",
+        Duration::from_secs(60),
+        || {
+            let got = (
+                query("netledger_user_receive_bytes_total"),
+                query("netledger_user_transmit_bytes_total"),
+            );
+            (got.0.as_ref() == Some(&rx) && got.1.as_ref() == Some(&tx)).then_some(())
+        },
+    );
+    d.stop();
+}
+
+/// Rollups move the detail between tiers: the all-time counters do not move (a counter
+/// that went down would break `rate()`), and the detail still sums to them.
+#[test]
+fn rollups_leave_the_counters_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let before = samples(&String::from_utf8(netledger(&db, &["metrics"]).stdout).unwrap());
+    {
+        let mut store = Store::open(&db, &OpenOptions::default()).unwrap();
+        let r = netledger::store::retention::Retention {
+            raw: Duration::from_secs(3600),
+            hourly: Duration::from_secs(2 * DAY as u64),
+            ..Default::default()
+        };
+        let st = store
+            .roll_up(chrono::Utc::now().timestamp(), &r, u64::MAX)
+            .unwrap();
+        assert!(st.raw_rows > 0 && st.hourly_rows > 0, "{st:?}");
+        store.set_use_totals(false);
+        let detail = store.metrics().unwrap();
+        store.set_use_totals(true);
+        let totals = store.metrics().unwrap();
+        assert_eq!(detail.users, totals.users);
+        assert_eq!(detail.unattributed, totals.unattributed);
+    }
+    let after = samples(&String::from_utf8(netledger(&db, &["metrics"]).stdout).unwrap());
+    for (k, v) in &before {
+        if k.contains("_total") {
+            assert_eq!(after.get(k), Some(v), "{k}");
+        }
+    }
+}
