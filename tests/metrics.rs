@@ -832,3 +832,100 @@ fn grafana_dashboard_parses_and_names_only_exported_metrics() {
     );
     assert!(used.len() >= 8, "{used:?}");
 }
+
+/// The alerts of contrib/prometheus/netledger.rules.yml fire on what they watch and on
+/// nothing else, and the per-user totals add up across hosts by user name
+/// (`promtool test rules`, on made-up series of two hosts).
+#[test]
+fn prometheus_alerts_fire_on_what_they_watch() {
+    let rules = contrib("prometheus/netledger.rules.yml");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("netledger.test.yml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"rule_files:
+  - {rules}
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'netledger_last_pass_timestamp_seconds{{instance="a"}}'
+        values: '0+60x10 600x200'
+      - series: 'netledger_last_pass_timestamp_seconds{{instance="b"}}'
+        values: '0+60x210'
+      - series: 'netledger_conntrack_events_lost_total{{instance="a"}}'
+        values: '0x20 4x200'
+      - series: 'netledger_conntrack_events_lost_total{{instance="b"}}'
+        values: '0x220'
+      - series: 'netledger_user_receive_bytes_total{{instance="a",uid="1000",user="alice"}}'
+        values: '0+1000x220'
+      - series: 'netledger_user_transmit_bytes_total{{instance="a",uid="1000",user="alice"}}'
+        values: '0+500x220'
+      - series: 'netledger_user_receive_bytes_total{{instance="b",uid="1001",user="alice"}}'
+        values: '0+1000x220'
+      - series: 'netledger_user_transmit_bytes_total{{instance="b",uid="1001",user="alice"}}'
+        values: '0+500x220'
+      - series: 'netledger_unattributed_receive_bytes_total{{instance="a",reason="no-socket"}}'
+        values: '0+150x220'
+      - series: 'netledger_unattributed_transmit_bytes_total{{instance="a",reason="no-socket"}}'
+        values: '0+50x220'
+      - series: 'netledger_unattributed_receive_bytes_total{{instance="b",reason="no-socket"}}'
+        values: '0+10x220'
+      - series: 'netledger_unattributed_transmit_bytes_total{{instance="b",reason="no-socket"}}'
+        values: '0+5x220'
+    alert_rule_test:
+      # a's last pass ended at 10m: nothing at 20m (not yet 10 minutes plus 5), then a.
+      - eval_time: 20m
+        alertname: NetledgerHostStoppedReporting
+      - eval_time: 30m
+        alertname: NetledgerHostStoppedReporting
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: a}}
+            exp_annotations:
+              summary: "netledger on a has not finished a pass for 20m 0s"
+              description: "Check `systemctl status netledger netledger-snapshot.timer` and `journalctl -u netledger` on the host."
+      # 4 events lost at 21m on a; none on b; nothing before, nothing 15 minutes later.
+      - eval_time: 20m
+        alertname: NetledgerConntrackEventsLost
+      - eval_time: 25m
+        alertname: NetledgerConntrackEventsLost
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: a}}
+            exp_annotations:
+              summary: "netledger on a lost 4 conntrack events in 15 minutes"
+              description: "The event buffer overran; raise `event_buffer` (and the growth limit) in /etc/netledger/netledger.toml. Bytes of flows whose end was lost since the last pass may be missing."
+      - eval_time: 40m
+        alertname: NetledgerConntrackEventsLost
+      # a: 200 of 1,700 bytes a minute unattributed (11.76 %); b: 15 of 1,515 (1 %).
+      - eval_time: 150m
+        alertname: NetledgerUnattributedShareHigh
+        exp_alerts:
+          - exp_labels: {{severity: info, instance: a}}
+            exp_annotations:
+              summary: "11.76% of the traffic on a is charged to no user"
+              description: "`netledger top` on the host lists the unattributed traffic by reason (no-socket, forwarded, ambiguous, ...)."
+    # alice has uid 1000 on a and 1001 on b: the fleet total is by name.
+    promql_expr_test:
+      - expr: user:netledger_user_bytes:increase1d
+        eval_time: 200m
+        exp_samples:
+          - labels: 'user:netledger_user_bytes:increase1d{{user="alice"}}'
+            value: 600000
+"#,
+            rules = rules.display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool (Debian package prometheus) is installed");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success() && said.contains("SUCCESS"), "{said}");
+}
