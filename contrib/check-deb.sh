@@ -19,6 +19,8 @@ want=(
     usr/lib/sysctl.d/60-netledger.conf
     etc/netledger/netledger.toml
     usr/share/netledger/netledger.nft
+    usr/share/netledger/grafana/netledger.json
+    usr/share/netledger/prometheus/netledger.rules.yml
     usr/share/man/man1/netledger.1.gz
     usr/share/man/man1/netledger-snapshot.1.gz
     usr/share/bash-completion/completions/netledger

@@ -10,6 +10,8 @@
 mod common;
 
 use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::Duration;
 
@@ -132,6 +134,44 @@ fn short_connections_are_exact_with_the_daemon_and_lost_by_snapshots() {
     }
 }
 
+/// The events the daemon said it lost, summed over its overrun warnings.
+fn lost_said(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .filter_map(|l| l.split_once("receive buffer: ")?.1.split(' ').next())
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum()
+}
+
+/// `netledger_conntrack_events_lost_total` from the daemon's `/metrics` on
+/// 127.0.0.1:`port` inside `ns` (connected from a thread that enters it).
+fn scrape_lost(ns: &Netns, port: u16) -> u64 {
+    let f = std::fs::File::open(format!("/run/netns/{}", ns.name)).unwrap();
+    let mut s = std::thread::spawn(move || {
+        rustix::thread::move_into_link_name_space(
+            f.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+        std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()
+    })
+    .join()
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(
+        body.contains("# TYPE netledger_conntrack_events_lost_total counter"),
+        "{body}"
+    );
+    body.lines()
+        .find_map(|l| l.strip_prefix("netledger_conntrack_events_lost_total "))
+        .unwrap_or_else(|| panic!("no lost-events sample in\n{body}"))
+        .parse()
+        .unwrap()
+}
+
 #[test]
 fn overrun_resynchronises_and_charges_nothing_twice() {
     if !require_root("overrun_resynchronises_and_charges_nothing_twice") {
@@ -148,7 +188,7 @@ fn overrun_resynchronises_and_charges_nothing_twice() {
     let daemon = Daemon::start(
         &t.host,
         &db,
-        &["--interval", "60s"],
+        &["--interval", "60s", "--metrics-listen", "127.0.0.1:9417"],
         &[("NETLEDGER_EVENT_BUFFER", "1")],
     );
     let mut long: Vec<Proc> = [("49001", "300000"), ("49002", "70000")]
@@ -196,6 +236,16 @@ fn overrun_resynchronises_and_charges_nothing_twice() {
         "the daemon to report an overrun",
         Duration::from_secs(30),
         || daemon.stderr().contains("overran").then_some(()),
+    );
+    // The endpoint reads the daemon's own count of lost events: between what the daemon
+    // had said before the scrape and what it said after it.
+    let said_before = lost_said(&daemon.stderr());
+    let scraped = scrape_lost(&t.host, 9417);
+    let said_after = lost_said(&daemon.stderr());
+    eprintln!("lost events: said {said_before}..={said_after}, scraped {scraped}");
+    assert!(
+        (said_before..=said_after).contains(&scraped),
+        "netledger_conntrack_events_lost_total {scraped}, the daemon said {said_before}..={said_after}"
     );
     let err = daemon.stop();
     let entries = conntrack_entries(&t.host);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::os::fd::AsFd;
@@ -666,4 +666,266 @@ fn rollups_leave_the_counters_unchanged() {
             assert_eq!(after.get(k), Some(v), "{k}");
         }
     }
+}
+
+/// The `netledger_*` metric names `text` uses: every `netledger_` that does not continue a
+/// longer name (a recording rule's `level:netledger_…:operation` is not one of netledger's).
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut names = BTreeSet::new();
+    for (i, _) in text.match_indices("netledger_") {
+        if text[..i].chars().next_back().is_some_and(word) {
+            continue;
+        }
+        let name: String = text[i..].chars().take_while(|&c| word(c)).collect();
+        if !name.contains(':') {
+            names.insert(name);
+        }
+    }
+    names
+}
+
+/// The names netledger exports: the `# TYPE` lines of `netledger metrics` on a database
+/// with passes, and the daemon's lost-events counter (scraped in tests/daemon.rs).
+fn exported_names() -> BTreeSet<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let o = netledger(&db, &["metrics"]);
+    assert!(o.status.success(), "{o:?}");
+    let text = String::from_utf8(o.stdout).unwrap();
+    let mut names: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .collect();
+    assert!(names.len() >= 13, "{text}");
+    names.insert("netledger_conntrack_events_lost_total".into());
+    names
+}
+
+/// `promtool check rules FILE`: success, or the test fails with what promtool said.
+fn promtool_check_rules(file: &Path) -> String {
+    let o = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(file)
+        .output()
+        .expect("promtool (Debian package prometheus) is installed");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "promtool check rules {file:?}: {said}");
+    assert!(
+        said.contains("SUCCESS") && !said.contains("FAILED"),
+        "{said}"
+    );
+    said
+}
+
+fn contrib(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("contrib")
+        .join(path)
+}
+
+/// contrib/prometheus/netledger.rules.yml: promtool accepts it, it has the recording rules
+/// and alerts the README names, and it uses no metric netledger does not export.
+#[test]
+fn prometheus_rules_pass_promtool_and_name_only_exported_metrics() {
+    let file = contrib("prometheus/netledger.rules.yml");
+    let said = promtool_check_rules(&file);
+    assert!(said.contains("SUCCESS: 10 rules found"), "{said}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    for want in [
+        "record: user:netledger_user_bytes:increase1d",
+        "record: user:netledger_user_bytes:increase30d",
+        "alert: NetledgerHostStoppedReporting",
+        "alert: NetledgerConntrackEventsLost",
+        "alert: NetledgerUnattributedShareHigh",
+    ] {
+        assert!(text.contains(want), "{want} missing");
+    }
+    let exported = exported_names();
+    let used = metric_names(&text);
+    let unknown: Vec<_> = used.difference(&exported).collect();
+    assert!(
+        unknown.is_empty(),
+        "not exported: {unknown:?} (exported: {exported:?})"
+    );
+    assert!(used.contains("netledger_conntrack_events_lost_total"));
+}
+
+/// Every `expr` string anywhere in `v`.
+fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("expr", serde_json::Value::String(s)) => out.push(s.clone()),
+                    _ => exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| exprs(v, out)),
+        _ => {}
+    }
+}
+
+/// contrib/grafana/netledger.json: valid JSON with the panels the README names, every
+/// query parses (written, Grafana's variables replaced by values, as recording rules of a
+/// temporary file for `promtool check rules`), and it uses only metrics netledger exports.
+#[test]
+fn grafana_dashboard_parses_and_names_only_exported_metrics() {
+    let text = std::fs::read_to_string(contrib("grafana/netledger.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let titles: Vec<&str> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    for want in [
+        "Receive rate per user",
+        "Totals per user, selected range",
+        "Top users, last 30 days (all hosts)",
+        "Unattributed share",
+        "Pass duration",
+        "Conntrack events lost",
+        "Hosts that stopped reporting",
+    ] {
+        assert!(titles.contains(&want), "{want} missing in {titles:?}");
+    }
+    let mut found = Vec::new();
+    exprs(&dash, &mut found);
+    assert!(found.len() >= 10, "{found:?}");
+    let mut rules = String::from("groups:\n  - name: netledger-dashboard\n    rules:\n");
+    for (i, e) in found.iter().enumerate() {
+        let e = e
+            .replace("$__rate_interval", "5m")
+            .replace("$__range", "1d")
+            .replace("$__interval", "1m")
+            .replace("$instance", ".*");
+        assert!(
+            !e.contains('$'),
+            "a Grafana variable the test does not know: {e}"
+        );
+        rules.push_str(&format!(
+            "      - record: dashboard_check_{i}\n        expr: {}\n",
+            serde_json::to_string(&e).unwrap()
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dashboard.rules.yml");
+    std::fs::write(&file, &rules).unwrap();
+    let said = promtool_check_rules(&file);
+    assert!(
+        said.contains(&format!("SUCCESS: {} rules found", found.len())),
+        "{said}"
+    );
+    let exported = exported_names();
+    let used = metric_names(&text);
+    let unknown: Vec<_> = used.difference(&exported).collect();
+    assert!(
+        unknown.is_empty(),
+        "not exported: {unknown:?} (exported: {exported:?})"
+    );
+    assert!(used.len() >= 8, "{used:?}");
+}
+
+/// The alerts of contrib/prometheus/netledger.rules.yml fire on what they watch and on
+/// nothing else, and the per-user totals add up across hosts by user name
+/// (`promtool test rules`, on made-up series of two hosts).
+#[test]
+fn prometheus_alerts_fire_on_what_they_watch() {
+    let rules = contrib("prometheus/netledger.rules.yml");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("netledger.test.yml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"rule_files:
+  - {rules}
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'netledger_last_pass_timestamp_seconds{{instance="a"}}'
+        values: '0+60x10 600x200'
+      - series: 'netledger_last_pass_timestamp_seconds{{instance="b"}}'
+        values: '0+60x210'
+      - series: 'netledger_conntrack_events_lost_total{{instance="a"}}'
+        values: '0x20 4x200'
+      - series: 'netledger_conntrack_events_lost_total{{instance="b"}}'
+        values: '0x220'
+      - series: 'netledger_user_receive_bytes_total{{instance="a",uid="1000",user="alice"}}'
+        values: '0+1000x220'
+      - series: 'netledger_user_transmit_bytes_total{{instance="a",uid="1000",user="alice"}}'
+        values: '0+500x220'
+      - series: 'netledger_user_receive_bytes_total{{instance="b",uid="1001",user="alice"}}'
+        values: '0+1000x220'
+      - series: 'netledger_user_transmit_bytes_total{{instance="b",uid="1001",user="alice"}}'
+        values: '0+500x220'
+      - series: 'netledger_unattributed_receive_bytes_total{{instance="a",reason="no-socket"}}'
+        values: '0+150x220'
+      - series: 'netledger_unattributed_transmit_bytes_total{{instance="a",reason="no-socket"}}'
+        values: '0+50x220'
+      - series: 'netledger_unattributed_receive_bytes_total{{instance="b",reason="no-socket"}}'
+        values: '0+10x220'
+      - series: 'netledger_unattributed_transmit_bytes_total{{instance="b",reason="no-socket"}}'
+        values: '0+5x220'
+    alert_rule_test:
+      # a's last pass ended at 10m: nothing at 20m (not yet 10 minutes plus 5), then a.
+      - eval_time: 20m
+        alertname: NetledgerHostStoppedReporting
+      - eval_time: 30m
+        alertname: NetledgerHostStoppedReporting
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: a}}
+            exp_annotations:
+              summary: "netledger on a has not finished a pass for 20m 0s"
+              description: "Check `systemctl status netledger netledger-snapshot.timer` and `journalctl -u netledger` on the host."
+      # 4 events lost at 21m on a; none on b; nothing before, nothing 15 minutes later.
+      - eval_time: 20m
+        alertname: NetledgerConntrackEventsLost
+      - eval_time: 25m
+        alertname: NetledgerConntrackEventsLost
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: a}}
+            exp_annotations:
+              summary: "netledger on a lost 4 conntrack events in 15 minutes"
+              description: "The event buffer overran; raise `event_buffer` (and the growth limit) in /etc/netledger/netledger.toml. Bytes of flows whose end was lost since the last pass may be missing."
+      - eval_time: 40m
+        alertname: NetledgerConntrackEventsLost
+      # a: 200 of 1,700 bytes a minute unattributed (11.76 %); b: 15 of 1,515 (1 %).
+      - eval_time: 150m
+        alertname: NetledgerUnattributedShareHigh
+        exp_alerts:
+          - exp_labels: {{severity: info, instance: a}}
+            exp_annotations:
+              summary: "11.76% of the traffic on a is charged to no user"
+              description: "`netledger top` on the host lists the unattributed traffic by reason (no-socket, forwarded, ambiguous, ...)."
+    # alice has uid 1000 on a and 1001 on b: the fleet total is by name.
+    promql_expr_test:
+      - expr: user:netledger_user_bytes:increase1d
+        eval_time: 200m
+        exp_samples:
+          - labels: 'user:netledger_user_bytes:increase1d{{user="alice"}}'
+            value: 600000
+"#,
+            rules = rules.display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool (Debian package prometheus) is installed");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success() && said.contains("SUCCESS"), "{said}");
 }

@@ -14,7 +14,7 @@ use crate::report::metrics::encode;
 /// Print or write the metrics.
 pub fn run(cli: &Cli, args: &MetricsArgs) -> Result<()> {
     let store = open_for_reading(cli)?;
-    let text = encode(&store.metrics()?, env!("CARGO_PKG_VERSION"));
+    let text = encode(&store.metrics()?, env!("CARGO_PKG_VERSION"), None);
     match &args.output {
         Some(path) => write_atomically(path, text.as_bytes()),
         None => {

@@ -11,7 +11,7 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,17 +34,21 @@ struct Shared {
     /// The read-only connection, opened at the first scrape (and again after an error).
     store: Mutex<Option<Store>>,
     active: AtomicUsize,
+    /// The daemon's count of conntrack events lost to overruns, shared with its writer.
+    lost: Arc<AtomicU64>,
 }
 
-/// Bind `addr` and serve `/metrics` from `db` on a thread of its own. Binding is done
+/// Bind `addr` and serve `/metrics` from `db` on a thread of its own, with `lost` (the
+/// daemon's count of events lost to overruns, read at each scrape). Binding is done
 /// here, so that a taken port or a bad address fails the daemon's start.
-pub fn spawn(addr: SocketAddr, db: &Path) -> io::Result<SocketAddr> {
+pub fn spawn(addr: SocketAddr, db: &Path, lost: Arc<AtomicU64>) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
     let shared = Arc::new(Shared {
         db: db.to_owned(),
         store: Mutex::new(None),
         active: AtomicUsize::new(0),
+        lost,
     });
     std::thread::Builder::new()
         .name("metrics-http".into())
@@ -193,7 +197,11 @@ fn render(shared: &Shared) -> anyhow::Result<String> {
     }
     let store = guard.as_ref().expect("opened above");
     match store.metrics() {
-        Ok(data) => Ok(encode(&data, env!("CARGO_PKG_VERSION"))),
+        Ok(data) => Ok(encode(
+            &data,
+            env!("CARGO_PKG_VERSION"),
+            Some(shared.lost.load(Ordering::Relaxed)),
+        )),
         Err(e) => {
             *guard = None;
             Err(e.into())

@@ -35,7 +35,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -124,8 +124,9 @@ struct Writer {
     destroys: u64,
     passes: u64,
     pass_cpu: Duration,
-    /// Events lost to overruns, as far as the kernel said.
-    lost: u64,
+    /// Events lost to overruns, as far as the kernel said; shared with the metrics
+    /// endpoint, which reads it at each scrape.
+    lost: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -320,7 +321,7 @@ impl Writer {
             }
             ToWriter::Overrun { lost, buffer } => {
                 let lost_text = lost.map_or("an unknown number of".into(), |n| n.to_string());
-                self.lost += lost.unwrap_or(0);
+                self.lost.fetch_add(lost.unwrap_or(0), Ordering::Relaxed);
                 warn!(
                     "conntrack events overran the receive buffer: {lost_text} events lost; \
                      buffer grown to {buffer} B; resynchronising from a dump (flows whose \
@@ -435,7 +436,7 @@ impl Writer {
             self.flushes,
             self.logged,
             ev(&stats.overruns),
-            self.lost,
+            ev(&self.lost),
             self.passes,
             self.pass_cpu,
             ev(&stats.lookups),
@@ -532,8 +533,9 @@ pub fn run(
             ..OpenOptions::default()
         },
     )?;
+    let lost = Arc::new(AtomicU64::new(0));
     if let Some(addr) = cfg.metrics_listen {
-        let bound = metrics_http::spawn(addr, db).with_context(|| {
+        let bound = metrics_http::spawn(addr, db, lost.clone()).with_context(|| {
             format!("cannot listen on {addr} for metrics (--metrics-listen, metrics_listen): is the address this host's and the port free?")
         })?;
         say(cfg.quiet, format!("metrics on http://{bound}/metrics"));
@@ -564,7 +566,7 @@ pub fn run(
         destroys: 0,
         passes: 0,
         pass_cpu: Duration::ZERO,
-        lost: 0,
+        lost,
     };
     let started = Instant::now();
     let failure = w.serve(&listener, &reload_config);

@@ -42,8 +42,10 @@ fn add(families: &[Family<Labels, Counter>; 4], labels: &Labels, t: &Traffic) {
     }
 }
 
-/// The exposition of `data`, ending with a newline. `version` is netledger's.
-pub fn encode(data: &MetricsData, version: &str) -> String {
+/// The exposition of `data`, ending with a newline. `version` is netledger's; `lost` is
+/// the daemon's count of conntrack events lost to overruns since it started (`None`
+/// outside the daemon: the series is then left out).
+pub fn encode(data: &MetricsData, version: &str, lost: Option<u64>) -> String {
     let mut r = Registry::default();
     let users = [
         (
@@ -137,6 +139,15 @@ pub fn encode(data: &MetricsData, version: &str) -> String {
         "Size of the database file and its write-ahead log",
         data.database_bytes as i64,
     );
+    if let Some(lost) = lost {
+        let c = Counter::<u64>::default();
+        c.inc_by(lost);
+        r.register(
+            "netledger_conntrack_events_lost",
+            "Conntrack events the daemon lost to receive-buffer overruns since it started",
+            c,
+        );
+    }
     r.register(
         "netledger_build",
         "The netledger version",
@@ -179,7 +190,7 @@ mod tests {
             }),
             database_bytes: 4096,
         };
-        let text = encode(&data, "0.1.0");
+        let text = encode(&data, "0.1.0", None);
         for line in [
             "# TYPE netledger_user_receive_bytes_total counter",
             "netledger_user_receive_bytes_total{uid=\"1000\",user=\"a\\\"b\"} 10",
@@ -207,5 +218,16 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with('\n'));
+        assert!(!text.contains("netledger_conntrack_events_lost"), "{text}");
+        let daemon = encode(&data, "0.1.0", Some(42));
+        for line in [
+            "# TYPE netledger_conntrack_events_lost_total counter",
+            "netledger_conntrack_events_lost_total 42",
+        ] {
+            assert!(
+                daemon.lines().any(|l| l == line),
+                "{line:?} missing in\n{daemon}"
+            );
+        }
     }
 }
