@@ -340,30 +340,35 @@ fn full_disk_rolls_back_and_the_next_pass_recounts() {
     assert_eq!(stored as u64, kernel);
 }
 
-#[test]
-fn unreadable_database_is_named_for_reports() {
-    if !require_root("unreadable_database_is_named_for_reports") {
-        return;
-    }
-    let ns = tracking_ns("nlbr");
+/// `top` run by an unprivileged user on a database a root snapshot made at `rel` below a
+/// world-readable directory.
+fn top_by_another_user(prefix: &str, rel: &str) -> std::process::Output {
+    let ns = tracking_ns(prefix);
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(
         dir.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let db = dir.path().join("nl.db");
+    let db = dir.path().join(rel);
     assert!(netledger(&ns, &db, &["snapshot", "--no-setup"])
         .status
         .success());
-    let user = TestUser::new("nlbr");
-    let o = user
-        .cmd(&ns, bin())
+    let user = TestUser::new(prefix);
+    user.cmd(&ns, bin())
         .arg("--db")
         .arg(&db)
         .arg("top")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn unreadable_database_is_named_for_reports() {
+    if !require_root("unreadable_database_is_named_for_reports") {
+        return;
+    }
+    let o = top_by_another_user("nlbr", "nl.db");
     assert_fails_with(&o, "cannot read database");
     assert!(stderr(&o).contains("permission denied"), "{}", stderr(&o));
 }
@@ -633,26 +638,8 @@ fn database_behind_a_private_directory_is_not_missing() {
     if !require_root("database_behind_a_private_directory_is_not_missing") {
         return;
     }
-    let ns = tracking_ns("nlbv");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
     // The parent is created with mode 0750, as /var/lib/netledger is.
-    let db = dir.path().join("state/nl.db");
-    assert!(netledger(&ns, &db, &["snapshot", "--no-setup"])
-        .status
-        .success());
-    let user = TestUser::new("nlbv");
-    let o = user
-        .cmd(&ns, bin())
-        .arg("--db")
-        .arg(&db)
-        .arg("top")
-        .output()
-        .unwrap();
+    let o = top_by_another_user("nlbv", "state/nl.db");
     assert_fails_with(&o, "cannot read database");
     assert!(!stderr(&o).contains("no database"), "{}", stderr(&o));
 }

@@ -431,12 +431,7 @@ mod tests {
 
     #[test]
     fn dump_in_a_namespace_reports_exact_udp_counters() {
-        if rustix::process::geteuid().as_raw() != 0 {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "this test needs root (network namespaces, CAP_NET_ADMIN) and CI is set"
-            );
-            eprintln!("note: dump_in_a_namespace_reports_exact_udp_counters needs root; skipped");
+        if !require_root("dump_in_a_namespace_reports_exact_udp_counters") {
             return;
         }
         let a = format!("ctdump-{}-a", std::process::id());

@@ -301,12 +301,7 @@ mod tests {
     /// counts the events dropped.
     #[test]
     fn events_in_a_namespace_new_destroy_and_overrun() {
-        if rustix::process::geteuid().as_raw() != 0 {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "this test needs root (network namespaces, CAP_NET_ADMIN) and CI is set"
-            );
-            eprintln!("note: events_in_a_namespace_new_destroy_and_overrun needs root; skipped");
+        if !require_root("events_in_a_namespace_new_destroy_and_overrun") {
             return;
         }
         let a = format!("ctev-{}", std::process::id());

@@ -161,3 +161,18 @@ pub(super) fn in_netns<T: Send + 'static>(
         f()
     })
 }
+
+/// Whether a kernel test can run: it needs root (network namespaces, CAP_NET_ADMIN).
+/// Outside CI a non-root run notes the skip; in CI it fails, since a skipped test checks
+/// nothing.
+pub(super) fn require_root(test: &str) -> bool {
+    if rustix::process::geteuid().as_raw() == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs root (network namespaces, CAP_NET_ADMIN) and CI is set"
+    );
+    eprintln!("note: {test} needs root; skipped");
+    false
+}
