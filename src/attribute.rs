@@ -321,7 +321,10 @@ pub struct LocalNets {
 }
 
 impl LocalNets {
-    /// SPEC defaults: loopback, RFC 1918, link-local, ULA, and multicast.
+    /// SPEC defaults: loopback, RFC 1918, link-local, ULA, and multicast. The program
+    /// takes them from the documented configuration (`config::defaults`); the unit tests
+    /// here, below the configuration, from this copy, which a test there keeps equal.
+    #[cfg(test)]
     pub const DEFAULTS: &'static [&'static str] = &[
         "127.0.0.0/8",
         "::1/128",
@@ -335,7 +338,8 @@ impl LocalNets {
         "ff00::/8",
     ];
 
-    /// The default local networks.
+    /// The default local networks (tests; see [`LocalNets::DEFAULTS`]).
+    #[cfg(test)]
     pub fn defaults() -> LocalNets {
         LocalNets::new(
             LocalNets::DEFAULTS

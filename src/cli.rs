@@ -9,30 +9,19 @@ use ipnet::IpNet;
 
 use crate::store::query::{By, Period};
 
-/// Default database location.
-pub const DEFAULT_DB: &str = "/var/lib/netledger/netledger.db";
-
 /// Per-user network traffic accounting: /proc sockets joined with conntrack counters,
 /// stored in SQLite.
 #[derive(Debug, Parser)]
 #[command(name = "netledger", version, propagate_version = true)]
 pub struct Cli {
-    /// SQLite database path [env: NETLEDGER_DB].
-    #[arg(long, global = true, default_value = DEFAULT_DB)]
-    pub db: PathBuf,
+    /// SQLite database path [env: NETLEDGER_DB] [default: /var/lib/netledger/netledger.db].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
 
     /// Configuration file [env: NETLEDGER_CONFIG] [default: /etc/netledger/netledger.toml,
     /// when it exists].
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
-
-    /// The configuration file's contents (filled in after parsing).
-    #[arg(skip)]
-    pub file: crate::config::FileConfig,
-
-    /// Settings from the `NETLEDGER_*` environment (filled in after parsing).
-    #[arg(skip)]
-    pub env: crate::config::EnvConfig,
 
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -124,8 +113,16 @@ pub struct SetupArgs {
 }
 
 /// Options of `snapshot`.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub accounting: AccountingArgs,
+}
+
+/// The accounting options `snapshot` and `run` share. Those also in the configuration
+/// file take the file's value when not given here.
+#[derive(Debug, Default, Clone, Args)]
+pub struct AccountingArgs {
     /// Do not change the system: only check the prerequisites and fail if one is missing.
     #[arg(long)]
     pub no_setup: bool,
@@ -141,32 +138,33 @@ pub struct SnapshotArgs {
     #[arg(long, conflicts_with = "local_nets")]
     pub count_local: bool,
 
-    /// How long to wait for another writer's database lock (0s to 10m).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub lock_timeout: Duration,
+    /// How long to wait for another writer's database lock, 0s to 10m [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub lock_timeout: Option<Duration>,
 
-    /// Passes a vanished flow is remembered before its state is pruned (1 to 1000).
-    #[arg(long, value_name = "N", default_value_t = 3)]
-    pub prune_after: u32,
+    /// Passes a vanished flow is remembered before its state is pruned, 1 to 1000
+    /// [default: 3].
+    #[arg(long, value_name = "N")]
+    pub prune_after: Option<u32>,
 
     /// A service's uid (or user name) whose sockets are charged through the processes
-    /// holding them, as sshd's are (repeatable; replaces the configured ones; default 0).
+    /// holding them, as sshd's are (repeatable; replaces the configured ones; default 0
+    /// and sshd) [env: NETLEDGER_DELEGATING_UIDS, comma-separated].
     #[arg(
         long = "delegating-uid",
         value_name = "UID|NAME",
-        env = "NETLEDGER_DELEGATING_UIDS",
         value_delimiter = ','
     )]
     pub delegating_uids: Vec<String>,
 
     /// How long a young flow on such a service's socket waits, uncharged, for a user's
-    /// process to hold it [default: 10s].
-    #[arg(long, value_name = "DURATION", env = "NETLEDGER_DELEGATE_GRACE", value_parser = humantime::parse_duration)]
+    /// process to hold it [env: NETLEDGER_DELEGATE_GRACE] [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub delegate_grace: Option<Duration>,
 
-    /// Root of the proc filesystem to read sockets and processes from.
-    #[arg(long, value_name = "PATH", default_value = "/proc", hide = true)]
-    pub proc_root: PathBuf,
+    /// Root of the proc filesystem to read sockets and processes from [default: /proc].
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub proc_root: Option<PathBuf>,
 }
 
 /// Options of `top`.
@@ -285,10 +283,14 @@ pub struct ConfigArgs {
 }
 
 /// Options of `run`. Settings also in the configuration file (interval, connection_log,
-/// local_networks, prune_after, lock_timeout) take the file's value when not given here,
-/// and are re-read from it on SIGHUP.
-#[derive(Debug, Args)]
+/// local_networks, prune_after, lock_timeout, delegating_uids, delegate_grace,
+/// metrics_listen) take the file's value when not given here, and are re-read from it on
+/// SIGHUP.
+#[derive(Debug, Default, Clone, Args)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub accounting: AccountingArgs,
+
     /// Time between accounting passes, 1s to 1h [default: 10s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub interval: Option<Duration>,
@@ -297,62 +299,21 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_connection_log: bool,
 
-    /// Do not change the system: only check the prerequisites and fail if one is missing.
-    #[arg(long)]
-    pub no_setup: bool,
-
-    /// A local network whose traffic is charged to nobody (repeatable; replaces the
-    /// configured ones and the defaults) [env: NETLEDGER_LOCAL_NETWORKS, comma-separated].
-    #[arg(long = "local-net", value_name = "CIDR", value_delimiter = ',')]
-    pub local_nets: Vec<IpNet>,
-
-    /// Exclude nothing: charge local-network traffic to its users too.
-    #[arg(long, conflicts_with = "local_nets")]
-    pub count_local: bool,
-
-    /// How long to wait for another writer's database lock, 0s to 10m [default: 5s].
+    /// Longest time an event waits in memory before it is written, 10ms to 1m (writes
+    /// are batched, one transaction per flush) [default: 1s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub lock_timeout: Option<Duration>,
-
-    /// Passes a vanished flow is remembered before its state is pruned, 1 to 1000
-    /// [default: 3].
-    #[arg(long, value_name = "N")]
-    pub prune_after: Option<u32>,
-
-    /// A service's uid (or user name) whose sockets are charged through the processes
-    /// holding them, as sshd's are (repeatable; replaces the configured ones; default 0).
-    #[arg(
-        long = "delegating-uid",
-        value_name = "UID|NAME",
-        env = "NETLEDGER_DELEGATING_UIDS",
-        value_delimiter = ','
-    )]
-    pub delegating_uids: Vec<String>,
-
-    /// How long a young flow on such a service's socket waits, uncharged, for a user's
-    /// process to hold it [default: 10s].
-    #[arg(long, value_name = "DURATION", env = "NETLEDGER_DELEGATE_GRACE", value_parser = humantime::parse_duration)]
-    pub delegate_grace: Option<Duration>,
-
-    /// Longest time an event waits in memory before it is written (10ms to 1m): writes are
-    /// batched, one transaction per flush.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub flush_interval: Duration,
+    pub flush_interval: Option<Duration>,
 
     /// Receive buffer of the conntrack event socket at start, in bytes (1 to 64 MiB); it
     /// grows on overruns up to 64 MiB (tests set it tiny to provoke overruns)
-    /// [env: NETLEDGER_EVENT_BUFFER].
-    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20, hide = true)]
-    pub event_buffer: usize,
+    /// [env: NETLEDGER_EVENT_BUFFER] [default: 4194304].
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub event_buffer: Option<usize>,
 
     /// Serve the Prometheus metrics (`netledger metrics`) at http://ADDR:PORT/metrics
     /// [default: off]. Personal data: bind to loopback or a management network.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<std::net::SocketAddr>,
-
-    /// Root of the proc filesystem to read sockets and processes from.
-    #[arg(long, value_name = "PATH", default_value = "/proc", hide = true)]
-    pub proc_root: PathBuf,
 }
 
 /// Options of `connections`.
@@ -375,9 +336,9 @@ pub struct ConnectionsArgs {
     #[arg(long)]
     pub bytes: bool,
 
-    /// Root of the proc filesystem to read sockets and processes from.
-    #[arg(long, value_name = "PATH", default_value = "/proc", hide = true)]
-    pub proc_root: PathBuf,
+    /// Root of the proc filesystem to read sockets and processes from [default: /proc].
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub proc_root: Option<PathBuf>,
 }
 
 /// The `--format` escapes of `log`, shown after its help.

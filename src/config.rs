@@ -1,20 +1,16 @@
-//! Settings: the configuration file (`/etc/netledger/netledger.toml`), the `NETLEDGER_*`
-//! environment, and how they combine with the flags: built-in defaults < file <
-//! environment < flags.
+//! The configuration file (`/etc/netledger/netledger.toml`), the names of the
+//! `NETLEDGER_*` variables, the built-in defaults ([`defaults`]: the documented file's
+//! values) and the range of every setting. How they combine with the flags is
+//! [`crate::settings`]'s: built-in defaults < file < environment < flags.
 //!
 //! Every number and duration has a range, in one table ([`LIMITS`]), checked where the
 //! value enters: the file when it is loaded (so a SIGHUP reload is checked too), the
-//! environment when it is read, the flags in [`apply`]. Out of range, like any value that
-//! does not read, is a usage error naming the flag, variable or key.
-//!
-//! The environment is read here rather than by clap, so that an error names the variable
-//! that was set and not the flag it stands for.
+//! environment when it is read and the flags when they are resolved. Out of range, like
+//! any value that does not read, is a usage error naming the flag, variable or key.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::parser::ValueSource;
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -38,6 +34,20 @@ pub mod env {
     pub const NAMES: &str = "NETLEDGER_NAMES";
     /// The daemon's initial event buffer (`--event-buffer`).
     pub const EVENT_BUFFER: &str = "NETLEDGER_EVENT_BUFFER";
+    /// Delegating services' uids or names, comma-separated (`--delegating-uid`).
+    pub const DELEGATING_UIDS: &str = "NETLEDGER_DELEGATING_UIDS";
+    /// How long a young flow on a delegating service's socket waits (`--delegate-grace`).
+    pub const DELEGATE_GRACE: &str = "NETLEDGER_DELEGATE_GRACE";
+}
+
+/// The built-in defaults: the documented default file's values, parsed once. Every
+/// setting the file can hold has its default there and nowhere else.
+pub fn defaults() -> &'static FileConfig {
+    static DEFAULTS: std::sync::OnceLock<FileConfig> = std::sync::OnceLock::new();
+    DEFAULTS.get_or_init(|| {
+        FileConfig::parse(DEFAULT_TOML, Path::new("(built-in defaults)"))
+            .expect("the documented default configuration parses")
+    })
 }
 
 /// The range of a bounded setting, both ends included.
@@ -85,6 +95,8 @@ const YEAR: u64 = 31_557_600;
 ///   buffer up to 64 MiB on overruns, so starting above that is a mistake.
 /// - retention: under an hour, raw rows would roll up before their hour is complete; a
 ///   century is kept as "forever" would be, and more overflows the clock arithmetic.
+/// - `delegate_grace`: past 10 minutes a service's own flows wait uncharged too long (sshd's
+///   own LoginGraceTime default is 2 minutes).
 /// - `limit`: 0 rows is no report.
 pub const LIMITS: &[Limit] = &[
     Limit {
@@ -111,6 +123,11 @@ pub const LIMITS: &[Limit] = &[
         key: "event_buffer",
         flag: Some("--event-buffer"),
         range: Range::Bytes(1, 64 << 20),
+    },
+    Limit {
+        key: "delegate_grace",
+        flag: Some("--delegate-grace"),
+        range: Range::Duration(secs(0), MAX_DELEGATE_GRACE),
     },
     Limit {
         key: "limit",
@@ -279,6 +296,12 @@ pub enum ConfigError {
     Retention {
         /// The file.
         path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Settings that contradict each other.
+    #[error("configuration: {reason}")]
+    Invalid {
         /// What is wrong.
         reason: String,
     },
@@ -501,6 +524,9 @@ impl FileConfig {
         if let Some(v) = self.prune_after {
             check("prune_after", n(v), file)?;
         }
+        if let Some(v) = self.delegate_grace {
+            check("delegate_grace", d(v), file)?;
+        }
         if let Some(r) = &self.retention {
             for (key, v) in [
                 ("retention.raw", r.raw),
@@ -563,248 +589,6 @@ impl FileConfig {
     }
 }
 
-/// Settings read from the `NETLEDGER_*` environment that commands (and `config`) read
-/// besides their flags; filled in by [`apply`] for the commands that use them.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct EnvConfig {
-    /// `NETLEDGER_LOCAL_NETWORKS`.
-    pub local_networks: Option<Vec<IpNet>>,
-    /// `NETLEDGER_NAMES`.
-    pub names: Option<PathBuf>,
-}
-
-/// Reads one variable at a time, naming it in errors.
-struct Env<'a>(&'a dyn Fn(&str) -> Option<OsString>);
-
-impl Env<'_> {
-    /// The variable's value; set but empty is an error (it is never meant).
-    fn get(&self, var: &'static str) -> Result<Option<String>, ConfigError> {
-        match (self.0)(var) {
-            None => Ok(None),
-            Some(v) if v.is_empty() => Err(ConfigError::EmptyEnv { var }),
-            Some(v) => v.into_string().map(Some).map_err(|v| ConfigError::BadEnv {
-                var,
-                value: v.to_string_lossy().into_owned(),
-                reason: "not valid UTF-8".into(),
-            }),
-        }
-    }
-
-    fn path(&self, var: &'static str) -> Result<Option<PathBuf>, ConfigError> {
-        Ok(self.get(var)?.map(PathBuf::from))
-    }
-
-    fn nets(&self, var: &'static str) -> Result<Option<Vec<IpNet>>, ConfigError> {
-        let Some(value) = self.get(var)? else {
-            return Ok(None);
-        };
-        value
-            .split(',')
-            .map(|item| {
-                item.trim()
-                    .parse::<IpNet>()
-                    .map_err(|_| ConfigError::BadEnv {
-                        var,
-                        value: value.clone(),
-                        reason: format!(
-                            "{:?} is not a network (ADDRESS/PREFIX, such as 10.0.0.0/8; separate \
-                         several with commas)",
-                            item.trim()
-                        ),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
-    }
-
-    fn bytes(&self, var: &'static str, key: &str) -> Result<Option<usize>, ConfigError> {
-        let Some(value) = self.get(var)? else {
-            return Ok(None);
-        };
-        let n: u64 = value.trim().parse().map_err(|_| ConfigError::BadEnv {
-            var,
-            value: value.clone(),
-            reason: "not a number of bytes".into(),
-        })?;
-        check(key, Value::Count(n), Origin::Env(var))?;
-        Ok(Some(n as usize))
-    }
-}
-
-/// Whether the flag `id` was given on the command line (not clap's default).
-fn given(m: &clap::ArgMatches, id: &str) -> bool {
-    matches!(m.value_source(id), Some(ValueSource::CommandLine))
-}
-
-/// Resolve the settings: read the configuration file and the environment, fill in what
-/// the command line did not give (flags win over the environment, the environment over
-/// the file, the file over the defaults), and check every value's range.
-pub fn apply(cli: &mut crate::cli::Cli, matches: &clap::ArgMatches) -> Result<(), ConfigError> {
-    apply_with(cli, matches, &|var| std::env::var_os(var))
-}
-
-/// [`apply`] with the environment given (tests).
-pub fn apply_with(
-    cli: &mut crate::cli::Cli,
-    matches: &clap::ArgMatches,
-    vars: &dyn Fn(&str) -> Option<OsString>,
-) -> Result<(), ConfigError> {
-    use crate::cli::Command;
-
-    let env = Env(vars);
-    if !given(matches, "config") {
-        cli.config = env.path(env::CONFIG)?;
-    }
-    let (path, explicit) = match &cli.config {
-        Some(p) => (p.clone(), true),
-        None => (PathBuf::from(DEFAULT_CONFIG), false),
-    };
-    let file = FileConfig::load(&path, explicit)?;
-    if !given(matches, "db") {
-        if let Some(db) = env.path(env::DB)?.or_else(|| file.db.clone()) {
-            cli.db = db;
-        }
-    }
-    let mut from_env = EnvConfig::default();
-    // A flag's value is checked when it was given (clap's defaults are in range); the
-    // flag's id is its key in LIMITS.
-    let flag = |m: &clap::ArgMatches, key: &str, v: Value| {
-        if given(m, key) {
-            check(key, v, Origin::Flag)
-        } else {
-            Ok(())
-        }
-    };
-    let dur = Value::Duration;
-    let sub = matches.subcommand().map(|(_, m)| m);
-    match (&mut cli.command, sub) {
-        (Command::Snapshot(a), Some(m)) => {
-            flag(m, "prune_after", Value::Count(a.prune_after.into()))?;
-            flag(m, "lock_timeout", dur(a.lock_timeout))?;
-            from_env.local_networks = env.nets(env::LOCAL_NETWORKS)?;
-            if !given(m, "local_nets") && !a.count_local {
-                match from_env
-                    .local_networks
-                    .as_ref()
-                    .or(file.local_networks.as_ref())
-                {
-                    Some(nets) if nets.is_empty() => a.count_local = true,
-                    Some(nets) => a.local_nets = nets.clone(),
-                    None => {}
-                }
-            }
-            if !given(m, "prune_after") {
-                a.prune_after = file.prune_after.unwrap_or(a.prune_after);
-            }
-            if !given(m, "lock_timeout") {
-                a.lock_timeout = file.lock_timeout.unwrap_or(a.lock_timeout);
-            }
-        }
-        (Command::Run(a), Some(m)) => {
-            // The file's values are merged by `cmd::run` (again on SIGHUP).
-            if let Some(v) = a.interval {
-                flag(m, "interval", dur(v))?;
-            }
-            if let Some(v) = a.lock_timeout {
-                flag(m, "lock_timeout", dur(v))?;
-            }
-            if let Some(v) = a.prune_after {
-                flag(m, "prune_after", Value::Count(v.into()))?;
-            }
-            flag(m, "flush_interval", dur(a.flush_interval))?;
-            flag(m, "event_buffer", Value::Count(a.event_buffer as u64))?;
-            if !given(m, "event_buffer") {
-                if let Some(n) = env.bytes(env::EVENT_BUFFER, "event_buffer")? {
-                    a.event_buffer = n;
-                }
-            }
-            from_env.local_networks = env.nets(env::LOCAL_NETWORKS)?;
-            if !given(m, "local_nets") && !a.count_local {
-                if let Some(nets) = &from_env.local_networks {
-                    a.local_nets = nets.clone();
-                }
-            }
-        }
-        (Command::Top(a), Some(m)) => {
-            flag(m, "limit", Value::Count(a.limit as u64))?;
-            from_env.names = env.path(env::NAMES)?;
-            if a.names.is_none() {
-                a.names = from_env.names.clone().or_else(|| file.names.clone());
-            }
-            check_times(
-                &[("--since", Some(&a.since)), ("--until", a.until.as_deref())],
-                a.output.utc,
-                vars,
-            )?;
-        }
-        (Command::Summary(a), Some(_)) => {
-            from_env.names = env.path(env::NAMES)?;
-            if a.names.is_none() {
-                a.names.clone_from(&from_env.names);
-            }
-            check_times(&[("--date", Some(&a.date))], a.utc, vars)?;
-        }
-        (Command::Report(a), Some(_)) => check_times(
-            &[
-                ("--since", a.since.as_deref()),
-                ("--until", a.until.as_deref()),
-            ],
-            a.output.utc,
-            vars,
-        )?,
-        (Command::Export(a), Some(_)) => check_times(
-            &[("--since", Some(&a.since)), ("--until", a.until.as_deref())],
-            a.utc,
-            vars,
-        )?,
-        (Command::Log(a), Some(_)) => check_times(
-            &[("--since", Some(&a.since)), ("--until", a.until.as_deref())],
-            a.utc,
-            vars,
-        )?,
-        (Command::Connections(_), Some(_)) => {
-            from_env.local_networks = env.nets(env::LOCAL_NETWORKS)?;
-        }
-        (Command::Config(_), Some(_)) => {
-            from_env.local_networks = env.nets(env::LOCAL_NETWORKS)?;
-            from_env.names = env.path(env::NAMES)?;
-        }
-        _ => {}
-    }
-    cli.file = file;
-    cli.env = from_env;
-    Ok(())
-}
-
-/// The time flags of a report: `TZ` first (unless `--utc`, times are local: a `TZ` that
-/// names no zone is an error, not a silent fallback to another zone), then each flag reads
-/// as a time. The command resolves them against the clock when it runs.
-fn check_times(
-    flags: &[(&'static str, Option<&str>)],
-    utc: bool,
-    vars: &dyn Fn(&str) -> Option<OsString>,
-) -> Result<(), ConfigError> {
-    match vars("TZ") {
-        Some(tz) if !utc => match tz.to_str() {
-            Some(s) if crate::timespec::tz_is_valid(s) => {}
-            _ => {
-                return Err(ConfigError::Tz {
-                    value: tz.to_string_lossy().into_owned(),
-                })
-            }
-        },
-        _ => {}
-    }
-    let now = chrono::Utc::now();
-    for &(flag, spec) in flags {
-        if let Some(spec) = spec {
-            crate::timespec::parse_time(spec, now, utc)
-                .map_err(|error| ConfigError::Time { flag, error })?;
-        }
-    }
-    Ok(())
-}
-
 mod opt_duration {
     use std::time::Duration;
 
@@ -831,15 +615,16 @@ mod tests {
     #[test]
     fn documented_defaults_are_the_built_in_defaults() {
         let c = FileConfig::parse(DEFAULT_TOML, Path::new("default")).unwrap();
-        assert_eq!(c.db.as_deref(), Some(Path::new(crate::cli::DEFAULT_DB)));
+        assert_eq!(c, *defaults());
+        assert_eq!(
+            c.db.as_deref(),
+            Some(Path::new("/var/lib/netledger/netledger.db"))
+        );
         assert_eq!(
             LocalNets::new(c.local_networks.clone().unwrap()),
             LocalNets::defaults()
         );
-        assert_eq!(
-            c.names.as_deref(),
-            Some(Path::new(crate::report::names::DEFAULT_NAMES))
-        );
+        assert_eq!(c.names.as_deref(), Some(Path::new("/etc/netledger/names")));
         assert_eq!(c.prune_after, Some(3));
         assert_eq!(c.lock_timeout, Some(Duration::from_secs(5)));
         assert_eq!(c.interval, Some(Duration::from_secs(10)));
@@ -988,55 +773,6 @@ mod tests {
             e,
             "configuration /etc/n.toml: retention.raw = \"1s\" is out of range: it must be 1h to 100years"
         );
-    }
-
-    #[test]
-    fn environment_values_are_checked_and_named() {
-        use clap::{CommandFactory, FromArgMatches};
-        let run = |args: &[&str], vars: &[(&str, &str)]| {
-            let m = crate::cli::Cli::command()
-                .try_get_matches_from(std::iter::once("netledger").chain(args.iter().copied()))
-                .unwrap();
-            let mut cli = crate::cli::Cli::from_arg_matches(&m).unwrap();
-            let vars: Vec<(String, OsString)> = vars
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.into()))
-                .collect();
-            let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-            apply_with(&mut cli, &m, &get).map(|()| cli)
-        };
-        let conf = ["--config", "/dev/null"];
-        let with = |more: &[&'static str]| -> Vec<&'static str> {
-            conf.iter().chain(more).copied().collect()
-        };
-        let e = run(&with(&["top"]), &[("NETLEDGER_DB", "")]).unwrap_err();
-        assert!(
-            e.is_usage() && e.to_string().contains("NETLEDGER_DB"),
-            "{e}"
-        );
-        let e = run(&with(&["run"]), &[("NETLEDGER_EVENT_BUFFER", "lots")]).unwrap_err();
-        assert!(
-            e.to_string().contains("NETLEDGER_EVENT_BUFFER=\"lots\""),
-            "{e}"
-        );
-        let cli = run(&with(&["run"]), &[("NETLEDGER_EVENT_BUFFER", "65536")]).unwrap();
-        match cli.command {
-            crate::cli::Command::Run(a) => assert_eq!(a.event_buffer, 65536),
-            other => panic!("{other:?}"),
-        }
-        // The flag wins over the variable, which is then not read at all.
-        let cli = run(
-            &with(&["run", "--event-buffer", "4096"]),
-            &[("NETLEDGER_EVENT_BUFFER", "0")],
-        )
-        .unwrap();
-        match cli.command {
-            crate::cli::Command::Run(a) => assert_eq!(a.event_buffer, 4096),
-            other => panic!("{other:?}"),
-        }
-        let e = run(&with(&["log"]), &[("TZ", "Mars/Olympus")]).unwrap_err();
-        assert!(matches!(e, ConfigError::Tz { .. }), "{e}");
-        assert!(run(&with(&["log", "--utc"]), &[("TZ", "Mars/Olympus")]).is_ok());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod model;
 pub mod pass;
 pub mod prereq;
 pub mod report;
+pub mod settings;
 pub mod sources;
 pub mod store;
 pub mod timespec;

@@ -11,7 +11,7 @@ use netledger::cli::Cli;
 fn main() -> ExitCode {
     // Usage errors exit 2 (clap's convention).
     let matches = Cli::command().get_matches();
-    let mut cli = match Cli::from_arg_matches(&matches) {
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
@@ -40,11 +40,14 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
-    if let Err(e) = netledger::config::apply(&mut cli, &matches) {
-        eprintln!("netledger: {}", one_line(&e.to_string()));
-        return ExitCode::from(if e.is_usage() { 2 } else { 1 });
-    }
-    match netledger::cmd::dispatch(&cli) {
+    let settings = match netledger::settings::resolve(cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("netledger: {}", render(&e));
+            return ExitCode::from(if is_usage(&e) { 2 } else { 1 });
+        }
+    };
+    match netledger::cmd::dispatch(&settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {

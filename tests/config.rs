@@ -3,23 +3,29 @@
 
 use std::path::Path;
 
-use clap::{CommandFactory, FromArgMatches};
-use netledger::cli::{Cli, Command};
+use clap::Parser;
+use netledger::cli::Cli;
+use netledger::settings::{Accounting, Command, Settings};
 
-fn parse(args: &[&str]) -> Cli {
-    let m = Cli::command()
-        .try_get_matches_from(std::iter::once("netledger").chain(args.iter().copied()))
-        .unwrap();
-    let mut cli = Cli::from_arg_matches(&m).unwrap();
-    netledger::config::apply(&mut cli, &m).unwrap();
-    cli
+fn resolve(args: &[&str]) -> anyhow::Result<Settings> {
+    let cli =
+        Cli::try_parse_from(std::iter::once("netledger").chain(args.iter().copied())).unwrap();
+    netledger::settings::resolve(cli)
 }
 
-fn snapshot_args(cli: &Cli) -> &netledger::cli::SnapshotArgs {
-    match &cli.command {
+fn parse(args: &[&str]) -> Settings {
+    resolve(args).unwrap()
+}
+
+fn snapshot_args(s: &Settings) -> &Accounting {
+    match &s.command {
         Command::Snapshot(a) => a,
         other => panic!("{other:?}"),
     }
+}
+
+fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
+    list.iter().map(|n| n.parse().unwrap()).collect()
 }
 
 #[test]
@@ -37,43 +43,36 @@ fn defaults_then_file_then_environment_then_flags() {
     std::env::remove_var("NETLEDGER_LOCAL_NETWORKS");
 
     // An explicitly named file must exist.
-    let m = Cli::command()
-        .try_get_matches_from(["netledger", "--config", "/nonexistent.toml", "snapshot"])
-        .unwrap();
-    let mut cli = Cli::from_arg_matches(&m).unwrap();
-    let e = netledger::config::apply(&mut cli, &m)
+    let e = resolve(&["--config", "/nonexistent.toml", "snapshot"])
         .unwrap_err()
         .to_string();
     assert!(e.contains("/nonexistent.toml"), "{e}");
 
     // File over defaults.
-    let cli = parse(&["--config", c, "snapshot"]);
-    let a = snapshot_args(&cli);
-    assert_eq!(cli.db, Path::new("/file.db"));
-    assert_eq!(a.local_nets, ["198.51.100.0/24".parse().unwrap()]);
-    assert_eq!(a.prune_after, 7);
+    let s = parse(&["--config", c, "snapshot"]);
+    let a = snapshot_args(&s);
+    assert_eq!(s.db, Path::new("/file.db"));
+    assert_eq!(a.pass.nets.nets(), nets(&["198.51.100.0/24"]));
+    assert_eq!(a.pass.prune_after, 7);
     assert_eq!(a.lock_timeout, std::time::Duration::from_secs(2));
-    let cli = parse(&["--config", c, "top"]);
-    match &cli.command {
-        Command::Top(t) => assert_eq!(t.names.as_deref(), Some(Path::new("/file/names"))),
+    let s = parse(&["--config", c, "top"]);
+    match &s.command {
+        Command::Top(t) => assert_eq!(t.names.path, Path::new("/file/names")),
         other => panic!("{other:?}"),
     }
 
     // Environment over file.
     std::env::set_var("NETLEDGER_DB", "/env.db");
     std::env::set_var("NETLEDGER_LOCAL_NETWORKS", "203.0.113.0/24,2001:db8::/32");
-    let cli = parse(&["--config", c, "snapshot"]);
-    assert_eq!(cli.db, Path::new("/env.db"));
+    let s = parse(&["--config", c, "snapshot"]);
+    assert_eq!(s.db, Path::new("/env.db"));
     assert_eq!(
-        snapshot_args(&cli).local_nets,
-        [
-            "203.0.113.0/24".parse().unwrap(),
-            "2001:db8::/32".parse().unwrap()
-        ]
+        snapshot_args(&s).pass.nets.nets(),
+        nets(&["203.0.113.0/24", "2001:db8::/32"])
     );
 
     // Flags over environment.
-    let cli = parse(&[
+    let s = parse(&[
         "--config",
         c,
         "--db",
@@ -84,17 +83,17 @@ fn defaults_then_file_then_environment_then_flags() {
         "--prune-after",
         "2",
     ]);
-    assert_eq!(cli.db, Path::new("/flag.db"));
-    let a = snapshot_args(&cli);
-    assert_eq!(a.local_nets, ["192.0.2.0/24".parse().unwrap()]);
-    assert_eq!(a.prune_after, 2);
+    assert_eq!(s.db, Path::new("/flag.db"));
+    let a = snapshot_args(&s);
+    assert_eq!(a.pass.nets.nets(), nets(&["192.0.2.0/24"]));
+    assert_eq!(a.pass.prune_after, 2);
     std::env::remove_var("NETLEDGER_DB");
     std::env::remove_var("NETLEDGER_LOCAL_NETWORKS");
 
     // An empty list in the file counts everything.
     std::fs::write(&conf, "local_networks = []\n").unwrap();
-    let cli = parse(&["--config", c, "snapshot"]);
-    assert!(snapshot_args(&cli).count_local);
+    let s = parse(&["--config", c, "snapshot"]);
+    assert!(snapshot_args(&s).pass.nets.nets().is_empty());
 
     // Delegating services: the file, then NETLEDGER_DELEGATING_UIDS / _GRACE, then flags.
     std::fs::write(
@@ -103,13 +102,12 @@ fn defaults_then_file_then_environment_then_flags() {
     )
     .unwrap();
     let delegation = |args: &[&str]| {
-        let cli = parse(args);
-        let a = snapshot_args(&cli);
-        let (d, grace) = cli
-            .file
-            .delegation(&a.delegating_uids, a.delegate_grace)
-            .unwrap();
-        (d.uids().to_vec(), grace.as_secs())
+        let s = parse(args);
+        let a = snapshot_args(&s);
+        (
+            a.pass.delegating.uids().to_vec(),
+            a.pass.delegate_grace.as_secs(),
+        )
     };
     assert_eq!(delegation(&["--config", c, "snapshot"]), (vec![0, 33], 20));
     std::env::set_var("NETLEDGER_DELEGATING_UIDS", "7,root");

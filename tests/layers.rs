@@ -9,9 +9,8 @@
 //!    such as `store/query.rs` extending `Store`, is the module tree, not a circle);
 //! 3. when a subcommand's file uses another's as a library (`cmd/*.rs` may use only
 //!    `cmd/common.rs`);
-//! 4. when clap appears below the command line (`cli`, `config`, `cmd`, `main.rs`).
+//! 4. when clap appears below the command line (`cli`, `settings`, `cmd`, `main.rs`).
 //!
-//! [`EXCEPTIONS`] lists the one circle left to the settings work of issue 10.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -35,18 +34,19 @@ const LAYERS: &[&[&str]] = &[
     &["report"],
     // The daemon: passes and conntrack events.
     &["daemon"],
-    // The command line and the configuration file.
+    // The command line and the configuration file (neither reads the other).
     &["config", "cli"],
+    // Both resolved into one typed value per command (defaults < file < env < flags).
+    &["settings"],
     // One file per subcommand: wires the rest.
     &["cmd"],
 ];
 
-/// Edges between top-level modules allowed against the order: `cli` ↔ `config`, until the
-/// settings part of issue 10 resolves the settings in one place.
-const EXCEPTIONS: &[(&str, &str)] = &[("cli", "config"), ("config", "cli")];
+/// Edges between top-level modules allowed against the order: none.
+const EXCEPTIONS: &[(&str, &str)] = &[];
 
 /// Where clap may be used: the command line and what wires it.
-const CLAP: &[&str] = &["cli", "config", "cmd"];
+const CLAP: &[&str] = &["cli", "settings", "cmd"];
 
 type Module = Vec<String>;
 

@@ -495,16 +495,12 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__run)
-            opts="-v -q -h -V --interval --no-connection-log --no-setup --local-net --count-local --lock-timeout --prune-after --delegating-uid --delegate-grace --flush-interval --event-buffer --metrics-listen --proc-root --db --config --verbose --quiet --help --version"
+            opts="-v -q -h -V --no-setup --local-net --count-local --lock-timeout --prune-after --delegating-uid --delegate-grace --proc-root --interval --no-connection-log --flush-interval --event-buffer --metrics-listen --db --config --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --interval)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --local-net)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -525,6 +521,14 @@ _netledger() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --proc-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --flush-interval)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -534,10 +538,6 @@ _netledger() {
                     return 0
                     ;;
                 --metrics-listen)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --proc-root)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

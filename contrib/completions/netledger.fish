@@ -24,7 +24,7 @@ function __fish_netledger_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c netledger -n "__fish_netledger_needs_command" -l db -d 'SQLite database path [env: NETLEDGER_DB]' -r -F
+complete -c netledger -n "__fish_netledger_needs_command" -l db -d 'SQLite database path [env: NETLEDGER_DB] [default: /var/lib/netledger/netledger.db]' -r -F
 complete -c netledger -n "__fish_netledger_needs_command" -l config -d 'Configuration file [env: NETLEDGER_CONFIG] [default: /etc/netledger/netledger.toml, when it exists]' -r -F
 complete -c netledger -n "__fish_netledger_needs_command" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c netledger -n "__fish_netledger_needs_command" -s q -l quiet -d 'Only errors on stderr'
@@ -43,12 +43,12 @@ complete -c netledger -n "__fish_netledger_needs_command" -f -a "summary" -d 'A 
 complete -c netledger -n "__fish_netledger_needs_command" -f -a "metrics" -d 'Print the Prometheus metrics (text format 0.0.4): all-time traffic per user and per unattributed reason, excluded traffic, and the last pass\'s health. Personal data: who used how much'
 complete -c netledger -n "__fish_netledger_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l local-net -d 'A local network whose traffic is charged to nobody (repeatable; replaces the configured ones and the defaults: 127.0.0.0/8 ::1/128 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 169.254.0.0/16 fe80::/10 fc00::/7 224.0.0.0/4 ff00::/8) [env: NETLEDGER_LOCAL_NETWORKS, comma-separated]' -r
-complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l lock-timeout -d 'How long to wait for another writer\'s database lock (0s to 10m)' -r
-complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l prune-after -d 'Passes a vanished flow is remembered before its state is pruned (1 to 1000)' -r
-complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l delegating-uid -d 'A service\'s uid (or user name) whose sockets are charged through the processes holding them, as sshd\'s are (repeatable; replaces the configured ones; default 0)' -r
-complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l delegate-grace -d 'How long a young flow on such a service\'s socket waits, uncharged, for a user\'s process to hold it [default: 10s]' -r
-complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l proc-root -d 'Root of the proc filesystem to read sockets and processes from' -r -F
-complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l db -d 'SQLite database path [env: NETLEDGER_DB]' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l lock-timeout -d 'How long to wait for another writer\'s database lock, 0s to 10m [default: 5s]' -r
+complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l prune-after -d 'Passes a vanished flow is remembered before its state is pruned, 1 to 1000 [default: 3]' -r
+complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l delegating-uid -d 'A service\'s uid (or user name) whose sockets are charged through the processes holding them, as sshd\'s are (repeatable; replaces the configured ones; default 0 and sshd) [env: NETLEDGER_DELEGATING_UIDS, comma-separated]' -r
+complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l delegate-grace -d 'How long a young flow on such a service\'s socket waits, uncharged, for a user\'s process to hold it [env: NETLEDGER_DELEGATE_GRACE] [default: 10s]' -r
+complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l proc-root -d 'Root of the proc filesystem to read sockets and processes from [default: /proc]' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l db -d 'SQLite database path [env: NETLEDGER_DB] [default: /var/lib/netledger/netledger.db]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l config -d 'Configuration file [env: NETLEDGER_CONFIG] [default: /etc/netledger/netledger.toml, when it exists]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l no-setup -d 'Do not change the system: only check the prerequisites and fail if one is missing'
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -l count-local -d 'Exclude nothing: charge local-network traffic to its users too'
@@ -56,7 +56,7 @@ complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -s v -l ve
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -s q -l quiet -d 'Only errors on stderr'
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -s h -l help -d 'Print help'
 complete -c netledger -n "__fish_netledger_using_subcommand snapshot" -s V -l version -d 'Print version'
-complete -c netledger -n "__fish_netledger_using_subcommand setup" -l db -d 'SQLite database path [env: NETLEDGER_DB]' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand setup" -l db -d 'SQLite database path [env: NETLEDGER_DB] [default: /var/lib/netledger/netledger.db]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand setup" -l config -d 'Configuration file [env: NETLEDGER_CONFIG] [default: /etc/netledger/netledger.toml, when it exists]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand setup" -l undo -d 'Undo what `setup`, `snapshot` and `run` changed in this network namespace: delete the table `inet netledger` and put back the sysctls they changed to the values they had (kept in /run/netledger-setup/). Idempotent. Stop the timer or the daemon first, or their next start sets it all up again'
 complete -c netledger -n "__fish_netledger_using_subcommand setup" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
@@ -73,7 +73,7 @@ via\t'Per service the traffic went through (a delegating service\'s socket)'"
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l user -d 'Only this user (name or uid)' -r
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l limit -d 'At most this many rows (1 to 1000000)' -r
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l names -d 'Remote address names: lines of `ADDRESS-or-CIDR NAME` [env: NETLEDGER_NAMES] (default: the configured file, else /etc/netledger/names when it exists)' -r -F
-complete -c netledger -n "__fish_netledger_using_subcommand top" -l db -d 'SQLite database path [env: NETLEDGER_DB]' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand top" -l db -d 'SQLite database path [env: NETLEDGER_DB] [default: /var/lib/netledger/netledger.db]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l config -d 'Configuration file [env: NETLEDGER_CONFIG] [default: /etc/netledger/netledger.toml, when it exists]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l json -d 'Print a JSON array of objects instead of a table'
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l csv -d 'Print CSV with a header line instead of a table'
@@ -90,7 +90,7 @@ month\t'Per calendar month'"
 complete -c netledger -n "__fish_netledger_using_subcommand report" -l user -d 'Only this user (name or uid)' -r
 complete -c netledger -n "__fish_netledger_using_subcommand report" -l since -d 'Start (same forms as `top --since`); default: 24h for hours, 30d for days, 12 weeks for weeks, 12 months for months' -r
 complete -c netledger -n "__fish_netledger_using_subcommand report" -l until -d 'End; default now' -r
-complete -c netledger -n "__fish_netledger_using_subcommand report" -l db -d 'SQLite database path [env: NETLEDGER_DB]' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand report" -l db -d 'SQLite database path [env: NETLEDGER_DB] [default: /var/lib/netledger/netledger.db]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand report" -l config -d 'Configuration file [env: NETLEDGER_CONFIG] [default: /etc/netledger/netledger.toml, when it exists]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand report" -l json -d 'Print a JSON array of objects instead of a table'
 complete -c netledger -n "__fish_netledger_using_subcommand report" -l csv -d 'Print CSV with a header line instead of a table'
@@ -104,42 +104,42 @@ complete -c netledger -n "__fish_netledger_using_subcommand export" -l since -d 
 complete -c netledger -n "__fish_netledger_using_subcommand export" -l until -d 'End; default now' -r
 complete -c netledger -n "__fish_netledger_using_subcommand export" -l format -d 'Output format' -r -f -a "jsonl\t'One JSON object per line'
 csv\t'CSV with a header line'"
-complete -c netledger -n "__fish_netledger_using_subcommand export" -l db -d 'SQLite database path [env: NETLEDGER_DB]' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand export" -l db -d 'SQLite database path [env: NETLEDGER_DB] [default: /var/lib/netledger/netledger.db]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand export" -l config -d 'Configuration file [env: NETLEDGER_CONFIG] [default: /etc/netledger/netledger.toml, when it exists]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand export" -l utc -d 'Read --since/--until in UTC instead of local time'
 complete -c netledger -n "__fish_netledger_using_subcommand export" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c netledger -n "__fish_netledger_using_subcommand export" -s q -l quiet -d 'Only errors on stderr'
 complete -c netledger -n "__fish_netledger_using_subcommand export" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c netledger -n "__fish_netledger_using_subcommand export" -s V -l version -d 'Print version'
-complete -c netledger -n "__fish_netledger_using_subcommand config" -l db -d 'SQLite database path [env: NETLEDGER_DB]' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand config" -l db -d 'SQLite database path [env: NETLEDGER_DB] [default: /var/lib/netledger/netledger.db]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand config" -l config -d 'Configuration file [env: NETLEDGER_CONFIG] [default: /etc/netledger/netledger.toml, when it exists]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand config" -l default -d 'Print the documented default configuration file instead'
 complete -c netledger -n "__fish_netledger_using_subcommand config" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c netledger -n "__fish_netledger_using_subcommand config" -s q -l quiet -d 'Only errors on stderr'
 complete -c netledger -n "__fish_netledger_using_subcommand config" -s h -l help -d 'Print help'
 complete -c netledger -n "__fish_netledger_using_subcommand config" -s V -l version -d 'Print version'
-complete -c netledger -n "__fish_netledger_using_subcommand run" -l interval -d 'Time between accounting passes, 1s to 1h [default: 10s]' -r
-complete -c netledger -n "__fish_netledger_using_subcommand run" -l local-net -d 'A local network whose traffic is charged to nobody (repeatable; replaces the configured ones and the defaults) [env: NETLEDGER_LOCAL_NETWORKS, comma-separated]' -r
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l local-net -d 'A local network whose traffic is charged to nobody (repeatable; replaces the configured ones and the defaults: 127.0.0.0/8 ::1/128 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 169.254.0.0/16 fe80::/10 fc00::/7 224.0.0.0/4 ff00::/8) [env: NETLEDGER_LOCAL_NETWORKS, comma-separated]' -r
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l lock-timeout -d 'How long to wait for another writer\'s database lock, 0s to 10m [default: 5s]' -r
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l prune-after -d 'Passes a vanished flow is remembered before its state is pruned, 1 to 1000 [default: 3]' -r
-complete -c netledger -n "__fish_netledger_using_subcommand run" -l delegating-uid -d 'A service\'s uid (or user name) whose sockets are charged through the processes holding them, as sshd\'s are (repeatable; replaces the configured ones; default 0)' -r
-complete -c netledger -n "__fish_netledger_using_subcommand run" -l delegate-grace -d 'How long a young flow on such a service\'s socket waits, uncharged, for a user\'s process to hold it [default: 10s]' -r
-complete -c netledger -n "__fish_netledger_using_subcommand run" -l flush-interval -d 'Longest time an event waits in memory before it is written (10ms to 1m): writes are batched, one transaction per flush' -r
-complete -c netledger -n "__fish_netledger_using_subcommand run" -l event-buffer -d 'Receive buffer of the conntrack event socket at start, in bytes (1 to 64 MiB); it grows on overruns up to 64 MiB (tests set it tiny to provoke overruns) [env: NETLEDGER_EVENT_BUFFER]' -r
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l delegating-uid -d 'A service\'s uid (or user name) whose sockets are charged through the processes holding them, as sshd\'s are (repeatable; replaces the configured ones; default 0 and sshd) [env: NETLEDGER_DELEGATING_UIDS, comma-separated]' -r
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l delegate-grace -d 'How long a young flow on such a service\'s socket waits, uncharged, for a user\'s process to hold it [env: NETLEDGER_DELEGATE_GRACE] [default: 10s]' -r
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l proc-root -d 'Root of the proc filesystem to read sockets and processes from [default: /proc]' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l interval -d 'Time between accounting passes, 1s to 1h [default: 10s]' -r
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l flush-interval -d 'Longest time an event waits in memory before it is written, 10ms to 1m (writes are batched, one transaction per flush) [default: 1s]' -r
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l event-buffer -d 'Receive buffer of the conntrack event socket at start, in bytes (1 to 64 MiB); it grows on overruns up to 64 MiB (tests set it tiny to provoke overruns) [env: NETLEDGER_EVENT_BUFFER] [default: 4194304]' -r
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l metrics-listen -d 'Serve the Prometheus metrics (`netledger metrics`) at http://ADDR:PORT/metrics [default: off]. Personal data: bind to loopback or a management network' -r
-complete -c netledger -n "__fish_netledger_using_subcommand run" -l proc-root -d 'Root of the proc filesystem to read sockets and processes from' -r -F
-complete -c netledger -n "__fish_netledger_using_subcommand run" -l db -d 'SQLite database path [env: NETLEDGER_DB]' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l db -d 'SQLite database path [env: NETLEDGER_DB] [default: /var/lib/netledger/netledger.db]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l config -d 'Configuration file [env: NETLEDGER_CONFIG] [default: /etc/netledger/netledger.toml, when it exists]' -r -F
-complete -c netledger -n "__fish_netledger_using_subcommand run" -l no-connection-log -d 'Do not keep the log of finished connections'
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l no-setup -d 'Do not change the system: only check the prerequisites and fail if one is missing'
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l count-local -d 'Exclude nothing: charge local-network traffic to its users too'
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l no-connection-log -d 'Do not keep the log of finished connections'
 complete -c netledger -n "__fish_netledger_using_subcommand run" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c netledger -n "__fish_netledger_using_subcommand run" -s q -l quiet -d 'Only errors on stderr'
 complete -c netledger -n "__fish_netledger_using_subcommand run" -s h -l help -d 'Print help'
 complete -c netledger -n "__fish_netledger_using_subcommand run" -s V -l version -d 'Print version'
 complete -c netledger -n "__fish_netledger_using_subcommand connections" -l user -d 'Only this user\'s connections (name or uid)' -r
-complete -c netledger -n "__fish_netledger_using_subcommand connections" -l proc-root -d 'Root of the proc filesystem to read sockets and processes from' -r -F
-complete -c netledger -n "__fish_netledger_using_subcommand connections" -l db -d 'SQLite database path [env: NETLEDGER_DB]' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand connections" -l proc-root -d 'Root of the proc filesystem to read sockets and processes from [default: /proc]' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand connections" -l db -d 'SQLite database path [env: NETLEDGER_DB] [default: /var/lib/netledger/netledger.db]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand connections" -l config -d 'Configuration file [env: NETLEDGER_CONFIG] [default: /etc/netledger/netledger.toml, when it exists]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand connections" -l all -d 'Also list TCP connections already closed whose conntrack entries linger (TIME_WAIT, CLOSE)'
 complete -c netledger -n "__fish_netledger_using_subcommand connections" -l json -d 'Print a JSON array of objects instead of a table'
@@ -154,7 +154,7 @@ complete -c netledger -n "__fish_netledger_using_subcommand log" -l host -d 'Onl
 complete -c netledger -n "__fish_netledger_using_subcommand log" -l port -d 'Only connections with this port at either end, in either tuple' -r
 complete -c netledger -n "__fish_netledger_using_subcommand log" -l user -d 'Only this user\'s connections (name or uid)' -r
 complete -c netledger -n "__fish_netledger_using_subcommand log" -l format -d 'One line per connection from TEMPLATE (escapes below)' -r
-complete -c netledger -n "__fish_netledger_using_subcommand log" -l db -d 'SQLite database path [env: NETLEDGER_DB]' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand log" -l db -d 'SQLite database path [env: NETLEDGER_DB] [default: /var/lib/netledger/netledger.db]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand log" -l config -d 'Configuration file [env: NETLEDGER_CONFIG] [default: /etc/netledger/netledger.toml, when it exists]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand log" -l json -d 'Print a JSON array of objects'
 complete -c netledger -n "__fish_netledger_using_subcommand log" -l utc -d 'Read and show times in UTC instead of local time'
@@ -165,7 +165,7 @@ complete -c netledger -n "__fish_netledger_using_subcommand log" -s V -l version
 complete -c netledger -n "__fish_netledger_using_subcommand summary" -l date -d 'The day: today, yesterday, or a date (2026-11-01), in local time unless --utc' -r
 complete -c netledger -n "__fish_netledger_using_subcommand summary" -l user -d 'Only this user (name or uid)' -r
 complete -c netledger -n "__fish_netledger_using_subcommand summary" -l names -d 'Remote address names: lines of `ADDRESS-or-CIDR NAME` [env: NETLEDGER_NAMES] (default: the configured file, else /etc/netledger/names when it exists)' -r -F
-complete -c netledger -n "__fish_netledger_using_subcommand summary" -l db -d 'SQLite database path [env: NETLEDGER_DB]' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand summary" -l db -d 'SQLite database path [env: NETLEDGER_DB] [default: /var/lib/netledger/netledger.db]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand summary" -l config -d 'Configuration file [env: NETLEDGER_CONFIG] [default: /etc/netledger/netledger.toml, when it exists]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand summary" -l json -d 'Print a JSON array of objects instead of a table'
 complete -c netledger -n "__fish_netledger_using_subcommand summary" -l utc -d 'Read and show the day in UTC instead of local time'
@@ -174,7 +174,7 @@ complete -c netledger -n "__fish_netledger_using_subcommand summary" -s q -l qui
 complete -c netledger -n "__fish_netledger_using_subcommand summary" -s h -l help -d 'Print help'
 complete -c netledger -n "__fish_netledger_using_subcommand summary" -s V -l version -d 'Print version'
 complete -c netledger -n "__fish_netledger_using_subcommand metrics" -l output -d 'Write to FILE instead of standard output, atomically (a temporary file in the same directory, synced, renamed over FILE): for node_exporter\'s textfile collector, e.g. /var/lib/prometheus/node-exporter/netledger.prom' -r -F
-complete -c netledger -n "__fish_netledger_using_subcommand metrics" -l db -d 'SQLite database path [env: NETLEDGER_DB]' -r -F
+complete -c netledger -n "__fish_netledger_using_subcommand metrics" -l db -d 'SQLite database path [env: NETLEDGER_DB] [default: /var/lib/netledger/netledger.db]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand metrics" -l config -d 'Configuration file [env: NETLEDGER_CONFIG] [default: /etc/netledger/netledger.toml, when it exists]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand metrics" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c netledger -n "__fish_netledger_using_subcommand metrics" -s q -l quiet -d 'Only errors on stderr'

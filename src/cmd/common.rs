@@ -1,19 +1,17 @@
-//! What the read-only commands share: opening the database for reading, the period
-//! bounds, and naming a user.
+//! What the read-only commands share: opening the database for reading and naming a
+//! user.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use crate::cli::Cli;
-use crate::config::ConfigError;
 use crate::store::{OpenOptions, Store};
-use crate::timespec::parse_time;
 
 /// Open the database read-only; never creates it.
-pub fn open_for_reading(cli: &Cli) -> Result<Store> {
+pub fn open_for_reading(db: &Path) -> Result<Store> {
     Ok(Store::open(
-        &cli.db,
+        db,
         &OpenOptions {
             read_only: true,
             create: false,
@@ -32,28 +30,6 @@ pub fn require_connection_log(store: &Store) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// `[since, until)` in epoch seconds from the command line. A value that does not read,
-/// or an empty period, is a usage error naming the flag.
-pub fn bounds(since: &str, until: Option<&str>, utc: bool) -> Result<(i64, i64)> {
-    let now = chrono::Utc::now();
-    let time =
-        |flag, spec| parse_time(spec, now, utc).map_err(|error| ConfigError::Time { flag, error });
-    let start = time("--since", since)?;
-    let end = match until {
-        Some(u) => time("--until", u)?,
-        // Rows carry their pass's start second: include the current one.
-        None => now.timestamp() + 1,
-    };
-    if end <= start {
-        return Err(ConfigError::EmptyPeriod {
-            since: since.to_owned(),
-            until: until.unwrap_or("now").to_owned(),
-        }
-        .into());
-    }
-    Ok((start, end))
 }
 
 /// A user given by name or uid: names are looked up in the database first (accounts

@@ -1,82 +1,61 @@
 //! `netledger config`: the settings in effect, or the documented default file.
 
 use std::io::Write;
-use std::path::Path;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, ConfigArgs};
-use crate::config::{FileConfig, DEFAULT_TOML};
+use crate::config::DEFAULT_TOML;
+use crate::settings::{ConfigShow, Settings};
 
 /// Print the configuration.
-pub fn run(cli: &Cli, args: &ConfigArgs) -> Result<()> {
+pub fn run(s: &Settings, c: &ConfigShow) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    if args.default {
+    if c.default {
         out.write_all(DEFAULT_TOML.as_bytes())?;
         return Ok(());
     }
-    // The built-in defaults are the documented file's values, so they cannot drift apart.
-    let d = FileConfig::parse(DEFAULT_TOML, Path::new("(built-in defaults)"))?;
-    let f = &cli.file;
-    let e = &cli.env;
-    let nets = e
-        .local_networks
-        .as_ref()
-        .or(f.local_networks.as_ref())
-        .or(d.local_networks.as_ref())
-        .map(|v| v.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .join(", ");
-    let names = e.names.as_ref().or(f.names.as_ref()).or(d.names.as_ref());
-    let dur = |v: Option<std::time::Duration>| v.map(short_duration).unwrap_or_default();
-    let retention = f.retention().map_err(anyhow::Error::msg)?;
+    let d = &c.daemon;
+    let nets: Vec<String> = d
+        .pass
+        .nets
+        .nets()
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect();
+    let dur = |v: std::time::Duration| short_duration(v);
     writeln!(
         out,
         "# settings in effect (defaults < file < NETLEDGER_* < flags)"
     )?;
-    writeln!(out, "db = \"{}\"", cli.db.display())?;
-    writeln!(out, "local_networks = [{nets}]")?;
-    writeln!(
-        out,
-        "names = \"{}\"",
-        names.map(|p| p.display().to_string()).unwrap_or_default()
-    )?;
-    writeln!(
-        out,
-        "prune_after = {}",
-        f.prune_after.or(d.prune_after).unwrap_or_default()
-    )?;
-    writeln!(
-        out,
-        "lock_timeout = \"{}\"",
-        dur(f.lock_timeout.or(d.lock_timeout))
-    )?;
-    writeln!(out, "interval = \"{}\"", dur(f.interval.or(d.interval)))?;
-    writeln!(
-        out,
-        "connection_log = {}",
-        f.connection_log.or(d.connection_log).unwrap_or_default()
-    )?;
-    let (delegating, grace) = f.delegation(&[], None).map_err(anyhow::Error::msg)?;
-    let uids: Vec<String> = delegating.uids().iter().map(u32::to_string).collect();
+    writeln!(out, "db = \"{}\"", s.db.display())?;
+    writeln!(out, "local_networks = [{}]", nets.join(", "))?;
+    writeln!(out, "names = \"{}\"", c.names.path.display())?;
+    writeln!(out, "prune_after = {}", d.pass.prune_after)?;
+    writeln!(out, "lock_timeout = \"{}\"", dur(d.lock_timeout))?;
+    writeln!(out, "interval = \"{}\"", dur(d.interval))?;
+    writeln!(out, "connection_log = {}", d.connection_log)?;
+    let uids: Vec<String> = d
+        .pass
+        .delegating
+        .uids()
+        .iter()
+        .map(u32::to_string)
+        .collect();
     writeln!(out, "delegating_uids = [{}]", uids.join(", "))?;
-    writeln!(out, "delegate_grace = \"{}\"", short_duration(grace))?;
-    if let Some(addr) = f.metrics_listen.or(d.metrics_listen) {
+    writeln!(out, "delegate_grace = \"{}\"", dur(d.pass.delegate_grace))?;
+    if let Some(addr) = d.metrics_listen {
         writeln!(out, "metrics_listen = \"{addr}\"")?;
     }
+    let retention = &d.retention;
     writeln!(out, "\n[retention]")?;
-    writeln!(out, "raw = \"{}\"", dur(Some(retention.raw)))?;
-    writeln!(out, "hourly = \"{}\"", dur(Some(retention.hourly)))?;
+    writeln!(out, "raw = \"{}\"", dur(retention.raw))?;
+    writeln!(out, "hourly = \"{}\"", dur(retention.hourly))?;
     writeln!(out, "hourly_top = {}", retention.hourly_top)?;
     match retention.daily {
-        Some(keep) => writeln!(out, "daily = \"{}\"", dur(Some(keep)))?,
+        Some(keep) => writeln!(out, "daily = \"{}\"", dur(keep))?,
         None => writeln!(out, "daily = \"forever\"")?,
     }
-    writeln!(
-        out,
-        "connections = \"{}\"",
-        dur(Some(retention.connections))
-    )?;
+    writeln!(out, "connections = \"{}\"", dur(retention.connections))?;
     out.flush()?;
     Ok(())
 }

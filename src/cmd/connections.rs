@@ -4,37 +4,27 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
 use crate::account::FlowState;
-use crate::attribute::LocalNets;
-use crate::cli::{Cli, ConnectionsArgs};
 use crate::cmd::common;
 use crate::live;
 use crate::model::FlowKey;
 use crate::pass::observe;
 use crate::report::{self, connections};
+use crate::settings::{Connections, Settings};
 use crate::store::{OpenOptions, Store, StoreError};
 
 /// List the open connections.
-pub fn run(cli: &Cli, args: &ConnectionsArgs) -> Result<()> {
-    let (prev, store) = saved_owners(cli)?;
+pub fn run(s: &Settings, args: &Connections) -> Result<()> {
+    let (prev, store) = saved_owners(&s.db)?;
     let uid = match &args.user {
         Some(u) => Some(user_id(store.as_ref(), u)?),
         None => None,
     };
-    let nets = match cli
-        .env
-        .local_networks
-        .as_ref()
-        .or(cli.file.local_networks.as_ref())
-    {
-        Some(n) => LocalNets::new(n.iter().copied()),
-        None => LocalNets::defaults(),
-    };
-    let (delegating, _) = cli.file.delegation(&[], None).map_err(anyhow::Error::msg)?;
-    let obs = observe(&args.proc_root, &prev, &nets, &delegating)
+    let obs = observe(&args.proc_root, &prev, &args.nets, &args.delegating)
         .context("reading the open connections")?;
     let rows = live::open_connections(&obs.dump, &obs.attributed, uid, args.all);
     let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0).max(0) as u64;
@@ -58,9 +48,9 @@ pub fn run(cli: &Cli, args: &ConnectionsArgs) -> Result<()> {
 
 /// Owners remembered by passes and the daemon: a flow whose socket is gone (TIME_WAIT)
 /// keeps the owner it had. No database yet is fine: live sockets still name owners.
-fn saved_owners(cli: &Cli) -> Result<(HashMap<FlowKey, FlowState>, Option<Store>)> {
+fn saved_owners(db: &Path) -> Result<(HashMap<FlowKey, FlowState>, Option<Store>)> {
     let opened = Store::open(
-        &cli.db,
+        db,
         &OpenOptions {
             read_only: true,
             create: false,

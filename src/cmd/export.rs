@@ -4,15 +4,16 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use super::common::{bounds, open_for_reading};
-use crate::cli::{Cli, ExportArgs, ExportFormat};
+use super::common::open_for_reading;
+use crate::cli::ExportFormat;
 use crate::report;
+use crate::settings::{Export, Settings};
 use crate::store::query::UsageRecord;
 
 /// Write the usage rows of a period to stdout.
-pub fn run(cli: &Cli, args: &ExportArgs) -> Result<()> {
-    let (since, until) = bounds(&args.since, args.until.as_deref(), args.utc)?;
-    let store = open_for_reading(cli)?;
+pub fn run(s: &Settings, args: &Export) -> Result<()> {
+    let (since, until) = (args.window.since, args.window.until);
+    let store = open_for_reading(&s.db)?;
     let covered = store.covered(since, until, chrono::Utc::now().timestamp())?;
     let records: Vec<_> = store
         .usage_rows(since, until)?

@@ -9,11 +9,11 @@ use anyhow::Result;
 use chrono::Utc;
 use ipnet::IpNet;
 
-use crate::cli::{Cli, LogArgs};
 use crate::cmd::common;
 use crate::live::waiting;
 use crate::model::FlowKey;
 use crate::report;
+use crate::settings::{Log, Settings};
 use crate::store::connections::LoggedConnection;
 
 /// Whether `c` passes the filters (pure).
@@ -33,10 +33,10 @@ pub fn matches(
 }
 
 /// Print the finished connections.
-pub fn run(cli: &Cli, args: &LogArgs) -> Result<()> {
-    let store = common::open_for_reading(cli)?;
+pub fn run(s: &Settings, args: &Log) -> Result<()> {
+    let store = common::open_for_reading(&s.db)?;
     common::require_connection_log(&store)?;
-    let (since, until) = common::bounds(&args.since, args.until.as_deref(), args.utc)?;
+    let (since, until) = (args.window.since, args.window.until);
     let uid = args
         .user
         .as_deref()
@@ -56,18 +56,17 @@ pub fn run(cli: &Cli, args: &LogArgs) -> Result<()> {
             .collect();
         report::write_json(&mut out, &records)?;
     } else {
-        let template = args.format.clone().unwrap_or_default();
         for c in &selected {
             writeln!(
                 out,
                 "{}",
-                template.render(c, args.utc, &mut |u| names.name(u))
+                args.template.render(c, args.utc, &mut |u| names.name(u))
             )?;
         }
     }
     out.flush()?;
     let now_ms = Utc::now().timestamp_millis();
-    if !cli.quiet && until * 1000 >= now_ms {
+    if !s.quiet && until * 1000 >= now_ms {
         if let Some(note) = what_waits(&store, args, uid, selected.is_empty(), now_ms) {
             eprintln!("netledger: {note}");
         }
@@ -80,7 +79,7 @@ pub fn run(cli: &Cli, args: &LogArgs) -> Result<()> {
 /// cannot be read and nothing was listed, when connections get logged.
 fn what_waits(
     store: &crate::store::Store,
-    args: &LogArgs,
+    args: &Log,
     uid: Option<u32>,
     listed_nothing: bool,
     now_ms: i64,

@@ -8,14 +8,14 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::common::open_for_reading;
-use crate::cli::{Cli, MetricsArgs};
 use crate::report::metrics::encode;
+use crate::settings::Settings;
 
-/// Print or write the metrics.
-pub fn run(cli: &Cli, args: &MetricsArgs) -> Result<()> {
-    let store = open_for_reading(cli)?;
+/// Print the metrics, or write them to `output`.
+pub fn run(s: &Settings, output: Option<&Path>) -> Result<()> {
+    let store = open_for_reading(&s.db)?;
     let text = encode(&store.metrics()?, env!("CARGO_PKG_VERSION"), None);
-    match &args.output {
+    match output {
         Some(path) => write_atomically(path, text.as_bytes()),
         None => {
             let mut out = std::io::stdout().lock();

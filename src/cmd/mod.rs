@@ -15,21 +15,21 @@ pub mod top;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command};
+use crate::settings::{Command, Settings};
 
-/// Run the subcommand named on the command line.
-pub fn dispatch(cli: &Cli) -> Result<()> {
-    match &cli.command {
-        Command::Snapshot(args) => snapshot::run(cli, args),
-        Command::Setup(args) => setup::run(args),
-        Command::Top(args) => top::run(cli, args),
-        Command::Report(args) => report::run(cli, args),
-        Command::Export(args) => export::run(cli, args),
-        Command::Config(args) => config::run(cli, args),
-        Command::Run(args) => run::run(cli, args),
-        Command::Connections(args) => connections::run(cli, args),
-        Command::Log(args) => log::run(cli, args),
-        Command::Summary(args) => summary::run(cli, args),
-        Command::Metrics(args) => metrics::run(cli, args),
+/// Run the subcommand the settings name.
+pub fn dispatch(s: &Settings) -> Result<()> {
+    match &s.command {
+        Command::Snapshot(a) => snapshot::run(s, a),
+        Command::Setup { undo } => setup::run(*undo),
+        Command::Top(t) => top::run(s, t),
+        Command::Report(r) => report::run(s, r),
+        Command::Export(e) => export::run(s, e),
+        Command::Config(c) => config::run(s, c),
+        Command::Run(r) => run::run(s, r),
+        Command::Connections(c) => connections::run(s, c),
+        Command::Log(l) => log::run(s, l),
+        Command::Summary(x) => summary::run(s, x),
+        Command::Metrics { output } => metrics::run(s, output.as_deref()),
     }
 }

@@ -4,22 +4,15 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use super::common::{bounds, open_for_reading, resolve_user};
-use crate::cli::{Cli, ReportArgs};
+use super::common::{open_for_reading, resolve_user};
 use crate::report::{self, table};
-use crate::store::query::{Period, PeriodRow};
+use crate::settings::{Format, Report, Settings};
+use crate::store::query::PeriodRow;
 
 /// Print usage per period.
-pub fn run(cli: &Cli, args: &ReportArgs) -> Result<()> {
-    let default_since = match args.period {
-        Period::Hour => "24h",
-        Period::Day => "30d",
-        Period::Week => "84d",
-        Period::Month => "365d",
-    };
-    let since = args.since.as_deref().unwrap_or(default_since);
-    let (since, until) = bounds(since, args.until.as_deref(), args.output.utc)?;
-    let store = open_for_reading(cli)?;
+pub fn run(s: &Settings, args: &Report) -> Result<()> {
+    let (since, until) = (args.window.since, args.window.until);
+    let store = open_for_reading(&s.db)?;
     let uid = args
         .user
         .as_deref()
@@ -32,23 +25,25 @@ pub fn run(cli: &Cli, args: &ReportArgs) -> Result<()> {
         .map(|r| report::with_covered(report::period_record(r), &covered))
         .collect();
     let mut out = std::io::stdout().lock();
-    if args.output.json {
-        report::write_json(&mut out, &records)?;
-    } else if args.output.csv {
-        let header = report::header_of(report::with_covered(
-            report::period_record(&PeriodRow {
-                period: String::new(),
-                uid: None,
-                user: None,
-                traffic: Default::default(),
-            }),
-            &covered,
-        ));
-        let header: Vec<&str> = header.iter().map(String::as_str).collect();
-        report::write_csv(&mut out, &header, &records)?;
-    } else {
-        out.write_all(table::covered_line(&covered, args.output.utc).as_bytes())?;
-        out.write_all(table::period_table(&rows, args.output.bytes).as_bytes())?;
+    match args.output.format {
+        Format::Json => report::write_json(&mut out, &records)?,
+        Format::Csv => {
+            let header = report::header_of(report::with_covered(
+                report::period_record(&PeriodRow {
+                    period: String::new(),
+                    uid: None,
+                    user: None,
+                    traffic: Default::default(),
+                }),
+                &covered,
+            ));
+            let header: Vec<&str> = header.iter().map(String::as_str).collect();
+            report::write_csv(&mut out, &header, &records)?;
+        }
+        Format::Table => {
+            out.write_all(table::covered_line(&covered, args.output.utc).as_bytes())?;
+            out.write_all(table::period_table(&rows, args.output.bytes).as_bytes())?;
+        }
     }
     out.flush()?;
     Ok(())

@@ -5,13 +5,12 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::cli::SetupArgs;
 use crate::prereq;
 
 /// Apply (or undo) the prerequisites and say what changed.
-pub fn run(args: &SetupArgs) -> Result<()> {
+pub fn run(undo: bool) -> Result<()> {
     let proc_root = Path::new("/proc");
-    if args.undo {
+    if undo {
         let done = prereq::undo(proc_root)?;
         if done.is_empty() {
             eprintln!(

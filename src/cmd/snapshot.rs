@@ -2,36 +2,23 @@
 
 use anyhow::Result;
 
-use crate::attribute::LocalNets;
-use crate::cli::{Cli, SnapshotArgs};
-use crate::pass::{run_pass, PassConfig};
+use crate::pass::run_pass;
 use crate::prereq;
+use crate::settings::{Accounting, Settings};
 use crate::store::{OpenOptions, Role, Store, StoreError};
 
 /// Source rows one pass may roll up (a few tens of ms); a backlog clears over passes.
 const ROLLUP_BUDGET: u64 = 50_000;
 
-/// The local-network exclusion the flags ask for.
-pub fn local_nets(args: &SnapshotArgs) -> LocalNets {
-    if args.count_local {
-        LocalNets::new([])
-    } else if args.local_nets.is_empty() {
-        LocalNets::defaults()
-    } else {
-        LocalNets::new(args.local_nets.iter().copied())
-    }
-}
-
 /// Run one pass.
-pub fn run(cli: &Cli, args: &SnapshotArgs) -> Result<()> {
-    let proc_root = args.proc_root.as_path();
-    for change in prereq::ensure(proc_root, !args.no_setup)? {
+pub fn run(s: &Settings, a: &Accounting) -> Result<()> {
+    for change in prereq::ensure(&a.pass.proc_root, a.setup)? {
         eprintln!("netledger: {change}");
     }
     let opened = Store::open(
-        &cli.db,
+        &s.db,
         &OpenOptions {
-            busy_timeout: args.lock_timeout,
+            busy_timeout: a.lock_timeout,
             role: Role::Snapshot,
             ..OpenOptions::default()
         },
@@ -40,7 +27,7 @@ pub fn run(cli: &Cli, args: &SnapshotArgs) -> Result<()> {
         // The timer and the daemon both enabled: the daemon charges every flow, so this
         // pass would only charge them twice. Not an error, said once per run.
         Err(e @ StoreError::DaemonRunning { .. }) => {
-            if !cli.quiet {
+            if !s.quiet {
                 eprintln!("netledger: {e}");
             }
             return Ok(());
@@ -54,23 +41,11 @@ pub fn run(cli: &Cli, args: &SnapshotArgs) -> Result<()> {
             .and_then(|v| v.parse().ok())
             .map(std::time::Duration::from_millis);
     }
-    let (delegating, delegate_grace) = cli
-        .file
-        .delegation(&args.delegating_uids, args.delegate_grace)
-        .map_err(anyhow::Error::msg)?;
-    let cfg = PassConfig {
-        proc_root: args.proc_root.clone(),
-        nets: local_nets(args),
-        prune_after: args.prune_after,
-        delegating,
-        delegate_grace,
-    };
-    let outcome = run_pass(&mut store, &cfg, "snapshot")?;
-    if !cli.quiet {
+    let outcome = run_pass(&mut store, &a.pass, "snapshot")?;
+    if !s.quiet {
         eprintln!("{}", outcome.summary());
     }
-    let retention = cli.file.retention().map_err(anyhow::Error::msg)?;
-    let rolled = store.roll_up(outcome.record.started_at, &retention, ROLLUP_BUDGET)?;
+    let rolled = store.roll_up(outcome.record.started_at, &a.retention, ROLLUP_BUDGET)?;
     tracing::info!("retention: {rolled}");
     Ok(())
 }

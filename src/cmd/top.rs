@@ -4,23 +4,22 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use super::common::{bounds, open_for_reading, resolve_user};
-use crate::cli::{Cli, TopArgs};
-use crate::report::names::{RemoteNames, Services, DEFAULT_NAMES};
+use super::common::{open_for_reading, resolve_user};
+use crate::report::names::{RemoteNames, Services};
 use crate::report::{self, table, Labels};
+use crate::settings::{Format, Settings, Top};
 use crate::store::query::{By, TopQuery, TopRow};
 
 /// Print the top talkers.
-pub fn run(cli: &Cli, args: &TopArgs) -> Result<()> {
-    let (since, until) = bounds(&args.since, args.until.as_deref(), args.output.utc)?;
-    let store = open_for_reading(cli)?;
+pub fn run(s: &Settings, args: &Top) -> Result<()> {
+    let (since, until) = (args.window.since, args.window.until);
+    let store = open_for_reading(&s.db)?;
     let uid = args
         .user
         .as_deref()
         .map(|u| resolve_user(&store, u))
         .transpose()?;
-    let mut by: Vec<By> = args.by.iter().copied().filter(|b| *b != By::User).collect();
-    by.dedup();
+    let by = args.by.clone();
     let report = store.top(&TopQuery {
         since,
         until,
@@ -29,10 +28,7 @@ pub fn run(cli: &Cli, args: &TopArgs) -> Result<()> {
         limit: args.limit,
     })?;
     let labels = Labels {
-        remotes: match &args.names {
-            Some(p) => RemoteNames::load(p, true)?,
-            None => RemoteNames::load(DEFAULT_NAMES.as_ref(), false)?,
-        },
+        remotes: RemoteNames::load(&args.names.path, args.names.required)?,
         services: if by.contains(&By::Port) {
             Services::system()
         } else {
@@ -46,18 +42,20 @@ pub fn run(cli: &Cli, args: &TopArgs) -> Result<()> {
         .map(|r| report::with_covered(report::top_record(r, &by, &labels), &covered))
         .collect();
     let mut out = std::io::stdout().lock();
-    if args.output.json {
-        report::write_json(&mut out, &records)?;
-    } else if args.output.csv {
-        let header = report::header_of(report::with_covered(
-            report::top_record(&empty_row(), &by, &labels),
-            &covered,
-        ));
-        let header: Vec<&str> = header.iter().map(String::as_str).collect();
-        report::write_csv(&mut out, &header, &records)?;
-    } else {
-        out.write_all(table::covered_line(&covered, args.output.utc).as_bytes())?;
-        out.write_all(table::top_table(&report, &by, &labels, args.output.bytes).as_bytes())?;
+    match args.output.format {
+        Format::Json => report::write_json(&mut out, &records)?,
+        Format::Csv => {
+            let header = report::header_of(report::with_covered(
+                report::top_record(&empty_row(), &by, &labels),
+                &covered,
+            ));
+            let header: Vec<&str> = header.iter().map(String::as_str).collect();
+            report::write_csv(&mut out, &header, &records)?;
+        }
+        Format::Table => {
+            out.write_all(table::covered_line(&covered, args.output.utc).as_bytes())?;
+            out.write_all(table::top_table(&report, &by, &labels, args.output.bytes).as_bytes())?;
+        }
     }
     out.flush()?;
     Ok(())

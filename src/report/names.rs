@@ -7,9 +7,6 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
-/// The default lookup file, read when it exists.
-pub const DEFAULT_NAMES: &str = "/etc/netledger/names";
-
 /// A lookup file line that does not parse.
 #[derive(Debug, thiserror::Error)]
 pub enum NamesError {

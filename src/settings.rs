@@ -1,0 +1,827 @@
+//! Settings, resolved once per command: the raw command line ([`crate::cli`], what the
+//! user typed, every file-backed flag an `Option`), the `NETLEDGER_*` environment and the
+//! configuration file ([`crate::config`]) become one typed [`Settings`] value, which is
+//! all the commands read (ripgrep's `LowArgs` → `HiArgs`).
+//!
+//! Precedence, everywhere: built-in defaults < file < environment < flags. The built-in
+//! defaults are the documented file's values ([`crate::config::defaults`]): one source.
+//! Every number and duration is checked against [`crate::config::LIMITS`] where it
+//! enters, and an error names the flag, variable or key it came from.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{Days, Local, NaiveDate, TimeZone, Utc};
+use ipnet::IpNet;
+
+use crate::attribute::{Delegating, LocalNets};
+use crate::cli::{self, AccountingArgs, Cli, ExportFormat, OutputArgs, RunArgs};
+use crate::config::{check, defaults, env, ConfigError, FileConfig, Origin, Value, DEFAULT_CONFIG};
+use crate::daemon::DaemonConfig;
+use crate::pass::PassConfig;
+use crate::report::log::Template;
+use crate::store::query::{By, Period};
+use crate::store::retention::Retention;
+use crate::timespec::parse_time;
+
+/// Events that make a daemon flush at once, whatever the flush interval.
+const FLUSH_EVENTS: usize = 5000;
+/// The daemon's event receive buffer at start (`--event-buffer`), bytes.
+const EVENT_BUFFER: usize = 4 << 20;
+/// Largest event receive buffer the daemon grows to after overruns, bytes.
+const MAX_EVENT_BUFFER: usize = 64 << 20;
+/// Longest time an event waits before it is written (`--flush-interval`).
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Where sockets and processes are read from (`--proc-root`, hidden: tests).
+const PROC_ROOT: &str = "/proc";
+
+/// Everything a command reads, resolved.
+#[derive(Debug)]
+pub struct Settings {
+    /// The database.
+    pub db: PathBuf,
+    /// Only errors on stderr.
+    pub quiet: bool,
+    /// The subcommand and its settings.
+    pub command: Command,
+}
+
+/// A subcommand's resolved settings.
+#[derive(Debug)]
+pub enum Command {
+    /// `snapshot`.
+    Snapshot(Accounting),
+    /// `setup` (`--undo`).
+    Setup {
+        /// Undo instead.
+        undo: bool,
+    },
+    /// `top`.
+    Top(Top),
+    /// `report`.
+    Report(Report),
+    /// `export`.
+    Export(Export),
+    /// `config`.
+    Config(ConfigShow),
+    /// `run`.
+    Run(Box<Run>),
+    /// `connections`.
+    Connections(Connections),
+    /// `log`.
+    Log(Log),
+    /// `summary`.
+    Summary(Summary),
+    /// `metrics`.
+    Metrics {
+        /// Write here atomically instead of standard output.
+        output: Option<PathBuf>,
+    },
+}
+
+/// What a writer (`snapshot`, `run`) needs besides the daemon's own settings.
+#[derive(Debug, Clone)]
+pub struct Accounting {
+    /// What one pass needs.
+    pub pass: PassConfig,
+    /// Set the prerequisites up when missing.
+    pub setup: bool,
+    /// How long to wait for another writer's lock.
+    pub lock_timeout: Duration,
+    /// How long each tier is kept.
+    pub retention: Retention,
+}
+
+/// `run`: the daemon's settings, and how to resolve them again on SIGHUP.
+#[derive(Debug)]
+pub struct Run {
+    /// The settings at start.
+    pub daemon: DaemonConfig,
+    /// Re-reads the file; the flags and the environment keep the values read at start.
+    pub reload: Reload,
+}
+
+/// Resolves `run`'s settings again from the configuration file (SIGHUP).
+#[derive(Debug, Clone)]
+pub struct Reload {
+    args: RunArgs,
+    file: ConfigPath,
+    quiet: bool,
+}
+
+impl Reload {
+    /// The daemon's settings with the file as it is now.
+    pub fn reload(&self) -> Result<DaemonConfig, ConfigError> {
+        let file = self.file.load()?;
+        daemon(&self.args, &file, self.quiet)
+    }
+}
+
+/// Where the configuration file is, and whether it was named (then it must exist).
+#[derive(Debug, Clone)]
+struct ConfigPath {
+    path: PathBuf,
+    explicit: bool,
+}
+
+impl ConfigPath {
+    fn load(&self) -> Result<FileConfig, ConfigError> {
+        FileConfig::load(&self.path, self.explicit)
+    }
+}
+
+/// How a report prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// An aligned table.
+    Table,
+    /// A JSON array.
+    Json,
+    /// CSV with a header line.
+    Csv,
+}
+
+/// Output settings shared by the reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    /// Table, JSON or CSV.
+    pub format: Format,
+    /// Exact byte counts.
+    pub bytes: bool,
+    /// Times in UTC.
+    pub utc: bool,
+}
+
+impl From<&OutputArgs> for Output {
+    fn from(a: &OutputArgs) -> Output {
+        Output {
+            format: if a.json {
+                Format::Json
+            } else if a.csv {
+                Format::Csv
+            } else {
+                Format::Table
+            },
+            bytes: a.bytes,
+            utc: a.utc,
+        }
+    }
+}
+
+/// A remote-name lookup file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamesFile {
+    /// Its path.
+    pub path: PathBuf,
+    /// Named by the user (flag, variable or file): then it must exist; the default may not.
+    pub required: bool,
+}
+
+/// `[since, until)`, epoch seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Start, included.
+    pub since: i64,
+    /// End, excluded.
+    pub until: i64,
+}
+
+/// `top`.
+#[derive(Debug)]
+pub struct Top {
+    /// The period.
+    pub window: Window,
+    /// Groupings besides the user (deduplicated, in the order given).
+    pub by: Vec<By>,
+    /// Only this user (a name or uid, resolved against the database).
+    pub user: Option<String>,
+    /// Rows at most.
+    pub limit: usize,
+    /// How to print.
+    pub output: Output,
+    /// Remote names.
+    pub names: NamesFile,
+}
+
+/// `report`.
+#[derive(Debug)]
+pub struct Report {
+    /// Length of a period.
+    pub period: Period,
+    /// The span.
+    pub window: Window,
+    /// Only this user.
+    pub user: Option<String>,
+    /// How to print.
+    pub output: Output,
+}
+
+/// `export`.
+#[derive(Debug)]
+pub struct Export {
+    /// The span.
+    pub window: Window,
+    /// JSON Lines or CSV.
+    pub format: ExportFormat,
+}
+
+/// `config`: the writers' settings as they would be without flags, and the names file.
+#[derive(Debug)]
+pub struct ConfigShow {
+    /// Print the documented default file instead.
+    pub default: bool,
+    /// The daemon's settings (which include the timer's).
+    pub daemon: DaemonConfig,
+    /// The remote-name file.
+    pub names: NamesFile,
+}
+
+/// `connections`.
+#[derive(Debug)]
+pub struct Connections {
+    /// Root of the proc filesystem.
+    pub proc_root: PathBuf,
+    /// Local networks.
+    pub nets: LocalNets,
+    /// Delegating services.
+    pub delegating: Delegating,
+    /// Only this user.
+    pub user: Option<String>,
+    /// Closed connections whose entries linger too.
+    pub all: bool,
+    /// JSON instead of a table.
+    pub json: bool,
+    /// Exact byte counts.
+    pub bytes: bool,
+}
+
+/// `log`.
+#[derive(Debug)]
+pub struct Log {
+    /// Connections that ended in this span.
+    pub window: Window,
+    /// Only with an address in this network.
+    pub host: Option<IpNet>,
+    /// Only with this port.
+    pub port: Option<u16>,
+    /// Only this user.
+    pub user: Option<String>,
+    /// One line per connection from this template (JSON when `json`).
+    pub template: Template,
+    /// A JSON array instead.
+    pub json: bool,
+    /// Times in UTC.
+    pub utc: bool,
+}
+
+/// `summary`.
+#[derive(Debug)]
+pub struct Summary {
+    /// The day.
+    pub date: NaiveDate,
+    /// Its span (23 or 25 hours across DST).
+    pub window: Window,
+    /// Only this user.
+    pub user: Option<String>,
+    /// Remote names.
+    pub names: NamesFile,
+    /// JSON instead of a table.
+    pub json: bool,
+    /// The day in UTC.
+    pub utc: bool,
+}
+
+/// Resolve the command line against the process environment and the configuration file.
+pub fn resolve(cli: Cli) -> anyhow::Result<Settings> {
+    resolve_with(cli, &|var| std::env::var_os(var))
+}
+
+/// [`resolve`] with the environment given (tests).
+pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow::Result<Settings> {
+    let env = Env(vars);
+    let config = ConfigPath {
+        path: cli
+            .config
+            .clone()
+            .or(env.path(env::CONFIG)?)
+            .unwrap_or_else(|| DEFAULT_CONFIG.into()),
+        explicit: cli.config.is_some() || vars(env::CONFIG).is_some(),
+    };
+    let file = config.load()?;
+    let db = match cli.db {
+        Some(db) => db,
+        None => env
+            .path(env::DB)?
+            .or_else(|| file.db.clone())
+            .or_else(|| defaults().db.clone())
+            .expect("the documented defaults name the database"),
+    };
+    let quiet = cli.quiet;
+    let command = match cli.command {
+        cli::Command::Snapshot(a) => {
+            Command::Snapshot(accounting(&with_env(a.accounting, &env)?, &file)?)
+        }
+        cli::Command::Setup(a) => Command::Setup { undo: a.undo },
+        cli::Command::Run(mut a) => {
+            a.accounting = with_env(a.accounting, &env)?;
+            if a.event_buffer.is_none() {
+                a.event_buffer = env.bytes(env::EVENT_BUFFER, "event_buffer")?;
+            }
+            flag("interval", a.interval.map(Value::Duration))?;
+            flag("flush_interval", a.flush_interval.map(Value::Duration))?;
+            flag(
+                "event_buffer",
+                a.event_buffer.map(|n| Value::Count(n as u64)),
+            )?;
+            let daemon = daemon(&a, &file, quiet)?;
+            Command::Run(Box::new(Run {
+                daemon,
+                reload: Reload {
+                    args: a,
+                    file: config,
+                    quiet,
+                },
+            }))
+        }
+        cli::Command::Config(a) => Command::Config(ConfigShow {
+            default: a.default,
+            daemon: daemon(
+                &RunArgs {
+                    accounting: with_env(AccountingArgs::default(), &env)?,
+                    ..RunArgs::default()
+                },
+                &file,
+                quiet,
+            )?,
+            names: names(None, &env, &file)?,
+        }),
+        cli::Command::Connections(a) => {
+            let acc = with_env(AccountingArgs::default(), &env)?;
+            Command::Connections(Connections {
+                proc_root: a.proc_root.unwrap_or_else(|| PROC_ROOT.into()),
+                nets: local_nets(&acc, &file),
+                delegating: delegation(&acc, &file)?.0,
+                user: a.user,
+                all: a.all,
+                json: a.json,
+                bytes: a.bytes,
+            })
+        }
+        cli::Command::Top(a) => {
+            flag("limit", Some(Value::Count(a.limit as u64)))?;
+            let output = Output::from(&a.output);
+            let window = window(vars, output.utc, Some(&a.since), a.until.as_deref())?;
+            let mut by = Vec::new();
+            for b in a.by {
+                if b != By::User && !by.contains(&b) {
+                    by.push(b);
+                }
+            }
+            Command::Top(Top {
+                window,
+                by,
+                user: a.user,
+                limit: a.limit,
+                output,
+                names: names(a.names, &env, &file)?,
+            })
+        }
+        cli::Command::Report(a) => {
+            let output = Output::from(&a.output);
+            let since = a.since.as_deref().unwrap_or(match a.period {
+                Period::Hour => "24h",
+                Period::Day => "30d",
+                Period::Week => "84d",
+                Period::Month => "365d",
+            });
+            Command::Report(Report {
+                period: a.period,
+                window: window(vars, output.utc, Some(since), a.until.as_deref())?,
+                user: a.user,
+                output,
+            })
+        }
+        cli::Command::Export(a) => Command::Export(Export {
+            window: window(vars, a.utc, Some(&a.since), a.until.as_deref())?,
+            format: a.format,
+        }),
+        cli::Command::Log(a) => Command::Log(Log {
+            window: window(vars, a.utc, Some(&a.since), a.until.as_deref())?,
+            host: a.host,
+            port: a.port,
+            user: a.user,
+            template: a.format.unwrap_or_default(),
+            json: a.json,
+            utc: a.utc,
+        }),
+        cli::Command::Summary(a) => {
+            check_tz(vars, a.utc)?;
+            let (date, window) = day(&a.date, a.utc)?;
+            Command::Summary(Summary {
+                date,
+                window,
+                user: a.user,
+                names: names(a.names, &env, &file)?,
+                json: a.json,
+                utc: a.utc,
+            })
+        }
+        cli::Command::Metrics(a) => Command::Metrics { output: a.output },
+    };
+    Ok(Settings { db, quiet, command })
+}
+
+/// A flag's value, checked against its limit when it was given (the key is its name).
+fn flag(key: &str, v: Option<Value>) -> Result<(), ConfigError> {
+    v.map_or(Ok(()), |v| check(key, v, Origin::Flag))
+}
+
+/// The accounting flags with the environment's values where no flag was given, checked.
+fn with_env(mut a: AccountingArgs, env: &Env) -> Result<AccountingArgs, ConfigError> {
+    flag("lock_timeout", a.lock_timeout.map(Value::Duration))?;
+    flag("prune_after", a.prune_after.map(|n| Value::Count(n.into())))?;
+    flag("delegate_grace", a.delegate_grace.map(Value::Duration))?;
+    if a.local_nets.is_empty() && !a.count_local {
+        match env.nets(env::LOCAL_NETWORKS)? {
+            Some(nets) if nets.is_empty() => a.count_local = true,
+            Some(nets) => a.local_nets = nets,
+            None => {}
+        }
+    }
+    if a.delegating_uids.is_empty() {
+        if let Some(list) = env.get(env::DELEGATING_UIDS)? {
+            a.delegating_uids = list.split(',').map(|s| s.trim().to_owned()).collect();
+        }
+    }
+    if a.delegate_grace.is_none() {
+        a.delegate_grace = env.duration(env::DELEGATE_GRACE, "delegate_grace")?;
+    }
+    Ok(a)
+}
+
+/// The local networks: flags (or environment) over the file over the defaults.
+fn local_nets(a: &AccountingArgs, file: &FileConfig) -> LocalNets {
+    if a.count_local {
+        LocalNets::new([])
+    } else if !a.local_nets.is_empty() {
+        LocalNets::new(a.local_nets.iter().copied())
+    } else {
+        let nets = file
+            .local_networks
+            .as_ref()
+            .or(defaults().local_networks.as_ref())
+            .expect("the documented defaults list the local networks");
+        LocalNets::new(nets.iter().copied())
+    }
+}
+
+fn delegation(
+    a: &AccountingArgs,
+    file: &FileConfig,
+) -> Result<(Delegating, Duration), ConfigError> {
+    let (delegating, grace) = file
+        .delegation(&a.delegating_uids, a.delegate_grace)
+        .map_err(|reason| ConfigError::Invalid { reason })?;
+    Ok((delegating, grace))
+}
+
+/// The shared writer settings.
+fn accounting(a: &AccountingArgs, file: &FileConfig) -> Result<Accounting, ConfigError> {
+    let d = defaults();
+    let (delegating, delegate_grace) = delegation(a, file)?;
+    Ok(Accounting {
+        pass: PassConfig {
+            proc_root: a.proc_root.clone().unwrap_or_else(|| PROC_ROOT.into()),
+            nets: local_nets(a, file),
+            prune_after: a
+                .prune_after
+                .or(file.prune_after)
+                .or(d.prune_after)
+                .expect("documented default"),
+            delegating,
+            delegate_grace,
+        },
+        setup: !a.no_setup,
+        lock_timeout: a
+            .lock_timeout
+            .or(file.lock_timeout)
+            .or(d.lock_timeout)
+            .expect("documented default"),
+        retention: file
+            .retention()
+            .map_err(|reason| ConfigError::Invalid { reason })?,
+    })
+}
+
+/// The daemon's settings: flags (checked, with the environment in) over the file over the
+/// defaults.
+fn daemon(a: &RunArgs, file: &FileConfig, quiet: bool) -> Result<DaemonConfig, ConfigError> {
+    let d = defaults();
+    let acc = accounting(&a.accounting, file)?;
+    Ok(DaemonConfig {
+        pass: acc.pass,
+        interval: a
+            .interval
+            .or(file.interval)
+            .or(d.interval)
+            .expect("documented default"),
+        flush_interval: a.flush_interval.unwrap_or(FLUSH_INTERVAL),
+        flush_events: FLUSH_EVENTS,
+        connection_log: !a.no_connection_log
+            && file
+                .connection_log
+                .or(d.connection_log)
+                .expect("documented default"),
+        event_buffer: a.event_buffer.unwrap_or(EVENT_BUFFER),
+        max_event_buffer: MAX_EVENT_BUFFER,
+        setup: acc.setup,
+        lock_timeout: acc.lock_timeout,
+        quiet,
+        retention: acc.retention,
+        metrics_listen: a.metrics_listen.or(file.metrics_listen),
+    })
+}
+
+/// The remote-name file: flag over environment over file (all required to exist) over
+/// the default (used when it exists).
+fn names(flag: Option<PathBuf>, env: &Env, file: &FileConfig) -> Result<NamesFile, ConfigError> {
+    let named = match flag {
+        Some(p) => Some(p),
+        None => env.path(env::NAMES)?.or_else(|| file.names.clone()),
+    };
+    Ok(match named {
+        Some(path) => NamesFile {
+            path,
+            required: true,
+        },
+        None => NamesFile {
+            path: defaults()
+                .names
+                .clone()
+                .expect("the documented defaults name the names file"),
+            required: false,
+        },
+    })
+}
+
+/// `TZ` must name a zone unless `--utc`: chrono would silently use another one.
+fn check_tz(vars: &dyn Fn(&str) -> Option<OsString>, utc: bool) -> Result<(), ConfigError> {
+    match vars("TZ") {
+        Some(tz) if !utc => match tz.to_str() {
+            Some(s) if crate::timespec::tz_is_valid(s) => Ok(()),
+            _ => Err(ConfigError::Tz {
+                value: tz.to_string_lossy().into_owned(),
+            }),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// `--since`/`--until` against the clock now. A value that does not read, or an empty
+/// period, is a usage error naming the flag.
+fn window(
+    vars: &dyn Fn(&str) -> Option<OsString>,
+    utc: bool,
+    since: Option<&str>,
+    until: Option<&str>,
+) -> Result<Window, ConfigError> {
+    check_tz(vars, utc)?;
+    let since = since.unwrap_or("24h");
+    let now = Utc::now();
+    let time =
+        |flag, spec| parse_time(spec, now, utc).map_err(|error| ConfigError::Time { flag, error });
+    let start = time("--since", since)?;
+    let end = match until {
+        Some(u) => time("--until", u)?,
+        // Rows carry their pass's start second: include the current one.
+        None => now.timestamp() + 1,
+    };
+    if end <= start {
+        return Err(ConfigError::EmptyPeriod {
+            since: since.to_owned(),
+            until: until.unwrap_or("now").to_owned(),
+        });
+    }
+    Ok(Window {
+        since: start,
+        until: end,
+    })
+}
+
+/// The day `spec` names and its span (23 or 25 hours across DST).
+fn day(spec: &str, utc: bool) -> anyhow::Result<(NaiveDate, Window)> {
+    let now = Utc::now();
+    let time = |spec: &str| {
+        parse_time(spec, now, utc).map_err(|error| ConfigError::Time {
+            flag: "--date",
+            error,
+        })
+    };
+    let start = time(spec)?;
+    let date = if utc {
+        Utc.timestamp_opt(start, 0).single().map(|t| t.date_naive())
+    } else {
+        Local
+            .timestamp_opt(start, 0)
+            .single()
+            .map(|t| t.date_naive())
+    }
+    .ok_or_else(|| {
+        anyhow::anyhow!("cannot read date {spec:?}: use a date (2026-11-01), today or yesterday")
+    })?;
+    let next = date
+        .checked_add_days(Days::new(1))
+        .ok_or_else(|| anyhow::anyhow!("date {spec:?} is out of range"))?;
+    let since = time(&date.format("%Y-%m-%d").to_string())?;
+    let until = time(&next.format("%Y-%m-%d").to_string())?;
+    Ok((date, Window { since, until }))
+}
+
+/// Reads one variable at a time, naming it in errors.
+struct Env<'a>(&'a dyn Fn(&str) -> Option<OsString>);
+
+impl Env<'_> {
+    /// The variable's value; set but empty is an error (it is never meant).
+    fn get(&self, var: &'static str) -> Result<Option<String>, ConfigError> {
+        match (self.0)(var) {
+            None => Ok(None),
+            Some(v) if v.is_empty() => Err(ConfigError::EmptyEnv { var }),
+            Some(v) => v.into_string().map(Some).map_err(|v| ConfigError::BadEnv {
+                var,
+                value: v.to_string_lossy().into_owned(),
+                reason: "not valid UTF-8".into(),
+            }),
+        }
+    }
+
+    fn path(&self, var: &'static str) -> Result<Option<PathBuf>, ConfigError> {
+        Ok(self.get(var)?.map(PathBuf::from))
+    }
+
+    fn nets(&self, var: &'static str) -> Result<Option<Vec<IpNet>>, ConfigError> {
+        let Some(value) = self.get(var)? else {
+            return Ok(None);
+        };
+        value
+            .split(',')
+            .map(|item| {
+                item.trim()
+                    .parse::<IpNet>()
+                    .map_err(|_| ConfigError::BadEnv {
+                        var,
+                        value: value.clone(),
+                        reason: format!(
+                            "{:?} is not a network (ADDRESS/PREFIX, such as 10.0.0.0/8; \
+                             separate several with commas)",
+                            item.trim()
+                        ),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    fn bytes(&self, var: &'static str, key: &str) -> Result<Option<usize>, ConfigError> {
+        let Some(value) = self.get(var)? else {
+            return Ok(None);
+        };
+        let n: u64 = value.trim().parse().map_err(|_| ConfigError::BadEnv {
+            var,
+            value: value.clone(),
+            reason: "not a number of bytes".into(),
+        })?;
+        check(key, Value::Count(n), Origin::Env(var))?;
+        Ok(Some(n as usize))
+    }
+
+    fn duration(&self, var: &'static str, key: &str) -> Result<Option<Duration>, ConfigError> {
+        let Some(value) = self.get(var)? else {
+            return Ok(None);
+        };
+        let d = humantime::parse_duration(value.trim()).map_err(|_| ConfigError::BadEnv {
+            var,
+            value: value.clone(),
+            reason: "not a duration (write it like 500ms, 10s, 5m)".into(),
+        })?;
+        check(key, Value::Duration(d), Origin::Env(var))?;
+        Ok(Some(d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::path::Path;
+
+    fn resolve_from(args: &[&str], vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("netledger").chain(args.iter().copied())).unwrap();
+        let vars: Vec<(String, OsString)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.into()))
+            .collect();
+        let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        resolve_with(cli, &get)
+    }
+
+    fn config_error(r: anyhow::Result<Settings>) -> ConfigError {
+        r.unwrap_err().downcast::<ConfigError>().unwrap()
+    }
+
+    fn daemon_of(s: &Settings) -> &DaemonConfig {
+        match &s.command {
+            Command::Run(r) => &r.daemon,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn environment_values_are_checked_and_named() {
+        let conf = ["--config", "/dev/null"];
+        let with = |more: &[&'static str]| -> Vec<&'static str> {
+            conf.iter().chain(more).copied().collect()
+        };
+        let e = config_error(resolve_from(&with(&["top"]), &[("NETLEDGER_DB", "")]));
+        assert!(
+            e.is_usage() && e.to_string().contains("NETLEDGER_DB"),
+            "{e}"
+        );
+        let e = config_error(resolve_from(
+            &with(&["run"]),
+            &[("NETLEDGER_EVENT_BUFFER", "lots")],
+        ));
+        assert!(
+            e.to_string().contains("NETLEDGER_EVENT_BUFFER=\"lots\""),
+            "{e}"
+        );
+        let s = resolve_from(&with(&["run"]), &[("NETLEDGER_EVENT_BUFFER", "65536")]).unwrap();
+        assert_eq!(daemon_of(&s).event_buffer, 65536);
+        // The flag wins over the variable, which is then not read at all.
+        let s = resolve_from(
+            &with(&["run", "--event-buffer", "4096"]),
+            &[("NETLEDGER_EVENT_BUFFER", "0")],
+        )
+        .unwrap();
+        assert_eq!(daemon_of(&s).event_buffer, 4096);
+        let e = config_error(resolve_from(&with(&["log"]), &[("TZ", "Mars/Olympus")]));
+        assert!(matches!(e, ConfigError::Tz { .. }), "{e}");
+        assert!(resolve_from(&with(&["log", "--utc"]), &[("TZ", "Mars/Olympus")]).is_ok());
+        let e = config_error(resolve_from(
+            &with(&["snapshot"]),
+            &[("NETLEDGER_DELEGATE_GRACE", "1h")],
+        ));
+        assert!(
+            e.is_usage() && e.to_string().contains("NETLEDGER_DELEGATE_GRACE"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn snapshot_and_run_resolve_the_same_accounting_from_the_same_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("n.toml");
+        std::fs::write(
+            &conf,
+            "prune_after = 9\nlock_timeout = \"7s\"\nlocal_networks = [\"10.0.0.0/8\"]\n\
+             delegating_uids = [33]\ndelegate_grace = \"4s\"\n",
+        )
+        .unwrap();
+        let c = conf.to_str().unwrap();
+        let vars = [("NETLEDGER_LOCAL_NETWORKS", "192.0.2.0/24")];
+        let snap = resolve_from(&["--config", c, "snapshot", "--prune-after", "4"], &vars).unwrap();
+        let run = resolve_from(&["--config", c, "run", "--prune-after", "4"], &vars).unwrap();
+        let Command::Snapshot(a) = &snap.command else {
+            panic!()
+        };
+        let d = daemon_of(&run);
+        for (pass, lock) in [(&a.pass, a.lock_timeout), (&d.pass, d.lock_timeout)] {
+            assert_eq!(pass.prune_after, 4, "flag over file");
+            assert_eq!(lock, Duration::from_secs(7), "file over default");
+            assert_eq!(pass.nets.nets(), ["192.0.2.0/24".parse::<IpNet>().unwrap()]);
+            assert_eq!(pass.delegating.uids(), [33]);
+            assert_eq!(pass.delegate_grace, Duration::from_secs(4));
+        }
+        // `connections` and `config` read the same environment and file.
+        let s = resolve_from(&["--config", c, "connections"], &vars).unwrap();
+        let Command::Connections(x) = &s.command else {
+            panic!()
+        };
+        assert_eq!(x.nets.nets(), ["192.0.2.0/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(x.delegating.uids(), [33]);
+    }
+
+    #[test]
+    fn defaults_come_from_the_documented_file() {
+        let s = resolve_from(&["--config", "/dev/null", "run"], &[]).unwrap();
+        let d = daemon_of(&s);
+        let def = defaults();
+        assert_eq!(s.db, def.db.clone().unwrap());
+        assert_eq!(Some(d.interval), def.interval);
+        assert_eq!(Some(d.lock_timeout), def.lock_timeout);
+        assert_eq!(Some(d.pass.prune_after), def.prune_after);
+        assert_eq!(d.pass.nets.nets(), def.local_networks.as_deref().unwrap());
+        assert_eq!(d.pass.proc_root, Path::new("/proc"));
+    }
+}
