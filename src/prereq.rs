@@ -125,23 +125,22 @@ const SO_NETNS_COOKIE: libc::c_int = 0x50;
 /// This process's network namespace, as a file name: `cookie-N` (Linux 5.14+, never
 /// reused until reboot) or `inode-N` (reused only after the namespace is gone).
 fn netns_key(proc_root: &Path) -> Option<String> {
-    // SAFETY: socket(2) with constant arguments; the descriptor is closed below.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd >= 0 {
+    use rustix::net::{AddressFamily, SocketType};
+    use std::os::fd::AsRawFd;
+    if let Ok(sock) = rustix::net::socket(AddressFamily::UNIX, SocketType::DGRAM, None) {
         let mut cookie: u64 = 0;
         let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into the live u64 it is given.
+        // SAFETY: getsockopt writes at most `len` bytes into the live u64 it is given, on
+        // a socket this function owns. Neither rustix nor nix wraps SO_NETNS_COOKIE.
         let rc = unsafe {
             libc::getsockopt(
-                fd,
+                sock.as_raw_fd(),
                 libc::SOL_SOCKET,
                 SO_NETNS_COOKIE,
                 (&mut cookie as *mut u64).cast(),
                 &mut len,
             )
         };
-        // SAFETY: `fd` is the socket opened above, closed once.
-        unsafe { libc::close(fd) };
         if rc == 0 && len as usize == std::mem::size_of::<u64>() {
             return Some(format!("cookie-{cookie}"));
         }

@@ -232,24 +232,17 @@ pub(super) fn exists(path: &std::path::Path, read_only: bool) -> Result<bool, St
 }
 
 /// `statvfs` of the directory holding `db`.
-fn statvfs_dir(db: &std::path::Path) -> Option<libc::statvfs> {
-    use std::os::unix::ffi::OsStrExt;
+fn statvfs_dir(db: &std::path::Path) -> Option<rustix::fs::StatVfs> {
     let dir = db
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs fills the zeroed struct; `c` is a valid NUL-terminated path.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some(st)
+    rustix::fs::statvfs(dir).ok()
 }
 
 /// Whether the file system holding `db` is mounted read-only.
 fn read_only_fs(db: &std::path::Path) -> bool {
-    statvfs_dir(db).is_some_and(|st| st.f_flag & libc::ST_RDONLY != 0)
+    statvfs_dir(db).is_some_and(|st| st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
 }
 
 /// Whether the file system holding `db` has no block left for an unprivileged writer
@@ -258,8 +251,7 @@ fn no_space_left(db: &std::path::Path) -> bool {
     let Some(st) = statvfs_dir(db) else {
         return false;
     };
-    // SAFETY: geteuid has no preconditions.
-    let free = if unsafe { libc::geteuid() } == 0 {
+    let free = if rustix::process::geteuid().is_root() {
         st.f_bfree
     } else {
         st.f_bavail
