@@ -206,12 +206,26 @@ impl CtStatus {
     pub const DST_NAT: CtStatus = CtStatus(1 << 5);
     /// `IPS_DYING`: the entry is being destroyed.
     pub const DYING: CtStatus = CtStatus(1 << 9);
+    /// `IPS_FIXED_TIMEOUT`: packets do not refresh the timeout.
+    pub const FIXED_TIMEOUT: CtStatus = CtStatus(1 << 10);
+    /// `IPS_NAT_CLASH`: a UDP clash entry, given a short timeout of its own.
+    pub const NAT_CLASH: CtStatus = CtStatus(1 << 12);
     /// `IPS_OFFLOAD`: the flow is offloaded to a flowtable (its counters lag).
     pub const OFFLOAD: CtStatus = CtStatus(1 << 14);
 
     /// Whether every bit of `bits` is set.
     pub const fn contains(self, bits: CtStatus) -> bool {
         self.0 & bits.0 == bits.0
+    }
+
+    /// Whether any bit of `bits` is set.
+    pub const fn intersects(self, bits: CtStatus) -> bool {
+        self.0 & bits.0 != 0
+    }
+
+    /// Both sets of bits.
+    pub const fn union(self, bits: CtStatus) -> CtStatus {
+        CtStatus(self.0 | bits.0)
     }
 }
 

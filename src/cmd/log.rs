@@ -87,7 +87,7 @@ fn what_waits(
     let dump = match waiting::live_table() {
         Ok(dump) => dump,
         Err(e) if listed_nothing => {
-            let t = crate::daemon::batch::Timeouts::read(std::path::Path::new("/proc"));
+            let t = crate::sources::conntrack::Timeouts::read(std::path::Path::new("/proc"));
             return Some(format!(
                 "nothing in the log for this period; a connection is logged when conntrack \
                  drops its entry: {} s after a TCP close (TIME_WAIT), {} s after a UDP \

@@ -20,6 +20,7 @@ use crate::account::{account, FlowState, Hold};
 use crate::attribute::{attribute, Attributed, Attribution, LocalNets, SocketIndex, Via};
 use crate::model::{Flow, FlowKey};
 use crate::pass::user_names;
+use crate::sources::conntrack::Timeouts;
 use crate::sources::processes::Owner;
 use crate::store::connections::{EventWrite, LoggedConnection};
 use crate::store::PassRecord;
@@ -86,163 +87,6 @@ pub struct BatchConfig<'a> {
     pub skipped_messages: u64,
     /// Conntrack's timeouts, to date a connection's end.
     pub timeouts: &'a Timeouts,
-}
-
-/// Conntrack's timeouts in seconds (per network namespace, `net.netfilter.*_timeout*`),
-/// to date a destroyed flow's last packet.
-///
-/// Every packet sets the entry's expiry to now + the timeout of the state it leaves the
-/// entry in (`nf_ct_refresh_acct()`), counted in jiffies. When the entry is removed, the
-/// kernel dates its STOP timestamp (`nf_ct_delete()`):
-/// - at the expiry, if it had expired (however late the garbage collector or a dump
-///   noticed: measured on Linux 6.18, the DESTROY event came 2–9 s later). So the last
-///   packet is STOP − the timeout, to within a jiffy either way (4 ms at HZ=250): for a
-///   1 ms flow, STOP − timeout lands up to a jiffy *before* its start, which means "just
-///   after the start", not "removed early". Such an event carries no CTA_TIMEOUT.
-/// - at the removal, if it was removed before it expired (`conntrack -D`/`-F`, a TCP port
-///   reused during TIME_WAIT, early drop). Then the DESTROY event carries CTA_TIMEOUT, the
-///   whole seconds that were left, when at least one was: the expiry was STOP + those
-///   seconds (+ under 1 s), so the last packet was STOP − (timeout − left), to within a
-///   second.
-///
-/// Which timeout ran is a fact of the state the entry ended in (see [`Timeouts::after`]).
-/// Without a known timeout (an established TCP connection, whose timeout depends on
-/// unacknowledged data, a fixed or offloaded timeout, other protocols), the end is STOP:
-/// the entry lived until then.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// `nf_conntrack_tcp_timeout_syn_sent`.
-    pub tcp_syn_sent: u64,
-    /// `nf_conntrack_tcp_timeout_syn_recv`.
-    pub tcp_syn_recv: u64,
-    /// `nf_conntrack_tcp_timeout_established`.
-    pub tcp_established: u64,
-    /// `nf_conntrack_tcp_timeout_fin_wait`.
-    pub tcp_fin_wait: u64,
-    /// `nf_conntrack_tcp_timeout_close_wait`.
-    pub tcp_close_wait: u64,
-    /// `nf_conntrack_tcp_timeout_last_ack`.
-    pub tcp_last_ack: u64,
-    /// `nf_conntrack_tcp_timeout_time_wait` (state after a FIN close).
-    pub tcp_time_wait: u64,
-    /// `nf_conntrack_tcp_timeout_close` (state after a RST).
-    pub tcp_close: u64,
-    /// `nf_conntrack_tcp_timeout_max_retrans`: caps a state's timeout after retransmissions
-    /// or a zero window.
-    pub tcp_max_retrans: u64,
-    /// `nf_conntrack_tcp_timeout_unacknowledged`: caps it while data is unacknowledged.
-    pub tcp_unacknowledged: u64,
-    /// `nf_conntrack_udp_timeout` (UDP not assured).
-    pub udp: u64,
-    /// `nf_conntrack_udp_timeout_stream` (assured UDP).
-    pub udp_stream: u64,
-    /// `nf_conntrack_icmp_timeout`.
-    pub icmp: u64,
-    /// `nf_conntrack_icmpv6_timeout`.
-    pub icmpv6: u64,
-}
-
-impl Default for Timeouts {
-    /// The kernel's defaults.
-    fn default() -> Timeouts {
-        Timeouts {
-            tcp_syn_sent: 120,
-            tcp_syn_recv: 60,
-            tcp_established: 432_000,
-            tcp_fin_wait: 120,
-            tcp_close_wait: 60,
-            tcp_last_ack: 30,
-            tcp_time_wait: 120,
-            tcp_close: 10,
-            tcp_max_retrans: 300,
-            tcp_unacknowledged: 300,
-            udp: 30,
-            udp_stream: 120,
-            icmp: 30,
-            icmpv6: 30,
-        }
-    }
-}
-
-// Status bits (include/uapi/linux/netfilter/nf_conntrack_common.h).
-/// IPS_ASSURED: for UDP, set by the packet that first applied the stream timeout.
-const IPS_ASSURED: u32 = 1 << 2;
-/// IPS_FIXED_TIMEOUT: packets do not refresh the timeout.
-const IPS_FIXED_TIMEOUT: u32 = 1 << 10;
-/// IPS_NAT_CLASH: a UDP clash entry, given a short timeout of its own.
-const IPS_NAT_CLASH: u32 = 1 << 12;
-/// IPS_OFFLOAD: the flow table keeps the entry alive, not its packets.
-const IPS_OFFLOAD: u32 = 1 << 14;
-
-impl Timeouts {
-    /// Read them from `proc_root/sys/net/netfilter` (a missing one keeps its default).
-    pub fn read(proc_root: &std::path::Path) -> Timeouts {
-        let dir = proc_root.join("sys/net/netfilter");
-        let get = |name: &str, default: u64| {
-            std::fs::read_to_string(dir.join(format!("nf_conntrack_{name}")))
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(default)
-        };
-        let d = Timeouts::default();
-        Timeouts {
-            tcp_syn_sent: get("tcp_timeout_syn_sent", d.tcp_syn_sent),
-            tcp_syn_recv: get("tcp_timeout_syn_recv", d.tcp_syn_recv),
-            tcp_established: get("tcp_timeout_established", d.tcp_established),
-            tcp_fin_wait: get("tcp_timeout_fin_wait", d.tcp_fin_wait),
-            tcp_close_wait: get("tcp_timeout_close_wait", d.tcp_close_wait),
-            tcp_last_ack: get("tcp_timeout_last_ack", d.tcp_last_ack),
-            tcp_time_wait: get("tcp_timeout_time_wait", d.tcp_time_wait),
-            tcp_close: get("tcp_timeout_close", d.tcp_close),
-            tcp_max_retrans: get("tcp_timeout_max_retrans", d.tcp_max_retrans),
-            tcp_unacknowledged: get("tcp_timeout_unacknowledged", d.tcp_unacknowledged),
-            udp: get("udp_timeout", d.udp),
-            udp_stream: get("udp_timeout_stream", d.udp_stream),
-            icmp: get("icmp_timeout", d.icmp),
-            icmpv6: get("icmpv6_timeout", d.icmpv6),
-        }
-    }
-
-    /// The timeout the last packet of `flow` set, if it is known from the flow's final
-    /// state alone.
-    ///
-    /// - TCP (`nf_conntrack_tcp_packet()`): the timeout of the state, except that
-    ///   retransmissions, a zero window or unacknowledged data cap it at
-    ///   `max_retrans`/`unacknowledged`. A state whose timeout is within both caps
-    ///   (every state but ESTABLISHED, by default) is therefore known exactly.
-    /// - UDP (`nf_conntrack_udp_packet()`): the stream timeout once the flow saw a reply
-    ///   and was still active 2 s after it began (older kernels: after its reply) — the
-    ///   same packet sets ASSURED, and every later packet keeps the stream timeout — else
-    ///   the plain one. A NAT-clash entry gets a short timeout of its own: unknown.
-    /// - ICMP and ICMPv6: their one timeout.
-    pub fn after(&self, flow: &Flow, tcp_state: Option<u8>) -> Option<u64> {
-        if flow.status & (IPS_FIXED_TIMEOUT | IPS_OFFLOAD) != 0 {
-            return None;
-        }
-        match flow.orig.proto {
-            crate::model::IPPROTO_TCP => {
-                // enum tcp_conntrack (include/uapi/linux/netfilter/nf_conntrack_tcp.h).
-                let t = match tcp_state? {
-                    1 => self.tcp_syn_sent,
-                    2 => self.tcp_syn_recv,
-                    3 => self.tcp_established,
-                    4 => self.tcp_fin_wait,
-                    5 => self.tcp_close_wait,
-                    6 => self.tcp_last_ack,
-                    crate::sources::conntrack::TCP_TIME_WAIT => self.tcp_time_wait,
-                    crate::sources::conntrack::TCP_CLOSE => self.tcp_close,
-                    _ => return None,
-                };
-                (t <= self.tcp_max_retrans.min(self.tcp_unacknowledged)).then_some(t)
-            }
-            crate::model::IPPROTO_UDP if flow.status & IPS_NAT_CLASH != 0 => None,
-            crate::model::IPPROTO_UDP if flow.status & IPS_ASSURED != 0 => Some(self.udp_stream),
-            crate::model::IPPROTO_UDP => Some(self.udp),
-            1 => Some(self.icmp),
-            58 => Some(self.icmpv6),
-            _ => None,
-        }
-    }
 }
 
 /// How far before its start STOP − timeout may land for an entry that expired (or was
@@ -423,7 +267,7 @@ mod tests {
     use super::*;
     use crate::account::Kind;
     use crate::attribute::Direction;
-    use crate::model::{Counters, Tuple};
+    use crate::model::{Counters, CtStatus, Tuple};
 
     const ALICE: u32 = 1001;
 
@@ -658,11 +502,11 @@ mod tests {
             assert_eq!(end - start, duration, "STOP at start + {stop_after_ms} ms");
         }
         // Assured (still active 2 s after its start): the stream timeout ran.
-        f.status |= IPS_ASSURED;
+        f.status |= CtStatus::ASSURED.0;
         f.stop_ns = Some((start + 125_000) as u64 * 1_000_000);
         assert_eq!(end_of(&f, None, None, 0, &t) - start, 5_000);
         // A NAT-clash entry's timeout is its own: STOP.
-        f.status |= IPS_NAT_CLASH;
+        f.status |= CtStatus::NAT_CLASH.0;
         assert_eq!(end_of(&f, None, None, 0, &t) - start, 125_000);
     }
 
@@ -693,7 +537,7 @@ mod tests {
         assert_eq!(raised.after(&f, Some(7)), None);
         assert_eq!(t.after(&f, Some(7)), Some(120));
         // A fixed or offloaded timeout is not refreshed by packets.
-        f.status = IPS_FIXED_TIMEOUT;
+        f.status = CtStatus::FIXED_TIMEOUT.0;
         assert_eq!(at(&f, 120_100, Some(7)), 120_100);
         // ICMPv6 has a timeout of its own.
         f.status = 0;

@@ -52,7 +52,8 @@ use crate::sources::sockdiag::SockDiag;
 use crate::store::retention::Retention;
 use crate::store::{OpenOptions, Role, Store};
 
-use batch::{destroyed_keys, plan_batch, BatchConfig, Resolved, Timeouts};
+use crate::sources::conntrack::Timeouts;
+use batch::{destroyed_keys, plan_batch, BatchConfig, Resolved};
 use listen::{Fresh, Listener, Stats, ToWriter};
 
 /// Longest wait of the writer before it looks at the signal flags again.

@@ -10,12 +10,8 @@
 
 use std::collections::HashMap;
 
-use crate::model::{Flow, FlowKey, IPPROTO_TCP, IPPROTO_UDP};
+use crate::model::{CtStatus, Flow, FlowKey, IPPROTO_TCP, IPPROTO_UDP};
 use crate::sources::conntrack::{self, Dump, TCP_CLOSE, TCP_TIME_WAIT};
-
-/// IPS_ASSURED (include/uapi/linux/netfilter/nf_conntrack_common.h): for UDP, a flow still
-/// active 2 s after it began.
-const IPS_ASSURED: u32 = 1 << 2;
 
 /// Why a live entry is a connection that is over, as far as conntrack can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +34,7 @@ pub fn closed_tcp(tcp_state: Option<u8>) -> bool {
 pub fn over(flow: &Flow, tcp_state: Option<u8>) -> Option<Over> {
     match flow.orig.proto {
         IPPROTO_TCP if closed_tcp(tcp_state) => Some(Over::ClosedTcp),
-        IPPROTO_UDP if flow.status & IPS_ASSURED == 0 => Some(Over::UdpExchange),
+        IPPROTO_UDP if !flow.ct_status().contains(CtStatus::ASSURED) => Some(Over::UdpExchange),
         _ => None,
     }
 }

@@ -7,6 +7,7 @@
 //! - `decode`: one message's attributes → a [`Flow`], shared by both.
 //! - `attr`: the kernel's numbers and the attributes typed, by kernel name.
 //! - `error`: [`ConntrackError`], and which kernel answer means which fix.
+//! - `timeouts`: the table's timeouts ([`Timeouts`]), to date a destroyed flow's end.
 //!
 //! Sockets, framing and the attribute walk are [`super::netlink`]'s.
 //!
@@ -17,6 +18,7 @@ mod decode;
 mod dump;
 mod error;
 mod events;
+mod timeouts;
 
 #[cfg(test)]
 mod tests;
@@ -29,3 +31,4 @@ pub use events::{
     parse_events, Event, EventKind, EventSocket, Events, Received, GROUP_DESTROY, GROUP_NEW,
     GROUP_UPDATE, TCP_CLOSE, TCP_TIME_WAIT,
 };
+pub use timeouts::Timeouts;
