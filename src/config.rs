@@ -404,7 +404,7 @@ impl UidOrName {
         match self {
             UidOrName::Uid(u) => Some(*u),
             UidOrName::Name(n) => n.parse().ok().or_else(|| {
-                let uid = uzers::get_user_by_name(n).map(|u| u.uid());
+                let uid = crate::sources::users::uid_of(n);
                 if uid.is_none() {
                     tracing::info!("delegating_uids: no user {n:?} on this host, skipped");
                 }

@@ -176,7 +176,7 @@ pub fn run_pass_with(
             "held back: on a service's socket no user's process holds yet"
         );
     }
-    let users = user_names(&plan);
+    let users = user_names(&plan, &crate::sources::users::name_of);
     stages.lap("account");
     let record = PassRecord {
         started_at,
@@ -445,8 +445,12 @@ fn live_inodes(sockets: &[Socket]) -> HashSet<u64> {
         .collect()
 }
 
-/// Names of the uids charged in this pass (None when the account no longer resolves).
-pub fn user_names(plan: &PassPlan) -> Vec<(u32, Option<String>)> {
+/// Names of the uids charged in this pass, from `name_of` (None when the account no longer
+/// resolves).
+pub fn user_names(
+    plan: &PassPlan,
+    name_of: &dyn Fn(u32) -> Option<String>,
+) -> Vec<(u32, Option<String>)> {
     // The services traffic came through are named too (reports show `via`).
     let uids: std::collections::BTreeSet<u32> = plan
         .usage
@@ -454,10 +458,5 @@ pub fn user_names(plan: &PassPlan) -> Vec<(u32, Option<String>)> {
         .flat_map(|k| [k.uid, k.via])
         .flatten()
         .collect();
-    uids.into_iter()
-        .map(|uid| {
-            let name = uzers::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned());
-            (uid, name)
-        })
-        .collect()
+    uids.into_iter().map(|uid| (uid, name_of(uid))).collect()
 }

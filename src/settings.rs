@@ -323,27 +323,7 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
             Command::Snapshot(accounting(&with_env(a.accounting, &env)?, &file)?)
         }
         cli::Command::Setup(a) => Command::Setup { undo: a.undo },
-        cli::Command::Run(mut a) => {
-            a.accounting = with_env(a.accounting, &env)?;
-            if a.event_buffer.is_none() {
-                a.event_buffer = env.bytes(env::EVENT_BUFFER, "event_buffer")?;
-            }
-            flag("interval", a.interval.map(Value::Duration))?;
-            flag("flush_interval", a.flush_interval.map(Value::Duration))?;
-            flag(
-                "event_buffer",
-                a.event_buffer.map(|n| Value::Count(n as u64)),
-            )?;
-            let daemon = daemon(&a, &file, quiet)?;
-            Command::Run(Box::new(Run {
-                daemon,
-                reload: Reload {
-                    args: a,
-                    file: config,
-                    quiet,
-                },
-            }))
-        }
+        cli::Command::Run(a) => Command::Run(Box::new(run(a, &env, &file, config, quiet)?)),
         cli::Command::Config(a) => Command::Config(ConfigShow {
             default: a.default,
             daemon: daemon(
@@ -368,25 +348,7 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
                 bytes: a.bytes,
             })
         }
-        cli::Command::Top(a) => {
-            flag("limit", Some(Value::Count(a.limit as u64)))?;
-            let output = Output::from(&a.output);
-            let window = window(vars, output.utc, Some(&a.since), a.until.as_deref())?;
-            let mut by = Vec::new();
-            for b in a.by {
-                if b != By::User && !by.contains(&b) {
-                    by.push(b);
-                }
-            }
-            Command::Top(Top {
-                window,
-                by,
-                user: a.user,
-                limit: a.limit,
-                output,
-                names: names(a.names, &env, &file)?,
-            })
-        }
+        cli::Command::Top(a) => Command::Top(top(a, vars, &env, &file)?),
         cli::Command::Report(a) => {
             let output = Output::from(&a.output);
             let since = a.since.as_deref().unwrap_or(match a.period {
@@ -430,6 +392,60 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
         cli::Command::Metrics(a) => Command::Metrics { output: a.output },
     };
     Ok(Settings { db, quiet, command })
+}
+
+/// `run`: the flags (with the environment in) checked, then over the file.
+fn run(
+    mut a: RunArgs,
+    env: &Env,
+    file: &FileConfig,
+    config: ConfigPath,
+    quiet: bool,
+) -> Result<Run, ConfigError> {
+    a.accounting = with_env(a.accounting, env)?;
+    if a.event_buffer.is_none() {
+        a.event_buffer = env.bytes(env::EVENT_BUFFER, "event_buffer")?;
+    }
+    flag("interval", a.interval.map(Value::Duration))?;
+    flag("flush_interval", a.flush_interval.map(Value::Duration))?;
+    flag(
+        "event_buffer",
+        a.event_buffer.map(|n| Value::Count(n as u64)),
+    )?;
+    Ok(Run {
+        daemon: daemon(&a, file, quiet)?,
+        reload: Reload {
+            args: a,
+            file: config,
+            quiet,
+        },
+    })
+}
+
+/// `top`: the window, the groupings (the user is always one), the names file.
+fn top(
+    a: cli::TopArgs,
+    vars: &dyn Fn(&str) -> Option<OsString>,
+    env: &Env,
+    file: &FileConfig,
+) -> Result<Top, ConfigError> {
+    flag("limit", Some(Value::Count(a.limit as u64)))?;
+    let output = Output::from(&a.output);
+    let window = window(vars, output.utc, Some(&a.since), a.until.as_deref())?;
+    let mut by = Vec::new();
+    for b in a.by {
+        if b != By::User && !by.contains(&b) {
+            by.push(b);
+        }
+    }
+    Ok(Top {
+        window,
+        by,
+        user: a.user,
+        limit: a.limit,
+        output,
+        names: names(a.names, env, file)?,
+    })
 }
 
 /// A flag's value, checked against its limit when it was given (the key is its name).

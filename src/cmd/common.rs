@@ -41,8 +41,8 @@ pub fn resolve_user(store: &Store, user: &str) -> Result<u32> {
     if let Some(uid) = store.uid_of(user)? {
         return Ok(uid);
     }
-    match uzers::get_user_by_name(user) {
-        Some(u) => Ok(u.uid()),
+    match crate::sources::users::uid_of(user) {
+        Some(uid) => Ok(uid),
         None => bail!("unknown user {user:?}: give a user name or a numeric uid"),
     }
 }
@@ -71,9 +71,7 @@ impl<'a> UserNames<'a> {
             .or_insert_with(|| {
                 store
                     .and_then(|s| s.user_name(uid).ok().flatten())
-                    .or_else(|| {
-                        uzers::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned())
-                    })
+                    .or_else(|| crate::sources::users::name_of(uid))
                     .unwrap_or_else(|| uid.to_string())
             })
             .clone()

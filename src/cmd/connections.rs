@@ -70,11 +70,9 @@ fn user_id(store: Option<&Store>, user: &str) -> Result<u32> {
         Some(store) => common::resolve_user(store, user),
         None => match user.parse::<u32>() {
             Ok(uid) => Ok(uid),
-            Err(_) => uzers::get_user_by_name(user)
-                .map(|u| u.uid())
-                .with_context(|| {
-                    format!("unknown user {user:?}: give a user name or a numeric uid")
-                }),
+            Err(_) => crate::sources::users::uid_of(user).with_context(|| {
+                format!("unknown user {user:?}: give a user name or a numeric uid")
+            }),
         },
     }
 }

@@ -75,6 +75,9 @@ pub fn destroyed_keys(events: &[Resolved]) -> Vec<FlowKey> {
 
 /// Settings of a flush.
 pub struct BatchConfig<'a> {
+    /// The name of a uid (the system's user database; a table in tests), so that planning
+    /// stays pure.
+    pub user_name: &'a dyn Fn(u32) -> Option<String>,
     /// Local networks (charged to nobody).
     pub nets: &'a LocalNets,
     /// This host's addresses (the direction of flows without an owner).
@@ -246,7 +249,7 @@ pub fn plan_batch(
             })
         })
         .collect();
-    let users = user_names(&plan);
+    let users = user_names(&plan, cfg.user_name);
     EventWrite {
         record: PassRecord {
             started_at: cfg.now,
@@ -319,6 +322,7 @@ mod tests {
             events,
             prev,
             &BatchConfig {
+                user_name: &|uid| Some(format!("user{uid}")),
                 nets: &nets,
                 host: &host,
                 log: true,

@@ -148,6 +148,7 @@ impl Writer {
         }
         let keys = destroyed_keys(&self.pending);
         let bcfg = BatchConfig {
+            user_name: &crate::sources::users::name_of,
             nets: &self.cfg.pass.nets,
             host: &self.host,
             log: self.cfg.connection_log,

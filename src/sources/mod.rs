@@ -1,4 +1,5 @@
-//! Reading the kernel: socket tables, process descriptors, the conntrack table.
+//! Reading the kernel (and the user database): socket tables, process descriptors, the
+//! conntrack table, interface addresses, names of uids.
 //!
 //! Every reader is paired with a pure parser so fixtures and other namespaces work.
 
@@ -8,3 +9,4 @@ pub mod netlink;
 pub mod processes;
 pub mod sockdiag;
 pub mod sockets;
+pub mod users;
