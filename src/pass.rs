@@ -16,7 +16,7 @@ use crate::attribute::{
     attribute, Attributed, Attribution, Continued, Delegating, LocalNets, Reason, SocketIndex,
     Verdict, Via,
 };
-use crate::model::{Flow, FlowKey, Socket, L4};
+use crate::model::{Flow, FlowKey, Socket, SocketState, L4};
 use crate::prereq::{self, PrereqError};
 use crate::sources::processes::scan_socket_holders;
 use crate::sources::sockdiag::SockDiag;
@@ -24,9 +24,6 @@ use crate::sources::sockets::{read_sockets, SocketTable};
 use crate::sources::{conntrack, interfaces};
 use crate::store::{PassRecord, Store};
 use crate::units::human_bytes;
-
-/// TCP_ESTABLISHED in /proc/net/tcp (include/net/tcp_states.h).
-const TCP_ESTABLISHED: u8 = 0x01;
 
 /// What a pass needs to know besides the store.
 #[derive(Debug, Clone)]
@@ -237,7 +234,7 @@ pub fn observe_timed(
         let established = sockets
             .sockets
             .iter()
-            .filter(|s| s.proto == L4::Tcp && s.state == TCP_ESTABLISHED)
+            .filter(|s| s.proto == L4::Tcp && s.socket_state() == Some(SocketState::Established))
             .filter(|s| !s.local.ip().is_loopback())
             .count();
         if established > 0 {

@@ -42,7 +42,7 @@ pub enum Resolved {
         /// The flow.
         flow: Flow,
         /// Its final TCP state, when it is TCP.
-        tcp_state: Option<u8>,
+        tcp_state: Option<crate::model::CtTcpState>,
         /// The whole seconds its entry had left (CTA_TIMEOUT): present when it was removed
         /// before it expired.
         left: Option<u32>,
@@ -102,7 +102,13 @@ const EXPIRY_SLACK_MS: i64 = 1000;
 /// When a destroyed flow's connection ended — its last packet — in ms since the epoch
 /// (see [`Timeouts`]); without kernel timestamps, when the event arrived. `left` is the
 /// DESTROY event's CTA_TIMEOUT.
-fn end_of(flow: &Flow, tcp_state: Option<u8>, left: Option<u32>, at_ms: i64, t: &Timeouts) -> i64 {
+fn end_of(
+    flow: &Flow,
+    tcp_state: Option<crate::model::CtTcpState>,
+    left: Option<u32>,
+    at_ms: i64,
+    t: &Timeouts,
+) -> i64 {
     let Some(stop) = flow.stop_ns.map(ns_to_ms) else {
         return at_ms;
     };
@@ -270,7 +276,7 @@ mod tests {
     use super::*;
     use crate::account::Kind;
     use crate::attribute::Direction;
-    use crate::model::{Counters, CtStatus, Tuple};
+    use crate::model::{Counters, CtStatus, CtTcpState, Tuple};
 
     const ALICE: u32 = 1001;
 
@@ -456,7 +462,8 @@ mod tests {
 
     #[test]
     fn end_is_stop_minus_the_timeout_that_ran_after_the_close() {
-        use crate::sources::conntrack::TCP_TIME_WAIT;
+        use crate::model::CtTcpState;
+        const TCP_TIME_WAIT: CtTcpState = CtTcpState::TimeWait;
         let t = Timeouts::default();
         let mut f = flow(7, 40006, Some((1, 1)));
         // Started at S, closed 3 s later, TIME_WAIT ran out 120 s after that.
@@ -466,7 +473,7 @@ mod tests {
         assert_eq!(end - 1_780_000_000_000, 3_000);
         // Killed with `conntrack -D` while established: STOP is the end.
         assert_eq!(
-            end_of(&f, Some(3), None, 0, &t) - 1_780_000_000_000,
+            end_of(&f, Some(CtTcpState::Established), None, 0, &t) - 1_780_000_000_000,
             123_000
         );
         // Killed 10 s into TIME_WAIT of a 1 s connection: the DESTROY event says 110 s
@@ -481,7 +488,7 @@ mod tests {
         assert_eq!(end - 1_780_000_000_000, 11_000);
         // No kernel timestamps: when the event arrived.
         f.stop_ns = None;
-        assert_eq!(end_of(&f, Some(7), None, 42, &t), 42);
+        assert_eq!(end_of(&f, Some(CtTcpState::TimeWait), None, 42, &t), 42);
     }
 
     /// Regression (issue 18): one-query UDP flows of 1–2 ms were logged as lasting the
@@ -520,29 +527,29 @@ mod tests {
         let mut f = flow(9, 40008, Some((60, 0)));
         let start = 1_780_000_000_000_i64;
         f.start_ns = Some(start as u64 * 1_000_000);
-        let at = |f: &Flow, stop_after_ms: i64, state: Option<u8>| {
+        let at = |f: &Flow, stop_after_ms: i64, state: Option<CtTcpState>| {
             let mut f = f.clone();
             f.stop_ns = Some((start + stop_after_ms) as u64 * 1_000_000);
             end_of(&f, state, None, 0, &t) - start
         };
         // A SYN to a silent host, retransmitted until 63 s: SYN_SENT expired 120 s later.
-        assert_eq!(at(&f, 183_000, Some(1)), 63_000);
+        assert_eq!(at(&f, 183_000, Some(CtTcpState::SynSent)), 63_000);
         // RST: CLOSE, 10 s.
-        assert_eq!(at(&f, 10_050, Some(8)), 50);
+        assert_eq!(at(&f, 10_050, Some(CtTcpState::Close)), 50);
         // LAST_ACK, 30 s.
-        assert_eq!(at(&f, 30_200, Some(6)), 200);
+        assert_eq!(at(&f, 30_200, Some(CtTcpState::LastAck)), 200);
         // ESTABLISHED: 5 days, or 300 s with unacknowledged data; unknown, so STOP.
-        assert_eq!(at(&f, 300_020, Some(3)), 300_020);
+        assert_eq!(at(&f, 300_020, Some(CtTcpState::Established)), 300_020);
         // A state's timeout raised above the caps is not known either.
         let raised = Timeouts {
             tcp_time_wait: 600,
             ..t
         };
-        assert_eq!(raised.after(&f, Some(7)), None);
-        assert_eq!(t.after(&f, Some(7)), Some(120));
+        assert_eq!(raised.after(&f, Some(CtTcpState::TimeWait)), None);
+        assert_eq!(t.after(&f, Some(CtTcpState::TimeWait)), Some(120));
         // A fixed or offloaded timeout is not refreshed by packets.
         f.status = CtStatus::FIXED_TIMEOUT.0;
-        assert_eq!(at(&f, 120_100, Some(7)), 120_100);
+        assert_eq!(at(&f, 120_100, Some(CtTcpState::TimeWait)), 120_100);
         // ICMPv6 has a timeout of its own.
         f.status = 0;
         f.orig.proto = 58;

@@ -568,7 +568,7 @@ fn unspecified(like: IpAddr) -> SocketAddr {
 /// `conntrack -D`/`-F`, early drop, a reload), not one that closed or expired.
 fn destroyed_while_alive(e: &conntrack::Event) -> bool {
     e.flow.orig.proto == crate::model::IPPROTO_TCP
-        && e.tcp_state.and_then(CtTcpState::from_raw).is_some_and(|s| {
+        && e.tcp_state.is_some_and(|s| {
             !matches!(
                 s,
                 CtTcpState::TimeWait | CtTcpState::Close | CtTcpState::None

@@ -17,7 +17,7 @@ pub struct OpenConnection<'a> {
     /// The flow.
     pub flow: &'a Flow,
     /// Its TCP state (`enum tcp_conntrack`), for TCP.
-    pub tcp_state: Option<u8>,
+    pub tcp_state: Option<crate::model::CtTcpState>,
     /// Its verdict.
     pub at: &'a Attributed,
     /// Local end, `address:port` (post-DNAT for incoming connections).
@@ -85,7 +85,7 @@ pub fn open_connections<'a>(
 #[cfg(test)]
 pub(crate) mod fixture {
     use crate::attribute::{Attributed, Attribution, Direction, Reason, Verdict};
-    use crate::model::{Counters, Flow, Tuple};
+    use crate::model::{Counters, CtTcpState, Flow, Tuple};
     use crate::sources::conntrack::Dump;
 
     /// The fixture's clock: 2026-03-10T12:00:00Z, in ns.
@@ -177,7 +177,13 @@ pub(crate) mod fixture {
         );
         let dump = Dump {
             flows: vec![https, ssh, closed6, dns, local],
-            tcp_states: vec![Some(3), Some(3), Some(7), None, Some(8)],
+            tcp_states: vec![
+                Some(CtTcpState::Established),
+                Some(CtTcpState::Established),
+                Some(CtTcpState::TimeWait),
+                None,
+                Some(CtTcpState::Close),
+            ],
             timeouts: vec![Some(431_000), Some(431_999), Some(100), Some(20), Some(8)],
             ..Dump::default()
         };

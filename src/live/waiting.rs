@@ -10,8 +10,9 @@
 
 use std::collections::HashMap;
 
+use crate::model::CtTcpState;
 use crate::model::{CtStatus, Flow, FlowKey, IPPROTO_TCP, IPPROTO_UDP};
-use crate::sources::conntrack::{self, Dump, TCP_CLOSE, TCP_TIME_WAIT};
+use crate::sources::conntrack::{self, Dump};
 
 /// Why a live entry is a connection that is over, as far as conntrack can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,13 +26,13 @@ pub enum Over {
 
 /// Whether a TCP state is one of a closed connection whose entry lingers (TIME_WAIT,
 /// CLOSE): `connections` leaves those out unless `--all`.
-pub fn closed_tcp(tcp_state: Option<u8>) -> bool {
-    matches!(tcp_state, Some(TCP_TIME_WAIT | TCP_CLOSE))
+pub fn closed_tcp(tcp_state: Option<CtTcpState>) -> bool {
+    matches!(tcp_state, Some(CtTcpState::TimeWait | CtTcpState::Close))
 }
 
 /// Whether a live entry is a connection that is over (pure). Open TCP connections and
 /// assured UDP streams are not; neither is anything else.
-pub fn over(flow: &Flow, tcp_state: Option<u8>) -> Option<Over> {
+pub fn over(flow: &Flow, tcp_state: Option<CtTcpState>) -> Option<Over> {
     match flow.orig.proto {
         IPPROTO_TCP if closed_tcp(tcp_state) => Some(Over::ClosedTcp),
         IPPROTO_UDP if !flow.ct_status().contains(CtStatus::ASSURED) => Some(Over::UdpExchange),
@@ -115,9 +116,9 @@ mod tests {
                 flow(1, 6, 0),
             ],
             tcp_states: vec![
-                Some(TCP_TIME_WAIT),
-                Some(TCP_CLOSE),
-                Some(3),
+                Some(CtTcpState::TimeWait),
+                Some(CtTcpState::Close),
+                Some(CtTcpState::Established),
                 None,
                 None,
                 None,

@@ -9,24 +9,11 @@ use super::table::{amount, Table};
 use super::{object, Record};
 use crate::attribute::Verdict;
 use crate::live::OpenConnection;
-use crate::model::Tuple;
+use crate::model::{CtTcpState, Tuple};
 
 /// Conntrack's name of a TCP state (`tcp_conntrack_names` in nf_conntrack_proto_tcp.c).
-pub fn tcp_state_name(state: Option<u8>) -> &'static str {
-    match state {
-        None => "-",
-        Some(0) => "NONE",
-        Some(1) => "SYN_SENT",
-        Some(2) => "SYN_RECV",
-        Some(3) => "ESTABLISHED",
-        Some(4) => "FIN_WAIT",
-        Some(5) => "CLOSE_WAIT",
-        Some(6) => "LAST_ACK",
-        Some(7) => "TIME_WAIT",
-        Some(8) => "CLOSE",
-        Some(9) => "SYN_SENT2",
-        Some(_) => "?",
-    }
+pub fn tcp_state_name(state: Option<CtTcpState>) -> &'static str {
+    state.map_or("-", CtTcpState::name)
 }
 
 fn charged(v: &Verdict) -> (&'static str, Option<&'static str>) {

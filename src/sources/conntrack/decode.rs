@@ -16,7 +16,7 @@ use super::attr::{
     CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, CTA_PROTOINFO_TCP_FLAGS_REPLY, CTA_PROTOINFO_TCP_STATE,
     NFGENMSG_LEN,
 };
-use crate::model::{Counters, Flow, Tuple};
+use crate::model::{Counters, CtTcpState, Flow, Tuple};
 use crate::sources::netlink::{attributes, Malformed};
 
 /// The attributes of a ctnetlink message: its payload after the `nfgenmsg`.
@@ -29,7 +29,7 @@ pub(super) fn attributes_of(payload: &[u8]) -> Option<&[u8]> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Extras {
     /// Its TCP state (`enum tcp_conntrack`), when it has one.
-    pub tcp_state: Option<u8>,
+    pub tcp_state: Option<CtTcpState>,
     /// The whole seconds it has left before it expires (CTA_TIMEOUT), when sent.
     pub timeout: Option<u32>,
     /// A TCP entry picked up mid-connection (see [`protoinfo_picked_up`]).
@@ -193,10 +193,11 @@ fn decode_timestamp(
 
 /// The TCP state in a CTA_PROTOINFO value, if it has one. Malformed parts are ignored:
 /// the state is only a refinement.
-fn protoinfo_tcp_state(info: &[u8]) -> Option<u8> {
+fn protoinfo_tcp_state(info: &[u8]) -> Option<CtTcpState> {
     find(find(info, CTA_PROTOINFO_TCP)?, CTA_PROTOINFO_TCP_STATE)?
         .first()
         .copied()
+        .and_then(CtTcpState::from_raw)
 }
 
 /// Whether CTA_PROTOINFO says the entry was picked up in the middle of a connection: the

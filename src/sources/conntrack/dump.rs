@@ -18,7 +18,7 @@ use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProto
 use super::attr::MessageType;
 use super::decode::{attributes_of, decode_flow, Extras};
 use super::error::{control, ConntrackError, Progress};
-use crate::model::{Flow, FlowKey};
+use crate::model::{CtTcpState, Flow, FlowKey};
 use crate::sources::netlink::{
     self, messages, protocols::NETLINK_NETFILTER, Malformed, Socket, SocketAddr,
 };
@@ -40,7 +40,7 @@ pub struct Dump {
     /// `tcp_states[i]` is the TCP state of `flows[i]` (CTA_PROTOINFO, a
     /// [`crate::model::CtTcpState`] number: 3 ESTABLISHED, 7 TIME_WAIT, …), `None` for
     /// other protocols.
-    pub tcp_states: Vec<Option<u8>>,
+    pub tcp_states: Vec<Option<CtTcpState>>,
     /// `timeouts[i]` is the whole seconds `flows[i]` has left before it expires
     /// (CTA_TIMEOUT), when the kernel sent it.
     pub timeouts: Vec<Option<u32>>,
@@ -171,7 +171,7 @@ fn scan_control(buf: &[u8]) -> Result<Progress, ConntrackError> {
 /// Accumulates flows over one or more received datagrams.
 struct Parser {
     flows: Vec<Flow>,
-    tcp_states: Vec<Option<u8>>,
+    tcp_states: Vec<Option<CtTcpState>>,
     timeouts: Vec<Option<u32>>,
     picked_up: Vec<bool>,
     /// Index into `flows` of each identity seen, to de-duplicate.

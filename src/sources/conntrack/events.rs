@@ -23,14 +23,6 @@ pub const GROUP_UPDATE: u32 = 2;
 /// Destroyed flows, with their final counters.
 pub const GROUP_DESTROY: u32 = 3;
 
-/// Conntrack's TCP states whose timeout follows the end of a connection: TIME_WAIT (after a
-/// FIN close) and CLOSE (after RST), as numbers ([`crate::model::CtTcpState`]), kept for
-/// callers that still compare raw [`Event::tcp_state`] and [`super::Dump::tcp_states`]
-/// values. Not the socket state of the same name ([`crate::model::TCP_TIME_WAIT`]).
-pub const TCP_TIME_WAIT: u8 = crate::model::CtTcpState::TimeWait.raw();
-/// See [`TCP_TIME_WAIT`].
-pub const TCP_CLOSE: u8 = crate::model::CtTcpState::Close.raw();
-
 /// What a conntrack event announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
@@ -54,7 +46,7 @@ pub struct Event {
     /// The TCP state (a [`crate::model::CtTcpState`] number: 7 TIME_WAIT, 8 CLOSE, …) from
     /// CTA_PROTOINFO, which DESTROY events carry: it tells which timeout ran out, and so
     /// when the connection really ended.
-    pub tcp_state: Option<u8>,
+    pub tcp_state: Option<crate::model::CtTcpState>,
     /// CTA_TIMEOUT: the whole seconds the entry had left. A DESTROY event carries it only
     /// when at least 1 s was left (`ctnetlink_dump_timeout(…, skip_zero)`; seen on Linux
     /// 6.18), i.e. for an entry removed before it expired (`conntrack -D`/`-F`, a TCP
@@ -251,7 +243,10 @@ mod tests {
             CTA_PROTOINFO,
             &[nest(
                 CTA_PROTOINFO_TCP,
-                &[nla(CTA_PROTOINFO_TCP_STATE, &[TCP_TIME_WAIT])],
+                &[nla(
+                    CTA_PROTOINFO_TCP_STATE,
+                    &[crate::model::CtTcpState::TimeWait.raw()],
+                )],
             )],
         );
         let raw = [
@@ -284,7 +279,10 @@ mod tests {
             ]
         );
         assert_eq!(ev.skipped_messages, 1, "unknown message type");
-        assert_eq!(ev.events[2].tcp_state, Some(TCP_TIME_WAIT));
+        assert_eq!(
+            ev.events[2].tcp_state,
+            Some(crate::model::CtTcpState::TimeWait)
+        );
         assert_eq!(ev.events[0].tcp_state, None);
         assert_eq!(
             ev.events[2].flow.orig_counters,

@@ -29,6 +29,6 @@ pub use dump::{dump, dump_raw, parse_messages, Dump, RECV_TIMEOUT};
 pub use error::ConntrackError;
 pub use events::{
     parse_events, Event, EventKind, EventSocket, Events, Received, GROUP_DESTROY, GROUP_NEW,
-    GROUP_UPDATE, TCP_CLOSE, TCP_TIME_WAIT,
+    GROUP_UPDATE,
 };
 pub use timeouts::Timeouts;

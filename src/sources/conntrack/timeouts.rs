@@ -2,7 +2,7 @@
 //! kernel here so that what uses them (the daemon's dating of destroyed flows, `log`'s
 //! note) stays pure.
 
-use crate::model::{CtStatus, Flow};
+use crate::model::{CtStatus, CtTcpState, Flow};
 
 /// Conntrack's timeouts in seconds (per network namespace, `net.netfilter.*_timeout*`),
 /// to date a destroyed flow's last packet.
@@ -121,7 +121,7 @@ impl Timeouts {
     ///   same packet sets ASSURED, and every later packet keeps the stream timeout — else
     ///   the plain one. A NAT-clash entry gets a short timeout of its own: unknown.
     /// - ICMP and ICMPv6: their one timeout.
-    pub fn after(&self, flow: &Flow, tcp_state: Option<u8>) -> Option<u64> {
+    pub fn after(&self, flow: &Flow, tcp_state: Option<CtTcpState>) -> Option<u64> {
         if flow
             .ct_status()
             .intersects(CtStatus::FIXED_TIMEOUT.union(CtStatus::OFFLOAD))
@@ -132,15 +132,15 @@ impl Timeouts {
             crate::model::IPPROTO_TCP => {
                 // enum tcp_conntrack (include/uapi/linux/netfilter/nf_conntrack_tcp.h).
                 let t = match tcp_state? {
-                    1 => self.tcp_syn_sent,
-                    2 => self.tcp_syn_recv,
-                    3 => self.tcp_established,
-                    4 => self.tcp_fin_wait,
-                    5 => self.tcp_close_wait,
-                    6 => self.tcp_last_ack,
-                    super::TCP_TIME_WAIT => self.tcp_time_wait,
-                    super::TCP_CLOSE => self.tcp_close,
-                    _ => return None,
+                    CtTcpState::SynSent => self.tcp_syn_sent,
+                    CtTcpState::SynRecv => self.tcp_syn_recv,
+                    CtTcpState::Established => self.tcp_established,
+                    CtTcpState::FinWait => self.tcp_fin_wait,
+                    CtTcpState::CloseWait => self.tcp_close_wait,
+                    CtTcpState::LastAck => self.tcp_last_ack,
+                    CtTcpState::TimeWait => self.tcp_time_wait,
+                    CtTcpState::Close => self.tcp_close,
+                    CtTcpState::None | CtTcpState::SynSent2 => return None,
                 };
                 (t <= self.tcp_max_retrans.min(self.tcp_unacknowledged)).then_some(t)
             }
