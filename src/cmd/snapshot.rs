@@ -2,16 +2,19 @@
 
 use anyhow::Result;
 
+use super::common::write_textfile;
 use crate::pass::run_pass;
 use crate::prereq;
-use crate::settings::{Accounting, Settings};
+use crate::report::metrics::encode;
+use crate::settings::{Settings, Snapshot};
 use crate::store::{OpenOptions, Role, Store, StoreError};
 
 /// Source rows one pass may roll up (a few tens of ms); a backlog clears over passes.
 const ROLLUP_BUDGET: u64 = 50_000;
 
-/// Run one pass.
-pub fn run(s: &Settings, a: &Accounting) -> Result<()> {
+/// Run one pass, then write the metrics textfile if one is set.
+pub fn run(s: &Settings, snap: &Snapshot) -> Result<()> {
+    let a = &snap.accounting;
     for change in prereq::ensure(&a.pass.proc_root, a.setup)? {
         eprintln!("netledger: {change}");
     }
@@ -47,5 +50,9 @@ pub fn run(s: &Settings, a: &Accounting) -> Result<()> {
     }
     let rolled = store.roll_up(outcome.record.started_at, &a.retention, ROLLUP_BUDGET)?;
     tracing::info!("retention: {rolled}");
+    if let Some(path) = &snap.metrics_textfile {
+        let text = encode(&store.metrics()?, env!("CARGO_PKG_VERSION"), None);
+        write_textfile(path, text.as_bytes())?;
+    }
     Ok(())
 }
