@@ -1158,3 +1158,95 @@ fn snapshot_writes_the_metrics_textfile_after_its_pass() {
         "{served:?}"
     );
 }
+
+/// The `/metrics` samples of a daemon listening on 127.0.0.1:`port` in `ns`.
+fn scrape(ns: &Netns, port: u16) -> BTreeMap<String, f64> {
+    let page = common::wait_for("the daemon's /metrics", Duration::from_secs(30), || {
+        http_get(ns, port, "/metrics").filter(|p| p.contains("200 OK"))
+    });
+    samples(page.split_once("\r\n\r\n").unwrap().1)
+}
+
+/// Counters never go down across a real daemon restart and a rollup: a real user's TCP
+/// connection carries traffic before the daemon stops and after it starts again (the
+/// same flow, alive throughout); scrape `/metrics`, stop the daemon, roll every raw and
+/// hourly row up to the daily tier, start the daemon again, scrape: no `_total` series
+/// went down or vanished, the user's went up, and they equal conntrack's own counters of
+/// the flow to the byte (the restart neither lost nor charged twice what it carried).
+#[test]
+fn counters_never_go_down_across_a_daemon_restart_and_a_rollup() {
+    if !common::require_root("counters_never_go_down_across_a_daemon_restart_and_a_rollup") {
+        return;
+    }
+    let net = common::Inet::new("nlmr", 120);
+    let user = common::TestUser::new("nlmru");
+    let port = 41011u16;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    let args = ["--interval", "1s", "--metrics-listen", "127.0.0.1:9417"];
+    let d = common::Daemon::start(&net.host, &db, &args, &[]);
+    let tb = common::traffic_bin();
+    let mut client = {
+        let mut c = user.cmd(&net.host, &tb.path);
+        c.args(["client", "tcp", "198.51.100.2:9000", "5000", "300000"])
+            .args(["--bind", &port.to_string()]);
+        common::Proc::spawn("the user's client", c)
+    };
+    client.expect("ready");
+    d.wait_for_a_whole_pass();
+    let before = scrape(&net.host, 9417);
+    let rx = format!(
+        "netledger_user_receive_bytes_total{{uid=\"{}\",user=\"{}\"}}",
+        user.uid, user.name
+    );
+    let tx = rx.replace("receive", "transmit");
+    assert!(
+        before.get(&rx).is_some_and(|v| *v >= 300_000.0),
+        "{before:?}"
+    );
+    d.stop();
+
+    {
+        let mut store = Store::open(&db, &OpenOptions::default()).unwrap();
+        let r = netledger::store::retention::Retention {
+            raw: Duration::from_secs(3600),
+            hourly: Duration::from_secs(2 * DAY as u64),
+            ..Default::default()
+        };
+        let st = store
+            .roll_up(chrono::Utc::now().timestamp() + 3 * DAY, &r, u64::MAX)
+            .unwrap();
+        assert!(st.raw_rows > 0, "nothing rolled up: {st:?}");
+    }
+
+    let d = common::Daemon::start(&net.host, &db, &args, &[]);
+    client.go();
+    client.expect("done");
+    client.wait_ok();
+    d.wait_for_a_whole_pass();
+    let after = scrape(&net.host, 9417);
+    for (k, v) in &before {
+        if k.ends_with("_total") || k.contains("_total{") {
+            let now = after
+                .get(k)
+                .unwrap_or_else(|| panic!("{k} vanished: {after:?}"));
+            assert!(now >= v, "{k} went down: {v} -> {now}");
+        }
+    }
+    assert!(
+        after[&rx] >= before[&rx] + 300_000.0,
+        "{before:?}\n{after:?}"
+    );
+    let entries = common::conntrack_entries(&net.host);
+    let flow: Vec<_> = entries
+        .iter()
+        .filter(|e| e.proto == "tcp" && e.orig.sport == port && e.orig.dport == 9000)
+        .collect();
+    assert_eq!(flow.len(), 1, "{entries:?}");
+    assert_eq!(
+        (after[&rx] as u64, after[&tx] as u64),
+        (flow[0].reply.bytes, flow[0].orig.bytes),
+        "the user's counters against conntrack's"
+    );
+    d.stop();
+}
