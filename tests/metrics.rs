@@ -1146,6 +1146,24 @@ fn snapshot_writes_the_metrics_textfile_after_its_pass() {
     assert!(!from_key.exists());
     assert_eq!(mode_and_owner(&from_flag), (0o644, 0));
 
+    // With the daemon accounting into the same database the pass has nothing to do, but
+    // the file still follows the database.
+    let d = common::Daemon::start(&ns, &db, &["--interval", "1s"], &[]);
+    d.wait_for_a_whole_pass();
+    std::fs::remove_file(&from_flag).unwrap();
+    let o = snapshot(&["--metrics-textfile", from_flag.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("nothing to do"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(mode_and_owner(&from_flag), (0o644, 0));
+    let written = samples(&std::fs::read_to_string(&from_flag).unwrap());
+    let last = |s: &BTreeMap<String, f64>| s["netledger_last_pass_timestamp_seconds"];
+    let printed = samples(&String::from_utf8(netledger(&db, &["metrics"]).stdout).unwrap());
+    assert!(last(&written) >= last(&printed) - 2.0, "{written:?}");
+    d.stop();
+
     let prometheus = common::TestUser::new("nltsp");
     let served = node_exporter_samples(&ns, &prometheus, &textfiles);
     assert_eq!(

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use super::common::write_textfile;
+use super::common::{open_for_reading, write_textfile};
 use crate::pass::run_pass;
 use crate::prereq;
 use crate::report::metrics::encode;
@@ -33,6 +33,10 @@ pub fn run(s: &Settings, snap: &Snapshot) -> Result<()> {
             if !s.quiet {
                 eprintln!("netledger: {e}");
             }
+            // The daemon keeps the database current: the textfile still follows it.
+            if let Some(path) = &snap.metrics_textfile {
+                write_metrics(&open_for_reading(&s.db)?, path)?;
+            }
             return Ok(());
         }
         other => other?,
@@ -51,8 +55,13 @@ pub fn run(s: &Settings, snap: &Snapshot) -> Result<()> {
     let rolled = store.roll_up(outcome.record.started_at, &a.retention, ROLLUP_BUDGET)?;
     tracing::info!("retention: {rolled}");
     if let Some(path) = &snap.metrics_textfile {
-        let text = encode(&store.metrics()?, env!("CARGO_PKG_VERSION"), None);
-        write_textfile(path, text.as_bytes())?;
+        write_metrics(&store, path)?;
     }
     Ok(())
+}
+
+/// The metrics of `store`, written to `path` for node_exporter's textfile collector.
+fn write_metrics(store: &Store, path: &std::path::Path) -> Result<()> {
+    let text = encode(&store.metrics()?, env!("CARGO_PKG_VERSION"), None);
+    write_textfile(path, text.as_bytes())
 }
