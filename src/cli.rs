@@ -117,6 +117,12 @@ pub struct SetupArgs {
 pub struct SnapshotArgs {
     #[command(flatten)]
     pub accounting: AccountingArgs,
+
+    /// After the pass, write the Prometheus metrics to FILE as `metrics --output` does
+    /// (atomically, mode 0644), for node_exporter's textfile collector
+    /// [config: metrics_textfile].
+    #[arg(long, value_name = "FILE")]
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 /// The accounting options `snapshot` and `run` share. Those also in the configuration

@@ -378,6 +378,8 @@ pub struct FileConfig {
     pub connection_log: Option<bool>,
     /// Daemon `/metrics` endpoint (off when absent).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// node_exporter textfile that `snapshot` writes after each pass (none when absent).
+    pub metrics_textfile: Option<PathBuf>,
     /// Retention tiers.
     pub retention: Option<RetentionConfig>,
     /// Uids (or user names) of services that hand connections to users' processes.

@@ -51,7 +51,7 @@ pub struct Settings {
 #[derive(Debug)]
 pub enum Command {
     /// `snapshot`.
-    Snapshot(Accounting),
+    Snapshot(Snapshot),
     /// `setup` (`--undo`).
     Setup {
         /// Undo instead.
@@ -78,6 +78,15 @@ pub enum Command {
         /// Write here atomically instead of standard output.
         output: Option<PathBuf>,
     },
+}
+
+/// `snapshot`.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The pass.
+    pub accounting: Accounting,
+    /// Write the metrics here after the pass (flag over file; none by default).
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 /// What a writer (`snapshot`, `run`) needs besides the daemon's own settings.
@@ -235,6 +244,8 @@ pub struct ConfigShow {
     pub daemon: DaemonConfig,
     /// The remote-name file.
     pub names: NamesFile,
+    /// `snapshot`'s node_exporter textfile, if any.
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 /// `connections`.
@@ -319,9 +330,10 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
     };
     let quiet = cli.quiet;
     let command = match cli.command {
-        cli::Command::Snapshot(a) => {
-            Command::Snapshot(accounting(&with_env(a.accounting, &env)?, &file)?)
-        }
+        cli::Command::Snapshot(a) => Command::Snapshot(Snapshot {
+            accounting: accounting(&with_env(a.accounting, &env)?, &file)?,
+            metrics_textfile: a.metrics_textfile.or_else(|| file.metrics_textfile.clone()),
+        }),
         cli::Command::Setup(a) => Command::Setup { undo: a.undo },
         cli::Command::Run(a) => Command::Run(Box::new(run(a, &env, &file, config, quiet)?)),
         cli::Command::Config(a) => Command::Config(ConfigShow {
@@ -335,6 +347,7 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
                 quiet,
             )?,
             names: names(None, &env, &file)?,
+            metrics_textfile: file.metrics_textfile.clone(),
         }),
         cli::Command::Connections(a) => {
             let acc = with_env(AccountingArgs::default(), &env)?;
@@ -808,9 +821,10 @@ mod tests {
         let vars = [("NETLEDGER_LOCAL_NETWORKS", "192.0.2.0/24")];
         let snap = resolve_from(&["--config", c, "snapshot", "--prune-after", "4"], &vars).unwrap();
         let run = resolve_from(&["--config", c, "run", "--prune-after", "4"], &vars).unwrap();
-        let Command::Snapshot(a) = &snap.command else {
+        let Command::Snapshot(s) = &snap.command else {
             panic!()
         };
+        let a = &s.accounting;
         let d = daemon_of(&run);
         for (pass, lock) in [(&a.pass, a.lock_timeout), (&d.pass, d.lock_timeout)] {
             assert_eq!(pass.prune_after, 4, "flag over file");

@@ -19,7 +19,7 @@ fn parse(args: &[&str]) -> Settings {
 
 fn snapshot_args(s: &Settings) -> &Accounting {
     match &s.command {
-        Command::Snapshot(a) => a,
+        Command::Snapshot(a) => &a.accounting,
         other => panic!("{other:?}"),
     }
 }

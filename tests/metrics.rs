@@ -929,3 +929,342 @@ tests:
     );
     assert!(o.status.success() && said.contains("SUCCESS"), "{said}");
 }
+
+/// Mode bits and owner uid of `p`.
+fn mode_and_owner(p: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).unwrap();
+    (m.mode() & 0o7777, m.uid())
+}
+
+/// node_exporter's textfile collector on `dir`, run as `user` (Debian's runs as the
+/// unprivileged `prometheus`) in `ns`: the samples it serves.
+fn node_exporter_samples(ns: &Netns, user: &common::TestUser, dir: &Path) -> BTreeMap<String, f64> {
+    let port = 9100;
+    let _exporter = Server(
+        user.cmd(ns, "prometheus-node-exporter")
+            .arg(format!("--collector.textfile.directory={}", dir.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(["--collector.disable-defaults", "--collector.textfile"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus-node-exporter (apt-get install prometheus-node-exporter)"),
+    );
+    let page = common::wait_for("node_exporter's /metrics", Duration::from_secs(30), || {
+        http_get(ns, port, "/metrics").filter(|p| p.contains("200 OK"))
+    });
+    samples(page.split_once("\r\n\r\n").unwrap().1)
+}
+
+/// contrib/systemd/netledger-snapshot-textfile.conf, run as systemd runs the snapshot unit
+/// with it: its ExecStart as a fresh unprivileged uid (the dynamic user) holding only the
+/// unit's capabilities, its state directory 0750 under root's 0700 /var/lib/private; then
+/// its "!" ExecStartPost steps as root with only the unit's capability bounding set (no
+/// CAP_DAC_OVERRIDE) and no new privileges; all under the unit's UMask=0027.
+/// node_exporter's directory is root's 0755. The file is root's, 0644, no temporary file is
+/// left, and a node_exporter running as another unprivileged user serves what `metrics`
+/// prints.
+#[test]
+fn the_textfile_drop_in_writes_a_file_node_exporter_serves() {
+    use std::os::unix::fs::PermissionsExt;
+    if !common::require_root("the_textfile_drop_in_writes_a_file_node_exporter_serves") {
+        return;
+    }
+    let chmod =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    chmod(dir.path(), 0o755);
+    let private = dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    chmod(&private, 0o700);
+    let state = private.join("netledger");
+    std::fs::create_dir(&state).unwrap();
+    let svc = common::TestUser::new("nltfs");
+    std::os::unix::fs::chown(&state, Some(svc.uid), Some(svc.gid)).unwrap();
+    chmod(&state, 0o750);
+    let textfiles = dir.path().join("node-exporter");
+    std::fs::create_dir(&textfiles).unwrap();
+    chmod(&textfiles, 0o755);
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit =
+        |name: &str| std::fs::read_to_string(root.join("contrib/systemd").join(name)).unwrap();
+    let values = |text: &str, key: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(str::to_owned)
+            .collect()
+    };
+    let db = state.join("netledger.db");
+    let words = |line: &str| -> Vec<String> {
+        line.split_whitespace()
+            .map(|w| {
+                w.replace("/usr/bin/netledger", bin().to_str().unwrap())
+                    .replace("/var/lib/netledger", state.to_str().unwrap())
+                    .replace(
+                        "/var/lib/prometheus/node-exporter",
+                        textfiles.to_str().unwrap(),
+                    )
+            })
+            .collect()
+    };
+    let service = unit("netledger-snapshot.service");
+    let drop_in = unit("netledger-snapshot-textfile.conf");
+    let umask = values(&service, "UMask").pop().unwrap();
+    assert_eq!(umask, "0027");
+    let caps: Vec<String> = values(&service, "CapabilityBoundingSet")
+        .pop()
+        .unwrap()
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    let caps = caps.join(",");
+    let with_umask = |c: &mut Command, words: &[String]| {
+        c.args(["--", "sh", "-c"])
+            .arg(format!("umask {umask}; exec \"$@\""))
+            .arg("sh")
+            .args(words);
+    };
+
+    // The pass, as the dynamic user, in a namespace set up as ExecStartPre=+ does.
+    let ns = Netns::new("nltfn");
+    run(ns.cmd(bin()).arg("setup"));
+    let exec = values(&drop_in, "ExecStart").pop().unwrap();
+    let mut c = ns.cmd("setpriv");
+    c.arg(format!("--reuid={}", svc.uid))
+        .arg(format!("--regid={}", svc.gid))
+        .args(["--clear-groups", "--no-new-privs"])
+        .arg(format!("--inh-caps={caps}"))
+        .arg(format!("--ambient-caps={caps}"))
+        .arg(format!("--bounding-set=-all,{caps}"));
+    with_umask(&mut c, &words(&exec));
+    run(&mut c);
+    // The "!" steps.
+    let post = values(&drop_in, "ExecStartPost");
+    assert!(!post.is_empty());
+    for step in &post {
+        let step = step.strip_prefix('!').expect("a \"!\" step");
+        let mut c = ns.cmd("setpriv");
+        c.arg(format!("--bounding-set=-all,{caps}"))
+            .args(["--inh-caps=-all", "--no-new-privs"]);
+        with_umask(&mut c, &words(step));
+        run(&mut c);
+    }
+    let prom = textfiles.join("netledger.prom");
+    assert_eq!(mode_and_owner(&prom), (0o644, 0));
+    let names: Vec<_> = std::fs::read_dir(&textfiles)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["netledger.prom"], "a temporary file was left");
+
+    let prometheus = common::TestUser::new("nltfp");
+    let served = node_exporter_samples(&ns, &prometheus, &textfiles);
+    assert_eq!(
+        served.get("node_textfile_scrape_error"),
+        Some(&0.0),
+        "node_exporter could not read the file: {served:?}"
+    );
+    let printed = samples(&String::from_utf8(netledger(&db, &["metrics"]).stdout).unwrap());
+    assert!(
+        printed.contains_key("netledger_last_pass_timestamp_seconds"),
+        "{printed:?}"
+    );
+    // Every series; the database's size is the one value that moved (the write-ahead log
+    // was checkpointed when the pass closed the database, after writing the file).
+    for (k, v) in &printed {
+        if k != "netledger_database_bytes" {
+            assert_eq!(served.get(k), Some(v), "{k}");
+        } else {
+            assert!(served.contains_key(k), "{k}");
+        }
+    }
+}
+
+/// `snapshot` writes the textfile after its pass when the configuration key
+/// `metrics_textfile` (or the flag `--metrics-textfile`, which wins) names one: under
+/// the units' umask 0027 still mode 0644, the same series `metrics` prints, and
+/// node_exporter (as an unprivileged user) serves it. `config` shows the key.
+#[test]
+fn snapshot_writes_the_metrics_textfile_after_its_pass() {
+    if !common::require_root("snapshot_writes_the_metrics_textfile_after_its_pass") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = dir.path().join("s.db");
+    let textfiles = dir.path().join("node-exporter");
+    std::fs::create_dir(&textfiles).unwrap();
+    let from_key = textfiles.join("key.prom");
+    let conf = dir.path().join("netledger.toml");
+    std::fs::write(
+        &conf,
+        format!("metrics_textfile = \"{}\"\n", from_key.display()),
+    )
+    .unwrap();
+    let shown = run(Command::new(bin()).arg("--config").arg(&conf).arg("config"));
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains(&format!(
+            "\nmetrics_textfile = \"{}\"\n",
+            from_key.display()
+        )),
+        "{}",
+        String::from_utf8_lossy(&shown.stdout)
+    );
+    let ns = Netns::new("nltsn");
+    let snapshot = |extra: &[&str]| {
+        run(ns
+            .cmd("sh")
+            .args(["-c", "umask 0027; exec \"$@\"", "sh"])
+            .arg(bin())
+            .arg("--config")
+            .arg(&conf)
+            .arg("--db")
+            .arg(&db)
+            .arg("snapshot")
+            .args(extra))
+    };
+    snapshot(&[]);
+    assert_eq!(mode_and_owner(&from_key), (0o644, 0));
+    let printed = samples(&String::from_utf8(netledger(&db, &["metrics"]).stdout).unwrap());
+    let written = samples(&std::fs::read_to_string(&from_key).unwrap());
+    assert_eq!(
+        written.keys().collect::<Vec<_>>(),
+        printed.keys().collect::<Vec<_>>()
+    );
+    assert!(
+        written.contains_key("netledger_last_pass_timestamp_seconds"),
+        "{written:?}"
+    );
+
+    // The flag wins over the key.
+    let from_flag = textfiles.join("flag.prom");
+    std::fs::remove_file(&from_key).unwrap();
+    snapshot(&["--metrics-textfile", from_flag.to_str().unwrap()]);
+    assert!(!from_key.exists());
+    assert_eq!(mode_and_owner(&from_flag), (0o644, 0));
+
+    // With the daemon accounting into the same database the pass has nothing to do, but
+    // the file still follows the database.
+    let d = common::Daemon::start(&ns, &db, &["--interval", "1s"], &[]);
+    d.wait_for_a_whole_pass();
+    std::fs::remove_file(&from_flag).unwrap();
+    let o = snapshot(&["--metrics-textfile", from_flag.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("nothing to do"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(mode_and_owner(&from_flag), (0o644, 0));
+    let written = samples(&std::fs::read_to_string(&from_flag).unwrap());
+    let last = |s: &BTreeMap<String, f64>| s["netledger_last_pass_timestamp_seconds"];
+    let printed = samples(&String::from_utf8(netledger(&db, &["metrics"]).stdout).unwrap());
+    assert!(last(&written) >= last(&printed) - 2.0, "{written:?}");
+    d.stop();
+
+    let prometheus = common::TestUser::new("nltsp");
+    let served = node_exporter_samples(&ns, &prometheus, &textfiles);
+    assert_eq!(
+        served.get("node_textfile_scrape_error"),
+        Some(&0.0),
+        "{served:?}"
+    );
+    assert!(
+        served.contains_key("netledger_last_pass_timestamp_seconds"),
+        "{served:?}"
+    );
+}
+
+/// The `/metrics` samples of a daemon listening on 127.0.0.1:`port` in `ns`.
+fn scrape(ns: &Netns, port: u16) -> BTreeMap<String, f64> {
+    let page = common::wait_for("the daemon's /metrics", Duration::from_secs(30), || {
+        http_get(ns, port, "/metrics").filter(|p| p.contains("200 OK"))
+    });
+    samples(page.split_once("\r\n\r\n").unwrap().1)
+}
+
+/// Counters never go down across a real daemon restart and a rollup: a real user's TCP
+/// connection carries traffic before the daemon stops and after it starts again (the
+/// same flow, alive throughout); scrape `/metrics`, stop the daemon, roll every raw and
+/// hourly row up to the daily tier, start the daemon again, scrape: no `_total` series
+/// went down or vanished, the user's went up, and they equal conntrack's own counters of
+/// the flow to the byte (the restart neither lost nor charged twice what it carried).
+#[test]
+fn counters_never_go_down_across_a_daemon_restart_and_a_rollup() {
+    if !common::require_root("counters_never_go_down_across_a_daemon_restart_and_a_rollup") {
+        return;
+    }
+    let net = common::Inet::new("nlmr", 120);
+    let user = common::TestUser::new("nlmru");
+    let port = 41011u16;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    let args = ["--interval", "1s", "--metrics-listen", "127.0.0.1:9417"];
+    let d = common::Daemon::start(&net.host, &db, &args, &[]);
+    let tb = common::traffic_bin();
+    let mut client = {
+        let mut c = user.cmd(&net.host, &tb.path);
+        c.args(["client", "tcp", "198.51.100.2:9000", "5000", "300000"])
+            .args(["--bind", &port.to_string()]);
+        common::Proc::spawn("the user's client", c)
+    };
+    client.expect("ready");
+    d.wait_for_a_whole_pass();
+    let before = scrape(&net.host, 9417);
+    let rx = format!(
+        "netledger_user_receive_bytes_total{{uid=\"{}\",user=\"{}\"}}",
+        user.uid, user.name
+    );
+    let tx = rx.replace("receive", "transmit");
+    assert!(
+        before.get(&rx).is_some_and(|v| *v >= 300_000.0),
+        "{before:?}"
+    );
+    d.stop();
+
+    {
+        let mut store = Store::open(&db, &OpenOptions::default()).unwrap();
+        let r = netledger::store::retention::Retention {
+            raw: Duration::from_secs(3600),
+            hourly: Duration::from_secs(2 * DAY as u64),
+            ..Default::default()
+        };
+        let st = store
+            .roll_up(chrono::Utc::now().timestamp() + 3 * DAY, &r, u64::MAX)
+            .unwrap();
+        assert!(st.raw_rows > 0, "nothing rolled up: {st:?}");
+    }
+
+    let d = common::Daemon::start(&net.host, &db, &args, &[]);
+    client.go();
+    client.expect("done");
+    client.wait_ok();
+    d.wait_for_a_whole_pass();
+    let after = scrape(&net.host, 9417);
+    for (k, v) in &before {
+        if k.ends_with("_total") || k.contains("_total{") {
+            let now = after
+                .get(k)
+                .unwrap_or_else(|| panic!("{k} vanished: {after:?}"));
+            assert!(now >= v, "{k} went down: {v} -> {now}");
+        }
+    }
+    assert!(
+        after[&rx] >= before[&rx] + 300_000.0,
+        "{before:?}\n{after:?}"
+    );
+    let entries = common::conntrack_entries(&net.host);
+    let flow: Vec<_> = entries
+        .iter()
+        .filter(|e| e.proto == "tcp" && e.orig.sport == port && e.orig.dport == 9000)
+        .collect();
+    assert_eq!(flow.len(), 1, "{entries:?}");
+    assert_eq!(
+        (after[&rx] as u64, after[&tx] as u64),
+        (flow[0].reply.bytes, flow[0].orig.bytes),
+        "the user's counters against conntrack's"
+    );
+    d.stop();
+}

@@ -120,6 +120,94 @@ fn units_are_hardened() {
     assert_eq!(values(&timer, "RandomizedDelaySec"), ["0"]);
 }
 
+/// The exposure score `systemd-analyze security` gives `unit` (found on `SYSTEMD_UNIT_PATH`
+/// `dir`, with its drop-ins).
+fn exposure_on_path(dir: &Path, unit: &str) -> f64 {
+    let o = systemd_analyze()
+        .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.display()))
+        .args(["security", "--offline=true", "--no-pager", unit])
+        .output()
+        .expect("systemd-analyze (apt-get install systemd)");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    out.lines()
+        .find_map(|l| l.split("Overall exposure level for ").nth(1))
+        .and_then(|r| r.split(": ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure score in: {out}"))
+}
+
+/// The textfile drop-in (contrib/systemd/netledger-snapshot-textfile.conf), installed as a
+/// real drop-in directory next to the unit: `systemd-analyze verify` loads it without a
+/// warning, the snapshot unit's exposure stays at or below 2.3 with it, and its
+/// privileged step keeps the sandbox ("!", not "+"). Its command is run in
+/// tests/metrics.rs (`the_textfile_drop_in_writes_a_file_node_exporter_serves`).
+#[test]
+fn textfile_drop_in_verifies_and_keeps_the_exposure() {
+    let dir = tempfile::tempdir().unwrap();
+    units_for_verify(dir.path());
+    let without = exposure_on_path(dir.path(), "netledger-snapshot.service");
+    let d = dir.path().join("netledger-snapshot.service.d");
+    std::fs::create_dir(&d).unwrap();
+    let text = unit("netledger-snapshot-textfile.conf");
+    // The pass as the unit runs it, plus the staging file.
+    let exec = values(&unit("netledger-snapshot.service"), "ExecStart");
+    assert_eq!(
+        values(&text, "ExecStart"),
+        [
+            String::new(),
+            format!(
+                "{} --metrics-textfile /var/lib/netledger/netledger.prom",
+                exec[0]
+            )
+        ]
+    );
+    // Only copying and renaming runs as root, and with the rest of the sandbox ("!").
+    let post = values(&text, "ExecStartPost");
+    assert_eq!(post.len(), 2, "{post:?}");
+    assert!(
+        post[0].starts_with("!/usr/bin/install -m 0644 "),
+        "{post:?}"
+    );
+    assert!(post[1].starts_with("!/usr/bin/mv -f "), "{post:?}");
+    assert_eq!(
+        values(&text, "ReadWritePaths"),
+        ["-/var/lib/prometheus/node-exporter"]
+    );
+    std::fs::write(
+        d.join("textfile.conf"),
+        text.replace("/usr/bin/netledger", bin().to_str().unwrap()),
+    )
+    .unwrap();
+    let verify = |what: &str| {
+        let o = systemd_analyze()
+            .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.path().display()))
+            .args(["verify", "--man=no", "netledger-snapshot.service"])
+            .output()
+            .expect("systemd-analyze (apt-get install systemd)");
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{what}: {err}");
+        err
+    };
+    let err = verify("with the drop-in");
+    assert!(err.trim().is_empty(), "warnings: {err}");
+    let with = exposure_on_path(dir.path(), "netledger-snapshot.service");
+    eprintln!("netledger-snapshot.service: exposure {without} alone, {with} with the drop-in");
+    assert!(with <= 2.3, "exposure {with} > 2.3 with the drop-in");
+    // The drop-in is read: a typo in it is reported.
+    std::fs::write(
+        d.join("textfile.conf"),
+        text.replace("ReadWritePaths=", "ReadWritePath=")
+            .replace("/usr/bin/netledger", bin().to_str().unwrap()),
+    )
+    .unwrap();
+    let err = verify("with a typo");
+    assert!(
+        err.contains("ReadWritePath"),
+        "the drop-in was not read: {err}"
+    );
+}
+
 /// Run the snapshot unit's ExecStart as its restrictions allow: a fresh unprivileged uid,
 /// `caps` as inheritable, ambient and bounding set, no new privileges, the database in a
 /// state directory of its own.

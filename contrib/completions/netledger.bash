@@ -579,7 +579,7 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__snapshot)
-            opts="-v -q -h -V --no-setup --local-net --count-local --lock-timeout --prune-after --delegating-uid --delegate-grace --proc-root --db --config --verbose --quiet --help --version"
+            opts="-v -q -h -V --no-setup --local-net --count-local --lock-timeout --prune-after --delegating-uid --delegate-grace --proc-root --metrics-textfile --db --config --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -606,6 +606,10 @@ _netledger() {
                     return 0
                     ;;
                 --proc-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-textfile)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,10 +1,13 @@
-//! What the read-only commands share: opening the database for reading and naming a
-//! user.
+//! What the commands share: opening the database for reading, naming a user, writing a
+//! metrics textfile.
 
 use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::store::{OpenOptions, Store};
 
@@ -76,4 +79,46 @@ impl<'a> UserNames<'a> {
             })
             .clone()
     }
+}
+
+/// Replace `path` with `data` so that a reader sees the old file or the new one, never a
+/// part: a temporary file beside it, synced, then renamed over it (and the directory
+/// synced, so the rename survives a crash). The file is 0644 whatever the umask (the
+/// units' `UMask=0027` would hide it from node_exporter's user): a metrics textfile
+/// (`metrics --output`, `snapshot --metrics-textfile`).
+pub fn write_textfile(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file name", path.display()))?;
+    // node_exporter reads only *.prom: the temporary name must not end so.
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(0o644))?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| {
+        format!(
+            "cannot write {} (check that the directory {} exists and is writable)",
+            path.display(),
+            dir.display()
+        )
+    })
 }

@@ -46,6 +46,9 @@ pub fn run(s: &Settings, c: &ConfigShow) -> Result<()> {
     if let Some(addr) = d.metrics_listen {
         writeln!(out, "metrics_listen = \"{addr}\"")?;
     }
+    if let Some(path) = &c.metrics_textfile {
+        writeln!(out, "metrics_textfile = \"{}\"", path.display())?;
+    }
     let retention = &d.retention;
     writeln!(out, "\n[retention]")?;
     writeln!(out, "raw = \"{}\"", dur(retention.raw))?;

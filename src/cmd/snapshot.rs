@@ -2,16 +2,19 @@
 
 use anyhow::Result;
 
+use super::common::{open_for_reading, write_textfile};
 use crate::pass::run_pass;
 use crate::prereq;
-use crate::settings::{Accounting, Settings};
+use crate::report::metrics::encode;
+use crate::settings::{Settings, Snapshot};
 use crate::store::{OpenOptions, Role, Store, StoreError};
 
 /// Source rows one pass may roll up (a few tens of ms); a backlog clears over passes.
 const ROLLUP_BUDGET: u64 = 50_000;
 
-/// Run one pass.
-pub fn run(s: &Settings, a: &Accounting) -> Result<()> {
+/// Run one pass, then write the metrics textfile if one is set.
+pub fn run(s: &Settings, snap: &Snapshot) -> Result<()> {
+    let a = &snap.accounting;
     for change in prereq::ensure(&a.pass.proc_root, a.setup)? {
         eprintln!("netledger: {change}");
     }
@@ -30,6 +33,10 @@ pub fn run(s: &Settings, a: &Accounting) -> Result<()> {
             if !s.quiet {
                 eprintln!("netledger: {e}");
             }
+            // The daemon keeps the database current: the textfile still follows it.
+            if let Some(path) = &snap.metrics_textfile {
+                write_metrics(&open_for_reading(&s.db)?, path)?;
+            }
             return Ok(());
         }
         other => other?,
@@ -47,5 +54,14 @@ pub fn run(s: &Settings, a: &Accounting) -> Result<()> {
     }
     let rolled = store.roll_up(outcome.record.started_at, &a.retention, ROLLUP_BUDGET)?;
     tracing::info!("retention: {rolled}");
+    if let Some(path) = &snap.metrics_textfile {
+        write_metrics(&store, path)?;
+    }
     Ok(())
+}
+
+/// The metrics of `store`, written to `path` for node_exporter's textfile collector.
+fn write_metrics(store: &Store, path: &std::path::Path) -> Result<()> {
+    let text = encode(&store.metrics()?, env!("CARGO_PKG_VERSION"), None);
+    write_textfile(path, text.as_bytes())
 }

@@ -3,17 +3,20 @@
 //! `prometheus-client` encoder. Its default OpenMetrics output (`# EOF`, `_created`,
 //! `info` and `unknown` types) is not used: node_exporter's textfile parser rejects it.
 //!
+//! Series come out in a fixed order (users by uid, reasons by name): the crate's `Family`
+//! keeps its series in a `HashMap`, whose order changes from one process to the next, so
+//! labelled counters go through [`Sorted`] instead.
+//!
 //! No remote-address, port or program labels: the series per host are one per user and
 //! direction (bytes and packets), one per unattributed reason, and a handful of gauges.
 
-use prometheus_client::encoding::prometheus_text;
+use prometheus_client::encoding::{prometheus_text, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-use crate::account::Traffic;
 use crate::store::metrics::MetricsData;
 
 /// The `Content-Type` of what [`encode`] returns.
@@ -21,11 +24,30 @@ pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 type Labels = Vec<(String, String)>;
 
-/// A counter family, registered under `name` (the encoder appends `_total`).
-fn counters(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
-    let f = Family::<Labels, Counter>::default();
-    registry.register(name, help, f.clone());
-    f
+/// A family of counters encoded in the order the series were added (the crate's `Family`
+/// encodes in its `HashMap`'s order, different in every process).
+#[derive(Debug, Default)]
+struct Sorted(Vec<(Labels, Counter)>);
+
+impl Sorted {
+    fn push(&mut self, labels: Labels, v: u64) {
+        let c = Counter::default();
+        c.inc_by(v);
+        self.0.push((labels, c));
+    }
+}
+
+impl EncodeMetric for Sorted {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, c) in &self.0 {
+            c.encode(encoder.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Counter::<u64>::TYPE
+    }
 }
 
 fn gauge(registry: &mut Registry, name: &str, help: &str, v: i64) {
@@ -34,20 +56,12 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, v: i64) {
     registry.register(name, help, g);
 }
 
-/// The four counters of a traffic amount under `labels`.
-fn add(families: &[Family<Labels, Counter>; 4], labels: &Labels, t: &Traffic) {
-    let values = [t.rx_bytes, t.tx_bytes, t.rx_packets, t.tx_packets];
-    for (f, v) in families.iter().zip(values) {
-        f.get_or_create(labels).inc_by(v);
-    }
-}
-
 /// The exposition of `data`, ending with a newline. `version` is netledger's; `lost` is
 /// the daemon's count of conntrack events lost to overruns since it started (`None`
 /// outside the daemon: the series is then left out).
 pub fn encode(data: &MetricsData, version: &str, lost: Option<u64>) -> String {
     let mut r = Registry::default();
-    let users = [
+    let mut users = [
         (
             "receive_bytes",
             "Bytes received by the user's sockets, all time",
@@ -65,15 +79,26 @@ pub fn encode(data: &MetricsData, version: &str, lost: Option<u64>) -> String {
             "Packets sent by the user's sockets, all time",
         ),
     ]
-    .map(|(n, h)| counters(&mut r, &format!("netledger_user_{n}"), h));
-    for u in &data.users {
+    .map(|(n, h)| (format!("netledger_user_{n}"), h, Sorted::default()));
+    let mut by_uid: Vec<_> = data.users.iter().collect();
+    by_uid.sort_by(|a, b| (a.uid, &a.user).cmp(&(b.uid, &b.user)));
+    for u in by_uid {
         let labels = vec![
             ("uid".to_owned(), u.uid.to_string()),
             ("user".to_owned(), u.user.clone().unwrap_or_default()),
         ];
-        add(&users, &labels, &u.traffic);
+        let t = &u.traffic;
+        for (f, v) in users
+            .iter_mut()
+            .zip([t.rx_bytes, t.tx_bytes, t.rx_packets, t.tx_packets])
+        {
+            f.2.push(labels.clone(), v);
+        }
     }
-    let [un_rx, un_tx] = [
+    for (name, help, f) in users {
+        r.register(name, help, f);
+    }
+    let [mut un_rx, mut un_tx] = [
         (
             "receive",
             "Bytes received that no user could be charged for, by reason, all time",
@@ -83,11 +108,21 @@ pub fn encode(data: &MetricsData, version: &str, lost: Option<u64>) -> String {
             "Bytes sent that no user could be charged for, by reason, all time",
         ),
     ]
-    .map(|(n, h)| counters(&mut r, &format!("netledger_unattributed_{n}_bytes"), h));
+    .map(|(n, h)| {
+        (
+            format!("netledger_unattributed_{n}_bytes"),
+            h,
+            Sorted::default(),
+        )
+    });
+    // A BTreeMap: by reason.
     for (reason, t) in &data.unattributed {
         let labels = vec![("reason".to_owned(), reason.clone())];
-        un_rx.get_or_create(&labels).inc_by(t.rx_bytes);
-        un_tx.get_or_create(&labels).inc_by(t.tx_bytes);
+        un_rx.2.push(labels.clone(), t.rx_bytes);
+        un_tx.2.push(labels, t.tx_bytes);
+    }
+    for (name, help, f) in [un_rx, un_tx] {
+        r.register(name, help, f);
     }
     for (n, h, v) in [
         (
@@ -164,6 +199,7 @@ pub fn encode(data: &MetricsData, version: &str, lost: Option<u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::account::Traffic;
     use crate::store::metrics::{LastPass, UserTotal};
 
     #[test]
@@ -229,5 +265,53 @@ mod tests {
                 "{line:?} missing in\n{daemon}"
             );
         }
+    }
+
+    /// The same data inserted in two different orders encodes to the same text, series
+    /// sorted by uid (as a number), then by reason.
+    #[test]
+    fn series_order_is_stable_and_sorted() {
+        let t = |b| Traffic {
+            rx_bytes: b,
+            tx_bytes: b,
+            rx_packets: 1,
+            tx_packets: 1,
+        };
+        let users: Vec<UserTotal> = (0..60u32)
+            .map(|i| UserTotal {
+                uid: [7, 70, 700, 1000, 65534][i as usize % 5] + i * 3,
+                user: Some(format!("u{i}")),
+                traffic: t(u64::from(i) + 1),
+            })
+            .collect();
+        let reasons = ["no-socket", "gone", "ambiguous", "unknown"];
+        let data = |users: Vec<UserTotal>| MetricsData {
+            users,
+            unattributed: reasons.iter().map(|r| (r.to_string(), t(3))).collect(),
+            ..MetricsData::default()
+        };
+        let mut reversed = users.clone();
+        reversed.reverse();
+        let mut shuffled = users.clone();
+        shuffled.sort_by_key(|u| (u.uid * 7919) % 61);
+        let a = encode(&data(users), "0.1.0", None);
+        for other in [reversed, shuffled] {
+            assert_eq!(a, encode(&data(other), "0.1.0", None));
+        }
+        let uids: Vec<u32> = a
+            .lines()
+            .filter(|l| l.starts_with("netledger_user_receive_bytes_total{"))
+            .map(|l| l.split('"').nth(1).unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(uids.len(), 60);
+        assert!(uids.windows(2).all(|w| w[0] < w[1]), "{uids:?}");
+        let got: Vec<&str> = a
+            .lines()
+            .filter(|l| l.starts_with("netledger_unattributed_receive_bytes_total{"))
+            .map(|l| l.split('"').nth(1).unwrap())
+            .collect();
+        let mut want = reasons.to_vec();
+        want.sort_unstable();
+        assert_eq!(got, want);
     }
 }
