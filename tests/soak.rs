@@ -7,7 +7,9 @@
 //! The short form runs in `cargo test` (about a minute); the long one is
 //! `NETLEDGER_SOAK_SECS=1800 cargo test --test soak -- --nocapture` (figures in
 //! BENCHMARKS.md). `NETLEDGER_SOAK_SEED` replays a run's random choices (its seed is
-//! printed first).
+//! printed first); `NETLEDGER_SOAK_BIN` names a copy of the binary under test for the
+//! killed processes (so that a rebuild during a long run does not change it midway; it
+//! must be built with the `test-hooks` feature, as `cargo test` builds it).
 //!
 //! Ground truth: nftables counters per owner, kept by the kernel beside conntrack and
 //! independent of netledger. Each flow's first packet leaves a full socket of its user,
@@ -92,7 +94,8 @@ struct Victim {
 impl Victim {
     fn start(ns: &Netns, db: &Path, args: &[String], env: &[(&str, String)]) -> Victim {
         let log = tempfile::NamedTempFile::new().unwrap();
-        let mut cmd = ns.cmd(bin());
+        let bin = std::env::var_os("NETLEDGER_SOAK_BIN").map_or_else(bin, Into::into);
+        let mut cmd = ns.cmd(bin);
         cmd.arg("--db").arg(db).arg("-v").args(args);
         for (k, v) in env {
             cmd.env(k, v);
