@@ -68,9 +68,7 @@ fn landed(stderr: &str) -> Landed {
         .find(|l| l.contains("netledger: test hook: "));
     match last {
         Some(l) if l.contains("pausing before commit") && l.ends_with("(pass)") => Landed::InPass,
-        Some(l) if l.contains("pausing before commit") && l.ends_with("(flush)") => {
-            Landed::InFlush
-        }
+        Some(l) if l.contains("pausing before commit") && l.ends_with("(flush)") => Landed::InFlush,
         _ => Landed::Elsewhere,
     }
 }
@@ -214,7 +212,12 @@ fn integrity_check(db: &Path) {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(rows, ["ok"], "integrity_check of {} after a kill", db.display());
+    assert_eq!(
+        rows,
+        ["ok"],
+        "integrity_check of {} after a kill",
+        db.display()
+    );
 }
 
 /// The soak's nftables truth in `ns` for `uids` (see the module docs).
@@ -238,19 +241,16 @@ fn truth_table(ns: &Netns, uids: &[u32]) {
     let mut c = ns.cmd("nft");
     c.args(["-f", "-"]).stdin(Stdio::piped());
     let mut child = c.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(s.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success(), "nft -f:\n{s}");
 }
 
 /// The truth of one user: (rx, tx) bytes.
 fn truth_of(ns: &Netns, uid: u32) -> Usage {
     let bytes = |name: String| -> u64 {
-        let out = run(ns.cmd("nft").args(["list", "counter", "inet", "soaktruth", &name]));
+        let out = run(ns
+            .cmd("nft")
+            .args(["list", "counter", "inet", "soaktruth", &name]));
         let text = String::from_utf8_lossy(&out.stdout);
         let after = text.split("bytes ").nth(1).expect("a counter's bytes");
         after
@@ -273,7 +273,11 @@ fn duplicated_log_rows(ns: &Netns, db: &Path) -> (usize, usize) {
     let mut seen = HashSet::new();
     let mut dup = 0;
     for r in &rows {
-        let key = (r["orig"].to_string(), r["zone"].to_string(), r["start_ms"].to_string());
+        let key = (
+            r["orig"].to_string(),
+            r["zone"].to_string(),
+            r["start_ms"].to_string(),
+        );
         if !seen.insert(key) {
             dup += 1;
         }

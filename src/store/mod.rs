@@ -17,9 +17,9 @@ macro_rules! add_counters {
 }
 
 pub mod connections;
+mod error;
 #[cfg(feature = "test-hooks")]
 mod hooks;
-mod error;
 pub mod lock;
 pub mod metrics;
 pub mod query;
