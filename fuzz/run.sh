@@ -6,8 +6,8 @@
 #   cargo install cargo-afl --locked && cargo afl config --build    # once (stable Rust)
 #   fuzz/run.sh 600                      # every target, 10 minutes each
 #   fuzz/run.sh 30 ctnetlink config      # some
-#   FUZZ_KEEP=1 fuzz/run.sh 600          # then add the new paths found (afl-cmin) to
-#                                        # fuzz/corpus/TARGET/id-* (kept in the repo)
+#   FUZZ_KEEP=1 fuzz/run.sh 600          # then keep the new paths found in
+#                                        # fuzz/corpus/TARGET/id-* (keep.sh)
 #
 # Findings stay in fuzz/out/TARGET/default/{crashes,hangs}; replay one with
 # `fuzz/target/release/fuzz TARGET < FILE`. A hang is an input that takes over 1 s
@@ -43,16 +43,6 @@ for t in "${TARGETS[@]}"; do
     crashes=$(get saved_crashes); hangs=$(get saved_hangs)
     echo "$t: $(get execs_done) execs in $(get run_time) s ($(get execs_per_sec)/s), $(get corpus_count) paths, $crashes crashes, $hangs hangs"
     [ "$crashes" = 0 ] && [ "$hangs" = 0 ] || bad=1
-    if [ "${FUZZ_KEEP:-0}" = 1 ]; then
-        rm -rf "out/$t.min"
-        cargo afl cmin -i "out/$t/default/queue" -o "out/$t.min" -t 1000 -- target/release/fuzz "$t" \
-            > "out/$t.cmin.log" 2>&1 || true
-        known=$(sha1sum corpus/$t/* | cut -c1-40)
-        for f in out/$t.min/*; do
-            [ -f "$f" ] || continue
-            h=$(sha1sum "$f" | cut -c1-40)
-            grep -q "$h" <<<"$known" || cp "$f" "corpus/$t/id-${h:0:16}"
-        done
-    fi
+    if [ "${FUZZ_KEEP:-0}" = 1 ]; then ./keep.sh "$t"; fi
 done
 [ $status = 0 ] && [ $bad = 0 ]
