@@ -380,6 +380,23 @@ mod tests {
         assert_eq!((s.uid, s.inode, s.state), (1001, 4242, 1));
     }
 
+    /// A reply whose netlink header claims fewer bytes than an `inet_diag_msg` (any
+    /// length from the header up): malformed, never a panic, whatever the family.
+    #[test]
+    fn every_truncated_inet_diag_msg_is_malformed() {
+        for family in [libc::AF_INET, libc::AF_INET6, 0] {
+            let full = answer(family, 1, &[198, 51, 100, 1], &[198, 51, 100, 2], 1, 2);
+            for len in NLMSG_HDRLEN..full.len() {
+                let mut m = full[..len].to_vec();
+                m[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+                assert!(
+                    matches!(parse_reply(&m, L4::Tcp), Err(SockDiagError::Malformed(_))),
+                    "family {family}, {len} bytes"
+                );
+            }
+        }
+    }
+
     #[test]
     fn enoent_is_no_socket_and_other_errors_are_errors() {
         let err = |errno: i32| {
