@@ -9,6 +9,8 @@
 //! nl_traffic client tcp|udp|udp-sendto PEER UP DOWN [--bind PORT] [--v6sock]
 //! nl_traffic sink tcp BIND                    accept and hold connections (benchmarks)
 //! nl_traffic hold tcp PEER COUNT              open and hold COUNT connections (benchmarks)
+//! nl_traffic stream tcp PEER UP DOWN MS       one long-lived connection: a request every
+//!                                             MS milliseconds until a line (or EOF) on stdin
 //! nl_traffic sshlike tcp BIND UID             accept connections as sshd does (benchmarks):
 //!                                             each held by this root process and by a
 //!                                             child of its own running as UID
@@ -34,6 +36,12 @@ fn main() {
         ["server", "udp", bind] => udp_server(bind),
         ["sink", "tcp", bind] => tcp_sink(bind),
         ["sshlike", "tcp", bind, uid] => tcp_sshlike(bind, uid.parse().expect("UID")),
+        ["stream", "tcp", peer, up, down, every] => tcp_stream(
+            resolve(peer),
+            up.parse().expect("UP"),
+            down.parse().expect("DOWN"),
+            std::time::Duration::from_millis(every.parse().expect("MS")),
+        ),
         ["hold", "tcp", peer, count] => tcp_hold(resolve(peer), count.parse().expect("COUNT")),
         ["client", kind, peer, up, down, rest @ ..] => {
             let up: usize = up.parse().expect("UP");
@@ -196,6 +204,36 @@ fn tcp_client(peer: SocketAddr, up: usize, down: u64, bind: u16, v6sock: bool) {
     let _ = s.read_to_end(&mut rest);
     drop(s);
     say("done");
+}
+
+/// A long-lived connection (the soak's): prints `ready` once connected, then makes a
+/// request every `every` until stdin gives a line or ends, closes, waits for the server's
+/// close and prints `done REQUESTS`.
+fn tcp_stream(peer: SocketAddr, up: usize, down: u64, every: std::time::Duration) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut s = tcp_connect(peer, 0, false);
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        wait_for_go();
+        flag.store(true, Ordering::SeqCst);
+    });
+    say("ready");
+    let mut n = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        writeln!(s, "{up} {down}").unwrap();
+        std::io::copy(&mut std::io::repeat(b'u').take(up as u64), &mut s).unwrap();
+        let got = std::io::copy(&mut (&mut r).take(down), &mut std::io::sink()).unwrap();
+        assert_eq!(got, down, "short answer");
+        n += 1;
+        std::thread::sleep(every);
+    }
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    drop(s);
+    say(&format!("done {n}"));
 }
 
 fn udp_server(bind: &str) {

@@ -202,29 +202,34 @@ pub fn parse_reply(buf: &[u8], l4: L4) -> Result<Option<Socket>, SockDiagError> 
     }
 }
 
-/// Decode one `inet_diag_msg` (pure).
+/// Decode one `inet_diag_msg` (pure). Every field is read with a checked `get`: no index
+/// or `expect` on the kernel's bytes (the sock_diag fuzz target holds it to that).
 fn parse_msg(payload: &[u8], l4: L4) -> Result<Socket, SockDiagError> {
-    let m = payload
-        .get(..MSG_LEN)
-        .ok_or(SockDiagError::Malformed("inet_diag_msg too short"))?;
-    let family = i32::from(m[0]);
-    let state = m[1];
-    let id = &m[4..4 + SOCKID_LEN];
-    let sport = u16::from_be_bytes([id[0], id[1]]);
-    let dport = u16::from_be_bytes([id[2], id[3]]);
-    let addr = |w: &[u8]| -> Result<IpAddr, SockDiagError> {
+    fn bytes<const N: usize>(m: &[u8], at: usize) -> Result<[u8; N], SockDiagError> {
+        m.get(at..at + N)
+            .and_then(|b| <[u8; N]>::try_from(b).ok())
+            .ok_or(SockDiagError::Malformed("inet_diag_msg too short"))
+    }
+    let [family, state, _timer, _retrans] = bytes::<4>(payload, 0)?;
+    let family = i32::from(family);
+    // inet_diag_sockid from offset 4: sport, dport, src, dst, if, cookie.
+    let sport = u16::from_be_bytes(bytes(payload, 4)?);
+    let dport = u16::from_be_bytes(bytes(payload, 6)?);
+    let addr = |at: usize| -> Result<IpAddr, SockDiagError> {
         match family {
-            libc::AF_INET => Ok(IpAddr::V4(Ipv4Addr::new(w[0], w[1], w[2], w[3]))),
-            libc::AF_INET6 => Ok(canonical_ip(IpAddr::V6(Ipv6Addr::from(
-                <[u8; 16]>::try_from(w).expect("16 bytes"),
-            )))),
+            libc::AF_INET => Ok(IpAddr::V4(Ipv4Addr::from(bytes::<4>(payload, at)?))),
+            libc::AF_INET6 => Ok(canonical_ip(IpAddr::V6(Ipv6Addr::from(bytes::<16>(
+                payload, at,
+            )?)))),
             _ => Err(SockDiagError::Malformed("unknown address family")),
         }
     };
-    let src = SocketAddr::new(addr(&id[4..20])?, sport);
-    let dst = SocketAddr::new(addr(&id[20..36])?, dport);
-    let tail = &m[4 + SOCKID_LEN..];
-    let word = |i: usize| u32::from_ne_bytes(tail[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+    // The whole message must be there, whatever the family.
+    bytes::<MSG_LEN>(payload, 0)?;
+    let src = SocketAddr::new(addr(8)?, sport);
+    let dst = SocketAddr::new(addr(24)?, dport);
+    // After the sockid: expires, rqueue, wqueue, uid, inode.
+    let word = |i: usize| bytes::<4>(payload, 4 + SOCKID_LEN + i * 4).map(u32::from_ne_bytes);
     // Answers always name src = the socket's local end (inet_diag_msg_common_fill), for
     // UDP too: only the request is swapped.
     Ok(Socket {
@@ -232,8 +237,8 @@ fn parse_msg(payload: &[u8], l4: L4) -> Result<Socket, SockDiagError> {
         local: src,
         remote: dst,
         state,
-        uid: word(3),
-        inode: u64::from(word(4)),
+        uid: word(3)?,
+        inode: u64::from(word(4)?),
     })
 }
 
@@ -373,6 +378,23 @@ mod tests {
         assert_eq!(s.local, sa("198.51.100.1:1234"));
         assert_eq!(s.remote, sa("198.51.100.2:80"));
         assert_eq!((s.uid, s.inode, s.state), (1001, 4242, 1));
+    }
+
+    /// A reply whose netlink header claims fewer bytes than an `inet_diag_msg` (any
+    /// length from the header up): malformed, never a panic, whatever the family.
+    #[test]
+    fn every_truncated_inet_diag_msg_is_malformed() {
+        for family in [libc::AF_INET, libc::AF_INET6, 0] {
+            let full = answer(family, 1, &[198, 51, 100, 1], &[198, 51, 100, 2], 1, 2);
+            for len in NLMSG_HDRLEN..full.len() {
+                let mut m = full[..len].to_vec();
+                m[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+                assert!(
+                    matches!(parse_reply(&m, L4::Tcp), Err(SockDiagError::Malformed(_))),
+                    "family {family}, {len} bytes"
+                );
+            }
+        }
     }
 
     #[test]

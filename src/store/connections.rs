@@ -535,11 +535,10 @@ impl Store {
         write_attributions(&tx, &w.attributions).map_err(wrap)?;
         let (logged, duplicates) = write_log(&tx, &w.log).map_err(wrap)?;
         #[cfg(feature = "test-hooks")]
-        if let Some(d) = self.pause_before_commit {
-            eprintln!("netledger: test hook: pausing before commit for {d:?}");
-            std::thread::sleep(d);
-        }
+        super::hooks::pause_before_commit(self.pause_in_flush, "flush");
         tx.commit().map_err(wrap)?;
+        #[cfg(feature = "test-hooks")]
+        super::hooks::committed(self.pause_in_flush, "flush");
         Ok(EventWriteOutcome {
             pass_id,
             logged,

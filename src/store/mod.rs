@@ -18,6 +18,8 @@ macro_rules! add_counters {
 
 pub mod connections;
 mod error;
+#[cfg(feature = "test-hooks")]
+mod hooks;
 pub mod lock;
 pub mod metrics;
 pub mod query;
@@ -115,6 +117,10 @@ pub struct Store {
     /// with the `test-hooks` feature (the integration tests').
     #[cfg(feature = "test-hooks")]
     pub pause_before_commit: Option<Duration>,
+    /// Test hook: the same inside the transaction of an event flush (`netledger run`), from
+    /// `NETLEDGER_TEST_PAUSE_IN_FLUSH_MS`; only with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
+    pub pause_in_flush: Option<Duration>,
     /// Schema version after opening: a report opens read-only and does not migrate, so it
     /// may read an older schema (see `query`).
     schema: i64,
@@ -220,7 +226,9 @@ impl Store {
             conn,
             path: path.to_owned(),
             #[cfg(feature = "test-hooks")]
-            pause_before_commit: None,
+            pause_before_commit: hooks::pause("NETLEDGER_TEST_PAUSE_BEFORE_COMMIT_MS"),
+            #[cfg(feature = "test-hooks")]
+            pause_in_flush: hooks::pause("NETLEDGER_TEST_PAUSE_IN_FLUSH_MS"),
             schema,
             _lock: lock,
             use_totals: true,
@@ -295,11 +303,10 @@ impl Store {
         write_state(&tx, plan).map_err(wrap)?;
         write_users(&tx, rec.started_at, users).map_err(wrap)?;
         #[cfg(feature = "test-hooks")]
-        if let Some(d) = self.pause_before_commit {
-            eprintln!("netledger: test hook: pausing before commit for {d:?}");
-            std::thread::sleep(d);
-        }
+        hooks::pause_before_commit(self.pause_before_commit, "pass");
         tx.commit().map_err(wrap)?;
+        #[cfg(feature = "test-hooks")]
+        hooks::committed(self.pause_before_commit, "pass");
         Ok(id)
     }
 }

@@ -1,0 +1,2 @@
+//! The fuzz targets (see `targets.rs`).
+pub mod targets;
