@@ -558,7 +558,13 @@ impl FileConfig {
         let c: FileConfig = toml::from_str(text).map_err(|e| {
             // toml's own rendering spans several lines: one line, with the offending text.
             let start = e.span().map_or(0, |s| s.start).min(text.len());
-            let line = text[..start].matches('\n').count() + 1;
+            // Bytes, not a str slice: a span that is not on a character boundary must not
+            // panic (found by reading what the config fuzz target could reach).
+            let line = text.as_bytes()[..start]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1;
             let source_line = text.lines().nth(line - 1).unwrap_or("").trim();
             let message = e.message().trim().replace('\n', " ");
             ConfigError::Parse {

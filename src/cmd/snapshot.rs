@@ -41,13 +41,6 @@ pub fn run(s: &Settings, snap: &Snapshot) -> Result<()> {
         }
         other => other?,
     };
-    #[cfg(feature = "test-hooks")]
-    {
-        store.pause_before_commit = std::env::var("NETLEDGER_TEST_PAUSE_BEFORE_COMMIT_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(std::time::Duration::from_millis);
-    }
     let outcome = run_pass(&mut store, &a.pass, "snapshot")?;
     if !s.quiet {
         eprintln!("{}", outcome.summary());
