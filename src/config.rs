@@ -762,7 +762,7 @@ pub fn apply_with(
             a.utc,
             vars,
         )?,
-        (Command::Connections(_), Some(_)) => {
+        (Command::Connections(_) | Command::Live(_), Some(_)) => {
             from_env.local_networks = env.nets(env::LOCAL_NETWORKS)?;
         }
         (Command::Config(_), Some(_)) => {

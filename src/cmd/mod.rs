@@ -4,6 +4,7 @@ pub mod common;
 pub mod config;
 pub mod connections;
 pub mod export;
+pub mod live;
 pub mod log;
 pub mod metrics;
 pub mod report;
@@ -31,5 +32,6 @@ pub fn dispatch(cli: &Cli) -> Result<()> {
         Command::Log(args) => log::run(cli, args),
         Command::Summary(args) => summary::run(cli, args),
         Command::Metrics(args) => metrics::run(cli, args),
+        Command::Live(args) => live::run(cli, args),
     }
 }
