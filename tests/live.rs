@@ -521,5 +521,49 @@ fn live_interval_out_of_range_is_a_usage_error() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("--interval 10ms") && err.contains("200ms to 1h"), "{err}");
+    assert!(
+        err.contains("--interval 10ms") && err.contains("200ms to 1h"),
+        "{err}"
+    );
+}
+
+#[test]
+fn live_view_puts_the_terminal_back_on_sigterm() {
+    if !require_root("live_view_puts_the_terminal_back_on_sigterm") {
+        return;
+    }
+    let ns = Netns::new("nlvs");
+    run(ns.cmd(bin()).arg("setup"));
+    let dir = tempfile::tempdir().unwrap();
+    let done = dir.path().join("done");
+    let script = format!(
+        "ip netns exec {} {} live; echo \"exit=$?\" > {d}.tmp; stty -a >> {d}.tmp; \
+         mv {d}.tmp {d}; sleep 600",
+        ns.name,
+        bin().display(),
+        d = done.display()
+    );
+    let tmux = Tmux::start(&script, 100, 30);
+    tmux.wait("the view", |s| s.contains("sort: total"));
+    // The pane runs sh, whose child is netledger (`ip netns exec` execs it).
+    let sh_pid = tmux.show("#{pane_pid}");
+    let out = run(Command::new("pgrep").args(["-P", &sh_pid]));
+    let pid: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("one child");
+    signal(pid, libc::SIGTERM);
+    wait_for("the view to exit", Duration::from_secs(30), || {
+        done.exists().then_some(())
+    });
+    let after = std::fs::read_to_string(&done).unwrap();
+    assert!(after.starts_with("exit=0"), "{after}");
+    let modes: Vec<&str> = after.split_whitespace().collect();
+    for mode in ["icanon", "echo", "isig"] {
+        assert!(
+            modes.contains(&mode),
+            "terminal mode {mode} not restored:\n{after}"
+        );
+    }
+    assert_eq!(tmux.show("#{alternate_on}"), "0", "alternate screen left");
 }

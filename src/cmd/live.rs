@@ -19,6 +19,7 @@ use crate::attribute::{attribute, Attributed, Delegating, LocalNets, SocketIndex
 use crate::cli::{Cli, LiveArgs};
 use crate::cmd::common;
 use crate::config::ConfigError;
+use crate::daemon::signals;
 use crate::live::meter::Meter;
 use crate::live::shortflows::ShortFlows;
 use crate::live::view::{Grouping, History, Row, Sample, SortKey};
@@ -86,7 +87,8 @@ pub fn settings(cli: &Cli, args: &LiveArgs) -> Result<LiveSettings> {
 pub fn run(cli: &Cli, args: &LiveArgs) -> Result<()> {
     let s = settings(cli, args)?;
     let mut probe = Probe::start(&s)?;
-    if s.once || !std::io::stdout().is_terminal() {
+    // JSON is one refresh: the full-screen view has no JSON form.
+    if s.once || s.json || !std::io::stdout().is_terminal() {
         once(&s, &mut probe)
     } else {
         interactive(&s, &mut probe)
@@ -155,13 +157,14 @@ impl Probe {
         let link = netdev::read_netdev(&self.proc_root)
             .ok()
             .map(|d| netdev::link_bytes(&d));
+        let mut stages = Stages::start();
         let obs = observe_timed(
             &self.proc_root,
             self.meter.state(),
             &|k| heard.owners.get(k).cloned(),
             &self.nets,
             &self.delegating,
-            &mut Stages::default(),
+            &mut stages,
         )
         .context("reading the conntrack table and the sockets")?;
         let ended = self.ended(&heard.ended, &heard.owners);
@@ -169,6 +172,13 @@ impl Probe {
         let moved = self
             .meter
             .refresh(now, &ended, &obs.dump.flows, &obs.attributed);
+        stages.lap("account");
+        tracing::info!(
+            flows = obs.dump.flows.len(),
+            ended = ended.len(),
+            "live refresh: {:.1} ms ({stages})",
+            at.elapsed().as_secs_f64() * 1000.0
+        );
         self.flows = obs.dump.flows.len() as u64;
         let lost = "conntrack events lost: short connections undercounted".to_string();
         if heard.lost && !self.notes.contains(&lost) {
@@ -336,8 +346,13 @@ impl StderrCapture {
     }
 }
 
-/// The full-screen view, until `q`.
+/// How often the view looks at the signal flags between refreshes.
+const TICK: Duration = Duration::from_millis(250);
+
+/// The full-screen view, until `q` (or SIGTERM, SIGINT, SIGHUP: the terminal is put back
+/// all the same).
 fn interactive(s: &LiveSettings, probe: &mut Probe) -> Result<()> {
+    signals::install().context("installing signal handlers")?;
     let guard = TerminalGuard::enter()?;
     let mut term = Terminal::new(CrosstermBackend::new(std::io::stdout()))
         .context("starting the terminal view")?;
@@ -348,36 +363,48 @@ fn interactive(s: &LiveSettings, probe: &mut Probe) -> Result<()> {
         paused: false,
         help: false,
     };
+    // What is measured, and what is shown (frozen while paused: the keys still regroup
+    // and re-sort it).
     let mut history = History::default();
-    let mut rows: Vec<Row> = Vec::new();
+    let mut frozen: Option<History> = None;
     let mut names = BTreeMap::new();
     let mut lookup = common::UserNames::new(None);
     let mut next = probe.at + s.interval;
+    let mut dirty = true;
     loop {
-        let notes = probe.notes.clone();
-        term.draw(|f| {
-            show::draw(
-                f,
-                &show::Screen {
-                    history: &history,
-                    rows: &rows,
-                    grouping: ui.grouping,
-                    sort: ui.sort,
-                    bits: ui.bits,
-                    paused: ui.paused,
-                    help: ui.help,
-                    interval: s.interval,
-                    flows: probe.flows,
-                    notes: &notes,
-                    names: &names,
-                },
-            )
-        })
-        .context("drawing the view")?;
-        let wait = next.saturating_duration_since(Instant::now());
+        if dirty {
+            let shown = frozen.as_ref().unwrap_or(&history);
+            let rows: Vec<Row> = shown.rows(ui.grouping, ui.sort);
+            let notes = probe.notes.clone();
+            term.draw(|f| {
+                show::draw(
+                    f,
+                    &show::Screen {
+                        history: shown,
+                        rows: &rows,
+                        grouping: ui.grouping,
+                        sort: ui.sort,
+                        bits: ui.bits,
+                        paused: ui.paused,
+                        help: ui.help,
+                        interval: s.interval,
+                        flows: probe.flows,
+                        notes: &notes,
+                        names: &names,
+                    },
+                )
+            })
+            .context("drawing the view")?;
+            dirty = false;
+        }
+        if signals::stop_requested() || signals::take_reload() {
+            break;
+        }
+        let wait = next.saturating_duration_since(Instant::now()).min(TICK);
         if event::poll(wait).context("reading the terminal")? {
             match event::read().context("reading the terminal")? {
                 Event::Key(k) if k.kind != KeyEventKind::Release => {
+                    dirty = true;
                     if ui.help {
                         ui.help = false;
                         continue;
@@ -393,16 +420,20 @@ fn interactive(s: &LiveSettings, probe: &mut Probe) -> Result<()> {
                         KeyCode::Char('g') => ui.grouping = ui.grouping.next(),
                         KeyCode::Char('s') => ui.sort = ui.sort.next(),
                         KeyCode::Char('b') => ui.bits = !ui.bits,
-                        KeyCode::Char(' ') => ui.paused = !ui.paused,
+                        KeyCode::Char(' ') => {
+                            ui.paused = !ui.paused;
+                            frozen = ui.paused.then(|| history.clone());
+                        }
                         KeyCode::Char('?') => ui.help = true,
                         _ => {}
                     }
-                    if !ui.paused {
-                        rows = history.rows(ui.grouping, ui.sort);
-                    }
                 }
+                Event::Resize(..) => dirty = true,
                 _ => {}
             }
+            continue;
+        }
+        if Instant::now() < next {
             continue;
         }
         // Measuring goes on while paused, so the window is right when it resumes.
@@ -415,9 +446,7 @@ fn interactive(s: &LiveSettings, probe: &mut Probe) -> Result<()> {
             // A refresh longer than the interval: the next one an interval from now.
             next = Instant::now() + s.interval;
         }
-        if !ui.paused {
-            rows = history.rows(ui.grouping, ui.sort);
-        }
+        dirty = true;
     }
     drop(term);
     drop(guard);

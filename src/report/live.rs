@@ -24,9 +24,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("p", "each user's programs below it"),
     ("r", "each user's remote addresses below it"),
     ("g", "next grouping (user, program, remote)"),
-    ("s", "next sort key (total, rx, tx)"),
+    ("s", "next sort key (total, rx, tx; over the avg window)"),
     ("b", "bit/s or byte/s"),
-    ("space", "pause (the numbers stay; measuring goes on)"),
+    ("space", "pause the numbers (measuring goes on)"),
     ("?", "this help (any key closes it)"),
     ("q, Esc", "quit"),
 ];
@@ -152,7 +152,11 @@ pub fn draw(f: &mut Frame, s: &Screen) {
 
 fn header(s: &Screen, width: u16) -> Vec<Line<'static>> {
     let win = s.history.window_secs();
-    let state = if s.paused { "  PAUSED" } else { "" };
+    let state = match (s.paused, s.history.last()) {
+        (true, _) => "  PAUSED",
+        (false, None) => "  measuring...",
+        _ => "",
+    };
     let mut top = format!(
         "netledger live  every {}  avg {:.0}s  group: {}  sort: {}{state}",
         humantime::format_duration(s.interval),
