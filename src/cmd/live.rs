@@ -184,6 +184,10 @@ impl Probe {
         if heard.lost && !self.notes.contains(&lost) {
             self.notes.push(lost);
         }
+        let failed = "conntrack events stopped: short connections missed".to_string();
+        if heard.failed && !self.notes.contains(&failed) {
+            self.notes.push(failed);
+        }
         let secs = at.duration_since(self.at).as_secs_f64();
         self.at = at;
         let delta = match (self.link, link) {

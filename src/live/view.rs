@@ -227,8 +227,8 @@ impl History {
         ))
     }
 
-    /// The rows: owners that moved anything in the window, users by `sort` over the
-    /// window (largest first, then by uid), then the unattributed and the excluded;
+    /// The rows: users that moved anything in the window by `sort` over the window
+    /// (largest first, then by uid), then the unattributed and the excluded (always);
     /// below each, its programs or remotes the same way when `grouping` says so.
     pub fn rows(&self, grouping: Grouping, sort: SortKey) -> Vec<Row> {
         type Acc = BTreeMap<(Owner, Option<String>), (Traffic, Traffic)>;
@@ -269,6 +269,10 @@ impl History {
                 secs: window_secs,
             },
         };
+        // The unattributed and the excluded have their lines even when nothing moved.
+        for owner in [Owner::Unattributed, Owner::Excluded] {
+            acc.entry((owner, None)).or_default();
+        }
         let mut heads: Vec<Row> = Vec::new();
         let mut below: BTreeMap<Owner, Vec<Row>> = BTreeMap::new();
         for (key, v) in acc {
@@ -417,6 +421,11 @@ mod tests {
             h.push(sample(1.0, &[(k.clone(), t(i as u64, 0))]));
         }
         let rows = h.rows(Grouping::User, SortKey::Total);
+        assert_eq!(
+            rows.iter().map(|r| r.owner).collect::<Vec<_>>(),
+            [Owner::User(1), Owner::Unattributed, Owner::Excluded],
+            "the unattributed and the excluded lines even when nothing moved"
+        );
         let want: u64 = (5..WINDOW as u64 + 5).sum();
         assert_eq!(rows[0].window.traffic.rx_bytes, want);
         assert_eq!(h.window_secs(), WINDOW as f64);

@@ -309,6 +309,85 @@ pub fn table(s: &Sample, names: &BTreeMap<u32, String>) -> String {
 mod tests {
     use super::*;
 
+    fn sample() -> Sample {
+        use crate::account::UsageKey;
+        use crate::live::meter::Moved;
+        let key = |kind, uid| UsageKey {
+            kind,
+            uid,
+            program: None,
+            reason: None,
+            via: None,
+            protocol: 6,
+            direction: None,
+            remote: "198.51.100.2".parse().unwrap(),
+            port: 443,
+        };
+        let t = |rx, tx| Traffic {
+            rx_bytes: rx,
+            tx_bytes: tx,
+            ..Traffic::default()
+        };
+        Sample {
+            secs: 2.0,
+            moved: Moved {
+                usage: [
+                    (key(Kind::User, Some(1001)), t(250_000, 1_000)),
+                    (key(Kind::User, Some(1002)), t(0, 125)),
+                    (key(Kind::Unattributed, None), t(10, 0)),
+                    (key(Kind::Excluded, Some(1001)), t(999, 999)),
+                ]
+                .into_iter()
+                .collect(),
+                ..Moved::default()
+            },
+            link: Some((300_000, 2_000)),
+        }
+    }
+
+    #[test]
+    fn json_has_a_line_per_user_and_the_unattributed_not_the_excluded() {
+        let names = BTreeMap::from([(1001, "alice".to_string())]);
+        let lines: Vec<String> = json_records(&sample(), &names)
+            .into_iter()
+            .map(|r| serde_json::Value::Object(r).to_string())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                r#"{"uid":1001,"user":"alice","rx_bytes":250000,"tx_bytes":1000,"rx_bps":1000000,"tx_bps":4000,"interval_s":2.0}"#,
+                r#"{"uid":1002,"user":"1002","rx_bytes":0,"tx_bytes":125,"rx_bps":0,"tx_bps":500,"interval_s":2.0}"#,
+                r#"{"uid":null,"user":null,"rx_bytes":10,"tx_bytes":0,"rx_bps":40,"tx_bps":0,"interval_s":2.0}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn the_table_has_the_interval_the_link_and_a_line_per_owner() {
+        let names = BTreeMap::from([(1001, "alice".to_string())]);
+        let t = table(&sample(), &names);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0],
+            "interval 2.000 s; link rx 1.2 Mbit/s tx 8.0 kbit/s"
+        );
+        assert!(lines[1].starts_with("USER"), "{t}");
+        let first = |l: &str| l.split("  ").next().unwrap().trim().to_string();
+        assert_eq!(
+            lines[2..].iter().map(|l| first(l)).collect::<Vec<_>>(),
+            [
+                "alice (1001)",
+                "1002",
+                "(unattributed)",
+                "(excluded: local)"
+            ]
+        );
+        assert!(
+            lines[2].contains("1.0 Mbit/s") && lines[2].contains("122.1 KiB/s"),
+            "{t}"
+        );
+    }
+
     #[test]
     fn rates_read_in_decimal_bits_and_binary_bytes() {
         assert_eq!(rate(0.0, true), "0 bit/s");
