@@ -521,8 +521,8 @@ pub struct LiveArgs {
     #[arg(long)]
     pub once: bool,
 
-    /// With --once (or no terminal): one JSON object per line and user (`uid` null for
-    /// unattributed traffic): uid, user, rx_bytes, tx_bytes, rx_bps, tx_bps, interval_s.
+    /// One refresh as JSON lines (implies --once): one object per user (`uid` null for
+    /// unattributed traffic) with uid, user, rx_bytes, tx_bytes, rx_bps, tx_bps, interval_s.
     #[arg(long)]
     pub json: bool,
 

@@ -154,7 +154,7 @@ complete -c netledger -n "__fish_netledger_using_subcommand live" -l proc-root -
 complete -c netledger -n "__fish_netledger_using_subcommand live" -l db -d 'SQLite database path [env: NETLEDGER_DB]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand live" -l config -d 'Configuration file [env: NETLEDGER_CONFIG] [default: /etc/netledger/netledger.toml, when it exists]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand live" -l once -d 'Print one refresh and exit (also when stdout is not a terminal): a first dump, then the rates over one interval'
-complete -c netledger -n "__fish_netledger_using_subcommand live" -l json -d 'With --once (or no terminal): one JSON object per line and user (`uid` null for unattributed traffic): uid, user, rx_bytes, tx_bytes, rx_bps, tx_bps, interval_s'
+complete -c netledger -n "__fish_netledger_using_subcommand live" -l json -d 'One refresh as JSON lines (implies --once): one object per user (`uid` null for unattributed traffic) with uid, user, rx_bytes, tx_bytes, rx_bps, tx_bps, interval_s'
 complete -c netledger -n "__fish_netledger_using_subcommand live" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c netledger -n "__fish_netledger_using_subcommand live" -s q -l quiet -d 'Only errors on stderr'
 complete -c netledger -n "__fish_netledger_using_subcommand live" -s h -l help -d 'Print help'
