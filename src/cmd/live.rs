@@ -245,6 +245,9 @@ fn once(s: &LiveSettings, probe: &mut Probe) -> Result<()> {
     let deadline = probe.at + s.interval;
     std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
     let sample = probe.refresh()?.context("no refresh after the baseline")?;
+    for note in &probe.notes {
+        tracing::warn!("{note}");
+    }
     let mut names = BTreeMap::new();
     names_of([&sample], &mut common::UserNames::new(None), &mut names);
     let mut out = std::io::stdout().lock();
