@@ -16,6 +16,7 @@ Usage (root; release build and the nl_traffic example first):
     python3 bench/live.py --flows 20000 --seconds 30
 """
 import argparse, os, re, statistics, subprocess, sys, tempfile, time
+from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from scale import sh, ns_exec, spawn  # noqa: E402
@@ -33,6 +34,7 @@ def main():
     ap.add_argument("--idle", type=int, default=2000)
     ap.add_argument("--interval", default="1s")
     ap.add_argument("--seconds", type=int, default=30)
+    ap.add_argument("--passes", type=int, default=5, help="steady snapshot passes timed for comparison")
     ap.add_argument("--bin", default="target/release/netledger")
     ap.add_argument("--traffic", default="target/release/examples/nl_traffic")
     a = ap.parse_args()
@@ -105,9 +107,9 @@ def main():
         # few refreshes pass.
         time.sleep(5)
         hz = os.sysconf("SC_CLK_TCK")
-        t0, c0 = time.monotonic(), cpu_ticks(pid)
+        t0, c0, w0 = time.monotonic(), cpu_ticks(pid), time.time()
         time.sleep(a.seconds)
-        t1, c1 = time.monotonic(), cpu_ticks(pid)
+        t1, c1, w1 = time.monotonic(), cpu_ticks(pid), time.time()
         screen = subprocess.run(["tmux", "-L", sock, "capture-pane", "-p", "-t", "live"],
                                 capture_output=True, text=True).stdout
         sh("tmux", "-L", sock, "send-keys", "-t", "live", "q")
@@ -125,6 +127,30 @@ def main():
               f"{statistics.median(steady):.0f} ms, max {max(steady):.0f} ms")
         print("a steady refresh: " + lines[-1].split("live refresh: ", 1)[1].strip())
         print("the screen:\n" + "\n".join(screen.splitlines()[:8]))
+        # The same host's steady-state pass, for comparison: CPU and wall time of
+        # `netledger snapshot` (after a first pass and delegate_grace, as bench/scale.py).
+        db = os.path.join(tmpdir, "bench.db")
+        snap = ns_exec(host, binp, "--db", db, "-q", "snapshot")
+        sh(*snap)
+        time.sleep(11)
+        sh(*snap)
+        cpu, wall = [], []
+        for _ in range(a.passes):
+            t = time.perf_counter()
+            p = subprocess.Popen(snap)
+            _, status, ru = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            assert p.returncode == 0, "snapshot failed"
+            wall.append((time.perf_counter() - t) * 1000)
+            cpu.append((ru.ru_utime + ru.ru_stime) * 1000)
+        print(f"snapshot, steady state, {a.passes} passes: CPU median {statistics.median(cpu):.0f} ms, "
+              f"wall median {statistics.median(wall):.0f} ms (min {min(wall):.0f}, max {max(wall):.0f})")
+        def when(l):
+            # tracing's timestamps: UTC, "2026-11-29T10:31:34.507333Z".
+            t = datetime.strptime(l.split()[0][:26].rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f")
+            return t.replace(tzinfo=timezone.utc).timestamp()
+        inside = sum(1 for l in lines if w0 <= when(l) <= w1)
+        print(f"live: {inside} refreshes in the measured span, CPU {(c1 - c0) / hz / max(inside, 1) * 1000:.0f} ms each on average")
     finally:
         subprocess.run(["tmux", "-L", sock, "kill-server"], stderr=subprocess.DEVNULL)
         for p in procs:
