@@ -8,6 +8,8 @@
 //! nl_traffic serve-once tcp BIND              serve one TCP connection, then exit
 //! nl_traffic client tcp|udp|udp-sendto PEER UP DOWN [--bind PORT] [--v6sock]
 //! nl_traffic sink tcp BIND                    accept and hold connections (benchmarks)
+//! nl_traffic paced tcp PEER RATE              one request of unbounded size, sent at RATE
+//!                                             bytes per second until killed (`live`'s tests)
 //! nl_traffic hold tcp PEER COUNT              open and hold COUNT connections (benchmarks)
 //! nl_traffic stream tcp PEER UP DOWN MS       one long-lived connection: a request every
 //!                                             MS milliseconds until a line (or EOF) on stdin
@@ -42,6 +44,7 @@ fn main() {
             down.parse().expect("DOWN"),
             std::time::Duration::from_millis(every.parse().expect("MS")),
         ),
+        ["paced", "tcp", peer, rate] => tcp_paced(resolve(peer), rate.parse().expect("RATE")),
         ["hold", "tcp", peer, count] => tcp_hold(resolve(peer), count.parse().expect("COUNT")),
         ["client", kind, peer, up, down, rest @ ..] => {
             let up: usize = up.parse().expect("UP");
@@ -353,4 +356,26 @@ fn tcp_hold(peer: SocketAddr, count: usize) {
     say("ready");
     let mut rest = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut rest);
+}
+
+/// Send to a `server` at `rate` bytes per second, in 10 ms steps on a fixed schedule (a
+/// late step is made up by the next), until killed.
+fn tcp_paced(peer: SocketAddr, rate: u64) {
+    let mut s = TcpStream::connect(peer).expect("connect");
+    writeln!(s, "{} 0", u64::MAX / 2).unwrap();
+    say("ready");
+    let step = std::time::Duration::from_millis(10);
+    let t0 = std::time::Instant::now();
+    let buf = vec![b'p'; 64 * 1024];
+    let mut sent: u64 = 0;
+    for i in 1u64.. {
+        let due = rate * i / 100;
+        while sent < due {
+            let n = ((due - sent) as usize).min(buf.len());
+            s.write_all(&buf[..n]).expect("send");
+            sent += n as u64;
+        }
+        let at = t0 + step * i as u32;
+        std::thread::sleep(at.saturating_duration_since(std::time::Instant::now()));
+    }
 }

@@ -74,6 +74,10 @@ pub enum Command {
     /// The connections open right now: user, program, direction, addresses and the
     /// counters so far (like ipclog's `ipc`). Needs CAP_NET_ADMIN.
     Connections(ConnectionsArgs),
+    /// Who is using the link right now: per-user rates, refreshed every second, in a
+    /// full-screen view (one refresh as a table or JSON lines without a terminal).
+    /// Writes nothing; needs CAP_NET_ADMIN (and CAP_SYS_PTRACE for program names).
+    Live(LiveArgs),
     /// Finished connections from the daemon's connection log.
     ///
     /// A connection is logged when conntrack drops its entry: 120 s after a TCP close
@@ -470,4 +474,26 @@ impl ValueEnum for Period {
             Period::Month => PossibleValue::new("month").help("Per calendar month"),
         })
     }
+}
+
+/// Options of `live`.
+#[derive(Debug, Args)]
+pub struct LiveArgs {
+    /// Time between refreshes, 200ms to 1h.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+
+    /// Print one refresh and exit (also when stdout is not a terminal): a first dump,
+    /// then the rates over one interval.
+    #[arg(long)]
+    pub once: bool,
+
+    /// One refresh as JSON lines (implies --once): one object per user (`uid` null for
+    /// unattributed traffic) with uid, user, rx_bytes, tx_bytes, rx_bps, tx_bps, interval_s.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Root of the proc filesystem to read sockets, processes and interfaces from.
+    #[arg(long, value_name = "PATH", default_value = "/proc", hide = true)]
+    pub proc_root: PathBuf,
 }

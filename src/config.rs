@@ -86,6 +86,8 @@ const YEAR: u64 = 31_557_600;
 /// Every number and duration netledger takes, with its range. The reasons:
 /// - `interval`: under a second a pass starts as soon as the last ended (a busy loop); over
 ///   an hour the rollup after each pass (a bounded batch) falls behind a busy host.
+/// - `live_interval` (`live --interval`): under 200 ms a refresh (a dump and a socket
+///   read) takes most of the interval on a busy host; over an hour it is not live.
 /// - `flush_interval`: 0 writes a transaction per event batch; over a minute the daemon
 ///   holds that much in memory and logs connections late.
 /// - `lock_timeout`: 0 gives up at once (allowed); past 10 minutes a timer's passes pile up.
@@ -103,6 +105,11 @@ pub const LIMITS: &[Limit] = &[
         key: "interval",
         flag: Some("--interval"),
         range: Range::Duration(secs(1), secs(HOUR)),
+    },
+    Limit {
+        key: "live_interval",
+        flag: Some("--interval"),
+        range: Range::Duration(Duration::from_millis(200), secs(HOUR)),
     },
     Limit {
         key: "flush_interval",

@@ -105,7 +105,8 @@ pub struct Stages {
 }
 
 impl Stages {
-    fn start() -> Stages {
+    /// Start timing the first stage.
+    pub fn start() -> Stages {
         Stages {
             last: Some(Instant::now()),
             laps: Vec::new(),
@@ -113,7 +114,7 @@ impl Stages {
     }
 
     /// Close the stage that just ended.
-    fn lap(&mut self, name: &'static str) {
+    pub fn lap(&mut self, name: &'static str) {
         let now = Instant::now();
         if let Some(last) = self.last.replace(now) {
             self.laps.push((name, now - last));

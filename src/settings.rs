@@ -73,6 +73,8 @@ pub enum Command {
     Log(Log),
     /// `summary`.
     Summary(Summary),
+    /// `live`.
+    Live(Live),
     /// `metrics`.
     Metrics {
         /// Write here atomically instead of standard output.
@@ -267,6 +269,23 @@ pub struct Connections {
     pub bytes: bool,
 }
 
+/// `live`: refreshes of per-user rates, in memory.
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// Time between refreshes.
+    pub interval: Duration,
+    /// One refresh, then exit.
+    pub once: bool,
+    /// JSON lines instead of a table (one refresh).
+    pub json: bool,
+    /// Root of the proc filesystem.
+    pub proc_root: PathBuf,
+    /// Networks charged to nobody.
+    pub nets: LocalNets,
+    /// Services whose sockets are charged through their holders.
+    pub delegating: Delegating,
+}
+
 /// `log`.
 #[derive(Debug)]
 pub struct Log {
@@ -403,6 +422,18 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
             })
         }
         cli::Command::Metrics(a) => Command::Metrics { output: a.output },
+        cli::Command::Live(a) => {
+            flag("live_interval", Some(Value::Duration(a.interval)))?;
+            let acc = with_env(AccountingArgs::default(), &env)?;
+            Command::Live(Live {
+                interval: a.interval,
+                once: a.once,
+                json: a.json,
+                proc_root: a.proc_root,
+                nets: local_nets(&acc, &file),
+                delegating: delegation(&acc, &file)?.0,
+            })
+        }
     };
     Ok(Settings { db, quiet, command })
 }

@@ -28,6 +28,9 @@ _netledger() {
             netledger,help)
                 cmd="netledger__subcmd__help"
                 ;;
+            netledger,live)
+                cmd="netledger__subcmd__live"
+                ;;
             netledger,log)
                 cmd="netledger__subcmd__log"
                 ;;
@@ -64,6 +67,9 @@ _netledger() {
             netledger__subcmd__help,help)
                 cmd="netledger__subcmd__help__subcmd__help"
                 ;;
+            netledger__subcmd__help,live)
+                cmd="netledger__subcmd__help__subcmd__live"
+                ;;
             netledger__subcmd__help,log)
                 cmd="netledger__subcmd__help__subcmd__log"
                 ;;
@@ -95,7 +101,7 @@ _netledger() {
 
     case "${cmd}" in
         netledger)
-            opts="-v -q -h -V --db --config --verbose --quiet --help --version snapshot setup top report export config run connections log summary metrics help"
+            opts="-v -q -h -V --db --config --verbose --quiet --help --version snapshot setup top report export config run connections live log summary metrics help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -203,7 +209,7 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__help)
-            opts="snapshot setup top report export config run connections log summary metrics help"
+            opts="snapshot setup top report export config run connections live log summary metrics help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -259,6 +265,20 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netledger__subcmd__help__subcmd__live)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -377,6 +397,36 @@ _netledger() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netledger__subcmd__live)
+            opts="-v -q -h -V --interval --once --json --proc-root --db --config --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proc-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -4,6 +4,7 @@ pub mod common;
 pub mod config;
 pub mod connections;
 pub mod export;
+pub mod live;
 pub mod log;
 pub mod metrics;
 pub mod report;
@@ -31,5 +32,6 @@ pub fn dispatch(s: &Settings) -> Result<()> {
         Command::Log(l) => log::run(s, l),
         Command::Summary(x) => summary::run(s, x),
         Command::Metrics { output } => metrics::run(s, output.as_deref()),
+        Command::Live(l) => live::run(l),
     }
 }

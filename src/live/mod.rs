@@ -2,7 +2,14 @@
 //! ones (`connections`), and the ones over but not logged yet ([`waiting`], for `log` and
 //! `summary`). Pure over a conntrack dump and its verdicts; reading them is the caller's
 //! (`pass::observe`, [`waiting::live_table`]). Rendering lives in `report`.
+//!
+//! `netledger live` adds rates: [`meter`] charges successive observations against flow
+//! state kept in memory, [`shortflows`] hears the connections that end between two
+//! refreshes, and [`view`] keeps the refreshes of the moving window and makes the rows.
 
+pub mod meter;
+pub mod shortflows;
+pub mod view;
 pub mod waiting;
 
 use std::net::SocketAddr;

@@ -4,6 +4,7 @@
 //! names and integer byte counts — so JSON and CSV carry the same fields by construction.
 
 pub mod connections;
+pub mod live;
 pub mod log;
 pub mod metrics;
 pub mod names;

@@ -5,6 +5,7 @@
 
 pub mod conntrack;
 pub mod interfaces;
+pub mod netdev;
 pub mod netlink;
 pub mod processes;
 pub mod sockdiag;
