@@ -383,6 +383,12 @@ impl Store {
             })
             .collect::<Vec<_>>()
             .join(", ");
+        // Through the keys, the per-user totals hold the same sums in far fewer rows.
+        let totals_cte = match keys {
+            Some(_) => self.totals_cte(q.since, q.until, None)?,
+            None => None,
+        };
+        let cte = totals_cte.as_deref().unwrap_or(cte);
         let sql = format!("WITH {cte} SELECT {sums} FROM c WHERE true {user_filter}");
         let uid = q.uid.map(i64::from);
         let totals =
