@@ -17,7 +17,7 @@
 //!   budget of raw rows per call ([`Store::catch_up_keys`]; an older database's raw tier is
 //!   filled in this way, oldest first);
 //! - rolling a raw hour up into the hourly tier deletes the keys dated before its end and
-//!   raises `lo` (and `hi`) past it ([`ROLLED_UP`]).
+//!   raises `lo` (and `hi`) past it ([`Store::KEYS_ROLLED_UP`]).
 
 use rusqlite::{params, Transaction};
 
@@ -43,13 +43,6 @@ const UPSERT: &str = concat!(
      ON CONFLICT",
     add_counters!()
 );
-
-/// What the raw → hourly rollup of `[?1, ?2)` (the oldest raw hour) runs in its
-/// transaction: the keys dated before `?2` go, and the span starts at `?2` at the earliest.
-pub(super) const ROLLED_UP: [&str; 2] = [
-    "DELETE FROM usage_keys WHERE granularity IN (3600, 86400) AND ts < ?2 AND ?1 < ?2",
-    "UPDATE usage_keys_span SET lo = max(lo, ?2), hi = max(hi, ?2) WHERE ?1 < ?2",
-];
 
 /// `[lo, hi)`: the raw rows summed in `usage_keys`.
 pub(super) fn span(conn: &rusqlite::Connection) -> rusqlite::Result<(i64, i64)> {
@@ -119,6 +112,20 @@ impl<'t> Adder<'t> {
 }
 
 impl Store {
+    /// What the raw → hourly rollup of `[?1, ?2)` (the oldest raw hour) runs in its
+    /// transaction: the keys dated before `?2` go, and the span starts at `?2` at the earliest.
+    pub(super) const KEYS_ROLLED_UP: [&str; 2] = [
+        "DELETE FROM usage_keys WHERE granularity IN (3600, 86400) AND ts < ?2 AND ?1 < ?2",
+        "UPDATE usage_keys_span SET lo = max(lo, ?2), hi = max(hi, ?2) WHERE ?1 < ?2",
+    ];
+
+    /// [`Store::catch_up_keys`] after a pass at `now` with the default budget: the raw
+    /// rows summed, and whether more is due.
+    pub(super) fn keys_after_pass(&mut self, now: i64) -> Result<(u64, bool), StoreError> {
+        let n = self.catch_up_keys(now, CATCH_UP_ROWS)?;
+        Ok((n, n >= CATCH_UP_ROWS))
+    }
+
     /// Advance the span over the complete raw buckets before `now` (a pass's time), one
     /// hour of raw rows per transaction, until about `budget` raw rows are summed. Returns
     /// the raw rows summed.

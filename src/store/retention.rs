@@ -171,7 +171,7 @@ impl Store {
                 hour,
                 hour + HOUR,
                 // The hour's sums per key go with its raw rows.
-                &super::keys::ROLLED_UP,
+                &Self::KEYS_ROLLED_UP,
             )?;
         }
         // Hourly → daily, one whole UTC day per transaction.
@@ -223,8 +223,9 @@ impl Store {
         st.totals_days = self.backfill_totals(TOTALS_DAYS_PER_ROLLUP)?;
         st.behind |= st.totals_days == TOTALS_DAYS_PER_ROLLUP;
         // Sums per key of the raw buckets complete by now.
-        st.keyed_rows = self.catch_up_keys(now, super::keys::CATCH_UP_ROWS)?;
-        st.behind |= st.keyed_rows >= super::keys::CATCH_UP_ROWS;
+        let (keyed, more) = self.keys_after_pass(now)?;
+        st.keyed_rows = keyed;
+        st.behind |= more;
         let wrap = |e| StoreError::from_sqlite(self.path(), e);
         if let Some(keep) = r.daily {
             let cutoff = floor(now - keep.as_secs() as i64, DAY);
