@@ -183,7 +183,7 @@ impl Store {
             tx.execute("UPDATE usage_keys_span SET hi = ?1 WHERE id = 0", [to])
                 .map_err(wrap)?;
             tx.commit().map_err(wrap)?;
-            summed += rows.max(1) as u64;
+            summed += rows as u64;
         }
         Ok(summed)
     }
