@@ -34,8 +34,27 @@ def ns_exec(ns, *cmd):
     return ["ip", "netns", "exec", ns, *cmd]
 
 def spawn(cmd, stdin=False):
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.PIPE if stdin else None,
-                            stderr=subprocess.DEVNULL, text=True)
+    # stderr to a file, read only when the helper does not start (see expect).
+    err = tempfile.TemporaryFile(mode="w+")
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.PIPE if stdin else None,
+                         stderr=err, text=True)
+    p.err = err
+    return p
+
+def expect(p, want, what):
+    """The helper's first line is `want`, or exit naming why it did not start and what to
+    build (an nl_traffic from an older build has no such mode)."""
+    got = p.stdout.readline().strip()
+    if got == want:
+        return
+    try:
+        status = p.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        status = "still running"
+    p.err.seek(0)
+    why = " ".join(p.err.read().split())[:300] or "no message"
+    sys.exit(f"{what} did not start (said {got!r}, exit {status}: {why}); rebuild the helper with "
+             f"`cargo build --release --bins --examples` and run as root")
 
 def run_one(n, a, binp, traffic):
     tag = f"{os.getpid()}x{n}"
@@ -67,12 +86,12 @@ def run_one(n, a, binp, traffic):
                 port = 20000 + side * 5000 + g
                 s = spawn(ns_exec(srv_ns, traffic, "sink", "tcp", f"0.0.0.0:{port}"))
                 procs.append(s)
-                assert s.stdout.readline().strip() == "listening", f"sink on {port}"
+                expect(s, "listening", f"nl_traffic sink on port {port}")
                 c = spawn(ns_exec(cli_ns, traffic, "hold", "tcp", f"{dst}:{port}", str(count)), stdin=True)
                 procs.append(c)
         for p in procs:
             if p.stdin is not None:
-                assert p.stdout.readline().strip() == "ready"
+                expect(p, "ready", "nl_traffic hold")
         for _ in range(a.idle):
             procs.append(spawn(ns_exec(host, "sh", "-c", "exec 3</dev/null 4</dev/null 5</dev/null; exec sleep 3600")))
         time.sleep(1)
@@ -130,10 +149,10 @@ def timed_pass(host, binp, db):
 def ssh_sessions(a, host, inet, binp, db, traffic, procs):
     s = spawn(ns_exec(host, traffic, "sshlike", "tcp", "0.0.0.0:2222", str(a.ssh_uid)))
     procs.append(s)
-    assert s.stdout.readline().strip() == "listening", "sshlike"
+    expect(s, "listening", "nl_traffic sshlike")
     c = spawn(ns_exec(inet, traffic, "hold", "tcp", "198.51.100.1:2222", str(a.ssh)), stdin=True)
     procs.append(c)
-    assert c.stdout.readline().strip() == "ready"
+    expect(c, "ready", "nl_traffic sshlike client")
     # Every child has switched to its uid once it holds nothing else.
     time.sleep(1)
     first, first_stages, held = timed_pass(host, binp, db)

@@ -231,6 +231,11 @@ fn build_db(dir: &Path) -> PathBuf {
         };
         store.write_pass(&rec, &plan, &names).unwrap();
     }
+    // The sums per key of the raw tier, as the passes' rollups keep them (none rolled up:
+    // every pass is within the raw retention of the last).
+    store
+        .catch_up_keys(at(2026, 11, 21, 0, 0), u64::MAX)
+        .unwrap();
     db
 }
 
@@ -883,7 +888,8 @@ fn a_period_that_starts_inside_a_stored_bucket_counts_it_and_says_so() {
     assert_eq!(lines.lines().count(), 2, "alice's and bob's day: {lines}");
 }
 
-/// The per-user totals (`store::totals`) answer `top` and `report` exactly as the detail
+/// The per-user totals (`store::totals`) and the sums per key of the raw tier
+/// (`store::keys`) answer `top` (by user and by any key) and `report` exactly as the detail
 /// rows do, in every time zone (whole-hour offsets with DST, and half- and quarter-hour
 /// ones, which read the detail), for periods that start and end mid-hour.
 #[test]
@@ -896,7 +902,10 @@ fn reports_from_the_totals_equal_reports_from_the_detail_in_every_time_zone() {
     std::fs::copy(&db, &detail).unwrap();
     rusqlite::Connection::open(&detail)
         .unwrap()
-        .execute("UPDATE usage_totals_backfill SET before = 9000000000", [])
+        .execute_batch(
+            "UPDATE usage_totals_backfill SET before = 9000000000;
+             UPDATE usage_keys_span SET lo = 9000000000, hi = 9000000000;",
+        )
         .unwrap();
     let windows: [[&str; 4]; 4] = [
         ["--since", "2026-10-25", "--until", "2026-12-01"],
@@ -918,6 +927,9 @@ fn reports_from_the_totals_equal_reports_from_the_detail_in_every_time_zone() {
                 asks.push(with(&["report", "--json", "--period", p], w));
             }
             asks.push(with(&["top", "--json", "--user", "alice"], w));
+            // Through the sums per key of the raw tier (store::keys).
+            asks.push(with(&["top", "--json", "--by", "remote"], w));
+            asks.push(with(&["top", "--json", "--by", "program,port,via"], w));
             for args in asks {
                 let fast = netledger(&db, tz, &args);
                 let slow = netledger(&detail, tz, &args);

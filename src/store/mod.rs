@@ -20,6 +20,7 @@ pub mod connections;
 mod error;
 #[cfg(feature = "test-hooks")]
 mod hooks;
+pub mod keys;
 pub mod lock;
 pub mod metrics;
 pub mod query;
@@ -54,6 +55,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_raw_buckets.sql"),
     include_str!("../../migrations/0006_usage_totals.sql"),
     include_str!("../../migrations/0007_delegated_flows.sql"),
+    // 0008-0010 are taken by work in flight elsewhere: on merging, this one goes last.
+    include_str!("../../migrations/0011_usage_keys.sql"),
 ];
 
 /// The first schema with the compact usage tables (`0005_raw_buckets.sql`); reports on an
@@ -437,23 +440,31 @@ fn write_usage(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Result<(
         add_counters!()
     ))?;
     let bucket = ts.div_euclid(BUCKET_SECS) * BUCKET_SECS;
+    let mut keys = keys::Adder::new(tx, bucket)?;
     let (mut programs, mut remotes) = (Interned::PROGRAMS, Interned::REMOTES);
     for (k, t) in &plan.usage {
         let program = match &k.program {
             Some(p) => programs.id(tx, p)?,
             None => 0,
         };
-        stmt.execute(params![
-            bucket,
+        let (uid, kind, reason) = (
             k.uid.map_or(-1, i64::from),
             match k.kind {
                 Kind::User => 0,
                 Kind::Unattributed => 1,
                 Kind::Excluded => 2,
             },
-            usage_reason(k).as_ref(),
+            usage_reason(k),
+        );
+        let remote = remotes.id(tx, &k.remote.to_string())?;
+        keys.add(uid, kind, &reason, program, remote, k.protocol, k.port, t)?;
+        stmt.execute(params![
+            bucket,
+            uid,
+            kind,
+            reason.as_ref(),
             program,
-            remotes.id(tx, &k.remote.to_string())?,
+            remote,
             k.protocol,
             k.port,
             k.direction.map_or(0, |d| match d {

@@ -322,7 +322,9 @@ impl Store {
                 return self.top_by_user(&cte, q);
             }
         }
-        let cte = src.cte;
+        // Whole hours and days of the raw tier from their sums per key.
+        let keys = self.keys_cte(q.since, q.until)?;
+        let cte = keys.as_deref().unwrap_or(src.cte);
         let (joins, pname, rname) = (src.joins, src.program, src.remote);
         let sql = format!(
             "WITH {cte}
@@ -381,6 +383,12 @@ impl Store {
             })
             .collect::<Vec<_>>()
             .join(", ");
+        // Through the keys, the per-user totals hold the same sums in far fewer rows.
+        let totals_cte = match keys {
+            Some(_) => self.totals_cte(q.since, q.until, None)?,
+            None => None,
+        };
+        let cte = totals_cte.as_deref().unwrap_or(cte);
         let sql = format!("WITH {cte} SELECT {sums} FROM c WHERE true {user_filter}");
         let uid = q.uid.map(i64::from);
         let totals =
@@ -690,7 +698,7 @@ const DAY: i64 = 86_400;
 /// between the totals and the detail: whole UTC days from day totals, whole hours from
 /// hour totals, and what is left at the edges (less than an hour each) from the detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Split {
+pub(super) struct Split {
     /// Whole days, from the day totals.
     pub days: Vec<(i64, i64)>,
     /// Whole hours outside those days, from the hour totals.
@@ -708,7 +716,7 @@ fn floor(t: i64, step: i64) -> i64 {
 }
 
 /// Add `[a, b)` to sorted, disjoint `ranges`, joining it to the last one when they touch.
-fn push(ranges: &mut Vec<(i64, i64)>, a: i64, b: i64) {
+pub(super) fn push(ranges: &mut Vec<(i64, i64)>, a: i64, b: i64) {
     match ranges.last_mut() {
         _ if a >= b => {}
         Some(last) if last.1 == a => last.1 = b,
@@ -719,7 +727,7 @@ fn push(ranges: &mut Vec<(i64, i64)>, a: i64, b: i64) {
 impl Split {
     /// Split `[since, until)`; the whole days for which `split_day(day start)` is true are
     /// read from their hours instead (a day that spans two periods of a report).
-    fn new(since: i64, until: i64, split_day: impl Fn(i64) -> bool) -> Split {
+    pub(super) fn new(since: i64, until: i64, split_day: impl Fn(i64) -> bool) -> Split {
         let (h1, h2) = (ceil(since, HOUR), floor(until, HOUR));
         let mut split = Split {
             days: vec![],
@@ -750,7 +758,7 @@ impl Split {
 }
 
 /// `(ts >= a AND ts < b) OR …` over `ranges`; `false` when there are none.
-fn ranges_sql(ranges: &[(i64, i64)]) -> String {
+pub(super) fn ranges_sql(ranges: &[(i64, i64)]) -> String {
     if ranges.is_empty() {
         return "0".into();
     }

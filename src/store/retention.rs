@@ -64,6 +64,8 @@ pub struct RollupStats {
     pub connections_dropped: u64,
     /// Days whose per-user totals were filled in from the detail (an older database).
     pub totals_days: u32,
+    /// Raw rows summed per key and hour (`usage_keys`).
+    pub keyed_rows: u64,
     /// Whether rows past their retention remain (the budget ran out).
     pub behind: bool,
 }
@@ -85,6 +87,7 @@ impl std::fmt::Display for RollupStats {
                 u64::from(self.totals_days),
                 "days of per-user totals filled in",
             ),
+            (self.keyed_rows, "raw rows summed per key and hour"),
         ]
         .into_iter()
         .filter(|(n, _)| *n > 0)
@@ -167,7 +170,8 @@ impl Store {
                 "DELETE FROM usage_raw WHERE ts >= ?1 AND ts < ?2",
                 hour,
                 hour + HOUR,
-                &[],
+                // The hour's sums per key go with its raw rows.
+                &Self::KEYS_ROLLED_UP,
             )?;
         }
         // Hourly → daily, one whole UTC day per transaction.
@@ -218,6 +222,10 @@ impl Store {
         // Totals of a database older than them, a few days per pass.
         st.totals_days = self.backfill_totals(TOTALS_DAYS_PER_ROLLUP)?;
         st.behind |= st.totals_days == TOTALS_DAYS_PER_ROLLUP;
+        // Sums per key of the raw buckets complete by now.
+        let (keyed, more) = self.keys_after_pass(now)?;
+        st.keyed_rows = keyed;
+        st.behind |= more;
         let wrap = |e| StoreError::from_sqlite(self.path(), e);
         if let Some(keep) = r.daily {
             let cutoff = floor(now - keep.as_secs() as i64, DAY);

@@ -181,7 +181,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::account::UsageKey;
     use crate::attribute::{Direction, Reason};
@@ -193,10 +193,10 @@ mod tests {
 
     const T0: i64 = 1_767_225_600; // 2026-01-01T00:00Z
 
-    struct Rng(u64);
+    pub(in crate::store) struct Rng(pub(in crate::store) u64);
 
     impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
+        pub(in crate::store) fn below(&mut self, n: u64) -> u64 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
@@ -204,7 +204,7 @@ mod tests {
         }
     }
 
-    fn random_plan(rng: &mut Rng) -> PassPlan {
+    pub(in crate::store) fn random_plan(rng: &mut Rng) -> PassPlan {
         let mut plan = PassPlan::default();
         for _ in 0..1 + rng.below(6) {
             let kind = [Kind::User, Kind::Unattributed, Kind::Excluded][rng.below(3) as usize];
