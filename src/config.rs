@@ -20,6 +20,8 @@ use serde::Deserialize;
 
 use crate::timespec::BadTime;
 
+pub mod quota;
+
 /// Where the configuration file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/netledger/netledger.toml";
 
@@ -362,6 +364,12 @@ pub struct FileConfig {
     /// How long a young flow on such a service's socket waits for a user's process.
     #[serde(default, with = "opt_duration")]
     pub delegate_grace: Option<Duration>,
+    /// Day of the month billing cycles start on, 1 to 28 (issue 19).
+    pub cycle_day: Option<toml::Spanned<i64>>,
+    /// Allowances (`[quota]`).
+    pub quota: Option<quota::QuotaConfig>,
+    /// Program run when a user crosses a quota level.
+    pub on_quota: Option<toml::Spanned<String>>,
 }
 
 /// A uid, or a user name resolved when the settings are (`delegating_uids`).
@@ -544,6 +552,7 @@ impl FileConfig {
             }
         })?;
         c.validate(path)?;
+        quota::policy(&c, Some(text), path)?;
         Ok(c)
     }
 

@@ -1,11 +1,13 @@
 //! One file per subcommand; `dispatch` picks the one the command line names.
 
+pub mod check;
 pub mod common;
 pub mod config;
 pub mod connections;
 pub mod export;
 pub mod log;
 pub mod metrics;
+pub mod quota;
 pub mod report;
 pub mod run;
 pub mod setup;
@@ -31,5 +33,7 @@ pub fn dispatch(cli: &Cli) -> Result<()> {
         Command::Log(args) => log::run(cli, args),
         Command::Summary(args) => summary::run(cli, args),
         Command::Metrics(args) => metrics::run(cli, args),
+        Command::Check(args) => check::run(cli, args),
+        Command::Quota(args) => quota::run(cli, args),
     }
 }

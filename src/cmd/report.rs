@@ -19,7 +19,13 @@ pub fn run(cli: &Cli, args: &ReportArgs) -> Result<()> {
     };
     let since = args.since.as_deref().unwrap_or(default_since);
     let (since, until) = bounds(since, args.until.as_deref(), args.output.utc)?;
-    let store = open_for_reading(cli)?;
+    let mut store = open_for_reading(cli)?;
+    // Months are billing cycles (`cycle_day`).
+    let cycle_day = match &cli.file.cycle_day {
+        Some(d) => u8::try_from(*d.get_ref()).unwrap_or(1),
+        None => 1,
+    };
+    store.set_cycle_day(cycle_day);
     let uid = args
         .user
         .as_deref()

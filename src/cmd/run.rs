@@ -56,6 +56,11 @@ pub fn config(cli: &Cli, args: &RunArgs, file: &FileConfig) -> Result<DaemonConf
         quiet: cli.quiet,
         retention,
         metrics_listen: args.metrics_listen.or(file.metrics_listen),
+        quota: crate::config::quota::policy(
+            file,
+            None,
+            &crate::config::quota::config_path(cli.config.as_deref()),
+        )?,
     })
 }
 

@@ -65,6 +65,11 @@ pub fn run(cli: &Cli, args: &SnapshotArgs) -> Result<()> {
         delegating,
         delegate_grace,
     };
+    let quota = crate::config::quota::policy(
+        &cli.file,
+        None,
+        &crate::config::quota::config_path(cli.config.as_deref()),
+    )?;
     let outcome = run_pass(&mut store, &cfg, "snapshot")?;
     if !cli.quiet {
         eprintln!("{}", outcome.summary());
@@ -72,5 +77,11 @@ pub fn run(cli: &Cli, args: &SnapshotArgs) -> Result<()> {
     let retention = cli.file.retention().map_err(anyhow::Error::msg)?;
     let rolled = store.roll_up(outcome.record.started_at, &retention, ROLLUP_BUDGET)?;
     tracing::info!("retention: {rolled}");
+    // Quotas after the commit: the hook (waited for, so that it is not cut off when the
+    // timer's service ends) and the view files.
+    let mut watcher = crate::quota::Watcher::new(quota, false);
+    for hook in watcher.after_commit(&mut store, outcome.record.started_at) {
+        hook.wait();
+    }
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod connections;
 pub mod log;
 pub mod metrics;
 pub mod names;
+pub mod quota;
 pub mod summary;
 pub mod table;
 

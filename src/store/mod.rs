@@ -21,6 +21,7 @@ mod error;
 pub mod lock;
 pub mod metrics;
 pub mod query;
+pub mod quota;
 pub mod retention;
 pub mod summary;
 pub mod totals;
@@ -52,6 +53,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_raw_buckets.sql"),
     include_str!("../../migrations/0006_usage_totals.sql"),
     include_str!("../../migrations/0007_delegated_flows.sql"),
+    include_str!("../../migrations/0008_quota.sql"),
 ];
 
 /// The first schema with the compact usage tables (`0005_raw_buckets.sql`); reports on an
@@ -122,6 +124,8 @@ pub struct Store {
     _lock: Option<WriterLock>,
     /// Whether reports may read the per-user totals (see [`totals`]).
     use_totals: bool,
+    /// The day billing cycles start on: `report --period month` periods (see [`query`]).
+    cycle_day: u8,
 }
 
 impl Store {
@@ -224,6 +228,7 @@ impl Store {
             schema,
             _lock: lock,
             use_totals: true,
+            cycle_day: 1,
         })
     }
 
