@@ -57,6 +57,18 @@ pub fn run(cli: &Cli, args: &QuotaArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if !s.privileged {
         let me = uzers::get_current_uid();
+        if let Some(u) = args.user.as_deref() {
+            let uid = u
+                .parse::<u32>()
+                .ok()
+                .or_else(|| uzers::get_user_by_name(u).map(|x| x.uid()));
+            if uid != Some(me) {
+                anyhow::bail!(
+                    "--user {u}: only root sees other users' quota; without --user you see \
+                     your own"
+                );
+            }
+        }
         let v = view::read_own(&s.view_dir, me)?;
         let users = [v.standing];
         if args.json {
