@@ -668,7 +668,17 @@ pub fn apply_with(
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
     };
-    let file = FileConfig::load(&path, explicit)?;
+    let file = match FileConfig::load(&path, explicit) {
+        // An unprivileged `quota` reads its own view file, which holds all it shows: the
+        // configuration (0640, root's) need not be readable (issue 19).
+        Err(ConfigError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied
+                && matches!(cli.command, Command::Quota(_)) =>
+        {
+            FileConfig::default()
+        }
+        other => other?,
+    };
     if !given(matches, "db") {
         if let Some(db) = env.path(env::DB)?.or_else(|| file.db.clone()) {
             cli.db = db;

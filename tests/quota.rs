@@ -559,10 +559,8 @@ fn hook_lines(log: &Path) -> Vec<String> {
 }
 
 #[test]
-fn the_hook_runs_once_per_level_per_cycle_across_passes_flushes_and_restarts() {
-    if !common::require_root(
-        "the_hook_runs_once_per_level_per_cycle_across_passes_flushes_and_restarts",
-    ) {
+fn the_hook_runs_once_per_level_per_cycle_across_passes_and_restarts() {
+    if !common::require_root("the_hook_runs_once_per_level_per_cycle_across_passes_and_restarts") {
         return;
     }
     let ns = Netns::new("nq");
@@ -770,7 +768,20 @@ fn quota_as_an_unprivileged_user_shows_only_their_own_line() {
     };
     let b_s = bin.path.to_str().unwrap();
     let view_s = view.to_str().unwrap();
-    let (out, err, code) = as_user(&a, &[b_s, "quota", "--json", "--view-dir", view_s]);
+    // The configuration file is root's, 0600: not needed.
+    let conf_s = conf.to_str().unwrap();
+    let (out, err, code) = as_user(
+        &a,
+        &[
+            b_s,
+            "--config",
+            conf_s,
+            "quota",
+            "--json",
+            "--view-dir",
+            view_s,
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1, "{out}");
@@ -806,4 +817,99 @@ fn quota_as_an_unprivileged_user_shows_only_their_own_line() {
         .map(|r| r["uid"].as_u64().unwrap())
         .collect();
     assert_eq!(uids, [u64::from(b.uid), u64::from(a.uid)]);
+}
+
+#[test]
+fn views_written_as_the_units_unprivileged_user_are_readable_by_their_user_alone() {
+    if !common::require_root(
+        "views_written_as_the_units_unprivileged_user_are_readable_by_their_user_alone",
+    ) {
+        return;
+    }
+    let ns = Netns::new("nq");
+    let (a, b, svc) = (
+        TestUser::new("nqu"),
+        TestUser::new("nqu"),
+        TestUser::new("nqs"),
+    );
+    let bin = common::SharedBin::new(&common::bin());
+    // The state directory is the service's (StateDirectory=), the view directory too.
+    let dir = tempfile::Builder::new().prefix("nq").tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(svc.uid), Some(svc.gid)).unwrap();
+    let (db, mut store) = new_store(dir.path());
+    let now = chrono::Utc::now().timestamp();
+    pass(&mut store, now - 60, &[(a.uid, 1000, 0), (b.uid, 2000, 0)]);
+    drop(store);
+    for f in std::fs::read_dir(dir.path()).unwrap() {
+        std::os::unix::fs::chown(f.unwrap().path(), Some(svc.uid), Some(svc.gid)).unwrap();
+    }
+    let view = dir.path().join("view");
+    let conf = dir.path().join("n.toml");
+    write(
+        &conf,
+        &format!("[quota]\nview_dir = \"{}\"\n", view.display()),
+        0o600,
+    );
+    // The snapshot unit's capabilities, as its AmbientCapabilities= gives them.
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/systemd/netledger-snapshot.service"),
+    )
+    .unwrap();
+    let caps = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .unwrap()
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",");
+    assert!(!caps.contains("chown"), "{caps}");
+    // As the unit's ExecStartPre=+netledger setup does.
+    common::run(ns.cmd(common::bin()).arg("setup"));
+    let o = ns
+        .cmd("setpriv")
+        .arg(format!("--reuid={}", svc.uid))
+        .arg(format!("--regid={}", svc.gid))
+        .args(["--clear-groups", "--no-new-privs"])
+        .arg(format!("--inh-caps={caps}"))
+        .arg(format!("--ambient-caps={caps}"))
+        .arg(format!("--bounding-set=-all,{caps}"))
+        .arg("--")
+        .arg(&bin.path)
+        .arg("--db")
+        .arg(&db)
+        .arg("--config")
+        .arg(&conf)
+        .args(["snapshot", "--no-setup"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && !err.contains("quota"), "{err}");
+    let as_user = |u: &TestUser, args: &[&str]| {
+        text(
+            &Command::new("setpriv")
+                .args([
+                    &format!("--reuid={}", u.uid),
+                    &format!("--regid={}", u.gid),
+                    "--clear-groups",
+                    "--",
+                ])
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    };
+    let (b_s, view_s) = (bin.path.to_str().unwrap(), view.to_str().unwrap());
+    for (u, used) in [(&a, 1000), (&b, 2000)] {
+        let (out, err, code) = as_user(u, &[b_s, "quota", "--json", "--view-dir", view_s]);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            (v[0]["uid"].as_u64(), v[0]["used"].as_u64()),
+            (Some(u.uid.into()), Some(used))
+        );
+    }
+    let (_, _, code) = as_user(&a, &["cat", &format!("{view_s}/{}.json", b.uid)]);
+    assert_ne!(code, 0, "A cannot read B's file");
 }

@@ -1,9 +1,10 @@
 //! What lets a user read their own standing while the database stays 0640: after every
 //! stored pass or flush, the writer (timer or daemon alike) writes each user's standing to
-//! `DIR/UID.json`, owned by that user and readable only by them (0400), in a directory
-//! that others may enter but not list (0711, root's). `netledger quota` run by an
-//! unprivileged user reads only `DIR/<their uid>.json`; another user's file is not
-//! theirs to open, and the database is never opened.
+//! `DIR/UID.json`, mode 0400, readable by that user alone — given to them (root), or kept
+//! by the writer with a POSIX ACL entry `user:UID:r` (the units' unprivileged DynamicUser,
+//! which has no CAP_CHOWN) — in a directory that others may enter but not list (0711).
+//! `netledger quota` run by an unprivileged user reads only `DIR/<their uid>.json`;
+//! another user's file is not theirs to open, and the database is never opened.
 //!
 //! Per-user files rather than a query socket in the daemon: the timer (no daemon) needs
 //! them anyway, and a file needs no listening code that runs as the accounting service.
@@ -11,7 +12,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -104,15 +105,59 @@ fn write_one(dir: &Path, uid: u32, text: &str) -> Result<()> {
         .with_context(|| format!("writing {}", tmp.display()))?;
     f.write_all(text.as_bytes())?;
     f.write_all(b"\n")?;
-    std::os::unix::fs::fchown(&f, Some(uid), None).with_context(|| {
+    give(&f, uid).with_context(|| {
         format!(
-            "giving {} to uid {uid} (the writer needs CAP_CHOWN)",
+            "letting uid {uid} read {}: chown needs CAP_CHOWN, and an ACL a filesystem \
+             with POSIX ACLs",
             tmp.display()
         )
     })?;
     drop(f);
     fs::rename(&tmp, &path).with_context(|| format!("renaming onto {}", path.display()))?;
     Ok(())
+}
+
+/// Let `uid` alone read `f`: make it theirs (root, or CAP_CHOWN); else, as the service's
+/// own unprivileged user (systemd's DynamicUser), keep it ours, mode 0400, and add a POSIX
+/// ACL entry `user:UID:r` (an owner may set its files' ACLs without privileges).
+fn give(f: &fs::File, uid: u32) -> std::io::Result<()> {
+    match std::os::unix::fs::fchown(f, Some(uid), None) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => rustix::fs::fsetxattr(
+            f,
+            "system.posix_acl_access",
+            &read_acl(uid),
+            rustix::fs::XattrFlags::empty(),
+        )
+        .map_err(std::io::Error::from),
+        Err(e) => Err(e),
+    }
+}
+
+/// The `system.posix_acl_access` value (linux/posix_acl_xattr.h) of `u::r, user:UID:r,
+/// g::-, m::r, o::-`: a version, then (tag, perm, id) entries sorted by tag.
+fn read_acl(uid: u32) -> Vec<u8> {
+    const VERSION: u32 = 2;
+    const USER_OBJ: u16 = 0x01;
+    const USER: u16 = 0x02;
+    const GROUP_OBJ: u16 = 0x04;
+    const MASK: u16 = 0x10;
+    const OTHER: u16 = 0x20;
+    const UNDEFINED: u32 = u32::MAX;
+    const READ: u16 = 4;
+    let mut v = VERSION.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (USER_OBJ, READ, UNDEFINED),
+        (USER, READ, uid),
+        (GROUP_OBJ, 0, UNDEFINED),
+        (MASK, READ, UNDEFINED),
+        (OTHER, 0, UNDEFINED),
+    ] {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
 }
 
 /// The view file of `uid` (the caller's own), refused unless that uid owns it.
@@ -128,12 +173,14 @@ pub fn read_own(dir: &Path, uid: u32) -> Result<View> {
         ),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let owner = fs::metadata(&path)?.uid();
-    if owner != uid {
+    let view: View =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    if view.standing.uid != uid {
         bail!(
-            "{} is owned by uid {owner}, not by you (uid {uid}): not read",
-            path.display()
+            "{} holds uid {}'s standing, not yours (uid {uid}): not shown",
+            path.display(),
+            view.standing.uid
         );
     }
-    serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
+    Ok(view)
 }
