@@ -913,3 +913,94 @@ fn views_written_as_the_units_unprivileged_user_are_readable_by_their_user_alone
     let (_, _, code) = as_user(&a, &["cat", &format!("{view_s}/{}.json", b.uid)]);
     assert_ne!(code, 0, "A cannot read B's file");
 }
+
+fn hook_env(level: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("NETLEDGER_QUOTA_USER", "alice".into()),
+        ("NETLEDGER_QUOTA_UID", "4000031".into()),
+        ("NETLEDGER_QUOTA_LEVEL", level.into()),
+        ("NETLEDGER_QUOTA_USED", "53687091200".into()),
+        ("NETLEDGER_QUOTA_ALLOWANCE", "53687091200".into()),
+        ("NETLEDGER_QUOTA_GRANTED", "0".into()),
+        ("NETLEDGER_QUOTA_PERCENT", "100.0".into()),
+        ("NETLEDGER_QUOTA_DIRECTION", "total".into()),
+        ("NETLEDGER_QUOTA_CYCLE", "2026-11".into()),
+        ("NETLEDGER_QUOTA_CYCLE_START", "1793491200".into()),
+        ("NETLEDGER_QUOTA_CYCLE_END", "1796083200".into()),
+    ]
+}
+
+fn contrib_hook(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("contrib/hooks")
+        .join(name)
+}
+
+#[test]
+fn the_contrib_mail_hook_writes_the_user_a_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("mail.txt");
+    let sendmail = dir.path().join("sendmail");
+    write(
+        &sendmail,
+        &format!(
+            "#!/bin/sh\necho \"args: $*\" > {0}\ncat >> {0}\n",
+            sink.display()
+        ),
+        0o755,
+    );
+    let o = Command::new(contrib_hook("quota-mail"))
+        .envs(hook_env("critical"))
+        .env("SENDMAIL", &sendmail)
+        .env("MAIL_DOMAIN", "example.org")
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let mail = std::fs::read_to_string(&sink).unwrap();
+    for want in [
+        "args: -t",
+        "To: alice@example.org",
+        "Subject: Your network use has reached its allowance (100.0%)",
+        "used 50.0GiB of your 50.0GiB allowance",
+        "The cycle ends on 2026-12-01 00:00 UTC.",
+    ] {
+        assert!(mail.contains(want), "{want:?} in:\n{mail}");
+    }
+}
+
+#[test]
+fn the_contrib_nftables_hook_throttles_the_user_once_at_critical_only() {
+    if !common::require_root("the_contrib_nftables_hook_throttles_the_user_once_at_critical_only") {
+        return;
+    }
+    let ns = Netns::new("nq");
+    let run_hook = |level: &str| {
+        let o = ns
+            .cmd(contrib_hook("quota-throttle-nft"))
+            .envs(hook_env(level))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+    };
+    let table = || {
+        String::from_utf8_lossy(
+            &ns.cmd("nft")
+                .args(["list", "table", "inet", "netledger_throttle"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned()
+    };
+    run_hook("warning");
+    assert_eq!(table(), "", "a warning changes nothing");
+    run_hook("critical");
+    run_hook("critical");
+    let t = table();
+    assert_eq!(t.matches("meta skuid 4000031").count(), 1, "{t}");
+    assert!(
+        t.contains("limit rate over 128 kbytes/second") && t.contains("drop"),
+        "{t}"
+    );
+}
