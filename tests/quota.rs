@@ -603,6 +603,16 @@ fn the_hook_runs_once_per_level_per_cycle_across_passes_and_restarts() {
         Duration::from_secs(30),
         || (hook_lines(&log).len() >= 3).then_some(()),
     );
+    // A grant while the daemon runs (and holds the writer lock): not kept waiting.
+    let t0 = std::time::Instant::now();
+    let o = text(&netledger(
+        &db,
+        &conf,
+        &[],
+        &["quota", "grant", "4000099", "1MB"],
+    ));
+    assert_eq!(o.2, 0, "{o:?}");
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
     for _ in 0..3 {
         d.wait_for_a_whole_pass();
     }

@@ -11,7 +11,6 @@ use super::common::{open_for_reading, resolve_user};
 use crate::cli::{Cli, QuotaAction, QuotaArgs};
 use crate::quota::{standings, system_groups, view, Cycle, Policy};
 use crate::report;
-use crate::store::{OpenOptions, Store};
 
 /// The settings of `quota`, resolved (defaults < file < environment < flags).
 #[derive(Debug, Clone)]
@@ -112,16 +111,18 @@ pub fn run(cli: &Cli, args: &QuotaArgs) -> Result<()> {
 }
 
 fn grant(cli: &Cli, s: &QuotaSettings, user: &str, size: u64) -> Result<()> {
-    let mut store = Store::open(
-        &cli.db,
-        &OpenOptions {
-            create: false,
-            ..OpenOptions::default()
-        },
-    )?;
+    let store = open_for_reading(cli)?;
     let uid = resolve_user(&store, user)?;
+    drop(store);
     let cycle = Cycle::at(s.now, s.policy.cycle_day, s.utc);
-    let total = store.grant(uid, cycle.start, size, s.now)?;
+    let total = crate::store::quota::grant_at(
+        &cli.db,
+        uid,
+        cycle.start,
+        size,
+        s.now,
+        std::time::Duration::from_secs(5),
+    )?;
     if !cli.quiet {
         eprintln!(
             "netledger: granted {} more to {user} (uid {uid}) for the cycle {} ({} granted \

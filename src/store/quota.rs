@@ -4,9 +4,12 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, OptionalExtension};
+use std::path::Path;
+use std::time::Duration;
 
-use super::{Store, StoreError};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use super::{OpenOptions, Store, StoreError};
 
 /// The schema that has the quota tables.
 pub const QUOTA_SCHEMA: i64 = 8;
@@ -44,23 +47,7 @@ impl Store {
         bytes: u64,
         now: i64,
     ) -> Result<u64, StoreError> {
-        let wrap = |e| StoreError::from_sqlite(&self.path, e);
-        let tx = self.conn.transaction().map_err(wrap)?;
-        tx.execute(
-            "INSERT INTO quota_grants (uid, cycle_start, bytes, granted_at)
-             VALUES (?1, ?2, ?3, ?4)",
-            params![uid, cycle_start, bytes.min(i64::MAX as u64) as i64, now],
-        )
-        .map_err(wrap)?;
-        let total: i64 = tx
-            .query_row(
-                "SELECT sum(bytes) FROM quota_grants WHERE uid = ?1 AND cycle_start = ?2",
-                params![uid, cycle_start],
-                |r| r.get(0),
-            )
-            .map_err(wrap)?;
-        tx.commit().map_err(wrap)?;
-        Ok(total.max(0) as u64)
+        insert_grant(&mut self.conn, &self.path, uid, cycle_start, bytes, now)
     }
 
     /// Record that the hook of `level` runs for `uid` in the cycle that starts at
@@ -126,4 +113,76 @@ impl Store {
             .map(Option::flatten)
             .map_err(|e| self.wrap(e))
     }
+}
+
+fn insert_grant(
+    conn: &mut Connection,
+    path: &Path,
+    uid: u32,
+    cycle_start: i64,
+    bytes: u64,
+    now: i64,
+) -> Result<u64, StoreError> {
+    let wrap = |e| StoreError::from_sqlite(path, e);
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(wrap)?;
+    tx.execute(
+        "INSERT INTO quota_grants (uid, cycle_start, bytes, granted_at)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![uid, cycle_start, bytes.min(i64::MAX as u64) as i64, now],
+    )
+    .map_err(wrap)?;
+    let total: i64 = tx
+        .query_row(
+            "SELECT sum(bytes) FROM quota_grants WHERE uid = ?1 AND cycle_start = ?2",
+            params![uid, cycle_start],
+            |r| r.get(0),
+        )
+        .map_err(wrap)?;
+    tx.commit().map_err(wrap)?;
+    Ok(total.max(0) as u64)
+}
+
+/// Add a grant to the database at `path` (see [`Store::grant`]) without taking the
+/// writer lock: a grant is one INSERT into a table no pass writes, so it need not wait
+/// for a daemon, which holds that lock for its whole life; SQLite's own lock orders it
+/// with the passes' transactions (waiting up to `busy`). A database older than the quota
+/// tables is opened as a writer instead, which upgrades it.
+pub fn grant_at(
+    path: &Path,
+    uid: u32,
+    cycle_start: i64,
+    bytes: u64,
+    now: i64,
+    busy: Duration,
+) -> Result<u64, StoreError> {
+    let schema = Store::open(
+        path,
+        &OpenOptions {
+            read_only: true,
+            create: false,
+            ..OpenOptions::default()
+        },
+    )?
+    .schema;
+    if schema < QUOTA_SCHEMA {
+        let mut store = Store::open(
+            path,
+            &OpenOptions {
+                create: false,
+                busy_timeout: busy,
+                ..OpenOptions::default()
+            },
+        )?;
+        return store.grant(uid, cycle_start, bytes, now);
+    }
+    let wrap = |e| StoreError::from_sqlite(path, e);
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(wrap)?;
+    conn.busy_timeout(busy).map_err(wrap)?;
+    insert_grant(&mut conn, path, uid, cycle_start, bytes, now)
 }
