@@ -28,6 +28,8 @@ want=(
     usr/share/zsh/vendor-completions/_netledger
     usr/share/fish/vendor_completions.d/netledger.fish
     usr/share/doc/netledger/README.md
+    usr/share/doc/netledger/examples/hooks/quota-mail
+    usr/share/doc/netledger/examples/hooks/quota-throttle-nft
 )
 missing=0
 for f in "${want[@]}"; do

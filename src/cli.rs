@@ -93,6 +93,14 @@ pub enum Command {
     /// per unattributed reason, excluded traffic, and the last pass's health. Personal
     /// data: who used how much.
     Metrics(MetricsArgs),
+    /// A monitoring plugin (Nagios/Icinga conventions): judge every user's use of their
+    /// quota in the current billing cycle. Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (any
+    /// error); one status line naming the worst users, then perfdata in bytes.
+    Check(CheckArgs),
+    /// Each user's use of their quota in the current billing cycle: use, allowance, share,
+    /// projection and days left. Run by an unprivileged user, only that user's own line,
+    /// from the file the last pass wrote for them (the database is not opened).
+    Quota(QuotaArgs),
 }
 
 /// Options of `metrics`.
@@ -471,7 +479,8 @@ impl ValueEnum for Period {
             Period::Day => PossibleValue::new("day").help("Per day"),
             Period::Week => PossibleValue::new("week")
                 .help("Per ISO week (Monday to Sunday), labelled by its Monday"),
-            Period::Month => PossibleValue::new("month").help("Per calendar month"),
+            Period::Month => PossibleValue::new("month")
+                .help("Per calendar month, or per billing cycle from cycle_day on"),
         })
     }
 }
@@ -496,4 +505,104 @@ pub struct LiveArgs {
     /// Root of the proc filesystem to read sockets, processes and interfaces from.
     #[arg(long, value_name = "PATH", default_value = "/proc", hide = true)]
     pub proc_root: PathBuf,
+}
+
+/// Options of `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// WARNING at this share of each user's allowance (80%), or at this size for every
+    /// user (40GiB, 500 GB).
+    #[arg(short, long, value_name = "PERCENT|SIZE", default_value = "80%",
+          value_parser = crate::quota::Threshold::parse)]
+    pub warning: crate::quota::Threshold,
+
+    /// CRITICAL at this share or size (judged before WARNING).
+    #[arg(short, long, value_name = "PERCENT|SIZE", default_value = "95%",
+          value_parser = crate::quota::Threshold::parse)]
+    pub critical: crate::quota::Threshold,
+
+    /// Only this user (name or uid).
+    #[arg(short, long, value_name = "NAME|UID")]
+    pub user: Option<String>,
+
+    /// Judge the projected use at the end of the cycle (linear from the cycle so far)
+    /// instead of the use so far.
+    #[arg(long)]
+    pub estimate: bool,
+
+    /// UNKNOWN when no pass or flush has been stored for this long (10m, 1h).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_age: Option<Duration>,
+
+    /// Billing cycles in UTC instead of local time.
+    #[arg(long)]
+    pub utc: bool,
+
+    /// Judge as if it were this instant (epoch seconds or RFC 3339; tests).
+    #[arg(long, value_name = "TIME", hide = true, value_parser = parse_instant)]
+    pub now: Option<i64>,
+}
+
+/// Options of `quota`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct QuotaArgs {
+    /// Give a user more allowance.
+    #[command(subcommand)]
+    pub action: Option<QuotaAction>,
+
+    /// Only this user (name or uid).
+    #[arg(long, value_name = "NAME|UID")]
+    pub user: Option<String>,
+
+    /// Print a JSON array of objects instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Print exact byte counts instead of KiB/MiB/GiB.
+    #[arg(long)]
+    pub bytes: bool,
+
+    /// Billing cycles in UTC instead of local time.
+    #[arg(long)]
+    pub utc: bool,
+
+    /// Where the passes write each user's view file (read by unprivileged users)
+    /// [env: NETLEDGER_QUOTA_VIEW_DIR] [default: the configured quota.view_dir, else
+    /// /run/netledger/quota].
+    #[arg(long, value_name = "DIR")]
+    pub view_dir: Option<PathBuf>,
+
+    /// Judge as if it were this instant (epoch seconds or RFC 3339; tests).
+    #[arg(long, value_name = "TIME", hide = true, value_parser = parse_instant)]
+    pub now: Option<i64>,
+}
+
+/// `quota` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum QuotaAction {
+    /// Add a one-off allowance for the current billing cycle only (grants add up; stored
+    /// in the database, shown by `quota` and judged by `check`).
+    Grant {
+        /// The user (name or uid).
+        user: String,
+        /// The extra allowance: 10GiB, 500 GB.
+        #[arg(value_parser = crate::quota::parse_size)]
+        size: u64,
+        /// Judge the cycle in UTC instead of local time.
+        #[arg(long)]
+        utc: bool,
+        /// As if it were this instant (tests).
+        #[arg(long, value_name = "TIME", hide = true, value_parser = parse_instant)]
+        now: Option<i64>,
+    },
+}
+
+/// An instant: epoch seconds or RFC 3339.
+fn parse_instant(s: &str) -> Result<i64, String> {
+    s.parse::<i64>().or_else(|_| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.timestamp())
+            .map_err(|_| format!("{s:?} is neither epoch seconds nor an RFC 3339 time"))
+    })
 }

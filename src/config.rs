@@ -16,6 +16,8 @@ use serde::Deserialize;
 
 use crate::timespec::BadTime;
 
+pub mod quota;
+
 /// Where the configuration file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/netledger/netledger.toml";
 
@@ -34,6 +36,8 @@ pub mod env {
     pub const NAMES: &str = "NETLEDGER_NAMES";
     /// The daemon's initial event buffer (`--event-buffer`).
     pub const EVENT_BUFFER: &str = "NETLEDGER_EVENT_BUFFER";
+    /// Where `quota` reads an unprivileged caller's view file (`quota --view-dir`).
+    pub const QUOTA_VIEW_DIR: &str = "NETLEDGER_QUOTA_VIEW_DIR";
     /// Delegating services' uids or names, comma-separated (`--delegating-uid`).
     pub const DELEGATING_UIDS: &str = "NETLEDGER_DELEGATING_UIDS";
     /// How long a young flow on a delegating service's socket waits (`--delegate-grace`).
@@ -394,6 +398,12 @@ pub struct FileConfig {
     /// How long a young flow on such a service's socket waits for a user's process.
     #[serde(default, with = "opt_duration")]
     pub delegate_grace: Option<Duration>,
+    /// Day of the month billing cycles start on, 1 to 28 (issue 19).
+    pub cycle_day: Option<toml::Spanned<i64>>,
+    /// Allowances (`[quota]`).
+    pub quota: Option<quota::QuotaConfig>,
+    /// Program run when a user crosses a quota level.
+    pub on_quota: Option<toml::Spanned<String>>,
 }
 
 /// A uid, or a user name resolved when the settings are (`delegating_uids`).
@@ -585,6 +595,7 @@ impl FileConfig {
             }
         })?;
         c.validate(path)?;
+        quota::policy(&c, Some(text), path)?;
         Ok(c)
     }
 

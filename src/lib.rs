@@ -13,6 +13,7 @@ pub mod live;
 pub mod model;
 pub mod pass;
 pub mod prereq;
+pub mod quota;
 pub mod report;
 pub mod settings;
 pub mod sources;

@@ -9,12 +9,25 @@ use tracing_subscriber::EnvFilter;
 use netledger::cli::Cli;
 
 fn main() -> ExitCode {
-    // Usage errors exit 2 (clap's convention).
-    let matches = Cli::command().get_matches();
+    // Usage errors exit 2 (clap's convention), but 3 (UNKNOWN) for the monitoring plugin.
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) if e.use_stderr() && names_check() => {
+            let text = e.render().to_string();
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            println!(
+                "QUOTA UNKNOWN - {}",
+                first.trim().trim_start_matches("error: ")
+            );
+            return ExitCode::from(3);
+        }
+        Err(e) => e.exit(),
+    };
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    let check = matches!(cli.command, netledger::cli::Command::Check(_));
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -42,11 +55,19 @@ fn main() -> ExitCode {
         .init();
     let settings = match netledger::settings::resolve(cli) {
         Ok(s) => s,
+        Err(e) if check => {
+            let (code, text) = netledger::cmd::check::unknown(&e);
+            println!("{text}");
+            return ExitCode::from(code);
+        }
         Err(e) => {
             eprintln!("netledger: {}", render(&e));
             return ExitCode::from(if is_usage(&e) { 2 } else { 1 });
         }
     };
+    if let netledger::settings::Command::Check(c) = &settings.command {
+        return ExitCode::from(netledger::cmd::check::main(&settings, c));
+    }
     match netledger::cmd::dispatch(&settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
@@ -55,6 +76,11 @@ fn main() -> ExitCode {
             ExitCode::from(if is_usage(&e) { 2 } else { 1 })
         }
     }
+}
+
+/// Whether the command line names the `check` subcommand (its usage errors are UNKNOWN).
+fn names_check() -> bool {
+    std::env::args().skip(1).any(|a| a == "check")
 }
 
 /// The error and its causes on one line, each cause once: an error whose message already

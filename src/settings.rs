@@ -20,6 +20,7 @@ use crate::cli::{self, AccountingArgs, Cli, ExportFormat, OutputArgs, RunArgs};
 use crate::config::{check, defaults, env, ConfigError, FileConfig, Origin, Value, DEFAULT_CONFIG};
 use crate::daemon::DaemonConfig;
 use crate::pass::PassConfig;
+use crate::quota::{Policy, Threshold};
 use crate::report::log::Template;
 use crate::store::query::{By, Period};
 use crate::store::retention::Retention;
@@ -75,6 +76,10 @@ pub enum Command {
     Summary(Summary),
     /// `live`.
     Live(Live),
+    /// `check` (the monitoring plugin: its own exit codes).
+    Check(Check),
+    /// `quota` and `quota grant`.
+    Quota(Quota),
     /// `metrics`.
     Metrics {
         /// Write here atomically instead of standard output.
@@ -102,6 +107,8 @@ pub struct Accounting {
     pub lock_timeout: Duration,
     /// How long each tier is kept.
     pub retention: Retention,
+    /// Allowances, the billing cycle and the `on_quota` hook, judged after each commit.
+    pub quota: Policy,
 }
 
 /// `run`: the daemon's settings, and how to resolve them again on SIGHUP.
@@ -125,7 +132,7 @@ impl Reload {
     /// The daemon's settings with the file as it is now.
     pub fn reload(&self) -> Result<DaemonConfig, ConfigError> {
         let file = self.file.load()?;
-        daemon(&self.args, &file, self.quiet)
+        daemon(&self.args, &file, &self.file, self.quiet)
     }
 }
 
@@ -139,6 +146,11 @@ struct ConfigPath {
 impl ConfigPath {
     fn load(&self) -> Result<FileConfig, ConfigError> {
         FileConfig::load(&self.path, self.explicit)
+    }
+
+    /// The quota policy of `file` (loaded from this path).
+    fn quota(&self, file: &FileConfig) -> Result<Policy, ConfigError> {
+        crate::config::quota::policy(file, None, &self.path)
     }
 }
 
@@ -220,6 +232,8 @@ pub struct Top {
 pub struct Report {
     /// Length of a period.
     pub period: Period,
+    /// The day billing cycles start on: months run from it (`cycle_day`, 1 to 28).
+    pub cycle_day: u8,
     /// The span.
     pub window: Window,
     /// Only this user.
@@ -286,6 +300,50 @@ pub struct Live {
     pub delegating: Delegating,
 }
 
+/// `check`: the file's quota keys and the flags.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// Allowances and the cycle.
+    pub policy: Policy,
+    /// WARNING threshold.
+    pub warning: Threshold,
+    /// CRITICAL threshold.
+    pub critical: Threshold,
+    /// Only this user.
+    pub user: Option<String>,
+    /// Judge the projection.
+    pub estimate: bool,
+    /// Stale data is UNKNOWN past this.
+    pub max_age: Option<Duration>,
+    /// Cycles in UTC.
+    pub utc: bool,
+    /// The instant judged.
+    pub now: i64,
+}
+
+/// `quota` (and `quota grant`).
+#[derive(Debug, Clone)]
+pub struct Quota {
+    /// Allowances and the cycle.
+    pub policy: Policy,
+    /// Where unprivileged callers read their view file.
+    pub view_dir: PathBuf,
+    /// Cycles in UTC.
+    pub utc: bool,
+    /// The instant judged.
+    pub now: i64,
+    /// Read the database (root), or the caller's own view file.
+    pub privileged: bool,
+    /// `quota grant USER SIZE`: the user and the bytes.
+    pub grant: Option<(String, u64)>,
+    /// Only this user.
+    pub user: Option<String>,
+    /// JSON instead of a table.
+    pub json: bool,
+    /// Exact byte counts.
+    pub bytes: bool,
+}
+
 /// `log`.
 #[derive(Debug)]
 pub struct Log {
@@ -338,7 +396,17 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
             .unwrap_or_else(|| DEFAULT_CONFIG.into()),
         explicit: cli.config.is_some() || vars(env::CONFIG).is_some(),
     };
-    let file = config.load()?;
+    let file = match config.load() {
+        // An unprivileged `quota` reads its own view file, which holds all it shows: the
+        // configuration (0640, root's) need not be readable (issue 19).
+        Err(ConfigError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied
+                && matches!(cli.command, cli::Command::Quota(_)) =>
+        {
+            FileConfig::default()
+        }
+        other => other?,
+    };
     let db = match cli.db {
         Some(db) => db,
         None => env
@@ -350,7 +418,7 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
     let quiet = cli.quiet;
     let command = match cli.command {
         cli::Command::Snapshot(a) => Command::Snapshot(Snapshot {
-            accounting: accounting(&with_env(a.accounting, &env)?, &file)?,
+            accounting: accounting(&with_env(a.accounting, &env)?, &file, &config)?,
             metrics_textfile: a.metrics_textfile.or_else(|| file.metrics_textfile.clone()),
         }),
         cli::Command::Setup(a) => Command::Setup { undo: a.undo },
@@ -363,6 +431,7 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
                     ..RunArgs::default()
                 },
                 &file,
+                &config,
                 quiet,
             )?,
             names: names(None, &env, &file)?,
@@ -391,6 +460,11 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
             });
             Command::Report(Report {
                 period: a.period,
+                cycle_day: file
+                    .cycle_day
+                    .as_ref()
+                    .and_then(|d| u8::try_from(*d.get_ref()).ok())
+                    .unwrap_or(1),
                 window: window(vars, output.utc, Some(since), a.until.as_deref())?,
                 user: a.user,
                 output,
@@ -422,6 +496,42 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
             })
         }
         cli::Command::Metrics(a) => Command::Metrics { output: a.output },
+        cli::Command::Check(a) => Command::Check(Check {
+            policy: config.quota(&file)?,
+            warning: a.warning,
+            critical: a.critical,
+            user: a.user,
+            estimate: a.estimate,
+            max_age: a.max_age,
+            utc: a.utc,
+            now: a.now.unwrap_or_else(|| Utc::now().timestamp()),
+        }),
+        cli::Command::Quota(a) => {
+            let policy = config.quota(&file)?;
+            let (utc, now) = match &a.action {
+                Some(cli::QuotaAction::Grant { utc, now, .. }) => (*utc, *now),
+                None => (a.utc, a.now),
+            };
+            let view_dir = match a.view_dir {
+                Some(d) => d,
+                None => env
+                    .path(env::QUOTA_VIEW_DIR)?
+                    .unwrap_or_else(|| policy.view_dir.clone()),
+            };
+            Command::Quota(Quota {
+                view_dir,
+                policy,
+                utc,
+                now: now.unwrap_or_else(|| Utc::now().timestamp()),
+                privileged: rustix::process::geteuid().is_root(),
+                grant: a
+                    .action
+                    .map(|cli::QuotaAction::Grant { user, size, .. }| (user, size)),
+                user: a.user,
+                json: a.json,
+                bytes: a.bytes,
+            })
+        }
         cli::Command::Live(a) => {
             flag("live_interval", Some(Value::Duration(a.interval)))?;
             let acc = with_env(AccountingArgs::default(), &env)?;
@@ -457,7 +567,7 @@ fn run(
         a.event_buffer.map(|n| Value::Count(n as u64)),
     )?;
     Ok(Run {
-        daemon: daemon(&a, file, quiet)?,
+        daemon: daemon(&a, file, &config, quiet)?,
         reload: Reload {
             args: a,
             file: config,
@@ -547,7 +657,11 @@ fn delegation(
 }
 
 /// The shared writer settings.
-fn accounting(a: &AccountingArgs, file: &FileConfig) -> Result<Accounting, ConfigError> {
+fn accounting(
+    a: &AccountingArgs,
+    file: &FileConfig,
+    config: &ConfigPath,
+) -> Result<Accounting, ConfigError> {
     let d = defaults();
     let (delegating, delegate_grace) = delegation(a, file)?;
     Ok(Accounting {
@@ -571,14 +685,20 @@ fn accounting(a: &AccountingArgs, file: &FileConfig) -> Result<Accounting, Confi
         retention: file
             .retention()
             .map_err(|reason| ConfigError::Invalid { reason })?,
+        quota: config.quota(file)?,
     })
 }
 
 /// The daemon's settings: flags (checked, with the environment in) over the file over the
 /// defaults.
-fn daemon(a: &RunArgs, file: &FileConfig, quiet: bool) -> Result<DaemonConfig, ConfigError> {
+fn daemon(
+    a: &RunArgs,
+    file: &FileConfig,
+    config: &ConfigPath,
+    quiet: bool,
+) -> Result<DaemonConfig, ConfigError> {
     let d = defaults();
-    let acc = accounting(&a.accounting, file)?;
+    let acc = accounting(&a.accounting, file, config)?;
     Ok(DaemonConfig {
         pass: acc.pass,
         interval: a
@@ -600,6 +720,7 @@ fn daemon(a: &RunArgs, file: &FileConfig, quiet: bool) -> Result<DaemonConfig, C
         quiet,
         retention: acc.retention,
         metrics_listen: a.metrics_listen.or(file.metrics_listen),
+        quota: acc.quota,
     })
 }
 

@@ -28,8 +28,9 @@ const LAYERS: &[&[&str]] = &[
     &["live"],
     // SQLite.
     &["store"],
-    // One accounting pass: sources → attribute → account → store.
-    &["pass"],
+    // One accounting pass: sources → attribute → account → store; and quotas, which
+    // judge what the store holds after each pass.
+    &["pass", "quota"],
     // Rendering.
     &["report"],
     // The daemon: passes and conntrack events.

@@ -16,6 +16,9 @@ _netledger() {
             ",$1")
                 cmd="netledger"
                 ;;
+            netledger,check)
+                cmd="netledger__subcmd__check"
+                ;;
             netledger,config)
                 cmd="netledger__subcmd__config"
                 ;;
@@ -37,6 +40,9 @@ _netledger() {
             netledger,metrics)
                 cmd="netledger__subcmd__metrics"
                 ;;
+            netledger,quota)
+                cmd="netledger__subcmd__quota"
+                ;;
             netledger,report)
                 cmd="netledger__subcmd__report"
                 ;;
@@ -54,6 +60,9 @@ _netledger() {
                 ;;
             netledger,top)
                 cmd="netledger__subcmd__top"
+                ;;
+            netledger__subcmd__help,check)
+                cmd="netledger__subcmd__help__subcmd__check"
                 ;;
             netledger__subcmd__help,config)
                 cmd="netledger__subcmd__help__subcmd__config"
@@ -76,6 +85,9 @@ _netledger() {
             netledger__subcmd__help,metrics)
                 cmd="netledger__subcmd__help__subcmd__metrics"
                 ;;
+            netledger__subcmd__help,quota)
+                cmd="netledger__subcmd__help__subcmd__quota"
+                ;;
             netledger__subcmd__help,report)
                 cmd="netledger__subcmd__help__subcmd__report"
                 ;;
@@ -94,6 +106,21 @@ _netledger() {
             netledger__subcmd__help,top)
                 cmd="netledger__subcmd__help__subcmd__top"
                 ;;
+            netledger__subcmd__help__subcmd__quota,grant)
+                cmd="netledger__subcmd__help__subcmd__quota__subcmd__grant"
+                ;;
+            netledger__subcmd__quota,grant)
+                cmd="netledger__subcmd__quota__subcmd__grant"
+                ;;
+            netledger__subcmd__quota,help)
+                cmd="netledger__subcmd__quota__subcmd__help"
+                ;;
+            netledger__subcmd__quota__subcmd__help,grant)
+                cmd="netledger__subcmd__quota__subcmd__help__subcmd__grant"
+                ;;
+            netledger__subcmd__quota__subcmd__help,help)
+                cmd="netledger__subcmd__quota__subcmd__help__subcmd__help"
+                ;;
             *)
                 ;;
         esac
@@ -101,12 +128,66 @@ _netledger() {
 
     case "${cmd}" in
         netledger)
-            opts="-v -q -h -V --db --config --verbose --quiet --help --version snapshot setup top report export config run connections live log summary metrics help"
+            opts="-v -q -h -V --db --config --verbose --quiet --help --version snapshot setup top report export config run connections live log summary metrics check quota help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netledger__subcmd__check)
+            opts="-w -c -u -v -q -h -V --warning --critical --user --estimate --max-age --utc --now --db --config --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --warning)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -w)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --critical)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -u)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-age)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --now)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --db)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -209,8 +290,22 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__help)
-            opts="snapshot setup top report export config run connections live log summary metrics help"
+            opts="snapshot setup top report export config run connections live log summary metrics check quota help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netledger__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -309,6 +404,34 @@ _netledger() {
         netledger__subcmd__help__subcmd__metrics)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netledger__subcmd__help__subcmd__quota)
+            opts="grant"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netledger__subcmd__help__subcmd__quota__subcmd__grant)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -499,6 +622,108 @@ _netledger() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netledger__subcmd__quota)
+            opts="-v -q -h -V --user --json --bytes --utc --view-dir --now --db --config --verbose --quiet --help --version grant help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --view-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --now)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netledger__subcmd__quota__subcmd__grant)
+            opts="-v -q -h -V --utc --now --db --config --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --now)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netledger__subcmd__quota__subcmd__help)
+            opts="grant help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netledger__subcmd__quota__subcmd__help__subcmd__grant)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netledger__subcmd__quota__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

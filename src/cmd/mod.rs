@@ -1,5 +1,6 @@
 //! One file per subcommand; `dispatch` picks the one the command line names.
 
+pub mod check;
 pub mod common;
 pub mod config;
 pub mod connections;
@@ -7,6 +8,7 @@ pub mod export;
 pub mod live;
 pub mod log;
 pub mod metrics;
+pub mod quota;
 pub mod report;
 pub mod run;
 pub mod setup;
@@ -33,5 +35,10 @@ pub fn dispatch(s: &Settings) -> Result<()> {
         Command::Summary(x) => summary::run(s, x),
         Command::Metrics { output } => metrics::run(s, output.as_deref()),
         Command::Live(l) => live::run(l),
+        Command::Quota(q) => quota::run(s, q),
+        Command::Check(c) => match check::main(s, c) {
+            0 => Ok(()),
+            code => anyhow::bail!("check: exit {code}"),
+        },
     }
 }

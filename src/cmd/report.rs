@@ -12,7 +12,9 @@ use crate::store::query::PeriodRow;
 /// Print usage per period.
 pub fn run(s: &Settings, args: &Report) -> Result<()> {
     let (since, until) = (args.window.since, args.window.until);
-    let store = open_for_reading(&s.db)?;
+    let mut store = open_for_reading(&s.db)?;
+    // Months are billing cycles (`cycle_day`).
+    store.set_cycle_day(args.cycle_day);
     let uid = args
         .user
         .as_deref()

@@ -47,6 +47,12 @@ pub fn run(s: &Settings, snap: &Snapshot) -> Result<()> {
     }
     let rolled = store.roll_up(outcome.record.started_at, &a.retention, ROLLUP_BUDGET)?;
     tracing::info!("retention: {rolled}");
+    // Quotas after the commit: the hook (waited for, so that it is not cut off when the
+    // timer's service ends) and the view files.
+    let mut watcher = crate::quota::Watcher::new(a.quota.clone(), false);
+    for hook in watcher.after_commit(&mut store, outcome.record.started_at) {
+        hook.wait();
+    }
     if let Some(path) = &snap.metrics_textfile {
         write_metrics(&store, path)?;
     }

@@ -86,6 +86,8 @@ pub struct DaemonConfig {
     pub retention: Retention,
     /// Serve `GET /metrics` here (off when `None`); bound at start, not on SIGHUP.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Quotas, judged after every stored pass and flush.
+    pub quota: crate::quota::Policy,
 }
 
 /// Events kept in memory while the database refuses writes (~1 KiB each).
@@ -124,6 +126,8 @@ struct Writer {
     /// Events lost to overruns, as far as the kernel said; shared with the metrics
     /// endpoint, which reads it at each scrape.
     lost: Arc<AtomicU64>,
+    /// Judges quotas after every commit.
+    quota: crate::quota::Watcher,
 }
 
 impl Writer {
@@ -188,7 +192,14 @@ impl Writer {
         self.pending.clear();
         self.pending_since = None;
         self.skipped = 0;
+        self.judge_quotas();
         Ok(())
+    }
+
+    /// Quotas after a commit: the hooks run on their own (their threads log how they end).
+    fn judge_quotas(&mut self) {
+        let now = chrono::Utc::now().timestamp();
+        drop(self.quota.after_commit(&mut self.store, now));
     }
 
     /// A flush that is retried later when it fails (the database may be locked for a
@@ -231,6 +242,7 @@ impl Writer {
                         warn!("rolling up old usage rows failed: {e}; retried after the next pass")
                     }
                 }
+                self.judge_quotas();
                 Some(o)
             }
             Err(e) => {
@@ -367,6 +379,7 @@ impl Writer {
                 );
                 // The listener looks after services' flows with the values it started
                 // with: the passes keep them too, so both agree.
+                self.quota.set_policy(new.quota.clone());
                 let mut new = new;
                 new.pass.delegating = self.cfg.pass.delegating.clone();
                 new.pass.delegate_grace = self.cfg.pass.delegate_grace;
@@ -565,6 +578,7 @@ pub fn run(
         passes: 0,
         pass_cpu: Duration::ZERO,
         lost,
+        quota: crate::quota::Watcher::new(cfg.quota.clone(), false),
     };
     let started = Instant::now();
     let failure = w.serve(&listener, &reload_config);

@@ -8,6 +8,7 @@ pub mod live;
 pub mod log;
 pub mod metrics;
 pub mod names;
+pub mod quota;
 pub mod summary;
 pub mod table;
 

@@ -1,4 +1,4 @@
-//! Usage per key per UTC hour and day over the raw tier (`usage_keys`, migration 0011):
+//! Usage per key per UTC hour and day over the raw tier (`usage_keys`, migration 0009):
 //! what lets `top --by remote|program|port|via` over a week read a few thousand rows a day
 //! instead of a busy host's million raw buckets a day.
 //!
@@ -24,8 +24,8 @@ use rusqlite::{params, Transaction};
 use super::query::{push, ranges_sql, Split};
 use super::{Store, StoreError, BUCKET_SECS};
 
-/// The schema that has `usage_keys` (`0011_usage_keys.sql`, the 8th migration here).
-pub const KEYS_SCHEMA: i64 = 8;
+/// The schema that has `usage_keys` (`0009_usage_keys.sql`, the 9th migration).
+pub const KEYS_SCHEMA: i64 = 9;
 
 const HOUR: i64 = 3600;
 const DAY: i64 = 86_400;

@@ -24,6 +24,7 @@ pub mod keys;
 pub mod lock;
 pub mod metrics;
 pub mod query;
+pub mod quota;
 pub mod retention;
 pub mod summary;
 pub mod totals;
@@ -55,8 +56,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_raw_buckets.sql"),
     include_str!("../../migrations/0006_usage_totals.sql"),
     include_str!("../../migrations/0007_delegated_flows.sql"),
-    // 0008-0010 are taken by work in flight elsewhere: on merging, this one goes last.
-    include_str!("../../migrations/0011_usage_keys.sql"),
+    include_str!("../../migrations/0008_quota.sql"),
+    include_str!("../../migrations/0009_usage_keys.sql"),
 ];
 
 /// The first schema with the compact usage tables (`0005_raw_buckets.sql`); reports on an
@@ -131,6 +132,8 @@ pub struct Store {
     _lock: Option<WriterLock>,
     /// Whether reports may read the per-user totals (see [`totals`]).
     use_totals: bool,
+    /// The day billing cycles start on: `report --period month` periods (see [`query`]).
+    cycle_day: u8,
 }
 
 impl Store {
@@ -235,6 +238,7 @@ impl Store {
             schema,
             _lock: lock,
             use_totals: true,
+            cycle_day: 1,
         })
     }
 

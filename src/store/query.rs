@@ -280,12 +280,13 @@ pub struct UsageRecord {
 
 /// The SQL expression that labels a row's period, in local time unless `utc`.
 /// SQLite's `localtime` follows the process's time zone (TZ), DST included.
-fn period_expr(period: Period, utc: bool) -> String {
-    period_of("u.ts", period, utc)
+fn period_expr(period: Period, utc: bool, cycle_day: u8) -> String {
+    period_of("u.ts", period, utc, cycle_day)
 }
 
-/// The label of the period holding the instant `col` (an SQL expression).
-fn period_of(col: &str, period: Period, utc: bool) -> String {
+/// The label of the period holding the instant `col` (an SQL expression). A month is a
+/// billing cycle starting on `cycle_day` (1 to 28): with 15, `2026-11-15 to 2026-12-14`.
+fn period_of(col: &str, period: Period, utc: bool, cycle_day: u8) -> String {
     let t = if utc {
         format!("{col}, 'unixepoch'")
     } else {
@@ -296,11 +297,23 @@ fn period_of(col: &str, period: Period, utc: bool) -> String {
         Period::Day => format!("strftime('%Y-%m-%d', {t})"),
         // 'weekday 0' moves to the coming Sunday (or stays), -6 days is that week's Monday.
         Period::Week => format!("date({t}, 'weekday 0', '-6 days')"),
+        Period::Month if cycle_day > 1 => {
+            // Moved back cycle_day - 1 days, every instant of a cycle is in the month it
+            // starts in (every month has at least 28 days).
+            let d = cycle_day - 1;
+            let start = format!("date({t}, '-{d} days', 'start of month', '+{d} days')");
+            format!("({start} || ' to ' || date({start}, '+1 month', '-1 day'))")
+        }
         Period::Month => format!("strftime('%Y-%m', {t})"),
     }
 }
 
 impl Store {
+    /// Start `report --period month`'s periods on this day of the month (1 to 28).
+    pub fn set_cycle_day(&mut self, day: u8) {
+        self.cycle_day = day.clamp(1, 28);
+    }
+
     /// The top talkers in a period.
     pub fn top(&self, q: &TopQuery) -> Result<TopReport, StoreError> {
         let src = self.source();
@@ -548,8 +561,8 @@ impl Store {
                     "WITH RECURSIVE d(t) AS (
                          SELECT ?1 - ?1 % 86400 UNION ALL SELECT t + 86400 FROM d WHERE t < ?2)
                      SELECT t FROM d WHERE {} <> {}",
-                    period_of("t", period, utc),
-                    period_of("t + 86399", period, utc)
+                    period_of("t", period, utc, self.cycle_day),
+                    period_of("t + 86399", period, utc, self.cycle_day)
                 );
                 let mut stmt = self.conn.prepare(&sql).map_err(|e| self.wrap(e))?;
                 let days = stmt
@@ -600,7 +613,7 @@ impl Store {
         uid: Option<u32>,
         utc: bool,
     ) -> Result<Vec<PeriodRow>, StoreError> {
-        let p = period_expr(period, utc);
+        let p = period_expr(period, utc, self.cycle_day);
         let filter = if uid.is_some() { "AND u.uid = ?3" } else { "" };
         // An hour's total carries one label only where every instant of the hour has the
         // hour's label: periods of whole local hours (a time zone offset of whole hours).
