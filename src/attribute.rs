@@ -389,6 +389,9 @@ pub struct SocketIndex<'a> {
     delegating: &'a Delegating,
     /// Every holder of the delegating sockets looked up this pass.
     holders: Option<&'a HashMap<u64, Vec<Holder>>>,
+    /// Whether a flow no socket names is charged to the uid in its owner mark
+    /// ([`crate::owner_mark`]).
+    marks: bool,
 }
 
 impl<'a> SocketIndex<'a> {
@@ -435,7 +438,14 @@ impl<'a> SocketIndex<'a> {
             host_addrs: host,
             delegating: &NO_DELEGATION,
             holders: None,
+            marks: false,
         }
+    }
+
+    /// The same index charging a flow no socket names to the uid of its owner mark, when
+    /// `on` (the marks are believed: netledger's rule is their only writer).
+    pub fn with_marks(self, on: bool) -> SocketIndex<'a> {
+        SocketIndex { marks: on, ..self }
     }
 
     /// The same index charging the sockets of `delegating` uids through their holders:
@@ -594,6 +604,67 @@ impl<'a> SocketIndex<'a> {
     }
 }
 
+/// The owner a flow's mark names, when no socket does: the local socket that sent its
+/// first packet (a delegating service's uid is not charged this way: its user is named by
+/// the processes holding the socket, which is gone).
+fn by_mark(flow: &Flow, idx: &SocketIndex) -> Option<Attribution> {
+    let uid = crate::owner_mark::uid_of(flow.mark)?;
+    if idx.delegating.contains(uid) {
+        return None;
+    }
+    // The marking socket is the original source when it is this host's (outgoing), else
+    // the answering end (incoming).
+    let direction = if idx.is_host_addr(flow.orig.src) {
+        Direction::Out
+    } else {
+        Direction::In
+    };
+    Some(Attribution {
+        uid,
+        program: None,
+        direction,
+        via: Via::Direct,
+    })
+}
+
+/// What a flow's mark says against its live socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkCheck {
+    /// The mark is netledger's and names the uid of the flow's connected socket.
+    Agrees,
+    /// The mark is not the uid of the flow's connected socket (`socket_uid`), or is no
+    /// mark netledger writes at all (`socket_uid` None): someone else wrote it.
+    Disagrees {
+        /// The socket's uid, when one was there to compare with.
+        socket_uid: Option<u32>,
+    },
+}
+
+/// Check `flow`'s mark (None when it has none, or no connected live socket to compare
+/// with and the mark could be netledger's).
+pub fn mark_check(flow: &Flow, idx: &SocketIndex) -> Option<MarkCheck> {
+    if flow.mark == 0 {
+        return None;
+    }
+    let uid = crate::owner_mark::uid_of(flow.mark);
+    if uid.is_none() {
+        return Some(MarkCheck::Disagrees { socket_uid: None });
+    }
+    let l4 = L4::from_ipproto(flow.orig.proto)?;
+    let (i, _) = idx.find(flow, l4).ok()??;
+    if !idx.exact_index(i) {
+        return None;
+    }
+    let socket_uid = idx.sockets[i].uid;
+    Some(if uid == Some(socket_uid) {
+        MarkCheck::Agrees
+    } else {
+        MarkCheck::Disagrees {
+            socket_uid: Some(socket_uid),
+        }
+    })
+}
+
 /// Attribute one flow. `prior` is the attribution the flow had when last seen with a
 /// live socket (from the saved flow state).
 pub fn attribute(
@@ -618,6 +689,9 @@ pub fn attribute(
             Ok(Some((i, dir))) => found = Some(idx.attribution(i, dir, prior)),
             Ok(None) => {}
             Err(r) => reason = Some(r),
+        }
+        if found.is_none() && idx.marks {
+            found = by_mark(flow, idx);
         }
     }
 

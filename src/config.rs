@@ -362,6 +362,9 @@ pub struct FileConfig {
     /// How long a young flow on such a service's socket waits for a user's process.
     #[serde(default, with = "opt_duration")]
     pub delegate_grace: Option<Duration>,
+    /// Write each new flow's owner uid into its conntrack mark and charge flows no socket
+    /// names by it (default on; `cmd::common::owner_mark`).
+    pub owner_mark: Option<bool>,
 }
 
 /// A uid, or a user name resolved when the settings are (`delegating_uids`).

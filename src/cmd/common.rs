@@ -103,3 +103,9 @@ impl<'a> UserNames<'a> {
             .clone()
     }
 }
+
+/// Whether the owner-mark rule is installed and marks are read (`owner_mark` in the
+/// configuration file; on by default). See `crate::owner_mark`.
+pub fn owner_mark(file: &crate::config::FileConfig) -> bool {
+    file.owner_mark.unwrap_or(true)
+}

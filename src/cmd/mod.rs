@@ -21,7 +21,7 @@ use crate::cli::{Cli, Command};
 pub fn dispatch(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Snapshot(args) => snapshot::run(cli, args),
-        Command::Setup(args) => setup::run(args),
+        Command::Setup(args) => setup::run(cli, args),
         Command::Top(args) => top::run(cli, args),
         Command::Report(args) => report::run(cli, args),
         Command::Export(args) => export::run(cli, args),

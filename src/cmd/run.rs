@@ -9,7 +9,8 @@ use crate::attribute::LocalNets;
 use crate::cli::{Cli, RunArgs};
 use crate::config::{FileConfig, DEFAULT_CONFIG};
 use crate::daemon::{self, DaemonConfig};
-use crate::pass::PassConfig;
+use crate::cmd::common;
+use crate::pass::{MarkTrust, PassConfig};
 
 /// The default pass interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
@@ -41,6 +42,7 @@ pub fn config(cli: &Cli, args: &RunArgs, file: &FileConfig) -> Result<DaemonConf
             prune_after: args.prune_after.or(file.prune_after).unwrap_or(3),
             delegating,
             delegate_grace,
+            marks: MarkTrust::new(common::owner_mark(file), &args.proc_root),
         },
         interval: args.interval.or(file.interval).unwrap_or(DEFAULT_INTERVAL),
         flush_interval: args.flush_interval,

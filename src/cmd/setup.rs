@@ -5,12 +5,16 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::cli::SetupArgs;
+use crate::cli::{Cli, SetupArgs};
+use crate::cmd::common;
+use crate::pass::MarkTrust;
 use crate::prereq;
 
 /// Apply (or undo) the prerequisites and say what changed.
-pub fn run(args: &SetupArgs) -> Result<()> {
+pub fn run(cli: &Cli, args: &SetupArgs) -> Result<()> {
     let proc_root = Path::new("/proc");
+    // A disagreement kept by an earlier run is forgotten: setup (or undo) starts afresh.
+    MarkTrust::rearm(proc_root);
     if args.undo {
         let done = prereq::undo(proc_root)?;
         if done.is_empty() {
@@ -24,7 +28,20 @@ pub fn run(args: &SetupArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let changes = prereq::setup(proc_root)?;
+    let owner_mark = common::owner_mark(&cli.file);
+    let needs = prereq::Needs {
+        no_owner_mark: !owner_mark,
+        ..Default::default()
+    };
+    let changes = prereq::setup_with(proc_root, needs)?;
+    if owner_mark {
+        if let Err(reason) = crate::owner_mark::ruleset_state() {
+            eprintln!(
+                "netledger: warning: {reason}: flows whose socket is gone are not charged by \
+                 their mark"
+            );
+        }
+    }
     if changes.is_empty() {
         eprintln!("netledger: already set up (accounting on, table inet netledger present)");
     }

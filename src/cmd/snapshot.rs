@@ -4,7 +4,8 @@ use anyhow::Result;
 
 use crate::attribute::LocalNets;
 use crate::cli::{Cli, SnapshotArgs};
-use crate::pass::{run_pass, PassConfig};
+use crate::cmd::common;
+use crate::pass::{run_pass, MarkTrust, PassConfig};
 use crate::prereq;
 use crate::store::{OpenOptions, Role, Store, StoreError};
 
@@ -25,7 +26,12 @@ pub fn local_nets(args: &SnapshotArgs) -> LocalNets {
 /// Run one pass.
 pub fn run(cli: &Cli, args: &SnapshotArgs) -> Result<()> {
     let proc_root = args.proc_root.as_path();
-    for change in prereq::ensure(proc_root, !args.no_setup)? {
+    let owner_mark = common::owner_mark(&cli.file);
+    let needs = prereq::Needs {
+        no_owner_mark: !owner_mark,
+        ..Default::default()
+    };
+    for change in prereq::ensure_with(proc_root, !args.no_setup, needs)? {
         eprintln!("netledger: {change}");
     }
     let opened = Store::open(
@@ -64,6 +70,7 @@ pub fn run(cli: &Cli, args: &SnapshotArgs) -> Result<()> {
         prune_after: args.prune_after,
         delegating,
         delegate_grace,
+        marks: MarkTrust::new(owner_mark, proc_root),
     };
     let outcome = run_pass(&mut store, &cfg, "snapshot")?;
     if !cli.quiet {

@@ -86,6 +86,8 @@ pub struct BatchConfig<'a> {
     pub skipped_messages: u64,
     /// Conntrack's timeouts, to date a connection's end.
     pub timeouts: &'a Timeouts,
+    /// Charge a destroyed flow without a known owner by its owner mark.
+    pub marks: bool,
 }
 
 /// Conntrack's timeouts in seconds (per network namespace, `net.netfilter.*_timeout*`),
@@ -326,7 +328,7 @@ pub fn plan_batch(
     }
 
     let no_owners: HashMap<u64, Owner> = HashMap::new();
-    let idx = SocketIndex::new(&[], &no_owners, cfg.host.iter().copied());
+    let idx = SocketIndex::new(&[], &no_owners, cfg.host.iter().copied()).with_marks(cfg.marks);
     let flows: Vec<Flow> = destroys.iter().map(|(f, _, _)| f.clone()).collect();
     let attributed: Vec<Attributed> = destroys
         .iter()
@@ -481,6 +483,7 @@ mod tests {
                 now: 1_780_000_001,
                 skipped_messages: 0,
                 timeouts: &timeouts,
+                marks: true,
             },
         )
     }
