@@ -183,7 +183,14 @@ pub fn rule_batch(seq: u32) -> Vec<u8> {
         0,
         &a,
     ));
-    batch.extend(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq + 2, 0, res, &[]));
+    batch.extend(message(
+        NFNL_MSG_BATCH_END,
+        NLM_F_REQUEST,
+        seq + 2,
+        0,
+        res,
+        &[],
+    ));
     batch
 }
 
@@ -243,21 +250,16 @@ pub fn foreign_writers(ruleset_json: &str) -> Vec<String> {
         if family == "inet" && table == "netledger" {
             continue;
         }
-        let what = rule["expr"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find_map(|e| {
-                if let Some(m) = e.get("mangle") {
-                    (m["key"]["ct"]["key"] == "mark").then_some("ct mark set")
-                } else if e.get("xt").is_some() {
-                    let text = e.to_string();
-                    (text.contains("CONNMARK") || text.contains("connmark"))
-                        .then_some("CONNMARK")
-                } else {
-                    None
-                }
-            });
+        let what = rule["expr"].as_array().into_iter().flatten().find_map(|e| {
+            if let Some(m) = e.get("mangle") {
+                (m["key"]["ct"]["key"] == "mark").then_some("ct mark set")
+            } else if e.get("xt").is_some() {
+                let text = e.to_string();
+                (text.contains("CONNMARK") || text.contains("connmark")).then_some("CONNMARK")
+            } else {
+                None
+            }
+        });
         if let Some(what) = what {
             out.push(format!("table {family} {table} chain {chain}: {what}"));
         }

@@ -17,8 +17,8 @@ use crate::attribute::{
     attribute, mark_check, Attributed, Attribution, Continued, Delegating, LocalNets, MarkCheck,
     Reason, SocketIndex, Verdict, Via,
 };
-use crate::owner_mark;
 use crate::model::{Flow, FlowKey, Socket, L4};
+use crate::owner_mark;
 use crate::prereq::{self, PrereqError};
 use crate::sources::processes::scan_socket_holders;
 use crate::sources::sockdiag::SockDiag;
@@ -558,8 +558,8 @@ struct TrustState {
     ruleset: Option<Result<(), String>>,
     /// The first disagreement seen, for good.
     disagreed: Option<String>,
-    /// The reason last warned about (so each is said once).
-    warned: Option<String>,
+    /// The reasons said so far, here or by an earlier run (so each is said once).
+    said: Vec<String>,
     /// Marks checked against live sockets, and those that agreed.
     checked: u64,
     agreed: u64,
@@ -573,17 +573,18 @@ impl MarkTrust {
     /// `enabled` (`owner_mark = false`). Reads a disagreement an earlier run kept.
     pub fn new(enabled: bool, proc_root: &Path) -> Arc<MarkTrust> {
         let file = prereq::state_path(proc_root).map(|p| p.with_extension("owner-mark"));
-        let said = file
+        let said: Vec<String> = file
             .as_ref()
             .and_then(|f| std::fs::read_to_string(f).ok())
-            .map(|s| s.trim().to_owned());
-        let disagreed = said.clone().filter(|s| s.starts_with(DISAGREES));
+            .map(|s| s.lines().map(str::to_owned).collect())
+            .unwrap_or_default();
+        let disagreed = said.iter().find(|s| s.starts_with(DISAGREES)).cloned();
         Arc::new(MarkTrust {
             enabled,
             file,
             state: Mutex::new(TrustState {
                 disagreed,
-                warned: said,
+                said,
                 ..TrustState::default()
             }),
         })
@@ -612,8 +613,6 @@ impl MarkTrust {
         if let Err(reason) = &verdict {
             let reason = reason.clone();
             self.say(&mut st, reason);
-        } else if st.disagreed.is_none() {
-            st.warned = None;
         }
         st.ruleset = Some(verdict);
     }
@@ -640,12 +639,16 @@ impl MarkTrust {
             MarkCheck::Agrees => st.agreed += 1,
             MarkCheck::Disagrees { .. } if st.disagreed.is_some() => {}
             MarkCheck::Disagrees { socket_uid } => {
+                let named = match owner_mark::uid_of(mark) {
+                    Some(uid) => format!("mark {mark:#x}, uid {uid}"),
+                    None => format!("mark {mark:#x}"),
+                };
                 let against = match socket_uid {
                     Some(uid) => format!("its socket's uid is {uid}"),
                     None => "netledger never writes it".into(),
                 };
                 let reason = format!(
-                    "{DISAGREES} ({mark:#x} on {}, {against}): another tool writes the mark, so \
+                    "{DISAGREES} ({named} on {}, {against}): another tool writes the mark, so \
                      netledger stops charging flows by it (find the writer, or set owner_mark = \
                      false; `netledger setup` re-arms)",
                     flow()
@@ -662,17 +665,17 @@ impl MarkTrust {
         (st.checked, st.agreed)
     }
 
-    /// Warn about `reason` unless it was the last one said (here or by an earlier run).
+    /// Warn about `reason` unless it was said before (here or by an earlier run).
     fn say(&self, st: &mut TrustState, reason: String) {
-        if st.warned.as_deref() == Some(reason.as_str()) {
+        if st.said.contains(&reason) {
             return;
         }
         warn!("owner marks not used: {reason}");
+        st.said.push(reason);
         if let Some(f) = &self.file {
             let _ = std::fs::create_dir_all(prereq::STATE_DIR);
-            let _ = std::fs::write(f, format!("{reason}\n"));
+            let _ = std::fs::write(f, st.said.join("\n") + "\n");
         }
-        st.warned = Some(reason);
     }
 
     /// Forget a kept disagreement (`netledger setup`).

@@ -7,9 +7,9 @@ use anyhow::Result;
 
 use crate::attribute::LocalNets;
 use crate::cli::{Cli, RunArgs};
+use crate::cmd::common;
 use crate::config::{FileConfig, DEFAULT_CONFIG};
 use crate::daemon::{self, DaemonConfig};
-use crate::cmd::common;
 use crate::pass::{MarkTrust, PassConfig};
 
 /// The default pass interval.

@@ -24,11 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::attribute::{
-    attribute, mark_check, Attribution, Continued, Delegating, LocalNets, SocketIndex, Verdict,
-    Via,
+    attribute, mark_check, Attribution, Continued, Delegating, LocalNets, SocketIndex, Verdict, Via,
 };
-use crate::pass::{describe, MarkTrust};
 use crate::model::{CtTcpState, Flow, FlowKey, Socket, L4};
+use crate::pass::{describe, MarkTrust};
 use crate::sources::conntrack::{self, EventKind, EventSocket, Events};
 use crate::sources::interfaces;
 use crate::sources::netlink;
