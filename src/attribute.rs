@@ -824,6 +824,101 @@ mod tests {
     const TCP: u8 = 6;
     const UDP: u8 = 17;
 
+    fn marked(mut f: Flow, mark: u32) -> Flow {
+        f.mark = mark;
+        f
+    }
+
+    fn by_marks(sockets: &[Socket], f: &Flow, marks: bool) -> Verdict {
+        let o = owners();
+        let idx = SocketIndex::new(sockets, &o, [HOST4.parse().unwrap()])
+            .with_delegation(&DELEGATING_ROOT, None)
+            .with_marks(marks);
+        attribute(f, &idx, None, &LocalNets::defaults()).verdict
+    }
+
+    static DELEGATING_ROOT: std::sync::LazyLock<Delegating> =
+        std::sync::LazyLock::new(|| Delegating::new([0]));
+
+    #[test]
+    fn a_socketless_flow_is_charged_to_its_mark_only_when_marks_are_believed() {
+        let mark = crate::owner_mark::mark_of(BOB);
+        let out = marked(
+            flow(TCP, ("198.51.100.1:40000", "198.51.100.2:443"), None),
+            mark,
+        );
+        let mine = |dir| {
+            Verdict::User(Attribution {
+                uid: BOB,
+                program: None,
+                direction: dir,
+                via: Via::Direct,
+            })
+        };
+        assert_eq!(by_marks(&[], &out, true), mine(Direction::Out));
+        assert_eq!(
+            by_marks(&[], &out, false),
+            Verdict::Unattributed(Reason::NoSocket)
+        );
+        // An incoming connection: the local server's first answer marked it.
+        let inc = marked(
+            flow(TCP, ("198.51.100.2:50000", "198.51.100.1:8080"), None),
+            mark,
+        );
+        assert_eq!(by_marks(&[], &inc, true), mine(Direction::In));
+        // Not netledger's mark (high bit clear), and a delegating uid's: nobody.
+        let foreign = marked(out.clone(), 42);
+        assert_eq!(
+            by_marks(&[], &foreign, true),
+            Verdict::Unattributed(Reason::NoSocket)
+        );
+        let root = marked(out.clone(), crate::owner_mark::mark_of(0));
+        assert_eq!(
+            by_marks(&[], &root, true),
+            Verdict::Unattributed(Reason::NoSocket)
+        );
+        // A live socket wins over the mark.
+        let s = [sock(
+            L4::Tcp,
+            "198.51.100.1:40000",
+            "198.51.100.2:443",
+            ALICE,
+            100,
+        )];
+        assert_eq!(by_marks(&s, &out, true), user(ALICE, Direction::Out));
+    }
+
+    #[test]
+    fn a_mark_is_checked_against_the_live_socket() {
+        let s = [sock(
+            L4::Tcp,
+            "198.51.100.1:40000",
+            "198.51.100.2:443",
+            ALICE,
+            100,
+        )];
+        let f = flow(TCP, ("198.51.100.1:40000", "198.51.100.2:443"), None);
+        let o = owners();
+        let idx = SocketIndex::new(&s, &o, [HOST4.parse().unwrap()]);
+        let check = |mark| mark_check(&marked(f.clone(), mark), &idx);
+        assert_eq!(check(0), None);
+        assert_eq!(
+            check(crate::owner_mark::mark_of(ALICE)),
+            Some(MarkCheck::Agrees)
+        );
+        assert_eq!(
+            check(crate::owner_mark::mark_of(BOB)),
+            Some(MarkCheck::Disagrees {
+                socket_uid: Some(ALICE)
+            })
+        );
+        assert_eq!(check(42), Some(MarkCheck::Disagrees { socket_uid: None }));
+        // No socket to compare with: a mark that could be netledger's says nothing.
+        let none = SocketIndex::new(&[], &o, [HOST4.parse().unwrap()]);
+        let g = marked(f.clone(), crate::owner_mark::mark_of(BOB));
+        assert_eq!(mark_check(&g, &none), None);
+    }
+
     #[test]
     fn a_picked_up_entry_continues_the_owner_of_the_deleted_one_either_way_round() {
         let f = flow(TCP, ("198.51.100.1:40000", "198.51.100.2:443"), None);

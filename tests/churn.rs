@@ -362,3 +362,42 @@ fn a_foreign_mark_is_detected_reported_once_and_charges_nothing() {
         );
     }
 }
+
+#[test]
+fn owner_mark_false_leaves_the_rule_out_and_setup_puts_it_back() {
+    if !require_root("owner_mark_false_leaves_the_rule_out_and_setup_puts_it_back") {
+        return;
+    }
+    let ns = Netns::new("nlcs");
+    let dir = tempfile::tempdir().unwrap();
+    let off = dir.path().join("off.toml");
+    std::fs::write(&off, "owner_mark = false\n").unwrap();
+    let setup = |config: Option<&Path>| {
+        let mut c = ns.cmd(bin());
+        if let Some(p) = config {
+            c.arg("--config").arg(p);
+        }
+        let out = run(c.arg("setup"));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let table = || {
+        let out = run(ns.cmd("nft").args(["list", "table", "inet", "netledger"]));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    const RULE: &str = "ct mark set meta skuid | 2147483648";
+    let said = setup(Some(&off));
+    assert!(!table().contains(RULE), "{said}\n{}", table());
+    let said = setup(None);
+    assert!(said.contains("added the owner-mark rule"), "{said}");
+    assert!(
+        table().contains(RULE) && table().contains("ct mark 0x00000000"),
+        "only an unset mark is written:\n{}",
+        table()
+    );
+    let said = setup(None);
+    assert_eq!(table().matches(RULE).count(), 1, "added once: {said}");
+    let said = setup(Some(&off));
+    assert!(said.contains("removed the owner-mark rule"), "{said}");
+    assert!(!table().contains(RULE), "{}", table());
+    run(ns.cmd(bin()).args(["setup", "--undo"]));
+}

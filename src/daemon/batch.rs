@@ -528,6 +528,22 @@ mod tests {
     }
 
     #[test]
+    fn a_destroy_without_a_known_owner_is_charged_to_its_owner_mark() {
+        let mut f = flow(3, 40003, Some((700, 30_000)));
+        f.mark = crate::owner_mark::mark_of(ALICE);
+        let events = [Resolved::Destroy {
+            flow: f,
+            tcp_state: None,
+            left: None,
+            at_ms: 1_780_000_000_300,
+        }];
+        let w = plan(&events, &HashMap::new());
+        assert_eq!(user_bytes(&w), (30_000, 700));
+        assert_eq!(w.plan.totals.unattributed.bytes(), 0);
+        assert_eq!(w.log[0].uid, Some(ALICE));
+    }
+
+    #[test]
     fn destroy_charges_final_minus_saved_and_forgets_the_flow() {
         let f = flow(2, 40001, Some((1_000, 50_000)));
         let saved = FlowState {
