@@ -3,13 +3,24 @@
 //! the flow's owner whatever happened to the socket since (closed before a pass saw it,
 //! in TIME_WAIT, which names no owner).
 //!
-//! The rule lives in netledger's own table (`inet netledger`, chain `output`, so only
-//! locally generated packets: new outgoing flows, and the SYN-ACK or first reply a local
-//! server's socket sends on an incoming one) and writes only an unset mark:
+//! The rules live in netledger's own table (`inet netledger`, chain `output`, so only
+//! locally generated packets) and write only an unset mark, from the first packet a local
+//! socket sends in the flow:
 //!
 //! ```text
-//! ct mark 0 ct mark set meta skuid | 0x80000000
+//! ct mark 0 ct direction original ct mark set meta skuid | 0x80000000
+//! ct mark 0 ct direction reply meta l4proto tcp tcp flags & (syn|ack) == syn|ack ct mark set …
+//! ct mark 0 ct direction reply meta l4proto != tcp ct mark set …
 //! ```
+//!
+//! Outgoing flows are marked by their first packet (the SYN, the first datagram); incoming
+//! TCP connections only by the SYN-ACK, which the kernel sends on behalf of the listener
+//! (`meta skuid` reads the listening socket's owner, whose uid every accepted socket
+//! inherits); incoming UDP by the server socket's first answer. A SYN-ACK sent without a
+//! socket (SYN cookies) or by a fast-open child not yet accepted carries no uid, and the
+//! connection then stays unmarked: its later packets come from the accepted socket, whose
+//! file may belong to another user than the listener's (a socket-activated service), and
+//! would otherwise mark it with a uid the socket tables contradict.
 //!
 //! The high bit ([`FLAG`]) tells uid 0 from "unset" and every uid from a mark some other
 //! tool wrote with the bit clear. `nft` 1.0.6 refuses the statement ("datatype mismatch:
@@ -77,6 +88,21 @@ const NFTA_CT_DREG: u16 = 1;
 const NFTA_CT_KEY: u16 = 2;
 const NFTA_CT_SREG: u16 = 4;
 const NFT_CT_MARK: u32 = 3;
+const NFT_CT_DIRECTION: u32 = 1;
+const IP_CT_DIR_ORIGINAL: u8 = 0;
+const IP_CT_DIR_REPLY: u8 = 1;
+const NFT_CMP_NEQ: u32 = 1;
+const NFT_META_L4PROTO: u32 = 16;
+const IPPROTO_TCP: u8 = 6;
+const NFTA_PAYLOAD_DREG: u16 = 1;
+const NFTA_PAYLOAD_BASE: u16 = 2;
+const NFTA_PAYLOAD_OFFSET: u16 = 3;
+const NFTA_PAYLOAD_LEN: u16 = 4;
+const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
+/// The flags byte of the TCP header.
+const TCP_FLAGS_OFFSET: u32 = 13;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 const NFTA_CMP_SREG: u16 = 1;
 const NFTA_CMP_OP: u16 = 2;
 const NFTA_CMP_DATA: u16 = 3;
@@ -136,57 +162,92 @@ fn message(kind: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8
     m
 }
 
-/// The batch that appends the owner rule to chain `output` of table `inet netledger`.
-pub fn rule_batch(seq: u32) -> Vec<u8> {
-    let mut a = Vec::new();
-    attr(&mut a, NFTA_RULE_TABLE, b"netledger\0");
-    attr(&mut a, NFTA_RULE_CHAIN, b"output\0");
-    nested(&mut a, NFTA_RULE_EXPRESSIONS, |x| {
-        expr(x, "ct", |e| {
-            be(e, NFTA_CT_DREG, NFT_REG_1);
-            be(e, NFTA_CT_KEY, NFT_CT_MARK);
-        });
-        expr(x, "cmp", |e| {
-            be(e, NFTA_CMP_SREG, NFT_REG_1);
-            be(e, NFTA_CMP_OP, NFT_CMP_EQ);
-            data(e, NFTA_CMP_DATA, &0u32.to_ne_bytes());
-        });
-        expr(x, "meta", |e| {
-            be(e, NFTA_META_DREG, NFT_REG_1);
-            be(e, NFTA_META_KEY, NFT_META_SKUID);
-        });
-        // dreg = (sreg & ~FLAG) ^ FLAG: sreg | FLAG, on the register as the CPU holds it.
-        expr(x, "bitwise", |e| {
-            be(e, NFTA_BITWISE_SREG, NFT_REG_1);
-            be(e, NFTA_BITWISE_DREG, NFT_REG_1);
-            be(e, NFTA_BITWISE_LEN, 4);
-            data(e, NFTA_BITWISE_MASK, &(!FLAG).to_ne_bytes());
-            data(e, NFTA_BITWISE_XOR, &FLAG.to_ne_bytes());
-        });
-        expr(x, "ct", |e| {
-            be(e, NFTA_CT_KEY, NFT_CT_MARK);
-            be(e, NFTA_CT_SREG, NFT_REG_1);
-        });
-    });
-    let mut udata = vec![UDATA_RULE_COMMENT, (COMMENT.len() + 1) as u8];
-    udata.extend_from_slice(COMMENT.as_bytes());
-    udata.push(0);
-    attr(&mut a, NFTA_RULE_USERDATA, &udata);
+/// Which packets of a flow one of the owner rules marks from.
+#[derive(Clone, Copy)]
+enum Marks {
+    /// The first packet of an outgoing flow.
+    Original,
+    /// The SYN-ACK of an incoming TCP connection.
+    ReplySynAck,
+    /// The first answer to an incoming flow of another protocol (UDP).
+    ReplyNotTcp,
+}
 
+/// The number of owner rules ([`rule_batch`]).
+pub const RULES: usize = 3;
+
+fn cmp(x: &mut Vec<u8>, op: u32, value: &[u8]) {
+    expr(x, "cmp", |e| {
+        be(e, NFTA_CMP_SREG, NFT_REG_1);
+        be(e, NFTA_CMP_OP, op);
+        data(e, NFTA_CMP_DATA, value);
+    });
+}
+
+fn load_ct(x: &mut Vec<u8>, key: u32) {
+    expr(x, "ct", |e| {
+        be(e, NFTA_CT_DREG, NFT_REG_1);
+        be(e, NFTA_CT_KEY, key);
+    });
+}
+
+fn load_meta(x: &mut Vec<u8>, key: u32) {
+    expr(x, "meta", |e| {
+        be(e, NFTA_META_DREG, NFT_REG_1);
+        be(e, NFTA_META_KEY, key);
+    });
+}
+
+/// The expressions of one owner rule.
+fn rule_exprs(x: &mut Vec<u8>, which: Marks) {
+    load_ct(x, NFT_CT_MARK);
+    cmp(x, NFT_CMP_EQ, &0u32.to_ne_bytes());
+    load_ct(x, NFT_CT_DIRECTION);
+    let dir = match which {
+        Marks::Original => IP_CT_DIR_ORIGINAL,
+        _ => IP_CT_DIR_REPLY,
+    };
+    cmp(x, NFT_CMP_EQ, &[dir]);
+    match which {
+        Marks::Original => {}
+        Marks::ReplySynAck => {
+            load_meta(x, NFT_META_L4PROTO);
+            cmp(x, NFT_CMP_EQ, &[IPPROTO_TCP]);
+            expr(x, "payload", |e| {
+                be(e, NFTA_PAYLOAD_DREG, NFT_REG_1);
+                be(e, NFTA_PAYLOAD_BASE, NFT_PAYLOAD_TRANSPORT_HEADER);
+                be(e, NFTA_PAYLOAD_OFFSET, TCP_FLAGS_OFFSET);
+                be(e, NFTA_PAYLOAD_LEN, 1);
+            });
+            expr(x, "bitwise", |e| {
+                be(e, NFTA_BITWISE_SREG, NFT_REG_1);
+                be(e, NFTA_BITWISE_DREG, NFT_REG_1);
+                be(e, NFTA_BITWISE_LEN, 1);
+                data(e, NFTA_BITWISE_MASK, &[TCP_SYN | TCP_ACK]);
+                data(e, NFTA_BITWISE_XOR, &[0]);
+            });
+            cmp(x, NFT_CMP_EQ, &[TCP_SYN | TCP_ACK]);
+        }
+        Marks::ReplyNotTcp => {
+            load_meta(x, NFT_META_L4PROTO);
+            cmp(x, NFT_CMP_NEQ, &[IPPROTO_TCP]);
+        }
+    }
+    owner_into_mark(x);
+}
+
+/// The batch that appends the owner rules to chain `output` of table `inet netledger`.
+pub fn rule_batch(seq: u32) -> Vec<u8> {
     let res = NFNL_SUBSYS_NFTABLES;
     let mut batch = message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0, res, &[]);
-    batch.extend(message(
-        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE,
-        NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK,
-        seq + 1,
-        NFPROTO_INET,
-        0,
-        &a,
-    ));
+    let all = [Marks::Original, Marks::ReplySynAck, Marks::ReplyNotTcp];
+    for (i, which) in all.into_iter().enumerate() {
+        batch.extend(rule_message(seq + 1 + i as u32, which));
+    }
     batch.extend(message(
         NFNL_MSG_BATCH_END,
         NLM_F_REQUEST,
-        seq + 2,
+        seq + 1 + RULES as u32,
         0,
         res,
         &[],
@@ -194,7 +255,43 @@ pub fn rule_batch(seq: u32) -> Vec<u8> {
     batch
 }
 
-/// Append the owner rule to `inet netledger`'s chain `output` (which must exist).
+fn rule_message(seq: u32, which: Marks) -> Vec<u8> {
+    let mut a = Vec::new();
+    attr(&mut a, NFTA_RULE_TABLE, b"netledger\0");
+    attr(&mut a, NFTA_RULE_CHAIN, b"output\0");
+    nested(&mut a, NFTA_RULE_EXPRESSIONS, |x| rule_exprs(x, which));
+    let mut udata = vec![UDATA_RULE_COMMENT, (COMMENT.len() + 1) as u8];
+    udata.extend_from_slice(COMMENT.as_bytes());
+    udata.push(0);
+    attr(&mut a, NFTA_RULE_USERDATA, &udata);
+    message(
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE,
+        NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK,
+        seq,
+        NFPROTO_INET,
+        0,
+        &a,
+    )
+}
+
+/// `ct mark set meta skuid | FLAG`.
+fn owner_into_mark(x: &mut Vec<u8>) {
+    load_meta(x, NFT_META_SKUID);
+    // dreg = (sreg & ~FLAG) ^ FLAG: sreg | FLAG, on the register as the CPU holds it.
+    expr(x, "bitwise", |e| {
+        be(e, NFTA_BITWISE_SREG, NFT_REG_1);
+        be(e, NFTA_BITWISE_DREG, NFT_REG_1);
+        be(e, NFTA_BITWISE_LEN, 4);
+        data(e, NFTA_BITWISE_MASK, &(!FLAG).to_ne_bytes());
+        data(e, NFTA_BITWISE_XOR, &FLAG.to_ne_bytes());
+    });
+    expr(x, "ct", |e| {
+        be(e, NFTA_CT_KEY, NFT_CT_MARK);
+        be(e, NFTA_CT_SREG, NFT_REG_1);
+    });
+}
+
+/// Append the owner rules to `inet netledger`'s chain `output` (which must exist).
 pub fn install_rule() -> io::Result<()> {
     use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
     let mut socket = Socket::new(NETLINK_NETFILTER)?;
@@ -203,6 +300,7 @@ pub fn install_rule() -> io::Result<()> {
     let seq = 1;
     socket.send(&rule_batch(seq), 0)?;
     let mut buf = vec![0u8; 8192];
+    let mut acked = 0;
     loop {
         let mut window: &mut [u8] = &mut buf[..];
         let n = socket.recv(&mut window, 0)?;
@@ -214,22 +312,24 @@ pub fn install_rule() -> io::Result<()> {
             if len < 16 || off + len > n {
                 break;
             }
-            if kind == NLMSG_ERROR && mseq == seq + 1 && len >= 20 {
+            if kind == NLMSG_ERROR && mseq > seq && mseq <= seq + RULES as u32 && len >= 20 {
                 let err = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap());
-                return if err == 0 {
-                    Ok(())
-                } else {
-                    Err(io::Error::from_raw_os_error(-err))
-                };
+                if err != 0 {
+                    return Err(io::Error::from_raw_os_error(-err));
+                }
+                acked += 1;
+                if acked == RULES {
+                    return Ok(());
+                }
             }
             off += (len + 3) & !3;
         }
     }
 }
 
-/// Whether `nft -j list table inet netledger`'s output holds the owner rule.
-pub fn rule_present(table_json: &str) -> bool {
-    table_json.contains(COMMENT)
+/// How many owner rules `nft -j list …`'s output holds ([`RULES`] when installed).
+pub fn rules_present(json: &str) -> usize {
+    json.matches(COMMENT).count()
 }
 
 /// The rules outside `inet netledger` that write a conntrack mark, one line each (`table
@@ -298,7 +398,7 @@ pub fn ruleset_state() -> Result<(), String> {
             }
         ));
     }
-    if !rule_present(&ruleset) {
+    if rules_present(&ruleset) != RULES {
         return Err("netledger's owner rule is not installed (run `netledger setup`)".into());
     }
     Ok(())

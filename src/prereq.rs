@@ -441,13 +441,17 @@ pub fn setup_with(proc_root: &Path, needs: Needs) -> Result<Vec<String>, PrereqE
         install_nft_table()?;
         changed.push("installed nftables table inet netledger (conntrack now tracks)".into());
     }
-    let has_rule = owner_mark::nft_json(&["list", "table", "inet", "netledger"])
-        .is_some_and(|t| owner_mark::rule_present(&t));
-    if needs.no_owner_mark && has_rule {
-        // The table again, as shipped: without the rule.
+    let rules = owner_mark::nft_json(&["list", "table", "inet", "netledger"])
+        .map_or(0, |t| owner_mark::rules_present(&t));
+    if needs.no_owner_mark && rules > 0 {
+        // The table again, as shipped: without the rules.
         install_nft_table()?;
         changed.push("removed the owner-mark rule from table inet netledger".into());
-    } else if !needs.no_owner_mark && !has_rule {
+    } else if !needs.no_owner_mark && rules != owner_mark::RULES {
+        if rules > 0 {
+            // Some of them (an older netledger's): the table again, then all of them.
+            install_nft_table()?;
+        }
         owner_mark::install_rule().map_err(|e| PrereqError::NftFailed {
             stderr: format!("adding the owner-mark rule: {e}"),
         })?;
