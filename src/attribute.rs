@@ -658,6 +658,12 @@ pub fn mark_check(flow: &Flow, idx: &SocketIndex) -> Option<MarkCheck> {
     let socket_uid = idx.sockets[i].uid;
     Some(if uid == Some(socket_uid) {
         MarkCheck::Agrees
+    } else if l4 == L4::Udp {
+        // A UDP entry outlives its socket (30 s, 120 s once a stream): another user's
+        // socket may take up the same ports meanwhile, and the entry keeps the first
+        // sender's mark. No evidence either way. (A TCP SYN on an ended entry makes a new
+        // entry, so a TCP disagreement is one.)
+        return None;
     } else {
         MarkCheck::Disagrees {
             socket_uid: Some(socket_uid),
@@ -913,6 +919,18 @@ mod tests {
             })
         );
         assert_eq!(check(42), Some(MarkCheck::Disagrees { socket_uid: None }));
+        // A UDP entry may outlive its socket, and another user's may take up its ports.
+        let u = [sock(L4::Udp, "198.51.100.1:5000", "198.51.100.2:53", ALICE, 100)];
+        let uidx = SocketIndex::new(&u, &o, [HOST4.parse().unwrap()]);
+        let q = flow(UDP, ("198.51.100.1:5000", "198.51.100.2:53"), None);
+        assert_eq!(
+            mark_check(&marked(q.clone(), crate::owner_mark::mark_of(BOB)), &uidx),
+            None
+        );
+        assert_eq!(
+            mark_check(&marked(q, 42), &uidx),
+            Some(MarkCheck::Disagrees { socket_uid: None })
+        );
         // No socket to compare with: a mark that could be netledger's says nothing.
         let none = SocketIndex::new(&[], &o, [HOST4.parse().unwrap()]);
         let g = marked(f.clone(), crate::owner_mark::mark_of(BOB));
