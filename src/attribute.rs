@@ -920,7 +920,13 @@ mod tests {
         );
         assert_eq!(check(42), Some(MarkCheck::Disagrees { socket_uid: None }));
         // A UDP entry may outlive its socket, and another user's may take up its ports.
-        let u = [sock(L4::Udp, "198.51.100.1:5000", "198.51.100.2:53", ALICE, 100)];
+        let u = [sock(
+            L4::Udp,
+            "198.51.100.1:5000",
+            "198.51.100.2:53",
+            ALICE,
+            100,
+        )];
         let uidx = SocketIndex::new(&u, &o, [HOST4.parse().unwrap()]);
         let q = flow(UDP, ("198.51.100.1:5000", "198.51.100.2:53"), None);
         assert_eq!(
