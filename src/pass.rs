@@ -330,7 +330,12 @@ pub fn observe_timed(
             marks.check(c, f.mark, || describe(f));
         }
     }
-    let use_marks = marks.usable();
+    // The ruleset is read only when some flow carries a mark netledger writes.
+    let use_marks = dump
+        .flows
+        .iter()
+        .any(|f| owner_mark::uid_of(f.mark).is_some())
+        && marks.usable();
     let mut attributed = attribute_with(&idx.with_marks(use_marks));
     stages.lap("attribute");
     let retry = dump.flows.iter().zip(&attributed).any(|(f, a)| {
@@ -554,8 +559,10 @@ pub struct MarkTrust {
 
 #[derive(Debug, Default)]
 struct TrustState {
-    /// The ruleset's verdict at the last [`MarkTrust::refresh`] (None: not looked yet).
+    /// The ruleset's verdict when last looked at (None: not looked yet).
     ruleset: Option<Result<(), String>>,
+    /// Whether the ruleset is to be looked at again before marks are next used.
+    stale: bool,
     /// The first disagreement seen, for good.
     disagreed: Option<String>,
     /// The reasons said so far, here or by an earlier run (so each is said once).
@@ -603,18 +610,11 @@ impl MarkTrust {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Look at the ruleset again (`nft -j list ruleset`): at start, each pass, SIGHUP.
+    /// Have the ruleset looked at again (`nft -j list ruleset`) the next time marks are
+    /// about to be used ([`MarkTrust::usable`]): each pass. Lazily, so a pass that fails
+    /// before (no CAP_NET_ADMIN) or needs no mark runs no `nft`.
     pub fn refresh(&self) {
-        if !self.enabled {
-            return;
-        }
-        let verdict = owner_mark::ruleset_state();
-        let mut st = self.lock();
-        if let Err(reason) = &verdict {
-            let reason = reason.clone();
-            self.say(&mut st, reason);
-        }
-        st.ruleset = Some(verdict);
+        self.lock().stale = true;
     }
 
     /// Whether the switch is on (`owner_mark`).
@@ -622,8 +622,31 @@ impl MarkTrust {
         self.enabled
     }
 
-    /// Whether marks charge flows now.
+    /// Whether marks charge flows now, looking at the ruleset first when a refresh asked.
     pub fn usable(&self) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        let stale = {
+            let st = self.lock();
+            st.stale || st.ruleset.is_none()
+        };
+        if stale {
+            let verdict = owner_mark::ruleset_state();
+            let mut st = self.lock();
+            if let Err(reason) = &verdict {
+                let reason = reason.clone();
+                self.say(&mut st, reason);
+            }
+            st.ruleset = Some(verdict);
+            st.stale = false;
+        }
+        self.usable_now()
+    }
+
+    /// [`MarkTrust::usable`] as last looked at, never running `nft` (the daemon's
+    /// listener and flushes, which must not wait for it).
+    pub fn usable_now(&self) -> bool {
         let st = self.lock();
         self.enabled && st.disagreed.is_none() && matches!(st.ruleset, Some(Ok(())))
     }

@@ -67,7 +67,9 @@ impl Churn {
                 u.uid
             ));
         }
+        rules.push_str("  ct state invalid counter comment \"invalid-out\"\n");
         rules.push_str(" }\n chain in {\n  type filter hook input priority 10; policy accept;\n");
+        rules.push_str("  ct state invalid counter comment \"invalid-in\"\n");
         for (u, addr) in &users {
             t.host.ip(&format!("addr add {addr}/24 dev hi"));
             rules.push_str(&format!(
@@ -170,13 +172,16 @@ impl Churn {
             let Some((dir, uid)) = comment.split_once(' ') else {
                 continue;
             };
+            let Ok(uid) = uid.parse::<u32>() else {
+                continue;
+            };
             let bytes = rule["expr"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .find_map(|e| e.get("counter").and_then(|c| c["bytes"].as_u64()))
                 .unwrap();
-            let u = m.entry(uid.parse().unwrap()).or_default();
+            let u = m.entry(uid).or_default();
             match dir {
                 "rx" => u.rx_bytes += bytes,
                 _ => u.tx_bytes += bytes,
@@ -266,6 +271,10 @@ fn daemon_is_exact_per_user_through_a_burst_against_nftables_counters() {
     eprintln!("{stopped}");
     let got = top_by_uid(&c.t.host, &db);
     let want = c.nft_counters();
+    let stats = c.t.host.sh("conntrack -S");
+    eprintln!("{}", String::from_utf8_lossy(&stats.stdout));
+    let ruleset = c.t.host.sh("nft list table inet nlcount");
+    eprintln!("{}", String::from_utf8_lossy(&ruleset.stdout));
     for uid in c.uids() {
         let g = got.get(&Some(uid)).copied().unwrap_or_default();
         eprintln!("uid {uid}: netledger {g:?}, nftables {:?}", want[&uid]);

@@ -256,7 +256,7 @@ impl Listener {
         let mut lookup = Duration::ZERO;
         // Owners continued from a deleted entry (no socket, so no program to look up).
         let mut continued: Vec<(FlowKey, Attribution)> = Vec::new();
-        let mut use_marks = self.marks.usable();
+        let mut use_marks = self.marks.usable_now();
         for e in events {
             match e.kind {
                 EventKind::New => {
@@ -269,7 +269,7 @@ impl Listener {
                     // The mark against the socket that sent the first packet, now.
                     if let Some(c) = mark_check(&e.flow, &idx) {
                         self.marks.check(c, e.flow.mark, || describe(&e.flow));
-                        use_marks = use_marks && self.marks.usable();
+                        use_marks = use_marks && self.marks.usable_now();
                     }
                     let by_mark = found.is_none()
                         && use_marks

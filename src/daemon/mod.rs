@@ -157,7 +157,7 @@ impl Writer {
             now: chrono::Utc::now().timestamp(),
             skipped_messages: self.skipped,
             timeouts: &self.timeouts,
-            marks: self.cfg.pass.marks.usable(),
+            marks: self.cfg.pass.marks.usable_now(),
         };
         let events = &self.pending;
         let outcome = self
@@ -555,8 +555,10 @@ pub fn run(
         })?;
         say(cfg.quiet, format!("metrics on http://{bound}/metrics"));
     }
-    cfg.pass.marks.refresh();
     let (listener, buffer, fresh) = start_listener(&cfg)?;
+    // Looked at once now (the subscription above needed CAP_NET_ADMIN, as nft does); each
+    // pass looks again.
+    cfg.pass.marks.usable();
     say(
         cfg.quiet,
         format!(
