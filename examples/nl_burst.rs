@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! nl_burst PEER COUNT UP DOWN [--bind-from PORT] [--parallel N] [--gap-ms MS] [--hold-ms MS]
-//!          [--udp] [--times]
+//!          [--udp] [--times] [--from ADDRESS] [--server-closes]
 //! ```
 //! Makes COUNT connections; each sends the request line `UP DOWN`, UP bytes, reads the
 //! DOWN-byte answer, closes its side first and waits for the server's close, so the
@@ -15,6 +15,9 @@
 //! socket of its own, answered by one datagram of DOWN bytes (a DNS lookup's shape).
 //! `--times` prints `conn LOCAL_PORT START_NS END_NS` per connection: wall-clock times
 //! (as conntrack's timestamps) just before its first packet and just after its last.
+//! `--from ADDRESS` binds each connection to that local address (a test gives each user
+//! an address of its own). `--server-closes` waits for the server to close first (`nl_traffic
+//! server-closes`) before closing: the client's socket is then gone at once, not in TIME_WAIT.
 //! Prints `progress K` every 10 connections and `done COUNT SECONDS` at the end.
 
 use std::io::{BufReader, Read, Write};
@@ -38,7 +41,8 @@ fn main() {
     let down: u64 = args[3].parse().expect("DOWN");
     let (mut bind_from, mut parallel, mut gap) = (None::<u16>, 1usize, Duration::ZERO);
     let mut hold = Duration::ZERO;
-    let (mut udp, mut times) = (false, false);
+    let (mut udp, mut times, mut server_closes) = (false, false, false);
+    let mut from: Option<IpAddr> = None;
     let mut it = args[4..].iter();
     while let Some(o) = it.next() {
         match o.as_str() {
@@ -50,6 +54,10 @@ fn main() {
                 times = true;
                 continue;
             }
+            "--server-closes" => {
+                server_closes = true;
+                continue;
+            }
             _ => {}
         }
         let v = it.next().expect("option value");
@@ -58,6 +66,7 @@ fn main() {
             "--parallel" => parallel = v.parse().expect("threads"),
             "--gap-ms" => gap = Duration::from_millis(v.parse().expect("ms")),
             "--hold-ms" => hold = Duration::from_millis(v.parse().expect("ms")),
+            "--from" => from = Some(v.parse().expect("address")),
             other => panic!("unknown option {other}"),
         }
     }
@@ -77,7 +86,7 @@ fn main() {
                 let port = if udp {
                     query(peer, local, up, down)
                 } else {
-                    one(peer, local, up, down, hold)
+                    one(peer, local, from, up, down, hold, server_closes)
                 };
                 if times {
                     let end = now_ns();
@@ -132,10 +141,19 @@ fn query(peer: SocketAddr, local: Option<u16>, up: u64, down: u64) -> u16 {
 }
 
 /// One TCP connection; returns the local port.
-fn one(peer: SocketAddr, local: Option<u16>, up: u64, down: u64, hold: Duration) -> u16 {
-    let s = match local {
-        None => TcpStream::connect(peer).expect("connect"),
-        Some(port) => bound_connect(any_of(peer, port), peer),
+fn one(
+    peer: SocketAddr,
+    local: Option<u16>,
+    from: Option<IpAddr>,
+    up: u64,
+    down: u64,
+    hold: Duration,
+    server_closes: bool,
+) -> u16 {
+    let s = match (local, from) {
+        (None, None) => TcpStream::connect(peer).expect("connect"),
+        (port, Some(ip)) => bound_connect(SocketAddr::new(ip, port.unwrap_or(0)), peer),
+        (Some(port), None) => bound_connect(any_of(peer, port), peer),
     };
     let port = s.local_addr().unwrap().port();
     let mut w = s.try_clone().unwrap();
@@ -145,6 +163,12 @@ fn one(peer: SocketAddr, local: Option<u16>, up: u64, down: u64, hold: Duration)
     let got = std::io::copy(&mut (&mut r).take(down), &mut std::io::sink()).unwrap();
     assert_eq!(got, down, "short answer");
     std::thread::sleep(hold);
+    if server_closes {
+        // The server's FIN first; our close (dropping both halves) answers it.
+        let mut rest = Vec::new();
+        let _ = r.read_to_end(&mut rest);
+        return port;
+    }
     w.shutdown(std::net::Shutdown::Write).unwrap();
     // Wait for the server's close: the connection is over when this returns.
     let mut rest = Vec::new();
@@ -165,6 +189,21 @@ fn bound_connect(local: SocketAddr, peer: SocketAddr) -> TcpStream {
     assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
     // SAFETY: fd is fresh and owned from here on.
     let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    if local.port() == 0 {
+        // Only the address is bound: the port is chosen at connect(2), per destination,
+        // as for an unbound socket (IP_BIND_ADDRESS_NO_PORT, Linux 4.2).
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt on our fd with a live int of the size given.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
     let with = |a: &SocketAddr, f: &dyn Fn(*const libc::sockaddr, libc::socklen_t) -> i32| match a {
         SocketAddr::V4(v4) => {
             let sin = libc::sockaddr_in {

@@ -6,6 +6,8 @@
 //! ```text
 //! nl_traffic server tcp|udp BIND              serve requests until killed
 //! nl_traffic serve-once tcp BIND              serve one TCP connection, then exit
+//! nl_traffic server-closes tcp BIND           serve until killed, closing each connection
+//!                                             first, after its one request
 //! nl_traffic client tcp|udp|udp-sendto PEER UP DOWN [--bind PORT] [--v6sock]
 //! nl_traffic sink tcp BIND                    accept and hold connections (benchmarks)
 //! nl_traffic paced tcp PEER RATE              one request of unbounded size, sent at RATE
@@ -35,6 +37,7 @@ fn main() {
     match a.as_slice() {
         ["server", "tcp", bind] => tcp_server(bind, false),
         ["serve-once", "tcp", bind] => tcp_server(bind, true),
+        ["server-closes", "tcp", bind] => tcp_server_closing(bind),
         ["server", "udp", bind] => udp_server(bind),
         ["sink", "tcp", bind] => tcp_sink(bind),
         ["sshlike", "tcp", bind, uid] => tcp_sshlike(bind, uid.parse().expect("UID")),
@@ -103,6 +106,28 @@ fn tcp_server(bind: &str, once: bool) {
             say("done");
             return;
         }
+    }
+}
+
+/// Answer one request per connection, then close it first (the server's socket, not the
+/// client's, goes to TIME_WAIT; the client's is gone as soon as it closes in turn).
+fn tcp_server_closing(bind: &str) {
+    let l = TcpListener::bind(resolve(bind)).expect("bind");
+    say("listening");
+    for conn in l.incoming() {
+        let Ok(conn) = conn else { continue };
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let mut p = line.split_whitespace().map(|x| x.parse::<u64>().unwrap());
+            let (up, down) = (p.next().unwrap(), p.next().unwrap());
+            let _ = std::io::copy(&mut (&mut r).take(up), &mut std::io::sink());
+            let mut w = conn;
+            let _ = std::io::copy(&mut std::io::repeat(b'd').take(down), &mut w);
+        });
     }
 }
 

@@ -393,6 +393,9 @@ pub struct SocketIndex<'a> {
     delegating: &'a Delegating,
     /// Every holder of the delegating sockets looked up this pass.
     holders: Option<&'a HashMap<u64, Vec<Holder>>>,
+    /// Whether a flow no socket names is charged to the uid in its owner mark
+    /// ([`crate::owner_mark`]).
+    marks: bool,
 }
 
 impl<'a> SocketIndex<'a> {
@@ -439,7 +442,14 @@ impl<'a> SocketIndex<'a> {
             host_addrs: host,
             delegating: &NO_DELEGATION,
             holders: None,
+            marks: false,
         }
+    }
+
+    /// The same index charging a flow no socket names to the uid of its owner mark, when
+    /// `on` (the marks are believed: netledger's rule is their only writer).
+    pub fn with_marks(self, on: bool) -> SocketIndex<'a> {
+        SocketIndex { marks: on, ..self }
     }
 
     /// The same index charging the sockets of `delegating` uids through their holders:
@@ -598,6 +608,73 @@ impl<'a> SocketIndex<'a> {
     }
 }
 
+/// The owner a flow's mark names, when no socket does: the local socket that sent its
+/// first packet (a delegating service's uid is not charged this way: its user is named by
+/// the processes holding the socket, which is gone).
+fn by_mark(flow: &Flow, idx: &SocketIndex) -> Option<Attribution> {
+    let uid = crate::owner_mark::uid_of(flow.mark)?;
+    if idx.delegating.contains(uid) {
+        return None;
+    }
+    // The marking socket is the original source when it is this host's (outgoing), else
+    // the answering end (incoming).
+    let direction = if idx.is_host_addr(flow.orig.src) {
+        Direction::Out
+    } else {
+        Direction::In
+    };
+    Some(Attribution {
+        uid,
+        program: None,
+        direction,
+        via: Via::Direct,
+    })
+}
+
+/// What a flow's mark says against its live socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkCheck {
+    /// The mark is netledger's and names the uid of the flow's connected socket.
+    Agrees,
+    /// The mark is not the uid of the flow's connected socket (`socket_uid`), or is no
+    /// mark netledger writes at all (`socket_uid` None): someone else wrote it.
+    Disagrees {
+        /// The socket's uid, when one was there to compare with.
+        socket_uid: Option<u32>,
+    },
+}
+
+/// Check `flow`'s mark (None when it has none, or no connected live socket to compare
+/// with and the mark could be netledger's).
+pub fn mark_check(flow: &Flow, idx: &SocketIndex) -> Option<MarkCheck> {
+    if flow.mark == 0 {
+        return None;
+    }
+    let uid = crate::owner_mark::uid_of(flow.mark);
+    if uid.is_none() {
+        return Some(MarkCheck::Disagrees { socket_uid: None });
+    }
+    let l4 = L4::from_ipproto(flow.orig.proto)?;
+    let (i, _) = idx.find(flow, l4).ok()??;
+    if !idx.exact_index(i) {
+        return None;
+    }
+    let socket_uid = idx.sockets[i].uid;
+    Some(if uid == Some(socket_uid) {
+        MarkCheck::Agrees
+    } else if l4 == L4::Udp {
+        // A UDP entry outlives its socket (30 s, 120 s once a stream): another user's
+        // socket may take up the same ports meanwhile, and the entry keeps the first
+        // sender's mark. No evidence either way. (A TCP SYN on an ended entry makes a new
+        // entry, so a TCP disagreement is one.)
+        return None;
+    } else {
+        MarkCheck::Disagrees {
+            socket_uid: Some(socket_uid),
+        }
+    })
+}
+
 /// Attribute one flow. `prior` is the attribution the flow had when last seen with a
 /// live socket (from the saved flow state).
 pub fn attribute(
@@ -622,6 +699,9 @@ pub fn attribute(
             Ok(Some((i, dir))) => found = Some(idx.attribution(i, dir, prior)),
             Ok(None) => {}
             Err(r) => reason = Some(r),
+        }
+        if found.is_none() && idx.marks {
+            found = by_mark(flow, idx);
         }
     }
 
@@ -753,6 +833,119 @@ mod tests {
 
     const TCP: u8 = 6;
     const UDP: u8 = 17;
+
+    fn marked(mut f: Flow, mark: u32) -> Flow {
+        f.mark = mark;
+        f
+    }
+
+    fn by_marks(sockets: &[Socket], f: &Flow, marks: bool) -> Verdict {
+        let o = owners();
+        let idx = SocketIndex::new(sockets, &o, [HOST4.parse().unwrap()])
+            .with_delegation(&DELEGATING_ROOT, None)
+            .with_marks(marks);
+        attribute(f, &idx, None, &LocalNets::defaults()).verdict
+    }
+
+    static DELEGATING_ROOT: std::sync::LazyLock<Delegating> =
+        std::sync::LazyLock::new(|| Delegating::new([0]));
+
+    #[test]
+    fn a_socketless_flow_is_charged_to_its_mark_only_when_marks_are_believed() {
+        let mark = crate::owner_mark::mark_of(BOB);
+        let out = marked(
+            flow(TCP, ("198.51.100.1:40000", "198.51.100.2:443"), None),
+            mark,
+        );
+        let mine = |dir| {
+            Verdict::User(Attribution {
+                uid: BOB,
+                program: None,
+                direction: dir,
+                via: Via::Direct,
+            })
+        };
+        assert_eq!(by_marks(&[], &out, true), mine(Direction::Out));
+        assert_eq!(
+            by_marks(&[], &out, false),
+            Verdict::Unattributed(Reason::NoSocket)
+        );
+        // An incoming connection: the local server's first answer marked it.
+        let inc = marked(
+            flow(TCP, ("198.51.100.2:50000", "198.51.100.1:8080"), None),
+            mark,
+        );
+        assert_eq!(by_marks(&[], &inc, true), mine(Direction::In));
+        // Not netledger's mark (high bit clear), and a delegating uid's: nobody.
+        let foreign = marked(out.clone(), 42);
+        assert_eq!(
+            by_marks(&[], &foreign, true),
+            Verdict::Unattributed(Reason::NoSocket)
+        );
+        let root = marked(out.clone(), crate::owner_mark::mark_of(0));
+        assert_eq!(
+            by_marks(&[], &root, true),
+            Verdict::Unattributed(Reason::NoSocket)
+        );
+        // A live socket wins over the mark.
+        let s = [sock(
+            L4::Tcp,
+            "198.51.100.1:40000",
+            "198.51.100.2:443",
+            ALICE,
+            100,
+        )];
+        assert_eq!(by_marks(&s, &out, true), user(ALICE, Direction::Out));
+    }
+
+    #[test]
+    fn a_mark_is_checked_against_the_live_socket() {
+        let s = [sock(
+            L4::Tcp,
+            "198.51.100.1:40000",
+            "198.51.100.2:443",
+            ALICE,
+            100,
+        )];
+        let f = flow(TCP, ("198.51.100.1:40000", "198.51.100.2:443"), None);
+        let o = owners();
+        let idx = SocketIndex::new(&s, &o, [HOST4.parse().unwrap()]);
+        let check = |mark| mark_check(&marked(f.clone(), mark), &idx);
+        assert_eq!(check(0), None);
+        assert_eq!(
+            check(crate::owner_mark::mark_of(ALICE)),
+            Some(MarkCheck::Agrees)
+        );
+        assert_eq!(
+            check(crate::owner_mark::mark_of(BOB)),
+            Some(MarkCheck::Disagrees {
+                socket_uid: Some(ALICE)
+            })
+        );
+        assert_eq!(check(42), Some(MarkCheck::Disagrees { socket_uid: None }));
+        // A UDP entry may outlive its socket, and another user's may take up its ports.
+        let u = [sock(
+            L4::Udp,
+            "198.51.100.1:5000",
+            "198.51.100.2:53",
+            ALICE,
+            100,
+        )];
+        let uidx = SocketIndex::new(&u, &o, [HOST4.parse().unwrap()]);
+        let q = flow(UDP, ("198.51.100.1:5000", "198.51.100.2:53"), None);
+        assert_eq!(
+            mark_check(&marked(q.clone(), crate::owner_mark::mark_of(BOB)), &uidx),
+            None
+        );
+        assert_eq!(
+            mark_check(&marked(q, 42), &uidx),
+            Some(MarkCheck::Disagrees { socket_uid: None })
+        );
+        // No socket to compare with: a mark that could be netledger's says nothing.
+        let none = SocketIndex::new(&[], &o, [HOST4.parse().unwrap()]);
+        let g = marked(f.clone(), crate::owner_mark::mark_of(BOB));
+        assert_eq!(mark_check(&g, &none), None);
+    }
 
     #[test]
     fn a_picked_up_entry_continues_the_owner_of_the_deleted_one_either_way_round() {

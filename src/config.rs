@@ -404,6 +404,9 @@ pub struct FileConfig {
     pub quota: Option<quota::QuotaConfig>,
     /// Program run when a user crosses a quota level.
     pub on_quota: Option<toml::Spanned<String>>,
+    /// Write each new flow's owner uid into its conntrack mark and charge flows no socket
+    /// names by it (default on: the documented file).
+    pub owner_mark: Option<bool>,
 }
 
 /// A uid, or a user name resolved when the settings are (`delegating_uids`).

@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod live;
 pub mod model;
+pub mod owner_mark;
 pub mod pass;
 pub mod prereq;
 pub mod quota;

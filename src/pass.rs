@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -13,10 +14,11 @@ use tracing::{debug, info, warn};
 
 use crate::account::{account, FlowState, Hold, PassPlan, Totals};
 use crate::attribute::{
-    attribute, Attributed, Attribution, Continued, Delegating, LocalNets, Reason, SocketIndex,
-    Verdict, Via,
+    attribute, mark_check, Attributed, Attribution, Continued, Delegating, LocalNets, MarkCheck,
+    Reason, SocketIndex, Verdict, Via,
 };
 use crate::model::{Flow, FlowKey, Socket, SocketState, L4};
+use crate::owner_mark;
 use crate::prereq::{self, PrereqError};
 use crate::sources::processes::scan_socket_holders;
 use crate::sources::sockdiag::SockDiag;
@@ -39,6 +41,8 @@ pub struct PassConfig {
     /// How long a young flow on such a socket that no user's process holds yet is held
     /// back before it is called the service's own.
     pub delegate_grace: Duration,
+    /// Whether flows' owner marks are believed (shared with the daemon's listener).
+    pub marks: Arc<MarkTrust>,
 }
 
 impl PassConfig {
@@ -59,6 +63,13 @@ pub struct Observation {
     pub dump: conntrack::Dump,
     /// `attributed[i]` is the verdict for `dump.flows[i]`.
     pub attributed: Vec<Attributed>,
+    /// Flows charged to a user this pass named only by their owner mark (no socket, no
+    /// kept attribution).
+    pub by_mark: usize,
+    /// Flows charged to a user, and of those, with a program name.
+    pub charged: usize,
+    /// See `charged`.
+    pub named: usize,
 }
 
 /// The result of a stored pass.
@@ -72,6 +83,12 @@ pub struct PassOutcome {
     pub totals: Totals,
     /// Wall time it took.
     pub took: Duration,
+    /// Flows charged by their owner mark alone.
+    pub by_mark: usize,
+    /// Flows charged to a user, and of those, with a program name.
+    pub charged: usize,
+    /// See `charged`.
+    pub named: usize,
 }
 
 impl PassOutcome {
@@ -80,7 +97,8 @@ impl PassOutcome {
         let (rec, t) = (&self.record, &self.totals);
         format!(
             "netledger: pass {}: {} sockets, {} flows ({} new, {} without counters); \
-             users {} ({} B), unattributed {} ({} B), excluded local {} ({} B); {:.0?}",
+             users {} ({} B), unattributed {} ({} B), excluded local {} ({} B); {:.0?}; \
+             {} flows charged by owner mark, programs named for {} of {} charged flows",
             self.id,
             rec.sockets,
             t.flows,
@@ -93,6 +111,9 @@ impl PassOutcome {
             human_bytes(t.excluded.bytes()),
             t.excluded.bytes(),
             self.took,
+            self.by_mark,
+            self.named,
+            self.charged,
         )
     }
 }
@@ -152,12 +173,14 @@ pub fn run_pass_with(
     let started_at = chrono::Utc::now().timestamp();
     let prev = store.load_state()?;
     stages.lap("load_state");
+    cfg.marks.refresh();
     let obs = observe_timed(
         &cfg.proc_root,
         &prev,
         known,
         &cfg.nets,
         &cfg.delegating,
+        &cfg.marks,
         &mut stages,
     )?;
     let plan = account(
@@ -193,6 +216,9 @@ pub fn run_pass_with(
         record,
         totals: plan.totals,
         took: t0.elapsed(),
+        by_mark: obs.by_mark,
+        charged: obs.charged,
+        named: obs.named,
     })
 }
 
@@ -213,6 +239,7 @@ pub fn observe(
         &|_| None,
         nets,
         delegating,
+        &MarkTrust::off(),
         &mut Stages::default(),
     )
 }
@@ -225,6 +252,7 @@ pub fn observe_timed(
     known: &dyn Fn(&FlowKey) -> Option<Attribution>,
     nets: &LocalNets,
     delegating: &Delegating,
+    marks: &MarkTrust,
     stages: &mut Stages,
 ) -> Result<Observation> {
     let mut sockets = socket_table(proc_root)?;
@@ -291,10 +319,22 @@ pub fn observe_timed(
             .map(|(f, p)| attribute(f, idx, *p, nets))
             .collect::<Vec<_>>()
     };
-    let mut attributed = attribute_with(
-        &idx.with_owners(&scan.owners)
-            .with_delegation(delegating, Some(&scan.holders)),
-    );
+    let idx = idx
+        .with_owners(&scan.owners)
+        .with_delegation(delegating, Some(&scan.holders));
+    // Every mark is held against its flow's live socket before any is believed.
+    for f in &dump.flows {
+        if let Some(c) = mark_check(f, &idx) {
+            marks.check(c, f.mark, || describe(f));
+        }
+    }
+    // The ruleset is read only when some flow carries a mark netledger writes.
+    let use_marks = dump
+        .flows
+        .iter()
+        .any(|f| owner_mark::uid_of(f.mark).is_some())
+        && marks.usable();
+    let mut attributed = attribute_with(&idx.with_marks(use_marks));
     stages.lap("attribute");
     let retry = dump.flows.iter().zip(&attributed).any(|(f, a)| {
         !prev.contains_key(&f.key()) && matches!(a.verdict, Verdict::Unattributed(Reason::NoSocket))
@@ -324,7 +364,8 @@ pub fn observe_timed(
                     .filter(|s| fresh.contains(&s.inode)),
             );
             let idx = SocketIndex::new(&sockets.sockets, &scan.owners, host.iter().copied())
-                .with_delegation(delegating, Some(&scan.holders));
+                .with_delegation(delegating, Some(&scan.holders))
+                .with_marks(use_marks);
             let second = attribute_with(&idx);
             for (a, b) in attributed.iter_mut().zip(second) {
                 if matches!(a.verdict, Verdict::Unattributed(_)) {
@@ -347,18 +388,57 @@ pub fn observe_timed(
              CAP_DAC_READ_SEARCH): their programs are unknown, their uids are not affected"
         );
     }
+    // Charged by the mark alone: no kept owner, no socket named, yet a user's.
+    let by_mark = if use_marks {
+        let idx = SocketIndex::new(&sockets.sockets, &no_owners, host.iter().copied());
+        dump.flows
+            .iter()
+            .zip(&priors)
+            .zip(&attributed)
+            .filter(|((f, p), a)| {
+                p.is_none()
+                    && matches!(a.verdict, Verdict::User(_))
+                    && idx.socket_inode(f).is_none()
+            })
+            .count()
+    } else {
+        0
+    };
+    let charged: Vec<&Attribution> = attributed
+        .iter()
+        .filter_map(|a| match &a.verdict {
+            Verdict::User(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    let named = charged.iter().filter(|a| a.program.is_some()).count();
     info!(
         sockets = sockets.sockets.len(),
         bad_lines = sockets.bad_lines.len(),
         flows = dump.flows.len(),
         processes = scan.processes,
+        by_mark,
+        charged = charged.len(),
+        named,
         "observed"
     );
     Ok(Observation {
         sockets,
         dump,
+        by_mark,
+        charged: charged.len(),
+        named,
         attributed,
     })
+}
+
+/// A flow in a warning: `tcp 198.51.100.1:40000 -> 198.51.100.2:443`.
+pub fn describe(f: &Flow) -> String {
+    let proto = L4::from_ipproto(f.orig.proto).map_or("ip", |l| match l {
+        L4::Tcp => "tcp",
+        L4::Udp => "udp",
+    });
+    format!("{proto} {} -> {}", f.orig.src_sa(), f.orig.dst_sa())
 }
 
 /// Entries the kernel picked up in the middle of a connection whose earlier entry was
@@ -457,4 +537,171 @@ pub fn user_names(
         .flatten()
         .collect();
     uids.into_iter().map(|uid| (uid, name_of(uid))).collect()
+}
+
+/// Whether flows' owner marks may charge flows no socket names ([`owner_mark`]): the
+/// switch is on, netledger's rule is installed and the only writer of the mark in the
+/// ruleset, and no mark has disagreed with its flow's live socket. A disagreement is said
+/// once and kept (in memory, and in a file under [`prereq::STATE_DIR`] for the next timer
+/// run) until `netledger setup` runs again: the marks are not used meanwhile, whatever
+/// the ruleset says, because a writer outside nftables (tc, eBPF, `conntrack -U`) would
+/// not show there.
+#[derive(Debug)]
+pub struct MarkTrust {
+    enabled: bool,
+    /// Where the reason last said is kept (one file per network namespace).
+    file: Option<PathBuf>,
+    state: Mutex<TrustState>,
+}
+
+#[derive(Debug, Default)]
+struct TrustState {
+    /// The ruleset's verdict when last looked at (None: not looked yet).
+    ruleset: Option<Result<(), String>>,
+    /// Whether the ruleset is to be looked at again before marks are next used.
+    stale: bool,
+    /// The first disagreement seen, for good.
+    disagreed: Option<String>,
+    /// The reasons said so far, here or by an earlier run (so each is said once).
+    said: Vec<String>,
+    /// Marks checked against live sockets, and those that agreed.
+    checked: u64,
+    agreed: u64,
+}
+
+/// The first words of a kept disagreement in the state file.
+const DISAGREES: &str = "a conntrack mark disagrees";
+
+impl MarkTrust {
+    /// The trust of a process in the network namespace of `proc_root`, off when not
+    /// `enabled` (`owner_mark = false`). Reads a disagreement an earlier run kept.
+    pub fn new(enabled: bool, proc_root: &Path) -> Arc<MarkTrust> {
+        let file = prereq::state_path(proc_root).map(|p| p.with_extension("owner-mark"));
+        let said: Vec<String> = file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|s| s.lines().map(str::to_owned).collect())
+            .unwrap_or_default();
+        let disagreed = said.iter().find(|s| s.starts_with(DISAGREES)).cloned();
+        Arc::new(MarkTrust {
+            enabled,
+            file,
+            state: Mutex::new(TrustState {
+                disagreed,
+                said,
+                ..TrustState::default()
+            }),
+        })
+    }
+
+    /// Marks never used (for read-only views and tests).
+    pub fn off() -> Arc<MarkTrust> {
+        Arc::new(MarkTrust {
+            enabled: false,
+            file: None,
+            state: Mutex::new(TrustState::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TrustState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Have the ruleset looked at again (`nft -j list ruleset`) the next time marks are
+    /// about to be used ([`MarkTrust::usable`]): each pass. Lazily, so a pass that fails
+    /// before (no CAP_NET_ADMIN) or needs no mark runs no `nft`.
+    pub fn refresh(&self) {
+        self.lock().stale = true;
+    }
+
+    /// Whether the switch is on (`owner_mark`).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Whether marks charge flows now, looking at the ruleset first when a refresh asked.
+    pub fn usable(&self) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        let stale = {
+            let st = self.lock();
+            st.stale || st.ruleset.is_none()
+        };
+        if stale {
+            let verdict = owner_mark::ruleset_state();
+            let mut st = self.lock();
+            if let Err(reason) = &verdict {
+                let reason = reason.clone();
+                self.say(&mut st, reason);
+            }
+            st.ruleset = Some(verdict);
+            st.stale = false;
+        }
+        self.usable_now()
+    }
+
+    /// [`MarkTrust::usable`] as last looked at, never running `nft` (the daemon's
+    /// listener and flushes, which must not wait for it).
+    pub fn usable_now(&self) -> bool {
+        let st = self.lock();
+        self.enabled && st.disagreed.is_none() && matches!(st.ruleset, Some(Ok(())))
+    }
+
+    /// Take what a mark said against its flow's live socket; `flow` describes the flow.
+    pub fn check(&self, check: MarkCheck, mark: u32, flow: impl FnOnce() -> String) {
+        if !self.enabled {
+            return;
+        }
+        let mut st = self.lock();
+        st.checked += 1;
+        match check {
+            MarkCheck::Agrees => st.agreed += 1,
+            MarkCheck::Disagrees { .. } if st.disagreed.is_some() => {}
+            MarkCheck::Disagrees { socket_uid } => {
+                let named = match owner_mark::uid_of(mark) {
+                    Some(uid) => format!("mark {mark:#x}, uid {uid}"),
+                    None => format!("mark {mark:#x}"),
+                };
+                let against = match socket_uid {
+                    Some(uid) => format!("its socket's uid is {uid}"),
+                    None => "netledger never writes it".into(),
+                };
+                let reason = format!(
+                    "{DISAGREES} ({named} on {}, {against}): another tool writes the mark, so \
+                     netledger stops charging flows by it (find the writer, or set owner_mark = \
+                     false; `netledger setup` re-arms)",
+                    flow()
+                );
+                st.disagreed = Some(reason.clone());
+                self.say(&mut st, reason);
+            }
+        }
+    }
+
+    /// (marks checked against live sockets, of which agreed) so far.
+    pub fn checked(&self) -> (u64, u64) {
+        let st = self.lock();
+        (st.checked, st.agreed)
+    }
+
+    /// Warn about `reason` unless it was said before (here or by an earlier run).
+    fn say(&self, st: &mut TrustState, reason: String) {
+        if st.said.contains(&reason) {
+            return;
+        }
+        warn!("owner marks not used: {reason}");
+        st.said.push(reason);
+        if let Some(f) = &self.file {
+            let _ = std::fs::create_dir_all(prereq::STATE_DIR);
+            let _ = std::fs::write(f, st.said.join("\n") + "\n");
+        }
+    }
+
+    /// Forget a kept disagreement (`netledger setup`).
+    pub fn rearm(proc_root: &Path) {
+        if let Some(f) = prereq::state_path(proc_root).map(|p| p.with_extension("owner-mark")) {
+            let _ = std::fs::remove_file(f);
+        }
+    }
 }

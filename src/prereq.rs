@@ -22,6 +22,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::owner_mark;
+
 /// The nftables table netledger installs (`netledger setup`), shipped as
 /// `contrib/netledger.nft`. Declaring the table, then deleting and re-creating it in one
 /// atomic batch makes the load idempotent.
@@ -322,6 +324,9 @@ fn sysctl_path(proc_root: &Path, name: &str) -> PathBuf {
 /// What a mode needs from conntrack besides accounting.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Needs {
+    /// Leave out the owner-mark rule (`owner_mark = false`): setup removes it when present
+    /// and passes do not read marks ([`crate::owner_mark`]).
+    pub no_owner_mark: bool,
     /// The daemon: events for every flow (`nf_conntrack_events=1`; the default 2 gives
     /// events only to flows created while a listener exists, so flows born while the
     /// daemon is restarting would never report their end) and start/stop times
@@ -434,6 +439,26 @@ pub fn setup_with(proc_root: &Path, needs: Needs) -> Result<Vec<String>, PrereqE
     if !nft_table_present()? {
         install_nft_table()?;
         changed.push("installed nftables table inet netledger (conntrack now tracks)".into());
+    }
+    let rules = owner_mark::nft_json(&["list", "table", "inet", "netledger"])
+        .map_or(0, |t| owner_mark::rules_present(&t));
+    if needs.no_owner_mark && rules > 0 {
+        // The table again, as shipped: without the rules.
+        install_nft_table()?;
+        changed.push("removed the owner-mark rule from table inet netledger".into());
+    } else if !needs.no_owner_mark && rules != owner_mark::RULES {
+        if rules > 0 {
+            // Some of them (an older netledger's): the table again, then all of them.
+            install_nft_table()?;
+        }
+        owner_mark::install_rule().map_err(|e| PrereqError::NftFailed {
+            stderr: format!("adding the owner-mark rule: {e}"),
+        })?;
+        changed.push(
+            "added the owner-mark rule to table inet netledger (new flows carry their \
+             owner's uid in the conntrack mark)"
+                .into(),
+        );
     }
     let acct = read_sysctl(&acct_path(proc_root)).map_err(|e| match e {
         PrereqError::Sysctl { path, source } if source.kind() == std::io::ErrorKind::NotFound => {

@@ -57,6 +57,8 @@ pub enum Command {
     Setup {
         /// Undo instead.
         undo: bool,
+        /// Install the owner-mark rules (`owner_mark`), else remove them.
+        owner_mark: bool,
     },
     /// `top`.
     Top(Top),
@@ -421,7 +423,10 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
             accounting: accounting(&with_env(a.accounting, &env)?, &file, &config)?,
             metrics_textfile: a.metrics_textfile.or_else(|| file.metrics_textfile.clone()),
         }),
-        cli::Command::Setup(a) => Command::Setup { undo: a.undo },
+        cli::Command::Setup(a) => Command::Setup {
+            undo: a.undo,
+            owner_mark: owner_mark(&file),
+        },
         cli::Command::Run(a) => Command::Run(Box::new(run(a, &env, &file, config, quiet)?)),
         cli::Command::Config(a) => Command::Config(ConfigShow {
             default: a.default,
@@ -656,6 +661,13 @@ fn delegation(
     Ok((delegating, grace))
 }
 
+/// Whether the owner-mark rules are installed and marks read: the file over the default.
+fn owner_mark(file: &FileConfig) -> bool {
+    file.owner_mark
+        .or(defaults().owner_mark)
+        .expect("documented default")
+}
+
 /// The shared writer settings.
 fn accounting(
     a: &AccountingArgs,
@@ -664,9 +676,10 @@ fn accounting(
 ) -> Result<Accounting, ConfigError> {
     let d = defaults();
     let (delegating, delegate_grace) = delegation(a, file)?;
+    let proc_root: PathBuf = a.proc_root.clone().unwrap_or_else(|| PROC_ROOT.into());
     Ok(Accounting {
         pass: PassConfig {
-            proc_root: a.proc_root.clone().unwrap_or_else(|| PROC_ROOT.into()),
+            proc_root: proc_root.clone(),
             nets: local_nets(a, file),
             prune_after: a
                 .prune_after
@@ -675,6 +688,7 @@ fn accounting(
                 .expect("documented default"),
             delegating,
             delegate_grace,
+            marks: crate::pass::MarkTrust::new(owner_mark(file), &proc_root),
         },
         setup: !a.no_setup,
         lock_timeout: a

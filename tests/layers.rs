@@ -17,8 +17,10 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules, lowest layer first: a module may import from earlier layers only.
 const LAYERS: &[&[&str]] = &[
-    // Leaves: plain types, units, time parsing, the kernel prerequisites.
-    &["model", "units", "timespec", "prereq"],
+    // Leaves: plain types, units, time parsing, the owner mark's rule and encoding.
+    &["model", "units", "timespec", "owner_mark"],
+    // The kernel prerequisites (the owner mark's rule among them).
+    &["prereq"],
     // Read the kernel.
     &["sources"],
     // The pure join, then the pure delta rules.

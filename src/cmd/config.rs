@@ -43,6 +43,7 @@ pub fn run(s: &Settings, c: &ConfigShow) -> Result<()> {
         .collect();
     writeln!(out, "delegating_uids = [{}]", uids.join(", "))?;
     writeln!(out, "delegate_grace = \"{}\"", dur(d.pass.delegate_grace))?;
+    writeln!(out, "owner_mark = {}", d.pass.marks.enabled())?;
     if let Some(addr) = d.metrics_listen {
         writeln!(out, "metrics_listen = \"{addr}\"")?;
     }

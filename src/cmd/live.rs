@@ -108,6 +108,8 @@ impl Probe {
             &|k| heard.owners.get(k).cloned(),
             &self.nets,
             &self.delegating,
+            // Read-only: marks are judged by the writers (a disagreement is kept by them).
+            &crate::pass::MarkTrust::off(),
             &mut stages,
         )
         .context("reading the conntrack table and the sockets")?;

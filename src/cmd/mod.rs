@@ -24,7 +24,7 @@ use crate::settings::{Command, Settings};
 pub fn dispatch(s: &Settings) -> Result<()> {
     match &s.command {
         Command::Snapshot(a) => snapshot::run(s, a),
-        Command::Setup { undo } => setup::run(*undo),
+        Command::Setup { undo, owner_mark } => setup::run(*undo, *owner_mark),
         Command::Top(t) => top::run(s, t),
         Command::Report(r) => report::run(s, r),
         Command::Export(e) => export::run(s, e),

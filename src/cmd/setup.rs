@@ -5,11 +5,15 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use crate::pass::MarkTrust;
 use crate::prereq;
 
-/// Apply (or undo) the prerequisites and say what changed.
-pub fn run(undo: bool) -> Result<()> {
+/// Apply (or undo) the prerequisites and say what changed; `owner_mark` installs the
+/// owner-mark rules (else removes them).
+pub fn run(undo: bool, owner_mark: bool) -> Result<()> {
     let proc_root = Path::new("/proc");
+    // A disagreement kept by an earlier run is forgotten: setup (or undo) starts afresh.
+    MarkTrust::rearm(proc_root);
     if undo {
         let done = prereq::undo(proc_root)?;
         if done.is_empty() {
@@ -23,7 +27,19 @@ pub fn run(undo: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let changes = prereq::setup(proc_root)?;
+    let needs = prereq::Needs {
+        no_owner_mark: !owner_mark,
+        ..Default::default()
+    };
+    let changes = prereq::setup_with(proc_root, needs)?;
+    if owner_mark {
+        if let Err(reason) = crate::owner_mark::ruleset_state() {
+            eprintln!(
+                "netledger: warning: {reason}: flows whose socket is gone are not charged by \
+                 their mark"
+            );
+        }
+    }
     if changes.is_empty() {
         eprintln!("netledger: already set up (accounting on, table inet netledger present)");
     }

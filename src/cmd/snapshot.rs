@@ -15,7 +15,11 @@ const ROLLUP_BUDGET: u64 = 50_000;
 /// Run one pass, then write the metrics textfile if one is set.
 pub fn run(s: &Settings, snap: &Snapshot) -> Result<()> {
     let a = &snap.accounting;
-    for change in prereq::ensure(&a.pass.proc_root, a.setup)? {
+    let needs = prereq::Needs {
+        no_owner_mark: !a.pass.marks.enabled(),
+        ..Default::default()
+    };
+    for change in prereq::ensure_with(&a.pass.proc_root, a.setup, needs)? {
         eprintln!("netledger: {change}");
     }
     let opened = Store::open(

@@ -90,6 +90,8 @@ pub struct BatchConfig<'a> {
     pub skipped_messages: u64,
     /// Conntrack's timeouts, to date a connection's end.
     pub timeouts: &'a Timeouts,
+    /// Charge a destroyed flow without a known owner by its owner mark.
+    pub marks: bool,
 }
 
 /// How far before its start STOP − timeout may land for an entry that expired (or was
@@ -145,10 +147,10 @@ pub fn plan_batch(
     // NEW owners of this flush, in arrival order; a later DESTROY consumes its NEW.
     let mut news: HashMap<FlowKey, NewSeen> = HashMap::new();
     let mut new_order: Vec<FlowKey> = Vec::new();
-    // The last DESTROY of each key (a key destroyed twice in one flush would be a CTA_ID
-    // collision of a re-created flow: the later one is the one the counters belong to).
-    let mut destroys: Vec<(Flow, i64, Option<NewSeen>)> = Vec::new();
-    let mut destroy_at: HashMap<FlowKey, usize> = HashMap::new();
+    // Every DESTROY, in order, with whether it is its key's first in this flush (only that
+    // one has a saved state in `prev`).
+    let mut destroys: Vec<(Flow, i64, Option<NewSeen>, bool)> = Vec::new();
+    let mut destroyed: HashSet<FlowKey> = HashSet::new();
     for e in events {
         match e {
             Resolved::New { flow, owner, at_ms } => {
@@ -166,25 +168,24 @@ pub fn plan_batch(
                 let k = flow.key();
                 let new = news.remove(&k);
                 let end_ms = end_of(flow, *tcp_state, *left, *at_ms, cfg.timeouts);
-                let entry = (flow.clone(), end_ms, new);
-                match destroy_at.get(&k) {
-                    Some(&i) => destroys[i] = entry,
-                    None => {
-                        destroy_at.insert(k, destroys.len());
-                        destroys.push(entry);
-                    }
-                }
+                // A key destroyed again in one flush is another flow with the same id (a
+                // replacement entry of the same tuple in the same memory): it began after
+                // the first one's DESTROY, so nothing of it was charged or saved before.
+                let first = destroyed.insert(k);
+                destroys.push((flow.clone(), end_ms, new, first));
             }
         }
     }
 
     let no_owners: HashMap<u64, Owner> = HashMap::new();
-    let idx = SocketIndex::new(&[], &no_owners, cfg.host.iter().copied());
-    let flows: Vec<Flow> = destroys.iter().map(|(f, _, _)| f.clone()).collect();
+    let idx = SocketIndex::new(&[], &no_owners, cfg.host.iter().copied()).with_marks(cfg.marks);
     let attributed: Vec<Attributed> = destroys
         .iter()
-        .map(|(flow, _, new)| {
-            let saved = prev.get(&flow.key()).and_then(|s| s.attribution.as_ref());
+        .map(|(flow, _, new, first)| {
+            let saved = prev
+                .get(&flow.key())
+                .filter(|_| *first)
+                .and_then(|s| s.attribution.as_ref());
             let from_new = new.as_ref().and_then(|(a, _)| a.as_ref());
             // A held flow whose owner was found since (in this flush) takes that owner.
             let prior = match (saved, from_new) {
@@ -200,10 +201,36 @@ pub fn plan_batch(
         grace: 0,
         ended: true,
     };
-    let mut plan = account(cfg.now, &flows, &attributed, prev, u32::MAX, hold);
-    plan.deletes = destroys
+    // The first DESTROY of each key against its saved state; a later one from zero.
+    let part = |first: bool| -> (Vec<Flow>, Vec<Attributed>) {
+        destroys
+            .iter()
+            .zip(&attributed)
+            .filter(|((_, _, _, f), _)| *f == first)
+            .map(|((flow, ..), at)| (flow.clone(), at.clone()))
+            .unzip()
+    };
+    let (flows, ats) = part(true);
+    let mut plan = account(cfg.now, &flows, &ats, prev, u32::MAX, hold);
+    let (again, again_ats) = part(false);
+    if !again.is_empty() {
+        let more = account(cfg.now, &again, &again_ats, &HashMap::new(), u32::MAX, hold);
+        for (k, t) in more.usage {
+            plan.usage.entry(k).or_default().add(&t);
+        }
+        let (t, m) = (&mut plan.totals, more.totals);
+        t.flows += m.flows;
+        t.new_flows += m.new_flows;
+        t.flows_without_counters += m.flows_without_counters;
+        t.resets += m.resets;
+        t.held += m.held;
+        t.attributed.add(&m.attributed);
+        t.unattributed.add(&m.unattributed);
+        t.excluded.add(&m.excluded);
+    }
+    plan.deletes = flows
         .iter()
-        .map(|(f, _, _)| f.key())
+        .map(Flow::key)
         .filter(|k| prev.contains_key(k))
         .collect();
 
@@ -211,7 +238,7 @@ pub fn plan_batch(
         destroys
             .iter()
             .zip(&attributed)
-            .map(|((flow, end_ms, new), at)| {
+            .map(|((flow, end_ms, new, _), at)| {
                 let end_ms = *end_ms;
                 let start_ms = flow
                     .start_ns
@@ -335,6 +362,7 @@ mod tests {
                 now: 1_780_000_001,
                 skipped_messages: 0,
                 timeouts: &timeouts,
+                marks: true,
             },
         )
     }
@@ -376,6 +404,79 @@ mod tests {
         assert_eq!((c.uid, c.direction), (Some(ALICE), Some(Direction::Out)));
         assert_eq!(c.duration_ms(), 250, "kernel timestamps win");
         assert_eq!(c.program.as_deref(), Some("curl"));
+    }
+
+    #[test]
+    fn a_destroy_without_a_known_owner_is_charged_to_its_owner_mark() {
+        let mut f = flow(3, 40003, Some((700, 30_000)));
+        f.mark = crate::owner_mark::mark_of(ALICE);
+        let events = [Resolved::Destroy {
+            flow: f,
+            tcp_state: None,
+            left: None,
+            at_ms: 1_780_000_000_300,
+        }];
+        let w = plan(&events, &HashMap::new());
+        assert_eq!(user_bytes(&w), (30_000, 700));
+        assert_eq!(w.plan.totals.unattributed.bytes(), 0);
+        assert_eq!(w.log[0].uid, Some(ALICE));
+    }
+
+    #[test]
+    fn a_key_destroyed_twice_in_one_flush_charges_both_flows() {
+        // Conntrack ids hash the entry's address and tuple: a TIME_WAIT entry replaced by
+        // a new connection on the same tuple may come back in the same memory, with the
+        // same id, and be replaced again within one flush.
+        let events = [
+            Resolved::New {
+                flow: flow(7, 40007, None),
+                owner: Some(alice()),
+                at_ms: 1_780_000_000_001,
+            },
+            Resolved::Destroy {
+                flow: flow(7, 40007, Some((100, 1_000))),
+                tcp_state: None,
+                left: None,
+                at_ms: 1_780_000_000_300,
+            },
+            Resolved::New {
+                flow: flow(7, 40007, None),
+                owner: Some(alice()),
+                at_ms: 1_780_000_000_400,
+            },
+            Resolved::Destroy {
+                flow: flow(7, 40007, Some((200, 2_000))),
+                tcp_state: None,
+                left: None,
+                at_ms: 1_780_000_000_700,
+            },
+        ];
+        let saved: HashMap<FlowKey, FlowState> = [(
+            flow(7, 40007, None).key(),
+            FlowState {
+                key: flow(7, 40007, None).key(),
+                orig: Counters {
+                    packets: 1,
+                    bytes: 60,
+                },
+                reply: Counters {
+                    packets: 1,
+                    bytes: 60,
+                },
+                attribution: Some(alice()),
+                first_seen: 1_780_000_000,
+                last_seen: 1_780_000_000,
+                missing: 0,
+            },
+        )]
+        .into_iter()
+        .collect();
+        // The first flow from what the last pass charged, the second from zero.
+        let w = plan(&events, &saved);
+        assert_eq!(user_bytes(&w), (1_000 - 60 + 2_000, 100 - 60 + 200));
+        assert_eq!(w.log.len(), 2, "both connections logged");
+        assert_eq!(w.plan.deletes.len(), 1);
+        assert!(w.attributions.is_empty());
     }
 
     #[test]

@@ -24,9 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::attribute::{
-    attribute, Attribution, Continued, Delegating, LocalNets, SocketIndex, Verdict, Via,
+    attribute, mark_check, Attribution, Continued, Delegating, LocalNets, SocketIndex, Verdict, Via,
 };
 use crate::model::{CtTcpState, Flow, FlowKey, Socket, L4};
+use crate::pass::{describe, MarkTrust};
 use crate::sources::conntrack::{self, EventKind, EventSocket, Events};
 use crate::sources::interfaces;
 use crate::sources::netlink;
@@ -105,6 +106,8 @@ pub struct Stats {
     pub overruns: AtomicU64,
     /// Flows on a service's socket whose user was found after their NEW event.
     pub claimed: AtomicU64,
+    /// NEW events whose owner only the owner mark named (the socket was gone).
+    pub by_mark: AtomicU64,
 }
 
 /// Everything the listener thread owns.
@@ -134,6 +137,8 @@ pub struct Listener {
     /// Owners of connections whose entry was destroyed while they lived, for the entry
     /// the kernel picks up when their next packet passes.
     pub continued: Continued,
+    /// Whether owner marks are believed (shared with the writer's passes).
+    pub marks: Arc<MarkTrust>,
 }
 
 /// How long the owner of a connection whose entry was destroyed while it lived is kept
@@ -251,20 +256,32 @@ impl Listener {
         let mut lookup = Duration::ZERO;
         // Owners continued from a deleted entry (no socket, so no program to look up).
         let mut continued: Vec<(FlowKey, Attribution)> = Vec::new();
+        let mut use_marks = self.marks.usable_now();
         for e in events {
             match e.kind {
                 EventKind::New => {
                     let t0 = Instant::now();
                     self.stats.news.fetch_add(1, Ordering::Relaxed);
                     let found = self.owner_socket(&e.flow, host);
-                    let at = found.as_ref().map(|s| {
-                        let none = HashMap::new();
-                        let sockets = std::slice::from_ref(s);
-                        let idx = SocketIndex::new(sockets, &none, host.iter().copied())
-                            .with_delegation(&self.delegating, None);
-                        attribute(&e.flow, &idx, None, &self.nets)
-                    });
+                    let none = HashMap::new();
+                    let idx = SocketIndex::new(found.as_slice(), &none, host.iter().copied())
+                        .with_delegation(&self.delegating, None);
+                    // The mark against the socket that sent the first packet, now.
+                    if let Some(c) = mark_check(&e.flow, &idx) {
+                        self.marks.check(c, e.flow.mark, || describe(&e.flow));
+                        use_marks = use_marks && self.marks.usable_now();
+                    }
+                    let by_mark = found.is_none()
+                        && use_marks
+                        && crate::owner_mark::uid_of(e.flow.mark).is_some();
+                    let at = (found.is_some() || by_mark)
+                        .then(|| attribute(&e.flow, &idx.with_marks(use_marks), None, &self.nets));
                     let owner = at.as_ref().and_then(|a| a.attribution().cloned());
+                    if let (true, Some(a)) = (by_mark, &owner) {
+                        // Gone before its NEW was read: the mark alone names its owner.
+                        self.stats.by_mark.fetch_add(1, Ordering::Relaxed);
+                        continued.push((e.flow.key(), a.clone()));
+                    }
                     // Picked up after its entry was deleted, its socket already closing.
                     let owner = match (owner, e.picked_up) {
                         (None, true) => {
