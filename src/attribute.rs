@@ -675,6 +675,21 @@ pub fn mark_check(flow: &Flow, idx: &SocketIndex) -> Option<MarkCheck> {
     })
 }
 
+/// The attribution of `flow` through `socket` alone (the one a sock_diag lookup found),
+/// as a pass would give it with only that socket live; `None` when it names no user.
+pub fn attribute_through(
+    flow: &Flow,
+    socket: &Socket,
+    host: &HashSet<IpAddr>,
+    delegating: &Delegating,
+    nets: &LocalNets,
+) -> Option<Attribution> {
+    let none = HashMap::new();
+    let idx = SocketIndex::new(std::slice::from_ref(socket), &none, host.iter().copied())
+        .with_delegation(delegating, None);
+    attribute(flow, &idx, None, nets).attribution().cloned()
+}
+
 /// Attribute one flow. `prior` is the attribution the flow had when last seen with a
 /// live socket (from the saved flow state).
 pub fn attribute(

@@ -16,7 +16,7 @@
 //! before the writer stored them still charges the flow to its owner.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
@@ -24,9 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::attribute::{
-    attribute, mark_check, Attribution, Continued, Delegating, LocalNets, SocketIndex, Verdict, Via,
+    attribute, attribute_through, mark_check, Attribution, Continued, Delegating, LocalNets,
+    SocketIndex, Verdict, Via,
 };
-use crate::model::{CtTcpState, Flow, FlowKey, Socket, L4};
+use crate::model::{CtTcpState, Flow, FlowKey, Socket};
 use crate::pass::{describe, MarkTrust};
 use crate::sources::conntrack::{self, EventKind, EventSocket, Events};
 use crate::sources::interfaces;
@@ -368,51 +369,25 @@ impl Listener {
         socket: Option<&Socket>,
         host: &HashSet<IpAddr>,
     ) -> Option<Attribution> {
-        let none = HashMap::new();
-        let sockets = std::slice::from_ref(socket?);
-        let idx = SocketIndex::new(sockets, &none, host.iter().copied())
-            .with_delegation(&self.delegating, None);
-        attribute(flow, &idx, None, &self.nets)
-            .attribution()
+        attribute_through(flow, socket?, host, &self.delegating, &self.nets)
             .filter(|a| a.via != Via::Pending)
-            .cloned()
     }
 
-    /// The socket that owns `flow`, if a live one does: the initiating end's exact
-    /// 4-tuple first (outgoing), then the answering end's (incoming, after DNAT: the reply
-    /// tuple), then, for TCP, the listener of the answering end (an incoming connection
-    /// may still be a request socket, which has no owner yet; accepted sockets belong to
-    /// the listener's owner). Only ends that are addresses of this host are looked up.
+    /// The socket that owns `flow`, if a live one does ([`SockDiag::owner_socket`]).
     fn owner_socket(&mut self, flow: &Flow, host: &HashSet<IpAddr>) -> Option<Socket> {
-        let l4 = L4::from_ipproto(flow.orig.proto)?;
-        let local = |ip: IpAddr| ip.is_loopback() || host.contains(&ip);
-        let (o, r) = (&flow.orig, &flow.reply);
-        let mut tries: Vec<(SocketAddr, SocketAddr)> = Vec::with_capacity(4);
-        if local(o.src) {
-            tries.push((o.src_sa(), o.dst_sa()));
-        }
-        if local(r.src) {
-            tries.push((r.src_sa(), r.dst_sa()));
-        }
-        if l4 == L4::Tcp && local(r.src) {
-            tries.push((r.src_sa(), unspecified(r.src)));
-        }
-        for (lo, re) in tries {
-            self.stats.lookups.fetch_add(1, Ordering::Relaxed);
-            match self.diag.lookup(l4, lo, re) {
-                Ok(Some(s)) if s.has_owner() => return Some(s),
-                Ok(_) => {}
-                // Once loudly (it names the module to load), then quietly: passes still
-                // find the owners of flows whose sockets live long enough.
-                Err(e) if self.stats.lookup_errors.fetch_add(1, Ordering::Relaxed) == 0 => {
-                    tracing::warn!(
-                        "{e}: owners of new flows are left to the passes until it works"
-                    );
-                }
-                Err(e) => tracing::debug!(error = %e, "sock_diag lookup failed"),
+        let mut asked = 0;
+        let errors = &self.stats.lookup_errors;
+        let found = self.diag.owner_socket(flow, host, &mut asked, &mut |e| {
+            // Once loudly (it names the module to load), then quietly: passes still find
+            // the owners of flows whose sockets live long enough.
+            if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!("{e}: owners of new flows are left to the passes until it works");
+            } else {
+                tracing::debug!(error = %e, "sock_diag lookup failed");
             }
-        }
-        None
+        });
+        self.stats.lookups.fetch_add(asked, Ordering::Relaxed);
+        found
     }
 }
 
@@ -571,13 +546,6 @@ fn name_programs(
         if !claims.is_empty() && !send_claimed(&mut claims, &mut namer, &tx, &fresh, &stats) {
             return;
         }
-    }
-}
-
-fn unspecified(like: IpAddr) -> SocketAddr {
-    match like {
-        IpAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-        IpAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
     }
 }
 

@@ -9,14 +9,14 @@
 //! rows show no program unless a dump saw the flow first.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::attribute::{attribute, Attribution, Delegating, LocalNets, SocketIndex};
-use crate::model::{Flow, FlowKey, Socket, L4};
+use crate::attribute::{attribute_through, Attribution, Delegating, LocalNets};
+use crate::model::{Flow, FlowKey};
 use crate::sources::conntrack::{
     ConntrackError, EventKind, EventSocket, Events, GROUP_DESTROY, GROUP_NEW,
 };
@@ -141,7 +141,8 @@ fn listen(
     }
 }
 
-/// The owner of a new flow, from its socket (sock_diag), if it has one on this host.
+/// The owner of a new flow, from its socket (sock_diag), if it has one on this host: the
+/// same lookups as the daemon's listener.
 fn owner(
     diag: &mut SockDiag,
     flow: &Flow,
@@ -149,42 +150,11 @@ fn owner(
     nets: &LocalNets,
     delegating: &Delegating,
 ) -> Option<Attribution> {
-    let socket = owner_socket(diag, flow, host)?;
-    let none = HashMap::new();
-    let idx = SocketIndex::new(std::slice::from_ref(&socket), &none, host.iter().copied())
-        .with_delegation(delegating, None);
-    attribute(flow, &idx, None, nets).attribution().cloned()
-}
-
-/// The socket of a flow: its original tuple's source when that is this host (outgoing),
-/// its reply tuple's source (incoming, after DNAT), or a TCP listener there. The same
-/// lookups as the daemon's listener.
-fn owner_socket(diag: &mut SockDiag, flow: &Flow, host: &HashSet<IpAddr>) -> Option<Socket> {
-    let l4 = L4::from_ipproto(flow.orig.proto)?;
-    let local = |ip: IpAddr| ip.is_loopback() || host.contains(&ip);
-    let (o, r) = (&flow.orig, &flow.reply);
-    let mut tries: Vec<(SocketAddr, SocketAddr)> = Vec::with_capacity(3);
-    if local(o.src) {
-        tries.push((o.src_sa(), o.dst_sa()));
-    }
-    if local(r.src) {
-        tries.push((r.src_sa(), r.dst_sa()));
-    }
-    if l4 == L4::Tcp && local(r.src) {
-        let any = match r.src {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        };
-        tries.push((r.src_sa(), SocketAddr::new(any, 0)));
-    }
-    tries
-        .into_iter()
-        .find_map(|(lo, re)| match diag.lookup(l4, lo, re) {
-            Ok(Some(s)) if s.has_owner() => Some(s),
-            Ok(_) => None,
-            Err(e) => {
-                tracing::debug!(error = %e, "sock_diag lookup failed");
-                None
-            }
-        })
+    let socket = diag.owner_socket(
+        flow,
+        host,
+        &mut 0,
+        &mut |e| tracing::debug!(error = %e, "sock_diag lookup failed"),
+    )?;
+    attribute_through(flow, &socket, host, delegating, nets)
 }

@@ -277,7 +277,58 @@ pub fn parse_dump_datagram(
     Ok(false)
 }
 
+/// Where the socket that owns `flow` may be, in the order to ask: the initiating end's
+/// exact 4-tuple (outgoing), then the answering end's (incoming, after DNAT: the reply
+/// tuple), then, for TCP, the answering end's listener (an incoming connection may still be
+/// a request socket, which has no owner yet; accepted sockets belong to the listener's
+/// owner). Only ends that are addresses of this host (`host`, or loopback) are asked about.
+pub fn owner_candidates(
+    flow: &crate::model::Flow,
+    host: &std::collections::HashSet<IpAddr>,
+) -> Option<(L4, Vec<(SocketAddr, SocketAddr)>)> {
+    let l4 = L4::from_ipproto(flow.orig.proto)?;
+    let local = |ip: IpAddr| ip.is_loopback() || host.contains(&ip);
+    let (o, r) = (&flow.orig, &flow.reply);
+    let mut tries = Vec::with_capacity(3);
+    if local(o.src) {
+        tries.push((o.src_sa(), o.dst_sa()));
+    }
+    if local(r.src) {
+        tries.push((r.src_sa(), r.dst_sa()));
+    }
+    if l4 == L4::Tcp && local(r.src) {
+        let any = match r.src {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        tries.push((r.src_sa(), SocketAddr::new(any, 0)));
+    }
+    Some((l4, tries))
+}
+
 impl SockDiag {
+    /// The live socket with an owner that owns `flow` ([`owner_candidates`], asked in
+    /// order). `on_error` sees each failed lookup (the caller decides how loudly); `asked`
+    /// counts the lookups made.
+    pub fn owner_socket(
+        &mut self,
+        flow: &crate::model::Flow,
+        host: &std::collections::HashSet<IpAddr>,
+        asked: &mut u64,
+        on_error: &mut dyn FnMut(&SockDiagError),
+    ) -> Option<Socket> {
+        let (l4, tries) = owner_candidates(flow, host)?;
+        for (local, remote) in tries {
+            *asked += 1;
+            match self.lookup(l4, local, remote) {
+                Ok(Some(s)) if s.has_owner() => return Some(s),
+                Ok(_) => {}
+                Err(e) => on_error(&e),
+            }
+        }
+        None
+    }
+
     /// Every TCP and UDP socket of this network namespace, IPv4 and IPv6: what
     /// `/proc/net/{tcp,tcp6,udp,udp6}` list, without the kernel formatting text.
     pub fn dump_all(&mut self) -> Result<Vec<Socket>, SockDiagError> {
@@ -496,5 +547,59 @@ mod tests {
         let s = d.lookup(L4::Udp, ua, pa).unwrap().expect("connected udp");
         assert_eq!((s.local, s.remote), (ua, pa));
         assert_ne!(s.inode, 0);
+    }
+
+    #[test]
+    fn owner_candidates_ask_the_host_ends_exact_first_then_the_listener() {
+        use crate::model::{Flow, Tuple};
+        let t = |src: &str, sport, dst: &str, dport| Tuple {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            proto: 6,
+            sport,
+            dport,
+        };
+        let host: std::collections::HashSet<IpAddr> =
+            ["198.51.100.1".parse().unwrap()].into_iter().collect();
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let flow = |orig, reply| Flow {
+            orig,
+            reply,
+            id: 1,
+            zone: 0,
+            mark: 0,
+            status: 0,
+            orig_counters: None,
+            reply_counters: None,
+            start_ns: None,
+            stop_ns: None,
+        };
+        // Outgoing from the host: its own end, exact.
+        let out = flow(
+            t("198.51.100.1", 40000, "198.51.100.2", 443),
+            t("198.51.100.2", 443, "198.51.100.1", 40000),
+        );
+        let (l4, tries) = owner_candidates(&out, &host).unwrap();
+        assert_eq!(l4, L4::Tcp);
+        assert_eq!(tries, [(sa("198.51.100.1:40000"), sa("198.51.100.2:443"))]);
+        // Incoming after DNAT: the reply tuple's source exact, then its listener.
+        let inc = flow(
+            t("198.51.100.2", 50000, "203.0.113.9", 80),
+            t("198.51.100.1", 8080, "198.51.100.2", 50000),
+        );
+        let (_, tries) = owner_candidates(&inc, &host).unwrap();
+        assert_eq!(
+            tries,
+            [
+                (sa("198.51.100.1:8080"), sa("198.51.100.2:50000")),
+                (sa("198.51.100.1:8080"), sa("0.0.0.0:0")),
+            ]
+        );
+        // Forwarded: neither end is the host's, nothing to ask.
+        let fwd = flow(
+            t("10.0.0.5", 1, "198.51.100.2", 2),
+            t("198.51.100.2", 2, "10.0.0.5", 1),
+        );
+        assert!(owner_candidates(&fwd, &host).unwrap().1.is_empty());
     }
 }
