@@ -334,7 +334,24 @@ pub fn observe_timed(
         .iter()
         .any(|f| owner_mark::uid_of(f.mark).is_some())
         && marks.usable();
-    let mut attributed = attribute_with(&idx.with_marks(use_marks));
+    let idx = idx.with_marks(use_marks);
+    let mut attributed = attribute_with(&idx);
+    // Charged by the mark alone: no kept owner, no socket named, yet a user's. Counted on
+    // this index: the retry below replaces only unattributed verdicts.
+    let by_mark = if use_marks {
+        dump.flows
+            .iter()
+            .zip(&priors)
+            .zip(&attributed)
+            .filter(|((f, p), a)| {
+                p.is_none()
+                    && matches!(a.verdict, Verdict::User(_))
+                    && idx.socket_inode(f).is_none()
+            })
+            .count()
+    } else {
+        0
+    };
     stages.lap("attribute");
     let retry = dump.flows.iter().zip(&attributed).any(|(f, a)| {
         !prev.contains_key(&f.key()) && matches!(a.verdict, Verdict::Unattributed(Reason::NoSocket))
@@ -388,22 +405,6 @@ pub fn observe_timed(
              CAP_DAC_READ_SEARCH): their programs are unknown, their uids are not affected"
         );
     }
-    // Charged by the mark alone: no kept owner, no socket named, yet a user's.
-    let by_mark = if use_marks {
-        let idx = SocketIndex::new(&sockets.sockets, &no_owners, host.iter().copied());
-        dump.flows
-            .iter()
-            .zip(&priors)
-            .zip(&attributed)
-            .filter(|((f, p), a)| {
-                p.is_none()
-                    && matches!(a.verdict, Verdict::User(_))
-                    && idx.socket_inode(f).is_none()
-            })
-            .count()
-    } else {
-        0
-    };
     let charged: Vec<&Attribution> = attributed
         .iter()
         .filter_map(|a| match &a.verdict {
