@@ -494,6 +494,7 @@ mod tests {
                 program: None,
                 direction: Direction::Out,
                 via: Default::default(),
+                container: None,
             }),
             direction: Some(Direction::Out),
             remote: "198.51.100.2".parse().unwrap(),
@@ -632,6 +633,7 @@ mod tests {
             program: Some("sshd".into()),
             direction: Direction::In,
             via,
+            container: None,
         };
         Attributed {
             verdict: if excluded {

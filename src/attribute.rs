@@ -66,6 +66,22 @@ pub struct Attribution {
     pub direction: Direction,
     /// What a delegating service had to do with it ([`Via::Direct`] for every other socket).
     pub via: Via,
+    /// The container (another network namespace of this host) whose socket the flow was
+    /// found through; `None` for the host's own sockets.
+    pub container: Option<Container>,
+}
+
+/// A network namespace of this host other than netledger's own ("a container"), as a flow
+/// attributed through one of its sockets carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Container {
+    /// A stable, readable name: the `ip netns` name, else from the cgroup of a process in
+    /// it (`docker-<id>`, `libpod-<id>`, `machine-<name>`, `lxc.payload.<name>`), else
+    /// `netns:[inode]` (see `sources::netns`).
+    pub name: std::sync::Arc<str>,
+    /// The socket's uid as the container sees it (through its user namespace's mapping):
+    /// detail, for a uid of a subordinate range charged to the range's owner.
+    pub inner_uid: u32,
 }
 
 impl Attribution {
@@ -191,6 +207,7 @@ pub fn delegate(
         program,
         direction,
         via,
+        container: None,
     }
 }
 
@@ -493,6 +510,7 @@ impl<'a> SocketIndex<'a> {
             program,
             direction,
             via: Via::Direct,
+            container: None,
         }
     }
 
@@ -522,6 +540,7 @@ impl<'a> SocketIndex<'a> {
             program: self.owners.get(&s.inode).map(|o| o.program.clone()),
             direction,
             via: Via::Pending,
+            container: None,
         }
     }
 
@@ -628,6 +647,7 @@ fn by_mark(flow: &Flow, idx: &SocketIndex) -> Option<Attribution> {
         program: None,
         direction,
         via: Via::Direct,
+        container: None,
     })
 }
 
@@ -832,6 +852,7 @@ mod tests {
             program: (uid == ALICE).then(|| "curl".to_string()),
             direction: dir,
             via: Via::Direct,
+            container: None,
         })
     }
 
@@ -878,6 +899,7 @@ mod tests {
                 program: None,
                 direction: dir,
                 via: Via::Direct,
+                container: None,
             })
         };
         assert_eq!(by_marks(&[], &out, true), mine(Direction::Out));
@@ -970,6 +992,7 @@ mod tests {
             program: Some("curl".into()),
             direction: Direction::Out,
             via: Via::Direct,
+            container: None,
         };
         let mut c = Continued::default();
         c.remember(&f.orig, &alice, 100);
@@ -1052,7 +1075,7 @@ mod tests {
     #[case::loopback_excluded(
         vec![sock(L4::Tcp, "127.0.0.1:40000", "127.0.0.1:80", ALICE, 100)],
         flow(TCP, ("127.0.0.1:40000", "127.0.0.1:80"), None),
-        Verdict::Excluded(Some(Attribution { uid: ALICE, program: Some("curl".into()), direction: Direction::Out, via: Via::Direct })),
+        Verdict::Excluded(Some(Attribution { uid: ALICE, program: Some("curl".into()), direction: Direction::Out, via: Via::Direct, container: None })),
         "127.0.0.1", 80)]
     #[case::lan_excluded_even_without_socket(
         vec![],
@@ -1066,7 +1089,7 @@ mod tests {
         vec![sock(L4::Tcp, "198.51.100.1:40000", "198.51.100.1:8080", ALICE, 100),
              sock(L4::Tcp, "198.51.100.1:8080", "198.51.100.1:40000", 0, 300)],
         flow(TCP, ("198.51.100.1:40000", "198.51.100.1:8080"), None),
-        Verdict::Excluded(Some(Attribution { uid: ALICE, program: Some("curl".into()), direction: Direction::Out, via: Via::Direct })),
+        Verdict::Excluded(Some(Attribution { uid: ALICE, program: Some("curl".into()), direction: Direction::Out, via: Via::Direct, container: None })),
         "198.51.100.1", 8080)]
     #[case::dnat_to_the_host_itself_excluded(
         // A local client to 203.0.113.7:443, DNAT'd in OUTPUT to this host's 8443.
@@ -1097,6 +1120,7 @@ mod tests {
             program: Some("curl".into()),
             direction: Direction::Out,
             via: Via::Direct,
+            container: None,
         };
         // Only a TIME_WAIT row (uid 0, inode 0) is left: it must not turn the flow into root's.
         let tw = vec![sock(L4::Tcp, "198.51.100.1:40000", "198.51.100.2:80", 0, 0)];
@@ -1114,6 +1138,7 @@ mod tests {
             program: None,
             direction: Direction::Out,
             via: Via::Direct,
+            container: None,
         };
         let s = vec![sock(
             L4::Tcp,
@@ -1142,6 +1167,7 @@ mod tests {
             program: Some("firefox".into()),
             direction: Direction::Out,
             via: Via::Direct,
+            container: None,
         };
         // Inode 300 has no known process (not scanned this pass): the kept program stays.
         let got = join(&s, &f, Some(&kept), &LocalNets::defaults());
@@ -1162,6 +1188,7 @@ mod tests {
                 program: None,
                 direction: Direction::Out,
                 via: Via::Direct,
+                container: None,
             })
         );
         // The socket a new flow would be named through is the one to look up.
@@ -1189,6 +1216,7 @@ mod tests {
             program: program.map(Into::into),
             direction: Direction::In,
             via,
+            container: None,
         }
     }
 

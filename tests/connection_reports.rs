@@ -166,6 +166,7 @@ fn open_flows() -> Vec<FlowState> {
             program: Some(program.into()),
             direction: dir,
             via: netledger::attribute::Via::Direct,
+            container: None,
         }),
         first_seen,
         last_seen: first_seen,

@@ -54,6 +54,7 @@ fn user(uid: u32) -> Verdict {
         program: Some("curl".into()),
         direction: Direction::Out,
         via: netledger::attribute::Via::Direct,
+        container: None,
     })
 }
 

@@ -82,6 +82,7 @@ fn user(uid: u32, program: &str, direction: Direction) -> Verdict {
         program: Some(program.into()),
         direction,
         via: Default::default(),
+        container: None,
     })
 }
 

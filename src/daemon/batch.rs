@@ -341,6 +341,7 @@ mod tests {
             program: Some("curl".into()),
             direction: Direction::Out,
             via: Default::default(),
+            container: None,
         }
     }
 
@@ -664,6 +665,7 @@ mod tests {
             program: Some("sshd".into()),
             direction: Direction::Out,
             via: v,
+            container: None,
         }
     }
 

@@ -176,6 +176,7 @@ mod tests {
                 program: Some("curl".into()),
                 direction: Direction::Out,
                 via: Via::Direct,
+                container: None,
             }),
             direction: Some(Direction::Out),
             remote: "198.51.100.2".parse().unwrap(),

@@ -133,6 +133,7 @@ pub(crate) mod fixture {
             program: program.map(String::from),
             direction,
             via: crate::attribute::Via::Direct,
+            container: None,
         })
     }
 

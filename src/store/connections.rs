@@ -417,6 +417,7 @@ fn load_states_on(
                                 program: r.get(5)?,
                                 direction,
                                 via: Via::from_code(r.get(10)?),
+                                container: None,
                             }),
                             _ => None,
                         },
@@ -733,6 +734,7 @@ mod tests {
                 program: Some("sshd".into()),
                 direction: Direction::In,
                 via,
+                container: None,
             })
         };
         let st = |id, bytes, attribution| FlowState {

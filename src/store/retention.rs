@@ -366,6 +366,7 @@ mod tests {
                             program: Some(format!("prog{}", remote % 2)),
                             direction: Direction::Out,
                             via: Default::default(),
+                            container: None,
                         }),
                         direction: Some(Direction::Out),
                         remote: dst.parse().unwrap(),

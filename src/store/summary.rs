@@ -316,6 +316,7 @@ mod tests {
                 program: None,
                 direction: Direction::Out,
                 via: crate::attribute::Via::Direct,
+                container: None,
             }),
             first_seen,
             last_seen: first_seen,
