@@ -8,6 +8,7 @@ pub mod attribute;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod containers;
 pub mod daemon;
 pub mod live;
 pub mod model;

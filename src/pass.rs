@@ -5,7 +5,9 @@
 //! (`attribute`, `account`); this module only wires them to the kernel and the store.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,9 +19,11 @@ use crate::attribute::{
     attribute, mark_check, Attributed, Attribution, Continued, Delegating, LocalNets, MarkCheck,
     Reason, SocketIndex, Verdict, Via,
 };
+use crate::containers::{self, Containers};
 use crate::model::{Flow, FlowKey, Socket, SocketState, L4};
 use crate::owner_mark;
 use crate::prereq::{self, PrereqError};
+use crate::sources::netns::SubUids;
 use crate::sources::processes::scan_socket_holders;
 use crate::sources::sockdiag::SockDiag;
 use crate::sources::sockets::{read_sockets, SocketTable};
@@ -392,6 +396,30 @@ pub fn observe_timed(
         }
         stages.lap("retry");
     }
+    // Flows the host's sockets do not explain, seen for the first time: a container's?
+    // (Only on the live proc filesystem: namespaces are asked of the kernel.)
+    let is_host = |ip: IpAddr| ip.is_loopback() || host.contains(&ip);
+    let candidates: Vec<(usize, IpAddr)> = dump
+        .flows
+        .iter()
+        .zip(&attributed)
+        .enumerate()
+        .filter(|(_, (f, a))| {
+            matches!(
+                a.verdict,
+                Verdict::Unattributed(Reason::Forwarded | Reason::NoSocket)
+            ) && !prev.contains_key(&f.key())
+        })
+        .filter_map(|(i, (f, _))| containers::inner_end(f, &is_host).map(|ip| (i, ip)))
+        .collect();
+    if !candidates.is_empty() && proc_root == Path::new("/proc") {
+        let placed = in_containers(proc_root, &dump.flows, &candidates, &mut attributed, nets);
+        debug!(
+            candidates = candidates.len(),
+            placed, "flows looked for in containers"
+        );
+        stages.lap("containers");
+    }
     if scan.denied > 0 && prereq::can_read_all_fds(proc_root) {
         // Even CAP_SYS_PTRACE cannot open some (a VM's or container's init): expected.
         debug!(
@@ -431,6 +459,75 @@ pub fn observe_timed(
         named,
         attributed,
     })
+}
+
+/// Attribute the flows `candidates` names (index into `flows`, inner address) through the
+/// sockets of the container holding their inner address, replacing their verdicts in
+/// `attributed` where a socket names an owner. Returns how many it placed.
+fn in_containers(
+    proc_root: &Path,
+    flows: &[Flow],
+    candidates: &[(usize, IpAddr)],
+    attributed: &mut [Attributed],
+    nets: &LocalNets,
+) -> usize {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let paths = containers::Paths {
+        proc_root: proc_root.to_path_buf(),
+        ..containers::Paths::default()
+    };
+    let found = match Containers::read(&paths) {
+        Ok(c) => c,
+        Err(e) => {
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                warn!("could not look into other network namespaces ({e}): traffic of containers stays unattributed");
+            }
+            return 0;
+        }
+    };
+    if found.denied > 0
+        && !prereq::can_read_all_fds(proc_root)
+        && !WARNED.swap(true, Ordering::Relaxed)
+    {
+        warn!(
+            processes = found.denied,
+            "could not read the network namespace of other users' processes (needs \
+             CAP_SYS_PTRACE): traffic of the containers they run stays unattributed"
+        );
+    }
+    let placed: Vec<(usize, usize)> = candidates
+        .iter()
+        .filter_map(|&(i, ip)| found.holding(ip).map(|s| (i, s)))
+        .collect();
+    if placed.is_empty() {
+        return 0;
+    }
+    let spaces: HashSet<usize> = placed.iter().map(|&(_, s)| s).collect();
+    let sockets = containers::Sockets::read(&found, proc_root, &spaces);
+    if sockets.from_proc > 0 && !WARNED.swap(true, Ordering::Relaxed) {
+        info!(
+            namespaces = sockets.from_proc,
+            "containers' sockets read from /proc/PID/net (without CAP_SYS_ADMIN no sock_diag \
+             socket can be opened in them): slower, and the daemon misses connections shorter \
+             than that read"
+        );
+    }
+    let wanted: HashSet<u64> = placed
+        .iter()
+        .filter_map(|&(i, s)| sockets.socket_inode(&found, s, &flows[i]))
+        .collect();
+    let scan = scan_socket_holders(proc_root, &wanted, &HashSet::new());
+    let subuids = SubUids::read(&paths.subuid);
+    let batch: Vec<(&Flow, usize)> = placed.iter().map(|&(i, s)| (&flows[i], s)).collect();
+    let got = sockets.attribute(&found, &batch, &scan.owners, nets, &subuids);
+    let mut n = 0;
+    for (&(i, _), g) in placed.iter().zip(got) {
+        if let Some(g) = g {
+            attributed[i] = g;
+            n += 1;
+        }
+    }
+    n
 }
 
 /// A flow in a warning: `tcp 198.51.100.1:40000 -> 198.51.100.2:443`.

@@ -25,6 +25,8 @@ const LAYERS: &[&[&str]] = &[
     &["sources"],
     // The pure join, then the pure delta rules.
     &["attribute"],
+    // Flows of containers: the join through other namespaces' sockets.
+    &["containers"],
     &["account"],
     // What the kernel shows now, for the read-only commands.
     &["live"],

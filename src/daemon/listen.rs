@@ -140,6 +140,8 @@ pub struct Listener {
     pub continued: Continued,
     /// Whether owner marks are believed (shared with the writer's passes).
     pub marks: Arc<MarkTrust>,
+    /// Owners of new flows in containers.
+    pub containers: crate::containers::Finder,
 }
 
 /// How long the owner of a connection whose entry was destroyed while it lived is kept
@@ -275,8 +277,16 @@ impl Listener {
                     let by_mark = found.is_none()
                         && use_marks
                         && crate::owner_mark::uid_of(e.flow.mark).is_some();
-                    let at = (found.is_some() || by_mark)
+                    let mut at = (found.is_some() || by_mark)
                         .then(|| attribute(&e.flow, &idx.with_marks(use_marks), None, &self.nets));
+                    // No socket of the host's: a container's, when its inner end is in one.
+                    let mut inode = found.as_ref().map(|s| s.inode);
+                    if at.is_none() {
+                        if let Some((a, i)) = self.containers.owner(&e.flow, host, &self.nets) {
+                            inode = Some(i);
+                            at = Some(a);
+                        }
+                    }
                     let owner = at.as_ref().and_then(|a| a.attribution().cloned());
                     if let (true, Some(a)) = (by_mark, &owner) {
                         // Gone before its NEW was read: the mark alone names its owner.
@@ -294,8 +304,8 @@ impl Listener {
                         }
                         (owner, _) => owner,
                     };
-                    if let (Some(a), Some(s)) = (&owner, &found) {
-                        owned.push((out.len(), s.inode, a.uid));
+                    if let (Some(a), Some(inode)) = (&owner, inode) {
+                        owned.push((out.len(), inode, a.uid));
                         // Local traffic is charged to nobody: not worth the holders' walk.
                         let charged = at
                             .as_ref()

@@ -518,6 +518,10 @@ fn start_listener(cfg: &DaemonConfig) -> Result<(Running, usize, Fresh)> {
         reload: reload.clone(),
         continued: Default::default(),
         marks: cfg.pass.marks.clone(),
+        containers: crate::containers::Finder::new(crate::containers::Paths {
+            proc_root: cfg.pass.proc_root.clone(),
+            ..Default::default()
+        }),
     };
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::Builder::new()

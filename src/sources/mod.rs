@@ -7,6 +7,7 @@ pub mod conntrack;
 pub mod interfaces;
 pub mod netdev;
 pub mod netlink;
+pub mod netns;
 pub mod processes;
 pub mod sockdiag;
 pub mod sockets;

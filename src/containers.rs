@@ -1,0 +1,405 @@
+//! Flows of containers: charged through the socket in the network namespace that holds the
+//! flow's inner address, to that socket's uid as the host sees it (the owner of its
+//! subordinate range, when it is in one), carrying which container it was.
+//!
+//! Which flows: a TCP/UDP flow the host's sockets do not explain ([`inner_end`]):
+//! - neither end is the host's (forwarded): the original source may be a container's
+//!   socket that started it, NATed or not on its way out;
+//! - addressed to the host but answered by another address (DNAT, a published port): the
+//!   reply's source may be a container's socket that answered.
+//!
+//! Namespaces are read only for such flows (the first time a pass sees them; the daemon at
+//! their NEW event): the sources are in [`crate::sources::netns`]. Only namespaces wired to
+//! ours by a veth pair are containers; a namespace of another machine (behind a switch)
+//! names nobody, and its flows stay `forwarded`. The bytes are the host's conntrack's, as
+//! for every flow; local-network rules apply as to any flow.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::attribute::{attribute, Attributed, Container, LocalNets, SocketIndex, Verdict};
+use crate::model::{Flow, Socket, L4};
+use crate::sources::netns::{self, Namespace, SubUids, UidRange, Wiring};
+use crate::sources::processes::Owner;
+
+/// The inner address of a flow the host's sockets may not explain, where a container's
+/// socket would be: see the module documentation. `is_host` tells the host's addresses.
+pub fn inner_end(flow: &Flow, is_host: &dyn Fn(IpAddr) -> bool) -> Option<IpAddr> {
+    L4::from_ipproto(flow.orig.proto)?;
+    let (orig, reply) = (&flow.orig, &flow.reply);
+    if !is_host(orig.src) && !is_host(orig.dst) {
+        return Some(orig.src);
+    }
+    if is_host(orig.dst) && !is_host(orig.src) && !is_host(reply.src) && reply.src != orig.dst {
+        return Some(reply.src);
+    }
+    None
+}
+
+/// One container as read this time.
+#[derive(Debug, Clone)]
+pub struct Space {
+    /// Its name.
+    pub name: Arc<str>,
+    /// The namespace.
+    pub ns: Namespace,
+    /// Its process's uid map (host uid → the container's).
+    pub uid_map: Vec<UidRange>,
+    /// Its interface addresses.
+    pub addrs: HashSet<IpAddr>,
+}
+
+/// What the other namespaces of this host showed.
+#[derive(Debug, Default)]
+pub struct Containers {
+    spaces: Vec<Space>,
+    /// Address → the space holding it (`None`: several do, so none is named).
+    by_addr: HashMap<IpAddr, Option<usize>>,
+    /// Processes whose namespace could not be read (CAP_SYS_PTRACE missing).
+    pub denied: usize,
+    /// Namespaces seen but not wired to ours (other machines, isolated namespaces).
+    pub unwired: usize,
+}
+
+/// Where to read.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The proc filesystem.
+    pub proc_root: PathBuf,
+    /// Where `ip netns` keeps its names.
+    pub run_netns: PathBuf,
+    /// The subordinate uid ranges.
+    pub subuid: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Paths {
+        Paths {
+            proc_root: PathBuf::from("/proc"),
+            run_netns: PathBuf::from("/run/netns"),
+            subuid: PathBuf::from("/etc/subuid"),
+        }
+    }
+}
+
+impl Containers {
+    /// Read every namespace wired to ours: names, uid maps, addresses.
+    pub fn read(paths: &Paths) -> std::io::Result<Containers> {
+        let proc_root = &paths.proc_root;
+        let own = netns::own_inode(proc_root)?;
+        let list = netns::list(proc_root, own)?;
+        let mut wiring = Wiring::read()?;
+        let names = netns::netns_names(&paths.run_netns);
+        let mut out = Containers {
+            denied: list.denied,
+            ..Containers::default()
+        };
+        for ns in list.others {
+            if !wiring.wired(ns.pid) {
+                out.unwired += 1;
+                continue;
+            }
+            let space = Space {
+                name: netns::name_of(proc_root, &ns, &names).into(),
+                uid_map: netns::uid_map(proc_root, &ns),
+                addrs: netns::addresses(proc_root, &ns),
+                ns,
+            };
+            let i = out.spaces.len();
+            for ip in &space.addrs {
+                out.by_addr
+                    .entry(*ip)
+                    .and_modify(|s| {
+                        if *s != Some(i) {
+                            *s = None
+                        }
+                    })
+                    .or_insert(Some(i));
+            }
+            out.spaces.push(space);
+        }
+        Ok(out)
+    }
+
+    /// The containers read.
+    pub fn spaces(&self) -> &[Space] {
+        &self.spaces
+    }
+
+    /// The container holding `ip`, when exactly one does.
+    pub fn holding(&self, ip: IpAddr) -> Option<usize> {
+        self.by_addr
+            .get(&crate::model::canonical_ip(ip))
+            .copied()
+            .flatten()
+    }
+}
+
+/// The sockets of the containers a batch of flows needs, read once.
+pub struct Sockets {
+    /// Per space (index into [`Containers::spaces`]), its sockets, when read.
+    tables: HashMap<usize, Vec<Socket>>,
+    /// Spaces read from `/proc/PID/net` because a sock_diag socket could not be opened in
+    /// them (no CAP_SYS_ADMIN): slower by ~20 ms a table.
+    pub from_proc: usize,
+}
+
+impl Sockets {
+    /// Read the sockets of `spaces` (indices): a sock_diag dump inside each (setns), else
+    /// its `/proc/PID/net` tables. A namespace gone meanwhile has none.
+    pub fn read(containers: &Containers, proc_root: &Path, spaces: &HashSet<usize>) -> Sockets {
+        let mut from_proc = 0;
+        let mut setns = true;
+        let tables = spaces
+            .iter()
+            .map(|&i| {
+                let ns = &containers.spaces[i].ns;
+                if setns {
+                    match netns::sock_diag_in(proc_root, ns).map(|mut d| d.dump_all()) {
+                        Ok(Ok(sockets)) => return (i, sockets),
+                        Ok(Err(e)) => tracing::debug!("sock_diag dump in {}: {e}", ns.inode),
+                        Err(e) => {
+                            tracing::debug!("no sock_diag socket in {}: {e}", ns.inode);
+                            setns = e.kind() != std::io::ErrorKind::PermissionDenied;
+                        }
+                    }
+                }
+                from_proc += 1;
+                let sockets = netns::sockets(proc_root, ns)
+                    .map(|t| t.sockets)
+                    .unwrap_or_default();
+                (i, sockets)
+            })
+            .collect();
+        Sockets { tables, from_proc }
+    }
+
+    /// The inode of the socket of space `i` that `flow` matches.
+    pub fn socket_inode(&self, containers: &Containers, i: usize, flow: &Flow) -> Option<u64> {
+        let none = HashMap::new();
+        let sockets = self.tables.get(&i)?;
+        let idx = SocketIndex::new(sockets, &none, containers.spaces[i].addrs.iter().copied());
+        idx.socket_inode(flow)
+    }
+
+    /// Attribute `flows` (with the space each one's inner end is in) through the
+    /// containers' sockets: `None` where no socket of the space names an owner.
+    pub fn attribute(
+        &self,
+        containers: &Containers,
+        flows: &[(&Flow, usize)],
+        owners: &HashMap<u64, Owner>,
+        nets: &LocalNets,
+        subuids: &SubUids,
+    ) -> Vec<Option<Attributed>> {
+        let mut by_space: HashMap<usize, SocketIndex> = HashMap::new();
+        flows
+            .iter()
+            .map(|&(flow, i)| {
+                let sockets = self.tables.get(&i)?;
+                let space = &containers.spaces[i];
+                let idx = by_space.entry(i).or_insert_with(|| {
+                    SocketIndex::new(sockets, owners, space.addrs.iter().copied())
+                });
+                let mut at = attribute(flow, idx, None, nets);
+                let a = match &mut at.verdict {
+                    Verdict::User(a) | Verdict::Excluded(Some(a)) => a,
+                    _ => return None,
+                };
+                let socket_uid = a.uid;
+                a.uid = subuids.owner_of(socket_uid).unwrap_or(socket_uid);
+                a.container = Some(Container {
+                    name: space.name.clone(),
+                    inner_uid: netns::inside_uid(&space.uid_map, socket_uid).unwrap_or(socket_uid),
+                });
+                Some(at)
+            })
+            .collect()
+    }
+}
+
+/// Owners of single flows in containers, at their NEW events (the daemon's listener): the
+/// containers read are kept, and read again when a flow's inner address is in none of them
+/// (at most every [`Finder::REFRESH`], so a router's forwarded flows cost little); only
+/// the one container's socket tables are read per flow.
+pub struct Finder {
+    paths: Paths,
+    known: Containers,
+    /// A sock_diag socket inside each container looked into, by namespace inode (`None`:
+    /// it could not be opened; its `/proc/PID/net` is read instead).
+    diags: HashMap<u64, Option<crate::sources::sockdiag::SockDiag>>,
+    read_at: Option<std::time::Instant>,
+    subuids: SubUids,
+    warned: bool,
+}
+
+impl Finder {
+    /// How often the containers may be read again for an address none of them holds.
+    pub const REFRESH: std::time::Duration = std::time::Duration::from_millis(500);
+
+    /// A finder reading under `paths`; nothing is read until a flow asks.
+    pub fn new(paths: Paths) -> Finder {
+        Finder {
+            paths,
+            known: Containers::default(),
+            diags: HashMap::new(),
+            read_at: None,
+            subuids: SubUids::default(),
+            warned: false,
+        }
+    }
+
+    /// The attribution of `flow` through a container's socket (and that socket's inode),
+    /// when its inner end is in a container and a socket there names an owner.
+    pub fn owner(
+        &mut self,
+        flow: &Flow,
+        host: &HashSet<IpAddr>,
+        nets: &LocalNets,
+    ) -> Option<(Attributed, u64)> {
+        let is_host = |ip: IpAddr| ip.is_loopback() || host.contains(&ip);
+        let inner = inner_end(flow, &is_host)?;
+        let space = match self.known.holding(inner) {
+            Some(s) => s,
+            None => {
+                if self.read_at.is_some_and(|t| t.elapsed() < Finder::REFRESH) {
+                    return None;
+                }
+                self.refresh();
+                self.known.holding(inner)?
+            }
+        };
+        let proc_root = self.paths.proc_root.clone();
+        let ns = self.known.spaces[space].ns.clone();
+        let diag = self
+            .diags
+            .entry(ns.inode)
+            .or_insert_with(|| netns::sock_diag_in(&proc_root, &ns).ok());
+        let sockets = match diag {
+            // One lookup (or two, for a listener) inside the container.
+            Some(d) => {
+                let mut asked = 0;
+                let found = d.owner_socket(
+                    flow,
+                    &self.known.spaces[space].addrs,
+                    &mut asked,
+                    &mut |e| tracing::debug!("sock_diag lookup in a container: {e}"),
+                );
+                Sockets {
+                    tables: HashMap::from([(space, found.into_iter().collect())]),
+                    from_proc: 0,
+                }
+            }
+            None => Sockets::read(&self.known, &proc_root, &HashSet::from([space])),
+        };
+        let inode = sockets.socket_inode(&self.known, space, flow)?;
+        let none = HashMap::new();
+        let at = sockets
+            .attribute(&self.known, &[(flow, space)], &none, nets, &self.subuids)
+            .pop()??;
+        Some((at, inode))
+    }
+
+    fn refresh(&mut self) {
+        tracing::debug!("reading containers");
+        self.read_at = Some(std::time::Instant::now());
+        self.subuids = SubUids::read(&self.paths.subuid);
+        match Containers::read(&self.paths) {
+            Ok(c) => {
+                if c.denied > 0
+                    && !self.warned
+                    && !crate::prereq::can_read_all_fds(&self.paths.proc_root)
+                {
+                    self.warned = true;
+                    tracing::warn!(
+                        processes = c.denied,
+                        "could not read the network namespace of other users' processes \
+                         (needs CAP_SYS_PTRACE): traffic of the containers they run stays \
+                         unattributed"
+                    );
+                }
+                // Namespaces gone: their sockets go too.
+                let live: HashSet<u64> = c.spaces.iter().map(|s| s.ns.inode).collect();
+                self.diags.retain(|inode, _| live.contains(inode));
+                self.known = c;
+            }
+            Err(e) => {
+                if !self.warned {
+                    self.warned = true;
+                    tracing::warn!(
+                        "could not look into other network namespaces ({e}): traffic of \
+                         containers stays unattributed"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Counters, Tuple};
+
+    fn tuple(src: &str, dst: &str) -> Tuple {
+        let (s, d): (std::net::SocketAddr, std::net::SocketAddr) =
+            (src.parse().unwrap(), dst.parse().unwrap());
+        Tuple {
+            src: s.ip(),
+            dst: d.ip(),
+            proto: 6,
+            sport: s.port(),
+            dport: d.port(),
+        }
+    }
+
+    fn flow(orig: (&str, &str), reply: (&str, &str)) -> Flow {
+        Flow {
+            orig: tuple(orig.0, orig.1),
+            reply: tuple(reply.0, reply.1),
+            id: 1,
+            zone: 0,
+            mark: 0,
+            status: 0,
+            orig_counters: Some(Counters::default()),
+            reply_counters: Some(Counters::default()),
+            start_ns: None,
+            stop_ns: None,
+        }
+    }
+
+    #[test]
+    fn inner_ends_of_container_flows() {
+        let host: HashSet<IpAddr> = ["198.51.100.1", "172.31.5.1"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let is_host = |ip: IpAddr| host.contains(&ip);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Out of a container, masqueraded.
+        let out = flow(
+            ("172.31.5.2:40000", "198.51.100.2:9000"),
+            ("198.51.100.2:9000", "198.51.100.1:40000"),
+        );
+        assert_eq!(inner_end(&out, &is_host), Some(ip("172.31.5.2")));
+        // A published port: to the host, answered by the container (DNAT).
+        let dnat = flow(
+            ("198.51.100.2:50000", "198.51.100.1:8080"),
+            ("172.31.5.2:80", "198.51.100.2:50000"),
+        );
+        assert_eq!(inner_end(&dnat, &is_host), Some(ip("172.31.5.2")));
+        // The host's own flows: nothing to look for.
+        let own = flow(
+            ("198.51.100.1:40000", "198.51.100.2:9000"),
+            ("198.51.100.2:9000", "198.51.100.1:40000"),
+        );
+        assert_eq!(inner_end(&own, &is_host), None);
+        let to_host = flow(
+            ("198.51.100.2:50000", "198.51.100.1:22"),
+            ("198.51.100.1:22", "198.51.100.2:50000"),
+        );
+        assert_eq!(inner_end(&to_host, &is_host), None);
+    }
+}

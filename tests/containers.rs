@@ -1,0 +1,368 @@
+//! Containers (issue 14): traffic of processes in other network namespaces of the host,
+//! charged to the users who made it, to the byte against the host's conntrack counters.
+//!
+//! Topology (all namespaces made here, removed by guards):
+//!   inet 198.51.100.2 ── veth ── host 198.51.100.1          (`common::Inet`)
+//!   host br0 172.31.5.1 ── veth ── ct 172.31.5.2            (a container: bridge, masquerade
+//!                                                            out of `hi`, port 8080 published
+//!                                                            to 172.31.5.2:8000 by DNAT)
+//!   host 203.0.113.1 ── veth ── switch (a bridge) ── veth ── lan 203.0.113.10
+//!                                                           (another machine: routed, not NATed)
+//! netledger runs in `host`. In `ct`, alice's client and server run as alice, and a client
+//! runs as a uid of bob's subordinate range (`usermod --add-subuids`). In `lan` a client
+//! runs as root: the host only forwards it.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+const CT: &str = "172.31.5.2";
+const LAN: &str = "203.0.113.10";
+/// Alice's client ports in the container, and bob's subordinate uid's.
+const ALICE_PORT: u16 = 41000;
+const BOB_TCP: u16 = 42000;
+const BOB_UDP: u16 = 42001;
+/// Alice's short connections (daemon test) start here.
+const BURST_FROM: u16 = 43000;
+
+struct Scene {
+    t: Inet,
+    ct: Netns,
+    _switch: Netns,
+    lan: Netns,
+    alice: TestUser,
+    bob: TestUser,
+    /// A uid of bob's subordinate range.
+    sub: u32,
+    _udp_server: Proc,
+}
+
+impl Scene {
+    fn new(prefix: &str, time_wait: u32) -> Scene {
+        let t = Inet::new(prefix, time_wait);
+        let h = &t.host;
+        let ct = Netns::new(&format!("{prefix}c"));
+        let switch = Netns::new(&format!("{prefix}s"));
+        let lan = Netns::new(&format!("{prefix}l"));
+        // The container behind a bridge, masqueraded on its way out, port 8080 published.
+        h.ip("link add br0 type bridge");
+        h.ip("addr add 172.31.5.1/24 dev br0");
+        h.ip("link set br0 up");
+        h.ip(&format!(
+            "link add cb type veth peer name eth0 netns {}",
+            ct.name
+        ));
+        h.ip("link set cb master br0");
+        h.ip("link set cb up");
+        ct.ip(&format!("addr add {CT}/24 dev eth0"));
+        ct.ip("link set eth0 up");
+        ct.ip("route add default via 172.31.5.1");
+        // Another machine on a LAN: its link reaches the host through a switch.
+        switch.ip("link add sw0 type bridge");
+        switch.ip("link set sw0 up");
+        h.ip(&format!(
+            "link add hs type veth peer name sh netns {}",
+            switch.name
+        ));
+        switch.ip(&format!(
+            "link add sl type veth peer name eth0 netns {}",
+            lan.name
+        ));
+        switch.ip("link set sh master sw0");
+        switch.ip("link set sl master sw0");
+        switch.ip("link set sh up");
+        switch.ip("link set sl up");
+        h.ip("addr add 203.0.113.1/24 dev hs");
+        h.ip("link set hs up");
+        lan.ip(&format!("addr add {LAN}/24 dev eth0"));
+        lan.ip("link set eth0 up");
+        lan.ip("route add default via 203.0.113.1");
+        t.inet.ip("route add 203.0.113.0/24 via 198.51.100.1");
+        h.sh(
+            "sysctl -qw net.ipv4.ip_forward=1
+             nft -f - <<'EOF'
+table ip nlct {
+    chain post { type nat hook postrouting priority srcnat; ip saddr 172.31.5.0/24 oifname \"hi\" masquerade; }
+    chain pre { type nat hook prerouting priority dstnat; iifname \"hi\" tcp dport 8080 dnat to 172.31.5.2:8000; }
+}
+EOF",
+        );
+        let alice = TestUser::new("nlca");
+        let bob = TestUser::new("nlcb");
+        // A subordinate range of bob's, high enough to collide with nobody's.
+        let first = 2_000_000_000 + ((std::process::id() * 7 + bob.uid) % 20_000) * 70_000;
+        run(Command::new("usermod").args([
+            "--add-subuids",
+            &format!("{first}-{}", first + 65_535),
+            &bob.name,
+        ]));
+        let tb = traffic_bin();
+        let mut udp_server = Proc::spawn("inet udp server", {
+            let mut c = t.inet.cmd(&tb.path);
+            c.args(["server", "udp", "[::]:9001"]);
+            c
+        });
+        udp_server.expect("listening");
+        Scene {
+            t,
+            ct,
+            _switch: switch,
+            lan,
+            alice,
+            bob,
+            sub: first + 5,
+            _udp_server: udp_server,
+        }
+    }
+
+    /// A command run in the container as bob's subordinate uid.
+    fn as_sub(&self, program: &Path) -> Command {
+        let mut c = self.ct.cmd("setpriv");
+        c.args([
+            &format!("--reuid={}", self.sub),
+            &format!("--regid={}", self.sub),
+            "--clear-groups",
+            "--",
+        ])
+        .arg(program);
+        c
+    }
+
+    /// Start every client (to its first `ready`) and alice's published server.
+    fn start_traffic(&self) -> (Vec<Proc>, Proc) {
+        let tb = traffic_bin();
+        let mut server = Proc::spawn("alice's server in the container", {
+            let mut c = self.alice.cmd(&self.ct, &tb.path);
+            c.args(["server", "tcp", &format!("{CT}:8000")]);
+            c
+        });
+        server.expect("listening");
+        let client = |what: &str, mut c: Command, args: &[&str]| {
+            c.arg("client").args(args);
+            let mut p = Proc::spawn(what, c);
+            p.expect("ready");
+            p
+        };
+        let clients = vec![
+            client(
+                "alice's client in the container",
+                self.alice.cmd(&self.ct, &tb.path),
+                &[
+                    "tcp",
+                    "198.51.100.2:9000",
+                    "3000",
+                    "50000",
+                    "--bind",
+                    &ALICE_PORT.to_string(),
+                ],
+            ),
+            client(
+                "bob's subordinate uid's TCP client",
+                self.as_sub(&tb.path),
+                &[
+                    "tcp",
+                    "198.51.100.2:9000",
+                    "7000",
+                    "20000",
+                    "--bind",
+                    &BOB_TCP.to_string(),
+                ],
+            ),
+            client(
+                "bob's subordinate uid's UDP client",
+                self.as_sub(&tb.path),
+                &[
+                    "udp",
+                    "198.51.100.2:9001",
+                    "900",
+                    "1200",
+                    "--bind",
+                    &BOB_UDP.to_string(),
+                ],
+            ),
+            client(
+                "a client of the published port",
+                self.t.inet.cmd(&tb.path),
+                &["tcp", "198.51.100.1:8080", "11000", "4000"],
+            ),
+            client(
+                "a client the host forwards",
+                self.lan.cmd(&tb.path),
+                &["tcp", "198.51.100.2:9000", "5000", "8000"],
+            ),
+        ];
+        (clients, server)
+    }
+}
+
+/// Who conntrack's entry belongs to, by the scenario's addresses and ports; `None` for the
+/// forwarded client. Panics on an entry the scenario did not make.
+fn owner(s: &Scene, e: &CtEntry) -> (Option<u32>, Usage) {
+    let (o, r) = (&e.orig, &e.reply);
+    let out = Usage {
+        rx_bytes: r.bytes,
+        tx_bytes: o.bytes,
+    };
+    let inc = Usage {
+        rx_bytes: o.bytes,
+        tx_bytes: r.bytes,
+    };
+    let src = o.src.to_string();
+    match (src.as_str(), o.sport, o.dport) {
+        (CT, ALICE_PORT, _) => (Some(s.alice.uid), out),
+        (CT, p, _) if (BURST_FROM..BURST_FROM + 100).contains(&p) => (Some(s.alice.uid), out),
+        (CT, BOB_TCP | BOB_UDP, _) => (Some(s.bob.uid), out),
+        (_, _, 8080) => (Some(s.alice.uid), inc),
+        (LAN, _, _) => (None, out),
+        _ => panic!("an entry the scenario did not make: {e:?}"),
+    }
+}
+
+fn expected(s: &Scene, entries: &[CtEntry]) -> HashMap<Option<u32>, Usage> {
+    let mut m: HashMap<Option<u32>, Usage> = HashMap::new();
+    for e in entries {
+        let (who, u) = owner(s, e);
+        let t = m.entry(who).or_default();
+        t.rx_bytes += u.rx_bytes;
+        t.tx_bytes += u.tx_bytes;
+    }
+    m
+}
+
+fn scenario_entries(s: &Scene) -> Vec<CtEntry> {
+    conntrack_entries(&s.t.host)
+        .into_iter()
+        .filter(|e| {
+            let src = e.orig.src;
+            src == CT.parse::<IpAddr>().unwrap()
+                || src == LAN.parse::<IpAddr>().unwrap()
+                || e.orig.dport == 8080
+        })
+        .collect()
+}
+
+fn top_by_container(ns: &Netns, db: &Path) -> Vec<serde_json::Value> {
+    let out = run(ns
+        .cmd(bin())
+        .args([
+            "top",
+            "--by",
+            "container",
+            "--json",
+            "--since",
+            "1d",
+            "--db",
+        ])
+        .arg(db));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn container_traffic_is_charged_to_its_users_by_the_timer() {
+    if !require_root("container_traffic_is_charged_to_its_users_by_the_timer") {
+        return;
+    }
+    let s = Scene::new("nlc", 120);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ct.db");
+    let snapshot = || run(s.t.host.cmd(bin()).args(["snapshot", "--db"]).arg(&db));
+    let (clients, _server) = s.start_traffic();
+    // Every socket lives: the pass finds them in the container.
+    snapshot();
+    for mut c in clients {
+        c.go();
+        c.expect("done");
+        c.wait_ok();
+    }
+    // The second halves, from the flows' kept owners (the sockets are closed).
+    snapshot();
+    let entries = scenario_entries(&s);
+    assert_eq!(entries.len(), 5, "{entries:#?}");
+    let want = expected(&s, &entries);
+    let got = top_by_uid(&s.t.host, &db);
+    eprintln!("netledger {got:?}\nconntrack {want:?}");
+    for (who, u) in &want {
+        assert_eq!(got.get(who), Some(u), "{who:?}");
+    }
+    assert_eq!(got.len(), want.len(), "nobody else charged: {got:?}");
+
+    let rows = top_by_container(&s.t.host, &db);
+    eprintln!("{rows:#?}");
+    let ct_name = s.ct.name.as_str();
+    let of = |uid: Option<u32>| -> Vec<Option<String>> {
+        rows.iter()
+            .filter(|r| r["uid"].as_u64().map(|u| u as u32) == uid)
+            .map(|r| r["container"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(of(Some(s.alice.uid)), [Some(ct_name.to_string())]);
+    assert_eq!(of(Some(s.bob.uid)), [Some(ct_name.to_string())]);
+    assert_eq!(of(None), [None], "the forwarded client is no container's");
+    let unattributed = rows.iter().find(|r| r["uid"].is_null()).unwrap();
+    assert_eq!(unattributed["reason"], "forwarded");
+}
+
+#[test]
+fn container_traffic_short_connections_are_exact_with_the_daemon() {
+    if !require_root("container_traffic_short_connections_are_exact_with_the_daemon") {
+        return;
+    }
+    let s = Scene::new("nlcd", 2);
+    // UDP entries end 2 s after their last packet too.
+    s.t.host
+        .sh("sysctl -qw net.netfilter.nf_conntrack_udp_timeout=2
+         sysctl -qw net.netfilter.nf_conntrack_udp_timeout_stream=2");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ctd.db");
+    let capture = DestroyCapture::start(&s.t.host);
+    let daemon = Daemon::start(&s.t.host, &db, &["--interval", "60s"], &[]);
+    let (clients, server) = s.start_traffic();
+    for mut c in clients {
+        c.go();
+        c.expect("done");
+        c.wait_ok();
+    }
+    // Short connections from the container, each open ~20 ms: only the NEW event's lookup
+    // can see their sockets.
+    const N: usize = 40;
+    let bb = burst_bin();
+    let mut b = Proc::spawn("alice's burst in the container", {
+        let mut c = s.alice.cmd(&s.ct, &bb.path);
+        c.args(["198.51.100.2:9000", &N.to_string(), "500", "20000"])
+            .args(["--bind-from", &BURST_FROM.to_string(), "--hold-ms", "20"]);
+        c
+    });
+    b.expect_containing("done ");
+    b.wait_ok();
+    drop(server);
+    let ours = |e: &CtEntry| {
+        let src = e.orig.src.to_string();
+        src == CT || src == LAN || e.orig.dport == 8080
+    };
+    wait_entries_gone(&s.t.host, "the scenario's flows", ours);
+    let destroyed = capture.wait(N + 5, ours);
+    let err = daemon.stop();
+    eprintln!("daemon: {err}");
+    let want = expected(&s, &destroyed);
+    let got = top_by_uid(&s.t.host, &db);
+    eprintln!("netledger {got:?}\nconntrack {want:?}");
+    for (who, u) in &want {
+        assert_eq!(got.get(who), Some(u), "{who:?}");
+    }
+    assert_eq!(got.len(), want.len(), "nobody else charged: {got:?}");
+    let rows = top_by_container(&s.t.host, &db);
+    let alice = rows
+        .iter()
+        .find(|r| r["uid"].as_u64() == Some(u64::from(s.alice.uid)))
+        .unwrap();
+    assert_eq!(alice["container"], s.ct.name.as_str());
+}
