@@ -22,6 +22,7 @@ want=(
     usr/share/netledger/grafana/netledger.json
     usr/share/netledger/prometheus/netledger.rules.yml
     usr/share/netledger/systemd/netledger-snapshot-textfile.conf
+    usr/share/netledger/systemd/netledger-containers.conf
     usr/share/man/man1/netledger.1.gz
     usr/share/man/man1/netledger-snapshot.1.gz
     usr/share/bash-completion/completions/netledger

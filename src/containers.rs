@@ -88,10 +88,13 @@ impl Containers {
     /// Read every namespace wired to ours: names, uid maps, addresses.
     pub fn read(paths: &Paths) -> std::io::Result<Containers> {
         let proc_root = &paths.proc_root;
+        let t0 = std::time::Instant::now();
         let own = netns::own_inode(proc_root)?;
         let list = netns::list(proc_root, own)?;
+        let t1 = t0.elapsed();
         let mut wiring = Wiring::read()?;
         let names = netns::netns_names(&paths.run_netns);
+        let t2 = t0.elapsed();
         let mut out = Containers {
             denied: list.denied,
             ..Containers::default()
@@ -120,6 +123,14 @@ impl Containers {
             }
             out.spaces.push(space);
         }
+        tracing::debug!(
+            listed = ?t1,
+            wiring = ?t2,
+            took = ?t0.elapsed(),
+            containers = out.spaces.len(),
+            unwired = out.unwired,
+            "containers read"
+        );
         Ok(out)
     }
 
@@ -146,33 +157,65 @@ pub struct Sockets {
     pub from_proc: usize,
 }
 
+/// A sock_diag socket inside each container looked into, by namespace inode (`None`: it
+/// could not be opened, without CAP_SYS_ADMIN; its `/proc/PID/net` is read instead).
+pub type Diags = HashMap<u64, Option<crate::sources::sockdiag::SockDiag>>;
+
 impl Sockets {
-    /// Read the sockets of `spaces` (indices): a sock_diag dump inside each (setns), else
-    /// its `/proc/PID/net` tables. A namespace gone meanwhile has none.
-    pub fn read(containers: &Containers, proc_root: &Path, spaces: &HashSet<usize>) -> Sockets {
+    /// The sockets of the containers that `flows` (each with the space its inner end is
+    /// in) may be on: looked up one by one through a sock_diag socket inside each container
+    /// (`diags`, opened when missing), else every socket of its `/proc/PID/net` tables.
+    /// A dump would not be cheaper than those tables: both walk the kernel's whole
+    /// established hash, whatever the namespace (~5 ms a family here); a lookup by the
+    /// flow's ends is a hash probe.
+    pub fn find(
+        containers: &Containers,
+        proc_root: &Path,
+        flows: &[(&Flow, usize)],
+        diags: &mut Diags,
+    ) -> Sockets {
         let mut from_proc = 0;
-        let mut setns = true;
-        let tables = spaces
-            .iter()
-            .map(|&i| {
-                let ns = &containers.spaces[i].ns;
-                if setns {
-                    match netns::sock_diag_in(proc_root, ns).map(|mut d| d.dump_all()) {
-                        Ok(Ok(sockets)) => return (i, sockets),
-                        Ok(Err(e)) => tracing::debug!("sock_diag dump in {}: {e}", ns.inode),
+        let mut tables: HashMap<usize, Vec<Socket>> = HashMap::new();
+        let mut by_space: HashMap<usize, Vec<&Flow>> = HashMap::new();
+        for &(f, i) in flows {
+            by_space.entry(i).or_default().push(f);
+        }
+        for (i, flows) in by_space {
+            let space = &containers.spaces[i];
+            let ns = &space.ns;
+            let diag =
+                diags
+                    .entry(ns.inode)
+                    .or_insert_with(|| match netns::sock_diag_in(proc_root, ns) {
+                        Ok(d) => Some(d),
                         Err(e) => {
-                            tracing::debug!("no sock_diag socket in {}: {e}", ns.inode);
-                            setns = e.kind() != std::io::ErrorKind::PermissionDenied;
+                            tracing::debug!("no sock_diag socket in net:[{}]: {e}", ns.inode);
+                            None
                         }
-                    }
+                    });
+            let sockets = match diag {
+                Some(d) => {
+                    let mut seen = HashSet::new();
+                    let mut asked = 0;
+                    flows
+                        .iter()
+                        .filter_map(|f| {
+                            d.owner_socket(f, &space.addrs, &mut asked, &mut |e| {
+                                tracing::debug!("sock_diag lookup in a container: {e}")
+                            })
+                        })
+                        .filter(|s| seen.insert(s.inode))
+                        .collect()
                 }
-                from_proc += 1;
-                let sockets = netns::sockets(proc_root, ns)
-                    .map(|t| t.sockets)
-                    .unwrap_or_default();
-                (i, sockets)
-            })
-            .collect();
+                None => {
+                    from_proc += 1;
+                    netns::sockets(proc_root, ns)
+                        .map(|t| t.sockets)
+                        .unwrap_or_default()
+                }
+            };
+            tables.insert(i, sockets);
+        }
         Sockets { tables, from_proc }
     }
 
@@ -227,9 +270,8 @@ impl Sockets {
 pub struct Finder {
     paths: Paths,
     known: Containers,
-    /// A sock_diag socket inside each container looked into, by namespace inode (`None`:
-    /// it could not be opened; its `/proc/PID/net` is read instead).
-    diags: HashMap<u64, Option<crate::sources::sockdiag::SockDiag>>,
+    /// A sock_diag socket inside each container looked into.
+    diags: Diags,
     read_at: Option<std::time::Instant>,
     subuids: SubUids,
     warned: bool,
@@ -272,28 +314,7 @@ impl Finder {
             }
         };
         let proc_root = self.paths.proc_root.clone();
-        let ns = self.known.spaces[space].ns.clone();
-        let diag = self
-            .diags
-            .entry(ns.inode)
-            .or_insert_with(|| netns::sock_diag_in(&proc_root, &ns).ok());
-        let sockets = match diag {
-            // One lookup (or two, for a listener) inside the container.
-            Some(d) => {
-                let mut asked = 0;
-                let found = d.owner_socket(
-                    flow,
-                    &self.known.spaces[space].addrs,
-                    &mut asked,
-                    &mut |e| tracing::debug!("sock_diag lookup in a container: {e}"),
-                );
-                Sockets {
-                    tables: HashMap::from([(space, found.into_iter().collect())]),
-                    from_proc: 0,
-                }
-            }
-            None => Sockets::read(&self.known, &proc_root, &HashSet::from([space])),
-        };
+        let sockets = Sockets::find(&self.known, &proc_root, &[(flow, space)], &mut self.diags);
         let inode = sockets.socket_inode(&self.known, space, flow)?;
         let none = HashMap::new();
         let at = sockets
@@ -303,7 +324,6 @@ impl Finder {
     }
 
     fn refresh(&mut self) {
-        tracing::debug!("reading containers");
         self.read_at = Some(std::time::Instant::now());
         self.subuids = SubUids::read(&self.paths.subuid);
         match Containers::read(&self.paths) {

@@ -24,7 +24,7 @@ use crate::model::{Flow, FlowKey, Socket, SocketState, L4};
 use crate::owner_mark;
 use crate::prereq::{self, PrereqError};
 use crate::sources::netns::SubUids;
-use crate::sources::processes::scan_socket_holders;
+use crate::sources::processes::{scan_pids_holders, scan_socket_holders, Owner};
 use crate::sources::sockdiag::SockDiag;
 use crate::sources::sockets::{read_sockets, SocketTable};
 use crate::sources::{conntrack, interfaces};
@@ -503,7 +503,10 @@ fn in_containers(
         return 0;
     }
     let spaces: HashSet<usize> = placed.iter().map(|&(_, s)| s).collect();
-    let sockets = containers::Sockets::read(&found, proc_root, &spaces);
+    let batch: Vec<(&Flow, usize)> = placed.iter().map(|&(i, s)| (&flows[i], s)).collect();
+    let t0 = Instant::now();
+    let sockets = containers::Sockets::find(&found, proc_root, &batch, &mut HashMap::new());
+    debug!(took = ?t0.elapsed(), "containers' sockets read");
     if sockets.from_proc > 0 && !WARNED.swap(true, Ordering::Relaxed) {
         info!(
             namespaces = sockets.from_proc,
@@ -516,10 +519,28 @@ fn in_containers(
         .iter()
         .filter_map(|&(i, s)| sockets.socket_inode(&found, s, &flows[i]))
         .collect();
-    let scan = scan_socket_holders(proc_root, &wanted, &HashSet::new());
+    // Their programs: only the containers' own processes hold their sockets.
+    let pids: Vec<u32> = spaces
+        .iter()
+        .flat_map(|&s| found.spaces()[s].ns.pids.iter().copied())
+        .collect();
+    let owners: HashMap<u64, Owner> = scan_pids_holders(proc_root, &pids, &wanted)
+        .holders
+        .into_iter()
+        .filter_map(|(inode, h)| {
+            let first = h.into_iter().next()?;
+            Some((
+                inode,
+                Owner {
+                    pid: first.pid,
+                    program: first.program,
+                },
+            ))
+        })
+        .collect();
+    debug!(took = ?t0.elapsed(), "containers' owners read");
     let subuids = SubUids::read(&paths.subuid);
-    let batch: Vec<(&Flow, usize)> = placed.iter().map(|&(i, s)| (&flows[i], s)).collect();
-    let got = sockets.attribute(&found, &batch, &scan.owners, nets, &subuids);
+    let got = sockets.attribute(&found, &batch, &owners, nets, &subuids);
     let mut n = 0;
     for (&(i, _), g) in placed.iter().zip(got) {
         if let Some(g) = g {

@@ -360,3 +360,37 @@ fn snapshot_works_with_exactly_the_units_capabilities_and_each_is_needed() {
     client.go();
     client.expect("done");
 }
+
+/// The containers drop-in (contrib/systemd/netledger-containers.conf), installed as a real
+/// drop-in directory of each unit: `systemd-analyze verify` loads it without a warning,
+/// it adds CAP_SYS_ADMIN and network namespaces only, and the exposure stays at or below
+/// 2.5. Its capabilities are run for real in tests/containers.rs
+/// (`containers_are_placed_with_the_units_capabilities_with_and_without_the_drop_in`).
+#[test]
+fn containers_drop_in_verifies_and_keeps_the_exposure() {
+    let text = unit("netledger-containers.conf");
+    assert_eq!(values(&text, "AmbientCapabilities"), ["CAP_SYS_ADMIN"]);
+    assert_eq!(values(&text, "CapabilityBoundingSet"), ["CAP_SYS_ADMIN"]);
+    assert_eq!(values(&text, "RestrictNamespaces"), ["net"]);
+    for name in ["netledger.service", "netledger-snapshot.service"] {
+        let dir = tempfile::tempdir().unwrap();
+        units_for_verify(dir.path());
+        let without = exposure_on_path(dir.path(), name);
+        let d = dir.path().join(format!("{name}.d"));
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("containers.conf"), &text).unwrap();
+        let o = systemd_analyze()
+            .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.path().display()))
+            .args(["verify", "--man=no", name])
+            .output()
+            .expect("systemd-analyze (apt-get install systemd)");
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success() && err.trim().is_empty(), "{name}: {err}");
+        let with = exposure_on_path(dir.path(), name);
+        eprintln!("{name}: exposure {without} alone, {with} with the containers drop-in");
+        assert!(
+            with <= 2.5,
+            "{name}: exposure {with} > 2.5 with the drop-in"
+        );
+    }
+}

@@ -44,6 +44,8 @@ pub struct Namespace {
     pub inode: u64,
     /// The lowest pid in it: whose `/proc/PID/net` and `uid_map` are read.
     pub pid: u32,
+    /// Every process in it, ascending (whose descriptors name its sockets' programs).
+    pub pids: Vec<u32>,
 }
 
 /// The namespaces of the host's processes.
@@ -71,7 +73,7 @@ pub fn own_inode(proc_root: &Path) -> io::Result<u64> {
 /// Every network namespace of a process under `proc_root` but `own`, each with its lowest
 /// pid. Processes that vanish meanwhile are skipped.
 pub fn list(proc_root: &Path, own: u64) -> io::Result<Namespaces> {
-    let mut lowest: HashMap<u64, u32> = HashMap::new();
+    let mut members: HashMap<u64, Vec<u32>> = HashMap::new();
     let mut denied = 0;
     for entry in std::fs::read_dir(proc_root)? {
         let Ok(entry) = entry else { continue };
@@ -85,10 +87,7 @@ pub fn list(proc_root: &Path, own: u64) -> io::Result<Namespaces> {
             Ok(target) => {
                 if let Some(inode) = parse_ns_link(target.as_os_str().as_bytes()) {
                     if inode != own {
-                        lowest
-                            .entry(inode)
-                            .and_modify(|p| *p = (*p).min(pid))
-                            .or_insert(pid);
+                        members.entry(inode).or_default().push(pid);
                     }
                 }
             }
@@ -96,9 +95,16 @@ pub fn list(proc_root: &Path, own: u64) -> io::Result<Namespaces> {
             Err(_) => {}
         }
     }
-    let mut others: Vec<Namespace> = lowest
+    let mut others: Vec<Namespace> = members
         .into_iter()
-        .map(|(inode, pid)| Namespace { inode, pid })
+        .map(|(inode, mut pids)| {
+            pids.sort_unstable();
+            Namespace {
+                inode,
+                pid: pids[0],
+                pids,
+            }
+        })
         .collect();
     others.sort_by_key(|n| n.inode);
     Ok(Namespaces { others, denied })

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""What containers cost a pass (issue 14): 20,000 host flows as in bench/scale.py, then
+--containers network namespaces wired to the host by veth on a bridge (masqueraded out of
+the host, as docker's default network is), each holding --per established TCP flows to the
+internet namespace (50 x 40 = 2,000 container flows by default).
+
+It times, --rounds times each, alternating nothing else:
+  base      a steady-state `netledger snapshot` before any container flow exists;
+  first     the pass that first sees the container flows (namespaces listed, wiring asked,
+            each container's sockets read, owners looked up), once with CAP_SYS_ADMIN
+            (a sock_diag socket opened inside each container through setns) and once
+            without it (`setpriv --bounding-set=-sys_admin`: /proc/PID/net/* read instead),
+            each time on fresh container flows;
+  steady    steady-state passes with the container flows (their owners kept).
+and prints medians (min-max) and the ratios to `base`. Everything it started is removed.
+
+Usage (root; release build and the nl_traffic example first):
+    cargo build --release --bins --examples
+    python3 bench/containers.py
+"""
+import argparse, os, statistics, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from scale import sh, ns_exec, spawn, expect  # noqa: E402
+
+
+def timed(cmd):
+    t = time.perf_counter()
+    err = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
+    if os.environ.get("NETLEDGER_LOG"):
+        sys.stderr.write("".join(l + "\n" for l in err.splitlines() if "contain" in l))
+    took = (time.perf_counter() - t) * 1000
+    stages = next((l[l.index("pass stages: ") + 13:] for l in err.splitlines() if "pass stages" in l), "?")
+    return took, stages
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--flows", type=int, default=20000, help="host flows (half out, half in)")
+    ap.add_argument("--containers", type=int, default=50)
+    ap.add_argument("--per", type=int, default=40, help="flows per container")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--procs", type=int, default=100)
+    ap.add_argument("--grace", type=int, default=10, help="delegate_grace in effect, seconds")
+    ap.add_argument("--bin", default="target/release/netledger")
+    ap.add_argument("--traffic", default="target/release/examples/nl_traffic")
+    a = ap.parse_args()
+    binp, traffic = os.path.abspath(a.bin), os.path.abspath(a.traffic)
+    for p in (binp, traffic):
+        if not os.path.exists(p):
+            sys.exit(f"{p} missing: run `cargo build --release --bins --examples` first")
+    tag = str(os.getpid())
+    host, inet = "nlch" + tag, "nlci" + tag
+    cts = [f"nlcc{tag}x{k}" for k in range(a.containers)]
+    procs, ct_procs = [], []
+    try:
+        for ns in [host, inet] + cts:
+            sh("ip", "netns", "add", ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "-n", host, "link", "add", "hi", "type", "veth", "peer", "name", "ih", "netns", inet)
+        sh("ip", "-n", host, "addr", "add", "198.51.100.1/24", "dev", "hi")
+        sh("ip", "-n", inet, "addr", "add", "198.51.100.2/24", "dev", "ih")
+        sh("ip", "-n", host, "link", "set", "hi", "up")
+        sh("ip", "-n", inet, "link", "set", "ih", "up")
+        sh("ip", "-n", host, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", host, "addr", "add", "172.31.255.254/16", "dev", "br0")
+        sh("ip", "-n", host, "link", "set", "br0", "up")
+        for k, ct in enumerate(cts):
+            sh("ip", "-n", host, "link", "add", f"cb{k}", "type", "veth", "peer", "name", "eth0", "netns", ct)
+            sh("ip", "-n", host, "link", "set", f"cb{k}", "master", "br0")
+            sh("ip", "-n", host, "link", "set", f"cb{k}", "up")
+            sh("ip", "-n", ct, "addr", "add", f"172.31.{k // 250}.{k % 250 + 2}/16", "dev", "eth0")
+            sh("ip", "-n", ct, "link", "set", "eth0", "up")
+            sh("ip", "-n", ct, "route", "add", "default", "via", "172.31.255.254")
+        for ns in (host, inet):
+            sh(*ns_exec(ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=30000 65000"))
+        sh(*ns_exec(host, "sysctl", "-qw", "net.ipv4.ip_forward=1"))
+        nft = ("table ip nlbench {\n chain post {\n type nat hook postrouting priority srcnat;\n"
+               " ip saddr 172.31.0.0/16 oifname \"hi\" masquerade\n }\n}\n")
+        subprocess.run(ns_exec(host, "nft", "-f", "-"), input=nft, text=True, check=True)
+        db = os.path.join(tempfile.mkdtemp(), "bench.db")
+        nl = ns_exec(host, "env", "NETLEDGER_LOG=" + os.environ.get("NETLEDGER_LOG", "info"), binp, "--db", db, "snapshot")
+        no_admin = ns_exec(host, "setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin",
+                           "env", "NETLEDGER_LOG=info", binp, "--db", db, "snapshot")
+        sh(*ns_exec(host, binp, "--db", db, "-q", "snapshot"))  # setup
+        groups = max(1, a.procs // 2)
+        half = a.flows // 2
+        per = [half // groups + (1 if i < half % groups else 0) for i in range(groups)]
+        for side, (srv_ns, cli_ns, dst) in enumerate([(inet, host, "198.51.100.2"),
+                                                      (host, inet, "198.51.100.1")]):
+            for g, count in enumerate(per):
+                if count == 0:
+                    continue
+                port = 20000 + side * 5000 + g
+                s = spawn(ns_exec(srv_ns, traffic, "sink", "tcp", f"0.0.0.0:{port}"))
+                procs.append(s)
+                expect(s, "listening", f"nl_traffic sink on port {port}")
+                c = spawn(ns_exec(cli_ns, traffic, "hold", "tcp", f"{dst}:{port}", str(count)), stdin=True)
+                procs.append(c)
+        for p in procs:
+            if p.stdin is not None:
+                expect(p, "ready", "nl_traffic hold")
+        ct_sink = spawn(ns_exec(inet, traffic, "sink", "tcp", "0.0.0.0:19000"))
+        procs.append(ct_sink)
+        expect(ct_sink, "listening", "nl_traffic sink for the containers")
+        time.sleep(1)
+        sh(*nl)
+        time.sleep(a.grace + 1)
+        sh(*nl)
+        base = [timed(nl) for _ in range(a.rounds)]
+
+        def start_containers():
+            for p in ct_procs:
+                p.kill()
+                p.wait()
+            ct_procs.clear()
+            for ct in cts:
+                c = spawn(ns_exec(ct, traffic, "hold", "tcp", "198.51.100.2:19000", str(a.per)), stdin=True)
+                ct_procs.append(c)
+            for c in ct_procs:
+                expect(c, "ready", "nl_traffic hold in a container")
+            time.sleep(1)
+
+        firsts, firsts_proc, steady = [], [], []
+        for _ in range(a.rounds):
+            start_containers()
+            firsts.append(timed(nl))
+            steady.append(timed(nl))
+            start_containers()
+            firsts_proc.append(timed(no_admin))
+            steady.append(timed(nl))
+        flows = subprocess.run(ns_exec(host, "conntrack", "-C"), capture_output=True, text=True).stdout.strip()
+        placed = subprocess.run(ns_exec(host, binp, "--db", db, "top", "--by", "user", "--since", "1h"),
+                                capture_output=True, text=True).stdout
+        med = lambda runs: statistics.median(r[0] for r in runs)
+        cell = lambda runs: f"{med(runs):.0f} ({min(r[0] for r in runs):.0f}-{max(r[0] for r in runs):.0f})"
+        b = med(base)
+        print(f"{a.flows} host flows, {a.containers} containers x {a.per} flows ({flows} conntrack "
+              f"entries in all); {a.rounds} rounds; ms, median (min-max)")
+        print("| pass | time | / base |")
+        print("|---|---|---|")
+        print(f"| base: steady, no container flows | {cell(base)} | 1.00 |")
+        print(f"| steady, with the container flows | {cell(steady)} | {med(steady) / b:.2f} |")
+        print(f"| first sight of the container flows, sock_diag in each (CAP_SYS_ADMIN) | {cell(firsts)} | {med(firsts) / b:.2f} |")
+        print(f"| first sight, /proc/PID/net (no CAP_SYS_ADMIN) | {cell(firsts_proc)} | {med(firsts_proc) / b:.2f} |")
+        print()
+        print(f"stages: base {base[-1][1]}\n  steady {steady[-1][1]}\n  first {firsts[-1][1]}\n"
+              f"  first /proc {firsts_proc[-1][1]}")
+        print()
+        print(placed)
+    finally:
+        for p in procs + ct_procs:
+            p.kill()
+        for p in procs + ct_procs:
+            p.wait()
+        for ns in [host, inet] + cts:
+            subprocess.run(["ip", "netns", "del", ns])
+
+
+if __name__ == "__main__":
+    main()
