@@ -543,9 +543,18 @@ fn in_containers(
     let got = sockets.attribute(&found, &batch, &owners, nets, &subuids);
     let mut n = 0;
     for (&(i, _), g) in placed.iter().zip(got) {
-        if let Some(g) = g {
-            attributed[i] = g;
-            n += 1;
+        match g {
+            Some(g) => {
+                attributed[i] = g;
+                n += 1;
+            }
+            // A container's flow whose socket is gone (or was never seen there): not
+            // forwarded for other machines.
+            None => {
+                if let Verdict::Unattributed(r @ Reason::Forwarded) = &mut attributed[i].verdict {
+                    *r = Reason::NoSocket;
+                }
+            }
         }
     }
     n
