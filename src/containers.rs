@@ -229,6 +229,10 @@ impl Sockets {
 
     /// Attribute `flows` (with the space each one's inner end is in) through the
     /// containers' sockets: `None` where no socket of the space names an owner.
+    ///
+    /// The uid inside the container is read through the user namespace of the process
+    /// holding the socket (`owners`, under `proc_root`), else of the namespace's first
+    /// process: processes of one network namespace may sit in different user namespaces.
     pub fn attribute(
         &self,
         containers: &Containers,
@@ -236,8 +240,10 @@ impl Sockets {
         owners: &HashMap<u64, Owner>,
         nets: &LocalNets,
         subuids: &SubUids,
+        proc_root: &Path,
     ) -> Vec<Option<Attributed>> {
         let mut by_space: HashMap<usize, SocketIndex> = HashMap::new();
+        let mut maps: HashMap<u32, Vec<UidRange>> = HashMap::new();
         flows
             .iter()
             .map(|&(flow, i)| {
@@ -246,6 +252,10 @@ impl Sockets {
                 let idx = by_space.entry(i).or_insert_with(|| {
                     SocketIndex::new(sockets, owners, space.addrs.iter().copied())
                 });
+                let holder = idx
+                    .socket_inode(flow)
+                    .and_then(|inode| owners.get(&inode))
+                    .map(|o| o.pid);
                 let mut at = attribute(flow, idx, None, nets);
                 let a = match &mut at.verdict {
                     Verdict::User(a) | Verdict::Excluded(Some(a)) => a,
@@ -253,9 +263,20 @@ impl Sockets {
                 };
                 let socket_uid = a.uid;
                 a.uid = subuids.owner_of(socket_uid).unwrap_or(socket_uid);
+                let map = match holder {
+                    Some(pid) => &*maps.entry(pid).or_insert_with(|| {
+                        let ns = Namespace {
+                            inode: space.ns.inode,
+                            pid,
+                            pids: Vec::new(),
+                        };
+                        netns::uid_map(proc_root, &ns)
+                    }),
+                    None => &space.uid_map,
+                };
                 a.container = Some(Container {
                     name: space.name.clone(),
-                    inner_uid: netns::inside_uid(&space.uid_map, socket_uid).unwrap_or(socket_uid),
+                    inner_uid: netns::inside_uid(map, socket_uid).unwrap_or(socket_uid),
                 });
                 Some(at)
             })
@@ -318,7 +339,14 @@ impl Finder {
         let inode = sockets.socket_inode(&self.known, space, flow)?;
         let none = HashMap::new();
         let at = sockets
-            .attribute(&self.known, &[(flow, space)], &none, nets, &self.subuids)
+            .attribute(
+                &self.known,
+                &[(flow, space)],
+                &none,
+                nets,
+                &self.subuids,
+                &proc_root,
+            )
             .pop()??;
         Some((at, inode))
     }

@@ -540,7 +540,7 @@ fn in_containers(
         .collect();
     debug!(took = ?t0.elapsed(), "containers' owners read");
     let subuids = SubUids::read(&paths.subuid);
-    let got = sockets.attribute(&found, &batch, &owners, nets, &subuids);
+    let got = sockets.attribute(&found, &batch, &owners, nets, &subuids, proc_root);
     let mut n = 0;
     for (&(i, _), g) in placed.iter().zip(got) {
         match g {

@@ -27,6 +27,9 @@ const LAN: &str = "203.0.113.10";
 const ALICE_PORT: u16 = 41000;
 const BOB_TCP: u16 = 42000;
 const BOB_UDP: u16 = 42001;
+/// Bob's client in a user namespace of its own: uid 0 inside, his subordinate range's first
+/// uid outside.
+const BOB_USERNS: u16 = 42002;
 /// Alice's short connections (daemon test) start here.
 const BURST_FROM: u16 = 43000;
 
@@ -39,6 +42,8 @@ struct Scene {
     bob: TestUser,
     /// A uid of bob's subordinate range.
     sub: u32,
+    /// The first uid of bob's subordinate range.
+    sub_first: u32,
     _udp_server: Proc,
 }
 
@@ -116,6 +121,7 @@ EOF",
             alice,
             bob,
             sub: first + 5,
+            sub_first: first,
             _udp_server: udp_server,
         }
     }
@@ -133,8 +139,42 @@ EOF",
         c
     }
 
+    /// Bob's TCP client in a user namespace of its own (as a rootless or remapped
+    /// container runs): uid 0 inside, the first uid of his subordinate range outside. A
+    /// holder process makes the namespace and its map is written from here (as root), then
+    /// the client enters it as uid 0 (`nsenter`), in the container's network namespace.
+    /// Returns the client and the holder.
+    fn in_user_namespace(&self, nl_traffic: &Path) -> (Proc, Proc) {
+        let mut holder = Proc::spawn("a user namespace", {
+            let mut c = Command::new("unshare");
+            c.args(["--user", "--", "sh", "-c", "echo up; exec sleep 600"]);
+            c
+        });
+        holder.expect("up");
+        let pid = holder.pid();
+        let map = format!("0 {} 65536\n", self.sub_first);
+        std::fs::write(format!("/proc/{pid}/uid_map"), &map).unwrap();
+        std::fs::write(format!("/proc/{pid}/gid_map"), &map).unwrap();
+        let mut c = self.ct.cmd("nsenter");
+        c.arg(format!("--user=/proc/{pid}/ns/user"))
+            .args(["--setuid", "0", "--setgid", "0", "--"])
+            .arg(nl_traffic)
+            .args([
+                "client",
+                "tcp",
+                "198.51.100.2:9000",
+                "2500",
+                "6000",
+                "--bind",
+            ])
+            .arg(BOB_USERNS.to_string());
+        let mut p = Proc::spawn("bob's client in a user namespace", c);
+        p.expect("ready");
+        (p, holder)
+    }
+
     /// Start every client (to its first `ready`) and alice's published server.
-    fn start_traffic(&self) -> (Vec<Proc>, Proc) {
+    fn start_traffic(&self) -> (Vec<Proc>, (Proc, Proc)) {
         let tb = traffic_bin();
         let mut server = Proc::spawn("alice's server in the container", {
             let mut c = self.alice.cmd(&self.ct, &tb.path);
@@ -148,7 +188,9 @@ EOF",
             p.expect("ready");
             p
         };
+        let (userns_client, userns) = self.in_user_namespace(&tb.path);
         let clients = vec![
+            userns_client,
             client(
                 "alice's client in the container",
                 self.alice.cmd(&self.ct, &tb.path),
@@ -196,7 +238,7 @@ EOF",
                 &["tcp", "198.51.100.2:9000", "5000", "8000"],
             ),
         ];
-        (clients, server)
+        (clients, (server, userns))
     }
 }
 
@@ -216,7 +258,7 @@ fn owner(s: &Scene, e: &CtEntry, burst: Option<u32>) -> (Option<u32>, Usage) {
     match (src.as_str(), o.sport, o.dport) {
         (CT, ALICE_PORT, _) => (Some(s.alice.uid), out),
         (CT, p, _) if (BURST_FROM..BURST_FROM + 100).contains(&p) => (burst, out),
-        (CT, BOB_TCP | BOB_UDP, _) => (Some(s.bob.uid), out),
+        (CT, BOB_TCP | BOB_UDP | BOB_USERNS, _) => (Some(s.bob.uid), out),
         (_, _, 8080) => (Some(s.alice.uid), inc),
         (LAN, _, _) => (None, out),
         _ => panic!("an entry the scenario did not make: {e:?}"),
@@ -300,7 +342,7 @@ fn container_traffic_is_charged_to_its_users_by_the_timer() {
     // The second halves, from the flows' kept owners (the sockets are closed).
     snapshot();
     let entries = scenario_entries(&s);
-    assert_eq!(entries.len(), 5 + N, "{entries:#?}");
+    assert_eq!(entries.len(), 6 + N, "{entries:#?}");
     let want = expected(&s, &entries, None);
     let got = top_by_uid(&s.t.host, &db);
     eprintln!("netledger {got:?}\nconntrack {want:?}");
@@ -365,7 +407,7 @@ fn container_traffic_short_connections_are_exact_with_the_daemon() {
         src == CT || src == LAN || e.orig.dport == 8080
     };
     wait_entries_gone(&s.t.host, "the scenario's flows", ours);
-    let destroyed = capture.wait(N + 5, ours);
+    let destroyed = capture.wait(N + 6, ours);
     let err = daemon.stop();
     eprintln!("daemon: {err}");
     let want = expected(&s, &destroyed, Some(s.alice.uid));
