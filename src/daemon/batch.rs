@@ -260,6 +260,7 @@ pub fn plan_batch(
                     reply_counters: flow.reply_counters,
                     zone: flow.zone,
                     via: owner.and_then(|a| a.via.through()),
+                    container: owner.and_then(|a| a.container.clone()),
                 }
             })
             .collect()

@@ -269,6 +269,7 @@ pub(crate) fn sample_connection() -> LoggedConnection {
         }),
         zone: 0,
         via: None,
+        container: None,
     }
 }
 

@@ -25,13 +25,19 @@ const DAY: i64 = 86_400;
 
 /// Add a pass's (or a flush's) usage, dated `ts`, to the totals of its hour and day.
 /// Inside the transaction that writes the usage rows.
-pub(super) fn add(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Result<()> {
+/// `reasons[i]` is the `reason` column of the `i`th of `plan.usage`, as written.
+pub(super) fn add(
+    tx: &Transaction,
+    ts: i64,
+    plan: &PassPlan,
+    reasons: &[std::borrow::Cow<'static, str>],
+) -> rusqlite::Result<()> {
     // Rows older than the backfill's progress will be summed from the detail by it.
     if backfill_before(tx)?.is_some_and(|before| ts < before) {
         return Ok(());
     }
     let mut sums: BTreeMap<(i64, i64, std::borrow::Cow<'static, str>), Traffic> = BTreeMap::new();
-    for (k, t) in &plan.usage {
+    for ((k, t), reason) in plan.usage.iter().zip(reasons) {
         let kind = match k.kind {
             Kind::User => 0,
             Kind::Unattributed => 1,
@@ -40,8 +46,9 @@ pub(super) fn add(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Resul
         let key = (
             k.uid.map_or(-1, i64::from),
             kind,
-            // The detail's own reason code (via:UID for a service's socket).
-            super::usage_reason(k),
+            // The detail's own reason code (via:UID for a service's socket, ns:ID:UID for a
+            // container's).
+            reason.clone(),
         );
         sums.entry(key).or_default().add(t);
     }
@@ -219,6 +226,7 @@ pub(super) mod tests {
                 remote: format!("198.51.100.{}", rng.below(20)).parse().unwrap(),
                 port: [443, 80, 22][rng.below(3) as usize],
                 via: (kind == Kind::User && rng.below(4) == 0).then_some(0),
+                container: None,
             };
             let t = Traffic {
                 rx_bytes: rng.below(1_000_000),
