@@ -184,6 +184,9 @@ fn key_cells(row: &TopRow, by: &[By], labels: &Labels) -> Vec<String> {
             (None, _, _) => "-".into(),
         });
     }
+    if by.contains(&By::Container) {
+        out.push(row.container.clone().unwrap_or_else(|| "-".into()));
+    }
     out
 }
 
@@ -204,6 +207,7 @@ pub fn top_table(report: &TopReport, by: &[By], labels: &Labels, exact: bool) ->
         (By::Remote, "REMOTE"),
         (By::Port, "PORT"),
         (By::Via, "VIA"),
+        (By::Container, "CONTAINER"),
     ] {
         if by.contains(&b) {
             header.push(title.to_string());
@@ -294,6 +298,7 @@ mod tests {
             reason: reason.map(Into::into),
             via: via.map(|v| v.0),
             via_user: via.map(|v| v.1.into()),
+            container: None,
             traffic: Traffic {
                 rx_bytes: rx,
                 ..Traffic::default()

@@ -17,6 +17,8 @@ macro_rules! add_counters {
 }
 
 pub mod connections;
+#[cfg(test)]
+mod container_tests;
 mod error;
 #[cfg(feature = "test-hooks")]
 mod hooks;
