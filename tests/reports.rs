@@ -493,6 +493,8 @@ fn export_jsonl_and_csv() {
             "tx_packets",
             "total_bytes",
             "via",
+            "container",
+            "container_uid",
             "covered_since",
             "covered_until"
         ]
