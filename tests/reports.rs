@@ -690,7 +690,11 @@ fn readme_sql_queries_run() {
     assert_eq!(
         rows,
         [
-            ("carol".to_string(), Some("docker-3f2a".to_string()), 3_000_000),
+            (
+                "carol".to_string(),
+                Some("docker-3f2a".to_string()),
+                3_000_000
+            ),
             ("carol".to_string(), None, 20_000)
         ],
         "{q}"
