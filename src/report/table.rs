@@ -307,6 +307,33 @@ mod tests {
     }
 
     #[test]
+    fn top_by_container_has_a_container_column_and_key() {
+        let mut docker = row(1001, "alice", None, None, 3000);
+        docker.container = Some("docker-3f2a".into());
+        let report = TopReport {
+            rows: vec![docker, row(1001, "alice", None, None, 20)],
+            ..TopReport::default()
+        };
+        let by = [By::Container];
+        let t = top_table(&report, &by, &Labels::default(), true);
+        let cells: Vec<Vec<&str>> = t.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(cells[0], ["USER", "CONTAINER", "RX", "TX", "TOTAL"], "{t}");
+        assert_eq!(cells[1][2], "docker-3f2a", "{t}");
+        // The host's own traffic.
+        assert_eq!(cells[2][2], "-", "{t}");
+        let json: Vec<_> = report
+            .rows
+            .iter()
+            .map(|r| crate::report::top_record(r, &by, &Labels::default()))
+            .collect();
+        assert_eq!(json[0]["container"], "docker-3f2a");
+        assert!(json[1]["container"].is_null());
+        // Only with --by container.
+        let plain = crate::report::top_record(&report.rows[0], &[], &Labels::default());
+        assert!(!plain.contains_key("container"));
+    }
+
+    #[test]
     fn top_by_via_names_the_service_and_the_ambiguous() {
         let report = TopReport {
             rows: vec![
