@@ -228,6 +228,19 @@ pub(super) mod tests {
                 via: (kind == Kind::User && rng.below(4) == 0).then_some(0),
                 container: None,
             };
+            // A container's traffic (issue 14), without drawing again (the draws of every
+            // plan stay as they were): some users' and excluded rows of two programs.
+            let in_container = kind != Kind::Unattributed && key.via.is_none();
+            let key = match key.program.as_deref() {
+                Some(p @ ("p1" | "p2")) if in_container && key.port != 22 => UsageKey {
+                    container: Some(crate::attribute::Container {
+                        name: format!("docker-{p}").into(),
+                        inner_uid: key.uid.unwrap_or(0) % 2 * 1000,
+                    }),
+                    ..key
+                },
+                _ => key,
+            };
             let t = Traffic {
                 rx_bytes: rng.below(1_000_000),
                 tx_bytes: rng.below(100_000),
@@ -308,9 +321,20 @@ pub(super) mod tests {
                     uid,
                     limit: 100,
                 };
+                let by_container = TopQuery {
+                    by: vec![By::Container],
+                    ..q.clone()
+                };
                 let report = |store: &mut Store, on| {
                     store.set_use_totals(on);
-                    let top = store.top(&q).unwrap();
+                    let mut top = store.top(&q).unwrap();
+                    // Per container, from the totals too.
+                    let c = store.top(&by_container).unwrap();
+                    top.rows.extend(c.rows);
+                    assert_eq!(
+                        (c.total, c.unattributed, c.excluded),
+                        (top.total, top.unattributed, top.excluded)
+                    );
                     let periods: Vec<_> = [Period::Hour, Period::Day, Period::Week, Period::Month]
                         .into_iter()
                         .map(|p| store.periods(p, since, until, uid, true).unwrap())
