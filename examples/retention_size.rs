@@ -127,6 +127,7 @@ impl Model {
             program: Some(format!("prog{program}")),
             reason: None,
             via: None,
+            container: None,
             protocol: 6,
             direction: Some(Direction::Out),
             remote: remote_addr(user, remote).into(),
@@ -251,6 +252,7 @@ fn main() {
                         }),
                         zone: 0,
                         via: None,
+                        container: None,
                     }
                 })
                 .collect();

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use crate::attribute::{Attributed, Attribution, Direction, Reason, Verdict, Via};
+use crate::attribute::{Attributed, Attribution, Container, Direction, Reason, Verdict, Via};
 use crate::model::{Counters, Flow, FlowKey};
 
 /// What the store remembers of a flow between passes.
@@ -134,6 +134,9 @@ pub struct UsageKey {
     pub reason: Option<Reason>,
     /// The delegating uid whose socket the traffic went through, when charged to a holder.
     pub via: Option<u32>,
+    /// The container whose socket it was found through (never with `via`); `None` for the
+    /// host's own sockets and for unattributed traffic.
+    pub container: Option<Container>,
     /// IP protocol number.
     pub protocol: u8,
     /// Initiating side, when known.
@@ -284,12 +287,14 @@ fn usage_key(flow: &Flow, at: &Attributed) -> UsageKey {
         ),
         Verdict::Unattributed(r) => (Kind::Unattributed, (None, None, Some(*r), None)),
     };
+    let container = at.attribution().and_then(|a| a.container.clone());
     UsageKey {
         kind,
         uid,
         program,
         reason,
         via,
+        container,
         protocol: flow.orig.proto,
         direction: at.direction,
         remote: at.remote,
@@ -329,6 +334,7 @@ fn held_charge(s: &FlowState) -> Option<(UsageKey, Traffic)> {
         program: a.program.clone(),
         reason: None,
         via: None,
+        container: a.container.clone(),
         protocol: o.proto,
         direction: Some(a.direction),
         remote,

@@ -73,7 +73,7 @@ pub struct Attribution {
 
 /// A network namespace of this host other than netledger's own ("a container"), as a flow
 /// attributed through one of its sockets carries it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Container {
     /// A stable, readable name: the `ip netns` name, else from the cgroup of a process in
     /// it (`docker-<id>`, `libpod-<id>`, `machine-<name>`, `lxc.payload.<name>`), else

@@ -198,7 +198,7 @@ pub struct TopArgs {
     pub until: Option<String>,
 
     /// Group by these, comma-separated (user is always included): user, program,
-    /// remote, port, via.
+    /// remote, port, via, container.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "user")]
     pub by: Vec<By>,
 
@@ -367,6 +367,7 @@ pub const LOG_TEMPLATE_HELP: &str = "\
   %i remote address    %r remote port    %l local address  %L local port
   %o original tuple (src:port>dst:port, pre-NAT)           %R reply tuple (post-NAT)
   %u user name (or uid, or -)            %U uid (or -)     %c program (or -)
+  %C container (or -)  %K uid inside the container (or -)
   %t bytes sent        %x bytes received %T packets sent   %X packets received
   %n newline           %% a percent sign
 An IPv6 %i or %l followed by ':' is put in brackets: %i:%r prints [2001:db8::2]:443.
@@ -453,7 +454,14 @@ pub struct SummaryArgs {
 
 impl ValueEnum for By {
     fn value_variants<'a>() -> &'a [Self] {
-        &[By::User, By::Program, By::Remote, By::Port, By::Via]
+        &[
+            By::User,
+            By::Program,
+            By::Remote,
+            By::Port,
+            By::Via,
+            By::Container,
+        ]
     }
 
     fn to_possible_value(&self) -> Option<PossibleValue> {
@@ -464,6 +472,8 @@ impl ValueEnum for By {
             By::Port => PossibleValue::new("port").help("Per protocol and service port"),
             By::Via => PossibleValue::new("via")
                 .help("Per service the traffic went through (a delegating service's socket)"),
+            By::Container => PossibleValue::new("container")
+                .help("Per container (another network namespace) the traffic came from"),
         })
     }
 }

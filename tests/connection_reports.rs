@@ -65,6 +65,7 @@ fn out(
         reply_counters: rx,
         zone: 0,
         via: None,
+        container: None,
     }
 }
 
@@ -121,6 +122,7 @@ fn log() -> Vec<LoggedConnection> {
             reply_counters: counters(900_000, 700),
             zone: 0,
             via: None,
+            container: None,
         },
         // A DNS exchange nobody owned.
         out(

@@ -34,6 +34,7 @@ fn pass(store: &mut Store, ts: i64, usage: &[(u32, u64, u64)]) {
             program: Some("curl".into()),
             reason: None,
             via: None,
+            container: None,
             protocol: 6,
             direction: Some(Direction::Out),
             remote: format!("198.51.100.{}", i + 1).parse().unwrap(),

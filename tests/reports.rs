@@ -493,6 +493,8 @@ fn export_jsonl_and_csv() {
             "tx_packets",
             "total_bytes",
             "via",
+            "container",
+            "container_uid",
             "covered_since",
             "covered_until"
         ]
@@ -617,12 +619,13 @@ fn readme_sql_queries_run() {
         .skip(1)
         .map(|b| b.split("```").next().unwrap())
         .collect();
-    assert_eq!(queries.len(), 6, "six queries in the README");
+    assert_eq!(queries.len(), 7, "seven queries in the README");
     let c = rusqlite::Connection::open(&db).unwrap();
     let mut results = vec![];
     // The last is about SSH sessions (issue 16), which the generated month has none of: it
     // runs after one is added (below), so the others' results stay as they were.
-    let (queries, via_query) = queries.split_at(5);
+    let (queries, rest) = queries.split_at(5);
+    let (via_query, container_query) = rest.split_at(1);
     for q in queries {
         // The README's queries use the current month and yesterday; pin "now" to the data.
         let q = q.replace("'now'", "'2026-11-20 12:00:00'");
@@ -663,6 +666,39 @@ fn readme_sql_queries_run() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(rows, [("dave".to_string(), 2_001_000)], "{q}");
+    // Containers (issue 14): carol's 3 MB in docker-3f2a as uid 1000 inside (stored as
+    // `ns:ID:UID`, migration 0010), beside her own traffic on the host.
+    c.execute_batch(
+        "INSERT INTO containers (name, first_seen, last_seen)
+         VALUES ('docker-3f2a', 1795132800, 1795132800);
+         INSERT INTO usage_raw (ts, uid, kind, reason, program, remote, protocol, port,
+                               direction, rx_bytes, tx_bytes, rx_packets, tx_packets)
+         SELECT 1795132800, 1003, 0, 'ns:' || (SELECT id FROM containers) || ':1000',
+                (SELECT min(id) FROM programs), (SELECT min(id) FROM remotes), 6, 443, 1,
+                3000000, 0, 1, 1;",
+    )
+    .unwrap();
+    let q = container_query[0].replace("'now'", "'2026-11-20 12:00:00'");
+    let rows: Vec<(String, Option<String>, i64)> = c
+        .prepare(&q)
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .filter(|r: &(String, _, _)| r.0 == "carol")
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "carol".to_string(),
+                Some("docker-3f2a".to_string()),
+                3_000_000
+            ),
+            ("carol".to_string(), None, 20_000)
+        ],
+        "{q}"
+    );
 }
 
 /// `netledger top | head` closes stdout early: the report exits 0 without a message.

@@ -953,7 +953,7 @@ _netledger() {
                     return 0
                     ;;
                 --by)
-                    COMPREPLY=($(compgen -W "user program remote port via" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "user program remote port via container" -- "${cur}"))
                     return 0
                     ;;
                 --user)

@@ -69,11 +69,12 @@ complete -c netledger -n "__fish_netledger_using_subcommand setup" -s h -l help 
 complete -c netledger -n "__fish_netledger_using_subcommand setup" -s V -l version -d 'Print version'
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l since -d 'Start of the period: a duration back from now (90m, 24h, 7d), today, yesterday, or a date/time (2026-11-01, 2026-11-01T08:00), in local time unless --utc' -r
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l until -d 'End of the period (same forms as --since); default now' -r
-complete -c netledger -n "__fish_netledger_using_subcommand top" -l by -d 'Group by these, comma-separated (user is always included): user, program, remote, port, via' -r -f -a "user\t'Per user'
+complete -c netledger -n "__fish_netledger_using_subcommand top" -l by -d 'Group by these, comma-separated (user is always included): user, program, remote, port, via, container' -r -f -a "user\t'Per user'
 program\t'Per program'
 remote\t'Per remote address'
 port\t'Per protocol and service port'
-via\t'Per service the traffic went through (a delegating service\'s socket)'"
+via\t'Per service the traffic went through (a delegating service\'s socket)'
+container\t'Per container (another network namespace) the traffic came from'"
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l user -d 'Only this user (name or uid)' -r
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l limit -d 'At most this many rows (1 to 1000000)' -r
 complete -c netledger -n "__fish_netledger_using_subcommand top" -l names -d 'Remote address names: lines of `ADDRESS-or-CIDR NAME` [env: NETLEDGER_NAMES] (default: the configured file, else /etc/netledger/names when it exists)' -r -F

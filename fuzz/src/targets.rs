@@ -172,6 +172,10 @@ pub fn log_format(data: &[u8]) {
         }),
         zone: b(10) as u16,
         via: None,
+        container: (b(11) & 1 != 0).then(|| netledger::attribute::Container {
+            name: text.chars().skip(8).take(16).collect::<String>().into(),
+            inner_uid: b(12) as u32 * 1000,
+        }),
     };
     for utc in [true, false] {
         let _ = t.render(&c, utc, &mut |uid| format!("user{uid}"));

@@ -37,6 +37,8 @@ pub fn run(s: &Settings, args: &Export) -> Result<()> {
                     remote: String::new(),
                     port: 0,
                     via: None,
+                    container: None,
+                    container_uid: None,
                     traffic: Default::default(),
                 }),
                 &covered,

@@ -122,6 +122,7 @@ fn what_waits(
             reply_counters: None,
             zone: w.flow.zone,
             via: owner.and_then(|a| a.via.through()),
+            container: owner.and_then(|a| a.container.clone()),
         };
         matches(&c, args.host.as_ref(), args.port, uid)
     });

@@ -72,6 +72,7 @@ fn empty_row() -> TopRow {
         reason: None,
         via: None,
         via_user: None,
+        container: None,
         traffic: Default::default(),
     }
 }

@@ -260,6 +260,7 @@ pub fn plan_batch(
                     reply_counters: flow.reply_counters,
                     zone: flow.zone,
                     via: owner.and_then(|a| a.via.through()),
+                    container: owner.and_then(|a| a.container.clone()),
                 }
             })
             .collect()
@@ -405,6 +406,59 @@ mod tests {
         assert_eq!((c.uid, c.direction), (Some(ALICE), Some(Direction::Out)));
         assert_eq!(c.duration_ms(), 250, "kernel timestamps win");
         assert_eq!(c.program.as_deref(), Some("curl"));
+    }
+
+    /// Issue 14: a container's flow (its NEW found the owner in the container) is charged
+    /// and logged with its container, as a saved one is after a pass found it.
+    #[test]
+    fn a_container_flow_is_charged_and_logged_with_its_container() {
+        let docker = crate::attribute::Container {
+            name: "docker-3f2a".into(),
+            inner_uid: 1000,
+        };
+        let inside = Attribution {
+            container: Some(docker.clone()),
+            ..alice()
+        };
+        let events = [
+            Resolved::New {
+                flow: flow(1, 40000, None),
+                owner: Some(inside.clone()),
+                at_ms: 1_780_000_000_001,
+            },
+            Resolved::Destroy {
+                flow: flow(1, 40000, Some((600, 20_000))),
+                tcp_state: None,
+                left: None,
+                at_ms: 1_780_000_000_300,
+            },
+            Resolved::Destroy {
+                flow: flow(2, 40001, Some((60, 2_000))),
+                tcp_state: None,
+                left: None,
+                at_ms: 1_780_000_000_300,
+            },
+        ];
+        let saved = FlowState {
+            key: flow(2, 40001, None).key(),
+            orig: Counters::default(),
+            reply: Counters::default(),
+            attribution: Some(inside),
+            first_seen: 1_780_000_000,
+            last_seen: 1_780_000_000,
+            missing: 0,
+        };
+        let prev = HashMap::from([(saved.key, saved)]);
+        let w = plan(&events, &prev);
+        let charged: Vec<_> = w
+            .plan
+            .usage
+            .iter()
+            .map(|(k, t)| (k.uid, k.container.clone(), t.tx_bytes))
+            .collect();
+        assert_eq!(charged, [(Some(ALICE), Some(docker.clone()), 660)]);
+        assert_eq!(w.log.len(), 2);
+        assert!(w.log.iter().all(|c| c.container.as_ref() == Some(&docker)));
     }
 
     #[test]

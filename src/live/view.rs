@@ -320,6 +320,7 @@ mod tests {
             program: Some(program.into()),
             reason: None,
             via: None,
+            container: None,
             protocol: 6,
             direction: None,
             remote: remote.parse().unwrap(),

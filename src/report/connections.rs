@@ -36,6 +36,7 @@ pub fn connection_record(
     user: &mut dyn FnMut(u32) -> String,
 ) -> Record {
     let owner = r.at.attribution();
+    let container = owner.and_then(|a| a.container.as_ref());
     let (kind, reason) = charged(&r.at.verdict);
     let tuple = |t: &Tuple| {
         json!({"src": t.src.to_string(), "dst": t.dst.to_string(),
@@ -45,6 +46,8 @@ pub fn connection_record(
         "uid": owner.map(|a| a.uid),
         "user": owner.map(|a| user(a.uid)),
         "program": owner.and_then(|a| a.program.clone()),
+        "container": container.map(|k| k.name.as_ref()),
+        "container_uid": container.map(|k| k.inner_uid),
         "direction": r.at.direction.map(|d| d.as_str()),
         "protocol": protocol_name(r.flow.orig.proto),
         "state": r.tcp_state.map(|s| tcp_state_name(Some(s))),
@@ -62,8 +65,8 @@ pub fn connection_record(
     }))
 }
 
-/// The open connections as a table: owner, program, direction, protocol, state, both
-/// ends, age and the bytes so far (exact with `exact`).
+/// The open connections as a table: owner, program, container, direction, protocol,
+/// state, both ends, age and the bytes so far (exact with `exact`).
 pub fn connections_table(
     rows: &[OpenConnection],
     now_ns: u64,
@@ -71,10 +74,20 @@ pub fn connections_table(
     user: &mut dyn FnMut(u32) -> String,
 ) -> String {
     let header = [
-        "USER", "PROGRAM", "DIR", "PROTO", "STATE", "LOCAL", "REMOTE", "AGE", "RX", "TX",
+        "USER",
+        "PROGRAM",
+        "CONTAINER",
+        "DIR",
+        "PROTO",
+        "STATE",
+        "LOCAL",
+        "REMOTE",
+        "AGE",
+        "RX",
+        "TX",
     ];
     // Byte columns align right, the others left.
-    let mut t = Table::new(header.map(String::from).to_vec(), 8);
+    let mut t = Table::new(header.map(String::from).to_vec(), 9);
     for r in rows {
         let owner = r.at.attribution();
         t.push(vec![
@@ -82,6 +95,9 @@ pub fn connections_table(
             owner
                 .and_then(|a| a.program.clone())
                 .unwrap_or_else(|| "-".into()),
+            owner
+                .and_then(|a| a.container.as_ref())
+                .map_or_else(|| "-".into(), |k| k.name.to_string()),
             r.at.direction.map_or("-", |d| d.as_str()).into(),
             protocol_name(r.flow.orig.proto),
             tcp_state_name(r.tcp_state).into(),
@@ -116,6 +132,36 @@ mod tests {
             "connections_table_empty",
             connections_table(&[], fixture::NOW_NS, false, &mut fixture::user_name)
         );
+    }
+
+    #[test]
+    fn a_container_connection_names_its_container() {
+        let (dump, mut attributed) = fixture::observation();
+        let i = attributed
+            .iter()
+            .position(|a| matches!(a.verdict, Verdict::User(_)))
+            .unwrap();
+        if let Verdict::User(a) = &mut attributed[i].verdict {
+            a.container = Some(crate::attribute::Container {
+                name: "docker-3f2a".into(),
+                inner_uid: 1000,
+            });
+        }
+        let rows = open_connections(&dump, &attributed, None, true);
+        let records: Vec<Record> = rows
+            .iter()
+            .map(|r| connection_record(r, fixture::NOW_NS, &mut fixture::user_name))
+            .collect();
+        let named: Vec<_> = records
+            .iter()
+            .filter(|r| !r["container"].is_null())
+            .map(|r| (r["container"].clone(), r["container_uid"].clone()))
+            .collect();
+        assert_eq!(named, [(json!("docker-3f2a"), json!(1000))]);
+        let t = connections_table(&rows, fixture::NOW_NS, true, &mut fixture::user_name);
+        let header: Vec<&str> = t.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(header[..4], ["USER", "PROGRAM", "CONTAINER", "DIR"], "{t}");
+        assert_eq!(t.matches("docker-3f2a").count(), 1, "{t}");
     }
 
     #[test]

@@ -318,6 +318,7 @@ mod tests {
             program: None,
             reason: None,
             via: None,
+            container: None,
             protocol: 6,
             direction: None,
             remote: "198.51.100.2".parse().unwrap(),

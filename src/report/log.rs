@@ -26,10 +26,11 @@ enum Piece {
 pub struct Template(Vec<Piece>);
 
 /// The escapes a template may use (documented in `netledger log --help`).
-const ESCAPES: &str = "seSDPdirlLoRuUctxTX";
+const ESCAPES: &str = "seSDPdirlLoRuUcCKtxTX";
 
-/// The default line: start, duration, protocol, direction, both tuples, owner, bytes.
-pub const DEFAULT_FORMAT: &str = "%s %Ss %P %d %o %R %u %c tx=%t rx=%x";
+/// The default line: start, duration, protocol, direction, both tuples, owner, container,
+/// bytes.
+pub const DEFAULT_FORMAT: &str = "%s %Ss %P %d %o %R %u %c %C tx=%t rx=%x";
 
 impl Default for Template {
     /// [`DEFAULT_FORMAT`].
@@ -142,6 +143,14 @@ impl Template {
                     'u' => c.uid.map_or("-".into(), &mut *user),
                     'U' => c.uid.map_or("-".into(), |u| u.to_string()),
                     'c' => c.program.clone().unwrap_or_else(|| "-".into()),
+                    'C' => c
+                        .container
+                        .as_ref()
+                        .map_or("-".into(), |k| k.name.to_string()),
+                    'K' => c
+                        .container
+                        .as_ref()
+                        .map_or("-".into(), |k| k.inner_uid.to_string()),
                     't' => t.tx_bytes.to_string(),
                     'x' => t.rx_bytes.to_string(),
                     'T' => t.tx_packets.to_string(),
@@ -179,6 +188,8 @@ pub fn log_record(c: &LoggedConnection, user: Option<String>) -> Record {
         "uid": c.uid,
         "user": user,
         "via": c.via,
+        "container": c.container.as_ref().map(|k| k.name.as_ref()),
+        "container_uid": c.container.as_ref().map(|k| k.inner_uid),
         "program": c.program,
         "orig_packets": c.orig_counters.map(|x| x.packets),
         "orig_bytes": c.orig_counters.map(|x| x.bytes),
@@ -269,6 +280,7 @@ pub(crate) fn sample_connection() -> LoggedConnection {
         }),
         zone: 0,
         via: None,
+        container: None,
     }
 }
 
@@ -292,6 +304,32 @@ mod tests {
              198.51.100.1|8080|192.0.2.9:50000>203.0.113.7:80|198.51.100.1:8080>192.0.2.9:50000|\
              user1001|1001|nginx|5000|300|5|3|%|\n"
         );
+    }
+
+    #[test]
+    fn a_container_connection_shows_its_container_in_lines_and_json() {
+        let mut c = conn();
+        let host = Template::default().render(&c, true, &mut |u| format!("user{u}"));
+        assert!(host.contains(" user1001 nginx - tx="), "{host}");
+        let json = log_record(&c, None);
+        assert_eq!(
+            (&json["container"], &json["container_uid"]),
+            (&serde_json::Value::Null, &serde_json::Value::Null)
+        );
+        c.container = Some(crate::attribute::Container {
+            name: "docker-3f2a".into(),
+            inner_uid: 1000,
+        });
+        let line = Template::default().render(&c, true, &mut |u| format!("user{u}"));
+        assert!(line.contains(" user1001 nginx docker-3f2a tx="), "{line}");
+        let t = parse_template("%C/%K").unwrap();
+        assert_eq!(
+            t.render(&c, true, &mut |u| u.to_string()),
+            "docker-3f2a/1000"
+        );
+        let json = log_record(&c, None);
+        assert_eq!(json["container"], "docker-3f2a");
+        assert_eq!(json["container_uid"], 1000);
     }
 
     #[test]

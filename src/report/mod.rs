@@ -51,7 +51,8 @@ fn traffic_fields(m: &mut Record, t: &Traffic) {
 }
 
 /// One `top` row as a record: `uid` (null when unattributed), `user`, the `--by` keys
-/// (`via` and `via_user` for `--by via`), `reason`, bytes and packets.
+/// (`via` and `via_user` for `--by via`, `container` for `--by container`: null for the
+/// host's traffic), `reason`, bytes and packets.
 pub fn top_record(row: &TopRow, by: &[By], labels: &Labels) -> Record {
     let mut m = Map::new();
     m.insert("uid".into(), json!(row.uid));
@@ -73,6 +74,9 @@ pub fn top_record(row: &TopRow, by: &[By], labels: &Labels) -> Record {
     if by.contains(&By::Via) {
         m.insert("via".into(), json!(row.via));
         m.insert("via_user".into(), json!(row.via_user));
+    }
+    if by.contains(&By::Container) {
+        m.insert("container".into(), json!(row.container));
     }
     m.insert("reason".into(), json!(row.reason));
     traffic_fields(&mut m, &row.traffic);
@@ -108,6 +112,8 @@ pub fn usage_record(r: &UsageRecord) -> Record {
     traffic_fields(&mut m, &r.traffic);
     // Last, so that the columns before it keep their places in CSV.
     m.insert("via".into(), json!(r.via));
+    m.insert("container".into(), json!(r.container));
+    m.insert("container_uid".into(), json!(r.container_uid));
     m
 }
 

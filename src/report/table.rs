@@ -184,6 +184,9 @@ fn key_cells(row: &TopRow, by: &[By], labels: &Labels) -> Vec<String> {
             (None, _, _) => "-".into(),
         });
     }
+    if by.contains(&By::Container) {
+        out.push(row.container.clone().unwrap_or_else(|| "-".into()));
+    }
     out
 }
 
@@ -204,6 +207,7 @@ pub fn top_table(report: &TopReport, by: &[By], labels: &Labels, exact: bool) ->
         (By::Remote, "REMOTE"),
         (By::Port, "PORT"),
         (By::Via, "VIA"),
+        (By::Container, "CONTAINER"),
     ] {
         if by.contains(&b) {
             header.push(title.to_string());
@@ -294,11 +298,39 @@ mod tests {
             reason: reason.map(Into::into),
             via: via.map(|v| v.0),
             via_user: via.map(|v| v.1.into()),
+            container: None,
             traffic: Traffic {
                 rx_bytes: rx,
                 ..Traffic::default()
             },
         }
+    }
+
+    #[test]
+    fn top_by_container_has_a_container_column_and_key() {
+        let mut docker = row(1001, "alice", None, None, 3000);
+        docker.container = Some("docker-3f2a".into());
+        let report = TopReport {
+            rows: vec![docker, row(1001, "alice", None, None, 20)],
+            ..TopReport::default()
+        };
+        let by = [By::Container];
+        let t = top_table(&report, &by, &Labels::default(), true);
+        let cells: Vec<Vec<&str>> = t.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(cells[0], ["USER", "CONTAINER", "RX", "TX", "TOTAL"], "{t}");
+        assert_eq!(cells[1][2], "docker-3f2a", "{t}");
+        // The host's own traffic.
+        assert_eq!(cells[2][2], "-", "{t}");
+        let json: Vec<_> = report
+            .rows
+            .iter()
+            .map(|r| crate::report::top_record(r, &by, &Labels::default()))
+            .collect();
+        assert_eq!(json[0]["container"], "docker-3f2a");
+        assert!(json[1]["container"].is_null());
+        // Only with --by container.
+        let plain = crate::report::top_record(&report.rows[0], &[], &Labels::default());
+        assert!(!plain.contains_key("container"));
     }
 
     #[test]

@@ -13,10 +13,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    insert_pass, write_state, write_usage, write_users, Interned, PassRecord, Store, StoreError,
+    insert_pass, write_state, write_usage, write_users, Containers, Interned, PassRecord, Store,
+    StoreError,
 };
 use crate::account::{FlowState, PassPlan};
-use crate::attribute::{Attribution, Direction, Via};
+use crate::attribute::{Attribution, Container, Direction, Via};
 use crate::model::{Counters, FlowKey, Tuple};
 
 /// 2024-01-01T00:00:00Z in milliseconds since the Unix epoch: the log's time origin, so
@@ -42,6 +43,9 @@ const X_ZONE: u8 = 1 << 1;
 /// Schema 6: the uid of the delegating service's socket the connection went through
 /// follows the zone (the connection is charged to `uid`, a holder of that socket).
 const X_VIA: u8 = 1 << 2;
+/// Schema 10: the connection was found through a container's socket: its `containers.id`
+/// and the socket's uid inside it follow, at the end.
+const X_CONTAINER: u8 = 1 << 3;
 
 /// One finished connection as the log keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +73,9 @@ pub struct LoggedConnection {
     pub zone: u16,
     /// The delegating uid whose socket it went through, when charged to a holder of it.
     pub via: Option<u32>,
+    /// The container whose socket it was found through (`uid` is the one charged, as the
+    /// host sees it; the container's own view of it is `inner_uid`).
+    pub container: Option<Container>,
 }
 
 impl LoggedConnection {
@@ -121,8 +128,10 @@ pub fn time_prefix(ms: i64) -> [u8; TIME_LEN] {
     [b[3], b[4], b[5], b[6], b[7]]
 }
 
-/// Pack a connection (pure). `program` is its `programs.id`.
-pub fn encode(c: &LoggedConnection, program: Option<i64>) -> Vec<u8> {
+/// Pack a connection (pure). `program` is its `programs.id`, `container` its container's
+/// `containers.id` (the record holds it only when `c.container` is set).
+pub fn encode(c: &LoggedConnection, program: Option<i64>, container: Option<i64>) -> Vec<u8> {
+    let container = container.zip(c.container.as_ref().map(|c| c.inner_uid));
     let mut out = Vec::with_capacity(40);
     out.extend_from_slice(&time_prefix(c.end_ms));
     put_varint(&mut out, c.duration_ms().max(0) as u64);
@@ -138,6 +147,9 @@ pub fn encode(c: &LoggedConnection, program: Option<i64>) -> Vec<u8> {
     }
     if c.via.is_some() {
         ext |= X_VIA;
+    }
+    if container.is_some() {
+        ext |= X_CONTAINER;
     }
     let class = match (ext, c.orig.proto) {
         (0, crate::model::IPPROTO_TCP) => P_TCP,
@@ -189,6 +201,10 @@ pub fn encode(c: &LoggedConnection, program: Option<i64>) -> Vec<u8> {
     }
     if let Some(via) = c.via {
         put_varint(&mut out, u64::from(via));
+    }
+    if let Some((id, inner)) = container {
+        put_varint(&mut out, id as u64);
+        put_varint(&mut out, u64::from(inner));
     }
     out
 }
@@ -244,8 +260,20 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Unpack a record (pure): the connection (without its program name) and its program id.
-pub fn decode(rec: &[u8]) -> Result<(LoggedConnection, Option<i64>), BadRecord> {
+/// A decoded record: the connection without the names it refers to by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// The connection: no `program`; a `container` with an empty name when it has one.
+    pub conn: LoggedConnection,
+    /// Its `programs.id`.
+    pub program: Option<i64>,
+    /// Its `containers.id`.
+    pub container: Option<i64>,
+}
+
+/// Unpack a record (pure): the connection (without its program and container names) and
+/// their ids.
+pub fn decode(rec: &[u8]) -> Result<Decoded, BadRecord> {
     let mut r = Reader { buf: rec };
     let t = r.take(TIME_LEN)?;
     let rel = u64::from_be_bytes([0, 0, 0, t[0], t[1], t[2], t[3], t[4]]) as i64;
@@ -254,7 +282,7 @@ pub fn decode(rec: &[u8]) -> Result<(LoggedConnection, Option<i64>), BadRecord> 
     let flags = r.byte()?;
     let class = flags >> P_SHIFT;
     let ext = if class == P_EXTENDED { r.byte()? } else { 0 };
-    if ext & !(X_NO_COUNTERS | X_ZONE | X_VIA) != 0 {
+    if ext & !(X_NO_COUNTERS | X_ZONE | X_VIA | X_CONTAINER) != 0 {
         return Err(BadRecord(
             "unknown extension (written by a newer netledger?)",
         ));
@@ -321,11 +349,19 @@ pub fn decode(rec: &[u8]) -> Result<(LoggedConnection, Option<i64>), BadRecord> 
     } else {
         None
     };
+    let container = if ext & X_CONTAINER != 0 {
+        let id = i64::try_from(r.varint()?).map_err(|_| BadRecord("container out of range"))?;
+        let inner =
+            u32::try_from(r.varint()?).map_err(|_| BadRecord("container uid out of range"))?;
+        Some((id, inner))
+    } else {
+        None
+    };
     if !r.buf.is_empty() {
         return Err(BadRecord("trailing bytes (written by a newer netledger?)"));
     }
-    Ok((
-        LoggedConnection {
+    Ok(Decoded {
+        conn: LoggedConnection {
             start_ms: end_ms - duration,
             end_ms,
             orig,
@@ -337,9 +373,14 @@ pub fn decode(rec: &[u8]) -> Result<(LoggedConnection, Option<i64>), BadRecord> 
             reply_counters,
             zone,
             via,
+            container: container.map(|(_, inner_uid)| Container {
+                name: "".into(),
+                inner_uid,
+            }),
         },
         program,
-    ))
+        container: container.map(|(id, _)| id),
+    })
 }
 
 /// Everything one flush of conntrack events writes, in one transaction: the usage rows
@@ -382,7 +423,7 @@ fn load_states_on(
 ) -> rusqlite::Result<HashMap<FlowKey, FlowState>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT orig_packets, orig_bytes, reply_packets, reply_bytes, uid, program, direction,
-                first_seen, last_seen, missing, via
+                first_seen, last_seen, missing, via, container, container_uid
          FROM flow_state WHERE {KEY}"
     ))?;
     let mut out = HashMap::new();
@@ -417,7 +458,7 @@ fn load_states_on(
                                 program: r.get(5)?,
                                 direction,
                                 via: Via::from_code(r.get(10)?),
-                                container: None,
+                                container: super::container_at(r, 11)?,
                             }),
                             _ => None,
                         },
@@ -447,10 +488,11 @@ fn write_attributions(conn: &Connection, states: &[FlowState]) -> rusqlite::Resu
     let mut stmt = conn.prepare_cached(
         "INSERT INTO flow_state (zone, protocol, src, dst, sport, dport, ct_id,
             orig_packets, orig_bytes, reply_packets, reply_bytes, uid, program, direction,
-            first_seen, last_seen, missing, via)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, 0, 0, ?8, ?9, ?10, ?11, ?11, 0, ?12)
+            first_seen, last_seen, missing, via, container, container_uid)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, 0, 0, ?8, ?9, ?10, ?11, ?11, 0, ?12, ?13, ?14)
          ON CONFLICT (zone, protocol, src, dst, sport, dport, ct_id) DO UPDATE
          SET uid = excluded.uid, program = excluded.program, direction = excluded.direction,
+             container = excluded.container, container_uid = excluded.container_uid,
              via = CASE WHEN flow_state.via IS NOT -3 AND excluded.via IS -3 THEN -1
                         ELSE excluded.via END,
              orig_packets = iif(flow_state.via IS -3 AND excluded.via IS NOT -3, 0, orig_packets),
@@ -475,13 +517,20 @@ fn write_attributions(conn: &Connection, states: &[FlowState]) -> rusqlite::Resu
             a.direction.as_str(),
             s.first_seen,
             a.via.code(),
+            a.container.as_ref().map(|c| c.name.as_ref()),
+            a.container.as_ref().map(|c| c.inner_uid),
         ])?;
     }
     Ok(())
 }
 
-fn write_log(conn: &Connection, log: &[LoggedConnection]) -> rusqlite::Result<(usize, usize)> {
+fn write_log(
+    conn: &Connection,
+    now: i64,
+    log: &[LoggedConnection],
+) -> rusqlite::Result<(usize, usize)> {
     let mut programs = Interned::PROGRAMS;
+    let mut containers = Containers::new(now);
     let mut stmt = conn.prepare_cached("INSERT OR IGNORE INTO connection_log (rec) VALUES (?1)")?;
     let (mut logged, mut duplicates) = (0, 0);
     for c in log {
@@ -489,7 +538,8 @@ fn write_log(conn: &Connection, log: &[LoggedConnection]) -> rusqlite::Result<(u
             Some(p) if !p.is_empty() => Some(programs.id(conn, p)?),
             _ => None,
         };
-        if stmt.execute([encode(c, program)])? == 1 {
+        let container = containers.id_of(conn, c.container.as_ref())?;
+        if stmt.execute([encode(c, program, container)])? == 1 {
             logged += 1;
         } else {
             duplicates += 1;
@@ -534,7 +584,7 @@ impl Store {
         };
         write_state(&tx, &w.plan).map_err(wrap)?;
         write_attributions(&tx, &w.attributions).map_err(wrap)?;
-        let (logged, duplicates) = write_log(&tx, &w.log).map_err(wrap)?;
+        let (logged, duplicates) = write_log(&tx, w.record.started_at, &w.log).map_err(wrap)?;
         #[cfg(feature = "test-hooks")]
         super::hooks::pause_before_commit(self.pause_in_flush, "flush");
         tx.commit().map_err(wrap)?;
@@ -576,16 +626,19 @@ impl Store {
         since_ms: i64,
         until_ms: i64,
     ) -> Result<Vec<LoggedConnection>, StoreError> {
-        let programs: HashMap<i64, String> = {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT id, name FROM programs")
-                .map_err(|e| self.wrap(e))?;
+        let names = |sql: &str| -> Result<HashMap<i64, String>, StoreError> {
+            let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.wrap(e))?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
                 .map_err(|e| self.wrap(e))?;
             rows.collect::<rusqlite::Result<_>>()
-                .map_err(|e| self.wrap(e))?
+                .map_err(|e| self.wrap(e))
+        };
+        let programs = names("SELECT id, name FROM programs")?;
+        // A database read before migrating to schema 10 has no container in its records.
+        let containers = match self.schema >= super::CONTAINER_SCHEMA {
+            true => names("SELECT id, name FROM containers")?,
+            false => HashMap::new(),
         };
         let mut stmt = self
             .conn
@@ -604,8 +657,15 @@ impl Store {
         while let Some(row) = rows.next().map_err(|e| self.wrap(e))? {
             let rec: Vec<u8> = row.get(0).map_err(|e| self.wrap(e))?;
             match decode(&rec) {
-                Ok((mut c, program)) => {
-                    c.program = program.and_then(|p| programs.get(&p).cloned());
+                Ok(d) => {
+                    let mut c = d.conn;
+                    c.program = d.program.and_then(|p| programs.get(&p).cloned());
+                    if let (Some(k), Some(id)) = (c.container.as_mut(), d.container) {
+                        k.name = match containers.get(&id) {
+                            Some(name) => name.as_str().into(),
+                            None => format!("#{id}").into(),
+                        };
+                    }
                     out.push(c);
                 }
                 Err(_) => bad += 1,
@@ -665,6 +725,7 @@ mod tests {
             }),
             zone: 0,
             via: None,
+            container: None,
         }
     }
 
@@ -700,22 +761,103 @@ mod tests {
         bare.program = None;
         bare.orig_counters = None;
         bare.reply_counters = None;
-        for (c, program) in [
-            (plain, Some(1)),
-            (nat, Some(300)),
-            (v6, Some(2)),
-            (icmp, Some(1)),
-            (ssh, Some(4)),
-            (ssh_zone, None),
-            (bare, None),
+        // Found through a container's socket: alice (1001 on the host) is 1000 inside.
+        let mut docker = conn(8);
+        docker.container = Some(container("docker-3f2a", 1000));
+        // The same with a zone, NAT, IPv6 and no counters, and a big container id.
+        let mut ns = conn(9);
+        ns.orig = t("2001:db8::1", "2001:db8::2", 40000, 53);
+        ns.reply = t("2001:db8::2", "2001:db8:1::1", 53, 40000);
+        ns.zone = 12;
+        ns.program = None;
+        ns.orig_counters = None;
+        ns.reply_counters = None;
+        ns.container = Some(container("netns:[4026532000]", 0));
+        for (c, program, cont) in [
+            (plain, Some(1), None),
+            (nat, Some(300), None),
+            (v6, Some(2), None),
+            (icmp, Some(1), None),
+            (ssh, Some(4), None),
+            (ssh_zone, None, None),
+            (bare, None, None),
+            (docker, Some(1), Some(1)),
+            (ns, None, Some(70_000)),
         ] {
-            let rec = encode(&c, program);
-            let (mut back, p) = decode(&rec).unwrap();
-            assert_eq!(p, program);
+            let rec = encode(&c, program, cont);
+            let d = decode(&rec).unwrap();
+            assert_eq!((d.program, d.container), (program, cont));
+            let mut back = d.conn;
             back.program = c.program.clone().filter(|_| program.is_some());
+            if let Some(k) = back.container.as_mut() {
+                // The name is the reader's to look up by id.
+                assert_eq!(&*k.name, "");
+                k.name = c.container.as_ref().unwrap().name.clone();
+            }
             assert_eq!(back, c);
         }
-        assert_eq!(encode(&conn(1), Some(1)).len(), 29, "IPv4 TCP record size");
+        assert_eq!(
+            encode(&conn(1), Some(1), None).len(),
+            29,
+            "IPv4 TCP record size"
+        );
+        // A container costs the extension and protocol bytes and its two varints.
+        let mut docker = conn(1);
+        docker.container = Some(container("docker-3f2a", 1000));
+        assert_eq!(encode(&docker, Some(1), Some(1)).len(), 29 + 2 + 1 + 2);
+    }
+
+    fn container(name: &str, inner_uid: u32) -> Container {
+        Container {
+            name: name.into(),
+            inner_uid,
+        }
+    }
+
+    /// Records written before schema 10 (no container bit) decode as they did: bytes as
+    /// the schema 9 encoder wrote them, a plain record and one with a zone and a via uid.
+    #[test]
+    fn an_old_layout_record_still_decodes() {
+        let hex = |s: &str| -> Vec<u8> {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        for (rec, want) in [
+            (OLD_PLAIN, conn(1)),
+            (OLD_VIA_ZONE, {
+                let mut c = conn(7);
+                c.via = Some(33);
+                c.zone = 9;
+                c
+            }),
+        ] {
+            let d = decode(&hex(rec)).unwrap();
+            assert_eq!((d.program, d.container), (Some(1), None));
+            let mut back = d.conn;
+            back.program = Some("curl".into());
+            assert_eq!(back, want);
+        }
+    }
+
+    const OLD_PLAIN: &str = "11adf294312a31c6336401c63364029c4101bbe9070109ec0410e0a201";
+    const OLD_VIA_ZONE: &str = "11adf2945b2af10606c6336401c63364029c4701bbe9070109ec0410e0a2010921";
+
+    /// A record with the container bit cannot be read by a reader that does not know the
+    /// bit; this one knows it, and refuses bits after it.
+    #[test]
+    fn an_unknown_extension_bit_is_refused() {
+        let mut c = conn(1);
+        c.zone = 1;
+        let mut rec = encode(&c, None, None);
+        // Flags at 5 + 1 (duration 42 ms is one varint byte); the extension byte follows.
+        assert_eq!(rec[6] >> P_SHIFT, P_EXTENDED);
+        rec[7] |= 1 << 4;
+        assert_eq!(
+            decode(&rec).unwrap_err(),
+            BadRecord("unknown extension (written by a newer netledger?)")
+        );
     }
 
     #[test]
@@ -794,8 +936,8 @@ mod tests {
     #[test]
     fn records_sort_by_end_time_and_bad_ones_are_refused() {
         let (a, b) = (conn(1), conn(200));
-        assert!(encode(&a, None) < encode(&b, None));
-        let rec = encode(&a, Some(1));
+        assert!(encode(&a, None, None) < encode(&b, None, None));
+        let rec = encode(&a, Some(1), None);
         assert!(decode(&rec[..rec.len() - 1]).is_err());
         let mut long = rec.clone();
         long.push(0);

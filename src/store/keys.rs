@@ -348,6 +348,15 @@ mod tests {
             .query_row("SELECT count(*) FROM usage_keys", [], |r| r.get(0))
             .unwrap();
         assert!(keyed > 1000, "{keyed} rows");
+        let in_containers: i64 = store
+            .conn()
+            .query_row(
+                "SELECT count(*) FROM usage_keys WHERE reason LIKE 'ns:%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(in_containers > 100, "{in_containers} rows of containers");
 
         let mut rng = Rng(7);
         let mut windows = vec![(lo, hi), (T0, end + DAY), (lo - DAY, hi)];
@@ -363,6 +372,9 @@ mod tests {
             vec![By::Port],
             vec![By::Via],
             vec![By::User, By::Remote, By::Port],
+            vec![By::Container],
+            vec![By::Container, By::Program],
+            vec![By::Via, By::Container],
         ];
         let mut fast_paths = 0;
         for &(since, until) in &windows {

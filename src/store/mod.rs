@@ -17,6 +17,8 @@ macro_rules! add_counters {
 }
 
 pub mod connections;
+#[cfg(test)]
+mod container_tests;
 mod error;
 #[cfg(feature = "test-hooks")]
 mod hooks;
@@ -43,7 +45,7 @@ pub use error::StoreError;
 pub use lock::{Role, WriterLock};
 
 use crate::account::{FlowState, Kind, PassPlan};
-use crate::attribute::{Attribution, Direction, Via};
+use crate::attribute::{Attribution, Container, Direction, Via};
 use crate::model::{Counters, FlowKey, Tuple};
 
 /// The schema migrations, in order, embedded at compile time and applied on open.
@@ -58,6 +60,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0007_delegated_flows.sql"),
     include_str!("../../migrations/0008_quota.sql"),
     include_str!("../../migrations/0009_usage_keys.sql"),
+    include_str!("../../migrations/0010_containers.sql"),
 ];
 
 /// The first schema with the compact usage tables (`0005_raw_buckets.sql`); reports on an
@@ -66,6 +69,10 @@ const COMPACT_SCHEMA: i64 = 5;
 
 /// The first schema whose views have `via_uid` (`0007_delegated_flows.sql`).
 const VIA_SCHEMA: i64 = 7;
+
+/// The first schema with containers (`0010_containers.sql`): the `containers` table, the
+/// views' `container` and `container_uid`, flow state's container.
+pub(crate) const CONTAINER_SCHEMA: i64 = 10;
 
 fn migrations() -> Migrations<'static> {
     Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect())
@@ -263,7 +270,7 @@ impl Store {
             .prepare_cached(
                 "SELECT zone, protocol, src, dst, sport, dport, ct_id, orig_packets, orig_bytes,
                         reply_packets, reply_bytes, uid, program, direction, first_seen,
-                        last_seen, missing, via
+                        last_seen, missing, via, container, container_uid
                  FROM flow_state",
             )
             .map_err(|e| self.wrap(e))?;
@@ -372,7 +379,7 @@ fn flow_state_row(r: &rusqlite::Row) -> Result<FlowState, RowError> {
                 program: r.get(12)?,
                 direction,
                 via: Via::from_code(r.get(17)?),
-                container: None,
+                container: container_at(r, 18)?,
             }),
             _ => None,
         },
@@ -380,6 +387,16 @@ fn flow_state_row(r: &rusqlite::Row) -> Result<FlowState, RowError> {
         last_seen: r.get(15)?,
         missing: r.get(16)?,
     })
+}
+
+/// A flow state's container from its columns `i` (name) and `i + 1` (uid inside).
+pub(crate) fn container_at(r: &rusqlite::Row, i: usize) -> rusqlite::Result<Option<Container>> {
+    let name: Option<String> = r.get(i)?;
+    let inner: Option<u32> = r.get(i + 1)?;
+    Ok(name.map(|name| Container {
+        name: name.into(),
+        inner_uid: inner.unwrap_or(0),
+    }))
 }
 
 fn refuse_symlink(path: &Path) -> Result<(), StoreError> {
@@ -447,6 +464,8 @@ fn write_usage(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Result<(
     let bucket = ts.div_euclid(BUCKET_SECS) * BUCKET_SECS;
     let mut keys = keys::Adder::new(tx, bucket)?;
     let (mut programs, mut remotes) = (Interned::PROGRAMS, Interned::REMOTES);
+    let mut containers = Containers::new(ts);
+    let mut reasons = Vec::with_capacity(plan.usage.len());
     for (k, t) in &plan.usage {
         let program = match &k.program {
             Some(p) => programs.id(tx, p)?,
@@ -459,7 +478,7 @@ fn write_usage(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Result<(
                 Kind::Unattributed => 1,
                 Kind::Excluded => 2,
             },
-            usage_reason(k),
+            usage_reason(k, containers.id_of(tx, k.container.as_ref())?),
         );
         let remote = remotes.id(tx, &k.remote.to_string())?;
         keys.add(uid, kind, &reason, program, remote, k.protocol, k.port, t)?;
@@ -481,18 +500,65 @@ fn write_usage(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Result<(
             t.rx_packets as i64,
             t.tx_packets as i64,
         ])?;
+        reasons.push(reason);
     }
-    totals::add(tx, ts, plan)
+    totals::add(tx, ts, plan, &reasons)
 }
 
-/// The `reason` column of a usage row (migrations 0005 and 0007): why unattributed; on a
-/// user or excluded row `via:UID` when charged through a delegating uid's socket, or why
-/// the socket's uid was charged instead of a holder's; else ''.
-pub(crate) fn usage_reason(k: &crate::account::UsageKey) -> std::borrow::Cow<'static, str> {
-    match (k.reason, k.via) {
-        (Some(r), _) => r.as_str().into(),
-        (None, Some(via)) => format!("via:{via}").into(),
-        (None, None) => "".into(),
+/// The `reason` column of a usage row (migrations 0005, 0007 and 0010): why unattributed;
+/// on a user or excluded row `via:UID` when charged through a delegating uid's socket, or
+/// why the socket's uid was charged instead of a holder's, or `ns:ID:UID` when found
+/// through a container's socket (`container` is its `containers.id`, UID the uid inside);
+/// else ''.
+pub(crate) fn usage_reason(
+    k: &crate::account::UsageKey,
+    container: Option<i64>,
+) -> std::borrow::Cow<'static, str> {
+    match (k.reason, k.via, container.zip(k.container.as_ref())) {
+        (Some(r), _, _) => r.as_str().into(),
+        (None, _, Some((id, c))) => format!("ns:{id}:{}", c.inner_uid).into(),
+        (None, Some(via), None) => format!("via:{via}").into(),
+        (None, None, None) => "".into(),
+    }
+}
+
+/// Container names interned in `containers` (migration 0010) within one write transaction:
+/// a name new to the table is added with `first_seen`, a known one gets `last_seen`
+/// advanced, once per transaction.
+pub(crate) struct Containers {
+    ts: i64,
+    cache: HashMap<std::sync::Arc<str>, i64>,
+}
+
+impl Containers {
+    pub(crate) fn new(ts: i64) -> Containers {
+        Containers {
+            ts,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The id of `c`'s name (`None` for none).
+    pub(crate) fn id_of(
+        &mut self,
+        conn: &Connection,
+        c: Option<&Container>,
+    ) -> rusqlite::Result<Option<i64>> {
+        let Some(c) = c else { return Ok(None) };
+        if let Some(id) = self.cache.get(&c.name) {
+            return Ok(Some(*id));
+        }
+        let id = conn
+            .prepare_cached(
+                "INSERT INTO containers (name, first_seen, last_seen) VALUES (?1, ?2, ?2)
+                 ON CONFLICT (name) DO UPDATE
+                 SET last_seen = max(last_seen, excluded.last_seen),
+                     first_seen = min(first_seen, excluded.first_seen)
+                 RETURNING id",
+            )?
+            .query_row(params![c.name.as_ref(), self.ts], |r| r.get(0))?;
+        self.cache.insert(c.name.clone(), id);
+        Ok(Some(id))
     }
 }
 
@@ -556,9 +622,9 @@ fn write_state(tx: &Transaction, plan: &PassPlan) -> rusqlite::Result<()> {
     let mut up = tx.prepare_cached(
         "INSERT OR REPLACE INTO flow_state (zone, protocol, src, dst, sport, dport, ct_id,
             orig_packets, orig_bytes, reply_packets, reply_bytes, uid, program, direction,
-            first_seen, last_seen, missing, via)
+            first_seen, last_seen, missing, via, container, container_uid)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18)",
+                 ?18, ?19, ?20)",
     )?;
     for s in &plan.upserts {
         let (z, p, src, dst, sp, dp, id) = key_params(&s.key);
@@ -582,6 +648,9 @@ fn write_state(tx: &Transaction, plan: &PassPlan) -> rusqlite::Result<()> {
             s.last_seen,
             s.missing,
             a.and_then(|a| a.via.code()),
+            a.and_then(|a| a.container.as_ref())
+                .map(|c| c.name.as_ref()),
+            a.and_then(|a| a.container.as_ref()).map(|c| c.inner_uid),
         ])?;
     }
     let mut del = tx.prepare_cached(&format!("DELETE FROM flow_state WHERE {KEY}"))?;
@@ -817,6 +886,7 @@ mod tests {
             program: Some("sshd".into()),
             reason,
             via,
+            container: None,
             protocol: 6,
             direction: Some(Direction::In),
             remote: "198.51.100.2".parse().unwrap(),

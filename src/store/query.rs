@@ -69,20 +69,24 @@ const COMPACT: Source = Source {
         ),
     ],
     export: "SELECT ts, kind, uid, program, reason, protocol, direction, remote_addr, port,
-                    rx_bytes, tx_bytes, rx_packets, tx_packets, {via} AS via
+                    rx_bytes, tx_bytes, rx_packets, tx_packets, {via} AS via,
+                    {container} AS container, {container_uid} AS container_uid
              FROM usage WHERE ts > ?1 - 300 AND ts < ?2
              UNION ALL
              SELECT ts, kind, uid, program, reason, protocol, NULL, remote_addr, port,
-                    rx_bytes, tx_bytes, rx_packets, tx_packets, {via}
+                    rx_bytes, tx_bytes, rx_packets, tx_packets, {via},
+                    {container}, {container_uid}
              FROM usage_rollup WHERE ts >= ?1 AND ts < ?2
              UNION ALL
              SELECT ts, kind, uid, program, reason, protocol, NULL, remote_addr, port,
-                    rx_bytes, tx_bytes, rx_packets, tx_packets, {via}
+                    rx_bytes, tx_bytes, rx_packets, tx_packets, {via},
+                    {container}, {container_uid}
              FROM usage_rollup
              WHERE ts = ?1 - ?1 % 3600 AND ts < ?1 AND granularity = 'hour'
              UNION ALL
              SELECT ts, kind, uid, program, reason, protocol, NULL, remote_addr, port,
-                    rx_bytes, tx_bytes, rx_packets, tx_packets, {via}
+                    rx_bytes, tx_bytes, rx_packets, tx_packets, {via},
+                    {container}, {container_uid}
              FROM usage_rollup
              WHERE ts = ?1 - ?1 % 86400 AND ts < ?1 AND granularity = 'day'",
 };
@@ -120,11 +124,13 @@ const VIEW: Source = Source {
         ),
     ],
     export: "SELECT ts, kind, uid, program, reason, protocol, direction, remote_addr, port,
-                    rx_bytes, tx_bytes, rx_packets, tx_packets, {via} AS via
+                    rx_bytes, tx_bytes, rx_packets, tx_packets, {via} AS via,
+                    {container} AS container, {container_uid} AS container_uid
              FROM usage_all WHERE ts >= ?1 AND ts < ?2
              UNION ALL
              SELECT ts, kind, uid, program, reason, protocol, NULL, remote_addr, port,
-                    rx_bytes, tx_bytes, rx_packets, tx_packets, {via}
+                    rx_bytes, tx_bytes, rx_packets, tx_packets, {via},
+                    {container}, {container_uid}
              FROM usage_rollup
              WHERE (ts = ?1 - ?1 % 3600 AND granularity = 'hour'
                     OR ts = ?1 - ?1 % 86400 AND granularity = 'day') AND ts < ?1",
@@ -166,6 +172,9 @@ pub enum By {
     /// Per service the traffic went through (`via`: the uid of a delegating service's
     /// socket, such as root's sshd, whose user's process held it).
     Via,
+    /// Per container (another network namespace of this host) whose socket the traffic
+    /// was found through; the host's own traffic is one row per user with none.
+    Container,
 }
 
 /// What to list.
@@ -205,6 +214,8 @@ pub struct TopRow {
     pub via: Option<u32>,
     /// That uid's name as recorded.
     pub via_user: Option<String>,
+    /// The container's name (with `--by container`; `None` for the host's traffic).
+    pub container: Option<String>,
     /// Traffic.
     pub traffic: Traffic,
 }
@@ -274,6 +285,10 @@ pub struct UsageRecord {
     pub port: u16,
     /// The delegating uid it went through, when charged to a holder of a service's socket.
     pub via: Option<u32>,
+    /// The container whose socket it was found through (`None`: the host's own).
+    pub container: Option<String>,
+    /// The socket's uid inside that container.
+    pub container_uid: Option<u32>,
     /// Traffic.
     pub traffic: Traffic,
 }
@@ -326,8 +341,22 @@ impl Store {
             col(By::Port, "port"),
         );
         // A user's row keeps in `reason` the service it came through ('via:UID') or why a
-        // service's uid was charged (migration 0006).
-        let via = col(By::Via, "CASE WHEN kind <> 1 THEN nullif(reason, '') END");
+        // service's uid was charged (migration 0006), or the container it was found
+        // through ('ns:ID:UID', migration 0010), which is not a service.
+        let via = col(
+            By::Via,
+            "CASE WHEN kind <> 1 AND reason NOT LIKE 'ns:%' THEN nullif(reason, '') END",
+        );
+        let containers = self.schema >= super::CONTAINER_SCHEMA;
+        let (container, container_join, cname) = match has(By::Container) && containers {
+            true => (
+                "CASE WHEN kind <> 1 AND reason LIKE 'ns:%'
+                      THEN CAST(substr(reason, 4) AS INTEGER) END",
+                "LEFT JOIN containers k ON k.id = g.k6",
+                "k.name",
+            ),
+            false => ("NULL", "", "NULL"),
+        };
         let user_filter = if q.uid.is_some() { "AND uid = ?4" } else { "" };
         let by_user_only = q.by.iter().all(|b| *b == By::User);
         if by_user_only {
@@ -335,26 +364,38 @@ impl Store {
                 return self.top_by_user(&cte, q);
             }
         }
-        // Whole hours and days of the raw tier from their sums per key.
-        let keys = self.keys_cte(q.since, q.until)?;
-        let cte = keys.as_deref().unwrap_or(src.cte);
+        // Grouped by what `reason` holds only (the user, the service, the container): the
+        // per-user totals have it all, in far fewer rows than the detail.
+        let reason_only =
+            q.by.iter()
+                .all(|b| matches!(b, By::User | By::Via | By::Container));
+        let fast = match reason_only {
+            true => self.totals_cte(q.since, q.until, None)?,
+            false => None,
+        };
+        // Else whole hours and days of the raw tier from their sums per key.
+        let keys = match fast {
+            Some(_) => None,
+            None => self.keys_cte(q.since, q.until)?,
+        };
+        let cte = fast.as_deref().or(keys.as_deref()).unwrap_or(src.cte);
         let (joins, pname, rname) = (src.joins, src.program, src.remote);
         let sql = format!(
             "WITH {cte}
              SELECT nullif(g.uid, -1), n.name, {pname}, {rname}, g.k3, g.k4, g.reasons,
-                    g.rx, g.tx, g.rp, g.tp, g.k5, v.name
+                    g.rx, g.tx, g.rp, g.tp, g.k5, v.name, {cname}
              FROM (SELECT uid, {program} AS pid, {remote} AS rid, {protocol} AS k3,
-                          {port} AS k4, {via} AS k5,
+                          {port} AS k4, {via} AS k5, {container} AS k6,
                           CASE WHEN uid = -1 THEN group_concat(DISTINCT nullif(reason, ''))
                           END AS reasons,
                           sum(rx_bytes) AS rx, sum(tx_bytes) AS tx,
                           sum(rx_packets) AS rp, sum(tx_packets) AS tp
                    FROM c WHERE kind <> 2 {user_filter}
-                   GROUP BY uid, pid, rid, k3, k4, k5) g
-             LEFT JOIN users n ON n.uid = g.uid {joins}
+                   GROUP BY uid, pid, rid, k3, k4, k5, k6) g
+             LEFT JOIN users n ON n.uid = g.uid {joins} {container_join}
              LEFT JOIN users v
                     ON g.k5 LIKE 'via:%' AND v.uid = CAST(substr(g.k5, 5) AS INTEGER)
-             ORDER BY g.rx + g.tx DESC, g.uid, 3, 4, g.k3, g.k4, g.k5
+             ORDER BY g.rx + g.tx DESC, g.uid, 3, 4, g.k3, g.k4, g.k5, 14
              LIMIT ?3"
         );
         let wrap = |e| self.wrap(e);
@@ -381,6 +422,7 @@ impl Store {
                     reason: reason.map(sorted_list).or(k5.filter(|_| via.is_none())),
                     via,
                     via_user: r.get(12)?,
+                    container: r.get(13)?,
                     traffic: traffic_at(r, 7)?,
                 })
             })
@@ -397,9 +439,9 @@ impl Store {
             .collect::<Vec<_>>()
             .join(", ");
         // Through the keys, the per-user totals hold the same sums in far fewer rows.
-        let totals_cte = match keys {
-            Some(_) => self.totals_cte(q.since, q.until, None)?,
-            None => None,
+        let totals_cte = match (&fast, &keys) {
+            (None, Some(_)) => self.totals_cte(q.since, q.until, None)?,
+            _ => None,
         };
         let cte = totals_cte.as_deref().unwrap_or(cte);
         let sql = format!("WITH {cte} SELECT {sums} FROM c WHERE true {user_filter}");
@@ -493,6 +535,7 @@ impl Store {
                     .flatten(),
                 via: None,
                 via_user: None,
+                container: None,
                 traffic,
             })
             .collect();
@@ -661,13 +704,24 @@ impl Store {
         } else {
             "NULL"
         };
+        // Nor containers before schema 10.
+        let (container, container_uid) = match self.schema >= super::CONTAINER_SCHEMA {
+            true => ("container", "container_uid"),
+            false => ("NULL", "NULL"),
+        };
         let sql = format!(
             "SELECT u.ts, u.kind, u.uid, n.name, u.program, u.reason, u.protocol,
                     u.direction, u.remote_addr, u.port,
-                    u.rx_bytes, u.tx_bytes, u.rx_packets, u.tx_packets, u.via
+                    u.rx_bytes, u.tx_bytes, u.rx_packets, u.tx_packets, u.via,
+                    u.container, u.container_uid
              FROM ({}) u LEFT JOIN users n ON n.uid = u.uid
-             ORDER BY u.ts, u.kind, u.uid, u.program, u.remote_addr, u.port, u.via",
-            self.source().export.replace("{via}", via)
+             ORDER BY u.ts, u.kind, u.uid, u.program, u.remote_addr, u.port, u.via,
+                      u.container, u.container_uid",
+            self.source()
+                .export
+                .replace("{via}", via)
+                .replace("{container}", container)
+                .replace("{container_uid}", container_uid)
         );
         let mut stmt = self.conn.prepare(&sql).map_err(wrap)?;
         let rows = stmt
@@ -684,6 +738,8 @@ impl Store {
                     remote: r.get(8)?,
                     port: r.get(9)?,
                     via: r.get(14)?,
+                    container: r.get(15)?,
+                    container_uid: r.get(16)?,
                     traffic: traffic_at(r, 10)?,
                 })
             })

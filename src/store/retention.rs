@@ -525,6 +525,7 @@ mod tests {
                             program: Some("curl".into()),
                             reason: None,
                             via: None,
+                            container: None,
                             protocol: 6,
                             direction: Some(Direction::Out),
                             remote: format!("198.51.100.{i}").parse().unwrap(),
@@ -547,6 +548,7 @@ mod tests {
                         program: None,
                         reason: Some(Reason::NoSocket),
                         via: None,
+                        container: None,
                         protocol: 17,
                         direction: None,
                         remote: format!("2001:db8::{i}").parse().unwrap(),
@@ -690,6 +692,7 @@ mod tests {
             reply_counters: None,
             zone: 0,
             via: None,
+            container: None,
         }
     }
 

@@ -266,7 +266,7 @@ impl Store {
                 .and_then(|v| Ok(v.as_blob()?))
                 .map_err(wrap)?;
             match decode(rec) {
-                Ok((c, _)) => count_finished(&mut counted, &c, start, end, uid),
+                Ok(d) => count_finished(&mut counted, &d.conn, start, end, uid),
                 Err(_) => bad += 1,
             }
         }
@@ -350,6 +350,7 @@ mod tests {
             }),
             zone: 0,
             via: None,
+            container: None,
         }
     }
 
