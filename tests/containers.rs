@@ -363,6 +363,39 @@ fn container_traffic_is_charged_to_its_users_by_the_timer() {
     assert_eq!(of(Some(s.alice.uid)), [Some(ct_name.to_string())]);
     assert_eq!(of(Some(s.bob.uid)), [Some(ct_name.to_string())]);
     assert_eq!(of(None), [None], "the forwarded client is no container's");
+    // The uid as the container sees it, kept as detail: alice's own, the subordinate uid
+    // (no user namespace of its own: the host's view), 0 in bob's user namespace.
+    let out = run(s
+        .t
+        .host
+        .cmd(bin())
+        .args(["export", "--format", "jsonl", "--since", "1d", "--db"])
+        .arg(&db));
+    let mut detail: Vec<(u64, u64, u64)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["container"] == ct_name)
+        .map(|r| {
+            let n = |k: &str| r[k].as_u64().unwrap();
+            (n("uid"), n("container_uid"), n("port"))
+        })
+        .collect();
+    detail.sort_unstable();
+    detail.dedup();
+    let (alice, bob, sub) = (
+        u64::from(s.alice.uid),
+        u64::from(s.bob.uid),
+        u64::from(s.sub),
+    );
+    let mut want = vec![
+        (alice, alice, 9000),
+        (alice, alice, 8000),
+        (bob, sub, 9000),
+        (bob, sub, 9001),
+        (bob, 0, 9000),
+    ];
+    want.sort_unstable();
+    assert_eq!(detail, want);
     // The forwarded client's traffic is forwarded; the container's connections no pass
     // saw a socket of are the container's, of no known socket.
     let unattributed = rows.iter().find(|r| r["uid"].is_null()).unwrap();
@@ -417,6 +450,15 @@ fn container_traffic_short_connections_are_exact_with_the_daemon() {
         assert_eq!(got.get(who), Some(u), "{who:?}");
     }
     assert_eq!(got.len(), want.len(), "nobody else charged: {got:?}");
+    // Every short connection of alice's is in the connection log, with its container.
+    let logged: Vec<serde_json::Value> = connection_log(&s.t.host, &db, &[])
+        .into_iter()
+        .filter(|c| {
+            c["uid"].as_u64() == Some(u64::from(s.alice.uid))
+                && c["container"] == s.ct.name.as_str()
+        })
+        .collect();
+    assert!(logged.len() >= N, "{} logged: {logged:#?}", logged.len());
     let rows = top_by_container(&s.t.host, &db);
     let alice = rows
         .iter()
