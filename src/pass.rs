@@ -119,10 +119,12 @@ impl PassOutcome {
 }
 
 /// Wall time per stage of a pass, logged at `info` (`-v`) to show where a pass goes.
+/// A stage run on the main thread while another thread read the kernel is shown as
+/// `name=…ms(beside)`: its time is not on the pass's critical path.
 #[derive(Debug, Default)]
 pub struct Stages {
     last: Option<Instant>,
-    laps: Vec<(&'static str, Duration)>,
+    laps: Vec<(&'static str, Duration, bool)>,
 }
 
 impl Stages {
@@ -138,16 +140,25 @@ impl Stages {
     pub fn lap(&mut self, name: &'static str) {
         let now = Instant::now();
         if let Some(last) = self.last.replace(now) {
-            self.laps.push((name, now - last));
+            self.laps.push((name, now - last, false));
         }
+    }
+
+    /// Take the laps of `other` (run on another thread meanwhile) and stage `name`, which
+    /// took `took` beside them; the next stage starts now.
+    pub fn beside(&mut self, other: Stages, name: &'static str, took: Duration) {
+        self.laps.extend(other.laps);
+        self.laps.push((name, took, true));
+        self.last = Some(Instant::now());
     }
 }
 
 impl std::fmt::Display for Stages {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, (name, d)) in self.laps.iter().enumerate() {
+        for (i, (name, d, beside)) in self.laps.iter().enumerate() {
             let sep = if i == 0 { "" } else { " " };
-            write!(f, "{sep}{name}={:.1}ms", d.as_secs_f64() * 1000.0)?;
+            let beside = if *beside { "(beside)" } else { "" };
+            write!(f, "{sep}{name}={:.1}ms{beside}", d.as_secs_f64() * 1000.0)?;
         }
         Ok(())
     }
@@ -171,11 +182,31 @@ pub fn run_pass_with(
     let t0 = Instant::now();
     let mut stages = Stages::start();
     let started_at = chrono::Utc::now().timestamp();
-    let prev = store.load_state()?;
-    stages.lap("load_state");
+    // The saved state is loaded while another thread reads the kernel (sockets, then the
+    // conntrack dump): the two do not depend on each other, and the reads mostly wait on
+    // the kernel.
+    let (prev, read) = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut stages = Stages::start();
+            let read = read_kernel(&cfg.proc_root, &mut stages);
+            (read, stages)
+        });
+        let loading = Instant::now();
+        let prev = store.load_state();
+        let loaded = loading.elapsed();
+        let (read, kernel) = reader
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        stages.beside(kernel, "load_state", loaded);
+        (prev, read)
+    });
+    let prev = prev?;
+    let (sockets, dump) = read?;
     cfg.marks.refresh();
-    let obs = observe_timed(
+    let obs = observe_read(
         &cfg.proc_root,
+        sockets,
+        dump,
         &prev,
         known,
         &cfg.nets,
@@ -255,7 +286,17 @@ pub fn observe_timed(
     marks: &MarkTrust,
     stages: &mut Stages,
 ) -> Result<Observation> {
-    let mut sockets = socket_table(proc_root)?;
+    let (sockets, dump) = read_kernel(proc_root, stages)?;
+    observe_read(
+        proc_root, sockets, dump, prev, known, nets, delegating, marks, stages,
+    )
+}
+
+/// What the kernel shows: the socket tables, read before the conntrack dump (so a socket
+/// closed in between still shows). Fails when the dump is empty while established TCP
+/// connections exist (conntrack does not track this namespace).
+fn read_kernel(proc_root: &Path, stages: &mut Stages) -> Result<(SocketTable, conntrack::Dump)> {
+    let sockets = socket_table(proc_root)?;
     stages.lap("sockets");
     let dump = conntrack::dump().context("dumping the conntrack table")?;
     stages.lap("dump");
@@ -270,6 +311,22 @@ pub fn observe_timed(
             return Err(PrereqError::NotTracking { established }.into());
         }
     }
+    Ok((sockets, dump))
+}
+
+/// [`observe_timed`] past the kernel reads: the processes, the attribution, the retry.
+#[allow(clippy::too_many_arguments)]
+fn observe_read(
+    proc_root: &Path,
+    mut sockets: SocketTable,
+    dump: conntrack::Dump,
+    prev: &HashMap<FlowKey, FlowState>,
+    known: &dyn Fn(&FlowKey) -> Option<Attribution>,
+    nets: &LocalNets,
+    delegating: &Delegating,
+    marks: &MarkTrust,
+    stages: &mut Stages,
+) -> Result<Observation> {
     let host = interfaces::host_addrs();
     let saved = |key: &FlowKey| prev.get(key).and_then(|s| s.attribution.as_ref());
     let pending = |a: Option<&Attribution>| a.is_none_or(|a| a.via == Via::Pending);
