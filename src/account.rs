@@ -18,10 +18,11 @@
 //! the returned plan in one transaction.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 use crate::attribute::{Attributed, Attribution, Direction, Reason, Verdict, Via};
-use crate::model::{Counters, Flow, FlowKey};
+use crate::model::{Counters, FastSet, Flow, FlowKey};
 
 /// What the store remembers of a flow between passes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,11 +261,11 @@ pub struct Hold {
 }
 
 /// [`account`] holding nothing back (every pending flow is its service's own at once).
-pub fn account_pass(
+pub fn account_pass<S: BuildHasher>(
     now: i64,
     flows: &[Flow],
     attributed: &[Attributed],
-    prev: &HashMap<FlowKey, FlowState>,
+    prev: &HashMap<FlowKey, FlowState, S>,
     prune_after: u32,
 ) -> PassPlan {
     account(now, flows, attributed, prev, prune_after, Hold::default())
@@ -342,26 +343,29 @@ fn held_charge(s: &FlowState) -> Option<(UsageKey, Traffic)> {
 /// state; flows of `prev` absent from `flows` are aged and pruned after `prune_after`
 /// consecutive misses. A pending flow charged to a user is held back while `hold` allows
 /// it and it has never been charged (first sighting, or held since).
-pub fn account(
+pub fn account<S: BuildHasher>(
     now: i64,
     flows: &[Flow],
     attributed: &[Attributed],
-    prev: &HashMap<FlowKey, FlowState>,
+    prev: &HashMap<FlowKey, FlowState, S>,
     prune_after: u32,
     hold: Hold,
 ) -> PassPlan {
     assert_eq!(flows.len(), attributed.len());
     let mut plan = PassPlan::default();
-    let mut seen = std::collections::HashSet::with_capacity(flows.len());
+    let mut seen = FastSet::with_capacity_and_hasher(flows.len(), Default::default());
+    // Saved flows seen in this dump (each once): when that is all of them, none is missing.
+    let mut saved_seen = 0;
     for (flow, at) in flows.iter().zip(attributed) {
         let key = flow.key();
-        seen.insert(key);
+        let first = seen.insert(key);
+        let old = prev.get(&key);
+        saved_seen += usize::from(first && old.is_some());
         plan.totals.flows += 1;
         let (Some(orig), Some(reply)) = (flow.orig_counters, flow.reply_counters) else {
             plan.totals.flows_without_counters += 1;
             continue;
         };
-        let old = prev.get(&key);
         if old.is_none() {
             plan.totals.new_flows += 1;
         }
@@ -403,32 +407,38 @@ pub fn account(
         let d = delta(charged_before, orig, reply);
         plan.totals.resets += u64::from(d.reset);
         let traffic = Traffic::from_delta(&d, at.direction);
-        let k = usage_key(flow, at);
-        match k.kind {
-            Kind::User => plan.totals.attributed.add(&traffic),
-            Kind::Unattributed => plan.totals.unattributed.add(&traffic),
-            Kind::Excluded => plan.totals.excluded.add(&traffic),
+        match at.verdict {
+            Verdict::User(_) => plan.totals.attributed.add(&traffic),
+            Verdict::Unattributed(_) => plan.totals.unattributed.add(&traffic),
+            Verdict::Excluded(_) => plan.totals.excluded.add(&traffic),
         }
+        // The usage key (with its program) is built only for a flow that carried traffic.
         if !traffic.is_zero() {
-            plan.usage.entry(k).or_default().add(&traffic);
+            plan.usage
+                .entry(usage_key(flow, at))
+                .or_default()
+                .add(&traffic);
         }
-        let attribution = at.attribution().cloned();
         let unchanged = old.is_some_and(|s| {
-            s.orig == orig && s.reply == reply && s.attribution == attribution && s.missing == 0
+            s.orig == orig
+                && s.reply == reply
+                && s.attribution.as_ref() == at.attribution()
+                && s.missing == 0
         });
         if !unchanged {
             plan.upserts.push(FlowState {
                 key,
                 orig,
                 reply,
-                attribution,
+                attribution: at.attribution().cloned(),
                 first_seen: old.map_or(now, |s| s.first_seen),
                 last_seen: now,
                 missing: 0,
             });
         }
     }
-    for (key, s) in prev {
+    let every_saved_seen = saved_seen == prev.len();
+    for (key, s) in prev.iter().filter(|_| !every_saved_seen) {
         if seen.contains(key) {
             continue;
         }

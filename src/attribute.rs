@@ -23,7 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 
-use crate::model::{Flow, Socket, L4};
+use crate::model::{FastMap, FastSet, Flow, Socket, L4};
 use crate::sources::processes::{Holder, Owner};
 
 /// Which side started the flow, seen from this host.
@@ -384,11 +384,11 @@ pub struct SocketIndex<'a> {
     sockets: &'a [Socket],
     owners: &'a HashMap<u64, Owner>,
     /// (proto, local, remote) → live socket.
-    exact: HashMap<(L4, SocketAddr, SocketAddr), usize>,
+    exact: FastMap<(L4, SocketAddr, SocketAddr), usize>,
     /// (proto, local) → live socket with no remote end (unconnected UDP, listeners).
-    bound: HashMap<(L4, SocketAddr), Bound>,
+    bound: FastMap<(L4, SocketAddr), Bound>,
     /// Addresses of this host: the local ends of its sockets plus those given.
-    host_addrs: HashSet<IpAddr>,
+    host_addrs: FastSet<IpAddr>,
     /// Uids whose sockets are charged through their holders.
     delegating: &'a Delegating,
     /// Every holder of the delegating sockets looked up this pass.
@@ -406,9 +406,9 @@ impl<'a> SocketIndex<'a> {
         owners: &'a HashMap<u64, Owner>,
         host_addrs: impl IntoIterator<Item = IpAddr>,
     ) -> SocketIndex<'a> {
-        let mut exact = HashMap::with_capacity(sockets.len());
-        let mut bound: HashMap<(L4, SocketAddr), Bound> = HashMap::new();
-        let mut host: HashSet<IpAddr> = host_addrs.into_iter().collect();
+        let mut exact = FastMap::with_capacity_and_hasher(sockets.len(), Default::default());
+        let mut bound: FastMap<(L4, SocketAddr), Bound> = FastMap::default();
+        let mut host: FastSet<IpAddr> = host_addrs.into_iter().collect();
         for (i, s) in sockets.iter().enumerate() {
             if !s.local.ip().is_unspecified() {
                 host.insert(s.local.ip());

@@ -5,6 +5,7 @@
 //! (`attribute`, `account`); this module only wires them to the kernel and the store.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use crate::attribute::{
     attribute, mark_check, Attributed, Attribution, Continued, Delegating, LocalNets, MarkCheck,
     Reason, SocketIndex, Verdict, Via,
 };
-use crate::model::{Flow, FlowKey, Socket, SocketState, L4};
+use crate::model::{FastMap, FastSet, Flow, FlowKey, Socket, SocketState, L4};
 use crate::owner_mark;
 use crate::prereq::{self, PrereqError};
 use crate::sources::processes::scan_socket_holders;
@@ -258,9 +259,9 @@ pub fn run_pass_with(
 /// Sockets are read before the dump, so a socket closed in between still shows. A flow
 /// born after the socket read has no socket row yet: when a new TCP/UDP flow to or from
 /// this host finds no socket, the socket tables are read once more and such flows retried.
-pub fn observe(
+pub fn observe<S: BuildHasher>(
     proc_root: &Path,
-    prev: &HashMap<FlowKey, FlowState>,
+    prev: &HashMap<FlowKey, FlowState, S>,
     nets: &LocalNets,
     delegating: &Delegating,
 ) -> Result<Observation> {
@@ -277,9 +278,9 @@ pub fn observe(
 
 /// [`observe`], with owners `known` from elsewhere for flows without a settled saved
 /// attribution, closing a lap of `stages` after each stage.
-pub fn observe_timed(
+pub fn observe_timed<S: BuildHasher>(
     proc_root: &Path,
-    prev: &HashMap<FlowKey, FlowState>,
+    prev: &HashMap<FlowKey, FlowState, S>,
     known: &dyn Fn(&FlowKey) -> Option<Attribution>,
     nets: &LocalNets,
     delegating: &Delegating,
@@ -316,11 +317,11 @@ fn read_kernel(proc_root: &Path, stages: &mut Stages) -> Result<(SocketTable, co
 
 /// [`observe_timed`] past the kernel reads: the processes, the attribution, the retry.
 #[allow(clippy::too_many_arguments)]
-fn observe_read(
+fn observe_read<S: BuildHasher>(
     proc_root: &Path,
     mut sockets: SocketTable,
     dump: conntrack::Dump,
-    prev: &HashMap<FlowKey, FlowState>,
+    prev: &HashMap<FlowKey, FlowState, S>,
     known: &dyn Fn(&FlowKey) -> Option<Attribution>,
     nets: &LocalNets,
     delegating: &Delegating,
@@ -330,7 +331,7 @@ fn observe_read(
     let host = interfaces::host_addrs();
     let saved = |key: &FlowKey| prev.get(key).and_then(|s| s.attribution.as_ref());
     let pending = |a: Option<&Attribution>| a.is_none_or(|a| a.via == Via::Pending);
-    let mut extra: HashMap<FlowKey, Attribution> = dump
+    let mut extra: FastMap<FlowKey, Attribution> = dump
         .flows
         .iter()
         .map(Flow::key)
@@ -503,10 +504,10 @@ pub fn describe(f: &Flow) -> String {
 /// deleted (see [`Continued`]) continue that entry's owner: the earlier entry is still in
 /// the saved state, missing from this dump. Added to `extra`, the owners known besides
 /// the saved state.
-fn continue_picked_up(
+fn continue_picked_up<S: BuildHasher>(
     dump: &conntrack::Dump,
-    prev: &HashMap<FlowKey, FlowState>,
-    extra: &mut HashMap<FlowKey, Attribution>,
+    prev: &HashMap<FlowKey, FlowState, S>,
+    extra: &mut FastMap<FlowKey, Attribution>,
 ) {
     let picked: Vec<&Flow> = dump
         .flows
@@ -518,7 +519,7 @@ fn continue_picked_up(
     if picked.is_empty() {
         return;
     }
-    let present: HashSet<FlowKey> = dump.flows.iter().map(Flow::key).collect();
+    let present: FastSet<FlowKey> = dump.flows.iter().map(Flow::key).collect();
     let mut ended = Continued::default();
     for (k, s) in prev {
         if let (Some(a), false) = (&s.attribution, present.contains(k)) {

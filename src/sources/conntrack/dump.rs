@@ -5,7 +5,6 @@
 //! [`parse_messages`] is the pure half: it takes the bytes exactly as received from the
 //! socket, so captured dumps in `fixtures/netlink/` replay the kernel.
 
-use std::collections::HashMap;
 use std::io;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProto
 use super::attr::MessageType;
 use super::decode::{attributes_of, decode_flow, Extras};
 use super::error::{control, ConntrackError, Progress};
-use crate::model::{CtTcpState, Flow, FlowKey};
+use crate::model::{CtTcpState, FastMap, Flow, FlowKey};
 use crate::sources::netlink::{
     self, messages, protocols::NETLINK_NETFILTER, Malformed, Socket, SocketAddr,
 };
@@ -175,7 +174,7 @@ struct Parser {
     timeouts: Vec<Option<u32>>,
     picked_up: Vec<bool>,
     /// Index into `flows` of each identity seen, to de-duplicate.
-    seen: HashMap<FlowKey, usize>,
+    seen: FastMap<FlowKey, usize>,
     skipped_messages: usize,
     unknown_attributes: usize,
     duplicates: usize,
@@ -188,7 +187,7 @@ impl Parser {
             tcp_states: Vec::with_capacity(flows),
             timeouts: Vec::with_capacity(flows),
             picked_up: Vec::with_capacity(flows),
-            seen: HashMap::with_capacity(flows),
+            seen: FastMap::with_capacity_and_hasher(flows, Default::default()),
             skipped_messages: 0,
             unknown_attributes: 0,
             duplicates: 0,
