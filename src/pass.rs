@@ -328,6 +328,14 @@ fn observe_read<S: BuildHasher>(
     marks: &MarkTrust,
     stages: &mut Stages,
 ) -> Result<Observation> {
+    // The ruleset is read only when some flow carries a mark netledger writes: asked now,
+    // by `nft` running beside the stages below, and taken when the marks are weighed.
+    let marked = dump
+        .flows
+        .iter()
+        .any(|f| owner_mark::uid_of(f.mark).is_some());
+    let ruleset =
+        (marked && marks.wants_ruleset()).then(|| std::thread::spawn(owner_mark::ruleset_state));
     let host = interfaces::host_addrs();
     let saved = |key: &FlowKey| prev.get(key).and_then(|s| s.attribution.as_ref());
     let pending = |a: Option<&Attribution>| a.is_none_or(|a| a.via == Via::Pending);
@@ -386,12 +394,11 @@ fn observe_read<S: BuildHasher>(
             marks.check(c, f.mark, || describe(f));
         }
     }
-    // The ruleset is read only when some flow carries a mark netledger writes.
-    let use_marks = dump
-        .flows
-        .iter()
-        .any(|f| owner_mark::uid_of(f.mark).is_some())
-        && marks.usable();
+    let use_marks = marked
+        && marks.usable_with(|| match ruleset {
+            Some(nft) => nft.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            None => owner_mark::ruleset_state(),
+        });
     let idx = idx.with_marks(use_marks);
     let mut attributed = attribute_with(&idx);
     // Charged by the mark alone: no kept owner, no socket named, yet a user's. Counted on
@@ -680,6 +687,19 @@ impl MarkTrust {
 
     /// Whether marks charge flows now, looking at the ruleset first when a refresh asked.
     pub fn usable(&self) -> bool {
+        self.usable_with(owner_mark::ruleset_state)
+    }
+
+    /// Whether [`MarkTrust::usable`] would look at the ruleset now (so that a pass may
+    /// have `nft` read it beforehand, meanwhile).
+    pub fn wants_ruleset(&self) -> bool {
+        let st = self.lock();
+        self.enabled && (st.stale || st.ruleset.is_none())
+    }
+
+    /// [`MarkTrust::usable`], with the ruleset's verdict from `ruleset` (called only when
+    /// the ruleset is to be looked at).
+    pub fn usable_with(&self, ruleset: impl FnOnce() -> Result<(), String>) -> bool {
         if !self.enabled {
             return false;
         }
@@ -688,7 +708,7 @@ impl MarkTrust {
             st.stale || st.ruleset.is_none()
         };
         if stale {
-            let verdict = owner_mark::ruleset_state();
+            let verdict = ruleset();
             let mut st = self.lock();
             if let Err(reason) = &verdict {
                 let reason = reason.clone();
