@@ -351,16 +351,49 @@ pub fn account<S: BuildHasher>(
     prune_after: u32,
     hold: Hold,
 ) -> PassPlan {
+    let olds: Vec<Option<&FlowState>> = flows.iter().map(|f| prev.get(&f.key())).collect();
+    account_with(
+        now,
+        flows,
+        attributed,
+        &olds,
+        prev,
+        prune_after,
+        hold,
+        false,
+    )
+}
+
+/// [`account`] with the saved state of each flow looked up already (`olds[i]` is that of
+/// `flows[i]`), for flows with distinct keys (a conntrack dump's).
+pub fn account_saved<S: BuildHasher>(
+    now: i64,
+    flows: &[Flow],
+    attributed: &[Attributed],
+    olds: &[Option<&FlowState>],
+    prev: &HashMap<FlowKey, FlowState, S>,
+    prune_after: u32,
+    hold: Hold,
+) -> PassPlan {
+    account_with(now, flows, attributed, olds, prev, prune_after, hold, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn account_with<S: BuildHasher>(
+    now: i64,
+    flows: &[Flow],
+    attributed: &[Attributed],
+    olds: &[Option<&FlowState>],
+    prev: &HashMap<FlowKey, FlowState, S>,
+    prune_after: u32,
+    hold: Hold,
+    distinct: bool,
+) -> PassPlan {
     assert_eq!(flows.len(), attributed.len());
+    assert_eq!(flows.len(), olds.len());
     let mut plan = PassPlan::default();
-    let mut seen = FastSet::with_capacity_and_hasher(flows.len(), Default::default());
-    // Saved flows seen in this dump (each once): when that is all of them, none is missing.
-    let mut saved_seen = 0;
-    for (flow, at) in flows.iter().zip(attributed) {
+    for ((flow, at), &old) in flows.iter().zip(attributed).zip(olds) {
         let key = flow.key();
-        let first = seen.insert(key);
-        let old = prev.get(&key);
-        saved_seen += usize::from(first && old.is_some());
         plan.totals.flows += 1;
         let (Some(orig), Some(reply)) = (flow.orig_counters, flow.reply_counters) else {
             plan.totals.flows_without_counters += 1;
@@ -437,7 +470,12 @@ pub fn account<S: BuildHasher>(
             });
         }
     }
-    let every_saved_seen = saved_seen == prev.len();
+    // With distinct keys, when every saved flow was in the dump none is missing.
+    let every_saved_seen = distinct && olds.iter().flatten().count() == prev.len();
+    let seen: FastSet<FlowKey> = match every_saved_seen {
+        true => FastSet::default(),
+        false => flows.iter().map(Flow::key).collect(),
+    };
     for (key, s) in prev.iter().filter(|_| !every_saved_seen) {
         if seen.contains(key) {
             continue;

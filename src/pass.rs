@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tracing::{debug, info, warn};
 
-use crate::account::{account, FlowState, Hold, PassPlan, Totals};
+use crate::account::{account_saved, FlowState, Hold, PassPlan, Totals};
 use crate::attribute::{
     attribute, mark_check, Attributed, Attribution, Continued, Delegating, LocalNets, MarkCheck,
     Reason, SocketIndex, Verdict, Via,
@@ -204,10 +204,12 @@ pub fn run_pass_with(
     let prev = prev?;
     let (sockets, dump) = read?;
     cfg.marks.refresh();
+    let olds = saved_states(&dump, &prev);
     let obs = observe_read(
         &cfg.proc_root,
         sockets,
         dump,
+        &olds,
         &prev,
         known,
         &cfg.nets,
@@ -215,10 +217,11 @@ pub fn run_pass_with(
         &cfg.marks,
         &mut stages,
     )?;
-    let plan = account(
+    let plan = account_saved(
         started_at,
         &obs.dump.flows,
         &obs.attributed,
+        &olds,
         &prev,
         cfg.prune_after,
         cfg.hold(),
@@ -288,9 +291,19 @@ pub fn observe_timed<S: BuildHasher>(
     stages: &mut Stages,
 ) -> Result<Observation> {
     let (sockets, dump) = read_kernel(proc_root, stages)?;
+    let olds = saved_states(&dump, prev);
     observe_read(
-        proc_root, sockets, dump, prev, known, nets, delegating, marks, stages,
+        proc_root, sockets, dump, &olds, prev, known, nets, delegating, marks, stages,
     )
+}
+
+/// The saved state of each flow of `dump` (`[i]` for `dump.flows[i]`): looked up once,
+/// for the attribution and the accounting both.
+fn saved_states<'p, S: BuildHasher>(
+    dump: &conntrack::Dump,
+    prev: &'p HashMap<FlowKey, FlowState, S>,
+) -> Vec<Option<&'p FlowState>> {
+    dump.flows.iter().map(|f| prev.get(&f.key())).collect()
 }
 
 /// What the kernel shows: the socket tables, read before the conntrack dump (so a socket
@@ -321,6 +334,7 @@ fn observe_read<S: BuildHasher>(
     proc_root: &Path,
     mut sockets: SocketTable,
     dump: conntrack::Dump,
+    olds: &[Option<&FlowState>],
     prev: &HashMap<FlowKey, FlowState, S>,
     known: &dyn Fn(&FlowKey) -> Option<Attribution>,
     nets: &LocalNets,
@@ -337,30 +351,28 @@ fn observe_read<S: BuildHasher>(
     let ruleset =
         (marked && marks.wants_ruleset()).then(|| std::thread::spawn(owner_mark::ruleset_state));
     let host = interfaces::host_addrs();
-    let saved = |key: &FlowKey| prev.get(key).and_then(|s| s.attribution.as_ref());
+    let saved = |i: usize| olds[i].and_then(|s| s.attribution.as_ref());
     let pending = |a: Option<&Attribution>| a.is_none_or(|a| a.via == Via::Pending);
     let mut extra: FastMap<FlowKey, Attribution> = dump
         .flows
         .iter()
-        .map(Flow::key)
-        .filter(|k| pending(saved(k)))
-        .filter_map(|k| known(&k).map(|a| (k, a)))
+        .enumerate()
+        .filter(|(i, _)| pending(saved(*i)))
+        .filter_map(|(_, f)| known(&f.key()).map(|a| (f.key(), a)))
         .collect();
     continue_picked_up(&dump, prev, &mut extra);
     // What a flow already had; an owner found meanwhile for a held flow (the daemon's
     // looks at a service's socket) beats its saved pending one.
-    let prior = |f: &Flow| {
-        let key = f.key();
-        match saved(&key) {
-            Some(s) if s.via != Via::Pending => Some(s),
-            s => match extra.get(&key) {
-                Some(k) if s.is_none() || k.via != Via::Pending => Some(k),
-                _ => s,
-            },
-        }
+    let prior = |(i, f): (usize, &Flow)| match saved(i) {
+        Some(s) if s.via != Via::Pending => Some(s),
+        s if extra.is_empty() => s,
+        s => match extra.get(&f.key()) {
+            Some(k) if s.is_none() || k.via != Via::Pending => Some(k),
+            _ => s,
+        },
     };
     // Looked up once per flow: the stages below read it several times.
-    let priors: Vec<Option<&Attribution>> = dump.flows.iter().map(prior).collect();
+    let priors: Vec<Option<&Attribution>> = dump.flows.iter().enumerate().map(prior).collect();
     // Programs are looked up only for the sockets of flows not attributed before: a flow
     // keeps the program it had, so a steady-state pass walks no /proc/PID/fd at all. Every
     // holder is looked up for a delegating service's sockets of flows not settled yet (new
@@ -418,8 +430,8 @@ fn observe_read<S: BuildHasher>(
         0
     };
     stages.lap("attribute");
-    let retry = dump.flows.iter().zip(&attributed).any(|(f, a)| {
-        !prev.contains_key(&f.key()) && matches!(a.verdict, Verdict::Unattributed(Reason::NoSocket))
+    let retry = olds.iter().zip(&attributed).any(|(old, a)| {
+        matches!(a.verdict, Verdict::Unattributed(Reason::NoSocket)) && old.is_none()
     });
     if retry {
         let again = socket_table(proc_root)?;
