@@ -563,6 +563,13 @@ impl<'a> SocketIndex<'a> {
         }
     }
 
+    /// The live socket `flow` matches ([`SocketIndex::find`]), looked up once for
+    /// [`attribute_looked`] and [`mark_check_looked`] on this index or another over the
+    /// same sockets.
+    pub fn lookup(&self, flow: &Flow) -> Lookup {
+        Lookup(L4::from_ipproto(flow.orig.proto).map(|l4| self.find(flow, l4)))
+    }
+
     /// The inode of the socket `attribute` would name `flow`'s owner through when it has
     /// no kept attribution: the one whose process (program) is worth looking up.
     pub fn socket_inode(&self, flow: &Flow) -> Option<u64> {
@@ -650,12 +657,20 @@ pub fn mark_check(flow: &Flow, idx: &SocketIndex) -> Option<MarkCheck> {
     if flow.mark == 0 {
         return None;
     }
+    mark_check_looked(flow, idx, &idx.lookup(flow))
+}
+
+/// [`mark_check`] with the flow's socket looked up already ([`SocketIndex::lookup`]).
+pub fn mark_check_looked(flow: &Flow, idx: &SocketIndex, looked: &Lookup) -> Option<MarkCheck> {
+    if flow.mark == 0 {
+        return None;
+    }
     let uid = crate::owner_mark::uid_of(flow.mark);
     if uid.is_none() {
         return Some(MarkCheck::Disagrees { socket_uid: None });
     }
     let l4 = L4::from_ipproto(flow.orig.proto)?;
-    let (i, _) = idx.find(flow, l4).ok()??;
+    let (i, _) = looked.0?.ok()??;
     if !idx.exact_index(i) {
         return None;
     }
@@ -698,15 +713,32 @@ pub fn attribute(
     prior: Option<&Attribution>,
     nets: &LocalNets,
 ) -> Attributed {
+    attribute_looked(flow, idx, &idx.lookup(flow), prior, nets)
+}
+
+/// What [`SocketIndex::find`] said of a flow ([`SocketIndex::lookup`]): None for a
+/// protocol without sockets.
+#[derive(Debug, Clone, Copy)]
+pub struct Lookup(Option<Result<Option<(usize, Direction)>, Reason>>);
+
+/// [`attribute`] with the flow's socket looked up already ([`SocketIndex::lookup`], on
+/// an index over the same sockets).
+pub fn attribute_looked(
+    flow: &Flow,
+    idx: &SocketIndex,
+    looked: &Lookup,
+    prior: Option<&Attribution>,
+    nets: &LocalNets,
+) -> Attributed {
     let (orig, reply) = (&flow.orig, &flow.reply);
     let l4 = L4::from_ipproto(orig.proto);
 
     let mut reason = None;
     let mut found: Option<Attribution> = None;
-    if let Some(l4) = l4 {
+    if let (Some(_), Some(looked)) = (l4, looked.0) {
         // An exact live socket beats the kept attribution, which beats an unconnected
         // socket that merely shares the local address.
-        match idx.find(flow, l4) {
+        match looked {
             Ok(Some((i, dir))) if idx.exact_index(i) => {
                 found = Some(idx.attribution(i, dir, prior));
             }

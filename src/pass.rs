@@ -15,8 +15,8 @@ use tracing::{debug, info, warn};
 
 use crate::account::{account_saved, FlowState, Hold, PassPlan, Totals};
 use crate::attribute::{
-    attribute, mark_check, Attributed, Attribution, Continued, Delegating, LocalNets, MarkCheck,
-    Reason, SocketIndex, Verdict, Via,
+    attribute, attribute_looked, mark_check_looked, Attributed, Attribution, Continued, Delegating,
+    LocalNets, Lookup, MarkCheck, Reason, SocketIndex, Verdict, Via,
 };
 use crate::model::{FastMap, FastSet, Flow, FlowKey, Socket, SocketState, L4};
 use crate::owner_mark;
@@ -400,9 +400,11 @@ fn observe_read<S: BuildHasher>(
     let idx = idx
         .with_owners(&scan.owners)
         .with_delegation(delegating, Some(&scan.holders));
+    // Each flow's socket, looked up once for the marks' check and the attribution.
+    let looks: Vec<Lookup> = dump.flows.iter().map(|f| idx.lookup(f)).collect();
     // Every mark is held against its flow's live socket before any is believed.
-    for f in &dump.flows {
-        if let Some(c) = mark_check(f, &idx) {
+    for (f, looked) in dump.flows.iter().zip(&looks) {
+        if let Some(c) = mark_check_looked(f, &idx, looked) {
             marks.check(c, f.mark, || describe(f));
         }
     }
@@ -412,7 +414,13 @@ fn observe_read<S: BuildHasher>(
             None => owner_mark::ruleset_state(),
         });
     let idx = idx.with_marks(use_marks);
-    let mut attributed = attribute_with(&idx);
+    let mut attributed: Vec<Attributed> = dump
+        .flows
+        .iter()
+        .zip(&priors)
+        .zip(&looks)
+        .map(|((f, p), looked)| attribute_looked(f, &idx, looked, *p, nets))
+        .collect();
     // Charged by the mark alone: no kept owner, no socket named, yet a user's. Counted on
     // this index: the retry below replaces only unattributed verdicts.
     let by_mark = if use_marks {
