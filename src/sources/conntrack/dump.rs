@@ -74,7 +74,13 @@ pub fn parse_messages(buf: &[u8]) -> Result<Dump, ConntrackError> {
 /// Counters are present only for entries created while
 /// `net.netfilter.nf_conntrack_acct=1`.
 pub fn dump() -> Result<Dump, ConntrackError> {
-    let mut parser = Parser::with_capacity(1024);
+    // Room for the entries the table holds now (plus some born meanwhile): no regrowth
+    // of the flows and their index as the dump comes in.
+    let count = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut parser = Parser::with_capacity((count + count / 16).clamp(1024, 1 << 22));
     // Parse each datagram as it arrives: no copy of the whole dump is kept.
     receive_dump(|datagram| parser.feed(datagram))?;
     Ok(parser.finish())
