@@ -146,11 +146,11 @@ impl Stages {
     }
 
     /// Take the laps of `other` (run on another thread meanwhile) and stage `name`, which
-    /// took `took` beside them; the next stage starts now.
+    /// took `took` beside them; the next stage starts where `other` ended.
     pub fn beside(&mut self, other: Stages, name: &'static str, took: Duration) {
         self.laps.extend(other.laps);
         self.laps.push((name, took, true));
-        self.last = Some(Instant::now());
+        self.last = other.last.or(self.last);
     }
 }
 
@@ -183,26 +183,46 @@ pub fn run_pass_with(
     let t0 = Instant::now();
     let mut stages = Stages::start();
     let started_at = chrono::Utc::now().timestamp();
-    // The saved state is loaded while another thread reads the kernel (sockets, then the
-    // conntrack dump): the two do not depend on each other, and the reads mostly wait on
-    // the kernel.
-    let (prev, read) = std::thread::scope(|s| {
-        let reader = s.spawn(|| {
+    // Another thread reads the kernel (sockets, then the conntrack dump's datagrams, as
+    // received) while this one loads the saved state, then decodes the datagrams: the
+    // kernel fills the next ones meanwhile.
+    let (prev, read, decoded) = std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let reader = s.spawn(move || {
             let mut stages = Stages::start();
-            let read = read_kernel(&cfg.proc_root, &mut stages);
+            let read = socket_table(&cfg.proc_root).and_then(|sockets| {
+                stages.lap("sockets");
+                conntrack::dump_datagrams(|datagram| {
+                    // Only fails when the decoding side is gone (a panic).
+                    let _ = tx.send(datagram);
+                })
+                .context("dumping the conntrack table")?;
+                stages.lap("dump");
+                Ok(sockets)
+            });
             (read, stages)
         });
         let loading = Instant::now();
         let prev = store.load_state();
         let loaded = loading.elapsed();
+        let mut decoder = conntrack::Decoder::new();
+        let mut decoded = Ok(());
+        for datagram in rx {
+            if decoded.is_ok() {
+                decoded = decoder.feed(&datagram);
+            }
+        }
         let (read, kernel) = reader
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
         stages.beside(kernel, "load_state", loaded);
-        (prev, read)
+        stages.lap("decode");
+        (prev, read, decoded.map(|()| decoder.finish()))
     });
     let prev = prev?;
-    let (sockets, dump) = read?;
+    let sockets = read?;
+    let dump = decoded.context("dumping the conntrack table")?;
+    not_tracking(&sockets, &dump)?;
     cfg.marks.refresh();
     let olds = saved_states(&dump, &prev);
     let obs = observe_read(
@@ -314,6 +334,13 @@ fn read_kernel(proc_root: &Path, stages: &mut Stages) -> Result<(SocketTable, co
     stages.lap("sockets");
     let dump = conntrack::dump().context("dumping the conntrack table")?;
     stages.lap("dump");
+    not_tracking(&sockets, &dump)?;
+    Ok((sockets, dump))
+}
+
+/// Fails when the dump is empty while established TCP connections exist: conntrack
+/// does not track this namespace.
+fn not_tracking(sockets: &SocketTable, dump: &conntrack::Dump) -> Result<()> {
     if dump.flows.is_empty() {
         let established = sockets
             .sockets
@@ -325,7 +352,7 @@ fn read_kernel(proc_root: &Path, stages: &mut Stages) -> Result<(SocketTable, co
             return Err(PrereqError::NotTracking { established }.into());
         }
     }
-    Ok((sockets, dump))
+    Ok(())
 }
 
 /// [`observe_timed`] past the kernel reads: the processes, the attribution, the retry.
