@@ -398,14 +398,18 @@ pub struct SocketIndex<'a> {
     marks: bool,
 }
 
-impl<'a> SocketIndex<'a> {
-    /// Index `sockets` (with their owning processes) for the join. `host_addrs` are the
-    /// interface addresses of this host, used to tell the direction of socketless flows.
-    pub fn new(
-        sockets: &'a [Socket],
-        owners: &'a HashMap<u64, Owner>,
-        host_addrs: impl IntoIterator<Item = IpAddr>,
-    ) -> SocketIndex<'a> {
+/// The maps of a [`SocketIndex`] over some sockets, built apart from it (they borrow
+/// nothing), so that a pass builds them while the conntrack dump is still coming.
+pub struct SocketMaps {
+    exact: FastMap<(L4, SocketAddr, SocketAddr), usize>,
+    bound: FastMap<(L4, SocketAddr), Bound>,
+    host_addrs: FastSet<IpAddr>,
+}
+
+impl SocketMaps {
+    /// Index `sockets`; `host_addrs` are the interface addresses of this host, used to
+    /// tell the direction of socketless flows.
+    pub fn new(sockets: &[Socket], host_addrs: impl IntoIterator<Item = IpAddr>) -> SocketMaps {
         let mut exact = FastMap::with_capacity_and_hasher(sockets.len(), Default::default());
         let mut bound: FastMap<(L4, SocketAddr), Bound> = FastMap::default();
         let mut host: FastSet<IpAddr> = host_addrs.into_iter().collect();
@@ -434,12 +438,37 @@ impl<'a> SocketIndex<'a> {
                 exact.insert((s.proto, s.local, s.remote), i);
             }
         }
-        SocketIndex {
-            sockets,
-            owners,
+        SocketMaps {
             exact,
             bound,
             host_addrs: host,
+        }
+    }
+}
+
+impl<'a> SocketIndex<'a> {
+    /// Index `sockets` (with their owning processes) for the join. `host_addrs` are the
+    /// interface addresses of this host, used to tell the direction of socketless flows.
+    pub fn new(
+        sockets: &'a [Socket],
+        owners: &'a HashMap<u64, Owner>,
+        host_addrs: impl IntoIterator<Item = IpAddr>,
+    ) -> SocketIndex<'a> {
+        SocketIndex::with_maps(sockets, owners, SocketMaps::new(sockets, host_addrs))
+    }
+
+    /// [`SocketIndex::new`] with its maps built already, over these same `sockets`.
+    pub fn with_maps(
+        sockets: &'a [Socket],
+        owners: &'a HashMap<u64, Owner>,
+        maps: SocketMaps,
+    ) -> SocketIndex<'a> {
+        SocketIndex {
+            sockets,
+            owners,
+            exact: maps.exact,
+            bound: maps.bound,
+            host_addrs: maps.host_addrs,
             delegating: &NO_DELEGATION,
             holders: None,
             marks: false,

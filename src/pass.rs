@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use tracing::{debug, info, warn};
 use crate::account::{account_saved, FlowState, Hold, PassPlan, Totals};
 use crate::attribute::{
     attribute, attribute_looked, mark_check_looked, Attributed, Attribution, Continued, Delegating,
-    LocalNets, Lookup, MarkCheck, Reason, SocketIndex, Verdict, Via,
+    LocalNets, Lookup, MarkCheck, Reason, SocketIndex, SocketMaps, Verdict, Via,
 };
 use crate::model::{FastMap, FastSet, Flow, FlowKey, Socket, SocketState, L4};
 use crate::owner_mark;
@@ -186,25 +187,38 @@ pub fn run_pass_with(
     // Another thread reads the kernel (sockets, then the conntrack dump's datagrams, as
     // received) while this one loads the saved state, then decodes the datagrams: the
     // kernel fills the next ones meanwhile.
-    let (prev, read, decoded) = std::thread::scope(|s| {
+    let (prev, sockets, read, decoded) = std::thread::scope(|s| {
+        let (socket_tx, socket_rx) = std::sync::mpsc::channel();
         let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
         let reader = s.spawn(move || {
             let mut stages = Stages::start();
-            let read = socket_table(&cfg.proc_root).and_then(|sockets| {
-                stages.lap("sockets");
-                conntrack::dump_datagrams(|datagram| {
-                    // Only fails when the decoding side is gone (a panic).
-                    let _ = tx.send(datagram);
-                })
-                .context("dumping the conntrack table")?;
-                stages.lap("dump");
-                Ok(sockets)
-            });
+            let sockets = socket_table(&cfg.proc_root);
+            stages.lap("sockets");
+            let read = sockets.is_ok();
+            // Only fails when the other side is gone (a panic).
+            let _ = socket_tx.send(sockets);
+            if !read {
+                return (Ok(()), stages);
+            }
+            let read = conntrack::dump_datagrams(|datagram| {
+                let _ = tx.send(datagram);
+            })
+            .context("dumping the conntrack table");
+            stages.lap("dump");
             (read, stages)
         });
         let loading = Instant::now();
         let prev = store.load_state();
         let loaded = loading.elapsed();
+        // The first index's maps, built while the dump is coming. Nothing received: the
+        // reader panicked (resumed below).
+        let sockets = socket_rx.recv().ok().map(|read| {
+            read.map(|sockets| {
+                let maps = socket_maps(&sockets);
+                (sockets, maps)
+            })
+        });
+        let indexed = loading.elapsed() - loaded;
         let mut decoder = conntrack::Decoder::new();
         let mut decoded = Ok(());
         for datagram in rx {
@@ -216,11 +230,14 @@ pub fn run_pass_with(
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
         stages.beside(kernel, "load_state", loaded);
+        stages.beside(Stages::default(), "index", indexed);
         stages.lap("decode");
-        (prev, read, decoded.map(|()| decoder.finish()))
+        let sockets = sockets.expect("the reader sends the sockets before it ends");
+        (prev, sockets, read, decoded.map(|()| decoder.finish()))
     });
     let prev = prev?;
-    let sockets = read?;
+    let (sockets, maps) = sockets?;
+    read?;
     let dump = decoded.context("dumping the conntrack table")?;
     not_tracking(&sockets, &dump)?;
     cfg.marks.refresh();
@@ -228,6 +245,7 @@ pub fn run_pass_with(
     let obs = observe_read(
         &cfg.proc_root,
         sockets,
+        maps,
         dump,
         &olds,
         &prev,
@@ -312,9 +330,17 @@ pub fn observe_timed<S: BuildHasher>(
 ) -> Result<Observation> {
     let (sockets, dump) = read_kernel(proc_root, stages)?;
     let olds = saved_states(&dump, prev);
+    let maps = socket_maps(&sockets);
     observe_read(
-        proc_root, sockets, dump, &olds, prev, known, nets, delegating, marks, stages,
+        proc_root, sockets, maps, dump, &olds, prev, known, nets, delegating, marks, stages,
     )
+}
+
+/// The addresses of this host, and the maps of the first index over `sockets`.
+fn socket_maps(sockets: &SocketTable) -> (HashSet<IpAddr>, SocketMaps) {
+    let host = interfaces::host_addrs();
+    let maps = SocketMaps::new(&sockets.sockets, host.iter().copied());
+    (host, maps)
 }
 
 /// The saved state of each flow of `dump` (`[i]` for `dump.flows[i]`): looked up once,
@@ -360,6 +386,7 @@ fn not_tracking(sockets: &SocketTable, dump: &conntrack::Dump) -> Result<()> {
 fn observe_read<S: BuildHasher>(
     proc_root: &Path,
     mut sockets: SocketTable,
+    (host, maps): (HashSet<IpAddr>, SocketMaps),
     dump: conntrack::Dump,
     olds: &[Option<&FlowState>],
     prev: &HashMap<FlowKey, FlowState, S>,
@@ -377,7 +404,6 @@ fn observe_read<S: BuildHasher>(
         .any(|f| owner_mark::uid_of(f.mark).is_some());
     let ruleset =
         (marked && marks.wants_ruleset()).then(|| std::thread::spawn(owner_mark::ruleset_state));
-    let host = interfaces::host_addrs();
     let saved = |i: usize| olds[i].and_then(|s| s.attribution.as_ref());
     let pending = |a: Option<&Attribution>| a.is_none_or(|a| a.via == Via::Pending);
     let mut extra: FastMap<FlowKey, Attribution> = dump
@@ -405,7 +431,7 @@ fn observe_read<S: BuildHasher>(
     // holder is looked up for a delegating service's sockets of flows not settled yet (new
     // or held back), unless their traffic is local (charged to nobody).
     let no_owners = HashMap::new();
-    let idx = SocketIndex::new(&sockets.sockets, &no_owners, host.iter().copied())
+    let idx = SocketIndex::with_maps(&sockets.sockets, &no_owners, maps)
         .with_delegation(delegating, None);
     let wanted: HashSet<u64> = dump
         .flows
