@@ -187,7 +187,8 @@ pub fn run_pass_with(
     // Another thread reads the kernel (sockets, then the conntrack dump's datagrams, as
     // received) while this one loads the saved state, then decodes the datagrams: the
     // kernel fills the next ones meanwhile.
-    let (prev, sockets, read, decoded) = std::thread::scope(|s| {
+    cfg.marks.refresh();
+    let (prev, sockets, read, decoded, ruleset) = std::thread::scope(|s| {
         let (socket_tx, socket_rx) = std::sync::mpsc::channel();
         let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
         let reader = s.spawn(move || {
@@ -221,10 +222,24 @@ pub fn run_pass_with(
         let indexed = loading.elapsed() - loaded;
         let mut decoder = conntrack::Decoder::new();
         let mut decoded = Ok(());
+        // The ruleset, read by `nft` beside the rest of the pass as soon as a flow with
+        // netledger's mark shows up (see `observe_read`).
+        let mut ruleset = None;
+        let mut looked = 0;
         for datagram in rx {
             if decoded.is_ok() {
                 decoded = decoder.feed(&datagram);
             }
+            let flows = decoder.flows();
+            if ruleset.is_none()
+                && flows[looked..]
+                    .iter()
+                    .any(|f| owner_mark::uid_of(f.mark).is_some())
+                && cfg.marks.wants_ruleset()
+            {
+                ruleset = Some(std::thread::spawn(owner_mark::ruleset_state));
+            }
+            looked = flows.len();
         }
         let (read, kernel) = reader
             .join()
@@ -233,20 +248,20 @@ pub fn run_pass_with(
         stages.beside(Stages::default(), "index", indexed);
         stages.lap("decode");
         let sockets = sockets.expect("the reader sends the sockets before it ends");
-        (prev, sockets, read, decoded.map(|()| decoder.finish()))
+        (prev, sockets, read, decoded.map(|()| decoder.finish()), ruleset)
     });
     let prev = prev?;
     let (sockets, maps) = sockets?;
     read?;
     let dump = decoded.context("dumping the conntrack table")?;
     not_tracking(&sockets, &dump)?;
-    cfg.marks.refresh();
     let olds = saved_states(&dump, &prev);
     let obs = observe_read(
         &cfg.proc_root,
         sockets,
         maps,
         dump,
+        ruleset,
         &olds,
         &prev,
         known,
@@ -332,7 +347,7 @@ pub fn observe_timed<S: BuildHasher>(
     let olds = saved_states(&dump, prev);
     let maps = socket_maps(&sockets);
     observe_read(
-        proc_root, sockets, maps, dump, &olds, prev, known, nets, delegating, marks, stages,
+        proc_root, sockets, maps, dump, None, &olds, prev, known, nets, delegating, marks, stages,
     )
 }
 
@@ -388,6 +403,7 @@ fn observe_read<S: BuildHasher>(
     mut sockets: SocketTable,
     (host, maps): (HashSet<IpAddr>, SocketMaps),
     dump: conntrack::Dump,
+    ruleset: Option<std::thread::JoinHandle<Result<(), String>>>,
     olds: &[Option<&FlowState>],
     prev: &HashMap<FlowKey, FlowState, S>,
     known: &dyn Fn(&FlowKey) -> Option<Attribution>,
@@ -402,8 +418,9 @@ fn observe_read<S: BuildHasher>(
         .flows
         .iter()
         .any(|f| owner_mark::uid_of(f.mark).is_some());
-    let ruleset =
-        (marked && marks.wants_ruleset()).then(|| std::thread::spawn(owner_mark::ruleset_state));
+    let ruleset = ruleset.or_else(|| {
+        (marked && marks.wants_ruleset()).then(|| std::thread::spawn(owner_mark::ruleset_state))
+    });
     let saved = |i: usize| olds[i].and_then(|s| s.attribution.as_ref());
     let pending = |a: Option<&Attribution>| a.is_none_or(|a| a.via == Via::Pending);
     let mut extra: FastMap<FlowKey, Attribution> = dump

@@ -105,6 +105,11 @@ impl Decoder {
         self.parser.feed(datagram).map(|_| ())
     }
 
+    /// The flows decoded so far.
+    pub fn flows(&self) -> &[Flow] {
+        &self.parser.flows
+    }
+
     /// The dump decoded.
     pub fn finish(self) -> Dump {
         self.parser.finish()
