@@ -318,6 +318,9 @@ impl Continued {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalNets {
     nets: Vec<IpNet>,
+    /// The IPv4 and IPv6 networks as (address, mask) words, checked once per flow.
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
 }
 
 impl LocalNets {
@@ -350,9 +353,15 @@ impl LocalNets {
 
     /// Exactly these networks (an empty list counts everything).
     pub fn new(nets: impl IntoIterator<Item = IpNet>) -> LocalNets {
-        LocalNets {
-            nets: nets.into_iter().collect(),
+        let nets: Vec<IpNet> = nets.into_iter().collect();
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for n in &nets {
+            match n {
+                IpNet::V4(n) => v4.push((n.network().to_bits(), n.netmask().to_bits())),
+                IpNet::V6(n) => v6.push((n.network().to_bits(), n.netmask().to_bits())),
+            }
         }
+        LocalNets { nets, v4, v6 }
     }
 
     /// Whether `ip` is local. IPv4-mapped addresses are compared as IPv4.
@@ -362,7 +371,16 @@ impl LocalNets {
         if ip.is_unspecified() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
             return !self.nets.is_empty();
         }
-        self.nets.iter().any(|n| n.contains(&ip))
+        match ip {
+            IpAddr::V4(ip) => {
+                let ip = ip.to_bits();
+                self.v4.iter().any(|&(net, mask)| ip & mask == net)
+            }
+            IpAddr::V6(ip) => {
+                let ip = ip.to_bits();
+                self.v6.iter().any(|&(net, mask)| ip & mask == net)
+            }
+        }
     }
 
     /// The networks, for display.
@@ -827,6 +845,54 @@ mod tests {
     const ALICE: u32 = 1001;
     const BOB: u32 = 1002;
     const HOST4: &str = "198.51.100.1";
+
+    #[test]
+    fn local_nets_masks_agree_with_ipnet() {
+        let nets = LocalNets::new(
+            [
+                "10.1.2.3/8",
+                "192.168.0.0/16",
+                "0.0.0.0/0",
+                "fc00::/7",
+                "2001:db8::1/128",
+            ]
+            .iter()
+            .map(|s| s.parse::<IpNet>().unwrap()),
+        );
+        for list in [nets.clone(), LocalNets::defaults(), LocalNets::new([])] {
+            for ip in [
+                "10.255.0.1",
+                "11.0.0.1",
+                "192.168.4.4",
+                "192.169.0.0",
+                "198.51.100.2",
+                "127.0.0.1",
+                "169.254.1.1",
+                "224.0.0.1",
+                "0.0.0.0",
+                "255.255.255.255",
+                "fd00::1",
+                "fe00::1",
+                "2001:db8::1",
+                "2001:db8::2",
+                "::1",
+                "fe80::1",
+                "ff02::1",
+                "::ffff:10.0.0.1",
+                "::ffff:198.51.100.2",
+            ] {
+                let ip: IpAddr = ip.parse().unwrap();
+                let canon = crate::model::canonical_ip(ip);
+                let by_ipnet = if canon.is_unspecified() || canon == IpAddr::V4(Ipv4Addr::BROADCAST)
+                {
+                    !list.nets().is_empty()
+                } else {
+                    list.nets().iter().any(|n| n.contains(&canon))
+                };
+                assert_eq!(list.contains(ip), by_ipnet, "{ip} in {:?}", list.nets());
+            }
+        }
+    }
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()

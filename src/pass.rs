@@ -248,7 +248,13 @@ pub fn run_pass_with(
         stages.beside(Stages::default(), "index", indexed);
         stages.lap("decode");
         let sockets = sockets.expect("the reader sends the sockets before it ends");
-        (prev, sockets, read, decoded.map(|()| decoder.finish()), ruleset)
+        (
+            prev,
+            sockets,
+            read,
+            decoded.map(|()| decoder.finish()),
+            ruleset,
+        )
     });
     let prev = prev?;
     let (sockets, maps) = sockets?;
