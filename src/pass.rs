@@ -213,13 +213,15 @@ pub fn run_pass_with(
         let loaded = loading.elapsed();
         // The first index's maps, built while the dump is coming. Nothing received: the
         // reader panicked (resumed below).
-        let sockets = socket_rx.recv().ok().map(|read| {
+        let sockets = socket_rx.recv().ok();
+        let indexing = Instant::now();
+        let sockets = sockets.map(|read| {
             read.map(|sockets| {
                 let maps = socket_maps(&sockets);
                 (sockets, maps)
             })
         });
-        let indexed = loading.elapsed() - loaded;
+        let indexed = indexing.elapsed();
         let mut decoder = conntrack::Decoder::new();
         let mut decoded = Ok(());
         // The ruleset, read by `nft` beside the rest of the pass as soon as a flow with
