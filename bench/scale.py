@@ -21,6 +21,9 @@ pass that first sees them (every holder looked up: a walk of every process), the
 passes (settled: no walk), and, with --ssh-uid 0 (no user's process: every session held
 back for delegate_grace), the passes of held sessions.
 
+With --hold FILE it stops after the setup, prints the command of one pass and keeps the
+scene up until FILE is removed: for profiling single passes (perf, callgrind).
+
 Usage (root; release build and the nl_traffic example first):
     cargo build --release --bins --examples
     python3 bench/scale.py --flows 1000,5000,20000,100000
