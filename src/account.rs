@@ -613,6 +613,48 @@ mod tests {
         assert_eq!(state.len(), 2, "old id kept until pruned");
     }
 
+    /// `account_saved` (the pass's: saved states looked up once, no set of seen flows when
+    /// every saved flow is in the dump) plans exactly what `account` plans.
+    #[test]
+    fn account_saved_plans_what_account_plans() {
+        let old = |id, n| FlowState {
+            key: flow(id, c(0, 0), c(0, 0)).key(),
+            orig: c(n, 100 * n),
+            reply: c(n, 200 * n),
+            attribution: alice().attribution().cloned(),
+            first_seen: 0,
+            last_seen: 10,
+            missing: 0,
+        };
+        let prev: HashMap<FlowKey, FlowState> = [old(1, 1), old(2, 2), old(3, 3), old(4, 4)]
+            .into_iter()
+            .map(|s| (s.key, s))
+            .collect();
+        let every = vec![
+            flow(1, c(1, 100), c(1, 200)),
+            flow(2, c(3, 300), c(3, 600)),
+            flow(3, c(3, 300), c(3, 600)),
+            flow(4, c(4, 400), c(4, 800)),
+            flow(5, c(5, 500), c(5, 500)),
+        ];
+        // Every saved flow seen; one missing (4); two missing and one new only.
+        for flows in [
+            every.clone(),
+            every[..3].to_vec(),
+            vec![every[0].clone(), every[4].clone()],
+        ] {
+            let attributed = vec![alice(); flows.len()];
+            let olds: Vec<Option<&FlowState>> = flows.iter().map(|f| prev.get(&f.key())).collect();
+            let want = account(20, &flows, &attributed, &prev, 3, Hold::default());
+            let got = account_saved(20, &flows, &attributed, &olds, &prev, 3, Hold::default());
+            assert_eq!(got.usage, want.usage);
+            assert_eq!(got.upserts, want.upserts);
+            assert_eq!(got.deletes, want.deletes);
+            assert_eq!(got.missing, want.missing);
+            assert_eq!(got.totals, want.totals);
+        }
+    }
+
     #[test]
     fn missing_then_back_continues_from_last_seen() {
         let (got, _) = run(&[
