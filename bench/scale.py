@@ -21,6 +21,9 @@ pass that first sees them (every holder looked up: a walk of every process), the
 passes (settled: no walk), and, with --ssh-uid 0 (no user's process: every session held
 back for delegate_grace), the passes of held sessions.
 
+With --hold FILE it stops after the setup, prints the command of one pass and keeps the
+scene up until FILE is removed: for profiling single passes (perf, callgrind).
+
 Usage (root; release build and the nl_traffic example first):
     cargo build --release --bins --examples
     python3 bench/scale.py --flows 1000,5000,20000,100000
@@ -102,6 +105,14 @@ def run_one(n, a, binp, traffic):
         first, first_stages, held = timed_pass(host, binp, db)
         time.sleep(a.grace + 1)
         sh(*nl)
+        if a.hold:
+            # Keep the scene up for profiling single passes; remove the file to tear it down.
+            print(f"scene up: ip netns exec {host} {binp} --db {db} snapshot; rm {a.hold} to end",
+                  flush=True)
+            open(a.hold, "w").close()
+            while os.path.exists(a.hold):
+                time.sleep(1)
+            return 0, None, None, 0, ""
         extra = (f"  first sighting: {first:.0f} ms ({held} flows of root's held back, every "
                  f"holder looked up): {first_stages}")
         flows = int(subprocess.run(ns_exec(host, "conntrack", "-C"), capture_output=True, text=True).stdout)
@@ -174,6 +185,7 @@ def main():
     ap.add_argument("--grace", type=int, default=10, help="delegate_grace in effect, seconds")
     ap.add_argument("--ssh", type=int, default=0, help="SSH-like sessions added beside the flows")
     ap.add_argument("--ssh-uid", type=int, default=65534, help="uid of the sessions' user processes")
+    ap.add_argument("--hold", metavar="FILE", help="after setup, keep the scene up until FILE is removed")
     a = ap.parse_args()
     binp, traffic = os.path.abspath(a.bin), os.path.abspath(a.traffic)
     for p in (binp, traffic):
@@ -185,6 +197,8 @@ def main():
     details = []
     for n in [int(x) for x in a.flows.split(",")]:
         flows, med, rng, rss, stages = run_one(n, a, binp, traffic)
+        if a.hold:
+            continue
         cell = lambda k: f"{med[k]:.0f} ({rng[k][0]:.0f}-{rng[k][1]:.0f})"
         r1 = med["netledger"] / (med["ss -tanp"] + med["conntrack -L"])
         r2 = med["netledger"] / (med["cat 4 tables"] + med["conntrack -L"])

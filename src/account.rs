@@ -18,10 +18,11 @@
 //! the returned plan in one transaction.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 use crate::attribute::{Attributed, Attribution, Container, Direction, Reason, Verdict, Via};
-use crate::model::{Counters, Flow, FlowKey};
+use crate::model::{Counters, FastSet, Flow, FlowKey};
 
 /// What the store remembers of a flow between passes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,11 +264,11 @@ pub struct Hold {
 }
 
 /// [`account`] holding nothing back (every pending flow is its service's own at once).
-pub fn account_pass(
+pub fn account_pass<S: BuildHasher>(
     now: i64,
     flows: &[Flow],
     attributed: &[Attributed],
-    prev: &HashMap<FlowKey, FlowState>,
+    prev: &HashMap<FlowKey, FlowState, S>,
     prune_after: u32,
 ) -> PassPlan {
     account(now, flows, attributed, prev, prune_after, Hold::default())
@@ -348,26 +349,62 @@ fn held_charge(s: &FlowState) -> Option<(UsageKey, Traffic)> {
 /// state; flows of `prev` absent from `flows` are aged and pruned after `prune_after`
 /// consecutive misses. A pending flow charged to a user is held back while `hold` allows
 /// it and it has never been charged (first sighting, or held since).
-pub fn account(
+pub fn account<S: BuildHasher>(
     now: i64,
     flows: &[Flow],
     attributed: &[Attributed],
-    prev: &HashMap<FlowKey, FlowState>,
+    prev: &HashMap<FlowKey, FlowState, S>,
     prune_after: u32,
     hold: Hold,
 ) -> PassPlan {
+    let olds: Vec<Option<&FlowState>> = flows.iter().map(|f| prev.get(&f.key())).collect();
+    account_with(
+        now,
+        flows,
+        attributed,
+        &olds,
+        prev,
+        prune_after,
+        hold,
+        false,
+    )
+}
+
+/// [`account`] with the saved state of each flow looked up already (`olds[i]` is that of
+/// `flows[i]`), for flows with distinct keys (a conntrack dump's).
+pub fn account_saved<S: BuildHasher>(
+    now: i64,
+    flows: &[Flow],
+    attributed: &[Attributed],
+    olds: &[Option<&FlowState>],
+    prev: &HashMap<FlowKey, FlowState, S>,
+    prune_after: u32,
+    hold: Hold,
+) -> PassPlan {
+    account_with(now, flows, attributed, olds, prev, prune_after, hold, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn account_with<S: BuildHasher>(
+    now: i64,
+    flows: &[Flow],
+    attributed: &[Attributed],
+    olds: &[Option<&FlowState>],
+    prev: &HashMap<FlowKey, FlowState, S>,
+    prune_after: u32,
+    hold: Hold,
+    distinct: bool,
+) -> PassPlan {
     assert_eq!(flows.len(), attributed.len());
+    assert_eq!(flows.len(), olds.len());
     let mut plan = PassPlan::default();
-    let mut seen = std::collections::HashSet::with_capacity(flows.len());
-    for (flow, at) in flows.iter().zip(attributed) {
+    for ((flow, at), &old) in flows.iter().zip(attributed).zip(olds) {
         let key = flow.key();
-        seen.insert(key);
         plan.totals.flows += 1;
         let (Some(orig), Some(reply)) = (flow.orig_counters, flow.reply_counters) else {
             plan.totals.flows_without_counters += 1;
             continue;
         };
-        let old = prev.get(&key);
         if old.is_none() {
             plan.totals.new_flows += 1;
         }
@@ -409,32 +446,43 @@ pub fn account(
         let d = delta(charged_before, orig, reply);
         plan.totals.resets += u64::from(d.reset);
         let traffic = Traffic::from_delta(&d, at.direction);
-        let k = usage_key(flow, at);
-        match k.kind {
-            Kind::User => plan.totals.attributed.add(&traffic),
-            Kind::Unattributed => plan.totals.unattributed.add(&traffic),
-            Kind::Excluded => plan.totals.excluded.add(&traffic),
+        match at.verdict {
+            Verdict::User(_) => plan.totals.attributed.add(&traffic),
+            Verdict::Unattributed(_) => plan.totals.unattributed.add(&traffic),
+            Verdict::Excluded(_) => plan.totals.excluded.add(&traffic),
         }
+        // The usage key (with its program) is built only for a flow that carried traffic.
         if !traffic.is_zero() {
-            plan.usage.entry(k).or_default().add(&traffic);
+            plan.usage
+                .entry(usage_key(flow, at))
+                .or_default()
+                .add(&traffic);
         }
-        let attribution = at.attribution().cloned();
         let unchanged = old.is_some_and(|s| {
-            s.orig == orig && s.reply == reply && s.attribution == attribution && s.missing == 0
+            s.orig == orig
+                && s.reply == reply
+                && s.attribution.as_ref() == at.attribution()
+                && s.missing == 0
         });
         if !unchanged {
             plan.upserts.push(FlowState {
                 key,
                 orig,
                 reply,
-                attribution,
+                attribution: at.attribution().cloned(),
                 first_seen: old.map_or(now, |s| s.first_seen),
                 last_seen: now,
                 missing: 0,
             });
         }
     }
-    for (key, s) in prev {
+    // With distinct keys, when every saved flow was in the dump none is missing.
+    let every_saved_seen = distinct && olds.iter().flatten().count() == prev.len();
+    let seen: FastSet<FlowKey> = match every_saved_seen {
+        true => FastSet::default(),
+        false => flows.iter().map(Flow::key).collect(),
+    };
+    for (key, s) in prev.iter().filter(|_| !every_saved_seen) {
         if seen.contains(key) {
             continue;
         }
@@ -570,6 +618,48 @@ mod tests {
         ]);
         assert_eq!(got[1], t(60, 70, 1, 1));
         assert_eq!(state.len(), 2, "old id kept until pruned");
+    }
+
+    /// `account_saved` (the pass's: saved states looked up once, no set of seen flows when
+    /// every saved flow is in the dump) plans exactly what `account` plans.
+    #[test]
+    fn account_saved_plans_what_account_plans() {
+        let old = |id, n| FlowState {
+            key: flow(id, c(0, 0), c(0, 0)).key(),
+            orig: c(n, 100 * n),
+            reply: c(n, 200 * n),
+            attribution: alice().attribution().cloned(),
+            first_seen: 0,
+            last_seen: 10,
+            missing: 0,
+        };
+        let prev: HashMap<FlowKey, FlowState> = [old(1, 1), old(2, 2), old(3, 3), old(4, 4)]
+            .into_iter()
+            .map(|s| (s.key, s))
+            .collect();
+        let every = vec![
+            flow(1, c(1, 100), c(1, 200)),
+            flow(2, c(3, 300), c(3, 600)),
+            flow(3, c(3, 300), c(3, 600)),
+            flow(4, c(4, 400), c(4, 800)),
+            flow(5, c(5, 500), c(5, 500)),
+        ];
+        // Every saved flow seen; one missing (4); two missing and one new only.
+        for flows in [
+            every.clone(),
+            every[..3].to_vec(),
+            vec![every[0].clone(), every[4].clone()],
+        ] {
+            let attributed = vec![alice(); flows.len()];
+            let olds: Vec<Option<&FlowState>> = flows.iter().map(|f| prev.get(&f.key())).collect();
+            let want = account(20, &flows, &attributed, &prev, 3, Hold::default());
+            let got = account_saved(20, &flows, &attributed, &olds, &prev, 3, Hold::default());
+            assert_eq!(got.usage, want.usage);
+            assert_eq!(got.upserts, want.upserts);
+            assert_eq!(got.deletes, want.deletes);
+            assert_eq!(got.missing, want.missing);
+            assert_eq!(got.totals, want.totals);
+        }
     }
 
     #[test]

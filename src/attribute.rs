@@ -23,7 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 
-use crate::model::{Flow, Socket, L4};
+use crate::model::{FastMap, FastSet, Flow, Socket, L4};
 use crate::sources::processes::{Holder, Owner};
 
 /// Which side started the flow, seen from this host.
@@ -335,6 +335,9 @@ impl Continued {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalNets {
     nets: Vec<IpNet>,
+    /// The IPv4 and IPv6 networks as (address, mask) words, checked once per flow.
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
 }
 
 impl LocalNets {
@@ -367,9 +370,15 @@ impl LocalNets {
 
     /// Exactly these networks (an empty list counts everything).
     pub fn new(nets: impl IntoIterator<Item = IpNet>) -> LocalNets {
-        LocalNets {
-            nets: nets.into_iter().collect(),
+        let nets: Vec<IpNet> = nets.into_iter().collect();
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for n in &nets {
+            match n {
+                IpNet::V4(n) => v4.push((n.network().to_bits(), n.netmask().to_bits())),
+                IpNet::V6(n) => v6.push((n.network().to_bits(), n.netmask().to_bits())),
+            }
         }
+        LocalNets { nets, v4, v6 }
     }
 
     /// Whether `ip` is local. IPv4-mapped addresses are compared as IPv4.
@@ -379,7 +388,16 @@ impl LocalNets {
         if ip.is_unspecified() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
             return !self.nets.is_empty();
         }
-        self.nets.iter().any(|n| n.contains(&ip))
+        match ip {
+            IpAddr::V4(ip) => {
+                let ip = ip.to_bits();
+                self.v4.iter().any(|&(net, mask)| ip & mask == net)
+            }
+            IpAddr::V6(ip) => {
+                let ip = ip.to_bits();
+                self.v6.iter().any(|&(net, mask)| ip & mask == net)
+            }
+        }
     }
 
     /// The networks, for display.
@@ -401,11 +419,11 @@ pub struct SocketIndex<'a> {
     sockets: &'a [Socket],
     owners: &'a HashMap<u64, Owner>,
     /// (proto, local, remote) → live socket.
-    exact: HashMap<(L4, SocketAddr, SocketAddr), usize>,
+    exact: FastMap<(L4, SocketAddr, SocketAddr), usize>,
     /// (proto, local) → live socket with no remote end (unconnected UDP, listeners).
-    bound: HashMap<(L4, SocketAddr), Bound>,
+    bound: FastMap<(L4, SocketAddr), Bound>,
     /// Addresses of this host: the local ends of its sockets plus those given.
-    host_addrs: HashSet<IpAddr>,
+    host_addrs: FastSet<IpAddr>,
     /// Uids whose sockets are charged through their holders.
     delegating: &'a Delegating,
     /// Every holder of the delegating sockets looked up this pass.
@@ -415,17 +433,21 @@ pub struct SocketIndex<'a> {
     marks: bool,
 }
 
-impl<'a> SocketIndex<'a> {
-    /// Index `sockets` (with their owning processes) for the join. `host_addrs` are the
-    /// interface addresses of this host, used to tell the direction of socketless flows.
-    pub fn new(
-        sockets: &'a [Socket],
-        owners: &'a HashMap<u64, Owner>,
-        host_addrs: impl IntoIterator<Item = IpAddr>,
-    ) -> SocketIndex<'a> {
-        let mut exact = HashMap::with_capacity(sockets.len());
-        let mut bound: HashMap<(L4, SocketAddr), Bound> = HashMap::new();
-        let mut host: HashSet<IpAddr> = host_addrs.into_iter().collect();
+/// The maps of a [`SocketIndex`] over some sockets, built apart from it (they borrow
+/// nothing), so that a pass builds them while the conntrack dump is still coming.
+pub struct SocketMaps {
+    exact: FastMap<(L4, SocketAddr, SocketAddr), usize>,
+    bound: FastMap<(L4, SocketAddr), Bound>,
+    host_addrs: FastSet<IpAddr>,
+}
+
+impl SocketMaps {
+    /// Index `sockets`; `host_addrs` are the interface addresses of this host, used to
+    /// tell the direction of socketless flows.
+    pub fn new(sockets: &[Socket], host_addrs: impl IntoIterator<Item = IpAddr>) -> SocketMaps {
+        let mut exact = FastMap::with_capacity_and_hasher(sockets.len(), Default::default());
+        let mut bound: FastMap<(L4, SocketAddr), Bound> = FastMap::default();
+        let mut host: FastSet<IpAddr> = host_addrs.into_iter().collect();
         for (i, s) in sockets.iter().enumerate() {
             if !s.local.ip().is_unspecified() {
                 host.insert(s.local.ip());
@@ -451,12 +473,37 @@ impl<'a> SocketIndex<'a> {
                 exact.insert((s.proto, s.local, s.remote), i);
             }
         }
-        SocketIndex {
-            sockets,
-            owners,
+        SocketMaps {
             exact,
             bound,
             host_addrs: host,
+        }
+    }
+}
+
+impl<'a> SocketIndex<'a> {
+    /// Index `sockets` (with their owning processes) for the join. `host_addrs` are the
+    /// interface addresses of this host, used to tell the direction of socketless flows.
+    pub fn new(
+        sockets: &'a [Socket],
+        owners: &'a HashMap<u64, Owner>,
+        host_addrs: impl IntoIterator<Item = IpAddr>,
+    ) -> SocketIndex<'a> {
+        SocketIndex::with_maps(sockets, owners, SocketMaps::new(sockets, host_addrs))
+    }
+
+    /// [`SocketIndex::new`] with its maps built already, over these same `sockets`.
+    pub fn with_maps(
+        sockets: &'a [Socket],
+        owners: &'a HashMap<u64, Owner>,
+        maps: SocketMaps,
+    ) -> SocketIndex<'a> {
+        SocketIndex {
+            sockets,
+            owners,
+            exact: maps.exact,
+            bound: maps.bound,
+            host_addrs: maps.host_addrs,
             delegating: &NO_DELEGATION,
             holders: None,
             marks: false,
@@ -582,6 +629,13 @@ impl<'a> SocketIndex<'a> {
         }
     }
 
+    /// The live socket `flow` matches ([`SocketIndex::find`]), looked up once for
+    /// [`attribute_looked`] and [`mark_check_looked`] on this index or another over the
+    /// same sockets.
+    pub fn lookup(&self, flow: &Flow) -> Lookup {
+        Lookup(L4::from_ipproto(flow.orig.proto).map(|l4| self.find(flow, l4)))
+    }
+
     /// The inode of the socket `attribute` would name `flow`'s owner through when it has
     /// no kept attribution: the one whose process (program) is worth looking up.
     pub fn socket_inode(&self, flow: &Flow) -> Option<u64> {
@@ -670,12 +724,20 @@ pub fn mark_check(flow: &Flow, idx: &SocketIndex) -> Option<MarkCheck> {
     if flow.mark == 0 {
         return None;
     }
+    mark_check_looked(flow, idx, &idx.lookup(flow))
+}
+
+/// [`mark_check`] with the flow's socket looked up already ([`SocketIndex::lookup`]).
+pub fn mark_check_looked(flow: &Flow, idx: &SocketIndex, looked: &Lookup) -> Option<MarkCheck> {
+    if flow.mark == 0 {
+        return None;
+    }
     let uid = crate::owner_mark::uid_of(flow.mark);
     if uid.is_none() {
         return Some(MarkCheck::Disagrees { socket_uid: None });
     }
     let l4 = L4::from_ipproto(flow.orig.proto)?;
-    let (i, _) = idx.find(flow, l4).ok()??;
+    let (i, _) = looked.0?.ok()??;
     if !idx.exact_index(i) {
         return None;
     }
@@ -718,15 +780,32 @@ pub fn attribute(
     prior: Option<&Attribution>,
     nets: &LocalNets,
 ) -> Attributed {
+    attribute_looked(flow, idx, &idx.lookup(flow), prior, nets)
+}
+
+/// What [`SocketIndex::find`] said of a flow ([`SocketIndex::lookup`]): None for a
+/// protocol without sockets.
+#[derive(Debug, Clone, Copy)]
+pub struct Lookup(Option<Result<Option<(usize, Direction)>, Reason>>);
+
+/// [`attribute`] with the flow's socket looked up already ([`SocketIndex::lookup`], on
+/// an index over the same sockets).
+pub fn attribute_looked(
+    flow: &Flow,
+    idx: &SocketIndex,
+    looked: &Lookup,
+    prior: Option<&Attribution>,
+    nets: &LocalNets,
+) -> Attributed {
     let (orig, reply) = (&flow.orig, &flow.reply);
     let l4 = L4::from_ipproto(orig.proto);
 
     let mut reason = None;
     let mut found: Option<Attribution> = None;
-    if let Some(l4) = l4 {
+    if let (Some(_), Some(looked)) = (l4, looked.0) {
         // An exact live socket beats the kept attribution, which beats an unconnected
         // socket that merely shares the local address.
-        match idx.find(flow, l4) {
+        match looked {
             Ok(Some((i, dir))) if idx.exact_index(i) => {
                 found = Some(idx.attribution(i, dir, prior));
             }
@@ -786,6 +865,54 @@ mod tests {
     const ALICE: u32 = 1001;
     const BOB: u32 = 1002;
     const HOST4: &str = "198.51.100.1";
+
+    #[test]
+    fn local_nets_masks_agree_with_ipnet() {
+        let nets = LocalNets::new(
+            [
+                "10.1.2.3/8",
+                "192.168.0.0/16",
+                "0.0.0.0/0",
+                "fc00::/7",
+                "2001:db8::1/128",
+            ]
+            .iter()
+            .map(|s| s.parse::<IpNet>().unwrap()),
+        );
+        for list in [nets.clone(), LocalNets::defaults(), LocalNets::new([])] {
+            for ip in [
+                "10.255.0.1",
+                "11.0.0.1",
+                "192.168.4.4",
+                "192.169.0.0",
+                "198.51.100.2",
+                "127.0.0.1",
+                "169.254.1.1",
+                "224.0.0.1",
+                "0.0.0.0",
+                "255.255.255.255",
+                "fd00::1",
+                "fe00::1",
+                "2001:db8::1",
+                "2001:db8::2",
+                "::1",
+                "fe80::1",
+                "ff02::1",
+                "::ffff:10.0.0.1",
+                "::ffff:198.51.100.2",
+            ] {
+                let ip: IpAddr = ip.parse().unwrap();
+                let canon = crate::model::canonical_ip(ip);
+                let by_ipnet = if canon.is_unspecified() || canon == IpAddr::V4(Ipv4Addr::BROADCAST)
+                {
+                    !list.nets().is_empty()
+                } else {
+                    list.nets().iter().any(|n| n.contains(&canon))
+                };
+                assert_eq!(list.contains(ip), by_ipnet, "{ip} in {:?}", list.nets());
+            }
+        }
+    }
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()

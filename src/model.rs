@@ -6,6 +6,15 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+/// The hasher of the maps a pass keys by flows, tuples and sockets: foldhash, seeded at
+/// random per process and per map. The tuples are chosen by remote peers, so a hash with
+/// a fixed key could be fed colliding keys; std's SipHash took a tenth of a pass.
+pub type FastHash = foldhash::fast::RandomState;
+/// A `HashMap` with [`FastHash`].
+pub type FastMap<K, V> = std::collections::HashMap<K, V, FastHash>;
+/// A `HashSet` with [`FastHash`].
+pub type FastSet<K> = std::collections::HashSet<K, FastHash>;
+
 /// IP protocol numbers (IANA), as conntrack reports them.
 pub const IPPROTO_TCP: u8 = 6;
 /// IP protocol number of UDP.

@@ -5,6 +5,7 @@
 //! (`attribute`, `account`); this module only wires them to the kernel and the store.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,13 +15,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tracing::{debug, info, warn};
 
-use crate::account::{account, FlowState, Hold, PassPlan, Totals};
+use crate::account::{account_saved, FlowState, Hold, PassPlan, Totals};
 use crate::attribute::{
-    attribute, mark_check, Attributed, Attribution, Continued, Delegating, LocalNets, MarkCheck,
-    Reason, SocketIndex, Verdict, Via,
+    attribute, attribute_looked, mark_check_looked, Attributed, Attribution, Continued, Delegating,
+    LocalNets, Lookup, MarkCheck, Reason, SocketIndex, SocketMaps, Verdict, Via,
 };
 use crate::containers::{self, Containers};
-use crate::model::{Flow, FlowKey, Socket, SocketState, L4};
+use crate::model::{FastMap, FastSet, Flow, FlowKey, Socket, SocketState, L4};
 use crate::owner_mark;
 use crate::prereq::{self, PrereqError};
 use crate::sources::netns::SubUids;
@@ -123,10 +124,12 @@ impl PassOutcome {
 }
 
 /// Wall time per stage of a pass, logged at `info` (`-v`) to show where a pass goes.
+/// A stage run on the main thread while another thread read the kernel is shown as
+/// `name=…ms(beside)`: its time is not on the pass's critical path.
 #[derive(Debug, Default)]
 pub struct Stages {
     last: Option<Instant>,
-    laps: Vec<(&'static str, Duration)>,
+    laps: Vec<(&'static str, Duration, bool)>,
 }
 
 impl Stages {
@@ -142,16 +145,25 @@ impl Stages {
     pub fn lap(&mut self, name: &'static str) {
         let now = Instant::now();
         if let Some(last) = self.last.replace(now) {
-            self.laps.push((name, now - last));
+            self.laps.push((name, now - last, false));
         }
+    }
+
+    /// Take the laps of `other` (run on another thread meanwhile) and stage `name`, which
+    /// took `took` beside them; the next stage starts where `other` ended.
+    pub fn beside(&mut self, other: Stages, name: &'static str, took: Duration) {
+        self.laps.extend(other.laps);
+        self.laps.push((name, took, true));
+        self.last = other.last.or(self.last);
     }
 }
 
 impl std::fmt::Display for Stages {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, (name, d)) in self.laps.iter().enumerate() {
+        for (i, (name, d, beside)) in self.laps.iter().enumerate() {
             let sep = if i == 0 { "" } else { " " };
-            write!(f, "{sep}{name}={:.1}ms", d.as_secs_f64() * 1000.0)?;
+            let beside = if *beside { "(beside)" } else { "" };
+            write!(f, "{sep}{name}={:.1}ms{beside}", d.as_secs_f64() * 1000.0)?;
         }
         Ok(())
     }
@@ -175,11 +187,93 @@ pub fn run_pass_with(
     let t0 = Instant::now();
     let mut stages = Stages::start();
     let started_at = chrono::Utc::now().timestamp();
-    let prev = store.load_state()?;
-    stages.lap("load_state");
+    // Another thread reads the kernel (sockets, then the conntrack dump's datagrams, as
+    // received) while this one loads the saved state, then decodes the datagrams: the
+    // kernel fills the next ones meanwhile.
     cfg.marks.refresh();
-    let obs = observe_timed(
+    let (prev, sockets, read, decoded, ruleset) = std::thread::scope(|s| {
+        let (socket_tx, socket_rx) = std::sync::mpsc::channel();
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let reader = s.spawn(move || {
+            let mut stages = Stages::start();
+            let sockets = socket_table(&cfg.proc_root);
+            stages.lap("sockets");
+            let read = sockets.is_ok();
+            // Only fails when the other side is gone (a panic).
+            let _ = socket_tx.send(sockets);
+            if !read {
+                return (Ok(()), stages);
+            }
+            let read = conntrack::dump_datagrams(|datagram| {
+                let _ = tx.send(datagram);
+            })
+            .context("dumping the conntrack table");
+            stages.lap("dump");
+            (read, stages)
+        });
+        let loading = Instant::now();
+        let prev = store.load_state();
+        let loaded = loading.elapsed();
+        // The first index's maps, built while the dump is coming. Nothing received: the
+        // reader panicked (resumed below).
+        let sockets = socket_rx.recv().ok();
+        let indexing = Instant::now();
+        let sockets = sockets.map(|read| {
+            read.map(|sockets| {
+                let maps = socket_maps(&sockets);
+                (sockets, maps)
+            })
+        });
+        let indexed = indexing.elapsed();
+        let mut decoder = conntrack::Decoder::new();
+        let mut decoded = Ok(());
+        // The ruleset, read by `nft` beside the rest of the pass as soon as a flow with
+        // netledger's mark shows up (see `observe_read`).
+        let mut ruleset = None;
+        let mut looked = 0;
+        for datagram in rx {
+            if decoded.is_ok() {
+                decoded = decoder.feed(&datagram);
+            }
+            let flows = decoder.flows();
+            if ruleset.is_none()
+                && flows[looked..]
+                    .iter()
+                    .any(|f| owner_mark::uid_of(f.mark).is_some())
+                && cfg.marks.wants_ruleset()
+            {
+                ruleset = Some(std::thread::spawn(owner_mark::ruleset_state));
+            }
+            looked = flows.len();
+        }
+        let (read, kernel) = reader
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        stages.beside(kernel, "load_state", loaded);
+        stages.beside(Stages::default(), "index", indexed);
+        stages.lap("decode");
+        let sockets = sockets.expect("the reader sends the sockets before it ends");
+        (
+            prev,
+            sockets,
+            read,
+            decoded.map(|()| decoder.finish()),
+            ruleset,
+        )
+    });
+    let prev = prev?;
+    let (sockets, maps) = sockets?;
+    read?;
+    let dump = decoded.context("dumping the conntrack table")?;
+    not_tracking(&sockets, &dump)?;
+    let olds = saved_states(&dump, &prev);
+    let obs = observe_read(
         &cfg.proc_root,
+        sockets,
+        maps,
+        dump,
+        ruleset,
+        &olds,
         &prev,
         known,
         &cfg.nets,
@@ -187,10 +281,11 @@ pub fn run_pass_with(
         &cfg.marks,
         &mut stages,
     )?;
-    let plan = account(
+    let plan = account_saved(
         started_at,
         &obs.dump.flows,
         &obs.attributed,
+        &olds,
         &prev,
         cfg.prune_after,
         cfg.hold(),
@@ -231,9 +326,9 @@ pub fn run_pass_with(
 /// Sockets are read before the dump, so a socket closed in between still shows. A flow
 /// born after the socket read has no socket row yet: when a new TCP/UDP flow to or from
 /// this host finds no socket, the socket tables are read once more and such flows retried.
-pub fn observe(
+pub fn observe<S: BuildHasher>(
     proc_root: &Path,
-    prev: &HashMap<FlowKey, FlowState>,
+    prev: &HashMap<FlowKey, FlowState, S>,
     nets: &LocalNets,
     delegating: &Delegating,
 ) -> Result<Observation> {
@@ -250,19 +345,54 @@ pub fn observe(
 
 /// [`observe`], with owners `known` from elsewhere for flows without a settled saved
 /// attribution, closing a lap of `stages` after each stage.
-pub fn observe_timed(
+pub fn observe_timed<S: BuildHasher>(
     proc_root: &Path,
-    prev: &HashMap<FlowKey, FlowState>,
+    prev: &HashMap<FlowKey, FlowState, S>,
     known: &dyn Fn(&FlowKey) -> Option<Attribution>,
     nets: &LocalNets,
     delegating: &Delegating,
     marks: &MarkTrust,
     stages: &mut Stages,
 ) -> Result<Observation> {
-    let mut sockets = socket_table(proc_root)?;
+    let (sockets, dump) = read_kernel(proc_root, stages)?;
+    let olds = saved_states(&dump, prev);
+    let maps = socket_maps(&sockets);
+    observe_read(
+        proc_root, sockets, maps, dump, None, &olds, prev, known, nets, delegating, marks, stages,
+    )
+}
+
+/// The addresses of this host, and the maps of the first index over `sockets`.
+fn socket_maps(sockets: &SocketTable) -> (HashSet<IpAddr>, SocketMaps) {
+    let host = interfaces::host_addrs();
+    let maps = SocketMaps::new(&sockets.sockets, host.iter().copied());
+    (host, maps)
+}
+
+/// The saved state of each flow of `dump` (`[i]` for `dump.flows[i]`): looked up once,
+/// for the attribution and the accounting both.
+fn saved_states<'p, S: BuildHasher>(
+    dump: &conntrack::Dump,
+    prev: &'p HashMap<FlowKey, FlowState, S>,
+) -> Vec<Option<&'p FlowState>> {
+    dump.flows.iter().map(|f| prev.get(&f.key())).collect()
+}
+
+/// What the kernel shows: the socket tables, read before the conntrack dump (so a socket
+/// closed in between still shows). Fails when the dump is empty while established TCP
+/// connections exist (conntrack does not track this namespace).
+fn read_kernel(proc_root: &Path, stages: &mut Stages) -> Result<(SocketTable, conntrack::Dump)> {
+    let sockets = socket_table(proc_root)?;
     stages.lap("sockets");
     let dump = conntrack::dump().context("dumping the conntrack table")?;
     stages.lap("dump");
+    not_tracking(&sockets, &dump)?;
+    Ok((sockets, dump))
+}
+
+/// Fails when the dump is empty while established TCP connections exist: conntrack
+/// does not track this namespace.
+fn not_tracking(sockets: &SocketTable, dump: &conntrack::Dump) -> Result<()> {
     if dump.flows.is_empty() {
         let established = sockets
             .sockets
@@ -274,37 +404,62 @@ pub fn observe_timed(
             return Err(PrereqError::NotTracking { established }.into());
         }
     }
-    let host = interfaces::host_addrs();
-    let saved = |key: &FlowKey| prev.get(key).and_then(|s| s.attribution.as_ref());
-    let pending = |a: Option<&Attribution>| a.is_none_or(|a| a.via == Via::Pending);
-    let mut extra: HashMap<FlowKey, Attribution> = dump
+    Ok(())
+}
+
+/// [`observe_timed`] past the kernel reads: the processes, the attribution, the retry.
+#[allow(clippy::too_many_arguments)]
+fn observe_read<S: BuildHasher>(
+    proc_root: &Path,
+    mut sockets: SocketTable,
+    (host, maps): (HashSet<IpAddr>, SocketMaps),
+    dump: conntrack::Dump,
+    ruleset: Option<std::thread::JoinHandle<Result<(), String>>>,
+    olds: &[Option<&FlowState>],
+    prev: &HashMap<FlowKey, FlowState, S>,
+    known: &dyn Fn(&FlowKey) -> Option<Attribution>,
+    nets: &LocalNets,
+    delegating: &Delegating,
+    marks: &MarkTrust,
+    stages: &mut Stages,
+) -> Result<Observation> {
+    // The ruleset is read only when some flow carries a mark netledger writes: asked now,
+    // by `nft` running beside the stages below, and taken when the marks are weighed.
+    let marked = dump
         .flows
         .iter()
-        .map(Flow::key)
-        .filter(|k| pending(saved(k)))
-        .filter_map(|k| known(&k).map(|a| (k, a)))
+        .any(|f| owner_mark::uid_of(f.mark).is_some());
+    let ruleset = ruleset.or_else(|| {
+        (marked && marks.wants_ruleset()).then(|| std::thread::spawn(owner_mark::ruleset_state))
+    });
+    let saved = |i: usize| olds[i].and_then(|s| s.attribution.as_ref());
+    let pending = |a: Option<&Attribution>| a.is_none_or(|a| a.via == Via::Pending);
+    let mut extra: FastMap<FlowKey, Attribution> = dump
+        .flows
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| pending(saved(*i)))
+        .filter_map(|(_, f)| known(&f.key()).map(|a| (f.key(), a)))
         .collect();
     continue_picked_up(&dump, prev, &mut extra);
     // What a flow already had; an owner found meanwhile for a held flow (the daemon's
     // looks at a service's socket) beats its saved pending one.
-    let prior = |f: &Flow| {
-        let key = f.key();
-        match saved(&key) {
-            Some(s) if s.via != Via::Pending => Some(s),
-            s => match extra.get(&key) {
-                Some(k) if s.is_none() || k.via != Via::Pending => Some(k),
-                _ => s,
-            },
-        }
+    let prior = |(i, f): (usize, &Flow)| match saved(i) {
+        Some(s) if s.via != Via::Pending => Some(s),
+        s if extra.is_empty() => s,
+        s => match extra.get(&f.key()) {
+            Some(k) if s.is_none() || k.via != Via::Pending => Some(k),
+            _ => s,
+        },
     };
     // Looked up once per flow: the stages below read it several times.
-    let priors: Vec<Option<&Attribution>> = dump.flows.iter().map(prior).collect();
+    let priors: Vec<Option<&Attribution>> = dump.flows.iter().enumerate().map(prior).collect();
     // Programs are looked up only for the sockets of flows not attributed before: a flow
     // keeps the program it had, so a steady-state pass walks no /proc/PID/fd at all. Every
     // holder is looked up for a delegating service's sockets of flows not settled yet (new
     // or held back), unless their traffic is local (charged to nobody).
     let no_owners = HashMap::new();
-    let idx = SocketIndex::new(&sockets.sockets, &no_owners, host.iter().copied())
+    let idx = SocketIndex::with_maps(&sockets.sockets, &no_owners, maps)
         .with_delegation(delegating, None);
     let wanted: HashSet<u64> = dump
         .flows
@@ -326,20 +481,27 @@ pub fn observe_timed(
     let idx = idx
         .with_owners(&scan.owners)
         .with_delegation(delegating, Some(&scan.holders));
+    // Each flow's socket, looked up once for the marks' check and the attribution.
+    let looks: Vec<Lookup> = dump.flows.iter().map(|f| idx.lookup(f)).collect();
     // Every mark is held against its flow's live socket before any is believed.
-    for f in &dump.flows {
-        if let Some(c) = mark_check(f, &idx) {
+    for (f, looked) in dump.flows.iter().zip(&looks) {
+        if let Some(c) = mark_check_looked(f, &idx, looked) {
             marks.check(c, f.mark, || describe(f));
         }
     }
-    // The ruleset is read only when some flow carries a mark netledger writes.
-    let use_marks = dump
+    let use_marks = marked
+        && marks.usable_with(|| match ruleset {
+            Some(nft) => nft.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            None => owner_mark::ruleset_state(),
+        });
+    let idx = idx.with_marks(use_marks);
+    let mut attributed: Vec<Attributed> = dump
         .flows
         .iter()
-        .any(|f| owner_mark::uid_of(f.mark).is_some())
-        && marks.usable();
-    let idx = idx.with_marks(use_marks);
-    let mut attributed = attribute_with(&idx);
+        .zip(&priors)
+        .zip(&looks)
+        .map(|((f, p), looked)| attribute_looked(f, &idx, looked, *p, nets))
+        .collect();
     // Charged by the mark alone: no kept owner, no socket named, yet a user's. Counted on
     // this index: the retry below replaces only unattributed verdicts.
     let by_mark = if use_marks {
@@ -357,8 +519,8 @@ pub fn observe_timed(
         0
     };
     stages.lap("attribute");
-    let retry = dump.flows.iter().zip(&attributed).any(|(f, a)| {
-        !prev.contains_key(&f.key()) && matches!(a.verdict, Verdict::Unattributed(Reason::NoSocket))
+    let retry = olds.iter().zip(&attributed).any(|(old, a)| {
+        matches!(a.verdict, Verdict::Unattributed(Reason::NoSocket)) && old.is_none()
     });
     if retry {
         let again = socket_table(proc_root)?;
@@ -404,11 +566,11 @@ pub fn observe_timed(
         .iter()
         .zip(&attributed)
         .enumerate()
-        .filter(|(_, (f, a))| {
+        .filter(|(i, (_, a))| {
             matches!(
                 a.verdict,
                 Verdict::Unattributed(Reason::Forwarded | Reason::NoSocket)
-            ) && !prev.contains_key(&f.key())
+            ) && olds[*i].is_none()
         })
         .filter_map(|(i, (f, _))| containers::inner_end(f, &is_host).map(|ip| (i, ip)))
         .collect();
@@ -573,10 +735,10 @@ pub fn describe(f: &Flow) -> String {
 /// deleted (see [`Continued`]) continue that entry's owner: the earlier entry is still in
 /// the saved state, missing from this dump. Added to `extra`, the owners known besides
 /// the saved state.
-fn continue_picked_up(
+fn continue_picked_up<S: BuildHasher>(
     dump: &conntrack::Dump,
-    prev: &HashMap<FlowKey, FlowState>,
-    extra: &mut HashMap<FlowKey, Attribution>,
+    prev: &HashMap<FlowKey, FlowState, S>,
+    extra: &mut FastMap<FlowKey, Attribution>,
 ) {
     let picked: Vec<&Flow> = dump
         .flows
@@ -588,7 +750,7 @@ fn continue_picked_up(
     if picked.is_empty() {
         return;
     }
-    let present: HashSet<FlowKey> = dump.flows.iter().map(Flow::key).collect();
+    let present: FastSet<FlowKey> = dump.flows.iter().map(Flow::key).collect();
     let mut ended = Continued::default();
     for (k, s) in prev {
         if let (Some(a), false) = (&s.attribution, present.contains(k)) {
@@ -749,6 +911,19 @@ impl MarkTrust {
 
     /// Whether marks charge flows now, looking at the ruleset first when a refresh asked.
     pub fn usable(&self) -> bool {
+        self.usable_with(owner_mark::ruleset_state)
+    }
+
+    /// Whether [`MarkTrust::usable`] would look at the ruleset now (so that a pass may
+    /// have `nft` read it beforehand, meanwhile).
+    pub fn wants_ruleset(&self) -> bool {
+        let st = self.lock();
+        self.enabled && (st.stale || st.ruleset.is_none())
+    }
+
+    /// [`MarkTrust::usable`], with the ruleset's verdict from `ruleset` (called only when
+    /// the ruleset is to be looked at).
+    pub fn usable_with(&self, ruleset: impl FnOnce() -> Result<(), String>) -> bool {
         if !self.enabled {
             return false;
         }
@@ -757,7 +932,7 @@ impl MarkTrust {
             st.stale || st.ruleset.is_none()
         };
         if stale {
-            let verdict = owner_mark::ruleset_state();
+            let verdict = ruleset();
             let mut st = self.lock();
             if let Err(reason) = &verdict {
                 let reason = reason.clone();

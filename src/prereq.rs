@@ -436,12 +436,19 @@ pub fn setup_with(proc_root: &Path, needs: Needs) -> Result<Vec<String>, PrereqE
     }
     let mut changed = Vec::new();
     // The table first: its ct expression loads nf_conntrack, which creates the sysctl.
-    if !nft_table_present()? {
-        install_nft_table()?;
-        changed.push("installed nftables table inet netledger (conntrack now tracks)".into());
-    }
-    let rules = owner_mark::nft_json(&["list", "table", "inet", "netledger"])
-        .map_or(0, |t| owner_mark::rules_present(&t));
+    // One `nft -j list table` says both whether it is there and its rules; only when it
+    // fails (no table, or an nft without JSON) is the plain listing asked.
+    let listed = owner_mark::nft_json(&["list", "table", "inet", "netledger"]);
+    let rules = match listed {
+        Some(t) => owner_mark::rules_present(&t),
+        None if !nft_table_present()? => {
+            install_nft_table()?;
+            changed.push("installed nftables table inet netledger (conntrack now tracks)".into());
+            owner_mark::nft_json(&["list", "table", "inet", "netledger"])
+                .map_or(0, |t| owner_mark::rules_present(&t))
+        }
+        None => 0,
+    };
     if needs.no_owner_mark && rules > 0 {
         // The table again, as shipped: without the rules.
         install_nft_table()?;

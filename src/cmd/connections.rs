@@ -2,7 +2,6 @@
 //! conntrack dump joined with the socket tables, like one pass but stored nowhere
 //! ([`crate::live`]; rendered by [`crate::report::connections`]).
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -11,7 +10,7 @@ use anyhow::{Context, Result};
 use crate::account::FlowState;
 use crate::cmd::common;
 use crate::live;
-use crate::model::FlowKey;
+use crate::model::{FastMap, FlowKey};
 use crate::pass::observe;
 use crate::report::{self, connections};
 use crate::settings::{Connections, Settings};
@@ -48,7 +47,7 @@ pub fn run(s: &Settings, args: &Connections) -> Result<()> {
 
 /// Owners remembered by passes and the daemon: a flow whose socket is gone (TIME_WAIT)
 /// keeps the owner it had. No database yet is fine: live sockets still name owners.
-fn saved_owners(db: &Path) -> Result<(HashMap<FlowKey, FlowState>, Option<Store>)> {
+fn saved_owners(db: &Path) -> Result<(FastMap<FlowKey, FlowState>, Option<Store>)> {
     let opened = Store::open(
         db,
         &OpenOptions {
@@ -59,7 +58,7 @@ fn saved_owners(db: &Path) -> Result<(HashMap<FlowKey, FlowState>, Option<Store>
     );
     match opened {
         Ok(store) => Ok((store.load_state()?, Some(store))),
-        Err(StoreError::Missing { .. }) => Ok((HashMap::new(), None)),
+        Err(StoreError::Missing { .. }) => Ok((FastMap::default(), None)),
         Err(e) => Err(e.into()),
     }
 }

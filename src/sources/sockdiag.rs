@@ -148,6 +148,33 @@ impl SockDiag {
     }
 }
 
+/// About how many TCP and UDP sockets this network namespace has (`/proc/net/sockstat`
+/// and `sockstat6`, TIME_WAIT included, plus some slack), to size a dump's rows; 0 when
+/// unknown.
+fn sockets_in_use() -> usize {
+    let mut n = 0usize;
+    for file in ["/proc/net/sockstat", "/proc/net/sockstat6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines() {
+            let Some((proto, fields)) = line.split_once(": ") else {
+                continue;
+            };
+            if !matches!(proto, "TCP" | "UDP" | "TCP6" | "UDP6") {
+                continue;
+            }
+            let mut words = fields.split_whitespace();
+            while let (Some(k), Some(v)) = (words.next(), words.next()) {
+                if k == "inuse" || k == "tw" {
+                    n += v.parse::<usize>().unwrap_or(0);
+                }
+            }
+        }
+    }
+    (n + n / 16).min(1 << 22)
+}
+
 fn be_words(ip: IpAddr) -> [u8; 16] {
     let mut out = [0u8; 16];
     match ip {
@@ -332,7 +359,7 @@ impl SockDiag {
     /// Every TCP and UDP socket of this network namespace, IPv4 and IPv6: what
     /// `/proc/net/{tcp,tcp6,udp,udp6}` list, without the kernel formatting text.
     pub fn dump_all(&mut self) -> Result<Vec<Socket>, SockDiagError> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(sockets_in_use());
         if self.buf.len() < 256 * 1024 {
             self.buf.resize(256 * 1024, 0);
         }

@@ -46,7 +46,7 @@ pub use lock::{Role, WriterLock};
 
 use crate::account::{FlowState, Kind, PassPlan};
 use crate::attribute::{Attribution, Container, Direction, Via};
-use crate::model::{Counters, FlowKey, Tuple};
+use crate::model::{Counters, FastMap, FlowKey, Tuple};
 
 /// The schema migrations, in order, embedded at compile time and applied on open.
 /// Append only: never edit a shipped migration.
@@ -264,7 +264,7 @@ impl Store {
     }
 
     /// Load every saved flow state.
-    pub fn load_state(&self) -> Result<HashMap<FlowKey, FlowState>, StoreError> {
+    pub fn load_state(&self) -> Result<FastMap<FlowKey, FlowState>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -278,7 +278,7 @@ impl Store {
             .conn
             .query_row("SELECT count(*) FROM flow_state", [], |r| r.get(0))
             .map_err(|e| self.wrap(e))?;
-        let mut out = HashMap::with_capacity(n);
+        let mut out = FastMap::with_capacity_and_hasher(n, Default::default());
         let mut rows = stmt.query([]).map_err(|e| self.wrap(e))?;
         while let Some(r) = rows.next().map_err(|e| self.wrap(e))? {
             let st = flow_state_row(r).map_err(|e| match e {

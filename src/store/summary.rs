@@ -191,9 +191,9 @@ pub fn add_finished(
 /// Count the flows of `states` alive at the last sighting that began in `[start, end)`,
 /// of `uid` only when given (pure). `closed` says which of them the live table shows
 /// closed, with when their entry expires (ms, if known): those are pending, not open.
-pub fn add_open(
+pub fn add_open<S: std::hash::BuildHasher>(
     summary: &mut DaySummary,
-    states: &HashMap<FlowKey, FlowState>,
+    states: &HashMap<FlowKey, FlowState, S>,
     start: i64,
     end: i64,
     uid: Option<u32>,

@@ -5,7 +5,6 @@
 //! [`parse_messages`] is the pure half: it takes the bytes exactly as received from the
 //! socket, so captured dumps in `fixtures/netlink/` replay the kernel.
 
-use std::collections::HashMap;
 use std::io;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProto
 use super::attr::MessageType;
 use super::decode::{attributes_of, decode_flow, Extras};
 use super::error::{control, ConntrackError, Progress};
-use crate::model::{CtTcpState, Flow, FlowKey};
+use crate::model::{CtTcpState, FastMap, Flow, FlowKey};
 use crate::sources::netlink::{
     self, messages, protocols::NETLINK_NETFILTER, Malformed, Socket, SocketAddr,
 };
@@ -75,10 +74,63 @@ pub fn parse_messages(buf: &[u8]) -> Result<Dump, ConntrackError> {
 /// Counters are present only for entries created while
 /// `net.netfilter.nf_conntrack_acct=1`.
 pub fn dump() -> Result<Dump, ConntrackError> {
-    let mut parser = Parser::with_capacity(1024);
+    let mut decoder = Decoder::new();
     // Parse each datagram as it arrives: no copy of the whole dump is kept.
-    receive_dump(|datagram| parser.feed(datagram))?;
-    Ok(parser.finish())
+    receive_dump(|datagram| decoder.parser.feed(datagram))?;
+    Ok(decoder.finish())
+}
+
+/// Decodes the datagrams of a dump in order, as [`dump`] does, possibly on another thread
+/// than the one receiving them ([`dump_datagrams`]): the kernel fills the next datagrams
+/// meanwhile.
+pub struct Decoder {
+    parser: Parser,
+}
+
+impl Decoder {
+    /// A decoder with room for the entries the table holds now (plus some born
+    /// meanwhile): no regrowth of the flows and their index as the dump comes in.
+    pub fn new() -> Decoder {
+        let count = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        Decoder {
+            parser: Parser::with_capacity((count + count / 16).clamp(1024, 1 << 22)),
+        }
+    }
+
+    /// Decode the next datagram (an error in the stream is returned, as by [`dump`]).
+    pub fn feed(&mut self, datagram: &[u8]) -> Result<(), ConntrackError> {
+        self.parser.feed(datagram).map(|_| ())
+    }
+
+    /// The flows decoded so far.
+    pub fn flows(&self) -> &[Flow] {
+        &self.parser.flows
+    }
+
+    /// The dump decoded.
+    pub fn finish(self) -> Dump {
+        self.parser.finish()
+    }
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new()
+    }
+}
+
+/// Receive the dump of the calling thread's network namespace without decoding it: each
+/// datagram is handed to `each` (in order, through the one with `NLMSG_DONE`) for a
+/// [`Decoder`]. Stops at the end of the stream or at an error in it.
+pub fn dump_datagrams(mut each: impl FnMut(Vec<u8>)) -> Result<(), ConntrackError> {
+    receive_dump(|datagram| {
+        let progress = scan_control(datagram);
+        each(datagram.to_vec());
+        progress
+    })
 }
 
 /// The same dump as [`dump`], returned as the raw bytes received (datagrams
@@ -175,7 +227,7 @@ struct Parser {
     timeouts: Vec<Option<u32>>,
     picked_up: Vec<bool>,
     /// Index into `flows` of each identity seen, to de-duplicate.
-    seen: HashMap<FlowKey, usize>,
+    seen: FastMap<FlowKey, usize>,
     skipped_messages: usize,
     unknown_attributes: usize,
     duplicates: usize,
@@ -188,7 +240,7 @@ impl Parser {
             tcp_states: Vec::with_capacity(flows),
             timeouts: Vec::with_capacity(flows),
             picked_up: Vec::with_capacity(flows),
-            seen: HashMap::with_capacity(flows),
+            seen: FastMap::with_capacity_and_hasher(flows, Default::default()),
             skipped_messages: 0,
             unknown_attributes: 0,
             duplicates: 0,

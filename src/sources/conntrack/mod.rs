@@ -25,7 +25,7 @@ mod tests;
 #[cfg(test)]
 mod testutil;
 
-pub use dump::{dump, dump_raw, parse_messages, Dump, RECV_TIMEOUT};
+pub use dump::{dump, dump_datagrams, dump_raw, parse_messages, Decoder, Dump, RECV_TIMEOUT};
 pub use error::ConntrackError;
 pub use events::{
     parse_events, Event, EventKind, EventSocket, Events, Received, GROUP_DESTROY, GROUP_NEW,
