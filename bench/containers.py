@@ -4,13 +4,13 @@
 the host, as docker's default network is), each holding --per established TCP flows to the
 internet namespace (50 x 40 = 2,000 container flows by default).
 
-It times, --rounds times each, alternating nothing else:
+It times, --rounds times each:
   base      a steady-state `netledger snapshot` before any container flow exists;
   first     the pass that first sees the container flows (namespaces listed, wiring asked,
-            each container's sockets read, owners looked up), once with CAP_SYS_ADMIN
-            (a sock_diag socket opened inside each container through setns) and once
-            without it (`setpriv --bounding-set=-sys_admin`: /proc/PID/net/* read instead),
-            each time on fresh container flows;
+            each container's sockets looked up, owners' programs read), with CAP_SYS_ADMIN
+            (a sock_diag socket opened inside each container through setns) and without it
+            (`setpriv --bounding-set=-sys_admin`: /proc/PID/net/* read instead), each time
+            on a copy of the state saved before the containers' flows began;
   steady    steady-state passes with the container flows (their owners kept).
 and prints medians (min-max) and the ratios to `base`. Everything it started is removed.
 
@@ -80,8 +80,6 @@ def main():
         subprocess.run(ns_exec(host, "nft", "-f", "-"), input=nft, text=True, check=True)
         db = os.path.join(tempfile.mkdtemp(), "bench.db")
         nl = ns_exec(host, "env", "NETLEDGER_LOG=" + os.environ.get("NETLEDGER_LOG", "info"), binp, "--db", db, "snapshot")
-        no_admin = ns_exec(host, "setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin",
-                           "env", "NETLEDGER_LOG=info", binp, "--db", db, "snapshot")
         sh(*ns_exec(host, binp, "--db", db, "-q", "snapshot"))  # setup
         groups = max(1, a.procs // 2)
         half = a.flows // 2
@@ -107,28 +105,50 @@ def main():
         sh(*nl)
         time.sleep(a.grace + 1)
         sh(*nl)
+        tools = {
+            "conntrack -L": ns_exec(host, "conntrack", "-L", "-o", "extended"),
+            "ss -tan": ns_exec(host, "ss", "-tan"),
+        }
+
+        def kernel():
+            out = {}
+            for k, c in tools.items():
+                runs = []
+                for _ in range(a.rounds):
+                    t = time.perf_counter()
+                    subprocess.run(c, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    runs.append((time.perf_counter() - t) * 1000)
+                out[k] = statistics.median(runs)
+            return out
+
         base = [timed(nl) for _ in range(a.rounds)]
+        kernel_base = kernel()
 
-        def start_containers():
-            for p in ct_procs:
-                p.kill()
-                p.wait()
-            ct_procs.clear()
-            for ct in cts:
-                c = spawn(ns_exec(ct, traffic, "hold", "tcp", "198.51.100.2:19000", str(a.per)), stdin=True)
-                ct_procs.append(c)
-            for c in ct_procs:
-                expect(c, "ready", "nl_traffic hold in a container")
-            time.sleep(1)
+        # The state before any container flow: each first-sight pass below runs on a copy
+        # of it, so the container flows are new to it every round (no restarts, no
+        # TIME_WAIT piling up between rounds).
+        snap = db + ".before"
+        sh("sqlite3", db, f".backup {snap}")
+        for ct in cts:
+            c = spawn(ns_exec(ct, traffic, "hold", "tcp", "198.51.100.2:19000", str(a.per)), stdin=True)
+            ct_procs.append(c)
+        for c in ct_procs:
+            expect(c, "ready", "nl_traffic hold in a container")
+        time.sleep(1)
 
-        firsts, firsts_proc, steady = [], [], []
-        for _ in range(a.rounds):
-            start_containers()
-            firsts.append(timed(nl))
-            steady.append(timed(nl))
-            start_containers()
-            firsts_proc.append(timed(no_admin))
-            steady.append(timed(nl))
+        def first(cmd_for):
+            copy = db + ".first"
+            sh("sqlite3", snap, f".backup {copy}")
+            return timed(cmd_for(copy))
+
+        with_admin = lambda d: ns_exec(host, "env", "NETLEDGER_LOG=info", binp, "--db", d, "snapshot")
+        without = lambda d: ns_exec(host, "setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin",
+                                    "env", "NETLEDGER_LOG=info", binp, "--db", d, "snapshot")
+        firsts = [first(with_admin) for _ in range(a.rounds)]
+        firsts_proc = [first(without) for _ in range(a.rounds)]
+        sh(*nl)  # the main state sees them
+        steady = [timed(nl) for _ in range(a.rounds)]
+        kernel_steady = kernel()
         flows = subprocess.run(ns_exec(host, "conntrack", "-C"), capture_output=True, text=True).stdout.strip()
         placed = subprocess.run(ns_exec(host, binp, "--db", db, "top", "--by", "user", "--since", "1h"),
                                 capture_output=True, text=True).stdout
@@ -143,6 +163,16 @@ def main():
         print(f"| steady, with the container flows | {cell(steady)} | {med(steady) / b:.2f} |")
         print(f"| first sight of the container flows, sock_diag in each (CAP_SYS_ADMIN) | {cell(firsts)} | {med(firsts) / b:.2f} |")
         print(f"| first sight, /proc/PID/net (no CAP_SYS_ADMIN) | {cell(firsts_proc)} | {med(firsts_proc) / b:.2f} |")
+        print()
+        print("The kernel's own reads of the same tables, median ms (what a user would run "
+              "instead; they grow with the container flows as the pass's reads do):")
+        for k in tools:
+            print(f"  {k}: {kernel_base[k]:.0f} without the container flows, "
+                  f"{kernel_steady[k]:.0f} with them ({kernel_steady[k] / kernel_base[k]:.2f} x)")
+        both = lambda kb: kb["conntrack -L"] + kb["ss -tan"]
+        print(f"  pass / (ss -tan + conntrack -L): {b / both(kernel_base):.2f} without, "
+              f"{med(steady) / both(kernel_steady):.2f} steady with them, "
+              f"{med(firsts) / both(kernel_steady):.2f} first sight with them")
         print()
         print(f"stages: base {base[-1][1]}\n  steady {steady[-1][1]}\n  first {firsts[-1][1]}\n"
               f"  first /proc {firsts_proc[-1][1]}")

@@ -25,7 +25,7 @@ use crate::model::{FastMap, FastSet, Flow, FlowKey, Socket, SocketState, L4};
 use crate::owner_mark;
 use crate::prereq::{self, PrereqError};
 use crate::sources::netns::SubUids;
-use crate::sources::processes::{scan_pids_holders, scan_socket_holders, Owner};
+use crate::sources::processes::{scan_pids_owners, scan_socket_holders};
 use crate::sources::sockdiag::SockDiag;
 use crate::sources::sockets::{read_sockets, SocketTable};
 use crate::sources::{conntrack, interfaces};
@@ -686,20 +686,7 @@ fn in_containers(
         .iter()
         .flat_map(|&s| found.spaces()[s].ns.pids.iter().copied())
         .collect();
-    let owners: HashMap<u64, Owner> = scan_pids_holders(proc_root, &pids, &wanted)
-        .holders
-        .into_iter()
-        .filter_map(|(inode, h)| {
-            let first = h.into_iter().next()?;
-            Some((
-                inode,
-                Owner {
-                    pid: first.pid,
-                    program: first.program,
-                },
-            ))
-        })
-        .collect();
+    let owners = scan_pids_owners(proc_root, &pids, &wanted).owners;
     debug!(took = ?t0.elapsed(), "containers' owners read");
     let subuids = SubUids::read(&paths.subuid);
     let got = sockets.attribute(&found, &batch, &owners, nets, &subuids, proc_root);

@@ -163,6 +163,31 @@ pub fn scan_pids_holders(proc_root: &Path, pids: &[u32], every: &HashSet<u64>) -
     scan
 }
 
+/// [`scan_socket_owners`] over the processes `pids` only: the owners (programs) of the
+/// `wanted` inodes among them (a container's sockets are held by its own processes).
+pub fn scan_pids_owners(proc_root: &Path, pids: &[u32], wanted: &HashSet<u64>) -> ProcessScan {
+    let mut scan = ProcessScan::default();
+    let mut pids = pids.to_vec();
+    pids.sort_unstable();
+    pids.dedup();
+    let mut dirents = vec![MaybeUninit::uninit(); DIRENTS_LEN];
+    for pid in pids {
+        if scan.owners.len() == wanted.len() {
+            break;
+        }
+        scan.processes += 1;
+        scan_process(
+            proc_root,
+            pid,
+            wanted,
+            &HashSet::new(),
+            &mut dirents,
+            &mut scan,
+        );
+    }
+    scan
+}
+
 /// The children of process `pid`: `/proc/PID/task/*/children` (CONFIG_PROC_CHILDREN; empty
 /// when the kernel lacks it or the process is gone).
 pub fn children(proc_root: &Path, pid: u32) -> Vec<u32> {
