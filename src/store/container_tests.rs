@@ -626,6 +626,13 @@ fn a_schema_9_database_upgrades_in_place_with_every_row_unchanged() {
     let old = Store::open(&p, &ro).unwrap();
     assert_eq!(old.schema, 9);
     let read_before = reports(&old);
+    // The flow state too (`summary`, `connections`): no container column yet, none read.
+    let state = old.load_state().unwrap();
+    assert_eq!(state.len(), 1);
+    assert!(state.values().all(|s| s
+        .attribution
+        .as_ref()
+        .is_some_and(|a| a.container.is_none())));
     drop(old);
     // ... and after the upgrade every row and view reads as before.
     let store = Store::open(&p, &OpenOptions::default()).unwrap();

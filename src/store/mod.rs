@@ -265,14 +265,26 @@ impl Store {
 
     /// Load every saved flow state.
     pub fn load_state(&self) -> Result<FastMap<FlowKey, FlowState>, StoreError> {
+        // A read-only store is not migrated: an older schema has no column for what came
+        // later (`via`, schema 7; the container, schema 10), which reads as none.
+        let via = if self.schema >= VIA_SCHEMA {
+            "via"
+        } else {
+            "NULL"
+        };
+        let container = if self.schema >= CONTAINER_SCHEMA {
+            "container, container_uid"
+        } else {
+            "NULL, NULL"
+        };
         let mut stmt = self
             .conn
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT zone, protocol, src, dst, sport, dport, ct_id, orig_packets, orig_bytes,
                         reply_packets, reply_bytes, uid, program, direction, first_seen,
-                        last_seen, missing, via, container, container_uid
-                 FROM flow_state",
-            )
+                        last_seen, missing, {via}, {container}
+                 FROM flow_state"
+            ))
             .map_err(|e| self.wrap(e))?;
         let n: usize = self
             .conn
