@@ -21,7 +21,7 @@ Usage (root; release build and the nl_traffic example first):
 import argparse, os, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from scale import sh, ns_exec, spawn, expect  # noqa: E402
+from scale import sh, ns_exec, spawn, expect, hold_flows  # noqa: E402
 
 
 def timed(cmd):
@@ -81,23 +81,7 @@ def main():
         db = os.path.join(tempfile.mkdtemp(), "bench.db")
         nl = ns_exec(host, "env", "NETLEDGER_LOG=" + os.environ.get("NETLEDGER_LOG", "info"), binp, "--db", db, "snapshot")
         sh(*ns_exec(host, binp, "--db", db, "-q", "snapshot"))  # setup
-        groups = max(1, a.procs // 2)
-        half = a.flows // 2
-        per = [half // groups + (1 if i < half % groups else 0) for i in range(groups)]
-        for side, (srv_ns, cli_ns, dst) in enumerate([(inet, host, "198.51.100.2"),
-                                                      (host, inet, "198.51.100.1")]):
-            for g, count in enumerate(per):
-                if count == 0:
-                    continue
-                port = 20000 + side * 5000 + g
-                s = spawn(ns_exec(srv_ns, traffic, "sink", "tcp", f"0.0.0.0:{port}"))
-                procs.append(s)
-                expect(s, "listening", f"nl_traffic sink on port {port}")
-                c = spawn(ns_exec(cli_ns, traffic, "hold", "tcp", f"{dst}:{port}", str(count)), stdin=True)
-                procs.append(c)
-        for p in procs:
-            if p.stdin is not None:
-                expect(p, "ready", "nl_traffic hold")
+        hold_flows(a.flows, a.procs, host, inet, traffic, procs)
         ct_sink = spawn(ns_exec(inet, traffic, "sink", "tcp", "0.0.0.0:19000"))
         procs.append(ct_sink)
         expect(ct_sink, "listening", "nl_traffic sink for the containers")

@@ -59,6 +59,28 @@ def expect(p, want, what):
     sys.exit(f"{what} did not start (said {got!r}, exit {status}: {why}); rebuild the helper with "
              f"`cargo build --release --bins --examples` and run as root")
 
+def hold_flows(n, nprocs, host, inet, traffic, procs):
+    """N established TCP flows between `host` (198.51.100.1) and `inet` (198.51.100.2), held
+    by `nprocs` processes: half outgoing (a sink per group in the internet namespace, a
+    holder in the host), half incoming (a sink per group in the host, a holder in the
+    internet). The processes go into `procs`; returns once every holder is ready."""
+    groups = max(1, nprocs // 2)
+    per = [n // 2 // groups + (1 if i < (n // 2) % groups else 0) for i in range(groups)]
+    for side, (srv_ns, cli_ns, dst) in enumerate([(inet, host, "198.51.100.2"),
+                                                  (host, inet, "198.51.100.1")]):
+        for g, count in enumerate(per):
+            if count == 0:
+                continue
+            port = 20000 + side * 5000 + g
+            s = spawn(ns_exec(srv_ns, traffic, "sink", "tcp", f"0.0.0.0:{port}"))
+            procs.append(s)
+            expect(s, "listening", f"nl_traffic sink on port {port}")
+            c = spawn(ns_exec(cli_ns, traffic, "hold", "tcp", f"{dst}:{port}", str(count)), stdin=True)
+            procs.append(c)
+    for p in procs:
+        if p.stdin is not None:
+            expect(p, "ready", "nl_traffic hold")
+
 def run_one(n, a, binp, traffic):
     tag = f"{os.getpid()}x{n}"
     host, inet = "nlbh" + tag, "nlbi" + tag
@@ -77,24 +99,7 @@ def run_one(n, a, binp, traffic):
         db = os.path.join(tempfile.mkdtemp(), "bench.db")
         nl = ns_exec(host, binp, "--db", db, "-q", "snapshot")
         sh(*nl)  # setup: tracking + accounting, before any flow exists
-        groups = max(1, a.procs // 2)
-        per = [n // 2 // groups + (1 if i < (n // 2) % groups else 0) for i in range(groups)]
-        # Outgoing: a sink per group in the internet namespace, a holder in the host.
-        # Incoming: a sink per group in the host namespace, a holder in the internet.
-        for side, (srv_ns, cli_ns, dst) in enumerate([(inet, host, "198.51.100.2"),
-                                                      (host, inet, "198.51.100.1")]):
-            for g, count in enumerate(per):
-                if count == 0:
-                    continue
-                port = 20000 + side * 5000 + g
-                s = spawn(ns_exec(srv_ns, traffic, "sink", "tcp", f"0.0.0.0:{port}"))
-                procs.append(s)
-                expect(s, "listening", f"nl_traffic sink on port {port}")
-                c = spawn(ns_exec(cli_ns, traffic, "hold", "tcp", f"{dst}:{port}", str(count)), stdin=True)
-                procs.append(c)
-        for p in procs:
-            if p.stdin is not None:
-                expect(p, "ready", "nl_traffic hold")
+        hold_flows(n, a.procs, host, inet, traffic, procs)
         for _ in range(a.idle):
             procs.append(spawn(ns_exec(host, "sh", "-c", "exec 3</dev/null 4</dev/null 5</dev/null; exec sleep 3600")))
         time.sleep(1)

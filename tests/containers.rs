@@ -173,6 +173,20 @@ EOF",
         (p, holder)
     }
 
+    /// `n` short connections of alice's from the container (each open ~20 ms), from local
+    /// ports `BURST_FROM..`, to the end.
+    fn burst(&self, n: usize) {
+        let bb = burst_bin();
+        let mut b = Proc::spawn("alice's burst in the container", {
+            let mut c = self.alice.cmd(&self.ct, &bb.path);
+            c.args(["198.51.100.2:9000", &n.to_string(), "500", "20000"])
+                .args(["--bind-from", &BURST_FROM.to_string(), "--hold-ms", "20"]);
+            c
+        });
+        b.expect_containing("done ");
+        b.wait_ok();
+    }
+
     /// Start every client (to its first `ready`) and alice's published server.
     fn start_traffic(&self) -> (Vec<Proc>, (Proc, Proc)) {
         let tb = traffic_bin();
@@ -239,6 +253,15 @@ EOF",
             ),
         ];
         (clients, (server, userns))
+    }
+}
+
+/// Let every client make its second request and end.
+fn finish(clients: Vec<Proc>) {
+    for mut c in clients {
+        c.go();
+        c.expect("done");
+        c.wait_ok();
     }
 }
 
@@ -322,23 +345,11 @@ fn container_traffic_is_charged_to_its_users_by_the_timer() {
     let (clients, _server) = s.start_traffic();
     // Every socket lives: the pass finds them in the container.
     snapshot();
-    for mut c in clients {
-        c.go();
-        c.expect("done");
-        c.wait_ok();
-    }
+    finish(clients);
     // Short connections from the container between two passes: their sockets are gone
     // (TIME_WAIT names no owner) when the next pass first sees them.
     const N: usize = 5;
-    let bb = burst_bin();
-    let mut b = Proc::spawn("alice's burst in the container", {
-        let mut c = s.alice.cmd(&s.ct, &bb.path);
-        c.args(["198.51.100.2:9000", &N.to_string(), "500", "20000"])
-            .args(["--bind-from", &BURST_FROM.to_string(), "--hold-ms", "20"]);
-        c
-    });
-    b.expect_containing("done ");
-    b.wait_ok();
+    s.burst(N);
     // The second halves, from the flows' kept owners (the sockets are closed).
     snapshot();
     let entries = scenario_entries(&s);
@@ -417,23 +428,11 @@ fn container_traffic_short_connections_are_exact_with_the_daemon() {
     let capture = DestroyCapture::start(&s.t.host);
     let daemon = Daemon::start(&s.t.host, &db, &["--interval", "60s"], &[]);
     let (clients, server) = s.start_traffic();
-    for mut c in clients {
-        c.go();
-        c.expect("done");
-        c.wait_ok();
-    }
+    finish(clients);
     // Short connections from the container, each open ~20 ms: only the NEW event's lookup
     // can see their sockets.
     const N: usize = 40;
-    let bb = burst_bin();
-    let mut b = Proc::spawn("alice's burst in the container", {
-        let mut c = s.alice.cmd(&s.ct, &bb.path);
-        c.args(["198.51.100.2:9000", &N.to_string(), "500", "20000"])
-            .args(["--bind-from", &BURST_FROM.to_string(), "--hold-ms", "20"]);
-        c
-    });
-    b.expect_containing("done ");
-    b.wait_ok();
+    s.burst(N);
     drop(server);
     let ours = |e: &CtEntry| {
         let src = e.orig.src.to_string();
@@ -529,11 +528,7 @@ fn containers_are_placed_with_the_units_capabilities_with_and_without_the_drop_i
         .zip(sets)
         .map(|(db, caps)| snapshot_as_service(&s.t.host, &svc, db, caps))
         .collect();
-    for mut c in clients {
-        c.go();
-        c.expect("done");
-        c.wait_ok();
-    }
+    finish(clients);
     for (db, caps) in dbs.iter().zip(sets) {
         snapshot_as_service(&s.t.host, &svc, db, caps);
     }

@@ -144,46 +144,35 @@ pub fn scan_socket_holders(
 /// a look at the few processes that may have come to hold a socket, such as the children
 /// of the service process that holds it (see [`children`]).
 pub fn scan_pids_holders(proc_root: &Path, pids: &[u32], every: &HashSet<u64>) -> ProcessScan {
-    let mut scan = ProcessScan::default();
-    let mut pids = pids.to_vec();
-    pids.sort_unstable();
-    pids.dedup();
-    let mut dirents = vec![MaybeUninit::uninit(); DIRENTS_LEN];
-    for pid in pids {
-        scan.processes += 1;
-        scan_process(
-            proc_root,
-            pid,
-            &HashSet::new(),
-            every,
-            &mut dirents,
-            &mut scan,
-        );
-    }
-    scan
+    scan_pids(proc_root, pids, &HashSet::new(), every)
 }
 
 /// [`scan_socket_owners`] over the processes `pids` only: the owners (programs) of the
 /// `wanted` inodes among them (a container's sockets are held by its own processes).
 pub fn scan_pids_owners(proc_root: &Path, pids: &[u32], wanted: &HashSet<u64>) -> ProcessScan {
+    scan_pids(proc_root, pids, wanted, &HashSet::new())
+}
+
+/// The owners of `wanted` and every holder of `every` among the processes `pids`
+/// (ascending, each once); stops once every wanted inode has an owner and none of `every`
+/// is asked for.
+fn scan_pids(
+    proc_root: &Path,
+    pids: &[u32],
+    wanted: &HashSet<u64>,
+    every: &HashSet<u64>,
+) -> ProcessScan {
     let mut scan = ProcessScan::default();
     let mut pids = pids.to_vec();
     pids.sort_unstable();
     pids.dedup();
     let mut dirents = vec![MaybeUninit::uninit(); DIRENTS_LEN];
     for pid in pids {
-        if scan.owners.len() == wanted.len() {
+        if every.is_empty() && scan.owners.len() == wanted.len() {
             break;
         }
         scan.processes += 1;
-        scan_process(
-            proc_root,
-            pid,
-            wanted,
-            &HashSet::new(),
-            &mut dirents,
-            &mut scan,
-        );
+        scan_process(proc_root, pid, wanted, every, &mut dirents, &mut scan);
     }
     scan
 }
