@@ -21,7 +21,7 @@ Usage (root; release build and the nl_traffic example first):
 import argparse, os, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from scale import sh, ns_exec, spawn, expect, hold_flows  # noqa: E402
+from scale import sh, ns_exec, spawn, expect, hold_flows, inet_pair  # noqa: E402
 
 
 def timed(cmd):
@@ -54,14 +54,10 @@ def main():
     cts = [f"nlcc{tag}x{k}" for k in range(a.containers)]
     procs, ct_procs = [], []
     try:
-        for ns in [host, inet] + cts:
+        inet_pair(host, inet)
+        for ns in cts:
             sh("ip", "netns", "add", ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "-n", host, "link", "add", "hi", "type", "veth", "peer", "name", "ih", "netns", inet)
-        sh("ip", "-n", host, "addr", "add", "198.51.100.1/24", "dev", "hi")
-        sh("ip", "-n", inet, "addr", "add", "198.51.100.2/24", "dev", "ih")
-        sh("ip", "-n", host, "link", "set", "hi", "up")
-        sh("ip", "-n", inet, "link", "set", "ih", "up")
         sh("ip", "-n", host, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", host, "addr", "add", "172.31.255.254/16", "dev", "br0")
         sh("ip", "-n", host, "link", "set", "br0", "up")
@@ -72,8 +68,6 @@ def main():
             sh("ip", "-n", ct, "addr", "add", f"172.31.{k // 250}.{k % 250 + 2}/16", "dev", "eth0")
             sh("ip", "-n", ct, "link", "set", "eth0", "up")
             sh("ip", "-n", ct, "route", "add", "default", "via", "172.31.255.254")
-        for ns in (host, inet):
-            sh(*ns_exec(ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=30000 65000"))
         sh(*ns_exec(host, "sysctl", "-qw", "net.ipv4.ip_forward=1"))
         nft = ("table ip nlbench {\n chain post {\n type nat hook postrouting priority srcnat;\n"
                " ip saddr 172.31.0.0/16 oifname \"hi\" masquerade\n }\n}\n")

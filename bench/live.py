@@ -19,7 +19,7 @@ import argparse, os, re, statistics, subprocess, sys, tempfile, time
 from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from scale import sh, ns_exec, spawn  # noqa: E402
+from scale import sh, ns_exec, spawn, inet_pair, hold_flows  # noqa: E402
 
 def cpu_ticks(pid):
     with open(f"/proc/{pid}/stat") as f:
@@ -50,33 +50,9 @@ def main():
     tmpdir = tempfile.mkdtemp()
     log = os.path.join(tmpdir, "live.log")
     try:
-        for ns in (host, inet):
-            sh("ip", "netns", "add", ns)
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "-n", host, "link", "add", "hi", "type", "veth", "peer", "name", "ih", "netns", inet)
-        sh("ip", "-n", host, "addr", "add", "198.51.100.1/24", "dev", "hi")
-        sh("ip", "-n", inet, "addr", "add", "198.51.100.2/24", "dev", "ih")
-        sh("ip", "-n", host, "link", "set", "hi", "up")
-        sh("ip", "-n", inet, "link", "set", "ih", "up")
-        for ns in (host, inet):
-            sh(*ns_exec(ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=30000 65000"))
+        inet_pair(host, inet)
         sh(*ns_exec(host, binp, "-q", "setup"))
-        groups = max(1, a.procs // 2)
-        per = [n // 2 // groups + (1 if i < (n // 2) % groups else 0) for i in range(groups)]
-        for side, (srv_ns, cli_ns, dst) in enumerate([(inet, host, "198.51.100.2"),
-                                                      (host, inet, "198.51.100.1")]):
-            for g, count in enumerate(per):
-                if count == 0:
-                    continue
-                port = 20000 + side * 5000 + g
-                s = spawn(ns_exec(srv_ns, traffic, "sink", "tcp", f"0.0.0.0:{port}"))
-                procs.append(s)
-                assert s.stdout.readline().strip() == "listening", f"sink on {port}"
-                c = spawn(ns_exec(cli_ns, traffic, "hold", "tcp", f"{dst}:{port}", str(count)), stdin=True)
-                procs.append(c)
-        for p in procs:
-            if p.stdin is not None:
-                assert p.stdout.readline().strip() == "ready"
+        hold_flows(n, a.procs, host, inet, traffic, procs)
         for _ in range(a.idle):
             procs.append(spawn(ns_exec(host, "sh", "-c", "exec 3</dev/null 4</dev/null 5</dev/null; exec sleep 3600")))
         flows = int(subprocess.run(ns_exec(host, "conntrack", "-C"), capture_output=True, text=True).stdout)

@@ -59,6 +59,20 @@ def expect(p, want, what):
     sys.exit(f"{what} did not start (said {got!r}, exit {status}: {why}); rebuild the helper with "
              f"`cargo build --release --bins --examples` and run as root")
 
+def inet_pair(host, inet):
+    """Namespaces `host` (198.51.100.1/24) and `inet` (198.51.100.2/24) linked by a veth,
+    loopback up, ephemeral ports 30000-65000 on both sides."""
+    for ns in (host, inet):
+        sh("ip", "netns", "add", ns)
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+    sh("ip", "-n", host, "link", "add", "hi", "type", "veth", "peer", "name", "ih", "netns", inet)
+    sh("ip", "-n", host, "addr", "add", "198.51.100.1/24", "dev", "hi")
+    sh("ip", "-n", inet, "addr", "add", "198.51.100.2/24", "dev", "ih")
+    sh("ip", "-n", host, "link", "set", "hi", "up")
+    sh("ip", "-n", inet, "link", "set", "ih", "up")
+    for ns in (host, inet):
+        sh(*ns_exec(ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=30000 65000"))
+
 def hold_flows(n, nprocs, host, inet, traffic, procs):
     """N established TCP flows between `host` (198.51.100.1) and `inet` (198.51.100.2), held
     by `nprocs` processes: half outgoing (a sink per group in the internet namespace, a
@@ -86,16 +100,7 @@ def run_one(n, a, binp, traffic):
     host, inet = "nlbh" + tag, "nlbi" + tag
     procs = []
     try:
-        for ns in (host, inet):
-            sh("ip", "netns", "add", ns)
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "-n", host, "link", "add", "hi", "type", "veth", "peer", "name", "ih", "netns", inet)
-        sh("ip", "-n", host, "addr", "add", "198.51.100.1/24", "dev", "hi")
-        sh("ip", "-n", inet, "addr", "add", "198.51.100.2/24", "dev", "ih")
-        sh("ip", "-n", host, "link", "set", "hi", "up")
-        sh("ip", "-n", inet, "link", "set", "ih", "up")
-        for ns in (host, inet):
-            sh(*ns_exec(ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=30000 65000"))
+        inet_pair(host, inet)
         db = os.path.join(tempfile.mkdtemp(), "bench.db")
         nl = ns_exec(host, binp, "--db", db, "-q", "snapshot")
         sh(*nl)  # setup: tracking + accounting, before any flow exists
