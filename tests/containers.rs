@@ -128,14 +128,8 @@ EOF",
 
     /// A command run in the container as bob's subordinate uid.
     fn as_sub(&self, program: &Path) -> Command {
-        let mut c = self.ct.cmd("setpriv");
-        c.args([
-            &format!("--reuid={}", self.sub),
-            &format!("--regid={}", self.sub),
-            "--clear-groups",
-            "--",
-        ])
-        .arg(program);
+        let mut c = setpriv_as(&self.ct, self.sub, self.sub);
+        c.arg("--").arg(program);
         c
     }
 
@@ -470,20 +464,8 @@ fn container_traffic_short_connections_are_exact_with_the_daemon() {
 /// exactly `caps` (the unit's, or the unit's plus the containers drop-in's), no new
 /// privileges. Returns its stderr (info level).
 fn snapshot_as_service(ns: &Netns, svc: &TestUser, db: &Path, caps: &[&str]) -> String {
-    let set = caps
-        .iter()
-        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
-        .collect::<Vec<_>>()
-        .join(",");
-    let out = run(ns
-        .cmd("setpriv")
-        .arg(format!("--reuid={}", svc.uid))
-        .arg(format!("--regid={}", svc.gid))
-        .args(["--clear-groups", "--no-new-privs"])
-        .arg(format!("--inh-caps={set}"))
-        .arg(format!("--ambient-caps={set}"))
-        .arg(format!("--bounding-set=-all,{set}"))
-        .args(["--", "env", "NETLEDGER_LOG=info"])
+    let out = run(as_service(ns, svc, caps)
+        .args(["env", "NETLEDGER_LOG=info"])
         .arg(bin())
         .arg("--db")
         .arg(db)

@@ -223,24 +223,8 @@ fn run_as_service(ns: &Netns, svc: &TestUser, db: &Path, caps: &[String]) -> Out
             *w = db.to_str().unwrap().to_string();
         }
     }
-    let set: Vec<String> = caps
-        .iter()
-        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
-        .collect();
-    let set = set.join(",");
-    let mut c = ns.cmd("setpriv");
-    c.arg(format!("--reuid={}", svc.uid))
-        .arg(format!("--regid={}", svc.gid))
-        .arg("--clear-groups")
-        .arg("--no-new-privs");
-    if set.is_empty() {
-        c.args(["--inh-caps=-all", "--bounding-set=-all"]);
-    } else {
-        c.arg(format!("--inh-caps={set}"))
-            .arg(format!("--ambient-caps={set}"))
-            .arg(format!("--bounding-set=-all,{set}"));
-    }
-    c.arg("--").args(&words).output().unwrap()
+    let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
+    as_service(ns, svc, &caps).args(&words).output().unwrap()
 }
 
 /// (program, total bytes) of `uid`'s traffic, from `top --by program --json` (as root).

@@ -13,6 +13,8 @@ use crate::account::{account_pass, FlowState, PassPlan};
 use crate::attribute::{Attributed, Attribution, Container, Direction, Reason, Verdict, Via};
 use crate::model::{Counters, Flow, Tuple};
 
+use super::dump_rows as dump;
+
 const ALICE: u32 = 1001;
 const BOB: u32 = 1002;
 
@@ -135,20 +137,6 @@ fn rows<T: rusqlite::types::FromSql>(store: &Store, sql: &str) -> Vec<Vec<T>> {
         .unwrap()
         .map(Result::unwrap)
         .collect()
-}
-
-fn dump(c: &Connection, sql: &str) -> Vec<String> {
-    let mut st = c.prepare(sql).unwrap();
-    let n = st.column_count();
-    st.query_map([], |r| {
-        Ok((0..n)
-            .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
-            .collect::<Vec<_>>()
-            .join(","))
-    })
-    .unwrap()
-    .map(Result::unwrap)
-    .collect()
 }
 
 #[test]

@@ -694,6 +694,23 @@ fn write_users(
     Ok(())
 }
 
+/// Every row `sql` returns, each as its values' debug forms joined by commas (tests that
+/// compare tables before and after a migration).
+#[cfg(test)]
+pub(crate) fn dump_rows(c: &Connection, sql: &str) -> Vec<String> {
+    let mut st = c.prepare(sql).unwrap();
+    let n = st.column_count();
+    st.query_map([], |r| {
+        Ok((0..n)
+            .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+            .collect::<Vec<_>>()
+            .join(","))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -842,19 +859,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("v4.db");
         let c = schema_4_db(&p);
-        let dump = |c: &Connection, sql: &str| -> Vec<String> {
-            let mut st = c.prepare(sql).unwrap();
-            let n = st.column_count();
-            st.query_map([], |r| {
-                Ok((0..n)
-                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
-                    .collect::<Vec<_>>()
-                    .join(","))
-            })
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-        };
         let views = [
             "SELECT * FROM usage_daily ORDER BY 1, 2",
             "SELECT * FROM usage_monthly ORDER BY 1, 2",
@@ -865,14 +869,14 @@ mod tests {
                     sum(rx_bytes), sum(tx_bytes), sum(rx_packets), sum(tx_packets)
              FROM usage GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 ORDER BY 1, 2, 7",
         ];
-        let before: Vec<Vec<String>> = views.iter().map(|v| dump(&c, v)).collect();
+        let before: Vec<Vec<String>> = views.iter().map(|v| dump_rows(&c, v)).collect();
         drop(c);
         let store = Store::open(&p, &OpenOptions::default()).unwrap();
-        let after: Vec<Vec<String>> = views.iter().map(|v| dump(store.conn(), v)).collect();
+        let after: Vec<Vec<String>> = views.iter().map(|v| dump_rows(store.conn(), v)).collect();
         assert_eq!(after, before);
         assert_eq!(before[4].len(), 4, "{:?}", before[4]);
         // The two passes of the first bucket are one row now.
-        let raw = dump(
+        let raw = dump_rows(
             store.conn(),
             "SELECT ts, rx_bytes FROM usage ORDER BY ts, rx_bytes",
         );

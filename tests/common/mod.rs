@@ -173,16 +173,43 @@ impl TestUser {
 
     /// A command run as this user (no capabilities) inside `ns`.
     pub fn cmd(&self, ns: &Netns, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = ns.cmd("setpriv");
-        c.args([
-            &format!("--reuid={}", self.uid),
-            &format!("--regid={}", self.gid),
-            "--clear-groups",
-            "--",
-        ])
-        .arg(program);
+        let mut c = setpriv_as(ns, self.uid, self.gid);
+        c.arg("--").arg(program);
         c
     }
+}
+
+/// `setpriv` inside `ns` as `uid`/`gid` with no supplementary groups; the caller adds
+/// its own options, then `--` and what runs.
+pub fn setpriv_as(ns: &Netns, uid: u32, gid: u32) -> Command {
+    let mut c = ns.cmd("setpriv");
+    c.args([
+        &format!("--reuid={uid}"),
+        &format!("--regid={gid}"),
+        "--clear-groups",
+    ]);
+    c
+}
+
+/// `setpriv` inside `ns` as a service runs: `svc`'s uid, no new privileges, exactly `caps`
+/// (`CAP_…` names) as its inheritable, ambient and bounding sets; what runs follows `--`.
+pub fn as_service(ns: &Netns, svc: &TestUser, caps: &[&str]) -> Command {
+    let set = caps
+        .iter()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut c = setpriv_as(ns, svc.uid, svc.gid);
+    c.arg("--no-new-privs");
+    if set.is_empty() {
+        c.args(["--inh-caps=-all", "--bounding-set=-all"]);
+    } else {
+        c.arg(format!("--inh-caps={set}"))
+            .arg(format!("--ambient-caps={set}"))
+            .arg(format!("--bounding-set=-all,{set}"));
+    }
+    c.arg("--");
+    c
 }
 
 impl Drop for TestUser {
