@@ -456,3 +456,80 @@ fn run_without_cap_net_admin_names_the_capability() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("CAP_NET_ADMIN"), "{err}");
 }
+
+/// A server that lives on gets every connection named, however short: the namer looks for
+/// an accepted connection first in the processes holding the listener that accepted it
+/// (issue 30). The connections come right after another user's, whose walk of every
+/// process makes the next one wait 250 ms: before, the first connections of a server the
+/// namer had not met were logged without a program.
+#[test]
+fn a_server_up_all_along_has_every_short_connection_named() {
+    if !require_root("a_server_up_all_along_has_every_short_connection_named") {
+        return;
+    }
+    let t = Inet::new("nldn", 2);
+    let (tb, bb) = (traffic_bin(), burst_bin());
+    let dir = tempfile::tempdir().unwrap();
+    let capture = DestroyCapture::start(&t.host);
+    let (bob, carol) = (TestUser::new("nldnb"), TestUser::new("nldnc"));
+    let mut server = Proc::spawn("carol's server", {
+        let mut c = carol.cmd(&t.host, &tb.path);
+        c.args(["server", "tcp", "198.51.100.1:9100"]);
+        c
+    });
+    server.expect("listening");
+    let db = dir.path().join("named.db");
+    let daemon = Daemon::start(&t.host, &db, &["--interval", "60s"], &[]);
+
+    // Bob's connection: the namer walks every process for it, none is due for 250 ms.
+    let mut b = burst(&t, &bob, &bb.path, 44000, 1, &[]);
+    b.expect_containing("done ");
+    b.wait_ok();
+    // At once, 40 connections to carol's server, 30-120 ms each, four at a time.
+    const N: usize = 40;
+    let clients: Vec<Proc> = [30, 60, 90, 120]
+        .iter()
+        .enumerate()
+        .map(|(i, hold)| {
+            let mut c = t.inet.cmd(&bb.path);
+            c.args(["198.51.100.1:9100", &(N / 4).to_string(), "1000", "30000"])
+                .args(["--bind-from", &(52000 + i * N / 4).to_string()])
+                .args(["--hold-ms", &hold.to_string()]);
+            Proc::spawn(&format!("inet clients {hold} ms"), c)
+        })
+        .collect();
+    for mut c in clients {
+        c.expect_containing("done ");
+        c.wait_ok();
+    }
+    let ours =
+        |e: &CtEntry| e.orig.dport == 9100 && (52000..52000 + N as u16).contains(&e.orig.sport);
+    wait_entries_gone(&t.host, "the connections to carol's server", ours);
+    let destroyed = capture.wait(N, ours);
+    wait_for("40 logged connections", Duration::from_secs(30), || {
+        let n = connection_log(&t.host, &db, &["--port", "9100"]).len();
+        (n >= N).then_some(())
+    });
+    daemon.stop();
+    let rows = connection_log(&t.host, &db, &["--user", &carol.name]);
+    assert_eq!(rows.len(), N, "{rows:?}");
+    let unnamed: Vec<_> = rows
+        .iter()
+        .filter(|r| r["program"] != "nl_traffic")
+        .collect();
+    assert!(
+        unnamed.is_empty(),
+        "{} of {N} connections to a server up all along logged without its program: {unnamed:?}",
+        unnamed.len()
+    );
+    // And charged to carol to the byte (incoming: rx is the original direction).
+    let truth = destroyed.iter().fold(Usage::default(), |u, e| Usage {
+        rx_bytes: u.rx_bytes + e.orig.bytes,
+        tx_bytes: u.tx_bytes + e.reply.bytes,
+    });
+    let got = top_by_uid(&t.host, &db)
+        .get(&Some(carol.uid))
+        .copied()
+        .unwrap_or_default();
+    assert_eq!(got, truth);
+}

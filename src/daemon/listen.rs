@@ -27,7 +27,7 @@ use crate::attribute::{
     attribute, attribute_through, mark_check, Attribution, Continued, Delegating, LocalNets,
     SocketIndex, Verdict, Via,
 };
-use crate::model::{CtTcpState, Flow, FlowKey, Socket};
+use crate::model::{canonical_ip, CtTcpState, Flow, FlowKey, Socket, L4};
 use crate::pass::{describe, MarkTrust};
 use crate::sources::conntrack::{self, EventKind, EventSocket, Events};
 use crate::sources::interfaces;
@@ -36,16 +36,16 @@ use crate::sources::sockdiag::SockDiag;
 
 use super::batch::Resolved;
 use super::claims::{Claims, CLAIM_CHECK};
-use super::programs::Namer;
+use super::programs::{Namer, Server, Wanted};
 
 /// Owners found by NEW events and not yet stored, shared with the writer's passes.
 pub type Fresh = Arc<Mutex<HashMap<FlowKey, Attribution>>>;
 
 /// A batch on its way from the listener to the namer: the events, and for each owner
-/// found, its index in `events` and its socket inode.
+/// found, its index in `events` and its socket.
 struct Unnamed {
     events: Vec<Resolved>,
-    inodes: Vec<(usize, u64, u32)>,
+    inodes: Vec<(usize, Wanted)>,
     /// Indexes in `events` of the NEW events whose owner is pending (a service's socket
     /// no user's process holds yet).
     claims: Vec<usize>,
@@ -253,8 +253,8 @@ impl Listener {
     fn resolve(&mut self, events: Vec<conntrack::Event>, host: &HashSet<IpAddr>) -> Unnamed {
         let at_ms = chrono::Utc::now().timestamp_millis();
         let mut out = Vec::with_capacity(events.len());
-        // (index in out, socket inode, uid) of the owners found, for the program names.
-        let mut owned: Vec<(usize, u64, u32)> = Vec::new();
+        // (index in out, socket) of the owners found, for the program names.
+        let mut owned: Vec<(usize, Wanted)> = Vec::new();
         let mut claims = Vec::new();
         let mut lookup = Duration::ZERO;
         // Owners continued from a deleted entry (no socket, so no program to look up).
@@ -280,10 +280,10 @@ impl Listener {
                     let mut at = (found.is_some() || by_mark)
                         .then(|| attribute(&e.flow, &idx.with_marks(use_marks), None, &self.nets));
                     // No socket of the host's: a container's, when its inner end is in one.
-                    let mut inode = found.as_ref().map(|s| s.inode);
+                    let mut inode = found.as_ref().map(|s| (s.inode, server_of(&e.flow, s)));
                     if at.is_none() {
                         if let Some((a, i)) = self.containers.owner(&e.flow, host, &self.nets) {
-                            inode = Some(i);
+                            inode = Some((i, None));
                             at = Some(a);
                         }
                     }
@@ -304,8 +304,9 @@ impl Listener {
                         }
                         (owner, _) => owner,
                     };
-                    if let (Some(a), Some(inode)) = (&owner, inode) {
-                        owned.push((out.len(), inode, a.uid));
+                    if let (Some(a), Some((inode, server))) = (&owner, inode) {
+                        let uid = a.uid;
+                        owned.push((out.len(), Wanted { inode, uid, server }));
                         // Local traffic is charged to nobody: not worth the holders' walk.
                         let charged = at
                             .as_ref()
@@ -351,7 +352,7 @@ impl Listener {
 
         {
             let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
-            for (i, _, _) in &owned {
+            for (i, _) in &owned {
                 if let Resolved::New {
                     flow,
                     owner: Some(a),
@@ -484,7 +485,7 @@ fn name_programs(
                     let base = batch.events.len();
                     batch
                         .inodes
-                        .extend(b.inodes.into_iter().map(|(i, ino, u)| (base + i, ino, u)));
+                        .extend(b.inodes.into_iter().map(|(i, w)| (base + i, w)));
                     batch.claims.extend(b.claims.into_iter().map(|i| base + i));
                     batch.events.extend(b.events);
                     batch.skipped += b.skipped;
@@ -500,7 +501,7 @@ fn name_programs(
         }
         if !batch.inodes.is_empty() {
             let t = Instant::now();
-            let wanted: Vec<(u64, u32)> = batch.inodes.iter().map(|(_, i, u)| (*i, *u)).collect();
+            let wanted: Vec<Wanted> = batch.inodes.iter().map(|(_, w)| *w).collect();
             let programs = namer.name(&wanted);
             stats
                 .scan_ns
@@ -512,8 +513,10 @@ fn name_programs(
                 .full_walks
                 .store(namer.work.full_walks, Ordering::Relaxed);
             let mut fresh = fresh.lock().unwrap_or_else(|p| p.into_inner());
-            for (i, ino, _) in &batch.inodes {
-                let Some(p) = programs.get(ino) else { continue };
+            for (i, w) in &batch.inodes {
+                let Some(p) = programs.get(&w.inode) else {
+                    continue;
+                };
                 if let Resolved::New {
                     flow,
                     owner: Some(a),
@@ -536,7 +539,7 @@ fn name_programs(
                 at_ms,
             } = &batch.events[*i]
             {
-                let inode = batch.inodes.iter().find(|(j, _, _)| j == i).map(|x| x.1);
+                let inode = batch.inodes.iter().find(|(j, _)| j == i).map(|x| x.1.inode);
                 let holder = inode.and_then(|ino| namer.holder_pid(ino));
                 claims.add(flow.clone(), a.clone(), *at_ms, holder);
             }
@@ -557,6 +560,18 @@ fn name_programs(
             return;
         }
     }
+}
+
+/// The server socket behind `socket`, the socket found for `flow`: itself when it is a
+/// listener or an unconnected socket; the listener of its local end when it answers the
+/// flow (an accepted TCP connection: its local end is the reply tuple's source).
+fn server_of(flow: &Flow, socket: &Socket) -> Option<Server> {
+    if socket.remote.port() == 0 && socket.remote.ip().is_unspecified() {
+        return Some(Server::Itself);
+    }
+    let answers = socket.local.port() == flow.reply.sport
+        && canonical_ip(socket.local.ip()) == canonical_ip(flow.reply.src);
+    (socket.proto == L4::Tcp && answers).then_some(Server::Listener(socket.local))
 }
 
 /// Whether a DESTROY event ended a TCP entry whose connection still lived (removed by

@@ -3,20 +3,32 @@
 //! sock_diag names a socket's uid and inode, not its process: the process is found by
 //! reading `/proc/PID/fd`. A walk of every process costs milliseconds (measured: ~6 ms
 //! for ~100 processes on the test VM, release build), far too much to do per event at
-//! thousands of connections a second. Two things keep it cheap:
-//! - the processes that recently held a user's sockets are tried first, one directory
+//! thousands of connections a second. Three things keep it cheap:
+//! - a connection a server answers is looked for first in the processes holding the
+//!   server's socket (the listener that accepted it, or the unconnected UDP socket), one
+//!   directory each: those processes are learnt once per server socket, by a walk made at
+//!   once when a server is first seen ([`SERVER_WALK_SHARE`] bounds these walks), and kept
+//!   while the socket lives. A server that lives on — a web, mail or git server, a prefork
+//!   server whose workers share one listener — so gets every connection named, however
+//!   short: one whose socket closed before it was looked for is named after the processes
+//!   holding the listener, when they run one program;
+//! - the processes that recently held a user's sockets are tried next, one directory
 //!   each (a client making many connections keeps its pid): tens of microseconds;
 //! - a walk of every process runs for what is left, at most every [`FULL_WALK_EVERY`] and
 //!   at most [`FULL_WALK_SHARE`] of the time (a host with many processes and descriptors
-//!   makes each walk longer, so they are spaced further apart), and teaches the first step
-//!   which processes to try.
+//!   makes each walk longer, so they are spaced further apart), and teaches the second
+//!   step which processes to try.
 //!
-//! The uid never depends on this; only the program name is missed when a socket closes
-//! before it is looked for.
+//! The uid never depends on this; only the program name of a client's connection is missed
+//! when its socket closes before it is looked for.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use crate::model::L4;
+use crate::sources::sockdiag::SockDiag;
 
 use crate::sources::processes::{
     parse_socket_link, scan_socket_holders, scan_socket_owners, Holder,
@@ -26,8 +38,15 @@ use crate::sources::processes::{
 pub const FULL_WALK_EVERY: Duration = Duration::from_millis(250);
 /// Largest share of the time spent walking every process (1/50: 2% of a core).
 pub const FULL_WALK_SHARE: u32 = 50;
+/// Largest share of the time spent walking every process to learn a new server socket's
+/// holders (1/20: 5% of a core). No least interval: the first connection of a server is
+/// named at once; a user who opens listener after listener only costs names, never uids.
+pub const SERVER_WALK_SHARE: u32 = 20;
 /// Processes remembered per user.
 const CANDIDATES_PER_UID: usize = 8;
+/// Server sockets whose holders are remembered before the table is dropped (a host has a
+/// few; a user opening listener after listener only makes them be learnt again).
+const SERVERS_MAX: usize = 1024;
 /// Cached inode → program entries before the cache is dropped. A socket's inode comes back
 /// only while the socket lives (an unconnected UDP socket talking to many peers makes a
 /// flow per peer), so a small cache serves, and a large one only grows the daemon's memory
@@ -43,14 +62,94 @@ pub struct Work {
     pub full_walks: u64,
 }
 
+/// The server socket behind a wanted socket, when a server answers its flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// The wanted socket is the server's own: a listener (the connection was not accepted
+    /// yet when its NEW was read) or an unconnected UDP socket.
+    Itself,
+    /// The wanted socket was accepted from the TCP listener of this local end.
+    Listener(SocketAddr),
+}
+
+/// A socket whose program is wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wanted {
+    /// Its inode.
+    pub inode: u64,
+    /// Its owner.
+    pub uid: u32,
+    /// The server socket behind it, if a server answers its flow.
+    pub server: Option<Server>,
+}
+
+/// The processes holding one server socket, learnt by a walk.
+#[derive(Debug, Clone, Default)]
+struct Holders {
+    /// (pid, program) in ascending pid order. PID 1 is left out: systemd holds every
+    /// socket it activates, and hands the connections to other programs.
+    procs: Vec<(u32, String)>,
+}
+
+impl Holders {
+    fn new(found: &[Holder]) -> Holders {
+        Holders {
+            procs: found
+                .iter()
+                .filter(|h| h.pid != 1 && !h.program.is_empty())
+                .map(|h| (h.pid, h.program.clone()))
+                .collect(),
+        }
+    }
+
+    /// Their program, when they all run one.
+    fn program(&self) -> Option<&str> {
+        let (_, first) = self.procs.first()?;
+        self.procs
+            .iter()
+            .all(|(_, p)| p == first)
+            .then_some(first.as_str())
+    }
+}
+
+/// Finds the listening socket of a local end: its inode.
+pub type ListenerLookup = Box<dyn FnMut(SocketAddr) -> Option<u64> + Send>;
+
+/// The listener lookup of the namespace the daemon runs in: one exact sock_diag request
+/// (the socket is opened at the first lookup).
+fn sock_diag_listener() -> ListenerLookup {
+    let mut diag: Option<SockDiag> = None;
+    Box::new(move |local: SocketAddr| {
+        if diag.is_none() {
+            diag = SockDiag::open().ok();
+        }
+        let any = match local.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        let s = diag
+            .as_mut()?
+            .lookup(L4::Tcp, local, SocketAddr::new(any, 0))
+            .ok()??;
+        s.has_owner().then_some(s.inode)
+    })
+}
+
 /// Finds the programs holding socket inodes.
 pub struct Namer {
     proc_root: PathBuf,
     /// inode → (program, pid of the process found holding it).
     cache: HashMap<u64, (String, u32)>,
     candidates: HashMap<u32, VecDeque<u32>>,
+    /// Server socket inode → the processes holding it.
+    servers: HashMap<u64, Holders>,
+    /// Local end → the inode of its listener, as last looked up.
+    listeners: HashMap<SocketAddr, u64>,
+    find_listener: ListenerLookup,
     /// When the next walk of every process may run.
     next_full: Option<Instant>,
+    /// When the next walk for new server sockets may run.
+    next_server_walk: Option<Instant>,
     /// Work done so far.
     pub work: Work,
 }
@@ -76,15 +175,27 @@ impl Namer {
             proc_root,
             cache: HashMap::new(),
             candidates: HashMap::new(),
+            servers: HashMap::new(),
+            listeners: HashMap::new(),
+            find_listener: sock_diag_listener(),
             next_full: None,
+            next_server_walk: None,
             work: Work::default(),
         }
+    }
+
+    /// The same, with another way to find a local end's listener (tests).
+    pub fn with_listener_lookup(mut self, find: ListenerLookup) -> Namer {
+        self.find_listener = find;
+        self
     }
 
     /// Forget everything learnt (SIGHUP).
     pub fn clear(&mut self) {
         self.cache.clear();
         self.candidates.clear();
+        self.servers.clear();
+        self.listeners.clear();
     }
 
     fn remember(&mut self, uid: u32, pid: u32) {
@@ -115,24 +226,148 @@ impl Namer {
         scan.holders
     }
 
-    /// The programs of those `(inode, uid)` that can be found now.
-    pub fn name(&mut self, wanted: &[(u64, u32)]) -> HashMap<u64, String> {
+    /// The programs of those `wanted` sockets that can be found now.
+    pub fn name(&mut self, wanted: &[Wanted]) -> HashMap<u64, String> {
         if self.cache.len() > CACHE_MAX {
             self.cache.clear();
         }
+        if self.servers.len() > SERVERS_MAX {
+            self.servers.clear();
+            self.listeners.clear();
+        }
         let mut found = HashMap::new();
         let mut left: HashMap<u64, u32> = HashMap::new();
-        for (ino, uid) in wanted {
-            match self.cache.get(ino) {
-                Some((p, _)) => {
-                    found.insert(*ino, p.clone());
-                }
-                None => {
-                    left.insert(*ino, *uid);
-                }
+        // (wanted inode, its server's inode, the listener's local end)
+        let mut served = Vec::new();
+        for w in wanted {
+            if let Some((p, _)) = self.cache.get(&w.inode) {
+                found.insert(w.inode, p.clone());
+                continue;
+            }
+            left.insert(w.inode, w.uid);
+            let server = match w.server {
+                Some(Server::Itself) => Some((w.inode, w.inode, None)),
+                Some(Server::Listener(end)) => self
+                    .listener_of(end)
+                    .map(|listener| (w.inode, listener, Some(end))),
+                None => None,
+            };
+            served.extend(server);
+        }
+        // 1. The processes holding the server sockets.
+        if !served.is_empty() {
+            self.learn_servers(&served, &mut left, &mut found);
+            self.in_servers(&served, &mut left, &mut found);
+        }
+        // 2. The processes that held the same users' sockets before.
+        self.in_candidates(&mut left, &mut found);
+        // 3. Every process, now and then.
+        if !left.is_empty() && self.walk_due() {
+            self.full_walk(&mut left, &mut found);
+        }
+        found
+    }
+
+    /// The inode of the listener of `end`, as looked up before or now.
+    fn listener_of(&mut self, end: SocketAddr) -> Option<u64> {
+        if let Some(ino) = self.listeners.get(&end) {
+            return Some(*ino);
+        }
+        let ino = (self.find_listener)(end)?;
+        self.listeners.insert(end, ino);
+        Some(ino)
+    }
+
+    /// One walk of every process for the holders of server sockets not known yet (and the
+    /// wanted sockets still open), when the walks' share of the time allows.
+    fn learn_servers(
+        &mut self,
+        served: &[(u64, u64, Option<SocketAddr>)],
+        left: &mut HashMap<u64, u32>,
+        found: &mut HashMap<u64, String>,
+    ) {
+        let unknown: HashSet<u64> = served
+            .iter()
+            .map(|(_, server, _)| *server)
+            .filter(|s| !self.servers.contains_key(s))
+            .collect();
+        let due = self.next_server_walk.is_none_or(|t| Instant::now() >= t);
+        if unknown.is_empty() || !due {
+            return;
+        }
+        let started = Instant::now();
+        self.work.full_walks += 1;
+        let open: HashSet<u64> = left.keys().copied().collect();
+        let scan = scan_socket_holders(&self.proc_root, &open, &unknown);
+        self.next_server_walk = Some(started + started.elapsed() * SERVER_WALK_SHARE);
+        for ino in unknown {
+            let holders = scan.holders.get(&ino).map(Vec::as_slice).unwrap_or(&[]);
+            self.servers.insert(ino, Holders::new(holders));
+        }
+        for (ino, owner) in scan.owners {
+            // A server socket itself is named after all its holders, by in_servers.
+            if self.servers.contains_key(&ino) {
+                continue;
+            }
+            if !owner.program.is_empty() && left.remove(&ino).is_some() {
+                self.cache.insert(ino, (owner.program.clone(), owner.pid));
+                found.insert(ino, owner.program);
             }
         }
-        // 1. The processes that held the same users' sockets before.
+    }
+
+    /// The wanted sockets found in their servers' processes, one directory each; a socket
+    /// already closed is named after its server's processes when they run one program.
+    fn in_servers(
+        &mut self,
+        served: &[(u64, u64, Option<SocketAddr>)],
+        left: &mut HashMap<u64, u32>,
+        found: &mut HashMap<u64, String>,
+    ) {
+        for (ino, server, end) in served {
+            if !left.contains_key(ino) {
+                continue;
+            }
+            let Some(holders) = self.servers.get(server) else {
+                continue;
+            };
+            let named = holders.program().map(str::to_owned);
+            if ino == server {
+                // A listener or an unconnected socket: its holders' program.
+                if let Some(p) = named {
+                    left.remove(ino);
+                    found.insert(*ino, p);
+                }
+                continue;
+            }
+            let pids: Vec<u32> = holders.procs.iter().map(|(pid, _)| *pid).collect();
+            let mut gone = false;
+            for pid in pids {
+                if !left.contains_key(ino) {
+                    break;
+                }
+                gone |= self.read_process(pid, left, found).is_none();
+            }
+            if !left.contains_key(ino) {
+                continue;
+            }
+            // Closed already, or the listener is not the one learnt: a holder exited, or
+            // another socket listens on that end now. Learn it again next time.
+            let same = !gone && end.is_some_and(|e| (self.find_listener)(e) == Some(*server));
+            if !same {
+                self.servers.remove(server);
+                if let Some(e) = end {
+                    self.listeners.remove(e);
+                }
+            } else if let Some(p) = named {
+                left.remove(ino);
+                found.insert(*ino, p);
+            }
+        }
+    }
+
+    /// The wanted sockets found in the processes that held the same users' sockets before.
+    fn in_candidates(&mut self, left: &mut HashMap<u64, u32>, found: &mut HashMap<u64, String>) {
         let uids: HashSet<u32> = left.values().copied().collect();
         for uid in uids {
             let pids: Vec<u32> = self
@@ -144,52 +379,62 @@ impl Namer {
                 if !left.values().any(|u| *u == uid) {
                     break;
                 }
-                let dir = self.proc_root.join(pid.to_string());
-                self.work.process_walks += 1;
-                let Ok(fds) = std::fs::read_dir(dir.join("fd")) else {
+                if self.read_process(pid, left, found).is_none() {
                     // Gone (or not ours to read): forget it.
                     if let Some(c) = self.candidates.get_mut(&uid) {
                         c.retain(|p| *p != pid);
                     }
-                    continue;
-                };
-                let mut program = None;
-                for fd in fds.flatten() {
-                    let Ok(target) = std::fs::read_link(fd.path()) else {
-                        continue;
-                    };
-                    let Some(ino) = parse_socket_link(target.as_os_str().as_encoded_bytes()) else {
-                        continue;
-                    };
-                    if left.remove(&ino).is_some() {
-                        let p = program.get_or_insert_with(|| program_name(&dir)).clone();
-                        self.cache.insert(ino, (p.clone(), pid));
-                        found.insert(ino, p);
-                    }
                 }
             }
         }
-        // 2. Every process, now and then.
-        let due = self.next_full.is_none_or(|t| Instant::now() >= t);
-        if !left.is_empty() && due {
-            let started = Instant::now();
-            self.work.full_walks += 1;
-            let inodes: HashSet<u64> = left.keys().copied().collect();
-            let scan = scan_socket_owners(&self.proc_root, &inodes);
-            let took = started.elapsed();
-            self.next_full = Some(started + FULL_WALK_EVERY.max(took * FULL_WALK_SHARE));
-            for (ino, owner) in scan.owners {
-                if owner.program.is_empty() {
-                    continue;
-                }
-                if let Some(uid) = left.remove(&ino) {
-                    self.remember(uid, owner.pid);
-                }
-                self.cache.insert(ino, (owner.program.clone(), owner.pid));
-                found.insert(ino, owner.program);
+    }
+
+    /// Read one process's descriptors: every wanted socket it holds moves from `left` to
+    /// `found`. None when its directory cannot be read (gone, or not ours to read).
+    fn read_process(
+        &mut self,
+        pid: u32,
+        left: &mut HashMap<u64, u32>,
+        found: &mut HashMap<u64, String>,
+    ) -> Option<()> {
+        let dir = self.proc_root.join(pid.to_string());
+        self.work.process_walks += 1;
+        let fds = std::fs::read_dir(dir.join("fd")).ok()?;
+        let mut program = None;
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let Some(ino) = parse_socket_link(target.as_os_str().as_encoded_bytes()) else {
+                continue;
+            };
+            if left.remove(&ino).is_some() {
+                let p = program.get_or_insert_with(|| program_name(&dir)).clone();
+                self.cache.insert(ino, (p.clone(), pid));
+                found.insert(ino, p);
             }
         }
-        found
+        Some(())
+    }
+
+    /// A walk of every process for the wanted sockets left; it teaches the candidates.
+    fn full_walk(&mut self, left: &mut HashMap<u64, u32>, found: &mut HashMap<u64, String>) {
+        let started = Instant::now();
+        self.work.full_walks += 1;
+        let inodes: HashSet<u64> = left.keys().copied().collect();
+        let scan = scan_socket_owners(&self.proc_root, &inodes);
+        let took = started.elapsed();
+        self.next_full = Some(started + FULL_WALK_EVERY.max(took * FULL_WALK_SHARE));
+        for (ino, owner) in scan.owners {
+            if owner.program.is_empty() {
+                continue;
+            }
+            if let Some(uid) = left.remove(&ino) {
+                self.remember(uid, owner.pid);
+            }
+            self.cache.insert(ino, (owner.program.clone(), owner.pid));
+            found.insert(ino, owner.program);
+        }
     }
 }
 
@@ -214,26 +459,180 @@ mod tests {
     fn full_walk_teaches_the_process_then_one_directory_suffices() {
         let d = tree(4242, &[100, 101], "/usr/bin/curl");
         let mut n = Namer::new(d.path().to_owned());
-        let got = n.name(&[(100, 1001)]);
+        let got = n.name(&[want(100, 1001)]);
         assert_eq!(got.get(&100).map(String::as_str), Some("curl"));
         assert_eq!(n.work.full_walks, 1);
         // A new socket of the same user: found in the remembered process, no full walk
         // (and none would be due yet anyway).
         let p = d.path().join("4242/fd/9");
         symlink("socket:[102]", p).unwrap();
-        let got = n.name(&[(102, 1001)]);
+        let got = n.name(&[want(102, 1001)]);
         assert_eq!(got.get(&102).map(String::as_str), Some("curl"));
         assert_eq!((n.work.full_walks, n.work.process_walks), (1, 1));
         // Cached.
-        assert_eq!(n.name(&[(101, 1001)]).len(), 1);
+        assert_eq!(n.name(&[want(101, 1001)]).len(), 1);
     }
 
     #[test]
     fn full_walks_are_rate_limited() {
         let d = tree(7, &[1], "/bin/sh");
         let mut n = Namer::new(d.path().to_owned());
-        assert!(n.name(&[(555, 1)]).is_empty());
-        assert!(n.name(&[(556, 1)]).is_empty());
+        assert!(n.name(&[want(555, 1)]).is_empty());
+        assert!(n.name(&[want(556, 1)]).is_empty());
         assert_eq!(n.work.full_walks, 1, "the second walk was not due");
+    }
+
+    fn want(inode: u64, uid: u32) -> Wanted {
+        Wanted {
+            inode,
+            uid,
+            server: None,
+        }
+    }
+
+    /// Add a process holding `socket:[ino]` descriptors to a fake proc tree.
+    fn add_process(root: &Path, pid: u32, inodes: &[u64], exe: &str) {
+        let p = root.join(pid.to_string());
+        std::fs::create_dir_all(p.join("fd")).unwrap();
+        for (i, ino) in inodes.iter().enumerate() {
+            symlink(format!("socket:[{ino}]"), p.join("fd").join(i.to_string())).unwrap();
+        }
+        symlink(exe, p.join("exe")).unwrap();
+        std::fs::write(p.join("status"), "Name:\tx\nUid:\t0\t0\t0\t0\n").unwrap();
+    }
+
+    fn end() -> SocketAddr {
+        "198.51.100.1:8080".parse().unwrap()
+    }
+
+    /// A namer whose listener lookup answers `listener` for [`end`] (and counts lookups).
+    fn namer(root: &Path, listener: u64) -> (Namer, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let asked = std::sync::Arc::new(AtomicU64::new(0));
+        let a = asked.clone();
+        let n = Namer::new(root.to_owned()).with_listener_lookup(Box::new(move |e| {
+            a.fetch_add(1, Ordering::SeqCst);
+            (e == end()).then_some(listener)
+        }));
+        (n, asked)
+    }
+
+    fn accepted(inode: u64, uid: u32) -> Wanted {
+        Wanted {
+            inode,
+            uid,
+            server: Some(Server::Listener(end())),
+        }
+    }
+
+    #[test]
+    fn a_server_names_every_connection_without_walks_once_its_listener_is_known() {
+        let d = tempfile::tempdir().unwrap();
+        // A prefork server: a root master and two workers share listener 500; systemd
+        // (pid 1) holds it too, as for an activated socket, and is not a candidate.
+        add_process(d.path(), 1, &[500], "/usr/lib/systemd/systemd");
+        add_process(d.path(), 40, &[500], "/usr/sbin/nginx");
+        add_process(d.path(), 41, &[500, 601], "/usr/sbin/nginx");
+        add_process(d.path(), 42, &[500, 602], "/usr/sbin/nginx");
+        let (mut n, asked) = namer(d.path(), 500);
+        // An unrelated name first: a walk of every process, so none is due for 250 ms.
+        assert!(n.name(&[want(999, 7)]).is_empty());
+        assert_eq!(n.work.full_walks, 1);
+        assert!(!n.walk_due());
+        // The first connection: the listener's holders are learnt at once all the same.
+        let got = n.name(&[accepted(601, 33)]);
+        assert_eq!(got.get(&601).map(String::as_str), Some("nginx"));
+        assert_eq!(n.work.full_walks, 2, "one walk to learn the listener");
+        // Every later one: a directory per holder at most, no walk, one lookup in all.
+        let before = n.work;
+        let got = n.name(&[accepted(602, 33)]);
+        assert_eq!(got.get(&602).map(String::as_str), Some("nginx"));
+        assert_eq!(n.work.full_walks, before.full_walks);
+        assert!(n.work.process_walks - before.process_walks <= 3);
+        // Closed before it was looked for: named after the listener's holders.
+        let got = n.name(&[accepted(603, 33)]);
+        assert_eq!(got.get(&603).map(String::as_str), Some("nginx"));
+        assert_eq!(n.work.full_walks, before.full_walks);
+        assert_eq!(
+            asked.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "looked up again only to confirm the listener of a closed one"
+        );
+    }
+
+    #[test]
+    fn a_listener_or_unconnected_socket_is_named_after_its_holders() {
+        let d = tempfile::tempdir().unwrap();
+        add_process(d.path(), 1, &[500], "/usr/lib/systemd/systemd");
+        add_process(d.path(), 70, &[500], "/usr/sbin/dnsmasq");
+        let (mut n, _) = namer(d.path(), 500);
+        let server = Wanted {
+            inode: 500,
+            uid: 0,
+            server: Some(Server::Itself),
+        };
+        let got = n.name(&[server]);
+        assert_eq!(
+            got.get(&500).map(String::as_str),
+            Some("dnsmasq"),
+            "not systemd"
+        );
+        let walks = n.work.full_walks;
+        assert_eq!(n.name(&[server]).len(), 1);
+        assert_eq!(n.work.full_walks, walks);
+    }
+
+    #[test]
+    fn a_server_whose_processes_disagree_leaves_a_closed_connection_unnamed() {
+        let d = tempfile::tempdir().unwrap();
+        add_process(d.path(), 40, &[500], "/usr/sbin/sshd");
+        add_process(d.path(), 41, &[500], "/usr/bin/python3");
+        let (mut n, _) = namer(d.path(), 500);
+        assert!(n.name(&[accepted(601, 33)]).is_empty());
+    }
+
+    #[test]
+    fn a_server_restarted_under_another_program_is_learnt_again() {
+        let d = tempfile::tempdir().unwrap();
+        add_process(d.path(), 40, &[500], "/usr/sbin/nginx");
+        let (mut n, _) = namer(d.path(), 500);
+        assert_eq!(n.name(&[accepted(601, 33)]).len(), 1);
+        // nginx exits; a new server holds a new listener on the same end.
+        std::fs::remove_dir_all(d.path().join("40")).unwrap();
+        add_process(d.path(), 90, &[510, 602], "/usr/sbin/apache2");
+        n.find_listener = Box::new(|e| (e == end()).then_some(510));
+        // The holder is gone: not named after nginx; learnt again at the next connection.
+        let got = n.name(&[accepted(603, 33)]);
+        assert_ne!(got.get(&603).map(String::as_str), Some("nginx"));
+        n.next_server_walk = None;
+        let got = n.name(&[accepted(602, 33)]);
+        assert_eq!(got.get(&602).map(String::as_str), Some("apache2"));
+    }
+
+    #[test]
+    fn walks_to_learn_servers_are_bounded_by_their_share_of_the_time() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let d = tempfile::tempdir().unwrap();
+        add_process(d.path(), 40, &[501, 601], "/usr/sbin/nginx");
+        add_process(d.path(), 50, &[502, 602], "/usr/bin/python3");
+        let listener = std::sync::Arc::new(AtomicU64::new(501));
+        let l = listener.clone();
+        let mut n = Namer::new(d.path().to_owned())
+            .with_listener_lookup(Box::new(move |_| Some(l.load(Ordering::SeqCst))));
+        // The first listener is walked for at once.
+        assert_eq!(n.name(&[accepted(601, 33)]).len(), 1);
+        assert_eq!(n.work.full_walks, 1);
+        assert!(n.next_server_walk.is_some());
+        // Listener after listener: the next waits for the walks' share of the time (here
+        // held far off), and so does the walk of every process.
+        n.next_server_walk = Some(Instant::now() + Duration::from_secs(3600));
+        n.next_full = Some(Instant::now() + Duration::from_secs(3600));
+        listener.store(502, Ordering::SeqCst);
+        n.listeners.clear();
+        assert!(n.name(&[accepted(602, 33)]).is_empty());
+        assert_eq!(
+            n.work.full_walks, 1,
+            "no walk before its share of the time allows"
+        );
     }
 }

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Run integration test binaries N times in a row and count the failures: the check that no
+# test depends on a race (issue 30). Builds once, then runs each binary directly, so a run
+# costs only the test's own time.
+#
+#   scripts/repeat-tests.sh [-n RUNS] [--hog K] [--all | NAME…]
+#
+#   -n RUNS   runs of each binary (default 20)
+#   --hog K   K busy loops (one per core is "a CPU hog") run beside the tests, ended at exit
+#   --all     every integration binary in tests/ (else the names given, e.g. connection_log)
+#   --lib     also the library's unit tests
+#
+# Prints one line per failed run (binary, run, the failed tests' names; the whole output is
+# kept under the log directory it names) and, last, one line per binary:
+#   connection_log: 20 runs, 0 failed
+# and a closing "N passed, N failed" over every run. Exits 1 if any run failed. Root is
+# needed for the namespace tests, as for `cargo test`.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+runs=20 hog=0 lib=0
+names=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -n) runs=$2; shift 2 ;;
+        --hog) hog=$2; shift 2 ;;
+        --all) for f in tests/*.rs; do names+=("$(basename "$f" .rs)"); done; shift ;;
+        --lib) lib=1; shift ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -*) echo "repeat-tests: unknown option $1 (see --help)" >&2; exit 2 ;;
+        *) names+=("$1"); shift ;;
+    esac
+done
+if [ ${#names[@]} -eq 0 ] && [ $lib -eq 0 ]; then
+    echo "repeat-tests: name a test binary (tests/NAME.rs), --all or --lib (see --help)" >&2
+    exit 2
+fi
+case "$runs" in ''|*[!0-9]*) echo "repeat-tests: -n takes a whole number" >&2; exit 2 ;; esac
+
+# Build once; map each target to its executable.
+args=()
+for n in "${names[@]}"; do args+=(--test "$n"); done
+[ $lib -eq 1 ] && args+=(--lib)
+built=$(cargo test --no-run "${args[@]}" 2>&1) || { echo "$built" >&2; exit 1; }
+declare -A exe
+while read -r src path; do
+    exe[$src]=$path
+done < <(echo "$built" | sed -n 's/^ *Executable \(.*\) (\(.*\))$/\1 \2/p' |
+         awk '{ if ($1 ~ /^tests\//) { sub(/^tests\//, "", $1); sub(/\.rs$/, "", $1) } else { $1 = "lib" } print $1, $NF }')
+[ $lib -eq 1 ] && names=(lib "${names[@]}")
+
+logs=$(mktemp -d /tmp/repeat-tests.XXXXXX)
+hogs=()
+cleanup() { for p in "${hogs[@]}"; do kill "$p" 2>/dev/null; done; }
+trap cleanup EXIT
+for ((i = 0; i < hog; i++)); do
+    ( while :; do :; done ) &
+    hogs+=($!)
+done
+[ "$hog" -gt 0 ] && echo "repeat-tests: $hog busy loop(s) beside the tests (pids ${hogs[*]})"
+echo "repeat-tests: $runs run(s) of ${names[*]}; outputs of failed runs kept in $logs"
+
+total_ok=0 total_bad=0
+summary=()
+for n in "${names[@]}"; do
+    bin=${exe[$n]:-}
+    if [ -z "$bin" ]; then
+        echo "repeat-tests: no executable for $n (is tests/$n.rs there?)" >&2
+        exit 2
+    fi
+    bad=0
+    for ((r = 1; r <= runs; r++)); do
+        out="$logs/$n.$r.log"
+        start=$(date +%s)
+        if "$bin" >"$out" 2>&1; then
+            rm -f "$out"
+            total_ok=$((total_ok + 1))
+        else
+            bad=$((bad + 1))
+            total_bad=$((total_bad + 1))
+            failed=$(sed -n 's/^test \(.*\) \.\.\. FAILED$/\1/p' "$out" | tr '\n' ' ')
+            echo "FAILED $n run $r ($(( $(date +%s) - start )) s): ${failed:-see log} -> $out"
+        fi
+    done
+    summary+=("$n: $runs runs, $bad failed")
+done
+printf '%s\n' "${summary[@]}"
+echo "repeat-tests: $total_ok passed, $total_bad failed"
+[ "$total_bad" -eq 0 ]
