@@ -13,7 +13,7 @@
 # Prints one line per failed run (binary, run, the failed tests' names; the whole output is
 # kept under the log directory it names) and, last, one line per binary:
 #   connection_log: 20 runs, 0 failed
-# and a closing "N passed, N failed" over every run. Exits 1 if any run failed. Root is
+# (with the time taken) and a closing "N passed, N failed" over every run. Exits 1 if any run failed. Root is
 # needed for the namespace tests, as for `cargo test`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -68,11 +68,13 @@ for n in "${names[@]}"; do
         echo "repeat-tests: no executable for $n (is tests/$n.rs there?)" >&2
         exit 2
     fi
-    bad=0
+    bad=0 slowest=0 began=$(date +%s)
     for ((r = 1; r <= runs; r++)); do
         out="$logs/$n.$r.log"
         start=$(date +%s)
         if "$bin" >"$out" 2>&1; then
+            took=$(( $(date +%s) - start ))
+            [ "$took" -gt "$slowest" ] && slowest=$took
             rm -f "$out"
             total_ok=$((total_ok + 1))
         else
@@ -82,7 +84,8 @@ for n in "${names[@]}"; do
             echo "FAILED $n run $r ($(( $(date +%s) - start )) s): ${failed:-see log} -> $out"
         fi
     done
-    summary+=("$n: $runs runs, $bad failed")
+    summary+=("$n: $runs runs, $bad failed ($(( $(date +%s) - began )) s in all, slowest passing run $slowest s)")
+    echo "${summary[-1]}"
 done
 printf '%s\n' "${summary[@]}"
 echo "repeat-tests: $total_ok passed, $total_bad failed"
