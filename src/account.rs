@@ -41,9 +41,27 @@ pub struct FlowState {
     pub last_seen: i64,
     /// Consecutive passes the flow has been missing from the dump.
     pub missing: u32,
+    /// When the flow whose counters these are began (conntrack's timestamp, ns since the
+    /// epoch), when the kernel said.
+    pub start_ns: Option<u64>,
 }
 
 impl FlowState {
+    /// Whether `flow`, seen under this state's key, is another flow than the one saved:
+    /// conntrack's id is a hash of the entry's address and tuple, so a new connection on
+    /// the same tuple, in the memory of the entry it replaced, comes back with the same id.
+    /// Told apart by their starts. A state without one that nothing was charged against
+    /// yet (made by a NEW event: dated when the event was read, after its flow began) by
+    /// that date: a flow that began more than a second after it is another.
+    pub fn replaced_by(&self, flow: &Flow) -> bool {
+        let uncharged = self.orig.bytes == 0 && self.reply.bytes == 0;
+        match (self.start_ns, flow.start_ns) {
+            (Some(saved), Some(seen)) => saved != seen,
+            (None, Some(seen)) if uncharged => (seen / 1_000_000_000) as i64 > self.first_seen + 1,
+            _ => false,
+        }
+    }
+
     /// Whether its charge is held back ([`Via::Pending`]): then its counters are the last
     /// seen and none of them was charged.
     pub fn is_held(&self) -> bool {
@@ -218,6 +236,9 @@ pub struct Totals {
     pub flows_without_counters: u64,
     /// Flows whose counters went down this pass.
     pub resets: u64,
+    /// Flows that replaced a saved one under the same key, left for the next pass (the
+    /// daemon: the saved one's DESTROY is on its way).
+    pub replaced: u64,
     /// Flows pruned from the state.
     pub pruned: u64,
     /// Flows whose charge is held back (pending on a service's socket); their bytes are
@@ -261,6 +282,11 @@ pub struct Hold {
     pub grace: i64,
     /// The flows ended (DESTROY events): there is nothing left to wait for.
     pub ended: bool,
+    /// A DESTROY event comes for every saved flow (the daemon): a flow that replaced a
+    /// saved one under its key ([`FlowState::replaced_by`]) is left alone until the saved
+    /// one's DESTROY charged and forgot it. Without events (the timer) it is charged from
+    /// zero at once, and what the replaced one moved since the last pass is not seen.
+    pub destroys_follow: bool,
 }
 
 /// [`account`] holding nothing back (every pending flow is its service's own at once).
@@ -405,6 +431,12 @@ fn account_with<S: BuildHasher>(
             plan.totals.flows_without_counters += 1;
             continue;
         };
+        let replaced = old.is_some_and(|s| s.replaced_by(flow));
+        if replaced && hold.destroys_follow {
+            plan.totals.replaced += 1;
+            continue;
+        }
+        let old = old.filter(|_| !replaced);
         if old.is_none() {
             plan.totals.new_flows += 1;
         }
@@ -430,6 +462,7 @@ fn account_with<S: BuildHasher>(
                     first_seen: old.map_or(now, |s| s.first_seen),
                     last_seen: now,
                     missing: 0,
+                    start_ns: flow.start_ns.or(old.and_then(|s| s.start_ns)),
                 });
                 continue;
             }
@@ -458,11 +491,13 @@ fn account_with<S: BuildHasher>(
                 .or_default()
                 .add(&traffic);
         }
+        let start_ns = flow.start_ns.or(old.and_then(|s| s.start_ns));
         let unchanged = old.is_some_and(|s| {
             s.orig == orig
                 && s.reply == reply
                 && s.attribution.as_ref() == at.attribution()
                 && s.missing == 0
+                && s.start_ns == start_ns
         });
         if !unchanged {
             plan.upserts.push(FlowState {
@@ -473,6 +508,7 @@ fn account_with<S: BuildHasher>(
                 first_seen: old.map_or(now, |s| s.first_seen),
                 last_seen: now,
                 missing: 0,
+                start_ns,
             });
         }
     }
@@ -620,6 +656,68 @@ mod tests {
         assert_eq!(state.len(), 2, "old id kept until pruned");
     }
 
+    /// Issue 30: a new connection on the same tuple, in the memory of the entry it
+    /// replaced, comes back under the same key. Its start tells it apart: the timer charges
+    /// it from zero (not as more of the old one's), the daemon leaves it for the next pass
+    /// while the old one's DESTROY, on its way, charges against the saved counters.
+    #[test]
+    fn a_replacement_under_the_same_key_is_told_apart_by_its_start() {
+        let started = |f: Flow, s: u64| Flow {
+            start_ns: Some(s * 1_000_000_000),
+            ..f
+        };
+        let old = started(flow(7, c(5, 400), c(9, 5000)), 1000);
+        let saved = FlowState {
+            start_ns: old.start_ns,
+            ..state(&old, (400, 5000), alice(), 1000)
+        };
+        let prev: HashMap<FlowKey, FlowState> = [(saved.key, saved.clone())].into();
+        // Fewer bytes than saved (a reset, before) and more (a delta, before).
+        for new in [c(1, 60), c(20, 9000)] {
+            let replacement = started(flow(7, new, c(1, 70)), 1003);
+            let timer = Hold::default();
+            let p = account(
+                1004,
+                std::slice::from_ref(&replacement),
+                &[alice()],
+                &prev,
+                3,
+                timer,
+            );
+            let want = t(new.bytes, 70, new.packets, 1);
+            assert_eq!(p.totals.attributed, want, "from zero");
+            assert_eq!(p.upserts[0].start_ns, replacement.start_ns);
+            let daemon = Hold {
+                destroys_follow: true,
+                ..Hold::default()
+            };
+            let p = account(1004, &[replacement], &[alice()], &prev, 3, daemon);
+            assert!(p.usage.is_empty() && p.upserts.is_empty(), "{p:?}");
+            assert!(p.missing.is_empty() && p.deletes.is_empty(), "{p:?}");
+            assert_eq!(p.totals.replaced, 1);
+        }
+        // The same flow seen again: a delta, as ever.
+        let again = started(flow(7, c(6, 500), c(10, 5100)), 1000);
+        let p = account(1004, &[again], &[alice()], &prev, 3, Hold::default());
+        assert_eq!(p.totals.attributed, t(100, 100, 5, 9));
+        // A state a NEW event made (no start, nothing charged) is another flow's when the
+        // flow seen began over a second after the event was read; not when it began before.
+        let from_new = FlowState {
+            orig: c(0, 0),
+            reply: c(0, 0),
+            ..state(&old, (0, 0), alice(), 1001)
+        };
+        assert!(!from_new.replaced_by(&started(flow(7, c(0, 0), c(0, 0)), 1000)));
+        assert!(!from_new.replaced_by(&started(flow(7, c(0, 0), c(0, 0)), 1002)));
+        assert!(from_new.replaced_by(&started(flow(7, c(0, 0), c(0, 0)), 1003)));
+        // Nor a state already charged (saved before schema 11, its start unknown).
+        assert!(!saved_without_start(&old).replaced_by(&started(flow(7, c(0, 0), c(0, 0)), 1900)));
+    }
+
+    fn saved_without_start(f: &Flow) -> FlowState {
+        state(f, (400, 5000), alice(), 1000)
+    }
+
     /// `account_saved` (the pass's: saved states looked up once, no set of seen flows when
     /// every saved flow is in the dump) plans exactly what `account` plans.
     #[test]
@@ -632,6 +730,7 @@ mod tests {
             first_seen: 0,
             last_seen: 10,
             missing: 0,
+            start_ns: None,
         };
         let prev: HashMap<FlowKey, FlowState> = [old(1, 1), old(2, 2), old(3, 3), old(4, 4)]
             .into_iter()
@@ -752,6 +851,7 @@ mod tests {
             first_seen,
             last_seen: first_seen,
             missing: 0,
+            start_ns: None,
         }
     }
 
@@ -767,7 +867,18 @@ mod tests {
         let mut f = flow(1, c(10, 1000), c(20, 9000));
         f.start_ns = start.map(|s| s as u64 * 1_000_000_000);
         let prev: HashMap<_, _> = old.into_iter().map(|s| (s.key, s)).collect();
-        let plan = account(100, &[f], &[at], &prev, 3, Hold { grace: 5, ended });
+        let plan = account(
+            100,
+            &[f],
+            &[at],
+            &prev,
+            3,
+            Hold {
+                grace: 5,
+                ended,
+                destroys_follow: false,
+            },
+        );
         let held = plan.totals.held == 1;
         if held {
             assert!(plan.usage.is_empty(), "nothing is charged while held");
@@ -879,6 +990,7 @@ mod tests {
         let hold = Hold {
             grace: 5,
             ended: false,
+            destroys_follow: false,
         };
         let plan = account(100, &[], &[], &prev, 3, hold);
         assert!(plan.usage.is_empty(), "missing once: kept, not charged");

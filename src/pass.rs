@@ -48,6 +48,8 @@ pub struct PassConfig {
     pub delegate_grace: Duration,
     /// Whether flows' owner marks are believed (shared with the daemon's listener).
     pub marks: Arc<MarkTrust>,
+    /// A DESTROY event comes for every flow (the daemon): see [`Hold::destroys_follow`].
+    pub destroys_follow: bool,
 }
 
 impl PassConfig {
@@ -56,6 +58,7 @@ impl PassConfig {
         Hold {
             grace: self.delegate_grace.as_secs() as i64,
             ended: false,
+            destroys_follow: self.destroys_follow,
         }
     }
 }

@@ -689,6 +689,7 @@ fn accounting(
             delegating,
             delegate_grace,
             marks: crate::pass::MarkTrust::new(owner_mark(file), &proc_root),
+            destroys_follow: false,
         },
         setup: !a.no_setup,
         lock_timeout: a
@@ -714,7 +715,11 @@ fn daemon(
     let d = defaults();
     let acc = accounting(&a.accounting, file, config)?;
     Ok(DaemonConfig {
-        pass: acc.pass,
+        // Every flow's DESTROY is heard: see `Hold::destroys_follow`.
+        pass: PassConfig {
+            destroys_follow: true,
+            ..acc.pass
+        },
         interval: a
             .interval
             .or(file.interval)

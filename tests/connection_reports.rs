@@ -173,6 +173,7 @@ fn open_flows() -> Vec<FlowState> {
         first_seen,
         last_seen: first_seen,
         missing: 0,
+        start_ns: None,
     };
     let s = |d, h| ms(d, h, 0, 0, 0) / 1000;
     vec![

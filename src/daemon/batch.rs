@@ -147,10 +147,9 @@ pub fn plan_batch(
     // NEW owners of this flush, in arrival order; a later DESTROY consumes its NEW.
     let mut news: HashMap<FlowKey, NewSeen> = HashMap::new();
     let mut new_order: Vec<FlowKey> = Vec::new();
-    // Every DESTROY, in order, with whether it is its key's first in this flush (only that
-    // one has a saved state in `prev`).
+    // Every DESTROY, in order, with whether the saved state in `prev` is its flow's.
     let mut destroys: Vec<(Flow, i64, Option<NewSeen>, bool)> = Vec::new();
-    let mut destroyed: HashSet<FlowKey> = HashSet::new();
+    let mut consumed: HashSet<FlowKey> = HashSet::new();
     for e in events {
         match e {
             Resolved::New { flow, owner, at_ms } => {
@@ -168,11 +167,15 @@ pub fn plan_batch(
                 let k = flow.key();
                 let new = news.remove(&k);
                 let end_ms = end_of(flow, *tcp_state, *left, *at_ms, cfg.timeouts);
-                // A key destroyed again in one flush is another flow with the same id (a
-                // replacement entry of the same tuple in the same memory): it began after
-                // the first one's DESTROY, so nothing of it was charged or saved before.
-                let first = destroyed.insert(k);
-                destroys.push((flow.clone(), end_ms, new, first));
+                // Conntrack's id is a hash of the entry's address and tuple: a replacement
+                // entry of the same tuple in the same memory has the same key. The saved
+                // state is this flow's unless it is another's (FlowState::replaced_by: a
+                // pass saved the replacement, which began after this one) or an earlier
+                // DESTROY of this flush used it (this one began after that one's end);
+                // such a flow was never charged or saved: it is charged from zero.
+                let saved = prev.get(&k).is_some_and(|s| !s.replaced_by(flow));
+                let uses_state = saved && consumed.insert(k);
+                destroys.push((flow.clone(), end_ms, new, uses_state));
             }
         }
     }
@@ -181,10 +184,10 @@ pub fn plan_batch(
     let idx = SocketIndex::new(&[], &no_owners, cfg.host.iter().copied()).with_marks(cfg.marks);
     let attributed: Vec<Attributed> = destroys
         .iter()
-        .map(|(flow, _, new, first)| {
+        .map(|(flow, _, new, uses_state)| {
             let saved = prev
                 .get(&flow.key())
-                .filter(|_| *first)
+                .filter(|_| *uses_state)
                 .and_then(|s| s.attribution.as_ref());
             let from_new = new.as_ref().and_then(|(a, _)| a.as_ref());
             // A held flow whose owner was found since (in this flush) takes that owner.
@@ -200,13 +203,14 @@ pub fn plan_batch(
     let hold = Hold {
         grace: 0,
         ended: true,
+        destroys_follow: true,
     };
-    // The first DESTROY of each key against its saved state; a later one from zero.
-    let part = |first: bool| -> (Vec<Flow>, Vec<Attributed>) {
+    // The DESTROYs whose saved state is their flow's against it; the others from zero.
+    let part = |uses_state: bool| -> (Vec<Flow>, Vec<Attributed>) {
         destroys
             .iter()
             .zip(&attributed)
-            .filter(|((_, _, _, f), _)| *f == first)
+            .filter(|((_, _, _, u), _)| *u == uses_state)
             .map(|((flow, ..), at)| (flow.clone(), at.clone()))
             .unzip()
     };
@@ -228,6 +232,7 @@ pub fn plan_batch(
         t.unattributed.add(&m.unattributed);
         t.excluded.add(&m.excluded);
     }
+    // A saved state another flow's DESTROY did not use stays, for that flow.
     plan.deletes = flows
         .iter()
         .map(Flow::key)
@@ -238,13 +243,16 @@ pub fn plan_batch(
         destroys
             .iter()
             .zip(&attributed)
-            .map(|((flow, end_ms, new, _), at)| {
+            .map(|((flow, end_ms, new, uses_state), at)| {
                 let end_ms = *end_ms;
                 let start_ms = flow
                     .start_ns
                     .map(ns_to_ms)
                     .or_else(|| new.as_ref().map(|(_, t)| *t))
-                    .or_else(|| prev.get(&flow.key()).map(|s| s.first_seen * 1000))
+                    .or_else(|| {
+                        let saved = prev.get(&flow.key()).filter(|_| *uses_state);
+                        saved.map(|s| s.first_seen * 1000)
+                    })
                     .unwrap_or(end_ms)
                     .min(end_ms);
                 let owner = at.attribution();
@@ -280,6 +288,7 @@ pub fn plan_batch(
                 first_seen: at_ms / 1000,
                 last_seen: at_ms / 1000,
                 missing: 0,
+                start_ns: None,
             })
         })
         .collect();
@@ -447,6 +456,7 @@ mod tests {
             first_seen: 1_780_000_000,
             last_seen: 1_780_000_000,
             missing: 0,
+            start_ns: None,
         };
         let prev = HashMap::from([(saved.key, saved)]);
         let w = plan(&events, &prev);
@@ -522,6 +532,7 @@ mod tests {
                 first_seen: 1_780_000_000,
                 last_seen: 1_780_000_000,
                 missing: 0,
+                start_ns: None,
             },
         )]
         .into_iter()
@@ -532,6 +543,72 @@ mod tests {
         assert_eq!(w.log.len(), 2, "both connections logged");
         assert_eq!(w.plan.deletes.len(), 1);
         assert!(w.attributions.is_empty());
+    }
+
+    /// Issue 30 (the churn test's flake): conntrack made a new entry on the same tuple in
+    /// the memory of the one it replaced, so both have one key. A pass read the table
+    /// while the old one's DESTROY was still on its way.
+    #[test]
+    fn a_replacement_under_the_same_key_never_takes_the_saved_counters_of_the_other() {
+        let at = |f: Flow, s: u64| Flow {
+            start_ns: Some(s * 1_000_000_000),
+            ..f
+        };
+        let saved = |f: &Flow, bytes: (u64, u64), first_seen| FlowState {
+            key: f.key(),
+            orig: Counters {
+                packets: 1,
+                bytes: bytes.0,
+            },
+            reply: Counters {
+                packets: 1,
+                bytes: bytes.1,
+            },
+            attribution: Some(alice()),
+            first_seen,
+            last_seen: first_seen,
+            missing: 0,
+            start_ns: f.start_ns,
+        };
+        // The old flow's owner mark names alice (case 2 has no saved owner for it).
+        let old = Flow {
+            mark: crate::owner_mark::mark_of(ALICE),
+            ..at(flow(9, 40009, Some((500, 9_000))), 1_780_000_000)
+        };
+        let new = at(flow(9, 40009, Some((300, 7_000))), 1_780_000_004);
+        let destroy = |f: &Flow| Resolved::Destroy {
+            flow: f.clone(),
+            tcp_state: None,
+            left: None,
+            at_ms: 1_780_000_006_000,
+        };
+        // 1. The state is the old flow's (the pass left the new one alone): its DESTROY
+        //    charges final − saved and forgets it; the new one's NEW saves its owner.
+        let prev = HashMap::from([(old.key(), saved(&old, (100, 2_000), 1_780_000_000))]);
+        let events = [
+            destroy(&old),
+            Resolved::New {
+                flow: flow(9, 40009, None),
+                owner: Some(alice()),
+                at_ms: 1_780_000_004_000,
+            },
+        ];
+        let w = plan(&events, &prev);
+        assert_eq!(user_bytes(&w), (7_000, 400));
+        assert_eq!(w.plan.deletes, vec![old.key()]);
+        assert_eq!(w.attributions.len(), 1);
+        // 2. The state is the new flow's (a NEW saved the old one's owner, then a pass
+        //    charged the new one, 300/7,000, from zero before the old one's DESTROY came):
+        //    the old one is charged from zero and the new one's state stays; its own
+        //    DESTROY, in the same flush, charges against it.
+        let prev = HashMap::from([(new.key(), saved(&new, (300, 7_000), 1_780_000_004))]);
+        let later = at(flow(9, 40009, Some((350, 7_500))), 1_780_000_004);
+        let w = plan(&[destroy(&old), destroy(&later)], &prev);
+        assert_eq!(user_bytes(&w), (9_000 + 500, 500 + 50));
+        assert_eq!(w.plan.deletes, vec![new.key()]);
+        let w = plan(&[destroy(&old)], &prev);
+        assert_eq!(user_bytes(&w), (9_000, 500));
+        assert!(w.plan.deletes.is_empty(), "the new flow's state is kept");
     }
 
     #[test]
@@ -551,6 +628,7 @@ mod tests {
             first_seen: 1_779_999_990,
             last_seen: 1_780_000_000,
             missing: 0,
+            start_ns: None,
         };
         let prev: HashMap<_, _> = [(f.key(), saved)].into_iter().collect();
         let w = plan(
@@ -769,6 +847,7 @@ mod tests {
             first_seen: 1_779_999_999,
             last_seen: 1_780_000_000,
             missing: 0,
+            start_ns: None,
         };
         let prev: HashMap<_, _> = [(f.key(), held.clone())].into_iter().collect();
         let end = Resolved::Destroy {

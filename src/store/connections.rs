@@ -423,7 +423,7 @@ fn load_states_on(
 ) -> rusqlite::Result<HashMap<FlowKey, FlowState>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT orig_packets, orig_bytes, reply_packets, reply_bytes, uid, program, direction,
-                first_seen, last_seen, missing, via, container, container_uid
+                first_seen, last_seen, missing, via, container, container_uid, start_ns
          FROM flow_state WHERE {KEY}"
     ))?;
     let mut out = HashMap::new();
@@ -465,6 +465,7 @@ fn load_states_on(
                         first_seen: r.get(7)?,
                         last_seen: r.get(8)?,
                         missing: r.get(9)?,
+                        start_ns: r.get::<_, Option<i64>>(13)?.map(|ns| ns as u64),
                     })
                 },
             )
@@ -887,6 +888,7 @@ mod tests {
             first_seen: 100,
             last_seen: 100,
             missing: 0,
+            start_ns: None,
         };
         // 1 held (last seen 500, none charged); 2 charged unattributed (500);
         // 3 settled for alice; 4 unknown yet.

@@ -496,6 +496,7 @@ fn the_daemons_flush_stores_the_container_in_usage_state_and_log() {
         first_seen: 1_780_000_000,
         last_seen: 1_780_000_000,
         missing: 0,
+        start_ns: None,
     };
     let log = vec![
         logged(ALICE, Some(container("docker-3f2a", 1000))),
@@ -625,8 +626,9 @@ fn a_schema_9_database_upgrades_in_place_with_every_row_unchanged() {
     // ... and after the upgrade every row and view reads as before.
     let store = Store::open(&p, &OpenOptions::default()).unwrap();
     let after: Vec<Vec<String>> = queries.iter().map(|q| dump(store.conn(), q)).collect();
-    // flow_state gains two columns, NULL.
-    assert_eq!(after[9], [format!("{},Null,Null", before[9][0])]);
+    // flow_state gains three columns, NULL (the container's two, schema 10; the flow's
+    // start, schema 11).
+    assert_eq!(after[9], [format!("{},Null,Null,Null", before[9][0])]);
     let strip = |mut v: Vec<Vec<String>>| {
         v.remove(9);
         v

@@ -61,6 +61,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0008_quota.sql"),
     include_str!("../../migrations/0009_usage_keys.sql"),
     include_str!("../../migrations/0010_containers.sql"),
+    include_str!("../../migrations/0011_flow_start.sql"),
 ];
 
 /// The first schema with the compact usage tables (`0005_raw_buckets.sql`); reports on an
@@ -73,6 +74,9 @@ const VIA_SCHEMA: i64 = 7;
 /// The first schema with containers (`0010_containers.sql`): the `containers` table, the
 /// views' `container` and `container_uid`, flow state's container.
 pub(crate) const CONTAINER_SCHEMA: i64 = 10;
+
+/// The first schema whose flow state keeps the flow's start (`0011_flow_start.sql`).
+pub(crate) const START_SCHEMA: i64 = 11;
 
 fn migrations() -> Migrations<'static> {
     Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect())
@@ -277,12 +281,17 @@ impl Store {
         } else {
             "NULL, NULL"
         };
+        let start = if self.schema >= START_SCHEMA {
+            "start_ns"
+        } else {
+            "NULL"
+        };
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
                 "SELECT zone, protocol, src, dst, sport, dport, ct_id, orig_packets, orig_bytes,
                         reply_packets, reply_bytes, uid, program, direction, first_seen,
-                        last_seen, missing, {via}, {container}
+                        last_seen, missing, {via}, {container}, {start}
                  FROM flow_state"
             ))
             .map_err(|e| self.wrap(e))?;
@@ -398,6 +407,7 @@ fn flow_state_row(r: &rusqlite::Row) -> Result<FlowState, RowError> {
         first_seen: r.get(14)?,
         last_seen: r.get(15)?,
         missing: r.get(16)?,
+        start_ns: r.get::<_, Option<i64>>(20)?.map(|ns| ns as u64),
     })
 }
 
@@ -634,9 +644,9 @@ fn write_state(tx: &Transaction, plan: &PassPlan) -> rusqlite::Result<()> {
     let mut up = tx.prepare_cached(
         "INSERT OR REPLACE INTO flow_state (zone, protocol, src, dst, sport, dport, ct_id,
             orig_packets, orig_bytes, reply_packets, reply_bytes, uid, program, direction,
-            first_seen, last_seen, missing, via, container, container_uid)
+            first_seen, last_seen, missing, via, container, container_uid, start_ns)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18, ?19, ?20)",
+                 ?18, ?19, ?20, ?21)",
     )?;
     for s in &plan.upserts {
         let (z, p, src, dst, sp, dp, id) = key_params(&s.key);
@@ -663,6 +673,7 @@ fn write_state(tx: &Transaction, plan: &PassPlan) -> rusqlite::Result<()> {
             a.and_then(|a| a.container.as_ref())
                 .map(|c| c.name.as_ref()),
             a.and_then(|a| a.container.as_ref()).map(|c| c.inner_uid),
+            s.start_ns.map(|ns| ns as i64),
         ])?;
     }
     let mut del = tx.prepare_cached(&format!("DELETE FROM flow_state WHERE {KEY}"))?;

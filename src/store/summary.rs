@@ -321,6 +321,7 @@ mod tests {
             first_seen,
             last_seen: first_seen,
             missing,
+            start_ns: None,
         };
         (key, s)
     }
