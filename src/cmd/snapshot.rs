@@ -45,6 +45,7 @@ pub fn run(s: &Settings, snap: &Snapshot) -> Result<()> {
         }
         other => other?,
     };
+    record_kept_gap(&mut store, &a.pass.proc_root, s.quiet)?;
     let outcome = run_pass(&mut store, &a.pass, "snapshot")?;
     if !s.quiet {
         eprintln!("{}", outcome.summary());
@@ -67,4 +68,43 @@ pub fn run(s: &Settings, snap: &Snapshot) -> Result<()> {
 fn write_metrics(store: &Store, path: &std::path::Path) -> Result<()> {
     let text = encode(&store.metrics()?, env!("CARGO_PKG_VERSION"), None);
     write_textfile(path, text.as_bytes())
+}
+
+/// A gap setup found (its table deleted or re-created since it last set it up, kept in
+/// `/run` by `prereq::ensure_table`): recorded once, with how long accounting may have
+/// been off, at most since the last pass ended, and said in one line.
+fn record_kept_gap(store: &mut Store, proc_root: &std::path::Path, quiet: bool) -> Result<()> {
+    let Some((cause, at)) = crate::firewall::kept_gap(proc_root) else {
+        return Ok(());
+    };
+    let last = store.last_pass_end()?;
+    let what = if cause == "table-gone" {
+        "was gone (deleted: a `flush ruleset` or a firewall reload?) and was put back"
+    } else {
+        "had been deleted and made again"
+    };
+    let detail = match last {
+        Some(l) => format!(
+            "nftables table inet netledger {what}: accounting may have been off for up to {} s, \
+             between the last pass ({}) and {}",
+            (at - l).max(0),
+            crate::firewall::utc(l),
+            crate::firewall::utc(at)
+        ),
+        None => format!(
+            "nftables table inet netledger {what} at {}: accounting may have been off before \
+             (no earlier pass in this database)",
+            crate::firewall::utc(at)
+        ),
+    };
+    let gap = crate::firewall::Gap {
+        cause,
+        detected_at: at,
+        off_ms: last.map(|l| (at - l).max(0) * 1000),
+        detail,
+    };
+    if store.record_gap(&gap)? && !quiet {
+        eprintln!("netledger: {}", gap.detail);
+    }
+    Ok(())
 }

@@ -25,6 +25,7 @@
 
 pub mod batch;
 pub mod claims;
+pub mod guard;
 pub mod listen;
 pub mod metrics_http;
 pub mod pass;
@@ -128,6 +129,12 @@ struct Writer {
     lost: Arc<AtomicU64>,
     /// Judges quotas after every commit.
     quota: crate::quota::Watcher,
+    /// Times accounting may have been off, found by the guard or the passes, to record.
+    gaps: guard::Gaps,
+    /// What the passes look for (accounting off, a full conntrack table).
+    health: crate::firewall::Health,
+    /// The guard of the nftables table (stopped when the writer ends).
+    _guard: Option<guard::Guard>,
 }
 
 impl Writer {
@@ -223,6 +230,40 @@ impl Writer {
         }
     }
 
+    /// Record the gaps found since the last look (kept for the next look if the database
+    /// refuses them).
+    fn record_gaps(&mut self) {
+        let found: Vec<_> =
+            std::mem::take(&mut *self.gaps.lock().unwrap_or_else(|p| p.into_inner()));
+        for (i, gap) in found.iter().enumerate() {
+            if let Err(e) = self.store.record_gap(gap) {
+                warn!("recording a gap in accounting failed: {e}; retried");
+                let mut g = self.gaps.lock().unwrap_or_else(|p| p.into_inner());
+                g.extend(found[i..].iter().cloned());
+                return;
+            }
+        }
+    }
+
+    /// After a pass: accounting switched off, conntrack's table full.
+    fn look_health(&mut self) {
+        let root = &self.cfg.pass.proc_root;
+        let found = self.health.look(
+            crate::firewall::acct_off(root),
+            None,
+            crate::firewall::CtStats::read(root),
+            chrono::Utc::now().timestamp(),
+        );
+        for g in &found {
+            warn!("{}", g.detail);
+        }
+        self.gaps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(found);
+        self.record_gaps();
+    }
+
     fn pass(&mut self, mode: &'static str) -> Option<PassOutcome> {
         self.host = interfaces::host_addrs();
         self.timeouts = Timeouts::read(&self.cfg.pass.proc_root);
@@ -244,6 +285,7 @@ impl Writer {
                     }
                 }
                 self.judge_quotas();
+                self.look_health();
                 Some(o)
             }
             Err(e) => {
@@ -289,6 +331,7 @@ impl Writer {
             if self.flush_due().is_some_and(|t| t <= Instant::now()) {
                 self.flush_or_keep();
             }
+            self.record_gaps();
             match l.rx.recv_timeout(self.wait(stopping, next_pass)) {
                 Ok(msg) => {
                     if let Some(e) = self.receive(msg) {
@@ -570,6 +613,13 @@ pub fn run(
         })?;
         say(cfg.quiet, format!("metrics on http://{bound}/metrics"));
     }
+    let gaps: guard::Gaps = Default::default();
+    let guard = guard::spawn(
+        proc_root.clone(),
+        needs,
+        cfg.pass.marks.clone(),
+        gaps.clone(),
+    );
     let (listener, buffer, fresh) = start_listener(&cfg)?;
     // Looked at once now (the subscription above needed CAP_NET_ADMIN, as nft does); each
     // pass looks again.
@@ -601,6 +651,9 @@ pub fn run(
         pass_cpu: Duration::ZERO,
         lost,
         quota: crate::quota::Watcher::new(cfg.quota.clone(), false),
+        gaps,
+        health: Default::default(),
+        _guard: guard,
     };
     let started = Instant::now();
     let failure = w.serve(&listener, &reload_config);

@@ -1,0 +1,311 @@
+//! netledger and the admin's firewall (issue 25), with real nft, real traffic and the
+//! kernel's own counters, in namespaces the tests make:
+//! - the ruleset round trip (`nft list ruleset > f && nft -c -f f && nft -f f`) with the
+//!   owner-mark rules installed, on this machine's nft: it must load back (nft ≥ 1.0.8),
+//!   or `setup` must say it will not and the safe way to save must work (nft ≤ 1.0.7);
+//! - a `flush ruleset` and a reload of Debian's default `/etc/nftables.conf` while the
+//!   daemon runs: the table is back within a second, said in one line, counted in the
+//!   metrics, and a download after each is charged to the byte;
+//! - a timer pass after its table was flushed says how long accounting may have been off;
+//! - accounting switched off and a notrack rule: said once, counted, and what they cost
+//!   measured against nftables counters of the same traffic.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// Debian 12's default `/etc/nftables.conf`: `flush ruleset`, then an empty `inet filter`.
+const DEBIAN_CONF: &str = include_str!("../fixtures/nftables/debian-12-nftables.conf");
+
+/// The README's way to save the admin's own tables only ("netledger and your firewall").
+const SAVE_OWN_TABLES: &str = "{ echo 'flush ruleset'; nft list tables | grep -v '^table inet netledger$' | while read -r _ family name; do nft list table \"$family\" \"$name\"; done; }";
+
+fn nft_version() -> (u32, u32, u32) {
+    let out = run(Command::new("nft").arg("--version"));
+    netledger::firewall::parse_nft_version(&String::from_utf8_lossy(&out.stdout))
+        .expect("nft --version")
+}
+
+/// `nft ARGS` in `ns`: (success, stdout, stderr).
+fn nft(ns: &Netns, args: &[&str]) -> (bool, String, String) {
+    let out = ns.cmd("nft").args(args).output().expect("nft");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Load `text` with `nft -f` in `ns`; must succeed.
+fn nft_load(ns: &Netns, text: &str) {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), text).unwrap();
+    let (ok, _, err) = nft(ns, &["-f", f.path().to_str().unwrap()]);
+    assert!(ok, "nft -f failed: {err}\n{text}");
+}
+
+/// The bytecode of table `inet netledger`, without the handles (which a reload changes).
+fn bytecode(ns: &Netns) -> String {
+    let (ok, out, err) = nft(
+        ns,
+        &["--debug=netlink", "list", "table", "inet", "netledger"],
+    );
+    assert!(ok, "{err}");
+    out.lines()
+        .take_while(|l| !l.starts_with("table "))
+        .map(|l| {
+            if l.starts_with("inet netledger ") {
+                // "inet netledger output 5 3": table, family, chain, then handles.
+                l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn saved_ruleset_loads_back_or_setup_says_how_to_save() {
+    if !require_root("saved_ruleset_loads_back_or_setup_says_how_to_save") {
+        return;
+    }
+    let ns = Netns::new("nlfr");
+    // The admin's firewall first, as Debian boots it; then netledger.
+    nft_load(&ns, DEBIAN_CONF);
+    let setup = run(ns.cmd(bin()).arg("setup"));
+    let said = String::from_utf8_lossy(&setup.stderr).into_owned();
+    let (ok, saved, err) = nft(&ns, &["list", "ruleset"]);
+    assert!(ok, "{err}");
+    assert!(saved.contains("ct mark set meta skuid"), "{saved}");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &saved).unwrap();
+    let path = file.path().to_str().unwrap();
+    let version = nft_version();
+    eprintln!("nft {version:?}; setup said:\n{said}");
+    let (checked, _, check_err) = nft(&ns, &["-c", "-f", path]);
+    if version >= (1, 0, 8) {
+        assert!(
+            checked,
+            "nft -c -f of the saved ruleset failed: {check_err}"
+        );
+        assert!(!said.contains("cannot load back"), "{said}");
+        // Loaded back as a boot would (an empty ruleset first): the same rules, to the
+        // expression, as netledger made them.
+        let before = bytecode(&ns);
+        let fresh = Netns::new("nlfr");
+        let (loaded, _, err) = nft(&fresh, &["-f", path]);
+        assert!(loaded, "nft -f of the saved ruleset failed: {err}");
+        assert_eq!(bytecode(&fresh), before);
+        assert!(before.contains("[ meta load skuid => reg 1 ]"), "{before}");
+    } else {
+        // This nft cannot read back what it prints: the file fails as a whole, and setup
+        // said so, with the way out.
+        assert!(
+            !checked,
+            "nft {version:?} loaded the owner-mark rules back?"
+        );
+        assert!(check_err.contains("datatype mismatch"), "{check_err}");
+        assert!(
+            said.contains("cannot load back the owner-mark rules")
+                && said.contains("save only your own tables"),
+            "setup did not warn:\n{said}"
+        );
+        // It says so again at every setup, not only the first.
+        let again = run(ns.cmd(bin()).arg("setup"));
+        assert!(String::from_utf8_lossy(&again.stderr).contains("cannot load back"));
+    }
+    // The README's way to save works on every version: the admin's tables, not netledger's.
+    let own = ns.sh(SAVE_OWN_TABLES);
+    let own = String::from_utf8_lossy(&own.stdout).into_owned();
+    assert!(own.starts_with("flush ruleset\n"), "{own}");
+    assert!(own.contains("table inet filter"), "{own}");
+    assert!(!own.contains("netledger"), "{own}");
+    std::fs::write(file.path(), &own).unwrap();
+    let (ok, _, err) = nft(&ns, &["-c", "-f", path]);
+    assert!(ok, "the saved own tables do not load: {err}\n{own}");
+}
+
+/// A download of `down` bytes (twice: the client's two requests) by `user` from the inet
+/// server.
+fn download(t: &Inet, user: &TestUser, tb: &Path, down: u64) {
+    let mut c = Proc::spawn("download", {
+        let mut c = user.cmd(&t.host, tb);
+        c.args([
+            "client",
+            "tcp",
+            "198.51.100.2:9000",
+            "100",
+            &down.to_string(),
+        ]);
+        c
+    });
+    c.expect("ready");
+    c.go();
+    c.expect("done");
+    c.wait_ok();
+}
+
+/// `netledger metrics` of `db`, the value of `series` (0 when absent).
+fn metric(ns: &Netns, db: &Path, series: &str) -> f64 {
+    let out = run(ns.cmd(bin()).arg("--db").arg(db).arg("metrics"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Wait until table `inet netledger` is back with its owner-mark rules.
+fn wait_table_back(ns: &Netns) {
+    wait_for("table inet netledger back", Duration::from_secs(5), || {
+        let (ok, out, _) = nft(ns, &["list", "table", "inet", "netledger"]);
+        (ok && out.matches("ct mark set meta skuid").count() == 3).then_some(())
+    });
+}
+
+#[test]
+fn flush_and_reload_while_the_daemon_runs_are_put_back_and_charged_exactly() {
+    if !require_root("flush_and_reload_while_the_daemon_runs_are_put_back_and_charged_exactly") {
+        return;
+    }
+    let t = Inet::new("nlfd", 2);
+    let tb = traffic_bin();
+    let alice = TestUser::new("nlfa");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("n.db");
+    let capture = DestroyCapture::start(&t.host);
+    let daemon = Daemon::start(&t.host, &db, &["--interval", "60s"], &[]);
+    let to_server = |e: &CtEntry| e.orig.dport == 9000;
+
+    // 1. `nft flush ruleset`: the table is gone, then back, said in one line.
+    let t0 = std::time::Instant::now();
+    let (ok, _, err) = nft(&t.host, &["flush", "ruleset"]);
+    assert!(ok, "{err}");
+    wait_for(
+        "the daemon's line about the flush",
+        Duration::from_secs(5),
+        || daemon.stderr().contains("was deleted").then_some(()),
+    );
+    wait_table_back(&t.host);
+    eprintln!("table back {:?} after the flush", t0.elapsed());
+    download(&t, &alice, &tb.path, 2_000_000);
+
+    // 2. Debian's default configuration loaded (`systemctl restart nftables`).
+    nft_load(&t.host, DEBIAN_CONF);
+    wait_for(
+        "the daemon's line about the reload",
+        Duration::from_secs(5),
+        || (daemon.stderr().matches("was deleted").count() >= 2).then_some(()),
+    );
+    wait_table_back(&t.host);
+    let (_, tables, _) = nft(&t.host, &["list", "tables"]);
+    assert!(tables.contains("table inet filter"), "{tables}");
+    download(&t, &alice, &tb.path, 3_000_000);
+
+    // Two connections (a client makes its two requests on one), each ended: their DESTROY
+    // counters are the truth.
+    let destroyed = capture.wait(2, to_server);
+    wait_entries_gone(&t.host, "the downloads", to_server);
+    wait_for("2 logged connections", Duration::from_secs(30), || {
+        (connection_log(&t.host, &db, &[]).len() >= 2).then_some(())
+    });
+    let err = daemon.stop();
+    let truth = outgoing_usage(&destroyed);
+    let got = top_by_uid(&t.host, &db);
+    eprintln!(
+        "alice: charged {:?}, conntrack {truth:?}",
+        got.get(&Some(alice.uid))
+    );
+    assert!(
+        truth.rx_bytes > 10_000_000,
+        "conntrack did not count: {truth:?}"
+    );
+    assert_eq!(got.get(&Some(alice.uid)).copied(), Some(truth));
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("was deleted")).collect();
+    assert_eq!(lines.len(), 2, "one line per deletion:\n{err}");
+    for l in &lines {
+        assert!(l.contains("by nft (pid "), "{l}");
+        assert!(l.contains("put back after"), "{l}");
+    }
+    assert_eq!(
+        metric(
+            &t.host,
+            &db,
+            "netledger_accounting_gaps_total{cause=\"table-gone\"}"
+        ),
+        2.0
+    );
+    let secs = metric(
+        &t.host,
+        &db,
+        "netledger_accounting_gap_seconds_total{cause=\"table-gone\"}",
+    );
+    assert!(secs > 0.0 && secs < 2.0, "gap seconds {secs}");
+}
+
+#[test]
+fn a_timer_pass_says_how_long_its_table_was_gone() {
+    if !require_root("a_timer_pass_says_how_long_its_table_was_gone") {
+        return;
+    }
+    let ns = Netns::new("nlft");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("n.db");
+    // As the shipped timer runs: setup as root, then the pass without setup.
+    let tick = || {
+        let s = run(ns.cmd(bin()).arg("setup"));
+        let p = run(ns
+            .cmd(bin())
+            .arg("--db")
+            .arg(&db)
+            .args(["snapshot", "--no-setup"]));
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&s.stderr),
+            String::from_utf8_lossy(&p.stderr)
+        )
+    };
+    let first = tick();
+    assert!(!first.contains("may have been off"), "{first}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let (ok, _, err) = nft(&ns, &["flush", "ruleset"]);
+    assert!(ok, "{err}");
+    let after = tick();
+    assert!(after.contains("was deleted (put back now)"), "{after}");
+    let line = after
+        .lines()
+        .find(|l| l.contains("accounting may have been off for up to"))
+        .unwrap_or_else(|| panic!("the pass did not say how long:\n{after}"));
+    assert!(line.contains("between the last pass"), "{line}");
+    // Said and counted once, not at every later pass.
+    let later = tick();
+    assert!(!later.contains("may have been off"), "{later}");
+    assert_eq!(
+        metric(
+            &ns,
+            &db,
+            "netledger_accounting_gaps_total{cause=\"table-gone\"}"
+        ),
+        1.0
+    );
+
+    // Deleted and made again by someone else (the table without netledger's rules, as
+    // `contrib/netledger.nft` holds it): another handle.
+    let (ok, _, err) = nft(&ns, &["delete", "table", "inet", "netledger"]);
+    assert!(ok, "{err}");
+    nft_load(&ns, include_str!("../contrib/netledger.nft"));
+    let again = tick();
+    assert!(again.contains("deleted and made again"), "{again}");
+    assert_eq!(
+        metric(
+            &ns,
+            &db,
+            "netledger_accounting_gaps_total{cause=\"table-recreated\"}"
+        ),
+        1.0
+    );
+}
