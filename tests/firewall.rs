@@ -309,3 +309,121 @@ fn a_timer_pass_says_how_long_its_table_was_gone() {
         1.0
     );
 }
+
+/// Bytes of the download traffic as nftables counts it in `ns`'s table `ip truth`: the IP
+/// length of every packet to and from the inet server, as conntrack would count them.
+fn truth_bytes(ns: &Netns) -> u64 {
+    let (ok, out, err) = nft(ns, &["-j", "list", "table", "ip", "truth"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .flat_map(|r| r["expr"].as_array().unwrap().iter())
+        .filter_map(|e| e.get("counter")?.get("bytes")?.as_u64())
+        .sum()
+}
+
+fn alice_total(ns: &Netns, db: &Path, uid: u32) -> u64 {
+    top_by_uid(ns, db)
+        .get(&Some(uid))
+        .map_or(0, |u| u.rx_bytes + u.tx_bytes)
+}
+
+#[test]
+fn accounting_off_and_notrack_are_said_counted_and_their_cost_measured() {
+    if !require_root("accounting_off_and_notrack_are_said_counted_and_their_cost_measured") {
+        return;
+    }
+    let t = Inet::new("nlfo", 2);
+    let tb = traffic_bin();
+    let alice = TestUser::new("nlfo");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("n.db");
+    nft_load(
+        &t.host,
+        "table ip truth {
+            chain o { type filter hook output priority 10; ip daddr 198.51.100.2 tcp dport 9000 counter; }
+            chain i { type filter hook input priority 10; ip saddr 198.51.100.2 tcp sport 9000 counter; }
+        }",
+    );
+    let daemon = Daemon::start(&t.host, &db, &["--interval", "1s"], &[]);
+    let to_server = |e: &CtEntry| e.orig.dport == 9000;
+
+    // 1. Accounting switched off by someone: said at the next pass; a download then is
+    //    charged nothing (its entry has no counters).
+    t.host.sh("sysctl -qw net.netfilter.nf_conntrack_acct=0");
+    wait_for(
+        "the daemon's line about accounting",
+        Duration::from_secs(10),
+        || {
+            daemon
+                .stderr()
+                .contains("accounting was switched off")
+                .then_some(())
+        },
+    );
+    let t0 = truth_bytes(&t.host);
+    download(&t, &alice, &tb.path, 1_000_000);
+    wait_tcp_closed(&t.host);
+    let acct_cost = truth_bytes(&t.host) - t0;
+    t.host.sh("sysctl -qw net.netfilter.nf_conntrack_acct=1");
+    wait_entries_gone(&t.host, "the download without counters", to_server);
+    daemon.wait_for_a_whole_pass();
+    let charged_acct = alice_total(&t.host, &db, alice.uid);
+
+    // 2. A notrack rule covering the traffic: said when it is added; a download then has
+    //    no conntrack entry at all.
+    nft_load(
+        &t.host,
+        "table ip raw {
+            chain pre { type filter hook prerouting priority raw; ip saddr 198.51.100.2 tcp sport 9000 notrack; }
+            chain out { type filter hook output priority raw; ip daddr 198.51.100.2 tcp dport 9000 notrack; }
+        }",
+    );
+    wait_for(
+        "the daemon's line about notrack",
+        Duration::from_secs(5),
+        || daemon.stderr().contains("a notrack rule").then_some(()),
+    );
+    let t1 = truth_bytes(&t.host);
+    download(&t, &alice, &tb.path, 1_000_000);
+    let notrack_cost = truth_bytes(&t.host) - t1;
+    assert!(conntrack_entries(&t.host).iter().all(|e| !to_server(e)));
+    daemon.wait_for_a_whole_pass();
+    let charged_notrack = alice_total(&t.host, &db, alice.uid) - charged_acct;
+
+    // 3. Both undone: counted again, to the byte.
+    let (ok, _, err) = nft(&t.host, &["delete", "table", "ip", "raw"]);
+    assert!(ok, "{err}");
+    let capture = DestroyCapture::start(&t.host);
+    download(&t, &alice, &tb.path, 1_000_000);
+    let truth = outgoing_usage(&capture.wait(1, to_server));
+    wait_for("the last download charged", Duration::from_secs(30), || {
+        let c = alice_total(&t.host, &db, alice.uid);
+        (c > charged_acct + charged_notrack).then_some(())
+    });
+    let err = daemon.stop();
+    let charged_after = alice_total(&t.host, &db, alice.uid) - charged_acct - charged_notrack;
+    eprintln!(
+        "accounting off: {acct_cost} B of a 2 MB download (nftables counters), {charged_acct} B \
+         charged; notrack: {notrack_cost} B, {charged_notrack} B charged; after: {charged_after} \
+         B charged, conntrack {} B",
+        truth.rx_bytes + truth.tx_bytes
+    );
+    assert!(acct_cost > 2_000_000 && notrack_cost > 2_000_000);
+    assert_eq!((charged_acct, charged_notrack), (0, 0));
+    assert_eq!(charged_after, truth.rx_bytes + truth.tx_bytes);
+    assert_eq!(
+        err.matches("accounting was switched off").count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(err.matches("a notrack rule").count(), 1, "{err}");
+    for cause in ["acct-off", "notrack"] {
+        let series = format!("netledger_accounting_gaps_total{{cause=\"{cause}\"}}");
+        assert_eq!(metric(&t.host, &db, &series), 1.0, "{series}");
+    }
+}
