@@ -427,3 +427,128 @@ fn accounting_off_and_notrack_are_said_counted_and_their_cost_measured() {
         assert_eq!(metric(&t.host, &db, &series), 1.0, "{series}");
     }
 }
+
+/// What an admin's host carries besides netledger, loaded in `ns`: Debian's default
+/// configuration with a few filter rules, iptables-nft rules, a Docker-like set of NAT and
+/// filter chains (as dockerd writes them through iptables-nft), and iptables-legacy rules.
+fn admins_firewall(ns: &Netns) {
+    nft_load(
+        ns,
+        &DEBIAN_CONF.replace(
+            "type filter hook input priority filter;",
+            "type filter hook input priority filter; ct state established,related accept; \
+             iif lo accept; tcp sport 9000 accept",
+        ),
+    );
+    ns.sh(
+        "iptables-nft -A OUTPUT -p tcp --dport 9000 -j ACCEPT
+         iptables-nft -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+         iptables-nft -t mangle -A OUTPUT -p tcp --dport 9000 -j MARK --set-mark 7
+         iptables-nft -t nat -N DOCKER
+         iptables-nft -t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+         iptables-nft -t nat -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
+         iptables-nft -t nat -A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+         iptables-nft -t nat -A DOCKER -i docker0 -j RETURN
+         iptables-nft -t nat -A DOCKER ! -i docker0 -p tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80
+         iptables-nft -N DOCKER-USER
+         iptables-nft -N DOCKER
+         iptables-nft -P FORWARD DROP
+         iptables-nft -A FORWARD -j DOCKER-USER
+         iptables-nft -A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+         iptables-nft -A FORWARD -o docker0 -j DOCKER
+         iptables-nft -A DOCKER-USER -j RETURN
+         iptables-nft -A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp --dport 80 -j ACCEPT
+         iptables-legacy -A OUTPUT -p tcp --dport 9000 -j ACCEPT
+         iptables-legacy -A INPUT -m conntrack --ctstate ESTABLISHED -j ACCEPT",
+    );
+}
+
+/// The admin's rulesets, nftables and iptables-legacy; `stateless` leaves out counters.
+fn rulesets(ns: &Netns, stateless: bool) -> String {
+    let args: &[&str] = if stateless {
+        &["-s", "list", "ruleset"]
+    } else {
+        &["list", "ruleset"]
+    };
+    let (ok, out, err) = nft(ns, args);
+    assert!(ok, "{err}");
+    let legacy = ns.sh("iptables-legacy -S; iptables-legacy -t nat -S");
+    format!("{out}\n{}", String::from_utf8_lossy(&legacy.stdout))
+}
+
+#[test]
+fn coexists_with_admins_rulesets_and_undo_leaves_them_as_they_were() {
+    if !require_root("coexists_with_admins_rulesets_and_undo_leaves_them_as_they_were") {
+        return;
+    }
+    let t = Inet::new("nlfc", 2);
+    let tb = traffic_bin();
+    let alice = TestUser::new("nlfc");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("n.db");
+    // The admin's firewall, with netledger not there yet.
+    run(t.host.cmd(bin()).args(["setup", "--undo"]));
+    admins_firewall(&t.host);
+    let before = rulesets(&t.host, false);
+    assert!(
+        before.contains("DOCKER") && before.contains("table inet filter"),
+        "{before}"
+    );
+
+    // Set up and undone at once: the admin's ruleset byte for byte, counters included.
+    let said = run(t.host.cmd(bin()).arg("setup"));
+    let said = String::from_utf8_lossy(&said.stderr).into_owned();
+    assert!(!said.contains("another rule writes"), "{said}");
+    run(t.host.cmd(bin()).args(["setup", "--undo"]));
+    assert_eq!(rulesets(&t.host, false), before);
+
+    // Set up again, the daemon running, traffic through every table: exact.
+    let before_stateless = rulesets(&t.host, true);
+    run(t.host.cmd(bin()).arg("setup"));
+    let capture = DestroyCapture::start(&t.host);
+    let daemon = Daemon::start(&t.host, &db, &["--interval", "60s"], &[]);
+    download(&t, &alice, &tb.path, 2_000_000);
+    // The admin reloads iptables rules (iptables-nft-restore replaces its tables) and
+    // Debian's configuration; netledger's table stays or comes back.
+    t.host.sh("iptables-nft-save | iptables-nft-restore");
+    admins_firewall_reload(&t.host);
+    wait_table_back(&t.host);
+    download(&t, &alice, &tb.path, 2_000_000);
+    let to_server = |e: &CtEntry| e.orig.dport == 9000;
+    let truth = outgoing_usage(&capture.wait(2, to_server));
+    wait_entries_gone(&t.host, "the downloads", to_server);
+    wait_for("2 logged connections", Duration::from_secs(30), || {
+        (connection_log(&t.host, &db, &[]).len() >= 2).then_some(())
+    });
+    let err = daemon.stop();
+    let got = top_by_uid(&t.host, &db);
+    eprintln!(
+        "alice: charged {:?}, conntrack {truth:?}",
+        got.get(&Some(alice.uid))
+    );
+    assert!(truth.rx_bytes > 4_000_000, "{truth:?}");
+    assert_eq!(got.get(&Some(alice.uid)).copied(), Some(truth), "{err}");
+    assert!(!err.contains("owner marks not used: another rule"), "{err}");
+
+    // Undone: the admin's ruleset as it is now (they reloaded it) less netledger's table,
+    // byte for byte (counters aside: traffic moved them).
+    let with_netledger = rulesets(&t.host, true);
+    let start = with_netledger
+        .find("table inet netledger {")
+        .expect("netledger's table");
+    let end = start + with_netledger[start..].find("\n}\n").unwrap() + 3;
+    let expected = format!("{}{}", &with_netledger[..start], &with_netledger[end..]);
+    run(t.host.cmd(bin()).args(["setup", "--undo"]));
+    assert_eq!(rulesets(&t.host, true), expected);
+    assert_ne!(expected, before_stateless, "the reloads changed nothing?");
+}
+
+/// `systemctl restart nftables` with the admin's configuration, then their iptables rules
+/// again (as iptables-persistent would restore them), both while netledger runs.
+fn admins_firewall_reload(ns: &Netns) {
+    let saved = ns.sh("iptables-nft-save");
+    nft_load(ns, DEBIAN_CONF);
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), &saved.stdout).unwrap();
+    run(ns.cmd("iptables-nft-restore").arg(f.path()));
+}
