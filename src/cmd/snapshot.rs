@@ -103,7 +103,7 @@ fn record_kept_gap(store: &mut Store, proc_root: &std::path::Path, quiet: bool) 
         off_ms: last.map(|l| (at - l).max(0) * 1000),
         detail,
     };
-    if store.record_gap(&gap)? && !quiet {
+    if store.record_gap(&gap, true)? && !quiet {
         eprintln!("netledger: {}", gap.detail);
     }
     Ok(())

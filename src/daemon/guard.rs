@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
@@ -19,6 +20,9 @@ use crate::firewall::{self, Change, Event, Gap, Health};
 use crate::owner_mark;
 use crate::pass::MarkTrust;
 use crate::prereq::{self, Needs};
+
+/// The shortest time between two looks for notrack rules.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// Gaps found and not yet recorded (the writer owns the database).
 pub type Gaps = Arc<Mutex<Vec<Gap>>>;
@@ -60,6 +64,10 @@ pub fn spawn(proc_root: PathBuf, needs: Needs, marks: Arc<MarkTrust>, gaps: Gaps
         .spawn(move || {
             let mut health = Health::default();
             look_for_notrack(&mut health, &gaps);
+            // The notrack look runs `nft -j list ruleset`: at most once a second, however
+            // many transactions other tools make (a busy fail2ban, a container runtime).
+            let mut last_look = Instant::now();
+            let mut look_due = false;
             while !stopped.load(Ordering::SeqCst) {
                 match watch.wait() {
                     Ok(Some(Event::Ours(change))) => {
@@ -67,14 +75,19 @@ pub fn spawn(proc_root: PathBuf, needs: Needs, marks: Arc<MarkTrust>, gaps: Gaps
                             gaps.lock().unwrap_or_else(|p| p.into_inner()).push(gap);
                         }
                         marks.refresh();
-                        look_for_notrack(&mut health, &gaps);
+                        look_due = true;
                     }
-                    Ok(Some(Event::Other)) => look_for_notrack(&mut health, &gaps),
+                    Ok(Some(Event::Other)) => look_due = true,
                     Ok(None) => {}
                     Err(e) => {
                         warn!("watching the nftables ruleset failed ({e}); stopped watching");
                         return;
                     }
+                }
+                if look_due && last_look.elapsed() >= LOOK_EVERY {
+                    look_for_notrack(&mut health, &gaps);
+                    last_look = Instant::now();
+                    look_due = false;
                 }
             }
         })

@@ -236,7 +236,7 @@ impl Writer {
         let found: Vec<_> =
             std::mem::take(&mut *self.gaps.lock().unwrap_or_else(|p| p.into_inner()));
         for (i, gap) in found.iter().enumerate() {
-            if let Err(e) = self.store.record_gap(gap) {
+            if let Err(e) = self.store.record_gap(gap, false) {
                 warn!("recording a gap in accounting failed: {e}; retried");
                 let mut g = self.gaps.lock().unwrap_or_else(|p| p.into_inner());
                 g.extend(found[i..].iter().cloned());
@@ -613,6 +613,7 @@ pub fn run(
         })?;
         say(cfg.quiet, format!("metrics on http://{bound}/metrics"));
     }
+    let (listener, buffer, fresh) = start_listener(&cfg)?;
     let gaps: guard::Gaps = Default::default();
     let guard = guard::spawn(
         proc_root.clone(),
@@ -620,7 +621,6 @@ pub fn run(
         cfg.pass.marks.clone(),
         gaps.clone(),
     );
-    let (listener, buffer, fresh) = start_listener(&cfg)?;
     // Looked at once now (the subscription above needed CAP_NET_ADMIN, as nft does); each
     // pass looks again.
     cfg.pass.marks.usable();

@@ -16,15 +16,17 @@ const GAPS_SCHEMA: i64 = 11;
 pub type GapTotals = BTreeMap<String, (u64, u64)>;
 
 impl Store {
-    /// Record `gap` (once per cause and time: a second record of the same is ignored).
-    /// Returns whether it was new.
-    pub fn record_gap(&mut self, gap: &Gap) -> Result<bool, StoreError> {
+    /// Record `gap`; with `once`, not when a gap of the same cause and time is there
+    /// already (a timer's kept finding, read by every pass until setup runs again).
+    /// Returns whether it was recorded.
+    pub fn record_gap(&mut self, gap: &Gap, once: bool) -> Result<bool, StoreError> {
         let n = self
             .conn
             .execute(
-                "INSERT OR IGNORE INTO accounting_gaps (detected_at, cause, off_ms, detail)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![gap.detected_at, gap.cause, gap.off_ms, gap.detail],
+                "INSERT INTO accounting_gaps (detected_at, cause, off_ms, detail)
+                 SELECT ?1, ?2, ?3, ?4 WHERE NOT ?5 OR NOT EXISTS
+                   (SELECT 1 FROM accounting_gaps WHERE cause = ?2 AND detected_at = ?1)",
+                params![gap.detected_at, gap.cause, gap.off_ms, gap.detail, once],
             )
             .map_err(|e| self.wrap(e))?;
         Ok(n == 1)
