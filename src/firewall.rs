@@ -181,20 +181,33 @@ pub fn utc(at: i64) -> String {
 }
 
 /// Keep a gap setup found for the next pass to record (a timer's setup runs before its
-/// pass opens the database, and as another user).
+/// pass opens the database, and as another user): one line per finding, appended.
 pub fn keep_gap(proc_root: &Path, cause: &str, detected_at: i64) {
+    use std::io::Write;
     if let Some(f) = gap_file(proc_root) {
         let _ = std::fs::create_dir_all(crate::prereq::STATE_DIR);
-        let _ = std::fs::write(f, format!("{cause} {detected_at}\n"));
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(f)
+        {
+            let _ = writeln!(file, "{cause} {detected_at}");
+        }
     }
 }
 
-/// The gap setup kept (cause, detected_at), if any. Left in place (a pass running as
-/// another user may not remove it): the database records each (cause, time) once.
-pub fn kept_gap(proc_root: &Path) -> Option<(String, i64)> {
-    let text = std::fs::read_to_string(gap_file(proc_root)?).ok()?;
-    let (cause, at) = text.trim().split_once(' ')?;
-    Some((cause.to_owned(), at.parse().ok()?))
+/// The gaps setup kept (cause, detected_at), oldest first. Left in place (a pass running
+/// as another user may not remove them): the database records each (cause, time) once.
+pub fn kept_gaps(proc_root: &Path) -> Vec<(String, i64)> {
+    let text = gap_file(proc_root)
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let (cause, at) = l.trim().split_once(' ')?;
+            Some((cause.to_owned(), at.parse().ok()?))
+        })
+        .collect()
 }
 
 // ---- nftables notifications ----

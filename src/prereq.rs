@@ -509,6 +509,9 @@ pub fn setup_with(proc_root: &Path, needs: Needs) -> Result<Vec<String>, PrereqE
     if !has_net_admin(proc_root) {
         return Err(PrereqError::NotPrivileged);
     }
+    // Set up here before in this boot (a table handle kept): a sysctl found off again was
+    // switched off by someone since.
+    let set_up_before = firewall::kept_handle(proc_root).is_some();
     let mut changed = ensure_table(proc_root, needs, true)?;
     let acct = read_sysctl(&acct_path(proc_root)).map_err(|e| match e {
         PrereqError::Sysctl { path, source } if source.kind() == std::io::ErrorKind::NotFound => {
@@ -518,10 +521,21 @@ pub fn setup_with(proc_root: &Path, needs: Needs) -> Result<Vec<String>, PrereqE
     })?;
     if acct == "0" {
         switch_on(proc_root, "nf_conntrack_acct", &acct)?;
-        changed.push(
-            "set net.netfilter.nf_conntrack_acct=1 (counters exist for flows created from now on)"
-                .into(),
-        );
+        if set_up_before {
+            firewall::keep_gap(proc_root, "acct-off", chrono::Utc::now().timestamp());
+            changed.push(
+                "net.netfilter.nf_conntrack_acct had been switched off since netledger set it \
+                 up: set it to 1 again (flows created meanwhile carry no counters; the next \
+                 pass says for how long at most)"
+                    .into(),
+            );
+        } else {
+            changed.push(
+                "set net.netfilter.nf_conntrack_acct=1 (counters exist for flows created from \
+                 now on)"
+                    .into(),
+            );
+        }
     }
     if needs.events {
         for (name, what) in DAEMON_SYSCTLS {

@@ -299,6 +299,28 @@ fn a_timer_pass_says_how_long_its_table_was_gone() {
         1.0
     );
 
+    // Accounting switched off by someone: setup switches it on again, the pass says how
+    // long it may have been off.
+    ns.sh("sysctl -qw net.netfilter.nf_conntrack_acct=0");
+    let acct = tick();
+    assert!(
+        acct.contains("had been switched off since netledger set it up"),
+        "{acct}"
+    );
+    assert!(
+        acct.contains("conntrack accounting had been switched off")
+            && acct.contains("accounting may have been off for up to"),
+        "{acct}"
+    );
+    assert_eq!(
+        metric(
+            &ns,
+            &db,
+            "netledger_accounting_gaps_total{cause=\"acct-off\"}"
+        ),
+        1.0
+    );
+
     // Deleted and made again by someone else (the table without netledger's rules, as
     // `contrib/netledger.nft` holds it): another handle.
     let (ok, _, err) = nft(&ns, &["delete", "table", "inet", "netledger"]);
