@@ -14,11 +14,11 @@
 //!   transaction (net/netfilter/nf_tables_api.c, `nf_tables_commit`). A change that touches
 //!   table `inet netledger` (a `flush ruleset` deletes it) is reported once per
 //!   transaction, within milliseconds; the daemon then looks at the table and puts it back.
-//! - **The timer** ([`compare`], [`Gap`]): the table's handle (a per-namespace counter
+//! - **The timer** ([`compare`], [`Gap`]): the table's handle (from a 64-bit counter
 //!   the kernel never reuses) is kept beside setup's state in `/run`; a table gone or with
 //!   another handle at the next setup means it was deleted in between, and accounting may
 //!   have been off since the last pass.
-//! - **What else stops counting**: accounting switched off ([`acct_off_since`]), a
+//! - **What else stops counting**: accounting switched off ([`acct_off`]), a
 //!   `notrack` rule ([`notrack_rules`]) and a full conntrack table ([`CtStats`]).
 
 use std::io;
