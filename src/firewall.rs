@@ -82,6 +82,32 @@ pub fn parse_table_handle(json: &str) -> Option<u64> {
         .find_map(|o| o.get("table")?.get("handle")?.as_u64())
 }
 
+/// Whether `nft -j list table inet netledger`'s output shows the table as netledger makes
+/// it (`contrib/netledger.nft`): chains `output` and `input` on their hooks, each with its
+/// `ct state` rule, which is what makes conntrack track. The owner-mark rules are counted
+/// apart ([`crate::owner_mark::rules_present`]).
+pub fn table_whole(json: &str) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+        return false;
+    };
+    let objects = v["nftables"].as_array().cloned().unwrap_or_default();
+    ["output", "input"].iter().all(|name| {
+        let chain = objects
+            .iter()
+            .filter_map(|o| o.get("chain"))
+            .any(|c| c["name"] == *name && c["hook"] == *name && c["table"] == "netledger");
+        let ct_rule = objects.iter().filter_map(|o| o.get("rule")).any(|r| {
+            r["chain"] == *name
+                && r["expr"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e["match"]["left"]["ct"]["key"] == "state")
+        });
+        chain && ct_rule
+    })
+}
+
 /// The table's handle now (None: no table, or nft cannot say).
 pub fn table_handle() -> Option<u64> {
     crate::owner_mark::nft_json(&["list", "table", "inet", "netledger"])
@@ -581,6 +607,16 @@ mod tests {
             {"table":{"family":"inet","name":"netledger","handle":42}},
             {"chain":{"family":"inet","table":"netledger","name":"output","handle":1}}]}"#;
         assert_eq!(parse_table_handle(json), Some(42));
+        assert!(!table_whole(json), "no input chain, no ct rule");
+        let whole = r#"{"nftables":[{"table":{"family":"inet","name":"netledger","handle":4}},
+            {"chain":{"table":"netledger","name":"output","hook":"output"}},
+            {"chain":{"table":"netledger","name":"input","hook":"input"}},
+            {"rule":{"chain":"output","expr":[{"match":{"op":"in","left":{"ct":{"key":"state"}},"right":"new"}}]}},
+            {"rule":{"chain":"input","expr":[{"match":{"op":"in","left":{"ct":{"key":"state"}},"right":"new"}}]}}]}"#;
+        assert!(table_whole(whole));
+        // `nft flush chain inet netledger input`: the chain is there, its rule is not.
+        let flushed = whole.replace(r#"{"rule":{"chain":"input""#, r#"{"rule":{"chain":"x""#);
+        assert!(!table_whole(&flushed));
         assert_eq!(compare(None, Some(42)), TableCheck::First);
         assert_eq!(compare(Some(42), Some(42)), TableCheck::Same);
         assert_eq!(compare(Some(42), None), TableCheck::Gone);

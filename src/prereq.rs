@@ -454,6 +454,15 @@ pub fn ensure_table(
         listed.as_deref().and_then(firewall::parse_table_handle),
     );
     let rules = match listed {
+        // Emptied or cut down (`nft flush chain`, a deleted chain): the table again, whole.
+        Some(t) if !firewall::table_whole(&t) => {
+            install_nft_table()?;
+            changed.push(
+                "re-installed nftables table inet netledger (a chain or its ct rule was gone)"
+                    .into(),
+            );
+            0
+        }
         Some(t) => owner_mark::rules_present(&t),
         None if !nft_table_present()? => {
             install_nft_table()?;

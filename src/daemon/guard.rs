@@ -103,7 +103,8 @@ pub fn spawn(proc_root: PathBuf, needs: Needs, marks: Arc<MarkTrust>, gaps: Gaps
 fn put_back(proc_root: &std::path::Path, needs: Needs, keep: bool, change: &Change) -> Option<Gap> {
     let listed = owner_mark::nft_json(&["list", "table", "inet", "netledger"]);
     let rules = listed.as_deref().map_or(0, owner_mark::rules_present);
-    let intact = listed.is_some() && (needs.no_owner_mark || rules >= owner_mark::RULES);
+    let whole = listed.as_deref().is_some_and(firewall::table_whole);
+    let intact = whole && (needs.no_owner_mark || rules >= owner_mark::RULES);
     let by = change.by.as_deref().unwrap_or("an unknown process");
     if intact {
         debug!("table inet netledger changed by {by}, and is whole");
@@ -111,6 +112,8 @@ fn put_back(proc_root: &std::path::Path, needs: Needs, keep: bool, change: &Chan
     }
     let (cause, what) = if listed.is_none() {
         ("table-gone", "was deleted")
+    } else if !whole {
+        ("table-gone", "lost a chain or its ct rule")
     } else {
         ("rule-gone", "lost its owner-mark rules")
     };
