@@ -21,6 +21,10 @@ use common::*;
 /// Debian 12's default `/etc/nftables.conf`: `flush ruleset`, then an empty `inet filter`.
 const DEBIAN_CONF: &str = include_str!("../fixtures/nftables/debian-12-nftables.conf");
 
+/// A table laid out as firewalld makes it, loaded as `firewall-cmd --reload` does (its
+/// table deleted and made again); see the file for where it comes from.
+const FIREWALLD_LIKE: &str = include_str!("../fixtures/nftables/firewalld-like.nft");
+
 /// The README's way to save the admin's own tables only ("netledger and your firewall").
 const SAVE_OWN_TABLES: &str = "{ echo 'flush ruleset'; nft list tables | grep -v '^table inet netledger$' | while read -r _ family name; do nft list table \"$family\" \"$name\"; done; }";
 
@@ -480,8 +484,9 @@ fn accounting_off_and_notrack_are_said_counted_and_their_cost_measured() {
 }
 
 /// What an admin's host carries besides netledger, loaded in `ns`: Debian's default
-/// configuration with a few filter rules, iptables-nft rules, a Docker-like set of NAT and
-/// filter chains (as dockerd writes them through iptables-nft), and iptables-legacy rules.
+/// configuration with a few filter rules, a firewalld-like table, iptables-nft rules, a
+/// Docker-like set of NAT and filter chains (as dockerd writes them through iptables-nft),
+/// and iptables-legacy rules.
 fn admins_firewall(ns: &Netns) {
     nft_load(
         ns,
@@ -491,6 +496,7 @@ fn admins_firewall(ns: &Netns) {
              iif lo accept; tcp sport 9000 accept",
         ),
     );
+    nft_load(ns, FIREWALLD_LIKE);
     ns.sh(
         "iptables-nft -A OUTPUT -p tcp --dport 9000 -j ACCEPT
          iptables-nft -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
@@ -594,9 +600,12 @@ fn coexists_with_admins_rulesets_and_undo_leaves_them_as_they_were() {
     assert_ne!(expected, before_stateless, "the reloads changed nothing?");
 }
 
-/// `systemctl restart nftables` with the admin's configuration, then their iptables rules
-/// again (as iptables-persistent would restore them), both while netledger runs.
+/// `firewall-cmd --reload`, then `systemctl restart nftables` with the admin's
+/// configuration, then their iptables rules again (as iptables-persistent would restore
+/// them), all while netledger runs.
 fn admins_firewall_reload(ns: &Netns) {
+    // `firewall-cmd --reload` first: only its own table.
+    nft_load(ns, FIREWALLD_LIKE);
     let saved = ns.sh("iptables-nft-save");
     nft_load(ns, DEBIAN_CONF);
     let f = tempfile::NamedTempFile::new().unwrap();
