@@ -363,6 +363,24 @@ fn a_timer_pass_says_how_long_its_table_was_gone() {
         ),
         1.0
     );
+
+    // Flushed while no daemon ran: the daemon's start says it as a timer's pass does.
+    let (ok, _, err) = nft(&ns, &["flush", "ruleset"]);
+    assert!(ok, "{err}");
+    let daemon = Daemon::start(&ns, &db, &["--interval", "60s"], &[]);
+    let err = daemon.stop();
+    assert!(
+        err.contains("was gone (deleted") && err.contains("accounting may have been off for up to"),
+        "{err}"
+    );
+    assert_eq!(
+        metric(
+            &ns,
+            &db,
+            "netledger_accounting_gaps_total{cause=\"table-gone\"}"
+        ),
+        2.0
+    );
 }
 
 /// Bytes of the download traffic as nftables counts it in `ns`'s table `ip truth`: the IP

@@ -45,7 +45,11 @@ pub fn run(s: &Settings, snap: &Snapshot) -> Result<()> {
         }
         other => other?,
     };
-    record_kept_gap(&mut store, &a.pass.proc_root, s.quiet)?;
+    for line in crate::firewall::record_kept_gaps(&mut store, &a.pass.proc_root)? {
+        if !s.quiet {
+            eprintln!("netledger: {line}");
+        }
+    }
     let outcome = run_pass(&mut store, &a.pass, "snapshot")?;
     if !s.quiet {
         eprintln!("{}", outcome.summary());
@@ -68,53 +72,4 @@ pub fn run(s: &Settings, snap: &Snapshot) -> Result<()> {
 fn write_metrics(store: &Store, path: &std::path::Path) -> Result<()> {
     let text = encode(&store.metrics()?, env!("CARGO_PKG_VERSION"), None);
     write_textfile(path, text.as_bytes())
-}
-
-/// The gaps setup found (its table deleted or re-created, accounting switched off, since
-/// it last set up this namespace; kept in `/run` by `prereq`): each recorded once, with
-/// how long accounting may have been off, at most since the last pass ended, and said in
-/// one line.
-fn record_kept_gap(store: &mut Store, proc_root: &std::path::Path, quiet: bool) -> Result<()> {
-    let kept = crate::firewall::kept_gaps(proc_root);
-    if kept.is_empty() {
-        return Ok(());
-    }
-    let last = store.last_pass_end()?;
-    for (cause, at) in kept {
-        let what = match cause.as_str() {
-            "table-gone" => {
-                "nftables table inet netledger was gone (deleted: a `flush ruleset` or a \
-                 firewall reload?) and was put back"
-            }
-            "acct-off" => {
-                "conntrack accounting had been switched off (net.netfilter.nf_conntrack_acct=0: \
-                 flows created then carry no counters) and was switched on again"
-            }
-            _ => "nftables table inet netledger had been deleted and made again",
-        };
-        let detail = match last {
-            Some(l) => format!(
-                "{what}: accounting may have been off for up to {} s, between the last pass \
-                 ({}) and {}",
-                (at - l).max(0),
-                crate::firewall::utc(l),
-                crate::firewall::utc(at)
-            ),
-            None => format!(
-                "{what} at {}: accounting may have been off before (no earlier pass in this \
-                 database)",
-                crate::firewall::utc(at)
-            ),
-        };
-        let gap = crate::firewall::Gap {
-            cause,
-            detected_at: at,
-            off_ms: last.map(|l| (at - l).max(0) * 1000),
-            detail,
-        };
-        if store.record_gap(&gap, true)? && !quiet {
-            eprintln!("netledger: {}", gap.detail);
-        }
-    }
-    Ok(())
 }

@@ -606,6 +606,12 @@ pub fn run(
             ..OpenOptions::default()
         },
     )?;
+    // What setup found changed since it last ran here (the table flushed while no daemon
+    // ran): recorded and said, as a timer's pass does.
+    let mut store = store;
+    for line in crate::firewall::record_kept_gaps(&mut store, &proc_root)? {
+        warn!("{line}");
+    }
     let lost = Arc::new(AtomicU64::new(0));
     if let Some(addr) = cfg.metrics_listen {
         let bound = metrics_http::spawn(addr, db, lost.clone()).with_context(|| {
