@@ -182,7 +182,7 @@ fn flush_and_reload_while_the_daemon_runs_are_put_back_and_charged_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("n.db");
     let capture = DestroyCapture::start(&t.host);
-    let daemon = Daemon::start(&t.host, &db, &["--interval", "60s"], &[]);
+    let daemon = Daemon::start(&t.host, &db, &["--interval", "1s"], &[]);
     let to_server = |e: &CtEntry| e.orig.dport == 9000;
 
     // 1. `nft flush ruleset`: the table is gone, then back, said in one line.
@@ -216,6 +216,15 @@ fn flush_and_reload_while_the_daemon_runs_are_put_back_and_charged_exactly() {
     wait_table_back(&t.host);
     let (_, table, _) = nft(&t.host, &["list", "table", "inet", "netledger"]);
     assert_eq!(table.matches("ct state new").count(), 2, "{table}");
+
+    // The next pass's line names them.
+    daemon.wait_for_a_whole_pass();
+    let passes = daemon.stderr();
+    let line = passes
+        .lines()
+        .find(|l| l.contains("(run, ") && l.contains("; accounting gaps since the last pass: "))
+        .unwrap_or_else(|| panic!("no pass line names the gaps:\n{passes}"));
+    assert!(line.contains("table-gone "), "{line}");
 
     // 2. Debian's default configuration loaded (`systemctl restart nftables`).
     nft_load(&t.host, DEBIAN_CONF);

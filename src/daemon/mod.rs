@@ -133,6 +133,8 @@ struct Writer {
     gaps: guard::Gaps,
     /// What the passes look for (accounting off, a full conntrack table).
     health: crate::firewall::Health,
+    /// Gaps recorded since the last pass, which its line names.
+    gaps_since_pass: Vec<crate::firewall::Gap>,
     /// The guard of the nftables table (stopped when the writer ends).
     _guard: Option<guard::Guard>,
 }
@@ -242,7 +244,28 @@ impl Writer {
                 g.extend(found[i..].iter().cloned());
                 return;
             }
+            self.gaps_since_pass.push(gap.clone());
         }
+    }
+
+    /// What the next pass line adds: the gaps recorded since the last pass.
+    fn gaps_said(&mut self) -> String {
+        let gaps = std::mem::take(&mut self.gaps_since_pass);
+        if gaps.is_empty() {
+            return String::new();
+        }
+        let each: Vec<String> = gaps
+            .iter()
+            .map(|g| match g.off_ms {
+                Some(ms) => format!("{} {ms} ms", g.cause),
+                None => g.cause.clone(),
+            })
+            .collect();
+        format!(
+            "; accounting gaps since the last pass: {} ({})",
+            gaps.len(),
+            each.join(", ")
+        )
     }
 
     /// After a pass: accounting switched off, conntrack's table full.
@@ -274,7 +297,8 @@ impl Writer {
             Ok(o) => {
                 self.passes += 1;
                 self.pass_cpu += cpu;
-                info!("{} ({mode}, {cpu:.0?} CPU)", o.summary());
+                let gaps = self.gaps_said();
+                info!("{} ({mode}, {cpu:.0?} CPU){gaps}", o.summary());
                 match self
                     .store
                     .roll_up(o.record.started_at, &self.cfg.retention, ROLLUP_BUDGET)
@@ -659,6 +683,7 @@ pub fn run(
         quota: crate::quota::Watcher::new(cfg.quota.clone(), false),
         gaps,
         health: Default::default(),
+        gaps_since_pass: Vec::new(),
         _guard: guard,
     };
     let started = Instant::now();
