@@ -210,6 +210,13 @@ pub fn utc(at: i64) -> String {
 /// pass opens the database, and as another user): one line per finding, appended.
 pub fn keep_gap(proc_root: &Path, cause: &str, detected_at: i64) {
     use std::io::Write;
+    // A pass records a kept (cause, second) once: a second finding of the same cause in the
+    // same second (a flush, a pass, another flush) is dated a second later, not lost.
+    let detected_at = kept_gaps(proc_root)
+        .iter()
+        .filter(|(c, _)| c == cause)
+        .map(|(_, at)| at + 1)
+        .fold(detected_at, i64::max);
     if let Some(f) = gap_file(proc_root) {
         let _ = std::fs::create_dir_all(crate::prereq::STATE_DIR);
         if let Ok(mut file) = std::fs::OpenOptions::new()
