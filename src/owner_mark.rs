@@ -23,10 +23,11 @@
 //! would otherwise mark it with a uid the socket tables contradict.
 //!
 //! The high bit ([`FLAG`]) tells uid 0 from "unset" and every uid from a mark some other
-//! tool wrote with the bit clear. `nft` 1.0.6 refuses the statement ("datatype mismatch:
-//! expected packet mark, expression has type user ID"), while the kernel takes it: the
-//! rule is sent as nftables netlink messages ([`install_rule`]), its five expressions
-//! (`ct` load, `cmp`, `meta` load, `bitwise`, `ct` set) exactly what nft would have made.
+//! tool wrote with the bit clear. `nft` up to 1.0.7 refuses the statement ("datatype
+//! mismatch: expected packet mark, expression has type user ID"), while the kernel takes
+//! it: the rule is sent as nftables netlink messages ([`install_rule`]), its five
+//! expressions (`ct` load, `cmp`, `meta` load, `bitwise`, `ct` set) exactly what nft 1.0.8
+//! and later make of `nft list ruleset`'s text (`crate::firewall` on the round trip).
 //! `nft list ruleset` shows it, with the comment [`COMMENT`].
 //!
 //! Coexistence: the rule writes only a mark that is 0, so another tool that marks first

@@ -22,6 +22,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::firewall;
 use crate::owner_mark;
 
 /// The nftables table netledger installs (`netledger setup`), shipped as
@@ -298,6 +299,7 @@ pub fn undo(proc_root: &Path) -> Result<Vec<String>, PrereqError> {
             _ => {}
         }
     }
+    firewall::forget(proc_root);
     match nft_table_present() {
         Ok(true) => {
             delete_nft_table()?;
@@ -429,17 +431,38 @@ pub fn setup(proc_root: &Path) -> Result<Vec<String>, PrereqError> {
     setup_with(proc_root, Needs::default())
 }
 
-/// [`setup`], plus what `needs` asks for (the daemon's event and timestamp sysctls).
-pub fn setup_with(proc_root: &Path, needs: Needs) -> Result<Vec<String>, PrereqError> {
-    if !has_net_admin(proc_root) {
-        return Err(PrereqError::NotPrivileged);
-    }
+/// The table `inet netledger` and (unless `needs.no_owner_mark`) its owner-mark rules,
+/// put in place when missing; returns what changed. With `keep_gap`, a table deleted or
+/// re-created since netledger last set it up is kept as a gap for the next pass to record
+/// ([`firewall::keep_gap`]); the daemon, which records its own, passes false. Needs
+/// CAP_NET_ADMIN only (nft), not root: the daemon puts its table back this way when the
+/// ruleset is flushed under it, `--no-setup` or not.
+pub fn ensure_table(
+    proc_root: &Path,
+    needs: Needs,
+    keep_gap: bool,
+) -> Result<Vec<String>, PrereqError> {
     let mut changed = Vec::new();
     // The table first: its ct expression loads nf_conntrack, which creates the sysctl.
     // One `nft -j list table` says both whether it is there and its rules; only when it
     // fails (no table, or an nft without JSON) is the plain listing asked.
     let listed = owner_mark::nft_json(&["list", "table", "inet", "netledger"]);
+    // The table against the one netledger last set up here: gone or another since means
+    // it was deleted in between, and conntrack may have stopped counting (firewall.rs).
+    let check = firewall::compare(
+        firewall::kept_handle(proc_root),
+        listed.as_deref().and_then(firewall::parse_table_handle),
+    );
     let rules = match listed {
+        // Emptied or cut down (`nft flush chain`, a deleted chain): the table again, whole.
+        Some(t) if !firewall::table_whole(&t) => {
+            install_nft_table()?;
+            changed.push(
+                "re-installed nftables table inet netledger (a chain or its ct rule was gone)"
+                    .into(),
+            );
+            0
+        }
         Some(t) => owner_mark::rules_present(&t),
         None if !nft_table_present()? => {
             install_nft_table()?;
@@ -466,7 +489,39 @@ pub fn setup_with(proc_root: &Path, needs: Needs) -> Result<Vec<String>, PrereqE
              owner's uid in the conntrack mark)"
                 .into(),
         );
+        if let Some(w) = firewall::nft_version().and_then(firewall::round_trip_warning) {
+            changed.push(w);
+        }
     }
+    if let Some(cause) = check.cause().filter(|_| keep_gap) {
+        let now = chrono::Utc::now().timestamp();
+        firewall::keep_gap(proc_root, cause, now);
+        changed.push(format!(
+            "nftables table inet netledger was {} since netledger last set it up (a `flush \
+             ruleset` or a firewall reload?): accounting may have been off since the last pass \
+             (the next pass says how long)",
+            if check == firewall::TableCheck::Gone {
+                "deleted (put back now)"
+            } else {
+                "deleted and made again"
+            }
+        ));
+    }
+    if !changed.is_empty() || check != firewall::TableCheck::Same {
+        firewall::remember_table(proc_root);
+    }
+    Ok(changed)
+}
+
+/// [`setup`], plus what `needs` asks for (the daemon's event and timestamp sysctls).
+pub fn setup_with(proc_root: &Path, needs: Needs) -> Result<Vec<String>, PrereqError> {
+    if !has_net_admin(proc_root) {
+        return Err(PrereqError::NotPrivileged);
+    }
+    // Set up here before in this boot (a table handle kept): a sysctl found off again was
+    // switched off by someone since.
+    let set_up_before = firewall::kept_handle(proc_root).is_some();
+    let mut changed = ensure_table(proc_root, needs, true)?;
     let acct = read_sysctl(&acct_path(proc_root)).map_err(|e| match e {
         PrereqError::Sysctl { path, source } if source.kind() == std::io::ErrorKind::NotFound => {
             PrereqError::ConntrackInactive { path }
@@ -475,10 +530,21 @@ pub fn setup_with(proc_root: &Path, needs: Needs) -> Result<Vec<String>, PrereqE
     })?;
     if acct == "0" {
         switch_on(proc_root, "nf_conntrack_acct", &acct)?;
-        changed.push(
-            "set net.netfilter.nf_conntrack_acct=1 (counters exist for flows created from now on)"
-                .into(),
-        );
+        if set_up_before {
+            firewall::keep_gap(proc_root, "acct-off", chrono::Utc::now().timestamp());
+            changed.push(
+                "net.netfilter.nf_conntrack_acct had been switched off since netledger set it \
+                 up: set it to 1 again (flows created meanwhile carry no counters; the next \
+                 pass says for how long at most)"
+                    .into(),
+            );
+        } else {
+            changed.push(
+                "set net.netfilter.nf_conntrack_acct=1 (counters exist for flows created from \
+                 now on)"
+                    .into(),
+            );
+        }
     }
     if needs.events {
         for (name, what) in DAEMON_SYSCTLS {

@@ -701,6 +701,8 @@ fn exported_names() -> BTreeSet<String> {
         .collect();
     assert!(names.len() >= 13, "{text}");
     names.insert("netledger_conntrack_events_lost_total".into());
+    // Exported once there was a gap (tests/firewall.rs scrapes it).
+    names.insert("netledger_accounting_gaps_total".into());
     names
 }
 
@@ -736,7 +738,7 @@ fn contrib(path: &str) -> PathBuf {
 fn prometheus_rules_pass_promtool_and_name_only_exported_metrics() {
     let file = contrib("prometheus/netledger.rules.yml");
     let said = promtool_check_rules(&file);
-    assert!(said.contains("SUCCESS: 10 rules found"), "{said}");
+    assert!(said.contains("SUCCESS: 11 rules found"), "{said}");
     let text = std::fs::read_to_string(&file).unwrap();
     for want in [
         "record: user:netledger_user_bytes:increase1d",
@@ -744,6 +746,7 @@ fn prometheus_rules_pass_promtool_and_name_only_exported_metrics() {
         "alert: NetledgerHostStoppedReporting",
         "alert: NetledgerConntrackEventsLost",
         "alert: NetledgerUnattributedShareHigh",
+        "alert: NetledgerAccountingGap",
     ] {
         assert!(text.contains(want), "{want} missing");
     }
@@ -859,6 +862,8 @@ tests:
         values: '0x20 4x200'
       - series: 'netledger_conntrack_events_lost_total{{instance="b"}}'
         values: '0x220'
+      - series: 'netledger_accounting_gaps_total{{instance="a",cause="table-gone"}}'
+        values: '0x20 1x200'
       - series: 'netledger_user_receive_bytes_total{{instance="a",uid="1000",user="alice"}}'
         values: '0+1000x220'
       - series: 'netledger_user_transmit_bytes_total{{instance="a",uid="1000",user="alice"}}'
@@ -898,6 +903,18 @@ tests:
               description: "The event buffer overran; raise `event_buffer` (and the growth limit) in /etc/netledger/netledger.toml. Bytes of flows whose end was lost since the last pass may be missing."
       - eval_time: 40m
         alertname: NetledgerConntrackEventsLost
+      # a's table flushed at 21m: an hour of alert, then nothing.
+      - eval_time: 20m
+        alertname: NetledgerAccountingGap
+      - eval_time: 25m
+        alertname: NetledgerAccountingGap
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: a, cause: table-gone}}
+            exp_annotations:
+              summary: "netledger on a found accounting off or at risk (table-gone)"
+              description: "`journalctl -u netledger` on the host has the line; `SELECT * FROM accounting_gaps` in its database says when and for how long."
+      - eval_time: 90m
+        alertname: NetledgerAccountingGap
       # a: 200 of 1,700 bytes a minute unattributed (11.76 %); b: 15 of 1,515 (1 %).
       - eval_time: 150m
         alertname: NetledgerUnattributedShareHigh

@@ -45,6 +45,11 @@ pub fn run(s: &Settings, snap: &Snapshot) -> Result<()> {
         }
         other => other?,
     };
+    for line in crate::firewall::record_kept_gaps(&mut store, &a.pass.proc_root)? {
+        if !s.quiet {
+            eprintln!("netledger: {line}");
+        }
+    }
     let outcome = run_pass(&mut store, &a.pass, "snapshot")?;
     if !s.quiet {
         eprintln!("{}", outcome.summary());

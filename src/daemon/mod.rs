@@ -25,6 +25,7 @@
 
 pub mod batch;
 pub mod claims;
+pub mod guard;
 pub mod listen;
 pub mod metrics_http;
 pub mod pass;
@@ -128,6 +129,14 @@ struct Writer {
     lost: Arc<AtomicU64>,
     /// Judges quotas after every commit.
     quota: crate::quota::Watcher,
+    /// Times accounting may have been off, found by the guard or the passes, to record.
+    gaps: guard::Gaps,
+    /// What the passes look for (accounting off, a full conntrack table).
+    health: crate::firewall::Health,
+    /// Gaps recorded since the last pass, which its line names.
+    gaps_since_pass: Vec<crate::firewall::Gap>,
+    /// The guard of the nftables table (stopped when the writer ends).
+    _guard: Option<guard::Guard>,
 }
 
 impl Writer {
@@ -223,6 +232,61 @@ impl Writer {
         }
     }
 
+    /// Record the gaps found since the last look (kept for the next look if the database
+    /// refuses them).
+    fn record_gaps(&mut self) {
+        let found: Vec<_> =
+            std::mem::take(&mut *self.gaps.lock().unwrap_or_else(|p| p.into_inner()));
+        for (i, gap) in found.iter().enumerate() {
+            if let Err(e) = self.store.record_gap(gap, false) {
+                warn!("recording a gap in accounting failed: {e}; retried");
+                let mut g = self.gaps.lock().unwrap_or_else(|p| p.into_inner());
+                g.extend(found[i..].iter().cloned());
+                return;
+            }
+            self.gaps_since_pass.push(gap.clone());
+        }
+    }
+
+    /// What the next pass line adds: the gaps recorded since the last pass.
+    fn gaps_said(&mut self) -> String {
+        let gaps = std::mem::take(&mut self.gaps_since_pass);
+        if gaps.is_empty() {
+            return String::new();
+        }
+        let each: Vec<String> = gaps
+            .iter()
+            .map(|g| match g.off_ms {
+                Some(ms) => format!("{} {ms} ms", g.cause),
+                None => g.cause.clone(),
+            })
+            .collect();
+        format!(
+            "; accounting gaps since the last pass: {} ({})",
+            gaps.len(),
+            each.join(", ")
+        )
+    }
+
+    /// After a pass: accounting switched off, conntrack's table full.
+    fn look_health(&mut self) {
+        let root = &self.cfg.pass.proc_root;
+        let found = self.health.look(
+            crate::firewall::acct_off(root),
+            None,
+            crate::firewall::CtStats::read(root),
+            chrono::Utc::now().timestamp(),
+        );
+        for g in &found {
+            warn!("{}", g.detail);
+        }
+        self.gaps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(found);
+        self.record_gaps();
+    }
+
     fn pass(&mut self, mode: &'static str) -> Option<PassOutcome> {
         self.host = interfaces::host_addrs();
         self.timeouts = Timeouts::read(&self.cfg.pass.proc_root);
@@ -233,7 +297,8 @@ impl Writer {
             Ok(o) => {
                 self.passes += 1;
                 self.pass_cpu += cpu;
-                info!("{} ({mode}, {cpu:.0?} CPU)", o.summary());
+                let gaps = self.gaps_said();
+                info!("{} ({mode}, {cpu:.0?} CPU){gaps}", o.summary());
                 match self
                     .store
                     .roll_up(o.record.started_at, &self.cfg.retention, ROLLUP_BUDGET)
@@ -244,6 +309,7 @@ impl Writer {
                     }
                 }
                 self.judge_quotas();
+                self.look_health();
                 Some(o)
             }
             Err(e) => {
@@ -289,6 +355,7 @@ impl Writer {
             if self.flush_due().is_some_and(|t| t <= Instant::now()) {
                 self.flush_or_keep();
             }
+            self.record_gaps();
             match l.rx.recv_timeout(self.wait(stopping, next_pass)) {
                 Ok(msg) => {
                     if let Some(e) = self.receive(msg) {
@@ -563,6 +630,12 @@ pub fn run(
             ..OpenOptions::default()
         },
     )?;
+    // What setup found changed since it last ran here (the table flushed while no daemon
+    // ran): recorded and said, as a timer's pass does.
+    let mut store = store;
+    for line in crate::firewall::record_kept_gaps(&mut store, &proc_root)? {
+        warn!("{line}");
+    }
     let lost = Arc::new(AtomicU64::new(0));
     if let Some(addr) = cfg.metrics_listen {
         let bound = metrics_http::spawn(addr, db, lost.clone()).with_context(|| {
@@ -571,6 +644,13 @@ pub fn run(
         say(cfg.quiet, format!("metrics on http://{bound}/metrics"));
     }
     let (listener, buffer, fresh) = start_listener(&cfg)?;
+    let gaps: guard::Gaps = Default::default();
+    let guard = guard::spawn(
+        proc_root.clone(),
+        needs,
+        cfg.pass.marks.clone(),
+        gaps.clone(),
+    );
     // Looked at once now (the subscription above needed CAP_NET_ADMIN, as nft does); each
     // pass looks again.
     cfg.pass.marks.usable();
@@ -601,6 +681,10 @@ pub fn run(
         pass_cpu: Duration::ZERO,
         lost,
         quota: crate::quota::Watcher::new(cfg.quota.clone(), false),
+        gaps,
+        health: Default::default(),
+        gaps_since_pass: Vec::new(),
+        _guard: guard,
     };
     let started = Instant::now();
     let failure = w.serve(&listener, &reload_config);

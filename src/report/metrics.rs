@@ -50,6 +50,31 @@ impl EncodeMetric for Sorted {
     }
 }
 
+/// [`Sorted`] for counters of seconds.
+#[derive(Debug, Default)]
+struct SortedSeconds(Vec<(Labels, Counter<f64, std::sync::atomic::AtomicU64>)>);
+
+impl SortedSeconds {
+    fn push(&mut self, labels: Labels, v: f64) {
+        let c = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        c.inc_by(v);
+        self.0.push((labels, c));
+    }
+}
+
+impl EncodeMetric for SortedSeconds {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, c) in &self.0 {
+            c.encode(encoder.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Counter::<u64>::TYPE
+    }
+}
+
 fn gauge(registry: &mut Registry, name: &str, help: &str, v: i64) {
     let g = Gauge::<i64>::default();
     g.set(v);
@@ -174,6 +199,26 @@ pub fn encode(data: &MetricsData, version: &str, lost: Option<u64>) -> String {
         "Size of the database file and its write-ahead log",
         data.database_bytes as i64,
     );
+    if !data.gaps.is_empty() {
+        // Only once there was one: a host where accounting never stopped shows no series.
+        let (mut n, mut secs) = (Sorted::default(), SortedSeconds::default());
+        for (cause, (count, ms)) in &data.gaps {
+            let labels = vec![("cause".to_owned(), cause.clone())];
+            n.push(labels.clone(), *count);
+            secs.push(labels, *ms as f64 / 1000.0);
+        }
+        r.register(
+            "netledger_accounting_gaps",
+            "Times accounting stopped or may have stopped (table gone or re-created, \
+             accounting off, notrack rule, conntrack table full), by cause, all time",
+            n,
+        );
+        r.register(
+            "netledger_accounting_gap_seconds",
+            "How long accounting may have been off, by cause, all time (where known)",
+            secs,
+        );
+    }
     if let Some(lost) = lost {
         let c = Counter::<u64>::default();
         c.inc_by(lost);
@@ -225,6 +270,7 @@ mod tests {
                 sockets: 9,
             }),
             database_bytes: 4096,
+            gaps: [("table-gone".to_owned(), (2, 1500))].into(),
         };
         let text = encode(&data, "0.1.0", None);
         for line in [
@@ -241,6 +287,8 @@ mod tests {
             "netledger_flows 4",
             "netledger_sockets 9",
             "netledger_database_bytes 4096",
+            "netledger_accounting_gaps_total{cause=\"table-gone\"} 2",
+            "netledger_accounting_gap_seconds_total{cause=\"table-gone\"} 1.5",
             "# TYPE netledger_build_info gauge",
             "netledger_build_info{version=\"0.1.0\"} 1",
         ] {

@@ -53,6 +53,8 @@ pub struct MetricsData {
     pub last_pass: Option<LastPass>,
     /// Size of the database file and its write-ahead log, bytes.
     pub database_bytes: u64,
+    /// Times accounting may have been off, per cause: (how many, ms where known).
+    pub gaps: super::gaps::GapTotals,
 }
 
 impl Store {
@@ -132,6 +134,7 @@ impl Store {
             )
             .optional()
             .map_err(wrap)?;
+        data.gaps = self.gap_totals()?;
         let mut wal = self.path.clone().into_os_string();
         wal.push("-wal");
         data.database_bytes = [self.path.as_os_str(), wal.as_os_str()]

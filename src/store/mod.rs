@@ -20,6 +20,7 @@ pub mod connections;
 #[cfg(test)]
 mod container_tests;
 mod error;
+pub mod gaps;
 #[cfg(feature = "test-hooks")]
 mod hooks;
 pub mod keys;
@@ -62,6 +63,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0009_usage_keys.sql"),
     include_str!("../../migrations/0010_containers.sql"),
     include_str!("../../migrations/0011_flow_start.sql"),
+    include_str!("../../migrations/0012_accounting_gaps.sql"),
 ];
 
 /// The first schema with the compact usage tables (`0005_raw_buckets.sql`); reports on an
