@@ -104,6 +104,9 @@ const YEAR: u64 = 31_557_600;
 /// - `delegate_grace`: past 10 minutes a service's own flows wait uncharged too long (sshd's
 ///   own LoginGraceTime default is 2 minutes).
 /// - `limit`: 0 rows is no report.
+/// - `connection_log_rate` (rows a second) and `connection_log_burst` (rows): 0 would log
+///   nothing (`connection_log = false` says that); past a million a second, or a burst
+///   of ten million rows (about 400 MB), the limit bounds nothing a disk would notice.
 pub const LIMITS: &[Limit] = &[
     Limit {
         key: "interval",
@@ -144,6 +147,16 @@ pub const LIMITS: &[Limit] = &[
         key: "limit",
         flag: Some("--limit"),
         range: Range::Count(1, 1_000_000),
+    },
+    Limit {
+        key: "connection_log_rate",
+        flag: Some("--connection-log-rate"),
+        range: Range::Count(1, 1_000_000),
+    },
+    Limit {
+        key: "connection_log_burst",
+        flag: Some("--connection-log-burst"),
+        range: Range::Count(1, 10_000_000),
     },
     Limit {
         key: "retention.raw",
@@ -387,6 +400,13 @@ pub struct FileConfig {
     pub interval: Option<Duration>,
     /// Daemon connection log on/off.
     pub connection_log: Option<bool>,
+    /// Daemon: also log connections charged to nobody as local (loopback, local networks,
+    /// the host's own addresses).
+    pub connection_log_local: Option<bool>,
+    /// Daemon: connections logged a second at most, on average.
+    pub connection_log_rate: Option<u32>,
+    /// Daemon: connections logged at once at most, after a quiet time.
+    pub connection_log_burst: Option<u32>,
     /// Daemon `/metrics` endpoint (off when absent).
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// node_exporter textfile that `snapshot` writes after each pass (none when absent).
@@ -549,6 +569,12 @@ impl FileConfig {
         if let Some(v) = self.delegate_grace {
             check("delegate_grace", d(v), file)?;
         }
+        if let Some(v) = self.connection_log_rate {
+            check("connection_log_rate", n(v), file)?;
+        }
+        if let Some(v) = self.connection_log_burst {
+            check("connection_log_burst", n(v), file)?;
+        }
         if let Some(r) = &self.retention {
             for (key, v) in [
                 ("retention.raw", r.raw),
@@ -658,6 +684,9 @@ mod tests {
         assert_eq!(c.lock_timeout, Some(Duration::from_secs(5)));
         assert_eq!(c.interval, Some(Duration::from_secs(10)));
         assert_eq!(c.connection_log, Some(true));
+        assert_eq!(c.connection_log_local, Some(false));
+        assert_eq!(c.connection_log_rate, Some(200));
+        assert_eq!(c.connection_log_burst, Some(100_000));
         assert_eq!(
             c.retention().unwrap(),
             crate::store::retention::Retention::default()
