@@ -259,3 +259,127 @@ fn a_flood_beyond_the_log_rate_is_charged_but_logged_within_the_limit() {
         .unwrap_or_default();
     assert_eq!(got, truth, "the flood is charged to the byte all the same");
 }
+
+/// What a user can name an executable: an escape sequence that recolours and clears the
+/// line, a carriage return and a newline that forge a line of their own.
+const EVIL: &str = "nl\x1b[31mred\x1b[2K\rroot\nfake 999";
+/// How every text output shows it.
+const SHOWN: &str = "nl\\e[31mred\\e[2K\\rroot\\nfake 999";
+
+/// A text output must show the name escaped, and carry no control character but the
+/// newlines that end its own lines.
+fn assert_escaped(what: &str, out: &[u8]) {
+    let text = String::from_utf8_lossy(out);
+    assert!(
+        text.contains(SHOWN),
+        "{what} does not show {SHOWN:?}:\n{text}"
+    );
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "{what} carries control characters: {text:?}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with("fake 999")),
+        "{what} has a forged line: {text:?}"
+    );
+}
+
+/// Issue 24: an executable named with an ESC sequence, a CR and a newline, run by a real
+/// user making real traffic, is shown escaped by every text output (`top`, `log` and its
+/// `--format`, `connections`) and with its true bytes in JSON and CSV.
+#[test]
+fn a_program_named_with_control_characters_is_escaped_in_text_and_true_in_json() {
+    if !require_root("a_program_named_with_control_characters_is_escaped_in_text_and_true_in_json")
+    {
+        return;
+    }
+    let t = Inet::new("eon", 1);
+    let bb = burst_bin();
+    let dir = tempfile::Builder::new()
+        .prefix("netledger-evil")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let evil = dir.path().join(EVIL);
+    run(std::process::Command::new("install")
+        .args(["-m", "0755"])
+        .arg(&bb.path)
+        .arg(&evil));
+    let mallory = TestUser::new("eonm");
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = db_dir.path().join("n.db");
+    let daemon = Daemon::start(&t.host, &db, &["--interval", "1s"], &[]);
+    let nl = |args: &[&str]| -> std::process::Output {
+        run(t.host.cmd(bin()).arg("--db").arg(&db).args(args))
+    };
+
+    // One connection held open for `connections`, then five short ones for the log.
+    let mut held = Proc::spawn("held", {
+        let mut c = mallory.cmd(&t.host, &evil);
+        c.args(["198.51.100.2:9000", "1", "100", "1000", "--hold-ms", "8000"])
+            .args(["--bind-from", "31000"]);
+        c
+    });
+    let mut c = mallory.cmd(&t.host, &evil);
+    c.args(["198.51.100.2:9000", "5", "100", "1000", "--hold-ms", "300"])
+        .args(["--bind-from", "31100"]);
+    let mut p = Proc::spawn("burst", c);
+    p.expect_containing("done ");
+    p.wait_ok();
+
+    let open: serde_json::Value = wait_for("the held connection", Duration::from_secs(30), || {
+        let out = nl(&["connections", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let row = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["program"].as_str() == Some(EVIL))
+            .cloned();
+        row
+    });
+    assert_eq!(open["program"], EVIL, "JSON keeps the true name");
+    assert_escaped("connections", &nl(&["connections"]).stdout);
+
+    held.expect_containing("done ");
+    held.wait_ok();
+    // Program names are best effort (the short ones may be gone before they are looked
+    // up); the held one is named.
+    wait_for("six logged connections", Duration::from_secs(30), || {
+        let rows = connection_log(&t.host, &db, &[]);
+        (rows.len() >= 6 && rows.iter().any(|r| r["program"].as_str() == Some(EVIL))).then_some(())
+    });
+    daemon.wait_for_a_whole_pass();
+    daemon.stop();
+
+    assert_escaped("top --by program", &nl(&["top", "--by", "program"]).stdout);
+    assert_escaped("log", &nl(&["log", "--since", "1d"]).stdout);
+    assert_escaped(
+        "log --format",
+        &nl(&["log", "--since", "1d", "--format", "%c by %u"]).stdout,
+    );
+    let top: serde_json::Value =
+        serde_json::from_slice(&nl(&["top", "--by", "program", "--json"]).stdout).unwrap();
+    assert!(
+        top.as_array().unwrap().iter().any(|r| r["program"] == EVIL),
+        "top --json keeps the true name: {top}"
+    );
+    let csv = nl(&["top", "--by", "program", "--csv"]).stdout;
+    let quoted = format!("\"{EVIL}\"");
+    assert!(
+        String::from_utf8_lossy(&csv).contains(&quoted),
+        "CSV keeps the true name, quoted"
+    );
+    let export = nl(&["export", "--since", "1d", "--format", "jsonl"]).stdout;
+    assert!(
+        String::from_utf8_lossy(&export)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|r| r["program"] == EVIL),
+        "export keeps the true name"
+    );
+}
