@@ -17,7 +17,9 @@ use ipnet::IpNet;
 
 use crate::attribute::{Delegating, LocalNets};
 use crate::cli::{self, AccountingArgs, Cli, ExportFormat, OutputArgs, RunArgs};
-use crate::config::{check, defaults, env, ConfigError, FileConfig, Origin, Value, DEFAULT_CONFIG};
+use crate::config::{
+    check, defaults, env, ConfigError, FileConfig, Origin, TextfileAccess, Value, DEFAULT_CONFIG,
+};
 use crate::daemon::{DaemonConfig, LogLimits};
 use crate::pass::PassConfig;
 use crate::quota::{Policy, Threshold};
@@ -86,6 +88,8 @@ pub enum Command {
     Metrics {
         /// Write here atomically instead of standard output.
         output: Option<PathBuf>,
+        /// That file's mode and group.
+        access: TextfileAccess,
     },
 }
 
@@ -96,6 +100,8 @@ pub struct Snapshot {
     pub accounting: Accounting,
     /// Write the metrics here after the pass (flag over file; none by default).
     pub metrics_textfile: Option<PathBuf>,
+    /// That file's mode and group.
+    pub textfile_access: TextfileAccess,
 }
 
 /// What a writer (`snapshot`, `run`) needs besides the daemon's own settings.
@@ -264,6 +270,8 @@ pub struct ConfigShow {
     pub names: NamesFile,
     /// `snapshot`'s node_exporter textfile, if any.
     pub metrics_textfile: Option<PathBuf>,
+    /// Its mode and group.
+    pub textfile_access: TextfileAccess,
 }
 
 /// `connections`.
@@ -422,6 +430,7 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
         cli::Command::Snapshot(a) => Command::Snapshot(Snapshot {
             accounting: accounting(&with_env(a.accounting, &env)?, &file, &config)?,
             metrics_textfile: a.metrics_textfile.or_else(|| file.metrics_textfile.clone()),
+            textfile_access: file.textfile_access(&config.path)?,
         }),
         cli::Command::Setup(a) => Command::Setup {
             undo: a.undo,
@@ -441,6 +450,7 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
             )?,
             names: names(None, &env, &file)?,
             metrics_textfile: file.metrics_textfile.clone(),
+            textfile_access: file.textfile_access(&config.path)?,
         }),
         cli::Command::Connections(a) => {
             let acc = with_env(AccountingArgs::default(), &env)?;
@@ -500,7 +510,10 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
                 utc: a.utc,
             })
         }
-        cli::Command::Metrics(a) => Command::Metrics { output: a.output },
+        cli::Command::Metrics(a) => Command::Metrics {
+            access: file.textfile_access(&config.path)?,
+            output: a.output,
+        },
         cli::Command::Check(a) => Command::Check(Check {
             policy: config.quota(&file)?,
             warning: a.warning,

@@ -383,3 +383,99 @@ fn a_program_named_with_control_characters_is_escaped_in_text_and_true_in_json()
         "export keeps the true name"
     );
 }
+
+/// Issue 24: the metrics textfile holds every user's totals. Who may read it is the
+/// configuration's choice: mode 0640 and a group leave it to that group (node_exporter's),
+/// under the units' umask; a mode or group netledger cannot use stops the command with
+/// exit code 2 and one line naming the key and the fix.
+#[test]
+fn the_metrics_textfile_is_readable_only_by_the_group_the_configuration_names() {
+    if !require_root("the_metrics_textfile_is_readable_only_by_the_group_the_configuration_names") {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let exporter = TestUser::new("eomx");
+    let other = TestUser::new("eomo");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = dir.path().join("m.db");
+    let prom = dir.path().join("netledger.prom");
+    let conf = dir.path().join("netledger.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "metrics_textfile = \"{}\"\nmetrics_textfile_mode = \"0640\"\n\
+             metrics_textfile_group = \"{}\"\n",
+            prom.display(),
+            exporter.name
+        ),
+    )
+    .unwrap();
+    let ns = Netns::new("eom");
+    run(ns
+        .cmd("sh")
+        .args(["-c", "umask 0027; exec \"$@\"", "sh"])
+        .arg(bin())
+        .arg("--config")
+        .arg(&conf)
+        .arg("--db")
+        .arg(&db)
+        .arg("snapshot"));
+    let m = std::fs::metadata(&prom).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.gid()), (0o640, exporter.gid));
+    let read_as = |u: &TestUser| u.cmd(&ns, "cat").arg(&prom).output().unwrap();
+    let ok = read_as(&exporter);
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("netledger_build_info"));
+    let denied = read_as(&other);
+    assert!(
+        !denied.status.success(),
+        "another user read every user's totals"
+    );
+    // `metrics --output` writes the same way.
+    let out = dir.path().join("out.prom");
+    run(std::process::Command::new(bin())
+        .arg("--config")
+        .arg(&conf)
+        .arg("--db")
+        .arg(&db)
+        .arg("metrics")
+        .arg("--output")
+        .arg(&out));
+    let m = std::fs::metadata(&out).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.gid()), (0o640, exporter.gid));
+
+    for (line, want) in [
+        (
+            "metrics_textfile_mode = \"0755\"".to_string(),
+            format!(
+                "netledger: configuration {}: metrics_textfile_mode = \"0755\": not a mode for \
+                 the metrics file: write an octal mode without execute bits that its owner can \
+                 read, such as \"0640\" (its group only) or \"0644\" (every local user)\n",
+                conf.display()
+            ),
+        ),
+        (
+            "metrics_textfile_group = \"no-such-group-eo\"".to_string(),
+            format!(
+                "netledger: configuration {}: metrics_textfile_group = \"no-such-group-eo\": no \
+                 such group on this host: name an existing group (`getent group`) or a gid, or \
+                 remove the key\n",
+                conf.display()
+            ),
+        ),
+    ] {
+        std::fs::write(&conf, format!("{line}\n")).unwrap();
+        let o = std::process::Command::new(bin())
+            .arg("--config")
+            .arg(&conf)
+            .arg("--db")
+            .arg(&db)
+            .args(["metrics", "--output"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{line}: {o:?}");
+        assert_eq!(String::from_utf8_lossy(&o.stderr), want);
+    }
+}

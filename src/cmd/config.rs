@@ -53,6 +53,14 @@ pub fn run(s: &Settings, c: &ConfigShow) -> Result<()> {
     if let Some(path) = &c.metrics_textfile {
         writeln!(out, "metrics_textfile = \"{}\"", path.display())?;
     }
+    writeln!(
+        out,
+        "metrics_textfile_mode = \"{:04o}\"",
+        c.textfile_access.mode
+    )?;
+    if let Some(gid) = c.textfile_access.gid {
+        writeln!(out, "metrics_textfile_group = {gid}")?;
+    }
     let retention = &d.retention;
     writeln!(out, "\n[retention]")?;
     writeln!(out, "raw = \"{}\"", dur(retention.raw))?;
