@@ -186,6 +186,8 @@ fn a_flood_beyond_the_log_rate_is_charged_but_logged_within_the_limit() {
             &RATE.to_string(),
             "--connection-log-burst",
             &BURST.to_string(),
+            "--metrics-listen",
+            "127.0.0.1:9417",
         ],
         &[],
     );
@@ -216,19 +218,23 @@ fn a_flood_beyond_the_log_rate_is_charged_but_logged_within_the_limit() {
         "the flood's DESTROY events",
         Duration::from_secs(60),
         || {
-            let err = daemon.stderr();
             let rows = connection_log(&t.host, &db, &[]).len() as u64;
-            let over: u64 = err
-                .lines()
-                .filter_map(|l| {
-                    let rest = l.split("not logged since the last pass: ").nth(1)?;
-                    rest.split_whitespace().next()?.parse::<u64>().ok()
-                })
-                .sum();
-            (rows + over >= N as u64).then_some(())
+            (rows + not_logged_said(&daemon.stderr()) >= N as u64).then_some(())
         },
     );
     daemon.wait_for_a_whole_pass();
+    // The daemon's endpoint counts what it left out, by reason.
+    let scraped = run(t
+        .host
+        .cmd("curl")
+        .args(["-sf", "http://127.0.0.1:9417/metrics"]));
+    let body = String::from_utf8_lossy(&scraped.stdout).into_owned();
+    let sample = |series: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{body}"))
+    };
+    let over_scraped = sample("netledger_connection_log_skipped_total{reason=\"limit\"}");
     let err = daemon.stop();
     let life = started.elapsed().as_secs_f64();
     let rows = connection_log(&t.host, &db, &[]).len() as u64;
@@ -242,6 +248,7 @@ fn a_flood_beyond_the_log_rate_is_charged_but_logged_within_the_limit() {
     assert!(rows < N as u64 / 2, "{rows} of {N} logged");
     assert_eq!(logged, rows);
     assert_eq!(rows + over, N as u64, "every connection logged or counted");
+    assert_eq!(over_scraped, over, "the endpoint's count");
     let warnings = err
         .lines()
         .filter(|l| l.contains("over the limit of 20 a second, 50 at once"))

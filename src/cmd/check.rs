@@ -178,3 +178,12 @@ pub fn judge(db: &std::path::Path, s: &Check) -> Result<(u8, String)> {
     }
     Ok((code, text))
 }
+
+#[cfg(test)]
+mod tests {
+    /// Issue 24: a user name cannot break the plugin's one line (or a terminal).
+    #[test]
+    fn perfdata_labels_are_quoted_and_made_safe() {
+        assert_eq!(super::label("o'neil\n\x1b[2K"), "'o''neil\\n\\e[2K'");
+    }
+}

@@ -35,7 +35,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -172,9 +172,10 @@ struct Writer {
     destroys: u64,
     passes: u64,
     pass_cpu: Duration,
-    /// Events lost to overruns, as far as the kernel said; shared with the metrics
+    /// Events lost to overruns, as far as the kernel said, and connections left out of
+    /// the log; shared with the metrics
     /// endpoint, which reads it at each scrape.
-    lost: Arc<AtomicU64>,
+    counters: Arc<metrics_http::Counters>,
     /// Judges quotas after every commit.
     quota: crate::quota::Watcher,
 }
@@ -240,6 +241,11 @@ impl Writer {
             n.local += outcome.not_logged.local;
             n.over_limit += outcome.not_logged.over_limit;
         }
+        let c = &self.counters;
+        c.log_local
+            .fetch_add(outcome.not_logged.local, Ordering::Relaxed);
+        c.log_over_limit
+            .fetch_add(outcome.not_logged.over_limit, Ordering::Relaxed);
         debug!(
             events = self.pending.len(),
             destroyed = keys.len(),
@@ -417,7 +423,9 @@ impl Writer {
             }
             ToWriter::Overrun { lost, buffer } => {
                 let lost_text = lost.map_or("an unknown number of".into(), |n| n.to_string());
-                self.lost.fetch_add(lost.unwrap_or(0), Ordering::Relaxed);
+                self.counters
+                    .lost
+                    .fetch_add(lost.unwrap_or(0), Ordering::Relaxed);
                 warn!(
                     "conntrack events overran the receive buffer: {lost_text} events lost; \
                      buffer grown to {buffer} B; resynchronising from a dump (flows whose \
@@ -542,7 +550,7 @@ impl Writer {
             self.not_logged_total.local,
             self.not_logged_total.over_limit,
             ev(&stats.overruns),
-            ev(&self.lost),
+            ev(&self.counters.lost),
             self.passes,
             self.pass_cpu,
             ev(&stats.lookups),
@@ -651,9 +659,9 @@ pub fn run(
             ..OpenOptions::default()
         },
     )?;
-    let lost = Arc::new(AtomicU64::new(0));
+    let counters = Arc::new(metrics_http::Counters::default());
     if let Some(addr) = cfg.metrics_listen {
-        let bound = metrics_http::spawn(addr, db, lost.clone()).with_context(|| {
+        let bound = metrics_http::spawn(addr, db, counters.clone()).with_context(|| {
             format!("cannot listen on {addr} for metrics (--metrics-listen, metrics_listen): is the address this host's and the port free?")
         })?;
         say(cfg.quiet, format!("metrics on http://{bound}/metrics"));
@@ -690,7 +698,7 @@ pub fn run(
         destroys: 0,
         passes: 0,
         pass_cpu: Duration::ZERO,
-        lost,
+        counters,
         quota: crate::quota::Watcher::new(cfg.quota.clone(), false),
     };
     let started = Instant::now();

@@ -309,6 +309,16 @@ pub fn table(s: &Sample, names: &BTreeMap<u32, String>) -> String {
 mod tests {
     use super::*;
 
+    /// Issue 24: a user's name is shown escaped in the live view and its table.
+    #[test]
+    fn owner_names_are_made_safe_for_a_terminal() {
+        let names = BTreeMap::from([(1001, "ev\x1b[2Kil\nroot".to_string())]);
+        assert_eq!(
+            owner_name(Owner::User(1001), &names),
+            "ev\\e[2Kil\\nroot (1001)"
+        );
+    }
+
     fn sample() -> Sample {
         use crate::account::UsageKey;
         use crate::live::meter::Moved;

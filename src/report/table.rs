@@ -290,6 +290,15 @@ fn bar(n: u64, max: u64) -> String {
 mod tests {
     use super::*;
 
+    /// Issue 24: a cell holding control characters stays on its line, escaped, and the
+    /// columns are as wide as what is shown.
+    #[test]
+    fn cells_are_made_safe_for_a_terminal() {
+        let mut t = Table::new(vec!["PROGRAM".into(), "RX".into()], 1);
+        t.push(vec!["a\x1b[31m\nb".into(), "1".into()]);
+        assert_eq!(t.render(), "PROGRAM     RX\na\\e[31m\\nb   1\n");
+    }
+
     fn row(
         uid: u32,
         user: &str,
