@@ -249,11 +249,29 @@ fn a_flood_beyond_the_log_rate_is_charged_but_logged_within_the_limit() {
     assert_eq!(logged, rows);
     assert_eq!(rows + over, N as u64, "every connection logged or counted");
     assert_eq!(over_scraped, over, "the endpoint's count");
-    let warnings = err
+    // Said in a warning once a pass, naming who went over the limit and how often.
+    let warnings: Vec<&str> = err
         .lines()
         .filter(|l| l.contains("over the limit of 20 a second, 50 at once"))
-        .count();
-    assert!(warnings >= 1, "no warning of what was left out:\n{err}");
+        .collect();
+    assert!(
+        !warnings.is_empty(),
+        "no warning of what was left out:\n{err}"
+    );
+    eprintln!("{}", warnings.join("\n"));
+    let named: u64 = warnings
+        .iter()
+        .filter_map(|l| {
+            let rest = l
+                .split(&format!("{} ({}) ", mallory.name, mallory.uid))
+                .nth(1)?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(named, over, "the warnings name the flooder:\n{err}");
     let got = top_by_uid(&t.host, &db)
         .get(&Some(mallory.uid))
         .copied()

@@ -254,6 +254,8 @@ pub fn plan_batch(
                 }
                 if taken >= cfg.log_budget {
                     not_logged.over_limit += 1;
+                    let uid = at.attribution().map(|a| a.uid);
+                    *not_logged.over_limit_by.entry(uid).or_default() += 1;
                     return false;
                 }
                 taken += 1;
@@ -862,7 +864,8 @@ mod tests {
             w.not_logged,
             NotLogged {
                 local: 1,
-                over_limit: 1
+                over_limit: 1,
+                over_limit_by: [(None, 1)].into()
             }
         );
         assert_eq!(w.plan.totals.excluded.bytes(), 200, "charged all the same");

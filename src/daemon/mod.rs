@@ -241,6 +241,9 @@ impl Writer {
             n.local += outcome.not_logged.local;
             n.over_limit += outcome.not_logged.over_limit;
         }
+        for (uid, k) in &outcome.not_logged.over_limit_by {
+            *self.not_logged.over_limit_by.entry(*uid).or_default() += k;
+        }
         let c = &self.counters;
         c.log_local
             .fetch_add(outcome.not_logged.local, Ordering::Relaxed);
@@ -270,14 +273,32 @@ impl Writer {
             n.local
         );
         if n.over_limit > 0 {
+            // Who went over, most first: a flood is named, whoever makes it.
+            let mut by: Vec<(Option<u32>, u64)> = n.over_limit_by.into_iter().collect();
+            by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let whose: Vec<String> = by
+                .iter()
+                .take(3)
+                .map(|(uid, k)| match uid {
+                    Some(uid) => match crate::sources::users::name_of(*uid) {
+                        Some(name) => {
+                            format!("{} ({uid}) {k}", crate::report::terminal_safe(&name))
+                        }
+                        None => format!("uid {uid} {k}"),
+                    },
+                    None => format!("unattributed {k}"),
+                })
+                .collect();
+            let more = if by.len() > 3 { ", …" } else { "" };
             warn!(
                 "connection log: {} finished connections not logged since the last pass: {} \
                  over the limit of {} a second, {} at once (connection_log_rate, \
-                 connection_log_burst), {local}; they are charged as always",
+                 connection_log_burst): {}{more}; {local}; they are charged as always",
                 n.local + n.over_limit,
                 n.over_limit,
                 l.rate,
                 l.burst,
+                whose.join(", "),
             );
         } else if n.local > 0 {
             info!(

@@ -407,17 +407,19 @@ pub struct EventWrite {
 
 /// Finished connections a flush charged but did not log, by why (issue 24: a flood of
 /// connections must not fill the disk).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NotLogged {
     /// Charged to nobody as local (loopback, local networks, the host's own addresses),
     /// with `connection_log_local` off.
     pub local: u64,
     /// Over `connection_log_rate`/`connection_log_burst`.
     pub over_limit: u64,
+    /// Those over the limit per owner (`None`: unattributed), so that who flooded is said.
+    pub over_limit_by: std::collections::BTreeMap<Option<u32>, u64>,
 }
 
 /// What a flush stored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventWriteOutcome {
     /// The `passes` row, when one was written (only when something was charged).
     pub pass_id: Option<i64>,
