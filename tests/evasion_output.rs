@@ -314,20 +314,27 @@ fn a_program_named_with_control_characters_is_escaped_in_text_and_true_in_json()
     }
     let t = Inet::new("eon", 1);
     let bb = burst_bin();
-    let dir = tempfile::Builder::new()
-        .prefix("netledger-evil")
-        .tempdir()
+    let tb = traffic_bin();
+    // The burst helper and the traffic helper, each copied under the evil name.
+    let evil_copy = |src: &std::path::Path| {
+        let dir = tempfile::Builder::new()
+            .prefix("netledger-evil")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
         .unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let evil = dir.path().join(EVIL);
-    run(std::process::Command::new("install")
-        .args(["-m", "0755"])
-        .arg(&bb.path)
-        .arg(&evil));
+        let path = dir.path().join(EVIL);
+        run(std::process::Command::new("install")
+            .args(["-m", "0755"])
+            .arg(src)
+            .arg(&path));
+        (dir, path)
+    };
+    let (_burst_dir, evil) = evil_copy(&bb.path);
+    let (_traffic_dir, evil_traffic) = evil_copy(&tb.path);
     let mallory = TestUser::new("eonm");
     let db_dir = tempfile::tempdir().unwrap();
     let db = db_dir.path().join("n.db");
@@ -336,13 +343,14 @@ fn a_program_named_with_control_characters_is_escaped_in_text_and_true_in_json()
         run(t.host.cmd(bin()).arg("--db").arg(&db).args(args))
     };
 
-    // One connection held open for `connections`, then five short ones for the log.
+    // One connection held open for `connections` (until told to end), then five short
+    // ones for the log.
     let mut held = Proc::spawn("held", {
-        let mut c = mallory.cmd(&t.host, &evil);
-        c.args(["198.51.100.2:9000", "1", "100", "1000", "--hold-ms", "8000"])
-            .args(["--bind-from", "31000"]);
+        let mut c = mallory.cmd(&t.host, &evil_traffic);
+        c.args(["stream", "tcp", "198.51.100.2:9000", "100", "1000", "200"]);
         c
     });
+    held.expect("ready");
     let mut c = mallory.cmd(&t.host, &evil);
     c.args(["198.51.100.2:9000", "5", "100", "1000", "--hold-ms", "300"])
         .args(["--bind-from", "31100"]);
@@ -350,7 +358,7 @@ fn a_program_named_with_control_characters_is_escaped_in_text_and_true_in_json()
     p.expect_containing("done ");
     p.wait_ok();
 
-    let open: serde_json::Value = wait_for("the held connection", Duration::from_secs(30), || {
+    let open: serde_json::Value = wait_for("the held connection", Duration::from_secs(60), || {
         let out = nl(&["connections", "--json"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let row = v
@@ -364,6 +372,7 @@ fn a_program_named_with_control_characters_is_escaped_in_text_and_true_in_json()
     assert_eq!(open["program"], EVIL, "JSON keeps the true name");
     assert_escaped("connections", &nl(&["connections"]).stdout);
 
+    held.go();
     held.expect_containing("done ");
     held.wait_ok();
     // Program names are best effort (the short ones may be gone before they are looked
