@@ -317,6 +317,21 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_connection_log: bool,
 
+    /// Also log connections charged to nobody as local: loopback, the local networks,
+    /// the host's own addresses (configuration key `connection_log_local`) [default: off].
+    #[arg(long)]
+    pub connection_log_local: bool,
+
+    /// Connections logged a second at most, on average, 1 to 1000000; the rest are
+    /// charged, counted and not logged [default: 200].
+    #[arg(long, value_name = "N")]
+    pub connection_log_rate: Option<u32>,
+
+    /// Connections logged at once at most after a quiet time, 1 to 10000000
+    /// [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub connection_log_burst: Option<u32>,
+
     /// Longest time an event waits in memory before it is written, 10ms to 1m (writes
     /// are batched, one transaction per flush) [default: 1s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]

@@ -104,6 +104,9 @@ const YEAR: u64 = 31_557_600;
 /// - `delegate_grace`: past 10 minutes a service's own flows wait uncharged too long (sshd's
 ///   own LoginGraceTime default is 2 minutes).
 /// - `limit`: 0 rows is no report.
+/// - `connection_log_rate` (rows a second) and `connection_log_burst` (rows): 0 would log
+///   nothing (`connection_log = false` says that); past a million a second, or a burst
+///   of ten million rows (about 400 MB), the limit bounds nothing a disk would notice.
 pub const LIMITS: &[Limit] = &[
     Limit {
         key: "interval",
@@ -144,6 +147,16 @@ pub const LIMITS: &[Limit] = &[
         key: "limit",
         flag: Some("--limit"),
         range: Range::Count(1, 1_000_000),
+    },
+    Limit {
+        key: "connection_log_rate",
+        flag: Some("--connection-log-rate"),
+        range: Range::Count(1, 1_000_000),
+    },
+    Limit {
+        key: "connection_log_burst",
+        flag: Some("--connection-log-burst"),
+        range: Range::Count(1, 10_000_000),
     },
     Limit {
         key: "retention.raw",
@@ -310,6 +323,18 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+    /// A key whose value is not one netledger takes (beyond a number's range).
+    #[error("configuration {path}: {key} = {value}: {fix}")]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: &'static str,
+        /// Its value, as written.
+        value: String,
+        /// What is wrong, and what to write instead.
+        fix: String,
+    },
     /// Settings that contradict each other.
     #[error("configuration: {reason}")]
     Invalid {
@@ -387,10 +412,22 @@ pub struct FileConfig {
     pub interval: Option<Duration>,
     /// Daemon connection log on/off.
     pub connection_log: Option<bool>,
+    /// Daemon: also log connections charged to nobody as local (loopback, local networks,
+    /// the host's own addresses).
+    pub connection_log_local: Option<bool>,
+    /// Daemon: connections logged a second at most, on average.
+    pub connection_log_rate: Option<u32>,
+    /// Daemon: connections logged at once at most, after a quiet time.
+    pub connection_log_burst: Option<u32>,
     /// Daemon `/metrics` endpoint (off when absent).
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// node_exporter textfile that `snapshot` writes after each pass (none when absent).
     pub metrics_textfile: Option<PathBuf>,
+    /// Mode of the metrics textfile, octal ("0644": every local user reads every user's
+    /// totals; "0640" with `metrics_textfile_group`: that group only).
+    pub metrics_textfile_mode: Option<String>,
+    /// Group of the metrics textfile: a name or a gid (absent: the writer's group).
+    pub metrics_textfile_group: Option<UidOrName>,
     /// Retention tiers.
     pub retention: Option<RetentionConfig>,
     /// Uids (or user names) of services that hand connections to users' processes.
@@ -449,6 +486,27 @@ pub const DEFAULT_DELEGATE_GRACE: Duration = Duration::from_secs(10);
 
 /// The largest `delegate_grace` (sshd's own LoginGraceTime default is 2 minutes).
 pub const MAX_DELEGATE_GRACE: Duration = Duration::from_secs(600);
+
+/// Who may read the metrics textfile: its mode and group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextfileAccess {
+    /// Permission bits.
+    pub mode: u32,
+    /// Group, when not the writer's.
+    pub gid: Option<u32>,
+}
+
+/// A metrics file's mode from its octal text ("0640", "640", "0o640"): permission bits
+/// only, no execute bit (the file is data), readable by its owner (node_exporter's
+/// collector may run as it).
+pub fn file_mode(s: &str) -> Option<u32> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    if digits.is_empty() || digits.len() > 4 {
+        return None;
+    }
+    let m = u32::from_str_radix(digits, 8).ok()?;
+    (m & !0o666 == 0 && m & 0o400 != 0).then_some(m)
+}
 
 /// The `[retention]` table.
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
@@ -549,6 +607,25 @@ impl FileConfig {
         if let Some(v) = self.delegate_grace {
             check("delegate_grace", d(v), file)?;
         }
+        if let Some(m) = &self.metrics_textfile_mode {
+            if file_mode(m).is_none() {
+                return Err(ConfigError::Key {
+                    path: path.to_owned(),
+                    key: "metrics_textfile_mode",
+                    value: format!("{m:?}"),
+                    fix: "not a mode for the metrics file: write an octal mode without execute \
+                          bits that its owner can read, such as \"0640\" (its group only) or \
+                          \"0644\" (every local user)"
+                        .into(),
+                });
+            }
+        }
+        if let Some(v) = self.connection_log_rate {
+            check("connection_log_rate", n(v), file)?;
+        }
+        if let Some(v) = self.connection_log_burst {
+            check("connection_log_burst", n(v), file)?;
+        }
         if let Some(r) = &self.retention {
             for (key, v) in [
                 ("retention.raw", r.raw),
@@ -571,6 +648,35 @@ impl FileConfig {
             check("retention.daily", d(v), file)?;
         }
         Ok(())
+    }
+
+    /// The metrics textfile's mode and group: the file's over the defaults (0644, the
+    /// writer's group). A group no account database knows is an error naming the key.
+    pub fn textfile_access(&self, path: &Path) -> Result<TextfileAccess, ConfigError> {
+        let mode = self
+            .metrics_textfile_mode
+            .as_deref()
+            .or(defaults().metrics_textfile_mode.as_deref())
+            .and_then(file_mode)
+            .expect("checked when the file was read; the documented default is a mode");
+        let gid = match &self.metrics_textfile_group {
+            None => None,
+            Some(UidOrName::Uid(gid)) => Some(*gid),
+            Some(UidOrName::Name(name)) => Some(
+                name.parse::<u32>()
+                    .ok()
+                    .or_else(|| uzers::get_group_by_name(name).map(|g| g.gid()))
+                    .ok_or_else(|| ConfigError::Key {
+                        path: path.to_owned(),
+                        key: "metrics_textfile_group",
+                        value: format!("{name:?}"),
+                        fix: "no such group on this host: name an existing group (`getent \
+                              group`) or a gid, or remove the key"
+                            .into(),
+                    })?,
+            ),
+        };
+        Ok(TextfileAccess { mode, gid })
     }
 
     /// Parse and check configuration text.
@@ -658,6 +764,9 @@ mod tests {
         assert_eq!(c.lock_timeout, Some(Duration::from_secs(5)));
         assert_eq!(c.interval, Some(Duration::from_secs(10)));
         assert_eq!(c.connection_log, Some(true));
+        assert_eq!(c.connection_log_local, Some(false));
+        assert_eq!(c.connection_log_rate, Some(200));
+        assert_eq!(c.connection_log_burst, Some(100_000));
         assert_eq!(
             c.retention().unwrap(),
             crate::store::retention::Retention::default()
@@ -801,6 +910,61 @@ mod tests {
         assert_eq!(
             e,
             "configuration /etc/n.toml: retention.raw = \"1s\" is out of range: it must be 1h to 100years"
+        );
+    }
+
+    #[test]
+    fn metrics_textfile_mode_and_group_are_checked_and_name_the_fix() {
+        let d = defaults().textfile_access(Path::new("d")).unwrap();
+        assert_eq!(
+            d,
+            TextfileAccess {
+                mode: 0o644,
+                gid: None
+            }
+        );
+        let c = FileConfig::parse(
+            "metrics_textfile_mode = \"0640\"\nmetrics_textfile_group = \"root\"\n",
+            Path::new("/c"),
+        )
+        .unwrap();
+        let a = c.textfile_access(Path::new("/c")).unwrap();
+        assert_eq!(
+            a,
+            TextfileAccess {
+                mode: 0o640,
+                gid: Some(0)
+            }
+        );
+        let c = FileConfig::parse("metrics_textfile_group = 65534\n", Path::new("/c")).unwrap();
+        assert_eq!(c.textfile_access(Path::new("/c")).unwrap().gid, Some(65534));
+        for bad in ["0755", "0400x", "1644", "0044", "", "0o7777", "rw-r--r--"] {
+            let e = FileConfig::parse(
+                &format!("metrics_textfile_mode = \"{bad}\"\n"),
+                Path::new("/c"),
+            )
+            .unwrap_err();
+            assert!(e.is_usage());
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "configuration /c: metrics_textfile_mode = \"{bad}\": not a mode for the \
+                     metrics file: write an octal mode without execute bits that its owner can \
+                     read, such as \"0640\" (its group only) or \"0644\" (every local user)"
+                )
+            );
+        }
+        let c = FileConfig::parse(
+            "metrics_textfile_group = \"no-such-group-24\"\n",
+            Path::new("/c"),
+        )
+        .unwrap();
+        let e = c.textfile_access(Path::new("/c")).unwrap_err();
+        assert!(e.is_usage());
+        assert_eq!(
+            e.to_string(),
+            "configuration /c: metrics_textfile_group = \"no-such-group-24\": no such group on \
+             this host: name an existing group (`getent group`) or a gid, or remove the key"
         );
     }
 

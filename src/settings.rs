@@ -17,8 +17,10 @@ use ipnet::IpNet;
 
 use crate::attribute::{Delegating, LocalNets};
 use crate::cli::{self, AccountingArgs, Cli, ExportFormat, OutputArgs, RunArgs};
-use crate::config::{check, defaults, env, ConfigError, FileConfig, Origin, Value, DEFAULT_CONFIG};
-use crate::daemon::DaemonConfig;
+use crate::config::{
+    check, defaults, env, ConfigError, FileConfig, Origin, TextfileAccess, Value, DEFAULT_CONFIG,
+};
+use crate::daemon::{DaemonConfig, LogLimits};
 use crate::pass::PassConfig;
 use crate::quota::{Policy, Threshold};
 use crate::report::log::Template;
@@ -86,6 +88,8 @@ pub enum Command {
     Metrics {
         /// Write here atomically instead of standard output.
         output: Option<PathBuf>,
+        /// That file's mode and group.
+        access: TextfileAccess,
     },
 }
 
@@ -96,6 +100,8 @@ pub struct Snapshot {
     pub accounting: Accounting,
     /// Write the metrics here after the pass (flag over file; none by default).
     pub metrics_textfile: Option<PathBuf>,
+    /// That file's mode and group.
+    pub textfile_access: TextfileAccess,
 }
 
 /// What a writer (`snapshot`, `run`) needs besides the daemon's own settings.
@@ -264,6 +270,8 @@ pub struct ConfigShow {
     pub names: NamesFile,
     /// `snapshot`'s node_exporter textfile, if any.
     pub metrics_textfile: Option<PathBuf>,
+    /// Its mode and group.
+    pub textfile_access: TextfileAccess,
 }
 
 /// `connections`.
@@ -422,6 +430,7 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
         cli::Command::Snapshot(a) => Command::Snapshot(Snapshot {
             accounting: accounting(&with_env(a.accounting, &env)?, &file, &config)?,
             metrics_textfile: a.metrics_textfile.or_else(|| file.metrics_textfile.clone()),
+            textfile_access: file.textfile_access(&config.path)?,
         }),
         cli::Command::Setup(a) => Command::Setup {
             undo: a.undo,
@@ -441,6 +450,7 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
             )?,
             names: names(None, &env, &file)?,
             metrics_textfile: file.metrics_textfile.clone(),
+            textfile_access: file.textfile_access(&config.path)?,
         }),
         cli::Command::Connections(a) => {
             let acc = with_env(AccountingArgs::default(), &env)?;
@@ -500,7 +510,10 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
                 utc: a.utc,
             })
         }
-        cli::Command::Metrics(a) => Command::Metrics { output: a.output },
+        cli::Command::Metrics(a) => Command::Metrics {
+            access: file.textfile_access(&config.path)?,
+            output: a.output,
+        },
         cli::Command::Check(a) => Command::Check(Check {
             policy: config.quota(&file)?,
             warning: a.warning,
@@ -570,6 +583,14 @@ fn run(
     flag(
         "event_buffer",
         a.event_buffer.map(|n| Value::Count(n as u64)),
+    )?;
+    flag(
+        "connection_log_rate",
+        a.connection_log_rate.map(|n| Value::Count(n.into())),
+    )?;
+    flag(
+        "connection_log_burst",
+        a.connection_log_burst.map(|n| Value::Count(n.into())),
     )?;
     Ok(Run {
         daemon: daemon(&a, file, &config, quiet)?,
@@ -732,6 +753,23 @@ fn daemon(
                 .connection_log
                 .or(d.connection_log)
                 .expect("documented default"),
+        log_limits: LogLimits {
+            local: a.connection_log_local
+                || file
+                    .connection_log_local
+                    .or(d.connection_log_local)
+                    .expect("documented default"),
+            rate: a
+                .connection_log_rate
+                .or(file.connection_log_rate)
+                .or(d.connection_log_rate)
+                .expect("documented default"),
+            burst: a
+                .connection_log_burst
+                .or(file.connection_log_burst)
+                .or(d.connection_log_burst)
+                .expect("documented default"),
+        },
         event_buffer: a.event_buffer.unwrap_or(EVENT_BUFFER),
         max_event_buffer: MAX_EVENT_BUFFER,
         setup: acc.setup,
@@ -1011,6 +1049,44 @@ mod tests {
         };
         assert_eq!(x.nets.nets(), ["192.0.2.0/24".parse::<IpNet>().unwrap()]);
         assert_eq!(x.delegating.uids(), [33]);
+    }
+
+    /// Issue 24: the connection log's limits, flags over the file over the defaults, each
+    /// checked where it enters, naming the flag or the key.
+    #[test]
+    fn connection_log_limits_are_resolved_and_checked() {
+        let s = resolve_from(&["--config", "/dev/null", "run"], &[]).unwrap();
+        let l = daemon_of(&s).log_limits;
+        assert_eq!((l.local, l.rate, l.burst), (false, 200, 100_000));
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("n.toml");
+        std::fs::write(
+            &conf,
+            "connection_log_local = true\nconnection_log_rate = 5\nconnection_log_burst = 9\n",
+        )
+        .unwrap();
+        let c = conf.to_str().unwrap();
+        let s = resolve_from(&["--config", c, "run", "--connection-log-rate", "7"], &[]).unwrap();
+        let l = daemon_of(&s).log_limits;
+        assert_eq!((l.local, l.rate, l.burst), (true, 7, 9));
+        let e = config_error(resolve_from(
+            &["--config", c, "run", "--connection-log-burst", "0"],
+            &[],
+        ));
+        assert_eq!(
+            e.to_string(),
+            "--connection-log-burst 0 is out of range: it must be 1 to 10000000"
+        );
+        std::fs::write(&conf, "connection_log_rate = 0\n").unwrap();
+        let e = config_error(resolve_from(&["--config", c, "run"], &[]));
+        assert!(e.is_usage());
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "configuration {c}: connection_log_rate = 0 is out of range: it must be 1 to \
+                 1000000"
+            )
+        );
     }
 
     #[test]

@@ -228,6 +228,7 @@ fn build_db(dir: &Path) -> PathBuf {
             users: vec![],
             attributions: open_flows(),
             log: log(),
+            not_logged: Default::default(),
         })
         .unwrap();
     db

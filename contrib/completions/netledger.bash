@@ -770,7 +770,7 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__run)
-            opts="-v -q -h -V --no-setup --local-net --count-local --lock-timeout --prune-after --delegating-uid --delegate-grace --proc-root --interval --no-connection-log --flush-interval --event-buffer --metrics-listen --db --config --verbose --quiet --help --version"
+            opts="-v -q -h -V --no-setup --local-net --count-local --lock-timeout --prune-after --delegating-uid --delegate-grace --proc-root --interval --no-connection-log --connection-log-local --connection-log-rate --connection-log-burst --flush-interval --event-buffer --metrics-listen --db --config --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -801,6 +801,14 @@ _netledger() {
                     return 0
                     ;;
                 --interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --connection-log-rate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --connection-log-burst)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

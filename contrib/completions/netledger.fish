@@ -130,6 +130,8 @@ complete -c netledger -n "__fish_netledger_using_subcommand run" -l delegating-u
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l delegate-grace -d 'How long a young flow on such a service\'s socket waits, uncharged, for a user\'s process to hold it [env: NETLEDGER_DELEGATE_GRACE] [default: 10s]' -r
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l proc-root -d 'Root of the proc filesystem to read sockets and processes from [default: /proc]' -r -F
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l interval -d 'Time between accounting passes, 1s to 1h [default: 10s]' -r
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l connection-log-rate -d 'Connections logged a second at most, on average, 1 to 1000000; the rest are charged, counted and not logged [default: 200]' -r
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l connection-log-burst -d 'Connections logged at once at most after a quiet time, 1 to 10000000 [default: 100000]' -r
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l flush-interval -d 'Longest time an event waits in memory before it is written, 10ms to 1m (writes are batched, one transaction per flush) [default: 1s]' -r
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l event-buffer -d 'Receive buffer of the conntrack event socket at start, in bytes (1 to 64 MiB); it grows on overruns up to 64 MiB (tests set it tiny to provoke overruns) [env: NETLEDGER_EVENT_BUFFER] [default: 4194304]' -r
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l metrics-listen -d 'Serve the Prometheus metrics (`netledger metrics`) at http://ADDR:PORT/metrics [default: off]. Personal data: bind to loopback or a management network' -r
@@ -138,6 +140,7 @@ complete -c netledger -n "__fish_netledger_using_subcommand run" -l config -d 'C
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l no-setup -d 'Do not change the system: only check the prerequisites and fail if one is missing'
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l count-local -d 'Exclude nothing: charge local-network traffic to its users too'
 complete -c netledger -n "__fish_netledger_using_subcommand run" -l no-connection-log -d 'Do not keep the log of finished connections'
+complete -c netledger -n "__fish_netledger_using_subcommand run" -l connection-log-local -d 'Also log connections charged to nobody as local: loopback, the local networks, the host\'s own addresses (configuration key `connection_log_local`) [default: off]'
 complete -c netledger -n "__fish_netledger_using_subcommand run" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c netledger -n "__fish_netledger_using_subcommand run" -s q -l quiet -d 'Only errors on stderr'
 complete -c netledger -n "__fish_netledger_using_subcommand run" -s h -l help -d 'Print help'

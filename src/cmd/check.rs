@@ -10,6 +10,7 @@ use anyhow::Result;
 
 use super::common::{open_for_reading, resolve_user};
 use crate::quota::{standings, system_groups, Level, Standing};
+use crate::report::terminal_safe;
 use crate::settings::{Check, Settings};
 use crate::units::human_bytes;
 
@@ -52,7 +53,7 @@ fn one_line(e: &anyhow::Error) -> String {
 
 /// A perfdata label: single-quoted, a quote doubled.
 fn label(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    format!("'{}'", terminal_safe(s).replace('\'', "''"))
 }
 
 fn opt(n: Option<u64>) -> String {
@@ -157,9 +158,10 @@ pub fn judge(db: &std::path::Path, s: &Check) -> Result<(u8, String)> {
             .take(5)
             .map(|u| {
                 let proj = if s.estimate { " projected" } else { "" };
+                let user = terminal_safe(&u.user);
                 match u.allowance {
-                    Some(a) => format!("{}{proj} {:.1}% of {}", u.user, share(u), human_bytes(a)),
-                    None => format!("{}{proj} {}", u.user, human_bytes(judged(u))),
+                    Some(a) => format!("{user}{proj} {:.1}% of {}", share(u), human_bytes(a)),
+                    None => format!("{user}{proj} {}", human_bytes(judged(u))),
                 }
             })
             .collect();
@@ -175,4 +177,13 @@ pub fn judge(db: &std::path::Path, s: &Check) -> Result<(u8, String)> {
         text.push_str(&perf.join(" "));
     }
     Ok((code, text))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Issue 24: a user name cannot break the plugin's one line (or a terminal).
+    #[test]
+    fn perfdata_labels_are_quoted_and_made_safe() {
+        assert_eq!(super::label("o'neil\n\x1b[2K"), "'o''neil\\n\\e[2K'");
+    }
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+use crate::config::TextfileAccess;
 use crate::store::{OpenOptions, Store};
 
 /// Open the database read-only; never creates it.
@@ -83,10 +84,11 @@ impl<'a> UserNames<'a> {
 
 /// Replace `path` with `data` so that a reader sees the old file or the new one, never a
 /// part: a temporary file beside it, synced, then renamed over it (and the directory
-/// synced, so the rename survives a crash). The file is 0644 whatever the umask (the
-/// units' `UMask=0027` would hide it from node_exporter's user): a metrics textfile
-/// (`metrics --output`, `snapshot --metrics-textfile`).
-pub fn write_textfile(path: &Path, data: &[u8]) -> Result<()> {
+/// synced, so the rename survives a crash). The file has `access`'s mode whatever the
+/// umask (the units' `UMask=0027` would hide a 0644 file from node_exporter's user) and
+/// its group, given before any byte is written: a metrics textfile (`metrics --output`,
+/// `snapshot --metrics-textfile`), which holds every user's totals.
+pub fn write_textfile(path: &Path, data: &[u8], access: TextfileAccess) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -104,7 +106,18 @@ pub fn write_textfile(path: &Path, data: &[u8]) -> Result<()> {
             .write(true)
             .create_new(true)
             .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(0o644))?;
+        if let Some(gid) = access.gid {
+            std::os::unix::fs::fchown(&f, None, Some(gid)).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot give it to group {gid} (metrics_textfile_group): {e}; the \
+                         writer must be root or a member of the group"
+                    ),
+                )
+            })?;
+        }
+        f.set_permissions(fs::Permissions::from_mode(access.mode))?;
         f.write_all(data)?;
         f.sync_all()?;
         drop(f);

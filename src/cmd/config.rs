@@ -34,6 +34,9 @@ pub fn run(s: &Settings, c: &ConfigShow) -> Result<()> {
     writeln!(out, "lock_timeout = \"{}\"", dur(d.lock_timeout))?;
     writeln!(out, "interval = \"{}\"", dur(d.interval))?;
     writeln!(out, "connection_log = {}", d.connection_log)?;
+    writeln!(out, "connection_log_local = {}", d.log_limits.local)?;
+    writeln!(out, "connection_log_rate = {}", d.log_limits.rate)?;
+    writeln!(out, "connection_log_burst = {}", d.log_limits.burst)?;
     let uids: Vec<String> = d
         .pass
         .delegating
@@ -49,6 +52,14 @@ pub fn run(s: &Settings, c: &ConfigShow) -> Result<()> {
     }
     if let Some(path) = &c.metrics_textfile {
         writeln!(out, "metrics_textfile = \"{}\"", path.display())?;
+    }
+    writeln!(
+        out,
+        "metrics_textfile_mode = \"{:04o}\"",
+        c.textfile_access.mode
+    )?;
+    if let Some(gid) = c.textfile_access.gid {
+        writeln!(out, "metrics_textfile_group = {gid}")?;
     }
     let retention = &d.retention;
     writeln!(out, "\n[retention]")?;

@@ -33,7 +33,7 @@ pub fn dispatch(s: &Settings) -> Result<()> {
         Command::Connections(c) => connections::run(s, c),
         Command::Log(l) => log::run(s, l),
         Command::Summary(x) => summary::run(s, x),
-        Command::Metrics { output } => metrics::run(s, output.as_deref()),
+        Command::Metrics { output, access } => metrics::run(s, output.as_deref(), *access),
         Command::Live(l) => live::run(l),
         Command::Quota(q) => quota::run(s, q),
         Command::Check(c) => match check::main(s, c) {

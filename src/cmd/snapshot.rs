@@ -3,6 +3,7 @@
 use anyhow::Result;
 
 use super::common::{open_for_reading, write_textfile};
+use crate::config::TextfileAccess;
 use crate::pass::run_pass;
 use crate::prereq;
 use crate::report::metrics::encode;
@@ -39,7 +40,7 @@ pub fn run(s: &Settings, snap: &Snapshot) -> Result<()> {
             }
             // The daemon keeps the database current: the textfile still follows it.
             if let Some(path) = &snap.metrics_textfile {
-                write_metrics(&open_for_reading(&s.db)?, path)?;
+                write_metrics(&open_for_reading(&s.db)?, path, snap.textfile_access)?;
             }
             return Ok(());
         }
@@ -63,13 +64,13 @@ pub fn run(s: &Settings, snap: &Snapshot) -> Result<()> {
         hook.wait();
     }
     if let Some(path) = &snap.metrics_textfile {
-        write_metrics(&store, path)?;
+        write_metrics(&store, path, snap.textfile_access)?;
     }
     Ok(())
 }
 
 /// The metrics of `store`, written to `path` for node_exporter's textfile collector.
-fn write_metrics(store: &Store, path: &std::path::Path) -> Result<()> {
+fn write_metrics(store: &Store, path: &std::path::Path, access: TextfileAccess) -> Result<()> {
     let text = encode(&store.metrics()?, env!("CARGO_PKG_VERSION"), None);
-    write_textfile(path, text.as_bytes())
+    write_textfile(path, text.as_bytes(), access)
 }

@@ -17,12 +17,12 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use crate::account::{account, FlowState, Hold};
-use crate::attribute::{attribute, Attributed, Attribution, LocalNets, SocketIndex, Via};
+use crate::attribute::{attribute, Attributed, Attribution, LocalNets, SocketIndex, Verdict, Via};
 use crate::model::{Flow, FlowKey};
 use crate::pass::user_names;
 use crate::sources::conntrack::Timeouts;
 use crate::sources::processes::Owner;
-use crate::store::connections::{EventWrite, LoggedConnection};
+use crate::store::connections::{EventWrite, LoggedConnection, NotLogged};
 use crate::store::PassRecord;
 
 /// A conntrack event after the listener handled it.
@@ -84,6 +84,10 @@ pub struct BatchConfig<'a> {
     pub host: &'a HashSet<IpAddr>,
     /// Keep the connection log.
     pub log: bool,
+    /// Log connections charged to nobody as local too.
+    pub log_local: bool,
+    /// Connections this flush may log at most (the rest are counted in `not_logged`).
+    pub log_budget: u64,
     /// Epoch seconds stamped on the usage rows.
     pub now: i64,
     /// Malformed event messages skipped since the last flush.
@@ -239,10 +243,29 @@ pub fn plan_batch(
         .filter(|k| prev.contains_key(k))
         .collect();
 
-    let log = if cfg.log {
+    // Local flows (a flood to 127.0.0.1 costs a user nothing) are left out unless asked
+    // for, and the rest up to the budget: both counted, never charged differently.
+    let mut not_logged = NotLogged::default();
+    let log: Vec<LoggedConnection> = if cfg.log {
+        let mut taken = 0u64;
         destroys
             .iter()
             .zip(&attributed)
+            .filter(|(_, at)| {
+                let local = matches!(at.verdict, Verdict::Excluded(_));
+                if local && !cfg.log_local {
+                    not_logged.local += 1;
+                    return false;
+                }
+                if taken >= cfg.log_budget {
+                    not_logged.over_limit += 1;
+                    let uid = at.attribution().map(|a| a.uid);
+                    *not_logged.over_limit_by.entry(uid).or_default() += 1;
+                    return false;
+                }
+                taken += 1;
+                true
+            })
             .map(|((flow, end_ms, new, uses_state), at)| {
                 let end_ms = *end_ms;
                 let start_ms = flow
@@ -305,6 +328,7 @@ pub fn plan_batch(
         users,
         attributions,
         log,
+        not_logged,
     }
 }
 
@@ -370,6 +394,8 @@ mod tests {
                 nets: &nets,
                 host: &host,
                 log: true,
+                log_local: false,
+                log_budget: u64::MAX,
                 now: 1_780_000_001,
                 skipped_messages: 0,
                 timeouts: &timeouts,
@@ -870,6 +896,61 @@ mod tests {
         };
         let w = plan(&[found, end], &prev);
         assert_eq!(user_bytes(&w), (50_000, 1_000));
+    }
+
+    /// Issue 24: a flood of connections must not fill the disk. Local flows are not
+    /// logged unless asked for, the rest at most the budget; every one is still charged.
+    #[test]
+    fn local_flows_and_flows_over_the_budget_are_charged_and_counted_not_logged() {
+        let mut lo = flow(20, 40020, Some((100, 100)));
+        for t in [&mut lo.orig, &mut lo.reply] {
+            t.src = "127.0.0.1".parse().unwrap();
+            t.dst = "127.0.0.1".parse().unwrap();
+        }
+        let mut events = vec![Resolved::Destroy {
+            flow: lo,
+            tcp_state: None,
+            left: None,
+            at_ms: 1,
+        }];
+        for i in 0..3 {
+            events.push(Resolved::Destroy {
+                flow: flow(21 + i, 40021 + i as u16, Some((10, 20))),
+                tcp_state: None,
+                left: None,
+                at_ms: 2,
+            });
+        }
+        let nets = LocalNets::defaults();
+        let timeouts = Timeouts::default();
+        let host: HashSet<IpAddr> = ["198.51.100.1".parse().unwrap()].into_iter().collect();
+        let cfg = |log_local, log_budget| BatchConfig {
+            user_name: &|_| None,
+            nets: &nets,
+            host: &host,
+            log: true,
+            log_local,
+            log_budget,
+            now: 1_780_000_001,
+            skipped_messages: 0,
+            timeouts: &timeouts,
+            marks: false,
+        };
+        let w = plan_batch(&events, &HashMap::new(), &cfg(false, 2));
+        assert_eq!(w.log.len(), 2);
+        assert!(w.log.iter().all(|c| !c.orig.dst.is_loopback()));
+        assert_eq!(
+            w.not_logged,
+            NotLogged {
+                local: 1,
+                over_limit: 1,
+                over_limit_by: [(None, 1)].into()
+            }
+        );
+        assert_eq!(w.plan.totals.excluded.bytes(), 200, "charged all the same");
+        assert_eq!(w.plan.totals.unattributed.bytes(), 90);
+        let w = plan_batch(&events, &HashMap::new(), &cfg(true, 10));
+        assert_eq!((w.log.len(), w.not_logged), (4, NotLogged::default()));
     }
 
     #[test]

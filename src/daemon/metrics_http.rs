@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use crate::report::metrics::{encode, CONTENT_TYPE};
+use crate::report::metrics::{encode, DaemonCounts, CONTENT_TYPE};
 use crate::store::{OpenOptions, Store};
 
 /// Longest a client may take to send its request line and headers.
@@ -34,21 +34,45 @@ struct Shared {
     /// The read-only connection, opened at the first scrape (and again after an error).
     store: Mutex<Option<Store>>,
     active: AtomicUsize,
-    /// The daemon's count of conntrack events lost to overruns, shared with its writer.
-    lost: Arc<AtomicU64>,
+    /// The daemon's counters, shared with its writer.
+    counters: Arc<Counters>,
 }
 
-/// Bind `addr` and serve `/metrics` from `db` on a thread of its own, with `lost` (the
-/// daemon's count of events lost to overruns, read at each scrape). Binding is done
-/// here, so that a taken port or a bad address fails the daemon's start.
-pub fn spawn(addr: SocketAddr, db: &Path, lost: Arc<AtomicU64>) -> io::Result<SocketAddr> {
+/// What the daemon's writer counts for its endpoint alone (the database does not keep
+/// it), read at each scrape.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Conntrack events lost to overruns, as the kernel counted them.
+    pub lost: AtomicU64,
+    /// Finished connections not logged: local ones (`connection_log_local` off).
+    pub log_local: AtomicU64,
+    /// Finished connections not logged: over the rate or burst.
+    pub log_over_limit: AtomicU64,
+}
+
+impl Counters {
+    /// The values now.
+    pub fn counts(&self) -> DaemonCounts {
+        let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        DaemonCounts {
+            events_lost: v(&self.lost),
+            log_skipped_local: v(&self.log_local),
+            log_skipped_limit: v(&self.log_over_limit),
+        }
+    }
+}
+
+/// Bind `addr` and serve `/metrics` from `db` on a thread of its own, with the daemon's
+/// `counters` (read at each scrape). Binding is done here, so that a taken port or a bad
+/// address fails the daemon's start.
+pub fn spawn(addr: SocketAddr, db: &Path, counters: Arc<Counters>) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
     let shared = Arc::new(Shared {
         db: db.to_owned(),
         store: Mutex::new(None),
         active: AtomicUsize::new(0),
-        lost,
+        counters,
     });
     std::thread::Builder::new()
         .name("metrics-http".into())
@@ -200,7 +224,7 @@ fn render(shared: &Shared) -> anyhow::Result<String> {
         Ok(data) => Ok(encode(
             &data,
             env!("CARGO_PKG_VERSION"),
-            Some(shared.lost.load(Ordering::Relaxed)),
+            Some(shared.counters.counts()),
         )),
         Err(e) => {
             *guard = None;

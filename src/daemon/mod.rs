@@ -36,7 +36,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -50,6 +50,7 @@ use crate::prereq::{self, Needs};
 use crate::sources::conntrack::{EventSocket, GROUP_DESTROY, GROUP_NEW};
 use crate::sources::interfaces;
 use crate::sources::sockdiag::SockDiag;
+use crate::store::connections::NotLogged;
 use crate::store::retention::Retention;
 use crate::store::{OpenOptions, Role, Store};
 
@@ -73,6 +74,8 @@ pub struct DaemonConfig {
     pub flush_events: usize,
     /// Keep the connection log.
     pub connection_log: bool,
+    /// What the connection log leaves out.
+    pub log_limits: LogLimits,
     /// Receive buffer of the event socket at start, bytes.
     pub event_buffer: usize,
     /// Largest receive buffer to grow to after overruns, bytes.
@@ -89,6 +92,48 @@ pub struct DaemonConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Quotas, judged after every stored pass and flush.
     pub quota: crate::quota::Policy,
+}
+
+/// What the connection log leaves out (issue 24: a user's flood of connections must not
+/// fill the disk): local flows unless `local`, and what goes over a token bucket of
+/// `rate` rows a second holding at most `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimits {
+    /// Log flows charged to nobody as local too.
+    pub local: bool,
+    /// Rows a second, on average.
+    pub rate: u32,
+    /// Rows at once, at most.
+    pub burst: u32,
+}
+
+/// The connection log's token bucket: rows it may write now.
+#[derive(Debug)]
+struct LogBucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl LogBucket {
+    fn new(l: &LogLimits) -> LogBucket {
+        LogBucket {
+            tokens: f64::from(l.burst),
+            at: Instant::now(),
+        }
+    }
+
+    /// Rows that may be logged now.
+    fn budget(&mut self, l: &LogLimits) -> u64 {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * f64::from(l.rate);
+        self.tokens = (self.tokens + refill).min(f64::from(l.burst));
+        self.at = now;
+        self.tokens as u64
+    }
+
+    fn spend(&mut self, rows: usize) {
+        self.tokens = (self.tokens - rows as f64).max(0.0);
+    }
 }
 
 /// Events kept in memory while the database refuses writes (~1 KiB each).
@@ -120,13 +165,18 @@ struct Writer {
     skipped: u64,
     flushes: u64,
     logged: u64,
+    log_bucket: LogBucket,
+    /// Connections not logged since the last pass (said then), and since the start.
+    not_logged: NotLogged,
+    not_logged_total: NotLogged,
     duplicates: u64,
     destroys: u64,
     passes: u64,
     pass_cpu: Duration,
-    /// Events lost to overruns, as far as the kernel said; shared with the metrics
+    /// Events lost to overruns, as far as the kernel said, and connections left out of
+    /// the log; shared with the metrics
     /// endpoint, which reads it at each scrape.
-    lost: Arc<AtomicU64>,
+    counters: Arc<metrics_http::Counters>,
     /// Judges quotas after every commit.
     quota: crate::quota::Watcher,
     /// Times accounting may have been off, found by the guard or the passes, to record.
@@ -165,6 +215,8 @@ impl Writer {
             nets: &self.cfg.pass.nets,
             host: &self.host,
             log: self.cfg.connection_log,
+            log_local: self.cfg.log_limits.local,
+            log_budget: self.log_bucket.budget(&self.cfg.log_limits),
             now: chrono::Utc::now().timestamp(),
             skipped_messages: self.skipped,
             timeouts: &self.timeouts,
@@ -193,6 +245,19 @@ impl Writer {
         self.destroys += keys.len() as u64;
         self.logged += outcome.logged as u64;
         self.duplicates += outcome.duplicates as u64;
+        self.log_bucket.spend(outcome.logged + outcome.duplicates);
+        for n in [&mut self.not_logged, &mut self.not_logged_total] {
+            n.local += outcome.not_logged.local;
+            n.over_limit += outcome.not_logged.over_limit;
+        }
+        for (uid, k) in &outcome.not_logged.over_limit_by {
+            *self.not_logged.over_limit_by.entry(*uid).or_default() += k;
+        }
+        let c = &self.counters;
+        c.log_local
+            .fetch_add(outcome.not_logged.local, Ordering::Relaxed);
+        c.log_over_limit
+            .fetch_add(outcome.not_logged.over_limit, Ordering::Relaxed);
         debug!(
             events = self.pending.len(),
             destroyed = keys.len(),
@@ -204,6 +269,52 @@ impl Writer {
         self.skipped = 0;
         self.judge_quotas();
         Ok(())
+    }
+
+    /// Once a pass: the finished connections the log left out since the last one. Over
+    /// the limit is a warning (the log is incomplete); local alone is the default doing
+    /// its job, said at the info level.
+    fn say_not_logged(&mut self) {
+        let n = std::mem::take(&mut self.not_logged);
+        let l = &self.cfg.log_limits;
+        let local = format!(
+            "{} local (loopback, local networks, this host; connection_log_local = true logs them)",
+            n.local
+        );
+        if n.over_limit > 0 {
+            // Who went over, most first: a flood is named, whoever makes it.
+            let mut by: Vec<(Option<u32>, u64)> = n.over_limit_by.into_iter().collect();
+            by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let whose: Vec<String> = by
+                .iter()
+                .take(3)
+                .map(|(uid, k)| match uid {
+                    Some(uid) => match crate::sources::users::name_of(*uid) {
+                        Some(name) => {
+                            format!("{} ({uid}) {k}", crate::report::terminal_safe(&name))
+                        }
+                        None => format!("uid {uid} {k}"),
+                    },
+                    None => format!("unattributed {k}"),
+                })
+                .collect();
+            let more = if by.len() > 3 { ", …" } else { "" };
+            warn!(
+                "connection log: {} finished connections not logged since the last pass: {} \
+                 over the limit of {} a second, {} at once (connection_log_rate, \
+                 connection_log_burst): {}{more}; {local}; they are charged as always",
+                n.local + n.over_limit,
+                n.over_limit,
+                l.rate,
+                l.burst,
+                whose.join(", "),
+            );
+        } else if n.local > 0 {
+            info!(
+                "connection log: {} finished connections not logged since the last pass: {local}",
+                n.local
+            );
+        }
     }
 
     /// Quotas after a commit: the hooks run on their own (their threads log how they end).
@@ -299,6 +410,7 @@ impl Writer {
                 self.pass_cpu += cpu;
                 let gaps = self.gaps_said();
                 info!("{} ({mode}, {cpu:.0?} CPU){gaps}", o.summary());
+                self.say_not_logged();
                 match self
                     .store
                     .roll_up(o.record.started_at, &self.cfg.retention, ROLLUP_BUDGET)
@@ -399,7 +511,9 @@ impl Writer {
             }
             ToWriter::Overrun { lost, buffer } => {
                 let lost_text = lost.map_or("an unknown number of".into(), |n| n.to_string());
-                self.lost.fetch_add(lost.unwrap_or(0), Ordering::Relaxed);
+                self.counters
+                    .lost
+                    .fetch_add(lost.unwrap_or(0), Ordering::Relaxed);
                 warn!(
                     "conntrack events overran the receive buffer: {lost_text} events lost; \
                      buffer grown to {buffer} B; resynchronising from a dump (flows whose \
@@ -507,7 +621,8 @@ impl Writer {
         let news = ev(&stats.news).max(1);
         format!(
             "stopped after {:.0?}: {} events ({} NEW, {} with an owner, {} with a program; {} \
-             DESTROY charged) in {} flushes, {} connections logged, {} overruns ({} \
+             DESTROY charged) in {} flushes, {} connections logged ({} local and {} over the \
+             limit not logged), {} overruns ({} \
              events lost), {} passes ({:.0?} CPU), {} sock_diag lookups ({:.1} µs per NEW event), {:.0?} naming \
              programs ({} process and {} full /proc walks), {} flows on a service's socket handed to \
              their user after NEW, {} NEW owners from the owner mark alone ({} marks checked against \
@@ -520,8 +635,10 @@ impl Writer {
             self.destroys,
             self.flushes,
             self.logged,
+            self.not_logged_total.local,
+            self.not_logged_total.over_limit,
             ev(&stats.overruns),
-            ev(&self.lost),
+            ev(&self.counters.lost),
             self.passes,
             self.pass_cpu,
             ev(&stats.lookups),
@@ -636,9 +753,9 @@ pub fn run(
     for line in crate::firewall::record_kept_gaps(&mut store, &proc_root)? {
         warn!("{line}");
     }
-    let lost = Arc::new(AtomicU64::new(0));
+    let counters = Arc::new(metrics_http::Counters::default());
     if let Some(addr) = cfg.metrics_listen {
-        let bound = metrics_http::spawn(addr, db, lost.clone()).with_context(|| {
+        let bound = metrics_http::spawn(addr, db, counters.clone()).with_context(|| {
             format!("cannot listen on {addr} for metrics (--metrics-listen, metrics_listen): is the address this host's and the port free?")
         })?;
         say(cfg.quiet, format!("metrics on http://{bound}/metrics"));
@@ -675,11 +792,14 @@ pub fn run(
         skipped: 0,
         flushes: 0,
         logged: 0,
+        log_bucket: LogBucket::new(&cfg.log_limits),
+        not_logged: NotLogged::default(),
+        not_logged_total: NotLogged::default(),
         duplicates: 0,
         destroys: 0,
         passes: 0,
         pass_cpu: Duration::ZERO,
-        lost,
+        counters,
         quota: crate::quota::Watcher::new(cfg.quota.clone(), false),
         gaps,
         health: Default::default(),

@@ -16,7 +16,7 @@ use crate::account::{Kind, Traffic};
 use crate::live::view::{Grouping, History, Owner, Rate, Row, Sample, SortKey};
 use crate::units::human_bytes;
 
-use super::Record;
+use super::{terminal_safe, Record};
 
 /// The keys of the view, as `?` shows them.
 pub const KEYS: &[(&str, &str)] = &[
@@ -82,7 +82,7 @@ pub fn rate(bytes_per_s: f64, bits: bool) -> String {
 pub fn owner_name(owner: Owner, names: &BTreeMap<u32, String>) -> String {
     match owner {
         Owner::User(uid) => match names.get(&uid) {
-            Some(n) if *n != uid.to_string() => format!("{n} ({uid})"),
+            Some(n) if *n != uid.to_string() => format!("{} ({uid})", terminal_safe(n)),
             _ => uid.to_string(),
         },
         Owner::Unattributed => "(unattributed)".into(),
@@ -92,7 +92,7 @@ pub fn owner_name(owner: Owner, names: &BTreeMap<u32, String>) -> String {
 
 fn row_name(r: &Row, names: &BTreeMap<u32, String>) -> String {
     match &r.detail {
-        Some(d) => format!("  {d}"),
+        Some(d) => format!("  {}", terminal_safe(d)),
         None => owner_name(r.owner, names),
     }
 }
@@ -308,6 +308,16 @@ pub fn table(s: &Sample, names: &BTreeMap<u32, String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 24: a user's name is shown escaped in the live view and its table.
+    #[test]
+    fn owner_names_are_made_safe_for_a_terminal() {
+        let names = BTreeMap::from([(1001, "ev\x1b[2Kil\nroot".to_string())]);
+        assert_eq!(
+            owner_name(Owner::User(1001), &names),
+            "ev\\e[2Kil\\nroot (1001)"
+        );
+    }
 
     fn sample() -> Sample {
         use crate::account::UsageKey;

@@ -6,7 +6,7 @@ use chrono::{Local, SecondsFormat, TimeZone, Utc};
 use serde_json::json;
 
 use super::names::protocol_name;
-use super::{object, Record};
+use super::{object, terminal_safe, Record};
 use crate::account::Traffic;
 use crate::attribute::Direction;
 use crate::live::ends;
@@ -127,7 +127,7 @@ impl Template {
             let next = self.0.get(i + 1);
             match p {
                 Piece::Text(s) => out.push_str(s),
-                Piece::Field(f) => out.push_str(&match f {
+                Piece::Field(f) => out.push_str(&terminal_safe(&match f {
                     's' => format_time(c.start_ms, utc),
                     'e' => format_time(c.end_ms, utc),
                     'S' => format!("{:.3}", c.duration_ms() as f64 / 1000.0),
@@ -156,7 +156,7 @@ impl Template {
                     'T' => t.tx_packets.to_string(),
                     'X' => t.rx_packets.to_string(),
                     _ => unreachable!("parse_template admits only known escapes"),
-                }),
+                })),
             }
         }
         out

@@ -81,10 +81,21 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, v: i64) {
     registry.register(name, help, g);
 }
 
-/// The exposition of `data`, ending with a newline. `version` is netledger's; `lost` is
-/// the daemon's count of conntrack events lost to overruns since it started (`None`
-/// outside the daemon: the series is then left out).
-pub fn encode(data: &MetricsData, version: &str, lost: Option<u64>) -> String {
+/// What only the daemon counts, since it started: its endpoint shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DaemonCounts {
+    /// Conntrack events lost to overruns, as the kernel counted them.
+    pub events_lost: u64,
+    /// Finished connections not logged because they were local.
+    pub log_skipped_local: u64,
+    /// Finished connections not logged because they went over the log's limit.
+    pub log_skipped_limit: u64,
+}
+
+/// The exposition of `data`, ending with a newline. `version` is netledger's; `daemon`
+/// is what the daemon counted since it started (`None` outside the daemon: those series
+/// are then left out).
+pub fn encode(data: &MetricsData, version: &str, daemon: Option<DaemonCounts>) -> String {
     let mut r = Registry::default();
     let mut users = [
         (
@@ -219,13 +230,28 @@ pub fn encode(data: &MetricsData, version: &str, lost: Option<u64>) -> String {
             secs,
         );
     }
-    if let Some(lost) = lost {
+    if let Some(d) = daemon {
         let c = Counter::<u64>::default();
-        c.inc_by(lost);
+        c.inc_by(d.events_lost);
         r.register(
             "netledger_conntrack_events_lost",
             "Conntrack events the daemon lost to receive-buffer overruns since it started",
             c,
+        );
+        let mut skipped = Sorted::default();
+        skipped.push(
+            vec![("reason".to_owned(), "limit".to_owned())],
+            d.log_skipped_limit,
+        );
+        skipped.push(
+            vec![("reason".to_owned(), "local".to_owned())],
+            d.log_skipped_local,
+        );
+        r.register(
+            "netledger_connection_log_skipped",
+            "Finished connections the daemon charged but did not log since it started: \
+             local ones (connection_log_local off), or over connection_log_rate/burst",
+            skipped,
         );
     }
     r.register(
@@ -303,10 +329,22 @@ mod tests {
         );
         assert!(text.ends_with('\n'));
         assert!(!text.contains("netledger_conntrack_events_lost"), "{text}");
-        let daemon = encode(&data, "0.1.0", Some(42));
+        assert!(!text.contains("netledger_connection_log_skipped"), "{text}");
+        let daemon = encode(
+            &data,
+            "0.1.0",
+            Some(DaemonCounts {
+                events_lost: 42,
+                log_skipped_local: 3000,
+                log_skipped_limit: 550,
+            }),
+        );
         for line in [
             "# TYPE netledger_conntrack_events_lost_total counter",
             "netledger_conntrack_events_lost_total 42",
+            "# TYPE netledger_connection_log_skipped_total counter",
+            "netledger_connection_log_skipped_total{reason=\"limit\"} 550",
+            "netledger_connection_log_skipped_total{reason=\"local\"} 3000",
         ] {
             assert!(
                 daemon.lines().any(|l| l == line),

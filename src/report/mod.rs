@@ -22,6 +22,41 @@ use names::{protocol_name, RemoteNames, Services};
 
 pub use crate::units::human_bytes;
 
+/// `s` made safe for a terminal: every text output passes the names it did not make
+/// (programs, users, containers, remote names) through here, so that no user can move
+/// the cursor, recolour, clear or forge lines in what an administrator reads (issue 24:
+/// an executable named `a\x1b[2K\rroot …`). C0 controls, DEL and C1 controls become
+/// `\n`, `\r`, `\t`, `\e` or `\xHH` (C1 as `\u{HH}`), the bidirectional overrides and
+/// isolates (U+202A–U+202E, U+2066–U+2069, which reorder what follows them) `\u{HHHH}`,
+/// and a backslash `\\`, so that an escape in the output always means one in the name.
+/// JSON and CSV keep the true bytes.
+pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || c == '\\'
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\x1b' => out.push_str("\\e"),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x80 && unsafe_char(c) => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// One output record: ordered field name → value.
 pub type Record = Map<String, Value>;
 
@@ -170,4 +205,31 @@ fn csv_field(s: &str) -> String {
 /// The column names of a record kind, for CSV headers of empty reports.
 pub fn header_of(sample: Record) -> Vec<String> {
     sample.keys().cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn terminal_safe_escapes_every_control_and_keeps_the_rest() {
+        assert!(matches!(
+            terminal_safe("curl é ü 名前"),
+            std::borrow::Cow::Borrowed("curl é ü 名前")
+        ));
+        assert_eq!(
+            terminal_safe("a\x1b[2K\rroot\nfake\t\x07\x7f\u{85}\u{9b}31m"),
+            "a\\e[2K\\rroot\\nfake\\t\\x07\\x7f\\u{85}\\u{9b}31m"
+        );
+        assert_eq!(
+            terminal_safe("x\u{202e}gpj.exe\u{2066}"),
+            "x\\u{202e}gpj.exe\\u{2066}"
+        );
+        assert_eq!(
+            terminal_safe("a\\e"),
+            "a\\\\e",
+            "a backslash is never an escape"
+        );
+        assert_eq!(terminal_safe("\0"), "\\x00");
+    }
 }

@@ -1,9 +1,10 @@
 //! Aligned text tables with human units, totals, and vnStat-like bars.
 
 use super::names::protocol_name;
-use super::{human_bytes, Labels};
+use super::{human_bytes, terminal_safe, Labels};
 use crate::account::Traffic;
 use crate::store::query::{By, Covered, PeriodRow, TopReport, TopRow};
+use std::borrow::Cow;
 
 /// The first line of a report's table: the span its numbers cover, in local time unless
 /// `utc`, and, when that is wider than the period asked for, why (usage is stored in whole
@@ -72,9 +73,17 @@ impl Table {
         }
     }
 
-    /// Add a row.
+    /// Add a row. Every cell is made safe for a terminal ([`terminal_safe`]): the tables
+    /// show names users chose (programs, containers).
     pub fn push(&mut self, row: Vec<String>) {
-        self.rows.push(row);
+        self.rows.push(
+            row.into_iter()
+                .map(|c| match terminal_safe(&c) {
+                    Cow::Borrowed(_) => c,
+                    Cow::Owned(safe) => safe,
+                })
+                .collect(),
+        );
     }
 
     /// Draw a rule before the next row.
@@ -280,6 +289,15 @@ fn bar(n: u64, max: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 24: a cell holding control characters stays on its line, escaped, and the
+    /// columns are as wide as what is shown.
+    #[test]
+    fn cells_are_made_safe_for_a_terminal() {
+        let mut t = Table::new(vec!["PROGRAM".into(), "RX".into()], 1);
+        t.push(vec!["a\x1b[31m\nb".into(), "1".into()]);
+        assert_eq!(t.render(), "PROGRAM     RX\na\\e[31m\\nb   1\n");
+    }
 
     fn row(
         uid: u32,

@@ -401,10 +401,25 @@ pub struct EventWrite {
     pub attributions: Vec<FlowState>,
     /// Finished connections for the log (empty when the log is off).
     pub log: Vec<LoggedConnection>,
+    /// Finished connections left out of the log.
+    pub not_logged: NotLogged,
+}
+
+/// Finished connections a flush charged but did not log, by why (issue 24: a flood of
+/// connections must not fill the disk).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotLogged {
+    /// Charged to nobody as local (loopback, local networks, the host's own addresses),
+    /// with `connection_log_local` off.
+    pub local: u64,
+    /// Over `connection_log_rate`/`connection_log_burst`.
+    pub over_limit: u64,
+    /// Those over the limit per owner (`None`: unattributed), so that who flooded is said.
+    pub over_limit_by: std::collections::BTreeMap<Option<u32>, u64>,
 }
 
 /// What a flush stored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventWriteOutcome {
     /// The `passes` row, when one was written (only when something was charged).
     pub pass_id: Option<i64>,
@@ -412,6 +427,8 @@ pub struct EventWriteOutcome {
     pub logged: usize,
     /// Log records that were already present (not stored twice).
     pub duplicates: usize,
+    /// Finished connections left out of the log.
+    pub not_logged: NotLogged,
 }
 
 const KEY: &str = "zone = ?1 AND protocol = ?2 AND src = ?3 AND dst = ?4 AND sport = ?5
@@ -595,6 +612,7 @@ impl Store {
             pass_id,
             logged,
             duplicates,
+            not_logged: w.not_logged,
         })
     }
 

@@ -513,6 +513,7 @@ fn the_daemons_flush_stores_the_container_in_usage_state_and_log() {
             users: users(),
             attributions: vec![new.clone()],
             log: log.clone(),
+            not_logged: Default::default(),
         })
         .unwrap();
     let reasons = rows::<String>(&store, "SELECT reason FROM usage_raw ORDER BY tx_bytes");

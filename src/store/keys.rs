@@ -301,6 +301,7 @@ mod tests {
                         users: vec![],
                         attributions: vec![],
                         log: vec![],
+                        not_logged: Default::default(),
                     })
                     .unwrap();
             } else {

@@ -518,6 +518,7 @@ mod tests {
                     users: vec![],
                     attributions: vec![],
                     log,
+                    not_logged: Default::default(),
                 })
                 .unwrap();
         }

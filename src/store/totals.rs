@@ -298,6 +298,7 @@ pub(super) mod tests {
                         users: vec![],
                         attributions: vec![],
                         log: vec![],
+                        not_logged: Default::default(),
                     })
                     .unwrap();
             } else {
