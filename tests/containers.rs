@@ -439,25 +439,90 @@ fn container_traffic_short_connections_are_exact_with_the_daemon() {
     let want = expected(&s, &destroyed, Some(s.alice.uid));
     let got = top_by_uid(&s.t.host, &db);
     eprintln!("netledger {got:?}\nconntrack {want:?}");
-    for (who, u) in &want {
+    // A container's flow has no owner mark (its packets are forwarded, not sent by a host
+    // socket): only the NEW event's lookup inside the container names it. A connection of
+    // 20 ms whose socket closed before that lookup ran (a loaded machine delays the
+    // daemon's thread) is unattributed, never charged to another: what alice's burst moved
+    // is hers or nobody's, and every other byte is exact.
+    let is_burst = |e: &CtEntry| {
+        e.orig.src.to_string() == CT && (BURST_FROM..BURST_FROM + N as u16).contains(&e.orig.sport)
+    };
+    let burst = outgoing_usage(destroyed.iter().filter(|e| is_burst(e)));
+    let (alice, nobody) = (Some(s.alice.uid), None);
+    let missed = minus(got.get(&nobody), want.get(&nobody));
+    assert!(
+        missed.rx_bytes <= burst.rx_bytes && missed.tx_bytes <= burst.tx_bytes,
+        "unattributed beyond the burst's connections: {missed:?} of {burst:?}"
+    );
+    assert_eq!(
+        plus(got.get(&alice), &missed),
+        want[&alice],
+        "alice's bytes, with the burst's unattributed ones"
+    );
+    for (who, u) in want.iter().filter(|(w, _)| **w != alice && **w != nobody) {
         assert_eq!(got.get(who), Some(u), "{who:?}");
     }
-    assert_eq!(got.len(), want.len(), "nobody else charged: {got:?}");
-    // Every short connection of alice's is in the connection log, with its container.
-    let logged: Vec<serde_json::Value> = connection_log(&s.t.host, &db, &[])
-        .into_iter()
+    assert!(
+        got.keys().all(|k| k.is_none() || want.contains_key(k)),
+        "nobody else charged: {got:?}"
+    );
+    // Every short connection of alice's is in the connection log, with its container, or
+    // (its socket gone first) with no owner; no other.
+    let rows = connection_log(&s.t.host, &db, &[]);
+    let logged = rows
+        .iter()
         .filter(|c| {
             c["uid"].as_u64() == Some(u64::from(s.alice.uid))
                 && c["container"] == s.ct.name.as_str()
         })
-        .collect();
-    assert!(logged.len() >= N, "{} logged: {logged:#?}", logged.len());
+        .count();
+    let in_burst = |c: &&serde_json::Value| {
+        c["orig"]["src"] == CT
+            && c["orig"]["sport"].as_u64().is_some_and(|p| {
+                (u64::from(BURST_FROM)..u64::from(BURST_FROM) + N as u64).contains(&p)
+            })
+    };
+    let unowned = rows
+        .iter()
+        .filter(in_burst)
+        .filter(|c| c["uid"].is_null())
+        .count();
+    eprintln!("alice's burst: {unowned} of {N} connections closed before the daemon's lookup ({missed:?})");
+    assert!(
+        logged + unowned >= N,
+        "{logged} logged with alice's uid, {unowned} unowned: {rows:#?}"
+    );
     let rows = top_by_container(&s.t.host, &db);
     let alice = rows
         .iter()
         .find(|r| r["uid"].as_u64() == Some(u64::from(s.alice.uid)))
         .unwrap();
     assert_eq!(alice["container"], s.ct.name.as_str());
+}
+
+fn minus(a: Option<&Usage>, b: Option<&Usage>) -> Usage {
+    let (a, b) = (
+        a.copied().unwrap_or_default(),
+        b.copied().unwrap_or_default(),
+    );
+    Usage {
+        rx_bytes: a
+            .rx_bytes
+            .checked_sub(b.rx_bytes)
+            .expect("fewer unattributed bytes than conntrack's"),
+        tx_bytes: a
+            .tx_bytes
+            .checked_sub(b.tx_bytes)
+            .expect("fewer unattributed bytes than conntrack's"),
+    }
+}
+
+fn plus(a: Option<&Usage>, b: &Usage) -> Usage {
+    let a = a.copied().unwrap_or_default();
+    Usage {
+        rx_bytes: a.rx_bytes + b.rx_bytes,
+        tx_bytes: a.tx_bytes + b.tx_bytes,
+    }
 }
 
 /// `netledger snapshot --no-setup` as the units run it: a fresh unprivileged uid holding
