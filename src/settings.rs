@@ -308,6 +308,9 @@ pub struct Live {
     pub nets: LocalNets,
     /// Services whose sockets are charged through their holders.
     pub delegating: Delegating,
+    /// Whether owner marks may be believed (`owner_mark`; a disagreement a writer kept
+    /// switches them off).
+    pub owner_mark: bool,
 }
 
 /// `check`: the file's quota keys and the flags.
@@ -560,6 +563,7 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
                 proc_root: a.proc_root,
                 nets: local_nets(&acc, &file),
                 delegating: delegation(&acc, &file)?.0,
+                owner_mark: owner_mark(&file),
             })
         }
     };

@@ -43,6 +43,9 @@ pub fn run(s: &Live) -> Result<()> {
 struct Probe {
     proc_root: PathBuf,
     nets: LocalNets,
+    /// Whether owner marks name the owners of flows that ended with none known (read-only:
+    /// the writers judge them and keep a disagreement, which this reads).
+    marks: std::sync::Arc<crate::pass::MarkTrust>,
     delegating: Delegating,
     meter: Meter,
     short: Option<ShortFlows>,
@@ -74,6 +77,7 @@ impl Probe {
         let mut probe = Probe {
             proc_root: s.proc_root.clone(),
             nets: s.nets.clone(),
+            marks: crate::pass::MarkTrust::new(s.owner_mark, &s.proc_root),
             delegating: s.delegating.clone(),
             meter: Meter::new(),
             short,
@@ -159,7 +163,11 @@ impl Probe {
             return Vec::new();
         }
         let none = HashMap::new();
-        let idx = SocketIndex::new(&[], &none, interfaces::host_addrs());
+        // A connection whose socket closed before its NEW was read (a loaded machine) is
+        // named by its owner mark, as the daemon names it.
+        self.marks.refresh();
+        let idx = SocketIndex::new(&[], &none, interfaces::host_addrs())
+            .with_marks(self.marks.usable());
         flows
             .iter()
             .map(|f| {
