@@ -1,0 +1,332 @@
+//! Honest under pressure (issue 24): what an unprivileged user tries against the meter, as
+//! that user against the real kernel, in the timer (`snapshot`) and the daemon (`run`).
+//! Each attack is checked per user, to the byte, against conntrack's own counters of the
+//! entries still in the table (`conntrack -L -o extended`): the attacker is charged what
+//! their flows moved, and nobody else is charged for them.
+//!
+//! Topology: `common::Inet` (host 198.51.100.1 / 2001:db8::1 ── veth ── "internet"
+//! 198.51.100.2 / 2001:db8::2, where `nl_traffic server tcp [::]:9000` answers), made by
+//! each test for itself, with test users of its own. Everything is removed by the guards.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use common::*;
+
+/// The interpreter the helpers below run in (any user can execute it; the build tree's
+/// interpreters may sit under a private home).
+const PYTHON: &str = "/usr/bin/python3";
+
+/// The uid of `nobody`, which web servers' workers run as.
+const NOBODY: u32 = 65534;
+
+fn snapshot(ns: &Netns, db: &Path) -> String {
+    let out = run(ns.cmd(bin()).arg("--db").arg(db).arg("snapshot"));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Per uid, what netledger charged; `None` is unattributed.
+fn charged(ns: &Netns, db: &Path) -> HashMap<Option<u32>, Usage> {
+    let got = top_by_uid(ns, db);
+    eprintln!("netledger: {got:?}");
+    got
+}
+
+/// The entries of the host's table matching `f`, summed as the host's end sees them when
+/// the host started them (tx = original, rx = reply).
+fn truth(t: &Inet, f: impl Fn(&CtEntry) -> bool) -> Usage {
+    let entries: Vec<CtEntry> = conntrack_entries(&t.host).into_iter().filter(f).collect();
+    assert!(!entries.is_empty(), "no conntrack entry for the attack");
+    let u = outgoing_usage(&entries);
+    eprintln!("conntrack: {} entries, {u:?}", entries.len());
+    u
+}
+
+/// What an attack left: who must be charged what, the processes to end (first), then the
+/// users to remove.
+struct Attack {
+    want: Vec<(u32, Usage)>,
+    _held: Vec<Proc>,
+    _users: Vec<TestUser>,
+}
+
+/// Every uid in `want` is charged exactly its usage, and nobody else (no other uid,
+/// nothing unattributed) is charged anything.
+fn exactly(got: &HashMap<Option<u32>, Usage>, want: &[(u32, Usage)], mode: &str) {
+    for (uid, w) in want {
+        let g = got.get(&Some(*uid)).copied().unwrap_or_default();
+        assert_eq!(g, *w, "{mode}: uid {uid} against conntrack's counters");
+    }
+    let others: Vec<_> = got
+        .iter()
+        .filter(|(k, u)| {
+            !want.iter().any(|(uid, _)| **k == Some(*uid)) && u.rx_bytes + u.tx_bytes > 0
+        })
+        .collect();
+    assert!(others.is_empty(), "{mode}: charged to others: {others:?}");
+}
+
+/// `nl_burst` as `user` in the host: `count` connections to `peer`, `down` bytes each.
+fn downloads(t: &Inet, user: &TestUser, peer: &str, count: usize, down: u64, extra: &[&str]) {
+    let b = burst_bin();
+    let mut c = user.cmd(&t.host, &b.path);
+    c.args([peer, &count.to_string(), "100", &down.to_string()])
+        .args(extra);
+    let mut p = Proc::spawn(&format!("{}'s downloads", user.name), c);
+    p.expect_containing("done ");
+    p.wait_ok();
+    wait_tcp_closed(&t.host);
+}
+
+/// A Python helper run as `user` in the host, `ready` once set up; it holds what it set
+/// up until its stdin closes.
+fn python_as(t: &Inet, user: &TestUser, what: &str, script: &str) -> Proc {
+    let mut c = user.cmd(&t.host, PYTHON);
+    c.args(["-c", script]);
+    let mut p = Proc::spawn(what, c);
+    p.expect("ready");
+    p
+}
+
+/// Run `attack` twice, each on a topology of its own: under the timer (a snapshot before,
+/// one after), then under the daemon (running through it, stopped after a whole pass).
+/// `attack` may call its `look` for a pass meanwhile (timer: a snapshot; daemon: a whole
+/// pass), and returns who must be charged what.
+fn timer_and_daemon(prefix: &str, attack: impl Fn(&Inet, &dyn Fn()) -> Attack) {
+    {
+        let t = Inet::new(&format!("{prefix}t"), 120);
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("timer.db");
+        let said = std::cell::RefCell::new(snapshot(&t.host, &db));
+        let look = || said.borrow_mut().push_str(&snapshot(&t.host, &db));
+        let a = attack(&t, &look);
+        look();
+        let said = said.into_inner();
+        eprintln!("{}", said.trim());
+        exactly(&charged(&t.host, &db), &a.want, "timer");
+        assert!(!said.contains("owner marks not used"), "{said}");
+    }
+    {
+        let t = Inet::new(&format!("{prefix}d"), 120);
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("daemon.db");
+        let daemon = Daemon::start(&t.host, &db, &["--interval", "1s"], &[]);
+        let a = attack(&t, &|| daemon.wait_for_a_whole_pass());
+        daemon.wait_for_a_whole_pass();
+        let said = daemon.stop();
+        exactly(&charged(&t.host, &db), &a.want, "daemon");
+        assert!(!said.contains("owner marks not used"), "{said}");
+    }
+}
+
+fn to_inet_port(port: u16) -> impl Fn(&CtEntry) -> bool {
+    let inet: IpAddr = "198.51.100.2".parse().unwrap();
+    move |e| e.proto == "tcp" && e.orig.dst == inet && e.orig.dport == port
+}
+
+/// alice makes 20 short downloads of 1 MB from R:9000 while bob listens on `*:9000` on the
+/// host: her sockets are in TIME_WAIT at the pass, and the reply tuple's source (R:9000,
+/// the remote end) matched bob's wildcard listener ahead of her owner mark.
+#[test]
+fn a_listener_on_the_remote_port_is_not_charged_for_downloads_from_it() {
+    if !require_root("a_listener_on_the_remote_port_is_not_charged_for_downloads_from_it") {
+        return;
+    }
+    timer_and_daemon("nlel", |t, _| {
+        let (alice, bob) = (TestUser::new("nlela"), TestUser::new("nlelb"));
+        let tb = traffic_bin();
+        let mut listener = Proc::spawn("bob's listener", {
+            let mut c = bob.cmd(&t.host, &tb.path);
+            c.args(["server", "tcp", "0.0.0.0:9000"]);
+            c
+        });
+        listener.expect("listening");
+        downloads(t, &alice, "198.51.100.2:9000", 20, 1_000_000, &[]);
+        Attack {
+            want: vec![(alice.uid, truth(t, to_inet_port(9000)))],
+            _held: vec![listener],
+            _users: vec![alice, bob],
+        }
+    });
+}
+
+/// alice binds a socket with IP_FREEBIND (no privilege) to R's address, then downloads
+/// 10 MB from R: every socket's local address was taken for one of the host's, so the
+/// download read as the host talking to itself, excluded local.
+#[test]
+fn an_address_bound_with_freebind_does_not_hide_a_download() {
+    if !require_root("an_address_bound_with_freebind_does_not_hide_a_download") {
+        return;
+    }
+    timer_and_daemon("nlef", |t, _| {
+        let alice = TestUser::new("nlefa");
+        let held = python_as(
+            t,
+            &alice,
+            "alice's IP_FREEBIND listener",
+            "import socket, sys\n\
+             s = socket.socket()\n\
+             s.setsockopt(socket.IPPROTO_IP, 15, 1)  # IP_FREEBIND\n\
+             s.bind(('198.51.100.2', 7777))\n\
+             s.listen()\n\
+             print('ready', flush=True)\n\
+             sys.stdin.read()\n",
+        );
+        downloads(t, &alice, "198.51.100.2:9000", 10, 1_000_000, &[]);
+        Attack {
+            want: vec![(alice.uid, truth(t, to_inet_port(9000)))],
+            _held: vec![held],
+            _users: vec![alice],
+        }
+    });
+}
+
+/// alice pings R with 1,400-byte payloads through unprivileged ICMP and ICMPv6 sockets
+/// (`ping_group_range`, set in the test's namespace as systemd sets it on the host), and
+/// sends UDP-Lite datagrams to an echo server on R: only TCP and UDP were attributed.
+#[test]
+fn pings_and_udplite_are_charged_to_their_sender() {
+    if !require_root("pings_and_udplite_are_charged_to_their_sender") {
+        return;
+    }
+    timer_and_daemon("nlei", |t, _| {
+        let alice = TestUser::new("nleia");
+        t.host
+            .sh("sysctl -qw net.ipv4.ping_group_range='0 2147483647'");
+        let mut echo = Proc::spawn("UDP-Lite echo", {
+            let mut c = t.inet.cmd(PYTHON);
+            c.args([
+                "-c",
+                "import socket\n\
+                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 136)\n\
+                 s.bind(('0.0.0.0', 5000))\n\
+                 print('listening', flush=True)\n\
+                 while True:\n\
+                 \x20   b, a = s.recvfrom(65535)\n\
+                 \x20   s.sendto(b, a)\n",
+            ]);
+            c
+        });
+        echo.expect("listening");
+        let mut p = Proc::spawn("alice's pings and UDP-Lite", {
+            let mut c = alice.cmd(&t.host, PYTHON);
+            c.args([
+                "-c",
+                "import socket, struct\n\
+                 for fam, proto, kind, dst in [(socket.AF_INET, 1, 8, '198.51.100.2'),\n\
+                 \x20                              (socket.AF_INET6, 58, 128, '2001:db8::2')]:\n\
+                 \x20   s = socket.socket(fam, socket.SOCK_DGRAM, proto)\n\
+                 \x20   s.settimeout(5)\n\
+                 \x20   for i in range(20):\n\
+                 \x20       s.sendto(struct.pack('!BBHHH', kind, 0, 0, 0, i) + b'p' * 1400, (dst, 0))\n\
+                 \x20       s.recv(65535)\n\
+                 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 136)\n\
+                 u.settimeout(5)\n\
+                 for i in range(20):\n\
+                 \x20   u.sendto(b'u' * 1400, ('198.51.100.2', 5000))\n\
+                 \x20   u.recv(65535)\n\
+                 print('done', flush=True)\n",
+            ]);
+            c
+        });
+        p.expect("done");
+        p.wait_ok();
+        let want = truth(t, |e| {
+            ["icmp", "icmpv6", "udplite"].contains(&e.proto.as_str())
+        });
+        Attack {
+            want: vec![(alice.uid, want)],
+            _held: vec![echo],
+            _users: vec![alice],
+        }
+    });
+}
+
+/// A web server as distributions ship it: root creates the listener, a worker running as
+/// `nobody` accepts (nginx, Apache prefork, postfix). The SYN-ACK, sent for the listener,
+/// marks the connection with root's uid; the accepted socket is nobody's. That was taken
+/// for another tool writing the mark, and switched the marks off for every user: a burst
+/// of alice's short connections (her sockets gone at once) was then charged to nobody.
+#[test]
+fn a_root_listeners_worker_of_another_uid_leaves_the_marks_on() {
+    if !require_root("a_root_listeners_worker_of_another_uid_leaves_the_marks_on") {
+        return;
+    }
+    timer_and_daemon("nlew", |t, look| {
+        let alice = TestUser::new("nlewa");
+        let tb = traffic_bin();
+        // The worker: listens as root, then drops to nobody and accepts.
+        let mut web = Proc::spawn("root's web server, nobody's worker", {
+            let mut c = t.host.cmd(PYTHON);
+            c.args([
+                "-c",
+                "import os, socket\n\
+                 s = socket.socket()\n\
+                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                 s.bind(('198.51.100.1', 8080))\n\
+                 s.listen(64)\n\
+                 os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534)\n\
+                 print('listening', flush=True)\n\
+                 while True:\n\
+                 \x20   c, _ = s.accept()\n\
+                 \x20   f = c.makefile('rb')\n\
+                 \x20   while True:\n\
+                 \x20       line = f.readline()\n\
+                 \x20       if not line:\n\
+                 \x20           break\n\
+                 \x20       up, down = map(int, line.split())\n\
+                 \x20       while up > 0:\n\
+                 \x20           up -= len(f.read(min(up, 65536)) or b'x' * up)\n\
+                 \x20       c.sendall(b'w' * down)\n\
+                 \x20   f.close(); c.close()\n",
+            ]);
+            c
+        });
+        web.expect("listening");
+        let mut closing = Proc::spawn("closing server", {
+            let mut c = t.inet.cmd(&tb.path);
+            c.args(["server-closes", "tcp", "0.0.0.0:9100"]);
+            c
+        });
+        closing.expect("listening");
+        // A visitor's connection, alive while a pass (or the daemon) looks at it.
+        let mut visitor = Proc::spawn("a visitor", {
+            let mut c = t.inet.cmd(&tb.path);
+            c.args(["client", "tcp", "198.51.100.1:8080", "100", "5000"]);
+            c
+        });
+        visitor.expect("ready");
+        look();
+        visitor.go();
+        visitor.expect("done");
+        visitor.wait_ok();
+        downloads(
+            t,
+            &alice,
+            "198.51.100.2:9100",
+            300,
+            1000,
+            &["--parallel", "4", "--server-closes"],
+        );
+        let host: IpAddr = "198.51.100.1".parse().unwrap();
+        let visits = truth(t, |e| e.orig.dst == host && e.orig.dport == 8080);
+        Attack {
+            want: vec![
+                (alice.uid, truth(t, to_inet_port(9100))),
+                // The visitor's connection is the worker's (incoming: rx is what it sent).
+                (
+                    NOBODY,
+                    Usage {
+                        rx_bytes: visits.tx_bytes,
+                        tx_bytes: visits.rx_bytes,
+                    },
+                ),
+            ],
+            _held: vec![web, closing],
+            _users: vec![alice],
+        }
+    });
+}
