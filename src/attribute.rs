@@ -26,6 +26,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use ipnet::IpNet;
 
 use crate::model::{FastMap, FastSet, Flow, Socket, L4};
+use crate::sources::netns::SubUids;
 use crate::sources::processes::{Holder, Owner};
 
 /// Which side started the flow, seen from this host.
@@ -434,6 +435,8 @@ pub struct SocketIndex<'a> {
     /// Whether a flow no socket names is charged to the uid in its owner mark
     /// ([`crate::owner_mark`]).
     marks: bool,
+    /// Subordinate uid ranges (`/etc/subuid`): a uid in one is charged to its owner.
+    subuids: Option<&'a SubUids>,
 }
 
 /// The maps of a [`SocketIndex`] over some sockets, built apart from it (they borrow
@@ -510,7 +513,27 @@ impl<'a> SocketIndex<'a> {
             delegating: &NO_DELEGATION,
             holders: None,
             marks: false,
+            subuids: None,
         }
+    }
+
+    /// The same index charging a uid of a subordinate range (a user's rootless user
+    /// namespace: `unshare --map-auto`, a socket `fchown`ed to one of its uids) to the
+    /// range's owner, as the containers' flows are.
+    pub fn with_subuids<'b>(self, subuids: &'b SubUids) -> SocketIndex<'b>
+    where
+        'a: 'b,
+    {
+        SocketIndex {
+            subuids: Some(subuids),
+            ..self
+        }
+    }
+
+    /// The uid charged for a socket or mark of `uid`: the owner of its subordinate range,
+    /// else itself.
+    fn owner_uid(&self, uid: u32) -> u32 {
+        self.subuids.and_then(|s| s.owner_of(uid)).unwrap_or(uid)
     }
 
     /// The same index charging a flow no socket names to the uid of its owner mark, when
@@ -549,14 +572,15 @@ impl<'a> SocketIndex<'a> {
         if self.delegating.contains(s.uid) {
             return self.delegated(s, direction, prior);
         }
+        let uid = self.owner_uid(s.uid);
         let program = match self.owners.get(&s.inode) {
             Some(o) => Some(o.program.clone()),
             None => prior
-                .filter(|p| p.uid == s.uid && p.via == Via::Direct)
+                .filter(|p| p.uid == uid && p.via == Via::Direct)
                 .and_then(|p| p.program.clone()),
         };
         Attribution {
-            uid: s.uid,
+            uid,
             program,
             direction,
             via: Via::Direct,
@@ -712,6 +736,7 @@ fn by_mark(flow: &Flow, idx: &SocketIndex) -> Option<Attribution> {
     if idx.delegating.contains(uid) && L4::from_ipproto(flow.orig.proto).is_some() {
         return None;
     }
+    let uid = idx.owner_uid(uid);
     // The marking socket is the original source when it is this host's (outgoing), else
     // the answering end (incoming).
     let direction = if idx.is_host_addr(flow.orig.src) {
@@ -764,15 +789,18 @@ pub fn mark_check_looked(flow: &Flow, idx: &SocketIndex, looked: &Lookup) -> Opt
     if !idx.exact_index(i) {
         return None;
     }
+    // A socket `fchown`ed to a subordinate uid of the mark's (after its first packet, in
+    // the user's rootless user namespace) is still the same user's.
+    let owner = |u: u32| idx.owner_uid(u);
     let mut socket_uid = idx.sockets[i].uid;
-    if l4 == L4::Tcp && dir == Direction::In && uid != Some(socket_uid) {
+    if l4 == L4::Tcp && dir == Direction::In && uid.map(owner) != Some(owner(socket_uid)) {
         // An incoming connection is marked by its SYN-ACK, which the kernel sends for the
         // listening socket; the accepted socket takes the uid of whoever accepts it (a
         // root listener's `nobody` worker: nginx, Apache, postfix). Held against the
         // listener's uid, then; no listener left (or several owners'): no evidence.
         socket_uid = idx.listener_uid(flow.reply.src_sa())?;
     }
-    Some(if uid == Some(socket_uid) {
+    Some(if uid.map(owner) == Some(owner(socket_uid)) {
         MarkCheck::Agrees
     } else if l4 == L4::Udp {
         // A UDP entry outlives its socket (30 s, 120 s once a stream): another user's
@@ -1162,6 +1190,57 @@ mod tests {
             by_marks(&[], &marked(ping, 42), true),
             Verdict::Unattributed(Reason::Protocol)
         );
+    }
+
+    #[test]
+    fn a_subordinate_uid_is_charged_to_the_owner_of_its_range() {
+        // alice's rootless user namespace: her socket fchown'ed to one of her subordinate
+        // uids, after its first packet (marked as hers) or before (marked as the sub uid).
+        const SUB: u32 = 100_999;
+        let subuids = SubUids::parse(&format!("alice:100000:65536\n{BOB}:300000:65536\n"), &|n| {
+            (n == "alice").then_some(ALICE)
+        });
+        let s = [sock(
+            L4::Tcp,
+            "198.51.100.1:40000",
+            "198.51.100.2:443",
+            SUB,
+            100,
+        )];
+        let f = flow(TCP, ("198.51.100.1:40000", "198.51.100.2:443"), None);
+        let o = owners();
+        let plain = SocketIndex::new(&s, &o, [HOST4.parse().unwrap()]);
+        let idx = SocketIndex::new(&s, &o, [HOST4.parse().unwrap()]).with_subuids(&subuids);
+        let got = attribute(&f, &idx, None, &LocalNets::defaults());
+        assert!(matches!(
+            got.verdict,
+            Verdict::User(Attribution { uid: ALICE, .. })
+        ));
+        let before = attribute(&f, &plain, None, &LocalNets::defaults());
+        assert!(matches!(
+            before.verdict,
+            Verdict::User(Attribution { uid: SUB, .. })
+        ));
+        for mark in [ALICE, SUB] {
+            let m = marked(f.clone(), crate::owner_mark::mark_of(mark));
+            assert_eq!(mark_check(&m, &idx), Some(MarkCheck::Agrees), "mark {mark}");
+        }
+        // Another user's range is not alice's.
+        let bobs = marked(f.clone(), crate::owner_mark::mark_of(300_005));
+        assert!(matches!(
+            mark_check(&bobs, &idx),
+            Some(MarkCheck::Disagrees { .. })
+        ));
+        // Her socket gone: the mark of a sub uid names her.
+        let none = SocketIndex::new(&[], &o, [HOST4.parse().unwrap()])
+            .with_subuids(&subuids)
+            .with_marks(true);
+        let m = marked(f, crate::owner_mark::mark_of(SUB));
+        let got = attribute(&m, &none, None, &LocalNets::defaults());
+        assert!(matches!(
+            got.verdict,
+            Verdict::User(Attribution { uid: ALICE, .. })
+        ));
     }
 
     #[test]

@@ -478,9 +478,12 @@ fn observe_read<S: BuildHasher>(
             .map(|(f, p)| attribute(f, idx, *p, nets))
             .collect::<Vec<_>>()
     };
+    // A uid of a subordinate range (a user's rootless user namespace) is its owner's.
+    let subuids = SubUids::host();
     let idx = idx
         .with_owners(&scan.owners)
-        .with_delegation(delegating, Some(&scan.holders));
+        .with_delegation(delegating, Some(&scan.holders))
+        .with_subuids(&subuids);
     // Each flow's socket, looked up once for the marks' check and the attribution.
     let looks: Vec<Lookup> = dump.flows.iter().map(|f| idx.lookup(f)).collect();
     // Every mark is held against its flow's live socket before any is believed.
@@ -548,6 +551,7 @@ fn observe_read<S: BuildHasher>(
             );
             let idx = SocketIndex::new(&sockets.sockets, &scan.owners, host.iter().copied())
                 .with_delegation(delegating, Some(&scan.holders))
+                .with_subuids(&subuids)
                 .with_marks(use_marks);
             let second = attribute_with(&idx);
             for (a, b) in attributed.iter_mut().zip(second) {

@@ -330,3 +330,81 @@ fn a_root_listeners_worker_of_another_uid_leaves_the_marks_on() {
         }
     });
 }
+
+/// alice, inside her own rootless user namespace (her `/etc/subuid` range mapped as
+/// `newuidmap` maps it for `unshare --map-auto`; written here by root, as that setuid
+/// helper does), `fchown`s her sockets to uids of the range: one before it connects (its
+/// first packet marks it with the subordinate uid), one after (marked with hers). The
+/// subordinate uid was charged as a user of its own, and the second socket's mark taken
+/// for another tool's, switching the marks off.
+#[test]
+fn sockets_chowned_to_subordinate_uids_are_charged_to_the_ranges_owner() {
+    if !require_root("sockets_chowned_to_subordinate_uids_are_charged_to_the_ranges_owner") {
+        return;
+    }
+    timer_and_daemon("nles", |t, look| {
+        let alice = TestUser::new("nlesa");
+        let first = 2_000_000_000 + ((std::process::id() * 7 + alice.uid) % 20_000) * 70_000;
+        run(std::process::Command::new("usermod").args([
+            "--add-subuids",
+            &format!("{first}-{}", first + 65_535),
+            &alice.name,
+        ]));
+        let mut p = Proc::spawn("alice in her user namespace", {
+            let mut c = alice.cmd(&t.host, "unshare");
+            // The shell waits for its map before it runs Python: a program executed as
+            // uid 0 of the namespace gets its capabilities there (execve), one executed
+            // before the map none.
+            c.args([
+                "--user",
+                "sh",
+                "-c",
+                "echo $$; read go; exec /usr/bin/python3 -c \"$1\"",
+                "sh",
+                "import os, socket, sys\n\
+                 def get(s):\n\
+                 \x20   s.sendall(b'100 1000000\\n' + b'q' * 100)\n\
+                 \x20   left = 1000000\n\
+                 \x20   while left:\n\
+                 \x20       n = len(s.recv(min(left, 65536)))\n\
+                 \x20       assert n, 'short answer'\n\
+                 \x20       left -= n\n\
+                 a = socket.socket()\n\
+                 os.fchown(a.fileno(), 999, -1)\n\
+                 a.connect(('198.51.100.2', 9000))\n\
+                 get(a)\n\
+                 b = socket.socket()\n\
+                 b.connect(('198.51.100.2', 9000))\n\
+                 os.fchown(b.fileno(), 998, -1)\n\
+                 get(b)\n\
+                 print('ready', flush=True)\n\
+                 sys.stdin.readline()\n\
+                 a.close(); b.close()\n\
+                 print('done', flush=True)\n",
+            ]);
+            c
+        });
+        // Her uid and gid as the namespace's root (the socket's file must have both
+        // mapped for a chown), and her range beside.
+        let pid = p.next_line();
+        for (file, map) in [
+            ("uid_map", format!("0 {} 1\n1 {first} 65536\n", alice.uid)),
+            ("gid_map", format!("0 {} 1\n", alice.gid)),
+        ] {
+            std::fs::write(format!("/proc/{}/{file}", pid.trim()), map)
+                .unwrap_or_else(|e| panic!("write the user namespace's {file}: {e}"));
+        }
+        p.go();
+        p.expect("ready");
+        look();
+        p.go();
+        p.expect("done");
+        p.wait_ok();
+        wait_tcp_closed(&t.host);
+        Attack {
+            want: vec![(alice.uid, truth(t, to_inet_port(9000)))],
+            _held: vec![],
+            _users: vec![alice],
+        }
+    });
+}
