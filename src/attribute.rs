@@ -437,6 +437,9 @@ pub struct SocketIndex<'a> {
     marks: bool,
     /// Subordinate uid ranges (`/etc/subuid`): a uid in one is charged to its owner.
     subuids: Option<&'a SubUids>,
+    /// Sockets of flows settled as a delegating service's own whose holders were looked
+    /// up again ([`SocketIndex::with_recheck`]).
+    recheck: Option<&'a HashSet<u64>>,
 }
 
 /// The maps of a [`SocketIndex`] over some sockets, built apart from it (they borrow
@@ -514,6 +517,7 @@ impl<'a> SocketIndex<'a> {
             holders: None,
             marks: false,
             subuids: None,
+            recheck: None,
         }
     }
 
@@ -526,6 +530,20 @@ impl<'a> SocketIndex<'a> {
     {
         SocketIndex {
             subuids: Some(subuids),
+            ..self
+        }
+    }
+
+    /// The same index charging a flow settled as a delegating service's own to a user's
+    /// process now holding its socket, for the sockets in `inodes` (whose holders were
+    /// looked up again): a login slower than the grace. Other settled flows stay as they
+    /// were, whoever holds their sockets.
+    pub fn with_recheck<'b>(self, inodes: &'b HashSet<u64>) -> SocketIndex<'b>
+    where
+        'a: 'b,
+    {
+        SocketIndex {
+            recheck: Some(inodes),
             ..self
         }
     }
@@ -598,10 +616,21 @@ impl<'a> SocketIndex<'a> {
         prior: Option<&Attribution>,
     ) -> Attribution {
         let same = prior.filter(|p| p.socket_uid() == s.uid);
+        let held = self.holders.and_then(|m| m.get(&s.inode));
         if let Some(p) = same.filter(|p| p.via != Via::Pending) {
+            // The service's own after the grace, looked at again while its socket lives
+            // (a pass does for those that moved, `with_recheck`): a user's process holding
+            // it now (a login slower than the grace) is charged from now on.
+            let again = self.recheck.is_some_and(|r| r.contains(&s.inode));
+            if let (Via::Own, Some(h), true) = (p.via, held, again) {
+                let now = delegate(s.uid, h, self.delegating, p.direction);
+                if let Via::Delegated(_) = now.via {
+                    return now;
+                }
+            }
             return p.clone();
         }
-        if let Some(h) = self.holders.and_then(|m| m.get(&s.inode)) {
+        if let Some(h) = held {
             if !h.is_empty() {
                 return delegate(s.uid, h, self.delegating, direction);
             }
@@ -1670,6 +1699,44 @@ mod tests {
         assert_eq!(idx.delegated_socket(&f).map(|s| s.inode), Some(500));
         let got = attribute(&f, &idx, prior.as_ref(), &LocalNets::defaults());
         assert_eq!(got.verdict, Verdict::User(want));
+    }
+
+    #[test]
+    fn the_services_own_looked_at_again_goes_to_the_user_now_holding_it() {
+        // A login slower than the grace: settled as root's own, then alice's session
+        // process holds the socket. Only a socket looked at again is charged anew.
+        let (sockets, f) = ssh_flow();
+        let none = HashMap::new();
+        let d = Delegating::new([ROOT]);
+        let held: HashMap<u64, Vec<Holder>> = [(
+            500,
+            vec![holder(700, ROOT, "sshd"), holder(701, ALICE, "sshd")],
+        )]
+        .into();
+        let own = via(ROOT, Some("sshd"), Via::Own);
+        let again: HashSet<u64> = [500].into();
+        let idx = SocketIndex::new(&sockets, &none, [HOST4.parse().unwrap()])
+            .with_delegation(&d, Some(&held))
+            .with_recheck(&again);
+        let got = attribute(&f, &idx, Some(&own), &LocalNets::defaults());
+        assert_eq!(
+            got.verdict,
+            Verdict::User(via(ALICE, Some("sshd"), Via::Delegated(ROOT)))
+        );
+        // Still only the service's processes: its own, as it was.
+        let only_root: HashMap<u64, Vec<Holder>> = [(500, vec![holder(700, ROOT, "sshd")])].into();
+        let idx = SocketIndex::new(&sockets, &none, [HOST4.parse().unwrap()])
+            .with_delegation(&d, Some(&only_root))
+            .with_recheck(&again);
+        let got = attribute(&f, &idx, Some(&own), &LocalNets::defaults());
+        assert_eq!(got.verdict, Verdict::User(own.clone()));
+        // Not looked at again: its own, whoever holds it.
+        let nothing = HashSet::new();
+        let idx = SocketIndex::new(&sockets, &none, [HOST4.parse().unwrap()])
+            .with_delegation(&d, Some(&held))
+            .with_recheck(&nothing);
+        let got = attribute(&f, &idx, Some(&own), &LocalNets::defaults());
+        assert_eq!(got.verdict, Verdict::User(own));
     }
 
     #[test]

@@ -18,14 +18,14 @@ use tracing::{debug, info, warn};
 use crate::account::{account_saved, FlowState, Hold, PassPlan, Totals};
 use crate::attribute::{
     attribute, attribute_looked, mark_check_looked, Attributed, Attribution, Continued, Delegating,
-    LocalNets, Lookup, MarkCheck, Reason, SocketIndex, SocketMaps, Verdict, Via,
+    Direction, LocalNets, Lookup, MarkCheck, Reason, SocketIndex, SocketMaps, Verdict, Via,
 };
 use crate::containers::{self, Containers};
 use crate::model::{FastMap, FastSet, Flow, FlowKey, Socket, SocketState, L4};
 use crate::owner_mark;
 use crate::prereq::{self, PrereqError};
 use crate::sources::netns::SubUids;
-use crate::sources::processes::{scan_pids_owners, scan_socket_holders};
+use crate::sources::processes::{scan_pids_owners, scan_socket_holders, scan_users_holders};
 use crate::sources::sockdiag::SockDiag;
 use crate::sources::sockets::{read_sockets, SocketTable};
 use crate::sources::{conntrack, interfaces};
@@ -468,8 +468,22 @@ fn observe_read<S: BuildHasher>(
         .filter(|(_, p)| p.is_none())
         .filter_map(|(f, _)| idx.socket_inode(f))
         .collect();
-    let every = delegated_inodes(&dump.flows, &idx, &priors, nets, None);
-    let mut scan = scan_socket_holders(proc_root, &wanted, &every);
+    let mut every = delegated_inodes(&dump.flows, &idx, &priors, nets, None);
+    let recheck = own_moved_inodes(&dump.flows, &idx, &priors, olds, nets);
+    let mut scan = if recheck.is_empty() || !every.is_empty() {
+        every.extend(recheck.iter().copied());
+        scan_socket_holders(proc_root, &wanted, &every)
+    } else {
+        // Only users' processes can have come to hold them: the service's own (which may
+        // hold most descriptors of the host) are not walked.
+        let mut scan = scan_socket_holders(proc_root, &wanted, &every);
+        let users = scan_users_holders(proc_root, &recheck, &|uid| delegating.contains(uid));
+        scan.holders.extend(users.holders);
+        scan.processes += users.processes;
+        scan.vanished += users.vanished;
+        scan.denied += users.denied;
+        scan
+    };
     stages.lap("processes");
     let attribute_with = |idx: &SocketIndex| {
         dump.flows
@@ -483,7 +497,8 @@ fn observe_read<S: BuildHasher>(
     let idx = idx
         .with_owners(&scan.owners)
         .with_delegation(delegating, Some(&scan.holders))
-        .with_subuids(&subuids);
+        .with_subuids(&subuids)
+        .with_recheck(&recheck);
     // Each flow's socket, looked up once for the marks' check and the attribution.
     let looks: Vec<Lookup> = dump.flows.iter().map(|f| idx.lookup(f)).collect();
     // Every mark is held against its flow's live socket before any is believed.
@@ -552,6 +567,7 @@ fn observe_read<S: BuildHasher>(
             let idx = SocketIndex::new(&sockets.sockets, &scan.owners, host.iter().copied())
                 .with_delegation(delegating, Some(&scan.holders))
                 .with_subuids(&subuids)
+                .with_recheck(&recheck)
                 .with_marks(use_marks);
             let second = attribute_with(&idx);
             for (a, b) in attributed.iter_mut().zip(second) {
@@ -793,6 +809,33 @@ fn delegated_inodes(
         .filter(|(_, _, ino)| only.is_none_or(|o| o.contains(ino)))
         .filter(|(f, p, _)| !matches!(attribute(f, idx, *p, nets).verdict, Verdict::Excluded(_)))
         .map(|(_, _, ino)| ino)
+        .collect()
+}
+
+/// The connected sockets of incoming flows settled as a delegating service's own whose
+/// counters moved since the last pass: looked at again for a user's process holding them
+/// now (a login slower than `delegate_grace`: a slow `ProxyCommand`, a held-up PAM step),
+/// so that what they move from now on is that user's. Idle flows, outgoing ones and local
+/// traffic cost nothing.
+fn own_moved_inodes(
+    flows: &[Flow],
+    idx: &SocketIndex,
+    priors: &[Option<&Attribution>],
+    olds: &[Option<&FlowState>],
+    nets: &LocalNets,
+) -> HashSet<u64> {
+    flows
+        .iter()
+        .zip(priors)
+        .zip(olds)
+        .filter(|((_, p), _)| p.is_some_and(|a| a.via == Via::Own && a.direction == Direction::In))
+        .filter(|((f, _), o)| {
+            o.is_some_and(|o| Some(o.orig) != f.orig_counters || Some(o.reply) != f.reply_counters)
+        })
+        .filter(|((f, _), _)| !nets.contains(f.orig.src))
+        .filter_map(|((f, _), _)| idx.delegated_socket(f))
+        .filter(|s| !(s.remote.port() == 0 && s.remote.ip().is_unspecified()))
+        .map(|s| s.inode)
         .collect()
 }
 

@@ -23,8 +23,13 @@ const PYTHON: &str = "/usr/bin/python3";
 /// The uid of `nobody`, which web servers' workers run as.
 const NOBODY: u32 = 65534;
 
-fn snapshot(ns: &Netns, db: &Path) -> String {
-    let out = run(ns.cmd(bin()).arg("--db").arg(db).arg("snapshot"));
+fn snapshot(ns: &Netns, db: &Path, env: &[(&str, &str)]) -> String {
+    let mut c = ns.cmd(bin());
+    c.arg("--db")
+        .arg(db)
+        .arg("snapshot")
+        .envs(env.iter().copied());
+    let out = run(&mut c);
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -49,6 +54,7 @@ fn truth(t: &Inet, f: impl Fn(&CtEntry) -> bool) -> Usage {
 /// users to remove.
 struct Attack {
     want: Vec<(u32, Usage)>,
+    _sshd: Option<Sshd>,
     _held: Vec<Proc>,
     _users: Vec<TestUser>,
 }
@@ -96,12 +102,21 @@ fn python_as(t: &Inet, user: &TestUser, what: &str, script: &str) -> Proc {
 /// `attack` may call its `look` for a pass meanwhile (timer: a snapshot; daemon: a whole
 /// pass), and returns who must be charged what.
 fn timer_and_daemon(prefix: &str, attack: impl Fn(&Inet, &dyn Fn()) -> Attack) {
+    timer_and_daemon_with(prefix, &[], attack)
+}
+
+/// [`timer_and_daemon`] with netledger's environment `env`.
+fn timer_and_daemon_with(
+    prefix: &str,
+    env: &[(&str, &str)],
+    attack: impl Fn(&Inet, &dyn Fn()) -> Attack,
+) {
     {
         let t = Inet::new(&format!("{prefix}t"), 120);
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("timer.db");
-        let said = std::cell::RefCell::new(snapshot(&t.host, &db));
-        let look = || said.borrow_mut().push_str(&snapshot(&t.host, &db));
+        let said = std::cell::RefCell::new(snapshot(&t.host, &db, env));
+        let look = || said.borrow_mut().push_str(&snapshot(&t.host, &db, env));
         let a = attack(&t, &look);
         look();
         let said = said.into_inner();
@@ -113,7 +128,7 @@ fn timer_and_daemon(prefix: &str, attack: impl Fn(&Inet, &dyn Fn()) -> Attack) {
         let t = Inet::new(&format!("{prefix}d"), 120);
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("daemon.db");
-        let daemon = Daemon::start(&t.host, &db, &["--interval", "1s"], &[]);
+        let daemon = Daemon::start(&t.host, &db, &["--interval", "1s"], env);
         let a = attack(&t, &|| daemon.wait_for_a_whole_pass());
         daemon.wait_for_a_whole_pass();
         let said = daemon.stop();
@@ -148,6 +163,7 @@ fn a_listener_on_the_remote_port_is_not_charged_for_downloads_from_it() {
         Attack {
             want: vec![(alice.uid, truth(t, to_inet_port(9000)))],
             _held: vec![listener],
+            _sshd: None,
             _users: vec![alice, bob],
         }
     });
@@ -179,6 +195,7 @@ fn an_address_bound_with_freebind_does_not_hide_a_download() {
         Attack {
             want: vec![(alice.uid, truth(t, to_inet_port(9000)))],
             _held: vec![held],
+            _sshd: None,
             _users: vec![alice],
         }
     });
@@ -240,6 +257,7 @@ fn pings_and_udplite_are_charged_to_their_sender() {
         Attack {
             want: vec![(alice.uid, want)],
             _held: vec![echo],
+            _sshd: None,
             _users: vec![alice],
         }
     });
@@ -326,6 +344,7 @@ fn a_root_listeners_worker_of_another_uid_leaves_the_marks_on() {
                 ),
             ],
             _held: vec![web, closing],
+            _sshd: None,
             _users: vec![alice],
         }
     });
@@ -404,6 +423,181 @@ fn sockets_chowned_to_subordinate_uids_are_charged_to_the_ranges_owner() {
         Attack {
             want: vec![(alice.uid, truth(t, to_inet_port(9000)))],
             _held: vec![],
+            _sshd: None,
+            _users: vec![alice],
+        }
+    });
+}
+
+/// sshd in the host namespace (198.51.100.1:22), in the foreground, killed by pid on drop.
+struct Sshd {
+    child: std::process::Child,
+    /// Its key, configuration, pid file and log, removed after it.
+    _dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    fn start(ns: &Netns) -> Sshd {
+        // sshd's privilege separation directory (the package makes it at boot).
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("netledger-sshd")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        run(std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(d.join("hostkey")));
+        let config = format!(
+            "Port 22\nListenAddress 198.51.100.1\nHostKey {d}/hostkey\nPidFile {d}/sshd.pid\n\
+             UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PermitRootLogin no\nStrictModes no\nUseDNS no\nPrintMotd no\n\
+             AuthorizedKeysFile .ssh/authorized_keys\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("sshd_config"), config).unwrap();
+        let child = ns
+            .cmd("/usr/sbin/sshd")
+            .arg("-D")
+            .arg("-f")
+            .arg(d.join("sshd_config"))
+            .arg("-E")
+            .arg(d.join("sshd.log"))
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start sshd (install openssh-server)");
+        let sshd = Sshd { child, _dir: dir };
+        wait_for(
+            "sshd listening on port 22",
+            std::time::Duration::from_secs(20),
+            || {
+                let out = ns.cmd("ss").args(["-Hltn", "sport = :22"]).output().ok()?;
+                (!out.stdout.is_empty()).then_some(())
+            },
+        );
+        sshd
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The login's wait in the `ProxyCommand`, seconds: well past the 2 s grace the test sets.
+const PROXY_WAIT: u64 = 10;
+
+/// An SSH login that takes longer than `delegate_grace` (here 2 s) to reach alice's
+/// process: a `ProxyCommand` that connects at once, then holds every byte for 10 s (a slow
+/// proxy, a held-up PAM step), then 3 MB through the session. The session was settled as
+/// root's own when the grace ran out and never looked at again: the 3 MB were root's.
+/// Now what moved before her process held the socket is root's (sshd's, to the byte: the
+/// counters while the proxy held everything) and everything after is hers.
+#[test]
+fn an_ssh_login_slower_than_the_grace_is_charged_to_its_user() {
+    if !require_root("an_ssh_login_slower_than_the_grace_is_charged_to_its_user") {
+        return;
+    }
+    let env = [("NETLEDGER_DELEGATE_GRACE", "2s")];
+    timer_and_daemon_with("nlsl", &env, |t, look| {
+        let sshd = Sshd::start(&t.host);
+        let alice = TestUser::login("nlsla");
+        let client = tempfile::tempdir().unwrap();
+        let key = client.path().join("key");
+        run(std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key));
+        let ssh = alice.home.as_ref().unwrap().join(".ssh");
+        std::fs::create_dir_all(&ssh).unwrap();
+        std::fs::copy(key.with_extension("pub"), ssh.join("authorized_keys")).unwrap();
+        for p in [&ssh, &ssh.join("authorized_keys")] {
+            std::os::unix::fs::chown(p, Some(alice.uid), Some(alice.gid)).unwrap();
+        }
+        let proxy = client.path().join("proxy.py");
+        std::fs::write(
+            &proxy,
+            format!(
+                "import os, select, socket, time\n\
+                 s = socket.create_connection(('198.51.100.1', 22))\n\
+                 time.sleep({PROXY_WAIT})\n\
+                 while True:\n\
+                 \x20   r, _, _ = select.select([0, s], [], [])\n\
+                 \x20   if 0 in r:\n\
+                 \x20       b = os.read(0, 65536)\n\
+                 \x20       if not b:\n\
+                 \x20           s.shutdown(socket.SHUT_WR)\n\
+                 \x20       else:\n\
+                 \x20           s.sendall(b)\n\
+                 \x20   if s in r:\n\
+                 \x20       b = s.recv(65536)\n\
+                 \x20       if not b:\n\
+                 \x20           break\n\
+                 \x20       os.write(1, b)\n"
+            ),
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let mut session = Proc::spawn("alice's slow login", {
+            let mut c = t.inet.cmd("sh");
+            c.args([
+                "-c",
+                &format!(
+                    "ssh -F /dev/null -i {key} -o StrictHostKeyChecking=no \
+                     -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR \
+                     -o ProxyCommand='{PYTHON} {proxy}' {user}@198.51.100.1 \
+                     'head -c 3000000 /dev/zero; sleep 3' \
+                     | (head -c 3000000 > /dev/null; echo received; cat > /dev/null); echo done",
+                    key = key.display(),
+                    proxy = proxy.display(),
+                    user = alice.name,
+                ),
+            ]);
+            c
+        });
+        let to_sshd = |e: &CtEntry| e.proto == "tcp" && e.orig.dport == 22;
+        wait_for(
+            "the connection to sshd",
+            std::time::Duration::from_secs(20),
+            || conntrack_entries(&t.host).iter().any(to_sshd).then_some(()),
+        );
+        // Held back while young, then the service's own once the grace ran out.
+        look();
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        look();
+        let before_login = truth(t, to_sshd);
+        assert!(
+            started.elapsed().as_secs() < PROXY_WAIT - 1,
+            "the machine is too slow for this test: the proxy may have let the login through \
+             before the service's share was read"
+        );
+        session.expect("received");
+        // Her session's process holds the socket and the counters moved: a pass sees it.
+        look();
+        session.expect("done");
+        session.wait_ok();
+        wait_tcp_closed(&t.host);
+        let all = truth(t, to_sshd);
+        // Incoming: the user received what the reply direction carried.
+        let incoming = |u: Usage| Usage {
+            rx_bytes: u.tx_bytes,
+            tx_bytes: u.rx_bytes,
+        };
+        let (root, all) = (incoming(before_login), incoming(all));
+        Attack {
+            want: vec![
+                (0, root),
+                (
+                    alice.uid,
+                    Usage {
+                        rx_bytes: all.rx_bytes - root.rx_bytes,
+                        tx_bytes: all.tx_bytes - root.tx_bytes,
+                    },
+                ),
+            ],
+            _held: vec![],
+            _sshd: Some(sshd),
             _users: vec![alice],
         }
     });

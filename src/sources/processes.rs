@@ -140,6 +140,47 @@ pub fn scan_socket_holders(
     scan
 }
 
+/// Every holder of each inode in `every` among the processes whose real uid `skip` does
+/// not name (a service's own processes): each process's `status` is read first, and only
+/// the others' descriptors are walked. A look for a user's process that has come to hold
+/// a service's socket (a login slower than the grace), cheap where the service's own
+/// processes hold most descriptors.
+pub fn scan_users_holders(
+    proc_root: &Path,
+    every: &HashSet<u64>,
+    skip: &dyn Fn(u32) -> bool,
+) -> ProcessScan {
+    let mut scan = ProcessScan::default();
+    if every.is_empty() {
+        return scan;
+    }
+    let Ok(entries) = std::fs::read_dir(proc_root) else {
+        return scan;
+    };
+    let mut pids: Vec<u32> = entries
+        .filter_map(|e| e.ok().and_then(|e| parse_pid(e.file_name().as_bytes())))
+        .collect();
+    pids.sort_unstable();
+    let mut dirents = vec![MaybeUninit::uninit(); DIRENTS_LEN];
+    let none = HashSet::new();
+    for pid in pids {
+        let status = proc_root.join(pid.to_string()).join("status");
+        let Some(uid) = std::fs::read(&status)
+            .ok()
+            .and_then(|s| parse_status_uid(&s))
+        else {
+            scan.vanished += 1;
+            continue;
+        };
+        if skip(uid) {
+            continue;
+        }
+        scan.processes += 1;
+        scan_process(proc_root, pid, &none, every, &mut dirents, &mut scan);
+    }
+    scan
+}
+
 /// [`scan_socket_holders`] over the processes `pids` only (in ascending order, each once):
 /// a look at the few processes that may have come to hold a socket, such as the children
 /// of the service process that holds it (see [`children`]).
