@@ -831,8 +831,8 @@ pub fn mark_check_looked(flow: &Flow, idx: &SocketIndex, looked: &Lookup) -> Opt
     }
     Some(if uid.map(owner) == Some(owner(socket_uid)) {
         MarkCheck::Agrees
-    } else if l4 == L4::Udp {
-        // A UDP entry outlives its socket (30 s, 120 s once a stream): another user's
+    } else if l4 != L4::Tcp {
+        // A UDP (or UDP-Lite) entry outlives its socket (30 s, 120 s once a stream): another user's
         // socket may take up the same ports meanwhile, and the entry keeps the first
         // sender's mark. No evidence either way. (A TCP SYN on an ended entry makes a new
         // entry, so a TCP disagreement is one.)

@@ -734,6 +734,7 @@ pub fn describe(f: &Flow) -> String {
     let proto = L4::from_ipproto(f.orig.proto).map_or("ip", |l| match l {
         L4::Tcp => "tcp",
         L4::Udp => "udp",
+        L4::UdpLite => "udplite",
     });
     format!("{proto} {} -> {}", f.orig.src_sa(), f.orig.dst_sa())
 }

@@ -213,21 +213,7 @@ fn pings_and_udplite_are_charged_to_their_sender() {
         let alice = TestUser::new("nleia");
         t.host
             .sh("sysctl -qw net.ipv4.ping_group_range='0 2147483647'");
-        let mut echo = Proc::spawn("UDP-Lite echo", {
-            let mut c = t.inet.cmd(PYTHON);
-            c.args([
-                "-c",
-                "import socket\n\
-                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 136)\n\
-                 s.bind(('0.0.0.0', 5000))\n\
-                 print('listening', flush=True)\n\
-                 while True:\n\
-                 \x20   b, a = s.recvfrom(65535)\n\
-                 \x20   s.sendto(b, a)\n",
-            ]);
-            c
-        });
-        echo.expect("listening");
+        let echo = udplite_echo(t);
         let mut p = Proc::spawn("alice's pings and UDP-Lite", {
             let mut c = alice.cmd(&t.host, PYTHON);
             c.args([
@@ -258,6 +244,71 @@ fn pings_and_udplite_are_charged_to_their_sender() {
             want: vec![(alice.uid, want)],
             _held: vec![echo],
             _sshd: None,
+            _users: vec![alice],
+        }
+    });
+}
+
+/// A UDP-Lite echo server on R (198.51.100.2:5000).
+fn udplite_echo(t: &Inet) -> Proc {
+    let mut echo = Proc::spawn("UDP-Lite echo", {
+        let mut c = t.inet.cmd(PYTHON);
+        c.args([
+            "-c",
+            "import socket\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 136)\n\
+             s.bind(('0.0.0.0', 5000))\n\
+             print('listening', flush=True)\n\
+             while True:\n\
+             \x20   b, a = s.recvfrom(65535)\n\
+             \x20   s.sendto(b, a)\n",
+        ]);
+        c
+    });
+    echo.expect("listening");
+    echo
+}
+
+/// UDP-Lite with the owner marks off (`owner_mark = false`): charged through its socket
+/// (`/proc/net/udplite`, sock_diag), as UDP is, where it was `unattributed: protocol`.
+#[test]
+fn udplite_is_charged_through_its_socket_without_marks() {
+    if !require_root("udplite_is_charged_through_its_socket_without_marks") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("netledger.toml");
+    std::fs::write(&config, "owner_mark = false\n").unwrap();
+    let env = [("NETLEDGER_CONFIG", config.to_str().unwrap())];
+    timer_and_daemon_with("nleu", &env, |t, look| {
+        let alice = TestUser::new("nleua");
+        let echo = udplite_echo(t);
+        let mut p = Proc::spawn("alice's UDP-Lite", {
+            let mut c = alice.cmd(&t.host, PYTHON);
+            c.args([
+                "-c",
+                "import socket, sys\n\
+                 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 136)\n\
+                 u.settimeout(5)\n\
+                 for i in range(20):\n\
+                 \x20   u.sendto(b'u' * 1400, ('198.51.100.2', 5000))\n\
+                 \x20   u.recv(65535)\n\
+                 print('ready', flush=True)\n\
+                 sys.stdin.readline()\n\
+                 u.close()\n\
+                 print('done', flush=True)\n",
+            ]);
+            c
+        });
+        p.expect("ready");
+        look();
+        p.go();
+        p.expect("done");
+        p.wait_ok();
+        Attack {
+            want: vec![(alice.uid, truth(t, |e| e.proto == "udplite"))],
+            _sshd: None,
+            _held: vec![echo],
             _users: vec![alice],
         }
     });
