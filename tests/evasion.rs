@@ -54,6 +54,9 @@ fn truth(t: &Inet, f: impl Fn(&CtEntry) -> bool) -> Usage {
 /// users to remove.
 struct Attack {
     want: Vec<(u32, Usage)>,
+    /// In the daemon, up to this many bytes each way may be charged to `want[0]` instead of
+    /// `want[1]` (their sums exact): what a pass charged while the split was being decided.
+    daemon_slack: u64,
     _sshd: Option<Sshd>,
     _held: Vec<Proc>,
     _users: Vec<TestUser>,
@@ -132,7 +135,29 @@ fn timer_and_daemon_with(
         let a = attack(&t, &|| daemon.wait_for_a_whole_pass());
         daemon.wait_for_a_whole_pass();
         let said = daemon.stop();
-        exactly(&charged(&t.host, &db), &a.want, "daemon");
+        let mut got = charged(&t.host, &db);
+        if a.daemon_slack > 0 {
+            let ((first, w0), (second, _)) = (a.want[0], a.want[1]);
+            let g = got.get(&Some(first)).copied().unwrap_or_default();
+            let moved = |g: u64, w: u64| {
+                assert!(
+                    g >= w && g - w <= a.daemon_slack,
+                    "daemon: uid {first} charged {g} B, {w} B and at most {} B more expected",
+                    a.daemon_slack
+                );
+                g - w
+            };
+            let (rx, tx) = (
+                moved(g.rx_bytes, w0.rx_bytes),
+                moved(g.tx_bytes, w0.tx_bytes),
+            );
+            eprintln!("daemon: {rx} B in, {tx} B out charged to uid {first}, not {second}");
+            *got.entry(Some(first)).or_default() = w0;
+            let s = got.entry(Some(second)).or_default();
+            s.rx_bytes += rx;
+            s.tx_bytes += tx;
+        }
+        exactly(&got, &a.want, "daemon");
         assert!(!said.contains("owner marks not used"), "{said}");
     }
 }
@@ -161,6 +186,7 @@ fn a_listener_on_the_remote_port_is_not_charged_for_downloads_from_it() {
         listener.expect("listening");
         downloads(t, &alice, "198.51.100.2:9000", 20, 1_000_000, &[]);
         Attack {
+            daemon_slack: 0,
             want: vec![(alice.uid, truth(t, to_inet_port(9000)))],
             _held: vec![listener],
             _sshd: None,
@@ -193,6 +219,7 @@ fn an_address_bound_with_freebind_does_not_hide_a_download() {
         );
         downloads(t, &alice, "198.51.100.2:9000", 10, 1_000_000, &[]);
         Attack {
+            daemon_slack: 0,
             want: vec![(alice.uid, truth(t, to_inet_port(9000)))],
             _held: vec![held],
             _sshd: None,
@@ -241,6 +268,7 @@ fn pings_and_udplite_are_charged_to_their_sender() {
             ["icmp", "icmpv6", "udplite"].contains(&e.proto.as_str())
         });
         Attack {
+            daemon_slack: 0,
             want: vec![(alice.uid, want)],
             _held: vec![echo],
             _sshd: None,
@@ -306,6 +334,7 @@ fn udplite_is_charged_through_its_socket_without_marks() {
         p.expect("done");
         p.wait_ok();
         Attack {
+            daemon_slack: 0,
             want: vec![(alice.uid, truth(t, |e| e.proto == "udplite"))],
             _sshd: None,
             _held: vec![echo],
@@ -383,6 +412,7 @@ fn a_root_listeners_worker_of_another_uid_leaves_the_marks_on() {
         let host: IpAddr = "198.51.100.1".parse().unwrap();
         let visits = truth(t, |e| e.orig.dst == host && e.orig.dport == 8080);
         Attack {
+            daemon_slack: 0,
             want: vec![
                 (alice.uid, truth(t, to_inet_port(9100))),
                 // The visitor's connection is the worker's (incoming: rx is what it sent).
@@ -472,6 +502,7 @@ fn sockets_chowned_to_subordinate_uids_are_charged_to_the_ranges_owner() {
         p.wait_ok();
         wait_tcp_closed(&t.host);
         Attack {
+            daemon_slack: 0,
             want: vec![(alice.uid, truth(t, to_inet_port(9000)))],
             _held: vec![],
             _sshd: None,
@@ -545,7 +576,9 @@ const PROXY_WAIT: u64 = 10;
 /// proxy, a held-up PAM step), then 3 MB through the session. The session was settled as
 /// root's own when the grace ran out and never looked at again: the 3 MB were root's.
 /// Now what moved before her process held the socket is root's (sshd's, to the byte: the
-/// counters while the proxy held everything) and everything after is hers.
+/// counters while the proxy held everything) and everything after is hers. In the daemon,
+/// whose passes come every second, the login handshake may be root's too (a pass in the
+/// middle of it): at most 10 KB each way is allowed to move from her to root there.
 #[test]
 fn an_ssh_login_slower_than_the_grace_is_charged_to_its_user() {
     if !require_root("an_ssh_login_slower_than_the_grace_is_charged_to_its_user") {
@@ -637,6 +670,10 @@ fn an_ssh_login_slower_than_the_grace_is_charged_to_its_user() {
         };
         let (root, all) = (incoming(before_login), incoming(all));
         Attack {
+            // The daemon's passes (every second) may land in the login's own handshake
+            // (~5 KB each way, tests/ssh.rs), before her process holds the socket: that
+            // much may be root's.
+            daemon_slack: 10_000,
             want: vec![
                 (0, root),
                 (
