@@ -25,7 +25,9 @@ use crate::model::{FastMap, FastSet, Flow, FlowKey, Socket, SocketState, L4};
 use crate::owner_mark;
 use crate::prereq::{self, PrereqError};
 use crate::sources::netns::SubUids;
-use crate::sources::processes::{scan_pids_owners, scan_socket_holders, scan_users_holders};
+use crate::sources::processes::{
+    last_pid, scan_pids_owners, scan_socket_holders, scan_users_holders, NewPids,
+};
 use crate::sources::sockdiag::SockDiag;
 use crate::sources::sockets::{read_sockets, SocketTable};
 use crate::sources::{conntrack, interfaces};
@@ -469,19 +471,29 @@ fn observe_read<S: BuildHasher>(
         .filter_map(|(f, _)| idx.socket_inode(f))
         .collect();
     let mut every = delegated_inodes(&dump.flows, &idx, &priors, nets, None);
-    let recheck = own_moved_inodes(&dump.flows, &idx, &priors, olds, nets);
-    let mut scan = if recheck.is_empty() || !every.is_empty() {
-        every.extend(recheck.iter().copied());
+    let recheck = own_inodes(&dump.flows, &idx, &priors, nets);
+    let mut scan = if recheck.is_empty() {
         scan_socket_holders(proc_root, &wanted, &every)
     } else {
-        // Only users' processes can have come to hold them: the service's own (which may
-        // hold most descriptors of the host) are not walked.
-        let mut scan = scan_socket_holders(proc_root, &wanted, &every);
-        let users = scan_users_holders(proc_root, &recheck, &|uid| delegating.contains(uid));
-        scan.holders.extend(users.holders);
-        scan.processes += users.processes;
-        scan.vanished += users.vanished;
-        scan.denied += users.denied;
+        // A user's process that has come to hold a service's own socket was started since
+        // the last look (sshd forks the session's process at the login): only those are
+        // read, and of them only users' descriptors; a walk of every process for flows
+        // held back sees everything anyway.
+        let look = LastLook::read(proc_root);
+        let scan = if every.is_empty() {
+            let mut scan = scan_socket_holders(proc_root, &wanted, &every);
+            let skip = |uid| delegating.contains(uid);
+            let users = scan_users_holders(proc_root, &recheck, &skip, look.pids);
+            scan.holders.extend(users.holders);
+            scan.processes += users.processes;
+            scan.vanished += users.vanished;
+            scan.denied += users.denied;
+            scan
+        } else {
+            every.extend(recheck.iter().copied());
+            scan_socket_holders(proc_root, &wanted, &every)
+        };
+        look.done();
         scan
     };
     stages.lap("processes");
@@ -813,28 +825,60 @@ fn delegated_inodes(
         .collect()
 }
 
-/// The connected sockets of incoming flows settled as a delegating service's own whose
-/// counters moved since the last pass: looked at again for a user's process holding them
-/// now (a login slower than `delegate_grace`: a slow `ProxyCommand`, a held-up PAM step),
-/// so that what they move from now on is that user's. Idle flows, outgoing ones and local
-/// traffic cost nothing.
-fn own_moved_inodes(
+/// The processes started since the last look at the holders of services' own sockets:
+/// the last pid given out then is kept next to the namespace's setup state, for the next
+/// pass or timer run.
+struct LastLook {
+    pids: NewPids,
+    file: Option<PathBuf>,
+}
+
+impl LastLook {
+    fn read(proc_root: &Path) -> LastLook {
+        let file = prereq::state_path(proc_root).map(|p| p.with_extension("last-pid"));
+        let after = file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|t| t.trim().parse().ok());
+        let pids = match last_pid(proc_root) {
+            Some(upto) => NewPids { after, upto },
+            // Unknown: every process, and nothing kept.
+            None => NewPids {
+                after: None,
+                upto: 0,
+            },
+        };
+        LastLook { pids, file }
+    }
+
+    /// The look is over: the next one reads what was started after this one began.
+    fn done(self) {
+        let Some(f) = &self.file else { return };
+        if self.pids.upto == 0 {
+            let _ = std::fs::remove_file(f);
+        } else {
+            let _ = std::fs::create_dir_all(prereq::STATE_DIR);
+            let _ = std::fs::write(f, format!("{}\n", self.pids.upto));
+        }
+    }
+}
+
+/// The connected sockets of incoming flows settled as a delegating service's own: looked
+/// at again for a user's process holding them now (a login slower than `delegate_grace`:
+/// a slow `ProxyCommand`, a held-up PAM step), so that what they move from then on is that
+/// user's. Outgoing ones and local traffic are not.
+fn own_inodes(
     flows: &[Flow],
     idx: &SocketIndex,
     priors: &[Option<&Attribution>],
-    olds: &[Option<&FlowState>],
     nets: &LocalNets,
 ) -> HashSet<u64> {
     flows
         .iter()
         .zip(priors)
-        .zip(olds)
-        .filter(|((_, p), _)| p.is_some_and(|a| a.via == Via::Own && a.direction == Direction::In))
-        .filter(|((f, _), o)| {
-            o.is_some_and(|o| Some(o.orig) != f.orig_counters || Some(o.reply) != f.reply_counters)
-        })
-        .filter(|((f, _), _)| !nets.contains(f.orig.src))
-        .filter_map(|((f, _), _)| idx.delegated_socket(f))
+        .filter(|(_, p)| p.is_some_and(|a| a.via == Via::Own && a.direction == Direction::In))
+        .filter(|(f, _)| !nets.contains(f.orig.src))
+        .filter_map(|(f, _)| idx.delegated_socket(f))
         .filter(|s| !(s.remote.port() == 0 && s.remote.ip().is_unspecified()))
         .map(|s| s.inode)
         .collect()

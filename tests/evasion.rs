@@ -569,10 +569,10 @@ impl Drop for Sshd {
 }
 
 /// The login's wait in the `ProxyCommand`, seconds: well past the 2 s grace the test sets.
-const PROXY_WAIT: u64 = 10;
+const PROXY_WAIT: u64 = 15;
 
 /// An SSH login that takes longer than `delegate_grace` (here 2 s) to reach alice's
-/// process: a `ProxyCommand` that connects at once, then holds every byte for 10 s (a slow
+/// process: a `ProxyCommand` that connects at once, then holds every byte for 15 s (a slow
 /// proxy, a held-up PAM step), then 3 MB through the session. The session was settled as
 /// root's own when the grace ran out and never looked at again: the 3 MB were root's.
 /// Now what moved before her process held the socket is root's (sshd's, to the byte: the
@@ -649,6 +649,8 @@ fn an_ssh_login_slower_than_the_grace_is_charged_to_its_user() {
         // Held back while young, then the service's own once the grace ran out.
         look();
         std::thread::sleep(std::time::Duration::from_secs(3));
+        look();
+        // Looked at again before the login (only processes started since count then).
         look();
         let before_login = truth(t, to_sshd);
         assert!(
