@@ -471,30 +471,39 @@ fn observe_read<S: BuildHasher>(
         .filter_map(|(f, _)| idx.socket_inode(f))
         .collect();
     let mut every = delegated_inodes(&dump.flows, &idx, &priors, nets, None);
-    let recheck = own_inodes(&dump.flows, &idx, &priors, nets);
-    let mut scan = if recheck.is_empty() {
-        scan_socket_holders(proc_root, &wanted, &every)
-    } else {
-        // A user's process that has come to hold a service's own socket was started since
-        // the last look (sshd forks the session's process at the login): only those are
-        // read, and of them only users' descriptors; a walk of every process for flows
-        // held back sees everything anyway.
-        let look = LastLook::read(proc_root);
-        let scan = if every.is_empty() {
-            let mut scan = scan_socket_holders(proc_root, &wanted, &every);
-            let skip = |uid| delegating.contains(uid);
-            let users = scan_users_holders(proc_root, &recheck, &skip, look.pids);
-            scan.holders.extend(users.holders);
-            scan.processes += users.processes;
-            scan.vanished += users.vanished;
-            scan.denied += users.denied;
+    // A user's process that has come to hold a service's own socket was started since the
+    // last look (sshd forks the session's process at the login): only those are read, and
+    // of them only users' descriptors; a walk of every process for flows held back sees
+    // everything anyway. None started since: nothing to look at.
+    let own = |p: &Option<&Attribution>| {
+        p.is_some_and(|a| a.via == Via::Own && a.direction == Direction::In)
+    };
+    let look = priors.iter().any(own).then(|| LastLook::read(proc_root));
+    let recheck = match &look {
+        Some(l) if !l.pids.is_empty() || !every.is_empty() => {
+            own_inodes(&dump.flows, &idx, &priors, nets)
+        }
+        _ => HashSet::new(),
+    };
+    let mut scan = match look {
+        None => scan_socket_holders(proc_root, &wanted, &every),
+        Some(look) => {
+            let scan = if every.is_empty() {
+                let mut scan = scan_socket_holders(proc_root, &wanted, &every);
+                let skip = |uid| delegating.contains(uid);
+                let users = scan_users_holders(proc_root, &recheck, &skip, look.pids);
+                scan.holders.extend(users.holders);
+                scan.processes += users.processes;
+                scan.vanished += users.vanished;
+                scan.denied += users.denied;
+                scan
+            } else {
+                every.extend(recheck.iter().copied());
+                scan_socket_holders(proc_root, &wanted, &every)
+            };
+            look.done();
             scan
-        } else {
-            every.extend(recheck.iter().copied());
-            scan_socket_holders(proc_root, &wanted, &every)
-        };
-        look.done();
-        scan
+        }
     };
     stages.lap("processes");
     let attribute_with = |idx: &SocketIndex| {

@@ -151,7 +151,22 @@ pub struct NewPids {
     pub upto: u32,
 }
 
+/// At most this many pids given out since a look are asked for one by one; more, and
+/// the processes are listed.
+const FEW_PIDS: u32 = 2048;
+
 impl NewPids {
+    /// Whether no pid was given out since the last look (pure).
+    pub fn is_empty(&self) -> bool {
+        self.after == Some(self.upto)
+    }
+
+    /// The pids given out since, when they are few and did not wrap (pure).
+    pub fn few(&self) -> Option<std::ops::RangeInclusive<u32>> {
+        let after = self.after?;
+        (self.upto >= after && self.upto - after <= FEW_PIDS).then(|| after + 1..=self.upto)
+    }
+
     /// Whether `pid` was given out after `after` (pure).
     pub fn contains(&self, pid: u32) -> bool {
         match self.after {
@@ -181,17 +196,25 @@ pub fn scan_users_holders(
     pids: NewPids,
 ) -> ProcessScan {
     let mut scan = ProcessScan::default();
-    if every.is_empty() {
+    if every.is_empty() || pids.is_empty() {
         return scan;
     }
-    let Ok(entries) = std::fs::read_dir(proc_root) else {
-        return scan;
+    let new: Vec<u32> = match pids.few() {
+        // A few pids given out since: each is asked for (most exited already), cheaper
+        // than listing every process.
+        Some(range) => range.collect(),
+        None => {
+            let Ok(entries) = std::fs::read_dir(proc_root) else {
+                return scan;
+            };
+            let mut new: Vec<u32> = entries
+                .filter_map(|e| e.ok().and_then(|e| parse_pid(e.file_name().as_bytes())))
+                .filter(|&pid| pids.contains(pid))
+                .collect();
+            new.sort_unstable();
+            new
+        }
     };
-    let mut new: Vec<u32> = entries
-        .filter_map(|e| e.ok().and_then(|e| parse_pid(e.file_name().as_bytes())))
-        .filter(|&pid| pids.contains(pid))
-        .collect();
-    new.sort_unstable();
     let mut dirents = vec![MaybeUninit::uninit(); DIRENTS_LEN];
     let none = HashSet::new();
     for pid in new {
@@ -200,7 +223,7 @@ pub fn scan_users_holders(
             .ok()
             .and_then(|s| parse_status_uid(&s))
         else {
-            scan.vanished += 1;
+            // Exited, or never a process (a thread's id).
             continue;
         };
         if skip(uid) {
@@ -445,6 +468,18 @@ mod tests {
             upto: 1500,
         };
         assert!(!since.contains(999) && !since.contains(1000));
+        assert_eq!(since.few(), Some(1001..=1500));
+        assert!(!since.is_empty());
+        let none_since = NewPids {
+            after: Some(1500),
+            upto: 1500,
+        };
+        assert!(none_since.is_empty());
+        let many = NewPids {
+            after: Some(1000),
+            upto: 1000 + 4096,
+        };
+        assert_eq!(many.few(), None);
         assert!(since.contains(1001) && since.contains(1500));
         // The counter wrapped past pid_max back to 300: after 4000000, or up to 500.
         let wrapped = NewPids {
@@ -453,6 +488,7 @@ mod tests {
         };
         assert!(wrapped.contains(4_000_001) && wrapped.contains(301) && wrapped.contains(500));
         assert!(!wrapped.contains(501) && !wrapped.contains(3_999_999));
+        assert_eq!(wrapped.few(), None);
         // No earlier look: every process.
         let all = NewPids {
             after: None,
