@@ -474,11 +474,16 @@ fn observe_read<S: BuildHasher>(
     // A user's process that has come to hold a service's own socket was started since the
     // last look (sshd forks the session's process at the login): only those are read, and
     // of them only users' descriptors; a walk of every process for flows held back sees
-    // everything anyway. None started since: nothing to look at.
-    let own = |p: &Option<&Attribution>| {
+    // everything anyway. A look, for every such socket, when one of their flows moved
+    // (idle ones have nothing to charge: a later look still sees every process started
+    // since this one); none started since: nothing to look at.
+    let own_moved = dump.flows.iter().zip(&priors).zip(olds).any(|((f, p), o)| {
         p.is_some_and(|a| a.via == Via::Own && a.direction == Direction::In)
-    };
-    let look = priors.iter().any(own).then(|| LastLook::read(proc_root));
+            && o.is_some_and(|o| {
+                Some(o.orig) != f.orig_counters || Some(o.reply) != f.reply_counters
+            })
+    });
+    let look = own_moved.then(|| LastLook::read(proc_root));
     let recheck = match &look {
         Some(l) if !l.pids.is_empty() || !every.is_empty() => {
             own_inodes(&dump.flows, &idx, &priors, nets)
