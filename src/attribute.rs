@@ -6,8 +6,10 @@
 //!   still holds after DNAT because the reply tuple carries the translated address.
 //!
 //! Match order: exact 4-tuple with a live socket, then the attribution the flow already had
-//! (its socket may be gone or in TIME_WAIT), then local address + port of an unconnected
-//! socket (unconnected UDP, listeners), then the wildcard address (`0.0.0.0` / `::`) + port.
+//! (its socket may be gone or in TIME_WAIT), then the owner mark (when believed), then local
+//! address + port of an unconnected socket (unconnected UDP, listeners), then the wildcard
+//! address (`0.0.0.0` / `::`) + port. The last two only for a local end that is one of the
+//! host's interface addresses, and for TCP only for an incoming flow (a listener answers).
 //! TIME_WAIT and request sockets (inode 0, uid 0) are never evidence of an owner.
 //! No match means unattributed with a reason: a uid is never guessed.
 //!
@@ -24,6 +26,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use ipnet::IpNet;
 
 use crate::model::{FastMap, FastSet, Flow, Socket, L4};
+use crate::sources::netns::SubUids;
 use crate::sources::processes::{Holder, Owner};
 
 /// Which side started the flow, seen from this host.
@@ -221,7 +224,7 @@ pub enum Reason {
     Forwarded,
     /// Several sockets with different owners share the matching local port.
     Ambiguous,
-    /// Not TCP or UDP (ICMP, GRE, …): only TCP and UDP are attributed.
+    /// Not TCP or UDP (ICMP, GRE, …) and no owner mark (believed) names its sender.
     Protocol,
     /// Charged, but not to a holder: processes of several users hold a delegating service's
     /// socket, so its own uid is charged. Only on usage rows of a user (never a verdict).
@@ -422,7 +425,8 @@ pub struct SocketIndex<'a> {
     exact: FastMap<(L4, SocketAddr, SocketAddr), usize>,
     /// (proto, local) → live socket with no remote end (unconnected UDP, listeners).
     bound: FastMap<(L4, SocketAddr), Bound>,
-    /// Addresses of this host: the local ends of its sockets plus those given.
+    /// Addresses of this host: those of its interfaces (given), never the local ends of
+    /// sockets (see [`SocketMaps::new`]).
     host_addrs: FastSet<IpAddr>,
     /// Uids whose sockets are charged through their holders.
     delegating: &'a Delegating,
@@ -431,6 +435,11 @@ pub struct SocketIndex<'a> {
     /// Whether a flow no socket names is charged to the uid in its owner mark
     /// ([`crate::owner_mark`]).
     marks: bool,
+    /// Subordinate uid ranges (`/etc/subuid`): a uid in one is charged to its owner.
+    subuids: Option<&'a SubUids>,
+    /// Sockets of flows settled as a delegating service's own whose holders were looked
+    /// up again ([`SocketIndex::with_recheck`]).
+    recheck: Option<&'a HashSet<u64>>,
 }
 
 /// The maps of a [`SocketIndex`] over some sockets, built apart from it (they borrow
@@ -447,11 +456,11 @@ impl SocketMaps {
     pub fn new(sockets: &[Socket], host_addrs: impl IntoIterator<Item = IpAddr>) -> SocketMaps {
         let mut exact = FastMap::with_capacity_and_hasher(sockets.len(), Default::default());
         let mut bound: FastMap<(L4, SocketAddr), Bound> = FastMap::default();
-        let mut host: FastSet<IpAddr> = host_addrs.into_iter().collect();
+        // The interfaces' addresses only: a socket's local address is no proof that the
+        // address is the host's (any user may bind one it does not have with IP_FREEBIND,
+        // and every flow to that address would then read as the host's own, excluded).
+        let host: FastSet<IpAddr> = host_addrs.into_iter().collect();
         for (i, s) in sockets.iter().enumerate() {
-            if !s.local.ip().is_unspecified() {
-                host.insert(s.local.ip());
-            }
             if !s.has_owner() {
                 continue;
             }
@@ -507,7 +516,42 @@ impl<'a> SocketIndex<'a> {
             delegating: &NO_DELEGATION,
             holders: None,
             marks: false,
+            subuids: None,
+            recheck: None,
         }
+    }
+
+    /// The same index charging a uid of a subordinate range (a user's rootless user
+    /// namespace: `unshare --map-auto`, a socket `fchown`ed to one of its uids) to the
+    /// range's owner, as the containers' flows are.
+    pub fn with_subuids<'b>(self, subuids: &'b SubUids) -> SocketIndex<'b>
+    where
+        'a: 'b,
+    {
+        SocketIndex {
+            subuids: Some(subuids),
+            ..self
+        }
+    }
+
+    /// The same index charging a flow settled as a delegating service's own to a user's
+    /// process now holding its socket, for the sockets in `inodes` (whose holders were
+    /// looked up again): a login slower than the grace. Other settled flows stay as they
+    /// were, whoever holds their sockets.
+    pub fn with_recheck<'b>(self, inodes: &'b HashSet<u64>) -> SocketIndex<'b>
+    where
+        'a: 'b,
+    {
+        SocketIndex {
+            recheck: Some(inodes),
+            ..self
+        }
+    }
+
+    /// The uid charged for a socket or mark of `uid`: the owner of its subordinate range,
+    /// else itself.
+    fn owner_uid(&self, uid: u32) -> u32 {
+        self.subuids.and_then(|s| s.owner_of(uid)).unwrap_or(uid)
     }
 
     /// The same index charging a flow no socket names to the uid of its owner mark, when
@@ -546,14 +590,15 @@ impl<'a> SocketIndex<'a> {
         if self.delegating.contains(s.uid) {
             return self.delegated(s, direction, prior);
         }
+        let uid = self.owner_uid(s.uid);
         let program = match self.owners.get(&s.inode) {
             Some(o) => Some(o.program.clone()),
             None => prior
-                .filter(|p| p.uid == s.uid && p.via == Via::Direct)
+                .filter(|p| p.uid == uid && p.via == Via::Direct)
                 .and_then(|p| p.program.clone()),
         };
         Attribution {
-            uid: s.uid,
+            uid,
             program,
             direction,
             via: Via::Direct,
@@ -571,10 +616,21 @@ impl<'a> SocketIndex<'a> {
         prior: Option<&Attribution>,
     ) -> Attribution {
         let same = prior.filter(|p| p.socket_uid() == s.uid);
+        let held = self.holders.and_then(|m| m.get(&s.inode));
         if let Some(p) = same.filter(|p| p.via != Via::Pending) {
+            // The service's own after the grace, looked at again while its socket lives
+            // (a pass does for those that moved, `with_recheck`): a user's process holding
+            // it now (a login slower than the grace) is charged from now on.
+            let again = self.recheck.is_some_and(|r| r.contains(&s.inode));
+            if let (Via::Own, Some(h), true) = (p.via, held, again) {
+                let now = delegate(s.uid, h, self.delegating, p.direction);
+                if let Via::Delegated(_) = now.via {
+                    return now;
+                }
+            }
             return p.clone();
         }
-        if let Some(h) = self.holders.and_then(|m| m.get(&s.inode)) {
+        if let Some(h) = held {
             if !h.is_empty() {
                 return delegate(s.uid, h, self.delegating, direction);
             }
@@ -611,11 +667,17 @@ impl<'a> SocketIndex<'a> {
         if let Some(&i) = exact(reply.src_sa(), reply.dst_sa()) {
             return Ok(Some((i, Direction::In)));
         }
+        // An unconnected socket only where the flow's local end is one of this host's
+        // addresses: the remote end of a flow (a download from R:8888) must not match a
+        // user's listener on *:8888. A TCP listener only answers (an incoming flow).
         let mut ambiguous = false;
         for (local, dir) in [
             (orig.src_sa(), Direction::Out),
             (reply.src_sa(), Direction::In),
         ] {
+            if !self.is_host_addr(local.ip()) || (l4 == L4::Tcp && dir == Direction::Out) {
+                continue;
+            }
             match self.bound(l4, local) {
                 Some(Bound::One(i)) => return Ok(Some((i, dir))),
                 Some(Bound::Ambiguous) => ambiguous = true,
@@ -676,6 +738,18 @@ impl<'a> SocketIndex<'a> {
             .find_map(|ip| self.bound.get(&(l4, SocketAddr::new(*ip, port))).copied())
     }
 
+    /// The uid of the one owner of the TCP sockets listening on `local` (its address or
+    /// the wildcard), if there is one.
+    fn listener_uid(&self, local: SocketAddr) -> Option<u32> {
+        match self.bound(L4::Tcp, local)? {
+            Bound::One(j) => {
+                let s = &self.sockets[j];
+                (s.socket_state() == Some(crate::model::SocketState::Listen)).then_some(s.uid)
+            }
+            Bound::Ambiguous => None,
+        }
+    }
+
     fn is_host_addr(&self, ip: IpAddr) -> bool {
         ip.is_loopback() || self.host_addrs.contains(&ip)
     }
@@ -686,9 +760,12 @@ impl<'a> SocketIndex<'a> {
 /// the processes holding the socket, which is gone).
 fn by_mark(flow: &Flow, idx: &SocketIndex) -> Option<Attribution> {
     let uid = crate::owner_mark::uid_of(flow.mark)?;
-    if idx.delegating.contains(uid) {
+    // Only TCP and UDP sockets are handed to users by services; a ping or other
+    // protocol's socket of root's is root's own.
+    if idx.delegating.contains(uid) && L4::from_ipproto(flow.orig.proto).is_some() {
         return None;
     }
+    let uid = idx.owner_uid(uid);
     // The marking socket is the original source when it is this host's (outgoing), else
     // the answering end (incoming).
     let direction = if idx.is_host_addr(flow.orig.src) {
@@ -737,15 +814,25 @@ pub fn mark_check_looked(flow: &Flow, idx: &SocketIndex, looked: &Lookup) -> Opt
         return Some(MarkCheck::Disagrees { socket_uid: None });
     }
     let l4 = L4::from_ipproto(flow.orig.proto)?;
-    let (i, _) = looked.0?.ok()??;
+    let (i, dir) = looked.0?.ok()??;
     if !idx.exact_index(i) {
         return None;
     }
-    let socket_uid = idx.sockets[i].uid;
-    Some(if uid == Some(socket_uid) {
+    // A socket `fchown`ed to a subordinate uid of the mark's (after its first packet, in
+    // the user's rootless user namespace) is still the same user's.
+    let owner = |u: u32| idx.owner_uid(u);
+    let mut socket_uid = idx.sockets[i].uid;
+    if l4 == L4::Tcp && dir == Direction::In && uid.map(owner) != Some(owner(socket_uid)) {
+        // An incoming connection is marked by its SYN-ACK, which the kernel sends for the
+        // listening socket; the accepted socket takes the uid of whoever accepts it (a
+        // root listener's `nobody` worker: nginx, Apache, postfix). Held against the
+        // listener's uid, then; no listener left (or several owners'): no evidence.
+        socket_uid = idx.listener_uid(flow.reply.src_sa())?;
+    }
+    Some(if uid.map(owner) == Some(owner(socket_uid)) {
         MarkCheck::Agrees
-    } else if l4 == L4::Udp {
-        // A UDP entry outlives its socket (30 s, 120 s once a stream): another user's
+    } else if l4 != L4::Tcp {
+        // A UDP (or UDP-Lite) entry outlives its socket (30 s, 120 s once a stream): another user's
         // socket may take up the same ports meanwhile, and the entry keeps the first
         // sender's mark. No evidence either way. (A TCP SYN on an ended entry makes a new
         // entry, so a TCP disagreement is one.)
@@ -803,20 +890,28 @@ pub fn attribute_looked(
     let mut reason = None;
     let mut found: Option<Attribution> = None;
     if let (Some(_), Some(looked)) = (l4, looked.0) {
-        // An exact live socket beats the kept attribution, which beats an unconnected
+        // An exact live socket beats the kept attribution, which beats the owner mark
+        // (the socket that sent the flow's first packet), which beats an unconnected
         // socket that merely shares the local address.
+        let marked = || idx.marks.then(|| by_mark(flow, idx)).flatten();
         match looked {
             Ok(Some((i, dir))) if idx.exact_index(i) => {
                 found = Some(idx.attribution(i, dir, prior));
             }
             _ if prior.is_some() => found = prior.cloned(),
-            Ok(Some((i, dir))) => found = Some(idx.attribution(i, dir, prior)),
-            Ok(None) => {}
-            Err(r) => reason = Some(r),
+            Ok(Some((i, dir))) => {
+                found = marked().or_else(|| Some(idx.attribution(i, dir, prior)));
+            }
+            Ok(None) => found = marked(),
+            Err(r) => {
+                found = marked();
+                reason = Some(r);
+            }
         }
-        if found.is_none() && idx.marks {
-            found = by_mark(flow, idx);
-        }
+    } else if l4.is_none() && idx.marks {
+        // ICMP (ping sockets), UDP-Lite, GRE, …: no socket table is joined, but the mark
+        // names the socket that sent the first packet.
+        found = by_mark(flow, idx);
     }
 
     let direction = match &found {
@@ -837,10 +932,10 @@ pub fn attribute_looked(
     let verdict =
         if on_host || nets.contains(remote) && (direction.is_some() || nets.contains(orig.src)) {
             Verdict::Excluded(found)
-        } else if l4.is_none() {
-            Verdict::Unattributed(Reason::Protocol)
         } else if let Some(a) = found {
             Verdict::User(a)
+        } else if l4.is_none() {
+            Verdict::Unattributed(Reason::Protocol)
         } else {
             Verdict::Unattributed(reason.unwrap_or(if direction.is_some() {
                 Reason::NoSocket
@@ -1063,6 +1158,121 @@ mod tests {
     }
 
     #[test]
+    fn a_mark_beats_an_unconnected_socket_that_shares_the_local_port() {
+        // alice's UDP flow from port 5000, her socket gone; bob's socket took up *:5000.
+        let s = [sock(L4::Udp, "0.0.0.0:5000", "0.0.0.0:0", BOB, 200)];
+        let f = marked(
+            flow(UDP, ("198.51.100.1:5000", "198.51.100.2:53"), None),
+            crate::owner_mark::mark_of(ALICE),
+        );
+        let alice = Verdict::User(Attribution {
+            uid: ALICE,
+            program: None,
+            direction: Direction::Out,
+            via: Via::Direct,
+            container: None,
+        });
+        assert_eq!(by_marks(&s, &f, true), alice);
+        assert_eq!(by_marks(&s, &f, false), user(BOB, Direction::Out));
+        // Two owners share the port: the mark still names one.
+        let both = [
+            sock(L4::Udp, "0.0.0.0:5000", "0.0.0.0:0", BOB, 200),
+            sock(L4::Udp, "0.0.0.0:5000", "0.0.0.0:0", 0, 300),
+        ];
+        assert_eq!(by_marks(&both, &f, true), alice);
+    }
+
+    #[test]
+    fn other_protocols_are_charged_to_their_mark() {
+        // alice's ping (an unprivileged ICMP socket), and root's: root's ping is root's.
+        let ping = flow(1, ("198.51.100.1:0", "198.51.100.2:0"), None);
+        for uid in [ALICE, 0] {
+            let f = marked(ping.clone(), crate::owner_mark::mark_of(uid));
+            let want = Verdict::User(Attribution {
+                uid,
+                program: None,
+                direction: Direction::Out,
+                via: Via::Direct,
+                container: None,
+            });
+            assert_eq!(by_marks(&[], &f, true), want);
+            assert_eq!(
+                by_marks(&[], &f, false),
+                Verdict::Unattributed(Reason::Protocol)
+            );
+        }
+        // UDP-Lite, answered by alice's server: incoming.
+        let lite = marked(
+            flow(136, ("198.51.100.2:5000", "198.51.100.1:6000"), None),
+            crate::owner_mark::mark_of(ALICE),
+        );
+        assert!(matches!(
+            by_marks(&[], &lite, true),
+            Verdict::User(Attribution {
+                uid: ALICE,
+                direction: Direction::In,
+                ..
+            })
+        ));
+        // No mark, or not netledger's: by protocol, as before.
+        assert_eq!(
+            by_marks(&[], &marked(ping, 42), true),
+            Verdict::Unattributed(Reason::Protocol)
+        );
+    }
+
+    #[test]
+    fn a_subordinate_uid_is_charged_to_the_owner_of_its_range() {
+        // alice's rootless user namespace: her socket fchown'ed to one of her subordinate
+        // uids, after its first packet (marked as hers) or before (marked as the sub uid).
+        const SUB: u32 = 100_999;
+        let subuids = SubUids::parse(&format!("alice:100000:65536\n{BOB}:300000:65536\n"), &|n| {
+            (n == "alice").then_some(ALICE)
+        });
+        let s = [sock(
+            L4::Tcp,
+            "198.51.100.1:40000",
+            "198.51.100.2:443",
+            SUB,
+            100,
+        )];
+        let f = flow(TCP, ("198.51.100.1:40000", "198.51.100.2:443"), None);
+        let o = owners();
+        let plain = SocketIndex::new(&s, &o, [HOST4.parse().unwrap()]);
+        let idx = SocketIndex::new(&s, &o, [HOST4.parse().unwrap()]).with_subuids(&subuids);
+        let got = attribute(&f, &idx, None, &LocalNets::defaults());
+        assert!(matches!(
+            got.verdict,
+            Verdict::User(Attribution { uid: ALICE, .. })
+        ));
+        let before = attribute(&f, &plain, None, &LocalNets::defaults());
+        assert!(matches!(
+            before.verdict,
+            Verdict::User(Attribution { uid: SUB, .. })
+        ));
+        for mark in [ALICE, SUB] {
+            let m = marked(f.clone(), crate::owner_mark::mark_of(mark));
+            assert_eq!(mark_check(&m, &idx), Some(MarkCheck::Agrees), "mark {mark}");
+        }
+        // Another user's range is not alice's.
+        let bobs = marked(f.clone(), crate::owner_mark::mark_of(300_005));
+        assert!(matches!(
+            mark_check(&bobs, &idx),
+            Some(MarkCheck::Disagrees { .. })
+        ));
+        // Her socket gone: the mark of a sub uid names her.
+        let none = SocketIndex::new(&[], &o, [HOST4.parse().unwrap()])
+            .with_subuids(&subuids)
+            .with_marks(true);
+        let m = marked(f, crate::owner_mark::mark_of(SUB));
+        let got = attribute(&m, &none, None, &LocalNets::defaults());
+        assert!(matches!(
+            got.verdict,
+            Verdict::User(Attribution { uid: ALICE, .. })
+        ));
+    }
+
+    #[test]
     fn a_mark_is_checked_against_the_live_socket() {
         let s = [sock(
             L4::Tcp,
@@ -1104,6 +1314,45 @@ mod tests {
         assert_eq!(
             mark_check(&marked(q, 42), &uidx),
             Some(MarkCheck::Disagrees { socket_uid: None })
+        );
+        // An incoming connection accepted by a worker of another uid than the listener's
+        // (nginx: root listens, `nobody` accepts): the SYN-ACK, sent for the listener,
+        // marked it with the listener's uid. Not a disagreement; another uid still is.
+        const NOBODY: u32 = 65534;
+        let mut listener = sock(L4::Tcp, "0.0.0.0:80", "0.0.0.0:0", 0, 400);
+        listener.state = crate::model::SocketState::Listen.raw();
+        let web = [
+            listener.clone(),
+            sock(
+                L4::Tcp,
+                "198.51.100.1:80",
+                "198.51.100.2:50000",
+                NOBODY,
+                401,
+            ),
+        ];
+        let widx = SocketIndex::new(&web, &o, [HOST4.parse().unwrap()]);
+        let inc = flow(TCP, ("198.51.100.2:50000", "198.51.100.1:80"), None);
+        let wcheck = |mark| mark_check(&marked(inc.clone(), mark), &widx);
+        assert_eq!(
+            wcheck(crate::owner_mark::mark_of(0)),
+            Some(MarkCheck::Agrees)
+        );
+        assert_eq!(
+            wcheck(crate::owner_mark::mark_of(NOBODY)),
+            Some(MarkCheck::Agrees)
+        );
+        assert_eq!(
+            wcheck(crate::owner_mark::mark_of(BOB)),
+            Some(MarkCheck::Disagrees {
+                socket_uid: Some(0)
+            })
+        );
+        // The listener closed since: nothing to hold the mark against.
+        let alone = SocketIndex::new(&web[1..], &o, [HOST4.parse().unwrap()]);
+        assert_eq!(
+            mark_check(&marked(inc.clone(), crate::owner_mark::mark_of(0)), &alone),
+            None
         );
         // No socket to compare with: a mark that could be netledger's says nothing.
         let none = SocketIndex::new(&[], &o, [HOST4.parse().unwrap()]);
@@ -1184,6 +1433,24 @@ mod tests {
         vec![sock(L4::Tcp, "198.51.100.1:40000", "198.51.100.2:80", 0, 0)],
         flow(TCP, ("198.51.100.1:40000", "198.51.100.2:80"), None),
         Verdict::Unattributed(Reason::NoSocket), "198.51.100.2", 80)]
+    #[case::a_listener_on_the_remote_port_is_not_the_owner(
+        // alice's download from R:8888, her socket gone, while bob listens on *:8888.
+        vec![sock(L4::Tcp, "0.0.0.0:8888", "0.0.0.0:0", BOB, 200)],
+        flow(TCP, ("198.51.100.1:40000", "198.51.100.2:8888"), None),
+        Verdict::Unattributed(Reason::NoSocket), "198.51.100.2", 8888)]
+    #[case::a_udp_socket_on_the_remote_port_is_not_the_owner(
+        vec![sock(L4::Udp, "0.0.0.0:53", "0.0.0.0:0", BOB, 200)],
+        flow(UDP, ("198.51.100.1:40000", "198.51.100.2:53"), None),
+        Verdict::Unattributed(Reason::NoSocket), "198.51.100.2", 53)]
+    #[case::a_listener_starts_no_connection(
+        vec![sock(L4::Tcp, "0.0.0.0:40000", "0.0.0.0:0", BOB, 200)],
+        flow(TCP, ("198.51.100.1:40000", "198.51.100.2:80"), None),
+        Verdict::Unattributed(Reason::NoSocket), "198.51.100.2", 80)]
+    #[case::an_address_bound_with_freebind_is_not_the_hosts(
+        // bob's listener bound with IP_FREEBIND to R's address: a flow to R is not local.
+        vec![sock(L4::Tcp, "198.51.100.2:7777", "0.0.0.0:0", BOB, 200)],
+        flow(TCP, ("198.51.100.1:40000", "198.51.100.2:9000"), None),
+        Verdict::Unattributed(Reason::NoSocket), "198.51.100.2", 9000)]
     #[case::reuseport_different_owners_is_ambiguous(
         vec![
             sock(L4::Udp, "0.0.0.0:5000", "0.0.0.0:0", ALICE, 100),
@@ -1432,6 +1699,44 @@ mod tests {
         assert_eq!(idx.delegated_socket(&f).map(|s| s.inode), Some(500));
         let got = attribute(&f, &idx, prior.as_ref(), &LocalNets::defaults());
         assert_eq!(got.verdict, Verdict::User(want));
+    }
+
+    #[test]
+    fn the_services_own_looked_at_again_goes_to_the_user_now_holding_it() {
+        // A login slower than the grace: settled as root's own, then alice's session
+        // process holds the socket. Only a socket looked at again is charged anew.
+        let (sockets, f) = ssh_flow();
+        let none = HashMap::new();
+        let d = Delegating::new([ROOT]);
+        let held: HashMap<u64, Vec<Holder>> = [(
+            500,
+            vec![holder(700, ROOT, "sshd"), holder(701, ALICE, "sshd")],
+        )]
+        .into();
+        let own = via(ROOT, Some("sshd"), Via::Own);
+        let again: HashSet<u64> = [500].into();
+        let idx = SocketIndex::new(&sockets, &none, [HOST4.parse().unwrap()])
+            .with_delegation(&d, Some(&held))
+            .with_recheck(&again);
+        let got = attribute(&f, &idx, Some(&own), &LocalNets::defaults());
+        assert_eq!(
+            got.verdict,
+            Verdict::User(via(ALICE, Some("sshd"), Via::Delegated(ROOT)))
+        );
+        // Still only the service's processes: its own, as it was.
+        let only_root: HashMap<u64, Vec<Holder>> = [(500, vec![holder(700, ROOT, "sshd")])].into();
+        let idx = SocketIndex::new(&sockets, &none, [HOST4.parse().unwrap()])
+            .with_delegation(&d, Some(&only_root))
+            .with_recheck(&again);
+        let got = attribute(&f, &idx, Some(&own), &LocalNets::defaults());
+        assert_eq!(got.verdict, Verdict::User(own.clone()));
+        // Not looked at again: its own, whoever holds it.
+        let nothing = HashSet::new();
+        let idx = SocketIndex::new(&sockets, &none, [HOST4.parse().unwrap()])
+            .with_delegation(&d, Some(&held))
+            .with_recheck(&nothing);
+        let got = attribute(&f, &idx, Some(&own), &LocalNets::defaults());
+        assert_eq!(got.verdict, Verdict::User(own));
     }
 
     #[test]

@@ -19,14 +19,19 @@ pub type FastSet<K> = std::collections::HashSet<K, FastHash>;
 pub const IPPROTO_TCP: u8 = 6;
 /// IP protocol number of UDP.
 pub const IPPROTO_UDP: u8 = 17;
+/// IP protocol number of UDP-Lite (RFC 3828; any user may open such a socket).
+pub const IPPROTO_UDPLITE: u8 = 136;
 
-/// Transport protocol of a socket table (`/proc/net/tcp*` or `/proc/net/udp*`).
+/// Transport protocol of a socket table (`/proc/net/tcp*`, `/proc/net/udp*` or
+/// `/proc/net/udplite*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum L4 {
     /// TCP (`/proc/net/tcp`, `/proc/net/tcp6`).
     Tcp,
     /// UDP (`/proc/net/udp`, `/proc/net/udp6`).
     Udp,
+    /// UDP-Lite (`/proc/net/udplite`, `/proc/net/udplite6`): UDP's ports and tables.
+    UdpLite,
 }
 
 impl L4 {
@@ -35,6 +40,7 @@ impl L4 {
         match self {
             L4::Tcp => IPPROTO_TCP,
             L4::Udp => IPPROTO_UDP,
+            L4::UdpLite => IPPROTO_UDPLITE,
         }
     }
 
@@ -43,6 +49,7 @@ impl L4 {
         match p {
             IPPROTO_TCP => Some(L4::Tcp),
             IPPROTO_UDP => Some(L4::Udp),
+            IPPROTO_UDPLITE => Some(L4::UdpLite),
             _ => None,
         }
     }

@@ -18,14 +18,16 @@ use tracing::{debug, info, warn};
 use crate::account::{account_saved, FlowState, Hold, PassPlan, Totals};
 use crate::attribute::{
     attribute, attribute_looked, mark_check_looked, Attributed, Attribution, Continued, Delegating,
-    LocalNets, Lookup, MarkCheck, Reason, SocketIndex, SocketMaps, Verdict, Via,
+    Direction, LocalNets, Lookup, MarkCheck, Reason, SocketIndex, SocketMaps, Verdict, Via,
 };
 use crate::containers::{self, Containers};
 use crate::model::{FastMap, FastSet, Flow, FlowKey, Socket, SocketState, L4};
 use crate::owner_mark;
 use crate::prereq::{self, PrereqError};
 use crate::sources::netns::SubUids;
-use crate::sources::processes::{scan_pids_owners, scan_socket_holders};
+use crate::sources::processes::{
+    last_pid, scan_pids_owners, scan_socket_holders, scan_users_holders, NewPids,
+};
 use crate::sources::sockdiag::SockDiag;
 use crate::sources::sockets::{read_sockets, SocketTable};
 use crate::sources::{conntrack, interfaces};
@@ -471,8 +473,46 @@ fn observe_read<S: BuildHasher>(
         .filter(|(_, p)| p.is_none())
         .filter_map(|(f, _)| idx.socket_inode(f))
         .collect();
-    let every = delegated_inodes(&dump.flows, &idx, &priors, nets, None);
-    let mut scan = scan_socket_holders(proc_root, &wanted, &every);
+    let mut every = delegated_inodes(&dump.flows, &idx, &priors, nets, None);
+    // A user's process that has come to hold a service's own socket was started since the
+    // last look (sshd forks the session's process at the login): only those are read, and
+    // of them only users' descriptors; a walk of every process for flows held back sees
+    // everything anyway. A look, for every such socket, when one of their flows moved
+    // (idle ones have nothing to charge: a later look still sees every process started
+    // since this one); none started since: nothing to look at.
+    let own_moved = dump.flows.iter().zip(&priors).zip(olds).any(|((f, p), o)| {
+        p.is_some_and(|a| a.via == Via::Own && a.direction == Direction::In)
+            && o.is_some_and(|o| {
+                Some(o.orig) != f.orig_counters || Some(o.reply) != f.reply_counters
+            })
+    });
+    let look = own_moved.then(|| LastLook::read(proc_root));
+    let recheck = match &look {
+        Some(l) if !l.pids.is_empty() || !every.is_empty() => {
+            own_inodes(&dump.flows, &idx, &priors, nets)
+        }
+        _ => HashSet::new(),
+    };
+    let mut scan = match look {
+        None => scan_socket_holders(proc_root, &wanted, &every),
+        Some(look) => {
+            let scan = if every.is_empty() {
+                let mut scan = scan_socket_holders(proc_root, &wanted, &every);
+                let skip = |uid| delegating.contains(uid);
+                let users = scan_users_holders(proc_root, &recheck, &skip, look.pids);
+                scan.holders.extend(users.holders);
+                scan.processes += users.processes;
+                scan.vanished += users.vanished;
+                scan.denied += users.denied;
+                scan
+            } else {
+                every.extend(recheck.iter().copied());
+                scan_socket_holders(proc_root, &wanted, &every)
+            };
+            look.done();
+            scan
+        }
+    };
     stages.lap("processes");
     let attribute_with = |idx: &SocketIndex| {
         dump.flows
@@ -481,9 +521,13 @@ fn observe_read<S: BuildHasher>(
             .map(|(f, p)| attribute(f, idx, *p, nets))
             .collect::<Vec<_>>()
     };
+    // A uid of a subordinate range (a user's rootless user namespace) is its owner's.
+    let subuids = SubUids::host();
     let idx = idx
         .with_owners(&scan.owners)
-        .with_delegation(delegating, Some(&scan.holders));
+        .with_delegation(delegating, Some(&scan.holders))
+        .with_subuids(&subuids)
+        .with_recheck(&recheck);
     // Each flow's socket, looked up once for the marks' check and the attribution.
     let looks: Vec<Lookup> = dump.flows.iter().map(|f| idx.lookup(f)).collect();
     // Every mark is held against its flow's live socket before any is believed.
@@ -551,6 +595,8 @@ fn observe_read<S: BuildHasher>(
             );
             let idx = SocketIndex::new(&sockets.sockets, &scan.owners, host.iter().copied())
                 .with_delegation(delegating, Some(&scan.holders))
+                .with_subuids(&subuids)
+                .with_recheck(&recheck)
                 .with_marks(use_marks);
             let second = attribute_with(&idx);
             for (a, b) in attributed.iter_mut().zip(second) {
@@ -717,6 +763,7 @@ pub fn describe(f: &Flow) -> String {
     let proto = L4::from_ipproto(f.orig.proto).map_or("ip", |l| match l {
         L4::Tcp => "tcp",
         L4::Udp => "udp",
+        L4::UdpLite => "udplite",
     });
     format!("{proto} {} -> {}", f.orig.src_sa(), f.orig.dst_sa())
 }
@@ -792,6 +839,65 @@ fn delegated_inodes(
         .filter(|(_, _, ino)| only.is_none_or(|o| o.contains(ino)))
         .filter(|(f, p, _)| !matches!(attribute(f, idx, *p, nets).verdict, Verdict::Excluded(_)))
         .map(|(_, _, ino)| ino)
+        .collect()
+}
+
+/// The processes started since the last look at the holders of services' own sockets:
+/// the last pid given out then is kept next to the namespace's setup state, for the next
+/// pass or timer run.
+struct LastLook {
+    pids: NewPids,
+    file: Option<PathBuf>,
+}
+
+impl LastLook {
+    fn read(proc_root: &Path) -> LastLook {
+        let file = prereq::state_path(proc_root).map(|p| p.with_extension("last-pid"));
+        let after = file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|t| t.trim().parse().ok());
+        let pids = match last_pid(proc_root) {
+            Some(upto) => NewPids { after, upto },
+            // Unknown: every process, and nothing kept.
+            None => NewPids {
+                after: None,
+                upto: 0,
+            },
+        };
+        LastLook { pids, file }
+    }
+
+    /// The look is over: the next one reads what was started after this one began.
+    fn done(self) {
+        let Some(f) = &self.file else { return };
+        if self.pids.upto == 0 {
+            let _ = std::fs::remove_file(f);
+        } else {
+            let _ = std::fs::create_dir_all(prereq::STATE_DIR);
+            let _ = std::fs::write(f, format!("{}\n", self.pids.upto));
+        }
+    }
+}
+
+/// The connected sockets of incoming flows settled as a delegating service's own: looked
+/// at again for a user's process holding them now (a login slower than `delegate_grace`:
+/// a slow `ProxyCommand`, a held-up PAM step), so that what they move from then on is that
+/// user's. Outgoing ones and local traffic are not.
+fn own_inodes(
+    flows: &[Flow],
+    idx: &SocketIndex,
+    priors: &[Option<&Attribution>],
+    nets: &LocalNets,
+) -> HashSet<u64> {
+    flows
+        .iter()
+        .zip(priors)
+        .filter(|(_, p)| p.is_some_and(|a| a.via == Via::Own && a.direction == Direction::In))
+        .filter(|(f, _)| !nets.contains(f.orig.src))
+        .filter_map(|(f, _)| idx.delegated_socket(f))
+        .filter(|s| !(s.remote.port() == 0 && s.remote.ip().is_unspecified()))
+        .map(|s| s.inode)
         .collect()
 }
 

@@ -185,7 +185,10 @@ pub fn plan_batch(
     }
 
     let no_owners: HashMap<u64, Owner> = HashMap::new();
-    let idx = SocketIndex::new(&[], &no_owners, cfg.host.iter().copied()).with_marks(cfg.marks);
+    let subuids = crate::sources::netns::SubUids::host();
+    let idx = SocketIndex::new(&[], &no_owners, cfg.host.iter().copied())
+        .with_subuids(&subuids)
+        .with_marks(cfg.marks);
     let attributed: Vec<Attributed> = destroys
         .iter()
         .map(|(flow, _, new, uses_state)| {

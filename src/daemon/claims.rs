@@ -13,6 +13,7 @@
 //!   walks of every process, at their bounded cost; they also find the service's holders.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ use super::programs::Namer;
 pub const CLAIM_CHECK: Duration = Duration::from_millis(20);
 
 /// Flows looked after at once, at most (a flood of connections to sshd that never log in):
-/// past it the oldest are left to the passes.
+/// past it the oldest of the remote address with the most are left to the passes.
 const MAX_CLAIMS: usize = 4096;
 
 /// One flow waiting for a user's process to hold its socket.
@@ -57,6 +58,35 @@ pub struct Claims {
     next: Option<Instant>,
     /// Owners found so far.
     pub found: u64,
+}
+
+/// The remote end of a claimed flow, as far as one party surely holds it: the address for
+/// IPv4, its /64 for IPv6 (one host gets a /64 to itself).
+fn remote_prefix(flow: &Flow) -> IpAddr {
+    let ip = crate::model::canonical_ip(flow.orig.src);
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => IpAddr::V6((v6.to_bits() & !((1u128 << 64) - 1)).into()),
+    }
+}
+
+/// Which claim to leave to the passes when the list is full and `new` comes: the oldest
+/// of the remote (prefix) `new` comes from when it already has some, else the oldest of
+/// the remote with the most. A flood from outside (connections that never log in) then
+/// evicts its own claims, never another user's login in progress.
+fn evictee(list: &[Claim], new: &Flow) -> usize {
+    let from = remote_prefix(new);
+    if let Some(i) = list.iter().position(|c| remote_prefix(&c.flow) == from) {
+        return i;
+    }
+    let mut counts: HashMap<IpAddr, usize> = HashMap::new();
+    for c in list {
+        *counts.entry(remote_prefix(&c.flow)).or_default() += 1;
+    }
+    let most = counts.values().copied().max().unwrap_or(0);
+    list.iter()
+        .position(|c| counts[&remote_prefix(&c.flow)] == most)
+        .unwrap_or(0)
 }
 
 impl Claims {
@@ -93,7 +123,8 @@ impl Claims {
             return;
         }
         if self.list.len() >= MAX_CLAIMS {
-            self.list.remove(0);
+            let i = evictee(&self.list, &flow);
+            self.list.remove(i);
         }
         let until = Instant::now() + self.grace;
         self.list.push(Claim {
@@ -236,5 +267,68 @@ impl Claims {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Counters, Tuple};
+
+    fn flow(src: &str, sport: u16) -> Flow {
+        let (src, host): (IpAddr, IpAddr) = (src.parse().unwrap(), "198.51.100.1".parse().unwrap());
+        let t = |src, dst, sport, dport| Tuple {
+            src,
+            dst,
+            proto: 6,
+            sport,
+            dport,
+        };
+        Flow {
+            orig: t(src, host, sport, 22),
+            reply: t(host, src, 22, sport),
+            id: u32::from(sport),
+            zone: 0,
+            mark: 0,
+            status: 0,
+            orig_counters: Some(Counters::default()),
+            reply_counters: Some(Counters::default()),
+            start_ns: None,
+            stop_ns: None,
+        }
+    }
+
+    fn claim(f: Flow) -> Claim {
+        Claim {
+            flow: f,
+            owner: Attribution {
+                uid: 0,
+                program: None,
+                direction: Direction::In,
+                via: Via::Pending,
+                container: None,
+            },
+            at_ms: 0,
+            until: Instant::now(),
+            family: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_flood_evicts_its_own_claims_not_a_login_in_progress() {
+        // alice's login first, then a flood from one address, then one from a /64.
+        let mut list = vec![claim(flow("203.0.113.7", 40000))];
+        list.extend((0..10).map(|i| claim(flow("192.0.2.66", 1000 + i))));
+        // The flooder's next connection evicts its own oldest, not alice's.
+        assert_eq!(evictee(&list, &flow("192.0.2.66", 2000)), 1);
+        // A newcomer (bob's login) evicts the oldest of the address with the most.
+        assert_eq!(evictee(&list, &flow("198.51.100.9", 3000)), 1);
+        // IPv6: one /64 is one party, whatever its addresses.
+        let mut v6 = vec![claim(flow("2001:db8:1::5", 40000))];
+        v6.extend((0..10).map(|i| claim(flow(&format!("2001:db8:2::{i:x}"), 1000 + i))));
+        assert_eq!(evictee(&v6, &flow("2001:db8:2::ffff", 2000)), 1);
+        assert_eq!(evictee(&v6, &flow("2001:db8:3::1", 2000)), 1);
+        // alice's own next connection from her address evicts her oldest.
+        assert_eq!(evictee(&list, &flow("203.0.113.7", 40001)), 0);
     }
 }

@@ -260,6 +260,7 @@ impl Listener {
         // Owners continued from a deleted entry (no socket, so no program to look up).
         let mut continued: Vec<(FlowKey, Attribution)> = Vec::new();
         let mut use_marks = self.marks.usable_now();
+        let subuids = crate::sources::netns::SubUids::host();
         for e in events {
             match e.kind {
                 EventKind::New => {
@@ -268,7 +269,8 @@ impl Listener {
                     let found = self.owner_socket(&e.flow, host);
                     let none = HashMap::new();
                     let idx = SocketIndex::new(found.as_slice(), &none, host.iter().copied())
-                        .with_delegation(&self.delegating, None);
+                        .with_delegation(&self.delegating, None)
+                        .with_subuids(&subuids);
                     // The mark against the socket that sent the first packet, now.
                     if let Some(c) = mark_check(&e.flow, &idx) {
                         self.marks.check(c, e.flow.mark, || describe(&e.flow));

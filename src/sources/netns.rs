@@ -330,6 +330,25 @@ impl SubUids {
             .unwrap_or_default()
     }
 
+    /// The host's `/etc/subuid`, shared: read again when its modification time changed
+    /// (one `stat` a call: a pass, or a batch of the daemon's events).
+    pub fn host() -> std::sync::Arc<SubUids> {
+        use std::sync::{Arc, Mutex};
+        type Cached = (Option<std::time::SystemTime>, Arc<SubUids>);
+        static CACHE: Mutex<Option<Cached>> = Mutex::new(None);
+        const PATH: &str = "/etc/subuid";
+        let mtime = std::fs::metadata(PATH).and_then(|m| m.modified()).ok();
+        let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        match c.as_ref() {
+            Some((seen, s)) if *seen == mtime && mtime.is_some() => s.clone(),
+            _ => {
+                let s = Arc::new(SubUids::read(Path::new(PATH)));
+                *c = Some((mtime, s.clone()));
+                s
+            }
+        }
+    }
+
     /// The owner of the range `uid` is in.
     pub fn owner_of(&self, uid: u32) -> Option<u32> {
         self.ranges.iter().find_map(|&(first, count, owner)| {

@@ -140,6 +140,101 @@ pub fn scan_socket_holders(
     scan
 }
 
+/// The processes a look reads: those whose pid the kernel gave out after `after` (the
+/// last pid given out at an earlier look, `/proc/sys/kernel/ns_last_pid`) up to `upto`
+/// (the last one now), across a wrap of the pid counter; every process without `after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewPids {
+    /// The last pid given out when processes were last looked at.
+    pub after: Option<u32>,
+    /// The last pid given out now.
+    pub upto: u32,
+}
+
+/// At most this many pids given out since a look are asked for one by one; more, and
+/// the processes are listed.
+const FEW_PIDS: u32 = 2048;
+
+impl NewPids {
+    /// Whether no pid was given out since the last look (pure).
+    pub fn is_empty(&self) -> bool {
+        self.after == Some(self.upto)
+    }
+
+    /// The pids given out since, when they are few and did not wrap (pure).
+    pub fn few(&self) -> Option<std::ops::RangeInclusive<u32>> {
+        let after = self.after?;
+        (self.upto >= after && self.upto - after <= FEW_PIDS).then(|| after + 1..=self.upto)
+    }
+
+    /// Whether `pid` was given out after `after` (pure).
+    pub fn contains(&self, pid: u32) -> bool {
+        match self.after {
+            None => true,
+            Some(after) if self.upto >= after => pid > after,
+            // The counter wrapped (back to 300, pid_max): after `after`, or up to `upto`.
+            Some(after) => pid > after || pid <= self.upto,
+        }
+    }
+}
+
+/// The last pid the kernel gave out in this pid namespace (`sys/kernel/ns_last_pid`).
+pub fn last_pid(proc_root: &Path) -> Option<u32> {
+    let text = std::fs::read(proc_root.join("sys/kernel/ns_last_pid")).ok()?;
+    parse_pid(text.trim_ascii())
+}
+
+/// Every holder of each inode in `every` among the processes of `pids` whose real uid
+/// `skip` does not name (a service's own processes): each one's `status` is read first,
+/// and only the others' descriptors are walked. A look for a user's process that has come
+/// to hold a service's socket since (sshd forks the session's process after a login slower
+/// than the grace): only processes started since the previous look can have.
+pub fn scan_users_holders(
+    proc_root: &Path,
+    every: &HashSet<u64>,
+    skip: &dyn Fn(u32) -> bool,
+    pids: NewPids,
+) -> ProcessScan {
+    let mut scan = ProcessScan::default();
+    if every.is_empty() || pids.is_empty() {
+        return scan;
+    }
+    let new: Vec<u32> = match pids.few() {
+        // A few pids given out since: each is asked for (most exited already), cheaper
+        // than listing every process.
+        Some(range) => range.collect(),
+        None => {
+            let Ok(entries) = std::fs::read_dir(proc_root) else {
+                return scan;
+            };
+            let mut new: Vec<u32> = entries
+                .filter_map(|e| e.ok().and_then(|e| parse_pid(e.file_name().as_bytes())))
+                .filter(|&pid| pids.contains(pid))
+                .collect();
+            new.sort_unstable();
+            new
+        }
+    };
+    let mut dirents = vec![MaybeUninit::uninit(); DIRENTS_LEN];
+    let none = HashSet::new();
+    for pid in new {
+        let status = proc_root.join(pid.to_string()).join("status");
+        let Some(uid) = std::fs::read(&status)
+            .ok()
+            .and_then(|s| parse_status_uid(&s))
+        else {
+            // Exited, or never a process (a thread's id).
+            continue;
+        };
+        if skip(uid) {
+            continue;
+        }
+        scan.processes += 1;
+        scan_process(proc_root, pid, &none, every, &mut dirents, &mut scan);
+    }
+    scan
+}
+
 /// [`scan_socket_holders`] over the processes `pids` only (in ascending order, each once):
 /// a look at the few processes that may have come to hold a socket, such as the children
 /// of the service process that holds it (see [`children`]).
@@ -365,6 +460,58 @@ fn program_name(pid_dir: &Path) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn new_pids_are_those_given_out_since_across_a_wrap() {
+        use super::NewPids;
+        let since = NewPids {
+            after: Some(1000),
+            upto: 1500,
+        };
+        assert!(!since.contains(999) && !since.contains(1000));
+        assert_eq!(since.few(), Some(1001..=1500));
+        assert!(!since.is_empty());
+        let none_since = NewPids {
+            after: Some(1500),
+            upto: 1500,
+        };
+        assert!(none_since.is_empty());
+        let many = NewPids {
+            after: Some(1000),
+            upto: 1000 + 4096,
+        };
+        assert_eq!(many.few(), None);
+        assert!(since.contains(1001) && since.contains(1500));
+        // The counter wrapped past pid_max back to 300: after 4000000, or up to 500.
+        let wrapped = NewPids {
+            after: Some(4_000_000),
+            upto: 500,
+        };
+        assert!(wrapped.contains(4_000_001) && wrapped.contains(301) && wrapped.contains(500));
+        assert!(!wrapped.contains(501) && !wrapped.contains(3_999_999));
+        assert_eq!(wrapped.few(), None);
+        // No earlier look: every process.
+        let all = NewPids {
+            after: None,
+            upto: 7,
+        };
+        assert!(all.contains(1) && all.contains(4_000_000));
+    }
+
+    #[test]
+    fn the_last_pid_given_out_is_read() {
+        let last = super::last_pid(std::path::Path::new("/proc")).expect("ns_last_pid");
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let mut child = child;
+        let pid = child.id();
+        child.wait().unwrap();
+        let now = super::last_pid(std::path::Path::new("/proc")).unwrap();
+        let since = super::NewPids {
+            after: Some(last),
+            upto: now,
+        };
+        assert!(since.contains(pid), "{pid} after {last} up to {now}");
+    }
+
     use super::*;
     use rstest::rstest;
     use std::os::fd::AsFd;

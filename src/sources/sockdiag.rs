@@ -193,7 +193,7 @@ pub fn request(l4: L4, local: SocketAddr, remote: SocketAddr, seq: u32) -> Vec<u
     // UDP's lookup takes the ends the other way round (see the module docs).
     let (src, dst) = match l4 {
         L4::Tcp => (local, remote),
-        L4::Udp => (remote, local),
+        L4::Udp | L4::UdpLite => (remote, local),
     };
     let mut m = Vec::with_capacity(REQ_LEN);
     m.push(family as u8);
@@ -356,8 +356,9 @@ impl SockDiag {
         None
     }
 
-    /// Every TCP and UDP socket of this network namespace, IPv4 and IPv6: what
-    /// `/proc/net/{tcp,tcp6,udp,udp6}` list, without the kernel formatting text.
+    /// Every TCP, UDP and UDP-Lite socket of this network namespace, IPv4 and IPv6: what
+    /// `/proc/net/{tcp,tcp6,udp,udp6,udplite,udplite6}` list, without the kernel
+    /// formatting text.
     pub fn dump_all(&mut self) -> Result<Vec<Socket>, SockDiagError> {
         let mut out = Vec::with_capacity(sockets_in_use());
         if self.buf.len() < 256 * 1024 {
@@ -369,16 +370,35 @@ impl SockDiag {
             (libc::AF_INET, L4::Udp),
             (libc::AF_INET6, L4::Udp),
         ] {
-            self.seq = self.seq.wrapping_add(1);
-            self.send(&dump_request(family, l4, self.seq))?;
-            loop {
-                let n = self.recv_answer()?;
-                if parse_dump_datagram(&self.buf[..n], l4, &mut out)? {
-                    break;
-                }
+            self.dump_into(family, l4, &mut out)?;
+        }
+        // UDP-Lite last: a kernel without it (or without its sock_diag handler) answers
+        // with an error, which leaves its sockets out and nothing else.
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            let mut lite = Vec::new();
+            match self.dump_into(family, L4::UdpLite, &mut lite) {
+                Ok(()) => out.extend(lite),
+                Err(e) => tracing::debug!("no UDP-Lite sockets from sock_diag: {e}"),
             }
         }
         Ok(out)
+    }
+
+    /// Append every socket of one family and protocol to `out`.
+    fn dump_into(
+        &mut self,
+        family: i32,
+        l4: L4,
+        out: &mut Vec<Socket>,
+    ) -> Result<(), SockDiagError> {
+        self.seq = self.seq.wrapping_add(1);
+        self.send(&dump_request(family, l4, self.seq))?;
+        loop {
+            let n = self.recv_answer()?;
+            if parse_dump_datagram(&self.buf[..n], l4, out)? {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -497,12 +517,28 @@ mod tests {
         // Sockets of our own, so the comparison has rows of every kind.
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let u = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        // A UDP-Lite socket (socket(AF_INET, SOCK_DGRAM, 136): std has no such type).
+        let lite = rustix::net::socket(
+            rustix::net::AddressFamily::INET,
+            rustix::net::SocketType::DGRAM,
+            Some(rustix::net::Protocol::from_raw(
+                std::num::NonZeroU32::new(u32::from(crate::model::IPPROTO_UDPLITE)).unwrap(),
+            )),
+        )
+        .unwrap();
+        rustix::net::bind(&lite, &"127.0.0.1:0".parse::<SocketAddr>().unwrap()).unwrap();
+        let lite_ino = rustix::fs::fstat(&lite).unwrap().st_ino;
         let key = |s: &Socket| (s.proto, s.local, s.remote, s.uid, s.inode);
         // Sockets come and go on a live machine: compare the ones both reads saw twice.
         let mut sd = SockDiag::open().unwrap();
         let a = sd.dump_all().unwrap();
         let p = crate::sources::sockets::read_sockets(std::path::Path::new("/proc")).unwrap();
         let b = sd.dump_all().unwrap();
+        assert!(
+            a.iter()
+                .any(|s| s.proto == L4::UdpLite && s.inode == lite_ino),
+            "our UDP-Lite socket in the dump"
+        );
         let stable: std::collections::HashSet<_> = a
             .iter()
             .map(key)

@@ -98,16 +98,19 @@ pub enum SocketsError {
     },
 }
 
-/// The four tables, in the order they are read. `required: false` tables are absent when
-/// the kernel has no IPv6 (`ipv6.disable=1`, or CONFIG_IPV6=n): that is not an error.
-const TABLES: [(&str, L4, bool); 4] = [
+/// The tables, in the order they are read. `required: false` tables are absent when the
+/// kernel has no IPv6 (`ipv6.disable=1`, or CONFIG_IPV6=n), or no UDP-Lite (removed in
+/// some kernels): that is not an error.
+const TABLES: [(&str, L4, bool); 6] = [
     ("tcp", L4::Tcp, true),
     ("tcp6", L4::Tcp, false),
     ("udp", L4::Udp, true),
     ("udp6", L4::Udp, false),
+    ("udplite", L4::UdpLite, false),
+    ("udplite6", L4::UdpLite, false),
 ];
 
-/// Read `proc_root/net/{tcp,tcp6,udp,udp6}` and parse every row.
+/// Read `proc_root/net/{tcp,tcp6,udp,udp6,udplite,udplite6}` and parse every row.
 ///
 /// `proc_root` is `/proc` for our own network namespace, `/proc/PID` for PID's, or a fixture
 /// directory. The tables are parsed in the byte order of this machine ([`Endian::native`]).
@@ -383,6 +386,34 @@ mod tests {
             .iter()
             .filter(|s| s.state == 0x0A)
             .all(|s| s.remote.is_ipv6()));
+    }
+
+    #[test]
+    fn udplite_rows_read_as_udp_does() {
+        let t = parse_fixture("udplite", "udplite", L4::UdpLite);
+        assert!(t.bad_lines.is_empty(), "{:?}", t.bad_lines);
+        assert_eq!(t.sockets.len(), 2);
+        let unconnected = find(&t, L4::UdpLite, "0.0.0.0:5000", "0.0.0.0:0");
+        assert_eq!(
+            (unconnected.state, unconnected.uid, unconnected.inode),
+            (0x07, 65534, 3245922)
+        );
+        let connected = find(&t, L4::UdpLite, "198.51.100.1:39175", "198.51.100.2:5353");
+        assert_eq!((connected.state, connected.inode), (0x01, 3245923));
+        let t6 = parse_fixture("udplite", "udplite6", L4::UdpLite);
+        assert_eq!(t6.sockets.len(), 2);
+        let bound = find(&t6, L4::UdpLite, "[2001:db8::1]:5001", "[::]:0");
+        assert_eq!((bound.state, bound.inode), (0x07, 3245924));
+        assert_eq!(
+            find(
+                &t6,
+                L4::UdpLite,
+                "[2001:db8::1]:50124",
+                "[2001:db8::2]:5353"
+            )
+            .inode,
+            3245925
+        );
     }
 
     #[test]

@@ -302,6 +302,14 @@ impl Proc {
         }
     }
 
+    /// The next line the helper prints (without its newline).
+    pub fn next_line(&mut self) -> String {
+        let mut line = String::new();
+        let n = self.stdout.read_line(&mut line).unwrap();
+        assert!(n > 0, "{}: exited before printing a line", self.what);
+        line.trim_end().to_string()
+    }
+
     /// Wait for a line containing `text`.
     pub fn expect_containing(&mut self, text: &str) {
         let mut line = String::new();
