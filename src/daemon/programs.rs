@@ -255,15 +255,23 @@ impl Namer {
             served.extend(server);
         }
         // 1. The processes holding the server sockets.
+        let mut closed = HashMap::new();
         if !served.is_empty() {
             self.learn_servers(&served, &mut left, &mut found);
-            self.in_servers(&served, &mut left, &mut found);
+            closed = self.in_servers(&served, &mut left, &mut found);
         }
         // 2. The processes that held the same users' sockets before.
         self.in_candidates(&mut left, &mut found);
         // 3. Every process, now and then.
         if !left.is_empty() && self.walk_due() {
             self.full_walk(&mut left, &mut found);
+        }
+        // 4. Connections no process holds any more (or one these steps did not reach, such
+        //    as a child the server handed it to): named after their server's processes.
+        for (ino, program) in closed {
+            if left.remove(&ino).is_some() {
+                found.insert(ino, program);
+            }
         }
         found
     }
@@ -316,14 +324,15 @@ impl Namer {
         }
     }
 
-    /// The wanted sockets found in their servers' processes, one directory each; a socket
-    /// already closed is named after its server's processes when they run one program.
+    /// The wanted sockets found in their servers' processes, one directory each. Returns,
+    /// for those not found there, their server's program when its processes run one.
     fn in_servers(
         &mut self,
         served: &[(u64, u64, Option<SocketAddr>)],
         left: &mut HashMap<u64, u32>,
         found: &mut HashMap<u64, String>,
-    ) {
+    ) -> HashMap<u64, String> {
+        let mut closed = HashMap::new();
         for (ino, server, end) in served {
             if !left.contains_key(ino) {
                 continue;
@@ -333,8 +342,11 @@ impl Namer {
             };
             let named = holders.program().map(str::to_owned);
             if ino == server {
-                // A listener or an unconnected socket: its holders' program.
-                if let Some(p) = named {
+                // A listener or an unconnected socket: its holders' program, and its first
+                // holder remembered as the process holding it (a service's pending flows
+                // are looked for among that process's children: sshd's sessions).
+                if let (Some(p), Some((pid, _))) = (named, holders.procs.first()) {
+                    self.cache.insert(*ino, (p.clone(), *pid));
                     left.remove(ino);
                     found.insert(*ino, p);
                 }
@@ -360,10 +372,10 @@ impl Namer {
                     self.listeners.remove(e);
                 }
             } else if let Some(p) = named {
-                left.remove(ino);
-                found.insert(*ino, p);
+                closed.insert(*ino, p);
             }
         }
+        closed
     }
 
     /// The wanted sockets found in the processes that held the same users' sockets before.
@@ -577,6 +589,7 @@ mod tests {
             Some("dnsmasq"),
             "not systemd"
         );
+        assert_eq!(n.holder_pid(500), Some(70), "the process holding it, for claims");
         let walks = n.work.full_walks;
         assert_eq!(n.name(&[server]).len(), 1);
         assert_eq!(n.work.full_walks, walks);
