@@ -132,6 +132,64 @@ pub fn write_json(out: &mut impl Write, records: &[Record]) -> io::Result<()> {
     writeln!(out)
 }
 
+/// A pretty JSON array written a record at a time, as it is read: the same bytes as
+/// [`write_json`] of all the records at once, in memory that does not grow with them.
+pub struct JsonArray<W: Write> {
+    out: W,
+    first: bool,
+}
+
+impl<W: Write> JsonArray<W> {
+    /// Start the array (nothing is written before the first record or the end).
+    pub fn new(out: W) -> JsonArray<W> {
+        JsonArray { out, first: true }
+    }
+
+    /// Write one record as the array's next element.
+    pub fn push(&mut self, record: &Record) -> io::Result<()> {
+        let open: &[u8] = if self.first { b"[\n  " } else { b",\n  " };
+        self.first = false;
+        self.out.write_all(open)?;
+        // serde_json's pretty printer indents an element of the top-level array by one
+        // level: its own lines, shifted by two spaces. A newline in JSON text is always
+        // structural (strings escape theirs), so shifting every line after the first is
+        // exactly that indentation.
+        serde_json::to_writer_pretty(Indented(&mut self.out), record)?;
+        Ok(())
+    }
+
+    /// Close the array and end the line; returns the writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        let close: &[u8] = if self.first { b"[]\n" } else { b"\n]\n" };
+        self.out.write_all(close)?;
+        Ok(self.out)
+    }
+}
+
+/// A writer that indents every line after the first by two spaces.
+struct Indented<W: Write>(W);
+
+impl<W: Write> Write for Indented<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        for (i, line) in buf.split(|b| *b == b'\n').enumerate() {
+            if i > 0 {
+                self.0.write_all(b"\n  ")?;
+            }
+            self.0.write_all(line)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// Records as JSON Lines, one object per line.
 pub fn write_jsonl(out: &mut impl Write, records: &[Record]) -> io::Result<()> {
     for r in records {
@@ -144,19 +202,30 @@ pub fn write_jsonl(out: &mut impl Write, records: &[Record]) -> io::Result<()> {
 /// Records as CSV (RFC 4180) with a header line; `header` names the columns even when
 /// there are no records. Null is an empty field.
 pub fn write_csv(out: &mut impl Write, header: &[&str], records: &[Record]) -> io::Result<()> {
-    writeln!(out, "{}", header.join(","))?;
+    write_csv_header(out, header)?;
     for r in records {
-        let fields: Vec<String> = header
-            .iter()
-            .map(|h| match r.get(*h) {
-                None | Some(Value::Null) => String::new(),
-                Some(Value::String(s)) => csv_field(s),
-                Some(v) => csv_field(&v.to_string()),
-            })
-            .collect();
-        writeln!(out, "{}", fields.join(","))?;
+        write_csv_row(out, header, r)?;
     }
     Ok(())
+}
+
+/// The header line of [`write_csv`], for writing its rows one at a time
+/// ([`write_csv_row`]) as they are read.
+pub fn write_csv_header(out: &mut impl Write, header: &[&str]) -> io::Result<()> {
+    writeln!(out, "{}", header.join(","))
+}
+
+/// One record as a line of [`write_csv`] under `header`.
+pub fn write_csv_row(out: &mut impl Write, header: &[&str], r: &Record) -> io::Result<()> {
+    let fields: Vec<String> = header
+        .iter()
+        .map(|h| match r.get(*h) {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => csv_field(s),
+            Some(v) => csv_field(&v.to_string()),
+        })
+        .collect();
+    writeln!(out, "{}", fields.join(","))
 }
 
 fn csv_field(s: &str) -> String {
@@ -170,4 +239,37 @@ fn csv_field(s: &str) -> String {
 /// The column names of a record kind, for CSV headers of empty reports.
 pub fn header_of(sample: Record) -> Vec<String> {
     sample.keys().cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_array_written_a_record_at_a_time_is_write_json_to_the_byte() {
+        let records: Vec<Record> = (0..3)
+            .map(|i| {
+                object(json!({
+                    "n": i,
+                    "text": "line\nbreak, \"quoted\"",
+                    "nested": {"a": [1, 2], "b": {}, "c": [], "d": null},
+                    "list": [{"x": i}],
+                }))
+            })
+            .collect();
+        for n in 0..=records.len() {
+            let mut whole = vec![];
+            write_json(&mut whole, &records[..n]).unwrap();
+            let mut array = JsonArray::new(vec![]);
+            for r in &records[..n] {
+                array.push(r).unwrap();
+            }
+            let streamed = array.finish().unwrap();
+            assert_eq!(
+                String::from_utf8(streamed).unwrap(),
+                String::from_utf8(whole).unwrap(),
+                "{n} records"
+            );
+        }
+    }
 }
