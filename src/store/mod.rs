@@ -61,6 +61,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0008_quota.sql"),
     include_str!("../../migrations/0009_usage_keys.sql"),
     include_str!("../../migrations/0010_containers.sql"),
+    include_str!("../../migrations/0011_connection_log_long.sql"),
 ];
 
 /// The first schema with the compact usage tables (`0005_raw_buckets.sql`); reports on an
@@ -73,6 +74,10 @@ const VIA_SCHEMA: i64 = 7;
 /// The first schema with containers (`0010_containers.sql`): the `containers` table, the
 /// views' `container` and `container_uid`, flow state's container.
 pub(crate) const CONTAINER_SCHEMA: i64 = 10;
+
+/// The first schema with the connection log's long connections indexed apart
+/// (`0011_connection_log_long.sql`).
+const LONG_LOG_SCHEMA: i64 = 11;
 
 fn migrations() -> Migrations<'static> {
     Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect())
