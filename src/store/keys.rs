@@ -21,7 +21,7 @@
 
 use rusqlite::{params, Transaction};
 
-use super::query::{push, ranges_sql, Split};
+use super::query::{push, ranges_union, Split};
 use super::{Store, StoreError, BUCKET_SECS};
 
 /// The schema that has `usage_keys` (`0009_usage_keys.sql`, the 9th migration).
@@ -214,24 +214,33 @@ impl Store {
             push(&mut detail, *x, *y);
         }
         push(&mut detail, b, until);
-        let (days, hours, detail) = (
-            ranges_sql(&split.days),
-            ranges_sql(&split.hours),
-            ranges_sql(&detail),
-        );
         let columns = "ts, uid, kind, reason, program, remote, protocol, port,
                        rx_bytes, tx_bytes, rx_packets, tx_packets";
+        let branches = [
+            ranges_union(
+                &format!(
+                    "SELECT {columns} FROM usage_keys
+                     WHERE granularity = 86400 AND ?2 >= ?1"
+                ),
+                &split.days,
+            ),
+            ranges_union(
+                &format!("SELECT {columns} FROM usage_keys WHERE granularity = 3600"),
+                &split.hours,
+            ),
+            ranges_union(
+                &format!("SELECT {columns} FROM usage_raw WHERE true"),
+                &detail,
+            ),
+        ];
         // `?2 >= ?1` names the period's parameters, which the callers bind.
         Ok(Some(format!(
             "c AS (
-               SELECT {columns} FROM usage_keys
-               WHERE granularity = 86400 AND ({days}) AND ?2 >= ?1
+               SELECT {columns} FROM usage_tiers WHERE 0 AND ?2 >= ?1
                UNION ALL
-               SELECT {columns} FROM usage_keys WHERE granularity = 3600 AND ({hours})
-               UNION ALL
-               SELECT {columns} FROM usage_raw WHERE {detail}
-               UNION ALL
-               SELECT {columns} FROM usage_tiers WHERE ts >= {start} AND ts < {until})"
+               SELECT {columns} FROM usage_tiers WHERE ts >= {start} AND ts < {until}
+               {})",
+            branches.concat()
         )))
     }
 }

@@ -626,24 +626,36 @@ impl Store {
             None => Default::default(),
         };
         let split = Split::new(start, until, |d| split_days.contains(&d));
-        let days = ranges_sql(&split.days);
-        let hours = ranges_sql(&split.hours);
-        let detail = ranges_sql(&split.detail);
         let columns = "ts, uid, kind, reason, program, remote, protocol, port,
                        rx_bytes, tx_bytes, rx_packets, tx_packets";
         let totals = "ts, uid, kind, reason, NULL, NULL, NULL, NULL,
                       rx_bytes, tx_bytes, rx_packets, tx_packets";
+        let branches = [
+            ranges_union(
+                &format!(
+                    "SELECT {totals} FROM usage_totals WHERE granularity = 86400 AND ?2 >= ?1"
+                ),
+                &split.days,
+            ),
+            ranges_union(
+                &format!("SELECT {totals} FROM usage_totals WHERE granularity = 3600"),
+                &split.hours,
+            ),
+            ranges_union(
+                &format!("SELECT {columns} FROM usage_raw WHERE true"),
+                &split.detail,
+            ),
+            ranges_union(
+                &format!("SELECT {columns} FROM usage_tiers WHERE true"),
+                &split.detail,
+            ),
+        ];
         // `?2 >= ?1` names the period's parameters, which the callers bind.
         Ok(Some(format!(
             "c AS (
-               SELECT {totals} FROM usage_totals
-               WHERE granularity = 86400 AND ({days}) AND ?2 >= ?1
-               UNION ALL
-               SELECT {totals} FROM usage_totals WHERE granularity = 3600 AND ({hours})
-               UNION ALL
-               SELECT {columns} FROM usage_raw WHERE {detail}
-               UNION ALL
-               SELECT {columns} FROM usage_tiers WHERE {detail})"
+               SELECT {totals} FROM usage_totals WHERE 0 AND ?2 >= ?1
+               {})",
+            branches.concat()
         )))
     }
 
@@ -886,16 +898,14 @@ impl Split {
     }
 }
 
-/// `(ts >= a AND ts < b) OR …` over `ranges`; `false` when there are none.
-pub(super) fn ranges_sql(ranges: &[(i64, i64)]) -> String {
-    if ranges.is_empty() {
-        return "0".into();
-    }
+/// ` UNION ALL {select} AND ts >= a AND ts < b` for each of `ranges`: a key range each.
+/// (`ts` ranges joined with OR beside another term of the key, such as `granularity =
+/// 3600 AND (… OR …)`, are read by SQLite as every row of that term, the whole tier.)
+pub(super) fn ranges_union(select: &str, ranges: &[(i64, i64)]) -> String {
     ranges
         .iter()
-        .map(|(a, b)| format!("(ts >= {a} AND ts < {b})"))
-        .collect::<Vec<_>>()
-        .join(" OR ")
+        .map(|(a, b)| format!(" UNION ALL {select} AND ts >= {a} AND ts < {b}"))
+        .collect()
 }
 
 /// A comma-separated list in sorted order (SQLite's `group_concat` follows row order).
