@@ -62,6 +62,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0009_usage_keys.sql"),
     include_str!("../../migrations/0010_containers.sql"),
     include_str!("../../migrations/0011_connection_log_long.sql"),
+    include_str!("../../migrations/0012_usage_tier_days.sql"),
 ];
 
 /// The first schema with the compact usage tables (`0005_raw_buckets.sql`); reports on an
