@@ -20,7 +20,7 @@ pub fn run(s: &Settings, args: &Export) -> Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.format {
         ExportFormat::Jsonl => store.usage_rows_each(since, until, |r| {
-            report::write_jsonl(&mut out, std::slice::from_ref(&record(&r)))?;
+            report::write_usage_jsonl(&mut out, &r, &covered)?;
             anyhow::Ok(())
         })?,
         ExportFormat::Csv => {
@@ -43,7 +43,7 @@ pub fn run(s: &Settings, args: &Export) -> Result<()> {
             let header: Vec<&str> = header.iter().map(String::as_str).collect();
             report::write_csv_header(&mut out, &header)?;
             store.usage_rows_each(since, until, |r| {
-                report::write_csv_row(&mut out, &header, &record(&r))?;
+                report::write_usage_csv(&mut out, &r, &covered)?;
                 anyhow::Ok(())
             })?;
         }

@@ -51,7 +51,8 @@ pub fn run(s: &Settings, args: &Log) -> Result<()> {
         store.connection_log_each(since * 1000, until * 1000, |c| {
             if matches(&c, args.host.as_ref(), args.port, uid) {
                 listed += 1;
-                array.push(&report::log::log_record(&c, c.uid.map(|u| names.name(u))))?;
+                let user = c.uid.map(|u| names.name(u));
+                array.push(&report::log_json::log_json_record(&c, user))?;
             }
             anyhow::Ok(())
         })?;
