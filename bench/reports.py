@@ -148,7 +148,7 @@ def random_windows(args):
             since = y + rng.randrange(0, e - y - length) // 60 * 60
             window = ["--since", stamp(since), "--until", stamp(since + length)]
             nl = [args.bin, "--db", args.db, *cli, *window, "--utc"]
-            if cli[0] != "export":
+            if cli[0] != "export" and "--json" not in cli:
                 nl.append("--json")
             best, rss = min(timed(nl) for _ in range(args.rounds))
             times.append(best)
@@ -191,7 +191,7 @@ def main():
         if args.only and args.only not in name:
             continue
         nl = [args.bin, "--db", args.db, *cli, "--utc"]
-        if cli[0] != "export":
+        if cli[0] != "export" and "--json" not in cli:
             nl.append("--json")
         best, rss = min(timed(nl) for _ in range(args.rounds))
         if args.no_sqlite:
