@@ -16,7 +16,7 @@ pub fn run(s: &Settings, args: &Export) -> Result<()> {
     let store = open_for_reading(&s.db)?;
     let covered = store.covered(since, until, chrono::Utc::now().timestamp())?;
     let record = |r: &UsageRecord| report::with_covered(report::usage_record(r), &covered);
-    // Each row is written as it is read: a year of a busy host is hundreds of millions.
+    // Each row is written as it is read: a busy host stores over a million a day.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.format {
         ExportFormat::Jsonl => store.usage_rows_each(since, until, |r| {
