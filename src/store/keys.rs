@@ -27,8 +27,8 @@ use super::{Store, StoreError, BUCKET_SECS};
 /// The schema that has `usage_keys` (`0009_usage_keys.sql`, the 9th migration).
 pub const KEYS_SCHEMA: i64 = 9;
 
-/// The schema that has `usage_tier_days` (`0012_usage_tier_days.sql`).
-pub const TIER_DAYS_SCHEMA: i64 = 12;
+/// The schema that has `usage_tier_days` (`0014_usage_tier_days.sql`).
+pub const TIER_DAYS_SCHEMA: i64 = 14;
 
 const HOUR: i64 = 3600;
 const DAY: i64 = 86_400;
@@ -193,7 +193,7 @@ impl Store {
 
     /// The CTE `c` of a report of `[since, until)` that reads whole hours and days of the
     /// raw tier from `usage_keys` and whole days of the hourly tier from `usage_tier_days`
-    /// (schema 12), or `None` when that spares nothing. It holds the same rows per key as
+    /// (schema 14), or `None` when that spares nothing. It holds the same rows per key as
     /// the detail path (`query::COMPACT`), so any grouping but by direction and by time is
     /// the same either way.
     pub(super) fn keys_cte(&self, since: i64, until: i64) -> Result<Option<String>, StoreError> {

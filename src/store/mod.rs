@@ -61,8 +61,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0008_quota.sql"),
     include_str!("../../migrations/0009_usage_keys.sql"),
     include_str!("../../migrations/0010_containers.sql"),
-    include_str!("../../migrations/0011_connection_log_long.sql"),
-    include_str!("../../migrations/0012_usage_tier_days.sql"),
+    include_str!("../../migrations/0013_connection_log_long.sql"),
+    include_str!("../../migrations/0014_usage_tier_days.sql"),
 ];
 
 /// The first schema with the compact usage tables (`0005_raw_buckets.sql`); reports on an
@@ -77,8 +77,8 @@ const VIA_SCHEMA: i64 = 7;
 pub(crate) const CONTAINER_SCHEMA: i64 = 10;
 
 /// The first schema with the connection log's long connections indexed apart
-/// (`0011_connection_log_long.sql`).
-const LONG_LOG_SCHEMA: i64 = 11;
+/// (`0013_connection_log_long.sql`).
+const LONG_LOG_SCHEMA: i64 = 13;
 
 fn migrations() -> Migrations<'static> {
     Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect())

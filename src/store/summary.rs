@@ -72,7 +72,7 @@ pub struct DaySummary {
 }
 
 /// Connections that lasted this long or longer (2^21 ms, about 35 minutes) are the long
-/// ones of `migrations/0011_connection_log_long.sql`: their duration's varint takes 4 bytes
+/// ones of `migrations/0013_connection_log_long.sql`: their duration's varint takes 4 bytes
 /// or more.
 const LONG_MS: i64 = 1 << 21;
 
@@ -253,8 +253,8 @@ impl Store {
         let mut summary = DaySummary::default();
         // Finished: started that day, ended then or later. A busy host logs over a
         // million connections a day: they are counted as they are read, not collected.
-        // Since schema 11 the log after the day is read only for its long connections
-        // (migrations/0011_connection_log_long.sql); an older database is read to its end.
+        // Since schema 13 the log after the day is read only for its long connections
+        // (migrations/0013_connection_log_long.sql); an older database is read to its end.
         let wrap = |e| self.wrap(e);
         let (mut counted, mut bad) = (Counted::default(), 0usize);
         let short_end = match self.schema >= super::LONG_LOG_SCHEMA {
@@ -492,7 +492,7 @@ mod tests {
             let mut log = vec![];
             for _ in 0..200 {
                 let start_ms = (DAY - 86_400) * 1000 + below(3 * 86_400_000) as i64;
-                // Some long (up to three days: read apart since schema 11), some at the
+                // Some long (up to three days: read apart since schema 13), some at the
                 // edge of long (2^21 ms), the rest short.
                 let duration = match below(20) {
                     0 | 1 => below(3 * 86_400_000) as i64,
