@@ -13,9 +13,13 @@ Usage (release build first):
     python3 bench/reports.py [--db /var/tmp/netledger-bench/year.db] [--rounds 3] [--rebuild]
 
 Prints a Markdown table: question, netledger (best of --rounds), sqlite3 over the raw rows,
-ratio, and netledger's peak RSS.
+ratio, and netledger's peak RSS. Then (issue 26) the same kinds of question over --random
+windows drawn across the year with edges anywhere (a minute's resolution), from a seed that
+is printed (--seed repeats a run): per kind, the median and the worst time, the window of
+the worst, and the largest peak RSS. sqlite3 answers the fixed questions only (it takes
+seconds to minutes a question).
 """
-import argparse, os, subprocess, sys, time
+import argparse, os, random, statistics, subprocess, sys, time
 
 END = "2027-01-01"
 DAY = "2026-12-31"      # the last, busiest simulated day (minute passes, connection log)
@@ -59,6 +63,36 @@ def questions():
          by_key.format(key="program", s=w, u=e)),
         ("top --by port, 7 days", ["top", "--by", "port", "--since", WEEK, "--until", END],
          by_key.format(key="protocol, port", s=w, u=e)),
+        # Issue 26: edges anywhere, the hourly tier by key, streams.
+        ("top, 7 days, edges inside hours",
+         ["top", "--since", "2026-12-20T10:17", "--until", "2026-12-27T13:43"],
+         by_user.format(s=epoch("2026-12-20T10:17"), u=epoch("2026-12-27T13:43"))),
+        ("report --period hour, 3 days, edges inside hours",
+         ["report", "--period", "hour", "--since", "2026-12-20T10:17", "--until", "2026-12-23T13:43"],
+         by_period.format(fmt="%Y-%m-%d %H", s=epoch("2026-12-20T10:17"), u=epoch("2026-12-23T13:43"))),
+        ("report --period day, February to December",
+         ["report", "--period", "day", "--since", "2026-02-01", "--until", END],
+         by_period.format(fmt="%Y-%m-%d", s=epoch("2026-02-01"), u=e)),
+        ("top --by port, 30 days", ["top", "--by", "port", "--since", "2026-12-02", "--until", END],
+         by_key.format(key="protocol, port", s=epoch("2026-12-02"), u=e)),
+        ("top --by remote, 92 days", ["top", "--by", "remote", "--since", "2026-10-01", "--until", END],
+         by_key.format(key="remote_addr", s=epoch("2026-10-01"), u=e)),
+        ("export, one hour", ["export", "--since", "2026-12-31T12:00", "--until", "2026-12-31T13:00"],
+         "SELECT * FROM usage_all WHERE ts >= {} AND ts < {}".format(
+             epoch("2026-12-31T12:00"), epoch("2026-12-31T13:00"))),
+        ("export, one day", ["export", "--since", DAY, "--until", END],
+         "SELECT * FROM usage_all WHERE ts >= {} AND ts < {}".format(d, e)),
+        ("export, 30 days", ["export", "--since", "2026-12-02", "--until", END],
+         "SELECT * FROM usage_all WHERE ts >= {} AND ts < {}".format(epoch("2026-12-02"), e)),
+        ("log --json, one day", ["log", "--json", "--since", DAY, "--until", END],
+         "SELECT count(*), sum(length(rec)) FROM connection_log WHERE rec >= X'{}' AND rec < X'{}'"
+         .format(log_key(d), log_key(e))),
+        ("summary, 6 days back", ["summary", "--date", "2026-12-25"],
+         "SELECT count(*), sum(length(rec)) FROM connection_log WHERE rec >= X'{}' AND rec < X'{}'"
+         .format(log_key(epoch("2026-12-25")), log_key(epoch("2026-12-26")))),
+        ("summary, a day with no connections (June)", ["summary", "--date", "2026-06-15"],
+         "SELECT count(*), sum(length(rec)) FROM connection_log WHERE rec >= X'{}' AND rec < X'{}'"
+         .format(log_key(epoch("2026-06-15")), log_key(epoch("2026-06-16")))),
         ("summary of the busiest day", ["summary", "--date", DAY],
          # The log is one packed key per connection, sorted by end time (5 bytes, ms
          # since 2024-01-01): sqlite3 can only count the day's key range.
@@ -78,6 +112,52 @@ def timed(cmd):
         sys.exit(f"{' '.join(cmd)} failed ({status}): {err}")
     return secs, ru.ru_maxrss
 
+# Kinds of question asked over random windows: (name, arguments before the window, the
+# longest window in days).
+RANDOM_KINDS = [
+    ("top", ["top"], 120),
+    ("top --by remote", ["top", "--by", "remote"], 120),
+    ("top --by port", ["top", "--by", "port"], 120),
+    ("top --by program", ["top", "--by", "program"], 120),
+    ("top --by user,remote,port", ["top", "--by", "user,remote,port"], 120),
+    ("report --period hour", ["report", "--period", "hour"], 7),
+    ("report --period day", ["report", "--period", "day"], 365),
+    ("report --period month", ["report", "--period", "month"], 365),
+    ("export (to /dev/null)", ["export"], 1),
+    ("log --json", ["log", "--json"], 1),
+]
+
+def stamp(secs):
+    return time.strftime("%Y-%m-%dT%H:%M", time.gmtime(secs))
+
+def random_windows(args):
+    """Each kind over --random windows drawn across the year, edges on any minute."""
+    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    rng = random.Random(seed)
+    y, e = epoch(YEAR), epoch(END)
+    print(f"\nRandom windows: {args.random} per kind, seed {seed} "
+          f"(`--seed {seed}` repeats them), best of {args.rounds} each\n")
+    print("| question | median | worst | worst window | largest peak RSS |")
+    print("| --- | ---: | ---: | --- | ---: |")
+    for name, cli, longest in RANDOM_KINDS:
+        if args.only and args.only not in name:
+            continue
+        times, worst, rss_max = [], None, 0
+        for _ in range(args.random):
+            length = rng.randrange(60, longest * 86400 + 1) // 60 * 60
+            since = y + rng.randrange(0, e - y - length) // 60 * 60
+            window = ["--since", stamp(since), "--until", stamp(since + length)]
+            nl = [args.bin, "--db", args.db, *cli, *window, "--utc"]
+            if cli[0] != "export" and "--json" not in cli:
+                nl.append("--json")
+            best, rss = min(timed(nl) for _ in range(args.rounds))
+            times.append(best)
+            rss_max = max(rss_max, rss)
+            if worst is None or best > worst[0]:
+                worst = (best, " ".join(window))
+        print(f"| `{name}` | {statistics.median(times):.3f} s | {worst[0]:.3f} s | "
+              f"`{worst[1]}` | {rss_max / 1024:.0f} MiB |", flush=True)
+
 def main():
     a = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     a.add_argument("--db", default="/var/tmp/netledger-bench/year.db")
@@ -86,6 +166,11 @@ def main():
     a.add_argument("--bin", default="target/release/netledger")
     a.add_argument("--example", default="target/release/examples/retention_size")
     a.add_argument("--only", help="run only the questions whose name contains this")
+    a.add_argument("--random", type=int, default=20,
+                   help="random windows per kind of question (0: none)")
+    a.add_argument("--seed", type=int, help="seed of the random windows (default: drawn)")
+    a.add_argument("--no-sqlite", action="store_true",
+                   help="leave out sqlite3's answers to the fixed questions")
     args = a.parse_args()
     for p in (args.bin, args.example):
         if not os.path.exists(p):
@@ -105,11 +190,18 @@ def main():
     for name, cli, sql in questions():
         if args.only and args.only not in name:
             continue
-        nl = [args.bin, "--db", args.db, *cli, "--utc", "--json"]
+        nl = [args.bin, "--db", args.db, *cli, "--utc"]
+        if cli[0] != "export" and "--json" not in cli:
+            nl.append("--json")
         best, rss = min(timed(nl) for _ in range(args.rounds))
+        if args.no_sqlite:
+            print(f"| `{name}` | {best:.3f} s | | | {rss / 1024:.0f} MiB |", flush=True)
+            continue
         floor = min(timed(["sqlite3", "-readonly", args.db, sql])[0] for _ in range(args.rounds))
         print(f"| `{name}` | {best:.3f} s | {floor:.3f} s | {best / floor:.2f} | {rss / 1024:.0f} MiB |",
               flush=True)
+    if args.random > 0:
+        random_windows(args)
 
 if __name__ == "__main__":
     main()

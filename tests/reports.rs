@@ -978,3 +978,167 @@ fn reports_from_the_totals_equal_reports_from_the_detail_in_every_time_zone() {
     }
     assert!(compared > 50, "reports with rows: {compared}");
 }
+
+/// A database of `passes` passes five minutes apart from 2026-11-01, each charging
+/// `keys` keys (200 users, remotes, programs, both directions), and a connection log of
+/// `passes * keys / 2` connections: what `export` and `log` read.
+fn bulk_db(dir: &Path, passes: i64, keys: u32) -> PathBuf {
+    use netledger::account::{Kind, PassPlan, Traffic, UsageKey};
+    use netledger::store::connections::{EventWrite, LoggedConnection};
+    let db = dir.join(format!("bulk-{passes}.db"));
+    let mut store = Store::open(&db, &OpenOptions::default()).unwrap();
+    let t0 = at(2026, 11, 1, 0, 0);
+    for p in 0..passes {
+        let ts = t0 + p * 300;
+        let mut plan = PassPlan::default();
+        for k in 0..keys {
+            let key = UsageKey {
+                kind: Kind::User,
+                uid: Some(1000 + k % 200),
+                program: Some(format!("prog{}", k % 7)),
+                reason: None,
+                via: None,
+                container: None,
+                protocol: 6,
+                direction: Some([Direction::Out, Direction::In][(k / 200 % 2) as usize]),
+                remote: ip(&format!("203.0.{}.{}", k / 250 % 250, k % 250)),
+                port: 443,
+            };
+            let t = Traffic {
+                rx_bytes: 1000 + u64::from(k),
+                tx_bytes: 100,
+                rx_packets: 10,
+                tx_packets: 1,
+            };
+            plan.usage.insert(key, t);
+        }
+        let record = PassRecord {
+            started_at: ts,
+            mode: "run",
+            ..PassRecord::default()
+        };
+        let log = (0..keys / 2)
+            .map(|k| {
+                let t = Tuple {
+                    src: ip(HOST),
+                    dst: ip(&format!("203.0.113.{}", k % 250)),
+                    proto: 6,
+                    sport: 40_000 + k as u16,
+                    dport: 443,
+                };
+                LoggedConnection {
+                    start_ms: ts * 1000 - 60_000,
+                    end_ms: ts * 1000 + i64::from(k),
+                    orig: t,
+                    reply: Tuple {
+                        src: t.dst,
+                        dst: t.src,
+                        proto: 6,
+                        sport: t.dport,
+                        dport: t.sport,
+                    },
+                    direction: Some(Direction::Out),
+                    uid: Some(1000 + k % 200),
+                    program: Some("curl".into()),
+                    orig_counters: Some(Counters {
+                        bytes: 500,
+                        packets: 5,
+                    }),
+                    reply_counters: Some(Counters {
+                        bytes: 9000,
+                        packets: 8,
+                    }),
+                    zone: 0,
+                    via: None,
+                    container: None,
+                }
+            })
+            .collect();
+        store
+            .write_events(&[], |_| EventWrite {
+                record,
+                plan,
+                users: vec![],
+                attributions: vec![],
+                log,
+                not_logged: Default::default(),
+            })
+            .unwrap();
+    }
+    db
+}
+
+/// Peak RSS (KiB, the child's own from wait4) of a successful run, and the lines it wrote.
+// The child is reaped by wait4, which std's `wait` does not offer with the rusage.
+#[allow(clippy::zombie_processes)]
+fn peak_rss(db: &Path, args: &[&str]) -> (i64, usize) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = Command::new(common::bin())
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env("TZ", "UTC")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let counter = std::thread::spawn(move || {
+        let (mut buf, mut lines) = (vec![0u8; 1 << 16], 0);
+        loop {
+            match stdout.read(&mut buf).unwrap() {
+                0 => return lines,
+                n => lines += buf[..n].iter().filter(|b| **b == b'\n').count(),
+            }
+        }
+    });
+    let pid = child.id() as libc::pid_t;
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    // SAFETY: pid is our own child, not waited for elsewhere; both pointers are valid.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{args:?}: status {status}"
+    );
+    (usage.ru_maxrss, counter.join().unwrap())
+}
+
+/// Issue 26: `export` and `log` write each row as it is read. Over a database ten times
+/// larger, the same commands' peak RSS stays where it was (collected, a row's record
+/// alone is a kilobyte or more: 50,000 more rows would be 50 MiB more).
+#[test]
+fn export_and_log_hold_memory_flat_as_the_window_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (small, large) = (bulk_db(dir.path(), 6, 1000), bulk_db(dir.path(), 60, 1000));
+    let all = ["--since", "2026-10-01", "--until", "2026-12-01", "--utc"];
+    let cases: [(&[&str], usize); 4] = [
+        (&["export"], 1),
+        (&["export", "--format", "csv"], 1),
+        (&["log"], 1),
+        (&["log", "--json"], 28),
+    ];
+    for (cmd, lines_per_row) in cases {
+        let args = with(cmd, &all);
+        let (rss_small, lines_small) = peak_rss(&small, &args);
+        let (rss_large, lines_large) = peak_rss(&large, &args);
+        // Every row written: 6,000 usage rows and 3,000 connections, then ten times that.
+        let rows = |lines: usize| lines / lines_per_row;
+        let expected = if cmd[0] == "export" { 6_000 } else { 3_000 };
+        assert!(
+            rows(lines_small) >= expected,
+            "{cmd:?}: {lines_small} lines"
+        );
+        assert!(
+            rows(lines_large) >= 10 * expected,
+            "{cmd:?}: {lines_large} lines"
+        );
+        eprintln!("{cmd:?}: peak RSS {rss_small} KiB, ten times the rows {rss_large} KiB");
+        assert!(
+            rss_large <= rss_small + 8 * 1024 && rss_large <= 64 * 1024,
+            "{cmd:?}: peak RSS {rss_small} KiB over the small database, {rss_large} KiB \
+             over the one ten times larger"
+        );
+    }
+}

@@ -15,36 +15,37 @@ pub fn run(s: &Settings, args: &Export) -> Result<()> {
     let (since, until) = (args.window.since, args.window.until);
     let store = open_for_reading(&s.db)?;
     let covered = store.covered(since, until, chrono::Utc::now().timestamp())?;
-    let records: Vec<_> = store
-        .usage_rows(since, until)?
-        .iter()
-        .map(|r| report::with_covered(report::usage_record(r), &covered))
-        .collect();
+    let record = |r: &UsageRecord| report::with_covered(report::usage_record(r), &covered);
+    // Each row is written as it is read: a busy host stores over a million a day.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.format {
-        ExportFormat::Jsonl => report::write_jsonl(&mut out, &records)?,
+        ExportFormat::Jsonl => store.usage_rows_each(since, until, |r| {
+            report::write_usage_jsonl(&mut out, &r, &covered)?;
+            anyhow::Ok(())
+        })?,
         ExportFormat::Csv => {
-            let header = report::header_of(report::with_covered(
-                report::usage_record(&UsageRecord {
-                    ts: 0,
-                    kind: String::new(),
-                    uid: None,
-                    user: None,
-                    program: None,
-                    reason: None,
-                    protocol: 0,
-                    direction: None,
-                    remote: String::new(),
-                    port: 0,
-                    via: None,
-                    container: None,
-                    container_uid: None,
-                    traffic: Default::default(),
-                }),
-                &covered,
-            ));
+            let header = report::header_of(record(&UsageRecord {
+                ts: 0,
+                kind: String::new(),
+                uid: None,
+                user: None,
+                program: None,
+                reason: None,
+                protocol: 0,
+                direction: None,
+                remote: String::new(),
+                port: 0,
+                via: None,
+                container: None,
+                container_uid: None,
+                traffic: Default::default(),
+            }));
             let header: Vec<&str> = header.iter().map(String::as_str).collect();
-            report::write_csv(&mut out, &header, &records)?;
+            report::write_csv_header(&mut out, &header)?;
+            store.usage_rows_each(since, until, |r| {
+                report::write_usage_csv(&mut out, &r, &covered)?;
+                anyhow::Ok(())
+            })?;
         }
     }
     out.flush()?;

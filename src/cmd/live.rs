@@ -166,8 +166,8 @@ impl Probe {
         // A connection whose socket closed before its NEW was read (a loaded machine) is
         // named by its owner mark, as the daemon names it.
         self.marks.refresh();
-        let idx = SocketIndex::new(&[], &none, interfaces::host_addrs())
-            .with_marks(self.marks.usable());
+        let idx =
+            SocketIndex::new(&[], &none, interfaces::host_addrs()).with_marks(self.marks.usable());
         flows
             .iter()
             .map(|f| {

@@ -42,32 +42,38 @@ pub fn run(s: &Settings, args: &Log) -> Result<()> {
         .as_deref()
         .map(|u| common::resolve_user(&store, u))
         .transpose()?;
-    let rows = store.connection_log(since * 1000, until * 1000)?;
     let mut names = common::UserNames::new(Some(&store));
-    let mut out = std::io::stdout().lock();
-    let selected: Vec<&LoggedConnection> = rows
-        .iter()
-        .filter(|c| matches(c, args.host.as_ref(), args.port, uid))
-        .collect();
+    // Each connection is written as it is read: a busy host logs over a million a day.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut listed = 0u64;
     if args.json {
-        let records: Vec<_> = selected
-            .iter()
-            .map(|c| report::log::log_record(c, c.uid.map(|u| names.name(u))))
-            .collect();
-        report::write_json(&mut out, &records)?;
+        let mut array = report::JsonArray::new(&mut out);
+        store.connection_log_each(since * 1000, until * 1000, |c| {
+            if matches(&c, args.host.as_ref(), args.port, uid) {
+                listed += 1;
+                let user = c.uid.map(|u| names.name(u));
+                array.push(&report::log_json::log_json_record(&c, user))?;
+            }
+            anyhow::Ok(())
+        })?;
+        array.finish()?;
     } else {
-        for c in &selected {
-            writeln!(
-                out,
-                "{}",
-                args.template.render(c, args.utc, &mut |u| names.name(u))
-            )?;
-        }
+        store.connection_log_each(since * 1000, until * 1000, |c| {
+            if matches(&c, args.host.as_ref(), args.port, uid) {
+                listed += 1;
+                writeln!(
+                    out,
+                    "{}",
+                    args.template.render(&c, args.utc, &mut |u| names.name(u))
+                )?;
+            }
+            anyhow::Ok(())
+        })?;
     }
     out.flush()?;
     let now_ms = Utc::now().timestamp_millis();
     if !s.quiet && until * 1000 >= now_ms {
-        if let Some(note) = what_waits(&store, args, uid, selected.is_empty(), now_ms) {
+        if let Some(note) = what_waits(&store, args, uid, listed == 0, now_ms) {
             eprintln!("netledger: {note}");
         }
     }

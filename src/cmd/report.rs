@@ -20,30 +20,38 @@ pub fn run(s: &Settings, args: &Report) -> Result<()> {
         .as_deref()
         .map(|u| resolve_user(&store, u))
         .transpose()?;
-    let rows = store.periods(args.period, since, until, uid, args.output.utc)?;
     let covered = store.covered(since, until, chrono::Utc::now().timestamp())?;
-    let records: Vec<_> = rows
-        .iter()
-        .map(|r| report::with_covered(report::period_record(r), &covered))
-        .collect();
-    let mut out = std::io::stdout().lock();
+    let record = |r: &PeriodRow| report::with_covered(report::period_record(r), &covered);
+    let (period, utc) = (args.period, args.output.utc);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    // JSON and CSV rows are written as they are read; the table aligns its columns over
+    // all of them.
     match args.output.format {
-        Format::Json => report::write_json(&mut out, &records)?,
+        Format::Json => {
+            let mut array = report::JsonArray::new(&mut out);
+            store.periods_each(period, since, until, uid, utc, |r| {
+                array.push(&record(&r))?;
+                anyhow::Ok(())
+            })?;
+            array.finish()?;
+        }
         Format::Csv => {
-            let header = report::header_of(report::with_covered(
-                report::period_record(&PeriodRow {
-                    period: String::new(),
-                    uid: None,
-                    user: None,
-                    traffic: Default::default(),
-                }),
-                &covered,
-            ));
+            let header = report::header_of(record(&PeriodRow {
+                period: String::new(),
+                uid: None,
+                user: None,
+                traffic: Default::default(),
+            }));
             let header: Vec<&str> = header.iter().map(String::as_str).collect();
-            report::write_csv(&mut out, &header, &records)?;
+            report::write_csv_header(&mut out, &header)?;
+            store.periods_each(period, since, until, uid, utc, |r| {
+                report::write_csv_row(&mut out, &header, &record(&r))?;
+                anyhow::Ok(())
+            })?;
         }
         Format::Table => {
-            out.write_all(table::covered_line(&covered, args.output.utc).as_bytes())?;
+            let rows = store.periods(period, since, until, uid, utc)?;
+            out.write_all(table::covered_line(&covered, utc).as_bytes())?;
             out.write_all(table::period_table(&rows, args.output.bytes).as_bytes())?;
         }
     }

@@ -589,7 +589,11 @@ mod tests {
             Some("dnsmasq"),
             "not systemd"
         );
-        assert_eq!(n.holder_pid(500), Some(70), "the process holding it, for claims");
+        assert_eq!(
+            n.holder_pid(500),
+            Some(70),
+            "the process holding it, for claims"
+        );
         let walks = n.work.full_walks;
         assert_eq!(n.name(&[server]).len(), 1);
         assert_eq!(n.work.full_walks, walks);

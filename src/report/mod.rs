@@ -6,6 +6,7 @@
 pub mod connections;
 pub mod live;
 pub mod log;
+pub mod log_json;
 pub mod metrics;
 pub mod names;
 pub mod quota;
@@ -152,6 +153,144 @@ pub fn usage_record(r: &UsageRecord) -> Record {
     m
 }
 
+/// A field's value, for writing a record's fields without building the record (the rows of
+/// `export`, millions of them: building each as a map cost more than reading it).
+#[derive(Debug, Clone, Copy)]
+enum Field<'a> {
+    Int(i64),
+    UInt(u64),
+    Str(&'a str),
+    Null,
+}
+
+/// The fields of [`with_covered`]`(`[`usage_record`]`(r), c)`, in its order, given the
+/// row's `time` and `protocol` as that writes them.
+fn usage_fields<'a>(
+    r: &'a UsageRecord,
+    time: Option<&'a str>,
+    protocol: &'a str,
+    c: &Covered,
+) -> [(&'static str, Field<'a>); 21] {
+    let text = |s: &'a Option<String>| s.as_deref().map_or(Field::Null, Field::Str);
+    let id = |u: Option<u32>| u.map_or(Field::Null, |u| Field::Int(u.into()));
+    let t = &r.traffic;
+    [
+        ("ts", Field::Int(r.ts)),
+        ("time", time.map_or(Field::Null, Field::Str)),
+        ("kind", Field::Str(&r.kind)),
+        ("uid", id(r.uid)),
+        ("user", text(&r.user)),
+        ("program", text(&r.program)),
+        ("reason", text(&r.reason)),
+        ("protocol", Field::Str(protocol)),
+        ("direction", text(&r.direction)),
+        ("remote", Field::Str(&r.remote)),
+        ("port", Field::Int(r.port.into())),
+        ("rx_bytes", Field::UInt(t.rx_bytes)),
+        ("tx_bytes", Field::UInt(t.tx_bytes)),
+        ("rx_packets", Field::UInt(t.rx_packets)),
+        ("tx_packets", Field::UInt(t.tx_packets)),
+        ("total_bytes", Field::UInt(t.bytes())),
+        ("via", id(r.via)),
+        ("container", text(&r.container)),
+        ("container_uid", id(r.container_uid)),
+        ("covered_since", Field::Int(c.since)),
+        ("covered_until", Field::Int(c.until)),
+    ]
+}
+
+/// `ts` as [`usage_record`]'s `time`: `%Y-%m-%dT%H:%M:%SZ` (formatted by hand for the years
+/// of four digits, the hot path; by chrono otherwise).
+fn usage_time(ts: i64) -> Option<String> {
+    use chrono::{Datelike, Timelike};
+    let t = chrono::DateTime::from_timestamp(ts, 0)?;
+    if !(0..=9999).contains(&t.year()) {
+        return Some(t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+    }
+    Some(format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    ))
+}
+
+/// One `export` row as a JSON line: the bytes of [`write_jsonl`] of
+/// [`with_covered`]`(`[`usage_record`]`(r), c)`, without building the record.
+pub fn write_usage_jsonl(out: &mut impl Write, r: &UsageRecord, c: &Covered) -> io::Result<()> {
+    let (time, protocol) = (usage_time(r.ts), protocol_name(r.protocol));
+    out.write_all(b"{")?;
+    for (i, (key, value)) in usage_fields(r, time.as_deref(), &protocol, c)
+        .iter()
+        .enumerate()
+    {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        // The keys are plain ASCII: nothing to escape.
+        out.write_all(b"\"")?;
+        out.write_all(key.as_bytes())?;
+        out.write_all(b"\":")?;
+        match value {
+            Field::Int(n) => write_int(out, *n)?,
+            Field::UInt(n) => write_uint(out, *n)?,
+            Field::Str(s) => serde_json::to_writer(&mut *out, s)?,
+            Field::Null => out.write_all(b"null")?,
+        }
+    }
+    out.write_all(b"}\n")
+}
+
+/// `n` in decimal, as `Display` and serde_json write it (without their formatting
+/// machinery: a row of `export` has a dozen numbers).
+fn write_uint(out: &mut impl Write, mut n: u64) -> io::Result<()> {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.write_all(&buf[i..])
+}
+
+fn write_int(out: &mut impl Write, n: i64) -> io::Result<()> {
+    if n < 0 {
+        out.write_all(b"-")?;
+    }
+    write_uint(out, n.unsigned_abs())
+}
+
+/// One `export` row as a CSV line: the bytes of [`write_csv_row`] of
+/// [`with_covered`]`(`[`usage_record`]`(r), c)` under its own keys, without building it.
+pub fn write_usage_csv(out: &mut impl Write, r: &UsageRecord, c: &Covered) -> io::Result<()> {
+    let (time, protocol) = (usage_time(r.ts), protocol_name(r.protocol));
+    for (i, (_, value)) in usage_fields(r, time.as_deref(), &protocol, c)
+        .iter()
+        .enumerate()
+    {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        match value {
+            Field::Int(n) => write_int(out, *n)?,
+            Field::UInt(n) => write_uint(out, *n)?,
+            Field::Str(s) if s.contains([',', '"', '\n', '\r']) => {
+                write!(out, "\"{}\"", s.replace('"', "\"\""))?
+            }
+            Field::Str(s) => out.write_all(s.as_bytes())?,
+            Field::Null => {}
+        }
+    }
+    out.write_all(b"\n")
+}
+
 /// Append the span the numbers cover ([`Covered`]) to a record: `covered_since` and
 /// `covered_until`, epoch seconds. Every row of a report carries them, so that `--json`
 /// stays an array of rows and a script sees when a period was widened to whole buckets.
@@ -167,6 +306,47 @@ pub fn write_json(out: &mut impl Write, records: &[Record]) -> io::Result<()> {
     writeln!(out)
 }
 
+/// A pretty JSON array written a record at a time, as it is read: the same bytes as
+/// [`write_json`] of all the records at once, in memory that does not grow with them.
+pub struct JsonArray<W: Write> {
+    out: W,
+    first: bool,
+    /// The element being written, reused.
+    buf: Vec<u8>,
+}
+
+impl<W: Write> JsonArray<W> {
+    /// Start the array (nothing is written before the first record or the end).
+    pub fn new(out: W) -> JsonArray<W> {
+        JsonArray {
+            out,
+            first: true,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Write one record (a [`Record`], or a value that serializes as one) as the
+    /// array's next element.
+    pub fn push(&mut self, record: &impl serde::Serialize) -> io::Result<()> {
+        // serde_json's pretty printer writes an element of an array one level in: the
+        // element is an array of just it, less that array's "[\n" and "\n]".
+        self.buf.clear();
+        serde_json::to_writer_pretty(&mut self.buf, std::slice::from_ref(record))?;
+        let element = &self.buf[2..self.buf.len() - 2];
+        let open: &[u8] = if self.first { b"[\n" } else { b",\n" };
+        self.first = false;
+        self.out.write_all(open)?;
+        self.out.write_all(element)
+    }
+
+    /// Close the array and end the line; returns the writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        let close: &[u8] = if self.first { b"[]\n" } else { b"\n]\n" };
+        self.out.write_all(close)?;
+        Ok(self.out)
+    }
+}
+
 /// Records as JSON Lines, one object per line.
 pub fn write_jsonl(out: &mut impl Write, records: &[Record]) -> io::Result<()> {
     for r in records {
@@ -179,19 +359,30 @@ pub fn write_jsonl(out: &mut impl Write, records: &[Record]) -> io::Result<()> {
 /// Records as CSV (RFC 4180) with a header line; `header` names the columns even when
 /// there are no records. Null is an empty field.
 pub fn write_csv(out: &mut impl Write, header: &[&str], records: &[Record]) -> io::Result<()> {
-    writeln!(out, "{}", header.join(","))?;
+    write_csv_header(out, header)?;
     for r in records {
-        let fields: Vec<String> = header
-            .iter()
-            .map(|h| match r.get(*h) {
-                None | Some(Value::Null) => String::new(),
-                Some(Value::String(s)) => csv_field(s),
-                Some(v) => csv_field(&v.to_string()),
-            })
-            .collect();
-        writeln!(out, "{}", fields.join(","))?;
+        write_csv_row(out, header, r)?;
     }
     Ok(())
+}
+
+/// The header line of [`write_csv`], for writing its rows one at a time
+/// ([`write_csv_row`]) as they are read.
+pub fn write_csv_header(out: &mut impl Write, header: &[&str]) -> io::Result<()> {
+    writeln!(out, "{}", header.join(","))
+}
+
+/// One record as a line of [`write_csv`] under `header`.
+pub fn write_csv_row(out: &mut impl Write, header: &[&str], r: &Record) -> io::Result<()> {
+    let fields: Vec<String> = header
+        .iter()
+        .map(|h| match r.get(*h) {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => csv_field(s),
+            Some(v) => csv_field(&v.to_string()),
+        })
+        .collect();
+    writeln!(out, "{}", fields.join(","))
 }
 
 fn csv_field(s: &str) -> String {
@@ -209,7 +400,7 @@ pub fn header_of(sample: Record) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::terminal_safe;
+    use super::*;
 
     #[test]
     fn terminal_safe_escapes_every_control_and_keeps_the_rest() {
@@ -231,5 +422,118 @@ mod tests {
             "a backslash is never an escape"
         );
         assert_eq!(terminal_safe("\0"), "\\x00");
+    }
+
+    /// Export rows written field by field are the records' JSON lines and CSV lines to the
+    /// byte: every field set and unset, text that JSON and CSV must escape, times of every
+    /// kind (before 1970, after 9999, beyond chrono's range).
+    #[test]
+    fn export_rows_written_without_records_are_the_records_bytes() {
+        let covered = Covered {
+            since: 1_797_000_000,
+            until: 1_797_003_600,
+            asked_since: 1_797_000_017,
+            asked_until: 1_797_003_600,
+            since_step: Some(300),
+            until_step: None,
+        };
+        let text = |s: &str| Some(s.to_string());
+        let full = UsageRecord {
+            ts: 1_797_000_300,
+            kind: "user".into(),
+            uid: Some(1000),
+            user: text("alice"),
+            program: text("fire,fox \"nightly\"\n\u{1}é"),
+            reason: text("no-socket"),
+            protocol: 6,
+            direction: text("out"),
+            remote: "2001:db8::1".into(),
+            port: 443,
+            via: Some(0),
+            container: text("docker-abc"),
+            container_uid: Some(u32::MAX),
+            traffic: crate::account::Traffic {
+                rx_bytes: u64::MAX / 2,
+                tx_bytes: 7,
+                rx_packets: 0,
+                tx_packets: u64::MAX,
+            },
+        };
+        let empty = UsageRecord {
+            ts: -1,
+            kind: "unattributed".into(),
+            uid: None,
+            user: None,
+            program: None,
+            reason: None,
+            protocol: 250,
+            direction: None,
+            remote: String::new(),
+            port: 0,
+            via: None,
+            container: None,
+            container_uid: None,
+            traffic: Default::default(),
+        };
+        let header = header_of(with_covered(usage_record(&empty), &covered));
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        let fields: Vec<&str> = usage_fields(&empty, None, "", &covered)
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(fields, header);
+        for ts in [
+            1_797_000_300,
+            -1,
+            0,
+            -62_167_219_201,
+            253_402_300_800,
+            i64::MAX,
+        ] {
+            for r in [&full, &empty] {
+                let r = UsageRecord { ts, ..r.clone() };
+                let record = with_covered(usage_record(&r), &covered);
+                let (mut want, mut got) = (vec![], vec![]);
+                write_jsonl(&mut want, std::slice::from_ref(&record)).unwrap();
+                write_usage_jsonl(&mut got, &r, &covered).unwrap();
+                assert_eq!(
+                    String::from_utf8(got),
+                    String::from_utf8(want),
+                    "JSON, {ts}"
+                );
+                let (mut want, mut got) = (vec![], vec![]);
+                write_csv_row(&mut want, &header, &record).unwrap();
+                write_usage_csv(&mut got, &r, &covered).unwrap();
+                assert_eq!(String::from_utf8(got), String::from_utf8(want), "CSV, {ts}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_json_array_written_a_record_at_a_time_is_write_json_to_the_byte() {
+        let records: Vec<Record> = (0..3)
+            .map(|i| {
+                object(json!({
+                    "n": i,
+                    "text": "line\nbreak, \"quoted\"",
+                    "nested": {"a": [1, 2], "b": {}, "c": [], "d": null},
+                    "list": [{"x": i}],
+                }))
+            })
+            .collect();
+        for n in 0..=records.len() {
+            let mut whole = vec![];
+            write_json(&mut whole, &records[..n]).unwrap();
+            let mut array = JsonArray::new(vec![]);
+            for r in &records[..n] {
+                array.push(r).unwrap();
+            }
+            let streamed = array.finish().unwrap();
+            assert_eq!(
+                String::from_utf8(streamed).unwrap(),
+                String::from_utf8(whole).unwrap(),
+                "{n} records"
+            );
+        }
     }
 }

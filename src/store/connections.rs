@@ -645,6 +645,23 @@ impl Store {
         since_ms: i64,
         until_ms: i64,
     ) -> Result<Vec<LoggedConnection>, StoreError> {
+        let mut out = Vec::new();
+        self.connection_log_each(since_ms, until_ms, |c| {
+            out.push(c);
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Store::connection_log`] handed to `f` one at a time as they are read (the log
+    /// is keyed by end time: a period is one key range, read in order), in memory that
+    /// does not grow with the period.
+    pub fn connection_log_each<E: From<StoreError>>(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        mut f: impl FnMut(LoggedConnection) -> Result<(), E>,
+    ) -> Result<(), E> {
         let names = |sql: &str| -> Result<HashMap<i64, String>, StoreError> {
             let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.wrap(e))?;
             let rows = stmt
@@ -671,11 +688,13 @@ impl Store {
                 time_prefix(until_ms).to_vec()
             ])
             .map_err(|e| self.wrap(e))?;
-        let mut out = Vec::new();
         let mut bad = 0usize;
         while let Some(row) = rows.next().map_err(|e| self.wrap(e))? {
-            let rec: Vec<u8> = row.get(0).map_err(|e| self.wrap(e))?;
-            match decode(&rec) {
+            let rec = row
+                .get_ref(0)
+                .and_then(|v| Ok(v.as_blob()?))
+                .map_err(|e| self.wrap(e))?;
+            match decode(rec) {
                 Ok(d) => {
                     let mut c = d.conn;
                     c.program = d.program.and_then(|p| programs.get(&p).cloned());
@@ -685,7 +704,7 @@ impl Store {
                             None => format!("#{id}").into(),
                         };
                     }
-                    out.push(c);
+                    f(c)?;
                 }
                 Err(_) => bad += 1,
             }
@@ -696,7 +715,7 @@ impl Store {
                 "connection log records that do not decode were skipped (written by a newer netledger?)"
             );
         }
-        Ok(out)
+        Ok(())
     }
 }
 

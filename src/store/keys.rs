@@ -21,11 +21,14 @@
 
 use rusqlite::{params, Transaction};
 
-use super::query::{push, ranges_sql, Split};
+use super::query::{push, ranges_union, Split};
 use super::{Store, StoreError, BUCKET_SECS};
 
 /// The schema that has `usage_keys` (`0009_usage_keys.sql`, the 9th migration).
 pub const KEYS_SCHEMA: i64 = 9;
+
+/// The schema that has `usage_tier_days` (`0014_usage_tier_days.sql`).
+pub const TIER_DAYS_SCHEMA: i64 = 14;
 
 const HOUR: i64 = 3600;
 const DAY: i64 = 86_400;
@@ -189,51 +192,114 @@ impl Store {
     }
 
     /// The CTE `c` of a report of `[since, until)` that reads whole hours and days of the
-    /// raw tier from `usage_keys`, or `None` when that does not spare an hour of raw rows.
-    /// It holds the same rows per row time as the detail path (`query::COMPACT`), by key,
-    /// so any grouping but by direction is the same either way.
+    /// raw tier from `usage_keys` and whole days of the hourly tier from `usage_tier_days`
+    /// (schema 14), or `None` when that spares nothing. It holds the same rows per key as
+    /// the detail path (`query::COMPACT`), so any grouping but by direction and by time is
+    /// the same either way.
     pub(super) fn keys_cte(&self, since: i64, until: i64) -> Result<Option<String>, StoreError> {
         if self.schema < KEYS_SCHEMA || !self.use_totals {
             return Ok(None);
         }
+        let tier_days = self.schema >= TIER_DAYS_SCHEMA;
         // As for the totals: the rows the detail path reads are those dated in
         // [covered since, until).
         let start = self.covered(since, until, i64::MAX)?.since;
         let (lo, hi) = span(&self.conn).map_err(|e| self.wrap(e))?;
         let (a, b) = (start.max(lo), until.min(hi));
-        if b - a < HOUR {
+        let split = match b - a >= HOUR {
+            true => Split::new(a, b, |_| false),
+            false => Split::new(a, a, |_| false),
+        };
+        let keyed = !(split.days.is_empty() && split.hours.is_empty());
+        if !keyed && !tier_days {
             return Ok(None);
         }
-        let split = Split::new(a, b, |_| false);
-        if split.days.is_empty() && split.hours.is_empty() {
-            return Ok(None);
-        }
-        let mut detail = vec![];
-        push(&mut detail, start, a);
-        for (x, y) in &split.detail {
-            push(&mut detail, *x, *y);
-        }
-        push(&mut detail, b, until);
-        let (days, hours, detail) = (
-            ranges_sql(&split.days),
-            ranges_sql(&split.hours),
-            ranges_sql(&detail),
-        );
         let columns = "ts, uid, kind, reason, program, remote, protocol, port,
                        rx_bytes, tx_bytes, rx_packets, tx_packets";
+        let mut detail = vec![];
+        match keyed {
+            true => {
+                push(&mut detail, start, a);
+                for (x, y) in &split.detail {
+                    push(&mut detail, *x, *y);
+                }
+                push(&mut detail, b, until);
+            }
+            false => push(&mut detail, start, until),
+        }
+        let branches = [
+            ranges_union(
+                &format!(
+                    "SELECT {columns} FROM usage_keys
+                     WHERE granularity = 86400 AND ?2 >= ?1"
+                ),
+                &split.days,
+            ),
+            ranges_union(
+                &format!("SELECT {columns} FROM usage_keys WHERE granularity = 3600"),
+                &split.hours,
+            ),
+            ranges_union(
+                &format!("SELECT {columns} FROM usage_raw WHERE true"),
+                &detail,
+            ),
+            match tier_days {
+                true => self.tier_days_branches(start, until)?,
+                false => ranges_union(
+                    &format!("SELECT {columns} FROM usage_tiers WHERE true"),
+                    &[(start, until)],
+                ),
+            },
+        ];
         // `?2 >= ?1` names the period's parameters, which the callers bind.
         Ok(Some(format!(
             "c AS (
-               SELECT {columns} FROM usage_keys
-               WHERE granularity = 86400 AND ({days}) AND ?2 >= ?1
-               UNION ALL
-               SELECT {columns} FROM usage_keys WHERE granularity = 3600 AND ({hours})
-               UNION ALL
-               SELECT {columns} FROM usage_raw WHERE {detail}
-               UNION ALL
-               SELECT {columns} FROM usage_tiers WHERE ts >= {start} AND ts < {until})"
+               SELECT {columns} FROM usage_tiers WHERE 0 AND ?2 >= ?1
+               {})",
+            branches.concat()
         )))
     }
+
+    /// `UNION ALL` branches of the rolled-up rows dated in `[start, until)`: the hours at
+    /// its edges from the hourly tier, its whole days' hours from their sums per key
+    /// (`usage_tier_days`, dated at the day's start) and its daily rows.
+    fn tier_days_branches(&self, start: i64, until: i64) -> Result<String, StoreError> {
+        let columns = "ts, uid, kind, reason, program, remote, protocol, port,
+                       rx_bytes, tx_bytes, rx_packets, tx_packets";
+        let tiers = format!("SELECT {columns} FROM usage_tiers WHERE true");
+        let (d1, d2) = (ceil(start, DAY), until - until.rem_euclid(DAY));
+        if d1 >= d2 {
+            return Ok(ranges_union(&tiers, &[(start, until)]));
+        }
+        // Daily rows are at the start of a day: a key lookup for each day that has rows.
+        let (first, last): (Option<i64>, Option<i64>) = self
+            .conn
+            .query_row(
+                "SELECT (SELECT min(ts) FROM usage_tiers), (SELECT max(ts) FROM usage_tiers)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.wrap(e))?;
+        let days: Vec<String> = match (first, last) {
+            (Some(first), Some(last)) => (d1.max(first - first.rem_euclid(DAY))..d2.min(last + 1))
+                .step_by(DAY as usize)
+                .map(|d| d.to_string())
+                .collect(),
+            _ => vec![],
+        };
+        Ok(format!(
+            "{} UNION ALL SELECT {columns} FROM usage_tier_days WHERE ts >= {d1} AND ts < {d2}
+             UNION ALL SELECT {columns} FROM usage_tiers
+             WHERE granularity = 86400 AND ts IN ({})",
+            ranges_union(&tiers, &[(start, d1), (d2, until)]),
+            days.join(", ")
+        ))
+    }
+}
+
+/// The first `t` at or after `t` that is a multiple of `step`.
+fn ceil(t: i64, step: i64) -> i64 {
+    t + (step - t.rem_euclid(step)) % step
 }
 
 #[cfg(test)]
@@ -262,6 +328,21 @@ mod tests {
         let sql = format!(
             "SELECT (SELECT count(*) FROM ({sums} EXCEPT SELECT * FROM usage_keys))
                   + (SELECT count(*) FROM (SELECT * FROM usage_keys EXCEPT {sums}))"
+        );
+        store.conn().query_row(&sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// Sums per key and day of the hourly rows that `usage_tier_days` does not hold as
+    /// they are, and its rows the hourly rows do not explain.
+    fn tier_day_mismatches(store: &Store) -> i64 {
+        let sums = "SELECT ts - ts % 86400 AS d, uid, kind, reason, program, remote, protocol,
+                           port, sum(rx_bytes), sum(tx_bytes), sum(rx_packets),
+                           sum(tx_packets)
+                    FROM usage_tiers WHERE granularity = 3600
+                    GROUP BY d, uid, kind, reason, program, remote, protocol, port";
+        let sql = format!(
+            "SELECT (SELECT count(*) FROM ({sums} EXCEPT SELECT * FROM usage_tier_days))
+                  + (SELECT count(*) FROM (SELECT * FROM usage_tier_days EXCEPT {sums}))"
         );
         store.conn().query_row(&sql, [], |r| r.get(0)).unwrap()
     }
@@ -318,6 +399,7 @@ mod tests {
             }
             if step % 200 == 0 {
                 assert_eq!(mismatches(&store), 0, "step {step}");
+                assert_eq!(tier_day_mismatches(&store), 0, "step {step}");
             }
         }
         assert!(late > 80);
@@ -367,6 +449,24 @@ mod tests {
             windows.push((a, b));
             windows.push((a - a % HOUR, b - b % DAY));
         }
+        // Over the hourly and daily tiers too (whole days of the hourly tier from their
+        // sums per key), edges anywhere.
+        for _ in 0..30 {
+            let a = T0 - DAY + rng.below(9 * DAY as u64) as i64;
+            let b = a + 1 + rng.below(6 * DAY as u64) as i64;
+            windows.push((a, b));
+        }
+        let hourly_days: i64 = store
+            .conn()
+            .query_row("SELECT count(DISTINCT ts) FROM usage_tier_days", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert!(
+            hourly_days >= 2,
+            "{hourly_days} days of the hourly tier summed"
+        );
+        assert_eq!(tier_day_mismatches(&store), 0);
         let bys = [
             vec![By::Remote],
             vec![By::Program],

@@ -64,6 +64,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0010_containers.sql"),
     include_str!("../../migrations/0011_flow_start.sql"),
     include_str!("../../migrations/0012_accounting_gaps.sql"),
+    include_str!("../../migrations/0013_connection_log_long.sql"),
+    include_str!("../../migrations/0014_usage_tier_days.sql"),
 ];
 
 /// The first schema with the compact usage tables (`0005_raw_buckets.sql`); reports on an
@@ -79,6 +81,10 @@ pub(crate) const CONTAINER_SCHEMA: i64 = 10;
 
 /// The first schema whose flow state keeps the flow's start (`0011_flow_start.sql`).
 pub(crate) const START_SCHEMA: i64 = 11;
+
+/// The first schema with the connection log's long connections indexed apart
+/// (`0013_connection_log_long.sql`).
+const LONG_LOG_SCHEMA: i64 = 13;
 
 fn migrations() -> Migrations<'static> {
     Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect())

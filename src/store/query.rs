@@ -28,6 +28,8 @@ pub(super) struct Source {
     straddling: &'static [(i64, &'static str)],
     /// `SELECT` of the export rows in the period (names resolved, `direction`).
     export: &'static str,
+    /// The time of the first stored row in `[?1, ?2)`, if any (key lookups).
+    next: &'static str,
 }
 
 /// Schema 5 on: the compact tables, names by id. Raw buckets are 5 minutes
@@ -89,6 +91,9 @@ const COMPACT: Source = Source {
                     {container}, {container_uid}
              FROM usage_rollup
              WHERE ts = ?1 - ?1 % 86400 AND ts < ?1 AND granularity = 'day'",
+    next: "SELECT min(t) FROM (SELECT min(ts) AS t FROM usage_raw WHERE ts >= ?1 AND ts < ?2
+                               UNION ALL
+                               SELECT min(ts) FROM usage_tiers WHERE ts >= ?1 AND ts < ?2)",
 };
 
 /// Older schemas (a report does not migrate): the views, names as they are. Schema 4
@@ -134,6 +139,9 @@ const VIEW: Source = Source {
              FROM usage_rollup
              WHERE (ts = ?1 - ?1 % 3600 AND granularity = 'hour'
                     OR ts = ?1 - ?1 % 86400 AND granularity = 'day') AND ts < ?1",
+    next: "SELECT min(t) FROM (SELECT min(ts) AS t FROM usage WHERE ts >= ?1 AND ts < ?2
+                               UNION ALL
+                               SELECT min(ts) FROM usage_rollup WHERE ts >= ?1 AND ts < ?2)",
 };
 
 /// The span a report's numbers cover: the period asked for, widened to the whole stored
@@ -618,24 +626,36 @@ impl Store {
             None => Default::default(),
         };
         let split = Split::new(start, until, |d| split_days.contains(&d));
-        let days = ranges_sql(&split.days);
-        let hours = ranges_sql(&split.hours);
-        let detail = ranges_sql(&split.detail);
         let columns = "ts, uid, kind, reason, program, remote, protocol, port,
                        rx_bytes, tx_bytes, rx_packets, tx_packets";
         let totals = "ts, uid, kind, reason, NULL, NULL, NULL, NULL,
                       rx_bytes, tx_bytes, rx_packets, tx_packets";
+        let branches = [
+            ranges_union(
+                &format!(
+                    "SELECT {totals} FROM usage_totals WHERE granularity = 86400 AND ?2 >= ?1"
+                ),
+                &split.days,
+            ),
+            ranges_union(
+                &format!("SELECT {totals} FROM usage_totals WHERE granularity = 3600"),
+                &split.hours,
+            ),
+            ranges_union(
+                &format!("SELECT {columns} FROM usage_raw WHERE true"),
+                &split.detail,
+            ),
+            ranges_union(
+                &format!("SELECT {columns} FROM usage_tiers WHERE true"),
+                &split.detail,
+            ),
+        ];
         // `?2 >= ?1` names the period's parameters, which the callers bind.
         Ok(Some(format!(
             "c AS (
-               SELECT {totals} FROM usage_totals
-               WHERE granularity = 86400 AND ({days}) AND ?2 >= ?1
-               UNION ALL
-               SELECT {totals} FROM usage_totals WHERE granularity = 3600 AND ({hours})
-               UNION ALL
-               SELECT {columns} FROM usage_raw WHERE {detail}
-               UNION ALL
-               SELECT {columns} FROM usage_tiers WHERE {detail})"
+               SELECT {totals} FROM usage_totals WHERE 0 AND ?2 >= ?1
+               {})",
+            branches.concat()
         )))
     }
 
@@ -656,6 +676,24 @@ impl Store {
         uid: Option<u32>,
         utc: bool,
     ) -> Result<Vec<PeriodRow>, StoreError> {
+        let mut rows = vec![];
+        self.periods_each(period, since, until, uid, utc, |r| {
+            rows.push(r);
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(rows)
+    }
+
+    /// [`Store::periods`] handed to `f` one at a time as they are read.
+    pub fn periods_each<E: From<StoreError>>(
+        &self,
+        period: Period,
+        since: i64,
+        until: i64,
+        uid: Option<u32>,
+        utc: bool,
+        mut f: impl FnMut(PeriodRow) -> Result<(), E>,
+    ) -> Result<(), E> {
         let p = period_expr(period, utc, self.cycle_day);
         let filter = if uid.is_some() { "AND u.uid = ?3" } else { "" };
         // An hour's total carries one label only where every instant of the hour has the
@@ -688,15 +726,46 @@ impl Store {
             Some(u) => stmt.query_map(params![since, until, u], map),
             None => stmt.query_map(params![since, until], map),
         }
-        .map_err(wrap)?
-        .collect::<Result<Vec<_>, _>>()
         .map_err(wrap)?;
-        Ok(rows)
+        for row in rows {
+            f(row.map_err(wrap)?)?;
+        }
+        Ok(())
     }
 
     /// Every usage row that overlaps a period, oldest first (for export; see
     /// [`Store::covered`]).
     pub fn usage_rows(&self, since: i64, until: i64) -> Result<Vec<UsageRecord>, StoreError> {
+        let mut rows = vec![];
+        self.usage_rows_each(since, until, |r| {
+            rows.push(r);
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(rows)
+    }
+
+    /// [`Store::usage_rows`] handed to `f` one at a time as they are read, in the same
+    /// order, in memory that does not grow with the period: the period is read an hour
+    /// of rows at a time (each sorted on its own: the order starts with the time), gaps
+    /// skipped with a key lookup.
+    pub fn usage_rows_each<E: From<StoreError>>(
+        &self,
+        since: i64,
+        until: i64,
+        f: impl FnMut(UsageRecord) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.export_rows(since, until, true, f)
+    }
+
+    /// The rows of [`Store::usage_rows_each`], an hour at a time `by_hour`, else in one
+    /// query sorting the whole period (as before issue 26; tests compare the two).
+    pub(super) fn export_rows<E: From<StoreError>>(
+        &self,
+        since: i64,
+        until: i64,
+        by_hour: bool,
+        mut f: impl FnMut(UsageRecord) -> Result<(), E>,
+    ) -> Result<(), E> {
         let wrap = |e| self.wrap(e);
         // An older database read without migrating has no via_uid (nor via rows).
         let via = if self.schema >= super::VIA_SCHEMA {
@@ -709,12 +778,15 @@ impl Store {
             true => ("container", "container_uid"),
             false => ("NULL", "NULL"),
         };
+        // `?3`: the rows of `[?1, ?2)` dated `?3` or later — all of them, the rows that
+        // straddle `?1` included, for the first hour; those dated in it for the next.
         let sql = format!(
             "SELECT u.ts, u.kind, u.uid, n.name, u.program, u.reason, u.protocol,
                     u.direction, u.remote_addr, u.port,
                     u.rx_bytes, u.tx_bytes, u.rx_packets, u.tx_packets, u.via,
                     u.container, u.container_uid
              FROM ({}) u LEFT JOIN users n ON n.uid = u.uid
+             WHERE u.ts >= ?3
              ORDER BY u.ts, u.kind, u.uid, u.program, u.remote_addr, u.port, u.via,
                       u.container, u.container_uid",
             self.source()
@@ -724,29 +796,29 @@ impl Store {
                 .replace("{container_uid}", container_uid)
         );
         let mut stmt = self.conn.prepare(&sql).map_err(wrap)?;
-        let rows = stmt
-            .query_map(params![since, until], |r| {
-                Ok(UsageRecord {
-                    ts: r.get(0)?,
-                    kind: r.get(1)?,
-                    uid: r.get(2)?,
-                    user: r.get(3)?,
-                    program: r.get(4)?,
-                    reason: r.get(5)?,
-                    protocol: r.get(6)?,
-                    direction: r.get(7)?,
-                    remote: r.get(8)?,
-                    port: r.get(9)?,
-                    via: r.get(14)?,
-                    container: r.get(15)?,
-                    container_uid: r.get(16)?,
-                    traffic: traffic_at(r, 10)?,
-                })
-            })
-            .map_err(wrap)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(wrap)?;
-        Ok(rows)
+        let mut next = self.conn.prepare_cached(self.source().next).map_err(wrap)?;
+        let (mut a, mut from) = (since, i64::MIN);
+        loop {
+            let b = match by_hour {
+                true => (floor(a, HOUR) + HOUR).min(until),
+                false => until,
+            };
+            let mut rows = stmt.query(params![a, b, from]).map_err(wrap)?;
+            while let Some(r) = rows.next().map_err(wrap)? {
+                f(usage_record_at(r).map_err(wrap)?)?;
+            }
+            if b >= until {
+                return Ok(());
+            }
+            // The next hour with rows.
+            let t: Option<i64> = next
+                .query_row(params![b, until], |r| r.get(0))
+                .map_err(wrap)?;
+            let Some(t) = t else {
+                return Ok(());
+            };
+            (a, from) = (t.max(b), t.max(b));
+        }
     }
 
     /// The uid recorded for a user name (users deleted since are still known here).
@@ -826,16 +898,14 @@ impl Split {
     }
 }
 
-/// `(ts >= a AND ts < b) OR …` over `ranges`; `false` when there are none.
-pub(super) fn ranges_sql(ranges: &[(i64, i64)]) -> String {
-    if ranges.is_empty() {
-        return "0".into();
-    }
+/// ` UNION ALL {select} AND ts >= a AND ts < b` for each of `ranges`: a key range each.
+/// (`ts` ranges joined with OR beside another term of the key, such as `granularity =
+/// 3600 AND (… OR …)`, are read by SQLite as every row of that term, the whole tier.)
+pub(super) fn ranges_union(select: &str, ranges: &[(i64, i64)]) -> String {
     ranges
         .iter()
-        .map(|(a, b)| format!("(ts >= {a} AND ts < {b})"))
-        .collect::<Vec<_>>()
-        .join(" OR ")
+        .map(|(a, b)| format!(" UNION ALL {select} AND ts >= {a} AND ts < {b}"))
+        .collect()
 }
 
 /// A comma-separated list in sorted order (SQLite's `group_concat` follows row order).
@@ -855,6 +925,26 @@ fn whole_hour_offsets(since: i64, until: i64) -> bool {
             chrono::LocalResult::Single(d) => d.offset().fix().local_minus_utc() % 3600 == 0,
             _ => false,
         })
+}
+
+/// One row of the export query as a record.
+fn usage_record_at(r: &rusqlite::Row) -> rusqlite::Result<UsageRecord> {
+    Ok(UsageRecord {
+        ts: r.get(0)?,
+        kind: r.get(1)?,
+        uid: r.get(2)?,
+        user: r.get(3)?,
+        program: r.get(4)?,
+        reason: r.get(5)?,
+        protocol: r.get(6)?,
+        direction: r.get(7)?,
+        remote: r.get(8)?,
+        port: r.get(9)?,
+        via: r.get(14)?,
+        container: r.get(15)?,
+        container_uid: r.get(16)?,
+        traffic: traffic_at(r, 10)?,
+    })
 }
 
 fn traffic_at(r: &rusqlite::Row, i: usize) -> rusqlite::Result<Traffic> {

@@ -215,6 +215,9 @@ impl Store {
                         add_counters!()
                     ),
                     "DELETE FROM usage_totals WHERE granularity = 3600 AND ts > ?1 AND ts < ?2",
+                    // The day's sums per key of its hourly rows go with them
+                    // (migrations/0014_usage_tier_days.sql).
+                    "DELETE FROM usage_tier_days WHERE ts >= ?1 AND ts < ?2",
                 ],
             )?;
         }

@@ -71,6 +71,11 @@ pub struct DaySummary {
     pub pending_until: Option<i64>,
 }
 
+/// Connections that lasted this long or longer (2^21 ms, about 35 minutes) are the long
+/// ones of `migrations/0013_connection_log_long.sql`: their duration's varint takes 4 bytes
+/// or more.
+const LONG_MS: i64 = 1 << 21;
+
 /// A summary row's key while counting: the remote as an address, turned into text once
 /// per row at the end rather than once per connection.
 type RawKey = (Option<u32>, u8, u16, IpAddr);
@@ -248,26 +253,49 @@ impl Store {
         let mut summary = DaySummary::default();
         // Finished: started that day, ended then or later. A busy host logs over a
         // million connections a day: they are counted as they are read, not collected.
+        // Since schema 13 the log after the day is read only for its long connections
+        // (migrations/0013_connection_log_long.sql); an older database is read to its end.
         let wrap = |e| self.wrap(e);
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT rec FROM connection_log WHERE rec >= ?1 AND rec < ?2")
-            .map_err(wrap)?;
-        let mut rows = stmt
-            .query(params![
-                time_prefix(start * 1000).to_vec(),
-                time_prefix(i64::MAX).to_vec()
-            ])
-            .map_err(wrap)?;
         let (mut counted, mut bad) = (Counted::default(), 0usize);
-        while let Some(row) = rows.next().map_err(wrap)? {
-            let rec = row
-                .get_ref(0)
-                .and_then(|v| Ok(v.as_blob()?))
+        let short_end = match self.schema >= super::LONG_LOG_SCHEMA {
+            true => end.saturating_mul(1000).saturating_add(LONG_MS),
+            false => i64::MAX,
+        };
+        let ranges = [
+            (
+                "SELECT rec FROM connection_log WHERE rec >= ?1 AND rec < ?2",
+                start.saturating_mul(1000),
+                short_end,
+            ),
+            (
+                "SELECT rec FROM connection_log INDEXED BY connection_log_long
+                 WHERE rec >= ?1 AND rec < ?2
+                   AND substr(rec, 6, 1) >= x'80' AND substr(rec, 7, 1) >= x'80'
+                   AND substr(rec, 8, 1) >= x'80'",
+                short_end,
+                i64::MAX,
+            ),
+        ];
+        for (sql, from, to) in ranges {
+            if from >= to {
+                continue;
+            }
+            let mut stmt = self.conn.prepare_cached(sql).map_err(wrap)?;
+            let mut rows = stmt
+                .query(params![
+                    time_prefix(from).to_vec(),
+                    time_prefix(to).to_vec()
+                ])
                 .map_err(wrap)?;
-            match decode(rec) {
-                Ok(d) => count_finished(&mut counted, &d.conn, start, end, uid),
-                Err(_) => bad += 1,
+            while let Some(row) = rows.next().map_err(wrap)? {
+                let rec = row
+                    .get_ref(0)
+                    .and_then(|v| Ok(v.as_blob()?))
+                    .map_err(wrap)?;
+                match decode(rec) {
+                    Ok(d) => count_finished(&mut counted, &d.conn, start, end, uid),
+                    Err(_) => bad += 1,
+                }
             }
         }
         if bad > 0 {
@@ -465,8 +493,15 @@ mod tests {
             let mut log = vec![];
             for _ in 0..200 {
                 let start_ms = (DAY - 86_400) * 1000 + below(3 * 86_400_000) as i64;
-                let long = below(10) == 0;
-                let end_ms = start_ms + below(if long { 86_400_000 } else { 90_000 }) as i64;
+                // Some long (up to three days: read apart since schema 13), some at the
+                // edge of long (2^21 ms), the rest short.
+                let duration = match below(20) {
+                    0 | 1 => below(3 * 86_400_000) as i64,
+                    2 => LONG_MS - 1 + below(3) as i64,
+                    3 => LONG_MS - 1000 + below(2000) as i64,
+                    _ => below(90_000) as i64,
+                };
+                let end_ms = start_ms + duration;
                 let mut c = logged(start_ms, end_ms, 1000 + below(3) as u32);
                 let remote = below(6);
                 let (a, b): (IpAddr, IpAddr) = match below(3) {
@@ -526,14 +561,41 @@ mod tests {
         assert!(whole.len() > 5000, "{} logged", whole.len());
         let none = |_: &FlowKey| None;
         let mut compared = 0;
-        for day in [DAY - 86_400, DAY, DAY + 86_400] {
+        let long = whole.iter().filter(|c| c.duration_ms() >= LONG_MS).count();
+        let indexed: usize = store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM connection_log INDEXED BY connection_log_long
+                 WHERE substr(rec, 6, 1) >= x'80' AND substr(rec, 7, 1) >= x'80'
+                   AND substr(rec, 8, 1) >= x'80'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            indexed, long,
+            "the index holds the long connections, only them"
+        );
+        assert!(long > 300, "{long} long");
+        // Days before, in, between and after the log (the last ones empty), and days
+        // whose edges are not midnight; through the index and, as an unmigrated database
+        // is read, to the log's end.
+        let schema = store.schema;
+        for day in (-2..6)
+            .map(|d| DAY + d * 86_400)
+            .chain([DAY + 3_600, DAY + 86_399])
+        {
             for uid in [None, Some(1001)] {
-                let streamed = store.day_summary(day, day + 86_400, uid, &none).unwrap();
                 let reference = reference_finished(&whole, day, day + 86_400, uid);
-                assert_eq!(streamed.rows, reference, "day {day} uid {uid:?}");
+                for s in [schema, super::super::LONG_LOG_SCHEMA - 1] {
+                    store.schema = s;
+                    let streamed = store.day_summary(day, day + 86_400, uid, &none).unwrap();
+                    assert_eq!(streamed.rows, reference, "day {day} uid {uid:?} schema {s}");
+                }
+                store.schema = schema;
                 compared += reference.len();
             }
         }
-        assert!(compared > 200, "{compared} rows compared");
+        assert!(compared > 400, "{compared} rows compared");
     }
 }

@@ -389,6 +389,47 @@ pub(super) mod tests {
         assert_reports_equal(&mut store, &windows);
     }
 
+    /// Issue 26: `export` reads a period an hour at a time, each hour sorted on its own,
+    /// in bounded memory: the same rows in the same order as one query sorting them all.
+    #[test]
+    fn export_an_hour_at_a_time_equals_one_query_over_the_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = busy_store(dir.path());
+        let mut rng = Rng(26);
+        let mut windows = vec![
+            (T0 - DAY, T0 + 12 * DAY),
+            (T0 + 3 * DAY, T0 + 4 * DAY),
+            (T0 + 5 * DAY + 17, T0 + 5 * DAY + 17),
+            (T0 + 5 * DAY + 17, T0 + 5 * DAY - 3),
+        ];
+        for _ in 0..40 {
+            let a = T0 - DAY + rng.below(12 * DAY as u64) as i64;
+            let b = a + 1 + rng.below(5 * DAY as u64) as i64;
+            windows.push((a, b));
+            windows.push((a - a % HOUR, b - b % DAY));
+            windows.push((a, a + rng.below(2 * HOUR as u64) as i64));
+        }
+        let mut compared = 0;
+        for (since, until) in windows {
+            let read = |by_hour| {
+                let mut rows = vec![];
+                store
+                    .export_rows(since, until, by_hour, |r| {
+                        rows.push(r);
+                        Ok::<_, StoreError>(())
+                    })
+                    .unwrap();
+                rows
+            };
+            let (hourly, whole) = (read(true), read(false));
+            assert_eq!(hourly.len(), whole.len(), "[{since}, {until})");
+            let first = hourly.iter().zip(&whole).position(|(a, b)| a != b);
+            assert_eq!(first, None, "[{since}, {until}): first difference");
+            compared += whole.len();
+        }
+        assert!(compared > 20_000, "{compared} rows compared");
+    }
+
     #[test]
     fn an_older_database_gets_its_totals_a_day_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
