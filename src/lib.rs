@@ -10,7 +10,6 @@ pub mod cmd;
 pub mod config;
 pub mod containers;
 pub mod daemon;
-pub mod firewall;
 pub mod live;
 pub mod model;
 pub mod owner_mark;

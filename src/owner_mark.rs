@@ -27,7 +27,7 @@
 //! mismatch: expected packet mark, expression has type user ID"), while the kernel takes
 //! it: the rule is sent as nftables netlink messages ([`install_rule`]), its five
 //! expressions (`ct` load, `cmp`, `meta` load, `bitwise`, `ct` set) exactly what nft 1.0.8
-//! and later make of `nft list ruleset`'s text (`crate::firewall` on the round trip).
+//! and later make of `nft list ruleset`'s text (`crate::prereq::firewall` on the round trip).
 //! `nft list ruleset` shows it, with the comment [`COMMENT`].
 //!
 //! Coexistence: the rule writes only a mark that is 0, so another tool that marks first

@@ -16,13 +16,14 @@
 //! namespace only when some rule needs them, so netledger installs a minimal nftables
 //! table of its own with a `ct` expression.
 
+pub mod firewall;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::firewall;
 use crate::owner_mark;
 
 /// The nftables table netledger installs (`netledger setup`), shipped as

@@ -30,7 +30,7 @@ const SAVE_OWN_TABLES: &str = "{ echo 'flush ruleset'; nft list tables | grep -v
 
 fn nft_version() -> (u32, u32, u32) {
     let out = run(Command::new("nft").arg("--version"));
-    netledger::firewall::parse_nft_version(&String::from_utf8_lossy(&out.stdout))
+    netledger::prereq::firewall::parse_nft_version(&String::from_utf8_lossy(&out.stdout))
         .expect("nft --version")
 }
 

@@ -43,9 +43,9 @@ pub fn run(undo: bool, owner_mark: bool) -> Result<()> {
     // Said at every setup, not only when the rules are added: the admin who saves the
     // ruleset later must have heard it.
     let warning = owner_mark
-        .then(crate::firewall::nft_version)
+        .then(crate::prereq::firewall::nft_version)
         .flatten()
-        .and_then(crate::firewall::round_trip_warning);
+        .and_then(crate::prereq::firewall::round_trip_warning);
     if let Some(w) = warning.filter(|w| !changes.contains(w)) {
         eprintln!("netledger: {w}");
     }

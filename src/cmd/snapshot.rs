@@ -46,7 +46,7 @@ pub fn run(s: &Settings, snap: &Snapshot) -> Result<()> {
         }
         other => other?,
     };
-    for line in crate::firewall::record_kept_gaps(&mut store, &a.pass.proc_root)? {
+    for line in crate::store::gaps::record_kept_gaps(&mut store, &a.pass.proc_root)? {
         if !s.quiet {
             eprintln!("netledger: {line}");
         }

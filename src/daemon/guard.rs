@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use crate::firewall::{self, Change, Event, Gap, Health};
 use crate::owner_mark;
 use crate::pass::MarkTrust;
+use crate::prereq::firewall::{self, Gap, Health};
 use crate::prereq::{self, Needs};
+use crate::sources::nftables::{Change, Event, Watch};
 
 /// The shortest time between two looks for notrack rules.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
@@ -45,7 +46,7 @@ impl Drop for Guard {
 /// Start the guard: subscribed before it returns, so a change made after is seen. `None`
 /// (with a warning) when the subscription fails.
 pub fn spawn(proc_root: PathBuf, needs: Needs, marks: Arc<MarkTrust>, gaps: Gaps) -> Option<Guard> {
-    let mut watch = match firewall::Watch::subscribe() {
+    let mut watch = match Watch::subscribe() {
         Ok(w) => w,
         Err(e) => {
             warn!(

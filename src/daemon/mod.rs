@@ -182,9 +182,9 @@ struct Writer {
     /// Times accounting may have been off, found by the guard or the passes, to record.
     gaps: guard::Gaps,
     /// What the passes look for (accounting off, a full conntrack table).
-    health: crate::firewall::Health,
+    health: crate::prereq::firewall::Health,
     /// Gaps recorded since the last pass, which its line names.
-    gaps_since_pass: Vec<crate::firewall::Gap>,
+    gaps_since_pass: Vec<crate::prereq::firewall::Gap>,
     /// The guard of the nftables table (stopped when the writer ends).
     _guard: Option<guard::Guard>,
 }
@@ -383,9 +383,9 @@ impl Writer {
     fn look_health(&mut self) {
         let root = &self.cfg.pass.proc_root;
         let found = self.health.look(
-            crate::firewall::acct_off(root),
+            crate::prereq::firewall::acct_off(root),
             None,
-            crate::firewall::CtStats::read(root),
+            crate::prereq::firewall::CtStats::read(root),
             chrono::Utc::now().timestamp(),
         );
         for g in &found {
@@ -750,7 +750,7 @@ pub fn run(
     // What setup found changed since it last ran here (the table flushed while no daemon
     // ran): recorded and said, as a timer's pass does.
     let mut store = store;
-    for line in crate::firewall::record_kept_gaps(&mut store, &proc_root)? {
+    for line in crate::store::gaps::record_kept_gaps(&mut store, &proc_root)? {
         warn!("{line}");
     }
     let counters = Arc::new(metrics_http::Counters::default());

@@ -8,6 +8,7 @@ pub mod interfaces;
 pub mod netdev;
 pub mod netlink;
 pub mod netns;
+pub mod nftables;
 pub mod processes;
 pub mod sockdiag;
 pub mod sockets;

@@ -1,13 +1,13 @@
 //! Times accounting may have been off (`accounting_gaps`, migration 0012): written when
 //! netledger finds its table gone or re-created, accounting off, a notrack rule or a full
-//! conntrack table ([`crate::firewall`]); summed per cause for the metrics.
+//! conntrack table ([`crate::prereq::firewall`]); summed per cause for the metrics.
 
 use std::collections::BTreeMap;
 
 use rusqlite::params;
 
 use super::{Store, StoreError};
-use crate::firewall::Gap;
+use crate::prereq::firewall::Gap;
 
 /// The first schema with `accounting_gaps`.
 const GAPS_SCHEMA: i64 = 12;
@@ -73,4 +73,57 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Record the gaps setup found (its table deleted or re-created, accounting switched off,
+/// since it last set up this namespace; kept in `/run` by `prereq`), each once, with how
+/// long accounting may have been off: at most since the last pass ended. Returns the line
+/// to say for each recorded now.
+pub fn record_kept_gaps(
+    store: &mut super::Store,
+    proc_root: &std::path::Path,
+) -> Result<Vec<String>, super::StoreError> {
+    let kept = crate::prereq::firewall::kept_gaps(proc_root);
+    let mut said = Vec::new();
+    if kept.is_empty() {
+        return Ok(said);
+    }
+    let last = store.last_pass_end()?;
+    for (cause, at) in kept {
+        let what = match cause.as_str() {
+            "table-gone" => {
+                "nftables table inet netledger was gone (deleted: a `flush ruleset` or a \
+                 firewall reload?) and was put back"
+            }
+            "acct-off" => {
+                "conntrack accounting had been switched off (net.netfilter.nf_conntrack_acct=0: \
+                 flows created then carry no counters) and was switched on again"
+            }
+            _ => "nftables table inet netledger had been deleted and made again",
+        };
+        let detail = match last {
+            Some(l) => format!(
+                "{what}: accounting may have been off for up to {} s, between the last pass \
+                 ({}) and {}",
+                (at - l).max(0),
+                crate::prereq::firewall::utc(l),
+                crate::prereq::firewall::utc(at)
+            ),
+            None => format!(
+                "{what} at {}: accounting may have been off before (no earlier pass in this \
+                 database)",
+                crate::prereq::firewall::utc(at)
+            ),
+        };
+        let gap = Gap {
+            cause,
+            detected_at: at,
+            off_ms: last.map(|l| (at - l).max(0) * 1000),
+            detail,
+        };
+        if store.record_gap(&gap, true)? {
+            said.push(gap.detail);
+        }
+    }
+    Ok(said)
 }

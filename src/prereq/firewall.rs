@@ -9,7 +9,7 @@
 //!   only a mark or a plain integer, and every expression that reads the socket's uid is
 //!   of type uid). No other text form reads the uid, so on those versions `setup` says so,
 //!   with the fix.
-//! - **Watching** ([`Watch`]): nf_tables announces every committed change on the netlink
+//! - **Watching** ([`crate::sources::nftables::Watch`]): nf_tables announces every committed change on the netlink
 //!   group `NFNLGRP_NFTABLES`, one message per object and a `NEWGEN` closing the
 //!   transaction (net/netfilter/nf_tables_api.c, `nf_tables_commit`). A change that touches
 //!   table `inet netledger` (a `flush ruleset` deletes it) is reported once per
@@ -21,12 +21,8 @@
 //! - **What else stops counting**: accounting switched off ([`acct_off`]), a
 //!   `notrack` rule ([`notrack_rules`]) and a full conntrack table ([`CtStats`]).
 
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-use crate::sources::netlink::{self, protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
 /// The first nft that loads back the owner-mark rules as it prints them.
 pub const READS_BACK_FROM: (u32, u32, u32) = (1, 0, 8);
@@ -241,229 +237,6 @@ pub fn kept_gaps(proc_root: &Path) -> Vec<(String, i64)> {
             Some((cause.to_owned(), at.parse().ok()?))
         })
         .collect()
-}
-
-/// Record the gaps setup found (its table deleted or re-created, accounting switched off,
-/// since it last set up this namespace; kept in `/run` by `prereq`), each once, with how
-/// long accounting may have been off: at most since the last pass ended. Returns the line
-/// to say for each recorded now.
-pub fn record_kept_gaps(
-    store: &mut crate::store::Store,
-    proc_root: &Path,
-) -> Result<Vec<String>, crate::store::StoreError> {
-    let kept = kept_gaps(proc_root);
-    let mut said = Vec::new();
-    if kept.is_empty() {
-        return Ok(said);
-    }
-    let last = store.last_pass_end()?;
-    for (cause, at) in kept {
-        let what = match cause.as_str() {
-            "table-gone" => {
-                "nftables table inet netledger was gone (deleted: a `flush ruleset` or a \
-                 firewall reload?) and was put back"
-            }
-            "acct-off" => {
-                "conntrack accounting had been switched off (net.netfilter.nf_conntrack_acct=0: \
-                 flows created then carry no counters) and was switched on again"
-            }
-            _ => "nftables table inet netledger had been deleted and made again",
-        };
-        let detail = match last {
-            Some(l) => format!(
-                "{what}: accounting may have been off for up to {} s, between the last pass \
-                 ({}) and {}",
-                (at - l).max(0),
-                utc(l),
-                utc(at)
-            ),
-            None => format!(
-                "{what} at {}: accounting may have been off before (no earlier pass in this \
-                 database)",
-                utc(at)
-            ),
-        };
-        let gap = Gap {
-            cause,
-            detected_at: at,
-            off_ms: last.map(|l| (at - l).max(0) * 1000),
-            detail,
-        };
-        if store.record_gap(&gap, true)? {
-            said.push(gap.detail);
-        }
-    }
-    Ok(said)
-}
-
-// ---- nftables notifications ----
-
-/// `NFNLGRP_NFTABLES` (include/uapi/linux/netfilter/nfnetlink.h).
-const NFNLGRP_NFTABLES: u32 = 7;
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-/// `enum nf_tables_msg_types` (include/uapi/linux/netfilter/nf_tables.h).
-const NFT_MSG_NEWGEN: u8 = 15;
-const NFT_MSG_DELTABLE: u8 = 2;
-const NFT_MSG_DELCHAIN: u8 = 5;
-const NFT_MSG_DELRULE: u8 = 8;
-/// The table's name is attribute 1 of every table, chain, rule, set, object and
-/// flowtable message (`NFTA_TABLE_NAME`, `NFTA_CHAIN_TABLE`, `NFTA_RULE_TABLE`, …).
-const NFTA_X_TABLE: u16 = 1;
-const NFTA_GEN_PROC_PID: u16 = 2;
-const NFTA_GEN_PROC_NAME: u16 = 3;
-const NFPROTO_INET: u8 = 1;
-const NFGENMSG_LEN: usize = 4;
-
-/// One nf_tables notification, as far as netledger cares.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Note {
-    /// An object of table `inet netledger` changed; `deleted` for a DEL message.
-    Ours { deleted: bool },
-    /// The end of a transaction, with the process that made it.
-    Generation {
-        pid: Option<u32>,
-        name: Option<String>,
-    },
-    /// Anything else (other tables).
-    Other,
-}
-
-/// The notifications in one datagram of the nf_tables group.
-pub fn parse_notes(buf: &[u8]) -> Vec<Note> {
-    let mut out = Vec::new();
-    for msg in netlink::messages(buf) {
-        let Ok(msg) = msg else { break };
-        if msg.kind >> 8 != NFNL_SUBSYS_NFTABLES || msg.payload.len() < NFGENMSG_LEN {
-            continue;
-        }
-        let (kind, family) = ((msg.kind & 0xff) as u8, msg.payload[0]);
-        let attrs = netlink::attributes(&msg.payload[NFGENMSG_LEN..]).map_while(Result::ok);
-        if kind == NFT_MSG_NEWGEN {
-            let (mut pid, mut name) = (None, None);
-            for (t, v) in attrs {
-                match t {
-                    NFTA_GEN_PROC_PID => pid = v.first_chunk::<4>().map(|b| u32::from_be_bytes(*b)),
-                    NFTA_GEN_PROC_NAME => name = Some(c_string(v)),
-                    _ => {}
-                }
-            }
-            out.push(Note::Generation { pid, name });
-            continue;
-        }
-        let table = attrs
-            .into_iter()
-            .find(|(t, _)| *t == NFTA_X_TABLE)
-            .map(|(_, v)| c_string(v));
-        out.push(
-            if family == NFPROTO_INET && table.as_deref() == Some("netledger") {
-                Note::Ours {
-                    deleted: matches!(kind, NFT_MSG_DELTABLE | NFT_MSG_DELCHAIN | NFT_MSG_DELRULE),
-                }
-            } else {
-                Note::Other
-            },
-        );
-    }
-    out
-}
-
-fn c_string(v: &[u8]) -> String {
-    let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
-    String::from_utf8_lossy(&v[..end]).into_owned()
-}
-
-/// A committed change of the ruleset that touched table `inet netledger`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    /// When its first notification arrived.
-    pub at: Instant,
-    /// Whether it deleted something of the table.
-    pub deleted: bool,
-    /// The process that made it (`nft (pid 42)`), when the kernel said.
-    pub by: Option<String>,
-}
-
-/// A subscription to nf_tables' notifications in this network namespace.
-pub struct Watch {
-    socket: Socket,
-    buf: Vec<u8>,
-    pending: Option<(Instant, bool)>,
-}
-
-impl Watch {
-    /// Subscribe (needs CAP_NET_ADMIN, as nft does).
-    pub fn subscribe() -> io::Result<Watch> {
-        let mut socket = Socket::new(NETLINK_NETFILTER)?;
-        socket.bind(&SocketAddr::new(0, 1 << (NFNLGRP_NFTABLES - 1)))?;
-        // A `flush ruleset` of a big ruleset announces every object: room for them.
-        let _ = netlink::set_receive_buffer(&socket, 4 << 20);
-        netlink::set_recv_timeout(&socket, Duration::from_millis(200))?;
-        Ok(Watch {
-            socket,
-            buf: vec![0; 64 * 1024],
-            pending: None,
-        })
-    }
-
-    /// Wait up to ~200 ms for the next committed change of the ruleset (None: none yet).
-    /// Notifications lost to an overrun count as a change of netledger's table, since what
-    /// they said is unknown.
-    pub fn wait(&mut self) -> io::Result<Option<Event>> {
-        let n = match netlink::recv(&self.socket, &mut self.buf) {
-            Ok(n) => n.min(self.buf.len()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // A transaction whose NEWGEN never came (cannot happen, but do not wait
-                // for it forever).
-                return Ok(self.pending.take().map(|(at, deleted)| {
-                    Event::Ours(Change {
-                        at,
-                        deleted,
-                        by: None,
-                    })
-                }));
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                return Ok(Some(Event::Ours(Change {
-                    at: Instant::now(),
-                    deleted: true,
-                    by: Some("unknown (notifications overran)".into()),
-                })))
-            }
-            Err(e) => return Err(e),
-        };
-        let now = Instant::now();
-        for note in parse_notes(&self.buf[..n]) {
-            match note {
-                Note::Ours { deleted } => {
-                    let p = self.pending.get_or_insert((now, false));
-                    p.1 |= deleted;
-                }
-                Note::Generation { pid, name } => {
-                    let Some((at, deleted)) = self.pending.take() else {
-                        return Ok(Some(Event::Other));
-                    };
-                    let by = match (name, pid) {
-                        (Some(n), Some(p)) => Some(format!("{n} (pid {p})")),
-                        (Some(n), None) => Some(n),
-                        (None, Some(p)) => Some(format!("pid {p}")),
-                        _ => None,
-                    };
-                    return Ok(Some(Event::Ours(Change { at, deleted, by })));
-                }
-                Note::Other => {}
-            }
-        }
-        Ok(None)
-    }
-}
-
-/// A committed change of the ruleset.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// It touched table `inet netledger`.
-    Ours(Change),
-    /// It did not.
-    Other,
 }
 
 // ---- what else stops counting ----
@@ -681,55 +454,6 @@ mod tests {
         assert_eq!(compare(Some(42), Some(42)), TableCheck::Same);
         assert_eq!(compare(Some(42), None), TableCheck::Gone);
         assert_eq!(compare(Some(42), Some(43)), TableCheck::Recreated);
-    }
-
-    fn nlmsg(kind: u8, family: u8, attrs: &[(u16, &[u8])]) -> Vec<u8> {
-        let mut body = vec![family, 0, 0, 0];
-        for (t, v) in attrs {
-            let len = 4 + v.len();
-            body.extend_from_slice(&(len as u16).to_ne_bytes());
-            body.extend_from_slice(&t.to_ne_bytes());
-            body.extend_from_slice(v);
-            body.resize(body.len().next_multiple_of(4), 0);
-        }
-        let mut m = Vec::new();
-        m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
-        m.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | u16::from(kind)).to_ne_bytes());
-        m.extend_from_slice(&[0; 10]);
-        m.extend_from_slice(&body);
-        m
-    }
-
-    #[test]
-    fn notifications_of_our_table_and_the_generation() {
-        let mut buf = nlmsg(NFT_MSG_DELTABLE, NFPROTO_INET, &[(1, b"netledger\0")]);
-        buf.extend(nlmsg(NFT_MSG_DELTABLE, 2, &[(1, b"netledger\0")]));
-        buf.extend(nlmsg(6, NFPROTO_INET, &[(1, b"filter\0")]));
-        buf.extend(nlmsg(6, NFPROTO_INET, &[(1, b"netledger\0")]));
-        buf.extend(nlmsg(
-            NFT_MSG_NEWGEN,
-            0,
-            &[
-                (1, &7u32.to_be_bytes()),
-                (2, &4242u32.to_be_bytes()),
-                (3, b"nft\0"),
-            ],
-        ));
-        assert_eq!(
-            parse_notes(&buf),
-            [
-                Note::Ours { deleted: true },
-                Note::Other,
-                Note::Other,
-                Note::Ours { deleted: false },
-                Note::Generation {
-                    pid: Some(4242),
-                    name: Some("nft".into())
-                }
-            ]
-        );
-        // A cut datagram yields what came whole.
-        assert_eq!(parse_notes(&buf[..20]), []);
     }
 
     #[test]
