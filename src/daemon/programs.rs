@@ -31,7 +31,7 @@ use crate::model::L4;
 use crate::sources::sockdiag::SockDiag;
 
 use crate::sources::processes::{
-    parse_socket_link, scan_socket_holders, scan_socket_owners, Holder,
+    children, parse_socket_link, scan_socket_holders, scan_socket_owners, Holder,
 };
 
 /// Least time between two walks of every process.
@@ -44,6 +44,9 @@ pub const FULL_WALK_SHARE: u32 = 50;
 pub const SERVER_WALK_SHARE: u32 = 20;
 /// Processes remembered per user.
 const CANDIDATES_PER_UID: usize = 8;
+/// Children of a server's process read for a connection it handed to one (the newest
+/// are not favoured: `children` lists them in the kernel's order).
+const CHILDREN_READ: usize = 64;
 /// Server sockets whose holders are remembered before the table is dropped (a host has a
 /// few; a user opening listener after listener only makes them be learnt again).
 const SERVERS_MAX: usize = 1024;
@@ -354,11 +357,22 @@ impl Namer {
             }
             let pids: Vec<u32> = holders.procs.iter().map(|(pid, _)| *pid).collect();
             let mut gone = false;
-            for pid in pids {
+            for pid in &pids {
                 if !left.contains_key(ino) {
                     break;
                 }
-                gone |= self.read_process(pid, left, found).is_none();
+                gone |= self.read_process(*pid, left, found).is_none();
+            }
+            // A server that hands each connection to a child of its own (sshd, an
+            // inetd-style server): that child holds it.
+            for pid in pids.iter().filter(|_| !gone) {
+                let children = children(&self.proc_root, *pid);
+                for child in children.into_iter().take(CHILDREN_READ) {
+                    if !left.contains_key(ino) {
+                        break;
+                    }
+                    self.read_process(child, left, found);
+                }
             }
             if !left.contains_key(ino) {
                 continue;
@@ -570,6 +584,30 @@ mod tests {
             2,
             "looked up again only to confirm the listener of a closed one"
         );
+    }
+
+    /// sshd, or an inetd-style server: the listener's process forks a child per
+    /// connection, which holds the accepted socket (and whose children are the user's
+    /// session: the claims look there, through the holder remembered here).
+    #[test]
+    fn a_connection_handed_to_a_child_of_the_server_is_found_there() {
+        let d = tempfile::tempdir().unwrap();
+        add_process(d.path(), 40, &[500], "/usr/sbin/sshd");
+        let (mut n, _) = namer(d.path(), 500);
+        // The listener's process is learnt at a first connection (gone already).
+        assert_eq!(n.name(&[accepted(600, 0)]).len(), 1);
+        let walks = n.work.full_walks;
+        // A new connection, accepted and handed to a child: found there, no walk.
+        add_process(d.path(), 41, &[601], "/usr/sbin/sshd");
+        let task = d.path().join("40/task/40");
+        std::fs::create_dir_all(&task).unwrap();
+        std::fs::write(task.join("children"), "41 ").unwrap();
+        n.next_full = Some(Instant::now() + Duration::from_secs(3600));
+        n.next_server_walk = n.next_full;
+        let got = n.name(&[accepted(601, 0)]);
+        assert_eq!(got.get(&601).map(String::as_str), Some("sshd"));
+        assert_eq!(n.holder_pid(601), Some(41), "the child holding it");
+        assert_eq!(n.work.full_walks, walks);
     }
 
     #[test]
