@@ -20,13 +20,9 @@ import argparse, json, os, random, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from scale import sh, ns_exec, spawn, expect, inet_pair  # noqa: E402
+from live import cpu_ticks  # noqa: E402
 
 PORT = 9100
-
-def cpu_ticks(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return int(rest[11]) + int(rest[12])
 
 def main():
     ap = argparse.ArgumentParser()
