@@ -10,8 +10,12 @@
 //! No remote-address, port or program labels: the series per host are one per user and
 //! direction (bytes and packets), one per unattributed reason, and a handful of gauges.
 
-use prometheus_client::encoding::{prometheus_text, EncodeMetric, MetricEncoder};
-use prometheus_client::metrics::counter::Counter;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{
+    prometheus_text, EncodeCounterValue, EncodeMetric, MetricEncoder,
+};
+use prometheus_client::metrics::counter::{Atomic, Counter};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::{MetricType, TypedMetric};
@@ -25,44 +29,31 @@ pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 type Labels = Vec<(String, String)>;
 
 /// A family of counters encoded in the order the series were added (the crate's `Family`
-/// encodes in its `HashMap`'s order, different in every process).
+/// encodes in its `HashMap`'s order, different in every process): whole counts by default,
+/// seconds as [`SortedSeconds`].
 #[derive(Debug, Default)]
-struct Sorted(Vec<(Labels, Counter)>);
+struct SortedOf<N>(Vec<(Labels, Counter<N, AtomicU64>)>);
 
-impl Sorted {
-    fn push(&mut self, labels: Labels, v: u64) {
-        let c = Counter::default();
+/// Counts.
+type Sorted = SortedOf<u64>;
+/// Seconds.
+type SortedSeconds = SortedOf<f64>;
+
+impl<N> SortedOf<N>
+where
+    AtomicU64: Atomic<N>,
+{
+    fn push(&mut self, labels: Labels, v: N) {
+        let c = Counter::<N, AtomicU64>::default();
         c.inc_by(v);
         self.0.push((labels, c));
     }
 }
 
-impl EncodeMetric for Sorted {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        for (labels, c) in &self.0 {
-            c.encode(encoder.encode_family(labels)?)?;
-        }
-        Ok(())
-    }
-
-    fn metric_type(&self) -> MetricType {
-        Counter::<u64>::TYPE
-    }
-}
-
-/// [`Sorted`] for counters of seconds.
-#[derive(Debug, Default)]
-struct SortedSeconds(Vec<(Labels, Counter<f64, std::sync::atomic::AtomicU64>)>);
-
-impl SortedSeconds {
-    fn push(&mut self, labels: Labels, v: f64) {
-        let c = Counter::<f64, std::sync::atomic::AtomicU64>::default();
-        c.inc_by(v);
-        self.0.push((labels, c));
-    }
-}
-
-impl EncodeMetric for SortedSeconds {
+impl<N: EncodeCounterValue + std::fmt::Debug> EncodeMetric for SortedOf<N>
+where
+    AtomicU64: Atomic<N>,
+{
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         for (labels, c) in &self.0 {
             c.encode(encoder.encode_family(labels)?)?;
