@@ -8,14 +8,12 @@ use super::common::open_for_reading;
 use crate::cli::ExportFormat;
 use crate::report;
 use crate::settings::{Export, Settings};
-use crate::store::query::UsageRecord;
 
 /// Write the usage rows of a period to stdout.
 pub fn run(s: &Settings, args: &Export) -> Result<()> {
     let (since, until) = (args.window.since, args.window.until);
     let store = open_for_reading(&s.db)?;
     let covered = store.covered(since, until, chrono::Utc::now().timestamp())?;
-    let record = |r: &UsageRecord| report::with_covered(report::usage_record(r), &covered);
     // Each row is written as it is read: a busy host stores over a million a day.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.format {
@@ -24,24 +22,7 @@ pub fn run(s: &Settings, args: &Export) -> Result<()> {
             anyhow::Ok(())
         })?,
         ExportFormat::Csv => {
-            let header = report::header_of(record(&UsageRecord {
-                ts: 0,
-                kind: String::new(),
-                uid: None,
-                user: None,
-                program: None,
-                reason: None,
-                protocol: 0,
-                direction: None,
-                remote: String::new(),
-                port: 0,
-                via: None,
-                container: None,
-                container_uid: None,
-                traffic: Default::default(),
-            }));
-            let header: Vec<&str> = header.iter().map(String::as_str).collect();
-            report::write_csv_header(&mut out, &header)?;
+            report::write_csv_header(&mut out, &report::usage_keys())?;
             store.usage_rows_each(since, until, |r| {
                 report::write_usage_csv(&mut out, &r, &covered)?;
                 anyhow::Ok(())

@@ -267,6 +267,11 @@ fn write_int(out: &mut impl Write, n: i64) -> io::Result<()> {
     write_uint(out, n.unsigned_abs())
 }
 
+/// The keys of an `export` row, in order (the CSV header).
+pub fn usage_keys() -> [&'static str; 21] {
+    usage_fields(&UsageRecord::default(), None, "", &Covered::default()).map(|(k, _)| k)
+}
+
 /// One `export` row as a CSV line: the bytes of [`write_csv_row`] of
 /// [`with_covered`]`(`[`usage_record`]`(r), c)` under its own keys, without building it.
 pub fn write_usage_csv(out: &mut impl Write, r: &UsageRecord, c: &Covered) -> io::Result<()> {
@@ -482,6 +487,7 @@ mod tests {
             .map(|(k, _)| *k)
             .collect();
         assert_eq!(fields, header);
+        assert_eq!(usage_keys().to_vec(), header, "the CSV header");
         for ts in [
             1_797_000_300,
             -1,

@@ -147,7 +147,7 @@ const VIEW: Source = Source {
 /// The span a report's numbers cover: the period asked for, widened to the whole stored
 /// rows it overlaps (a row cannot be cut: a 5-minute bucket, an hour or a day of traffic
 /// is one sum). Epoch seconds, `[since, until)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Covered {
     /// Start of the first row counted, or the start asked for.
     pub since: i64,
@@ -269,7 +269,7 @@ pub struct PeriodRow {
 }
 
 /// One stored usage row, for `export`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UsageRecord {
     /// Epoch seconds of the pass that charged it.
     pub ts: i64,
