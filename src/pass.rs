@@ -295,6 +295,12 @@ pub fn run_pass_with(
         cfg.prune_after,
         cfg.hold(),
     );
+    if plan.totals.replaced > 0 {
+        debug!(
+            flows = plan.totals.replaced,
+            "left for the next pass: a new entry under a saved flow's key, whose DESTROY is on its way"
+        );
+    }
     if plan.totals.held > 0 {
         info!(
             flows = plan.totals.held,
