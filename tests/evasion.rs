@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 
+use common::sshd::Sshd;
 use common::*;
 
 /// The interpreter the helpers below run in (any user can execute it; the build tree's
@@ -511,63 +512,6 @@ fn sockets_chowned_to_subordinate_uids_are_charged_to_the_ranges_owner() {
     });
 }
 
-/// sshd in the host namespace (198.51.100.1:22), in the foreground, killed by pid on drop.
-struct Sshd {
-    child: std::process::Child,
-    /// Its key, configuration, pid file and log, removed after it.
-    _dir: tempfile::TempDir,
-}
-
-impl Sshd {
-    fn start(ns: &Netns) -> Sshd {
-        // sshd's privilege separation directory (the package makes it at boot).
-        std::fs::create_dir_all("/run/sshd").unwrap();
-        let dir = tempfile::Builder::new()
-            .prefix("netledger-sshd")
-            .tempdir()
-            .unwrap();
-        let d = dir.path();
-        run(std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(d.join("hostkey")));
-        let config = format!(
-            "Port 22\nListenAddress 198.51.100.1\nHostKey {d}/hostkey\nPidFile {d}/sshd.pid\n\
-             UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             PermitRootLogin no\nStrictModes no\nUseDNS no\nPrintMotd no\n\
-             AuthorizedKeysFile .ssh/authorized_keys\n",
-            d = d.display()
-        );
-        std::fs::write(d.join("sshd_config"), config).unwrap();
-        let child = ns
-            .cmd("/usr/sbin/sshd")
-            .arg("-D")
-            .arg("-f")
-            .arg(d.join("sshd_config"))
-            .arg("-E")
-            .arg(d.join("sshd.log"))
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .expect("start sshd (install openssh-server)");
-        let sshd = Sshd { child, _dir: dir };
-        wait_for(
-            "sshd listening on port 22",
-            std::time::Duration::from_secs(20),
-            || {
-                let out = ns.cmd("ss").args(["-Hltn", "sport = :22"]).output().ok()?;
-                (!out.stdout.is_empty()).then_some(())
-            },
-        );
-        sshd
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The login's wait in the `ProxyCommand`, seconds: well past the 2 s grace the test sets.
 const PROXY_WAIT: u64 = 15;
 
@@ -586,7 +530,7 @@ fn an_ssh_login_slower_than_the_grace_is_charged_to_its_user() {
     }
     let env = [("NETLEDGER_DELEGATE_GRACE", "2s")];
     timer_and_daemon_with("nlsl", &env, |t, look| {
-        let sshd = Sshd::start(&t.host);
+        let sshd = Sshd::start(&t.host, "198.51.100.1");
         let alice = TestUser::login("nlsla");
         let client = tempfile::tempdir().unwrap();
         let key = client.path().join("key");

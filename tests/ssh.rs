@@ -22,11 +22,12 @@ mod common;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::sshd::Sshd;
 use common::*;
 
 const HOST: &str = "198.51.100.1";
@@ -38,63 +39,6 @@ const LOGIN_ADDR: &str = "198.51.100.14";
 /// The forwarded server on the host's loopback, and the client end of the forward.
 const FWD_PORT: u16 = 17_022;
 const FWD_LOCAL: u16 = 17_023;
-
-/// sshd in a namespace, in the foreground (`-D`), killed by pid on drop.
-struct Sshd {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Sshd {
-    fn start(ns: &Netns) -> Sshd {
-        // sshd's privilege separation directory (the package makes it at boot).
-        std::fs::create_dir_all("/run/sshd").unwrap();
-        let dir = tempfile::Builder::new()
-            .prefix("netledger-sshd")
-            .tempdir()
-            .unwrap();
-        let d = dir.path();
-        run(Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(d.join("hostkey")));
-        let config = format!(
-            "Port 22\nListenAddress {HOST}\nHostKey {d}/hostkey\nPidFile {d}/sshd.pid\n\
-             UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             PermitRootLogin no\nStrictModes no\nUseDNS no\nPrintMotd no\nLogLevel VERBOSE\n\
-             AuthorizedKeysFile .ssh/authorized_keys\nAllowTcpForwarding yes\n\
-             Subsystem sftp /usr/lib/openssh/sftp-server\n",
-            d = d.display()
-        );
-        std::fs::write(d.join("sshd_config"), config).unwrap();
-        let child = ns
-            .cmd("/usr/sbin/sshd")
-            .arg("-D")
-            .arg("-f")
-            .arg(d.join("sshd_config"))
-            .arg("-E")
-            .arg(d.join("sshd.log"))
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start sshd (install openssh-server)");
-        let sshd = Sshd { child, dir };
-        wait_for("sshd listening on port 22", Duration::from_secs(20), || {
-            let out = ns.cmd("ss").args(["-Hltn", "sport = :22"]).output().ok()?;
-            (!out.stdout.is_empty()).then_some(())
-        });
-        sshd
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Everything a scenario needs: namespaces, sshd, users with the client's key, the
 /// files they move, and the forwarded server.
@@ -129,7 +73,7 @@ impl Scene {
         for a in [A_ADDR, B_ADDR, C_ADDR, LOGIN_ADDR] {
             inet.inet.ip(&format!("addr add {a}/24 dev ih"));
         }
-        let sshd = Sshd::start(&inet.host);
+        let sshd = Sshd::start(&inet.host, HOST);
         let client = tempfile::tempdir().unwrap();
         let key = client.path().join("key");
         run(Command::new("ssh-keygen")

@@ -2,6 +2,8 @@
 //! helper, and `conntrack -L -o extended` parsing. Every resource is removed by a guard.
 #![allow(dead_code)]
 
+pub mod sshd;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
