@@ -4,7 +4,8 @@
 //! the commands that need root or change the host (`setup`, `snapshot`, `run`, `quota grant`,
 //! a file written by `--output`) are only parsed. Every relative link points at a file, and at
 //! a heading of it, that exist; every key of the configuration file is in the operations
-//! page's table. (The SQL queries of docs/guide.md run in tests/reports.rs.)
+//! page's table; the example outputs from the database of tests/reports.rs are its
+//! snapshots. (The SQL queries of docs/guide.md run in tests/reports.rs.)
 //!
 //! Fenced blocks marked `text` are synopses and screens (`netledger [--db PATH] top […]`, the
 //! live view): their subcommand must exist, nothing more. In other blocks a command is a line,
@@ -488,4 +489,54 @@ fn every_configuration_key_is_in_the_operations_page() {
         }
     }
     assert!(missing.is_empty(), "not in Configuration: {missing:?}");
+}
+
+/// The example outputs shown from the database of tests/reports.rs are what that test's
+/// snapshots hold: a page's `$ netledger …` line, then its output up to the next `$ ` line
+/// or the end of the block.
+#[test]
+fn example_outputs_equal_the_reports_snapshots() {
+    const EXAMPLES: &[(&str, &str)] = &[
+        (
+            "$ netledger top --since 2026-11-01 --until 2026-12-01 --utc",
+            "reports__top_by_user.snap",
+        ),
+        (
+            "$ netledger top --by port --since 2026-11-01 --until 2026-12-01 --utc",
+            "reports__top_by_port.snap",
+        ),
+        (
+            "$ netledger report --period day --since 2026-11-01 --until 2026-12-01 --utc",
+            "reports__report_day.snap",
+        ),
+    ];
+    let mut shown = 0;
+    for (path, text) in pages() {
+        let lines = lines(&text);
+        for (i, (n, fence, line)) in lines.iter().enumerate() {
+            let Some(&(_, snap)) = EXAMPLES.iter().find(|e| e.0 == *line) else {
+                continue;
+            };
+            assert!(fence.is_some(), "{}:{n}: outside a code block", rel(&path));
+            // Lines in a row (a fence line, left out, breaks the run) up to the next prompt.
+            let output: Vec<&str> = lines[i + 1..]
+                .iter()
+                .zip(n + 1..)
+                .take_while(|((m, _, l), want)| m == want && !l.starts_with("$ "))
+                .map(|((_, _, l), _)| *l)
+                .collect();
+            let snap = std::fs::read_to_string(root().join("tests/snapshots").join(snap)).unwrap();
+            // After the snapshot's header: `---`, metadata, `---`.
+            let body: Vec<&str> = snap
+                .lines()
+                .skip_while(|l| *l != "---")
+                .skip(1)
+                .skip_while(|l| *l != "---")
+                .skip(1)
+                .collect();
+            assert_eq!(output, body, "{}:{n}: {line}", rel(&path));
+            shown += 1;
+        }
+    }
+    assert!(shown >= 4, "only {shown} example outputs found");
 }
