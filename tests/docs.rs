@@ -5,7 +5,7 @@
 //! a file written by `--output`) are only parsed. Every relative link points at a file, and at
 //! a heading of it, that exist; every key of the configuration file is in the operations
 //! page's table; the example outputs from the database of tests/reports.rs are its
-//! snapshots. (The SQL queries of docs/guide.md run in tests/reports.rs.)
+//! snapshots; docs/architecture.md lists the layers of tests/layers.rs. (The SQL queries of docs/guide.md run in tests/reports.rs.)
 //!
 //! Fenced blocks marked `text` are synopses and screens (`netledger [--db PATH] top […]`, the
 //! live view): their subcommand must exist, nothing more. In other blocks a command is a line,
@@ -539,4 +539,41 @@ fn example_outputs_equal_the_reports_snapshots() {
         }
     }
     assert!(shown >= 4, "only {shown} example outputs found");
+}
+
+/// The layers docs/architecture.md lists are `LAYERS` of tests/layers.rs, in its order.
+#[test]
+fn architecture_lists_the_layers_of_the_layer_test() {
+    let quoted = |s: &str| -> Vec<String> {
+        s.split(['"', '`'])
+            .skip(1)
+            .step_by(2)
+            .map(String::from)
+            .collect()
+    };
+    let test = std::fs::read_to_string(root().join("tests/layers.rs")).unwrap();
+    let block = test
+        .split("const LAYERS: &[&[&str]] = &[")
+        .nth(1)
+        .expect("tests/layers.rs has LAYERS")
+        .split("\n];")
+        .next()
+        .unwrap();
+    let layers: Vec<Vec<String>> = block
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("&["))
+        .map(quoted)
+        .collect();
+    let page = std::fs::read_to_string(root().join("docs/architecture.md")).unwrap();
+    let listed: Vec<Vec<String>> = page
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            // | N | `a`, `b` | what it is |
+            (cells.len() > 3 && cells[1].parse::<u32>().is_ok()).then(|| quoted(cells[2]))
+        })
+        .collect();
+    assert!(layers.len() > 10, "LAYERS not read: {layers:?}");
+    assert_eq!(listed, layers, "docs/architecture.md's layer table");
 }
