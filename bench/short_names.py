@@ -47,6 +47,7 @@ def main():
     try:
         inet_pair(host, inet)
         sh(*ns_exec(host, binp, "-q", "setup"))
+        sh(*ns_exec(host, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1"))
         sink = spawn(ns_exec(inet, traffic, "server", "tcp", f"198.51.100.2:{PORT}"))
         procs.append(sink)
         expect(sink, "listening", "the internet sink")
