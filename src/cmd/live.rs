@@ -223,6 +223,39 @@ struct Ui {
     help: bool,
 }
 
+/// Draw the view of `shown` as `ui` has it.
+fn draw(
+    term: &mut Terminal<CrosstermBackend<std::io::Stdout>>,
+    ui: &Ui,
+    shown: &History,
+    probe: &Probe,
+    names: &BTreeMap<u32, String>,
+    interval: Duration,
+) -> Result<()> {
+    let rows: Vec<Row> = shown.rows(ui.grouping, ui.sort);
+    let notes = probe.notes.clone();
+    term.draw(|f| {
+        show::draw(
+            f,
+            &show::Screen {
+                history: shown,
+                rows: &rows,
+                grouping: ui.grouping,
+                sort: ui.sort,
+                bits: ui.bits,
+                paused: ui.paused,
+                help: ui.help,
+                interval,
+                flows: probe.flows,
+                notes: &notes,
+                names,
+            },
+        )
+    })
+    .context("drawing the view")?;
+    Ok(())
+}
+
 impl Ui {
     /// What a key press does to the view; `true` to quit. Any key first closes the help.
     fn key(&mut self, k: KeyEvent) -> bool {
@@ -360,27 +393,7 @@ fn interactive(s: &Live, probe: &mut Probe) -> Result<()> {
     loop {
         if dirty {
             let shown = frozen.as_ref().unwrap_or(&history);
-            let rows: Vec<Row> = shown.rows(ui.grouping, ui.sort);
-            let notes = probe.notes.clone();
-            term.draw(|f| {
-                show::draw(
-                    f,
-                    &show::Screen {
-                        history: shown,
-                        rows: &rows,
-                        grouping: ui.grouping,
-                        sort: ui.sort,
-                        bits: ui.bits,
-                        paused: ui.paused,
-                        help: ui.help,
-                        interval: s.interval,
-                        flows: probe.flows,
-                        notes: &notes,
-                        names: &names,
-                    },
-                )
-            })
-            .context("drawing the view")?;
+            draw(&mut term, &ui, shown, probe, &names, s.interval)?;
             dirty = false;
         }
         if signals::stop_requested() || signals::take_reload() {
