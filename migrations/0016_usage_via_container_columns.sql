@@ -128,6 +128,8 @@ CREATE TABLE usage_tier_days_typed (
 
 -- The last time the packed form is read: `reason` split into its four kinds, as the views
 -- of 0010 split it. Distinct packed values give distinct typed keys, so no rows merge.
+-- Each table is dropped once copied, so that the next copy reuses its pages: the file
+-- grows by about the largest table, not by all of them.
 INSERT INTO usage_raw_typed
 SELECT ts, uid, kind,
        CASE WHEN reason LIKE 'via:%' OR reason LIKE 'ns:%' THEN '' ELSE reason END,
@@ -138,6 +140,8 @@ SELECT ts, uid, kind,
             ELSE -1 END,
        program, remote, protocol, port, direction, rx_bytes, tx_bytes, rx_packets, tx_packets
 FROM usage_raw;
+DROP TABLE usage_raw;
+ALTER TABLE usage_raw_typed RENAME TO usage_raw;
 
 INSERT INTO usage_tiers_typed
 SELECT granularity, ts, uid, kind,
@@ -149,6 +153,9 @@ SELECT granularity, ts, uid, kind,
             ELSE -1 END,
        program, remote, protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
 FROM usage_tiers;
+-- (The triggers of 0014 go with it; made again below over the new key.)
+DROP TABLE usage_tiers;
+ALTER TABLE usage_tiers_typed RENAME TO usage_tiers;
 
 INSERT INTO usage_totals_typed
 SELECT granularity, ts, uid, kind,
@@ -160,6 +167,8 @@ SELECT granularity, ts, uid, kind,
             ELSE -1 END,
        rx_bytes, tx_bytes, rx_packets, tx_packets
 FROM usage_totals;
+DROP TABLE usage_totals;
+ALTER TABLE usage_totals_typed RENAME TO usage_totals;
 
 INSERT INTO usage_keys_typed
 SELECT granularity, ts, uid, kind,
@@ -171,6 +180,8 @@ SELECT granularity, ts, uid, kind,
             ELSE -1 END,
        program, remote, protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
 FROM usage_keys;
+DROP TABLE usage_keys;
+ALTER TABLE usage_keys_typed RENAME TO usage_keys;
 
 INSERT INTO usage_tier_days_typed
 SELECT ts, uid, kind,
@@ -182,17 +193,7 @@ SELECT ts, uid, kind,
             ELSE -1 END,
        program, remote, protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
 FROM usage_tier_days;
-
--- The triggers of 0014 go with usage_tiers; made again below over the new key.
-DROP TABLE usage_raw;
-DROP TABLE usage_tiers;
-DROP TABLE usage_totals;
-DROP TABLE usage_keys;
 DROP TABLE usage_tier_days;
-ALTER TABLE usage_raw_typed RENAME TO usage_raw;
-ALTER TABLE usage_tiers_typed RENAME TO usage_tiers;
-ALTER TABLE usage_totals_typed RENAME TO usage_totals;
-ALTER TABLE usage_keys_typed RENAME TO usage_keys;
 ALTER TABLE usage_tier_days_typed RENAME TO usage_tier_days;
 
 -- usage_tier_days kept equal to the hourly rows (as 0014), keyed by the new columns too.
