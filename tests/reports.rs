@@ -648,7 +648,7 @@ fn readme_sql_queries_run() {
     }
     insta::assert_debug_snapshot!("readme_sql_results", results);
     // dave's 2 MB over ssh, through root's sshd (stored as via_uid 0, migrations 0007 and
-    // 0016), and 5 B of his own that do not count.
+    // 0015), and 5 B of his own that do not count.
     c.execute_batch(
         "INSERT INTO usage_raw (ts, uid, kind, reason, via_uid, container, container_uid,
                                program, remote, protocol, port, direction, rx_bytes,
@@ -668,7 +668,7 @@ fn readme_sql_queries_run() {
         .collect();
     assert_eq!(rows, [("dave".to_string(), 2_001_000)], "{q}");
     // Containers (issue 14): carol's 3 MB in docker-3f2a as uid 1000 inside (stored as
-    // container and container_uid, migrations 0010 and 0016), beside her own traffic on
+    // container and container_uid, migrations 0010 and 0015), beside her own traffic on
     // the host.
     c.execute_batch(
         "INSERT INTO containers (name, first_seen, last_seen)

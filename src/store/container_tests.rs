@@ -605,7 +605,7 @@ fn a_schema_9_database_upgrades_in_place_with_every_row_unchanged() {
     ];
     let c = Connection::open(&p).unwrap();
     let before: Vec<Vec<String>> = queries.iter().map(|q| dump(&c, q)).collect();
-    // The tables as schema 9 had them, from the typed columns of migration 0016: the
+    // The tables as schema 9 had them, from the typed columns of migration 0015: the
     // packed `reason` each row had.
     let packed = "CASE WHEN via_uid >= 0 THEN 'via:' || via_uid
                        WHEN container <> 0 THEN 'ns:' || container || ':' || container_uid

@@ -68,7 +68,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0012_accounting_gaps.sql"),
     include_str!("../../migrations/0013_connection_log_long.sql"),
     include_str!("../../migrations/0014_usage_tier_days.sql"),
-    include_str!("../../migrations/0016_usage_via_container_columns.sql"),
+    include_str!("../../migrations/0015_usage_via_container_columns.sql"),
 ];
 
 /// The first schema with the compact usage tables (`0005_raw_buckets.sql`); reports on an
@@ -86,8 +86,7 @@ pub(crate) const CONTAINER_SCHEMA: i64 = 10;
 pub(crate) const START_SCHEMA: i64 = 11;
 
 /// The first schema whose usage tables keep the service's uid and the container in columns
-/// of their own (`0016_usage_via_container_columns.sql`, the 15th migration until the
-/// 15th file is merged); before it `reason` packed them, and a report reading such a
+/// of their own (`0015_usage_via_container_columns.sql`); before it `reason` packed them, and a report reading such a
 /// database unmigrated reads the views instead (see `query`).
 pub(crate) const TYPED_SCHEMA: i64 = 15;
 
@@ -542,7 +541,7 @@ fn write_usage(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Result<(
 }
 
 /// Who a usage row is charged to and how, as every usage table keys it (migrations 0005
-/// and 0016): its columns `uid`, `kind`, `reason`, `via_uid`, `container` and
+/// and 0015): its columns `uid`, `kind`, `reason`, `via_uid`, `container` and
 /// `container_uid`, in their codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Charge {

@@ -99,7 +99,7 @@ const COMPACT: Source = Source {
 /// Schemas 5 to the typed one (a report does not migrate): the compact tables as they
 /// were, whose `reason` still packs the service ('via:UID', schema 7) and the container
 /// ('ns:ID:UID', schema 10). Split here into the columns the typed schema keeps them in:
-/// the one reader of that form left besides migration 0016, which converts it.
+/// the one reader of that form left besides migration 0015, which converts it.
 const PACKED: Source = Source {
     cte: "c AS (
             SELECT ts, uid, kind,

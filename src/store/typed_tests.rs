@@ -1,4 +1,4 @@
-//! Migration 0016: a schema-14 database, whose usage `reason` packs the service
+//! Migration 0015: a schema-14 database, whose usage `reason` packs the service
 //! ('via:UID') and the container ('ns:ID:UID'), upgraded to the typed columns.
 
 use std::path::Path;
