@@ -344,6 +344,60 @@ fn udplite_is_charged_through_its_socket_without_marks() {
     });
 }
 
+/// alice pings R with 1,400-byte payloads (`ping -s 1400`) through unprivileged ICMP and
+/// ICMPv6 sockets, one unconnected and one connected, with the owner marks off
+/// (`owner_mark = false`): charged through the ping sockets (`/proc/net/icmp{,6}`, matched
+/// by the echo id), where it was `unattributed: protocol`.
+#[test]
+fn pings_are_charged_through_their_socket_without_marks() {
+    if !require_root("pings_are_charged_through_their_socket_without_marks") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("netledger.toml");
+    std::fs::write(&config, "owner_mark = false\n").unwrap();
+    let env = [("NETLEDGER_CONFIG", config.to_str().unwrap())];
+    timer_and_daemon_with("nlep", &env, |t, look| {
+        let alice = TestUser::new("nlepa");
+        t.host
+            .sh("sysctl -qw net.ipv4.ping_group_range='0 2147483647'");
+        let mut p = Proc::spawn("alice's pings", {
+            let mut c = alice.cmd(&t.host, PYTHON);
+            c.args([
+                "-c",
+                "import socket, struct, sys\n\
+                 a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 1)\n\
+                 b = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, 58)\n\
+                 b.connect(('2001:db8::2', 0))\n\
+                 for s, kind, dst in [(a, 8, ('198.51.100.2', 0)), (b, 128, None)]:\n\
+                 \x20   s.settimeout(5)\n\
+                 \x20   for i in range(20):\n\
+                 \x20       echo = struct.pack('!BBHHH', kind, 0, 0, 0, i) + b'p' * 1400\n\
+                 \x20       s.sendto(echo, dst) if dst else s.send(echo)\n\
+                 \x20       s.recv(65535)\n\
+                 print('ready', flush=True)\n\
+                 sys.stdin.readline()\n\
+                 a.close(); b.close()\n\
+                 print('done', flush=True)\n",
+            ]);
+            c
+        });
+        p.expect("ready");
+        look();
+        p.go();
+        p.expect("done");
+        p.wait_ok();
+        let want = truth(t, |e| ["icmp", "icmpv6"].contains(&e.proto.as_str()));
+        Attack {
+            daemon_slack: 0,
+            want: vec![(alice.uid, want)],
+            _sshd: None,
+            _held: vec![],
+            _users: vec![alice],
+        }
+    });
+}
+
 /// A web server as distributions ship it: root creates the listener, a worker running as
 /// `nobody` accepts (nginx, Apache prefork, postfix). The SYN-ACK, sent for the listener,
 /// marks the connection with root's uid; the accepted socket is nobody's. That was taken
