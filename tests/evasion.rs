@@ -499,31 +499,12 @@ fn sockets_chowned_to_subordinate_uids_are_charged_to_the_ranges_owner() {
     }
     timer_and_daemon("nles", |t, look| {
         let alice = TestUser::new("nlesa");
-        let first = 2_000_000_000 + ((std::process::id() * 7 + alice.uid) % 20_000) * 70_000;
-        run(std::process::Command::new("usermod").args([
-            "--add-subuids",
-            &format!("{first}-{}", first + 65_535),
-            &alice.name,
-        ]));
-        let mut p = Proc::spawn("alice in her user namespace", {
-            let mut c = alice.cmd(&t.host, "unshare");
-            // The shell waits for its map before it runs Python: a program executed as
-            // uid 0 of the namespace gets its capabilities there (execve), one executed
-            // before the map none.
-            c.args([
-                "--user",
-                "sh",
-                "-c",
-                "echo $$; read go; exec /usr/bin/python3 -c \"$1\"",
-                "sh",
+        let mut p = python_in_own_userns(
+            t,
+            &alice,
+            &format!(
                 "import os, socket, sys\n\
-                 def get(s):\n\
-                 \x20   s.sendall(b'100 1000000\\n' + b'q' * 100)\n\
-                 \x20   left = 1000000\n\
-                 \x20   while left:\n\
-                 \x20       n = len(s.recv(min(left, 65536)))\n\
-                 \x20       assert n, 'short answer'\n\
-                 \x20       left -= n\n\
+                 {GET}\
                  a = socket.socket()\n\
                  os.fchown(a.fileno(), 999, -1)\n\
                  a.connect(('198.51.100.2', 9000))\n\
@@ -535,21 +516,9 @@ fn sockets_chowned_to_subordinate_uids_are_charged_to_the_ranges_owner() {
                  print('ready', flush=True)\n\
                  sys.stdin.readline()\n\
                  a.close(); b.close()\n\
-                 print('done', flush=True)\n",
-            ]);
-            c
-        });
-        // Her uid and gid as the namespace's root (the socket's file must have both
-        // mapped for a chown), and her range beside.
-        let pid = p.next_line();
-        for (file, map) in [
-            ("uid_map", format!("0 {} 1\n1 {first} 65536\n", alice.uid)),
-            ("gid_map", format!("0 {} 1\n", alice.gid)),
-        ] {
-            std::fs::write(format!("/proc/{}/{file}", pid.trim()), map)
-                .unwrap_or_else(|e| panic!("write the user namespace's {file}: {e}"));
-        }
-        p.go();
+                 print('done', flush=True)\n"
+            ),
+        );
         p.expect("ready");
         look();
         p.go();
@@ -564,6 +533,55 @@ fn sockets_chowned_to_subordinate_uids_are_charged_to_the_ranges_owner() {
             _users: vec![alice],
         }
     });
+}
+
+/// Python: `get(s)` asks R's `nl_traffic server` for 1 MB through `s` and reads it.
+const GET: &str = "def get(s):\n\
+    \x20   s.sendall(b'100 1000000\\n' + b'q' * 100)\n\
+    \x20   left = 1000000\n\
+    \x20   while left:\n\
+    \x20       n = len(s.recv(min(left, 65536)))\n\
+    \x20       assert n, 'short answer'\n\
+    \x20       left -= n\n";
+
+/// `script` run by Python as `user`, inside a rootless user namespace of theirs: their
+/// uid as its root, a fresh `/etc/subuid` range of theirs as its uids 1..=65536, mapped
+/// as `newuidmap` maps them for `unshare --map-auto` (written here by root, as that setuid
+/// helper does). Returns once the script runs.
+fn python_in_own_userns(t: &Inet, user: &TestUser, script: &str) -> Proc {
+    let first = 2_000_000_000 + ((std::process::id() * 7 + user.uid) % 20_000) * 70_000;
+    run(std::process::Command::new("usermod").args([
+        "--add-subuids",
+        &format!("{first}-{}", first + 65_535),
+        &user.name,
+    ]));
+    let mut p = Proc::spawn(&format!("{} in a user namespace", user.name), {
+        let mut c = user.cmd(&t.host, "unshare");
+        // The shell waits for its map before it runs Python: a program executed as
+        // uid 0 of the namespace gets its capabilities there (execve), one executed
+        // before the map none.
+        c.args([
+            "--user",
+            "sh",
+            "-c",
+            "echo $$; read go; exec /usr/bin/python3 -c \"$1\"",
+            "sh",
+            script,
+        ]);
+        c
+    });
+    // Their uid and gid as the namespace's root (the socket's file must have both
+    // mapped for a chown), and their range beside.
+    let pid = p.next_line();
+    for (file, map) in [
+        ("uid_map", format!("0 {} 1\n1 {first} 65536\n", user.uid)),
+        ("gid_map", format!("0 {} 1\n", user.gid)),
+    ] {
+        std::fs::write(format!("/proc/{}/{file}", pid.trim()), map)
+            .unwrap_or_else(|e| panic!("write the user namespace's {file}: {e}"));
+    }
+    p.go();
+    p
 }
 
 /// The login's wait in the `ProxyCommand`, seconds: well past the 2 s grace the test sets.
@@ -689,4 +707,233 @@ fn an_ssh_login_slower_than_the_grace_is_charged_to_its_user() {
             _users: vec![alice],
         }
     });
+}
+
+/// A connection from a socket alice `fchown`ed to a subordinate uid, opened and closed
+/// between two refreshes of `live`: its owner, found at its NEW event, was the subordinate
+/// uid (the timer's passes mapped it to the range's owner, `live`'s events did not).
+#[test]
+fn a_subordinate_uids_short_connection_is_charged_to_the_ranges_owner_in_live() {
+    if !require_root("a_subordinate_uids_short_connection_is_charged_to_the_ranges_owner_in_live") {
+        return;
+    }
+    // TIME_WAIT of 1 s: the closed connection's entry ends (DESTROY) within the interval.
+    let t = Inet::new("nlsv", 1);
+    let capture = DestroyCapture::start(&t.host);
+    let alice = TestUser::new("nlsva");
+    let mut p = python_in_own_userns(
+        &t,
+        &alice,
+        &format!(
+            "import os, socket, sys\n\
+             {GET}\
+             print('ready', flush=True)\n\
+             sys.stdin.readline()\n\
+             a = socket.socket()\n\
+             os.fchown(a.fileno(), 999, -1)\n\
+             a.bind(('198.51.100.1', 41200))\n\
+             a.connect(('198.51.100.2', 9000))\n\
+             get(a)\n\
+             a.close()\n\
+             print('done', flush=True)\n"
+        ),
+    );
+    p.expect("ready");
+    let live = LiveOnce::start(&t.host, "8s");
+    p.go();
+    p.expect("done");
+    p.wait_ok();
+    let hers = |e: &CtEntry| e.proto == "tcp" && e.orig.sport == 41200;
+    let truth = outgoing_usage(&capture.wait(1, hers));
+    let out = live.finish();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let usage = |l: &serde_json::Value| Usage {
+        rx_bytes: l["rx_bytes"].as_u64().unwrap(),
+        tx_bytes: l["tx_bytes"].as_u64().unwrap(),
+    };
+    let want = serde_json::Value::from(alice.uid);
+    let (hers, others): (Vec<_>, Vec<_>) = lines.iter().partition(|l| l["uid"] == want);
+    assert_eq!(hers.len(), 1, "one line for alice: {out}");
+    assert_eq!(usage(hers[0]), truth, "alice against conntrack's counters");
+    assert!(
+        others.iter().all(|l| usage(l) == Usage::default()),
+        "charged to others: {out}"
+    );
+}
+
+/// `netledger -v live --once --json --interval INTERVAL`, started, its first dump taken;
+/// killed (by pid) on drop.
+struct LiveOnce {
+    child: std::process::Child,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl LiveOnce {
+    fn start(ns: &Netns, interval: &str) -> LiveOnce {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = ns
+            .cmd(bin())
+            .args(["-v", "live", "--once", "--json", "--interval", interval])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn netledger live");
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if line.contains("first dump taken") {
+                    let _ = tx.send(());
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let live = LiveOnce {
+            child,
+            stderr: Some(stderr),
+        };
+        rx.recv_timeout(std::time::Duration::from_secs(30))
+            .expect("netledger live's first dump");
+        live
+    }
+
+    /// Wait for its exit, which must succeed; its stdout.
+    fn finish(mut self) -> String {
+        use std::io::Read;
+        let mut out = String::new();
+        let mut stdout = self.child.stdout.take().unwrap();
+        stdout.read_to_string(&mut out).unwrap();
+        let st = self.child.wait().unwrap();
+        let err = self.stderr.take().unwrap().join().unwrap();
+        eprintln!("live stderr: {err}\nlive stdout: {out}");
+        assert!(st.success(), "netledger live: {st}");
+        out
+    }
+}
+
+impl Drop for LiveOnce {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A connection from a socket alice `fchown`ed to a subordinate uid, its entry deleted
+/// while it lives (`conntrack -D`), then closed: the kernel picks its closing packets up
+/// in a new entry, when the socket names no owner any more. The daemon charges that
+/// entry to the owner it kept from the deleted one, which was the subordinate uid (the
+/// NEW's and the passes' owners were mapped to the range's owner, that one was not).
+/// Marks off, so that the picked-up entry is named by the kept owner alone.
+#[test]
+fn a_subordinate_uids_picked_up_entry_is_charged_to_the_ranges_owner_by_the_daemon() {
+    if !require_root(
+        "a_subordinate_uids_picked_up_entry_is_charged_to_the_ranges_owner_by_the_daemon",
+    ) {
+        return;
+    }
+    let t = Inet::new("nlsq", 2);
+    let capture = DestroyCapture::start(&t.host);
+    let alice = TestUser::new("nlsqa");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("d.db");
+    let config = dir.path().join("netledger.toml");
+    std::fs::write(&config, "owner_mark = false\n").unwrap();
+    let env = [("NETLEDGER_CONFIG", config.to_str().unwrap())];
+    let daemon = Daemon::start(&t.host, &db, &["--interval", "1s"], &env);
+    let mut p = python_in_own_userns(
+        &t,
+        &alice,
+        &format!(
+            "import os, socket, sys\n\
+             {GET}\
+             a = socket.socket()\n\
+             os.fchown(a.fileno(), 999, -1)\n\
+             a.bind(('198.51.100.1', 41300))\n\
+             a.connect(('198.51.100.2', 9000))\n\
+             get(a)\n\
+             print('ready', flush=True)\n\
+             sys.stdin.readline()\n\
+             a.close()\n\
+             print('done', flush=True)\n"
+        ),
+    );
+    p.expect("ready");
+    let hers = |e: &CtEntry| e.proto == "tcp" && (e.orig.sport == 41300 || e.orig.dport == 41300);
+    // The answering end writes the last bytes of the answer before the client reads them:
+    // wait until the entry holds all of them.
+    let deleted = wait_for(
+        "the download's entry",
+        std::time::Duration::from_secs(20),
+        || {
+            let e: Vec<CtEntry> = conntrack_entries(&t.host)
+                .into_iter()
+                .filter(hers)
+                .collect();
+            (e.len() == 1 && e[0].reply.bytes > 1_000_000).then_some(e)
+        },
+    );
+    run(t
+        .host
+        .cmd("conntrack")
+        .args(["-D", "-p", "tcp", "--orig-port-src", "41300"]));
+    p.go();
+    p.expect("done");
+    p.wait_ok();
+    let ended = capture.wait(1, hers);
+    assert_eq!(
+        outgoing_usage(&ended),
+        outgoing_usage(&deleted),
+        "no packet between"
+    );
+    // Its counters once they stopped moving (two looks in a row agree).
+    let mut last = None;
+    let picked = wait_for(
+        "the picked-up entry",
+        std::time::Duration::from_secs(20),
+        || {
+            let e: Vec<CtEntry> = conntrack_entries(&t.host)
+                .into_iter()
+                .filter(hers)
+                .collect();
+            let now = (e.len() == 1).then(|| outgoing_usage(&e));
+            let same = now.is_some() && last == now;
+            last = now;
+            same.then_some(e)
+        },
+    );
+    // The client's end: a picked-up entry starts with whichever packet came first.
+    let client = |e: &CtEntry| {
+        if e.orig.sport == 41300 {
+            (e.orig.bytes, e.reply.bytes)
+        } else {
+            (e.reply.bytes, e.orig.bytes)
+        }
+    };
+    let (tx, rx) = [&ended[0], &picked[0]]
+        .iter()
+        .map(|e| client(e))
+        .fold((0, 0), |(t, r), (a, b)| (t + a, r + b));
+    let truth = Usage {
+        rx_bytes: rx,
+        tx_bytes: tx,
+    };
+    eprintln!(
+        "conntrack: deleted {:?}, picked up {:?}",
+        ended[0], picked[0]
+    );
+    daemon.wait_for_a_whole_pass();
+    daemon.wait_for_a_whole_pass();
+    let said = daemon.stop();
+    eprintln!("{said}");
+    exactly(&charged(&t.host, &db), &[(alice.uid, truth)], "daemon");
 }
