@@ -584,6 +584,22 @@ fn python_in_own_userns(t: &Inet, user: &TestUser, script: &str) -> Proc {
     p
 }
 
+/// A key pair made in `dir` whose public half `user` authorizes for SSH logins; the
+/// private key's path.
+fn authorized_key(user: &TestUser, dir: &Path) -> std::path::PathBuf {
+    let key = dir.join("key");
+    run(std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key));
+    let ssh = user.home.as_ref().unwrap().join(".ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    std::fs::copy(key.with_extension("pub"), ssh.join("authorized_keys")).unwrap();
+    for p in [&ssh, &ssh.join("authorized_keys")] {
+        std::os::unix::fs::chown(p, Some(user.uid), Some(user.gid)).unwrap();
+    }
+    key
+}
+
 /// The login's wait in the `ProxyCommand`, seconds: well past the 2 s grace the test sets.
 const PROXY_WAIT: u64 = 15;
 
@@ -605,16 +621,7 @@ fn an_ssh_login_slower_than_the_grace_is_charged_to_its_user() {
         let sshd = Sshd::start(&t.host, "198.51.100.1");
         let alice = TestUser::login("nlsla");
         let client = tempfile::tempdir().unwrap();
-        let key = client.path().join("key");
-        run(std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&key));
-        let ssh = alice.home.as_ref().unwrap().join(".ssh");
-        std::fs::create_dir_all(&ssh).unwrap();
-        std::fs::copy(key.with_extension("pub"), ssh.join("authorized_keys")).unwrap();
-        for p in [&ssh, &ssh.join("authorized_keys")] {
-            std::os::unix::fs::chown(p, Some(alice.uid), Some(alice.gid)).unwrap();
-        }
+        let key = authorized_key(&alice, client.path());
         let proxy = client.path().join("proxy.py");
         std::fs::write(
             &proxy,
@@ -936,4 +943,145 @@ fn a_subordinate_uids_picked_up_entry_is_charged_to_the_ranges_owner_by_the_daem
     let said = daemon.stop();
     eprintln!("{said}");
     exactly(&charged(&t.host, &db), &[(alice.uid, truth)], "daemon");
+}
+
+/// Connections in the flood below: past the 4,096 flows the daemon looks after at once.
+const FLOOD: usize = 5_000;
+
+/// How long alice's `ProxyCommand` holds her login's bytes, seconds: the flood must come
+/// within.
+const HOLD: u64 = 8;
+
+/// More than 4,096 connections to sshd from outside (198.51.100.2) while alice's login
+/// (from 198.51.100.3) waits for her session's process: a `ProxyCommand` holds her bytes
+/// for 8 s, the flood comes meanwhile. The daemon's passes are a minute apart (none lands
+/// in her login), so only the namer's look after her flow can find her process. When the
+/// list was full the oldest flow was dropped, hers, and her session went to root.
+#[test]
+fn a_flood_of_connections_to_sshd_does_not_put_a_login_on_root() {
+    if !require_root("a_flood_of_connections_to_sshd_does_not_put_a_login_on_root") {
+        return;
+    }
+    let t = Inet::new("nlcf", 2);
+    t.inet.ip("addr add 198.51.100.3/24 dev ih");
+    let capture = DestroyCapture::start(&t.host);
+    let sshd = Sshd::start(&t.host, "198.51.100.1");
+    let alice = TestUser::login("nlcfa");
+    let client = tempfile::tempdir().unwrap();
+    let key = authorized_key(&alice, client.path());
+    let proxy = client.path().join("proxy.py");
+    std::fs::write(
+        &proxy,
+        format!(
+            "import os, select, socket, time\n\
+         s = socket.create_connection(('198.51.100.1', 22), source_address=('198.51.100.3', 0))\n\
+         time.sleep({HOLD})\n\
+         while True:\n\
+         \x20   r, _, _ = select.select([0, s], [], [])\n\
+         \x20   if 0 in r:\n\
+         \x20       b = os.read(0, 65536)\n\
+         \x20       if not b:\n\
+         \x20           s.shutdown(socket.SHUT_WR)\n\
+         \x20       else:\n\
+         \x20           s.sendall(b)\n\
+         \x20   if s in r:\n\
+         \x20       b = s.recv(65536)\n\
+         \x20       if not b:\n\
+         \x20           break\n\
+         \x20       os.write(1, b)\n"
+        ),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("d.db");
+    let env = [("NETLEDGER_DELEGATE_GRACE", "30s")];
+    let daemon = Daemon::start(&t.host, &db, &["--interval", "60s"], &env);
+    let started = std::time::Instant::now();
+    let mut session = Proc::spawn("alice's login", {
+        let mut c = t.inet.cmd("sh");
+        c.args([
+            "-c",
+            &format!(
+                "ssh -F /dev/null -i {key} -o StrictHostKeyChecking=no \
+                 -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR \
+                 -o ProxyCommand='{PYTHON} {proxy}' {user}@198.51.100.1 \
+                 'head -c 1000000 /dev/zero' | wc -c; echo done",
+                key = key.display(),
+                proxy = proxy.display(),
+                user = alice.name,
+            ),
+        ]);
+        c
+    });
+    let hers = |e: &CtEntry| {
+        e.proto == "tcp" && e.orig.dport == 22 && e.orig.src.to_string() == "198.51.100.3"
+    };
+    wait_for(
+        "alice's connection to sshd",
+        std::time::Duration::from_secs(20),
+        || conntrack_entries(&t.host).iter().any(hers).then_some(()),
+    );
+    let flood_began = started.elapsed();
+    let mut flood = Proc::spawn("the flood", {
+        let mut c = t.inet.cmd(PYTHON);
+        c.args([
+            "-c",
+            &format!(
+                "import resource, socket, sys\n\
+                 resource.setrlimit(resource.RLIMIT_NOFILE, ({n}, {n}))\n\
+                 held = []\n\
+                 for i in range({FLOOD}):\n\
+                 \x20   s = socket.socket()\n\
+                 \x20   s.setblocking(False)\n\
+                 \x20   s.bind(('198.51.100.2', 0))\n\
+                 \x20   s.connect_ex(('198.51.100.1', 22))\n\
+                 \x20   held.append(s)\n\
+                 print('flooded', flush=True)\n\
+                 sys.stdin.readline()\n",
+                n = FLOOD + 100
+            ),
+        ]);
+        c
+    });
+    flood.expect("flooded");
+    let flooded = started.elapsed();
+    let from_flood = |e: &CtEntry| e.orig.dport == 22 && e.orig.src.to_string() == "198.51.100.2";
+    let in_table = conntrack_entries(&t.host)
+        .iter()
+        .filter(|e| from_flood(e))
+        .count();
+    eprintln!(
+        "flood: {FLOOD} connections sent, {in_table} in the table, from {flood_began:?} to \
+         {flooded:?} after her login began"
+    );
+    assert!(
+        flooded < std::time::Duration::from_secs(HOLD - 1),
+        "the machine is too slow for this test: the flood ended after the login went on"
+    );
+    assert!(
+        in_table > 4096,
+        "only {in_table} flood entries: not past the claims' bound"
+    );
+    session.expect("1000000");
+    session.expect("done");
+    session.wait_ok();
+    let ended = capture.wait(1, hers);
+    // Incoming: the user received what the reply direction carried.
+    let truth = Usage {
+        rx_bytes: ended[0].orig.bytes,
+        tx_bytes: ended[0].reply.bytes,
+    };
+    flood.go();
+    let said = daemon.stop();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(50),
+        "a pass may have run during the login: the test shows nothing"
+    );
+    let log = sshd.log();
+    let got = charged(&t.host, &db);
+    let alice_got = got.get(&Some(alice.uid)).copied().unwrap_or_default();
+    assert_eq!(
+        alice_got, truth,
+        "alice's session against conntrack's counters\n{said}\n{log}"
+    );
 }
