@@ -1085,3 +1085,170 @@ fn a_flood_of_connections_to_sshd_does_not_put_a_login_on_root() {
         "alice's session against conntrack's counters\n{said}\n{log}"
     );
 }
+
+/// Usage `a` plus `b`.
+fn plus(a: Usage, b: Usage) -> Usage {
+    Usage {
+        rx_bytes: a.rx_bytes + b.rx_bytes,
+        tx_bytes: a.tx_bytes + b.tx_bytes,
+    }
+}
+
+/// The daemon's event socket overruns (a receive buffer of a few events, frank's burst of
+/// 400 connections) while bob's short connection takes up the tuple of alice's, whose
+/// socket is gone and whose entry lingers in TIME_WAIT; owner marks off, so only a NEW
+/// event or a live socket names an owner. The kernel destroys alice's entry at bob's SYN;
+/// its DESTROY and bob's NEW may be lost. What is charged: alice at most her entry's final
+/// counters and at least what the pass before saw (only a lost DESTROY's last bytes may be
+/// missing), never bob's; bob's entry, and frank's, to their users or unattributed, each
+/// byte once, exact against conntrack's counters.
+#[test]
+fn an_overrun_then_a_reused_tuple_charges_nothing_twice_and_nothing_to_another_user() {
+    if !require_root(
+        "an_overrun_then_a_reused_tuple_charges_nothing_twice_and_nothing_to_another_user",
+    ) {
+        return;
+    }
+    let t = Inet::new("nlor", 120);
+    let (tb, bb) = (traffic_bin(), burst_bin());
+    let mut closing = Proc::spawn("closing server", {
+        let mut c = t.inet.cmd(&tb.path);
+        c.args(["server-closes", "tcp", "0.0.0.0:9100"]);
+        c
+    });
+    closing.expect("listening");
+    let capture = DestroyCapture::start(&t.host);
+    let (alice, bob, frank) = (
+        TestUser::new("nlora"),
+        TestUser::new("nlorb"),
+        TestUser::new("nlorf"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("d.db");
+    let config = dir.path().join("netledger.toml");
+    std::fs::write(&config, "owner_mark = false\n").unwrap();
+    let env = [
+        ("NETLEDGER_CONFIG", config.to_str().unwrap()),
+        // A receive buffer the kernel rounds up to its minimum: a few events.
+        ("NETLEDGER_EVENT_BUFFER", "1"),
+    ];
+    let daemon = Daemon::start(&t.host, &db, &["--interval", "1s"], &env);
+    // The one tuple both use: 198.51.100.1:45600 -> 198.51.100.2:9100.
+    let client = |user: &TestUser, down: u32| {
+        python_as(
+            &t,
+            user,
+            &format!("{}'s connection", user.name),
+            &format!(
+                "import socket, sys\n\
+                 s = socket.socket()\n\
+                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                 s.bind(('198.51.100.1', 45600))\n\
+                 print('ready', flush=True)\n\
+                 sys.stdin.readline()\n\
+                 s.connect(('198.51.100.2', 9100))\n\
+                 s.sendall(b'100 {down}\\n' + b'q' * 100)\n\
+                 left = {down}\n\
+                 while left:\n\
+                 \x20   n = len(s.recv(65536))\n\
+                 \x20   assert n, 'short answer'\n\
+                 \x20   left -= n\n\
+                 print('read', flush=True)\n\
+                 sys.stdin.readline()\n\
+                 assert s.recv(1) == b''\n\
+                 s.close()\n\
+                 print('done', flush=True)\n"
+            ),
+        )
+    };
+    let tuple = |e: &CtEntry| e.proto == "tcp" && e.orig.sport == 45600 && e.orig.dport == 9100;
+    let mut a = client(&alice, 300_000);
+    a.go();
+    a.expect("read");
+    // What a pass saw of her connection, idle after its answer.
+    let mut last = None;
+    let seen = wait_for(
+        "her entry to settle",
+        std::time::Duration::from_secs(20),
+        || {
+            let now = outgoing_usage(conntrack_entries(&t.host).iter().filter(|e| tuple(e)));
+            let same = last == Some(now);
+            last = Some(now);
+            same.then_some(now)
+        },
+    );
+    daemon.wait_for_a_whole_pass();
+    a.go();
+    a.expect("done");
+    a.wait_ok();
+    // Her socket is gone (the server closed first), her entry in TIME_WAIT. The daemon
+    // stopped (SIGSTOP), frank's burst fills its receive buffer; then bob takes up her
+    // tuple: her entry's DESTROY and his entry's NEW are lost for certain.
+    let mut b = client(&bob, 200_000);
+    signal(daemon.pid(), libc::SIGSTOP);
+    let mut f = Proc::spawn("frank's burst", {
+        let mut c = frank.cmd(&t.host, &bb.path);
+        c.args([
+            "198.51.100.2:9000",
+            "400",
+            "100",
+            "1000",
+            "--bind-from",
+            "50000",
+        ])
+        .args(["--parallel", "4"]);
+        c
+    });
+    f.expect_containing("done ");
+    f.wait_ok();
+    b.go();
+    b.expect("read");
+    b.go();
+    b.expect("done");
+    b.wait_ok();
+    wait_tcp_closed(&t.host);
+    signal(daemon.pid(), libc::SIGCONT);
+    wait_for("an overrun", std::time::Duration::from_secs(30), || {
+        daemon.stderr().contains("overran").then_some(())
+    });
+    daemon.wait_for_a_whole_pass();
+    let said = daemon.stop();
+    // alice's entry ended at bob's SYN: its final counters are in its DESTROY.
+    let ended = capture.wait(1, tuple);
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    let a_final = outgoing_usage(&ended);
+    let entries = conntrack_entries(&t.host);
+    let b_truth = outgoing_usage(entries.iter().filter(|e| tuple(e)));
+    let frank_port = |e: &CtEntry| (50000..50400).contains(&e.orig.sport);
+    assert_eq!(entries.iter().filter(|e| frank_port(e)).count(), 400);
+    let f_truth = outgoing_usage(entries.iter().filter(|e| frank_port(e)));
+    let got = charged(&t.host, &db);
+    let get = |k: Option<u32>| got.get(&k).copied().unwrap_or_default();
+    eprintln!(
+        "{}\nalice: seen {seen:?}, final {a_final:?}; bob {b_truth:?}; frank {f_truth:?}",
+        said.lines()
+            .filter(|l| l.contains("overran") || l.contains("lost"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let a_got = get(Some(alice.uid));
+    assert!(
+        seen.rx_bytes <= a_got.rx_bytes
+            && a_got.rx_bytes <= a_final.rx_bytes
+            && seen.tx_bytes <= a_got.tx_bytes
+            && a_got.tx_bytes <= a_final.tx_bytes,
+        "alice charged {a_got:?}: between what a pass saw ({seen:?}) and her final {a_final:?}"
+    );
+    let others = plus(plus(get(Some(bob.uid)), get(Some(frank.uid))), get(None));
+    assert_eq!(
+        others,
+        plus(b_truth, f_truth),
+        "bob's and frank's entries, each byte once (charged or unattributed)"
+    );
+    let b_got = get(Some(bob.uid));
+    assert!(
+        b_got == b_truth || b_got == Usage::default(),
+        "bob charged {b_got:?}: his entry ({b_truth:?}) or nothing"
+    );
+    assert!(said.contains("overran"), "the daemon overran: {said}");
+}
