@@ -955,7 +955,8 @@ const HOLD: u64 = 8;
 /// More than 4,096 connections to sshd from outside (198.51.100.2) while alice's login
 /// (from 198.51.100.3) waits for her session's process: a `ProxyCommand` holds her bytes
 /// for 8 s, the flood comes meanwhile. The daemon's passes are a minute apart (none lands
-/// in her login), so only the namer's look after her flow can find her process. When the
+/// in her login), so only the namer's look after her flow can find her process (her
+/// session lives 5 s: a look over more than 4,096 flows takes a while on a loaded machine). When the
 /// list was full the oldest flow was dropped, hers, and her session went to root.
 #[test]
 fn a_flood_of_connections_to_sshd_does_not_put_a_login_on_root() {
@@ -1005,7 +1006,7 @@ fn a_flood_of_connections_to_sshd_does_not_put_a_login_on_root() {
                 "ssh -F /dev/null -i {key} -o StrictHostKeyChecking=no \
                  -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR \
                  -o ProxyCommand='{PYTHON} {proxy}' {user}@198.51.100.1 \
-                 'head -c 1000000 /dev/zero' | wc -c; echo done",
+                 'head -c 1000000 /dev/zero; sleep 5' | wc -c; echo done",
                 key = key.display(),
                 proxy = proxy.display(),
                 user = alice.name,
