@@ -166,8 +166,10 @@ impl Probe {
         // A connection whose socket closed before its NEW was read (a loaded machine) is
         // named by its owner mark, as the daemon names it.
         self.marks.refresh();
-        let idx =
-            SocketIndex::new(&[], &none, interfaces::host_addrs()).with_marks(self.marks.usable());
+        let subuids = crate::sources::netns::SubUids::host();
+        let idx = SocketIndex::new(&[], &none, interfaces::host_addrs())
+            .with_subuids(&subuids)
+            .with_marks(self.marks.usable());
         flows
             .iter()
             .map(|f| {

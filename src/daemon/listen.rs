@@ -33,6 +33,7 @@ use crate::sources::conntrack::{self, EventKind, EventSocket, Events};
 use crate::sources::interfaces;
 use crate::sources::netlink;
 use crate::sources::sockdiag::SockDiag;
+use crate::sources::sockets::PingSockets;
 
 use super::batch::Resolved;
 use super::claims::{Claims, CLAIM_CHECK};
@@ -126,6 +127,9 @@ struct Batch {
     use_marks: bool,
     /// Time spent looking owners up.
     lookup: Duration,
+    /// The ping sockets, read at the batch's first ICMP NEW (sock_diag lists none): every
+    /// socket of these events existed before they were read.
+    pings: Option<PingSockets>,
 }
 
 /// Everything the listener thread owns.
@@ -276,6 +280,7 @@ impl Listener {
             continued: Vec::new(),
             use_marks: self.marks.usable_now(),
             lookup: Duration::ZERO,
+            pings: None,
         };
         let subuids = crate::sources::netns::SubUids::host();
         for e in events {
@@ -285,7 +290,7 @@ impl Listener {
                     if destroyed_while_alive(&e) {
                         // The socket still lives: its owner is the connection's, for the
                         // entry the kernel makes at its next packet.
-                        let found = self.owner_socket(&e.flow, host);
+                        let found = self.owner_socket(&e.flow, host, &mut b.pings);
                         if let Some(a) = self.owner_through(&e.flow, found.as_ref(), host) {
                             self.continued.remember(&e.flow.orig, &a, b.at_ms / 1000);
                         }
@@ -328,7 +333,7 @@ impl Listener {
     ) {
         let t0 = Instant::now();
         self.stats.news.fetch_add(1, Ordering::Relaxed);
-        let found = self.owner_socket(&e.flow, host);
+        let found = self.owner_socket(&e.flow, host, &mut b.pings);
         let none = HashMap::new();
         let idx = SocketIndex::new(found.as_slice(), &none, host.iter().copied())
             .with_delegation(&self.delegating, None)
@@ -415,12 +420,24 @@ impl Listener {
         socket: Option<&Socket>,
         host: &HashSet<IpAddr>,
     ) -> Option<Attribution> {
-        attribute_through(flow, socket?, host, &self.delegating, &self.nets)
+        let subuids = crate::sources::netns::SubUids::host();
+        attribute_through(flow, socket?, host, &self.delegating, &subuids, &self.nets)
             .filter(|a| a.via != Via::Pending)
     }
 
-    /// The socket that owns `flow`, if a live one does ([`SockDiag::owner_socket`]).
-    fn owner_socket(&mut self, flow: &Flow, host: &HashSet<IpAddr>) -> Option<Socket> {
+    /// The socket that owns `flow`, if a live one does ([`SockDiag::owner_socket`]; a ping
+    /// socket from `pings`, read from `/proc/net/icmp{,6}` when first needed).
+    fn owner_socket(
+        &mut self,
+        flow: &Flow,
+        host: &HashSet<IpAddr>,
+        pings: &mut Option<PingSockets>,
+    ) -> Option<Socket> {
+        if L4::from_ipproto(flow.orig.proto).is_some_and(L4::is_ping) {
+            let pings = pings.get_or_insert_with(|| PingSockets::read(&self.proc_root));
+            let here = |ip: IpAddr| ip.is_loopback() || host.contains(&ip);
+            return pings.owner_of(flow, here).cloned();
+        }
         let mut asked = 0;
         let errors = &self.stats.lookup_errors;
         let found = self.diag.owner_socket(flow, host, &mut asked, &mut |e| {
