@@ -274,6 +274,24 @@ pub struct PassPlan {
     pub totals: Totals,
 }
 
+impl PassPlan {
+    /// Names of the uids charged in this plan, from `name_of` (None when the account no
+    /// longer resolves).
+    pub fn user_names(
+        &self,
+        name_of: &dyn Fn(u32) -> Option<String>,
+    ) -> Vec<(u32, Option<String>)> {
+        // The services traffic came through are named too (reports show `via`).
+        let uids: std::collections::BTreeSet<u32> = self
+            .usage
+            .keys()
+            .flat_map(|k| [k.uid, k.via])
+            .flatten()
+            .collect();
+        uids.into_iter().map(|uid| (uid, name_of(uid))).collect()
+    }
+}
+
 /// How pending flows are held back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Hold {

@@ -19,6 +19,7 @@ pub mod quota;
 pub mod report;
 pub mod settings;
 pub mod sources;
+pub mod stages;
 pub mod store;
 pub mod timespec;
 pub mod units;

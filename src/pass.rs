@@ -9,20 +9,20 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tracing::{debug, info, warn};
 
-use crate::account::{account_saved, FlowState, Hold, PassPlan, Totals};
+use crate::account::{account_saved, FlowState, Hold, Totals};
 use crate::attribute::{
     attribute, attribute_looked, mark_check_looked, Attributed, Attribution, Continued, Delegating,
-    Direction, LocalNets, Lookup, MarkCheck, Reason, SocketIndex, SocketMaps, Verdict, Via,
+    Direction, LocalNets, Lookup, Reason, SocketIndex, SocketMaps, Verdict, Via,
 };
 use crate::containers::{self, Containers};
 use crate::model::{FastMap, FastSet, Flow, FlowKey, Socket, SocketState, L4};
-use crate::owner_mark;
+use crate::owner_mark::{self, trust::MarkTrust};
 use crate::prereq::{self, PrereqError};
 use crate::sources::netns::SubUids;
 use crate::sources::processes::{
@@ -31,6 +31,7 @@ use crate::sources::processes::{
 use crate::sources::sockdiag::SockDiag;
 use crate::sources::sockets::{read_sockets, SocketTable};
 use crate::sources::{conntrack, interfaces};
+use crate::stages::Stages;
 use crate::store::{PassRecord, Store};
 use crate::units::human_bytes;
 
@@ -125,52 +126,6 @@ impl PassOutcome {
             self.named,
             self.charged,
         )
-    }
-}
-
-/// Wall time per stage of a pass, logged at `info` (`-v`) to show where a pass goes.
-/// A stage run on the main thread while another thread read the kernel is shown as
-/// `name=…ms(beside)`: its time is not on the pass's critical path.
-#[derive(Debug, Default)]
-pub struct Stages {
-    last: Option<Instant>,
-    laps: Vec<(&'static str, Duration, bool)>,
-}
-
-impl Stages {
-    /// Start timing the first stage.
-    pub fn start() -> Stages {
-        Stages {
-            last: Some(Instant::now()),
-            laps: Vec::new(),
-        }
-    }
-
-    /// Close the stage that just ended.
-    pub fn lap(&mut self, name: &'static str) {
-        let now = Instant::now();
-        if let Some(last) = self.last.replace(now) {
-            self.laps.push((name, now - last, false));
-        }
-    }
-
-    /// Take the laps of `other` (run on another thread meanwhile) and stage `name`, which
-    /// took `took` beside them; the next stage starts where `other` ended.
-    pub fn beside(&mut self, other: Stages, name: &'static str, took: Duration) {
-        self.laps.extend(other.laps);
-        self.laps.push((name, took, true));
-        self.last = other.last.or(self.last);
-    }
-}
-
-impl std::fmt::Display for Stages {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, (name, d, beside)) in self.laps.iter().enumerate() {
-            let sep = if i == 0 { "" } else { " " };
-            let beside = if *beside { "(beside)" } else { "" };
-            write!(f, "{sep}{name}={:.1}ms{beside}", d.as_secs_f64() * 1000.0)?;
-        }
-        Ok(())
     }
 }
 
@@ -307,7 +262,7 @@ pub fn run_pass_with(
             "held back: on a service's socket no user's process holds yet"
         );
     }
-    let users = user_names(&plan, &crate::sources::users::name_of);
+    let users = plan.user_names(&crate::sources::users::name_of);
     stages.lap("account");
     let record = PassRecord {
         started_at,
@@ -539,7 +494,7 @@ fn observe_read<S: BuildHasher>(
     // Every mark is held against its flow's live socket before any is believed.
     for (f, looked) in dump.flows.iter().zip(&looks) {
         if let Some(c) = mark_check_looked(f, &idx, looked) {
-            marks.check(c, f.mark, || describe(f));
+            marks.check(c, f);
         }
     }
     let use_marks = marked
@@ -764,16 +719,6 @@ fn in_containers(
     n
 }
 
-/// A flow in a warning: `tcp 198.51.100.1:40000 -> 198.51.100.2:443`.
-pub fn describe(f: &Flow) -> String {
-    let proto = L4::from_ipproto(f.orig.proto).map_or("ip", |l| match l {
-        L4::Tcp => "tcp",
-        L4::Udp => "udp",
-        L4::UdpLite => "udplite",
-    });
-    format!("{proto} {} -> {}", f.orig.src_sa(), f.orig.dst_sa())
-}
-
 /// Entries the kernel picked up in the middle of a connection whose earlier entry was
 /// deleted (see [`Continued`]) continue that entry's owner: the earlier entry is still in
 /// the saved state, missing from this dump. Added to `extra`, the owners known besides
@@ -913,200 +858,4 @@ fn live_inodes(sockets: &[Socket]) -> HashSet<u64> {
         .filter(|s| s.has_owner())
         .map(|s| s.inode)
         .collect()
-}
-
-/// Names of the uids charged in this pass, from `name_of` (None when the account no longer
-/// resolves).
-pub fn user_names(
-    plan: &PassPlan,
-    name_of: &dyn Fn(u32) -> Option<String>,
-) -> Vec<(u32, Option<String>)> {
-    // The services traffic came through are named too (reports show `via`).
-    let uids: std::collections::BTreeSet<u32> = plan
-        .usage
-        .keys()
-        .flat_map(|k| [k.uid, k.via])
-        .flatten()
-        .collect();
-    uids.into_iter().map(|uid| (uid, name_of(uid))).collect()
-}
-
-/// Whether flows' owner marks may charge flows no socket names ([`owner_mark`]): the
-/// switch is on, netledger's rule is installed and the only writer of the mark in the
-/// ruleset, and no mark has disagreed with its flow's live socket. A disagreement is said
-/// once and kept (in memory, and in a file under [`prereq::STATE_DIR`] for the next timer
-/// run) until `netledger setup` runs again: the marks are not used meanwhile, whatever
-/// the ruleset says, because a writer outside nftables (tc, eBPF, `conntrack -U`) would
-/// not show there.
-#[derive(Debug)]
-pub struct MarkTrust {
-    enabled: bool,
-    /// Where the reason last said is kept (one file per network namespace).
-    file: Option<PathBuf>,
-    state: Mutex<TrustState>,
-}
-
-#[derive(Debug, Default)]
-struct TrustState {
-    /// The ruleset's verdict when last looked at (None: not looked yet).
-    ruleset: Option<Result<(), String>>,
-    /// Whether the ruleset is to be looked at again before marks are next used.
-    stale: bool,
-    /// The first disagreement seen, for good.
-    disagreed: Option<String>,
-    /// The reasons said so far, here or by an earlier run (so each is said once).
-    said: Vec<String>,
-    /// Marks checked against live sockets, and those that agreed.
-    checked: u64,
-    agreed: u64,
-}
-
-/// The first words of a kept disagreement in the state file.
-const DISAGREES: &str = "a conntrack mark disagrees";
-
-impl MarkTrust {
-    /// The trust of a process in the network namespace of `proc_root`, off when not
-    /// `enabled` (`owner_mark = false`). Reads a disagreement an earlier run kept.
-    pub fn new(enabled: bool, proc_root: &Path) -> Arc<MarkTrust> {
-        let file = prereq::state_path(proc_root).map(|p| p.with_extension("owner-mark"));
-        let said: Vec<String> = file
-            .as_ref()
-            .and_then(|f| std::fs::read_to_string(f).ok())
-            .map(|s| s.lines().map(str::to_owned).collect())
-            .unwrap_or_default();
-        let disagreed = said.iter().find(|s| s.starts_with(DISAGREES)).cloned();
-        Arc::new(MarkTrust {
-            enabled,
-            file,
-            state: Mutex::new(TrustState {
-                disagreed,
-                said,
-                ..TrustState::default()
-            }),
-        })
-    }
-
-    /// Marks never used (for read-only views and tests).
-    pub fn off() -> Arc<MarkTrust> {
-        Arc::new(MarkTrust {
-            enabled: false,
-            file: None,
-            state: Mutex::new(TrustState::default()),
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, TrustState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Have the ruleset looked at again (`nft -j list ruleset`) the next time marks are
-    /// about to be used ([`MarkTrust::usable`]): each pass. Lazily, so a pass that fails
-    /// before (no CAP_NET_ADMIN) or needs no mark runs no `nft`.
-    pub fn refresh(&self) {
-        self.lock().stale = true;
-    }
-
-    /// Whether the switch is on (`owner_mark`).
-    pub fn enabled(&self) -> bool {
-        self.enabled
-    }
-
-    /// Whether marks charge flows now, looking at the ruleset first when a refresh asked.
-    pub fn usable(&self) -> bool {
-        self.usable_with(owner_mark::ruleset_state)
-    }
-
-    /// Whether [`MarkTrust::usable`] would look at the ruleset now (so that a pass may
-    /// have `nft` read it beforehand, meanwhile).
-    pub fn wants_ruleset(&self) -> bool {
-        let st = self.lock();
-        self.enabled && (st.stale || st.ruleset.is_none())
-    }
-
-    /// [`MarkTrust::usable`], with the ruleset's verdict from `ruleset` (called only when
-    /// the ruleset is to be looked at).
-    pub fn usable_with(&self, ruleset: impl FnOnce() -> Result<(), String>) -> bool {
-        if !self.enabled {
-            return false;
-        }
-        let stale = {
-            let st = self.lock();
-            st.stale || st.ruleset.is_none()
-        };
-        if stale {
-            let verdict = ruleset();
-            let mut st = self.lock();
-            if let Err(reason) = &verdict {
-                let reason = reason.clone();
-                self.say(&mut st, reason);
-            }
-            st.ruleset = Some(verdict);
-            st.stale = false;
-        }
-        self.usable_now()
-    }
-
-    /// [`MarkTrust::usable`] as last looked at, never running `nft` (the daemon's
-    /// listener and flushes, which must not wait for it).
-    pub fn usable_now(&self) -> bool {
-        let st = self.lock();
-        self.enabled && st.disagreed.is_none() && matches!(st.ruleset, Some(Ok(())))
-    }
-
-    /// Take what a mark said against its flow's live socket; `flow` describes the flow.
-    pub fn check(&self, check: MarkCheck, mark: u32, flow: impl FnOnce() -> String) {
-        if !self.enabled {
-            return;
-        }
-        let mut st = self.lock();
-        st.checked += 1;
-        match check {
-            MarkCheck::Agrees => st.agreed += 1,
-            MarkCheck::Disagrees { .. } if st.disagreed.is_some() => {}
-            MarkCheck::Disagrees { socket_uid } => {
-                let named = match owner_mark::uid_of(mark) {
-                    Some(uid) => format!("mark {mark:#x}, uid {uid}"),
-                    None => format!("mark {mark:#x}"),
-                };
-                let against = match socket_uid {
-                    Some(uid) => format!("its socket's uid is {uid}"),
-                    None => "netledger never writes it".into(),
-                };
-                let reason = format!(
-                    "{DISAGREES} ({named} on {}, {against}): another tool writes the mark, so \
-                     netledger stops charging flows by it (find the writer, or set owner_mark = \
-                     false; `netledger setup` re-arms)",
-                    flow()
-                );
-                st.disagreed = Some(reason.clone());
-                self.say(&mut st, reason);
-            }
-        }
-    }
-
-    /// (marks checked against live sockets, of which agreed) so far.
-    pub fn checked(&self) -> (u64, u64) {
-        let st = self.lock();
-        (st.checked, st.agreed)
-    }
-
-    /// Warn about `reason` unless it was said before (here or by an earlier run).
-    fn say(&self, st: &mut TrustState, reason: String) {
-        if st.said.contains(&reason) {
-            return;
-        }
-        warn!("owner marks not used: {reason}");
-        st.said.push(reason);
-        if let Some(f) = &self.file {
-            let _ = std::fs::create_dir_all(prereq::STATE_DIR);
-            let _ = std::fs::write(f, st.said.join("\n") + "\n");
-        }
-    }
-
-    /// Forget a kept disagreement (`netledger setup`).
-    pub fn rearm(proc_root: &Path) {
-        if let Some(f) = prereq::state_path(proc_root).map(|p| p.with_extension("owner-mark")) {
-            let _ = std::fs::remove_file(f);
-        }
-    }
 }

@@ -19,7 +19,6 @@ use std::net::IpAddr;
 use crate::account::{account, FlowState, Hold};
 use crate::attribute::{attribute, Attributed, Attribution, LocalNets, SocketIndex, Verdict, Via};
 use crate::model::{Flow, FlowKey};
-use crate::pass::user_names;
 use crate::sources::conntrack::Timeouts;
 use crate::sources::processes::Owner;
 use crate::store::connections::{EventWrite, LoggedConnection, NotLogged};
@@ -318,7 +317,7 @@ pub fn plan_batch(
             })
         })
         .collect();
-    let users = user_names(&plan, cfg.user_name);
+    let users = plan.user_names(cfg.user_name);
     EventWrite {
         record: PassRecord {
             started_at: cfg.now,
