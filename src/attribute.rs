@@ -454,13 +454,24 @@ impl SocketMaps {
     /// Index `sockets`; `host_addrs` are the interface addresses of this host, used to
     /// tell the direction of socketless flows.
     pub fn new(sockets: &[Socket], host_addrs: impl IntoIterator<Item = IpAddr>) -> SocketMaps {
-        let mut exact = FastMap::with_capacity_and_hasher(sockets.len(), Default::default());
-        let mut bound: FastMap<(L4, SocketAddr), Bound> = FastMap::default();
         // The interfaces' addresses only: a socket's local address is no proof that the
         // address is the host's (any user may bind one it does not have with IP_FREEBIND,
         // and every flow to that address would then read as the host's own, excluded).
-        let host: FastSet<IpAddr> = host_addrs.into_iter().collect();
-        for (i, s) in sockets.iter().enumerate() {
+        let mut maps = SocketMaps {
+            exact: FastMap::with_capacity_and_hasher(sockets.len(), Default::default()),
+            bound: FastMap::default(),
+            host_addrs: host_addrs.into_iter().collect(),
+        };
+        maps.add(sockets, 0);
+        maps
+    }
+
+    /// Index `sockets[from..]` too: sockets appended (a second read of the socket tables)
+    /// to the ones indexed, which keep their places. A later socket of the same 4-tuple
+    /// takes its place, as in one build over all of them.
+    pub fn add(&mut self, sockets: &[Socket], from: usize) {
+        let SocketMaps { exact, bound, .. } = self;
+        for (i, s) in sockets.iter().enumerate().skip(from) {
             if !s.has_owner() {
                 continue;
             }
@@ -481,11 +492,6 @@ impl SocketMaps {
             } else {
                 exact.insert((s.proto, s.local, s.remote), i);
             }
-        }
-        SocketMaps {
-            exact,
-            bound,
-            host_addrs: host,
         }
     }
 }
@@ -518,6 +524,16 @@ impl<'a> SocketIndex<'a> {
             marks: false,
             subuids: None,
             recheck: None,
+        }
+    }
+
+    /// Its maps back, to [`SocketMaps::add`] sockets appended to the ones indexed and
+    /// index them all again with [`SocketIndex::with_maps`] (no map built anew).
+    pub fn into_maps(self) -> SocketMaps {
+        SocketMaps {
+            exact: self.exact,
+            bound: self.bound,
+            host_addrs: self.host_addrs,
         }
     }
 
@@ -658,14 +674,20 @@ impl<'a> SocketIndex<'a> {
 
     /// The live socket `flow` matches through its tuples (exact 4-tuple, else an unconnected
     /// socket's local or wildcard address), ignoring any kept attribution.
-    fn find(&self, flow: &Flow, l4: L4) -> Result<Option<(usize, Direction)>, Reason> {
+    fn find(&self, flow: &Flow, l4: L4) -> Lookup {
         let (orig, reply) = (&flow.orig, &flow.reply);
         let exact = |local: SocketAddr, remote: SocketAddr| self.exact.get(&(l4, local, remote));
-        if let Some(&i) = exact(orig.src_sa(), orig.dst_sa()) {
-            return Ok(Some((i, Direction::Out)));
+        if let Some(&at) = exact(orig.src_sa(), orig.dst_sa()) {
+            return Lookup::Socket {
+                at,
+                direction: Direction::Out,
+            };
         }
-        if let Some(&i) = exact(reply.src_sa(), reply.dst_sa()) {
-            return Ok(Some((i, Direction::In)));
+        if let Some(&at) = exact(reply.src_sa(), reply.dst_sa()) {
+            return Lookup::Socket {
+                at,
+                direction: Direction::In,
+            };
         }
         // An unconnected socket only where the flow's local end is one of this host's
         // addresses: the remote end of a flow (a download from R:8888) must not match a
@@ -679,15 +701,17 @@ impl<'a> SocketIndex<'a> {
                 continue;
             }
             match self.bound(l4, local) {
-                Some(Bound::One(i)) => return Ok(Some((i, dir))),
+                Some(Bound::One(at)) => {
+                    return Lookup::Socket { at, direction: dir };
+                }
                 Some(Bound::Ambiguous) => ambiguous = true,
                 None => {}
             }
         }
         if ambiguous {
-            Err(Reason::Ambiguous)
+            Lookup::Ambiguous
         } else {
-            Ok(None)
+            Lookup::Unmatched
         }
     }
 
@@ -695,24 +719,36 @@ impl<'a> SocketIndex<'a> {
     /// [`attribute_looked`] and [`mark_check_looked`] on this index or another over the
     /// same sockets.
     pub fn lookup(&self, flow: &Flow) -> Lookup {
-        Lookup(L4::from_ipproto(flow.orig.proto).map(|l4| self.find(flow, l4)))
+        match L4::from_ipproto(flow.orig.proto) {
+            Some(l4) => self.find(flow, l4),
+            None => Lookup::NoSockets,
+        }
+    }
+
+    /// The socket `looked` names, of this index's sockets.
+    pub fn socket_of(&self, looked: Lookup) -> Option<&Socket> {
+        match looked {
+            Lookup::Socket { at, .. } => Some(&self.sockets[at]),
+            _ => None,
+        }
     }
 
     /// The inode of the socket `attribute` would name `flow`'s owner through when it has
     /// no kept attribution: the one whose process (program) is worth looking up.
     pub fn socket_inode(&self, flow: &Flow) -> Option<u64> {
-        let l4 = L4::from_ipproto(flow.orig.proto)?;
-        let (i, _) = self.find(flow, l4).ok()??;
-        Some(self.sockets[i].inode)
+        self.socket_of(self.lookup(flow)).map(|s| s.inode)
     }
 
     /// The live socket `flow` matches, when its uid is a delegating one: the socket whose
     /// holders decide who a flow without a settled attribution is charged to.
     pub fn delegated_socket(&self, flow: &Flow) -> Option<&Socket> {
-        let l4 = L4::from_ipproto(flow.orig.proto)?;
-        let (i, _) = self.find(flow, l4).ok()??;
-        let s = &self.sockets[i];
-        self.delegating.contains(s.uid).then_some(s)
+        self.delegated_of(self.lookup(flow))
+    }
+
+    /// [`SocketIndex::delegated_socket`] of a flow whose socket was `looked` up already.
+    pub fn delegated_of(&self, looked: Lookup) -> Option<&Socket> {
+        self.socket_of(looked)
+            .filter(|s| self.delegating.contains(s.uid))
     }
 
     /// Whether socket `i` is connected (matched by its exact 4-tuple).
@@ -814,7 +850,13 @@ pub fn mark_check_looked(flow: &Flow, idx: &SocketIndex, looked: &Lookup) -> Opt
         return Some(MarkCheck::Disagrees { socket_uid: None });
     }
     let l4 = L4::from_ipproto(flow.orig.proto)?;
-    let (i, dir) = looked.0?.ok()??;
+    let Lookup::Socket {
+        at: i,
+        direction: dir,
+    } = *looked
+    else {
+        return None;
+    };
     if !idx.exact_index(i) {
         return None;
     }
@@ -870,10 +912,24 @@ pub fn attribute(
     attribute_looked(flow, idx, &idx.lookup(flow), prior, nets)
 }
 
-/// What [`SocketIndex::find`] said of a flow ([`SocketIndex::lookup`]): None for a
-/// protocol without sockets.
-#[derive(Debug, Clone, Copy)]
-pub struct Lookup(Option<Result<Option<(usize, Direction)>, Reason>>);
+/// The live socket a flow matches ([`SocketIndex::lookup`]), whatever it had before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// A protocol without socket tables (ICMP, GRE, …): no socket is joined.
+    NoSockets,
+    /// No live socket matches either tuple.
+    Unmatched,
+    /// Live unconnected sockets of different owners share the flow's local address
+    /// (SO_REUSEPORT): [`Reason::Ambiguous`].
+    Ambiguous,
+    /// The socket at `at` of the index's sockets; `direction` tells which tuple matched.
+    Socket {
+        /// Its place among the sockets the index was built over.
+        at: usize,
+        /// Which end started the flow.
+        direction: Direction,
+    },
+}
 
 /// [`attribute`] with the flow's socket looked up already ([`SocketIndex::lookup`], on
 /// an index over the same sockets).
@@ -888,31 +944,27 @@ pub fn attribute_looked(
     let l4 = L4::from_ipproto(orig.proto);
 
     let mut reason = None;
-    let mut found: Option<Attribution> = None;
-    if let (Some(_), Some(looked)) = (l4, looked.0) {
-        // An exact live socket beats the kept attribution, which beats the owner mark
-        // (the socket that sent the flow's first packet), which beats an unconnected
-        // socket that merely shares the local address.
-        let marked = || idx.marks.then(|| by_mark(flow, idx)).flatten();
-        match looked {
-            Ok(Some((i, dir))) if idx.exact_index(i) => {
-                found = Some(idx.attribution(i, dir, prior));
-            }
-            _ if prior.is_some() => found = prior.cloned(),
-            Ok(Some((i, dir))) => {
-                found = marked().or_else(|| Some(idx.attribution(i, dir, prior)));
-            }
-            Ok(None) => found = marked(),
-            Err(r) => {
-                found = marked();
-                reason = Some(r);
-            }
-        }
-    } else if l4.is_none() && idx.marks {
+    // An exact live socket beats the kept attribution, which beats the owner mark (the
+    // socket that sent the flow's first packet), which beats an unconnected socket that
+    // merely shares the local address.
+    let marked = || idx.marks.then(|| by_mark(flow, idx)).flatten();
+    let found: Option<Attribution> = match *looked {
         // ICMP (ping sockets), UDP-Lite, GRE, …: no socket table is joined, but the mark
         // names the socket that sent the first packet.
-        found = by_mark(flow, idx);
-    }
+        Lookup::NoSockets => marked(),
+        Lookup::Socket { at, direction } if idx.exact_index(at) => {
+            Some(idx.attribution(at, direction, prior))
+        }
+        _ if prior.is_some() => prior.cloned(),
+        Lookup::Socket { at, direction } => {
+            marked().or_else(|| Some(idx.attribution(at, direction, prior)))
+        }
+        Lookup::Unmatched => marked(),
+        Lookup::Ambiguous => {
+            reason = Some(Reason::Ambiguous);
+            marked()
+        }
+    };
 
     let direction = match &found {
         Some(a) => Some(a.direction),
@@ -954,7 +1006,7 @@ pub fn attribute_looked(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Counters, Tuple, TCP_TIME_WAIT};
+    use crate::testkit::{flow, sock, TCP, UDP};
     use rstest::rstest;
 
     const ALICE: u32 = 1001;
@@ -1009,53 +1061,6 @@ mod tests {
         }
     }
 
-    fn sa(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    fn sock(proto: L4, local: &str, remote: &str, uid: u32, inode: u64) -> Socket {
-        Socket {
-            proto,
-            local: sa(local),
-            remote: sa(remote),
-            state: if inode == 0 { TCP_TIME_WAIT } else { 1 },
-            uid,
-            inode,
-        }
-    }
-
-    fn tuple(proto: u8, src: &str, dst: &str) -> Tuple {
-        let (s, d) = (sa(src), sa(dst));
-        Tuple {
-            src: s.ip(),
-            dst: d.ip(),
-            proto,
-            sport: s.port(),
-            dport: d.port(),
-        }
-    }
-
-    /// A flow with the given tuples (the reply is the mirror of `orig` unless given).
-    fn flow(proto: u8, orig: (&str, &str), reply: Option<(&str, &str)>) -> Flow {
-        let o = tuple(proto, orig.0, orig.1);
-        let r = match reply {
-            Some((s, d)) => tuple(proto, s, d),
-            None => tuple(proto, orig.1, orig.0),
-        };
-        Flow {
-            orig: o,
-            reply: r,
-            id: 1,
-            zone: 0,
-            mark: 0,
-            status: 0,
-            orig_counters: Some(Counters::default()),
-            reply_counters: Some(Counters::default()),
-            start_ns: None,
-            stop_ns: None,
-        }
-    }
-
     fn owners() -> HashMap<u64, Owner> {
         [(
             100,
@@ -1088,9 +1093,6 @@ mod tests {
         let idx = SocketIndex::new(sockets, &o, [HOST4.parse().unwrap()]);
         attribute(f, &idx, prior, nets)
     }
-
-    const TCP: u8 = 6;
-    const UDP: u8 = 17;
 
     fn marked(mut f: Flow, mark: u32) -> Flow {
         f.mark = mark;

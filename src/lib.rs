@@ -21,5 +21,7 @@ pub mod settings;
 pub mod sources;
 pub mod stages;
 pub mod store;
+#[cfg(test)]
+pub mod testkit;
 pub mod timespec;
 pub mod units;
