@@ -20,15 +20,10 @@ use std::path::{Path, PathBuf};
 /// its parent may not import it, and it imports as its layer allows.
 const LAYERS: &[&[&str]] = &[
     // Leaves: plain types, units, time parsing, the owner mark's rule and encoding, the
-    // timing of a pass's stages, the unit tests' builders.
-    &[
-        "model",
-        "units",
-        "timespec",
-        "owner_mark",
-        "stages",
-        "testkit",
-    ],
+    // timing of a pass's stages.
+    &["model", "units", "timespec", "owner_mark", "stages"],
+    // The unit tests' builders of plain types.
+    &["testkit"],
     // The kernel prerequisites (the owner mark's rule among them).
     &["prereq"],
     // Read the kernel.
