@@ -1785,6 +1785,37 @@ mod tests {
         assert_eq!(got.verdict, user(ALICE, Direction::Out));
     }
 
+    /// Sockets added to an index's maps (a pass's second socket read) are indexed as one
+    /// build over all of them would: a same-port socket of another owner makes the bound
+    /// address ambiguous, a new exact socket is found, the first ones keep their places.
+    #[test]
+    fn maps_extended_with_more_sockets_equal_one_build_over_all() {
+        let sockets = vec![
+            sock(L4::Udp, "0.0.0.0:5000", "0.0.0.0:0", ALICE, 100),
+            sock(L4::Tcp, "198.51.100.1:40000", "198.51.100.2:80", ALICE, 101),
+            sock(L4::Udp, "0.0.0.0:5000", "0.0.0.0:0", BOB, 200),
+            sock(L4::Tcp, "198.51.100.1:40001", "198.51.100.2:80", BOB, 201),
+        ];
+        let none = HashMap::new();
+        let host = || [HOST4.parse::<IpAddr>().unwrap()];
+        let mut maps = SocketMaps::new(&sockets[..2], host());
+        maps.add(&sockets, 2);
+        let extended = SocketIndex::with_maps(&sockets, &none, maps);
+        let whole = SocketIndex::new(&sockets, &none, host());
+        for f in [
+            flow(UDP, ("198.51.100.2:9999", "198.51.100.1:5000"), None),
+            flow(TCP, ("198.51.100.1:40000", "198.51.100.2:80"), None),
+            flow(TCP, ("198.51.100.1:40001", "198.51.100.2:80"), None),
+            flow(TCP, ("198.51.100.1:40002", "198.51.100.2:80"), None),
+        ] {
+            assert_eq!(extended.lookup(&f), whole.lookup(&f));
+        }
+        let udp = flow(UDP, ("198.51.100.2:9999", "198.51.100.1:5000"), None);
+        assert_eq!(extended.lookup(&udp), Lookup::Ambiguous);
+        let bobs = flow(TCP, ("198.51.100.1:40001", "198.51.100.2:80"), None);
+        assert_eq!(extended.socket_inode(&bobs), Some(201));
+    }
+
     #[test]
     fn custom_local_nets_replace_defaults() {
         let nets = LocalNets::new(["198.51.100.0/24".parse().unwrap()]);
