@@ -39,7 +39,7 @@ pub fn place(
         return 0;
     }
     let got = {
-        let batch: Vec<(&Flow, usize)> = placed.iter().map(|(r, s)| (&r.flow, *s)).collect();
+        let batch: Vec<(&Flow, usize)> = placed.iter().map(|(r, s)| (r.flow, *s)).collect();
         attribute_in(proc_root, &found, &batch, nets)
     };
     let mut n = 0;

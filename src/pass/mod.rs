@@ -161,7 +161,7 @@ pub fn run_pass_with(
     let mut stages = Stages::start();
     let started_at = chrono::Utc::now().timestamp();
     cfg.marks.refresh();
-    let (prev, read) = read_beside(store, cfg, &mut stages)?;
+    let (prev, read, dump) = read_beside(store, cfg, &mut stages)?;
     let rules = Rules {
         proc_root: &cfg.proc_root,
         nets: &cfg.nets,
@@ -170,7 +170,7 @@ pub fn run_pass_with(
         known,
         subuids: SubUids::host(),
     };
-    let walked = walk(read, &prev, &rules, &mut stages)?;
+    let walked = walk(read, &dump, &prev, &rules, &mut stages)?;
     let ledger = Ledger {
         now: started_at,
         prune_after: cfg.prune_after,
@@ -186,7 +186,7 @@ pub fn run_pass_with(
         mode,
         sockets: walked.sockets.sockets.len() as u64,
         bad_lines: walked.sockets.bad_lines.len() as u64,
-        skipped_messages: walked.dump.skipped_messages as u64,
+        skipped_messages: dump.skipped_messages as u64,
     };
     let id = store
         .write_pass(&record, &plan, &users)
@@ -220,22 +220,21 @@ fn log_plan(plan: &PassPlan) {
     }
 }
 
-/// What the kernel showed: the socket tables (read before the conntrack dump, so a socket
-/// closed in between still shows), the first index's maps over them, the dump, and `nft`
-/// reading the ruleset meanwhile when a flow with netledger's mark showed up.
+/// What the kernel showed besides the conntrack dump: the socket tables (read before the
+/// dump, so a socket closed in between still shows), the pass's index's maps over them,
+/// and `nft` reading the ruleset meanwhile when a flow with netledger's mark showed up.
 struct Read {
     sockets: SocketTable,
     /// This host's interface addresses.
     host: HashSet<IpAddr>,
     maps: SocketMaps,
-    dump: conntrack::Dump,
     ruleset: Option<Ruleset>,
 }
 
 /// `nft` reading the ruleset beside a pass: its verdict on the owner marks.
 type Ruleset = JoinHandle<Result<(), String>>;
 
-/// The saved state, and what the kernel shows. Another thread reads the kernel (sockets,
+/// The saved state, what the kernel shows, and the conntrack dump. Another thread reads the kernel (sockets,
 /// then the conntrack dump's datagrams, as received) while this one loads the saved state
 /// and indexes the sockets, then decodes the datagrams: the kernel fills the next ones
 /// meanwhile.
@@ -243,7 +242,7 @@ fn read_beside(
     store: &Store,
     cfg: &PassConfig,
     stages: &mut Stages,
-) -> Result<(FastMap<FlowKey, FlowState>, Read)> {
+) -> Result<(FastMap<FlowKey, FlowState>, Read, conntrack::Dump)> {
     let (prev, sockets, read, (decoded, ruleset)) = std::thread::scope(|s| {
         let (socket_tx, socket_rx) = std::sync::mpsc::channel();
         let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -281,10 +280,9 @@ fn read_beside(
         sockets,
         host,
         maps,
-        dump,
         ruleset,
     };
-    Ok((prev, read))
+    Ok((prev, read, dump))
 }
 
 /// The reader thread of [`read_beside`]: the socket tables to `sockets`, then the
@@ -378,7 +376,6 @@ pub fn observe_timed<S: BuildHasher>(
         sockets,
         host,
         maps,
-        dump,
         ruleset: None,
     };
     let rules = Rules {
@@ -389,16 +386,14 @@ pub fn observe_timed<S: BuildHasher>(
         known,
         subuids: SubUids::host(),
     };
-    let walked = walk(read, prev, &rules, stages)?;
     let Walked {
         sockets,
-        mut dump,
         records,
         by_mark,
         charged,
         named,
-    } = walked;
-    let attributed = record::into_dump(records, &mut dump);
+    } = walk(read, &dump, prev, &rules, stages)?;
+    let attributed = record::verdicts(records);
     Ok(Observation {
         sockets,
         dump,
@@ -430,8 +425,6 @@ struct Rules<'a> {
 struct Walked<'s> {
     /// Socket rows (first read plus sockets found on a re-read).
     sockets: SocketTable,
-    /// The conntrack dump, its flows taken into `records`.
-    dump: conntrack::Dump,
     records: Vec<FlowRecord<'s>>,
     /// Flows charged to a user named only by their owner mark.
     by_mark: usize,
@@ -444,6 +437,7 @@ struct Walked<'s> {
 /// [`record`]), on one socket index.
 fn walk<'s, S: BuildHasher>(
     read: Read,
+    dump: &'s conntrack::Dump,
     prev: &'s HashMap<FlowKey, FlowState, S>,
     rules: &Rules,
     stages: &mut Stages,
@@ -452,10 +446,9 @@ fn walk<'s, S: BuildHasher>(
         mut sockets,
         host,
         maps,
-        mut dump,
         ruleset,
     } = read;
-    let mut records = record::records(&mut dump, prev);
+    let mut records = record::records(dump, prev);
     record::add_known(&mut records, rules.known);
     record::continue_picked_up(&mut records, prev);
     let (marked, ruleset) = ask_ruleset(&records, ruleset, rules.marks);
@@ -512,7 +505,6 @@ fn walk<'s, S: BuildHasher>(
     );
     Ok(Walked {
         sockets,
-        dump,
         records,
         by_mark,
         charged,

@@ -32,8 +32,8 @@ use crate::sources::conntrack::Dump;
 /// What a pass knows of one flow; each stage reads it and adds to it.
 #[derive(Debug, Clone)]
 pub struct FlowRecord<'s> {
-    /// The flow as the dump showed it.
-    pub flow: Flow,
+    /// The flow as the dump showed it (the dump keeps it).
+    pub flow: &'s Flow,
     /// A TCP entry the kernel picked up in the middle of its connection (see
     /// [`Continued`]).
     pub picked_up: bool,
@@ -41,7 +41,7 @@ pub struct FlowRecord<'s> {
     pub saved: Option<&'s FlowState>,
     /// An owner known besides the saved state, for a flow without a settled one: the
     /// daemon's owner found at its NEW event, the earlier entry of a picked-up connection.
-    pub known: Option<Attribution>,
+    pub known: Option<Box<Attribution>>,
     /// Its live socket on the pass's index ([`look_up`]).
     pub look: Lookup,
     /// Where its bytes go ([`attribute_all`]; None before).
@@ -50,7 +50,7 @@ pub struct FlowRecord<'s> {
 
 impl<'s> FlowRecord<'s> {
     /// A flow of the dump with its saved state; nothing looked up yet.
-    pub fn new(flow: Flow, picked_up: bool, saved: Option<&'s FlowState>) -> FlowRecord<'s> {
+    pub fn new(flow: &'s Flow, picked_up: bool, saved: Option<&'s FlowState>) -> FlowRecord<'s> {
         FlowRecord {
             flow,
             picked_up,
@@ -72,7 +72,7 @@ impl<'s> FlowRecord<'s> {
     pub fn prior(&self) -> Option<&Attribution> {
         match self.saved_attribution() {
             Some(s) if s.via != Via::Pending => Some(s),
-            s => match &self.known {
+            s => match self.known.as_deref() {
                 Some(k) if s.is_none() || k.via != Via::Pending => Some(k),
                 _ => s,
             },
@@ -94,7 +94,7 @@ impl<'s> FlowRecord<'s> {
     /// The record as the accounting reads it.
     pub fn seen(&self) -> Seen<'_> {
         Seen {
-            flow: &self.flow,
+            flow: self.flow,
             attributed: self.verdict(),
             saved: self.saved,
         }
@@ -113,36 +113,31 @@ impl<'s> FlowRecord<'s> {
     }
 }
 
-/// Stage 1: the records of `dump`'s flows (taken out of it), each with its saved state
-/// in `prev`, looked up once for the attribution and the accounting both.
+/// Stage 1: the records of `dump`'s flows, each with its saved state in `prev`, looked
+/// up once for the attribution and the accounting both.
 pub fn records<'s, S: BuildHasher>(
-    dump: &mut Dump,
+    dump: &'s Dump,
     prev: &'s HashMap<FlowKey, FlowState, S>,
 ) -> Vec<FlowRecord<'s>> {
-    let picked = std::mem::take(&mut dump.picked_up);
-    let picked = picked.into_iter().chain(std::iter::repeat(false));
-    std::mem::take(&mut dump.flows)
-        .into_iter()
+    let picked = dump
+        .picked_up
+        .iter()
+        .copied()
+        .chain(std::iter::repeat(false));
+    dump.flows
+        .iter()
         .zip(picked)
-        .map(|(flow, picked_up)| {
-            let saved = prev.get(&flow.key());
-            FlowRecord::new(flow, picked_up, saved)
-        })
+        .map(|(flow, picked_up)| FlowRecord::new(flow, picked_up, prev.get(&flow.key())))
         .collect()
 }
 
-/// Put the flows of `records` back into `dump` (for the read-only views, which read the
-/// dump and its verdicts): the verdicts, in the dump's order.
-pub fn into_dump(records: Vec<FlowRecord>, dump: &mut Dump) -> Vec<Attributed> {
-    let mut attributed = Vec::with_capacity(records.len());
-    dump.flows.reserve(records.len());
-    dump.picked_up.reserve(records.len());
-    for r in records {
-        attributed.push(r.attributed.expect("every flow of a pass is attributed"));
-        dump.flows.push(r.flow);
-        dump.picked_up.push(r.picked_up);
-    }
-    attributed
+/// The verdicts of `records`, in their order (the dump's: for the read-only views, which
+/// read the dump and its verdicts).
+pub fn verdicts(records: Vec<FlowRecord>) -> Vec<Attributed> {
+    records
+        .into_iter()
+        .map(|r| r.attributed.expect("every flow of a pass is attributed"))
+        .collect()
 }
 
 /// Stage 2: the owners `known` from elsewhere (the daemon's, found at a flow's NEW event
@@ -150,7 +145,7 @@ pub fn into_dump(records: Vec<FlowRecord>, dump: &mut Dump) -> Vec<Attributed> {
 pub fn add_known(records: &mut [FlowRecord], known: &dyn Fn(&FlowKey) -> Option<Attribution>) {
     for r in records {
         if r.saved_attribution().is_none_or(|a| a.via == Via::Pending) {
-            r.known = known(&r.flow.key());
+            r.known = known(&r.flow.key()).map(Box::new);
         }
     }
 }
@@ -174,7 +169,7 @@ pub fn continue_picked_up<S: BuildHasher>(
         }
     }
     for r in records.iter_mut().filter(|r| picked(r)) {
-        r.known = ended.owner_of(&r.flow.orig);
+        r.known = ended.owner_of(&r.flow.orig).map(Box::new);
     }
 }
 
@@ -183,7 +178,7 @@ pub fn continue_picked_up<S: BuildHasher>(
 /// marks filled in).
 pub fn look_up(records: &mut [FlowRecord], idx: &SocketIndex) {
     for r in records {
-        r.look = idx.lookup(&r.flow);
+        r.look = idx.lookup(r.flow);
     }
 }
 
@@ -213,7 +208,7 @@ pub fn delegated_inodes(
         .filter_map(|r| Some((r, idx.delegated_of(r.look)?.inode)))
         .filter(|(_, ino)| only.is_none_or(|o| o.contains(ino)))
         .filter(|(r, _)| {
-            let at = attribute_looked(&r.flow, idx, &r.look, r.prior(), nets);
+            let at = attribute_looked(r.flow, idx, &r.look, r.prior(), nets);
             !matches!(at.verdict, Verdict::Excluded(_))
         })
         .map(|(_, ino)| ino)
@@ -249,8 +244,8 @@ pub fn own_inodes(records: &[FlowRecord], idx: &SocketIndex, nets: &LocalNets) -
 /// Stage 5: every mark held against its flow's live socket, before any is believed.
 pub fn check_marks(records: &[FlowRecord], idx: &SocketIndex, marks: &MarkTrust) {
     for r in records {
-        if let Some(c) = mark_check_looked(&r.flow, idx, &r.look) {
-            marks.check(c, &r.flow);
+        if let Some(c) = mark_check_looked(r.flow, idx, &r.look) {
+            marks.check(c, r.flow);
         }
     }
 }
@@ -258,7 +253,7 @@ pub fn check_marks(records: &[FlowRecord], idx: &SocketIndex, marks: &MarkTrust)
 /// Stage 5: every flow's verdict on `idx`.
 pub fn attribute_all(records: &mut [FlowRecord], idx: &SocketIndex, nets: &LocalNets) {
     for r in records {
-        let at = attribute_looked(&r.flow, idx, &r.look, r.prior(), nets);
+        let at = attribute_looked(r.flow, idx, &r.look, r.prior(), nets);
         r.attributed = Some(at);
     }
 }
@@ -285,7 +280,7 @@ pub fn needs_retry(records: &[FlowRecord]) -> bool {
 pub fn reattribute(records: &mut [FlowRecord], idx: &SocketIndex, nets: &LocalNets) {
     for r in records {
         if matches!(r.verdict().verdict, Verdict::Unattributed(_)) {
-            let at = attribute_looked(&r.flow, idx, &r.look, r.prior(), nets);
+            let at = attribute_looked(r.flow, idx, &r.look, r.prior(), nets);
             r.attributed = Some(at);
         }
     }
@@ -300,7 +295,7 @@ pub fn container_candidates<'r, 's>(
     records
         .iter_mut()
         .filter(|r| r.saved.is_none() && r.unattributed(&[Reason::Forwarded, Reason::NoSocket]))
-        .filter_map(|r| containers::inner_end(&r.flow, is_host).map(|ip| (r, ip)))
+        .filter_map(|r| containers::inner_end(r.flow, is_host).map(|ip| (r, ip)))
         .collect()
 }
 
@@ -379,9 +374,9 @@ mod tests {
         let (a, b) = (tcp_out(40000), tcp_out(40001));
         let prev: HashMap<FlowKey, FlowState> =
             [(a.key(), state(&a, Some(out(ALICE, Via::Direct))))].into();
-        let mut dump = dump_of(vec![a.clone(), b.clone()], vec![false, true]);
-        let mut recs = records(&mut dump, &prev);
-        assert!(dump.flows.is_empty());
+        let dump = dump_of(vec![a.clone(), b.clone()], vec![false, true]);
+        let mut recs = records(&dump, &prev);
+        assert_eq!((recs[0].flow, recs[1].flow), (&a, &b));
         assert_eq!(recs[0].saved, prev.get(&a.key()));
         assert_eq!((recs[1].saved, recs[1].picked_up), (None, true));
         let none = HashMap::new();
@@ -395,9 +390,7 @@ mod tests {
         let idx = index(&sockets, &none);
         look_up(&mut recs, &idx);
         attribute_all(&mut recs, &idx, &LocalNets::defaults());
-        let attributed = into_dump(recs, &mut dump);
-        assert_eq!(dump.flows, [a, b]);
-        assert_eq!(dump.picked_up, [false, true]);
+        let attributed = verdicts(recs);
         assert_eq!(
             attributed[0].verdict,
             Verdict::User(out(ALICE, Via::Direct))
@@ -414,8 +407,8 @@ mod tests {
             saved(out(ROOT, Via::Pending)),
         );
         let rec = |s: Option<&FlowState>, known: Option<Attribution>| {
-            let mut r = FlowRecord::new(f.clone(), false, s);
-            r.known = known;
+            let mut r = FlowRecord::new(&f, false, s);
+            r.known = known.map(Box::new);
             r.prior().cloned()
         };
         let bob = out(BOB, Via::Delegated(ROOT));
@@ -442,9 +435,9 @@ mod tests {
             state(&b, Some(out(ROOT, Via::Pending))),
         );
         let mut recs = vec![
-            FlowRecord::new(a, false, Some(&sa)),
-            FlowRecord::new(b, false, Some(&sb)),
-            FlowRecord::new(c, false, None),
+            FlowRecord::new(&a, false, Some(&sa)),
+            FlowRecord::new(&b, false, Some(&sb)),
+            FlowRecord::new(&c, false, None),
         ];
         let asked = std::cell::RefCell::new(Vec::new());
         add_known(&mut recs, &|k| {
@@ -472,15 +465,16 @@ mod tests {
             ..tcp_out(40005)
         };
         let mut recs = vec![
-            FlowRecord::new(back, true, None),
-            FlowRecord::new(fresh, true, None),
+            FlowRecord::new(&back, true, None),
+            FlowRecord::new(&fresh, true, None),
         ];
         continue_picked_up(&mut recs, &prev);
-        assert_eq!(recs[0].known, Some(who(ALICE, Via::Direct, Direction::In)));
+        let turned = who(ALICE, Via::Direct, Direction::In);
+        assert_eq!(recs[0].known.as_deref(), Some(&turned));
         assert_eq!(recs[1].known, None);
         // The ended entry still in the dump: not ended, nothing continued.
-        let again = FlowRecord::new(ended.clone(), false, prev.get(&ended.key()));
-        let mut recs = vec![again, FlowRecord::new(recs[0].flow.clone(), true, None)];
+        let again = FlowRecord::new(&ended, false, prev.get(&ended.key()));
+        let mut recs = vec![again, FlowRecord::new(&back, true, None)];
         continue_picked_up(&mut recs, &prev);
         assert_eq!(recs[1].known, None);
     }
@@ -502,8 +496,8 @@ mod tests {
         let none = HashMap::new();
         let idx = index(&sockets, &none);
         let mut recs = vec![
-            FlowRecord::new(a, false, Some(&sa)),
-            FlowRecord::new(b, false, None),
+            FlowRecord::new(&a, false, Some(&sa)),
+            FlowRecord::new(&b, false, None),
         ];
         look_up(&mut recs, &idx);
         assert_eq!(wanted_inodes(&recs, &idx), [200].into());
@@ -531,7 +525,7 @@ mod tests {
         let idx = index(&sockets, &none).with_delegation(&d, None);
         let nets = LocalNets::defaults();
         let inodes = |saved: Option<&FlowState>| {
-            let mut recs = vec![FlowRecord::new(f.clone(), false, saved)];
+            let mut recs = vec![FlowRecord::new(&f, false, saved)];
             look_up(&mut recs, &idx);
             (
                 delegated_inodes(&recs, &idx, &nets, None),
@@ -548,15 +542,15 @@ mod tests {
         // the grace.
         let own = state(&f, Some(who(ROOT, Via::Own, Direction::In)));
         assert_eq!(inodes(Some(&own)), (HashSet::new(), [500].into()));
-        let still = vec![FlowRecord::new(f.clone(), false, Some(&own))];
+        let still = vec![FlowRecord::new(&f, false, Some(&own))];
         assert!(!own_moved(&still), "zero counters, as saved");
         let moved = Flow {
             orig_counters: Some(counters(3, 300)),
             ..f.clone()
         };
-        assert!(own_moved(&[FlowRecord::new(moved, false, Some(&own))]));
+        assert!(own_moved(&[FlowRecord::new(&moved, false, Some(&own))]));
         // Only `only`'s inodes, when asked.
-        let mut recs = vec![FlowRecord::new(f.clone(), false, None)];
+        let mut recs = vec![FlowRecord::new(&f, false, None)];
         look_up(&mut recs, &idx);
         assert!(delegated_inodes(&recs, &idx, &nets, Some(&[501].into())).is_empty());
     }
@@ -574,8 +568,8 @@ mod tests {
         let none = HashMap::new();
         let nets = LocalNets::defaults();
         let mut recs = vec![
-            FlowRecord::new(a, false, None),
-            FlowRecord::new(b, false, None),
+            FlowRecord::new(&a, false, None),
+            FlowRecord::new(&b, false, None),
         ];
         let maps = {
             let idx = index(&sockets, &none);
@@ -625,9 +619,9 @@ mod tests {
         let known = tcp_out(40000);
         let saved = state(&to_host, None);
         let mut recs = vec![
-            FlowRecord::new(fwd, false, None),
-            FlowRecord::new(known, false, None),
-            FlowRecord::new(to_host.clone(), false, Some(&saved)),
+            FlowRecord::new(&fwd, false, None),
+            FlowRecord::new(&known, false, None),
+            FlowRecord::new(&to_host, false, Some(&saved)),
         ];
         let sockets = [sock(
             L4::Tcp,
@@ -656,13 +650,13 @@ mod tests {
         let none = HashMap::new();
         let sockets: [Socket; 0] = [];
         let idx = index(&sockets, &none).with_marks(true);
-        let mut recs = vec![FlowRecord::new(marked, false, None)];
+        let mut recs = vec![FlowRecord::new(&marked, false, None)];
         look_up(&mut recs, &idx);
         attribute_all(&mut recs, &idx, &LocalNets::defaults());
         assert_eq!(recs[0].look, Lookup::Unmatched);
         assert_eq!(by_mark(&recs), 1);
         // The same on a kept attribution is not the mark's doing.
-        let saved = state(&recs[0].flow, Some(out(ALICE, Via::Direct)));
+        let saved = state(&marked, Some(out(ALICE, Via::Direct)));
         recs[0].saved = Some(&saved);
         assert_eq!(by_mark(&recs), 0);
     }
