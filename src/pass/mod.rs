@@ -459,6 +459,7 @@ fn walk<'s, S: BuildHasher>(
     let idx = SocketIndex::with_maps(&sockets.sockets, &no_owners, maps)
         .with_delegation(rules.delegating, None);
     record::look_up(&mut records, &idx);
+    stages.lap("lookup");
     let mut holders = holders::look(&records, &idx, rules);
     stages.lap("processes");
     let idx = holders.fill(idx, rules);
