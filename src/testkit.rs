@@ -64,5 +64,6 @@ pub fn sock(proto: L4, local: &str, remote: &str, uid: u32, inode: u64) -> Socke
         state: if inode == 0 { TCP_TIME_WAIT } else { 1 },
         uid,
         inode,
+        cgroup: 0,
     }
 }

@@ -19,9 +19,16 @@ use std::path::{Path, PathBuf};
 /// A sub-module named here (`owner_mark::trust`) has a layer of its own, above its parent's:
 /// its parent may not import it, and it imports as its layer allows.
 const LAYERS: &[&[&str]] = &[
-    // Leaves: plain types, units, time parsing, the owner mark's rule and encoding, the
-    // timing of a pass's stages.
-    &["model", "units", "timespec", "owner_mark", "stages"],
+    // Leaves: plain types, units, time parsing, the owner mark's rule and encoding, what a
+    // cgroup path says (unit, job), the timing of a pass's stages.
+    &[
+        "model",
+        "units",
+        "timespec",
+        "owner_mark",
+        "cgroup",
+        "stages",
+    ],
     // The unit tests' builders of plain types.
     &["testkit"],
     // The kernel prerequisites (the owner mark's rule among them).

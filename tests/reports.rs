@@ -601,25 +601,25 @@ fn day_boundaries_follow_the_time_zone_across_dst() {
     );
 }
 
-/// The README's "Querying with SQL" queries run against a generated database, so they
+/// The "Querying with SQL" queries of docs/guide.md run against a generated database, so they
 /// cannot rot; the first one agrees with `report --period month --json`.
 #[test]
 fn readme_sql_queries_run() {
     let dir = tempfile::tempdir().unwrap();
     let db = build_db(dir.path());
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme
+    let guide =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/guide.md")).unwrap();
+    let section = guide
         .split("## Querying with SQL")
         .nth(1)
-        .expect("README has a 'Querying with SQL' section");
+        .expect("docs/guide.md has a 'Querying with SQL' section");
     let section = section.split("\n## ").next().unwrap();
     let queries: Vec<&str> = section
         .split("```sql\n")
         .skip(1)
         .map(|b| b.split("```").next().unwrap())
         .collect();
-    assert_eq!(queries.len(), 7, "seven queries in the README");
+    assert_eq!(queries.len(), 7, "seven queries in docs/guide.md");
     let c = rusqlite::Connection::open(&db).unwrap();
     let mut results = vec![];
     // The last is about SSH sessions (issue 16), which the generated month has none of: it
@@ -627,7 +627,7 @@ fn readme_sql_queries_run() {
     let (queries, rest) = queries.split_at(5);
     let (via_query, container_query) = rest.split_at(1);
     for q in queries {
-        // The README's queries use the current month and yesterday; pin "now" to the data.
+        // The guide's queries use the current month and yesterday; pin "now" to the data.
         let q = q.replace("'now'", "'2026-11-20 12:00:00'");
         let mut st = c.prepare(&q).unwrap_or_else(|e| panic!("{q}: {e}"));
         let n = st.column_count();
@@ -647,14 +647,15 @@ fn readme_sql_queries_run() {
         results.push(rows);
     }
     insta::assert_debug_snapshot!("readme_sql_results", results);
-    // dave's 2 MB over ssh, through root's sshd (stored as `via:0`, migration 0006), and
-    // 5 B of his own that do not count.
+    // dave's 2 MB over ssh, through root's sshd (stored as via_uid 0, migrations 0007 and
+    // 0015), and 5 B of his own that do not count.
     c.execute_batch(
-        "INSERT INTO usage_raw (ts, uid, kind, reason, program, remote, protocol, port,
-                               direction, rx_bytes, tx_bytes, rx_packets, tx_packets)
-         SELECT 1795132800, 1004, 0, r.reason, (SELECT min(id) FROM programs),
+        "INSERT INTO usage_raw (ts, uid, kind, reason, via_uid, container, container_uid,
+                               program, remote, protocol, port, direction, rx_bytes,
+                               tx_bytes, rx_packets, tx_packets)
+         SELECT 1795132800, 1004, 0, '', r.via, 0, -1, (SELECT min(id) FROM programs),
                 (SELECT min(id) FROM remotes), 6, 22, 2, 2000000, r.tx, 1, 1
-         FROM (SELECT 'via:0' AS reason, 1000 AS tx UNION ALL SELECT '', 5) r;",
+         FROM (SELECT 0 AS via, 1000 AS tx UNION ALL SELECT -1, 5) r;",
     )
     .unwrap();
     let q = via_query[0].replace("'now'", "'2026-11-20 12:00:00'");
@@ -667,13 +668,15 @@ fn readme_sql_queries_run() {
         .collect();
     assert_eq!(rows, [("dave".to_string(), 2_001_000)], "{q}");
     // Containers (issue 14): carol's 3 MB in docker-3f2a as uid 1000 inside (stored as
-    // `ns:ID:UID`, migration 0010), beside her own traffic on the host.
+    // container and container_uid, migrations 0010 and 0015), beside her own traffic on
+    // the host.
     c.execute_batch(
         "INSERT INTO containers (name, first_seen, last_seen)
          VALUES ('docker-3f2a', 1795132800, 1795132800);
-         INSERT INTO usage_raw (ts, uid, kind, reason, program, remote, protocol, port,
-                               direction, rx_bytes, tx_bytes, rx_packets, tx_packets)
-         SELECT 1795132800, 1003, 0, 'ns:' || (SELECT id FROM containers) || ':1000',
+         INSERT INTO usage_raw (ts, uid, kind, reason, via_uid, container, container_uid,
+                               program, remote, protocol, port, direction, rx_bytes,
+                               tx_bytes, rx_packets, tx_packets)
+         SELECT 1795132800, 1003, 0, '', -1, (SELECT id FROM containers), 1000,
                 (SELECT min(id) FROM programs), (SELECT min(id) FROM remotes), 6, 443, 1,
                 3000000, 0, 1, 1;",
     )
