@@ -20,17 +20,10 @@ use std::path::{Path, PathBuf};
 /// its parent may not import it, and it imports as its layer allows.
 const LAYERS: &[&[&str]] = &[
     // Leaves: plain types, units, time parsing, the owner mark's rule and encoding, what a
-    // cgroup path says (unit, job), the timing of a pass's stages.
-    &[
-        "model",
-        "units",
-        "timespec",
-        "owner_mark",
-        "cgroup",
-        "stages",
-    ],
-    // The unit tests' builders of plain types.
-    &["testkit"],
+    // cgroup path says (unit, job).
+    &["model", "units", "timespec", "owner_mark", "cgroup"],
+    // The timing of a pass's stages; the unit tests' builders of plain types.
+    &["stages", "testkit"],
     // The kernel prerequisites (the owner mark's rule among them).
     &["prereq"],
     // Read the kernel.
