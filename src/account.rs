@@ -274,6 +274,24 @@ pub struct PassPlan {
     pub totals: Totals,
 }
 
+impl PassPlan {
+    /// Names of the uids charged in this plan, from `name_of` (None when the account no
+    /// longer resolves).
+    pub fn user_names(
+        &self,
+        name_of: &dyn Fn(u32) -> Option<String>,
+    ) -> Vec<(u32, Option<String>)> {
+        // The services traffic came through are named too (reports show `via`).
+        let uids: std::collections::BTreeSet<u32> = self
+            .usage
+            .keys()
+            .flat_map(|k| [k.uid, k.via])
+            .flatten()
+            .collect();
+        uids.into_iter().map(|uid| (uid, name_of(uid))).collect()
+    }
+}
+
 /// How pending flows are held back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Hold {
@@ -371,6 +389,30 @@ fn held_charge(s: &FlowState) -> Option<(UsageKey, Traffic)> {
     Some((key, Traffic::from_delta(&d, Some(a.direction))))
 }
 
+/// One flow as the accounting reads it: the flow, where its bytes go, and its saved
+/// state (None: seen for the first time, or charged from zero).
+#[derive(Debug, Clone, Copy)]
+pub struct Seen<'a> {
+    /// The flow, with its counters now.
+    pub flow: &'a Flow,
+    /// Its verdict this pass.
+    pub attributed: &'a Attributed,
+    /// Its saved state, looked up under its key.
+    pub saved: Option<&'a FlowState>,
+}
+
+/// The rules of one accounting: when it is, how long a vanished flow is kept, how
+/// pending flows are held back.
+#[derive(Debug, Clone, Copy)]
+pub struct Ledger {
+    /// Epoch seconds stamped on what is written.
+    pub now: i64,
+    /// Consecutive passes a flow missing from the dump is kept before it is pruned.
+    pub prune_after: u32,
+    /// How pending flows are held back.
+    pub hold: Hold,
+}
+
 /// Account one pass. `flows[i]` was attributed as `attributed[i]`; `prev` is the saved
 /// state; flows of `prev` absent from `flows` are aged and pruned after `prune_after`
 /// consecutive misses. A pending flow charged to a user is held back while `hold` allows
@@ -383,142 +425,157 @@ pub fn account<S: BuildHasher>(
     prune_after: u32,
     hold: Hold,
 ) -> PassPlan {
-    let olds: Vec<Option<&FlowState>> = flows.iter().map(|f| prev.get(&f.key())).collect();
-    account_with(
+    assert_eq!(flows.len(), attributed.len());
+    let seen: Vec<Seen> = flows
+        .iter()
+        .zip(attributed)
+        .map(|(flow, attributed)| Seen {
+            flow,
+            attributed,
+            saved: prev.get(&flow.key()),
+        })
+        .collect();
+    let rules = Ledger {
         now,
-        flows,
-        attributed,
-        &olds,
-        prev,
         prune_after,
         hold,
-        false,
-    )
+    };
+    account_with(&rules, &seen, prev, false)
 }
 
-/// [`account`] with the saved state of each flow looked up already (`olds[i]` is that of
-/// `flows[i]`), for flows with distinct keys (a conntrack dump's).
-pub fn account_saved<S: BuildHasher>(
-    now: i64,
-    flows: &[Flow],
-    attributed: &[Attributed],
-    olds: &[Option<&FlowState>],
+/// [`account`] of flows with their saved state looked up already, for flows with
+/// distinct keys (a conntrack dump's).
+pub fn account_seen<S: BuildHasher>(
+    rules: &Ledger,
+    seen: &[Seen],
     prev: &HashMap<FlowKey, FlowState, S>,
-    prune_after: u32,
-    hold: Hold,
 ) -> PassPlan {
-    account_with(now, flows, attributed, olds, prev, prune_after, hold, true)
+    account_with(rules, seen, prev, true)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn account_with<S: BuildHasher>(
-    now: i64,
-    flows: &[Flow],
-    attributed: &[Attributed],
-    olds: &[Option<&FlowState>],
+    rules: &Ledger,
+    seen: &[Seen],
     prev: &HashMap<FlowKey, FlowState, S>,
-    prune_after: u32,
-    hold: Hold,
     distinct: bool,
 ) -> PassPlan {
-    assert_eq!(flows.len(), attributed.len());
-    assert_eq!(flows.len(), olds.len());
     let mut plan = PassPlan::default();
-    for ((flow, at), &old) in flows.iter().zip(attributed).zip(olds) {
-        let key = flow.key();
-        plan.totals.flows += 1;
-        let (Some(orig), Some(reply)) = (flow.orig_counters, flow.reply_counters) else {
-            plan.totals.flows_without_counters += 1;
-            continue;
-        };
-        let replaced = old.is_some_and(|s| s.replaced_by(flow));
-        if replaced && hold.destroys_follow {
-            plan.totals.replaced += 1;
-            continue;
-        }
-        let old = old.filter(|_| !replaced);
-        if old.is_none() {
-            plan.totals.new_flows += 1;
-        }
-        let held_before = old.is_some_and(FlowState::is_held);
-        let pending = at.attribution().is_some_and(|a| a.via == Via::Pending);
-        if pending
-            && matches!(at.verdict, Verdict::User(_))
-            && (old.is_none() || held_before)
-            && !hold.ended
-        {
-            let start = flow
-                .start_ns
-                .map(|ns| (ns / 1_000_000_000) as i64)
-                .or(old.map(|s| s.first_seen))
-                .unwrap_or(now);
-            if now - start < hold.grace {
-                plan.totals.held += 1;
-                plan.upserts.push(FlowState {
-                    key,
-                    orig,
-                    reply,
-                    attribution: at.attribution().cloned(),
-                    first_seen: old.map_or(now, |s| s.first_seen),
-                    last_seen: now,
-                    missing: 0,
-                    start_ns: flow.start_ns.or(old.and_then(|s| s.start_ns)),
-                });
-                continue;
-            }
-        }
-        let settled;
-        let at = if pending {
-            settled = settle(at);
-            &settled
-        } else {
-            at
-        };
-        // A held flow's saved counters were never charged: it is charged from zero.
-        let charged_before = old.filter(|_| !held_before).map(|s| (s.orig, s.reply));
-        let d = delta(charged_before, orig, reply);
-        plan.totals.resets += u64::from(d.reset);
-        let traffic = Traffic::from_delta(&d, at.direction);
-        match at.verdict {
-            Verdict::User(_) => plan.totals.attributed.add(&traffic),
-            Verdict::Unattributed(_) => plan.totals.unattributed.add(&traffic),
-            Verdict::Excluded(_) => plan.totals.excluded.add(&traffic),
-        }
-        // The usage key (with its program) is built only for a flow that carried traffic.
-        if !traffic.is_zero() {
-            plan.usage
-                .entry(usage_key(flow, at))
-                .or_default()
-                .add(&traffic);
-        }
-        let start_ns = flow.start_ns.or(old.and_then(|s| s.start_ns));
-        let unchanged = old.is_some_and(|s| {
-            s.orig == orig
-                && s.reply == reply
-                && s.attribution.as_ref() == at.attribution()
-                && s.missing == 0
-                && s.start_ns == start_ns
-        });
-        if !unchanged {
-            plan.upserts.push(FlowState {
-                key,
-                orig,
-                reply,
-                attribution: at.attribution().cloned(),
-                first_seen: old.map_or(now, |s| s.first_seen),
-                last_seen: now,
-                missing: 0,
-                start_ns,
-            });
-        }
+    for s in seen {
+        charge(&mut plan, rules, s);
     }
     // With distinct keys, when every saved flow was in the dump none is missing.
-    let every_saved_seen = distinct && olds.iter().flatten().count() == prev.len();
-    let seen: FastSet<FlowKey> = match every_saved_seen {
-        true => FastSet::default(),
-        false => flows.iter().map(Flow::key).collect(),
+    let every_saved_seen =
+        distinct && seen.iter().filter(|s| s.saved.is_some()).count() == prev.len();
+    if !every_saved_seen {
+        let keys: FastSet<FlowKey> = seen.iter().map(|s| s.flow.key()).collect();
+        age_missing(&mut plan, rules.prune_after, prev, &keys);
+    }
+    plan.deletes.sort();
+    plan.missing.sort();
+    plan
+}
+
+/// Charge one flow of the dump into `plan`, and plan the state it leaves.
+fn charge(plan: &mut PassPlan, rules: &Ledger, s: &Seen) {
+    let (flow, hold, now) = (s.flow, rules.hold, rules.now);
+    plan.totals.flows += 1;
+    let (Some(orig), Some(reply)) = (flow.orig_counters, flow.reply_counters) else {
+        plan.totals.flows_without_counters += 1;
+        return;
     };
-    for (key, s) in prev.iter().filter(|_| !every_saved_seen) {
+    let replaced = s.saved.is_some_and(|o| o.replaced_by(flow));
+    if replaced && hold.destroys_follow {
+        plan.totals.replaced += 1;
+        return;
+    }
+    let old = s.saved.filter(|_| !replaced);
+    if old.is_none() {
+        plan.totals.new_flows += 1;
+    }
+    let held_before = old.is_some_and(FlowState::is_held);
+    let pending = s
+        .attributed
+        .attribution()
+        .is_some_and(|a| a.via == Via::Pending);
+    let state = |at: &Attributed, start_ns| FlowState {
+        key: flow.key(),
+        orig,
+        reply,
+        attribution: at.attribution().cloned(),
+        first_seen: old.map_or(now, |o| o.first_seen),
+        last_seen: now,
+        missing: 0,
+        start_ns,
+    };
+    let start_ns = flow.start_ns.or(old.and_then(|o| o.start_ns));
+    if pending && held(s, old, held_before, rules) {
+        plan.totals.held += 1;
+        plan.upserts.push(state(s.attributed, start_ns));
+        return;
+    }
+    let settled;
+    let at = if pending {
+        settled = settle(s.attributed);
+        &settled
+    } else {
+        s.attributed
+    };
+    // A held flow's saved counters were never charged: it is charged from zero.
+    let charged_before = old.filter(|_| !held_before).map(|o| (o.orig, o.reply));
+    let d = delta(charged_before, orig, reply);
+    plan.totals.resets += u64::from(d.reset);
+    let traffic = Traffic::from_delta(&d, at.direction);
+    match at.verdict {
+        Verdict::User(_) => plan.totals.attributed.add(&traffic),
+        Verdict::Unattributed(_) => plan.totals.unattributed.add(&traffic),
+        Verdict::Excluded(_) => plan.totals.excluded.add(&traffic),
+    }
+    // The usage key (with its program) is built only for a flow that carried traffic.
+    if !traffic.is_zero() {
+        plan.usage
+            .entry(usage_key(flow, at))
+            .or_default()
+            .add(&traffic);
+    }
+    let unchanged = old.is_some_and(|o| {
+        o.orig == orig
+            && o.reply == reply
+            && o.attribution.as_ref() == at.attribution()
+            && o.missing == 0
+            && o.start_ns == start_ns
+    });
+    if !unchanged {
+        plan.upserts.push(state(at, start_ns));
+    }
+}
+
+/// Whether a pending flow charged to a user is held back now: it was never charged
+/// (first sighting, or held since), has not ended, and is younger than the grace.
+fn held(s: &Seen, old: Option<&FlowState>, held_before: bool, rules: &Ledger) -> bool {
+    if !matches!(s.attributed.verdict, Verdict::User(_))
+        || !(old.is_none() || held_before)
+        || rules.hold.ended
+    {
+        return false;
+    }
+    let start = s
+        .flow
+        .start_ns
+        .map(|ns| (ns / 1_000_000_000) as i64)
+        .or(old.map(|o| o.first_seen))
+        .unwrap_or(rules.now);
+    rules.now - start < rules.hold.grace
+}
+
+/// Age the saved flows missing from the dump (`seen` holds the dump's keys): pruned after
+/// `prune_after` passes, a held one charged then with its counters last seen.
+fn age_missing<S: BuildHasher>(
+    plan: &mut PassPlan,
+    prune_after: u32,
+    prev: &HashMap<FlowKey, FlowState, S>,
+    seen: &FastSet<FlowKey>,
+) {
+    for (key, s) in prev {
         if seen.contains(key) {
             continue;
         }
@@ -536,44 +593,21 @@ fn account_with<S: BuildHasher>(
             plan.missing.push((*key, missing));
         }
     }
-    plan.deletes.sort();
-    plan.missing.sort();
-    plan
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Tuple;
 
-    fn c(packets: u64, bytes: u64) -> Counters {
-        Counters { packets, bytes }
-    }
+    use crate::testkit::counters as c;
 
     fn flow(id: u32, orig: Counters, reply: Counters) -> Flow {
+        let tcp = ("198.51.100.1:40000", "198.51.100.2:80");
         Flow {
-            orig: Tuple {
-                src: "198.51.100.1".parse().unwrap(),
-                dst: "198.51.100.2".parse().unwrap(),
-                proto: 6,
-                sport: 40000,
-                dport: 80,
-            },
-            reply: Tuple {
-                src: "198.51.100.2".parse().unwrap(),
-                dst: "198.51.100.1".parse().unwrap(),
-                proto: 6,
-                sport: 80,
-                dport: 40000,
-            },
             id,
-            zone: 0,
-            mark: 0,
-            status: 0,
             orig_counters: Some(orig),
             reply_counters: Some(reply),
-            start_ns: None,
-            stop_ns: None,
+            ..crate::testkit::flow(crate::testkit::TCP, tcp, None)
         }
     }
 
@@ -718,10 +752,10 @@ mod tests {
         state(f, (400, 5000), alice(), 1000)
     }
 
-    /// `account_saved` (the pass's: saved states looked up once, no set of seen flows when
+    /// `account_seen` (the pass's: saved states looked up once, no set of seen flows when
     /// every saved flow is in the dump) plans exactly what `account` plans.
     #[test]
-    fn account_saved_plans_what_account_plans() {
+    fn account_seen_plans_what_account_plans() {
         let old = |id, n| FlowState {
             key: flow(id, c(0, 0), c(0, 0)).key(),
             orig: c(n, 100 * n),
@@ -750,9 +784,22 @@ mod tests {
             vec![every[0].clone(), every[4].clone()],
         ] {
             let attributed = vec![alice(); flows.len()];
-            let olds: Vec<Option<&FlowState>> = flows.iter().map(|f| prev.get(&f.key())).collect();
+            let seen: Vec<Seen> = flows
+                .iter()
+                .zip(&attributed)
+                .map(|(flow, attributed)| Seen {
+                    flow,
+                    attributed,
+                    saved: prev.get(&flow.key()),
+                })
+                .collect();
             let want = account(20, &flows, &attributed, &prev, 3, Hold::default());
-            let got = account_saved(20, &flows, &attributed, &olds, &prev, 3, Hold::default());
+            let rules = Ledger {
+                now: 20,
+                prune_after: 3,
+                hold: Hold::default(),
+            };
+            let got = account_seen(&rules, &seen, &prev);
             assert_eq!(got.usage, want.usage);
             assert_eq!(got.upserts, want.upserts);
             assert_eq!(got.deletes, want.deletes);

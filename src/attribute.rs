@@ -468,11 +468,11 @@ impl SocketMaps {
         maps
     }
 
-    /// Index the rows of `sockets` from `from` on as well: rows appended since the maps
-    /// were built over `sockets[..from]` (the ping sockets, read only when a flow needs
-    /// them).
+    /// Index `sockets[from..]` too: sockets appended (a second read of the socket tables)
+    /// to the ones indexed, which keep their places. A later socket of the same 4-tuple
+    /// takes its place, as in one build over all of them.
     pub fn add(&mut self, sockets: &[Socket], from: usize) {
-        let (exact, bound) = (&mut self.exact, &mut self.bound);
+        let SocketMaps { exact, bound, .. } = self;
         for (i, s) in sockets.iter().enumerate().skip(from) {
             if !s.has_owner() {
                 continue;
@@ -529,6 +529,16 @@ impl<'a> SocketIndex<'a> {
         }
     }
 
+    /// Its maps back, to [`SocketMaps::add`] sockets appended to the ones indexed and
+    /// index them all again with [`SocketIndex::with_maps`] (no map built anew).
+    pub fn into_maps(self) -> SocketMaps {
+        SocketMaps {
+            exact: self.exact,
+            bound: self.bound,
+            host_addrs: self.host_addrs,
+        }
+    }
+
     /// The same index charging a uid of a subordinate range (a user's rootless user
     /// namespace: `unshare --map-auto`, a socket `fchown`ed to one of its uids) to the
     /// range's owner, as the containers' flows are.
@@ -554,12 +564,6 @@ impl<'a> SocketIndex<'a> {
             recheck: Some(inodes),
             ..self
         }
-    }
-
-    /// Whether `s` is a delegating uid's socket, charged through its holders: a TCP, UDP or
-    /// UDP-Lite one (services hand those to users; a ping socket of root's is root's own).
-    fn delegates(&self, s: &Socket) -> bool {
-        !s.proto.is_ping() && self.delegating.contains(s.uid)
     }
 
     /// The uid charged for a socket or mark of `uid`: the owner of its subordinate range,
@@ -672,14 +676,20 @@ impl<'a> SocketIndex<'a> {
 
     /// The live socket `flow` matches through its tuples (exact 4-tuple, else an unconnected
     /// socket's local or wildcard address), ignoring any kept attribution.
-    fn find(&self, flow: &Flow, l4: L4) -> Result<Option<(usize, Direction)>, Reason> {
+    fn find(&self, flow: &Flow, l4: L4) -> Lookup {
         let (orig, reply) = (&flow.orig, &flow.reply);
         let exact = |local: SocketAddr, remote: SocketAddr| self.exact.get(&(l4, local, remote));
-        if let Some(&i) = exact(orig.src_sa(), orig.dst_sa()) {
-            return Ok(Some((i, Direction::Out)));
+        if let Some(&at) = exact(orig.src_sa(), orig.dst_sa()) {
+            return Lookup::Socket {
+                at,
+                direction: Direction::Out,
+            };
         }
-        if let Some(&i) = exact(reply.src_sa(), reply.dst_sa()) {
-            return Ok(Some((i, Direction::In)));
+        if let Some(&at) = exact(reply.src_sa(), reply.dst_sa()) {
+            return Lookup::Socket {
+                at,
+                direction: Direction::In,
+            };
         }
         // An unconnected socket only where the flow's local end is one of this host's
         // addresses: the remote end of a flow (a download from R:8888) must not match a
@@ -699,15 +709,17 @@ impl<'a> SocketIndex<'a> {
                 continue;
             }
             match self.bound(l4, local) {
-                Some(Bound::One(i)) => return Ok(Some((i, dir))),
+                Some(Bound::One(at)) => {
+                    return Lookup::Socket { at, direction: dir };
+                }
                 Some(Bound::Ambiguous) => ambiguous = true,
                 None => {}
             }
         }
         if ambiguous {
-            Err(Reason::Ambiguous)
+            Lookup::Ambiguous
         } else {
-            Ok(None)
+            Lookup::Unmatched
         }
     }
 
@@ -715,30 +727,41 @@ impl<'a> SocketIndex<'a> {
     /// [`attribute_looked`] and [`mark_check_looked`] on this index or another over the
     /// same sockets.
     pub fn lookup(&self, flow: &Flow) -> Lookup {
-        Lookup(L4::from_ipproto(flow.orig.proto).map(|l4| self.find(flow, l4)))
+        match L4::from_ipproto(flow.orig.proto) {
+            Some(l4) => self.find(flow, l4),
+            None => Lookup::NoSockets,
+        }
+    }
+
+    /// The socket `looked` names, of this index's sockets.
+    pub fn socket_of(&self, looked: Lookup) -> Option<&Socket> {
+        match looked {
+            Lookup::Socket { at, .. } => Some(&self.sockets[at]),
+            _ => None,
+        }
     }
 
     /// The inode of the socket `attribute` would name `flow`'s owner through when it has
     /// no kept attribution: the one whose process (program) is worth looking up.
     pub fn socket_inode(&self, flow: &Flow) -> Option<u64> {
-        let l4 = L4::from_ipproto(flow.orig.proto)?;
-        let (i, _) = self.find(flow, l4).ok()??;
-        Some(self.sockets[i].inode)
+        self.socket_of(self.lookup(flow)).map(|s| s.inode)
     }
 
     /// The live socket `flow` matches, when its uid is a delegating one: the socket whose
     /// holders decide who a flow without a settled attribution is charged to.
     pub fn delegated_socket(&self, flow: &Flow) -> Option<&Socket> {
-        self.socket_of(flow).filter(|s| self.delegates(s))
+        self.delegated_of(self.lookup(flow))
     }
 
-    /// The live socket `flow` matches through its tuples, if one does (ignoring any kept
-    /// attribution and mark): for a lookup of one flow among a few sockets (the daemon's
-    /// ping sockets at a NEW event).
-    pub fn socket_of(&self, flow: &Flow) -> Option<&Socket> {
-        let l4 = L4::from_ipproto(flow.orig.proto)?;
-        let (i, _) = self.find(flow, l4).ok()??;
-        Some(&self.sockets[i])
+    /// [`SocketIndex::delegated_socket`] of a flow whose socket was `looked` up already.
+    pub fn delegated_of(&self, looked: Lookup) -> Option<&Socket> {
+        self.socket_of(looked).filter(|s| self.delegates(s))
+    }
+
+    /// Whether `s` is a delegating uid's socket, charged through its holders: a TCP, UDP or
+    /// UDP-Lite one (services hand those to users; a ping socket of root's is root's own).
+    fn delegates(&self, s: &Socket) -> bool {
+        !s.proto.is_ping() && self.delegating.contains(s.uid)
     }
 
     /// Whether socket `i` is connected (matched by its exact 4-tuple).
@@ -841,7 +864,13 @@ pub fn mark_check_looked(flow: &Flow, idx: &SocketIndex, looked: &Lookup) -> Opt
         return Some(MarkCheck::Disagrees { socket_uid: None });
     }
     let l4 = L4::from_ipproto(flow.orig.proto)?;
-    let (i, dir) = looked.0?.ok()??;
+    let Lookup::Socket {
+        at: i,
+        direction: dir,
+    } = *looked
+    else {
+        return None;
+    };
     if !idx.exact_index(i) {
         return None;
     }
@@ -900,10 +929,24 @@ pub fn attribute(
     attribute_looked(flow, idx, &idx.lookup(flow), prior, nets)
 }
 
-/// What [`SocketIndex::find`] said of a flow ([`SocketIndex::lookup`]): None for a
-/// protocol without sockets.
-#[derive(Debug, Clone, Copy)]
-pub struct Lookup(Option<Result<Option<(usize, Direction)>, Reason>>);
+/// The live socket a flow matches ([`SocketIndex::lookup`]), whatever it had before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// A protocol without socket tables (ICMP, GRE, …): no socket is joined.
+    NoSockets,
+    /// No live socket matches either tuple.
+    Unmatched,
+    /// Live unconnected sockets of different owners share the flow's local address
+    /// (SO_REUSEPORT): [`Reason::Ambiguous`].
+    Ambiguous,
+    /// The socket at `at` of the index's sockets; `direction` tells which tuple matched.
+    Socket {
+        /// Its place among the sockets the index was built over.
+        at: usize,
+        /// Which end started the flow.
+        direction: Direction,
+    },
+}
 
 /// [`attribute`] with the flow's socket looked up already ([`SocketIndex::lookup`], on
 /// an index over the same sockets).
@@ -918,31 +961,27 @@ pub fn attribute_looked(
     let l4 = L4::from_ipproto(orig.proto);
 
     let mut reason = None;
-    let mut found: Option<Attribution> = None;
-    if let (Some(_), Some(looked)) = (l4, looked.0) {
-        // An exact live socket beats the kept attribution, which beats the owner mark
-        // (the socket that sent the flow's first packet), which beats an unconnected
-        // socket that merely shares the local address.
-        let marked = || idx.marks.then(|| by_mark(flow, idx)).flatten();
-        match looked {
-            Ok(Some((i, dir))) if idx.exact_index(i) => {
-                found = Some(idx.attribution(i, dir, prior));
-            }
-            _ if prior.is_some() => found = prior.cloned(),
-            Ok(Some((i, dir))) => {
-                found = marked().or_else(|| Some(idx.attribution(i, dir, prior)));
-            }
-            Ok(None) => found = marked(),
-            Err(r) => {
-                found = marked();
-                reason = Some(r);
-            }
+    // An exact live socket beats the kept attribution, which beats the owner mark (the
+    // socket that sent the flow's first packet), which beats an unconnected socket that
+    // merely shares the local address.
+    let marked = || idx.marks.then(|| by_mark(flow, idx)).flatten();
+    let found: Option<Attribution> = match *looked {
+        // ICMP (ping sockets), UDP-Lite, GRE, …: no socket table is joined, but the mark
+        // names the socket that sent the first packet.
+        Lookup::NoSockets => marked(),
+        Lookup::Socket { at, direction } if idx.exact_index(at) => {
+            Some(idx.attribution(at, direction, prior))
         }
-    } else if l4.is_none() && idx.marks {
-        // GRE, SCTP, …: no socket table is joined, but the mark names the socket that
-        // sent the first packet.
-        found = by_mark(flow, idx);
-    }
+        _ if prior.is_some() => prior.cloned(),
+        Lookup::Socket { at, direction } => {
+            marked().or_else(|| Some(idx.attribution(at, direction, prior)))
+        }
+        Lookup::Unmatched => marked(),
+        Lookup::Ambiguous => {
+            reason = Some(Reason::Ambiguous);
+            marked()
+        }
+    };
 
     let direction = match &found {
         Some(a) => Some(a.direction),
@@ -986,7 +1025,7 @@ pub fn attribute_looked(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Counters, Tuple, TCP_TIME_WAIT};
+    use crate::testkit::{flow, sock, TCP, UDP};
     use rstest::rstest;
 
     const ALICE: u32 = 1001;
@@ -1041,54 +1080,6 @@ mod tests {
         }
     }
 
-    fn sa(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    fn sock(proto: L4, local: &str, remote: &str, uid: u32, inode: u64) -> Socket {
-        Socket {
-            proto,
-            local: sa(local),
-            remote: sa(remote),
-            state: if inode == 0 { TCP_TIME_WAIT } else { 1 },
-            uid,
-            inode,
-            cgroup: 0,
-        }
-    }
-
-    fn tuple(proto: u8, src: &str, dst: &str) -> Tuple {
-        let (s, d) = (sa(src), sa(dst));
-        Tuple {
-            src: s.ip(),
-            dst: d.ip(),
-            proto,
-            sport: s.port(),
-            dport: d.port(),
-        }
-    }
-
-    /// A flow with the given tuples (the reply is the mirror of `orig` unless given).
-    fn flow(proto: u8, orig: (&str, &str), reply: Option<(&str, &str)>) -> Flow {
-        let o = tuple(proto, orig.0, orig.1);
-        let r = match reply {
-            Some((s, d)) => tuple(proto, s, d),
-            None => tuple(proto, orig.1, orig.0),
-        };
-        Flow {
-            orig: o,
-            reply: r,
-            id: 1,
-            zone: 0,
-            mark: 0,
-            status: 0,
-            orig_counters: Some(Counters::default()),
-            reply_counters: Some(Counters::default()),
-            start_ns: None,
-            stop_ns: None,
-        }
-    }
-
     fn owners() -> HashMap<u64, Owner> {
         [(
             100,
@@ -1121,9 +1112,6 @@ mod tests {
         let idx = SocketIndex::new(sockets, &o, [HOST4.parse().unwrap()]);
         attribute(f, &idx, prior, nets)
     }
-
-    const TCP: u8 = 6;
-    const UDP: u8 = 17;
 
     fn marked(mut f: Flow, mark: u32) -> Flow {
         f.mark = mark;
@@ -1902,6 +1890,37 @@ mod tests {
         let f = flow(TCP, ("198.51.100.1:40000", "10.9.0.2:80"), None);
         let got = join(&s, &f, None, &LocalNets::new([]));
         assert_eq!(got.verdict, user(ALICE, Direction::Out));
+    }
+
+    /// Sockets added to an index's maps (a pass's second socket read) are indexed as one
+    /// build over all of them would: a same-port socket of another owner makes the bound
+    /// address ambiguous, a new exact socket is found, the first ones keep their places.
+    #[test]
+    fn maps_extended_with_more_sockets_equal_one_build_over_all() {
+        let sockets = vec![
+            sock(L4::Udp, "0.0.0.0:5000", "0.0.0.0:0", ALICE, 100),
+            sock(L4::Tcp, "198.51.100.1:40000", "198.51.100.2:80", ALICE, 101),
+            sock(L4::Udp, "0.0.0.0:5000", "0.0.0.0:0", BOB, 200),
+            sock(L4::Tcp, "198.51.100.1:40001", "198.51.100.2:80", BOB, 201),
+        ];
+        let none = HashMap::new();
+        let host = || [HOST4.parse::<IpAddr>().unwrap()];
+        let mut maps = SocketMaps::new(&sockets[..2], host());
+        maps.add(&sockets, 2);
+        let extended = SocketIndex::with_maps(&sockets, &none, maps);
+        let whole = SocketIndex::new(&sockets, &none, host());
+        for f in [
+            flow(UDP, ("198.51.100.2:9999", "198.51.100.1:5000"), None),
+            flow(TCP, ("198.51.100.1:40000", "198.51.100.2:80"), None),
+            flow(TCP, ("198.51.100.1:40001", "198.51.100.2:80"), None),
+            flow(TCP, ("198.51.100.1:40002", "198.51.100.2:80"), None),
+        ] {
+            assert_eq!(extended.lookup(&f), whole.lookup(&f));
+        }
+        let udp = flow(UDP, ("198.51.100.2:9999", "198.51.100.1:5000"), None);
+        assert_eq!(extended.lookup(&udp), Lookup::Ambiguous);
+        let bobs = flow(TCP, ("198.51.100.1:40001", "198.51.100.2:80"), None);
+        assert_eq!(extended.socket_inode(&bobs), Some(201));
     }
 
     #[test]

@@ -389,33 +389,10 @@ impl Finder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Counters, Tuple};
-
-    fn tuple(src: &str, dst: &str) -> Tuple {
-        let (s, d): (std::net::SocketAddr, std::net::SocketAddr) =
-            (src.parse().unwrap(), dst.parse().unwrap());
-        Tuple {
-            src: s.ip(),
-            dst: d.ip(),
-            proto: 6,
-            sport: s.port(),
-            dport: d.port(),
-        }
-    }
+    use crate::testkit;
 
     fn flow(orig: (&str, &str), reply: (&str, &str)) -> Flow {
-        Flow {
-            orig: tuple(orig.0, orig.1),
-            reply: tuple(reply.0, reply.1),
-            id: 1,
-            zone: 0,
-            mark: 0,
-            status: 0,
-            orig_counters: Some(Counters::default()),
-            reply_counters: Some(Counters::default()),
-            start_ns: None,
-            stop_ns: None,
-        }
+        testkit::flow(testkit::TCP, orig, Some(reply))
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub mod quota;
 pub mod report;
 pub mod settings;
 pub mod sources;
+pub mod stages;
 pub mod store;
+#[cfg(test)]
+pub mod testkit;
 pub mod timespec;
 pub mod units;

@@ -290,7 +290,7 @@ pub fn undo(proc_root: &Path) -> Result<Vec<String>, PrereqError> {
                 }
             }
         }
-        // The last pid a pass looked at (`pass::LastLook`): nothing to keep once undone.
+        // The last pid a pass looked at (`pass::holders::LastLook`): nothing to keep once undone.
         let _ = fs::remove_file(path.with_extension("last-pid"));
         match fs::remove_file(path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -755,7 +755,7 @@ fn accounting(
                 .expect("documented default"),
             delegating,
             delegate_grace,
-            marks: crate::pass::MarkTrust::new(owner_mark(file), &proc_root),
+            marks: crate::owner_mark::trust::MarkTrust::new(owner_mark(file), &proc_root),
             destroys_follow: false,
         },
         setup: !a.no_setup,

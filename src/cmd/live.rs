@@ -22,11 +22,12 @@ use crate::live::meter::Meter;
 use crate::live::shortflows::ShortFlows;
 use crate::live::view::{Grouping, History, Row, Sample, SortKey};
 use crate::model::Flow;
-use crate::pass::{observe_timed, Stages};
+use crate::pass::observe_timed;
 use crate::prereq;
 use crate::report::{self, live as show};
 use crate::settings::Live;
 use crate::sources::{interfaces, netdev};
+use crate::stages::Stages;
 
 /// Run `live`.
 pub fn run(s: &Live) -> Result<()> {
@@ -45,7 +46,7 @@ struct Probe {
     nets: LocalNets,
     /// Whether owner marks name the owners of flows that ended with none known (read-only:
     /// the writers judge them and keep a disagreement, which this reads).
-    marks: std::sync::Arc<crate::pass::MarkTrust>,
+    marks: std::sync::Arc<crate::owner_mark::trust::MarkTrust>,
     delegating: Delegating,
     meter: Meter,
     short: Option<ShortFlows>,
@@ -77,7 +78,7 @@ impl Probe {
         let mut probe = Probe {
             proc_root: s.proc_root.clone(),
             nets: s.nets.clone(),
-            marks: crate::pass::MarkTrust::new(s.owner_mark, &s.proc_root),
+            marks: crate::owner_mark::trust::MarkTrust::new(s.owner_mark, &s.proc_root),
             delegating: s.delegating.clone(),
             meter: Meter::new(),
             short,
@@ -113,7 +114,7 @@ impl Probe {
             &self.nets,
             &self.delegating,
             // Read-only: marks are judged by the writers (a disagreement is kept by them).
-            &crate::pass::MarkTrust::off(),
+            &crate::owner_mark::trust::MarkTrust::off(),
             &mut stages,
         )
         .context("reading the conntrack table and the sockets")?;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::pass::MarkTrust;
+use crate::owner_mark::trust::MarkTrust;
 use crate::prereq;
 
 /// Apply (or undo) the prerequisites and say what changed; `owner_mark` installs the

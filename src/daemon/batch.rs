@@ -6,7 +6,7 @@
 //!   sighting in a pass).
 //! - A DESTROY event charges `final − last charged` (the saved state's counters; the full
 //!   final counters for a flow never charged), through the same delta rule and the same
-//!   join as a pass ([`account_pass`], [`attribute`]), then forgets the flow and logs it.
+//!   join as a pass ([`account_seen`], [`attribute`]), then forgets the flow and logs it.
 //! - A NEW and its DESTROY in the same flush write no state at all: the DESTROY uses the
 //!   NEW's owner directly.
 //!
@@ -16,10 +16,9 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use crate::account::{account, FlowState, Hold};
+use crate::account::{account_seen, FlowState, Hold, Ledger, PassPlan, Seen};
 use crate::attribute::{attribute, Attributed, Attribution, LocalNets, SocketIndex, Verdict, Via};
 use crate::model::{Flow, FlowKey};
-use crate::pass::user_names;
 use crate::sources::conntrack::Timeouts;
 use crate::sources::processes::Owner;
 use crate::store::connections::{EventWrite, LoggedConnection, NotLogged};
@@ -141,6 +140,35 @@ fn ns_to_ms(ns: u64) -> i64 {
     (ns / 1_000_000) as i64
 }
 
+/// One DESTROY of a flush, carried through the planning: the flow, when its connection
+/// ended, the NEW of the same flush it consumed, its saved state, its verdict.
+struct Destroyed<'a> {
+    flow: &'a Flow,
+    end_ms: i64,
+    new: Option<NewSeen>,
+    /// The saved state, when it is this flow's (else the flow is charged from zero).
+    saved: Option<&'a FlowState>,
+    attributed: Attributed,
+}
+
+impl Destroyed<'_> {
+    fn seen(&self) -> Seen<'_> {
+        Seen {
+            flow: self.flow,
+            attributed: &self.attributed,
+            saved: self.saved,
+        }
+    }
+}
+
+/// The NEW events of a flush (their owners, and their keys in arrival order: a later
+/// DESTROY consumes its NEW) and its DESTROYs, attributed.
+struct Gathered<'a> {
+    news: HashMap<FlowKey, NewSeen>,
+    new_order: Vec<FlowKey>,
+    destroys: Vec<Destroyed<'a>>,
+}
+
 /// Plan one flush (pure). `prev` holds the saved state of the destroyed flows (read by
 /// the store inside the write transaction).
 pub fn plan_batch(
@@ -148,160 +176,22 @@ pub fn plan_batch(
     prev: &HashMap<FlowKey, FlowState>,
     cfg: &BatchConfig,
 ) -> EventWrite {
-    // NEW owners of this flush, in arrival order; a later DESTROY consumes its NEW.
-    let mut news: HashMap<FlowKey, NewSeen> = HashMap::new();
-    let mut new_order: Vec<FlowKey> = Vec::new();
-    // Every DESTROY, in order, with whether the saved state in `prev` is its flow's.
-    let mut destroys: Vec<(Flow, i64, Option<NewSeen>, bool)> = Vec::new();
-    let mut consumed: HashSet<FlowKey> = HashSet::new();
-    for e in events {
-        match e {
-            Resolved::New { flow, owner, at_ms } => {
-                let k = flow.key();
-                if news.insert(k, (owner.clone(), *at_ms)).is_none() {
-                    new_order.push(k);
-                }
-            }
-            Resolved::Destroy {
-                flow,
-                tcp_state,
-                left,
-                at_ms,
-            } => {
-                let k = flow.key();
-                let new = news.remove(&k);
-                let end_ms = end_of(flow, *tcp_state, *left, *at_ms, cfg.timeouts);
-                // Conntrack's id is a hash of the entry's address and tuple: a replacement
-                // entry of the same tuple in the same memory has the same key. The saved
-                // state is this flow's unless it is another's (FlowState::replaced_by: a
-                // pass saved the replacement, which began after this one) or an earlier
-                // DESTROY of this flush used it (this one began after that one's end);
-                // such a flow was never charged or saved: it is charged from zero.
-                let saved = prev.get(&k).is_some_and(|s| !s.replaced_by(flow));
-                let uses_state = saved && consumed.insert(k);
-                destroys.push((flow.clone(), end_ms, new, uses_state));
-            }
-        }
-    }
-
     let no_owners: HashMap<u64, Owner> = HashMap::new();
     let subuids = crate::sources::netns::SubUids::host();
     let idx = SocketIndex::new(&[], &no_owners, cfg.host.iter().copied())
         .with_subuids(&subuids)
         .with_marks(cfg.marks);
-    let attributed: Vec<Attributed> = destroys
-        .iter()
-        .map(|(flow, _, new, uses_state)| {
-            let saved = prev
-                .get(&flow.key())
-                .filter(|_| *uses_state)
-                .and_then(|s| s.attribution.as_ref());
-            let from_new = new.as_ref().and_then(|(a, _)| a.as_ref());
-            // A held flow whose owner was found since (in this flush) takes that owner.
-            let prior = match (saved, from_new) {
-                (Some(s), Some(n)) if s.via == Via::Pending => Some(n),
-                (s, n) => s.or(n),
-            };
-            attribute(flow, &idx, prior, cfg.nets)
-        })
-        .collect();
-    // Every destroyed flow is in `flows`, so nothing of `prev` is aged or pruned. A flow
-    // held back (pending) has ended: it is charged now, from zero, to the owner it has.
-    let hold = Hold {
-        grace: 0,
-        ended: true,
-        destroys_follow: true,
-    };
-    // The DESTROYs whose saved state is their flow's against it; the others from zero.
-    let part = |uses_state: bool| -> (Vec<Flow>, Vec<Attributed>) {
-        destroys
-            .iter()
-            .zip(&attributed)
-            .filter(|((_, _, _, u), _)| *u == uses_state)
-            .map(|((flow, ..), at)| (flow.clone(), at.clone()))
-            .unzip()
-    };
-    let (flows, ats) = part(true);
-    let mut plan = account(cfg.now, &flows, &ats, prev, u32::MAX, hold);
-    let (again, again_ats) = part(false);
-    if !again.is_empty() {
-        let more = account(cfg.now, &again, &again_ats, &HashMap::new(), u32::MAX, hold);
-        for (k, t) in more.usage {
-            plan.usage.entry(k).or_default().add(&t);
-        }
-        let (t, m) = (&mut plan.totals, more.totals);
-        t.flows += m.flows;
-        t.new_flows += m.new_flows;
-        t.flows_without_counters += m.flows_without_counters;
-        t.resets += m.resets;
-        t.held += m.held;
-        t.attributed.add(&m.attributed);
-        t.unattributed.add(&m.unattributed);
-        t.excluded.add(&m.excluded);
-    }
-    // A saved state another flow's DESTROY did not use stays, for that flow.
-    plan.deletes = flows
-        .iter()
-        .map(Flow::key)
-        .filter(|k| prev.contains_key(k))
-        .collect();
-
-    // Local flows (a flood to 127.0.0.1 costs a user nothing) are left out unless asked
-    // for, and the rest up to the budget: both counted, never charged differently.
-    let mut not_logged = NotLogged::default();
-    let log: Vec<LoggedConnection> = if cfg.log {
-        let mut taken = 0u64;
-        destroys
-            .iter()
-            .zip(&attributed)
-            .filter(|(_, at)| {
-                let local = matches!(at.verdict, Verdict::Excluded(_));
-                if local && !cfg.log_local {
-                    not_logged.local += 1;
-                    return false;
-                }
-                if taken >= cfg.log_budget {
-                    not_logged.over_limit += 1;
-                    let uid = at.attribution().map(|a| a.uid);
-                    *not_logged.over_limit_by.entry(uid).or_default() += 1;
-                    return false;
-                }
-                taken += 1;
-                true
-            })
-            .map(|((flow, end_ms, new, uses_state), at)| {
-                let end_ms = *end_ms;
-                let start_ms = flow
-                    .start_ns
-                    .map(ns_to_ms)
-                    .or_else(|| new.as_ref().map(|(_, t)| *t))
-                    .or_else(|| {
-                        let saved = prev.get(&flow.key()).filter(|_| *uses_state);
-                        saved.map(|s| s.first_seen * 1000)
-                    })
-                    .unwrap_or(end_ms)
-                    .min(end_ms);
-                let owner = at.attribution();
-                LoggedConnection {
-                    start_ms,
-                    end_ms,
-                    orig: flow.orig,
-                    reply: flow.reply,
-                    direction: at.direction,
-                    uid: owner.map(|a| a.uid),
-                    program: owner.and_then(|a| a.program.clone()),
-                    orig_counters: flow.orig_counters,
-                    reply_counters: flow.reply_counters,
-                    zone: flow.zone,
-                    via: owner.and_then(|a| a.via.through()),
-                    container: owner.and_then(|a| a.container.clone()),
-                }
-            })
-            .collect()
+    let Gathered {
+        news,
+        new_order,
+        destroys,
+    } = gather(events, prev, cfg, &idx);
+    let plan = account_destroys(&destroys, prev, cfg.now);
+    let (log, not_logged) = if cfg.log {
+        log_destroys(&destroys, cfg)
     } else {
-        Vec::new()
+        (Vec::new(), NotLogged::default())
     };
-
     let attributions = new_order
         .iter()
         .filter_map(|k| {
@@ -318,7 +208,7 @@ pub fn plan_batch(
             })
         })
         .collect();
-    let users = user_names(&plan, cfg.user_name);
+    let users = plan.user_names(cfg.user_name);
     EventWrite {
         record: PassRecord {
             started_at: cfg.now,
@@ -335,40 +225,193 @@ pub fn plan_batch(
     }
 }
 
+/// The events of a flush in order: the NEW owners, and every DESTROY with the NEW it
+/// consumed, whether the saved state in `prev` is its flow's, and its verdict on `idx`.
+fn gather<'a>(
+    events: &'a [Resolved],
+    prev: &'a HashMap<FlowKey, FlowState>,
+    cfg: &BatchConfig,
+    idx: &SocketIndex,
+) -> Gathered<'a> {
+    let mut g = Gathered {
+        news: HashMap::new(),
+        new_order: Vec::new(),
+        destroys: Vec::new(),
+    };
+    let mut consumed: HashSet<FlowKey> = HashSet::new();
+    for e in events {
+        match e {
+            Resolved::New { flow, owner, at_ms } => {
+                let k = flow.key();
+                if g.news.insert(k, (owner.clone(), *at_ms)).is_none() {
+                    g.new_order.push(k);
+                }
+            }
+            Resolved::Destroy {
+                flow,
+                tcp_state,
+                left,
+                at_ms,
+            } => {
+                let k = flow.key();
+                let new = g.news.remove(&k);
+                let end_ms = end_of(flow, *tcp_state, *left, *at_ms, cfg.timeouts);
+                // Conntrack's id is a hash of the entry's address and tuple: a replacement
+                // entry of the same tuple in the same memory has the same key. The saved
+                // state is this flow's unless it is another's (FlowState::replaced_by: a
+                // pass saved the replacement, which began after this one) or an earlier
+                // DESTROY of this flush used it (this one began after that one's end);
+                // such a flow was never charged or saved: it is charged from zero.
+                let saved = prev
+                    .get(&k)
+                    .filter(|s| !s.replaced_by(flow))
+                    .filter(|_| consumed.insert(k));
+                let from_new = new.as_ref().and_then(|(a, _)| a.as_ref());
+                // A held flow whose owner was found since (in this flush) takes that owner.
+                let prior = match (saved.and_then(|s| s.attribution.as_ref()), from_new) {
+                    (Some(s), Some(n)) if s.via == Via::Pending => Some(n),
+                    (s, n) => s.or(n),
+                };
+                let attributed = attribute(flow, idx, prior, cfg.nets);
+                g.destroys.push(Destroyed {
+                    flow,
+                    end_ms,
+                    new,
+                    saved,
+                    attributed,
+                });
+            }
+        }
+    }
+    g
+}
+
+/// Charge the DESTROYs: those whose saved state is their flow's against it, the others
+/// from zero. Every destroyed flow is seen, so nothing of `prev` is aged or pruned. A flow
+/// held back (pending) has ended: it is charged now, from zero, to the owner it has.
+fn account_destroys(
+    destroys: &[Destroyed],
+    prev: &HashMap<FlowKey, FlowState>,
+    now: i64,
+) -> PassPlan {
+    let rules = Ledger {
+        now,
+        prune_after: u32::MAX,
+        hold: Hold {
+            grace: 0,
+            ended: true,
+            destroys_follow: true,
+        },
+    };
+    let part = |own: bool| -> Vec<Seen> {
+        destroys
+            .iter()
+            .filter(|d| d.saved.is_some() == own)
+            .map(Destroyed::seen)
+            .collect()
+    };
+    let against = part(true);
+    let mut plan = account_seen(&rules, &against, prev);
+    let again = part(false);
+    if !again.is_empty() {
+        let more = account_seen(&rules, &again, &HashMap::new());
+        for (k, t) in more.usage {
+            plan.usage.entry(k).or_default().add(&t);
+        }
+        let (t, m) = (&mut plan.totals, more.totals);
+        t.flows += m.flows;
+        t.new_flows += m.new_flows;
+        t.flows_without_counters += m.flows_without_counters;
+        t.resets += m.resets;
+        t.held += m.held;
+        t.attributed.add(&m.attributed);
+        t.unattributed.add(&m.unattributed);
+        t.excluded.add(&m.excluded);
+    }
+    // A saved state another flow's DESTROY did not use stays, for that flow.
+    plan.deletes = against
+        .iter()
+        .map(|s| s.flow.key())
+        .filter(|k| prev.contains_key(k))
+        .collect();
+    plan
+}
+
+/// The connections logged: local flows (a flood to 127.0.0.1 costs a user nothing) are
+/// left out unless asked for, and the rest up to the budget: both counted, never charged
+/// differently.
+fn log_destroys(destroys: &[Destroyed], cfg: &BatchConfig) -> (Vec<LoggedConnection>, NotLogged) {
+    let mut not_logged = NotLogged::default();
+    let mut taken = 0u64;
+    let log = destroys
+        .iter()
+        .filter(|d| {
+            let at = &d.attributed;
+            let local = matches!(at.verdict, Verdict::Excluded(_));
+            if local && !cfg.log_local {
+                not_logged.local += 1;
+                return false;
+            }
+            if taken >= cfg.log_budget {
+                not_logged.over_limit += 1;
+                let uid = at.attribution().map(|a| a.uid);
+                *not_logged.over_limit_by.entry(uid).or_default() += 1;
+                return false;
+            }
+            taken += 1;
+            true
+        })
+        .map(logged)
+        .collect();
+    (log, not_logged)
+}
+
+/// A DESTROY as its connection is logged.
+fn logged(d: &Destroyed) -> LoggedConnection {
+    let (flow, end_ms) = (d.flow, d.end_ms);
+    let start_ms = flow
+        .start_ns
+        .map(ns_to_ms)
+        .or_else(|| d.new.as_ref().map(|(_, t)| *t))
+        .or_else(|| d.saved.map(|s| s.first_seen * 1000))
+        .unwrap_or(end_ms)
+        .min(end_ms);
+    let owner = d.attributed.attribution();
+    LoggedConnection {
+        start_ms,
+        end_ms,
+        orig: flow.orig,
+        reply: flow.reply,
+        direction: d.attributed.direction,
+        uid: owner.map(|a| a.uid),
+        program: owner.and_then(|a| a.program.clone()),
+        orig_counters: flow.orig_counters,
+        reply_counters: flow.reply_counters,
+        zone: flow.zone,
+        via: owner.and_then(|a| a.via.through()),
+        container: owner.and_then(|a| a.container.clone()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::account::Kind;
     use crate::attribute::Direction;
-    use crate::model::{Counters, CtStatus, CtTcpState, Tuple};
+    use crate::model::{Counters, CtStatus, CtTcpState};
+    use crate::testkit;
 
     const ALICE: u32 = 1001;
 
     fn flow(id: u32, sport: u16, counters: Option<(u64, u64)>) -> Flow {
-        let t = |s: &str, d: &str, sp, dp| Tuple {
-            src: s.parse().unwrap(),
-            dst: d.parse().unwrap(),
-            proto: 6,
-            sport: sp,
-            dport: dp,
-        };
+        let local = format!("198.51.100.1:{sport}");
         Flow {
-            orig: t("198.51.100.1", "198.51.100.2", sport, 9000),
-            reply: t("198.51.100.2", "198.51.100.1", 9000, sport),
             id,
-            zone: 0,
-            mark: 0,
-            status: 0,
-            orig_counters: counters.map(|(o, _)| Counters {
-                packets: 10,
-                bytes: o,
-            }),
-            reply_counters: counters.map(|(_, r)| Counters {
-                packets: 20,
-                bytes: r,
-            }),
+            orig_counters: counters.map(|(o, _)| testkit::counters(10, o)),
+            reply_counters: counters.map(|(_, r)| testkit::counters(20, r)),
             start_ns: Some(1_780_000_000_000_000_000),
             stop_ns: Some(1_780_000_000_250_000_000),
+            ..testkit::flow(testkit::TCP, (&local, "198.51.100.2:9000"), None)
         }
     }
 

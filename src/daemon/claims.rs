@@ -89,6 +89,31 @@ fn evictee(list: &[Claim], new: &Flow) -> usize {
         .unwrap_or(0)
 }
 
+/// The connected socket of each claim's flow (with the claim's place), where there is
+/// one: the accepted socket exists once the handshake completed (the NEW event found the
+/// listener's); each is one exact lookup in the kernel.
+fn accepted_sockets(list: &[Claim], diag: &mut SockDiag) -> Vec<(usize, Socket)> {
+    let mut sockets: Vec<(usize, Socket)> = Vec::with_capacity(list.len());
+    for (i, c) in list.iter().enumerate() {
+        let Some(l4) = L4::from_ipproto(c.flow.orig.proto) else {
+            continue;
+        };
+        let (o, r) = (&c.flow.orig, &c.flow.reply);
+        let (local, remote) = match c.owner.direction {
+            Direction::Out => (o.src_sa(), o.dst_sa()),
+            Direction::In => (r.src_sa(), r.dst_sa()),
+        };
+        // The kernel's lookup answers with the listener when the connection has no
+        // socket of its own (not accepted yet, or closed): not this flow's.
+        if let Ok(Some(s)) = diag.lookup(l4, local, remote) {
+            if s.has_owner() && s.remote == remote {
+                sockets.push((i, s));
+            }
+        }
+    }
+    sockets
+}
+
 impl Claims {
     /// Look after the flows of `delegating` uids' sockets for `grace` after their NEW.
     pub fn new(proc_root: PathBuf, delegating: Delegating, grace: Duration) -> Claims {
@@ -153,26 +178,7 @@ impl Claims {
         let Some(diag) = self.diag.as_mut() else {
             return Vec::new();
         };
-        // The accepted socket exists once the handshake completed (the NEW event found
-        // the listener's); each is one exact lookup in the kernel.
-        let mut sockets: Vec<(usize, Socket)> = Vec::with_capacity(self.list.len());
-        for (i, c) in self.list.iter().enumerate() {
-            let Some(l4) = L4::from_ipproto(c.flow.orig.proto) else {
-                continue;
-            };
-            let (o, r) = (&c.flow.orig, &c.flow.reply);
-            let (local, remote) = match c.owner.direction {
-                Direction::Out => (o.src_sa(), o.dst_sa()),
-                Direction::In => (r.src_sa(), r.dst_sa()),
-            };
-            // The kernel's lookup answers with the listener when the connection has no
-            // socket of its own (not accepted yet, or closed): not this flow's.
-            if let Ok(Some(s)) = diag.lookup(l4, local, remote) {
-                if s.has_owner() && s.remote == remote {
-                    sockets.push((i, s));
-                }
-            }
-        }
+        let sockets = accepted_sockets(&self.list, diag);
         let delegating = self.delegating.clone();
         let inodes = |which: &dyn Fn(usize) -> bool| -> HashSet<u64> {
             sockets
@@ -273,28 +279,13 @@ impl Claims {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Counters, Tuple};
+    use crate::testkit;
 
     fn flow(src: &str, sport: u16) -> Flow {
-        let (src, host): (IpAddr, IpAddr) = (src.parse().unwrap(), "198.51.100.1".parse().unwrap());
-        let t = |src, dst, sport, dport| Tuple {
-            src,
-            dst,
-            proto: 6,
-            sport,
-            dport,
-        };
+        let remote = std::net::SocketAddr::new(src.parse().unwrap(), sport).to_string();
         Flow {
-            orig: t(src, host, sport, 22),
-            reply: t(host, src, 22, sport),
             id: u32::from(sport),
-            zone: 0,
-            mark: 0,
-            status: 0,
-            orig_counters: Some(Counters::default()),
-            reply_counters: Some(Counters::default()),
-            start_ns: None,
-            stop_ns: None,
+            ..testkit::flow(testkit::TCP, (&remote, "198.51.100.1:22"), None)
         }
     }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use crate::owner_mark;
-use crate::pass::MarkTrust;
+use crate::owner_mark::trust::MarkTrust;
 use crate::prereq::firewall::{self, Gap, Health};
 use crate::prereq::{self, Needs};
 use crate::sources::nftables::{Change, Event, Watch};

@@ -28,7 +28,7 @@ use crate::attribute::{
     SocketIndex, Verdict, Via,
 };
 use crate::model::{canonical_ip, CtTcpState, Flow, FlowKey, Socket, L4};
-use crate::pass::{describe, MarkTrust};
+use crate::owner_mark::trust::MarkTrust;
 use crate::sources::conntrack::{self, EventKind, EventSocket, Events};
 use crate::sources::interfaces;
 use crate::sources::netlink;
@@ -340,7 +340,7 @@ impl Listener {
             .with_subuids(subuids);
         // The mark against the socket that sent the first packet, now.
         if let Some(c) = mark_check(&e.flow, &idx) {
-            self.marks.check(c, e.flow.mark, || describe(&e.flow));
+            self.marks.check(c, &e.flow);
             b.use_marks = b.use_marks && self.marks.usable_now();
         }
         let by_mark =

@@ -37,6 +37,8 @@
 //! with the uid of the flow's live socket (`attribute::MarkCheck`). Marks are used only
 //! while netledger's rule is the only writer seen and no mark ever disagreed.
 
+pub mod trust;
+
 use std::io;
 use std::process::{Command, Stdio};
 

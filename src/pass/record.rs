@@ -1,0 +1,663 @@
+//! One record per flow ([`FlowRecord`]): what a pass knows of a flow — the flow, its saved
+//! state, an owner known besides, its live socket, its verdict — carried through the
+//! stages, each a function of the records. Everything here is pure: the kernel reads and
+//! the process walks are the caller's ([`super`]).
+//!
+//! The stages, in the order a pass runs them:
+//! 1. [`records`]: the dump's flows, each with its saved state (looked up once);
+//! 2. [`add_known`], [`continue_picked_up`]: owners known besides the saved state;
+//! 3. [`look_up`]: each flow's live socket, once, on the pass's one [`SocketIndex`];
+//! 4. [`wanted_inodes`], [`delegated_inodes`], [`own_inodes`]: whose processes to read;
+//! 5. [`check_marks`], [`attribute_all`]: the marks held against the sockets, the verdicts;
+//! 6. [`needs_retry`], [`reattribute`]: flows born after the socket read, once more;
+//! 7. [`container_candidates`]: flows the host's sockets do not explain, for the
+//!    containers' sockets.
+//!
+//! The accounting then reads each record as an [`account::Seen`](crate::account::Seen).
+
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+
+use crate::account::{FlowState, Seen};
+use crate::attribute::{
+    attribute_looked, mark_check_looked, Attributed, Attribution, Continued, Direction, LocalNets,
+    Lookup, Reason, SocketIndex, Verdict, Via,
+};
+use crate::containers;
+use crate::model::{FastSet, Flow, FlowKey};
+use crate::owner_mark::trust::MarkTrust;
+use crate::sources::conntrack::Dump;
+
+/// What a pass knows of one flow; each stage reads it and adds to it.
+#[derive(Debug, Clone)]
+pub struct FlowRecord<'s> {
+    /// The flow as the dump showed it (the dump keeps it).
+    pub flow: &'s Flow,
+    /// A TCP entry the kernel picked up in the middle of its connection (see
+    /// [`Continued`]).
+    pub picked_up: bool,
+    /// Its saved state (None: seen for the first time).
+    pub saved: Option<&'s FlowState>,
+    /// An owner known besides the saved state, for a flow without a settled one: the
+    /// daemon's owner found at its NEW event, the earlier entry of a picked-up connection.
+    pub known: Option<Box<Attribution>>,
+    /// Its live socket on the pass's index ([`look_up`]).
+    pub look: Lookup,
+    /// Where its bytes go ([`attribute_all`]; None before).
+    pub attributed: Option<Attributed>,
+}
+
+impl<'s> FlowRecord<'s> {
+    /// A flow of the dump with its saved state; nothing looked up yet.
+    pub fn new(flow: &'s Flow, picked_up: bool, saved: Option<&'s FlowState>) -> FlowRecord<'s> {
+        FlowRecord {
+            flow,
+            picked_up,
+            saved,
+            known: None,
+            look: Lookup::Unmatched,
+            attributed: None,
+        }
+    }
+
+    /// The attribution its saved state keeps.
+    pub fn saved_attribution(&self) -> Option<&'s Attribution> {
+        self.saved.and_then(|s| s.attribution.as_ref())
+    }
+
+    /// What the flow already had: its saved attribution once settled; else an owner known
+    /// besides (found meanwhile for a held flow: it beats the saved pending one), else
+    /// the saved pending one.
+    pub fn prior(&self) -> Option<&Attribution> {
+        match self.saved_attribution() {
+            Some(s) if s.via != Via::Pending => Some(s),
+            s => match self.known.as_deref() {
+                Some(k) if s.is_none() || k.via != Via::Pending => Some(k),
+                _ => s,
+            },
+        }
+    }
+
+    /// Whether it has no settled owner yet (new, or held back pending).
+    pub fn unsettled(&self) -> bool {
+        self.prior().is_none_or(|a| a.via == Via::Pending)
+    }
+
+    /// Its verdict (after [`attribute_all`]).
+    pub fn verdict(&self) -> &Attributed {
+        self.attributed
+            .as_ref()
+            .expect("a flow is attributed before its verdict is read")
+    }
+
+    /// The record as the accounting reads it.
+    pub fn seen(&self) -> Seen<'_> {
+        Seen {
+            flow: self.flow,
+            attributed: self.verdict(),
+            saved: self.saved,
+        }
+    }
+
+    /// Whether its counters moved since the saved state.
+    fn moved(&self) -> bool {
+        self.saved.is_some_and(|o| {
+            Some(o.orig) != self.flow.orig_counters || Some(o.reply) != self.flow.reply_counters
+        })
+    }
+
+    /// Whether its verdict is unattributed for one of `reasons`.
+    fn unattributed(&self, reasons: &[Reason]) -> bool {
+        matches!(&self.verdict().verdict, Verdict::Unattributed(r) if reasons.contains(r))
+    }
+}
+
+/// Stage 1: the records of `dump`'s flows, each with its saved state in `prev`, looked
+/// up once for the attribution and the accounting both.
+pub fn records<'s, S: BuildHasher>(
+    dump: &'s Dump,
+    prev: &'s HashMap<FlowKey, FlowState, S>,
+) -> Vec<FlowRecord<'s>> {
+    let picked = dump
+        .picked_up
+        .iter()
+        .copied()
+        .chain(std::iter::repeat(false));
+    dump.flows
+        .iter()
+        .zip(picked)
+        .map(|(flow, picked_up)| FlowRecord::new(flow, picked_up, prev.get(&flow.key())))
+        .collect()
+}
+
+/// The verdicts of `records`, in their order (the dump's: for the read-only views, which
+/// read the dump and its verdicts).
+pub fn verdicts(records: Vec<FlowRecord>) -> Vec<Attributed> {
+    records
+        .into_iter()
+        .map(|r| r.attributed.expect("every flow of a pass is attributed"))
+        .collect()
+}
+
+/// Stage 2: the owners `known` from elsewhere (the daemon's, found at a flow's NEW event
+/// and not written yet) of the flows without a settled saved attribution.
+pub fn add_known(records: &mut [FlowRecord], known: &dyn Fn(&FlowKey) -> Option<Attribution>) {
+    for r in records {
+        if r.saved_attribution().is_none_or(|a| a.via == Via::Pending) {
+            r.known = known(&r.flow.key()).map(Box::new);
+        }
+    }
+}
+
+/// Stage 2: entries the kernel picked up in the middle of a connection whose earlier entry
+/// was deleted (see [`Continued`]) continue that entry's owner: the earlier entry is still
+/// in the saved state `prev`, missing from this dump.
+pub fn continue_picked_up<S: BuildHasher>(
+    records: &mut [FlowRecord],
+    prev: &HashMap<FlowKey, FlowState, S>,
+) {
+    let picked = |r: &FlowRecord| r.picked_up && r.saved.is_none() && r.known.is_none();
+    if !records.iter().any(picked) {
+        return;
+    }
+    let present: FastSet<FlowKey> = records.iter().map(|r| r.flow.key()).collect();
+    let mut ended = Continued::default();
+    for (k, s) in prev {
+        if let (Some(a), false) = (&s.attribution, present.contains(k)) {
+            ended.remember(&k.orig, a, s.last_seen);
+        }
+    }
+    for r in records.iter_mut().filter(|r| picked(r)) {
+        r.known = ended.owner_of(&r.flow.orig).map(Box::new);
+    }
+}
+
+/// Stage 3: each flow's live socket on `idx`, looked up once for every later stage (a
+/// lookup reads only the index's maps: the same on the index with owners, holders and
+/// marks filled in).
+pub fn look_up(records: &mut [FlowRecord], idx: &SocketIndex) {
+    for r in records {
+        r.look = idx.lookup(r.flow);
+    }
+}
+
+/// Stage 4: the sockets whose programs are looked up: those of the flows not attributed
+/// before (a flow keeps the program it had, so a steady pass walks no /proc/PID/fd).
+pub fn wanted_inodes(records: &[FlowRecord], idx: &SocketIndex) -> HashSet<u64> {
+    records
+        .iter()
+        .filter(|r| r.prior().is_none())
+        .filter_map(|r| idx.socket_of(r.look).map(|s| s.inode))
+        .collect()
+}
+
+/// Stage 4: the inodes of the delegating sockets whose every holder a pass looks up:
+/// those of the flows without a settled attribution (new, or held back) whose traffic is
+/// charged to someone (local traffic is not: it is not worth a walk of every process).
+/// `only` restricts them to some inodes.
+pub fn delegated_inodes(
+    records: &[FlowRecord],
+    idx: &SocketIndex,
+    nets: &LocalNets,
+    only: Option<&HashSet<u64>>,
+) -> HashSet<u64> {
+    records
+        .iter()
+        .filter(|r| r.unsettled())
+        .filter_map(|r| Some((r, idx.delegated_of(r.look)?.inode)))
+        .filter(|(_, ino)| only.is_none_or(|o| o.contains(ino)))
+        .filter(|(r, _)| {
+            let at = attribute_looked(r.flow, idx, &r.look, r.prior(), nets);
+            !matches!(at.verdict, Verdict::Excluded(_))
+        })
+        .map(|(_, ino)| ino)
+        .collect()
+}
+
+/// Whether a flow settled as a delegating service's own incoming one moved this pass:
+/// then the holders of such sockets are looked at again ([`own_inodes`]).
+pub fn own_moved(records: &[FlowRecord]) -> bool {
+    records.iter().any(|r| is_own_incoming(r) && r.moved())
+}
+
+fn is_own_incoming(r: &FlowRecord) -> bool {
+    r.prior()
+        .is_some_and(|a| a.via == Via::Own && a.direction == Direction::In)
+}
+
+/// Stage 4: the connected sockets of incoming flows settled as a delegating service's
+/// own: looked at again for a user's process holding them now (a login slower than
+/// `delegate_grace`: a slow `ProxyCommand`, a held-up PAM step), so that what they move
+/// from then on is that user's. Outgoing ones and local traffic are not.
+pub fn own_inodes(records: &[FlowRecord], idx: &SocketIndex, nets: &LocalNets) -> HashSet<u64> {
+    records
+        .iter()
+        .filter(|r| is_own_incoming(r))
+        .filter(|r| !nets.contains(r.flow.orig.src))
+        .filter_map(|r| idx.delegated_of(r.look))
+        .filter(|s| !(s.remote.port() == 0 && s.remote.ip().is_unspecified()))
+        .map(|s| s.inode)
+        .collect()
+}
+
+/// Stage 5: every mark held against its flow's live socket, before any is believed.
+pub fn check_marks(records: &[FlowRecord], idx: &SocketIndex, marks: &MarkTrust) {
+    for r in records {
+        if let Some(c) = mark_check_looked(r.flow, idx, &r.look) {
+            marks.check(c, r.flow);
+        }
+    }
+}
+
+/// Stage 5: every flow's verdict on `idx`.
+pub fn attribute_all(records: &mut [FlowRecord], idx: &SocketIndex, nets: &LocalNets) {
+    for r in records {
+        let at = attribute_looked(r.flow, idx, &r.look, r.prior(), nets);
+        r.attributed = Some(at);
+    }
+}
+
+/// The flows charged to a user by their owner mark alone: no kept owner, no socket named.
+pub fn by_mark(records: &[FlowRecord]) -> usize {
+    records
+        .iter()
+        .filter(|r| r.prior().is_none() && !matches!(r.look, Lookup::Socket { .. }))
+        .filter(|r| matches!(r.verdict().verdict, Verdict::User(_)))
+        .count()
+}
+
+/// Stage 6: whether a new flow found no socket (born after the socket read, maybe).
+pub fn needs_retry(records: &[FlowRecord]) -> bool {
+    records
+        .iter()
+        .any(|r| r.saved.is_none() && r.unattributed(&[Reason::NoSocket]))
+}
+
+/// Stage 6: the unattributed flows once more, on an index over more sockets (`idx`, the
+/// pass's index with a second read's new sockets added, and [`look_up`] on it again):
+/// their verdict is replaced. The others keep theirs.
+pub fn reattribute(records: &mut [FlowRecord], idx: &SocketIndex, nets: &LocalNets) {
+    for r in records {
+        if matches!(r.verdict().verdict, Verdict::Unattributed(_)) {
+            let at = attribute_looked(r.flow, idx, &r.look, r.prior(), nets);
+            r.attributed = Some(at);
+        }
+    }
+}
+
+/// Stage 7: the new flows the host's sockets do not explain (`is_host` tells the host's
+/// addresses), each with its inner end: a container's, maybe.
+pub fn container_candidates<'r, 's>(
+    records: &'r mut [FlowRecord<'s>],
+    is_host: &dyn Fn(IpAddr) -> bool,
+) -> Vec<(&'r mut FlowRecord<'s>, IpAddr)> {
+    records
+        .iter_mut()
+        .filter(|r| r.saved.is_none() && r.unattributed(&[Reason::Forwarded, Reason::NoSocket]))
+        .filter_map(|r| containers::inner_end(r.flow, is_host).map(|ip| (r, ip)))
+        .collect()
+}
+
+/// Flows charged to a user, and of those, with a program name.
+pub fn charged_named(records: &[FlowRecord]) -> (usize, usize) {
+    let charged = records.iter().filter_map(|r| match &r.verdict().verdict {
+        Verdict::User(a) => Some(a),
+        _ => None,
+    });
+    charged.fold((0, 0), |(c, n), a| {
+        (c + 1, n + usize::from(a.program.is_some()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribute::Delegating;
+    use crate::model::{Counters, Socket, L4};
+    use crate::testkit::{counters, flow, sock, TCP, UDP};
+
+    const ALICE: u32 = 1001;
+    const BOB: u32 = 1002;
+    const ROOT: u32 = 0;
+    const HOST: &str = "198.51.100.1";
+
+    fn who(uid: u32, via: Via, direction: Direction) -> Attribution {
+        Attribution {
+            uid,
+            program: None,
+            direction,
+            via,
+            container: None,
+        }
+    }
+
+    fn out(uid: u32, via: Via) -> Attribution {
+        who(uid, via, Direction::Out)
+    }
+
+    fn state(f: &Flow, attribution: Option<Attribution>) -> FlowState {
+        FlowState {
+            key: f.key(),
+            orig: Counters::default(),
+            reply: Counters::default(),
+            attribution,
+            first_seen: 0,
+            last_seen: 5,
+            missing: 0,
+            start_ns: None,
+        }
+    }
+
+    /// Outgoing TCP from the host's port `sport` to 198.51.100.2:443.
+    fn tcp_out(sport: u16) -> Flow {
+        flow(TCP, (&format!("{HOST}:{sport}"), "198.51.100.2:443"), None)
+    }
+
+    fn index<'a>(
+        sockets: &'a [Socket],
+        none: &'a HashMap<u64, crate::sources::processes::Owner>,
+    ) -> SocketIndex<'a> {
+        SocketIndex::new(sockets, none, [HOST.parse().unwrap()])
+    }
+
+    fn dump_of(flows: Vec<Flow>, picked: Vec<bool>) -> Dump {
+        Dump {
+            flows,
+            picked_up: picked,
+            ..Dump::default()
+        }
+    }
+
+    #[test]
+    fn records_carry_each_flow_with_its_saved_state_and_go_back_in_order() {
+        let (a, b) = (tcp_out(40000), tcp_out(40001));
+        let prev: HashMap<FlowKey, FlowState> =
+            [(a.key(), state(&a, Some(out(ALICE, Via::Direct))))].into();
+        let dump = dump_of(vec![a.clone(), b.clone()], vec![false, true]);
+        let mut recs = records(&dump, &prev);
+        assert_eq!((recs[0].flow, recs[1].flow), (&a, &b));
+        assert_eq!(recs[0].saved, prev.get(&a.key()));
+        assert_eq!((recs[1].saved, recs[1].picked_up), (None, true));
+        let none = HashMap::new();
+        let sockets = [sock(
+            L4::Tcp,
+            "198.51.100.1:40001",
+            "198.51.100.2:443",
+            BOB,
+            7,
+        )];
+        let idx = index(&sockets, &none);
+        look_up(&mut recs, &idx);
+        attribute_all(&mut recs, &idx, &LocalNets::defaults());
+        let attributed = verdicts(recs);
+        assert_eq!(
+            attributed[0].verdict,
+            Verdict::User(out(ALICE, Via::Direct))
+        );
+        assert_eq!(attributed[1].verdict, Verdict::User(out(BOB, Via::Direct)));
+    }
+
+    #[test]
+    fn a_settled_saved_owner_beats_one_known_besides_and_a_known_one_beats_a_pending_one() {
+        let f = tcp_out(40000);
+        let saved = |a| state(&f, Some(a));
+        let (settled, pending) = (
+            saved(out(ALICE, Via::Direct)),
+            saved(out(ROOT, Via::Pending)),
+        );
+        let rec = |s: Option<&FlowState>, known: Option<Attribution>| {
+            let mut r = FlowRecord::new(&f, false, s);
+            r.known = known.map(Box::new);
+            r.prior().cloned()
+        };
+        let bob = out(BOB, Via::Delegated(ROOT));
+        let still_pending = out(BOB, Via::Pending);
+        assert_eq!(
+            rec(Some(&settled), Some(bob.clone())),
+            Some(out(ALICE, Via::Direct))
+        );
+        assert_eq!(rec(Some(&pending), Some(bob.clone())), Some(bob.clone()));
+        assert_eq!(
+            rec(Some(&pending), Some(still_pending.clone())),
+            Some(out(ROOT, Via::Pending))
+        );
+        assert_eq!(rec(None, Some(still_pending.clone())), Some(still_pending));
+        assert_eq!(rec(Some(&pending), None), Some(out(ROOT, Via::Pending)));
+        assert_eq!(rec(None, None), None);
+    }
+
+    #[test]
+    fn owners_known_besides_are_asked_only_for_flows_not_settled() {
+        let (a, b, c) = (tcp_out(40000), tcp_out(40001), tcp_out(40002));
+        let (sa, sb) = (
+            state(&a, Some(out(ALICE, Via::Direct))),
+            state(&b, Some(out(ROOT, Via::Pending))),
+        );
+        let mut recs = vec![
+            FlowRecord::new(&a, false, Some(&sa)),
+            FlowRecord::new(&b, false, Some(&sb)),
+            FlowRecord::new(&c, false, None),
+        ];
+        let asked = std::cell::RefCell::new(Vec::new());
+        add_known(&mut recs, &|k| {
+            asked.borrow_mut().push(k.orig.sport);
+            Some(out(BOB, Via::Direct))
+        });
+        assert_eq!(*asked.borrow(), [40001, 40002]);
+        assert_eq!(recs[0].known, None);
+        assert_eq!(recs[2].prior(), Some(&out(BOB, Via::Direct)));
+    }
+
+    #[test]
+    fn a_picked_up_entry_continues_the_owner_of_the_ended_one_turned_when_reversed() {
+        let ended = tcp_out(40000);
+        let mut prev: HashMap<FlowKey, FlowState> = HashMap::new();
+        prev.insert(ended.key(), state(&ended, Some(out(ALICE, Via::Direct))));
+        // Picked up the other way round (the first packet after the deletion was the
+        // reply), under a new id.
+        let back = Flow {
+            id: 9,
+            ..flow(TCP, ("198.51.100.2:443", "198.51.100.1:40000"), None)
+        };
+        let fresh = Flow {
+            id: 10,
+            ..tcp_out(40005)
+        };
+        let mut recs = vec![
+            FlowRecord::new(&back, true, None),
+            FlowRecord::new(&fresh, true, None),
+        ];
+        continue_picked_up(&mut recs, &prev);
+        let turned = who(ALICE, Via::Direct, Direction::In);
+        assert_eq!(recs[0].known.as_deref(), Some(&turned));
+        assert_eq!(recs[1].known, None);
+        // The ended entry still in the dump: not ended, nothing continued.
+        let again = FlowRecord::new(&ended, false, prev.get(&ended.key()));
+        let mut recs = vec![again, FlowRecord::new(&back, true, None)];
+        continue_picked_up(&mut recs, &prev);
+        assert_eq!(recs[1].known, None);
+    }
+
+    #[test]
+    fn programs_are_wanted_only_for_flows_without_an_owner_before() {
+        let (a, b) = (tcp_out(40000), tcp_out(40001));
+        let sa = state(&a, Some(out(ALICE, Via::Direct)));
+        let sockets = [
+            sock(
+                L4::Tcp,
+                "198.51.100.1:40000",
+                "198.51.100.2:443",
+                ALICE,
+                100,
+            ),
+            sock(L4::Tcp, "198.51.100.1:40001", "198.51.100.2:443", BOB, 200),
+        ];
+        let none = HashMap::new();
+        let idx = index(&sockets, &none);
+        let mut recs = vec![
+            FlowRecord::new(&a, false, Some(&sa)),
+            FlowRecord::new(&b, false, None),
+        ];
+        look_up(&mut recs, &idx);
+        assert_eq!(wanted_inodes(&recs, &idx), [200].into());
+    }
+
+    /// An sshd session: the accepted socket (root's, inode 500) of a flow to port 22.
+    fn ssh() -> (Vec<Socket>, Flow) {
+        (
+            vec![sock(
+                L4::Tcp,
+                "198.51.100.1:22",
+                "198.51.100.2:50000",
+                ROOT,
+                500,
+            )],
+            flow(TCP, ("198.51.100.2:50000", "198.51.100.1:22"), None),
+        )
+    }
+
+    #[test]
+    fn every_holder_is_looked_up_for_a_services_socket_until_its_flow_settles() {
+        let (sockets, f) = ssh();
+        let none = HashMap::new();
+        let d = Delegating::new([ROOT]);
+        let idx = index(&sockets, &none).with_delegation(&d, None);
+        let nets = LocalNets::defaults();
+        let inodes = |saved: Option<&FlowState>| {
+            let mut recs = vec![FlowRecord::new(&f, false, saved)];
+            look_up(&mut recs, &idx);
+            (
+                delegated_inodes(&recs, &idx, &nets, None),
+                own_inodes(&recs, &idx, &nets),
+            )
+        };
+        let (new, _) = inodes(None);
+        assert_eq!(new, [500].into());
+        let held = state(&f, Some(who(ROOT, Via::Pending, Direction::In)));
+        assert_eq!(inodes(Some(&held)).0, [500].into());
+        let settled = state(&f, Some(who(ALICE, Via::Delegated(ROOT), Direction::In)));
+        assert_eq!(inodes(Some(&settled)), (HashSet::new(), HashSet::new()));
+        // The service's own: looked at again (when it moved) for a login slower than
+        // the grace.
+        let own = state(&f, Some(who(ROOT, Via::Own, Direction::In)));
+        assert_eq!(inodes(Some(&own)), (HashSet::new(), [500].into()));
+        let still = vec![FlowRecord::new(&f, false, Some(&own))];
+        assert!(!own_moved(&still), "zero counters, as saved");
+        let moved = Flow {
+            orig_counters: Some(counters(3, 300)),
+            ..f.clone()
+        };
+        assert!(own_moved(&[FlowRecord::new(&moved, false, Some(&own))]));
+        // Only `only`'s inodes, when asked.
+        let mut recs = vec![FlowRecord::new(&f, false, None)];
+        look_up(&mut recs, &idx);
+        assert!(delegated_inodes(&recs, &idx, &nets, Some(&[501].into())).is_empty());
+    }
+
+    #[test]
+    fn a_flow_born_after_the_socket_read_is_retried_on_the_index_extended_with_new_sockets() {
+        let (a, b) = (tcp_out(40000), tcp_out(40001));
+        let mut sockets = vec![sock(
+            L4::Tcp,
+            "198.51.100.1:40000",
+            "198.51.100.2:443",
+            ALICE,
+            100,
+        )];
+        let none = HashMap::new();
+        let nets = LocalNets::defaults();
+        let mut recs = vec![
+            FlowRecord::new(&a, false, None),
+            FlowRecord::new(&b, false, None),
+        ];
+        let maps = {
+            let idx = index(&sockets, &none);
+            look_up(&mut recs, &idx);
+            attribute_all(&mut recs, &idx, &nets);
+            idx.into_maps()
+        };
+        assert!(needs_retry(&recs));
+        assert_eq!(
+            recs[1].verdict().verdict,
+            Verdict::Unattributed(Reason::NoSocket)
+        );
+        // The second read's new socket is added to the same maps, not indexed anew.
+        let mut maps = maps;
+        sockets.push(sock(
+            L4::Tcp,
+            "198.51.100.1:40001",
+            "198.51.100.2:443",
+            BOB,
+            200,
+        ));
+        maps.add(&sockets, 1);
+        let idx = SocketIndex::with_maps(&sockets, &none, maps);
+        look_up(&mut recs, &idx);
+        reattribute(&mut recs, &idx, &nets);
+        assert!(!needs_retry(&recs));
+        assert_eq!(
+            recs[0].verdict().verdict,
+            Verdict::User(out(ALICE, Via::Direct))
+        );
+        assert_eq!(
+            recs[1].verdict().verdict,
+            Verdict::User(out(BOB, Via::Direct))
+        );
+        assert_eq!(charged_named(&recs), (2, 0));
+    }
+
+    #[test]
+    fn a_new_flow_no_host_socket_explains_is_a_container_candidate() {
+        let host: HashSet<IpAddr> = [HOST.parse().unwrap()].into();
+        let is_host = |ip: IpAddr| host.contains(&ip);
+        let none = HashMap::new();
+        let nets = LocalNets::new([]);
+        // Forwarded from a container's address, and a new flow to the host without socket.
+        let fwd = flow(TCP, ("203.0.113.9:40000", "198.51.100.2:443"), None);
+        let to_host = flow(UDP, ("198.51.100.2:5353", "198.51.100.1:9999"), None);
+        let known = tcp_out(40000);
+        let saved = state(&to_host, None);
+        let mut recs = vec![
+            FlowRecord::new(&fwd, false, None),
+            FlowRecord::new(&known, false, None),
+            FlowRecord::new(&to_host, false, Some(&saved)),
+        ];
+        let sockets = [sock(
+            L4::Tcp,
+            "198.51.100.1:40000",
+            "198.51.100.2:443",
+            ALICE,
+            100,
+        )];
+        let idx = index(&sockets, &none);
+        look_up(&mut recs, &idx);
+        attribute_all(&mut recs, &idx, &nets);
+        let got: Vec<(u16, IpAddr)> = container_candidates(&mut recs, &is_host)
+            .into_iter()
+            .map(|(r, ip)| (r.flow.orig.sport, ip))
+            .collect();
+        // The saved one was looked for when it was new.
+        assert_eq!(got, [(40000, "203.0.113.9".parse().unwrap())]);
+    }
+
+    #[test]
+    fn a_flow_charged_by_its_mark_alone_is_counted() {
+        let marked = Flow {
+            mark: crate::owner_mark::mark_of(ALICE),
+            ..tcp_out(40000)
+        };
+        let none = HashMap::new();
+        let sockets: [Socket; 0] = [];
+        let idx = index(&sockets, &none).with_marks(true);
+        let mut recs = vec![FlowRecord::new(&marked, false, None)];
+        look_up(&mut recs, &idx);
+        attribute_all(&mut recs, &idx, &LocalNets::defaults());
+        assert_eq!(recs[0].look, Lookup::Unmatched);
+        assert_eq!(by_mark(&recs), 1);
+        // The same on a kept attribution is not the mark's doing.
+        let saved = state(&marked, Some(out(ALICE, Via::Direct)));
+        recs[0].saved = Some(&saved);
+        assert_eq!(by_mark(&recs), 0);
+    }
+}
