@@ -452,7 +452,10 @@ fn walk<'s, S: BuildHasher>(
     record::add_known(&mut records, rules.known);
     record::continue_picked_up(&mut records, prev);
     // Ping sockets (`/proc/net/icmp{,6}`) only when an ICMP flow from here has no owner yet.
-    let ownerless = records.iter().filter(|r| r.prior().is_none()).map(|r| r.flow);
+    let ownerless = records
+        .iter()
+        .filter(|r| r.prior().is_none())
+        .map(|r| r.flow);
     let here = |ip: IpAddr| ip.is_loopback() || host.contains(&ip);
     if let Some(pings) = ping_sockets_for(rules.proc_root, ownerless, here) {
         let from = sockets.sockets.len();

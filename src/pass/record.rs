@@ -25,7 +25,7 @@ use crate::attribute::{
     Lookup, Reason, SocketIndex, Verdict, Via,
 };
 use crate::containers;
-use crate::model::{FastSet, Flow, FlowKey};
+use crate::model::{FastSet, Flow, FlowKey, L4};
 use crate::owner_mark::trust::MarkTrust;
 use crate::sources::conntrack::Dump;
 
@@ -127,8 +127,27 @@ pub fn records<'s, S: BuildHasher>(
     dump.flows
         .iter()
         .zip(picked)
-        .map(|(flow, picked_up)| FlowRecord::new(flow, picked_up, prev.get(&flow.key())))
+        .map(|(flow, picked_up)| FlowRecord::new(flow, picked_up, saved_state(prev, flow)))
         .collect()
+}
+
+/// The saved state of `flow`: under its key, else, for an ICMP echo, under the key it had
+/// before the echo id was part of a ping's identity (the same entry, its conntrack id, with
+/// source port 0): an entry live across that upgrade goes on from what was charged of it,
+/// not from zero again.
+fn saved_state<'s, S: BuildHasher>(
+    prev: &'s HashMap<FlowKey, FlowState, S>,
+    flow: &Flow,
+) -> Option<&'s FlowState> {
+    let key = flow.key();
+    prev.get(&key).or_else(|| {
+        let ping = L4::from_ipproto(key.orig.proto).is_some_and(L4::is_ping);
+        let mut before = key;
+        before.orig.sport = 0;
+        (ping && key.orig.sport != 0)
+            .then(|| prev.get(&before))
+            .flatten()
+    })
 }
 
 /// The verdicts of `records`, in their order (the dump's: for the read-only views, which
@@ -396,6 +415,29 @@ mod tests {
             Verdict::User(out(ALICE, Via::Direct))
         );
         assert_eq!(attributed[1].verdict, Verdict::User(out(BOB, Via::Direct)));
+    }
+
+    /// An ICMP echo saved before the echo id was in its key (port 0) keeps its state.
+    #[test]
+    fn a_ping_saved_under_its_old_key_keeps_its_state() {
+        let ping = flow(1, ("198.51.100.1:4242", "198.51.100.2:0"), None);
+        let mut old_key = ping.key();
+        old_key.orig.sport = 0;
+        let mut before = state(&ping, Some(out(ALICE, Via::Direct)));
+        before.key = old_key;
+        before.orig = crate::testkit::counters(3, 300);
+        let prev: HashMap<FlowKey, FlowState> = [(old_key, before)].into();
+        let dump = dump_of(vec![ping.clone()], vec![false]);
+        assert_eq!(records(&dump, &prev)[0].saved, prev.get(&old_key));
+        // Not for TCP: a port 0 key is another flow.
+        let t = tcp_out(40000);
+        let mut k = t.key();
+        k.orig.sport = 0;
+        let prev: HashMap<FlowKey, FlowState> = [(k, state(&t, None))].into();
+        assert_eq!(
+            records(&dump_of(vec![t], vec![false]), &prev)[0].saved,
+            None
+        );
     }
 
     #[test]
