@@ -441,6 +441,7 @@ mod tests {
             asked_until: 1_797_003_600,
             since_step: Some(300),
             until_step: None,
+            keys_from: None,
         };
         let text = |s: &str| Some(s.to_string());
         let full = UsageRecord {

@@ -308,6 +308,7 @@ mod tests {
 
     use super::*;
     use crate::store::connections::EventWrite;
+    use crate::store::query::tests::top_by_sql;
     use crate::store::query::{By, TopQuery};
     use crate::store::retention::Retention;
     use crate::store::totals::tests::{random_plan, Rng};
@@ -478,6 +479,7 @@ mod tests {
             vec![By::Via, By::Container],
         ];
         let mut fast_paths = 0;
+        let mut clipped = 0;
         for &(since, until) in &windows {
             store.set_use_totals(true);
             fast_paths += usize::from(store.keys_cte(since, until).unwrap().is_some());
@@ -495,6 +497,16 @@ mod tests {
                     store.set_use_totals(false);
                     let slow = store.top(&q).unwrap();
                     let w = format!("[{since}, {until}) by {by:?} uid {uid:?}");
+                    // Both summed in Rust: the SQL GROUP BY of old is the reference.
+                    let sql = top_by_sql(&store, &q);
+                    assert_eq!(fast.rows, sql.rows, "rows against SQL {w}");
+                    assert_eq!(fast.keys_from, sql.keys_from, "{w}");
+                    clipped += usize::from(fast.keys_from.is_some());
+                    assert_eq!(
+                        (fast.total, fast.unattributed, fast.excluded),
+                        (sql.total, sql.unattributed, sql.excluded),
+                        "totals against SQL {w}"
+                    );
                     assert_eq!(fast.rows, slow.rows, "rows {w}");
                     assert_eq!(
                         (fast.total, fast.unattributed, fast.excluded),
@@ -508,5 +520,41 @@ mod tests {
             fast_paths > 40,
             "windows read through the keys: {fast_paths}"
         );
+        // Windows that begin in the daily tier, grouped by a key it does not keep.
+        assert!(clipped > 20, "answers from where the keys begin: {clipped}");
+        // They begin at the first hour of the hourly tier, and their totals are those of
+        // that part of the window; a window of days alone has nothing to answer.
+        let first_hour: i64 = store
+            .conn()
+            .query_row(
+                "SELECT min(ts) FROM usage_tiers WHERE granularity = 3600",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let q = |since, by| TopQuery {
+            since,
+            until: end,
+            by,
+            uid: None,
+            limit: 15,
+        };
+        let by_remote = store.top(&q(T0 - 3600, vec![By::Remote])).unwrap();
+        assert_eq!(by_remote.keys_from, Some(first_hour));
+        let per_user = store.top(&q(first_hour, vec![By::User])).unwrap();
+        assert_eq!(per_user.keys_from, None);
+        assert_eq!(
+            (by_remote.total, by_remote.excluded),
+            (per_user.total, per_user.excluded)
+        );
+        let all = store.top(&q(T0 - 3600, vec![By::User])).unwrap();
+        assert!(all.total.bytes() > per_user.total.bytes());
+        let days = TopQuery {
+            until: first_hour - DAY,
+            ..q(T0, vec![By::Port])
+        };
+        let days = store.top(&days).unwrap();
+        assert_eq!(days.keys_from, Some(first_hour - DAY));
+        assert!(days.rows.is_empty() && days.total.bytes() == 0);
     }
 }
