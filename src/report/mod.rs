@@ -591,7 +591,10 @@ mod tests {
             array.push(&PeriodJson::new(r, &c)).unwrap();
         }
         let got = array.finish().unwrap();
-        assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(expected).unwrap());
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! - rolling a raw hour up into the hourly tier deletes the keys dated before its end and
 //!   raises `lo` (and `hi`) past it ([`Store::KEYS_ROLLED_UP`]).
 
-use rusqlite::{params, Transaction};
+use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::query::{push, ranges_union, Split};
 use super::{Store, StoreError, BUCKET_SECS};
@@ -258,6 +258,47 @@ impl Store {
                {})",
             branches.concat()
         )))
+    }
+
+    /// Where the programs, remotes and ports of `[since, until)` begin when that is later
+    /// than `since`: the end of the last daily row (kept per user only) the window
+    /// overlaps, at most `until`. Daily rows are older than every hourly row (the rollup
+    /// turns the oldest day of hours into them): the last is found by a key lookup back
+    /// from the first hour.
+    pub fn keys_from(&self, since: i64, until: i64) -> Result<Option<i64>, StoreError> {
+        let wrap = |e| self.wrap(e);
+        let compact = self.schema >= super::COMPACT_SCHEMA;
+        let first_hour = match (self.schema >= TIER_DAYS_SCHEMA, compact) {
+            (true, _) => "SELECT min(ts) FROM usage_tier_days",
+            (false, true) => "SELECT min(ts) FROM usage_tiers WHERE granularity = 3600",
+            (false, false) => "SELECT min(ts) FROM usage_rollup WHERE granularity = 'hour'",
+        };
+        let first_hour: Option<i64> = self
+            .conn
+            .query_row(first_hour, [], |r| r.get(0))
+            .map_err(wrap)?;
+        let last_day = match compact {
+            true => {
+                "SELECT ts FROM usage_tiers WHERE ts < ?1 AND granularity = 86400
+                     ORDER BY ts DESC LIMIT 1"
+            }
+            false => {
+                "SELECT ts FROM usage_rollup WHERE ts < ?1 AND granularity = 'day'
+                      ORDER BY ts DESC LIMIT 1"
+            }
+        };
+        let last_day: Option<i64> = self
+            .conn
+            .query_row(
+                last_day,
+                [first_hour.map_or(i64::MAX, |t| t - t.rem_euclid(DAY))],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(wrap)?;
+        Ok(last_day
+            .map(|d| (d + DAY).min(until))
+            .filter(|from| *from > since))
     }
 
     /// `UNION ALL` branches of the rolled-up rows dated in `[start, until)`: the hours at
