@@ -781,6 +781,15 @@ impl Store {
         };
         let wrap = |e| self.wrap(e);
         let mut stmt = self.conn.prepare(&sql).map_err(wrap)?;
+        // Columns by name: the sources' column lists differ between schemas.
+        let [ts_at, uid_at, kind_at, rx_at] = ["ts", "uid", "kind", "rx_bytes"]
+            .map(|c| stmt.column_index(c))
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(wrap)?[..]
+        else {
+            unreachable!("four names, four indexes")
+        };
         let mut rows = match uid {
             Some(u) => stmt.query(params![since, until, u]),
             None => stmt.query(params![since, until]),
@@ -795,10 +804,10 @@ impl Store {
             ..OpenPeriod::default()
         };
         while let Some(r) = rows.next().map_err(wrap)? {
-            if r.get::<_, i64>(2).map_err(wrap)? == 2 {
+            if r.get::<_, i64>(kind_at).map_err(wrap)? == 2 {
                 continue; // excluded: charged to nobody
             }
-            let ts: i64 = r.get(0).map_err(wrap)?;
+            let ts: i64 = r.get(ts_at).map_err(wrap)?;
             if open.ts != Some(ts) {
                 let l: String = label.query_row([ts], |r| r.get(0)).map_err(wrap)?;
                 if open.label != l {
@@ -807,8 +816,8 @@ impl Store {
                 }
                 open.ts = Some(ts);
             }
-            let uid: i64 = r.get(1).map_err(wrap)?;
-            let t = traffic_at(r, 8).map_err(wrap)?;
+            let uid: i64 = r.get(uid_at).map_err(wrap)?;
+            let t = traffic_at(r, rx_at).map_err(wrap)?;
             open.sums.entry(uid).or_default().add(&t);
         }
         open.flush(&mut f)
