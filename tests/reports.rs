@@ -795,6 +795,62 @@ fn rolled_up_remainder_shows_as_other_and_totals_stay() {
     insta::assert_snapshot!("top_by_remote_after_rollup", remotes);
 }
 
+/// Issue 26: grouped by what the daily tier does not keep (program, remote, port), a
+/// window that begins in it is answered from where the keys begin, and says so: the
+/// table's first line and every JSON row's `covered_since`. Per user it is answered whole.
+#[test]
+fn top_by_key_over_the_daily_tier_says_where_its_answer_begins() {
+    use netledger::store::retention::Retention;
+    let dir = tempfile::tempdir().unwrap();
+    let db = build_db(dir.path());
+    let mut store = Store::open(&db, &OpenOptions::default()).unwrap();
+    // Nov 2 and Nov 18 go to the daily tier, Nov 19 and 20 stay in hours.
+    let r = Retention {
+        raw: std::time::Duration::from_secs(86_400),
+        hourly: std::time::Duration::from_secs(16 * 86_400),
+        ..Retention::default()
+    };
+    let st = store.roll_up(at(2026, 12, 5, 0, 0), &r, u64::MAX).unwrap();
+    assert!(st.hourly_rows > 0 && !st.behind, "{st:?}");
+    drop(store);
+    let (from, end) = (at(2026, 11, 19, 0, 0), at(2026, 12, 1, 0, 0));
+    let by_remote = ["top", "--by", "remote", "--limit", "100", "--json"];
+    let rows = json(&db, &with(&by_remote, &NOV));
+    assert!(!rows.is_empty());
+    for r in &rows {
+        assert_eq!(
+            (&r["covered_since"], &r["covered_until"]),
+            (&from.into(), &end.into())
+        );
+    }
+    // The same answer as asked from there.
+    let later = ["--since", "2026-11-19", "--until", "2026-12-01", "--utc"];
+    assert_eq!(rows, json(&db, &with(&by_remote, &later)));
+    // Per user, the whole window: more traffic.
+    let users = json(&db, &with(&["top", "--json"], &NOV));
+    assert!(users
+        .iter()
+        .all(|r| r["covered_since"] == at(2026, 11, 1, 0, 0)));
+    let sum = |rows: &[Value]| -> u64 {
+        rows.iter()
+            .map(|r| r["total_bytes"].as_u64().unwrap())
+            .sum()
+    };
+    assert!(sum(&users) > sum(&rows), "{users:?}");
+    let text = ok(&db, &with(&["top", "--by", "program,port"], &NOV));
+    assert_eq!(
+        text.lines().next().unwrap(),
+        "usage from 2026-11-19 00:00:00+00:00 to 2026-12-01 00:00:00+00:00 (older usage is \
+         kept per user only, without programs, remotes or ports; asked from 2026-11-01 \
+         00:00:00+00:00)"
+    );
+    let text = ok(&db, &with(&["top", "--by", "via"], &NOV));
+    assert!(
+        text.starts_with("usage from 2026-11-01 00:00:00+00:00 to 2026-12-01 00:00:00+00:00\n"),
+        "{text}"
+    );
+}
+
 /// Regression (issue 18): `top --since 2m` printed 0 B although about 1 MB had moved 60–90 s
 /// before: usage is stored in 5-minute buckets (then hours, then days), and a bucket counted
 /// only if it began after --since. Every row the period overlaps now counts whole, in `top`,

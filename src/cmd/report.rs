@@ -24,13 +24,12 @@ pub fn run(s: &Settings, args: &Report) -> Result<()> {
     let record = |r: &PeriodRow| report::with_covered(report::period_record(r), &covered);
     let (period, utc) = (args.period, args.output.utc);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    // JSON and CSV rows are written as they are read; the table aligns its columns over
-    // all of them.
+    // Rows are written as they are read.
     match args.output.format {
         Format::Json => {
             let mut array = report::JsonArray::new(&mut out);
             store.periods_each(period, since, until, uid, utc, |r| {
-                array.push(&record(&r))?;
+                array.push(&report::PeriodJson::new(&r, &covered))?;
                 anyhow::Ok(())
             })?;
             array.finish()?;
@@ -49,11 +48,23 @@ pub fn run(s: &Settings, args: &Report) -> Result<()> {
                 anyhow::Ok(())
             })?;
         }
-        Format::Table => {
-            let rows = store.periods(period, since, until, uid, utc)?;
+        // The table aligns its columns over all rows: they are read twice (measured,
+        // then written), in one read transaction so that both reads see the same rows.
+        Format::Table => store.in_one_read(|store| {
+            let mut t = table::PeriodTable::new(args.output.bytes);
+            store.periods_each(period, since, until, uid, utc, |r| {
+                t.measure(&r);
+                anyhow::Ok(())
+            })?;
             out.write_all(table::covered_line(&covered, utc).as_bytes())?;
-            out.write_all(table::period_table(&rows, args.output.bytes).as_bytes())?;
-        }
+            out.write_all(t.head().as_bytes())?;
+            store.periods_each(period, since, until, uid, utc, |r| {
+                out.write_all(t.row(&r).as_bytes())?;
+                anyhow::Ok(())
+            })?;
+            out.write_all(t.foot().as_bytes())?;
+            anyhow::Ok(())
+        })?,
     }
     out.flush()?;
     Ok(())

@@ -35,7 +35,14 @@ pub fn run(s: &Settings, args: &Top) -> Result<()> {
             Services::default()
         },
     };
-    let covered = store.covered(since, until, chrono::Utc::now().timestamp())?;
+    // Grouped by what the daily tier does not keep, the part of the window after it.
+    let mut covered = store.covered(
+        report.keys_from.unwrap_or(since),
+        until,
+        chrono::Utc::now().timestamp(),
+    )?;
+    covered.asked_since = since;
+    covered.keys_from = report.keys_from;
     let records: Vec<_> = report
         .rows
         .iter()

@@ -88,6 +88,27 @@ pub struct DaemonCounts {
 /// are then left out).
 pub fn encode(data: &MetricsData, version: &str, daemon: Option<DaemonCounts>) -> String {
     let mut r = Registry::default();
+    register_users(&mut r, data);
+    register_unattributed(&mut r, data);
+    register_health(&mut r, data);
+    if let Some(d) = daemon {
+        register_daemon(&mut r, d);
+    }
+    r.register(
+        "netledger_build",
+        "The netledger version",
+        Info::new(vec![("version".to_owned(), version.to_owned())]),
+    );
+    let mut out = String::new();
+    prometheus_text::encode(&mut out, &r).expect("writing to a String cannot fail");
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+/// Per user: bytes and packets each way, all time.
+fn register_users(r: &mut Registry, data: &MetricsData) {
     let mut users = [
         (
             "receive_bytes",
@@ -125,6 +146,10 @@ pub fn encode(data: &MetricsData, version: &str, daemon: Option<DaemonCounts>) -
     for (name, help, f) in users {
         r.register(name, help, f);
     }
+}
+
+/// The unattributed bytes per reason and the excluded bytes, all time.
+fn register_unattributed(r: &mut Registry, data: &MetricsData) {
     let [mut un_rx, mut un_tx] = [
         (
             "receive",
@@ -167,36 +192,40 @@ pub fn encode(data: &MetricsData, version: &str, daemon: Option<DaemonCounts>) -
         c.inc_by(v);
         r.register(format!("netledger_excluded_{n}_bytes"), h, c);
     }
+}
+
+/// The last pass, the database's size and the times accounting may have been off.
+fn register_health(r: &mut Registry, data: &MetricsData) {
     if let Some(p) = &data.last_pass {
         gauge(
-            &mut r,
+            r,
             "netledger_last_pass_timestamp_seconds",
             "When the last accounting pass ended, Unix time",
             p.finished_at,
         );
         if let Some(d) = p.duration_secs {
             gauge(
-                &mut r,
+                r,
                 "netledger_pass_duration_seconds",
                 "How long the last accounting pass took, whole seconds",
                 d,
             );
         }
         gauge(
-            &mut r,
+            r,
             "netledger_flows",
             "Conntrack flows the last pass saw",
             p.flows as i64,
         );
         gauge(
-            &mut r,
+            r,
             "netledger_sockets",
             "Sockets the last pass read",
             p.sockets as i64,
         );
     }
     gauge(
-        &mut r,
+        r,
         "netledger_database_bytes",
         "Size of the database file and its write-ahead log",
         data.database_bytes as i64,
@@ -221,41 +250,32 @@ pub fn encode(data: &MetricsData, version: &str, daemon: Option<DaemonCounts>) -
             secs,
         );
     }
-    if let Some(d) = daemon {
-        let c = Counter::<u64>::default();
-        c.inc_by(d.events_lost);
-        r.register(
-            "netledger_conntrack_events_lost",
-            "Conntrack events the daemon lost to receive-buffer overruns since it started",
-            c,
-        );
-        let mut skipped = Sorted::default();
-        skipped.push(
-            vec![("reason".to_owned(), "limit".to_owned())],
-            d.log_skipped_limit,
-        );
-        skipped.push(
-            vec![("reason".to_owned(), "local".to_owned())],
-            d.log_skipped_local,
-        );
-        r.register(
-            "netledger_connection_log_skipped",
-            "Finished connections the daemon charged but did not log since it started: \
-             local ones (connection_log_local off), or over connection_log_rate/burst",
-            skipped,
-        );
-    }
+}
+
+/// The daemon's own counters since it started.
+fn register_daemon(r: &mut Registry, d: DaemonCounts) {
+    let c = Counter::<u64>::default();
+    c.inc_by(d.events_lost);
     r.register(
-        "netledger_build",
-        "The netledger version",
-        Info::new(vec![("version".to_owned(), version.to_owned())]),
+        "netledger_conntrack_events_lost",
+        "Conntrack events the daemon lost to receive-buffer overruns since it started",
+        c,
     );
-    let mut out = String::new();
-    prometheus_text::encode(&mut out, &r).expect("writing to a String cannot fail");
-    if !out.ends_with('\n') {
-        out.push('\n');
-    }
-    out
+    let mut skipped = Sorted::default();
+    skipped.push(
+        vec![("reason".to_owned(), "limit".to_owned())],
+        d.log_skipped_limit,
+    );
+    skipped.push(
+        vec![("reason".to_owned(), "local".to_owned())],
+        d.log_skipped_local,
+    );
+    r.register(
+        "netledger_connection_log_skipped",
+        "Finished connections the daemon charged but did not log since it started: \
+             local ones (connection_log_local off), or over connection_log_rate/burst",
+        skipped,
+    );
 }
 
 #[cfg(test)]

@@ -30,19 +30,24 @@ pub fn covered_line(c: &Covered, utc: bool) -> String {
         .map(unit)
         .collect();
     units.dedup();
-    let asked = match (c.since_step, c.until_step) {
-        (Some(_), Some(_)) => format!("from {} to {}", at(c.asked_since), at(c.asked_until)),
-        (Some(_), None) => format!("from {}", at(c.asked_since)),
-        (None, Some(_)) => format!("to {}", at(c.asked_until)),
-        (None, None) => String::new(),
+    let moved_since = c.since_step.is_some() || c.keys_from.is_some();
+    let asked = match (moved_since, c.until_step) {
+        (true, Some(_)) => format!("from {} to {}", at(c.asked_since), at(c.asked_until)),
+        (true, None) => format!("from {}", at(c.asked_since)),
+        (false, Some(_)) => format!("to {}", at(c.asked_until)),
+        (false, None) => String::new(),
     };
-    let why = if units.is_empty() {
-        String::new()
-    } else {
-        format!(
-            " (usage is stored in whole {}; asked {asked})",
-            units.join(" and ")
-        )
+    let mut reasons = vec![];
+    if !units.is_empty() {
+        reasons.push(format!("usage is stored in whole {}", units.join(" and ")));
+    }
+    if c.keys_from.is_some() {
+        reasons
+            .push("older usage is kept per user only, without programs, remotes or ports".into());
+    }
+    let why = match reasons.is_empty() {
+        true => String::new(),
+        false => format!(" ({}; asked {asked})", reasons.join("; ")),
     };
     format!("usage from {} to {}{why}\n", at(c.since), at(c.until))
 }
@@ -76,14 +81,7 @@ impl Table {
     /// Add a row. Every cell is made safe for a terminal ([`terminal_safe`]): the tables
     /// show names users chose (programs, containers).
     pub fn push(&mut self, row: Vec<String>) {
-        self.rows.push(
-            row.into_iter()
-                .map(|c| match terminal_safe(&c) {
-                    Cow::Borrowed(_) => c,
-                    Cow::Owned(safe) => safe,
-                })
-                .collect(),
-        );
+        self.rows.push(row.into_iter().map(safe).collect());
     }
 
     /// Draw a rule before the next row.
@@ -93,37 +91,58 @@ impl Table {
 
     /// The table as text, one `\n`-terminated line per row and rule.
     pub fn render(&self) -> String {
-        let cols = self.rows[0].len();
-        let widths: Vec<usize> = (0..cols)
-            .map(|c| {
-                self.rows
-                    .iter()
-                    .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let line_width = widths.iter().sum::<usize>() + 2 * (cols - 1);
+        let mut widths = vec![0; self.rows[0].len()];
+        for r in &self.rows {
+            widen(&mut widths, r);
+        }
         let mut out = String::new();
         for (i, r) in self.rows.iter().enumerate() {
             if self.rules.contains(&i) {
-                out.push_str(&"-".repeat(line_width));
-                out.push('\n');
+                out.push_str(&rule(&widths));
             }
-            let mut s = String::new();
-            for (c, cell) in r.iter().enumerate() {
-                let w = widths[c];
-                if c < self.text_cols {
-                    s.push_str(&format!("{cell:<w$}  "));
-                } else {
-                    s.push_str(&format!("{cell:>w$}  "));
-                }
-            }
-            out.push_str(s.trim_end());
-            out.push('\n');
+            out.push_str(&line(r, &widths, self.text_cols));
         }
         out
     }
+}
+
+/// A cell made safe for a terminal ([`terminal_safe`]).
+fn safe(c: String) -> String {
+    match terminal_safe(&c) {
+        Cow::Borrowed(_) => c,
+        Cow::Owned(safe) => safe,
+    }
+}
+
+/// Widen `widths` to the cells of a row (in characters).
+fn widen(widths: &mut [usize], row: &[String]) {
+    for (w, cell) in widths.iter_mut().zip(row) {
+        *w = (*w).max(cell.chars().count());
+    }
+}
+
+/// A rule of `-` as wide as a table of these column widths.
+fn rule(widths: &[usize]) -> String {
+    let width = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
+    let mut s = "-".repeat(width);
+    s.push('\n');
+    s
+}
+
+/// One line of a table: cells two spaces apart, the first `text_cols` left-aligned, the
+/// rest right-aligned, trailing blanks trimmed.
+fn line(cells: &[String], widths: &[usize], text_cols: usize) -> String {
+    let mut s = String::new();
+    for (c, (cell, &w)) in cells.iter().zip(widths).enumerate() {
+        if c < text_cols {
+            s.push_str(&format!("{cell:<w$}  "));
+        } else {
+            s.push_str(&format!("{cell:>w$}  "));
+        }
+    }
+    let mut s = s.trim_end().to_string();
+    s.push('\n');
+    s
 }
 
 /// A byte count: exact with `exact` (`--bytes`), else in binary units.
@@ -249,31 +268,90 @@ pub fn top_table(report: &TopReport, by: &[By], labels: &Labels, exact: bool) ->
 /// Render `report`: one line per period and user, a bar scaled to the biggest line, and
 /// a total.
 pub fn period_table(rows: &[PeriodRow], exact: bool) -> String {
-    let header = ["PERIOD", "USER", "RX", "TX", "TOTAL", ""].map(String::from);
-    let mut t = Table::new(header.to_vec(), 2);
-    let max = rows.iter().map(|r| r.traffic.bytes()).max().unwrap_or(0);
-    let mut total = Traffic::default();
-    let mut last: Option<&str> = None;
+    let mut t = PeriodTable::new(exact);
+    rows.iter().for_each(|r| t.measure(r));
+    let mut out = t.head();
     for r in rows {
-        total.add(&r.traffic);
-        let period = if last == Some(r.period.as_str()) {
-            String::new()
-        } else {
-            r.period.clone()
-        };
-        last = Some(&r.period);
-        let mut line = vec![period, who(r.uid, r.user.as_deref(), None)];
-        line.extend(traffic_cells(&r.traffic, exact));
-        line.push(bar(r.traffic.bytes(), max));
-        t.push(line);
+        out.push_str(&t.row(r));
     }
-    t.rule();
-    let mut line = vec!["total".to_string(), String::new()];
-    line.extend(traffic_cells(&total, exact));
-    line.push(String::new());
-    t.push(line);
-    // Bars are padded to one width, so right-aligning the column keeps them left-aligned.
-    t.render()
+    out.push_str(&t.foot());
+    out
+}
+
+/// [`period_table`] written as the rows are read, in memory that does not grow with them:
+/// [`PeriodTable::measure`] every row (the columns' widths, the biggest line, the total),
+/// then [`PeriodTable::head`], [`PeriodTable::row`] for each row again in the same order,
+/// and [`PeriodTable::foot`]. The same text as rendering them all at once.
+pub struct PeriodTable {
+    exact: bool,
+    widths: Vec<usize>,
+    max: u64,
+    total: Traffic,
+    /// The period of the last row written (a period is named on its first row only).
+    last: Option<String>,
+}
+
+impl PeriodTable {
+    const HEADER: [&'static str; 6] = ["PERIOD", "USER", "RX", "TX", "TOTAL", ""];
+
+    /// A table in binary units, or exact bytes with `exact`.
+    pub fn new(exact: bool) -> PeriodTable {
+        PeriodTable {
+            exact,
+            widths: Self::HEADER.iter().map(|h| h.chars().count()).collect(),
+            max: 0,
+            total: Traffic::default(),
+            last: None,
+        }
+    }
+
+    fn cells(&self, r: &PeriodRow, period: String) -> Vec<String> {
+        let mut line = vec![period, who(r.uid, r.user.as_deref(), None)];
+        line.extend(traffic_cells(&r.traffic, self.exact));
+        // Every bar is padded to one width (or empty for no bytes), whatever the biggest.
+        line.push(bar(r.traffic.bytes(), self.max.max(r.traffic.bytes())));
+        line.into_iter().map(safe).collect()
+    }
+
+    fn total_cells(&self) -> Vec<String> {
+        let mut line = vec!["total".to_string(), String::new()];
+        line.extend(traffic_cells(&self.total, self.exact));
+        line.push(String::new());
+        line
+    }
+
+    /// First pass: one row.
+    pub fn measure(&mut self, r: &PeriodRow) {
+        self.total.add(&r.traffic);
+        self.max = self.max.max(r.traffic.bytes());
+        let cells = self.cells(r, r.period.clone());
+        widen(&mut self.widths, &cells);
+    }
+
+    /// The header line, once every row is measured.
+    pub fn head(&mut self) -> String {
+        let total = self.total_cells();
+        widen(&mut self.widths, &total);
+        let header = Self::HEADER.map(String::from);
+        line(&header, &self.widths, 2)
+    }
+
+    /// Second pass: one row's line.
+    pub fn row(&mut self, r: &PeriodRow) -> String {
+        let period = match self.last.as_deref() == Some(r.period.as_str()) {
+            true => String::new(),
+            false => r.period.clone(),
+        };
+        self.last = Some(r.period.clone());
+        line(&self.cells(r, period), &self.widths, 2)
+    }
+
+    /// The rule and the total line.
+    pub fn foot(&self) -> String {
+        // Bars are padded to one width, so right-aligning the column keeps them
+        // left-aligned.
+        rule(&self.widths) + &line(&self.total_cells(), &self.widths, 2)
+    }
 }
 
 fn bar(n: u64, max: u64) -> String {

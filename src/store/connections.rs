@@ -321,42 +321,8 @@ pub fn decode(rec: &[u8]) -> Result<Decoded, BadRecord> {
     } else {
         None
     };
-    let (orig_counters, reply_counters) = if ext & X_NO_COUNTERS == 0 {
-        let mut c = [0u64; 4];
-        for v in &mut c {
-            *v = r.varint()?;
-        }
-        (
-            Some(Counters {
-                packets: c[0],
-                bytes: c[1],
-            }),
-            Some(Counters {
-                packets: c[2],
-                bytes: c[3],
-            }),
-        )
-    } else {
-        (None, None)
-    };
-    let zone = if ext & X_ZONE != 0 {
-        u16::try_from(r.varint()?).map_err(|_| BadRecord("zone out of range"))?
-    } else {
-        0
-    };
-    let via = if ext & X_VIA != 0 {
-        Some(u32::try_from(r.varint()?).map_err(|_| BadRecord("via out of range"))?)
-    } else {
-        None
-    };
-    let container = if ext & X_CONTAINER != 0 {
-        let id = i64::try_from(r.varint()?).map_err(|_| BadRecord("container out of range"))?;
-        let inner =
-            u32::try_from(r.varint()?).map_err(|_| BadRecord("container uid out of range"))?;
-        Some((id, inner))
-    } else {
-        None
-    };
+    let (orig_counters, reply_counters) = r.counters(ext)?;
+    let (zone, via, container) = r.extensions(ext)?;
     if !r.buf.is_empty() {
         return Err(BadRecord("trailing bytes (written by a newer netledger?)"));
     }
@@ -381,6 +347,59 @@ pub fn decode(rec: &[u8]) -> Result<Decoded, BadRecord> {
         program,
         container: container.map(|(id, _)| id),
     })
+}
+
+/// An extended record's optional fields, in the order they are written.
+type Extensions = (u16, Option<u32>, Option<(i64, u32)>);
+
+impl Reader<'_> {
+    /// Both directions' counters, unless the record has none (`X_NO_COUNTERS`).
+    fn counters(&mut self, ext: u8) -> Result<(Option<Counters>, Option<Counters>), BadRecord> {
+        let counters = if ext & X_NO_COUNTERS == 0 {
+            let mut c = [0u64; 4];
+            for v in &mut c {
+                *v = self.varint()?;
+            }
+            (
+                Some(Counters {
+                    packets: c[0],
+                    bytes: c[1],
+                }),
+                Some(Counters {
+                    packets: c[2],
+                    bytes: c[3],
+                }),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(counters)
+    }
+
+    /// The zone, the service's uid (`via`) and the container's id and uid inside, each
+    /// where its extension bit is set.
+    fn extensions(&mut self, ext: u8) -> Result<Extensions, BadRecord> {
+        let zone = if ext & X_ZONE != 0 {
+            u16::try_from(self.varint()?).map_err(|_| BadRecord("zone out of range"))?
+        } else {
+            0
+        };
+        let via = if ext & X_VIA != 0 {
+            Some(u32::try_from(self.varint()?).map_err(|_| BadRecord("via out of range"))?)
+        } else {
+            None
+        };
+        let container = if ext & X_CONTAINER != 0 {
+            let id =
+                i64::try_from(self.varint()?).map_err(|_| BadRecord("container out of range"))?;
+            let inner = u32::try_from(self.varint()?)
+                .map_err(|_| BadRecord("container uid out of range"))?;
+            Some((id, inner))
+        } else {
+            None
+        };
+        Ok((zone, via, container))
+    }
 }
 
 /// Everything one flush of conntrack events writes, in one transaction: the usage rows

@@ -19,7 +19,7 @@
 //! - rolling a raw hour up into the hourly tier deletes the keys dated before its end and
 //!   raises `lo` (and `hi`) past it ([`Store::KEYS_ROLLED_UP`]).
 
-use rusqlite::{params, Transaction};
+use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::query::{push, ranges_union, Split};
 use super::{Store, StoreError, BUCKET_SECS};
@@ -263,6 +263,47 @@ impl Store {
         )))
     }
 
+    /// Where the programs, remotes and ports of `[since, until)` begin when that is later
+    /// than `since`: the end of the last daily row (kept per user only) the window
+    /// overlaps, at most `until`. Daily rows are older than every hourly row (the rollup
+    /// turns the oldest day of hours into them): the last is found by a key lookup back
+    /// from the first hour.
+    pub fn keys_from(&self, since: i64, until: i64) -> Result<Option<i64>, StoreError> {
+        let wrap = |e| self.wrap(e);
+        let compact = self.schema >= super::COMPACT_SCHEMA;
+        let first_hour = match (self.schema >= TIER_DAYS_SCHEMA, compact) {
+            (true, _) => "SELECT min(ts) FROM usage_tier_days",
+            (false, true) => "SELECT min(ts) FROM usage_tiers WHERE granularity = 3600",
+            (false, false) => "SELECT min(ts) FROM usage_rollup WHERE granularity = 'hour'",
+        };
+        let first_hour: Option<i64> = self
+            .conn
+            .query_row(first_hour, [], |r| r.get(0))
+            .map_err(wrap)?;
+        let last_day = match compact {
+            true => {
+                "SELECT ts FROM usage_tiers WHERE ts < ?1 AND granularity = 86400
+                     ORDER BY ts DESC LIMIT 1"
+            }
+            false => {
+                "SELECT ts FROM usage_rollup WHERE ts < ?1 AND granularity = 'day'
+                      ORDER BY ts DESC LIMIT 1"
+            }
+        };
+        let last_day: Option<i64> = self
+            .conn
+            .query_row(
+                last_day,
+                [first_hour.map_or(i64::MAX, |t| t - t.rem_euclid(DAY))],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(wrap)?;
+        Ok(last_day
+            .map(|d| (d + DAY).min(until))
+            .filter(|from| *from > since))
+    }
+
     /// `UNION ALL` branches of the rolled-up rows dated in `[start, until)`: the hours at
     /// its edges from the hourly tier, its whole days' hours from their sums per key
     /// (`usage_tier_days`, dated at the day's start) and its daily rows.
@@ -311,6 +352,7 @@ mod tests {
 
     use super::*;
     use crate::store::connections::EventWrite;
+    use crate::store::query::tests::top_by_sql;
     use crate::store::query::{By, TopQuery};
     use crate::store::retention::Retention;
     use crate::store::totals::tests::{random_plan, Rng};
@@ -483,6 +525,7 @@ mod tests {
             vec![By::Via, By::Container],
         ];
         let mut fast_paths = 0;
+        let mut clipped = 0;
         for &(since, until) in &windows {
             store.set_use_totals(true);
             fast_paths += usize::from(store.keys_cte(since, until).unwrap().is_some());
@@ -500,6 +543,16 @@ mod tests {
                     store.set_use_totals(false);
                     let slow = store.top(&q).unwrap();
                     let w = format!("[{since}, {until}) by {by:?} uid {uid:?}");
+                    // Both summed in Rust: the SQL GROUP BY of old is the reference.
+                    let sql = top_by_sql(&store, &q);
+                    assert_eq!(fast.rows, sql.rows, "rows against SQL {w}");
+                    assert_eq!(fast.keys_from, sql.keys_from, "{w}");
+                    clipped += usize::from(fast.keys_from.is_some());
+                    assert_eq!(
+                        (fast.total, fast.unattributed, fast.excluded),
+                        (sql.total, sql.unattributed, sql.excluded),
+                        "totals against SQL {w}"
+                    );
                     assert_eq!(fast.rows, slow.rows, "rows {w}");
                     assert_eq!(
                         (fast.total, fast.unattributed, fast.excluded),
@@ -513,5 +566,41 @@ mod tests {
             fast_paths > 40,
             "windows read through the keys: {fast_paths}"
         );
+        // Windows that begin in the daily tier, grouped by a key it does not keep.
+        assert!(clipped > 20, "answers from where the keys begin: {clipped}");
+        // They begin at the first hour of the hourly tier, and their totals are those of
+        // that part of the window; a window of days alone has nothing to answer.
+        let first_hour: i64 = store
+            .conn()
+            .query_row(
+                "SELECT min(ts) FROM usage_tiers WHERE granularity = 3600",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let q = |since, by| TopQuery {
+            since,
+            until: end,
+            by,
+            uid: None,
+            limit: 15,
+        };
+        let by_remote = store.top(&q(T0 - 3600, vec![By::Remote])).unwrap();
+        assert_eq!(by_remote.keys_from, Some(first_hour));
+        let per_user = store.top(&q(first_hour, vec![By::User])).unwrap();
+        assert_eq!(per_user.keys_from, None);
+        assert_eq!(
+            (by_remote.total, by_remote.excluded),
+            (per_user.total, per_user.excluded)
+        );
+        let all = store.top(&q(T0 - 3600, vec![By::User])).unwrap();
+        assert!(all.total.bytes() > per_user.total.bytes());
+        let days = TopQuery {
+            until: first_hour - DAY,
+            ..q(T0, vec![By::Port])
+        };
+        let days = store.top(&days).unwrap();
+        assert_eq!(days.keys_from, Some(first_hour - DAY));
+        assert!(days.rows.is_empty() && days.total.bytes() == 0);
     }
 }

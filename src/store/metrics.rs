@@ -61,6 +61,40 @@ impl Store {
     /// All-time totals and health for the metrics.
     pub fn metrics(&self) -> Result<MetricsData, StoreError> {
         let wrap = |e| self.wrap(e);
+        let mut data = MetricsData::default();
+        let users = self.all_time_sums(&mut data)?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM users WHERE uid = ?1")
+            .map_err(wrap)?;
+        for (uid, traffic) in users {
+            let user: Option<String> = stmt
+                .query_row([uid], |r| r.get(0))
+                .optional()
+                .map_err(wrap)?
+                .flatten();
+            data.users.push(UserTotal {
+                uid: u32::try_from(uid).unwrap_or(u32::MAX),
+                user,
+                traffic,
+            });
+        }
+        data.last_pass = self.last_pass()?;
+        data.gaps = self.gap_totals()?;
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        data.database_bytes = [self.path.as_os_str(), wal.as_os_str()]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        Ok(data)
+    }
+
+    /// All-time traffic per uid of the users' rows; the unattributed per reason and the
+    /// excluded go into `data`.
+    fn all_time_sums(&self, data: &mut MetricsData) -> Result<BTreeMap<i64, Traffic>, StoreError> {
+        let wrap = |e| self.wrap(e);
         let fast = "c AS (SELECT uid, kind, reason, rx_bytes, tx_bytes, rx_packets, tx_packets
                           FROM usage_totals WHERE granularity = 86400 AND ?2 >= ?1)";
         let cte = if self.totals_cover(0)? {
@@ -75,7 +109,6 @@ impl Store {
              FROM c"
         );
         let mut users: BTreeMap<i64, Traffic> = BTreeMap::new();
-        let mut data = MetricsData::default();
         let mut stmt = self.conn.prepare(&sql).map_err(wrap)?;
         let mut rows = stmt.query([0i64, i64::MAX]).map_err(wrap)?;
         while let Some(r) = rows.next().map_err(wrap)? {
@@ -101,24 +134,12 @@ impl Store {
                 _ => data.excluded.add(&t),
             }
         }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name FROM users WHERE uid = ?1")
-            .map_err(wrap)?;
-        for (uid, traffic) in users {
-            let user: Option<String> = stmt
-                .query_row([uid], |r| r.get(0))
-                .optional()
-                .map_err(wrap)?
-                .flatten();
-            data.users.push(UserTotal {
-                uid: u32::try_from(uid).unwrap_or(u32::MAX),
-                user,
-                traffic,
-            });
-        }
-        data.last_pass = self
-            .conn
+        Ok(users)
+    }
+
+    /// The last accounting pass (not an event flush), if any.
+    fn last_pass(&self) -> Result<Option<LastPass>, StoreError> {
+        self.conn
             .query_row(
                 "SELECT finished_at, finished_at - started_at, flows, sockets FROM passes
                  WHERE mode <> 'events' ORDER BY id DESC LIMIT 1",
@@ -133,15 +154,6 @@ impl Store {
                 },
             )
             .optional()
-            .map_err(wrap)?;
-        data.gaps = self.gap_totals()?;
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        data.database_bytes = [self.path.as_os_str(), wal.as_os_str()]
-            .iter()
-            .filter_map(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum();
-        Ok(data)
+            .map_err(|e| self.wrap(e))
     }
 }

@@ -1,10 +1,10 @@
 //! Read-side queries behind `top`, `report` and `export`. Rendering lives in `report`.
 
-use rusqlite::types::{Null, Value};
-use rusqlite::{params, params_from_iter, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 
 use super::{Store, StoreError};
 use crate::account::Traffic;
+use crate::model::FastMap;
 
 /// Where the aggregating queries read usage: a CTE `c` with the compact columns (uid -1 for
 /// none, kind 0 user / 1 unattributed / 2 excluded, program and remote as keys that
@@ -201,6 +201,9 @@ pub struct Covered {
     pub since_step: Option<i64>,
     /// Width of the row that moved `until` on, if one did.
     pub until_step: Option<i64>,
+    /// `since` moved on to where the keys a `top` groups by begin (see
+    /// [`TopReport::keys_from`]).
+    pub keys_from: Option<i64>,
 }
 
 /// A grouping dimension of `top`. Rows are always split per user as well (every row names
@@ -278,6 +281,10 @@ pub struct TopReport {
     pub unattributed: Traffic,
     /// Excluded (local-network) traffic in the same period, charged to nobody.
     pub excluded: Traffic,
+    /// Grouped by program, remote or port over a window that begins in the daily tier
+    /// (which keeps none of them): where the part of the window answered (rows and
+    /// totals) begins.
+    pub keys_from: Option<i64>,
 }
 
 /// Period length of `report`.
@@ -340,12 +347,6 @@ pub struct UsageRecord {
     pub traffic: Traffic,
 }
 
-/// The SQL expression that labels a row's period, in local time unless `utc`.
-/// SQLite's `localtime` follows the process's time zone (TZ), DST included.
-fn period_expr(period: Period, utc: bool, cycle_day: u8) -> String {
-    period_of("u.ts", period, utc, cycle_day)
-}
-
 /// The label of the period holding the instant `col` (an SQL expression). A month is a
 /// billing cycle starting on `cycle_day` (1 to 28): with 15, `2026-11-15 to 2026-12-14`.
 fn period_of(col: &str, period: Period, utc: bool, cycle_day: u8) -> String {
@@ -378,29 +379,26 @@ impl Store {
 
     /// The top talkers in a period.
     pub fn top(&self, q: &TopQuery) -> Result<TopReport, StoreError> {
-        let src = self.source();
-        let has = |b: By| q.by.contains(&b);
-        let col = |b: By, expr: &'static str| if has(b) { expr } else { "NULL" };
-        let (program, remote, protocol, port) = (
-            col(By::Program, "program"),
-            col(By::Remote, "remote"),
-            col(By::Port, "protocol"),
-            col(By::Port, "port"),
-        );
-        // With --by via, a user's row shows the service it came through, or why the
-        // service's own uid was charged (`ambiguous-holders`).
-        let via = col(By::Via, "nullif(via_uid, -1)");
-        let why = col(By::Via, "CASE WHEN kind <> 1 THEN nullif(reason, '') END");
-        let containers = self.schema >= super::CONTAINER_SCHEMA;
-        let (container, container_join, cname) = match has(By::Container) && containers {
-            true => (
-                "nullif(container, 0)",
-                "LEFT JOIN containers k ON k.id = g.k6",
-                "k.name",
-            ),
-            false => ("NULL", "", "NULL"),
+        // The daily tier keeps no program, remote or port: grouped by any, the answer is
+        // the part of the window after it.
+        let keyed =
+            q.by.iter()
+                .any(|b| matches!(b, By::Program | By::Remote | By::Port));
+        let keys_from = match keyed {
+            true => self.keys_from(q.since, q.until)?,
+            false => None,
         };
-        let user_filter = if q.uid.is_some() { "AND uid = ?4" } else { "" };
+        let q = &TopQuery {
+            since: keys_from.unwrap_or(q.since),
+            ..q.clone()
+        };
+        let mut report = self.top_of(q)?;
+        report.keys_from = keys_from;
+        Ok(report)
+    }
+
+    /// [`Store::top`] over the window as asked.
+    fn top_of(&self, q: &TopQuery) -> Result<TopReport, StoreError> {
         let by_user_only = q.by.iter().all(|b| *b == By::User);
         if by_user_only {
             if let Some(cte) = self.totals_cte(q.since, q.until, None)? {
@@ -421,84 +419,146 @@ impl Store {
             Some(_) => None,
             None => self.keys_cte(q.since, q.until)?,
         };
-        let cte = fast.as_deref().or(keys.as_deref()).unwrap_or(src.cte);
-        let (joins, pname, rname) = (src.joins, src.program, src.remote);
+        let cte = fast
+            .as_deref()
+            .or(keys.as_deref())
+            .unwrap_or(self.source().cte);
+        let cols = TopColumns::of(&q.by, self.schema >= super::CONTAINER_SCHEMA);
+        let (groups, mut report) = self.top_groups(cte, &cols, q)?;
+        report.rows = self.top_rows(groups, &cols, q.limit)?;
+        Ok(report)
+    }
+
+    /// The period's rows summed per group of `top` (user and the keys asked for) in one
+    /// scan, with the report's totals: SQLite's GROUP BY sorts every row first (on the
+    /// busy year's 92 days by remote, 560,000 rows: most of the time of `top`).
+    fn top_groups(
+        &self,
+        cte: &str,
+        cols: &TopColumns,
+        q: &TopQuery,
+    ) -> Result<(FastMap<GroupKey, Group>, TopReport), StoreError> {
+        let wrap = |e| self.wrap(e);
+        let user_filter = if q.uid.is_some() { "AND uid = ?3" } else { "" };
+        let TopColumns {
+            program,
+            remote,
+            protocol,
+            port,
+            via,
+            container,
+            why,
+            ..
+        } = cols;
         let sql = format!(
             "WITH {cte}
+             SELECT uid, kind, reason, {program}, {remote}, {protocol}, {port}, {via},
+                    {container}, {why}, rx_bytes, tx_bytes, rx_packets, tx_packets
+             FROM c WHERE true {user_filter}"
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(wrap)?;
+        let mut rows = match q.uid {
+            Some(u) => stmt.query(params![q.since, q.until, u]),
+            None => stmt.query(params![q.since, q.until]),
+        }
+        .map_err(wrap)?;
+        let mut report = TopReport::default();
+        let mut groups: FastMap<GroupKey, Group> = FastMap::default();
+        while let Some(r) = rows.next().map_err(wrap)? {
+            let (uid, kind): (i64, i64) = (r.get(0).map_err(wrap)?, r.get(1).map_err(wrap)?);
+            let t = traffic_at(r, 10).map_err(wrap)?;
+            if kind == 2 {
+                report.excluded.add(&t);
+                continue;
+            }
+            report.total.add(&t);
+            if kind == 1 {
+                report.unattributed.add(&t);
+            }
+            let mut key: GroupKey = (uid, Default::default());
+            for (i, cell) in key.1.iter_mut().enumerate() {
+                *cell = Cell::at(r, 3 + i).map_err(wrap)?;
+            }
+            let group = groups.entry(key).or_default();
+            group.traffic.add(&t);
+            if uid == -1 {
+                match r.get_ref(2).map_err(wrap)?.as_str() {
+                    Ok("") | Err(_) => {}
+                    Ok(reason) if group.reasons.contains(reason) => {}
+                    Ok(reason) => {
+                        group.reasons.insert(reason.to_owned());
+                    }
+                }
+            }
+        }
+        Ok((groups, report))
+    }
+
+    /// `top`'s rows from its groups: the `limit` first in the order of the SQL below (most
+    /// bytes, then the uid, then the names and keys). The groups that can be among them
+    /// (those ahead of or tied with the `limit`-th on bytes and uid) go to SQLite, which
+    /// looks their names up and orders them.
+    fn top_rows(
+        &self,
+        groups: FastMap<GroupKey, Group>,
+        cols: &TopColumns,
+        limit: usize,
+    ) -> Result<Vec<TopRow>, StoreError> {
+        let wrap = |e| self.wrap(e);
+        let mut groups: Vec<(GroupKey, Group)> = groups.into_iter().collect();
+        let rank = |(k, g): &(GroupKey, Group)| (std::cmp::Reverse(g.traffic.bytes()), k.0);
+        groups.sort_unstable_by_key(rank);
+        let candidates = match limit.checked_sub(1).and_then(|i| groups.get(i)) {
+            Some(last) => {
+                let cut = rank(last);
+                groups.iter().take_while(|g| rank(g) <= cut).count()
+            }
+            None => groups.len().min(limit),
+        };
+        let json: Vec<serde_json::Value> = groups[..candidates]
+            .iter()
+            .map(|((uid, cells), g)| {
+                let mut row = vec![(*uid).into()];
+                row.extend(cells.iter().map(Cell::json));
+                let reasons = g.reasons.iter().map(String::as_str).collect::<Vec<_>>();
+                row.push(match reasons.is_empty() {
+                    true => serde_json::Value::Null,
+                    false => reasons.join(",").into(),
+                });
+                let t = &g.traffic;
+                row.extend(
+                    [t.rx_bytes, t.tx_bytes, t.rx_packets, t.tx_packets]
+                        .map(|n| serde_json::Value::from(n as i64)),
+                );
+                serde_json::Value::Array(row)
+            })
+            .collect();
+        let src = self.source();
+        let (joins, pname, rname) = (src.joins, src.program, src.remote);
+        let (container_join, cname) = (cols.container_join, cols.cname);
+        let sql = format!(
+            "WITH g AS (
+                 SELECT value ->> 0 AS uid, value ->> 1 AS pid, value ->> 2 AS rid,
+                        value ->> 3 AS k3, value ->> 4 AS k4, value ->> 5 AS k5,
+                        value ->> 6 AS k6, value ->> 7 AS k7, value ->> 8 AS reasons,
+                        value ->> 9 AS rx, value ->> 10 AS tx, value ->> 11 AS rp,
+                        value ->> 12 AS tp
+                 FROM json_each(?1))
              SELECT nullif(g.uid, -1), n.name, {pname}, {rname}, g.k3, g.k4, g.reasons,
                     g.rx, g.tx, g.rp, g.tp, g.k5, v.name, {cname}, g.k7
-             FROM (SELECT uid, {program} AS pid, {remote} AS rid, {protocol} AS k3,
-                          {port} AS k4, {via} AS k5, {container} AS k6, {why} AS k7,
-                          CASE WHEN uid = -1 THEN group_concat(DISTINCT nullif(reason, ''))
-                          END AS reasons,
-                          sum(rx_bytes) AS rx, sum(tx_bytes) AS tx,
-                          sum(rx_packets) AS rp, sum(tx_packets) AS tp
-                   FROM c WHERE kind <> 2 {user_filter}
-                   GROUP BY uid, pid, rid, k3, k4, k5, k6, k7) g
-             LEFT JOIN users n ON n.uid = g.uid {joins} {container_join}
+             FROM g LEFT JOIN users n ON n.uid = g.uid {joins} {container_join}
              LEFT JOIN users v ON v.uid = g.k5
              ORDER BY g.rx + g.tx DESC, g.uid, 3, 4, g.k3, g.k4, g.k5, g.k7, 14
-             LIMIT ?3"
+             LIMIT ?2"
         );
-        let wrap = |e| self.wrap(e);
-        let mut args: Vec<Value> = vec![q.since.into(), q.until.into(), (q.limit as i64).into()];
-        if let Some(uid) = q.uid {
-            args.push(i64::from(uid).into());
-        }
+        let groups = serde_json::Value::Array(json).to_string();
         let mut stmt = self.conn.prepare(&sql).map_err(wrap)?;
         let rows = stmt
-            .query_map(params_from_iter(args.iter()), |r| {
-                let reason: Option<String> = r.get(6)?;
-                Ok(TopRow {
-                    uid: r.get(0)?,
-                    user: r.get(1)?,
-                    program: r.get(2)?,
-                    remote: r.get(3)?,
-                    protocol: r.get(4)?,
-                    port: r.get(5)?,
-                    reason: reason.map(sorted_list).or(r.get(14)?),
-                    via: r.get(11)?,
-                    via_user: r.get(12)?,
-                    container: r.get(13)?,
-                    traffic: traffic_at(r, 7)?,
-                })
-            })
+            .query_map(params![groups, limit as i64], top_row_at)
             .map_err(wrap)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(wrap)?;
-        // Totals in one more pass over the period: all but excluded, unattributed, excluded.
-        let sums = ["kind <> 2", "kind = 1", "kind = 2"]
-            .iter()
-            .flat_map(|cond| {
-                ["rx_bytes", "tx_bytes", "rx_packets", "tx_packets"]
-                    .map(|c| format!("coalesce(sum(CASE WHEN {cond} THEN {c} END), 0)"))
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        // Through the keys, the per-user totals hold the same sums in far fewer rows.
-        let totals_cte = match (&fast, &keys) {
-            (None, Some(_)) => self.totals_cte(q.since, q.until, None)?,
-            _ => None,
-        };
-        let cte = totals_cte.as_deref().unwrap_or(cte);
-        let sql = format!("WITH {cte} SELECT {sums} FROM c WHERE true {user_filter}");
-        let uid = q.uid.map(i64::from);
-        let totals =
-            |r: &rusqlite::Row| Ok((traffic_at(r, 0)?, traffic_at(r, 4)?, traffic_at(r, 8)?));
-        let (total, unattributed, excluded) = match uid {
-            // ?3 is the rows' LIMIT, unused here.
-            Some(u) => self
-                .conn
-                .query_row(&sql, params![q.since, q.until, Null, u], totals),
-            None => self.conn.query_row(&sql, params![q.since, q.until], totals),
-        }
-        .map_err(wrap)?;
-        Ok(TopReport {
-            rows,
-            total,
-            unattributed,
-            excluded,
-        })
+        Ok(rows)
     }
 
     /// [`Store::top`] per user from the totals' CTE `cte`: the few rows of a period (a day
@@ -545,14 +605,7 @@ impl Store {
                 }
             }
         }
-        let names: HashMap<i64, Option<String>> = self
-            .conn
-            .prepare_cached("SELECT uid, name FROM users")
-            .and_then(|mut st| {
-                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<Result<_, _>>()
-            })
-            .map_err(wrap)?;
+        let names = self.user_names()?;
         let mut users: Vec<(i64, Traffic)> = per_uid.into_iter().collect();
         // As the SQL path orders: most bytes first, then the uid (none, -1, first).
         users.sort_by(|(ua, a), (ub, b)| b.bytes().cmp(&a.bytes()).then(ua.cmp(ub)));
@@ -590,6 +643,7 @@ impl Store {
             asked_until: until,
             since_step: None,
             until_step: None,
+            keys_from: None,
         };
         // The widest straddling row reaches furthest.
         for (width, sql) in self.source().straddling {
@@ -628,6 +682,20 @@ impl Store {
         until: i64,
         labels: Option<(Period, bool)>,
     ) -> Result<Option<String>, StoreError> {
+        let union = self.totals_union(since, until, labels, "")?;
+        Ok(union.map(|u| format!("c AS ({u})")))
+    }
+
+    /// The rows of [`Store::totals_cte`] as a compound `SELECT` (columns `ts, uid, kind,
+    /// reason, program, remote, protocol, port` and the four counters), each branch a key
+    /// range of its table in `ts` order with `filter` (`AND …`) added to its `WHERE`.
+    fn totals_union(
+        &self,
+        since: i64,
+        until: i64,
+        labels: Option<(Period, bool)>,
+        filter: &str,
+    ) -> Result<Option<String>, StoreError> {
         // The detail path reads every stored row the period overlaps: the same rows as
         // those whose time is in [covered since, until).
         let start = self.covered(since, until, i64::MAX)?.since;
@@ -635,24 +703,8 @@ impl Store {
         if self.schema < super::TYPED_SCHEMA || !self.totals_cover(start)? {
             return Ok(None);
         }
-        // Days whose instants fall in two periods of the report are read from their hours.
-        let split_days: std::collections::HashSet<i64> = match labels {
-            Some((period, utc)) => {
-                let sql = format!(
-                    "WITH RECURSIVE d(t) AS (
-                         SELECT ?1 - ?1 % 86400 UNION ALL SELECT t + 86400 FROM d WHERE t < ?2)
-                     SELECT t FROM d WHERE {} <> {}",
-                    period_of("t", period, utc, self.cycle_day),
-                    period_of("t + 86399", period, utc, self.cycle_day)
-                );
-                let mut stmt = self.conn.prepare(&sql).map_err(|e| self.wrap(e))?;
-                let days = stmt
-                    .query_map([start, until], |r| r.get(0))
-                    .map_err(|e| self.wrap(e))?
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| self.wrap(e))?;
-                days
-            }
+        let split_days = match labels {
+            Some((period, utc)) => self.split_days(start, until, period, utc)?,
             None => Default::default(),
         };
         let split = Split::new(start, until, |d| split_days.contains(&d));
@@ -663,30 +715,56 @@ impl Store {
         let branches = [
             ranges_union(
                 &format!(
-                    "SELECT {totals} FROM usage_totals WHERE granularity = 86400 AND ?2 >= ?1"
+                    "SELECT {totals} FROM usage_totals
+                     WHERE granularity = 86400 AND ?2 >= ?1 {filter}"
                 ),
                 &split.days,
             ),
             ranges_union(
-                &format!("SELECT {totals} FROM usage_totals WHERE granularity = 3600"),
+                &format!("SELECT {totals} FROM usage_totals WHERE granularity = 3600 {filter}"),
                 &split.hours,
             ),
             ranges_union(
-                &format!("SELECT {columns} FROM usage_raw WHERE true"),
+                &format!("SELECT {columns} FROM usage_raw WHERE true {filter}"),
                 &split.detail,
             ),
             ranges_union(
-                &format!("SELECT {columns} FROM usage_tiers WHERE true"),
+                &format!("SELECT {columns} FROM usage_tiers WHERE true {filter}"),
                 &split.detail,
             ),
         ];
         // `?2 >= ?1` names the period's parameters, which the callers bind.
         Ok(Some(format!(
-            "c AS (
-               SELECT {totals} FROM usage_totals WHERE 0 AND ?2 >= ?1
-               {})",
+            "SELECT {totals} FROM usage_totals WHERE 0 AND ?2 >= ?1 {filter}
+             {}",
             branches.concat()
         )))
+    }
+
+    /// The UTC days from `start`'s to `until` whose instants fall in two periods of a
+    /// report (read from their hours).
+    fn split_days(
+        &self,
+        start: i64,
+        until: i64,
+        period: Period,
+        utc: bool,
+    ) -> Result<std::collections::HashSet<i64>, StoreError> {
+        let sql = format!(
+            "WITH RECURSIVE d(t) AS (
+                 SELECT ?1 - ?1 % 86400 UNION ALL SELECT t + 86400 FROM d WHERE t < ?2)
+             SELECT t FROM d WHERE {} <> {}",
+            period_of("t", period, utc, self.cycle_day),
+            period_of("t + 86399", period, utc, self.cycle_day)
+        );
+        let wrap = |e| self.wrap(e);
+        let mut stmt = self.conn.prepare(&sql).map_err(wrap)?;
+        let days = stmt
+            .query_map([start, until], |r| r.get(0))
+            .map_err(wrap)?
+            .collect::<Result<_, _>>()
+            .map_err(wrap)?;
+        Ok(days)
     }
 
     pub(super) fn source(&self) -> &'static Source {
@@ -714,7 +792,11 @@ impl Store {
         Ok(rows)
     }
 
-    /// [`Store::periods`] handed to `f` one at a time as they are read.
+    /// [`Store::periods`] handed to `f` one at a time as they are read, in memory that
+    /// does not grow with the window: the rows come oldest first (each range of totals is
+    /// a key range in time order, which SQLite merges; the detail it sorts), and a
+    /// period's sums per user are handed on when the next period begins (a period's label
+    /// never goes back in time, not even across a change of clocks).
     pub fn periods_each<E: From<StoreError>>(
         &self,
         period: Period,
@@ -724,43 +806,73 @@ impl Store {
         utc: bool,
         mut f: impl FnMut(PeriodRow) -> Result<(), E>,
     ) -> Result<(), E> {
-        let p = period_expr(period, utc, self.cycle_day);
-        let filter = if uid.is_some() { "AND u.uid = ?3" } else { "" };
+        let filter = if uid.is_some() { "AND uid = ?3" } else { "" };
         // An hour's total carries one label only where every instant of the hour has the
         // hour's label: periods of whole local hours (a time zone offset of whole hours).
         let fast = match utc || whole_hour_offsets(since, until) {
-            true => self.totals_cte(since, until, Some((period, utc)))?,
+            true => self.totals_union(since, until, Some((period, utc)), filter)?,
             false => None,
         };
-        let cte = fast.as_deref().unwrap_or(self.source().cte);
-        let sql = format!(
-            "WITH {cte}
-             SELECT {p} AS period, nullif(u.uid, -1), n.name,
-                    sum(u.rx_bytes), sum(u.tx_bytes), sum(u.rx_packets), sum(u.tx_packets)
-             FROM c u LEFT JOIN users n ON n.uid = u.uid
-             WHERE u.kind <> 2 {filter}
-             GROUP BY period, u.uid
-             ORDER BY period, sum(u.rx_bytes) + sum(u.tx_bytes) DESC, u.uid"
-        );
+        let sql = match fast {
+            Some(union) => format!("{union} ORDER BY 1"),
+            None => format!(
+                "WITH {} SELECT * FROM c WHERE true {filter} ORDER BY ts",
+                self.source().cte
+            ),
+        };
         let wrap = |e| self.wrap(e);
         let mut stmt = self.conn.prepare(&sql).map_err(wrap)?;
-        let map = |r: &rusqlite::Row| {
-            Ok(PeriodRow {
-                period: r.get(0)?,
-                uid: r.get(1)?,
-                user: r.get(2)?,
-                traffic: traffic_at(r, 3)?,
-            })
+        // Columns by name: the sources' column lists differ between schemas.
+        let [ts_at, uid_at, kind_at, rx_at] = ["ts", "uid", "kind", "rx_bytes"]
+            .map(|c| stmt.column_index(c))
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(wrap)?[..]
+        else {
+            unreachable!("four names, four indexes")
         };
-        let rows = match uid {
-            Some(u) => stmt.query_map(params![since, until, u], map),
-            None => stmt.query_map(params![since, until], map),
+        let mut rows = match uid {
+            Some(u) => stmt.query(params![since, until, u]),
+            None => stmt.query(params![since, until]),
         }
         .map_err(wrap)?;
-        for row in rows {
-            f(row.map_err(wrap)?)?;
+        // The label of a row's time, as SQLite's date functions give it (local time
+        // included): asked once per distinct row time.
+        let label_sql = format!("SELECT {}", period_of("?1", period, utc, self.cycle_day));
+        let mut label = self.conn.prepare(&label_sql).map_err(wrap)?;
+        let mut open = OpenPeriod {
+            names: self.user_names()?,
+            ..OpenPeriod::default()
+        };
+        while let Some(r) = rows.next().map_err(wrap)? {
+            if r.get::<_, i64>(kind_at).map_err(wrap)? == 2 {
+                continue; // excluded: charged to nobody
+            }
+            let ts: i64 = r.get(ts_at).map_err(wrap)?;
+            if open.ts != Some(ts) {
+                let l: String = label.query_row([ts], |r| r.get(0)).map_err(wrap)?;
+                if open.label != l {
+                    open.flush(&mut f)?;
+                    open.label = l;
+                }
+                open.ts = Some(ts);
+            }
+            let uid: i64 = r.get(uid_at).map_err(wrap)?;
+            let t = traffic_at(r, rx_at).map_err(wrap)?;
+            open.sums.entry(uid).or_default().add(&t);
         }
-        Ok(())
+        open.flush(&mut f)
+    }
+
+    /// Every recorded user's name by uid.
+    fn user_names(&self) -> Result<FastMap<i64, Option<String>>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT uid, name FROM users")
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()
+            })
+            .map_err(|e| self.wrap(e))
     }
 
     /// Every usage row that overlaps a period, oldest first (for export; see
@@ -849,6 +961,20 @@ impl Store {
             };
             (a, from) = (t.max(b), t.max(b));
         }
+    }
+
+    /// `f` inside one read transaction: every query it makes sees the same rows, whatever
+    /// a writer commits meanwhile.
+    pub fn in_one_read<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let wrap = |e| self.wrap(e);
+        self.conn.execute_batch("BEGIN").map_err(wrap)?;
+        let out = f(self);
+        let end = if out.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        self.conn.execute_batch(end).map_err(wrap)?;
+        out
     }
 
     /// The uid recorded for a user name (users deleted since are still known here).
@@ -957,6 +1083,141 @@ fn whole_hour_offsets(since: i64, until: i64) -> bool {
         })
 }
 
+/// The period `report` is summing: its label, the row time last read, and the sums per
+/// uid (-1 none) so far.
+#[derive(Default)]
+struct OpenPeriod {
+    label: String,
+    ts: Option<i64>,
+    sums: FastMap<i64, Traffic>,
+    names: FastMap<i64, Option<String>>,
+}
+
+impl OpenPeriod {
+    /// Hand the period's rows to `f` as the SQL of old ordered them (most bytes first,
+    /// then the uid) and start afresh.
+    fn flush<E>(&mut self, f: &mut impl FnMut(PeriodRow) -> Result<(), E>) -> Result<(), E> {
+        let mut users: Vec<(i64, Traffic)> = self.sums.drain().collect();
+        users.sort_unstable_by_key(|(uid, t)| (std::cmp::Reverse(t.bytes()), *uid));
+        for (uid, traffic) in users {
+            f(PeriodRow {
+                period: self.label.clone(),
+                uid: u32::try_from(uid).ok(),
+                user: self.names.get(&uid).cloned().flatten(),
+                traffic,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The SQL of `top`'s grouping columns over the CTE `c` (`NULL` for a key not asked for),
+/// and the join and column naming the container.
+struct TopColumns {
+    program: &'static str,
+    remote: &'static str,
+    protocol: &'static str,
+    port: &'static str,
+    via: &'static str,
+    container: &'static str,
+    /// With `via`: why a service's own uid was charged (`ambiguous-holders`).
+    why: &'static str,
+    container_join: &'static str,
+    cname: &'static str,
+}
+
+impl TopColumns {
+    /// The columns of `by`; `containers`: the schema has them (10 on).
+    fn of(by: &[By], containers: bool) -> TopColumns {
+        let has = |b: By| by.contains(&b);
+        let col = |b: By, expr: &'static str| if has(b) { expr } else { "NULL" };
+        // With --by via, a user's row shows the service it came through, or why the
+        // service's own uid was charged (`ambiguous-holders`).
+        let via = col(By::Via, "nullif(via_uid, -1)");
+        let why = col(By::Via, "CASE WHEN kind <> 1 THEN nullif(reason, '') END");
+        let (container, container_join, cname) = match has(By::Container) && containers {
+            true => (
+                "nullif(container, 0)",
+                "LEFT JOIN containers k ON k.id = g.k6",
+                "k.name",
+            ),
+            false => ("NULL", "", "NULL"),
+        };
+        TopColumns {
+            program: col(By::Program, "program"),
+            remote: col(By::Remote, "remote"),
+            protocol: col(By::Port, "protocol"),
+            port: col(By::Port, "port"),
+            via,
+            container,
+            why,
+            container_join,
+            cname,
+        }
+    }
+}
+
+/// One grouping value of `top` as SQLite compares it in a GROUP BY (its type, then its
+/// value; text by its bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+enum Cell {
+    #[default]
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+impl Cell {
+    fn at(r: &rusqlite::Row, i: usize) -> rusqlite::Result<Cell> {
+        use rusqlite::types::ValueRef;
+        Ok(match r.get_ref(i)? {
+            ValueRef::Null => Cell::Null,
+            ValueRef::Integer(n) => Cell::Int(n),
+            ValueRef::Real(x) => Cell::Text(x.to_string()),
+            ValueRef::Text(t) | ValueRef::Blob(t) => {
+                Cell::Text(String::from_utf8_lossy(t).into_owned())
+            }
+        })
+    }
+
+    fn json(&self) -> serde_json::Value {
+        match self {
+            Cell::Null => serde_json::Value::Null,
+            Cell::Int(n) => (*n).into(),
+            Cell::Text(s) => s.as_str().into(),
+        }
+    }
+}
+
+/// A group of `top`: the uid (-1 none), then program, remote, protocol, port, via,
+/// container and why (with via) as [`TopColumns`] selects them.
+type GroupKey = (i64, [Cell; 7]);
+
+/// A group's sums, and for the unattributed (uid -1) its reasons.
+#[derive(Debug, Default)]
+struct Group {
+    traffic: Traffic,
+    reasons: std::collections::BTreeSet<String>,
+}
+
+/// One row of `top`'s final query (see [`Store::top_rows`]).
+fn top_row_at(r: &rusqlite::Row) -> rusqlite::Result<TopRow> {
+    let reason: Option<String> = r.get(6)?;
+    Ok(TopRow {
+        uid: r.get(0)?,
+        user: r.get(1)?,
+        program: r.get(2)?,
+        remote: r.get(3)?,
+        protocol: r.get(4)?,
+        port: r.get(5)?,
+        reason: reason.map(sorted_list).or(r.get(14)?),
+        via: r.get(11)?,
+        via_user: r.get(12)?,
+        container: r.get(13)?,
+        traffic: traffic_at(r, 7)?,
+    })
+}
+
 /// One row of the export query as a record.
 fn usage_record_at(r: &rusqlite::Row) -> rusqlite::Result<UsageRecord> {
     Ok(UsageRecord {
@@ -987,8 +1248,127 @@ fn traffic_at(r: &rusqlite::Row, i: usize) -> rusqlite::Result<Traffic> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// `report` as one SQL GROUP BY over the detail, as it was asked before issue 26: the
+    /// reference of the sums streamed by [`Store::periods_each`].
+    pub(in crate::store) fn periods_by_sql(
+        store: &Store,
+        period: Period,
+        (since, until): (i64, i64),
+        uid: Option<u32>,
+        utc: bool,
+    ) -> Vec<PeriodRow> {
+        let p = period_of("u.ts", period, utc, store.cycle_day);
+        let filter = if uid.is_some() { "AND u.uid = ?3" } else { "" };
+        let sql = format!(
+            "WITH {}
+             SELECT {p} AS period, nullif(u.uid, -1), n.name,
+                    sum(u.rx_bytes), sum(u.tx_bytes), sum(u.rx_packets), sum(u.tx_packets)
+             FROM c u LEFT JOIN users n ON n.uid = u.uid
+             WHERE u.kind <> 2 {filter}
+             GROUP BY period, u.uid
+             ORDER BY period, sum(u.rx_bytes) + sum(u.tx_bytes) DESC, u.uid",
+            store.source().cte
+        );
+        let mut stmt = store.conn.prepare(&sql).unwrap();
+        let map = |r: &rusqlite::Row| {
+            Ok(PeriodRow {
+                period: r.get(0)?,
+                uid: r.get(1)?,
+                user: r.get(2)?,
+                traffic: traffic_at(r, 3)?,
+            })
+        };
+        let rows = match uid {
+            Some(u) => stmt.query_map(params![since, until, u], map),
+            None => stmt.query_map(params![since, until], map),
+        };
+        rows.unwrap().map(Result::unwrap).collect()
+    }
+
+    /// `top` as SQL grouped and ordered it over the detail before issue 26 (the window
+    /// cut where the keys begin, as [`Store::top`] does): the reference of the groups
+    /// summed by [`Store::top`].
+    pub(in crate::store) fn top_by_sql(store: &Store, q: &TopQuery) -> TopReport {
+        let keyed =
+            q.by.iter()
+                .any(|b| matches!(b, By::Program | By::Remote | By::Port));
+        let since = match keyed {
+            true => store
+                .keys_from(q.since, q.until)
+                .unwrap()
+                .unwrap_or(q.since),
+            false => q.since,
+        };
+        let src = store.source();
+        let cols = TopColumns::of(&q.by, store.schema >= super::super::CONTAINER_SCHEMA);
+        let TopColumns {
+            program,
+            remote,
+            protocol,
+            port,
+            via,
+            container,
+            why,
+            container_join,
+            cname,
+        } = cols;
+        let (joins, pname, rname) = (src.joins, src.program, src.remote);
+        let user_filter = if q.uid.is_some() { "AND uid = ?4" } else { "" };
+        let sql = format!(
+            "WITH {}
+             SELECT nullif(g.uid, -1), n.name, {pname}, {rname}, g.k3, g.k4, g.reasons,
+                    g.rx, g.tx, g.rp, g.tp, g.k5, v.name, {cname}, g.k7
+             FROM (SELECT uid, {program} AS pid, {remote} AS rid, {protocol} AS k3,
+                          {port} AS k4, {via} AS k5, {container} AS k6, {why} AS k7,
+                          CASE WHEN uid = -1 THEN group_concat(DISTINCT nullif(reason, ''))
+                          END AS reasons,
+                          sum(rx_bytes) AS rx, sum(tx_bytes) AS tx,
+                          sum(rx_packets) AS rp, sum(tx_packets) AS tp
+                   FROM c WHERE kind <> 2 {user_filter}
+                   GROUP BY uid, pid, rid, k3, k4, k5, k6, k7) g
+             LEFT JOIN users n ON n.uid = g.uid {joins} {container_join}
+             LEFT JOIN users v ON v.uid = g.k5
+             ORDER BY g.rx + g.tx DESC, g.uid, 3, 4, g.k3, g.k4, g.k5, g.k7, 14
+             LIMIT ?3",
+            src.cte
+        );
+        let limit = q.limit as i64;
+        let mut stmt = store.conn.prepare(&sql).unwrap();
+        let rows = match q.uid {
+            Some(u) => stmt.query_map(params![since, q.until, limit, u], top_row_at),
+            None => stmt.query_map(params![since, q.until, limit], top_row_at),
+        };
+        let rows = rows.unwrap().map(Result::unwrap).collect();
+        let sums = ["kind <> 2", "kind = 1", "kind = 2"]
+            .iter()
+            .flat_map(|cond| {
+                ["rx_bytes", "tx_bytes", "rx_packets", "tx_packets"]
+                    .map(|c| format!("coalesce(sum(CASE WHEN {cond} THEN {c} END), 0)"))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let filter = if q.uid.is_some() { "AND uid = ?3" } else { "" };
+        let sql = format!("WITH {} SELECT {sums} FROM c WHERE true {filter}", src.cte);
+        let totals =
+            |r: &rusqlite::Row| Ok((traffic_at(r, 0)?, traffic_at(r, 4)?, traffic_at(r, 8)?));
+        let (total, unattributed, excluded) = match q.uid {
+            Some(u) => store
+                .conn
+                .query_row(&sql, params![since, q.until, u], totals),
+            None => store.conn.query_row(&sql, params![since, q.until], totals),
+        }
+        .unwrap();
+        TopReport {
+            rows,
+            total,
+            unattributed,
+            excluded,
+            keys_from: (since != q.since).then_some(since),
+        }
+    }
 
     #[test]
     fn a_window_splits_into_days_hours_and_edges() {

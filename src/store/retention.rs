@@ -121,12 +121,33 @@ impl Store {
         let mut st = RollupStats::default();
         let raw_cutoff = floor(now - r.raw.as_secs() as i64, HOUR);
         let hourly_cutoff = floor(now - r.hourly.as_secs() as i64, DAY);
-        let top = match r.hourly_top {
+        self.roll_up_raw(raw_cutoff, r.hourly_top, budget, &mut st)?;
+        self.roll_up_hourly(hourly_cutoff, budget, &mut st)?;
+        st.behind = st.raw_rows + st.hourly_rows >= budget;
+        // Totals of a database older than them, a few days per pass.
+        st.totals_days = self.backfill_totals(TOTALS_DAYS_PER_ROLLUP)?;
+        st.behind |= st.totals_days == TOTALS_DAYS_PER_ROLLUP;
+        // Sums per key of the raw buckets complete by now.
+        let (keyed, more) = self.keys_after_pass(now)?;
+        st.keyed_rows = keyed;
+        st.behind |= more;
+        self.drop_expired(now, r, raw_cutoff, budget, &mut st)?;
+        Ok(st)
+    }
+
+    /// Raw → hourly, one whole UTC hour per transaction, the hours before `raw_cutoff`,
+    /// while `st` has moved fewer than `budget` rows.
+    fn roll_up_raw(
+        &mut self,
+        raw_cutoff: i64,
+        hourly_top: u32,
+        budget: u64,
+        st: &mut RollupStats,
+    ) -> Result<(), StoreError> {
+        let top = match hourly_top {
             0 => i64::MAX,
             n => i64::from(n),
         };
-
-        // Raw → hourly, one whole UTC hour per transaction.
         while st.raw_rows + st.hourly_rows < budget {
             let Some(oldest) = self.min_ts("SELECT min(ts) FROM usage_raw")? else {
                 break;
@@ -179,7 +200,17 @@ impl Store {
                 &Self::KEYS_ROLLED_UP,
             )?;
         }
-        // Hourly → daily, one whole UTC day per transaction.
+        Ok(())
+    }
+
+    /// Hourly → daily, one whole UTC day per transaction, the days before
+    /// `hourly_cutoff`, while `st` has moved fewer than `budget` rows.
+    fn roll_up_hourly(
+        &mut self,
+        hourly_cutoff: i64,
+        budget: u64,
+        st: &mut RollupStats,
+    ) -> Result<(), StoreError> {
         while st.raw_rows + st.hourly_rows < budget {
             let Some(oldest) =
                 self.min_ts("SELECT min(ts) FROM usage_tiers WHERE granularity = 3600")?
@@ -230,14 +261,19 @@ impl Store {
                 ],
             )?;
         }
-        st.behind = st.raw_rows + st.hourly_rows >= budget;
-        // Totals of a database older than them, a few days per pass.
-        st.totals_days = self.backfill_totals(TOTALS_DAYS_PER_ROLLUP)?;
-        st.behind |= st.totals_days == TOTALS_DAYS_PER_ROLLUP;
-        // Sums per key of the raw buckets complete by now.
-        let (keyed, more) = self.keys_after_pass(now)?;
-        st.keyed_rows = keyed;
-        st.behind |= more;
+        Ok(())
+    }
+
+    /// Drop what is past its retention at `now`: daily rows (and their totals), pass
+    /// records, and the connection log (what is left of `budget`).
+    fn drop_expired(
+        &mut self,
+        now: i64,
+        r: &Retention,
+        raw_cutoff: i64,
+        budget: u64,
+        st: &mut RollupStats,
+    ) -> Result<(), StoreError> {
         let wrap = |e| StoreError::from_sqlite(self.path(), e);
         if let Some(keep) = r.daily {
             let cutoff = floor(now - keep.as_secs() as i64, DAY);
@@ -274,7 +310,7 @@ impl Store {
             )
             .map_err(wrap)? as u64;
         st.behind |= st.connections_dropped >= limit;
-        Ok(st)
+        Ok(())
     }
 
     /// The ids of the name '' in `programs` and `remotes`: rolled-up rows that no longer

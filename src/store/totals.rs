@@ -189,6 +189,7 @@ pub(super) mod tests {
     use crate::account::{Kind, UsageKey};
     use crate::attribute::{Direction, Reason};
     use crate::store::connections::EventWrite;
+    use crate::store::query::tests::{periods_by_sql, top_by_sql};
     use crate::store::query::{By, Period, TopQuery};
     use crate::store::retention::Retention;
     use crate::store::{OpenOptions, PassRecord};
@@ -342,6 +343,18 @@ pub(super) mod tests {
                 let fast = report(store, true);
                 let slow = report(store, false);
                 let w = format!("window [{since}, {until}) uid {uid:?}");
+                // Both summed in Rust: the SQL GROUP BY of old is the reference.
+                let sql = top_by_sql(store, &q);
+                let mut rows = sql.rows.clone();
+                rows.extend(top_by_sql(store, &by_container).rows);
+                assert_eq!(
+                    (rows, sql.total, sql.unattributed, sql.excluded),
+                    (fast.0.clone(), fast.1, fast.2, fast.3),
+                    "top against SQL, {w}"
+                );
+                let periods = [Period::Hour, Period::Day, Period::Week, Period::Month]
+                    .map(|p| periods_by_sql(store, p, (since, until), uid, true));
+                assert_eq!(&periods[..], &slow.4[..], "periods against SQL, {w}");
                 assert_eq!(fast.0, slow.0, "top rows, {w}");
                 assert_eq!(fast.1, slow.1, "top total, {w}");
                 assert_eq!(fast.2, slow.2, "top unattributed, {w}");
