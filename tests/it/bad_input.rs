@@ -2,7 +2,7 @@
 //! databases, accounting switched off, no CAP_NET_ADMIN, usage errors. Each runs the real
 //! binary inside a network namespace of its own.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -18,7 +18,7 @@
 //! 198.51.100.11 and .12 on the host for the two users, and `nl_traffic server-closes` on
 //! inet port 9100. Everything is removed by the guards.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -245,14 +245,6 @@ fn nft_load(ns: &Netns, rules: &str) {
 fn snapshot(ns: &Netns, db: &Path) -> String {
     let out = run(ns.cmd(bin()).arg("--db").arg(db).arg("snapshot"));
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// One burst at a time: two bursts of thousands of connections a second at once would
-/// measure this 2-core machine, not netledger (the kernel drops events when the daemon
-/// cannot keep up, which the daemon reports as lost, and the test cannot be exact then).
-fn one_burst_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn unattributed(got: &HashMap<Option<u32>, Usage>) -> u64 {

@@ -6,7 +6,7 @@
 //! in host, a DNAT rule sends 198.51.100.1:8080 to a server of user C on 10.99.0.1:9090
 //! (an address on the namespace's loopback), and user D keeps a connection open to inet's server.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -211,9 +211,9 @@ fn log_of_a_database_from_before_the_connection_log_names_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("old.db");
     let c = rusqlite::Connection::open(&db).unwrap();
-    c.execute_batch(include_str!("../migrations/0001_init.sql"))
+    c.execute_batch(include_str!("../../migrations/0001_init.sql"))
         .unwrap();
-    c.execute_batch(include_str!("../migrations/0002_report_views.sql"))
+    c.execute_batch(include_str!("../../migrations/0002_report_views.sql"))
         .unwrap();
     c.pragma_update(None, "user_version", 2).unwrap();
     drop(c);

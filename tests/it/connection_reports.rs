@@ -4,10 +4,11 @@
 //! note to print, and `summary`'s stdout does not depend on the live table (only which
 //! open flows it shows closed, and these flows are in no conntrack table).
 
-mod common;
+use crate::common;
+use crate::common::model::tuple;
+use crate::common::offline::{netledger, ok, with};
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use chrono::{TimeZone, Utc};
 use netledger::account::{FlowState, PassPlan};
@@ -28,18 +29,8 @@ fn ms(d: u32, h: u32, mi: u32, s: u32, milli: i64) -> i64 {
         + milli
 }
 
-fn tuple(proto: u8, src: &str, sport: u16, dst: &str, dport: u16) -> Tuple {
-    Tuple {
-        src: src.parse().unwrap(),
-        dst: dst.parse().unwrap(),
-        proto,
-        sport,
-        dport,
-    }
-}
-
 fn counters(bytes: u64, packets: u64) -> Option<Counters> {
-    Some(Counters { packets, bytes })
+    Some(common::model::counters((bytes, packets)))
 }
 
 /// An outgoing connection, not translated.
@@ -234,35 +225,7 @@ fn build_db(dir: &Path) -> PathBuf {
     db
 }
 
-fn netledger(db: &Path, tz: &str, args: &[&str]) -> (String, String, i32) {
-    let o = Command::new(common::bin())
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .env("TZ", tz)
-        .env_remove("NETLEDGER_NAMES")
-        .env_remove("NETLEDGER_CONFIG")
-        .output()
-        .unwrap();
-    (
-        String::from_utf8(o.stdout).unwrap(),
-        String::from_utf8(o.stderr).unwrap(),
-        o.status.code().unwrap_or(-1),
-    )
-}
-
-/// stdout of a successful run, in UTC.
-fn ok(db: &Path, args: &[&str]) -> String {
-    let (out, err, code) = netledger(db, "UTC", args);
-    assert_eq!(code, 0, "{args:?}: {err}");
-    out
-}
-
 const DAY: [&str; 5] = ["--since", "2026-03-10", "--until", "2026-03-11", "--utc"];
-
-fn with<'a>(base: &[&'a str], more: &[&'a str]) -> Vec<&'a str> {
-    base.iter().chain(more).copied().collect()
-}
 
 #[test]
 fn log_lines_and_json() {

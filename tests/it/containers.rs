@@ -12,7 +12,7 @@
 //! runs as a uid of bob's subordinate range (`usermod --add-subuids`). In `lan` a client
 //! runs as root: the host only forwards it.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -7,7 +7,7 @@
 //! The kernel's own numbers come from `conntrack -E -e DESTROY` (final counters) or
 //! `conntrack -L` (entries still present).
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};

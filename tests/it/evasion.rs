@@ -8,7 +8,7 @@
 //! 198.51.100.2 / 2001:db8::2, where `nl_traffic server tcp [::]:9000` answers), made by
 //! each test for itself, with test users of its own. Everything is removed by the guards.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -6,7 +6,7 @@
 //! 198.51.100.2, where `nl_traffic server tcp` answers. Users' programs run in `host`
 //! under their uids; the kernel's own numbers come from `conntrack -E -e DESTROY`.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,7 @@ fn a_loopback_flood_is_not_logged_and_the_daemon_says_so() {
     if !require_root("a_loopback_flood_is_not_logged_and_the_daemon_says_so") {
         return;
     }
+    let _serial = one_burst_at_a_time();
     const N: usize = 3000;
     let t = Inet::new("eol", 1);
     let tb = traffic_bin();
@@ -167,6 +168,7 @@ fn a_flood_beyond_the_log_rate_is_charged_but_logged_within_the_limit() {
     if !require_root("a_flood_beyond_the_log_rate_is_charged_but_logged_within_the_limit") {
         return;
     }
+    let _serial = one_burst_at_a_time();
     const N: usize = 600;
     const RATE: u64 = 20;
     const BURST: u64 = 50;

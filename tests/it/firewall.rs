@@ -10,7 +10,7 @@
 //! - accounting switched off and a notrack rule: said once, counted, and what they cost
 //!   measured against nftables counters of the same traffic.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
@@ -19,11 +19,11 @@ use std::time::Duration;
 use common::*;
 
 /// Debian 12's default `/etc/nftables.conf`: `flush ruleset`, then an empty `inet filter`.
-const DEBIAN_CONF: &str = include_str!("../fixtures/nftables/debian-12-nftables.conf");
+const DEBIAN_CONF: &str = include_str!("../../fixtures/nftables/debian-12-nftables.conf");
 
 /// A table laid out as firewalld makes it, loaded as `firewall-cmd --reload` does (its
 /// table deleted and made again); see the file for where it comes from.
-const FIREWALLD_LIKE: &str = include_str!("../fixtures/nftables/firewalld-like.nft");
+const FIREWALLD_LIKE: &str = include_str!("../../fixtures/nftables/firewalld-like.nft");
 
 /// The README's way to save the admin's own tables only ("netledger and your firewall").
 const SAVE_OWN_TABLES: &str = "{ echo 'flush ruleset'; nft list tables | grep -v '^table inet netledger$' | while read -r _ family name; do nft list table \"$family\" \"$name\"; done; }";
@@ -361,7 +361,7 @@ fn a_timer_pass_says_how_long_its_table_was_gone() {
     // `contrib/netledger.nft` holds it): another handle.
     let (ok, _, err) = nft(&ns, &["delete", "table", "inet", "netledger"]);
     assert!(ok, "{err}");
-    nft_load(&ns, include_str!("../contrib/netledger.nft"));
+    nft_load(&ns, include_str!("../../contrib/netledger.nft"));
     let again = tick();
     assert!(again.contains("deleted and made again"), "{again}");
     assert_eq!(

@@ -3,7 +3,7 @@
 //! ordinary tests, so that CI checks every parser of outside input on them without a
 //! fuzzer. The fuzzing itself: fuzz/README.md.
 
-#[path = "../fuzz/src/targets.rs"]
+#[path = "../../fuzz/src/targets.rs"]
 mod targets;
 
 use std::path::Path;

@@ -6,7 +6,7 @@
 //! Topology: `common::Inet`; the server listens in the host namespace on
 //! 198.51.100.1:8080 and [2001:db8::1]:8080 (addresses of the host's veth).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

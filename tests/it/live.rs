@@ -8,7 +8,7 @@
 //! in `host` under their uids; the kernel's numbers come from `conntrack -L` and
 //! `conntrack -E -e DESTROY`.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};

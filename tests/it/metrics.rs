@@ -2,7 +2,7 @@
 //! tools — `promtool check metrics`, and a real node_exporter's textfile collector serving
 //! the file — with every value compared to `netledger top --json` of the same database.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -15,37 +15,13 @@ use std::time::Duration;
 use common::{bin, run, Netns};
 use netledger::account::account_pass;
 use netledger::attribute::{Attributed, Attribution, Direction, Reason, Verdict};
-use netledger::model::{Counters, Flow, Tuple};
+use netledger::model::Flow;
 use netledger::store::{OpenOptions, PassRecord, Store};
 
 const DAY: i64 = 86_400;
 
 fn flow(id: u32, remote: &str, sport: u16, out: (u64, u64), back: (u64, u64)) -> Flow {
-    let t = |src: &str, dst: &str, sport, dport| Tuple {
-        src: src.parse().unwrap(),
-        dst: dst.parse().unwrap(),
-        proto: 6,
-        sport,
-        dport,
-    };
-    Flow {
-        orig: t("198.51.100.1", remote, sport, 443),
-        reply: t(remote, "198.51.100.1", 443, sport),
-        id,
-        zone: 0,
-        mark: 0,
-        status: 0,
-        orig_counters: Some(Counters {
-            bytes: out.0,
-            packets: out.1,
-        }),
-        reply_counters: Some(Counters {
-            bytes: back.0,
-            packets: back.1,
-        }),
-        start_ns: None,
-        stop_ns: None,
-    }
+    common::model::flow(id, 6, ("198.51.100.1", sport), (remote, 443), out, back)
 }
 
 fn user(uid: u32) -> Verdict {

@@ -7,7 +7,7 @@
 //!   host  10.77.0.1/24                    ── veth ── lan  10.77.0.2/24
 //! netledger runs in `host`; the users' programs run there under their own uids.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -7,7 +7,7 @@
 //! Topology: `common::Inet`; `nl_burst` connections that download, then stay idle for
 //! `--hold-ms` (when their entries are deleted), then close.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

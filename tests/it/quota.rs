@@ -4,7 +4,7 @@
 //! across passes, flushes and a daemon restart (and refused when its files are not
 //! root's alone), `quota` as an unprivileged user, and configuration errors.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;

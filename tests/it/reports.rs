@@ -1,7 +1,9 @@
 //! Reports people read: `top`, `report`, `export` and the SQL views, on a deterministic
 //! database built through the real write path (the store API that passes use).
 
-mod common;
+use crate::common;
+use crate::common::model::{counters, reversed, tuple};
+use crate::common::offline::{netledger, ok, with};
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -10,7 +12,7 @@ use std::process::Command;
 use chrono::{TimeZone, Utc};
 use netledger::account::account_pass;
 use netledger::attribute::{Attributed, Attribution, Direction, Reason, Verdict};
-use netledger::model::{Counters, Flow, Tuple};
+use netledger::model::Flow;
 use netledger::store::{OpenOptions, PassRecord, Store};
 use serde_json::Value;
 
@@ -38,31 +40,7 @@ fn to_flow(f: &F) -> (Flow, Attributed) {
         Direction::Out => (l, r),
         Direction::In => (r, l),
     };
-    let t = |x: (&str, u16), y: (&str, u16)| Tuple {
-        src: ip(x.0),
-        dst: ip(y.0),
-        proto: f.proto,
-        sport: x.1,
-        dport: y.1,
-    };
-    let flow = Flow {
-        orig: t(a, b),
-        reply: t(b, a),
-        id: f.id,
-        zone: 0,
-        mark: 0,
-        status: 0,
-        orig_counters: Some(Counters {
-            bytes: f.orig.0,
-            packets: f.orig.1,
-        }),
-        reply_counters: Some(Counters {
-            bytes: f.reply.0,
-            packets: f.reply.1,
-        }),
-        start_ns: None,
-        stop_ns: None,
-    };
+    let flow = common::model::flow(f.id, f.proto, a, b, f.orig, f.reply);
     let port = match f.direction {
         Direction::Out => r.1,
         Direction::In => l.1,
@@ -240,33 +218,7 @@ fn build_db(dir: &Path) -> PathBuf {
     db
 }
 
-fn netledger(db: &Path, tz: &str, args: &[&str]) -> (String, String, i32) {
-    let o = Command::new(common::bin())
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .env("TZ", tz)
-        .output()
-        .unwrap();
-    (
-        String::from_utf8(o.stdout).unwrap(),
-        String::from_utf8(o.stderr).unwrap(),
-        o.status.code().unwrap_or(-1),
-    )
-}
-
-/// stdout of a successful run.
-fn ok(db: &Path, args: &[&str]) -> String {
-    let (out, err, code) = netledger(db, "UTC", args);
-    assert_eq!(code, 0, "{args:?}: {err}");
-    out
-}
-
 const NOV: [&str; 5] = ["--since", "2026-11-01", "--until", "2026-12-01", "--utc"];
-
-fn with<'a>(base: &[&'a str], more: &[&'a str]) -> Vec<&'a str> {
-    base.iter().chain(more).copied().collect()
-}
 
 #[test]
 fn top_tables() {
@@ -1019,35 +971,18 @@ fn bulk_db(dir: &Path, passes: i64, keys: u32) -> PathBuf {
         };
         let log = (0..keys / 2)
             .map(|k| {
-                let t = Tuple {
-                    src: ip(HOST),
-                    dst: ip(&format!("203.0.113.{}", k % 250)),
-                    proto: 6,
-                    sport: 40_000 + k as u16,
-                    dport: 443,
-                };
+                let remote = format!("203.0.113.{}", k % 250);
+                let t = tuple(6, HOST, 40_000 + k as u16, &remote, 443);
                 LoggedConnection {
                     start_ms: ts * 1000 - 60_000,
                     end_ms: ts * 1000 + i64::from(k),
                     orig: t,
-                    reply: Tuple {
-                        src: t.dst,
-                        dst: t.src,
-                        proto: 6,
-                        sport: t.dport,
-                        dport: t.sport,
-                    },
+                    reply: reversed(&t),
                     direction: Some(Direction::Out),
                     uid: Some(1000 + k % 200),
                     program: Some("curl".into()),
-                    orig_counters: Some(Counters {
-                        bytes: 500,
-                        packets: 5,
-                    }),
-                    reply_counters: Some(Counters {
-                        bytes: 9000,
-                        packets: 8,
-                    }),
+                    orig_counters: Some(counters((500, 5))),
+                    reply_counters: Some(counters((9000, 8))),
                     zone: 0,
                     via: None,
                     container: None,

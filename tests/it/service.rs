@@ -3,7 +3,7 @@
 //! command lines run for real with exactly their restrictions (an unprivileged uid holding
 //! only the units' capabilities, no new privileges).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

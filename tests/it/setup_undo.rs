@@ -2,7 +2,7 @@
 //! `setup`, `snapshot` and `run` changed, to the values they had, in the network namespace
 //! it runs in; idempotent. Each test uses network namespaces of its own.
 
-mod common;
+use crate::common;
 
 use std::process::Output;
 

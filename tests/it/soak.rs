@@ -22,7 +22,7 @@
 //! packets; and the mark, unlike `meta skuid` alone, also catches the packets that leave
 //! without a full socket (the last ACK from TIME_WAIT, a RST).
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;

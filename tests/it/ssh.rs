@@ -17,7 +17,7 @@
 //! nothing but, at most, the bare login. Timer mode (snapshots during and after) and
 //! daemon mode (truth: the DESTROY events' final counters).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

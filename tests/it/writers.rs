@@ -5,7 +5,7 @@
 //!
 //! Topology: `common::Inet` (host 198.51.100.1 ── veth ── inet 198.51.100.2:9000).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;
