@@ -1,6 +1,6 @@
 //! The man pages and shell completions in contrib/ are generated from the CLI definition;
 //! this test fails when the committed copies drift. Regenerate with
-//! `UPDATE_CONTRIB=1 cargo test --test contrib_docs`.
+//! `UPDATE_CONTRIB=1 cargo test --test it contrib_docs::`.
 
 use std::path::{Path, PathBuf};
 
@@ -56,6 +56,6 @@ fn committed_man_pages_and_completions_match_the_cli() {
     assert!(
         stale.is_empty(),
         "contrib/ is out of date with the CLI: {stale:?}; run \
-         `UPDATE_CONTRIB=1 cargo test --test contrib_docs` and commit"
+         `UPDATE_CONTRIB=1 cargo test --test it contrib_docs::` and commit"
     );
 }

@@ -5,7 +5,7 @@
 //! at the end each user's bytes in netledger against the kernel's own count.
 //!
 //! The short form runs in `cargo test` (about a minute); the long one is
-//! `NETLEDGER_SOAK_SECS=1800 cargo test --test soak -- --nocapture` (figures in
+//! `NETLEDGER_SOAK_SECS=1800 cargo test --test it soak:: -- --nocapture` (figures in
 //! BENCHMARKS.md). `NETLEDGER_SOAK_SEED` replays a run's random choices (its seed is
 //! printed first); `NETLEDGER_SOAK_BIN` names a copy of the binary under test for the
 //! killed processes (so that a rebuild during a long run does not change it midway; it
