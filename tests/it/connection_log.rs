@@ -19,15 +19,14 @@ fn connection_log_and_views_match_the_scenario() {
     }
     let host = Netns::new("nlch");
     let inet = Netns::new("nlci");
-    host.ip(&format!(
-        "link add hi type veth peer name ih netns {}",
-        inet.name
-    ));
-    host.ip("addr add 198.51.100.1/24 dev hi");
-    host.ip("link set hi up");
+    host.veth(
+        "hi",
+        &["198.51.100.1/24"],
+        &inet,
+        "ih",
+        &["198.51.100.2/24"],
+    );
     host.ip("addr add 10.99.0.1/32 dev lo");
-    inet.ip("addr add 198.51.100.2/24 dev ih");
-    inet.ip("link set ih up");
     host.sh("nft 'add table ip nltest; \
               add chain ip nltest pre { type nat hook prerouting priority dstnat; }; \
               add rule ip nltest pre tcp dport 8080 dnat to 10.99.0.1:9090'");
@@ -239,14 +238,13 @@ fn log_of_a_database_from_before_the_connection_log_names_the_fix() {
 fn topology_with_timeouts(timeout: u32) -> (Netns, Netns) {
     let host = Netns::new("nlth");
     let inet = Netns::new("nlti");
-    host.ip(&format!(
-        "link add hi type veth peer name ih netns {}",
-        inet.name
-    ));
-    host.ip("addr add 198.51.100.1/24 dev hi");
-    host.ip("link set hi up");
-    inet.ip("addr add 198.51.100.2/24 dev ih");
-    inet.ip("link set ih up");
+    host.veth(
+        "hi",
+        &["198.51.100.1/24"],
+        &inet,
+        "ih",
+        &["198.51.100.2/24"],
+    );
     run(host.cmd(bin()).arg("setup"));
     host.sh(&format!(
         "sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_time_wait={timeout} \

@@ -136,24 +136,14 @@ fn topology() -> Topology {
     let host = Netns::new("nlh");
     let inet = Netns::new("nli");
     let lan = Netns::new("nll");
-    host.ip(&format!(
-        "link add hi type veth peer name ih netns {}",
-        inet.name
-    ));
-    host.ip(&format!(
-        "link add hl type veth peer name lh netns {}",
-        lan.name
-    ));
-    host.ip("addr add 198.51.100.1/24 dev hi");
-    host.ip("addr add 2001:db8::1/64 dev hi nodad");
-    host.ip("addr add 10.77.0.1/24 dev hl");
-    host.ip("link set hi up");
-    host.ip("link set hl up");
-    inet.ip("addr add 198.51.100.2/24 dev ih");
-    inet.ip("addr add 2001:db8::2/64 dev ih nodad");
-    inet.ip("link set ih up");
-    lan.ip("addr add 10.77.0.2/24 dev lh");
-    lan.ip("link set lh up");
+    host.veth(
+        "hi",
+        &["198.51.100.1/24", "2001:db8::1/64"],
+        &inet,
+        "ih",
+        &["198.51.100.2/24", "2001:db8::2/64"],
+    );
+    host.veth("hl", &["10.77.0.1/24"], &lan, "lh", &["10.77.0.2/24"]);
     Topology { host, inet, lan }
 }
 

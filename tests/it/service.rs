@@ -266,14 +266,13 @@ fn snapshot_works_with_exactly_the_units_capabilities_and_each_is_needed() {
     // A namespace with an "internet" peer, prepared as ExecStartPre=+netledger setup does.
     let host = Netns::new("nlsh");
     let inet = Netns::new("nlsi");
-    host.ip(&format!(
-        "link add hi type veth peer name ih netns {}",
-        inet.name
-    ));
-    host.ip("addr add 198.51.100.1/24 dev hi");
-    host.ip("link set hi up");
-    inet.ip("addr add 198.51.100.2/24 dev ih");
-    inet.ip("link set ih up");
+    host.veth(
+        "hi",
+        &["198.51.100.1/24"],
+        &inet,
+        "ih",
+        &["198.51.100.2/24"],
+    );
     run(host.cmd(bin()).arg("setup"));
 
     let tb = traffic_bin();

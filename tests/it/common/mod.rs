@@ -79,6 +79,30 @@ impl Netns {
         run(&mut c);
     }
 
+    /// A veth pair between this namespace and `peer`: `dev` here with `addrs`, `peer_dev`
+    /// there with `peer_addrs`, both up. IPv6 addresses skip duplicate address detection
+    /// (`nodad`), so they are usable at once.
+    pub fn veth(
+        &self,
+        dev: &str,
+        addrs: &[&str],
+        peer: &Netns,
+        peer_dev: &str,
+        peer_addrs: &[&str],
+    ) {
+        self.ip(&format!(
+            "link add {dev} type veth peer name {peer_dev} netns {}",
+            peer.name
+        ));
+        for (ns, dev, addrs) in [(self, dev, addrs), (peer, peer_dev, peer_addrs)] {
+            for a in addrs {
+                let nodad = if a.contains(':') { " nodad" } else { "" };
+                ns.ip(&format!("addr add {a} dev {dev}{nodad}"));
+            }
+            ns.ip(&format!("link set {dev} up"));
+        }
+    }
+
     /// A command run inside the namespace.
     pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("ip");
@@ -774,16 +798,13 @@ impl Inet {
     pub fn new(prefix: &str, time_wait: u32) -> Inet {
         let host = Netns::new(&format!("{prefix}h"));
         let inet = Netns::new(&format!("{prefix}i"));
-        host.ip(&format!(
-            "link add hi type veth peer name ih netns {}",
-            inet.name
-        ));
-        host.ip("addr add 198.51.100.1/24 dev hi");
-        host.ip("addr add 2001:db8::1/64 dev hi nodad");
-        host.ip("link set hi up");
-        inet.ip("addr add 198.51.100.2/24 dev ih");
-        inet.ip("addr add 2001:db8::2/64 dev ih nodad");
-        inet.ip("link set ih up");
+        host.veth(
+            "hi",
+            &["198.51.100.1/24", "2001:db8::1/64"],
+            &inet,
+            "ih",
+            &["198.51.100.2/24", "2001:db8::2/64"],
+        );
         run(host.cmd(bin()).arg("setup"));
         host.sh(&format!(
             "sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_time_wait={time_wait}"
