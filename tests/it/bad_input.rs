@@ -323,21 +323,13 @@ fn full_disk_rolls_back_and_the_next_pass_recounts() {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(check, "ok");
-    let stored: i64 = c
-        .query_row(
-            "SELECT sum(attributed_rx_bytes + attributed_tx_bytes + unattributed_rx_bytes
-                      + unattributed_tx_bytes + excluded_rx_bytes + excluded_tx_bytes)
-             FROM passes",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let stored = bytes_in_passes(&db);
     let kernel: u64 = conntrack_entries(&ns)
         .iter()
         .map(|e| e.orig.bytes + e.reply.bytes)
         .sum();
     assert!(kernel > 50_000, "traffic was counted: {kernel}");
-    assert_eq!(stored as u64, kernel);
+    assert_eq!(stored, kernel);
 }
 
 /// `top` run by an unprivileged user on a database a root snapshot made at `rel` below a

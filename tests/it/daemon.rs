@@ -289,21 +289,9 @@ fn overrun_resynchronises_and_charges_nothing_twice() {
         "burst bytes: each charged exactly once"
     );
     // And over everything: the passes' and flushes' totals add up to conntrack's.
-    let c = rusqlite::Connection::open(&db).unwrap();
-    let charged: i64 = c
-        .query_row(
-            "SELECT sum(attributed_rx_bytes + attributed_tx_bytes + unattributed_rx_bytes
-                      + unattributed_tx_bytes + excluded_rx_bytes + excluded_tx_bytes)
-             FROM passes",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let charged = bytes_in_passes(&db);
     let counted: u64 = entries.iter().map(|e| e.orig.bytes + e.reply.bytes).sum();
-    assert_eq!(
-        charged as u64, counted,
-        "total charged vs conntrack's counters"
-    );
+    assert_eq!(charged, counted, "total charged vs conntrack's counters");
 }
 
 #[test]

@@ -196,10 +196,7 @@ impl Victim {
 
 impl Drop for Victim {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        end(&mut self.child);
     }
 }
 

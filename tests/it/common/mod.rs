@@ -286,6 +286,15 @@ pub fn traffic_bin() -> SharedBin {
     SharedBin::new(&p)
 }
 
+/// End a child this test started: SIGKILL (by its pid) if it still runs, then reap it.
+/// What the guards' `Drop` does.
+pub fn end(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 /// A running helper process; killed (by pid) on drop if still running.
 pub struct Proc {
     pub what: String,
@@ -381,10 +390,7 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        end(&mut self.child);
     }
 }
 
@@ -508,6 +514,22 @@ pub fn wait_entries_gone(ns: &Netns, what: &str, f: impl Fn(&CtEntry) -> bool) {
         std::time::Duration::from_secs(30),
         || (!conntrack_entries(ns).iter().any(&f)).then_some(()),
     );
+}
+
+/// Every byte the passes and flushes in `db` recorded, both directions: attributed,
+/// unattributed and excluded (the `passes` table), to set against conntrack's counters.
+pub fn bytes_in_passes(db: &Path) -> u64 {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let sum: i64 = c
+        .query_row(
+            "SELECT sum(attributed_rx_bytes + attributed_tx_bytes + unattributed_rx_bytes
+                      + unattributed_tx_bytes + excluded_rx_bytes + excluded_tx_bytes)
+             FROM passes",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    u64::try_from(sum).unwrap()
 }
 
 /// Per-uid traffic as netledger's `top --json` reports it.
@@ -667,8 +689,7 @@ pub fn subscribed_to_netfilter(pid: u32) -> bool {
 
 impl Drop for DestroyCapture {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        end(&mut self.child);
     }
 }
 
@@ -755,10 +776,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        end(&mut self.child);
     }
 }
 
