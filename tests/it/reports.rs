@@ -1003,13 +1003,18 @@ fn bulk_db(dir: &Path, passes: i64, keys: u32) -> PathBuf {
     db
 }
 
-/// Peak RSS (KiB, the child's own from wait4) of a successful run, and the lines it wrote.
-// The child is reaped by wait4, which std's `wait` does not offer with the rusage.
-#[allow(clippy::zombie_processes)]
+/// Peak RSS (KiB, the child's own) of a successful run, and the lines it wrote. GNU time
+/// runs it and reports its ru_maxrss: a child spawned straight from the test process
+/// would carry that process's RSS high-water mark across its exec (the kernel keeps the
+/// larger), and the integration tests are one large process; time(1) is small and forks.
 fn peak_rss(db: &Path, args: &[&str]) -> (i64, usize) {
     use std::io::Read;
     use std::process::Stdio;
-    let mut child = Command::new(common::bin())
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(report.path())
+        .arg(common::bin())
         .arg("--db")
         .arg(db)
         .args(args)
@@ -1017,27 +1022,23 @@ fn peak_rss(db: &Path, args: &[&str]) -> (i64, usize) {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .expect("/usr/bin/time (apt-get install time)");
     let mut stdout = child.stdout.take().unwrap();
-    let counter = std::thread::spawn(move || {
-        let (mut buf, mut lines) = (vec![0u8; 1 << 16], 0);
-        loop {
-            match stdout.read(&mut buf).unwrap() {
-                0 => return lines,
-                n => lines += buf[..n].iter().filter(|b| **b == b'\n').count(),
-            }
+    let (mut buf, mut lines) = (vec![0u8; 1 << 16], 0);
+    loop {
+        match stdout.read(&mut buf).unwrap() {
+            0 => break,
+            n => lines += buf[..n].iter().filter(|b| **b == b'\n').count(),
         }
-    });
-    let pid = child.id() as libc::pid_t;
-    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
-    // SAFETY: pid is our own child, not waited for elsewhere; both pointers are valid.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{args:?}: status {status}"
-    );
-    (usage.ru_maxrss, counter.join().unwrap())
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{args:?}: {status}");
+    let kib = std::fs::read_to_string(report.path()).unwrap();
+    let kib = kib
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("time -f %M: {kib:?}"));
+    (kib, lines)
 }
 
 /// Issue 26: `export` and `log` write each row as it is read. Over a database ten times
