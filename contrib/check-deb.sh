@@ -29,6 +29,13 @@ want=(
     usr/share/zsh/vendor-completions/_netledger
     usr/share/fish/vendor_completions.d/netledger.fish
     usr/share/doc/netledger/README.md
+    usr/share/doc/netledger/CHANGELOG.md
+    usr/share/doc/netledger/docs/guide.md
+    usr/share/doc/netledger/docs/operations.md
+    usr/share/doc/netledger/docs/how-it-works.md
+    usr/share/doc/netledger/docs/security.md
+    usr/share/doc/netledger/docs/performance.md
+    usr/share/doc/netledger/docs/architecture.md
     usr/share/doc/netledger/examples/hooks/quota-mail
     usr/share/doc/netledger/examples/hooks/quota-throttle-nft
 )

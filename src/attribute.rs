@@ -1021,6 +1021,7 @@ mod tests {
             state: if inode == 0 { TCP_TIME_WAIT } else { 1 },
             uid,
             inode,
+            cgroup: 0,
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod account;
 pub mod attribute;
+pub mod cgroup;
 pub mod cli;
 pub mod cmd;
 pub mod config;

@@ -264,6 +264,10 @@ pub struct Socket {
     pub uid: u32,
     /// The `inode` column; 0 for TIME_WAIT and request sockets.
     pub inode: u64,
+    /// The cgroup v2 id of the socket's creator (sock_diag's `INET_DIAG_CGROUP_ID`: the
+    /// inode of the cgroup's directory; [`crate::sources::cgroups`] names it); 0 when not
+    /// known: a row of `/proc/net/*`, a TIME_WAIT or request socket, a kernel before 5.7.
+    pub cgroup: u64,
 }
 
 impl Socket {

@@ -62,8 +62,9 @@ pub fn round_trip_warning(version: (u32, u32, u32)) -> Option<String> {
         "warning: nft {a}.{b}.{c} cannot load back the owner-mark rules it prints (`ct mark \
          set meta skuid | 2147483648`: \"datatype mismatch\"; nft 1.0.8 and later can), so a \
          ruleset saved with `nft list ruleset > /etc/nftables.conf` fails to load as a whole: \
-         save only your own tables (netledger puts its table back at every start; README, \
-         \"netledger and your firewall\"), or upgrade nft, or set owner_mark = false"
+         save only your own tables (netledger puts its table back at every start; \
+         docs/operations.md, \"netledger and your firewall\"), or upgrade nft, or set \
+         owner_mark = false"
     ))
 }
 

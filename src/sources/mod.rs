@@ -3,6 +3,7 @@
 //!
 //! Every reader is paired with a pure parser so fixtures and other namespaces work.
 
+pub mod cgroups;
 pub mod conntrack;
 pub mod interfaces;
 pub mod netdev;

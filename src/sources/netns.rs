@@ -10,7 +10,7 @@
 //!   `PTRACE_MODE_READ` (CAP_SYS_PTRACE, which the units hold for `/proc/PID/fd`); refusals
 //!   are counted.
 //! - Sockets: `/proc/PID/net/{tcp,tcp6,udp,udp6}` show the sockets of PID's namespace, and
-//!   anyone may read them (no capability: measured, see the README). Their uid column is
+//!   anyone may read them (no capability: measured, see docs/how-it-works.md, "Privileges"). Their uid column is
 //!   mapped into the *reader's* user namespace (`seq_user_ns`), so netledger, in the initial
 //!   one, reads each socket's uid as the host sees it, however the container maps its uids.
 //!   Entering the namespace (`setns`) and asking sock_diag there would need CAP_SYS_ADMIN.

@@ -266,7 +266,22 @@ fn parse_msg(payload: &[u8], l4: L4) -> Result<Socket, SockDiagError> {
         state,
         uid: word(3)?,
         inode: u64::from(word(4)?),
+        cgroup: cgroup_id(payload.get(MSG_LEN..).unwrap_or(&[])),
     })
+}
+
+/// `INET_DIAG_CGROUP_ID` (include/uapi/linux/inet_diag.h): put on every full socket's
+/// answer, without asking, since Linux 5.7 (`inet_diag_msg_attrs_fill`), in host order.
+const INET_DIAG_CGROUP_ID: u16 = 21;
+
+/// The cgroup id among the attributes after an `inet_diag_msg` (pure); 0 when absent or
+/// malformed (TIME_WAIT and request sockets carry none).
+fn cgroup_id(attrs: &[u8]) -> u64 {
+    netlink::attributes(attrs)
+        .map_while(Result::ok)
+        .find(|(kind, _)| *kind == INET_DIAG_CGROUP_ID)
+        .and_then(|(_, v)| <[u8; 8]>::try_from(v).ok())
+        .map_or(0, u64::from_ne_bytes)
 }
 
 /// The dump request for every socket of one family and protocol (pure).
@@ -478,6 +493,38 @@ mod tests {
         assert_eq!((s.uid, s.inode, s.state), (1001, 4242, 1));
     }
 
+    /// The cgroup id rides after the message, maybe behind the 64-bit alignment pad
+    /// (`INET_DIAG_PAD`, 14) `nla_put_u64_64bit` may put first; absent, short or cut off: 0.
+    #[test]
+    fn the_cgroup_id_is_read_after_the_message() {
+        fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
+            let mut a = ((4 + value.len()) as u16).to_ne_bytes().to_vec();
+            a.extend_from_slice(&kind.to_ne_bytes());
+            a.extend_from_slice(value);
+            a.resize(a.len().next_multiple_of(4), 0);
+            a
+        }
+        let v4 = [127, 0, 0, 1];
+        let with = |attrs: &[u8]| {
+            let mut m = answer(libc::AF_INET, 1, &v4, &v4, 1000, 7);
+            m.extend_from_slice(attrs);
+            let len = m.len() as u32;
+            m[0..4].copy_from_slice(&len.to_ne_bytes());
+            parse_reply(&m, L4::Tcp).unwrap().unwrap().cgroup
+        };
+        let id = 0x1234_5678_9abc_u64;
+        let mut attrs = attr(5, &[0]); // INET_DIAG_TOS
+        attrs.extend(attr(14, &[]));
+        attrs.extend(attr(INET_DIAG_CGROUP_ID, &id.to_ne_bytes()));
+        assert_eq!(with(&attrs), id);
+        assert_eq!(with(&attr(INET_DIAG_CGROUP_ID, &id.to_ne_bytes())), id);
+        assert_eq!(with(&[]), 0);
+        assert_eq!(with(&attr(INET_DIAG_CGROUP_ID, &[1, 2, 3, 4])), 0);
+        let mut cut = attr(INET_DIAG_CGROUP_ID, &id.to_ne_bytes());
+        cut[0] = 200; // claims more than there is
+        assert_eq!(with(&cut), 0);
+    }
+
     /// A reply whose netlink header claims fewer bytes than an `inet_diag_msg` (any
     /// length from the header up): malformed, never a panic, whatever the family.
     #[test]
@@ -565,6 +612,15 @@ mod tests {
         }
     }
 
+    /// This process's cgroup2 directory (`0::PATH` of /proc/self/cgroup under the mount).
+    fn own_cgroup2_dir() -> Option<std::path::PathBuf> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let mount = crate::sources::cgroups::cgroup2_mount(&info)?;
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+        Some(mount.join(path.trim_start_matches('/')))
+    }
+
     #[test]
     fn real_lookups_find_uid_and_inode() {
         let mut d = SockDiag::open().unwrap();
@@ -583,6 +639,12 @@ mod tests {
         let s = d.lookup(L4::Tcp, la, unspec).unwrap().expect("listener");
         assert_eq!(s.state, 10, "TCP_LISTEN");
         assert!(d.lookup(L4::Tcp, sa("127.0.0.1:1"), la).unwrap().is_none());
+        // The socket's cgroup is this process's: the inode of its cgroup2 directory.
+        if let Some(dir) = own_cgroup2_dir() {
+            use std::os::unix::fs::MetadataExt;
+            let s = d.lookup(L4::Tcp, ca, la).unwrap().unwrap();
+            assert_eq!(s.cgroup, std::fs::metadata(&dir).unwrap().ino(), "{dir:?}");
+        }
         drop((srv, c));
 
         // A dual-stack socket connected to an IPv4-mapped address answers an IPv4 lookup.

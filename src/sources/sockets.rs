@@ -228,6 +228,7 @@ fn parse_row(line: &str, proto: L4, endian: Endian) -> Result<Socket, &'static s
         state,
         uid,
         inode,
+        cgroup: 0,
     })
 }
 

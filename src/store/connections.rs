@@ -5,7 +5,7 @@
 //! The log is packed: one `WITHOUT ROWID` row per connection whose only column, the key,
 //! holds the whole record (layout in `migrations/0003_connections.sql`). Measured on
 //! 10,000 IPv4 TCP connections with uid, program and counters: see the test
-//! `log_bytes_per_connection`, and the README.
+//! `log_bytes_per_connection`, and docs/operations.md ("Daemon and connection log").
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -544,7 +544,7 @@ while True:
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
 
-/// README "Traffic through another user's service": what a user fetches through another
+/// docs/security.md, "Traffic through another user's service": what a user fetches through another
 /// user's proxy is charged to the proxy's user, by design, exact against conntrack's
 /// counters; the user's own connections to the proxy are excluded local, with the user's
 /// uid, in `export`. (This documents the design: it holds before and after issue 24.)

@@ -25,7 +25,8 @@ const DEBIAN_CONF: &str = include_str!("../../fixtures/nftables/debian-12-nftabl
 /// table deleted and made again); see the file for where it comes from.
 const FIREWALLD_LIKE: &str = include_str!("../../fixtures/nftables/firewalld-like.nft");
 
-/// The README's way to save the admin's own tables only ("netledger and your firewall").
+/// The documented way to save the admin's own tables only (docs/operations.md, "netledger
+/// and your firewall").
 const SAVE_OWN_TABLES: &str = "{ echo 'flush ruleset'; nft list tables | grep -v '^table inet netledger$' | while read -r _ family name; do nft list table \"$family\" \"$name\"; done; }";
 
 fn nft_version() -> (u32, u32, u32) {
@@ -123,7 +124,7 @@ fn saved_ruleset_loads_back_or_setup_says_how_to_save() {
         let again = run(ns.cmd(bin()).arg("setup"));
         assert!(String::from_utf8_lossy(&again.stderr).contains("cannot load back"));
     }
-    // The README's way to save works on every version: the admin's tables, not netledger's.
+    // The documented way to save works on every version: the admin's tables, not netledger's.
     let own = ns.sh(SAVE_OWN_TABLES);
     let own = String::from_utf8_lossy(&own.stdout).into_owned();
     assert!(own.starts_with("flush ruleset\n"), "{own}");

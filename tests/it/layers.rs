@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules, lowest layer first: a module may import from earlier layers only.
 const LAYERS: &[&[&str]] = &[
-    // Leaves: plain types, units, time parsing, the owner mark's rule and encoding.
-    &["model", "units", "timespec", "owner_mark"],
+    // Leaves: plain types, units, time parsing, the owner mark's rule and encoding, what a
+    // cgroup path says (unit, job).
+    &["model", "units", "timespec", "owner_mark", "cgroup"],
     // The kernel prerequisites (the owner mark's rule among them).
     &["prereq"],
     // Read the kernel.

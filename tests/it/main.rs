@@ -15,12 +15,14 @@
 mod common;
 
 mod bad_input;
+mod cgroups;
 mod churn;
 mod connection_log;
 mod connection_reports;
 mod containers;
 mod contrib_docs;
 mod daemon;
+mod docs;
 mod evasion;
 mod evasion_output;
 mod firewall;

@@ -708,7 +708,7 @@ fn contrib(path: &str) -> PathBuf {
 }
 
 /// contrib/prometheus/netledger.rules.yml: promtool accepts it, it has the recording rules
-/// and alerts the README names, and it uses no metric netledger does not export.
+/// and alerts docs/operations.md names, and it uses no metric netledger does not export.
 #[test]
 fn prometheus_rules_pass_promtool_and_name_only_exported_metrics() {
     let file = contrib("prometheus/netledger.rules.yml");
@@ -751,7 +751,7 @@ fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
-/// contrib/grafana/netledger.json: valid JSON with the panels the README names, every
+/// contrib/grafana/netledger.json: valid JSON with the panels docs/operations.md names, every
 /// query parses (written, Grafana's variables replaced by values, as recording rules of a
 /// temporary file for `promtool check rules`), and it uses only metrics netledger exports.
 #[test]

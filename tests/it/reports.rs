@@ -553,25 +553,25 @@ fn day_boundaries_follow_the_time_zone_across_dst() {
     );
 }
 
-/// The README's "Querying with SQL" queries run against a generated database, so they
+/// The "Querying with SQL" queries of docs/guide.md run against a generated database, so they
 /// cannot rot; the first one agrees with `report --period month --json`.
 #[test]
 fn readme_sql_queries_run() {
     let dir = tempfile::tempdir().unwrap();
     let db = build_db(dir.path());
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme
+    let guide =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/guide.md")).unwrap();
+    let section = guide
         .split("## Querying with SQL")
         .nth(1)
-        .expect("README has a 'Querying with SQL' section");
+        .expect("docs/guide.md has a 'Querying with SQL' section");
     let section = section.split("\n## ").next().unwrap();
     let queries: Vec<&str> = section
         .split("```sql\n")
         .skip(1)
         .map(|b| b.split("```").next().unwrap())
         .collect();
-    assert_eq!(queries.len(), 7, "seven queries in the README");
+    assert_eq!(queries.len(), 7, "seven queries in docs/guide.md");
     let c = rusqlite::Connection::open(&db).unwrap();
     let mut results = vec![];
     // The last is about SSH sessions (issue 16), which the generated month has none of: it
@@ -579,7 +579,7 @@ fn readme_sql_queries_run() {
     let (queries, rest) = queries.split_at(5);
     let (via_query, container_query) = rest.split_at(1);
     for q in queries {
-        // The README's queries use the current month and yesterday; pin "now" to the data.
+        // The guide's queries use the current month and yesterday; pin "now" to the data.
         let q = q.replace("'now'", "'2026-11-20 12:00:00'");
         let mut st = c.prepare(&q).unwrap_or_else(|e| panic!("{q}: {e}"));
         let n = st.column_count();
