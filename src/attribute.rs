@@ -224,7 +224,9 @@ pub enum Reason {
     Forwarded,
     /// Several sockets with different owners share the matching local port.
     Ambiguous,
-    /// Not TCP or UDP (ICMP, GRE, …) and no owner mark (believed) names its sender.
+    /// No socket table explains it and no owner mark (believed) names its sender: a
+    /// protocol without sockets to join (GRE, …), or ICMP no ping socket sent (the
+    /// kernel's own answers and errors, a raw socket's ping).
     Protocol,
     /// Charged, but not to a holder: processes of several users hold a delegating service's
     /// socket, so its own uid is charged. Only on usage rows of a user (never a verdict).
@@ -454,13 +456,24 @@ impl SocketMaps {
     /// Index `sockets`; `host_addrs` are the interface addresses of this host, used to
     /// tell the direction of socketless flows.
     pub fn new(sockets: &[Socket], host_addrs: impl IntoIterator<Item = IpAddr>) -> SocketMaps {
-        let mut exact = FastMap::with_capacity_and_hasher(sockets.len(), Default::default());
-        let mut bound: FastMap<(L4, SocketAddr), Bound> = FastMap::default();
         // The interfaces' addresses only: a socket's local address is no proof that the
         // address is the host's (any user may bind one it does not have with IP_FREEBIND,
         // and every flow to that address would then read as the host's own, excluded).
-        let host: FastSet<IpAddr> = host_addrs.into_iter().collect();
-        for (i, s) in sockets.iter().enumerate() {
+        let mut maps = SocketMaps {
+            exact: FastMap::with_capacity_and_hasher(sockets.len(), Default::default()),
+            bound: FastMap::default(),
+            host_addrs: host_addrs.into_iter().collect(),
+        };
+        maps.add(sockets, 0);
+        maps
+    }
+
+    /// Index the rows of `sockets` from `from` on as well: rows appended since the maps
+    /// were built over `sockets[..from]` (the ping sockets, read only when a flow needs
+    /// them).
+    pub fn add(&mut self, sockets: &[Socket], from: usize) {
+        let (exact, bound) = (&mut self.exact, &mut self.bound);
+        for (i, s) in sockets.iter().enumerate().skip(from) {
             if !s.has_owner() {
                 continue;
             }
@@ -481,11 +494,6 @@ impl SocketMaps {
             } else {
                 exact.insert((s.proto, s.local, s.remote), i);
             }
-        }
-        SocketMaps {
-            exact,
-            bound,
-            host_addrs: host,
         }
     }
 }
@@ -548,6 +556,12 @@ impl<'a> SocketIndex<'a> {
         }
     }
 
+    /// Whether `s` is a delegating uid's socket, charged through its holders: a TCP, UDP or
+    /// UDP-Lite one (services hand those to users; a ping socket of root's is root's own).
+    fn delegates(&self, s: &Socket) -> bool {
+        !s.proto.is_ping() && self.delegating.contains(s.uid)
+    }
+
     /// The uid charged for a socket or mark of `uid`: the owner of its subordinate range,
     /// else itself.
     fn owner_uid(&self, uid: u32) -> u32 {
@@ -587,7 +601,7 @@ impl<'a> SocketIndex<'a> {
         prior: Option<&Attribution>,
     ) -> Attribution {
         let s = &self.sockets[i];
-        if self.delegating.contains(s.uid) {
+        if self.delegates(s) {
             return self.delegated(s, direction, prior);
         }
         let uid = self.owner_uid(s.uid);
@@ -675,7 +689,13 @@ impl<'a> SocketIndex<'a> {
             (orig.src_sa(), Direction::Out),
             (reply.src_sa(), Direction::In),
         ] {
-            if !self.is_host_addr(local.ip()) || (l4 == L4::Tcp && dir == Direction::Out) {
+            // A TCP listener only answers (an incoming flow); a ping socket only asks (its
+            // echo requests are the original direction).
+            let answers = dir == Direction::In;
+            if !self.is_host_addr(local.ip())
+                || (l4 == L4::Tcp && !answers)
+                || (l4.is_ping() && answers)
+            {
                 continue;
             }
             match self.bound(l4, local) {
@@ -709,10 +729,16 @@ impl<'a> SocketIndex<'a> {
     /// The live socket `flow` matches, when its uid is a delegating one: the socket whose
     /// holders decide who a flow without a settled attribution is charged to.
     pub fn delegated_socket(&self, flow: &Flow) -> Option<&Socket> {
+        self.socket_of(flow).filter(|s| self.delegates(s))
+    }
+
+    /// The live socket `flow` matches through its tuples, if one does (ignoring any kept
+    /// attribution and mark): for a lookup of one flow among a few sockets (the daemon's
+    /// ping sockets at a NEW event).
+    pub fn socket_of(&self, flow: &Flow) -> Option<&Socket> {
         let l4 = L4::from_ipproto(flow.orig.proto)?;
         let (i, _) = self.find(flow, l4).ok()??;
-        let s = &self.sockets[i];
-        self.delegating.contains(s.uid).then_some(s)
+        Some(&self.sockets[i])
     }
 
     /// Whether socket `i` is connected (matched by its exact 4-tuple).
@@ -762,7 +788,8 @@ fn by_mark(flow: &Flow, idx: &SocketIndex) -> Option<Attribution> {
     let uid = crate::owner_mark::uid_of(flow.mark)?;
     // Only TCP and UDP sockets are handed to users by services; a ping or other
     // protocol's socket of root's is root's own.
-    if idx.delegating.contains(uid) && L4::from_ipproto(flow.orig.proto).is_some() {
+    let handed = L4::from_ipproto(flow.orig.proto).is_some_and(|l| !l.is_ping());
+    if handed && idx.delegating.contains(uid) {
         return None;
     }
     let uid = idx.owner_uid(uid);
@@ -845,17 +872,20 @@ pub fn mark_check_looked(flow: &Flow, idx: &SocketIndex, looked: &Lookup) -> Opt
 }
 
 /// The attribution of `flow` through `socket` alone (the one a sock_diag lookup found),
-/// as a pass would give it with only that socket live; `None` when it names no user.
+/// as a pass would give it with only that socket live (a subordinate uid charged to its
+/// range's owner); `None` when it names no user.
 pub fn attribute_through(
     flow: &Flow,
     socket: &Socket,
     host: &HashSet<IpAddr>,
     delegating: &Delegating,
+    subuids: &SubUids,
     nets: &LocalNets,
 ) -> Option<Attribution> {
     let none = HashMap::new();
     let idx = SocketIndex::new(std::slice::from_ref(socket), &none, host.iter().copied())
-        .with_delegation(delegating, None);
+        .with_delegation(delegating, None)
+        .with_subuids(subuids);
     attribute(flow, &idx, None, nets).attribution().cloned()
 }
 
@@ -909,8 +939,8 @@ pub fn attribute_looked(
             }
         }
     } else if l4.is_none() && idx.marks {
-        // ICMP (ping sockets), UDP-Lite, GRE, …: no socket table is joined, but the mark
-        // names the socket that sent the first packet.
+        // GRE, SCTP, …: no socket table is joined, but the mark names the socket that
+        // sent the first packet.
         found = by_mark(flow, idx);
     }
 
@@ -934,8 +964,10 @@ pub fn attribute_looked(
             Verdict::Excluded(found)
         } else if let Some(a) = found {
             Verdict::User(a)
-        } else if l4.is_none() {
-            Verdict::Unattributed(Reason::Protocol)
+        } else if l4.is_none_or(L4::is_ping) {
+            // ICMP no ping socket sent: the kernel's own (answers, errors) or a raw
+            // socket's, which no table joined.
+            Verdict::Unattributed(reason.unwrap_or(Reason::Protocol))
         } else {
             Verdict::Unattributed(reason.unwrap_or(if direction.is_some() {
                 Reason::NoSocket
@@ -1220,6 +1252,94 @@ mod tests {
             by_marks(&[], &marked(ping, 42), true),
             Verdict::Unattributed(Reason::Protocol)
         );
+    }
+
+    #[test]
+    fn a_ping_is_charged_through_its_ping_socket_by_echo_id() {
+        const ICMP: u8 = 1;
+        const ICMPV6: u8 = 58;
+        // Ping sockets as /proc/net/icmp{,6} list them: the port is the echo id.
+        let sockets = [
+            sock(L4::Icmp, "0.0.0.0:62547", "0.0.0.0:0", ALICE, 100),
+            sock(L4::Icmp, "198.51.100.1:62548", "198.51.100.2:0", BOB, 200),
+            sock(L4::Icmpv6, "[::]:62549", "[::]:0", BOB, 300),
+            sock(L4::Icmp, "0.0.0.0:7", "0.0.0.0:0", 0, 400),
+        ];
+        let o = owners();
+        let host = [HOST4.parse().unwrap(), "2001:db8::1".parse().unwrap()];
+        let idx = SocketIndex::new(&sockets, &o, host)
+            .with_delegation(&DELEGATING_ROOT, None)
+            .with_marks(false);
+        let verdict = |f: &Flow| attribute(f, &idx, None, &LocalNets::new([])).verdict;
+        let out = |uid: u32, program: Option<&str>| {
+            Verdict::User(Attribution {
+                uid,
+                program: program.map(str::to_string),
+                direction: Direction::Out,
+                via: Via::Direct,
+                container: None,
+            })
+        };
+        // Unconnected (the wildcard local address), connected (exact), ICMPv6.
+        let unconnected = flow(ICMP, ("198.51.100.1:62547", "198.51.100.2:0"), None);
+        assert_eq!(verdict(&unconnected), out(ALICE, Some("curl")));
+        let connected = flow(ICMP, ("198.51.100.1:62548", "198.51.100.2:0"), None);
+        assert_eq!(verdict(&connected), out(BOB, None));
+        let v6 = flow(ICMPV6, ("[2001:db8::1]:62549", "[2001:db8::2]:0"), None);
+        assert_eq!(verdict(&v6), out(BOB, None));
+        // Root's ping socket is root's own, not a service's socket waiting for a holder.
+        let roots = flow(ICMP, ("198.51.100.1:7", "198.51.100.2:0"), None);
+        assert_eq!(verdict(&roots), out(0, None));
+        assert_eq!(idx.delegated_socket(&roots), None);
+        // Another id, the other family's table, or no ping socket at all: by protocol.
+        for f in [
+            flow(ICMP, ("198.51.100.1:62546", "198.51.100.2:0"), None),
+            flow(ICMPV6, ("[2001:db8::1]:62547", "[2001:db8::2]:0"), None),
+            flow(ICMP, ("198.51.100.1:0", "198.51.100.2:0"), None),
+        ] {
+            assert_eq!(
+                verdict(&f),
+                Verdict::Unattributed(Reason::Protocol),
+                "{f:?}"
+            );
+        }
+        // R pings this host with alice's id: the kernel answers, no ping socket does.
+        let incoming = flow(ICMP, ("198.51.100.2:62547", "198.51.100.1:0"), None);
+        assert_eq!(idx.socket_inode(&incoming), None);
+        assert_eq!(verdict(&incoming), Verdict::Unattributed(Reason::Protocol));
+        // The id is the echo's, not a port: the reported port stays 0.
+        assert_eq!(
+            attribute(&unconnected, &idx, None, &LocalNets::new([])).port,
+            0
+        );
+        // With marks on, alice's mark and her socket agree; a ping socket's mark is never
+        // held against it as another tool's (an ICMP entry outlives its socket).
+        let m = marked(unconnected.clone(), crate::owner_mark::mark_of(ALICE));
+        assert_eq!(mark_check(&m, &idx), None);
+        let m = marked(connected.clone(), crate::owner_mark::mark_of(ALICE));
+        assert_eq!(mark_check(&m, &idx), None);
+    }
+
+    #[test]
+    fn ping_sockets_added_to_built_maps_are_joined() {
+        let mut sockets = vec![sock(L4::Udp, "0.0.0.0:62547", "0.0.0.0:0", BOB, 200)];
+        let mut maps = SocketMaps::new(&sockets, [HOST4.parse().unwrap()]);
+        let ping = flow(1, ("198.51.100.1:62547", "198.51.100.2:0"), None);
+        let o = owners();
+        {
+            let idx = SocketIndex::with_maps(&sockets, &o, SocketMaps::new(&sockets, []));
+            assert_eq!(
+                idx.socket_inode(&ping),
+                None,
+                "a UDP port is not an echo id"
+            );
+        }
+        sockets.push(sock(L4::Icmp, "0.0.0.0:62547", "0.0.0.0:0", ALICE, 100));
+        maps.add(&sockets, 1);
+        let idx = SocketIndex::with_maps(&sockets, &o, maps);
+        assert_eq!(idx.socket_inode(&ping), Some(100));
+        let udp = flow(UDP, ("198.51.100.1:62547", "198.51.100.2:53"), None);
+        assert_eq!(idx.socket_inode(&udp), Some(200));
     }
 
     #[test]

@@ -17,13 +17,17 @@ pub type FastSet<K> = std::collections::HashSet<K, FastHash>;
 
 /// IP protocol numbers (IANA), as conntrack reports them.
 pub const IPPROTO_TCP: u8 = 6;
+/// IP protocol number of ICMP.
+pub const IPPROTO_ICMP: u8 = 1;
+/// IP protocol number of ICMPv6.
+pub const IPPROTO_ICMPV6: u8 = 58;
 /// IP protocol number of UDP.
 pub const IPPROTO_UDP: u8 = 17;
 /// IP protocol number of UDP-Lite (RFC 3828; any user may open such a socket).
 pub const IPPROTO_UDPLITE: u8 = 136;
 
-/// Transport protocol of a socket table (`/proc/net/tcp*`, `/proc/net/udp*` or
-/// `/proc/net/udplite*`).
+/// Transport protocol of a socket table (`/proc/net/tcp*`, `/proc/net/udp*`,
+/// `/proc/net/udplite*`, or the ping sockets' `/proc/net/icmp` and `/proc/net/icmp6`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum L4 {
     /// TCP (`/proc/net/tcp`, `/proc/net/tcp6`).
@@ -32,6 +36,13 @@ pub enum L4 {
     Udp,
     /// UDP-Lite (`/proc/net/udplite`, `/proc/net/udplite6`): UDP's ports and tables.
     UdpLite,
+    /// ICMP ping sockets (`socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)`, `/proc/net/icmp`):
+    /// the "port" is the echo identifier, which the kernel writes into every echo request
+    /// the socket sends (`ping_v4_sendmsg`), and which a flow carries as its original
+    /// source port ([`Tuple`]).
+    Icmp,
+    /// ICMPv6 ping sockets (`/proc/net/icmp6`), as [`L4::Icmp`].
+    Icmpv6,
 }
 
 impl L4 {
@@ -41,7 +52,15 @@ impl L4 {
             L4::Tcp => IPPROTO_TCP,
             L4::Udp => IPPROTO_UDP,
             L4::UdpLite => IPPROTO_UDPLITE,
+            L4::Icmp => IPPROTO_ICMP,
+            L4::Icmpv6 => IPPROTO_ICMPV6,
         }
+    }
+
+    /// Whether this is a ping socket's protocol (ICMP or ICMPv6): such a socket only sends
+    /// echo requests (the flow's original direction), and is no service's to hand over.
+    pub fn is_ping(self) -> bool {
+        matches!(self, L4::Icmp | L4::Icmpv6)
     }
 
     /// The transport for an IP protocol number, if it is one netledger attributes.
@@ -50,6 +69,8 @@ impl L4 {
             IPPROTO_TCP => Some(L4::Tcp),
             IPPROTO_UDP => Some(L4::Udp),
             IPPROTO_UDPLITE => Some(L4::UdpLite),
+            IPPROTO_ICMP => Some(L4::Icmp),
+            IPPROTO_ICMPV6 => Some(L4::Icmpv6),
             _ => None,
         }
     }
@@ -284,6 +305,11 @@ impl Socket {
 }
 
 /// A conntrack tuple (one direction of a flow). Ports are 0 for protocols without ports.
+///
+/// ICMP and ICMPv6 carry their echo identifier (CTA_PROTO_ICMP_ID, CTA_PROTO_ICMPV6_ID) as
+/// the original source's port: `sport` of the original tuple and `dport` of the reply
+/// tuple, the other ports 0, so that a ping reads like a datagram flow from port `id` to
+/// port 0 (a ping socket's local "port" is that id: [`L4::Icmp`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tuple {
     /// Source address.

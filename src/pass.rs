@@ -29,7 +29,7 @@ use crate::sources::processes::{
     last_pid, scan_pids_owners, scan_socket_holders, scan_users_holders, NewPids,
 };
 use crate::sources::sockdiag::SockDiag;
-use crate::sources::sockets::{read_sockets, SocketTable};
+use crate::sources::sockets::{ping_sockets_for, read_sockets, SocketTable};
 use crate::sources::{conntrack, interfaces};
 use crate::store::{PassRecord, Store};
 use crate::units::human_bytes;
@@ -423,7 +423,7 @@ fn not_tracking(sockets: &SocketTable, dump: &conntrack::Dump) -> Result<()> {
 fn observe_read<S: BuildHasher>(
     proc_root: &Path,
     mut sockets: SocketTable,
-    (host, maps): (HashSet<IpAddr>, SocketMaps),
+    (host, mut maps): (HashSet<IpAddr>, SocketMaps),
     dump: conntrack::Dump,
     ruleset: Option<std::thread::JoinHandle<Result<(), String>>>,
     olds: &[Option<&FlowState>],
@@ -465,6 +465,14 @@ fn observe_read<S: BuildHasher>(
     };
     // Looked up once per flow: the stages below read it several times.
     let priors: Vec<Option<&Attribution>> = dump.flows.iter().enumerate().map(prior).collect();
+    // Ping sockets (`/proc/net/icmp{,6}`) only when an ICMP flow from here has no owner yet.
+    let ownerless = dump.flows.iter().zip(&priors).filter(|(_, p)| p.is_none());
+    let here = |ip: IpAddr| ip.is_loopback() || host.contains(&ip);
+    if let Some(pings) = ping_sockets_for(proc_root, ownerless.map(|(f, _)| f), here) {
+        let from = sockets.sockets.len();
+        sockets.append(pings);
+        maps.add(&sockets.sockets, from);
+    }
     // Programs are looked up only for the sockets of flows not attributed before: a flow
     // keeps the program it had, so a steady-state pass walks no /proc/PID/fd at all. Every
     // holder is looked up for a delegating service's sockets of flows not settled yet (new
@@ -770,6 +778,8 @@ pub fn describe(f: &Flow) -> String {
         L4::Tcp => "tcp",
         L4::Udp => "udp",
         L4::UdpLite => "udplite",
+        L4::Icmp => "icmp",
+        L4::Icmpv6 => "icmpv6",
     });
     format!("{proto} {} -> {}", f.orig.src_sa(), f.orig.dst_sa())
 }

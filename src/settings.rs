@@ -401,25 +401,7 @@ pub fn resolve(cli: Cli) -> anyhow::Result<Settings> {
 /// [`resolve`] with the environment given (tests).
 pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow::Result<Settings> {
     let env = Env(vars);
-    let config = ConfigPath {
-        path: cli
-            .config
-            .clone()
-            .or(env.path(env::CONFIG)?)
-            .unwrap_or_else(|| DEFAULT_CONFIG.into()),
-        explicit: cli.config.is_some() || vars(env::CONFIG).is_some(),
-    };
-    let file = match config.load() {
-        // An unprivileged `quota` reads its own view file, which holds all it shows: the
-        // configuration (0640, root's) need not be readable (issue 19).
-        Err(ConfigError::Read { source, .. })
-            if source.kind() == std::io::ErrorKind::PermissionDenied
-                && matches!(cli.command, cli::Command::Quota(_)) =>
-        {
-            FileConfig::default()
-        }
-        other => other?,
-    };
+    let (config, file) = load_config(&cli, &env)?;
     let db = match cli.db {
         Some(db) => db,
         None => env
@@ -440,54 +422,10 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
             owner_mark: owner_mark(&file),
         },
         cli::Command::Run(a) => Command::Run(Box::new(run(a, &env, &file, config, quiet)?)),
-        cli::Command::Config(a) => Command::Config(ConfigShow {
-            default: a.default,
-            daemon: daemon(
-                &RunArgs {
-                    accounting: with_env(AccountingArgs::default(), &env)?,
-                    ..RunArgs::default()
-                },
-                &file,
-                &config,
-                quiet,
-            )?,
-            names: names(None, &env, &file)?,
-            metrics_textfile: file.metrics_textfile.clone(),
-            textfile_access: file.textfile_access(&config.path)?,
-        }),
-        cli::Command::Connections(a) => {
-            let acc = with_env(AccountingArgs::default(), &env)?;
-            Command::Connections(Connections {
-                proc_root: a.proc_root.unwrap_or_else(|| PROC_ROOT.into()),
-                nets: local_nets(&acc, &file),
-                delegating: delegation(&acc, &file)?.0,
-                user: a.user,
-                all: a.all,
-                json: a.json,
-                bytes: a.bytes,
-            })
-        }
+        cli::Command::Config(a) => Command::Config(config_show(a, &env, &file, &config, quiet)?),
+        cli::Command::Connections(a) => Command::Connections(connections(a, &env, &file)?),
         cli::Command::Top(a) => Command::Top(top(a, vars, &env, &file)?),
-        cli::Command::Report(a) => {
-            let output = Output::from(&a.output);
-            let since = a.since.as_deref().unwrap_or(match a.period {
-                Period::Hour => "24h",
-                Period::Day => "30d",
-                Period::Week => "84d",
-                Period::Month => "365d",
-            });
-            Command::Report(Report {
-                period: a.period,
-                cycle_day: file
-                    .cycle_day
-                    .as_ref()
-                    .and_then(|d| u8::try_from(*d.get_ref()).ok())
-                    .unwrap_or(1),
-                window: window(vars, output.utc, Some(since), a.until.as_deref())?,
-                user: a.user,
-                output,
-            })
-        }
+        cli::Command::Report(a) => Command::Report(report(a, vars, &file)?),
         cli::Command::Export(a) => Command::Export(Export {
             window: window(vars, a.utc, Some(&a.since), a.until.as_deref())?,
             format: a.format,
@@ -527,47 +465,151 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
             utc: a.utc,
             now: a.now.unwrap_or_else(|| Utc::now().timestamp()),
         }),
-        cli::Command::Quota(a) => {
-            let policy = config.quota(&file)?;
-            let (utc, now) = match &a.action {
-                Some(cli::QuotaAction::Grant { utc, now, .. }) => (*utc, *now),
-                None => (a.utc, a.now),
-            };
-            let view_dir = match a.view_dir {
-                Some(d) => d,
-                None => env
-                    .path(env::QUOTA_VIEW_DIR)?
-                    .unwrap_or_else(|| policy.view_dir.clone()),
-            };
-            Command::Quota(Quota {
-                view_dir,
-                policy,
-                utc,
-                now: now.unwrap_or_else(|| Utc::now().timestamp()),
-                privileged: rustix::process::geteuid().is_root(),
-                grant: a
-                    .action
-                    .map(|cli::QuotaAction::Grant { user, size, .. }| (user, size)),
-                user: a.user,
-                json: a.json,
-                bytes: a.bytes,
-            })
-        }
-        cli::Command::Live(a) => {
-            flag("live_interval", Some(Value::Duration(a.interval)))?;
-            let acc = with_env(AccountingArgs::default(), &env)?;
-            Command::Live(Live {
-                interval: a.interval,
-                once: a.once,
-                json: a.json,
-                proc_root: a.proc_root,
-                nets: local_nets(&acc, &file),
-                delegating: delegation(&acc, &file)?.0,
-                owner_mark: owner_mark(&file),
-            })
-        }
+        cli::Command::Quota(a) => Command::Quota(quota(a, &env, &file, &config)?),
+        cli::Command::Live(a) => Command::Live(live(a, &env, &file)?),
     };
     Ok(Settings { db, quiet, command })
+}
+
+/// The configuration file named by the flag, the environment or the default, read.
+fn load_config(cli: &Cli, env: &Env) -> anyhow::Result<(ConfigPath, FileConfig)> {
+    let config = ConfigPath {
+        path: cli
+            .config
+            .clone()
+            .or(env.path(env::CONFIG)?)
+            .unwrap_or_else(|| DEFAULT_CONFIG.into()),
+        explicit: cli.config.is_some() || (env.0)(env::CONFIG).is_some(),
+    };
+    let file = match config.load() {
+        // An unprivileged `quota` reads its own view file, which holds all it shows: the
+        // configuration (0640, root's) need not be readable (issue 19).
+        Err(ConfigError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied
+                && matches!(cli.command, cli::Command::Quota(_)) =>
+        {
+            FileConfig::default()
+        }
+        other => other?,
+    };
+    Ok((config, file))
+}
+
+/// `config`: the daemon's settings as the file and the environment make them.
+fn config_show(
+    a: cli::ConfigArgs,
+    env: &Env,
+    file: &FileConfig,
+    config: &ConfigPath,
+    quiet: bool,
+) -> Result<ConfigShow, ConfigError> {
+    Ok(ConfigShow {
+        default: a.default,
+        daemon: daemon(
+            &RunArgs {
+                accounting: with_env(AccountingArgs::default(), env)?,
+                ..RunArgs::default()
+            },
+            file,
+            config,
+            quiet,
+        )?,
+        names: names(None, env, file)?,
+        metrics_textfile: file.metrics_textfile.clone(),
+        textfile_access: file.textfile_access(&config.path)?,
+    })
+}
+
+/// `connections`: the proc root, the local networks and the delegating uids.
+fn connections(
+    a: cli::ConnectionsArgs,
+    env: &Env,
+    file: &FileConfig,
+) -> Result<Connections, ConfigError> {
+    let acc = with_env(AccountingArgs::default(), env)?;
+    Ok(Connections {
+        proc_root: a.proc_root.unwrap_or_else(|| PROC_ROOT.into()),
+        nets: local_nets(&acc, file),
+        delegating: delegation(&acc, file)?.0,
+        user: a.user,
+        all: a.all,
+        json: a.json,
+        bytes: a.bytes,
+    })
+}
+
+/// `report`: the window (by default as long as the period asks), the billing cycle's day.
+fn report(
+    a: cli::ReportArgs,
+    vars: &dyn Fn(&str) -> Option<OsString>,
+    file: &FileConfig,
+) -> anyhow::Result<Report> {
+    let output = Output::from(&a.output);
+    let since = a.since.as_deref().unwrap_or(match a.period {
+        Period::Hour => "24h",
+        Period::Day => "30d",
+        Period::Week => "84d",
+        Period::Month => "365d",
+    });
+    Ok(Report {
+        period: a.period,
+        cycle_day: file
+            .cycle_day
+            .as_ref()
+            .and_then(|d| u8::try_from(*d.get_ref()).ok())
+            .unwrap_or(1),
+        window: window(vars, output.utc, Some(since), a.until.as_deref())?,
+        user: a.user,
+        output,
+    })
+}
+
+/// `quota`: the policy, the view directory, the grant to make.
+fn quota(
+    a: cli::QuotaArgs,
+    env: &Env,
+    file: &FileConfig,
+    config: &ConfigPath,
+) -> Result<Quota, ConfigError> {
+    let policy = config.quota(file)?;
+    let (utc, now) = match &a.action {
+        Some(cli::QuotaAction::Grant { utc, now, .. }) => (*utc, *now),
+        None => (a.utc, a.now),
+    };
+    let view_dir = match a.view_dir {
+        Some(d) => d,
+        None => env
+            .path(env::QUOTA_VIEW_DIR)?
+            .unwrap_or_else(|| policy.view_dir.clone()),
+    };
+    Ok(Quota {
+        view_dir,
+        policy,
+        utc,
+        now: now.unwrap_or_else(|| Utc::now().timestamp()),
+        privileged: rustix::process::geteuid().is_root(),
+        grant: a
+            .action
+            .map(|cli::QuotaAction::Grant { user, size, .. }| (user, size)),
+        user: a.user,
+        json: a.json,
+        bytes: a.bytes,
+    })
+}
+
+/// `live`: the interval, the local networks, the delegating uids, the owner mark.
+fn live(a: cli::LiveArgs, env: &Env, file: &FileConfig) -> Result<Live, ConfigError> {
+    flag("live_interval", Some(Value::Duration(a.interval)))?;
+    let acc = with_env(AccountingArgs::default(), env)?;
+    Ok(Live {
+        interval: a.interval,
+        once: a.once,
+        json: a.json,
+        proc_root: a.proc_root,
+        nets: local_nets(&acc, file),
+        delegating: delegation(&acc, file)?.0,
+        owner_mark: owner_mark(file),
+    })
 }
 
 /// `run`: the flags (with the environment in) checked, then over the file.

@@ -63,30 +63,8 @@ fn opt(n: Option<u64>) -> String {
 /// The plugin's exit code and output.
 pub fn judge(db: &std::path::Path, s: &Check) -> Result<(u8, String)> {
     let store = open_for_reading(db)?;
-    if let Some(max) = s.max_age {
-        match store.last_write()? {
-            None => {
-                return Ok((
-                    UNKNOWN,
-                    format!(
-                        "QUOTA UNKNOWN - no pass stored yet in {}",
-                        store.path().display()
-                    ),
-                ))
-            }
-            Some(t) if s.now - t > max.as_secs() as i64 => {
-                return Ok((
-                    UNKNOWN,
-                    format!(
-                        "QUOTA UNKNOWN - stale data: the last pass was stored {} ago, more \
-                         than --max-age {}; is the timer or the daemon running?",
-                        humantime::format_duration(Duration::from_secs((s.now - t) as u64)),
-                        humantime::format_duration(max)
-                    ),
-                ))
-            }
-            Some(_) => {}
-        }
+    if let Some(unknown) = stale(&store, s)? {
+        return Ok(unknown);
     }
     let uid = s
         .user
@@ -94,42 +72,18 @@ pub fn judge(db: &std::path::Path, s: &Check) -> Result<(u8, String)> {
         .map(|u| resolve_user(&store, u))
         .transpose()?;
     let st = standings(&store, &s.policy, s.now, s.utc, uid, &mut system_groups)?;
-    let judged = |u: &Standing| if s.estimate { u.projected } else { u.used };
-    let mut worst = Level::Ok;
-    let mut by_level: Vec<(Level, &Standing)> = Vec::new();
-    let mut perf = Vec::new();
-    for u in &st.users {
-        let level = Level::of(judged(u), u.allowance, s.warning, s.critical);
-        worst = worst.max(level);
-        by_level.push((level, u));
-        let (w, c) = (s.warning.bytes(u.allowance), s.critical.bytes(u.allowance));
-        perf.push(format!(
-            "{}={}B;{};{};0;{}",
-            label(&u.user),
-            u.used,
-            opt(w),
-            opt(c),
-            opt(u.allowance)
-        ));
-        if s.estimate {
-            perf.push(format!(
-                "{}={}B;{};{};0;{}",
-                label(&format!("{} projected", u.user)),
-                u.projected,
-                opt(w),
-                opt(c),
-                opt(u.allowance)
-            ));
-        }
-    }
-    let share = |u: &Standing| {
-        let p = if s.estimate {
-            u.projected_percent
-        } else {
-            u.percent
-        };
-        p.unwrap_or(0.0)
-    };
+    let by_level: Vec<(Level, &Standing)> = st
+        .users
+        .iter()
+        .map(|u| {
+            (
+                Level::of(judged(u, s), u.allowance, s.warning, s.critical),
+                u,
+            )
+        })
+        .collect();
+    let worst = by_level.iter().map(|(l, _)| *l).fold(Level::Ok, Level::max);
+    let perf: Vec<String> = st.users.iter().flat_map(|u| perfdata(u, s)).collect();
     let cycle = format!("cycle {}, {:.1} days left", st.cycle.label, st.days_left);
     let (code, word) = match worst {
         Level::Ok => (OK, "OK"),
@@ -143,33 +97,12 @@ pub fn judge(db: &std::path::Path, s: &Check) -> Result<(u8, String)> {
             st.users.len()
         )
     } else {
-        let mut bad: Vec<&Standing> = by_level
+        let bad: Vec<&Standing> = by_level
             .iter()
             .filter(|(l, _)| *l == worst)
             .map(|(_, u)| *u)
             .collect();
-        bad.sort_by(|a, b| {
-            share(b)
-                .total_cmp(&share(a))
-                .then(judged(b).cmp(&judged(a)))
-        });
-        let names: Vec<String> = bad
-            .iter()
-            .take(5)
-            .map(|u| {
-                let proj = if s.estimate { " projected" } else { "" };
-                let user = terminal_safe(&u.user);
-                match u.allowance {
-                    Some(a) => format!("{user}{proj} {:.1}% of {}", share(u), human_bytes(a)),
-                    None => format!("{user}{proj} {}", human_bytes(judged(u))),
-                }
-            })
-            .collect();
-        let more = match bad.len() {
-            n if n > 5 => format!(" and {} more", n - 5),
-            _ => String::new(),
-        };
-        format!("{}{more}", names.join(", "))
+        worst_users(bad, s)
     };
     let mut text = format!("QUOTA {word} - {what} ({cycle})");
     if !perf.is_empty() {
@@ -177,6 +110,101 @@ pub fn judge(db: &std::path::Path, s: &Check) -> Result<(u8, String)> {
         text.push_str(&perf.join(" "));
     }
     Ok((code, text))
+}
+
+/// UNKNOWN when `--max-age` is given and the last pass is older, or there is none.
+fn stale(store: &crate::store::Store, s: &Check) -> Result<Option<(u8, String)>> {
+    let Some(max) = s.max_age else {
+        return Ok(None);
+    };
+    Ok(match store.last_write()? {
+        None => Some((
+            UNKNOWN,
+            format!(
+                "QUOTA UNKNOWN - no pass stored yet in {}",
+                store.path().display()
+            ),
+        )),
+        Some(t) if s.now - t > max.as_secs() as i64 => Some((
+            UNKNOWN,
+            format!(
+                "QUOTA UNKNOWN - stale data: the last pass was stored {} ago, more \
+                 than --max-age {}; is the timer or the daemon running?",
+                humantime::format_duration(Duration::from_secs((s.now - t) as u64)),
+                humantime::format_duration(max)
+            ),
+        )),
+        Some(_) => None,
+    })
+}
+
+/// What a user is judged by: the bytes used, or projected to the cycle's end.
+fn judged(u: &Standing, s: &Check) -> u64 {
+    if s.estimate {
+        u.projected
+    } else {
+        u.used
+    }
+}
+
+/// The share of the allowance judged, in percent (0 without an allowance).
+fn share(u: &Standing, s: &Check) -> f64 {
+    let p = if s.estimate {
+        u.projected_percent
+    } else {
+        u.percent
+    };
+    p.unwrap_or(0.0)
+}
+
+/// A user's perfdata: the bytes used, and projected with `--estimate`.
+fn perfdata(u: &Standing, s: &Check) -> Vec<String> {
+    let (w, c) = (s.warning.bytes(u.allowance), s.critical.bytes(u.allowance));
+    let mut perf = vec![format!(
+        "{}={}B;{};{};0;{}",
+        label(&u.user),
+        u.used,
+        opt(w),
+        opt(c),
+        opt(u.allowance)
+    )];
+    if s.estimate {
+        perf.push(format!(
+            "{}={}B;{};{};0;{}",
+            label(&format!("{} projected", u.user)),
+            u.projected,
+            opt(w),
+            opt(c),
+            opt(u.allowance)
+        ));
+    }
+    perf
+}
+
+/// The users at the worst level, most over first: five named, the rest counted.
+fn worst_users(mut bad: Vec<&Standing>, s: &Check) -> String {
+    bad.sort_by(|a, b| {
+        share(b, s)
+            .total_cmp(&share(a, s))
+            .then(judged(b, s).cmp(&judged(a, s)))
+    });
+    let names: Vec<String> = bad
+        .iter()
+        .take(5)
+        .map(|u| {
+            let proj = if s.estimate { " projected" } else { "" };
+            let user = terminal_safe(&u.user);
+            match u.allowance {
+                Some(a) => format!("{user}{proj} {:.1}% of {}", share(u, s), human_bytes(a)),
+                None => format!("{user}{proj} {}", human_bytes(judged(u, s))),
+            }
+        })
+        .collect();
+    let more = match bad.len() {
+        n if n > 5 => format!(" and {} more", n - 5),
+        _ => String::new(),
+    };
+    format!("{}{more}", names.join(", "))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use crossterm::terminal::{self, EnterAlternateScreen, LeaveAlternateScreen};
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
@@ -166,8 +166,10 @@ impl Probe {
         // A connection whose socket closed before its NEW was read (a loaded machine) is
         // named by its owner mark, as the daemon names it.
         self.marks.refresh();
-        let idx =
-            SocketIndex::new(&[], &none, interfaces::host_addrs()).with_marks(self.marks.usable());
+        let subuids = crate::sources::netns::SubUids::host();
+        let idx = SocketIndex::new(&[], &none, interfaces::host_addrs())
+            .with_subuids(&subuids)
+            .with_marks(self.marks.usable());
         flows
             .iter()
             .map(|f| {
@@ -221,6 +223,64 @@ struct Ui {
     bits: bool,
     paused: bool,
     help: bool,
+}
+
+/// Draw the view of `shown` as `ui` has it.
+fn draw(
+    term: &mut Terminal<CrosstermBackend<std::io::Stdout>>,
+    ui: &Ui,
+    shown: &History,
+    probe: &Probe,
+    names: &BTreeMap<u32, String>,
+    interval: Duration,
+) -> Result<()> {
+    let rows: Vec<Row> = shown.rows(ui.grouping, ui.sort);
+    let notes = probe.notes.clone();
+    term.draw(|f| {
+        show::draw(
+            f,
+            &show::Screen {
+                history: shown,
+                rows: &rows,
+                grouping: ui.grouping,
+                sort: ui.sort,
+                bits: ui.bits,
+                paused: ui.paused,
+                help: ui.help,
+                interval,
+                flows: probe.flows,
+                notes: &notes,
+                names,
+            },
+        )
+    })
+    .context("drawing the view")?;
+    Ok(())
+}
+
+impl Ui {
+    /// What a key press does to the view; `true` to quit. Any key first closes the help.
+    fn key(&mut self, k: KeyEvent) -> bool {
+        if self.help {
+            self.help = false;
+            return false;
+        }
+        let ctrl_c = k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
+        match k.code {
+            KeyCode::Char('q') | KeyCode::Esc => return true,
+            _ if ctrl_c => return true,
+            KeyCode::Char('u') => self.grouping = Grouping::User,
+            KeyCode::Char('p') => self.grouping = Grouping::Program,
+            KeyCode::Char('r') => self.grouping = Grouping::Remote,
+            KeyCode::Char('g') => self.grouping = self.grouping.next(),
+            KeyCode::Char('s') => self.sort = self.sort.next(),
+            KeyCode::Char('b') => self.bits = !self.bits,
+            KeyCode::Char(' ') => self.paused = !self.paused,
+            KeyCode::Char('?') => self.help = true,
+            _ => {}
+        }
+        false
+    }
 }
 
 /// Puts the terminal back however the view ends (error, panic included).
@@ -335,27 +395,7 @@ fn interactive(s: &Live, probe: &mut Probe) -> Result<()> {
     loop {
         if dirty {
             let shown = frozen.as_ref().unwrap_or(&history);
-            let rows: Vec<Row> = shown.rows(ui.grouping, ui.sort);
-            let notes = probe.notes.clone();
-            term.draw(|f| {
-                show::draw(
-                    f,
-                    &show::Screen {
-                        history: shown,
-                        rows: &rows,
-                        grouping: ui.grouping,
-                        sort: ui.sort,
-                        bits: ui.bits,
-                        paused: ui.paused,
-                        help: ui.help,
-                        interval: s.interval,
-                        flows: probe.flows,
-                        notes: &notes,
-                        names: &names,
-                    },
-                )
-            })
-            .context("drawing the view")?;
+            draw(&mut term, &ui, shown, probe, &names, s.interval)?;
             dirty = false;
         }
         if signals::stop_requested() || signals::take_reload() {
@@ -366,27 +406,11 @@ fn interactive(s: &Live, probe: &mut Probe) -> Result<()> {
             match event::read().context("reading the terminal")? {
                 Event::Key(k) if k.kind != KeyEventKind::Release => {
                     dirty = true;
-                    if ui.help {
-                        ui.help = false;
-                        continue;
+                    if ui.key(k) {
+                        break;
                     }
-                    let ctrl_c =
-                        k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
-                    match k.code {
-                        KeyCode::Char('q') | KeyCode::Esc => break,
-                        _ if ctrl_c => break,
-                        KeyCode::Char('u') => ui.grouping = Grouping::User,
-                        KeyCode::Char('p') => ui.grouping = Grouping::Program,
-                        KeyCode::Char('r') => ui.grouping = Grouping::Remote,
-                        KeyCode::Char('g') => ui.grouping = ui.grouping.next(),
-                        KeyCode::Char('s') => ui.sort = ui.sort.next(),
-                        KeyCode::Char('b') => ui.bits = !ui.bits,
-                        KeyCode::Char(' ') => {
-                            ui.paused = !ui.paused;
-                            frozen = ui.paused.then(|| history.clone());
-                        }
-                        KeyCode::Char('?') => ui.help = true,
-                        _ => {}
+                    if ui.paused != frozen.is_some() {
+                        frozen = ui.paused.then(|| history.clone());
                     }
                 }
                 Event::Resize(..) => dirty = true,

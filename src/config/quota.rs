@@ -35,19 +35,31 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// Where an error of the file is: its path, and its text for the line.
+struct At<'a> {
+    path: &'a Path,
+    text: Option<&'a str>,
+}
+
+impl At<'_> {
+    fn err(&self, span: std::ops::Range<usize>, message: String) -> ConfigError {
+        ConfigError::Parse {
+            path: self.path.to_owned(),
+            line: self.text.map_or(0, |t| line_of(t, span.start)),
+            message,
+        }
+    }
+}
+
 /// The quota settings of a file, checked: sizes and percentages read, `cycle_day` in
 /// range, every user and group known here. `text` is the file's text (for the lines).
 pub fn policy(c: &FileConfig, text: Option<&str>, path: &Path) -> Result<Policy, ConfigError> {
-    let err = |span: std::ops::Range<usize>, message: String| ConfigError::Parse {
-        path: path.to_owned(),
-        line: text.map_or(0, |t| line_of(t, span.start)),
-        message,
-    };
+    let at = At { path, text };
     let mut p = Policy::default();
     if let Some(d) = &c.cycle_day {
         let v = *d.get_ref();
         if !(1..=i64::from(MAX_CYCLE_DAY)).contains(&v) {
-            return Err(err(
+            return Err(at.err(
                 d.span(),
                 format!(
                     "cycle_day = {v} is out of range: it must be 1 to {MAX_CYCLE_DAY} (not every \
@@ -60,7 +72,7 @@ pub fn policy(c: &FileConfig, text: Option<&str>, path: &Path) -> Result<Policy,
     if let Some(h) = &c.on_quota {
         let program = PathBuf::from(h.get_ref());
         if !program.is_absolute() {
-            return Err(err(
+            return Err(at.err(
                 h.span(),
                 format!(
                     "on_quota = {:?}: give the program's absolute path (it is run without a \
@@ -75,18 +87,20 @@ pub fn policy(c: &FileConfig, text: Option<&str>, path: &Path) -> Result<Policy,
             config: path.to_owned(),
         });
     }
-    let Some(q) = &c.quota else {
-        return Ok(p);
-    };
-    p.enabled = true;
-    let size = |key: &str, v: &Spanned<String>| {
-        parse_size(v.get_ref()).map_err(|e| err(v.span(), format!("{key}: {e}")))
-    };
+    if let Some(q) = &c.quota {
+        p.enabled = true;
+        quota_table(q, &at, &mut p)?;
+    }
+    Ok(p)
+}
+
+/// The `[quota]` table into `p`.
+fn quota_table(q: &QuotaConfig, at: &At, p: &mut Policy) -> Result<(), ConfigError> {
     let threshold = |key: &str, v: &Spanned<String>| {
-        Threshold::parse(v.get_ref()).map_err(|e| err(v.span(), format!("quota.{key}: {e}")))
+        Threshold::parse(v.get_ref()).map_err(|e| at.err(v.span(), format!("quota.{key}: {e}")))
     };
     if let Some(d) = &q.default {
-        p.default = Some(size("quota.default", d)?);
+        p.default = Some(size(at, "quota.default", d)?);
     }
     if let Some(d) = q.direction {
         p.direction = d;
@@ -106,7 +120,7 @@ pub fn policy(c: &FileConfig, text: Option<&str>, path: &Path) -> Result<Policy,
             Err(_) => match uzers::get_user_by_name(name) {
                 Some(u) => u.uid(),
                 None => {
-                    return Err(err(
+                    return Err(at.err(
                         v.span(),
                         format!(
                             "quota.users: no user {name:?} on this host (give an existing \
@@ -117,22 +131,27 @@ pub fn policy(c: &FileConfig, text: Option<&str>, path: &Path) -> Result<Policy,
             },
         };
         p.users
-            .insert(uid, size(&format!("quota.users.{name}"), v)?);
+            .insert(uid, size(at, &format!("quota.users.{name}"), v)?);
     }
     for (name, v) in q.groups.iter().flatten() {
         let gid = match uzers::get_group_by_name(name) {
             Some(g) => g.gid(),
             None => {
-                return Err(err(
+                return Err(at.err(
                     v.span(),
                     format!("quota.groups: no group {name:?} on this host"),
                 ))
             }
         };
         p.groups
-            .insert(gid, size(&format!("quota.groups.{name}"), v)?);
+            .insert(gid, size(at, &format!("quota.groups.{name}"), v)?);
     }
-    Ok(p)
+    Ok(())
+}
+
+/// The size `v` of `key`.
+fn size(at: &At, key: &str, v: &Spanned<String>) -> Result<u64, ConfigError> {
+    parse_size(v.get_ref()).map_err(|e| at.err(v.span(), format!("{key}: {e}")))
 }
 
 /// The configuration file in effect: `--config` (or `NETLEDGER_CONFIG`), else the default.

@@ -33,6 +33,7 @@ use crate::sources::conntrack::{self, EventKind, EventSocket, Events};
 use crate::sources::interfaces;
 use crate::sources::netlink;
 use crate::sources::sockdiag::SockDiag;
+use crate::sources::sockets::PingSockets;
 
 use super::batch::Resolved;
 use super::claims::{Claims, CLAIM_CHECK};
@@ -109,6 +110,26 @@ pub struct Stats {
     pub claimed: AtomicU64,
     /// NEW events whose owner only the owner mark named (the socket was gone).
     pub by_mark: AtomicU64,
+}
+
+/// What [`Listener::resolve`] gathers over one batch of events.
+struct Batch {
+    /// When the batch was read, ms since the epoch.
+    at_ms: i64,
+    out: Vec<Resolved>,
+    /// (index in `out`, socket) of the owners found, for the program names.
+    owned: Vec<(usize, Wanted)>,
+    /// Indexes in `out` of the flows whose service waits for its user's process.
+    claims: Vec<usize>,
+    /// Owners continued from a deleted entry (no socket, so no program to look up).
+    continued: Vec<(FlowKey, Attribution)>,
+    /// Whether owner marks may be trusted (until a check says otherwise).
+    use_marks: bool,
+    /// Time spent looking owners up.
+    lookup: Duration,
+    /// The ping sockets, read at the batch's first ICMP NEW (sock_diag lists none): every
+    /// socket of these events existed before they were read.
+    pings: Option<PingSockets>,
 }
 
 /// Everything the listener thread owns.
@@ -251,127 +272,144 @@ impl Listener {
 
     /// Attach owners to NEW events (sock_diag, now) and publish them in `fresh`.
     fn resolve(&mut self, events: Vec<conntrack::Event>, host: &HashSet<IpAddr>) -> Unnamed {
-        let at_ms = chrono::Utc::now().timestamp_millis();
-        let mut out = Vec::with_capacity(events.len());
-        // (index in out, socket) of the owners found, for the program names.
-        let mut owned: Vec<(usize, Wanted)> = Vec::new();
-        let mut claims = Vec::new();
-        let mut lookup = Duration::ZERO;
-        // Owners continued from a deleted entry (no socket, so no program to look up).
-        let mut continued: Vec<(FlowKey, Attribution)> = Vec::new();
-        let mut use_marks = self.marks.usable_now();
+        let mut b = Batch {
+            at_ms: chrono::Utc::now().timestamp_millis(),
+            out: Vec::with_capacity(events.len()),
+            owned: Vec::new(),
+            claims: Vec::new(),
+            continued: Vec::new(),
+            use_marks: self.marks.usable_now(),
+            lookup: Duration::ZERO,
+            pings: None,
+        };
         let subuids = crate::sources::netns::SubUids::host();
         for e in events {
             match e.kind {
-                EventKind::New => {
-                    let t0 = Instant::now();
-                    self.stats.news.fetch_add(1, Ordering::Relaxed);
-                    let found = self.owner_socket(&e.flow, host);
-                    let none = HashMap::new();
-                    let idx = SocketIndex::new(found.as_slice(), &none, host.iter().copied())
-                        .with_delegation(&self.delegating, None)
-                        .with_subuids(&subuids);
-                    // The mark against the socket that sent the first packet, now.
-                    if let Some(c) = mark_check(&e.flow, &idx) {
-                        self.marks.check(c, e.flow.mark, || describe(&e.flow));
-                        use_marks = use_marks && self.marks.usable_now();
-                    }
-                    let by_mark = found.is_none()
-                        && use_marks
-                        && crate::owner_mark::uid_of(e.flow.mark).is_some();
-                    let mut at = (found.is_some() || by_mark)
-                        .then(|| attribute(&e.flow, &idx.with_marks(use_marks), None, &self.nets));
-                    // No socket of the host's: a container's, when its inner end is in one.
-                    let mut inode = found.as_ref().map(|s| (s.inode, server_of(&e.flow, s)));
-                    if at.is_none() {
-                        if let Some((a, i)) = self.containers.owner(&e.flow, host, &self.nets) {
-                            inode = Some((i, None));
-                            at = Some(a);
-                        }
-                    }
-                    let owner = at.as_ref().and_then(|a| a.attribution().cloned());
-                    if let (true, Some(a)) = (by_mark, &owner) {
-                        // Gone before its NEW was read: the mark alone names its owner.
-                        self.stats.by_mark.fetch_add(1, Ordering::Relaxed);
-                        continued.push((e.flow.key(), a.clone()));
-                    }
-                    // Picked up after its entry was deleted, its socket already closing.
-                    let owner = match (owner, e.picked_up) {
-                        (None, true) => {
-                            let a = self.continued.owner_of(&e.flow.orig);
-                            if let Some(a) = &a {
-                                continued.push((e.flow.key(), a.clone()));
-                            }
-                            a
-                        }
-                        (owner, _) => owner,
-                    };
-                    if let (Some(a), Some((inode, server))) = (&owner, inode) {
-                        let uid = a.uid;
-                        owned.push((out.len(), Wanted { inode, uid, server }));
-                        // Local traffic is charged to nobody: not worth the holders' walk.
-                        let charged = at
-                            .as_ref()
-                            .is_some_and(|at| matches!(at.verdict, Verdict::User(_)));
-                        if a.via == Via::Pending && charged {
-                            claims.push(out.len());
-                        }
-                    }
-                    lookup += t0.elapsed();
-                    out.push(Resolved::New {
-                        flow: e.flow,
-                        owner,
-                        at_ms,
-                    });
-                }
+                EventKind::New => self.resolve_new(e, host, &subuids, &mut b),
                 EventKind::Destroy => {
                     if destroyed_while_alive(&e) {
                         // The socket still lives: its owner is the connection's, for the
                         // entry the kernel makes at its next packet.
-                        let found = self.owner_socket(&e.flow, host);
+                        let found = self.owner_socket(&e.flow, host, &mut b.pings);
                         if let Some(a) = self.owner_through(&e.flow, found.as_ref(), host) {
-                            self.continued.remember(&e.flow.orig, &a, at_ms / 1000);
+                            self.continued.remember(&e.flow.orig, &a, b.at_ms / 1000);
                         }
                     }
-                    out.push(Resolved::Destroy {
+                    b.out.push(Resolved::Destroy {
                         flow: e.flow,
                         tcp_state: e.tcp_state,
                         left: e.timeout,
-                        at_ms,
+                        at_ms: b.at_ms,
                     })
                 }
                 // Not subscribed; harmless if it ever comes.
                 EventKind::Update => {}
             }
         }
-        self.continued.forget_before(at_ms / 1000 - CONTINUED_FOR);
+        self.continued.forget_before(b.at_ms / 1000 - CONTINUED_FOR);
         self.stats
             .lookup_ns
-            .fetch_add(lookup.as_nanos() as u64, Ordering::Relaxed);
+            .fetch_add(b.lookup.as_nanos() as u64, Ordering::Relaxed);
         self.stats
             .owned
-            .fetch_add(owned.len() as u64, Ordering::Relaxed);
-
-        {
-            let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
-            for (i, _) in &owned {
-                if let Resolved::New {
-                    flow,
-                    owner: Some(a),
-                    ..
-                } = &out[*i]
-                {
-                    fresh.insert(flow.key(), a.clone());
-                }
-            }
-            fresh.extend(continued);
-        }
+            .fetch_add(b.owned.len() as u64, Ordering::Relaxed);
+        self.publish(&b.out, &b.owned, b.continued);
         Unnamed {
-            events: out,
-            inodes: owned,
-            claims,
+            events: b.out,
+            inodes: b.owned,
+            claims: b.claims,
             skipped: 0,
         }
+    }
+
+    /// A NEW event: its owner through its socket (sock_diag, now), its mark, a container's
+    /// socket, or the connection it continues; pushed to `b.out`.
+    fn resolve_new(
+        &mut self,
+        e: conntrack::Event,
+        host: &HashSet<IpAddr>,
+        subuids: &crate::sources::netns::SubUids,
+        b: &mut Batch,
+    ) {
+        let t0 = Instant::now();
+        self.stats.news.fetch_add(1, Ordering::Relaxed);
+        let found = self.owner_socket(&e.flow, host, &mut b.pings);
+        let none = HashMap::new();
+        let idx = SocketIndex::new(found.as_slice(), &none, host.iter().copied())
+            .with_delegation(&self.delegating, None)
+            .with_subuids(subuids);
+        // The mark against the socket that sent the first packet, now.
+        if let Some(c) = mark_check(&e.flow, &idx) {
+            self.marks.check(c, e.flow.mark, || describe(&e.flow));
+            b.use_marks = b.use_marks && self.marks.usable_now();
+        }
+        let by_mark =
+            found.is_none() && b.use_marks && crate::owner_mark::uid_of(e.flow.mark).is_some();
+        let mut at = (found.is_some() || by_mark)
+            .then(|| attribute(&e.flow, &idx.with_marks(b.use_marks), None, &self.nets));
+        // No socket of the host's: a container's, when its inner end is in one.
+        let mut inode = found.as_ref().map(|s| (s.inode, server_of(&e.flow, s)));
+        if at.is_none() {
+            if let Some((a, i)) = self.containers.owner(&e.flow, host, &self.nets) {
+                inode = Some((i, None));
+                at = Some(a);
+            }
+        }
+        let owner = at.as_ref().and_then(|a| a.attribution().cloned());
+        if let (true, Some(a)) = (by_mark, &owner) {
+            // Gone before its NEW was read: the mark alone names its owner.
+            self.stats.by_mark.fetch_add(1, Ordering::Relaxed);
+            b.continued.push((e.flow.key(), a.clone()));
+        }
+        // Picked up after its entry was deleted, its socket already closing.
+        let owner = match (owner, e.picked_up) {
+            (None, true) => {
+                let a = self.continued.owner_of(&e.flow.orig);
+                if let Some(a) = &a {
+                    b.continued.push((e.flow.key(), a.clone()));
+                }
+                a
+            }
+            (owner, _) => owner,
+        };
+        if let (Some(a), Some((inode, server))) = (&owner, inode) {
+            let uid = a.uid;
+            b.owned.push((b.out.len(), Wanted { inode, uid, server }));
+            // Local traffic is charged to nobody: not worth the holders' walk.
+            let charged = at
+                .as_ref()
+                .is_some_and(|at| matches!(at.verdict, Verdict::User(_)));
+            if a.via == Via::Pending && charged {
+                b.claims.push(b.out.len());
+            }
+        }
+        b.lookup += t0.elapsed();
+        b.out.push(Resolved::New {
+            flow: e.flow,
+            owner,
+            at_ms: b.at_ms,
+        });
+    }
+
+    /// The owners found (`owned` indexes `out`) and continued, in `fresh` for the writer.
+    fn publish(
+        &self,
+        out: &[Resolved],
+        owned: &[(usize, Wanted)],
+        continued: Vec<(FlowKey, Attribution)>,
+    ) {
+        let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, _) in owned {
+            if let Resolved::New {
+                flow,
+                owner: Some(a),
+                ..
+            } = &out[*i]
+            {
+                fresh.insert(flow.key(), a.clone());
+            }
+        }
+        fresh.extend(continued);
     }
 
     /// The attribution of `flow` through its owning socket, if one was found and it is
@@ -382,12 +420,24 @@ impl Listener {
         socket: Option<&Socket>,
         host: &HashSet<IpAddr>,
     ) -> Option<Attribution> {
-        attribute_through(flow, socket?, host, &self.delegating, &self.nets)
+        let subuids = crate::sources::netns::SubUids::host();
+        attribute_through(flow, socket?, host, &self.delegating, &subuids, &self.nets)
             .filter(|a| a.via != Via::Pending)
     }
 
-    /// The socket that owns `flow`, if a live one does ([`SockDiag::owner_socket`]).
-    fn owner_socket(&mut self, flow: &Flow, host: &HashSet<IpAddr>) -> Option<Socket> {
+    /// The socket that owns `flow`, if a live one does ([`SockDiag::owner_socket`]; a ping
+    /// socket from `pings`, read from `/proc/net/icmp{,6}` when first needed).
+    fn owner_socket(
+        &mut self,
+        flow: &Flow,
+        host: &HashSet<IpAddr>,
+        pings: &mut Option<PingSockets>,
+    ) -> Option<Socket> {
+        if L4::from_ipproto(flow.orig.proto).is_some_and(L4::is_ping) {
+            let pings = pings.get_or_insert_with(|| PingSockets::read(&self.proc_root));
+            let here = |ip: IpAddr| ip.is_loopback() || host.contains(&ip);
+            return pings.owner_of(flow, here).cloned();
+        }
         let mut asked = 0;
         let errors = &self.stats.lookup_errors;
         let found = self.diag.owner_socket(flow, host, &mut asked, &mut |e| {
@@ -479,78 +529,14 @@ fn name_programs(
             }
             ToNamer::Batch(b) => b,
         };
-        // In a burst the listener sends many small batches: take every one already
-        // queued, so one walk of /proc serves them all.
-        while let Ok(more) = rx.try_recv() {
-            match more {
-                ToNamer::Batch(b) => {
-                    let base = batch.events.len();
-                    batch
-                        .inodes
-                        .extend(b.inodes.into_iter().map(|(i, w)| (base + i, w)));
-                    batch.claims.extend(b.claims.into_iter().map(|i| base + i));
-                    batch.events.extend(b.events);
-                    batch.skipped += b.skipped;
-                }
-                other => {
-                    held = Some(other);
-                    break;
-                }
-            }
-        }
+        held = coalesce(&mut batch, &rx);
         if reload.swap(false, Ordering::SeqCst) {
             namer.clear();
         }
         if !batch.inodes.is_empty() {
-            let t = Instant::now();
-            let wanted: Vec<Wanted> = batch.inodes.iter().map(|(_, w)| *w).collect();
-            let programs = namer.name(&wanted);
-            stats
-                .scan_ns
-                .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            stats
-                .process_walks
-                .store(namer.work.process_walks, Ordering::Relaxed);
-            stats
-                .full_walks
-                .store(namer.work.full_walks, Ordering::Relaxed);
-            let mut fresh = fresh.lock().unwrap_or_else(|p| p.into_inner());
-            for (i, w) in &batch.inodes {
-                let Some(p) = programs.get(&w.inode) else {
-                    continue;
-                };
-                if let Resolved::New {
-                    flow,
-                    owner: Some(a),
-                    ..
-                } = &mut batch.events[*i]
-                {
-                    a.program = Some(p.clone());
-                    stats.programs.fetch_add(1, Ordering::Relaxed);
-                    // The writer may have stored and dropped it already: only update.
-                    if let Some(f) = fresh.get_mut(&flow.key()) {
-                        f.program = Some(p.clone());
-                    }
-                }
-            }
+            name_batch(&mut namer, &mut batch, &fresh, &stats);
         }
-        for i in &batch.claims {
-            if let Resolved::New {
-                flow,
-                owner: Some(a),
-                at_ms,
-            } = &batch.events[*i]
-            {
-                let inode = batch.inodes.iter().find(|(j, _)| j == i).map(|x| x.1.inode);
-                let holder = inode.and_then(|ino| namer.holder_pid(ino));
-                claims.add(flow.clone(), a.clone(), *at_ms, holder);
-            }
-        }
-        for e in &batch.events {
-            if let Resolved::Destroy { flow, .. } = e {
-                claims.ended(&flow.key());
-            }
-        }
+        claim(&batch, &mut namer, &mut claims);
         let out = ToWriter::Batch {
             events: batch.events,
             skipped: batch.skipped,
@@ -560,6 +546,85 @@ fn name_programs(
         }
         if !claims.is_empty() && !send_claimed(&mut claims, &mut namer, &tx, &fresh, &stats) {
             return;
+        }
+    }
+}
+
+/// In a burst the listener sends many small batches: every one already queued is added to
+/// `batch`, so one walk of /proc serves them all. Returns the message that ended the run,
+/// to handle next.
+fn coalesce(batch: &mut Unnamed, rx: &std::sync::mpsc::Receiver<ToNamer>) -> Option<ToNamer> {
+    while let Ok(more) = rx.try_recv() {
+        match more {
+            ToNamer::Batch(b) => {
+                let base = batch.events.len();
+                batch
+                    .inodes
+                    .extend(b.inodes.into_iter().map(|(i, w)| (base + i, w)));
+                batch.claims.extend(b.claims.into_iter().map(|i| base + i));
+                batch.events.extend(b.events);
+                batch.skipped += b.skipped;
+            }
+            other => return Some(other),
+        }
+    }
+    None
+}
+
+/// The programs of the batch's owners, from one walk of /proc, into its events and into
+/// `fresh` (where the writer has not taken them yet).
+fn name_batch(namer: &mut Namer, batch: &mut Unnamed, fresh: &Fresh, stats: &Stats) {
+    let t = Instant::now();
+    let wanted: Vec<Wanted> = batch.inodes.iter().map(|(_, w)| *w).collect();
+    let programs = namer.name(&wanted);
+    stats
+        .scan_ns
+        .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    stats
+        .process_walks
+        .store(namer.work.process_walks, Ordering::Relaxed);
+    stats
+        .full_walks
+        .store(namer.work.full_walks, Ordering::Relaxed);
+    let mut fresh = fresh.lock().unwrap_or_else(|p| p.into_inner());
+    for (i, w) in &batch.inodes {
+        let Some(p) = programs.get(&w.inode) else {
+            continue;
+        };
+        if let Resolved::New {
+            flow,
+            owner: Some(a),
+            ..
+        } = &mut batch.events[*i]
+        {
+            a.program = Some(p.clone());
+            stats.programs.fetch_add(1, Ordering::Relaxed);
+            // The writer may have stored and dropped it already: only update.
+            if let Some(f) = fresh.get_mut(&flow.key()) {
+                f.program = Some(p.clone());
+            }
+        }
+    }
+}
+
+/// The batch's flows whose service waits for its user's process join `claims` (with the
+/// holder found by the walk, if any); its ended flows leave.
+fn claim(batch: &Unnamed, namer: &mut Namer, claims: &mut Claims) {
+    for i in &batch.claims {
+        if let Resolved::New {
+            flow,
+            owner: Some(a),
+            at_ms,
+        } = &batch.events[*i]
+        {
+            let inode = batch.inodes.iter().find(|(j, _)| j == i).map(|x| x.1.inode);
+            let holder = inode.and_then(|ino| namer.holder_pid(ino));
+            claims.add(flow.clone(), a.clone(), *at_ms, holder);
+        }
+    }
+    for e in &batch.events {
+        if let Resolved::Destroy { flow, .. } = e {
+            claims.ended(&flow.key());
         }
     }
 }

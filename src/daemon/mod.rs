@@ -722,6 +722,28 @@ fn start_listener(cfg: &DaemonConfig) -> Result<(Running, usize, Fresh)> {
     Ok((running, buffer, fresh))
 }
 
+/// What the daemon needs of the kernel set up (`needs`), then its database opened as the
+/// daemon, with what setup found changed since it last ran here recorded and said.
+fn open_store(db: &Path, cfg: &DaemonConfig, needs: Needs) -> Result<Store> {
+    let proc_root = &cfg.pass.proc_root;
+    for change in prereq::ensure_with(proc_root, cfg.setup, needs)? {
+        say(cfg.quiet, change);
+    }
+    let mut store = Store::open(
+        db,
+        &OpenOptions {
+            busy_timeout: cfg.lock_timeout,
+            role: Role::Daemon,
+            ..OpenOptions::default()
+        },
+    )?;
+    // The table flushed while no daemon ran: recorded and said, as a timer's pass does.
+    for line in crate::store::gaps::record_kept_gaps(&mut store, proc_root)? {
+        warn!("{line}");
+    }
+    Ok(store)
+}
+
 /// Run the daemon until SIGTERM/SIGINT; `db` is the database path. `reload` gives the
 /// configuration again on SIGHUP (the caller re-reads its configuration file); the event
 /// buffer and setup settings keep their values from the start.
@@ -736,23 +758,7 @@ pub fn run(
         events: true,
         no_owner_mark: !cfg.pass.marks.enabled(),
     };
-    for change in prereq::ensure_with(&proc_root, cfg.setup, needs)? {
-        say(cfg.quiet, change);
-    }
-    let store = Store::open(
-        db,
-        &OpenOptions {
-            busy_timeout: cfg.lock_timeout,
-            role: Role::Daemon,
-            ..OpenOptions::default()
-        },
-    )?;
-    // What setup found changed since it last ran here (the table flushed while no daemon
-    // ran): recorded and said, as a timer's pass does.
-    let mut store = store;
-    for line in crate::store::gaps::record_kept_gaps(&mut store, &proc_root)? {
-        warn!("{line}");
-    }
+    let store = open_store(db, &cfg, needs)?;
     let counters = Arc::new(metrics_http::Counters::default());
     if let Some(addr) = cfg.metrics_listen {
         let bound = metrics_http::spawn(addr, db, counters.clone()).with_context(|| {

@@ -10,18 +10,21 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::attribute::{attribute_through, Attribution, Delegating, LocalNets};
-use crate::model::{Flow, FlowKey};
+use crate::model::{Flow, FlowKey, L4};
 use crate::sources::conntrack::{
     ConntrackError, EventKind, EventSocket, Events, GROUP_DESTROY, GROUP_NEW,
 };
 use crate::sources::interfaces;
+use crate::sources::netns::SubUids;
 use crate::sources::sockdiag::SockDiag;
+use crate::sources::sockets::PingSockets;
 
 /// How long one wait for events lasts before the stop flag is looked at again.
 const WAIT: Duration = Duration::from_millis(200);
@@ -122,11 +125,20 @@ fn listen(
         }
         let mut owners = Vec::new();
         let mut ended = Vec::new();
+        // A uid of a subordinate range (a user's rootless user namespace) is its owner's.
+        let subuids = SubUids::host();
+        // Read at the batch's first ICMP NEW: sock_diag does not list ping sockets.
+        let mut pings: Option<PingSockets> = None;
         for e in events.events {
             match e.kind {
                 EventKind::New => {
                     let Some(diag) = diag.as_mut() else { continue };
-                    if let Some(a) = owner(diag, &e.flow, &host, nets, delegating) {
+                    let found = Found {
+                        diag,
+                        pings: &mut pings,
+                        host: &host,
+                    };
+                    if let Some(a) = owner(found, &e.flow, nets, delegating, &subuids) {
                         owners.push((e.flow.key(), a));
                     }
                 }
@@ -141,20 +153,38 @@ fn listen(
     }
 }
 
-/// The owner of a new flow, from its socket (sock_diag), if it has one on this host: the
-/// same lookups as the daemon's listener.
+/// Where a new flow's socket is looked for.
+struct Found<'a> {
+    diag: &'a mut SockDiag,
+    /// The ping sockets, once read.
+    pings: &'a mut Option<PingSockets>,
+    host: &'a HashSet<IpAddr>,
+}
+
+/// The owner of a new flow, from its socket (sock_diag; a ping socket from
+/// `/proc/net/icmp{,6}`), if it has one on this host: the same lookups as the daemon's
+/// listener.
 fn owner(
-    diag: &mut SockDiag,
+    found: Found,
     flow: &Flow,
-    host: &HashSet<IpAddr>,
     nets: &LocalNets,
     delegating: &Delegating,
+    subuids: &SubUids,
 ) -> Option<Attribution> {
-    let socket = diag.owner_socket(
-        flow,
-        host,
-        &mut 0,
-        &mut |e| tracing::debug!(error = %e, "sock_diag lookup failed"),
-    )?;
-    attribute_through(flow, &socket, host, delegating, nets)
+    let host = found.host;
+    let socket = if L4::from_ipproto(flow.orig.proto).is_some_and(L4::is_ping) {
+        let pings = found
+            .pings
+            .get_or_insert_with(|| PingSockets::read(Path::new("/proc")));
+        let here = |ip: IpAddr| ip.is_loopback() || host.contains(&ip);
+        pings.owner_of(flow, here).cloned()?
+    } else {
+        found.diag.owner_socket(
+            flow,
+            host,
+            &mut 0,
+            &mut |e| tracing::debug!(error = %e, "sock_diag lookup failed"),
+        )?
+    };
+    attribute_through(flow, &socket, host, delegating, subuids, nets)
 }

@@ -368,10 +368,12 @@ fn scan_process(
         Err(e) => return count(scan, &e.into(), &fd_path),
     };
     let mut entries = RawDir::new(&dir, dirents);
-    // Read the program name at most once per process, and only if it owns something.
-    let mut program: Option<String> = None;
-    // Its real uid, read at most once, only if it holds a socket of `every`.
-    let mut uid: Option<Option<u32>> = None;
+    let mut process = Process {
+        pid,
+        dir: &pid_dir,
+        program: None,
+        uid: None,
+    };
     // "socket:[18446744073709551615]" is 29 bytes; a longer target is a path, not a socket.
     let mut buf = [0u8; 64];
     loop {
@@ -405,20 +407,50 @@ fn scan_process(
                 continue;
             }
         };
-        let Some(inode) = parse_socket_link(target) else {
-            continue;
-        };
+        if let Some(inode) = parse_socket_link(target) {
+            process.holds(inode, wanted, every, scan);
+        }
+    }
+}
+
+/// One process of [`scan_process`], whose name and uid are read at most once, and only if
+/// it holds a socket that asks for them.
+struct Process<'a> {
+    pid: u32,
+    dir: &'a Path,
+    /// Its program name, once it owns or holds something.
+    program: Option<String>,
+    /// Its real uid, once it holds a socket of `every`.
+    uid: Option<Option<u32>>,
+}
+
+impl Process<'_> {
+    fn program(&mut self) -> String {
+        self.program
+            .get_or_insert_with(|| program_name(self.dir))
+            .clone()
+    }
+
+    /// Record that it holds socket `inode`: a holder if the inode is in `every`, the
+    /// owner if it is `wanted` and no process of a lower pid owns it.
+    fn holds(
+        &mut self,
+        inode: u64,
+        wanted: &HashSet<u64>,
+        every: &HashSet<u64>,
+        scan: &mut ProcessScan,
+    ) {
+        let pid = self.pid;
         if every.contains(&inode) {
-            let uid = *uid.get_or_insert_with(|| {
-                std::fs::read(pid_dir.join("status"))
+            let dir = self.dir;
+            let uid = *self.uid.get_or_insert_with(|| {
+                std::fs::read(dir.join("status"))
                     .ok()
                     .and_then(|s| parse_status_uid(&s))
             });
             // A process that exited meanwhile has no uid to charge: skipped.
             if let Some(uid) = uid {
-                let program = program
-                    .get_or_insert_with(|| program_name(&pid_dir))
-                    .clone();
+                let program = self.program();
                 let holders = scan.holders.entry(inode).or_default();
                 // The same socket on two descriptors of one process is one holder.
                 if holders.last().is_none_or(|h| h.pid != pid) {
@@ -426,15 +458,10 @@ fn scan_process(
                 }
             }
         }
-        if !wanted.contains(&inode) {
-            continue;
+        if !wanted.contains(&inode) || scan.owners.get(&inode).is_some_and(|o| o.pid <= pid) {
+            return;
         }
-        if scan.owners.get(&inode).is_some_and(|o| o.pid <= pid) {
-            continue;
-        }
-        let program = program
-            .get_or_insert_with(|| program_name(&pid_dir))
-            .clone();
+        let program = self.program();
         scan.owners.insert(inode, Owner { pid, program });
     }
 }

@@ -191,8 +191,9 @@ pub fn request(l4: L4, local: SocketAddr, remote: SocketAddr, seq: u32) -> Vec<u
         IpAddr::V6(_) => libc::AF_INET6,
     };
     // UDP's lookup takes the ends the other way round (see the module docs).
+    // (Ping sockets have no sock_diag handler: [`owner_candidates`] never asks for one.)
     let (src, dst) = match l4 {
-        L4::Tcp => (local, remote),
+        L4::Tcp | L4::Icmp | L4::Icmpv6 => (local, remote),
         L4::Udp | L4::UdpLite => (remote, local),
     };
     let mut m = Vec::with_capacity(REQ_LEN);
@@ -328,7 +329,8 @@ pub fn owner_candidates(
     flow: &crate::model::Flow,
     host: &std::collections::HashSet<IpAddr>,
 ) -> Option<(L4, Vec<(SocketAddr, SocketAddr)>)> {
-    let l4 = L4::from_ipproto(flow.orig.proto)?;
+    // Ping sockets are not in sock_diag: `sockets::PingSockets`.
+    let l4 = L4::from_ipproto(flow.orig.proto).filter(|l| !l.is_ping())?;
     let local = |ip: IpAddr| ip.is_loopback() || host.contains(&ip);
     let (o, r) = (&flow.orig, &flow.reply);
     let mut tries = Vec::with_capacity(3);

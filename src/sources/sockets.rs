@@ -1,6 +1,7 @@
-//! The kernel's socket tables: `/proc/net/{tcp,tcp6,udp,udp6}` → [`Socket`] rows.
+//! The kernel's socket tables: `/proc/net/{tcp,tcp6,udp,udp6}` (and UDP-Lite's, and the
+//! ping sockets' `icmp`, `icmp6`) → [`Socket`] rows.
 //!
-//! This module owns reading and parsing those four files. It parses them line by line itself
+//! This module owns reading and parsing those files. It parses them line by line itself
 //! instead of using procfs's table reader, because procfs rejects a whole file on one line it
 //! does not like (e.g. a UDP state other than 1 or 7); here a malformed line is logged, recorded
 //! in [`SocketTable::bad_lines`] and skipped, and every other row survives.
@@ -110,6 +111,13 @@ const TABLES: [(&str, L4, bool); 6] = [
     ("udplite6", L4::UdpLite, false),
 ];
 
+/// The ping sockets' tables (unprivileged ICMP, `net.ipv4.ping_group_range`), read apart
+/// from the others and only when a flow needs them: they are small, but most passes have
+/// no ICMP flow to attribute. Absent without IPv6, or in kernels built without ping
+/// sockets: not an error.
+const PING_TABLES: [(&str, L4, bool); 2] =
+    [("icmp", L4::Icmp, false), ("icmp6", L4::Icmpv6, false)];
+
 /// Read `proc_root/net/{tcp,tcp6,udp,udp6,udplite,udplite6}` and parse every row.
 ///
 /// `proc_root` is `/proc` for our own network namespace, `/proc/PID` for PID's, or a fixture
@@ -117,9 +125,92 @@ const TABLES: [(&str, L4, bool); 6] = [
 /// A missing `tcp6`/`udp6` gives no rows; a missing `tcp`/`udp` or an unreadable file is an
 /// error. Malformed lines are not errors: see [`parse_table`].
 pub fn read_sockets(proc_root: &Path) -> Result<SocketTable, SocketsError> {
+    read_tables(proc_root, &TABLES)
+}
+
+/// Read the ping sockets of `proc_root/net/{icmp,icmp6}` ([`L4::Icmp`], [`L4::Icmpv6`]):
+/// rows as [`read_sockets`]'s (the local port is the echo identifier). Missing files give
+/// no rows.
+pub fn read_ping_sockets(proc_root: &Path) -> Result<SocketTable, SocketsError> {
+    read_tables(proc_root, &PING_TABLES)
+}
+
+/// The ping sockets of `proc_root` ([`read_ping_sockets`]) when one of `flows` (those a pass
+/// has no owner for yet) is an ICMP or ICMPv6 flow from this host (`is_host`); `None`
+/// otherwise, or when the tables cannot be read (said at debug: the owner mark is left).
+/// Most passes have no such flow and read nothing.
+pub fn ping_sockets_for<'f>(
+    proc_root: &Path,
+    mut flows: impl Iterator<Item = &'f crate::model::Flow>,
+    is_host: impl Fn(IpAddr) -> bool,
+) -> Option<SocketTable> {
+    let ping = |f: &crate::model::Flow| L4::from_ipproto(f.orig.proto).is_some_and(L4::is_ping);
+    if !flows.any(|f| ping(f) && is_host(f.orig.src)) {
+        return None;
+    }
+    read_ping_sockets(proc_root)
+        .inspect_err(|e| tracing::debug!("ping sockets not read: {e}"))
+        .ok()
+}
+
+/// The ping sockets of a namespace by protocol and echo id, for the owner of one ICMP flow
+/// at a time (the daemon's and `live`'s NEW events: sock_diag does not list ping sockets).
+#[derive(Debug, Default)]
+pub struct PingSockets {
+    by_id: crate::model::FastMap<(L4, u16), Vec<Socket>>,
+}
+
+impl PingSockets {
+    /// Read `proc_root/net/{icmp,icmp6}` ([`read_ping_sockets`]); none when they cannot be
+    /// read (said at debug: the flows are left to the owner mark and the passes).
+    pub fn read(proc_root: &Path) -> PingSockets {
+        match read_ping_sockets(proc_root) {
+            Ok(t) => PingSockets::new(t.sockets),
+            Err(e) => {
+                tracing::debug!("ping sockets not read: {e}");
+                PingSockets::default()
+            }
+        }
+    }
+
+    /// Group `sockets` (ping sockets with owners; others are left out) by echo id.
+    pub fn new(sockets: Vec<Socket>) -> PingSockets {
+        let mut by_id = crate::model::FastMap::<(L4, u16), Vec<Socket>>::default();
+        for s in sockets
+            .into_iter()
+            .filter(|s| s.proto.is_ping() && s.has_owner())
+        {
+            by_id.entry((s.proto, s.local.port())).or_default().push(s);
+        }
+        PingSockets { by_id }
+    }
+
+    /// The ping socket that sent `flow`'s echo requests: its protocol and id (the original
+    /// source port), its local address the flow's source or unspecified, and, when
+    /// connected, the flow's destination as its remote end. Only for a source that is this
+    /// host's (`is_host`).
+    pub fn owner_of(
+        &self,
+        flow: &crate::model::Flow,
+        is_host: impl Fn(IpAddr) -> bool,
+    ) -> Option<&Socket> {
+        let l4 = L4::from_ipproto(flow.orig.proto).filter(|l| l.is_ping())?;
+        let o = &flow.orig;
+        if !is_host(o.src) {
+            return None;
+        }
+        let unset = |a: &SocketAddr| a.port() == 0 && a.ip().is_unspecified();
+        self.by_id.get(&(l4, o.sport))?.iter().find(|s| {
+            (s.local.ip() == o.src || s.local.ip().is_unspecified())
+                && (unset(&s.remote) || s.remote == o.dst_sa())
+        })
+    }
+}
+
+fn read_tables(proc_root: &Path, tables: &[(&str, L4, bool)]) -> Result<SocketTable, SocketsError> {
     let net = proc_root.join("net");
     let mut table = SocketTable::default();
-    for (name, proto, required) in TABLES {
+    for &(name, proto, required) in tables {
         let path = net.join(name);
         let text = match read_text(&path) {
             Ok(text) => text,
@@ -414,6 +505,108 @@ mod tests {
             )
             .inode,
             3245925
+        );
+    }
+
+    #[test]
+    fn ping_socket_rows_have_the_echo_id_as_their_port() {
+        let t = read_ping_sockets(&fixture("icmp")).unwrap();
+        assert!(t.bad_lines.is_empty(), "{:?}", t.bad_lines);
+        assert_eq!(t.sockets.len(), 5);
+        let protos: Vec<L4> = t.sockets.iter().map(|s| s.proto).collect();
+        assert_eq!(
+            protos,
+            [L4::Icmp, L4::Icmp, L4::Icmp, L4::Icmpv6, L4::Icmpv6]
+        );
+        // Unconnected, its id chosen at its first sendto (62547 = 0xF453).
+        let sent = find(&t, L4::Icmp, "0.0.0.0:62547", "0.0.0.0:0");
+        assert_eq!((sent.state, sent.uid, sent.inode), (0x07, 65534, 49885));
+        let connected = find(&t, L4::Icmp, "198.51.100.1:62548", "198.51.100.2:0");
+        assert_eq!((connected.state, connected.inode), (0x01, 49887));
+        // Bound to an id of the user's choosing (0x1234).
+        assert_eq!(
+            find(&t, L4::Icmp, "198.51.100.1:4660", "0.0.0.0:0").inode,
+            49886
+        );
+        assert_eq!(find(&t, L4::Icmpv6, "[::]:62549", "[::]:0").inode, 49888);
+        let v6 = find(&t, L4::Icmpv6, "[2001:db8::1]:62550", "[2001:db8::2]:0");
+        assert_eq!((v6.state, v6.inode), (0x01, 49889));
+        // The other tables do not read them, and no ping table is no error.
+        assert!(
+            read_sockets(&fixture("icmp")).is_err(),
+            "no tcp table there"
+        );
+        let none = read_ping_sockets(&fixture("udplite")).unwrap();
+        assert_eq!(none, SocketTable::default());
+    }
+
+    #[test]
+    fn ping_sockets_name_the_sender_of_an_echo_by_its_id() {
+        use crate::model::{Flow, Tuple};
+        let pings = PingSockets::new(read_ping_sockets(&fixture("icmp")).unwrap().sockets);
+        let echo = |src: &str, dst: &str| {
+            let (s, d) = (sa(src), sa(dst));
+            let orig = Tuple {
+                src: s.ip(),
+                dst: d.ip(),
+                proto: if s.is_ipv4() { 1 } else { 58 },
+                sport: s.port(),
+                dport: 0,
+            };
+            let reply = Tuple {
+                src: d.ip(),
+                dst: s.ip(),
+                sport: 0,
+                dport: s.port(),
+                ..orig
+            };
+            Flow {
+                orig,
+                reply,
+                id: 1,
+                zone: 0,
+                mark: 0,
+                status: 0,
+                orig_counters: None,
+                reply_counters: None,
+                start_ns: None,
+                stop_ns: None,
+            }
+        };
+        let host: [IpAddr; 2] = [
+            "198.51.100.1".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+        ];
+        let here = |ip: IpAddr| host.contains(&ip);
+        let inode = |f: &Flow| pings.owner_of(f, here).map(|s| s.inode);
+        assert_eq!(
+            inode(&echo("198.51.100.1:62547", "198.51.100.2:0")),
+            Some(49885)
+        );
+        assert_eq!(
+            inode(&echo("198.51.100.1:62548", "198.51.100.2:0")),
+            Some(49887)
+        );
+        assert_eq!(
+            inode(&echo("198.51.100.1:4660", "203.0.113.9:0")),
+            Some(49886)
+        );
+        assert_eq!(
+            inode(&echo("[2001:db8::1]:62549", "[2001:db8::2]:0")),
+            Some(49888)
+        );
+        assert_eq!(
+            inode(&echo("[2001:db8::1]:62550", "[2001:db8::2]:0")),
+            Some(49889)
+        );
+        // Connected elsewhere, another address, another family, another id, not from here.
+        assert_eq!(inode(&echo("198.51.100.1:62548", "203.0.113.9:0")), None);
+        assert_eq!(inode(&echo("198.51.100.7:4660", "198.51.100.2:0")), None);
+        assert_eq!(inode(&echo("[2001:db8::1]:62547", "[2001:db8::2]:0")), None);
+        assert_eq!(inode(&echo("198.51.100.1:62549", "198.51.100.2:0")), None);
+        assert_eq!(
+            pings.owner_of(&echo("198.51.100.1:62547", "198.51.100.2:0"), |_| false),
+            None
         );
     }
 

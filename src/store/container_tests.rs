@@ -140,7 +140,7 @@ fn rows<T: rusqlite::types::FromSql>(store: &Store, sql: &str) -> Vec<Vec<T>> {
 }
 
 #[test]
-fn a_container_is_kept_in_reason_as_ns_id_uid_and_interned_once() {
+fn a_container_is_kept_in_its_columns_and_interned_once() {
     let (_dir, mut store, plan) = written();
     // Every container's key carries it; the unattributed and the service's rows none.
     let with: Vec<_> = plan
@@ -149,24 +149,31 @@ fn a_container_is_kept_in_reason_as_ns_id_uid_and_interned_once() {
         .filter_map(|k| k.container.as_ref().map(|c| (k.uid, c.name.to_string())))
         .collect();
     assert_eq!(with.len(), 4, "{with:?}");
-    let reasons = rows::<String>(&store, "SELECT reason FROM usage_raw ORDER BY tx_bytes");
-    let reasons: Vec<&str> = reasons.iter().map(|r| r[0].as_str()).collect();
+    let charged = rows::<rusqlite::types::Value>(
+        &store,
+        "SELECT reason, via_uid, container, container_uid FROM usage_raw ORDER BY tx_bytes",
+    );
+    let charged: Vec<String> = charged.iter().map(|r| format!("{r:?}")).collect();
+    let row = |reason: &str, via: i64, container: i64, inner: i64| {
+        format!("[Text({reason:?}), Integer({via}), Integer({container}), Integer({inner})]")
+    };
     assert_eq!(
-        reasons,
+        charged,
         [
-            "",
-            "ns:1:1000",
-            "ns:2:0",
-            "ns:1:0",
-            "ns:1:1000",
-            "forwarded",
-            "via:0"
+            row("", -1, 0, -1),
+            row("", -1, 1, 1000),
+            row("", -1, 2, 0),
+            row("", -1, 1, 0),
+            row("", -1, 1, 1000),
+            row("forwarded", -1, 0, -1),
+            row("", 0, 0, -1),
         ]
     );
-    // The per-user totals are keyed by the same reason.
+    // The per-user totals are keyed by the same columns.
     let n = rows::<i64>(
         &store,
-        "SELECT count(DISTINCT reason) FROM usage_totals WHERE reason LIKE 'ns:%'",
+        "SELECT count(*) FROM (SELECT DISTINCT container, container_uid FROM usage_totals
+                               WHERE container <> 0)",
     );
     assert_eq!(n, [[3]]);
     let names = rows::<rusqlite::types::Value>(
@@ -187,11 +194,11 @@ fn a_container_is_kept_in_reason_as_ns_id_uid_and_interned_once() {
         "SELECT id, first_seen, last_seen FROM containers ORDER BY id",
     );
     assert_eq!(seen, [[1, 1000, 1300], [2, 1000, 1000]]);
-    let reasons = rows::<String>(
+    let charged = rows::<i64>(
         &store,
-        "SELECT DISTINCT reason FROM usage_raw WHERE ts = 1200",
+        "SELECT DISTINCT container, container_uid FROM usage_raw WHERE ts = 1200",
     );
-    assert_eq!(reasons, [["ns:1:1000"]]);
+    assert_eq!(charged, [[1, 1000]]);
 }
 
 #[test]
@@ -516,8 +523,11 @@ fn the_daemons_flush_stores_the_container_in_usage_state_and_log() {
             not_logged: Default::default(),
         })
         .unwrap();
-    let reasons = rows::<String>(&store, "SELECT reason FROM usage_raw ORDER BY tx_bytes");
-    assert_eq!(reasons, [["ns:1:1000"], ["ns:2:0"]]);
+    let charged = rows::<i64>(
+        &store,
+        "SELECT container, container_uid FROM usage_raw ORDER BY tx_bytes",
+    );
+    assert_eq!(charged, [[1, 1000], [2, 0]]);
     let state = store.load_states(&[new.key]).unwrap();
     assert_eq!(state[&new.key].attribution, new.attribution);
     let read = store
@@ -595,6 +605,27 @@ fn a_schema_9_database_upgrades_in_place_with_every_row_unchanged() {
     ];
     let c = Connection::open(&p).unwrap();
     let before: Vec<Vec<String>> = queries.iter().map(|q| dump(&c, q)).collect();
+    // The tables as schema 9 had them, from the typed columns of migration 0015: the
+    // packed `reason` each row had.
+    let packed = "CASE WHEN via_uid >= 0 THEN 'via:' || via_uid
+                       WHEN container <> 0 THEN 'ns:' || container || ':' || container_uid
+                       ELSE reason END";
+    let mut queries = queries;
+    queries[6] = format!(
+        "SELECT ts, uid, kind, {packed}, program, remote, protocol, port, direction,
+                rx_bytes, tx_bytes, rx_packets, tx_packets
+         FROM usage_raw ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9"
+    );
+    queries[7] = format!(
+        "SELECT granularity, ts, uid, kind, {packed}, program, remote, protocol, port,
+                rx_bytes, tx_bytes, rx_packets, tx_packets
+         FROM usage_tiers ORDER BY 1, 2, 3, 4, 5"
+    );
+    queries[8] = format!(
+        "SELECT granularity, ts, uid, kind, {packed}, rx_bytes, tx_bytes, rx_packets,
+                tx_packets
+         FROM usage_totals ORDER BY 1, 2, 3, 4, 5"
+    );
     // Names as 0005 numbers them ('' is 1).
     let curl = dump(&c, "SELECT count(*) FROM usage_all WHERE program = 'curl'");
     assert_eq!(curl, ["Integer(3)"]);

@@ -40,9 +40,10 @@ pub const CATCH_UP_ROWS: u64 = 40_000;
 
 /// The upsert of one raw row's key and counters into its hour (?1 = 3600) or day.
 const UPSERT: &str = concat!(
-    "INSERT INTO usage_keys (granularity, ts, uid, kind, reason, program, remote, protocol,
-        port, rx_bytes, tx_bytes, rx_packets, tx_packets)
-     VALUES (?1, ?2 - ?2 % ?1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+    "INSERT INTO usage_keys (granularity, ts, uid, kind, reason, via_uid, container,
+        container_uid, program, remote, protocol, port, rx_bytes, tx_bytes, rx_packets,
+        tx_packets)
+     VALUES (?1, ?2 - ?2 % ?1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
      ON CONFLICT",
     add_counters!()
 );
@@ -72,14 +73,11 @@ impl<'t> Adder<'t> {
         Ok(Adder { stmt, bucket, lo })
     }
 
-    /// Add one raw row: uid, kind, reason, program, remote, protocol, port and the
+    /// Add one raw row: who it is charged to, program, remote, protocol, port and the
     /// counters as written.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn add(
         &mut self,
-        uid: i64,
-        kind: i64,
-        reason: &str,
+        c: &super::Charge,
         program: i64,
         remote: i64,
         protocol: u8,
@@ -97,9 +95,12 @@ impl<'t> Adder<'t> {
             stmt.execute(params![
                 g,
                 self.bucket,
-                uid,
-                kind,
-                reason,
+                c.uid,
+                c.kind,
+                c.reason,
+                c.via_uid,
+                c.container,
+                c.container_uid,
                 program,
                 remote,
                 protocol,
@@ -168,15 +169,16 @@ impl Store {
                 .map_err(wrap)?;
             tx.execute(
                 concat!(
-                    "INSERT INTO usage_keys (granularity, ts, uid, kind, reason, program,
-                             remote, protocol, port, rx_bytes, tx_bytes, rx_packets,
-                             tx_packets)
-                         SELECT g, ts - ts % g AS t, uid, kind, reason, program, remote,
-                                protocol, port, sum(rx_bytes), sum(tx_bytes), sum(rx_packets),
-                                sum(tx_packets)
+                    "INSERT INTO usage_keys (granularity, ts, uid, kind, reason, via_uid,
+                             container, container_uid, program, remote, protocol, port,
+                             rx_bytes, tx_bytes, rx_packets, tx_packets)
+                         SELECT g, ts - ts % g AS t, uid, kind, reason, via_uid, container,
+                                container_uid, program, remote, protocol, port, sum(rx_bytes),
+                                sum(tx_bytes), sum(rx_packets), sum(tx_packets)
                          FROM usage_raw, (SELECT 3600 AS g UNION ALL SELECT 86400)
                          WHERE ts >= ?1 AND ts < ?2 AND ts - ts % g >= ?3
-                         GROUP BY g, t, uid, kind, reason, program, remote, protocol, port
+                         GROUP BY g, t, uid, kind, reason, via_uid, container, container_uid,
+                                  program, remote, protocol, port
                          ON CONFLICT",
                     add_counters!()
                 ),
@@ -197,7 +199,8 @@ impl Store {
     /// the detail path (`query::COMPACT`), so any grouping but by direction and by time is
     /// the same either way.
     pub(super) fn keys_cte(&self, since: i64, until: i64) -> Result<Option<String>, StoreError> {
-        if self.schema < KEYS_SCHEMA || !self.use_totals {
+        // An unmigrated database older than the typed columns is read from the detail.
+        if self.schema < super::TYPED_SCHEMA || !self.use_totals {
             return Ok(None);
         }
         let tier_days = self.schema >= TIER_DAYS_SCHEMA;
@@ -214,8 +217,8 @@ impl Store {
         if !keyed && !tier_days {
             return Ok(None);
         }
-        let columns = "ts, uid, kind, reason, program, remote, protocol, port,
-                       rx_bytes, tx_bytes, rx_packets, tx_packets";
+        let columns = "ts, uid, kind, reason, via_uid, container, container_uid, program, remote,
+                       protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets";
         let mut detail = vec![];
         match keyed {
             true => {
@@ -264,8 +267,8 @@ impl Store {
     /// its edges from the hourly tier, its whole days' hours from their sums per key
     /// (`usage_tier_days`, dated at the day's start) and its daily rows.
     fn tier_days_branches(&self, start: i64, until: i64) -> Result<String, StoreError> {
-        let columns = "ts, uid, kind, reason, program, remote, protocol, port,
-                       rx_bytes, tx_bytes, rx_packets, tx_packets";
+        let columns = "ts, uid, kind, reason, via_uid, container, container_uid, program, remote,
+                       protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets";
         let tiers = format!("SELECT {columns} FROM usage_tiers WHERE true");
         let (d1, d2) = (ceil(start, DAY), until - until.rem_euclid(DAY));
         if d1 >= d2 {
@@ -318,13 +321,14 @@ mod tests {
     /// Keys the raw rows of the span sum to that `usage_keys` does not hold as they are,
     /// and rows of `usage_keys` the raw rows do not explain.
     fn mismatches(store: &Store) -> i64 {
-        let sums = "SELECT g, ts - ts % g AS t, uid, kind, reason, program, remote, protocol,
-                           port, sum(rx_bytes), sum(tx_bytes), sum(rx_packets),
-                           sum(tx_packets)
+        let sums = "SELECT g, ts - ts % g AS t, uid, kind, reason, via_uid, container,
+                           container_uid, program, remote, protocol, port, sum(rx_bytes),
+                           sum(tx_bytes), sum(rx_packets), sum(tx_packets)
                     FROM usage_raw, (SELECT 3600 AS g UNION ALL SELECT 86400)
                     WHERE ts - ts % g >= (SELECT lo FROM usage_keys_span)
                       AND ts < (SELECT hi FROM usage_keys_span)
-                    GROUP BY g, t, uid, kind, reason, program, remote, protocol, port";
+                    GROUP BY g, t, uid, kind, reason, via_uid, container, container_uid,
+                             program, remote, protocol, port";
         let sql = format!(
             "SELECT (SELECT count(*) FROM ({sums} EXCEPT SELECT * FROM usage_keys))
                   + (SELECT count(*) FROM (SELECT * FROM usage_keys EXCEPT {sums}))"
@@ -335,11 +339,12 @@ mod tests {
     /// Sums per key and day of the hourly rows that `usage_tier_days` does not hold as
     /// they are, and its rows the hourly rows do not explain.
     fn tier_day_mismatches(store: &Store) -> i64 {
-        let sums = "SELECT ts - ts % 86400 AS d, uid, kind, reason, program, remote, protocol,
-                           port, sum(rx_bytes), sum(tx_bytes), sum(rx_packets),
-                           sum(tx_packets)
+        let sums = "SELECT ts - ts % 86400 AS d, uid, kind, reason, via_uid, container,
+                           container_uid, program, remote, protocol, port, sum(rx_bytes),
+                           sum(tx_bytes), sum(rx_packets), sum(tx_packets)
                     FROM usage_tiers WHERE granularity = 3600
-                    GROUP BY d, uid, kind, reason, program, remote, protocol, port";
+                    GROUP BY d, uid, kind, reason, via_uid, container, container_uid,
+                             program, remote, protocol, port";
         let sql = format!(
             "SELECT (SELECT count(*) FROM ({sums} EXCEPT SELECT * FROM usage_tier_days))
                   + (SELECT count(*) FROM (SELECT * FROM usage_tier_days EXCEPT {sums}))"
@@ -434,7 +439,7 @@ mod tests {
         let in_containers: i64 = store
             .conn()
             .query_row(
-                "SELECT count(*) FROM usage_keys WHERE reason LIKE 'ns:%'",
+                "SELECT count(*) FROM usage_keys WHERE container <> 0",
                 [],
                 |r| r.get(0),
             )

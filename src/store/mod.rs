@@ -31,6 +31,8 @@ pub mod quota;
 pub mod retention;
 pub mod summary;
 pub mod totals;
+#[cfg(test)]
+mod typed_tests;
 
 use std::collections::HashMap;
 use std::fs;
@@ -66,6 +68,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0012_accounting_gaps.sql"),
     include_str!("../../migrations/0013_connection_log_long.sql"),
     include_str!("../../migrations/0014_usage_tier_days.sql"),
+    include_str!("../../migrations/0015_usage_via_container_columns.sql"),
 ];
 
 /// The first schema with the compact usage tables (`0005_raw_buckets.sql`); reports on an
@@ -81,6 +84,11 @@ pub(crate) const CONTAINER_SCHEMA: i64 = 10;
 
 /// The first schema whose flow state keeps the flow's start (`0011_flow_start.sql`).
 pub(crate) const START_SCHEMA: i64 = 11;
+
+/// The first schema whose usage tables keep the service's uid and the container in columns
+/// of their own (`0015_usage_via_container_columns.sql`); before it `reason` packed them, and a report reading such a
+/// database unmigrated reads the views instead (see `query`).
+pub(crate) const TYPED_SCHEMA: i64 = 15;
 
 /// The first schema with the connection log's long connections indexed apart
 /// (`0013_connection_log_long.sql`).
@@ -485,38 +493,35 @@ pub const BUCKET_SECS: i64 = 300;
 
 fn write_usage(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(concat!(
-        "INSERT INTO usage_raw (ts, uid, kind, reason, program, remote, protocol, port,
-            direction, rx_bytes, tx_bytes, rx_packets, tx_packets)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-         ON CONFLICT (ts, uid, kind, reason, program, remote, protocol, port, direction)",
+        "INSERT INTO usage_raw (ts, uid, kind, reason, via_uid, container, container_uid,
+            program, remote, protocol, port, direction, rx_bytes, tx_bytes, rx_packets,
+            tx_packets)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+         ON CONFLICT (ts, uid, kind, reason, via_uid, container, container_uid, program,
+            remote, protocol, port, direction)",
         add_counters!()
     ))?;
     let bucket = ts.div_euclid(BUCKET_SECS) * BUCKET_SECS;
     let mut keys = keys::Adder::new(tx, bucket)?;
     let (mut programs, mut remotes) = (Interned::PROGRAMS, Interned::REMOTES);
     let mut containers = Containers::new(ts);
-    let mut reasons = Vec::with_capacity(plan.usage.len());
+    let mut charges = Vec::with_capacity(plan.usage.len());
     for (k, t) in &plan.usage {
         let program = match &k.program {
             Some(p) => programs.id(tx, p)?,
             None => 0,
         };
-        let (uid, kind, reason) = (
-            k.uid.map_or(-1, i64::from),
-            match k.kind {
-                Kind::User => 0,
-                Kind::Unattributed => 1,
-                Kind::Excluded => 2,
-            },
-            usage_reason(k, containers.id_of(tx, k.container.as_ref())?),
-        );
+        let c = Charge::of(k, containers.id_of(tx, k.container.as_ref())?);
         let remote = remotes.id(tx, &k.remote.to_string())?;
-        keys.add(uid, kind, &reason, program, remote, k.protocol, k.port, t)?;
+        keys.add(&c, program, remote, k.protocol, k.port, t)?;
         stmt.execute(params![
             bucket,
-            uid,
-            kind,
-            reason.as_ref(),
+            c.uid,
+            c.kind,
+            c.reason,
+            c.via_uid,
+            c.container,
+            c.container_uid,
             program,
             remote,
             k.protocol,
@@ -530,25 +535,47 @@ fn write_usage(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Result<(
             t.rx_packets as i64,
             t.tx_packets as i64,
         ])?;
-        reasons.push(reason);
+        charges.push(c);
     }
-    totals::add(tx, ts, plan, &reasons)
+    totals::add(tx, ts, plan, &charges)
 }
 
-/// The `reason` column of a usage row (migrations 0005, 0007 and 0010): why unattributed;
-/// on a user or excluded row `via:UID` when charged through a delegating uid's socket, or
-/// why the socket's uid was charged instead of a holder's, or `ns:ID:UID` when found
-/// through a container's socket (`container` is its `containers.id`, UID the uid inside);
-/// else ''.
-pub(crate) fn usage_reason(
-    k: &crate::account::UsageKey,
-    container: Option<i64>,
-) -> std::borrow::Cow<'static, str> {
-    match (k.reason, k.via, container.zip(k.container.as_ref())) {
-        (Some(r), _, _) => r.as_str().into(),
-        (None, _, Some((id, c))) => format!("ns:{id}:{}", c.inner_uid).into(),
-        (None, Some(via), None) => format!("via:{via}").into(),
-        (None, None, None) => "".into(),
+/// Who a usage row is charged to and how, as every usage table keys it (migrations 0005
+/// and 0015): its columns `uid`, `kind`, `reason`, `via_uid`, `container` and
+/// `container_uid`, in their codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Charge {
+    /// The uid charged (or kept on an excluded row); -1 none.
+    pub(crate) uid: i64,
+    /// 0 user, 1 unattributed, 2 excluded.
+    pub(crate) kind: i64,
+    /// Why unattributed, or why a service's own uid was charged; '' none.
+    pub(crate) reason: &'static str,
+    /// The delegating service's uid the traffic went through to the holder charged; -1
+    /// none.
+    pub(crate) via_uid: i64,
+    /// The `containers.id` of the container whose socket it was found through; 0 none.
+    pub(crate) container: i64,
+    /// That socket's uid inside the container; -1 none.
+    pub(crate) container_uid: i64,
+}
+
+impl Charge {
+    /// The columns of `k`, whose container (if any) is `containers.id` `container`.
+    pub(crate) fn of(k: &crate::account::UsageKey, container: Option<i64>) -> Charge {
+        let inner = k.container.as_ref().filter(|_| container.is_some());
+        Charge {
+            uid: k.uid.map_or(-1, i64::from),
+            kind: match k.kind {
+                Kind::User => 0,
+                Kind::Unattributed => 1,
+                Kind::Excluded => 2,
+            },
+            reason: k.reason.map_or("", |r| r.as_str()),
+            via_uid: k.via.map_or(-1, i64::from),
+            container: container.unwrap_or(0),
+            container_uid: inner.map_or(-1, |c| i64::from(c.inner_uid)),
+        }
     }
 }
 
@@ -942,7 +969,7 @@ mod tests {
     }
 
     #[test]
-    fn via_is_kept_in_reason_and_read_back_by_the_views_the_export_and_top() {
+    fn via_is_kept_in_its_column_and_read_back_by_the_views_the_export_and_top() {
         use crate::store::query::{By, TopQuery};
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("t.db"), &OpenOptions::default()).unwrap();

@@ -32,24 +32,24 @@ pub(super) struct Source {
     next: &'static str,
 }
 
-/// Schema 5 on: the compact tables, names by id. Raw buckets are 5 minutes
+/// The typed schema on: the compact tables, names by id. Raw buckets are 5 minutes
 /// ([`super::BUCKET_SECS`]); tiers are hours (3600) and days (86400).
 const COMPACT: Source = Source {
     cte: "c AS (
-            SELECT ts, uid, kind, reason, program, remote, protocol, port,
-                   rx_bytes, tx_bytes, rx_packets, tx_packets
+            SELECT ts, uid, kind, reason, via_uid, container, container_uid, program, remote,
+                   protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
             FROM usage_raw WHERE ts > ?1 - 300 AND ts < ?2
             UNION ALL
-            SELECT ts, uid, kind, reason, program, remote, protocol, port,
-                   rx_bytes, tx_bytes, rx_packets, tx_packets
+            SELECT ts, uid, kind, reason, via_uid, container, container_uid, program, remote,
+                   protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
             FROM usage_tiers WHERE ts >= ?1 AND ts < ?2
             UNION ALL
-            SELECT ts, uid, kind, reason, program, remote, protocol, port,
-                   rx_bytes, tx_bytes, rx_packets, tx_packets
+            SELECT ts, uid, kind, reason, via_uid, container, container_uid, program, remote,
+                   protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
             FROM usage_tiers WHERE ts = ?1 - ?1 % 3600 AND ts < ?1 AND granularity = 3600
             UNION ALL
-            SELECT ts, uid, kind, reason, program, remote, protocol, port,
-                   rx_bytes, tx_bytes, rx_packets, tx_packets
+            SELECT ts, uid, kind, reason, via_uid, container, container_uid, program, remote,
+                   protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
             FROM usage_tiers WHERE ts = ?1 - ?1 % 86400 AND ts < ?1 AND granularity = 86400)",
     joins: "LEFT JOIN programs p ON p.id = g.pid LEFT JOIN remotes r ON r.id = g.rid",
     program: "p.name",
@@ -96,19 +96,58 @@ const COMPACT: Source = Source {
                                SELECT min(ts) FROM usage_tiers WHERE ts >= ?1 AND ts < ?2)",
 };
 
-/// Older schemas (a report does not migrate): the views, names as they are. Schema 4
+/// Schemas 5 to the typed one (a report does not migrate): the compact tables as they
+/// were, whose `reason` still packs the service ('via:UID', schema 7) and the container
+/// ('ns:ID:UID', schema 10). Split here into the columns the typed schema keeps them in:
+/// the one reader of that form left besides migration 0015, which converts it.
+const PACKED: Source = Source {
+    cte: "c AS (
+            SELECT ts, uid, kind,
+                   CASE WHEN reason LIKE 'via:%' OR reason LIKE 'ns:%' THEN '' ELSE reason
+                   END AS reason,
+                   CASE WHEN reason LIKE 'via:%' THEN CAST(substr(reason, 5) AS INTEGER)
+                        ELSE -1 END AS via_uid,
+                   CASE WHEN reason LIKE 'ns:%' THEN CAST(substr(reason, 4) AS INTEGER)
+                        ELSE 0 END AS container,
+                   CASE WHEN reason LIKE 'ns:%'
+                        THEN CAST(substr(reason, 4 + instr(substr(reason, 4), ':')) AS INTEGER)
+                        ELSE -1 END AS container_uid,
+                   program, remote, protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
+            FROM (SELECT ts, uid, kind, reason, program, remote, protocol, port,
+                         rx_bytes, tx_bytes, rx_packets, tx_packets
+                  FROM usage_raw WHERE ts > ?1 - 300 AND ts < ?2
+                  UNION ALL
+                  SELECT ts, uid, kind, reason, program, remote, protocol, port,
+                         rx_bytes, tx_bytes, rx_packets, tx_packets
+                  FROM usage_tiers WHERE ts >= ?1 AND ts < ?2
+                  UNION ALL
+                  SELECT ts, uid, kind, reason, program, remote, protocol, port,
+                         rx_bytes, tx_bytes, rx_packets, tx_packets
+                  FROM usage_tiers
+                  WHERE ts = ?1 - ?1 % 3600 AND ts < ?1 AND granularity = 3600
+                  UNION ALL
+                  SELECT ts, uid, kind, reason, program, remote, protocol, port,
+                         rx_bytes, tx_bytes, rx_packets, tx_packets
+                  FROM usage_tiers
+                  WHERE ts = ?1 - ?1 % 86400 AND ts < ?1 AND granularity = 86400))",
+    ..COMPACT
+};
+
+/// Schemas before 5 (a report does not migrate): the views, names as they are. Schema 4
 /// dated raw rows by their pass (an instant: nothing straddles), tiers as schema 5 does.
 const VIEW: Source = Source {
     cte: "c AS (
             SELECT ts, ifnull(uid, -1) AS uid,
                    CASE kind WHEN 'user' THEN 0 WHEN 'unattributed' THEN 1 ELSE 2 END AS kind,
-                   ifnull(reason, '') AS reason, program, remote_addr AS remote, protocol, port,
+                   ifnull(reason, '') AS reason, -1 AS via_uid, 0 AS container,
+                   -1 AS container_uid, program, remote_addr AS remote, protocol, port,
                    rx_bytes, tx_bytes, rx_packets, tx_packets
             FROM usage_all WHERE ts >= ?1 AND ts < ?2
             UNION ALL
             SELECT ts, ifnull(uid, -1) AS uid,
                    CASE kind WHEN 'user' THEN 0 WHEN 'unattributed' THEN 1 ELSE 2 END AS kind,
-                   ifnull(reason, '') AS reason, program, remote_addr AS remote, protocol, port,
+                   ifnull(reason, '') AS reason, -1 AS via_uid, 0 AS container,
+                   -1 AS container_uid, program, remote_addr AS remote, protocol, port,
                    rx_bytes, tx_bytes, rx_packets, tx_packets
             FROM usage_rollup
             WHERE (ts = ?1 - ?1 % 3600 AND granularity = 'hour'
@@ -348,18 +387,14 @@ impl Store {
             col(By::Port, "protocol"),
             col(By::Port, "port"),
         );
-        // A user's row keeps in `reason` the service it came through ('via:UID') or why a
-        // service's uid was charged (migration 0006), or the container it was found
-        // through ('ns:ID:UID', migration 0010), which is not a service.
-        let via = col(
-            By::Via,
-            "CASE WHEN kind <> 1 AND reason NOT LIKE 'ns:%' THEN nullif(reason, '') END",
-        );
+        // With --by via, a user's row shows the service it came through, or why the
+        // service's own uid was charged (`ambiguous-holders`).
+        let via = col(By::Via, "nullif(via_uid, -1)");
+        let why = col(By::Via, "CASE WHEN kind <> 1 THEN nullif(reason, '') END");
         let containers = self.schema >= super::CONTAINER_SCHEMA;
         let (container, container_join, cname) = match has(By::Container) && containers {
             true => (
-                "CASE WHEN kind <> 1 AND reason LIKE 'ns:%'
-                      THEN CAST(substr(reason, 4) AS INTEGER) END",
+                "nullif(container, 0)",
                 "LEFT JOIN containers k ON k.id = g.k6",
                 "k.name",
             ),
@@ -372,12 +407,12 @@ impl Store {
                 return self.top_by_user(&cte, q);
             }
         }
-        // Grouped by what `reason` holds only (the user, the service, the container): the
+        // Grouped by who was charged only (the user, the service, the container): the
         // per-user totals have it all, in far fewer rows than the detail.
-        let reason_only =
+        let charged_only =
             q.by.iter()
                 .all(|b| matches!(b, By::User | By::Via | By::Container));
-        let fast = match reason_only {
+        let fast = match charged_only {
             true => self.totals_cte(q.since, q.until, None)?,
             false => None,
         };
@@ -391,19 +426,18 @@ impl Store {
         let sql = format!(
             "WITH {cte}
              SELECT nullif(g.uid, -1), n.name, {pname}, {rname}, g.k3, g.k4, g.reasons,
-                    g.rx, g.tx, g.rp, g.tp, g.k5, v.name, {cname}
+                    g.rx, g.tx, g.rp, g.tp, g.k5, v.name, {cname}, g.k7
              FROM (SELECT uid, {program} AS pid, {remote} AS rid, {protocol} AS k3,
-                          {port} AS k4, {via} AS k5, {container} AS k6,
+                          {port} AS k4, {via} AS k5, {container} AS k6, {why} AS k7,
                           CASE WHEN uid = -1 THEN group_concat(DISTINCT nullif(reason, ''))
                           END AS reasons,
                           sum(rx_bytes) AS rx, sum(tx_bytes) AS tx,
                           sum(rx_packets) AS rp, sum(tx_packets) AS tp
                    FROM c WHERE kind <> 2 {user_filter}
-                   GROUP BY uid, pid, rid, k3, k4, k5, k6) g
+                   GROUP BY uid, pid, rid, k3, k4, k5, k6, k7) g
              LEFT JOIN users n ON n.uid = g.uid {joins} {container_join}
-             LEFT JOIN users v
-                    ON g.k5 LIKE 'via:%' AND v.uid = CAST(substr(g.k5, 5) AS INTEGER)
-             ORDER BY g.rx + g.tx DESC, g.uid, 3, 4, g.k3, g.k4, g.k5, 14
+             LEFT JOIN users v ON v.uid = g.k5
+             ORDER BY g.rx + g.tx DESC, g.uid, 3, 4, g.k3, g.k4, g.k5, g.k7, 14
              LIMIT ?3"
         );
         let wrap = |e| self.wrap(e);
@@ -414,11 +448,6 @@ impl Store {
         let mut stmt = self.conn.prepare(&sql).map_err(wrap)?;
         let rows = stmt
             .query_map(params_from_iter(args.iter()), |r| {
-                let k5: Option<String> = r.get(11)?;
-                let via = k5
-                    .as_deref()
-                    .and_then(|k| k.strip_prefix("via:"))
-                    .and_then(|u| u.parse().ok());
                 let reason: Option<String> = r.get(6)?;
                 Ok(TopRow {
                     uid: r.get(0)?,
@@ -427,8 +456,8 @@ impl Store {
                     remote: r.get(3)?,
                     protocol: r.get(4)?,
                     port: r.get(5)?,
-                    reason: reason.map(sorted_list).or(k5.filter(|_| via.is_none())),
-                    via,
+                    reason: reason.map(sorted_list).or(r.get(14)?),
+                    via: r.get(11)?,
                     via_user: r.get(12)?,
                     container: r.get(13)?,
                     traffic: traffic_at(r, 7)?,
@@ -602,7 +631,8 @@ impl Store {
         // The detail path reads every stored row the period overlaps: the same rows as
         // those whose time is in [covered since, until).
         let start = self.covered(since, until, i64::MAX)?.since;
-        if !self.totals_cover(start)? {
+        // An unmigrated database older than the typed columns is read from the detail.
+        if self.schema < super::TYPED_SCHEMA || !self.totals_cover(start)? {
             return Ok(None);
         }
         // Days whose instants fall in two periods of the report are read from their hours.
@@ -626,10 +656,10 @@ impl Store {
             None => Default::default(),
         };
         let split = Split::new(start, until, |d| split_days.contains(&d));
-        let columns = "ts, uid, kind, reason, program, remote, protocol, port,
-                       rx_bytes, tx_bytes, rx_packets, tx_packets";
-        let totals = "ts, uid, kind, reason, NULL, NULL, NULL, NULL,
-                      rx_bytes, tx_bytes, rx_packets, tx_packets";
+        let columns = "ts, uid, kind, reason, via_uid, container, container_uid, program,
+                       remote, protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets";
+        let totals = "ts, uid, kind, reason, via_uid, container, container_uid, NULL, NULL,
+                      NULL, NULL, rx_bytes, tx_bytes, rx_packets, tx_packets";
         let branches = [
             ranges_union(
                 &format!(
@@ -660,10 +690,10 @@ impl Store {
     }
 
     pub(super) fn source(&self) -> &'static Source {
-        if self.schema >= super::COMPACT_SCHEMA {
-            &COMPACT
-        } else {
-            &VIEW
+        match self.schema {
+            s if s >= super::TYPED_SCHEMA => &COMPACT,
+            s if s >= super::COMPACT_SCHEMA => &PACKED,
+            _ => &VIEW,
         }
     }
 

@@ -142,27 +142,32 @@ impl Store {
                     // ?3, fold the rest into one row per user. Ties break on the key, so the
                     // result does not depend on row order. Rows already in the hour (a pass
                     // whose clock was behind) are added to.
-                    "INSERT INTO usage_tiers (granularity, ts, uid, kind, reason, program, remote,
-                     protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets)
+                    "INSERT INTO usage_tiers (granularity, ts, uid, kind, reason, via_uid,
+                     container, container_uid, program, remote, protocol, port, rx_bytes,
+                     tx_bytes, rx_packets, tx_packets)
                  WITH h AS (
-                     SELECT uid, kind, reason, program, remote, protocol, port,
+                     SELECT uid, kind, reason, via_uid, container, container_uid, program,
+                            remote, protocol, port,
                             sum(rx_bytes) AS rx, sum(tx_bytes) AS tx,
                             sum(rx_packets) AS rp, sum(tx_packets) AS tp
                      FROM usage_raw WHERE ts >= ?1 AND ts < ?2
-                     GROUP BY uid, kind, reason, program, remote, protocol, port),
+                     GROUP BY uid, kind, reason, via_uid, container, container_uid, program,
+                              remote, protocol, port),
                  r AS (
                      SELECT *, row_number() OVER (
-                         PARTITION BY uid, kind, reason
+                         PARTITION BY uid, kind, reason, via_uid, container, container_uid
                          ORDER BY rx + tx DESC, remote, port, protocol, program) AS n
                      FROM h)
-                 SELECT 3600, ?1, uid, kind, reason, program, remote, protocol, port,
+                 SELECT 3600, ?1, uid, kind, reason, via_uid, container, container_uid,
+                        program, remote, protocol, port,
                         rx, tx, rp, tp
                  FROM r WHERE n <= ?3
                  UNION ALL
-                 SELECT 3600, ?1, uid, kind, reason, ?4, ?5, 0, 0,
+                 SELECT 3600, ?1, uid, kind, reason, via_uid, container, container_uid,
+                        ?4, ?5, 0, 0,
                         sum(rx), sum(tx), sum(rp), sum(tp)
                  FROM r WHERE n > ?3
-                 GROUP BY uid, kind, reason
+                 GROUP BY uid, kind, reason, via_uid, container, container_uid
                  ON CONFLICT",
                     add_counters!()
                 ),
@@ -188,12 +193,14 @@ impl Store {
             let (none_program, none_remote) = self.none_ids()?;
             st.hourly_rows += self.move_rows(
                 concat!(
-                    "INSERT INTO usage_tiers (granularity, ts, uid, kind, reason, program, remote,
-                     protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets)
-                 SELECT 86400, ?1, uid, kind, reason, ?3, ?4, 0, 0,
+                    "INSERT INTO usage_tiers (granularity, ts, uid, kind, reason, via_uid,
+                     container, container_uid, program, remote, protocol, port, rx_bytes,
+                     tx_bytes, rx_packets, tx_packets)
+                 SELECT 86400, ?1, uid, kind, reason, via_uid, container, container_uid,
+                        ?3, ?4, 0, 0,
                         sum(rx_bytes), sum(tx_bytes), sum(rx_packets), sum(tx_packets)
                  FROM usage_tiers WHERE granularity = 3600 AND ts >= ?1 AND ts < ?2
-                 GROUP BY uid, kind, reason
+                 GROUP BY uid, kind, reason, via_uid, container, container_uid
                  ON CONFLICT",
                     add_counters!()
                 ),
@@ -205,12 +212,14 @@ impl Store {
                 // (store::totals keeps them equal to the rows by row time).
                 &[
                     concat!(
-                        "INSERT INTO usage_totals (granularity, ts, uid, kind, reason,
-                             rx_bytes, tx_bytes, rx_packets, tx_packets)
-                         SELECT 3600, ?1, uid, kind, reason, sum(rx_bytes), sum(tx_bytes),
+                        "INSERT INTO usage_totals (granularity, ts, uid, kind, reason, via_uid,
+                             container, container_uid, rx_bytes, tx_bytes, rx_packets,
+                             tx_packets)
+                         SELECT 3600, ?1, uid, kind, reason, via_uid, container,
+                                container_uid, sum(rx_bytes), sum(tx_bytes),
                                 sum(rx_packets), sum(tx_packets)
                          FROM usage_totals WHERE granularity = 3600 AND ts > ?1 AND ts < ?2
-                         GROUP BY uid, kind, reason
+                         GROUP BY uid, kind, reason, via_uid, container, container_uid
                          ON CONFLICT",
                         add_counters!()
                     ),

@@ -3,19 +3,20 @@
 //! rows.
 //!
 //! Invariant: for every usage row of any tier with time `ts`, the hour total at
-//! `ts − ts % 3600` and the day total at `ts − ts % 86400` (same uid, kind and reason)
-//! include its counters — no more, no less. Passes and daemon flushes add to the totals in
-//! the transaction that writes their usage rows ([`add`]); rollups keep every row's hour
-//! and day, so they need not touch them; retention drops totals with the detail they sum.
-//! A database that had usage before the totals existed gets them from its detail a day at
-//! a time, newest first ([`Store::backfill_totals`]); `before` marks how far that got.
+//! `ts − ts % 3600` and the day total at `ts − ts % 86400` (same uid, kind, reason,
+//! service and container) include its counters — no more, no less. Passes and daemon
+//! flushes add to the totals in the transaction that writes their usage rows ([`add`]);
+//! rollups keep every row's hour and day, so they need not touch them; retention drops
+//! totals with the detail they sum. A database that had usage before the totals existed
+//! gets them from its detail a day at a time, newest first ([`Store::backfill_totals`]);
+//! `before` marks how far that got.
 
 use std::collections::BTreeMap;
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::{Store, StoreError};
-use crate::account::{Kind, PassPlan, Traffic};
+use super::{Charge, Store, StoreError};
+use crate::account::{PassPlan, Traffic};
 
 /// The schema that has the totals (`0006_usage_totals.sql`).
 pub const TOTALS_SCHEMA: i64 = 6;
@@ -25,48 +26,40 @@ const DAY: i64 = 86_400;
 
 /// Add a pass's (or a flush's) usage, dated `ts`, to the totals of its hour and day.
 /// Inside the transaction that writes the usage rows.
-/// `reasons[i]` is the `reason` column of the `i`th of `plan.usage`, as written.
+/// `charges[i]` is who the `i`th of `plan.usage` was charged to, as written.
 pub(super) fn add(
     tx: &Transaction,
     ts: i64,
     plan: &PassPlan,
-    reasons: &[std::borrow::Cow<'static, str>],
+    charges: &[Charge],
 ) -> rusqlite::Result<()> {
     // Rows older than the backfill's progress will be summed from the detail by it.
     if backfill_before(tx)?.is_some_and(|before| ts < before) {
         return Ok(());
     }
-    let mut sums: BTreeMap<(i64, i64, std::borrow::Cow<'static, str>), Traffic> = BTreeMap::new();
-    for ((k, t), reason) in plan.usage.iter().zip(reasons) {
-        let kind = match k.kind {
-            Kind::User => 0,
-            Kind::Unattributed => 1,
-            Kind::Excluded => 2,
-        };
-        let key = (
-            k.uid.map_or(-1, i64::from),
-            kind,
-            // The detail's own reason code (via:UID for a service's socket, ns:ID:UID for a
-            // container's).
-            reason.clone(),
-        );
-        sums.entry(key).or_default().add(t);
+    // Keyed by the detail's own columns (the service's uid, the container too).
+    let mut sums: BTreeMap<Charge, Traffic> = BTreeMap::new();
+    for ((_, t), c) in plan.usage.iter().zip(charges) {
+        sums.entry(*c).or_default().add(t);
     }
     let mut stmt = tx.prepare_cached(concat!(
-        "INSERT INTO usage_totals (granularity, ts, uid, kind, reason,
-            rx_bytes, tx_bytes, rx_packets, tx_packets)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-         ON CONFLICT (granularity, ts, uid, kind, reason)",
+        "INSERT INTO usage_totals (granularity, ts, uid, kind, reason, via_uid, container,
+            container_uid, rx_bytes, tx_bytes, rx_packets, tx_packets)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT (granularity, ts, uid, kind, reason, via_uid, container, container_uid)",
         add_counters!()
     ))?;
-    for ((uid, kind, reason), t) in &sums {
+    for (c, t) in &sums {
         for g in [HOUR, DAY] {
             stmt.execute(params![
                 g,
                 ts - ts.rem_euclid(g),
-                uid,
-                kind,
-                reason,
+                c.uid,
+                c.kind,
+                c.reason,
+                c.via_uid,
+                c.container,
+                c.container_uid,
                 t.rx_bytes as i64,
                 t.tx_bytes as i64,
                 t.rx_packets as i64,
@@ -137,21 +130,24 @@ impl Store {
                 // migration's hour, the passes since): add to them.
                 tx.execute(
                     concat!(
-                        "INSERT INTO usage_totals (granularity, ts, uid, kind, reason,
-                             rx_bytes, tx_bytes, rx_packets, tx_packets)
-                     SELECT g, ts - ts % g AS t, uid, kind, reason,
+                        "INSERT INTO usage_totals (granularity, ts, uid, kind, reason, via_uid,
+                             container, container_uid, rx_bytes, tx_bytes, rx_packets,
+                             tx_packets)
+                     SELECT g, ts - ts % g AS t, uid, kind, reason, via_uid, container,
+                            container_uid,
                             sum(rx_bytes), sum(tx_bytes), sum(rx_packets), sum(tx_packets)
-                     FROM (SELECT ts, uid, kind, reason, rx_bytes, tx_bytes, rx_packets,
-                                  tx_packets
+                     FROM (SELECT ts, uid, kind, reason, via_uid, container, container_uid,
+                                  rx_bytes, tx_bytes, rx_packets, tx_packets
                            FROM usage_raw WHERE ts >= ?1 AND ts < ?2
                            UNION ALL
-                           SELECT ts, uid, kind, reason, rx_bytes, tx_bytes, rx_packets,
-                                  tx_packets
+                           SELECT ts, uid, kind, reason, via_uid, container, container_uid,
+                                  rx_bytes, tx_bytes, rx_packets, tx_packets
                            FROM usage_tiers WHERE ts >= ?1 AND ts < ?2),
                           (SELECT 3600 AS g UNION ALL SELECT 86400)
                      WHERE true
-                     GROUP BY g, t, uid, kind, reason
-                     ON CONFLICT (granularity, ts, uid, kind, reason)",
+                     GROUP BY g, t, uid, kind, reason, via_uid, container, container_uid
+                     ON CONFLICT (granularity, ts, uid, kind, reason, via_uid, container,
+                                  container_uid)",
                         add_counters!()
                     ),
                     params![from, before],
@@ -190,7 +186,7 @@ impl Store {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::account::UsageKey;
+    use crate::account::{Kind, UsageKey};
     use crate::attribute::{Direction, Reason};
     use crate::store::connections::EventWrite;
     use crate::store::query::{By, Period, TopQuery};
@@ -255,15 +251,16 @@ pub(super) mod tests {
     /// Rows of the detail summed per hour and day, that the totals do not hold as they are
     /// (and totals rows the detail does not explain).
     fn mismatches(store: &Store) -> i64 {
-        let sums = "SELECT g, ts - ts % g AS t, uid, kind, reason, sum(rx_bytes),
-                           sum(tx_bytes), sum(rx_packets), sum(tx_packets)
-                    FROM (SELECT ts, uid, kind, reason, rx_bytes, tx_bytes, rx_packets,
-                                 tx_packets FROM usage_raw
+        let sums = "SELECT g, ts - ts % g AS t, uid, kind, reason, via_uid, container,
+                           container_uid, sum(rx_bytes), sum(tx_bytes), sum(rx_packets),
+                           sum(tx_packets)
+                    FROM (SELECT ts, uid, kind, reason, via_uid, container, container_uid,
+                                 rx_bytes, tx_bytes, rx_packets, tx_packets FROM usage_raw
                           UNION ALL
-                          SELECT ts, uid, kind, reason, rx_bytes, tx_bytes, rx_packets,
-                                 tx_packets FROM usage_tiers),
+                          SELECT ts, uid, kind, reason, via_uid, container, container_uid,
+                                 rx_bytes, tx_bytes, rx_packets, tx_packets FROM usage_tiers),
                          (SELECT 3600 AS g UNION ALL SELECT 86400)
-                    GROUP BY g, t, uid, kind, reason";
+                    GROUP BY g, t, uid, kind, reason, via_uid, container, container_uid";
         let sql = format!(
             "SELECT (SELECT count(*) FROM ({sums} EXCEPT SELECT * FROM usage_totals))
                   + (SELECT count(*) FROM (SELECT * FROM usage_totals EXCEPT {sums}))"
@@ -451,11 +448,12 @@ pub(super) mod tests {
             .execute_batch(&format!(
                 "UPDATE usage_totals_backfill SET before = {upgrade};
                  INSERT INTO usage_totals
-                 SELECT g, ts - ts % g AS t, uid, kind, reason, sum(rx_bytes), sum(tx_bytes),
-                        sum(rx_packets), sum(tx_packets)
+                 SELECT g, ts - ts % g AS t, uid, kind, reason, via_uid, container,
+                        container_uid, sum(rx_bytes), sum(tx_bytes), sum(rx_packets),
+                        sum(tx_packets)
                  FROM (SELECT * FROM usage_raw WHERE ts >= {upgrade}),
                       (SELECT 3600 AS g UNION ALL SELECT 86400)
-                 GROUP BY g, t, uid, kind, reason;"
+                 GROUP BY g, t, uid, kind, reason, via_uid, container, container_uid;"
             ))
             .unwrap();
         assert!(mismatches(&store) > 0);

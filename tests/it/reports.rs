@@ -599,14 +599,15 @@ fn readme_sql_queries_run() {
         results.push(rows);
     }
     insta::assert_debug_snapshot!("readme_sql_results", results);
-    // dave's 2 MB over ssh, through root's sshd (stored as `via:0`, migration 0006), and
-    // 5 B of his own that do not count.
+    // dave's 2 MB over ssh, through root's sshd (stored as via_uid 0, migrations 0007 and
+    // 0015), and 5 B of his own that do not count.
     c.execute_batch(
-        "INSERT INTO usage_raw (ts, uid, kind, reason, program, remote, protocol, port,
-                               direction, rx_bytes, tx_bytes, rx_packets, tx_packets)
-         SELECT 1795132800, 1004, 0, r.reason, (SELECT min(id) FROM programs),
+        "INSERT INTO usage_raw (ts, uid, kind, reason, via_uid, container, container_uid,
+                               program, remote, protocol, port, direction, rx_bytes,
+                               tx_bytes, rx_packets, tx_packets)
+         SELECT 1795132800, 1004, 0, '', r.via, 0, -1, (SELECT min(id) FROM programs),
                 (SELECT min(id) FROM remotes), 6, 22, 2, 2000000, r.tx, 1, 1
-         FROM (SELECT 'via:0' AS reason, 1000 AS tx UNION ALL SELECT '', 5) r;",
+         FROM (SELECT 0 AS via, 1000 AS tx UNION ALL SELECT -1, 5) r;",
     )
     .unwrap();
     let q = via_query[0].replace("'now'", "'2026-11-20 12:00:00'");
@@ -619,13 +620,15 @@ fn readme_sql_queries_run() {
         .collect();
     assert_eq!(rows, [("dave".to_string(), 2_001_000)], "{q}");
     // Containers (issue 14): carol's 3 MB in docker-3f2a as uid 1000 inside (stored as
-    // `ns:ID:UID`, migration 0010), beside her own traffic on the host.
+    // container and container_uid, migrations 0010 and 0015), beside her own traffic on
+    // the host.
     c.execute_batch(
         "INSERT INTO containers (name, first_seen, last_seen)
          VALUES ('docker-3f2a', 1795132800, 1795132800);
-         INSERT INTO usage_raw (ts, uid, kind, reason, program, remote, protocol, port,
-                               direction, rx_bytes, tx_bytes, rx_packets, tx_packets)
-         SELECT 1795132800, 1003, 0, 'ns:' || (SELECT id FROM containers) || ':1000',
+         INSERT INTO usage_raw (ts, uid, kind, reason, via_uid, container, container_uid,
+                               program, remote, protocol, port, direction, rx_bytes,
+                               tx_bytes, rx_packets, tx_packets)
+         SELECT 1795132800, 1003, 0, '', -1, (SELECT id FROM containers), 1000,
                 (SELECT min(id) FROM programs), (SELECT min(id) FROM remotes), 6, 443, 1,
                 3000000, 0, 1, 1;",
     )

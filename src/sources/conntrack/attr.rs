@@ -43,11 +43,13 @@ pub(super) const CTA_IP_V4_SRC: u16 = 1;
 pub(super) const CTA_IP_V4_DST: u16 = 2;
 pub(super) const CTA_IP_V6_SRC: u16 = 3;
 pub(super) const CTA_IP_V6_DST: u16 = 4;
-// enum ctattr_l4proto. ICMP/ICMPv6 tuples carry id/type/code (4..=9)
-// instead of ports: those are known, not decoded, and the ports stay 0.
+// enum ctattr_l4proto. ICMP/ICMPv6 tuples carry id/type/code (4..=9) instead of ports:
+// the id is read (a ping socket's "port"), type and code are known, not decoded.
 pub(super) const CTA_PROTO_NUM: u16 = 1;
 pub(super) const CTA_PROTO_SRC_PORT: u16 = 2;
 pub(super) const CTA_PROTO_DST_PORT: u16 = 3;
+pub(super) const CTA_PROTO_ICMP_ID: u16 = 4;
+pub(super) const CTA_PROTO_ICMPV6_ID: u16 = 7;
 const CTA_PROTO_ICMPV6_CODE: u16 = 9;
 // enum ctattr_counters.
 pub(super) const CTA_COUNTERS_PACKETS: u16 = 1;
@@ -204,7 +206,9 @@ pub(super) enum ProtoAttr {
     SrcPort(u16),
     /// CTA_PROTO_DST_PORT.
     DstPort(u16),
-    /// CTA_PROTO_ICMP_* / CTA_PROTO_ICMPV6_* (id, type, code): known, not read.
+    /// CTA_PROTO_ICMP_ID / CTA_PROTO_ICMPV6_ID: the echo identifier (be16).
+    IcmpId(u16),
+    /// CTA_PROTO_ICMP_{TYPE,CODE} / CTA_PROTO_ICMPV6_{TYPE,CODE}: known, not read.
     Icmp,
     /// Unknown.
     Other(u16),
@@ -219,6 +223,9 @@ impl ProtoAttr {
             }
             CTA_PROTO_SRC_PORT => ProtoAttr::SrcPort(be16(value, "port is not 2 bytes")?),
             CTA_PROTO_DST_PORT => ProtoAttr::DstPort(be16(value, "port is not 2 bytes")?),
+            CTA_PROTO_ICMP_ID | CTA_PROTO_ICMPV6_ID => {
+                ProtoAttr::IcmpId(be16(value, "ICMP id is not 2 bytes")?)
+            }
             k if k != 0 && k <= CTA_PROTO_ICMPV6_CODE => ProtoAttr::Icmp,
             k => ProtoAttr::Other(k),
         })

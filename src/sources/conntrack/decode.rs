@@ -54,8 +54,8 @@ pub(super) fn decode_flow(attrs: &[u8], unknown: &mut usize) -> Result<(Flow, Ex
     for attr in attributes(attrs) {
         let (kind, value) = attr?;
         match CtAttr::parse(kind, value)? {
-            CtAttr::TupleOrig(v) => orig = Some(decode_tuple(v, unknown)?),
-            CtAttr::TupleReply(v) => reply = Some(decode_tuple(v, unknown)?),
+            CtAttr::TupleOrig(v) => orig = Some(decode_tuple(v, Side::Orig, unknown)?),
+            CtAttr::TupleReply(v) => reply = Some(decode_tuple(v, Side::Reply, unknown)?),
             CtAttr::Status(v) => status = v,
             CtAttr::Protoinfo(v) => {
                 extras.tcp_state = protoinfo_tcp_state(v);
@@ -93,8 +93,21 @@ pub(super) fn decode_flow(attrs: &[u8], unknown: &mut usize) -> Result<(Flow, Ex
     Ok((flow, extras))
 }
 
-/// CTA_TUPLE_{ORIG,REPLY}: addresses, protocol, ports, and a direction zone.
-fn decode_tuple(buf: &[u8], unknown: &mut usize) -> Result<(Tuple, Option<u16>), Malformed> {
+/// Which direction a tuple is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Orig,
+    Reply,
+}
+
+/// CTA_TUPLE_{ORIG,REPLY}: addresses, protocol, ports, and a direction zone. An ICMP echo
+/// id is the original source's port ([`Tuple`]): `sport` of the original tuple, `dport` of
+/// the reply (the kernel keeps it in both tuples' source part, `nf_conntrack_tuple.src.u`).
+fn decode_tuple(
+    buf: &[u8],
+    side: Side,
+    unknown: &mut usize,
+) -> Result<(Tuple, Option<u16>), Malformed> {
     let mut src = None;
     let mut dst = None;
     let mut proto = None;
@@ -123,6 +136,8 @@ fn decode_tuple(buf: &[u8], unknown: &mut usize) -> Result<(Tuple, Option<u16>),
                         ProtoAttr::Num(n) => proto = Some(n),
                         ProtoAttr::SrcPort(p) => sport = p,
                         ProtoAttr::DstPort(p) => dport = p,
+                        ProtoAttr::IcmpId(id) if side == Side::Orig => sport = id,
+                        ProtoAttr::IcmpId(id) => dport = id,
                         ProtoAttr::Icmp => {}
                         ProtoAttr::Other(_) => *unknown += 1,
                     }

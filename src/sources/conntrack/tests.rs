@@ -57,10 +57,25 @@ fn parse_listing(text: &str) -> Vec<Listed> {
                     bytes: bytes.parse().unwrap(),
                 })
             };
+            // An ICMP echo id (the group's first id=) is the original source's port.
+            let icmp = proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6;
+            let echo_id = |g: &[(&str, &str)]| {
+                get(g, "id")
+                    .filter(|_| icmp)
+                    .map_or(0, |v| v.parse().unwrap())
+            };
+            let orig = Tuple {
+                sport: tuple(first).sport.max(echo_id(first)),
+                ..tuple(first)
+            };
+            // The reply group ends where the flow-wide fields start.
+            let reply = Tuple {
+                dport: tuple(rest).dport.max(echo_id(rest)),
+                ..tuple(rest)
+            };
             Listed {
-                orig: tuple(first),
-                // The reply group ends where the flow-wide fields start.
-                reply: tuple(rest),
+                orig,
+                reply,
                 orig_counters: counters(first),
                 reply_counters: counters(rest),
                 zone: get(rest, "zone").map_or(0, |v| v.parse().unwrap()),
@@ -191,11 +206,12 @@ fn basic_capture_decodes_each_kind_of_flow() {
     assert_eq!(by_dport(IPPROTO_UDP, 5003).orig.dst, b4);
     assert_eq!(by_dport(IPPROTO_UDP, 5004).orig.dst, b6);
 
-    // ICMP and ICMPv6 tuples carry id/type/code, not ports: ports stay 0.
+    // ICMP and ICMPv6 tuples carry id/type/code, not ports: the echo id is the original
+    // source's port (id=26237 in both groups of the listing), the other ports 0.
     let icmp = by_dport(IPPROTO_ICMP, 0);
     assert_eq!(
         (icmp.orig.sport, icmp.reply.sport, icmp.reply.dport),
-        (0, 0, 0)
+        (26237, 0, 26237)
     );
     assert_eq!(
         icmp.orig_counters,
@@ -205,7 +221,10 @@ fn basic_capture_decodes_each_kind_of_flow() {
         })
     );
     let icmp6 = by_dport(IPPROTO_ICMPV6, 0);
-    assert_eq!((icmp6.orig.src, icmp6.orig.sport), (a6, 0));
+    assert_eq!(
+        (icmp6.orig.src, icmp6.orig.sport, icmp6.reply.dport),
+        (a6, 26238, 26238)
+    );
 
     // Opened before nf_conntrack_acct=1: counters unknown (None), not zero.
     let idle = by_dport(IPPROTO_TCP, 5009);
