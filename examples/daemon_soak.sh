@@ -11,7 +11,7 @@
 # processes on exit.
 #
 # This soak measures memory and CPU over hours of an undisturbed daemon; the soak that kills
-# netledger hundreds of times and checks that no byte is charged twice is tests/soak.rs.
+# netledger hundreds of times and checks that no byte is charged twice is tests/it/soak.rs.
 set -euo pipefail
 BIN=$(cd "${1:?usage: daemon_soak.sh BIN_DIR [SECONDS]}" && pwd)
 DURATION=${2:-1800}

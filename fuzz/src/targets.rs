@@ -1,7 +1,7 @@
 //! The fuzz targets: every parser of outside input, each a function of the raw bytes.
 //!
 //! Shared by the AFL++ binaries (`fuzz/src/bin/*.rs`, built with `cargo afl build`) and by
-//! the main crate's `tests/fuzz_corpus.rs`, which replays the kept corpus
+//! the main crate's `tests/it/fuzz_corpus.rs`, which replays the kept corpus
 //! (`fuzz/corpus/TARGET/`) through the same functions as ordinary tests. A target must
 //! never panic, whatever the bytes: a panic is a crash for AFL and a failure for the test.
 
