@@ -433,6 +433,27 @@ struct Walked<'s> {
     named: usize,
 }
 
+/// Ping sockets (`/proc/net/icmp{,6}`, which sock_diag does not list) added to the pass's
+/// sockets and index, read only when an ICMP flow from here has no owner yet.
+fn add_ping_sockets(
+    records: &[record::FlowRecord],
+    host: &HashSet<IpAddr>,
+    proc_root: &Path,
+    sockets: &mut SocketTable,
+    maps: &mut SocketMaps,
+) {
+    let ownerless = records
+        .iter()
+        .filter(|r| r.prior().is_none())
+        .map(|r| r.flow);
+    let here = |ip: IpAddr| ip.is_loopback() || host.contains(&ip);
+    if let Some(pings) = ping_sockets_for(proc_root, ownerless, here) {
+        let from = sockets.sockets.len();
+        sockets.append(pings);
+        maps.add(&sockets.sockets, from);
+    }
+}
+
 /// The walk of a pass past the kernel reads: one record per flow through the stages (see
 /// [`record`]), on one socket index.
 fn walk<'s, S: BuildHasher>(
@@ -451,17 +472,7 @@ fn walk<'s, S: BuildHasher>(
     let mut records = record::records(dump, prev);
     record::add_known(&mut records, rules.known);
     record::continue_picked_up(&mut records, prev);
-    // Ping sockets (`/proc/net/icmp{,6}`) only when an ICMP flow from here has no owner yet.
-    let ownerless = records
-        .iter()
-        .filter(|r| r.prior().is_none())
-        .map(|r| r.flow);
-    let here = |ip: IpAddr| ip.is_loopback() || host.contains(&ip);
-    if let Some(pings) = ping_sockets_for(rules.proc_root, ownerless, here) {
-        let from = sockets.sockets.len();
-        sockets.append(pings);
-        maps.add(&sockets.sockets, from);
-    }
+    add_ping_sockets(&records, &host, rules.proc_root, &mut sockets, &mut maps);
     let (marked, ruleset) = ask_ruleset(&records, ruleset, rules.marks);
     // The pass's one index. Programs are looked up only for the sockets of flows not
     // attributed before, and every holder of a delegating service's sockets of flows not
