@@ -163,6 +163,58 @@ pub struct Store {
     cycle_day: u8,
 }
 
+/// Make the directory of a database to be created (mode 0750), if missing.
+fn create_parent(path: &Path) -> Result<(), StoreError> {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if dir.exists() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .map_err(|source| StoreError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+/// A writer's opening of `conn` (at schema `version`): WAL, then every migration not applied
+/// yet; refused for a newer schema or a database of another program's.
+fn migrate(
+    conn: &mut Connection,
+    path: &Path,
+    version: i64,
+    exists: bool,
+    wrap: &dyn Fn(rusqlite::Error) -> StoreError,
+) -> Result<(), StoreError> {
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(wrap)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(wrap)?;
+    if version > MIGRATIONS.len() as i64 {
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            version,
+        });
+    }
+    if version == 0 && exists && has_foreign_tables(conn).map_err(wrap)? {
+        return Err(StoreError::NotOurs {
+            path: path.to_owned(),
+        });
+    }
+    migrations().to_latest(conn).map_err(|e| match e {
+        rusqlite_migration::Error::RusqliteError { err, .. } => wrap(err),
+        other => StoreError::Migrate {
+            path: path.to_owned(),
+            source: other,
+        },
+    })?;
+    Ok(())
+}
+
 impl Store {
     /// Open (and, unless read-only, create and migrate) the database at `path`.
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<Store, StoreError> {
@@ -174,18 +226,7 @@ impl Store {
         }
         if !opts.read_only {
             refuse_symlink(path)?;
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                if !dir.exists() {
-                    fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o750)
-                        .create(dir)
-                        .map_err(|source| StoreError::CreateDir {
-                            path: dir.to_owned(),
-                            source,
-                        })?;
-                }
-            }
+            create_parent(path)?;
         }
         // Before SQLite opens the file: a second writer must not even migrate it.
         let lock = if opts.read_only {
@@ -218,28 +259,7 @@ impl Store {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(wrap)?;
         if !opts.read_only {
-            conn.pragma_update(None, "journal_mode", "WAL")
-                .map_err(wrap)?;
-            conn.pragma_update(None, "synchronous", "NORMAL")
-                .map_err(wrap)?;
-            if version > MIGRATIONS.len() as i64 {
-                return Err(StoreError::TooNew {
-                    path: path.to_owned(),
-                    version,
-                });
-            }
-            if version == 0 && exists && has_foreign_tables(&conn).map_err(wrap)? {
-                return Err(StoreError::NotOurs {
-                    path: path.to_owned(),
-                });
-            }
-            migrations().to_latest(&mut conn).map_err(|e| match e {
-                rusqlite_migration::Error::RusqliteError { err, .. } => wrap(err),
-                other => StoreError::Migrate {
-                    path: path.to_owned(),
-                    source: other,
-                },
-            })?;
+            migrate(&mut conn, path, version, exists, &wrap)?;
         } else if version == 0 {
             return Err(StoreError::NotOurs {
                 path: path.to_owned(),
