@@ -412,3 +412,96 @@ fn sub_modules_named_in_the_layers_are_units_of_their_own() {
     assert_eq!(unit(&m("store::query")), "store");
     assert!(layer("owner_mark") < layer("owner_mark::trust"));
 }
+
+/// The longest a function outside tests may be (issue 27: a reader follows one screen).
+const MAX_FN_LINES: usize = 80;
+
+/// Each function of `text` outside test code: (name, first line, lines from its `fn` to its
+/// closing brace). Test code is what follows `#[cfg(test)]` (the next item: a helper, or
+/// the `mod tests` that ends a file). Braces are counted on the lines as written, line
+/// comments left out; the code base keeps its string literals' braces balanced
+/// (`format!` placeholders), which this relies on.
+fn function_lengths(text: &str) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = vec![];
+    let (mut i, mut test_item) = (0, false);
+    while i < lines.len() {
+        let l = lines[i].trim_start();
+        if l.starts_with("#[cfg(test)]") {
+            test_item = true;
+        } else if test_item && l.starts_with("mod ") && l.ends_with('{') {
+            break;
+        }
+        let decl = [
+            "pub(crate) ",
+            "pub(super) ",
+            "pub ",
+            "const ",
+            "async ",
+            "unsafe ",
+        ]
+        .iter()
+        .fold(l, |l, p| l.strip_prefix(p).unwrap_or(l));
+        let Some(name) = decl.strip_prefix("fn ") else {
+            if !(l.is_empty() || l.starts_with("#[") || l.starts_with("//")) {
+                test_item = false;
+            }
+            i += 1;
+            continue;
+        };
+        let name: String = name.chars().take_while(|c| ident_char(*c)).collect();
+        let (mut depth, mut opened, mut end) = (0i64, false, i);
+        for (j, line) in lines.iter().enumerate().skip(i) {
+            let line = line.split("//").next().unwrap_or("");
+            depth += line.matches('{').count() as i64 - line.matches('}').count() as i64;
+            opened |= line.contains('{');
+            end = j;
+            if (opened && depth <= 0) || (!opened && line.trim_end().ends_with(';')) {
+                break;
+            }
+        }
+        if opened && !test_item {
+            out.push((name, i + 1, end - i + 1));
+        }
+        test_item = false;
+        i = end + 1;
+    }
+    out
+}
+
+#[test]
+fn no_function_outside_tests_is_over_80_lines() {
+    let mut files = vec![];
+    rust_files(&src(), &mut files);
+    let mut long = vec![];
+    for f in files {
+        let file = f.file_name().unwrap().to_string_lossy().into_owned();
+        if file.ends_with("tests.rs") || file == "testkit.rs" || file == "testutil.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (name, line, n) in function_lengths(&text) {
+            if n > MAX_FN_LINES {
+                long.push(format!("{}:{line} {name}: {n} lines", f.display()));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "split these by meaning:\n{}",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn function_lengths_count_from_fn_to_its_brace_and_skip_tests() {
+    let text = "pub fn a() {\n    let x = 1;\n}\n\
+                fn b() -> u8 {\n    if true { 1 } else { 2 } // {\n}\n\
+                #[cfg(test)]\nfn helper() {\n}\n\
+                pub(crate) fn c(\n    x: u8,\n) {\n}\n\
+                #[cfg(test)]\nmod tests {\n    fn t() {\n    }\n}\n";
+    let got = function_lengths(text);
+    let want = [("a", 1, 3), ("b", 4, 3), ("c", 10, 4)];
+    let got: Vec<(&str, usize, usize)> = got.iter().map(|(n, l, c)| (n.as_str(), *l, *c)).collect();
+    assert_eq!(got, want);
+}
