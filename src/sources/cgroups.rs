@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The least time between two walks of the cgroup tree for ids not known yet.
@@ -111,16 +111,6 @@ impl Cgroups {
         self.known.get(&id)
     }
 
-    /// How many cgroups are known (removed ones included).
-    pub fn len(&self) -> usize {
-        self.known.len()
-    }
-
-    /// Whether none is known.
-    pub fn is_empty(&self) -> bool {
-        self.known.is_empty()
-    }
-
     /// Walk the whole tree, adding or updating every directory. Entries of removed cgroups
     /// stay. A directory that vanishes mid-walk is skipped.
     pub fn walk(&mut self) {
@@ -168,17 +158,13 @@ impl Cgroups {
         };
         self.known.insert(ino, known);
     }
-
-    /// The tree's root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
 
     /// Captured from this project's test machine (a hybrid v1/v2 host), shortened.
     const HYBRID: &str = "\

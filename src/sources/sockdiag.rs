@@ -642,11 +642,10 @@ mod tests {
         assert_eq!(s.state, 10, "TCP_LISTEN");
         assert!(d.lookup(L4::Tcp, sa("127.0.0.1:1"), la).unwrap().is_none());
         // The socket's cgroup is this process's: the inode of its cgroup2 directory.
-        if let Some(dir) = own_cgroup2_dir() {
-            use std::os::unix::fs::MetadataExt;
-            let s = d.lookup(L4::Tcp, ca, la).unwrap().unwrap();
-            assert_eq!(s.cgroup, std::fs::metadata(&dir).unwrap().ino(), "{dir:?}");
-        }
+        let dir = own_cgroup2_dir().expect("a cgroup2 mount and this process's place in it");
+        let s = d.lookup(L4::Tcp, ca, la).unwrap().unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(s.cgroup, std::fs::metadata(&dir).unwrap().ino(), "{dir:?}");
         drop((srv, c));
 
         // A dual-stack socket connected to an IPv4-mapped address answers an IPv4 lookup.
