@@ -24,6 +24,36 @@ from live import cpu_ticks  # noqa: E402
 
 PORT = 9100
 
+def start_daemon(host, binp, db, log):
+    """`netledger run` in namespace `host`, its stderr in `log`; returned after its first pass."""
+    daemon = subprocess.Popen(ns_exec(host, binp, "--db", db, "-v", "run", "--interval", "60s"),
+                              stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    deadline = time.time() + 30
+    while "(run, " not in open(log).read():
+        if time.time() > deadline:
+            daemon.kill()
+            sys.exit("no first pass from the daemon:\n" + open(log).read())
+        time.sleep(0.1)
+    return daemon
+
+
+def logged(host, binp, db, port, want, poke=None, limit=60):
+    """The connection log's rows for `port` (`log --json`), once `want` are there or after
+    `limit` seconds; `poke` runs between tries."""
+    deadline = time.time() + limit
+    rows = []
+    while time.time() < deadline:
+        out = subprocess.run(ns_exec(host, binp, "--db", db, "log", "--json", "--since", "1d",
+                                     "--port", str(port)), capture_output=True, text=True)
+        rows = json.loads(out.stdout or "[]")
+        if len(rows) >= want:
+            break
+        if poke:
+            poke()
+        time.sleep(0.5)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="target/release/netledger")
@@ -58,13 +88,7 @@ def main():
         sink = spawn(ns_exec(inet, traffic, "server", "tcp", "198.51.100.2:9000"))
         procs.append(sink)
         expect(sink, "listening", "the internet sink")
-        daemon = subprocess.Popen(ns_exec(host, binp, "--db", db, "-v", "run", "--interval", "60s"),
-                                  stdout=subprocess.DEVNULL, stderr=open(log, "w"))
-        deadline = time.time() + 30
-        while "(run, " not in open(log).read():
-            if time.time() > deadline:
-                sys.exit("no first pass from the daemon:\n" + open(log).read())
-            time.sleep(0.1)
+        daemon = start_daemon(host, binp, db, log)
         t0 = cpu_ticks(daemon.pid)
         port = 40000
         for r in range(a.rounds):
@@ -81,16 +105,8 @@ def main():
                 p.wait()
         t1 = cpu_ticks(daemon.pid)
         want = a.rounds * (a.per_round // 4) * 4
-        deadline = time.time() + 60
-        rows = []
-        while time.time() < deadline:
-            out = subprocess.run(ns_exec(host, binp, "--db", db, "log", "--json", "--since", "1d",
-                                         "--port", str(PORT)), capture_output=True, text=True)
-            rows = json.loads(out.stdout or "[]")
-            if len(rows) >= want:
-                break
-            subprocess.run(ns_exec(host, "conntrack", "-L"), capture_output=True)
-            time.sleep(0.5)
+        rows = logged(host, binp, db, PORT, want,
+                      poke=lambda: subprocess.run(ns_exec(host, "conntrack", "-L"), capture_output=True))
         daemon.terminate()
         daemon.wait()
         closing = open(log).read().strip().splitlines()[-1]

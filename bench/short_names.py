@@ -15,11 +15,12 @@ Usage (root):
     python3 bench/short_names.py --bin target/debug/netledger --traffic target/debug/examples
 Every namespace and process it starts is removed at the end.
 """
-import argparse, json, os, subprocess, sys, tempfile, time
+import argparse, os, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from scale import sh, ns_exec, spawn, expect, inet_pair  # noqa: E402
 from live import cpu_ticks  # noqa: E402
+from server_names import start_daemon, logged  # noqa: E402
 
 PORT = 9200
 
@@ -51,13 +52,7 @@ def main():
         sink = spawn(ns_exec(inet, traffic, "server", "tcp", f"198.51.100.2:{PORT}"))
         procs.append(sink)
         expect(sink, "listening", "the internet sink")
-        daemon = subprocess.Popen(ns_exec(host, binp, "--db", db, "-v", "run", "--interval", "60s"),
-                                  stdout=subprocess.DEVNULL, stderr=open(log, "w"))
-        deadline = time.time() + 30
-        while "(run, " not in open(log).read():
-            if time.time() > deadline:
-                sys.exit("no first pass from the daemon:\n" + open(log).read())
-            time.sleep(0.1)
+        daemon = start_daemon(host, binp, db, log)
         t0 = cpu_ticks(daemon.pid)
         lives, port, ranges = [], 41000, []
         for r in range(a.rounds):
@@ -73,15 +68,7 @@ def main():
             time.sleep(1)
         t1 = cpu_ticks(daemon.pid)
         want = a.rounds * a.processes
-        deadline = time.time() + 60
-        rows = []
-        while time.time() < deadline:
-            out = subprocess.run(ns_exec(host, binp, "--db", db, "log", "--json", "--since", "1d",
-                                         "--port", str(PORT)), capture_output=True, text=True)
-            rows = json.loads(out.stdout or "[]")
-            if len(rows) >= want:
-                break
-            time.sleep(0.5)
+        rows = logged(host, binp, db, PORT, want)
         daemon.terminate()
         daemon.wait()
         closing = open(log).read().strip().splitlines()[-1]
