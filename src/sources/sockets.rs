@@ -188,7 +188,9 @@ impl PingSockets {
     /// The ping socket that sent `flow`'s echo requests: its protocol and id (the original
     /// source port), its local address the flow's source or unspecified, and, when
     /// connected, the flow's destination as its remote end. Only for a source that is this
-    /// host's (`is_host`).
+    /// host's (`is_host`). As the pass's socket index rules: a connected socket before an
+    /// unconnected one, and sockets of different owners sharing the id (both with
+    /// `SO_REUSEADDR`) name no owner.
     pub fn owner_of(
         &self,
         flow: &crate::model::Flow,
@@ -200,10 +202,17 @@ impl PingSockets {
             return None;
         }
         let unset = |a: &SocketAddr| a.port() == 0 && a.ip().is_unspecified();
-        self.by_id.get(&(l4, o.sport))?.iter().find(|s| {
-            (s.local.ip() == o.src || s.local.ip().is_unspecified())
-                && (unset(&s.remote) || s.remote == o.dst_sa())
-        })
+        let same_id = self.by_id.get(&(l4, o.sport))?;
+        let local = |s: &&Socket| s.local.ip() == o.src || s.local.ip().is_unspecified();
+        let connected = |s: &&Socket| s.remote == o.dst_sa();
+        let unconnected = |s: &&Socket| unset(&s.remote);
+        for class in [&connected as &dyn Fn(&&Socket) -> bool, &unconnected] {
+            let mut m = same_id.iter().filter(|s| local(s) && class(s));
+            if let Some(first) = m.next() {
+                return m.all(|s| s.uid == first.uid).then_some(first);
+            }
+        }
+        None
     }
 }
 
@@ -607,6 +616,35 @@ mod tests {
         assert_eq!(
             pings.owner_of(&echo("198.51.100.1:62547", "198.51.100.2:0"), |_| false),
             None
+        );
+
+        // Two owners' sockets sharing an id (both set SO_REUSEADDR): no owner, as the
+        // pass's index says (ambiguous); a connected one of them still names its own.
+        let sock = |local: &str, remote: &str, uid: u32, inode: u64| Socket {
+            proto: L4::Icmp,
+            local: sa(local),
+            remote: sa(remote),
+            state: 7,
+            uid,
+            inode,
+            cgroup: 0,
+        };
+        let shared = PingSockets::new(vec![
+            sock("0.0.0.0:777", "0.0.0.0:0", 1001, 1),
+            sock("0.0.0.0:777", "0.0.0.0:0", 1002, 2),
+            sock("0.0.0.0:777", "198.51.100.9:0", 1003, 3),
+        ]);
+        let owner = |f: &Flow| shared.owner_of(f, here).map(|s| s.inode);
+        assert_eq!(owner(&echo("198.51.100.1:777", "198.51.100.2:0")), None);
+        assert_eq!(owner(&echo("198.51.100.1:777", "198.51.100.9:0")), Some(3));
+        let same = PingSockets::new(vec![
+            sock("0.0.0.0:777", "0.0.0.0:0", 1001, 1),
+            sock("198.51.100.1:777", "0.0.0.0:0", 1001, 2),
+        ]);
+        assert_eq!(
+            same.owner_of(&echo("198.51.100.1:777", "198.51.100.2:0"), here)
+                .map(|s| s.uid),
+            Some(1001)
         );
     }
 
