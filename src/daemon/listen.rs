@@ -291,7 +291,8 @@ impl Listener {
                         // The socket still lives: its owner is the connection's, for the
                         // entry the kernel makes at its next packet.
                         let found = self.owner_socket(&e.flow, host, &mut b.pings);
-                        if let Some(a) = self.owner_through(&e.flow, found.as_ref(), host) {
+                        if let Some(a) = self.owner_through(&e.flow, found.as_ref(), host, &subuids)
+                        {
                             self.continued.remember(&e.flow.orig, &a, b.at_ms / 1000);
                         }
                     }
@@ -419,9 +420,9 @@ impl Listener {
         flow: &Flow,
         socket: Option<&Socket>,
         host: &HashSet<IpAddr>,
+        subuids: &crate::sources::netns::SubUids,
     ) -> Option<Attribution> {
-        let subuids = crate::sources::netns::SubUids::host();
-        attribute_through(flow, socket?, host, &self.delegating, &subuids, &self.nets)
+        attribute_through(flow, socket?, host, &self.delegating, subuids, &self.nets)
             .filter(|a| a.via != Via::Pending)
     }
 

@@ -109,6 +109,9 @@ fn listen(
     stop: &AtomicBool,
 ) {
     let host = interfaces::host_addrs();
+    // A uid of a subordinate range (a user's rootless user namespace) is its owner's:
+    // /etc/subuid read once, not at every wait for events.
+    let subuids = SubUids::host();
     while !stop.load(Ordering::SeqCst) {
         let mut events = Events::default();
         let got = match socket.receive(WAIT, MAX_BATCH, &mut events) {
@@ -125,8 +128,6 @@ fn listen(
         }
         let mut owners = Vec::new();
         let mut ended = Vec::new();
-        // A uid of a subordinate range (a user's rootless user namespace) is its owner's.
-        let subuids = SubUids::host();
         // Read at the batch's first ICMP NEW: sock_diag does not list ping sockets.
         let mut pings: Option<PingSockets> = None;
         for e in events.events {

@@ -746,7 +746,10 @@ fn a_subordinate_uids_short_connection_is_charged_to_the_ranges_owner_in_live() 
         ),
     );
     p.expect("ready");
-    let live = LiveOnce::start(&t.host, "8s");
+    // The interval outlasts the wait for the DESTROY below (30 s): an entry that has timed
+    // out is no longer dumped, and its DESTROY comes when conntrack's garbage collector
+    // reaps it, seconds later on a loaded machine; live's one refresh must come after it.
+    let live = LiveOnce::start(&t.host, "30s");
     p.go();
     p.expect("done");
     p.wait_ok();
