@@ -21,7 +21,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 
-use crate::attribute::{Attributed, Attribution, Container, Direction, Reason, Verdict, Via};
+use crate::attribute::{
+    Attributed, Attribution, Cgroup, Container, Direction, Reason, Verdict, Via,
+};
 use crate::model::{Counters, FastSet, Flow, FlowKey};
 
 /// What the store remembers of a flow between passes.
@@ -148,6 +150,9 @@ pub struct UsageKey {
     pub uid: Option<u32>,
     /// Program holding the socket, when known.
     pub program: Option<String>,
+    /// The cgroup of the socket's creator, when known (with the program; never on
+    /// unattributed traffic).
+    pub cgroup: Option<Cgroup>,
     /// Why unattributed; on a user's row, why a service's socket was charged to its own uid
     /// ([`Reason::AmbiguousHolders`]).
     pub reason: Option<Reason>,
@@ -333,10 +338,12 @@ fn usage_key(flow: &Flow, at: &Attributed) -> UsageKey {
         Verdict::Unattributed(r) => (Kind::Unattributed, (None, None, Some(*r), None)),
     };
     let container = at.attribution().and_then(|a| a.container.clone());
+    let cgroup = at.attribution().and_then(|a| a.cgroup.clone());
     UsageKey {
         kind,
         uid,
         program,
+        cgroup,
         reason,
         via,
         container,
@@ -377,6 +384,7 @@ fn held_charge(s: &FlowState) -> Option<(UsageKey, Traffic)> {
         kind: Kind::User,
         uid: Some(a.uid),
         program: a.program.clone(),
+        cgroup: a.cgroup.clone(),
         reason: None,
         via: None,
         container: a.container.clone(),
@@ -614,6 +622,7 @@ mod tests {
     fn alice() -> Attributed {
         Attributed {
             verdict: Verdict::User(Attribution {
+                cgroup: None,
                 uid: 1001,
                 program: None,
                 direction: Direction::Out,
@@ -871,6 +880,7 @@ mod tests {
     /// An sshd session (incoming, port 22) attributed with `via`.
     fn ssh(uid: u32, via: Via, excluded: bool) -> Attributed {
         let a = Attribution {
+            cgroup: None,
             uid,
             program: Some("sshd".into()),
             direction: Direction::In,

@@ -72,6 +72,20 @@ pub struct Attribution {
     /// The container (another network namespace of this host) whose socket the flow was
     /// found through; `None` for the host's own sockets.
     pub container: Option<Container>,
+    /// The cgroup v2 of the process that created the socket, when known (sock_diag; the
+    /// `/proc/net` tables carry none).
+    pub cgroup: Option<Cgroup>,
+}
+
+/// A cgroup v2, as a flow attributed through a socket it made carries it: the path stored
+/// (`cgroups`, migration 0016) and the job the resolver trusts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cgroup {
+    /// The path relative to the cgroup2 root, leading `/` (`/system.slice/x.service`); a
+    /// removed cgroup keeps its last path.
+    pub path: std::sync::Arc<str>,
+    /// The Slurm job, only under a root-owned `…slurmstepd.scope` (`sources::cgroups`).
+    pub job: Option<u64>,
 }
 
 /// A network namespace of this host other than netledger's own ("a container"), as a flow
@@ -211,6 +225,7 @@ pub fn delegate(
         direction,
         via,
         container: None,
+        cgroup: None,
     }
 }
 
@@ -621,6 +636,7 @@ impl<'a> SocketIndex<'a> {
             direction,
             via: Via::Direct,
             container: None,
+            cgroup: None,
         }
     }
 
@@ -662,6 +678,7 @@ impl<'a> SocketIndex<'a> {
             direction,
             via: Via::Pending,
             container: None,
+            cgroup: None,
         }
     }
 
@@ -829,6 +846,7 @@ fn by_mark(flow: &Flow, idx: &SocketIndex) -> Option<Attribution> {
         direction,
         via: Via::Direct,
         container: None,
+        cgroup: None,
     })
 }
 
@@ -1094,6 +1112,7 @@ mod tests {
 
     fn user(uid: u32, dir: Direction) -> Verdict {
         Verdict::User(Attribution {
+            cgroup: None,
             uid,
             program: (uid == ALICE).then(|| "curl".to_string()),
             direction: dir,
@@ -1138,6 +1157,7 @@ mod tests {
         );
         let mine = |dir| {
             Verdict::User(Attribution {
+                cgroup: None,
                 uid: BOB,
                 program: None,
                 direction: dir,
@@ -1187,6 +1207,7 @@ mod tests {
             crate::owner_mark::mark_of(ALICE),
         );
         let alice = Verdict::User(Attribution {
+            cgroup: None,
             uid: ALICE,
             program: None,
             direction: Direction::Out,
@@ -1210,6 +1231,7 @@ mod tests {
         for uid in [ALICE, 0] {
             let f = marked(ping.clone(), crate::owner_mark::mark_of(uid));
             let want = Verdict::User(Attribution {
+                cgroup: None,
                 uid,
                 program: None,
                 direction: Direction::Out,
@@ -1261,6 +1283,7 @@ mod tests {
         let verdict = |f: &Flow| attribute(f, &idx, None, &LocalNets::new([])).verdict;
         let out = |uid: u32, program: Option<&str>| {
             Verdict::User(Attribution {
+                cgroup: None,
                 uid,
                 program: program.map(str::to_string),
                 direction: Direction::Out,
@@ -1473,6 +1496,7 @@ mod tests {
     fn a_picked_up_entry_continues_the_owner_of_the_deleted_one_either_way_round() {
         let f = flow(TCP, ("198.51.100.1:40000", "198.51.100.2:443"), None);
         let alice = Attribution {
+            cgroup: None,
             uid: ALICE,
             program: Some("curl".into()),
             direction: Direction::Out,
@@ -1578,7 +1602,7 @@ mod tests {
     #[case::loopback_excluded(
         vec![sock(L4::Tcp, "127.0.0.1:40000", "127.0.0.1:80", ALICE, 100)],
         flow(TCP, ("127.0.0.1:40000", "127.0.0.1:80"), None),
-        Verdict::Excluded(Some(Attribution { uid: ALICE, program: Some("curl".into()), direction: Direction::Out, via: Via::Direct, container: None })),
+        Verdict::Excluded(Some(Attribution { uid: ALICE, program: Some("curl".into()), direction: Direction::Out, via: Via::Direct, container: None, cgroup: None })),
         "127.0.0.1", 80)]
     #[case::lan_excluded_even_without_socket(
         vec![],
@@ -1592,7 +1616,7 @@ mod tests {
         vec![sock(L4::Tcp, "198.51.100.1:40000", "198.51.100.1:8080", ALICE, 100),
              sock(L4::Tcp, "198.51.100.1:8080", "198.51.100.1:40000", 0, 300)],
         flow(TCP, ("198.51.100.1:40000", "198.51.100.1:8080"), None),
-        Verdict::Excluded(Some(Attribution { uid: ALICE, program: Some("curl".into()), direction: Direction::Out, via: Via::Direct, container: None })),
+        Verdict::Excluded(Some(Attribution { uid: ALICE, program: Some("curl".into()), direction: Direction::Out, via: Via::Direct, container: None, cgroup: None })),
         "198.51.100.1", 8080)]
     #[case::dnat_to_the_host_itself_excluded(
         // A local client to 203.0.113.7:443, DNAT'd in OUTPUT to this host's 8443.
@@ -1619,6 +1643,7 @@ mod tests {
     #[test]
     fn gone_socket_keeps_prior_attribution() {
         let prior = Attribution {
+            cgroup: None,
             uid: ALICE,
             program: Some("curl".into()),
             direction: Direction::Out,
@@ -1637,6 +1662,7 @@ mod tests {
     #[test]
     fn live_socket_beats_prior() {
         let prior = Attribution {
+            cgroup: None,
             uid: BOB,
             program: None,
             direction: Direction::Out,
@@ -1666,6 +1692,7 @@ mod tests {
         )];
         let f = flow(TCP, ("198.51.100.1:40001", "198.51.100.2:80"), None);
         let kept = Attribution {
+            cgroup: None,
             uid: ALICE,
             program: Some("firefox".into()),
             direction: Direction::Out,
@@ -1687,6 +1714,7 @@ mod tests {
         assert_eq!(
             got.verdict,
             Verdict::User(Attribution {
+                cgroup: None,
                 uid: BOB,
                 program: None,
                 direction: Direction::Out,
@@ -1715,6 +1743,7 @@ mod tests {
 
     fn via(uid: u32, program: Option<&str>, via: Via) -> Attribution {
         Attribution {
+            cgroup: None,
             uid,
             program: program.map(Into::into),
             direction: Direction::In,

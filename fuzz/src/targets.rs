@@ -151,6 +151,7 @@ pub fn log_format(data: &[u8]) {
         dport: (b(2) << 8 | b(3)) as u16,
     };
     let c = LoggedConnection {
+        cgroup: None,
         start_ms: (b(4) as i64 - 128) << 40,
         end_ms: (b(5) as i64 - 128) << 40,
         orig: tuple(1, 2),

@@ -390,6 +390,7 @@ fn logged(d: &Destroyed) -> LoggedConnection {
         zone: flow.zone,
         via: owner.and_then(|a| a.via.through()),
         container: owner.and_then(|a| a.container.clone()),
+        cgroup: owner.and_then(|a| a.cgroup.clone()),
     }
 }
 
@@ -417,6 +418,7 @@ mod tests {
 
     fn alice() -> Attribution {
         Attribution {
+            cgroup: None,
             uid: ALICE,
             program: Some("curl".into()),
             direction: Direction::Out,
@@ -865,6 +867,7 @@ mod tests {
 
     fn via(uid: u32, v: Via) -> Attribution {
         Attribution {
+            cgroup: None,
             uid,
             program: Some("sshd".into()),
             direction: Direction::Out,

@@ -172,6 +172,7 @@ mod tests {
     fn alice() -> Attributed {
         Attributed {
             verdict: Verdict::User(Attribution {
+                cgroup: None,
                 uid: 1001,
                 program: Some("curl".into()),
                 direction: Direction::Out,

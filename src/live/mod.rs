@@ -129,6 +129,7 @@ pub(crate) mod fixture {
 
     fn user(uid: u32, program: Option<&str>, direction: Direction) -> Verdict {
         Verdict::User(Attribution {
+            cgroup: None,
             uid,
             program: program.map(String::from),
             direction,

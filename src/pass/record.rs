@@ -343,6 +343,7 @@ mod tests {
 
     fn who(uid: u32, via: Via, direction: Direction) -> Attribution {
         Attribution {
+            cgroup: None,
             uid,
             program: None,
             direction,

@@ -262,6 +262,7 @@ pub(crate) fn sample_connection() -> LoggedConnection {
         dport: dp,
     };
     LoggedConnection {
+        cgroup: None,
         start_ms: 1_780_000_000_000,
         end_ms: 1_780_000_002_500,
         // DNAT: the client hit 203.0.113.7:80, served by 198.51.100.1:8080.

@@ -494,6 +494,9 @@ mod tests {
             via: Some(0),
             container: text("docker-abc"),
             container_uid: Some(u32::MAX),
+            cgroup: text("/system.slice/slurmstepd.scope/job_42/step_0"),
+            unit: text("slurmstepd.scope"),
+            job: Some(42),
             traffic: crate::account::Traffic {
                 rx_bytes: u64::MAX / 2,
                 tx_bytes: 7,
@@ -515,6 +518,9 @@ mod tests {
             via: None,
             container: None,
             container_uid: None,
+            cgroup: None,
+            unit: None,
+            job: None,
             traffic: Default::default(),
         };
         let header = header_of(with_covered(usage_record(&empty), &covered));

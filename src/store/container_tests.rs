@@ -55,6 +55,7 @@ fn container(name: &str, inner_uid: u32) -> Container {
 
 fn owner(uid: u32, program: &str, c: Option<Container>) -> Attribution {
     Attribution {
+        cgroup: None,
         uid,
         program: Some(program.into()),
         direction: Direction::Out,
@@ -468,6 +469,7 @@ fn flow_state_keeps_the_container_across_passes() {
 
 fn logged(uid: u32, c: Option<Container>) -> LoggedConnection {
     LoggedConnection {
+        cgroup: None,
         start_ms: 1_780_000_000_000,
         end_ms: 1_780_000_001_000,
         orig: tuple("10.88.0.2", "198.51.100.2", 40000, 443),
@@ -601,7 +603,7 @@ fn a_schema_9_database_upgrades_in_place_with_every_row_unchanged() {
         "SELECT * FROM usage_tiers ORDER BY 1, 2, 3, 4, 5".into(),
         "SELECT * FROM usage_totals ORDER BY 1, 2, 3, 4, 5".into(),
         "SELECT * FROM flow_state".into(),
-        "SELECT * FROM connection_log".into(),
+        "SELECT rec FROM connection_log".into(),
     ];
     let c = Connection::open(&p).unwrap();
     let before: Vec<Vec<String>> = queries.iter().map(|q| dump(&c, q)).collect();
@@ -658,9 +660,17 @@ fn a_schema_9_database_upgrades_in_place_with_every_row_unchanged() {
     // ... and after the upgrade every row and view reads as before.
     let store = Store::open(&p, &OpenOptions::default()).unwrap();
     let after: Vec<Vec<String>> = queries.iter().map(|q| dump(store.conn(), q)).collect();
-    // flow_state gains three columns, NULL (the container's two, schema 10; the flow's
-    // start, schema 11).
-    assert_eq!(after[9], [format!("{},Null,Null,Null", before[9][0])]);
+    // flow_state gains four columns, NULL (the container's two, schema 10; the flow's
+    // start, schema 11) and cgroup 0 (none, schema 16); the log's record is unchanged and
+    // its cgroup 0.
+    assert_eq!(
+        after[9],
+        [format!("{},Null,Null,Null,Integer(0)", before[9][0])]
+    );
+    assert_eq!(
+        dump(store.conn(), "SELECT cgroup FROM connection_log"),
+        ["Integer(0)"]
+    );
     let strip = |mut v: Vec<Vec<String>>| {
         v.remove(9);
         v

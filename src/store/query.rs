@@ -32,25 +32,54 @@ pub(super) struct Source {
     next: &'static str,
 }
 
-/// The typed schema on: the compact tables, names by id. Raw buckets are 5 minutes
-/// ([`super::BUCKET_SECS`]); tiers are hours (3600) and days (86400).
-const COMPACT: Source = Source {
-    cte: "c AS (
-            SELECT ts, uid, kind, reason, via_uid, container, container_uid, program, remote,
-                   protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
+/// The columns of the CTE `c` read from the compact tables, with `$cgroup` as the cgroup
+/// (the column from schema 16, else `0 AS cgroup`). A literal, for `concat!`.
+macro_rules! compact_cte {
+    ($cgroup:literal) => {
+        concat!(
+            "c AS (
+            SELECT ts, uid, kind, reason, via_uid, container, container_uid, program, ",
+            $cgroup,
+            ", remote, protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
             FROM usage_raw WHERE ts > ?1 - 300 AND ts < ?2
             UNION ALL
-            SELECT ts, uid, kind, reason, via_uid, container, container_uid, program, remote,
-                   protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
+            SELECT ts, uid, kind, reason, via_uid, container, container_uid, program, ",
+            $cgroup,
+            ", remote, protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
             FROM usage_tiers WHERE ts >= ?1 AND ts < ?2
             UNION ALL
-            SELECT ts, uid, kind, reason, via_uid, container, container_uid, program, remote,
-                   protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
+            SELECT ts, uid, kind, reason, via_uid, container, container_uid, program, ",
+            $cgroup,
+            ", remote, protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
             FROM usage_tiers WHERE ts = ?1 - ?1 % 3600 AND ts < ?1 AND granularity = 3600
             UNION ALL
-            SELECT ts, uid, kind, reason, via_uid, container, container_uid, program, remote,
-                   protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
-            FROM usage_tiers WHERE ts = ?1 - ?1 % 86400 AND ts < ?1 AND granularity = 86400)",
+            SELECT ts, uid, kind, reason, via_uid, container, container_uid, program, ",
+            $cgroup,
+            ", remote, protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
+            FROM usage_tiers WHERE ts = ?1 - ?1 % 86400 AND ts < ?1 AND granularity = 86400)"
+        )
+    };
+}
+
+/// The columns of a usage table's row a report reads, in the CTE `c`'s order, for a
+/// database at `schema` (15 or later): cgroup 0 (none) before migration 0016.
+pub(super) fn usage_columns(schema: i64) -> &'static str {
+    match schema >= super::CGROUP_SCHEMA {
+        true => {
+            "ts, uid, kind, reason, via_uid, container, container_uid, program, cgroup, remote,
+             protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets"
+        }
+        false => {
+            "ts, uid, kind, reason, via_uid, container, container_uid, program, 0 AS cgroup,
+             remote, protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets"
+        }
+    }
+}
+
+/// The cgroup schema on: the compact tables, names by id. Raw buckets are 5 minutes
+/// ([`super::BUCKET_SECS`]); tiers are hours (3600) and days (86400).
+const COMPACT: Source = Source {
+    cte: compact_cte!("cgroup"),
     joins: "LEFT JOIN programs p ON p.id = g.pid LEFT JOIN remotes r ON r.id = g.rid",
     program: "p.name",
     remote: "r.addr",
@@ -72,28 +101,34 @@ const COMPACT: Source = Source {
     ],
     export: "SELECT ts, kind, uid, program, reason, protocol, direction, remote_addr, port,
                     rx_bytes, tx_bytes, rx_packets, tx_packets, {via} AS via,
-                    {container} AS container, {container_uid} AS container_uid
+                    {container} AS container, {container_uid} AS container_uid, {cgroup}
              FROM usage WHERE ts > ?1 - 300 AND ts < ?2
              UNION ALL
              SELECT ts, kind, uid, program, reason, protocol, NULL, remote_addr, port,
                     rx_bytes, tx_bytes, rx_packets, tx_packets, {via},
-                    {container}, {container_uid}
+                    {container}, {container_uid}, {cgroup}
              FROM usage_rollup WHERE ts >= ?1 AND ts < ?2
              UNION ALL
              SELECT ts, kind, uid, program, reason, protocol, NULL, remote_addr, port,
                     rx_bytes, tx_bytes, rx_packets, tx_packets, {via},
-                    {container}, {container_uid}
+                    {container}, {container_uid}, {cgroup}
              FROM usage_rollup
              WHERE ts = ?1 - ?1 % 3600 AND ts < ?1 AND granularity = 'hour'
              UNION ALL
              SELECT ts, kind, uid, program, reason, protocol, NULL, remote_addr, port,
                     rx_bytes, tx_bytes, rx_packets, tx_packets, {via},
-                    {container}, {container_uid}
+                    {container}, {container_uid}, {cgroup}
              FROM usage_rollup
              WHERE ts = ?1 - ?1 % 86400 AND ts < ?1 AND granularity = 'day'",
     next: "SELECT min(t) FROM (SELECT min(ts) AS t FROM usage_raw WHERE ts >= ?1 AND ts < ?2
                                UNION ALL
                                SELECT min(ts) FROM usage_tiers WHERE ts >= ?1 AND ts < ?2)",
+};
+
+/// Schema 15, typed before the cgroups (a report does not migrate): cgroup 0 (none).
+const TYPED: Source = Source {
+    cte: compact_cte!("0 AS cgroup"),
+    ..COMPACT
 };
 
 /// Schemas 5 to the typed one (a report does not migrate): the compact tables as they
@@ -112,7 +147,8 @@ const PACKED: Source = Source {
                    CASE WHEN reason LIKE 'ns:%'
                         THEN CAST(substr(reason, 4 + instr(substr(reason, 4), ':')) AS INTEGER)
                         ELSE -1 END AS container_uid,
-                   program, remote, protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
+                   program, 0 AS cgroup, remote, protocol, port, rx_bytes, tx_bytes,
+                   rx_packets, tx_packets
             FROM (SELECT ts, uid, kind, reason, program, remote, protocol, port,
                          rx_bytes, tx_bytes, rx_packets, tx_packets
                   FROM usage_raw WHERE ts > ?1 - 300 AND ts < ?2
@@ -140,14 +176,16 @@ const VIEW: Source = Source {
             SELECT ts, ifnull(uid, -1) AS uid,
                    CASE kind WHEN 'user' THEN 0 WHEN 'unattributed' THEN 1 ELSE 2 END AS kind,
                    ifnull(reason, '') AS reason, -1 AS via_uid, 0 AS container,
-                   -1 AS container_uid, program, remote_addr AS remote, protocol, port,
+                   -1 AS container_uid, program, 0 AS cgroup, remote_addr AS remote, protocol,
+                   port,
                    rx_bytes, tx_bytes, rx_packets, tx_packets
             FROM usage_all WHERE ts >= ?1 AND ts < ?2
             UNION ALL
             SELECT ts, ifnull(uid, -1) AS uid,
                    CASE kind WHEN 'user' THEN 0 WHEN 'unattributed' THEN 1 ELSE 2 END AS kind,
                    ifnull(reason, '') AS reason, -1 AS via_uid, 0 AS container,
-                   -1 AS container_uid, program, remote_addr AS remote, protocol, port,
+                   -1 AS container_uid, program, 0 AS cgroup, remote_addr AS remote, protocol,
+                   port,
                    rx_bytes, tx_bytes, rx_packets, tx_packets
             FROM usage_rollup
             WHERE (ts = ?1 - ?1 % 3600 AND granularity = 'hour'
@@ -169,12 +207,12 @@ const VIEW: Source = Source {
     ],
     export: "SELECT ts, kind, uid, program, reason, protocol, direction, remote_addr, port,
                     rx_bytes, tx_bytes, rx_packets, tx_packets, {via} AS via,
-                    {container} AS container, {container_uid} AS container_uid
+                    {container} AS container, {container_uid} AS container_uid, {cgroup}
              FROM usage_all WHERE ts >= ?1 AND ts < ?2
              UNION ALL
              SELECT ts, kind, uid, program, reason, protocol, NULL, remote_addr, port,
                     rx_bytes, tx_bytes, rx_packets, tx_packets, {via},
-                    {container}, {container_uid}
+                    {container}, {container_uid}, {cgroup}
              FROM usage_rollup
              WHERE (ts = ?1 - ?1 % 3600 AND granularity = 'hour'
                     OR ts = ?1 - ?1 % 86400 AND granularity = 'day') AND ts < ?1",
@@ -343,6 +381,12 @@ pub struct UsageRecord {
     pub container: Option<String>,
     /// The socket's uid inside that container.
     pub container_uid: Option<u32>,
+    /// The cgroup path of the socket's creator, when known.
+    pub cgroup: Option<String>,
+    /// Its systemd unit.
+    pub unit: Option<String>,
+    /// Its Slurm job.
+    pub job: Option<u64>,
     /// Traffic.
     pub traffic: Traffic,
 }
@@ -708,10 +752,9 @@ impl Store {
             None => Default::default(),
         };
         let split = Split::new(start, until, |d| split_days.contains(&d));
-        let columns = "ts, uid, kind, reason, via_uid, container, container_uid, program,
-                       remote, protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets";
+        let columns = usage_columns(self.schema);
         let totals = "ts, uid, kind, reason, via_uid, container, container_uid, NULL, NULL,
-                      NULL, NULL, rx_bytes, tx_bytes, rx_packets, tx_packets";
+                      NULL, NULL, NULL, rx_bytes, tx_bytes, rx_packets, tx_packets";
         let branches = [
             ranges_union(
                 &format!(
@@ -769,7 +812,8 @@ impl Store {
 
     pub(super) fn source(&self) -> &'static Source {
         match self.schema {
-            s if s >= super::TYPED_SCHEMA => &COMPACT,
+            s if s >= super::CGROUP_SCHEMA => &COMPACT,
+            s if s >= super::TYPED_SCHEMA => &TYPED,
             s if s >= super::COMPACT_SCHEMA => &PACKED,
             _ => &VIEW,
         }
@@ -920,22 +964,28 @@ impl Store {
             true => ("container", "container_uid"),
             false => ("NULL", "NULL"),
         };
+        // Nor cgroups before schema 16.
+        let cgroup = match self.schema >= super::CGROUP_SCHEMA {
+            true => "cgroup, unit, job",
+            false => "NULL AS cgroup, NULL AS unit, NULL AS job",
+        };
         // `?3`: the rows of `[?1, ?2)` dated `?3` or later — all of them, the rows that
         // straddle `?1` included, for the first hour; those dated in it for the next.
         let sql = format!(
             "SELECT u.ts, u.kind, u.uid, n.name, u.program, u.reason, u.protocol,
                     u.direction, u.remote_addr, u.port,
                     u.rx_bytes, u.tx_bytes, u.rx_packets, u.tx_packets, u.via,
-                    u.container, u.container_uid
+                    u.container, u.container_uid, u.cgroup, u.unit, u.job
              FROM ({}) u LEFT JOIN users n ON n.uid = u.uid
              WHERE u.ts >= ?3
              ORDER BY u.ts, u.kind, u.uid, u.program, u.remote_addr, u.port, u.via,
-                      u.container, u.container_uid",
+                      u.container, u.container_uid, u.cgroup",
             self.source()
                 .export
                 .replace("{via}", via)
                 .replace("{container}", container)
                 .replace("{container_uid}", container_uid)
+                .replace("{cgroup}", cgroup)
         );
         let mut stmt = self.conn.prepare(&sql).map_err(wrap)?;
         let mut next = self.conn.prepare_cached(self.source().next).map_err(wrap)?;
@@ -1234,6 +1284,9 @@ fn usage_record_at(r: &rusqlite::Row) -> rusqlite::Result<UsageRecord> {
         via: r.get(14)?,
         container: r.get(15)?,
         container_uid: r.get(16)?,
+        cgroup: r.get(17)?,
+        unit: r.get(18)?,
+        job: r.get::<_, Option<i64>>(19)?.map(|j| j as u64),
         traffic: traffic_at(r, 10)?,
     })
 }

@@ -164,28 +164,28 @@ impl Store {
                     // result does not depend on row order. Rows already in the hour (a pass
                     // whose clock was behind) are added to.
                     "INSERT INTO usage_tiers (granularity, ts, uid, kind, reason, via_uid,
-                     container, container_uid, program, remote, protocol, port, rx_bytes,
-                     tx_bytes, rx_packets, tx_packets)
+                     container, container_uid, program, cgroup, remote, protocol, port,
+                     rx_bytes, tx_bytes, rx_packets, tx_packets)
                  WITH h AS (
                      SELECT uid, kind, reason, via_uid, container, container_uid, program,
-                            remote, protocol, port,
+                            cgroup, remote, protocol, port,
                             sum(rx_bytes) AS rx, sum(tx_bytes) AS tx,
                             sum(rx_packets) AS rp, sum(tx_packets) AS tp
                      FROM usage_raw WHERE ts >= ?1 AND ts < ?2
                      GROUP BY uid, kind, reason, via_uid, container, container_uid, program,
-                              remote, protocol, port),
+                              cgroup, remote, protocol, port),
                  r AS (
                      SELECT *, row_number() OVER (
                          PARTITION BY uid, kind, reason, via_uid, container, container_uid
-                         ORDER BY rx + tx DESC, remote, port, protocol, program) AS n
+                         ORDER BY rx + tx DESC, remote, port, protocol, program, cgroup) AS n
                      FROM h)
                  SELECT 3600, ?1, uid, kind, reason, via_uid, container, container_uid,
-                        program, remote, protocol, port,
+                        program, cgroup, remote, protocol, port,
                         rx, tx, rp, tp
                  FROM r WHERE n <= ?3
                  UNION ALL
                  SELECT 3600, ?1, uid, kind, reason, via_uid, container, container_uid,
-                        ?4, ?5, 0, 0,
+                        ?4, 0, ?5, 0, 0,
                         sum(rx), sum(tx), sum(rp), sum(tp)
                  FROM r WHERE n > ?3
                  GROUP BY uid, kind, reason, via_uid, container, container_uid
@@ -225,10 +225,10 @@ impl Store {
             st.hourly_rows += self.move_rows(
                 concat!(
                     "INSERT INTO usage_tiers (granularity, ts, uid, kind, reason, via_uid,
-                     container, container_uid, program, remote, protocol, port, rx_bytes,
-                     tx_bytes, rx_packets, tx_packets)
+                     container, container_uid, program, cgroup, remote, protocol, port,
+                     rx_bytes, tx_bytes, rx_packets, tx_packets)
                  SELECT 86400, ?1, uid, kind, reason, via_uid, container, container_uid,
-                        ?3, ?4, 0, 0,
+                        ?3, 0, ?4, 0, 0,
                         sum(rx_bytes), sum(tx_bytes), sum(rx_packets), sum(tx_packets)
                  FROM usage_tiers WHERE granularity = 3600 AND ts >= ?1 AND ts < ?2
                  GROUP BY uid, kind, reason, via_uid, container, container_uid
@@ -410,6 +410,7 @@ mod tests {
                     });
                     ats.push(Attributed {
                         verdict: Verdict::User(Attribution {
+                            cgroup: None,
                             uid,
                             program: Some(format!("prog{}", remote % 2)),
                             direction: Direction::Out,
@@ -568,6 +569,7 @@ mod tests {
                 for i in 0..30u32 {
                     plan.usage.insert(
                         UsageKey {
+                            cgroup: None,
                             kind: Kind::User,
                             uid: Some(uid),
                             program: Some("curl".into()),
@@ -591,6 +593,7 @@ mod tests {
             for i in 0..12u32 {
                 plan.usage.insert(
                     UsageKey {
+                        cgroup: None,
                         kind: Kind::Unattributed,
                         uid: None,
                         program: None,
@@ -729,6 +732,7 @@ mod tests {
         };
         let port = 40000 + (i % 20000) as u16;
         LoggedConnection {
+            cgroup: None,
             start_ms: 1_780_000_000_000 + i64::from(i) * 7,
             end_ms: 1_780_000_000_042 + i64::from(i) * 7,
             orig: t("198.51.100.1", "198.51.100.2", port, 443),

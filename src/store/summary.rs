@@ -340,6 +340,7 @@ mod tests {
             orig: Counters::default(),
             reply: Counters::default(),
             attribution: Some(Attribution {
+                cgroup: None,
                 uid,
                 program: None,
                 direction: Direction::Out,
@@ -356,6 +357,7 @@ mod tests {
 
     fn logged(start_ms: i64, end_ms: i64, uid: u32) -> LoggedConnection {
         LoggedConnection {
+            cgroup: None,
             start_ms,
             end_ms,
             orig: tuple(40100, 443),

@@ -224,6 +224,7 @@ fn build_db(dir: &Path) -> PathBuf {
     let mut store = Store::open(&db, &OpenOptions::default()).unwrap();
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let key = |kind, uid, program: Option<&str>, remote| UsageKey {
+        cgroup: None,
         kind,
         uid,
         program: program.map(String::from),

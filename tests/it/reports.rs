@@ -56,6 +56,7 @@ fn to_flow(f: &F) -> (Flow, Attributed) {
 
 fn user(uid: u32, program: &str, direction: Direction) -> Verdict {
     Verdict::User(Attribution {
+        cgroup: None,
         uid,
         program: Some(program.into()),
         direction,
@@ -1004,6 +1005,7 @@ fn bulk_db(dir: &Path, passes: i64, keys: u32) -> PathBuf {
         let mut plan = PassPlan::default();
         for k in 0..keys {
             let key = UsageKey {
+                cgroup: None,
                 kind: Kind::User,
                 uid: Some(1000 + k % 200),
                 program: Some(format!("prog{}", k % 7)),
@@ -1033,6 +1035,7 @@ fn bulk_db(dir: &Path, passes: i64, keys: u32) -> PathBuf {
                 let remote = format!("203.0.113.{}", k % 250);
                 let t = tuple(6, HOST, 40_000 + k as u16, &remote, 443);
                 LoggedConnection {
+                    cgroup: None,
                     start_ms: ts * 1000 - 60_000,
                     end_ms: ts * 1000 + i64::from(k),
                     orig: t,
