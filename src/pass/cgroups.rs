@@ -26,6 +26,19 @@ impl CgroupNames {
         }
     }
 
+    /// The host's, its tree walked now (the daemon's listener: its first NEW event then
+    /// pays for no walk).
+    pub fn walked() -> CgroupNames {
+        let mut resolver = Cgroups::open();
+        if let Some(r) = resolver.as_mut() {
+            r.walk();
+        }
+        CgroupNames {
+            resolver: Some(resolver),
+            names: FastMap::default(),
+        }
+    }
+
     /// Name the ids not named yet (0, no cgroup known, is never one).
     pub fn learn(&mut self, ids: impl IntoIterator<Item = u64>) {
         for id in ids {
