@@ -301,6 +301,7 @@ fn account_destroys(
             grace: 0,
             ended: true,
             destroys_follow: true,
+            destroys_lost_before: None,
         },
     };
     let part = |own: bool| -> Vec<Seen> {

@@ -76,6 +76,10 @@ pub enum ToWriter {
         lost: Option<u64>,
         /// The receive buffer after growing it.
         buffer: usize,
+        /// Every event of what the kernel did before this time (ns since the epoch) was
+        /// sent before this message, or lost: taken before the read that found the queue
+        /// empty.
+        lost_before_ns: u64,
     },
     /// The event socket failed; the daemon stops.
     Failed(conntrack::ConntrackError),
@@ -225,6 +229,9 @@ impl Listener {
             }
             let mut events = Events::default();
             let wait = if stopping { Duration::ZERO } else { WAIT };
+            // Whatever happened before this read is read by it (or was lost) when it
+            // finds the queue empty.
+            let read_from = now_ns();
             let got = match self.socket.receive(wait, MAX_BATCH, &mut events) {
                 Ok(got) => got,
                 Err(e) => {
@@ -258,7 +265,11 @@ impl Listener {
                 let lost = drops.map(|d| d.saturating_sub(drops_seen));
                 drops_seen = drops.unwrap_or(drops_seen);
                 if tx
-                    .send(ToNamer::Pass(ToWriter::Overrun { lost, buffer }))
+                    .send(ToNamer::Pass(ToWriter::Overrun {
+                        lost,
+                        buffer,
+                        lost_before_ns: read_from,
+                    }))
                     .is_err()
                 {
                     return;
@@ -640,6 +651,13 @@ fn server_of(flow: &Flow, socket: &Socket) -> Option<Server> {
     let answers = socket.local.port() == flow.reply.sport
         && canonical_ip(socket.local.ip()) == canonical_ip(flow.reply.src);
     (socket.proto == L4::Tcp && answers).then_some(Server::Listener(socket.local))
+}
+
+/// Now, in ns since the epoch: the clock of conntrack's timestamps.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Whether a DESTROY event ended a TCP entry whose connection still lived (removed by

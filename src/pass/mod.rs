@@ -65,6 +65,8 @@ pub struct PassConfig {
     pub marks: Arc<MarkTrust>,
     /// A DESTROY event comes for every flow (the daemon): see [`Hold::destroys_follow`].
     pub destroys_follow: bool,
+    /// The daemon: see [`Hold::destroys_lost_before`] (set by the daemon before each pass).
+    pub destroys_lost_before: Option<u64>,
 }
 
 impl PassConfig {
@@ -74,6 +76,7 @@ impl PassConfig {
             grace: self.delegate_grace.as_secs() as i64,
             ended: false,
             destroys_follow: self.destroys_follow,
+            destroys_lost_before: self.destroys_lost_before,
         }
     }
 }

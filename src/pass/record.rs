@@ -61,9 +61,15 @@ impl<'s> FlowRecord<'s> {
         }
     }
 
-    /// The attribution its saved state keeps.
+    /// Its saved state when it is this flow's, not another's under the same key
+    /// ([`FlowState::replaced_by`]: an entry that ended, whose owner is not this one's).
+    pub fn own_saved(&self) -> Option<&'s FlowState> {
+        self.saved.filter(|s| !s.replaced_by(self.flow))
+    }
+
+    /// The attribution its saved state keeps (none from another flow's).
     pub fn saved_attribution(&self) -> Option<&'s Attribution> {
-        self.saved.and_then(|s| s.attribution.as_ref())
+        self.own_saved().and_then(|s| s.attribution.as_ref())
     }
 
     /// What the flow already had: its saved attribution once settled; else an owner known
@@ -102,7 +108,7 @@ impl<'s> FlowRecord<'s> {
 
     /// Whether its counters moved since the saved state.
     fn moved(&self) -> bool {
-        self.saved.is_some_and(|o| {
+        self.own_saved().is_some_and(|o| {
             Some(o.orig) != self.flow.orig_counters || Some(o.reply) != self.flow.reply_counters
         })
     }
@@ -176,7 +182,7 @@ pub fn continue_picked_up<S: BuildHasher>(
     records: &mut [FlowRecord],
     prev: &HashMap<FlowKey, FlowState, S>,
 ) {
-    let picked = |r: &FlowRecord| r.picked_up && r.saved.is_none() && r.known.is_none();
+    let picked = |r: &FlowRecord| r.picked_up && r.own_saved().is_none() && r.known.is_none();
     if !records.iter().any(picked) {
         return;
     }
@@ -290,7 +296,7 @@ pub fn by_mark(records: &[FlowRecord]) -> usize {
 pub fn needs_retry(records: &[FlowRecord]) -> bool {
     records
         .iter()
-        .any(|r| r.saved.is_none() && r.unattributed(&[Reason::NoSocket]))
+        .any(|r| r.own_saved().is_none() && r.unattributed(&[Reason::NoSocket]))
 }
 
 /// Stage 6: the unattributed flows once more, on an index over more sockets (`idx`, the
@@ -313,7 +319,9 @@ pub fn container_candidates<'r, 's>(
 ) -> Vec<(&'r mut FlowRecord<'s>, IpAddr)> {
     records
         .iter_mut()
-        .filter(|r| r.saved.is_none() && r.unattributed(&[Reason::Forwarded, Reason::NoSocket]))
+        .filter(|r| {
+            r.own_saved().is_none() && r.unattributed(&[Reason::Forwarded, Reason::NoSocket])
+        })
         .filter_map(|r| containers::inner_end(r.flow, is_host).map(|ip| (r, ip)))
         .collect()
 }
@@ -415,6 +423,50 @@ mod tests {
             Verdict::User(out(ALICE, Via::Direct))
         );
         assert_eq!(attributed[1].verdict, Verdict::User(out(BOB, Via::Direct)));
+    }
+
+    /// Issue 24: bob's connection took up the tuple of alice's, whose entry ended, in the
+    /// memory of hers (the same conntrack id, so the same key); her saved state is still
+    /// there (its DESTROY lost, or on its way). It is not his: her owner is not his, his
+    /// own owner found at NEW is, and a lookup that fails leaves him unattributed.
+    #[test]
+    fn another_flows_saved_state_under_the_same_key_names_no_owner() {
+        let at = |f: Flow, s: u64| Flow {
+            start_ns: Some(s * 1_000_000_000),
+            ..f
+        };
+        let hers = at(tcp_out(45600), 1000);
+        let his = at(tcp_out(45600), 1010);
+        let mut saved = state(&hers, Some(out(ALICE, Via::Direct)));
+        (saved.start_ns, saved.orig) = (hers.start_ns, crate::testkit::counters(5, 400));
+        let none = HashMap::new();
+        let sockets: [Socket; 0] = [];
+        let idx = index(&sockets, &none);
+        let verdict = |known: Option<Attribution>| {
+            let mut recs = vec![FlowRecord::new(&his, false, Some(&saved))];
+            add_known(&mut recs, &|_| known.clone());
+            look_up(&mut recs, &idx);
+            attribute_all(&mut recs, &idx, &LocalNets::defaults());
+            assert_eq!(
+                recs[0].saved,
+                Some(&saved),
+                "the accounting sees the replacement"
+            );
+            (recs[0].own_saved(), recs[0].verdict().verdict.clone())
+        };
+        assert_eq!(
+            verdict(None),
+            (None, Verdict::Unattributed(Reason::NoSocket))
+        );
+        let bob = out(BOB, Via::Direct);
+        assert_eq!(verdict(Some(bob.clone())), (None, Verdict::User(bob)));
+        // Her own entry, seen again, keeps her.
+        let mut recs = vec![FlowRecord::new(&hers, false, Some(&saved))];
+        attribute_all(&mut recs, &idx, &LocalNets::defaults());
+        assert_eq!(
+            recs[0].verdict().verdict,
+            Verdict::User(out(ALICE, Via::Direct))
+        );
     }
 
     /// An ICMP echo saved before the echo id was in its key (port 0) keeps its state.
