@@ -1090,6 +1090,32 @@ fn a_flood_of_connections_to_sshd_does_not_put_a_login_on_root() {
     );
 }
 
+/// The conntrack id of the TCP entry from port `sport` in `ns`, if there is one.
+fn ct_id(ns: &Netns, sport: u16) -> Option<u32> {
+    let out = ns
+        .cmd("conntrack")
+        .args(["-L", "-p", "tcp", "--sport", &sport.to_string(), "-o", "id"])
+        .output()
+        .expect("conntrack -L");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("id=")?.parse().ok())
+}
+
+/// Two CPUs this test may run on (the same one twice on a machine of one).
+fn two_cpus() -> (usize, usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set, filled in by sched_getaffinity for
+    // this thread.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    assert_eq!(unsafe { libc::sched_getaffinity(0, size, &mut set) }, 0);
+    // SAFETY: CPU_ISSET reads the set filled in above.
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect();
+    (cpus[0], *cpus.get(1).unwrap_or(&cpus[0]))
+}
+
 /// Usage `a` plus `b`.
 fn plus(a: Usage, b: Usage) -> Usage {
     Usage {
@@ -1106,9 +1132,12 @@ fn plus(a: Usage, b: Usage) -> Usage {
 /// counters and at least what the pass before saw (only a lost DESTROY's last bytes may be
 /// missing), never bob's; bob's entry, and frank's, to their users or unattributed, each
 /// byte once, exact against conntrack's counters.
+///
+/// Issue 24: when bob's entry comes back under alice's conntrack id (the same memory, the
+/// same key: her saved state's), the daemon left it for her DESTROY, lost in the overrun,
+/// and charged it to nobody. The test places their connections so that it does (said in
+/// its output: "conntrack ids").
 #[test]
-#[ignore = "issue 24, open: in a CI run of 2026-12-07 bob's whole reused-tuple entry (201,568 B \
-            in) was charged to nobody, not even unattributed; run with --ignored"]
 fn an_overrun_then_a_reused_tuple_charges_nothing_twice_and_nothing_to_another_user() {
     if !require_root(
         "an_overrun_then_a_reused_tuple_charges_nothing_twice_and_nothing_to_another_user",
@@ -1139,6 +1168,11 @@ fn an_overrun_then_a_reused_tuple_charges_nothing_twice_and_nothing_to_another_u
         ("NETLEDGER_EVENT_BUFFER", "1"),
     ];
     let daemon = Daemon::start(&t.host, &db, &["--interval", "1s"], &env);
+    // alice's and bob's connections on one CPU, frank's burst on another: nothing else
+    // takes up the memory of her entry (freed at his SYN) before his is made, so his comes
+    // back under her conntrack id, her key, the interleaving that lost his entry (a CI run
+    // once; every run with them so placed, before the fix).
+    let (own_cpu, burst_cpu) = two_cpus();
     // The one tuple both use: 198.51.100.1:45600 -> 198.51.100.2:9100.
     let client = |user: &TestUser, down: u32| {
         python_as(
@@ -1146,7 +1180,8 @@ fn an_overrun_then_a_reused_tuple_charges_nothing_twice_and_nothing_to_another_u
             user,
             &format!("{}'s connection", user.name),
             &format!(
-                "import socket, sys\n\
+                "import os, socket, sys\n\
+                 os.sched_setaffinity(0, {{{own_cpu}}})\n\
                  s = socket.socket()\n\
                  s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
                  s.bind(('198.51.100.1', 45600))\n\
@@ -1183,6 +1218,7 @@ fn an_overrun_then_a_reused_tuple_charges_nothing_twice_and_nothing_to_another_u
             same.then_some(now)
         },
     );
+    let her_id = ct_id(&t.host, 45600);
     daemon.wait_for_a_whole_pass();
     a.go();
     a.expect("done");
@@ -1193,16 +1229,18 @@ fn an_overrun_then_a_reused_tuple_charges_nothing_twice_and_nothing_to_another_u
     let mut b = client(&bob, 200_000);
     signal(daemon.pid(), libc::SIGSTOP);
     let mut f = Proc::spawn("frank's burst", {
-        let mut c = frank.cmd(&t.host, &bb.path);
-        c.args([
-            "198.51.100.2:9000",
-            "400",
-            "100",
-            "1000",
-            "--bind-from",
-            "50000",
-        ])
-        .args(["--parallel", "4"]);
+        let mut c = frank.cmd(&t.host, "taskset");
+        c.args(["-c", &burst_cpu.to_string()])
+            .arg(&bb.path)
+            .args([
+                "198.51.100.2:9000",
+                "400",
+                "100",
+                "1000",
+                "--bind-from",
+                "50000",
+            ])
+            .args(["--parallel", "4"]);
         c
     });
     f.expect_containing("done ");
@@ -1228,10 +1266,12 @@ fn an_overrun_then_a_reused_tuple_charges_nothing_twice_and_nothing_to_another_u
     let frank_port = |e: &CtEntry| (50000..50400).contains(&e.orig.sport);
     assert_eq!(entries.iter().filter(|e| frank_port(e)).count(), 400);
     let f_truth = outgoing_usage(entries.iter().filter(|e| frank_port(e)));
+    let his_id = ct_id(&t.host, 45600);
     let got = charged(&t.host, &db);
     let get = |k: Option<u32>| got.get(&k).copied().unwrap_or_default();
     eprintln!(
-        "{}\nalice: seen {seen:?}, final {a_final:?}; bob {b_truth:?}; frank {f_truth:?}",
+        "{}\nalice: seen {seen:?}, final {a_final:?}; bob {b_truth:?}; frank {f_truth:?}; \
+         conntrack ids: hers {her_id:?}, his {his_id:?}",
         said.lines()
             .filter(|l| l.contains("overran") || l.contains("lost"))
             .collect::<Vec<_>>()
