@@ -138,22 +138,24 @@ pub fn records<'s, S: BuildHasher>(
 }
 
 /// The saved state of `flow`: under its key, else, for an ICMP echo, under the key it had
-/// before the echo id was part of a ping's identity (the same entry, its conntrack id, with
-/// source port 0): an entry live across that upgrade goes on from what was charged of it,
-/// not from zero again.
-fn saved_state<'s, S: BuildHasher>(
+/// before the echo id was part of a ping's identity ([`key_before_echo_ids`]): an entry
+/// live across that upgrade goes on from what was charged of it, not from zero again.
+pub fn saved_state<'s, S: BuildHasher>(
     prev: &'s HashMap<FlowKey, FlowState, S>,
     flow: &Flow,
 ) -> Option<&'s FlowState> {
     let key = flow.key();
-    prev.get(&key).or_else(|| {
-        let ping = L4::from_ipproto(key.orig.proto).is_some_and(L4::is_ping);
-        let mut before = key;
-        before.orig.sport = 0;
-        (ping && key.orig.sport != 0)
-            .then(|| prev.get(&before))
-            .flatten()
-    })
+    prev.get(&key)
+        .or_else(|| prev.get(&key_before_echo_ids(&key)?))
+}
+
+/// The key an ICMP echo's entry was saved under before the echo id was part of a ping's
+/// identity: the same entry (its conntrack id), source port 0. None for other flows.
+pub fn key_before_echo_ids(key: &FlowKey) -> Option<FlowKey> {
+    let ping = L4::from_ipproto(key.orig.proto).is_some_and(L4::is_ping);
+    let mut before = *key;
+    before.orig.sport = 0;
+    (ping && key.orig.sport != 0).then_some(before)
 }
 
 /// The verdicts of `records`, in their order (the dump's: for the read-only views, which
