@@ -309,7 +309,7 @@ pub struct Hold {
     /// since the epoch, the clock of conntrack's timestamps) may have been lost — before
     /// the daemon subscribed, or in an overrun — and every one not lost was stored before
     /// the pass. A flow that replaced a saved one and began before it is charged from zero
-    /// at once: the saved one ended before it began, and its DESTROY will never come (what
+    /// at once: the saved one ended before that, and its DESTROY, not stored, was lost (what
     /// it moved since the last pass is lost with it, as the overrun warning says).
     pub destroys_lost_before: Option<u64>,
 }
