@@ -62,7 +62,7 @@ impl Probe {
     /// Check the prerequisites, subscribe to events, and take the baseline.
     fn start(s: &Live) -> Result<Probe> {
         // Checks only: a read-only view changes no sysctl and installs no table.
-        prereq::ensure(&s.proc_root, false)?;
+        prereq::require_accounting(&s.proc_root)?;
         let mut notes = Vec::new();
         let events =
             std::fs::read_to_string(s.proc_root.join("sys/net/netfilter/nf_conntrack_events"))
