@@ -17,8 +17,6 @@ macro_rules! add_counters {
 }
 
 pub mod connections;
-#[cfg(test)]
-mod container_tests;
 mod error;
 pub mod gaps;
 #[cfg(feature = "test-hooks")]
@@ -31,8 +29,6 @@ pub mod quota;
 pub mod retention;
 pub mod summary;
 pub mod totals;
-#[cfg(test)]
-mod typed_tests;
 
 use std::collections::HashMap;
 use std::fs;
@@ -779,6 +775,11 @@ pub(crate) fn dump_rows(c: &Connection, sql: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    // Child files of this module (`store/tests/`): their `super::` names store's items
+    // through the `use super::*` below.
+    mod container;
+    mod typed;
+
     use super::*;
     use crate::account::{account_pass, Kind};
     use crate::attribute::{Attributed, Verdict};
