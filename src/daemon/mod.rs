@@ -35,9 +35,9 @@ pub mod listen;
 pub mod metrics_http;
 pub mod pass;
 pub mod programs;
-#[cfg(test)]
-mod resync_tests;
 pub mod signals;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;

@@ -31,7 +31,8 @@ use anyhow::{Context, Result};
 use tracing::{debug, info};
 
 use crate::account::{account_seen, FlowState, Hold, Ledger, PassPlan, Seen, Totals};
-use crate::attribute::{Attributed, Attribution, Delegating, LocalNets, SocketIndex, SocketMaps};
+use crate::attribute::{Attribution, Delegating, LocalNets, SocketIndex, SocketMaps};
+use crate::live::Observed;
 use crate::model::{FastMap, FlowKey, SocketState, L4};
 use crate::owner_mark::{self, trust::MarkTrust};
 use crate::prereq::PrereqError;
@@ -82,14 +83,12 @@ impl PassConfig {
 }
 
 /// What the kernel showed in one pass, joined, for the read-only views (`connections`,
-/// `live`), which read the dump as it came and the verdicts in its order.
+/// `live`): each entry of the dump with its verdict, in dump order.
 pub struct Observation {
     /// Socket rows (first read plus sockets found on a re-read).
     pub sockets: SocketTable,
-    /// The conntrack dump.
-    pub dump: conntrack::Dump,
-    /// `attributed[i]` is the verdict for `dump.flows[i]`.
-    pub attributed: Vec<Attributed>,
+    /// The conntrack dump's entries, each with its verdict.
+    pub flows: Vec<Observed>,
     /// Flows charged to a user this pass named only by their owner mark (no socket, no
     /// kept attribution).
     pub by_mark: usize,
@@ -326,16 +325,16 @@ fn decode(
         if decoded.is_ok() {
             decoded = decoder.feed(&datagram);
         }
-        let flows = decoder.flows();
+        let entries = decoder.entries();
         if ruleset.is_none()
-            && flows[looked..]
+            && entries[looked..]
                 .iter()
-                .any(|f| owner_mark::uid_of(f.mark).is_some())
+                .any(|e| owner_mark::uid_of(e.flow.mark).is_some())
             && marks.wants_ruleset()
         {
             ruleset = Some(std::thread::spawn(owner_mark::ruleset_state));
         }
-        looked = flows.len();
+        looked = entries.len();
     }
     (decoded.map(|()| decoder.finish()), ruleset)
 }
@@ -396,11 +395,10 @@ pub fn observe_timed<S: BuildHasher>(
         charged,
         named,
     } = walk(read, &dump, prev, &rules, stages)?;
-    let attributed = record::verdicts(records);
+    let flows = record::observed(records);
     Ok(Observation {
         sockets,
-        dump,
-        attributed,
+        flows,
         by_mark,
         charged,
         named,
@@ -646,7 +644,7 @@ fn read_kernel(proc_root: &Path, stages: &mut Stages) -> Result<(SocketTable, co
 /// Fails when the dump is empty while established TCP connections exist: conntrack
 /// does not track this namespace.
 fn not_tracking(sockets: &SocketTable, dump: &conntrack::Dump) -> Result<()> {
-    if dump.flows.is_empty() {
+    if dump.entries.is_empty() {
         let established = sockets
             .sockets
             .iter()

@@ -393,6 +393,7 @@ fn parse_dec(digits: &str) -> Option<u64> {
 mod tests {
     use super::*;
     use crate::model::TCP_TIME_WAIT;
+    use crate::testkit::sa;
     use std::path::PathBuf;
 
     fn fixture(scenario: &str) -> PathBuf {
@@ -404,10 +405,6 @@ mod tests {
     fn fixture_text(scenario: &str, table: &str) -> String {
         let path = fixture(scenario).join("net").join(table);
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
-
-    fn sa(s: &str) -> SocketAddr {
-        s.parse().unwrap()
     }
 
     fn find<'a>(t: &'a SocketTable, proto: L4, local: &str, remote: &str) -> &'a Socket {
@@ -551,36 +548,14 @@ mod tests {
 
     #[test]
     fn ping_sockets_name_the_sender_of_an_echo_by_its_id() {
-        use crate::model::{Flow, Tuple};
+        use crate::model::Flow;
+        use crate::testkit::{flow_of, mirror, tuple};
         let pings = PingSockets::new(read_ping_sockets(&fixture("icmp")).unwrap().sockets);
+        // An echo request from `src` (its id as the port) to `dst` (port 0).
         let echo = |src: &str, dst: &str| {
-            let (s, d) = (sa(src), sa(dst));
-            let orig = Tuple {
-                src: s.ip(),
-                dst: d.ip(),
-                proto: if s.is_ipv4() { 1 } else { 58 },
-                sport: s.port(),
-                dport: 0,
-            };
-            let reply = Tuple {
-                src: d.ip(),
-                dst: s.ip(),
-                sport: 0,
-                dport: s.port(),
-                ..orig
-            };
-            Flow {
-                orig,
-                reply,
-                id: 1,
-                zone: 0,
-                mark: 0,
-                status: 0,
-                orig_counters: None,
-                reply_counters: None,
-                start_ns: None,
-                stop_ns: None,
-            }
+            let proto = if sa(src).is_ipv4() { 1 } else { 58 };
+            let orig = tuple(proto, src, dst);
+            flow_of(orig, mirror(&orig))
         };
         let host: [IpAddr; 2] = [
             "198.51.100.1".parse().unwrap(),

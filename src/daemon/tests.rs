@@ -16,7 +16,7 @@ use crate::account::{account_seen, FlowState, Hold, Ledger, PassPlan, Seen, Traf
 use crate::attribute::{Attribution, Direction, LocalNets, SocketIndex, Via};
 use crate::model::{Flow, FlowKey};
 use crate::pass::record::{add_known, attribute_all, look_up, FlowRecord};
-use crate::sources::conntrack::Timeouts;
+use crate::sources::conntrack::{Entry, Timeouts};
 use crate::testkit::{counters, flow, TCP};
 
 const ALICE: u32 = 1001;
@@ -80,9 +80,10 @@ impl Ledgered {
     /// events of entries that ended before `lost_before` s may have been lost.
     fn pass(&mut self, now: i64, dump: &[Flow], known: Option<Attribution>, lost_before: u64) {
         let prev = &self.state;
-        let mut recs: Vec<FlowRecord> = dump
+        let entries: Vec<Entry> = dump.iter().map(|f| Entry::from(f.clone())).collect();
+        let mut recs: Vec<FlowRecord> = entries
             .iter()
-            .map(|f| FlowRecord::new(f, false, prev.get(&f.key())))
+            .map(|e| FlowRecord::new(e, prev.get(&e.flow.key())))
             .collect();
         add_known(&mut recs, &|_| known.clone());
         let none = HashMap::new();
