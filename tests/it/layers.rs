@@ -530,8 +530,6 @@ const INLINE_TESTS_TOO_LONG: &[&str] = &[
     "attribute.rs",
     "daemon/batch.rs",
     "pass/record.rs",
-    "sources/processes.rs",
-    "sources/sockets.rs",
     "store/mod.rs",
     "store/retention.rs",
     "store/totals.rs",
