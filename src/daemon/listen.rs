@@ -38,6 +38,7 @@ use crate::sources::sockets::PingSockets;
 use super::batch::Resolved;
 use super::claims::{Claims, CLAIM_CHECK};
 use super::programs::{Namer, Server, Wanted};
+use super::recent;
 
 /// Owners found by NEW events and not yet stored, shared with the writer's passes.
 pub type Fresh = Arc<Mutex<HashMap<FlowKey, Attribution>>>;
@@ -193,11 +194,14 @@ impl Listener {
             );
             let reload = self.reload.clone();
             let (delegating, grace) = (self.delegating.clone(), self.delegate_grace);
+            // The processes the kernel starts, announced at once (a thread of their own).
+            let started = recent::start(&proc_root, self.stop.clone());
             std::thread::Builder::new()
                 .name("namer".into())
                 .spawn(move || {
                     let claims = Claims::new(proc_root.clone(), delegating, grace);
-                    name_programs(from_listener, tx, proc_root, fresh, stats, reload, claims)
+                    let namer = Namer::new(proc_root).with_recent(started);
+                    name_programs(from_listener, tx, namer, fresh, stats, reload, claims)
                 })
         };
         match namer {
@@ -505,13 +509,12 @@ fn send_claimed(
 fn name_programs(
     rx: std::sync::mpsc::Receiver<ToNamer>,
     tx: Sender<ToWriter>,
-    proc_root: PathBuf,
+    mut namer: Namer,
     fresh: Fresh,
     stats: Arc<Stats>,
     reload: Arc<AtomicBool>,
     mut claims: Claims,
 ) {
-    let mut namer = Namer::new(proc_root);
     // A message that ended a coalesced batch, to handle next.
     let mut held: Option<ToNamer> = None;
     loop {

@@ -12,6 +12,10 @@
 //!   server whose workers share one listener — so gets every connection named, however
 //!   short: one whose socket closed before it was looked for is named after the processes
 //!   holding the listener, when they run one program;
+//! - the processes started last (fork or exec, announced by the kernel's process events
+//!   connector: [`super::recent`]) of the flow's user are read next, newest first, one
+//!   directory each: a process that makes one connection and exits within milliseconds is
+//!   only ever found this way, at once, before it exits ([`RECENT_SHARE`] bounds them);
 //! - the processes that recently held a user's sockets are tried next, one directory
 //!   each (a client making many connections keeps its pid): tens of microseconds;
 //! - a walk of every process runs for what is left, at most every [`FULL_WALK_EVERY`] and
@@ -30,6 +34,8 @@ use std::time::{Duration, Instant};
 use crate::model::L4;
 use crate::sources::sockdiag::SockDiag;
 
+use super::recent::{fs_uid, SharedRecent};
+
 use crate::sources::processes::{
     children, parse_socket_link, scan_socket_holders, scan_socket_owners, Holder,
 };
@@ -42,6 +48,16 @@ pub const FULL_WALK_SHARE: u32 = 50;
 /// holders (1/20: 5% of a core). No least interval: the first connection of a server is
 /// named at once; a user who opens listener after listener only costs names, never uids.
 pub const SERVER_WALK_SHARE: u32 = 20;
+/// Largest share of the time spent reading the newest processes' descriptors (1/20: 5%
+/// of a core): a user whose flows come from processes not started lately costs reads of
+/// the newest ones at each batch, spaced by this share.
+pub const RECENT_SHARE: u32 = 20;
+/// Processes started at most this long before a batch are read for it.
+const RECENT_FOR: Duration = Duration::from_secs(10);
+/// Newest processes whose uid is read per batch, and of those, the user's whose
+/// descriptors are read.
+const RECENT_LOOK: usize = 64;
+const RECENT_READ: usize = 16;
 /// Processes remembered per user.
 const CANDIDATES_PER_UID: usize = 8;
 /// Children of a server's process read for a connection it handed to one (the newest
@@ -153,6 +169,10 @@ pub struct Namer {
     next_full: Option<Instant>,
     /// When the next walk for new server sockets may run.
     next_server_walk: Option<Instant>,
+    /// The processes started last, when the kernel announces them.
+    recent: Option<SharedRecent>,
+    /// When the newest processes may be read again.
+    next_recent: Option<Instant>,
     /// Work done so far.
     pub work: Work,
 }
@@ -183,8 +203,16 @@ impl Namer {
             find_listener: sock_diag_listener(),
             next_full: None,
             next_server_walk: None,
+            recent: None,
+            next_recent: None,
             work: Work::default(),
         }
+    }
+
+    /// The same, reading the processes of `recent` first for a user's new sockets.
+    pub fn with_recent(mut self, recent: Option<SharedRecent>) -> Namer {
+        self.recent = recent;
+        self
     }
 
     /// The same, with another way to find a local end's listener (tests).
@@ -263,13 +291,15 @@ impl Namer {
             self.learn_servers(&served, &mut left, &mut found);
             closed = self.in_servers(&served, &mut left, &mut found);
         }
-        // 2. The processes that held the same users' sockets before.
+        // 2. The users' processes started last (they may exit at any moment).
+        self.in_recent(&mut left, &mut found);
+        // 3. The processes that held the same users' sockets before.
         self.in_candidates(&mut left, &mut found);
-        // 3. Every process, now and then.
+        // 4. Every process, now and then.
         if !left.is_empty() && self.walk_due() {
             self.full_walk(&mut left, &mut found);
         }
-        // 4. Connections no process holds any more (or one these steps did not reach, such
+        // 5. Connections no process holds any more (or one these steps did not reach, such
         //    as a child the server handed it to): named after their server's processes.
         for (ino, program) in closed {
             if left.remove(&ino).is_some() {
@@ -392,6 +422,42 @@ impl Namer {
         closed
     }
 
+    /// The wanted sockets found among the processes started last, newest first: those of
+    /// each wanted socket's user (its fsuid now), [`RECENT_READ`] at most per user. One
+    /// found holding a socket becomes a candidate of its user.
+    fn in_recent(&mut self, left: &mut HashMap<u64, u32>, found: &mut HashMap<u64, String>) {
+        let Some(recent) = &self.recent else {
+            return;
+        };
+        let started = Instant::now();
+        if left.is_empty() || self.next_recent.is_some_and(|t| started < t) {
+            return;
+        }
+        let newest = recent.lock().unwrap_or_else(|p| p.into_inner()).newest(
+            started.checked_sub(RECENT_FOR).unwrap_or(started),
+            RECENT_LOOK,
+        );
+        let mut read: HashMap<u32, usize> = HashMap::new();
+        for pid in newest {
+            if left.is_empty() {
+                break;
+            }
+            let Some(uid) = fs_uid(&self.proc_root, pid) else {
+                continue;
+            };
+            let n = read.entry(uid).or_default();
+            if *n >= RECENT_READ || !left.values().any(|u| *u == uid) {
+                continue;
+            }
+            *n += 1;
+            let before = left.len();
+            if self.read_process(pid, left, found).is_some() && left.len() < before {
+                self.remember(uid, pid);
+            }
+        }
+        self.next_recent = Some(started + started.elapsed() * RECENT_SHARE);
+    }
+
     /// The wanted sockets found in the processes that held the same users' sockets before.
     fn in_candidates(&mut self, left: &mut HashMap<u64, u32>, found: &mut HashMap<u64, String>) {
         let uids: HashSet<u32> = left.values().copied().collect();
@@ -434,8 +500,13 @@ impl Namer {
             let Some(ino) = parse_socket_link(target.as_os_str().as_encoded_bytes()) else {
                 continue;
             };
-            if left.remove(&ino).is_some() {
+            if let Some(uid) = left.remove(&ino) {
                 let p = program.get_or_insert_with(|| program_name(&dir)).clone();
+                if p.is_empty() {
+                    // Exited since its descriptors were read: no name to give.
+                    left.insert(ino, uid);
+                    continue;
+                }
                 self.cache.insert(ino, (p.clone(), pid));
                 found.insert(ino, p);
             }
