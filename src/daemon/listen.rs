@@ -38,7 +38,7 @@ use crate::sources::sockets::PingSockets;
 use super::batch::Resolved;
 use super::claims::{Claims, CLAIM_CHECK};
 use super::programs::{Namer, Server, Wanted};
-use super::recent;
+use super::recent::{self, DRAIN_EVERY};
 
 /// Owners found by NEW events and not yet stored, shared with the writer's passes.
 pub type Fresh = Arc<Mutex<HashMap<FlowKey, Attribution>>>;
@@ -194,13 +194,13 @@ impl Listener {
             );
             let reload = self.reload.clone();
             let (delegating, grace) = (self.delegating.clone(), self.delegate_grace);
-            // The processes the kernel starts, announced at once (a thread of their own).
-            let started = recent::start(&proc_root, self.stop.clone());
+            // The processes the kernel starts, as it announces them.
+            let events = recent::open(&proc_root);
             std::thread::Builder::new()
                 .name("namer".into())
                 .spawn(move || {
                     let claims = Claims::new(proc_root.clone(), delegating, grace);
-                    let namer = Namer::new(proc_root).with_recent(started);
+                    let namer = Namer::new(proc_root).with_process_events(events);
                     name_programs(from_listener, tx, namer, fresh, stats, reload, claims)
                 })
         };
@@ -520,14 +520,22 @@ fn name_programs(
     loop {
         let msg = match held.take() {
             Some(m) => m,
-            None if claims.is_empty() => match rx.recv() {
+            None if claims.is_empty() && !namer.has_process_events() => match rx.recv() {
                 Ok(m) => m,
                 Err(_) => return,
             },
-            None => match rx.recv_timeout(CLAIM_CHECK) {
+            None => match rx.recv_timeout(if claims.is_empty() {
+                DRAIN_EVERY
+            } else {
+                CLAIM_CHECK
+            }) {
                 Ok(m) => m,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    if !send_claimed(&mut claims, &mut namer, &tx, &fresh, &stats) {
+                    // Idle: the queue of process events read, so it never fills.
+                    namer.drain_events();
+                    if !claims.is_empty()
+                        && !send_claimed(&mut claims, &mut namer, &tx, &fresh, &stats)
+                    {
                         return;
                     }
                     continue;

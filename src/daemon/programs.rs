@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 use crate::model::L4;
 use crate::sources::sockdiag::SockDiag;
 
-use super::recent::{fs_uid, SharedRecent};
+use super::recent::{self, proc_owner, status_fsuid, Recent};
+use crate::sources::proc_events::ProcEvents;
 
 use crate::sources::processes::{
     children, parse_socket_link, scan_socket_holders, scan_socket_owners, Holder,
@@ -169,8 +170,10 @@ pub struct Namer {
     next_full: Option<Instant>,
     /// When the next walk for new server sockets may run.
     next_server_walk: Option<Instant>,
-    /// The processes started last, when the kernel announces them.
-    recent: Option<SharedRecent>,
+    /// The kernel's announcements of new processes, when it makes them.
+    events: Option<ProcEvents>,
+    /// The processes started last, from `events`.
+    recent: Recent,
     /// When the newest processes may be read again.
     next_recent: Option<Instant>,
     /// Work done so far.
@@ -203,16 +206,31 @@ impl Namer {
             find_listener: sock_diag_listener(),
             next_full: None,
             next_server_walk: None,
-            recent: None,
+            events: None,
+            recent: Recent::default(),
             next_recent: None,
             work: Work::default(),
         }
     }
 
-    /// The same, reading the processes of `recent` first for a user's new sockets.
-    pub fn with_recent(mut self, recent: Option<SharedRecent>) -> Namer {
-        self.recent = recent;
+    /// The same, reading the processes `events` announce first for a user's new sockets.
+    pub fn with_process_events(mut self, events: Option<ProcEvents>) -> Namer {
+        self.events = events;
         self
+    }
+
+    /// Whether new processes are announced ([`Namer::with_process_events`]).
+    pub fn has_process_events(&self) -> bool {
+        self.events.is_some()
+    }
+
+    /// Read the announcements of new processes queued so far.
+    pub fn drain_events(&mut self) {
+        if let Some(events) = &mut self.events {
+            if !recent::drain(events, &mut self.recent) {
+                self.events = None;
+            }
+        }
     }
 
     /// The same, with another way to find a local end's listener (tests).
@@ -266,6 +284,8 @@ impl Namer {
             self.servers.clear();
             self.listeners.clear();
         }
+        // Every process announced up to now: those behind these sockets among them.
+        self.drain_events();
         let mut found = HashMap::new();
         let mut left: HashMap<u64, u32> = HashMap::new();
         // (wanted inode, its server's inode, the listener's local end)
@@ -423,39 +443,57 @@ impl Namer {
     }
 
     /// The wanted sockets found among the processes started last, newest first: those of
-    /// each wanted socket's user (its fsuid now), [`RECENT_READ`] at most per user. One
-    /// found holding a socket becomes a candidate of its user.
+    /// each wanted socket's user (its uid now), [`RECENT_READ`] at most per user. One found
+    /// holding a socket becomes a candidate of its user.
     fn in_recent(&mut self, left: &mut HashMap<u64, u32>, found: &mut HashMap<u64, String>) {
-        let Some(recent) = &self.recent else {
-            return;
-        };
         let started = Instant::now();
-        if left.is_empty() || self.next_recent.is_some_and(|t| started < t) {
+        if self.events.is_none() || left.is_empty() || self.next_recent.is_some_and(|t| started < t)
+        {
             return;
         }
-        let newest = recent.lock().unwrap_or_else(|p| p.into_inner()).newest(
-            started.checked_sub(RECENT_FOR).unwrap_or(started),
-            RECENT_LOOK,
-        );
+        let since = started.checked_sub(RECENT_FOR).unwrap_or(started);
+        let newest = self.recent.newest(since, RECENT_LOOK);
+        // The owner of /proc/PID first (one stat); those it shows as root's (root's, or
+        // not dumpable after a change of uid) afterwards, by their status.
         let mut read: HashMap<u32, usize> = HashMap::new();
+        let mut rooted = Vec::new();
         for pid in newest {
+            match proc_owner(&self.proc_root, pid) {
+                Some(0) => rooted.push(pid),
+                Some(uid) => self.read_recent(pid, uid, &mut read, left, found),
+                None => {}
+            }
+        }
+        for pid in rooted {
             if left.is_empty() {
                 break;
             }
-            let Some(uid) = fs_uid(&self.proc_root, pid) else {
-                continue;
-            };
-            let n = read.entry(uid).or_default();
-            if *n >= RECENT_READ || !left.values().any(|u| *u == uid) {
-                continue;
-            }
-            *n += 1;
-            let before = left.len();
-            if self.read_process(pid, left, found).is_some() && left.len() < before {
-                self.remember(uid, pid);
+            if let Some(uid) = status_fsuid(&self.proc_root, pid) {
+                self.read_recent(pid, uid, &mut read, left, found);
             }
         }
         self.next_recent = Some(started + started.elapsed() * RECENT_SHARE);
+    }
+
+    /// Read new process `pid` of `uid` when a wanted socket is `uid`'s and fewer than
+    /// [`RECENT_READ`] of its processes were read (`read` counts them per uid).
+    fn read_recent(
+        &mut self,
+        pid: u32,
+        uid: u32,
+        read: &mut HashMap<u32, usize>,
+        left: &mut HashMap<u64, u32>,
+        found: &mut HashMap<u64, String>,
+    ) {
+        let n = read.entry(uid).or_default();
+        if *n >= RECENT_READ || !left.values().any(|u| *u == uid) {
+            return;
+        }
+        *n += 1;
+        let before = left.len();
+        if self.read_process(pid, left, found).is_some() && left.len() < before {
+            self.remember(uid, pid);
+        }
     }
 
     /// The wanted sockets found in the processes that held the same users' sockets before.

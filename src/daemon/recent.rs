@@ -4,19 +4,22 @@
 //! namer reads the descriptors of the newest processes of the flow's user first
 //! ([`super::programs`]).
 //!
+//! The namer reads the events itself, when a batch of NEW events reaches it (and every
+//! [`DRAIN_EVERY`] when idle, so the socket's queue never fills): a process's fork and
+//! exec are queued on the socket before it can connect, so the process behind a NEW is in
+//! the table when it is looked for, however late another thread would have been scheduled.
+//!
 //! Only pids and the time they were started (or exec'd) are kept: nothing is read at an
-//! event, so a host that starts thousands of processes a second (a build) costs one
-//! `recv` per event. The uid of a process is read when a flow's user is looked for, and a
-//! name is only ever given to a socket found among a process's descriptors, read after
-//! the find — never from this table. That is also why no start time guards pid reuse
-//! here: a reused pid is announced anew (a fork), and a process that is not the one
-//! started only costs a read.
+//! event, so a host that starts thousands of processes a second (a build) costs a `recv`
+//! per event. The uid of a process is read when a flow's user is looked for, and a name is
+//! only ever given to a socket found among a process's descriptors, read after the find —
+//! never from this table. That is also why no start time guards pid reuse here: a reused
+//! pid is announced anew (a fork), and a process that is not the one started only costs a
+//! read.
 
 use std::collections::VecDeque;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::sources::proc_events::{ProcEvent, ProcEvents};
@@ -24,17 +27,14 @@ use crate::sources::proc_events::{ProcEvent, ProcEvents};
 /// Processes remembered (the newest); a busy host starts hundreds a second, and only
 /// those started just before a flow are wanted.
 const KEPT: usize = 512;
-/// How long a wait for events lasts before the stop flag is looked at again.
-const WAIT: Duration = Duration::from_millis(200);
+/// The events are read at least this often.
+pub const DRAIN_EVERY: Duration = Duration::from_millis(200);
 
 /// The newest processes, newest first.
 #[derive(Debug, Default)]
 pub struct Recent {
     procs: VecDeque<(u32, Instant)>,
 }
-
-/// The table, shared by the thread that fills it and the namer.
-pub type SharedRecent = Arc<Mutex<Recent>>;
 
 impl Recent {
     /// Process `pid` was started or exec'd at `at` (pure).
@@ -58,65 +58,51 @@ impl Recent {
     }
 }
 
-/// Open the process events socket, and start the thread that fills a [`Recent`] table
-/// from it until `stop`. None (logged once, with the reason) when the kernel's process
-/// events cannot be had: program names then come from walks alone, as before.
-pub fn start(proc_root: &Path, stop: Arc<AtomicBool>) -> Option<SharedRecent> {
-    let events = match ProcEvents::open(proc_root) {
-        Ok(ev) => ev,
-        Err(e) => {
+/// The process events socket, subscribed; None (logged once, with the reason) when the
+/// kernel's process events cannot be had: program names then come from walks alone.
+pub fn open(proc_root: &Path) -> Option<ProcEvents> {
+    ProcEvents::open(proc_root)
+        .inspect_err(|e| {
             tracing::info!(
                 "process events connector unavailable ({e}; needs root and CONFIG_PROC_EVENTS): \
                  programs of processes that live milliseconds are named less often"
             );
-            return None;
-        }
-    };
-    let recent = SharedRecent::default();
-    let table = recent.clone();
-    let spawned = std::thread::Builder::new()
-        .name("procevents".into())
-        .spawn(move || watch(events, &table, &stop));
-    match spawned {
-        Ok(_) => Some(recent),
-        Err(e) => {
-            tracing::warn!("cannot start the process events thread: {e}");
-            None
-        }
-    }
+        })
+        .ok()
 }
 
-/// Fill `recent` from `events` until `stop` is set or the socket fails.
-fn watch(mut events: ProcEvents, recent: &Mutex<Recent>, stop: &AtomicBool) {
+/// Every event queued on `events` into `recent`, now. False when the socket failed (it
+/// should then be dropped).
+pub fn drain(events: &mut ProcEvents, recent: &mut Recent) -> bool {
     let mut got = Vec::new();
-    while !stop.load(Ordering::SeqCst) {
-        got.clear();
-        if let Err(e) = events.receive(WAIT, &mut got) {
-            tracing::warn!("process events: {e}; programs of short-lived processes are named by walks only from now on");
-            return;
-        }
-        if got.is_empty() {
-            continue;
-        }
-        let now = Instant::now();
-        let mut table = recent.lock().unwrap_or_else(|p| p.into_inner());
-        for ev in &got {
-            let (ProcEvent::Fork { pid } | ProcEvent::Exec { pid }) = ev;
-            table.started(*pid, now);
-        }
+    if let Err(e) = events.receive(Duration::ZERO, &mut got) {
+        tracing::warn!(
+            "process events: {e}; programs of short-lived processes are named by walks only \
+             from now on"
+        );
+        return false;
     }
+    let now = Instant::now();
+    for ProcEvent::Fork { pid } | ProcEvent::Exec { pid } in got {
+        recent.started(pid, now);
+    }
+    true
 }
 
-/// The uid a socket that process `pid` creates now is charged to (its fsuid), if it
-/// still runs: the owner of `/proc/PID` (its effective uid) read first; a process that
-/// changed its credentials is not dumpable and shows as root's there, so its `status` is
-/// read then.
-pub fn fs_uid(proc_root: &Path, pid: u32) -> Option<u32> {
+/// The owner of `/proc/PID`: the effective uid of process `pid` (the fsuid, which its
+/// new sockets are charged to, follows it), or root when the process is not dumpable
+/// (after a change of its uids, until it execs); None when it is gone.
+pub fn proc_owner(proc_root: &Path, pid: u32) -> Option<u32> {
+    Some(
+        std::fs::metadata(proc_root.join(pid.to_string()))
+            .ok()?
+            .uid(),
+    )
+}
+
+/// The filesystem uid of process `pid`, from its `status`; None when it is gone.
+pub fn status_fsuid(proc_root: &Path, pid: u32) -> Option<u32> {
     let dir: PathBuf = proc_root.join(pid.to_string());
-    let owner = std::fs::metadata(&dir).ok()?.uid();
-    if owner != 0 {
-        return Some(owner);
-    }
     parse_status_fsuid(&std::fs::read(dir.join("status")).ok()?)
 }
 
@@ -167,7 +153,9 @@ mod tests {
     fn this_process_uid_is_read() {
         let me = std::process::id();
         let euid = rustix::process::geteuid().as_raw();
-        assert_eq!(fs_uid(Path::new("/proc"), me), Some(euid));
-        assert_eq!(fs_uid(Path::new("/proc"), u32::MAX), None);
+        assert_eq!(proc_owner(Path::new("/proc"), me), Some(euid));
+        assert_eq!(status_fsuid(Path::new("/proc"), me), Some(euid));
+        assert_eq!(proc_owner(Path::new("/proc"), u32::MAX), None);
+        assert_eq!(status_fsuid(Path::new("/proc"), u32::MAX), None);
     }
 }
