@@ -51,8 +51,11 @@ pub const FULL_WALK_SHARE: u32 = 50;
 pub const SERVER_WALK_SHARE: u32 = 20;
 /// Largest share of the time spent reading the newest processes' descriptors (1/20: 5%
 /// of a core): a user whose flows come from processes not started lately costs reads of
-/// the newest ones at each batch, spaced by this share.
+/// the newest ones at each batch. The time is earned as it passes, up to
+/// [`RECENT_CREDIT`] ahead, so a burst of new processes is read at once.
 pub const RECENT_SHARE: u32 = 20;
+/// The most reading time earned ahead.
+const RECENT_CREDIT: Duration = Duration::from_millis(20);
 /// Processes started at most this long before a batch are read for it.
 const RECENT_FOR: Duration = Duration::from_secs(10);
 /// Newest processes whose uid is read per batch, and of those, the user's whose
@@ -174,8 +177,9 @@ pub struct Namer {
     events: Option<ProcEvents>,
     /// The processes started last, from `events`.
     recent: Recent,
-    /// When the newest processes may be read again.
-    next_recent: Option<Instant>,
+    /// Reading time earned for the newest processes (negative: owed), and when it was
+    /// last counted.
+    recent_credit: (i64, Instant),
     /// Work done so far.
     pub work: Work,
 }
@@ -208,7 +212,7 @@ impl Namer {
             next_server_walk: None,
             events: None,
             recent: Recent::default(),
-            next_recent: None,
+            recent_credit: (RECENT_CREDIT.as_nanos() as i64, Instant::now()),
             work: Work::default(),
         }
     }
@@ -447,8 +451,7 @@ impl Namer {
     /// holding a socket becomes a candidate of its user.
     fn in_recent(&mut self, left: &mut HashMap<u64, u32>, found: &mut HashMap<u64, String>) {
         let started = Instant::now();
-        if self.events.is_none() || left.is_empty() || self.next_recent.is_some_and(|t| started < t)
-        {
+        if self.recent.is_empty() || left.is_empty() || !self.recent_allowed(started) {
             return;
         }
         let since = started.checked_sub(RECENT_FOR).unwrap_or(started);
@@ -472,7 +475,19 @@ impl Namer {
                 self.read_recent(pid, uid, &mut read, left, found);
             }
         }
-        self.next_recent = Some(started + started.elapsed() * RECENT_SHARE);
+        self.recent_credit.0 -= started.elapsed().as_nanos() as i64;
+    }
+
+    /// Whether reading time is left for the newest processes (it is earned at
+    /// 1/[`RECENT_SHARE`] of the time since last counted, up to [`RECENT_CREDIT`]).
+    fn recent_allowed(&mut self, now: Instant) -> bool {
+        let (credit, at) = self.recent_credit;
+        let earned = (now.saturating_duration_since(at) / RECENT_SHARE).as_nanos() as i64;
+        let credit = credit
+            .saturating_add(earned)
+            .min(RECENT_CREDIT.as_nanos() as i64);
+        self.recent_credit = (credit, now);
+        credit > 0
     }
 
     /// Read new process `pid` of `uid` when a wanted socket is `uid`'s and fewer than
@@ -606,6 +621,57 @@ mod tests {
         assert_eq!((n.work.full_walks, n.work.process_walks), (1, 1));
         // Cached.
         assert_eq!(n.name(&[want(101, 1001)]).len(), 1);
+    }
+
+    /// A fake process of `uid` (its `status`; the tree's directories are root's).
+    fn add_user_process(root: &Path, pid: u32, uid: u32, inodes: &[u64], exe: &str) {
+        add_process(root, pid, inodes, exe);
+        let status = format!("Name:\tx\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n");
+        std::fs::write(root.join(pid.to_string()).join("status"), status).unwrap();
+    }
+
+    #[test]
+    fn new_processes_of_the_user_are_read_first_and_only_the_holder_names() {
+        let d = tempfile::tempdir().unwrap();
+        // Started last: the user's two programs, another user's process, and one gone.
+        add_user_process(d.path(), 500, 1001, &[900], "/usr/bin/nl_burst");
+        add_user_process(d.path(), 501, 1002, &[901], "/usr/bin/other");
+        add_user_process(d.path(), 502, 1001, &[902], "/usr/bin/nl_decoy");
+        let mut n = Namer::new(d.path().to_owned());
+        n.next_full = Some(Instant::now() + Duration::from_secs(3600));
+        let t = Instant::now();
+        for pid in [500, 501, 503, 502] {
+            n.recent.started(pid, t);
+        }
+        let got = n.name(&[want(900, 1001), want(902, 1001)]);
+        assert_eq!(got.get(&900).map(String::as_str), Some("nl_burst"));
+        assert_eq!(got.get(&902).map(String::as_str), Some("nl_decoy"));
+        assert_eq!(n.work.full_walks, 0);
+        assert_eq!(
+            n.work.process_walks, 2,
+            "the user's processes only, newest first: 502 had one, 500 the other"
+        );
+        // The other user's socket, once 501 exited, and a socket no new process holds:
+        // not named (no walk due).
+        std::fs::remove_dir_all(d.path().join("501")).unwrap();
+        assert!(n.name(&[want(901, 1002), want(999, 1001)]).is_empty());
+        // A process that holds the user's socket became a candidate.
+        assert!(n.candidates[&1001].contains(&500));
+    }
+
+    #[test]
+    fn reads_of_new_processes_are_bounded_by_their_share_of_the_time() {
+        let d = tempfile::tempdir().unwrap();
+        add_user_process(d.path(), 500, 1001, &[900], "/usr/bin/nl_burst");
+        let mut n = Namer::new(d.path().to_owned());
+        n.next_full = Some(Instant::now() + Duration::from_secs(3600));
+        n.recent.started(500, Instant::now());
+        // The credit spent (owed, even): nothing read until it is earned back.
+        n.recent_credit = (-1_000_000_000, Instant::now());
+        assert!(n.name(&[want(900, 1001)]).is_empty());
+        assert_eq!(n.work.process_walks, 0);
+        n.recent_credit = (1, Instant::now());
+        assert_eq!(n.name(&[want(900, 1001)]).len(), 1);
     }
 
     #[test]

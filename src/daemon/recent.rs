@@ -46,6 +46,11 @@ impl Recent {
         self.procs.truncate(KEPT);
     }
 
+    /// Whether no process was announced yet.
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
     /// The pids of at most `max` processes started at or after `since`, newest first
     /// (pure).
     pub fn newest(&self, since: Instant, max: usize) -> Vec<u32> {
