@@ -5,7 +5,8 @@
 //! once with sock_diag (one exact hash lookup in the kernel, microseconds) rather than by
 //! reading `/proc/net/*`. Program names need `/proc/PID/fd`: a second thread, the namer,
 //! looks them up per batch at a bounded cost ([`super::programs`]), so no walk ever
-//! delays a lookup. The uid never depends on that walk; only the program name is missed
+//! delays a lookup; the processes the kernel announced last (the process events connector,
+//! [`super::recent`]) are read first, so one that connects once and exits at once is found. The uid never depends on that walk; only the program name is missed
 //! when a socket closes before it is looked for.
 //!
 //! A NEW whose socket is a delegating service's (sshd's, root's) and no user's process
