@@ -38,7 +38,7 @@ use crate::sources::sockets::PingSockets;
 
 use super::batch::Resolved;
 use super::claims::{Claims, CLAIM_CHECK};
-use super::programs::{Namer, Server, Wanted};
+use super::programs::{Ends, Namer, Server, Wanted};
 use super::recent::{self, DRAIN_EVERY};
 
 /// Owners found by NEW events and not yet stored, shared with the writer's passes.
@@ -365,10 +365,12 @@ impl Listener {
         let mut at = (found.is_some() || by_mark)
             .then(|| attribute(&e.flow, &idx.with_marks(b.use_marks), None, &self.nets));
         // No socket of the host's: a container's, when its inner end is in one.
-        let mut inode = found.as_ref().map(|s| (s.inode, server_of(&e.flow, s)));
+        let mut inode = found
+            .as_ref()
+            .map(|s| (s.inode, server_of(&e.flow, s), ends_of(s)));
         if at.is_none() {
             if let Some((a, i)) = self.containers.owner(&e.flow, host, &self.nets) {
-                inode = Some((i, None));
+                inode = Some((i, None, None));
                 at = Some(a);
             }
         }
@@ -389,9 +391,15 @@ impl Listener {
             }
             (owner, _) => owner,
         };
-        if let (Some(a), Some((inode, server))) = (&owner, inode) {
+        if let (Some(a), Some((inode, server, ends))) = (&owner, inode) {
             let uid = a.uid;
-            b.owned.push((b.out.len(), Wanted { inode, uid, server }));
+            let w = Wanted {
+                inode,
+                uid,
+                server,
+                ends,
+            };
+            b.owned.push((b.out.len(), w));
             // Local traffic is charged to nobody: not worth the holders' walk.
             let charged = at
                 .as_ref()
@@ -670,6 +678,16 @@ pub fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The ends of `socket` for the namer to look it up again (TCP and UDP sockets; a ping
+/// socket is not in sock_diag's tables).
+fn ends_of(socket: &Socket) -> Option<Ends> {
+    matches!(socket.proto, L4::Tcp | L4::Udp).then_some(Ends {
+        l4: socket.proto,
+        local: socket.local,
+        remote: socket.remote,
+    })
 }
 
 /// Whether a DESTROY event ended a TCP entry whose connection still lived (removed by

@@ -83,6 +83,8 @@ pub struct Work {
     pub process_walks: u64,
     /// Walks of every process.
     pub full_walks: u64,
+    /// Wanted sockets found closed before a costly read or walk for them.
+    pub closed: u64,
 }
 
 /// The server socket behind a wanted socket, when a server answers its flow.
@@ -104,6 +106,42 @@ pub struct Wanted {
     pub uid: u32,
     /// The server socket behind it, if a server answers its flow.
     pub server: Option<Server>,
+    /// Its ends, when sock_diag can look it up again (a TCP or UDP socket of the daemon's
+    /// namespace): a walk of every process is not made for a socket closed since.
+    pub ends: Option<Ends>,
+}
+
+/// A socket's transport and ends, as sock_diag found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ends {
+    /// TCP or UDP.
+    pub l4: L4,
+    /// Its local end.
+    pub local: SocketAddr,
+    /// Its remote end.
+    pub remote: SocketAddr,
+}
+
+/// Whether the socket of these ends is still open with this inode.
+pub type OpenCheck = Box<dyn FnMut(&Ends, u64) -> bool + Send>;
+
+/// The open check of the namespace the daemon runs in: one exact sock_diag request. A
+/// closed socket is gone, or orphaned (TIME_WAIT, FIN_WAIT: inode 0), or another one has
+/// its ends: no process holds it any more. When the lookup cannot be made, open.
+fn sock_diag_open_check() -> OpenCheck {
+    let mut diag: Option<SockDiag> = None;
+    Box::new(move |ends: &Ends, inode: u64| {
+        if diag.is_none() {
+            diag = SockDiag::open().ok();
+        }
+        let Some(d) = diag.as_mut() else {
+            return true;
+        };
+        match d.lookup(ends.l4, ends.local, ends.remote) {
+            Ok(found) => found.is_some_and(|s| s.inode == inode),
+            Err(_) => true,
+        }
+    })
 }
 
 /// The processes holding one server socket, learnt by a walk.
@@ -169,6 +207,8 @@ pub struct Namer {
     /// Local end → the inode of its listener, as last looked up.
     listeners: HashMap<SocketAddr, u64>,
     find_listener: ListenerLookup,
+    /// Whether a wanted socket is still open, before a walk of every process for it.
+    is_open: OpenCheck,
     /// When the next walk of every process may run.
     next_full: Option<Instant>,
     /// When the next walk for new server sockets may run.
@@ -208,6 +248,7 @@ impl Namer {
             servers: HashMap::new(),
             listeners: HashMap::new(),
             find_listener: sock_diag_listener(),
+            is_open: sock_diag_open_check(),
             next_full: None,
             next_server_walk: None,
             events: None,
@@ -235,6 +276,12 @@ impl Namer {
                 self.events = None;
             }
         }
+    }
+
+    /// The same, with another way to tell whether a socket is still open (tests).
+    pub fn with_open_check(mut self, check: OpenCheck) -> Namer {
+        self.is_open = check;
+        self
     }
 
     /// The same, with another way to find a local end's listener (tests).
@@ -294,6 +341,10 @@ impl Namer {
         let mut left: HashMap<u64, u32> = HashMap::new();
         // (wanted inode, its server's inode, the listener's local end)
         let mut served = Vec::new();
+        let ends: HashMap<u64, Ends> = wanted
+            .iter()
+            .filter_map(|w| Some((w.inode, w.ends?)))
+            .collect();
         for w in wanted {
             if let Some((p, _)) = self.cache.get(&w.inode) {
                 found.insert(w.inode, p.clone());
@@ -315,14 +366,24 @@ impl Namer {
             self.learn_servers(&served, &mut left, &mut found);
             closed = self.in_servers(&served, &mut left, &mut found);
         }
-        // 2. The users' processes started last (they may exit at any moment).
-        self.in_recent(&mut left, &mut found);
+        // 2. The users' processes started last (they may exit at any moment). Sockets
+        //    closed since their NEW are set aside in `shut` before anything costlier: no
+        //    process holds them (a walk is long: on a loaded host, hundreds of ms).
+        let mut shut = None;
+        self.in_recent(&ends, &mut shut, &mut left, &mut found);
         // 3. The processes that held the same users' sockets before.
         self.in_candidates(&mut left, &mut found);
-        // 4. Every process, now and then.
+        // 4. Every process, now and then, for the sockets still open.
         if !left.is_empty() && self.walk_due() {
-            self.full_walk(&mut left, &mut found);
+            if shut.is_none() {
+                shut = Some(self.take_closed(&ends, &mut left));
+            }
+            if !left.is_empty() {
+                let inodes: HashSet<u64> = left.keys().copied().collect();
+                self.full_walk(&inodes, &mut left, &mut found);
+            }
         }
+        left.extend(shut.unwrap_or_default());
         // 5. Connections no process holds any more (or one these steps did not reach, such
         //    as a child the server handed it to): named after their server's processes.
         for (ino, program) in closed {
@@ -449,7 +510,13 @@ impl Namer {
     /// The wanted sockets found among the processes started last, newest first: those of
     /// each wanted socket's user (its uid now), [`RECENT_READ`] at most per user. One found
     /// holding a socket becomes a candidate of its user.
-    fn in_recent(&mut self, left: &mut HashMap<u64, u32>, found: &mut HashMap<u64, String>) {
+    fn in_recent(
+        &mut self,
+        ends: &HashMap<u64, Ends>,
+        shut: &mut Option<HashMap<u64, u32>>,
+        left: &mut HashMap<u64, u32>,
+        found: &mut HashMap<u64, String>,
+    ) {
         let started = Instant::now();
         if self.recent.is_empty() || left.is_empty() || !self.recent_allowed(started) {
             return;
@@ -467,6 +534,9 @@ impl Namer {
                 None => {}
             }
         }
+        if !rooted.is_empty() && !left.is_empty() {
+            *shut = Some(self.take_closed(ends, left));
+        }
         for pid in rooted {
             if left.is_empty() {
                 break;
@@ -476,6 +546,25 @@ impl Namer {
             }
         }
         self.recent_credit.0 -= started.elapsed().as_nanos() as i64;
+    }
+
+    /// The wanted sockets closed since their NEW (no process holds them), taken out of
+    /// `left`: one sock_diag lookup each (those without ends are kept).
+    fn take_closed(
+        &mut self,
+        ends: &HashMap<u64, Ends>,
+        left: &mut HashMap<u64, u32>,
+    ) -> HashMap<u64, u32> {
+        let closed: Vec<u64> = left
+            .keys()
+            .copied()
+            .filter(|ino| ends.get(ino).is_some_and(|e| !(self.is_open)(e, *ino)))
+            .collect();
+        self.work.closed += closed.len() as u64;
+        closed
+            .into_iter()
+            .filter_map(|ino| Some((ino, left.remove(&ino)?)))
+            .collect()
     }
 
     /// Whether reading time is left for the newest processes (it is earned at
@@ -568,11 +657,15 @@ impl Namer {
     }
 
     /// A walk of every process for the wanted sockets left; it teaches the candidates.
-    fn full_walk(&mut self, left: &mut HashMap<u64, u32>, found: &mut HashMap<u64, String>) {
+    fn full_walk(
+        &mut self,
+        inodes: &HashSet<u64>,
+        left: &mut HashMap<u64, u32>,
+        found: &mut HashMap<u64, String>,
+    ) {
         let started = Instant::now();
         self.work.full_walks += 1;
-        let inodes: HashSet<u64> = left.keys().copied().collect();
-        let scan = scan_socket_owners(&self.proc_root, &inodes);
+        let scan = scan_socket_owners(&self.proc_root, inodes);
         let took = started.elapsed();
         self.next_full = Some(started + FULL_WALK_EVERY.max(took * FULL_WALK_SHARE));
         for (ino, owner) in scan.owners {
@@ -675,6 +768,32 @@ mod tests {
     }
 
     #[test]
+    fn no_walk_is_made_for_a_socket_closed_since_and_one_is_for_an_open_one() {
+        let d = tree(4242, &[100], "/usr/bin/curl");
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let o = open.clone();
+        let mut n = Namer::new(d.path().to_owned()).with_open_check(Box::new(move |_, _| {
+            o.load(std::sync::atomic::Ordering::SeqCst)
+        }));
+        let ends = Ends {
+            l4: L4::Tcp,
+            local: "198.51.100.1:40000".parse().unwrap(),
+            remote: "198.51.100.2:9000".parse().unwrap(),
+        };
+        let closed = Wanted {
+            ends: Some(ends),
+            ..want(100, 1001)
+        };
+        assert!(n.name(&[closed]).is_empty(), "closed: not walked for");
+        assert_eq!((n.work.full_walks, n.work.closed), (0, 1));
+        assert!(n.walk_due(), "the walk is still due");
+        open.store(true, std::sync::atomic::Ordering::SeqCst);
+        let got = n.name(&[closed]);
+        assert_eq!(got.get(&100).map(String::as_str), Some("curl"));
+        assert_eq!(n.work.full_walks, 1);
+    }
+
+    #[test]
     fn full_walks_are_rate_limited() {
         let d = tree(7, &[1], "/bin/sh");
         let mut n = Namer::new(d.path().to_owned());
@@ -688,6 +807,7 @@ mod tests {
             inode,
             uid,
             server: None,
+            ends: None,
         }
     }
 
@@ -723,6 +843,7 @@ mod tests {
             inode,
             uid,
             server: Some(Server::Listener(end())),
+            ends: None,
         }
     }
 
@@ -795,6 +916,7 @@ mod tests {
             inode: 500,
             uid: 0,
             server: Some(Server::Itself),
+            ends: None,
         };
         let got = n.name(&[server]);
         assert_eq!(
