@@ -124,34 +124,35 @@ impl Drop for ProcEvents {
 /// (`PROC_NET_INIT_INO`, include/linux/proc_ns.h).
 const NET_INIT_INO: u64 = 0xEFFF_FFF9;
 
-/// Run `open` with this thread in the initial network namespace, when it is in another
-/// one, and come back. The namespace is entered through the nearest ancestor process in
-/// it (the one that started netledger in a namespace: `ip netns exec`, systemd's
-/// `NetworkNamespacePath=`; pid 1 last).
-fn in_initial_netns<T>(proc_root: &Path, open: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+/// Run `open` in the initial network namespace: here when this thread is in it, else in a
+/// thread of its own that enters it (through the nearest ancestor process in it: the one
+/// that started netledger in a namespace, `ip netns exec`, systemd's
+/// `NetworkNamespacePath=`; pid 1 last) and ends there, so no other thread ever leaves
+/// netledger's own namespace.
+fn in_initial_netns<T: Send>(
+    proc_root: &Path,
+    open: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
     use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
     use std::os::fd::AsFd;
-    let own_path = proc_root.join("thread-self/ns/net");
-    if ns_inode(&own_path) == Some(NET_INIT_INO) {
+    if ns_inode(&proc_root.join("thread-self/ns/net")) == Some(NET_INIT_INO) {
         return open();
     }
     let init_path = initial_netns_of_ancestor(proc_root).ok_or_else(|| {
         io::Error::other(
-            "the process events connector exists in the initial network namespace only, and              no ancestor process of netledger's is in it",
+            "the process events connector exists in the initial network namespace only, and \
+             no ancestor process of netledger's is in it",
         )
     })?;
-    let own = std::fs::File::open(own_path)?;
     let init = std::fs::File::open(init_path)?;
-    move_into_link_name_space(init.as_fd(), Some(LinkNameSpaceType::Network))?;
-    let opened = open();
-    if let Err(e) = move_into_link_name_space(own.as_fd(), Some(LinkNameSpaceType::Network)) {
-        // Any socket this thread opened later would be the initial namespace's.
-        return Err(io::Error::other(format!(
-            "cannot return to netledger's own network namespace after opening the process \
-             events socket: {e}"
-        )));
-    }
-    opened
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            move_into_link_name_space(init.as_fd(), Some(LinkNameSpaceType::Network))?;
+            open()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the thread opening the socket panicked")))
+    })
 }
 
 /// The inode of a namespace link (`/proc/PID/ns/net`), if it can be read.
