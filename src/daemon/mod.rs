@@ -35,6 +35,7 @@ pub mod listen;
 pub mod metrics_http;
 pub mod pass;
 pub mod programs;
+pub mod recent;
 pub mod signals;
 #[cfg(test)]
 mod tests;
