@@ -254,4 +254,70 @@ mod tests {
             .unwrap();
         assert_eq!(none, 1);
     }
+
+    /// A database at schema 15 (typed, before the cgroups), read without migrating: every
+    /// report, the export, the flow state and the log read as they do after migration 0016
+    /// (cgroup none everywhere).
+    #[test]
+    fn an_unmigrated_schema_15_database_reads_as_after_its_migration() {
+        use crate::store::query::{By, Period, TopQuery};
+        use rusqlite_migration::{Migrations, M};
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v15.db");
+        let mut c = rusqlite::Connection::open(&p).unwrap();
+        Migrations::new(
+            super::super::MIGRATIONS[..15]
+                .iter()
+                .map(|s| M::up(s))
+                .collect(),
+        )
+        .to_latest(&mut c)
+        .unwrap();
+        c.execute_batch(
+            "INSERT INTO programs (name) VALUES ('curl');
+             INSERT INTO remotes (addr) VALUES ('198.51.100.2');
+             INSERT INTO usage_raw SELECT 7200, 1001, 0, '', -1, 0, -1, p.id, r.id, 6, 443,
+                 1, 500, 50, 5, 5 FROM programs p, remotes r
+                 WHERE p.name = 'curl' AND r.addr = '198.51.100.2';
+             INSERT INTO usage_tiers SELECT 3600, 3600, 1001, 0, '', -1, 0, -1, p.id, r.id,
+                 6, 443, 1000, 100, 9, 9 FROM programs p, remotes r
+                 WHERE p.name = 'curl' AND r.addr = '198.51.100.2';
+             INSERT INTO users VALUES (1001, 'alice', 0, 0);
+             INSERT INTO flow_state VALUES (0, 6, '198.51.100.1', '198.51.100.2', 40000,
+                 443, 7, 1, 100, 1, 900, 1001, 'curl', 'out', 7200, 7260, 0, NULL, NULL,
+                 NULL, NULL);",
+        )
+        .unwrap();
+        drop(c);
+        let read = |store: &Store| -> Vec<String> {
+            let mut out = vec![];
+            for by in [vec![], vec![By::Program], vec![By::Remote, By::Port]] {
+                let q = TopQuery {
+                    since: 0,
+                    until: 100_000,
+                    by,
+                    uid: None,
+                    limit: 10,
+                };
+                out.push(format!("{:?}", store.top(&q).unwrap()));
+            }
+            let periods = store.periods(Period::Hour, 0, 100_000, None, true);
+            out.push(format!("{:?}", periods.unwrap()));
+            out.push(format!("{:?}", store.usage_rows(0, 100_000).unwrap()));
+            out.push(format!("{:?}", store.load_state().unwrap()));
+            out.push(format!("{:?}", store.connection_log(0, i64::MAX).unwrap()));
+            out
+        };
+        let ro = OpenOptions {
+            read_only: true,
+            ..OpenOptions::default()
+        };
+        let before = read(&Store::open(&p, &ro).unwrap());
+        assert!(before[1].contains("curl"), "{}", before[1]);
+        assert!(before[4].contains("rx_bytes: 500"), "{}", before[4]);
+        drop(Store::open(&p, &OpenOptions::default()).unwrap());
+        let after = Store::open(&p, &ro).unwrap();
+        assert_eq!(after.schema, super::super::CGROUP_SCHEMA);
+        assert_eq!(read(&after), before);
+    }
 }
