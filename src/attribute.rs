@@ -457,6 +457,8 @@ pub struct SocketIndex<'a> {
     /// Sockets of flows settled as a delegating service's own whose holders were looked
     /// up again ([`SocketIndex::with_recheck`]).
     recheck: Option<&'a HashSet<u64>>,
+    /// The sockets' cgroups by id, as resolved ([`SocketIndex::with_cgroups`]).
+    cgroups: Option<&'a FastMap<u64, Cgroup>>,
 }
 
 /// The maps of a [`SocketIndex`] over some sockets, built apart from it (they borrow
@@ -541,6 +543,7 @@ impl<'a> SocketIndex<'a> {
             marks: false,
             subuids: None,
             recheck: None,
+            cgroups: None,
         }
     }
 
@@ -579,6 +582,31 @@ impl<'a> SocketIndex<'a> {
             recheck: Some(inodes),
             ..self
         }
+    }
+
+    /// The same index naming the cgroup of each socket whose id (sock_diag's
+    /// `INET_DIAG_CGROUP_ID`) is in `cgroups`.
+    pub fn with_cgroups<'b>(self, cgroups: &'b FastMap<u64, Cgroup>) -> SocketIndex<'b>
+    where
+        'a: 'b,
+    {
+        SocketIndex {
+            cgroups: Some(cgroups),
+            ..self
+        }
+    }
+
+    /// The cgroup of socket `s`: its id's, else the one the flow already had through a
+    /// socket of the same uid (a socket read from `/proc/net`, which carries no id).
+    fn cgroup_of(&self, s: &Socket, prior: Option<&Attribution>) -> Option<Cgroup> {
+        self.cgroups
+            .and_then(|m| m.get(&s.cgroup))
+            .cloned()
+            .or_else(|| {
+                prior
+                    .filter(|p| p.socket_uid() == s.uid)
+                    .and_then(|p| p.cgroup.clone())
+            })
     }
 
     /// The uid charged for a socket or mark of `uid`: the owner of its subordinate range,
@@ -621,7 +649,10 @@ impl<'a> SocketIndex<'a> {
     ) -> Attribution {
         let s = &self.sockets[i];
         if self.delegates(s) {
-            return self.delegated(s, direction, prior);
+            return Attribution {
+                cgroup: self.cgroup_of(s, prior),
+                ..self.delegated(s, direction, prior)
+            };
         }
         let uid = self.owner_uid(s.uid);
         let program = match self.owners.get(&s.inode) {
@@ -636,7 +667,7 @@ impl<'a> SocketIndex<'a> {
             direction,
             via: Via::Direct,
             container: None,
-            cgroup: None,
+            cgroup: self.cgroup_of(s, prior),
         }
     }
 

@@ -423,6 +423,7 @@ pub const LOG_TEMPLATE_HELP: &str = "\
   %o original tuple (src:port>dst:port, pre-NAT)           %R reply tuple (post-NAT)
   %u user name (or uid, or -)            %U uid (or -)     %c program (or -)
   %C container (or -)  %K uid inside the container (or -)
+  %G cgroup of the socket's creator (or -)  %N its systemd unit (or -)  %J its Slurm job (or -)
   %t bytes sent        %x bytes received %T packets sent   %X packets received
   %n newline           %% a percent sign
 An IPv6 %i or %l followed by ':' is put in brackets: %i:%r prints [2001:db8::2]:443.

@@ -814,6 +814,7 @@ fn accounting(
             delegate_grace,
             marks: crate::owner_mark::trust::MarkTrust::new(owner_mark(file), &proc_root),
             destroys_follow: false,
+            cgroups: Default::default(),
         },
         setup: !a.no_setup,
         lock_timeout: a
@@ -842,6 +843,7 @@ fn daemon(
         // Every flow's DESTROY is heard: see `Hold::destroys_follow`.
         pass: PassConfig {
             destroys_follow: true,
+            cgroups: Default::default(),
             ..acc.pass
         },
         interval: a

@@ -138,6 +138,9 @@ pub struct Listener {
     pub socket: EventSocket,
     /// Lookups of single sockets.
     pub diag: SockDiag,
+    /// The cgroups of the sockets found, named (the lookup gives each socket's id): a
+    /// connection from a process that exits at once is still its cgroup's.
+    pub cgroups: crate::pass::cgroups::CgroupNames,
     /// proc root for program names and `/proc/net/netlink`.
     pub proc_root: PathBuf,
     /// Local networks (an owner's flow to them is still attributed, for the log).
@@ -291,6 +294,7 @@ impl Listener {
                         // The socket still lives: its owner is the connection's, for the
                         // entry the kernel makes at its next packet.
                         let found = self.owner_socket(&e.flow, host, &mut b.pings);
+                        self.cgroups.learn(found.iter().map(|s| s.cgroup));
                         if let Some(a) = self.owner_through(&e.flow, found.as_ref(), host, &subuids)
                         {
                             self.continued.remember(&e.flow.orig, &a, b.at_ms / 1000);
@@ -335,10 +339,12 @@ impl Listener {
         let t0 = Instant::now();
         self.stats.news.fetch_add(1, Ordering::Relaxed);
         let found = self.owner_socket(&e.flow, host, &mut b.pings);
+        self.cgroups.learn(found.iter().map(|s| s.cgroup));
         let none = HashMap::new();
         let idx = SocketIndex::new(found.as_slice(), &none, host.iter().copied())
             .with_delegation(&self.delegating, None)
-            .with_subuids(subuids);
+            .with_subuids(subuids)
+            .with_cgroups(self.cgroups.names());
         // The mark against the socket that sent the first packet, now.
         if let Some(c) = mark_check(&e.flow, &idx) {
             self.marks.check(c, &e.flow);
@@ -422,8 +428,13 @@ impl Listener {
         host: &HashSet<IpAddr>,
         subuids: &crate::sources::netns::SubUids,
     ) -> Option<Attribution> {
-        attribute_through(flow, socket?, host, &self.delegating, subuids, &self.nets)
+        let socket = socket?;
+        attribute_through(flow, socket, host, &self.delegating, subuids, &self.nets)
             .filter(|a| a.via != Via::Pending)
+            .map(|a| Attribution {
+                cgroup: self.cgroups.names().get(&socket.cgroup).cloned(),
+                ..a
+            })
     }
 
     /// The socket that owns `flow`, if a live one does ([`SockDiag::owner_socket`]; a ping

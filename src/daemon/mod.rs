@@ -694,6 +694,7 @@ fn start_listener(cfg: &DaemonConfig) -> Result<(Running, usize, Fresh)> {
     let listener = Listener {
         socket,
         diag,
+        cgroups: crate::pass::cgroups::CgroupNames::walked(),
         proc_root: cfg.pass.proc_root.clone(),
         nets: cfg.pass.nets.clone(),
         delegating: cfg.pass.delegating.clone(),

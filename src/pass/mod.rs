@@ -14,6 +14,7 @@
 //! The stages stay pure (`attribute`, `account`, [`record`]); this module only wires them
 //! to the kernel and the store.
 
+pub mod cgroups;
 mod holders;
 mod in_containers;
 pub mod record;
@@ -23,7 +24,7 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,7 @@ use crate::stages::Stages;
 use crate::store::{PassRecord, Store};
 use crate::units::human_bytes;
 
+use cgroups::CgroupNames;
 use holders::Holders;
 use record::FlowRecord;
 
@@ -65,6 +67,8 @@ pub struct PassConfig {
     pub marks: Arc<MarkTrust>,
     /// A DESTROY event comes for every flow (the daemon): see [`Hold::destroys_follow`].
     pub destroys_follow: bool,
+    /// The sockets' cgroups named so far, kept from pass to pass.
+    pub cgroups: Arc<Mutex<CgroupNames>>,
 }
 
 impl PassConfig {
@@ -169,6 +173,7 @@ pub fn run_pass_with(
         marks: &cfg.marks,
         known,
         subuids: SubUids::host(),
+        cgroups: Some(&cfg.cgroups),
     };
     let walked = walk(read, &dump, &prev, &rules, &mut stages)?;
     let ledger = Ledger {
@@ -385,6 +390,7 @@ pub fn observe_timed<S: BuildHasher>(
         marks,
         known,
         subuids: SubUids::host(),
+        cgroups: None,
     };
     let Walked {
         sockets,
@@ -419,6 +425,8 @@ struct Rules<'a> {
     /// Subordinate uid ranges: a uid in one (a user's rootless user namespace) is its
     /// owner's.
     subuids: Arc<SubUids>,
+    /// Names of the sockets' cgroup ids (none for the read-only views).
+    cgroups: Option<&'a Mutex<CgroupNames>>,
 }
 
 /// A pass walked: every flow's record, with its verdict.
@@ -474,12 +482,22 @@ fn walk<'s, S: BuildHasher>(
     record::continue_picked_up(&mut records, prev);
     add_ping_sockets(&records, &host, rules.proc_root, &mut sockets, &mut maps);
     let (marked, ruleset) = ask_ruleset(&records, ruleset, rules.marks);
+    // Held for the walk: one pass at a time names cgroups.
+    let mut cgroups = rules
+        .cgroups
+        .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
+    if let Some(c) = cgroups.as_mut() {
+        c.learn(sockets.sockets.iter().map(|s| s.cgroup));
+    }
+    let unnamed = FastMap::default();
+    let names = cgroups.as_deref().map_or(&unnamed, CgroupNames::names);
     // The pass's one index. Programs are looked up only for the sockets of flows not
     // attributed before, and every holder of a delegating service's sockets of flows not
     // settled yet (see `holders`); the owners and holders found are then filled in.
     let no_owners = HashMap::new();
     let idx = SocketIndex::with_maps(&sockets.sockets, &no_owners, maps)
-        .with_delegation(rules.delegating, None);
+        .with_delegation(rules.delegating, None)
+        .with_cgroups(names);
     record::look_up(&mut records, &idx);
     stages.lap("lookup");
     let mut holders = holders::look(&records, &idx, rules);
@@ -503,14 +521,12 @@ fn walk<'s, S: BuildHasher>(
     stages.lap("attribute");
     if record::needs_retry(&records) {
         let maps = idx.into_maps();
-        retry(
-            &mut sockets,
-            maps,
-            &mut records,
-            &mut holders,
-            rules,
+        let again = Again {
+            holders: &mut holders,
+            cgroups: cgroups.as_deref_mut(),
             use_marks,
-        )?;
+        };
+        retry(&mut sockets, maps, &mut records, again, rules)?;
         stages.lap("retry");
     }
     look_in_containers(&mut records, &host, rules, stages);
@@ -582,10 +598,14 @@ fn retry(
     sockets: &mut SocketTable,
     mut maps: SocketMaps,
     records: &mut [FlowRecord],
-    holders: &mut Holders,
+    again: Again,
     rules: &Rules,
-    use_marks: bool,
 ) -> Result<()> {
+    let Again {
+        holders,
+        mut cgroups,
+        use_marks,
+    } = again;
     let again = socket_table(rules.proc_root)?;
     let known = live_inodes(&sockets.sockets);
     let fresh: HashSet<u64> = live_inodes(&again.sockets)
@@ -603,14 +623,28 @@ fn retry(
             .filter(|s| fresh.contains(&s.inode)),
     );
     maps.add(&sockets.sockets, from);
+    if let Some(c) = cgroups.as_mut() {
+        c.learn(sockets.sockets[from..].iter().map(|s| s.cgroup));
+    }
+    let unnamed = FastMap::default();
+    let names = cgroups.as_deref().map_or(&unnamed, CgroupNames::names);
     let no_owners = HashMap::new();
     let idx = SocketIndex::with_maps(&sockets.sockets, &no_owners, maps)
-        .with_delegation(rules.delegating, None);
+        .with_delegation(rules.delegating, None)
+        .with_cgroups(names);
     record::look_up(records, &idx);
     holders.look_fresh(records, &idx, rules, &fresh);
     let idx = holders.fill(idx, rules).with_marks(use_marks);
     record::reattribute(records, &idx, rules.nets);
     Ok(())
+}
+
+/// What [`retry`] carries on from the first attribution: the holders looked up, the
+/// cgroups named, whether marks are believed.
+struct Again<'h, 'c> {
+    holders: &'h mut Holders,
+    cgroups: Option<&'c mut CgroupNames>,
+    use_marks: bool,
 }
 
 fn live_inodes(sockets: &[crate::model::Socket]) -> HashSet<u64> {

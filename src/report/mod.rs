@@ -196,6 +196,10 @@ pub fn usage_record(r: &UsageRecord) -> Record {
     m.insert("via".into(), json!(r.via));
     m.insert("container".into(), json!(r.container));
     m.insert("container_uid".into(), json!(r.container_uid));
+    // The socket creator's cgroup, its systemd unit and Slurm job (migration 0016).
+    m.insert("cgroup".into(), json!(r.cgroup));
+    m.insert("unit".into(), json!(r.unit));
+    m.insert("job".into(), json!(r.job));
     m
 }
 
@@ -216,7 +220,7 @@ fn usage_fields<'a>(
     time: Option<&'a str>,
     protocol: &'a str,
     c: &Covered,
-) -> [(&'static str, Field<'a>); 21] {
+) -> [(&'static str, Field<'a>); 24] {
     let text = |s: &'a Option<String>| s.as_deref().map_or(Field::Null, Field::Str);
     let id = |u: Option<u32>| u.map_or(Field::Null, |u| Field::Int(u.into()));
     let t = &r.traffic;
@@ -240,6 +244,9 @@ fn usage_fields<'a>(
         ("via", id(r.via)),
         ("container", text(&r.container)),
         ("container_uid", id(r.container_uid)),
+        ("cgroup", text(&r.cgroup)),
+        ("unit", text(&r.unit)),
+        ("job", r.job.map_or(Field::Null, Field::UInt)),
         ("covered_since", Field::Int(c.since)),
         ("covered_until", Field::Int(c.until)),
     ]
@@ -314,7 +321,7 @@ fn write_int(out: &mut impl Write, n: i64) -> io::Result<()> {
 }
 
 /// The keys of an `export` row, in order (the CSV header).
-pub fn usage_keys() -> [&'static str; 21] {
+pub fn usage_keys() -> [&'static str; 24] {
     usage_fields(&UsageRecord::default(), None, "", &Covered::default()).map(|(k, _)| k)
 }
 

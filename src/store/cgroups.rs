@@ -225,6 +225,22 @@ mod tests {
             3,
             "none, backup.service, slurmstepd.scope: {by_unit:?}"
         );
+        // `export` reads them too.
+        let export = store.usage_rows(0, 2000).unwrap();
+        let mut jobs: Vec<_> = export
+            .iter()
+            .map(|r| (r.job, r.unit.clone(), r.traffic.rx_bytes))
+            .collect();
+        jobs.sort();
+        assert_eq!(
+            jobs,
+            [
+                (None, None, 50000),
+                (None, Some("backup.service".into()), 30),
+                (Some(7), Some("slurmstepd.scope".into()), 1000),
+                (Some(8), Some("slurmstepd.scope".into()), 200),
+            ]
+        );
         let state = store.load_state().unwrap();
         let kept = state[&flows[0].key()].attribution.clone().unwrap().cgroup;
         assert_eq!(kept, at[0].attribution().unwrap().cgroup);
