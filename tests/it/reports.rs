@@ -604,9 +604,9 @@ fn readme_sql_queries_run() {
     // 0015), and 5 B of his own that do not count.
     c.execute_batch(
         "INSERT INTO usage_raw (ts, uid, kind, reason, via_uid, container, container_uid,
-                               program, remote, protocol, port, direction, rx_bytes,
+                               program, cgroup, remote, protocol, port, direction, rx_bytes,
                                tx_bytes, rx_packets, tx_packets)
-         SELECT 1795132800, 1004, 0, '', r.via, 0, -1, (SELECT min(id) FROM programs),
+         SELECT 1795132800, 1004, 0, '', r.via, 0, -1, (SELECT min(id) FROM programs), 0,
                 (SELECT min(id) FROM remotes), 6, 22, 2, 2000000, r.tx, 1, 1
          FROM (SELECT 0 AS via, 1000 AS tx UNION ALL SELECT -1, 5) r;",
     )
@@ -627,10 +627,10 @@ fn readme_sql_queries_run() {
         "INSERT INTO containers (name, first_seen, last_seen)
          VALUES ('docker-3f2a', 1795132800, 1795132800);
          INSERT INTO usage_raw (ts, uid, kind, reason, via_uid, container, container_uid,
-                               program, remote, protocol, port, direction, rx_bytes,
+                               program, cgroup, remote, protocol, port, direction, rx_bytes,
                                tx_bytes, rx_packets, tx_packets)
          SELECT 1795132800, 1003, 0, '', -1, (SELECT id FROM containers), 1000,
-                (SELECT min(id) FROM programs), (SELECT min(id) FROM remotes), 6, 443, 1,
+                (SELECT min(id) FROM programs), 0, (SELECT min(id) FROM remotes), 6, 443, 1,
                 3000000, 0, 1, 1;",
     )
     .unwrap();
