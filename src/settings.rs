@@ -1157,6 +1157,67 @@ mod tests {
         assert_eq!(x.delegating.uids(), [33]);
     }
 
+    /// `metrics_units` reaches the three writers of the metrics (`metrics`, `snapshot`'s
+    /// textfile, the daemon's endpoint); off without the key. `top --unit|--job` and
+    /// `job` resolve their filter and window.
+    #[test]
+    fn metrics_units_reach_every_metrics_writer_and_cgroup_filters_resolve() {
+        use crate::store::metrics::UnitSeries;
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("n.toml");
+        std::fs::write(&conf, "metrics_units = [\"nginx.service\"]\n").unwrap();
+        let c = conf.to_str().unwrap();
+        let want = UnitSeries::Units(vec!["nginx.service".into()]);
+        let s = resolve_from(&["--config", c, "metrics"], &[]).unwrap();
+        assert!(matches!(&s.command, Command::Metrics { units, .. } if *units == want));
+        let s = resolve_from(&["--config", c, "snapshot"], &[]).unwrap();
+        assert!(matches!(&s.command, Command::Snapshot(x) if x.metrics_units == want));
+        let s = resolve_from(&["--config", c, "run"], &[]).unwrap();
+        assert_eq!(daemon_of(&s).metrics_units, want);
+        let s = resolve_from(&["--config", "/dev/null", "run"], &[]).unwrap();
+        assert_eq!(daemon_of(&s).metrics_units, UnitSeries::Off);
+
+        let top = |args: &[&str]| match resolve_from(args, &[]).unwrap().command {
+            Command::Top(t) => t.only,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(top(&["--config", "/dev/null", "top"]), None);
+        assert_eq!(
+            top(&["--config", "/dev/null", "top", "--job", "42"]),
+            Some(Only::Job(42))
+        );
+        assert_eq!(
+            top(&["--config", "/dev/null", "top", "--unit", "x.service"]),
+            Some(Only::Unit("x.service".into()))
+        );
+        let job = |args: &[&str]| match resolve_from(args, &[]).unwrap().command {
+            Command::Job(j) => j,
+            other => panic!("{other:?}"),
+        };
+        // From the beginning by default, whatever --until says.
+        let j = job(&[
+            "--config",
+            "/dev/null",
+            "job",
+            "42",
+            "--until",
+            "2020-01-01",
+            "--utc",
+        ]);
+        assert_eq!((j.id, j.window.since, j.since_given), (42, 0, false));
+        assert_eq!(j.window.until, 1_577_836_800);
+        let j = job(&[
+            "--config",
+            "/dev/null",
+            "job",
+            "42",
+            "--since",
+            "2020-01-01",
+            "--utc",
+        ]);
+        assert_eq!((j.window.since, j.since_given), (1_577_836_800, true));
+    }
+
     /// Issue 24: the connection log's limits, flags over the file over the defaults, each
     /// checked where it enters, naming the flag or the key.
     #[test]
