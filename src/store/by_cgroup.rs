@@ -302,6 +302,37 @@ mod tests {
         assert!(clipped > 50, "{clipped} answered from where the keys begin");
     }
 
+    /// The metrics' sums per unit are `top --by unit`'s rows summed over their users.
+    #[test]
+    fn unit_sums_are_top_by_unit_summed_over_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_cgroups(dir.path());
+        let mut rng = Rng(7);
+        let mut compared = 0;
+        for _ in 0..20 {
+            let since = T0 + rng.below(6 * DAY as u64) as i64;
+            let until = since + 1 + rng.below(2 * DAY as u64) as i64;
+            let q = TopQuery {
+                since,
+                until,
+                by: vec![By::Unit],
+                uid: None,
+                limit: 1000,
+            };
+            let mut want = std::collections::BTreeMap::new();
+            for r in store.top(&q).unwrap().rows {
+                if let Some(unit) = r.unit {
+                    want.entry(unit)
+                        .or_insert_with(crate::account::Traffic::default)
+                        .add(&r.traffic);
+                }
+            }
+            assert_eq!(store.unit_sums(since, until).unwrap(), want);
+            compared += want.len();
+        }
+        assert!(compared > 40, "{compared} units compared");
+    }
+
     /// Grouped by unit, the names come from the path's innermost service or scope; by
     /// job, only the trusted jobs; rows without either are one group (`None`).
     #[test]

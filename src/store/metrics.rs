@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 
 use rusqlite::OptionalExtension;
 
-use super::query::{By, TopQuery};
 use super::{Store, StoreError};
 use crate::account::Traffic;
 
@@ -181,19 +180,7 @@ impl Store {
         if *series == UnitSeries::Off {
             return Ok(vec![]);
         }
-        let q = TopQuery {
-            since: now - now.rem_euclid(86_400),
-            until: now + 1,
-            by: vec![By::Unit],
-            uid: None,
-            limit: 1_000_000,
-        };
-        let mut per_unit: BTreeMap<String, Traffic> = BTreeMap::new();
-        for row in self.top(&q)?.rows {
-            if let Some(unit) = row.unit {
-                per_unit.entry(unit).or_default().add(&row.traffic);
-            }
-        }
+        let per_unit = self.unit_sums(now - now.rem_euclid(86_400), now + 1)?;
         let mut units: Vec<UnitTotal> = match series {
             UnitSeries::Off => vec![],
             UnitSeries::Units(names) => names

@@ -554,6 +554,38 @@ impl Store {
         Ok(out)
     }
 
+    /// The traffic per systemd unit of `[since, until)` (from where the keys begin, as
+    /// `top --by unit`): the groups of `top --by unit` summed over their users, by unit
+    /// name, without naming or ordering rows (the metrics' per-unit series).
+    pub(super) fn unit_sums(
+        &self,
+        since: i64,
+        until: i64,
+    ) -> Result<std::collections::BTreeMap<String, Traffic>, StoreError> {
+        let since = self.keys_from(since, until)?.unwrap_or(since);
+        let q = TopQuery {
+            since,
+            until,
+            by: vec![By::Unit],
+            uid: None,
+            limit: 0,
+        };
+        let keys = self.keys_cte(since, until)?;
+        let cte = keys.as_deref().unwrap_or(self.source().cte);
+        let cols = TopColumns::of(&q.by, self.schema);
+        let (groups, _) = self.top_groups(cte, &cols, &q, None)?;
+        let mut units = std::collections::BTreeMap::new();
+        for ((_, cells), g) in self.by_unit_or_job(groups, &q.by)? {
+            if let Cell::Text(unit) = &cells[UNIT] {
+                units
+                    .entry(unit.clone())
+                    .or_insert_with(Traffic::default)
+                    .add(&g.traffic);
+            }
+        }
+        Ok(units)
+    }
+
     /// The period's rows summed per group of `top` (user and the keys asked for) in one
     /// scan, with the report's totals: SQLite's GROUP BY sorts every row first (on the
     /// busy year's 92 days by remote, 560,000 rows: most of the time of `top`).
