@@ -482,13 +482,7 @@ fn walk<'s, S: BuildHasher>(
     record::continue_picked_up(&mut records, prev);
     add_ping_sockets(&records, &host, rules.proc_root, &mut sockets, &mut maps);
     let (marked, ruleset) = ask_ruleset(&records, ruleset, rules.marks);
-    // Held for the walk: one pass at a time names cgroups.
-    let mut cgroups = rules
-        .cgroups
-        .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
-    if let Some(c) = cgroups.as_mut() {
-        c.learn(sockets.sockets.iter().map(|s| s.cgroup));
-    }
+    let mut cgroups = named_cgroups(rules, &sockets.sockets);
     let unnamed = FastMap::default();
     let names = cgroups.as_deref().map_or(&unnamed, CgroupNames::names);
     // The pass's one index. Programs are looked up only for the sockets of flows not
@@ -549,6 +543,17 @@ fn walk<'s, S: BuildHasher>(
         charged,
         named,
     })
+}
+
+/// The pass's cgroup names, with the ids of `sockets` learnt; held for the walk (one pass
+/// at a time names cgroups). None for the read-only views.
+fn named_cgroups<'r>(
+    rules: &Rules<'r>,
+    sockets: &[crate::model::Socket],
+) -> Option<std::sync::MutexGuard<'r, CgroupNames>> {
+    let mut names = rules.cgroups?.lock().unwrap_or_else(|p| p.into_inner());
+    names.learn(sockets.iter().map(|s| s.cgroup));
+    Some(names)
 }
 
 /// Whether some flow carries a mark netledger writes, and then `nft` reading the ruleset

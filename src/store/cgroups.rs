@@ -45,15 +45,12 @@ impl CgroupIds {
     }
 }
 
-/// The flow state's cgroup columns for a database at `schema` (path and job, through the
-/// join), and the join; none before migration 0016.
-pub(super) fn state_columns(schema: i64) -> (&'static str, &'static str) {
+/// The flow state's cgroup column for a database at `schema`: its `cgroups.id`, 0 (none)
+/// before migration 0016.
+pub(super) fn state_column(schema: i64) -> &'static str {
     match schema >= super::CGROUP_SCHEMA {
-        true => (
-            "cg.path, cg.job",
-            "LEFT JOIN cgroups cg ON flow_state.cgroup <> 0 AND cg.id = flow_state.cgroup",
-        ),
-        false => ("NULL, NULL", ""),
+        true => "cgroup",
+        false => "0",
     }
 }
 

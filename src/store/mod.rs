@@ -332,14 +332,16 @@ impl Store {
         } else {
             "NULL"
         };
-        let (cgroup, join) = cgroups::state_columns(self.schema);
+        let cgroup = cgroups::state_column(self.schema);
+        // By id, each path read once: tens of thousands of flows share a few cgroups.
+        let cgroups = self.cgroups_by_id()?;
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
                 "SELECT zone, protocol, src, dst, sport, dport, ct_id, orig_packets, orig_bytes,
                         reply_packets, reply_bytes, uid, program, direction, first_seen,
                         last_seen, missing, {via}, {container}, {start}, {cgroup}
-                 FROM flow_state {join}"
+                 FROM flow_state"
             ))
             .map_err(|e| self.wrap(e))?;
         let n: usize = self
@@ -349,7 +351,7 @@ impl Store {
         let mut out = FastMap::with_capacity_and_hasher(n, Default::default());
         let mut rows = stmt.query([]).map_err(|e| self.wrap(e))?;
         while let Some(r) = rows.next().map_err(|e| self.wrap(e))? {
-            let st = flow_state_row(r).map_err(|e| match e {
+            let st = flow_state_row(r, &cgroups).map_err(|e| match e {
                 RowError::Sql(e) => self.wrap(e),
                 RowError::Address => StoreError::BadRow {
                     path: self.path.clone(),
@@ -406,7 +408,10 @@ impl From<rusqlite::Error> for RowError {
 
 /// Decode one `flow_state` row without allocating for its addresses (a pass loads every
 /// flow's state: tens of thousands of rows on a busy host).
-fn flow_state_row(r: &rusqlite::Row) -> Result<FlowState, RowError> {
+fn flow_state_row(
+    r: &rusqlite::Row,
+    cgroups: &HashMap<i64, crate::attribute::Cgroup>,
+) -> Result<FlowState, RowError> {
     let ip = |i: usize| -> Result<IpAddr, RowError> {
         r.get_ref(i)?
             .as_str()
@@ -448,7 +453,7 @@ fn flow_state_row(r: &rusqlite::Row) -> Result<FlowState, RowError> {
                 direction,
                 via: Via::from_code(r.get(17)?),
                 container: container_at(r, 18)?,
-                cgroup: cgroups::cgroup_at(r, 21)?,
+                cgroup: cgroups.get(&r.get::<_, i64>(21)?).cloned(),
             }),
             _ => None,
         },
