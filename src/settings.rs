@@ -814,6 +814,7 @@ fn accounting(
             delegate_grace,
             marks: crate::owner_mark::trust::MarkTrust::new(owner_mark(file), &proc_root),
             destroys_follow: false,
+            destroys_lost_before: None,
             cgroups: Default::default(),
         },
         setup: !a.no_setup,

@@ -72,7 +72,7 @@ pub fn sock_diag(data: &[u8]) {
 pub fn ctnetlink(data: &[u8]) {
     if let Ok(dump) = parse_messages(data) {
         // Each flow was decoded from at least a message header's worth of bytes.
-        assert!(dump.flows.len() <= data.len() / 16);
+        assert!(dump.entries.len() <= data.len() / 16);
     }
     let mut events = Events::default();
     parse_events(data, &mut events);

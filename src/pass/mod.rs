@@ -32,7 +32,8 @@ use anyhow::{Context, Result};
 use tracing::{debug, info};
 
 use crate::account::{account_seen, FlowState, Hold, Ledger, PassPlan, Seen, Totals};
-use crate::attribute::{Attributed, Attribution, Delegating, LocalNets, SocketIndex, SocketMaps};
+use crate::attribute::{Attribution, Delegating, LocalNets, SocketIndex, SocketMaps};
+use crate::live::Observed;
 use crate::model::{FastMap, FlowKey, SocketState, L4};
 use crate::owner_mark::{self, trust::MarkTrust};
 use crate::prereq::PrereqError;
@@ -67,6 +68,8 @@ pub struct PassConfig {
     pub marks: Arc<MarkTrust>,
     /// A DESTROY event comes for every flow (the daemon): see [`Hold::destroys_follow`].
     pub destroys_follow: bool,
+    /// The daemon: see [`Hold::destroys_lost_before`] (set by the daemon before each pass).
+    pub destroys_lost_before: Option<u64>,
     /// The sockets' cgroups named so far, kept from pass to pass.
     pub cgroups: Arc<Mutex<CgroupNames>>,
 }
@@ -78,19 +81,18 @@ impl PassConfig {
             grace: self.delegate_grace.as_secs() as i64,
             ended: false,
             destroys_follow: self.destroys_follow,
+            destroys_lost_before: self.destroys_lost_before,
         }
     }
 }
 
 /// What the kernel showed in one pass, joined, for the read-only views (`connections`,
-/// `live`), which read the dump as it came and the verdicts in its order.
+/// `live`): each entry of the dump with its verdict, in dump order.
 pub struct Observation {
     /// Socket rows (first read plus sockets found on a re-read).
     pub sockets: SocketTable,
-    /// The conntrack dump.
-    pub dump: conntrack::Dump,
-    /// `attributed[i]` is the verdict for `dump.flows[i]`.
-    pub attributed: Vec<Attributed>,
+    /// The conntrack dump's entries, each with its verdict.
+    pub flows: Vec<Observed>,
     /// Flows charged to a user this pass named only by their owner mark (no socket, no
     /// kept attribution).
     pub by_mark: usize,
@@ -328,16 +330,16 @@ fn decode(
         if decoded.is_ok() {
             decoded = decoder.feed(&datagram);
         }
-        let flows = decoder.flows();
+        let entries = decoder.entries();
         if ruleset.is_none()
-            && flows[looked..]
+            && entries[looked..]
                 .iter()
-                .any(|f| owner_mark::uid_of(f.mark).is_some())
+                .any(|e| owner_mark::uid_of(e.flow.mark).is_some())
             && marks.wants_ruleset()
         {
             ruleset = Some(std::thread::spawn(owner_mark::ruleset_state));
         }
-        looked = flows.len();
+        looked = entries.len();
     }
     (decoded.map(|()| decoder.finish()), ruleset)
 }
@@ -399,11 +401,10 @@ pub fn observe_timed<S: BuildHasher>(
         charged,
         named,
     } = walk(read, &dump, prev, &rules, stages)?;
-    let attributed = record::verdicts(records);
+    let flows = record::observed(records);
     Ok(Observation {
         sockets,
-        dump,
-        attributed,
+        flows,
         by_mark,
         charged,
         named,
@@ -682,7 +683,7 @@ fn read_kernel(proc_root: &Path, stages: &mut Stages) -> Result<(SocketTable, co
 /// Fails when the dump is empty while established TCP connections exist: conntrack
 /// does not track this namespace.
 fn not_tracking(sockets: &SocketTable, dump: &conntrack::Dump) -> Result<()> {
-    if dump.flows.is_empty() {
+    if dump.entries.is_empty() {
         let established = sockets
             .sockets
             .iter()

@@ -269,32 +269,19 @@ pub fn waiting_note<'a>(
 /// A DNAT'd connection for tests of the log's rendering and filters.
 #[cfg(test)]
 pub(crate) fn sample_connection() -> LoggedConnection {
-    use crate::model::{Counters, Tuple};
-    let t = |s: &str, d: &str, sp, dp| Tuple {
-        src: s.parse().unwrap(),
-        dst: d.parse().unwrap(),
-        proto: 6,
-        sport: sp,
-        dport: dp,
-    };
+    use crate::testkit::{counters, tuple, TCP};
     LoggedConnection {
         cgroup: None,
         start_ms: 1_780_000_000_000,
         end_ms: 1_780_000_002_500,
         // DNAT: the client hit 203.0.113.7:80, served by 198.51.100.1:8080.
-        orig: t("192.0.2.9", "203.0.113.7", 50000, 80),
-        reply: t("198.51.100.1", "192.0.2.9", 8080, 50000),
+        orig: tuple(TCP, "192.0.2.9:50000", "203.0.113.7:80"),
+        reply: tuple(TCP, "198.51.100.1:8080", "192.0.2.9:50000"),
         direction: Some(Direction::In),
         uid: Some(1001),
         program: Some("nginx".into()),
-        orig_counters: Some(Counters {
-            packets: 3,
-            bytes: 300,
-        }),
-        reply_counters: Some(Counters {
-            packets: 5,
-            bytes: 5000,
-        }),
+        orig_counters: Some(counters(3, 300)),
+        reply_counters: Some(counters(5, 5000)),
         zone: 0,
         via: None,
         container: None,
@@ -304,7 +291,7 @@ pub(crate) fn sample_connection() -> LoggedConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Tuple;
+    use crate::testkit::{flow_of, mirror, tuple, TCP};
 
     fn conn() -> LoggedConnection {
         sample_connection()
@@ -396,16 +383,9 @@ mod tests {
     #[test]
     fn ipv6_address_before_a_colon_is_bracketed() {
         let mut c = conn();
-        let t = |s: &str, d: &str, sp, dp| Tuple {
-            src: s.parse().unwrap(),
-            dst: d.parse().unwrap(),
-            proto: 6,
-            sport: sp,
-            dport: dp,
-        };
         c.direction = Some(Direction::Out);
-        c.orig = t("2001:db8::1", "2001:db8::2", 40000, 443);
-        c.reply = t("2001:db8::2", "2001:db8::1", 443, 40000);
+        c.orig = tuple(TCP, "[2001:db8::1]:40000", "[2001:db8::2]:443");
+        c.reply = mirror(&c.orig);
         let render = |f: &str| {
             parse_template(f)
                 .unwrap()
@@ -432,16 +412,10 @@ mod tests {
         let c = conn();
         let w = |over, expires_ms| Waiting {
             flow: crate::model::Flow {
-                orig: c.orig,
-                reply: c.reply,
                 id: 0,
-                zone: 0,
-                mark: 0,
-                status: 0,
                 orig_counters: None,
                 reply_counters: None,
-                start_ns: None,
-                stop_ns: None,
+                ..flow_of(c.orig, c.reply)
             },
             over,
             expires_ms,

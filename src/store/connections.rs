@@ -766,45 +766,25 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::OpenOptions;
-
-    fn t(src: &str, dst: &str, sport: u16, dport: u16) -> Tuple {
-        Tuple {
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            proto: 6,
-            sport,
-            dport,
-        }
-    }
+    use crate::testkit::{counters, mirror, tuple, TCP, UDP};
 
     fn conn(i: u32) -> LoggedConnection {
+        let orig = tuple(
+            TCP,
+            &format!("198.51.100.1:{}", 40000 + (i % 20000) as u16),
+            "198.51.100.2:443",
+        );
         LoggedConnection {
             cgroup: None,
             start_ms: 1_780_000_000_000 + i64::from(i) * 7,
             end_ms: 1_780_000_000_042 + i64::from(i) * 7,
-            orig: t(
-                "198.51.100.1",
-                "198.51.100.2",
-                40000 + (i % 20000) as u16,
-                443,
-            ),
-            reply: t(
-                "198.51.100.2",
-                "198.51.100.1",
-                443,
-                40000 + (i % 20000) as u16,
-            ),
+            orig,
+            reply: mirror(&orig),
             direction: Some(Direction::Out),
             uid: Some(1001),
             program: Some("curl".into()),
-            orig_counters: Some(Counters {
-                packets: 9,
-                bytes: 620,
-            }),
-            reply_counters: Some(Counters {
-                packets: 16,
-                bytes: 20_832,
-            }),
+            orig_counters: Some(counters(9, 620)),
+            reply_counters: Some(counters(16, 20_832)),
             zone: 0,
             via: None,
             container: None,
@@ -816,19 +796,15 @@ mod tests {
         let plain = conn(1);
         let mut nat = conn(2);
         nat.direction = Some(Direction::In);
-        nat.orig = t("192.0.2.9", "203.0.113.7", 50000, 80);
-        nat.reply = t("198.51.100.1", "192.0.2.9", 8080, 50000);
+        nat.orig = tuple(TCP, "192.0.2.9:50000", "203.0.113.7:80");
+        nat.reply = tuple(TCP, "198.51.100.1:8080", "192.0.2.9:50000");
         nat.zone = 3;
         let mut v6 = conn(3);
-        v6.orig = t("2001:db8::1", "2001:db8::2", 40000, 53);
-        v6.orig.proto = 17;
-        v6.reply = t("2001:db8::2", "2001:db8::1", 53, 40000);
-        v6.reply.proto = 17;
+        v6.orig = tuple(UDP, "[2001:db8::1]:40000", "[2001:db8::2]:53");
+        v6.reply = mirror(&v6.orig);
         let mut icmp = conn(5);
-        icmp.orig = t("198.51.100.1", "198.51.100.2", 0, 0);
-        icmp.orig.proto = 1;
-        icmp.reply = t("198.51.100.2", "198.51.100.1", 0, 0);
-        icmp.reply.proto = 1;
+        icmp.orig = tuple(1, "198.51.100.1:0", "198.51.100.2:0");
+        icmp.reply = mirror(&icmp.orig);
         // An sshd session charged to its user through root's socket, with a zone.
         let mut ssh = conn(6);
         ssh.via = Some(0);
@@ -848,8 +824,8 @@ mod tests {
         docker.container = Some(container("docker-3f2a", 1000));
         // The same with a zone, NAT, IPv6 and no counters, and a big container id.
         let mut ns = conn(9);
-        ns.orig = t("2001:db8::1", "2001:db8::2", 40000, 53);
-        ns.reply = t("2001:db8::2", "2001:db8:1::1", 53, 40000);
+        ns.orig = tuple(TCP, "[2001:db8::1]:40000", "[2001:db8::2]:53");
+        ns.reply = tuple(TCP, "[2001:db8::2]:53", "[2001:db8:1::1]:40000");
         ns.zone = 12;
         ns.program = None;
         ns.orig_counters = None;
@@ -949,7 +925,11 @@ mod tests {
         let mut store = Store::open(&dir.path().join("t.db"), &OpenOptions::default()).unwrap();
         let key = |id| FlowKey {
             zone: 0,
-            orig: t("198.51.100.2", "198.51.100.1", 50000 + id as u16, 22),
+            orig: tuple(
+                TCP,
+                &format!("198.51.100.2:{}", 50000 + id as u16),
+                "198.51.100.1:22",
+            ),
             id,
         };
         let a = |uid, via| {

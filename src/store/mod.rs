@@ -19,8 +19,6 @@ macro_rules! add_counters {
 pub mod by_cgroup;
 mod cgroups;
 pub mod connections;
-#[cfg(test)]
-mod container_tests;
 mod error;
 pub mod gaps;
 #[cfg(feature = "test-hooks")]
@@ -33,8 +31,6 @@ pub mod quota;
 pub mod retention;
 pub mod summary;
 pub mod totals;
-#[cfg(test)]
-mod typed_tests;
 
 use std::collections::HashMap;
 use std::fs;
@@ -806,33 +802,24 @@ pub(crate) fn dump_rows(c: &Connection, sql: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    // Child files of this module (`store/tests/`): their `super::` names store's items
+    // through the `use super::*` below.
+    mod container;
+    mod typed;
+
     use super::*;
     use crate::account::{account_pass, Kind};
     use crate::attribute::{Attributed, Verdict};
     use crate::model::Flow;
+    use crate::testkit::{self, UDP};
 
     fn flow(id: u32, bytes: u64) -> Flow {
-        let t = |s: &str, d: &str, sp, dp| Tuple {
-            src: s.parse().unwrap(),
-            dst: d.parse().unwrap(),
-            proto: 17,
-            sport: sp,
-            dport: dp,
-        };
         Flow {
-            orig: t("2001:db8::1", "2001:db8::2", 5000, 53),
-            reply: t("2001:db8::2", "2001:db8::1", 53, 5000),
             id,
             zone: 7,
-            mark: 0,
-            status: 0,
-            orig_counters: Some(Counters { packets: 1, bytes }),
-            reply_counters: Some(Counters {
-                packets: 2,
-                bytes: bytes * 2,
-            }),
-            start_ns: None,
-            stop_ns: None,
+            orig_counters: Some(testkit::counters(1, bytes)),
+            reply_counters: Some(testkit::counters(2, bytes * 2)),
+            ..testkit::flow(UDP, ("[2001:db8::1]:5000", "[2001:db8::2]:53"), None)
         }
     }
 

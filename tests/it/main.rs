@@ -38,6 +38,7 @@ mod quota;
 mod reports;
 mod service;
 mod setup_undo;
+mod short_names;
 mod soak;
 mod ssh;
 mod writers;

@@ -448,6 +448,9 @@ fn export_jsonl_and_csv() {
             "via",
             "container",
             "container_uid",
+            "cgroup",
+            "unit",
+            "job",
             "covered_since",
             "covered_until"
         ]
