@@ -98,6 +98,8 @@ pub struct DaemonConfig {
     pub retention: Retention,
     /// Serve `GET /metrics` here (off when `None`); bound at start, not on SIGHUP.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The units with series of their own at that endpoint; read at start, as it is.
+    pub metrics_units: crate::store::metrics::UnitSeries,
     /// Quotas, judged after every stored pass and flush.
     pub quota: crate::quota::Policy,
 }
@@ -613,6 +615,7 @@ impl Writer {
                     setup: self.cfg.setup,
                     quiet: self.cfg.quiet,
                     metrics_listen: self.cfg.metrics_listen,
+                    metrics_units: self.cfg.metrics_units.clone(),
                     ..new
                 };
             }
@@ -801,7 +804,8 @@ pub fn run(
     let store = open_store(db, &cfg, needs)?;
     let counters = Arc::new(metrics_http::Counters::default());
     if let Some(addr) = cfg.metrics_listen {
-        let bound = metrics_http::spawn(addr, db, counters.clone()).with_context(|| {
+        let units = cfg.metrics_units.clone();
+        let bound = metrics_http::spawn(addr, db, counters.clone(), units).with_context(|| {
             format!("cannot listen on {addr} for metrics (--metrics-listen, metrics_listen): is the address this host's and the port free?")
         })?;
         say(cfg.quiet, format!("metrics on http://{bound}/metrics"));

@@ -88,7 +88,8 @@ fn traffic_fields(m: &mut Record, t: &Traffic) {
 
 /// One `top` row as a record: `uid` (null when unattributed), `user`, the `--by` keys
 /// (`via` and `via_user` for `--by via`, `container` for `--by container`: null for the
-/// host's traffic), `reason`, bytes and packets.
+/// host's traffic; `cgroup`, `unit`, `job`: null where none applies), `reason`, bytes and
+/// packets.
 pub fn top_record(row: &TopRow, by: &[By], labels: &Labels) -> Record {
     let mut m = Map::new();
     m.insert("uid".into(), json!(row.uid));
@@ -113,6 +114,15 @@ pub fn top_record(row: &TopRow, by: &[By], labels: &Labels) -> Record {
     }
     if by.contains(&By::Container) {
         m.insert("container".into(), json!(row.container));
+    }
+    if by.contains(&By::Cgroup) {
+        m.insert("cgroup".into(), json!(row.cgroup));
+    }
+    if by.contains(&By::Unit) {
+        m.insert("unit".into(), json!(row.unit));
+    }
+    if by.contains(&By::Job) {
+        m.insert("job".into(), json!(row.job));
     }
     m.insert("reason".into(), json!(row.reason));
     traffic_fields(&mut m, &row.traffic);

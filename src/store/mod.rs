@@ -16,6 +16,7 @@ macro_rules! add_counters {
     };
 }
 
+pub mod by_cgroup;
 mod cgroups;
 pub mod connections;
 mod error;

@@ -2,7 +2,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, CGROUP_SCHEMA};
 use crate::account::Traffic;
 use crate::model::FastMap;
 
@@ -263,6 +263,30 @@ pub enum By {
     /// Per container (another network namespace of this host) whose socket the traffic
     /// was found through; the host's own traffic is one row per user with none.
     Container,
+    /// Per cgroup (v2) of the process that created the socket, by its path; none for
+    /// traffic no socket's cgroup is known of.
+    Cgroup,
+    /// Per systemd unit of that cgroup (`crate::cgroup::unit`).
+    Unit,
+    /// Per Slurm job of that cgroup (`crate::cgroup::job`, under a root-owned
+    /// `…slurmstepd.scope` only).
+    Job,
+}
+
+impl By {
+    /// Whether the daily tier, which keeps usage per user only, lacks this key: grouped by
+    /// one, a window that begins in it is answered from where the keys begin.
+    pub(super) fn is_key(self) -> bool {
+        matches!(
+            self,
+            By::Program | By::Remote | By::Port | By::Cgroup | By::Unit | By::Job
+        )
+    }
+
+    /// Whether this groups by something read from the cgroup.
+    pub(super) fn is_cgroup(self) -> bool {
+        matches!(self, By::Cgroup | By::Unit | By::Job)
+    }
 }
 
 /// What to list.
@@ -304,6 +328,12 @@ pub struct TopRow {
     pub via_user: Option<String>,
     /// The container's name (with `--by container`; `None` for the host's traffic).
     pub container: Option<String>,
+    /// The cgroup's path (with `--by cgroup`; `None` where no cgroup is known).
+    pub cgroup: Option<String>,
+    /// The systemd unit (with `--by unit`; `None` where none applies).
+    pub unit: Option<String>,
+    /// The Slurm job (with `--by job`; `None` where none applies).
+    pub job: Option<u64>,
     /// Traffic.
     pub traffic: Traffic,
 }
@@ -423,11 +453,15 @@ impl Store {
 
     /// The top talkers in a period.
     pub fn top(&self, q: &TopQuery) -> Result<TopReport, StoreError> {
-        // The daily tier keeps no program, remote or port: grouped by any, the answer is
-        // the part of the window after it.
-        let keyed =
-            q.by.iter()
-                .any(|b| matches!(b, By::Program | By::Remote | By::Port));
+        self.top_in(q, None)
+    }
+
+    /// [`Store::top`] of the traffic of the cgroups `only` alone (ids of the table
+    /// `cgroups`, from [`Store::cgroups_of`]); all traffic with `None`.
+    pub fn top_in(&self, q: &TopQuery, only: Option<&[i64]>) -> Result<TopReport, StoreError> {
+        // The daily tier keeps no program, remote, port or cgroup: grouped by any (or only
+        // some cgroups' traffic), the answer is the part of the window after it.
+        let keyed = only.is_some() || q.by.iter().any(|b| b.is_key());
         let keys_from = match keyed {
             true => self.keys_from(q.since, q.until)?,
             false => None,
@@ -436,14 +470,15 @@ impl Store {
             since: keys_from.unwrap_or(q.since),
             ..q.clone()
         };
-        let mut report = self.top_of(q)?;
+        let mut report = self.top_of(q, only)?;
         report.keys_from = keys_from;
         Ok(report)
     }
 
-    /// [`Store::top`] over the window as asked.
-    fn top_of(&self, q: &TopQuery) -> Result<TopReport, StoreError> {
-        let by_user_only = q.by.iter().all(|b| *b == By::User);
+    /// [`Store::top_in`] over the window as asked.
+    fn top_of(&self, q: &TopQuery, only: Option<&[i64]>) -> Result<TopReport, StoreError> {
+        // The per-user totals keep no cgroup.
+        let by_user_only = only.is_none() && q.by.iter().all(|b| *b == By::User);
         if by_user_only {
             if let Some(cte) = self.totals_cte(q.since, q.until, None)? {
                 return self.top_by_user(&cte, q);
@@ -451,8 +486,9 @@ impl Store {
         }
         // Grouped by who was charged only (the user, the service, the container): the
         // per-user totals have it all, in far fewer rows than the detail.
-        let charged_only =
-            q.by.iter()
+        let charged_only = only.is_none()
+            && q.by
+                .iter()
                 .all(|b| matches!(b, By::User | By::Via | By::Container));
         let fast = match charged_only {
             true => self.totals_cte(q.since, q.until, None)?,
@@ -467,10 +503,87 @@ impl Store {
             .as_deref()
             .or(keys.as_deref())
             .unwrap_or(self.source().cte);
-        let cols = TopColumns::of(&q.by, self.schema >= super::CONTAINER_SCHEMA);
-        let (groups, mut report) = self.top_groups(cte, &cols, q)?;
+        let cols = TopColumns::of(&q.by, self.schema);
+        let (mut groups, mut report) = self.top_groups(cte, &cols, q, only)?;
+        if q.by.iter().any(|b| matches!(b, By::Unit | By::Job)) {
+            groups = self.by_unit_or_job(groups, &q.by)?;
+        }
         report.rows = self.top_rows(groups, &cols, q.limit)?;
         Ok(report)
+    }
+
+    /// `top`'s groups summed per cgroup id (the key's [`CGROUP`] cell) summed again per
+    /// its unit and job as `by` asks (the [`UNIT`] and [`JOB`] cells), the id kept only
+    /// with `--by cgroup`: the scan reads ids, the few distinct ones are named here.
+    fn by_unit_or_job(
+        &self,
+        groups: FastMap<GroupKey, Group>,
+        by: &[By],
+    ) -> Result<FastMap<GroupKey, Group>, StoreError> {
+        let ids: std::collections::BTreeSet<i64> = groups
+            .keys()
+            .filter_map(|(_, cells)| match cells[CGROUP] {
+                Cell::Int(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        let names = self.cgroup_names(&ids.into_iter().collect::<Vec<_>>())?;
+        let mut out: FastMap<GroupKey, Group> = FastMap::default();
+        for ((uid, mut cells), g) in groups {
+            let name = match cells[CGROUP] {
+                Cell::Int(id) => names.get(&id),
+                _ => None,
+            };
+            if by.contains(&By::Unit) {
+                cells[UNIT] = name
+                    .and_then(|n| n.unit.clone())
+                    .map_or(Cell::Null, Cell::Text);
+            }
+            if by.contains(&By::Job) {
+                cells[JOB] = name
+                    .and_then(|n| n.job)
+                    .map_or(Cell::Null, |j| Cell::Int(j as i64));
+            }
+            if !by.contains(&By::Cgroup) {
+                cells[CGROUP] = Cell::Null;
+            }
+            let sum = out.entry((uid, cells)).or_default();
+            sum.traffic.add(&g.traffic);
+            sum.reasons.extend(g.reasons);
+        }
+        Ok(out)
+    }
+
+    /// The traffic per systemd unit of `[since, until)` (from where the keys begin, as
+    /// `top --by unit`): the groups of `top --by unit` summed over their users, by unit
+    /// name, without naming or ordering rows (the metrics' per-unit series).
+    pub(super) fn unit_sums(
+        &self,
+        since: i64,
+        until: i64,
+    ) -> Result<std::collections::BTreeMap<String, Traffic>, StoreError> {
+        let since = self.keys_from(since, until)?.unwrap_or(since);
+        let q = TopQuery {
+            since,
+            until,
+            by: vec![By::Unit],
+            uid: None,
+            limit: 0,
+        };
+        let keys = self.keys_cte(since, until)?;
+        let cte = keys.as_deref().unwrap_or(self.source().cte);
+        let cols = TopColumns::of(&q.by, self.schema);
+        let (groups, _) = self.top_groups(cte, &cols, &q, None)?;
+        let mut units = std::collections::BTreeMap::new();
+        for ((_, cells), g) in self.by_unit_or_job(groups, &q.by)? {
+            if let Cell::Text(unit) = &cells[UNIT] {
+                units
+                    .entry(unit.clone())
+                    .or_insert_with(Traffic::default)
+                    .add(&g.traffic);
+            }
+        }
+        Ok(units)
     }
 
     /// The period's rows summed per group of `top` (user and the keys asked for) in one
@@ -481,9 +594,11 @@ impl Store {
         cte: &str,
         cols: &TopColumns,
         q: &TopQuery,
+        only: Option<&[i64]>,
     ) -> Result<(FastMap<GroupKey, Group>, TopReport), StoreError> {
         let wrap = |e| self.wrap(e);
         let user_filter = if q.uid.is_some() { "AND uid = ?3" } else { "" };
+        let cgroup_filter = only.map(cgroup_filter).unwrap_or_default();
         let TopColumns {
             program,
             remote,
@@ -492,13 +607,14 @@ impl Store {
             via,
             container,
             why,
+            cgroup,
             ..
         } = cols;
         let sql = format!(
             "WITH {cte}
              SELECT uid, kind, reason, {program}, {remote}, {protocol}, {port}, {via},
-                    {container}, {why}, rx_bytes, tx_bytes, rx_packets, tx_packets
-             FROM c WHERE true {user_filter}"
+                    {container}, {why}, {cgroup}, rx_bytes, tx_bytes, rx_packets, tx_packets
+             FROM c WHERE true {user_filter} {cgroup_filter}"
         );
         let mut stmt = self.conn.prepare(&sql).map_err(wrap)?;
         let mut rows = match q.uid {
@@ -510,7 +626,7 @@ impl Store {
         let mut groups: FastMap<GroupKey, Group> = FastMap::default();
         while let Some(r) = rows.next().map_err(wrap)? {
             let (uid, kind): (i64, i64) = (r.get(0).map_err(wrap)?, r.get(1).map_err(wrap)?);
-            let t = traffic_at(r, 10).map_err(wrap)?;
+            let t = traffic_at(r, 11).map_err(wrap)?;
             if kind == 2 {
                 report.excluded.add(&t);
                 continue;
@@ -520,7 +636,7 @@ impl Store {
                 report.unattributed.add(&t);
             }
             let mut key: GroupKey = (uid, Default::default());
-            for (i, cell) in key.1.iter_mut().enumerate() {
+            for (i, cell) in key.1[..=CGROUP].iter_mut().enumerate() {
                 *cell = Cell::at(r, 3 + i).map_err(wrap)?;
             }
             let group = groups.entry(key).or_default();
@@ -580,19 +696,22 @@ impl Store {
         let src = self.source();
         let (joins, pname, rname) = (src.joins, src.program, src.remote);
         let (container_join, cname) = (cols.container_join, cols.cname);
+        let (cgroup_join, gname) = (cols.cgroup_join, cols.gname);
         let sql = format!(
             "WITH g AS (
                  SELECT value ->> 0 AS uid, value ->> 1 AS pid, value ->> 2 AS rid,
                         value ->> 3 AS k3, value ->> 4 AS k4, value ->> 5 AS k5,
-                        value ->> 6 AS k6, value ->> 7 AS k7, value ->> 8 AS reasons,
-                        value ->> 9 AS rx, value ->> 10 AS tx, value ->> 11 AS rp,
-                        value ->> 12 AS tp
+                        value ->> 6 AS k6, value ->> 7 AS k7, value ->> 8 AS k8,
+                        value ->> 9 AS k9, value ->> 10 AS k10, value ->> 11 AS reasons,
+                        value ->> 12 AS rx, value ->> 13 AS tx, value ->> 14 AS rp,
+                        value ->> 15 AS tp
                  FROM json_each(?1))
              SELECT nullif(g.uid, -1), n.name, {pname}, {rname}, g.k3, g.k4, g.reasons,
-                    g.rx, g.tx, g.rp, g.tp, g.k5, v.name, {cname}, g.k7
+                    g.rx, g.tx, g.rp, g.tp, g.k5, v.name, {cname}, g.k7, {gname}, g.k9,
+                    g.k10
              FROM g LEFT JOIN users n ON n.uid = g.uid {joins} {container_join}
-             LEFT JOIN users v ON v.uid = g.k5
-             ORDER BY g.rx + g.tx DESC, g.uid, 3, 4, g.k3, g.k4, g.k5, g.k7, 14
+             {cgroup_join} LEFT JOIN users v ON v.uid = g.k5
+             ORDER BY g.rx + g.tx DESC, g.uid, 3, 4, g.k3, g.k4, g.k5, g.k7, 14, 16, 17, 18
              LIMIT ?2"
         );
         let groups = serde_json::Value::Array(json).to_string();
@@ -670,6 +789,9 @@ impl Store {
                 via: None,
                 via_user: None,
                 container: None,
+                cgroup: None,
+                unit: None,
+                job: None,
                 traffic,
             })
             .collect();
@@ -1174,11 +1296,19 @@ struct TopColumns {
     why: &'static str,
     container_join: &'static str,
     cname: &'static str,
+    /// The cgroup id, with any of `--by cgroup|unit|job` (named, or read for its unit and
+    /// job, after summing).
+    cgroup: &'static str,
+    /// With `--by cgroup`: the join and column naming it (its path).
+    cgroup_join: &'static str,
+    gname: &'static str,
 }
 
 impl TopColumns {
-    /// The columns of `by`; `containers`: the schema has them (10 on).
-    fn of(by: &[By], containers: bool) -> TopColumns {
+    /// The columns of `by` in a database at `schema` (containers from 10 on, cgroups
+    /// from 16).
+    fn of(by: &[By], schema: i64) -> TopColumns {
+        let containers = schema >= super::CONTAINER_SCHEMA;
         let has = |b: By| by.contains(&b);
         let col = |b: By, expr: &'static str| if has(b) { expr } else { "NULL" };
         // With --by via, a user's row shows the service it came through, or why the
@@ -1193,6 +1323,10 @@ impl TopColumns {
             ),
             false => ("NULL", "", "NULL"),
         };
+        let (cgroup_join, gname) = match has(By::Cgroup) && schema >= CGROUP_SCHEMA {
+            true => ("LEFT JOIN cgroups cg ON cg.id = g.k8", "cg.path"),
+            false => ("", "NULL"),
+        };
         TopColumns {
             program: col(By::Program, "program"),
             remote: col(By::Remote, "remote"),
@@ -1203,6 +1337,12 @@ impl TopColumns {
             why,
             container_join,
             cname,
+            cgroup: match by.iter().any(|b| b.is_cgroup()) {
+                true => "nullif(cgroup, 0)",
+                false => "NULL",
+            },
+            cgroup_join,
+            gname,
         }
     }
 }
@@ -1240,8 +1380,20 @@ impl Cell {
 }
 
 /// A group of `top`: the uid (-1 none), then program, remote, protocol, port, via,
-/// container and why (with via) as [`TopColumns`] selects them.
-type GroupKey = (i64, [Cell; 7]);
+/// container and why (with via), and the cgroup id as [`TopColumns`] selects them; then
+/// the unit and the job (see [`Store::by_unit_or_job`]).
+type GroupKey = (i64, [Cell; 10]);
+
+/// Where the key of a [`GroupKey`] holds the cgroup id, the unit and the job.
+const CGROUP: usize = 7;
+const UNIT: usize = 8;
+const JOB: usize = 9;
+
+/// `AND cgroup IN (…)`: only the traffic of these cgroups.
+fn cgroup_filter(ids: &[i64]) -> String {
+    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+    format!("AND cgroup IN ({})", ids.join(","))
+}
 
 /// A group's sums, and for the unattributed (uid -1) its reasons.
 #[derive(Debug, Default)]
@@ -1264,6 +1416,9 @@ fn top_row_at(r: &rusqlite::Row) -> rusqlite::Result<TopRow> {
         via: r.get(11)?,
         via_user: r.get(12)?,
         container: r.get(13)?,
+        cgroup: r.get(15)?,
+        unit: r.get(16)?,
+        job: r.get::<_, Option<i64>>(17)?.map(|j| j as u64),
         traffic: traffic_at(r, 7)?,
     })
 }
@@ -1345,9 +1500,17 @@ pub(super) mod tests {
     /// cut where the keys begin, as [`Store::top`] does): the reference of the groups
     /// summed by [`Store::top`].
     pub(in crate::store) fn top_by_sql(store: &Store, q: &TopQuery) -> TopReport {
-        let keyed =
-            q.by.iter()
-                .any(|b| matches!(b, By::Program | By::Remote | By::Port));
+        top_by_sql_in(store, q, None)
+    }
+
+    /// [`top_by_sql`] of the cgroups `only` alone, grouped by cgroup, unit and job in SQL
+    /// (the cgroups joined to every row): the reference of [`Store::top_in`].
+    pub(in crate::store) fn top_by_sql_in(
+        store: &Store,
+        q: &TopQuery,
+        only: Option<&[i64]>,
+    ) -> TopReport {
+        let keyed = only.is_some() || q.by.iter().any(|b| b.is_key());
         let since = match keyed {
             true => store
                 .keys_from(q.since, q.until)
@@ -1356,7 +1519,7 @@ pub(super) mod tests {
             false => q.since,
         };
         let src = store.source();
-        let cols = TopColumns::of(&q.by, store.schema >= super::super::CONTAINER_SCHEMA);
+        let cols = TopColumns::of(&q.by, store.schema);
         let TopColumns {
             program,
             remote,
@@ -1367,24 +1530,43 @@ pub(super) mod tests {
             why,
             container_join,
             cname,
+            cgroup_join,
+            gname,
+            ..
         } = cols;
+        let has = |b: By| q.by.contains(&b);
+        let k8 = if has(By::Cgroup) {
+            "nullif(cgroup, 0)"
+        } else {
+            "NULL"
+        };
+        let k9 = if has(By::Unit) { "u.unit" } else { "NULL" };
+        let k10 = if has(By::Job) { "u.job" } else { "NULL" };
         let (joins, pname, rname) = (src.joins, src.program, src.remote);
         let user_filter = if q.uid.is_some() { "AND uid = ?4" } else { "" };
+        let cgroup_filter = only.map(cgroup_filter).unwrap_or_default();
+        let units = match store.schema >= CGROUP_SCHEMA {
+            true => "cgroups",
+            false => "(SELECT NULL AS id, NULL AS unit, NULL AS job)",
+        };
         let sql = format!(
             "WITH {}
              SELECT nullif(g.uid, -1), n.name, {pname}, {rname}, g.k3, g.k4, g.reasons,
-                    g.rx, g.tx, g.rp, g.tp, g.k5, v.name, {cname}, g.k7
+                    g.rx, g.tx, g.rp, g.tp, g.k5, v.name, {cname}, g.k7, {gname}, g.k9,
+                    g.k10
              FROM (SELECT uid, {program} AS pid, {remote} AS rid, {protocol} AS k3,
                           {port} AS k4, {via} AS k5, {container} AS k6, {why} AS k7,
+                          {k8} AS k8, {k9} AS k9, {k10} AS k10,
                           CASE WHEN uid = -1 THEN group_concat(DISTINCT nullif(reason, ''))
                           END AS reasons,
                           sum(rx_bytes) AS rx, sum(tx_bytes) AS tx,
                           sum(rx_packets) AS rp, sum(tx_packets) AS tp
-                   FROM c WHERE kind <> 2 {user_filter}
-                   GROUP BY uid, pid, rid, k3, k4, k5, k6, k7) g
+                   FROM c LEFT JOIN {units} u ON u.id = c.cgroup
+                   WHERE kind <> 2 {user_filter} {cgroup_filter}
+                   GROUP BY uid, pid, rid, k3, k4, k5, k6, k7, k8, k9, k10) g
              LEFT JOIN users n ON n.uid = g.uid {joins} {container_join}
-             LEFT JOIN users v ON v.uid = g.k5
-             ORDER BY g.rx + g.tx DESC, g.uid, 3, 4, g.k3, g.k4, g.k5, g.k7, 14
+             {cgroup_join} LEFT JOIN users v ON v.uid = g.k5
+             ORDER BY g.rx + g.tx DESC, g.uid, 3, 4, g.k3, g.k4, g.k5, g.k7, 14, 16, 17, 18
              LIMIT ?3",
             src.cte
         );
@@ -1404,7 +1586,10 @@ pub(super) mod tests {
             .collect::<Vec<_>>()
             .join(", ");
         let filter = if q.uid.is_some() { "AND uid = ?3" } else { "" };
-        let sql = format!("WITH {} SELECT {sums} FROM c WHERE true {filter}", src.cte);
+        let sql = format!(
+            "WITH {} SELECT {sums} FROM c WHERE true {filter} {cgroup_filter}",
+            src.cte
+        );
         let totals =
             |r: &rusqlite::Row| Ok((traffic_at(r, 0)?, traffic_at(r, 4)?, traffic_at(r, 8)?));
         let (total, unattributed, excluded) = match q.uid {

@@ -15,6 +15,7 @@
 mod common;
 
 mod bad_input;
+mod cgroup_reports;
 mod cgroups;
 mod churn;
 mod connection_log;

@@ -797,7 +797,7 @@ fn top_by_key_over_the_daily_tier_says_where_its_answer_begins() {
     assert_eq!(
         text.lines().next().unwrap(),
         "usage from 2026-11-19 00:00:00+00:00 to 2026-12-01 00:00:00+00:00 (older usage is \
-         kept per user only, without programs, remotes or ports; asked from 2026-11-01 \
+         kept per user only, without programs, remotes, ports or cgroups; asked from 2026-11-01 \
          00:00:00+00:00)"
     );
     let text = ok(&db, &with(&["top", "--by", "via"], &NOV));
