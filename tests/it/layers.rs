@@ -522,19 +522,6 @@ fn function_lengths_count_from_fn_to_its_brace_and_skip_tests() {
 /// its module (`foo/tests.rs`, or `foo/tests/*.rs` under it).
 const MAX_INLINE_TESTS_LINES: usize = 300;
 
-/// Inline test modules longer than [`MAX_INLINE_TESTS_LINES`] when the rule was written
-/// (issue 27), left where they are while others were changing these files: to move to a
-/// child file, then to take off this list (the check fails on one no longer over).
-const INLINE_TESTS_TOO_LONG: &[&str] = &[
-    "account.rs",
-    "attribute.rs",
-    "daemon/batch.rs",
-    "pass/record.rs",
-    "store/mod.rs",
-    "store/retention.rs",
-    "store/totals.rs",
-];
-
 /// Where the unit tests of the file at `rel` (its path under `src/`) are against the rule
 /// (docs/architecture.md, "Where tests live"): every `#[test]` is in a module named
 /// `tests` — inline `#[cfg(test)] mod tests { … }` ending its file, or a child file
@@ -620,7 +607,7 @@ fn module_opened(line: &str) -> Option<&str> {
 fn unit_tests_live_in_the_tests_module_of_what_they_test() {
     let mut files = vec![];
     rust_files(&src(), &mut files);
-    let (mut bad, mut too_long) = (vec![], vec![]);
+    let mut bad = vec![];
     for f in &files {
         let rel = f
             .strip_prefix(src())
@@ -631,22 +618,9 @@ fn unit_tests_live_in_the_tests_module_of_what_they_test() {
         let (wrong, inline) = test_placement(&rel, &text);
         bad.extend(wrong);
         if inline.iter().any(|&n| n > MAX_INLINE_TESTS_LINES) {
-            too_long.push(rel);
-        }
-    }
-    for rel in &too_long {
-        if !INLINE_TESTS_TOO_LONG.contains(&rel.as_str()) {
             bad.push(format!(
                 "{rel}: an inline `mod tests` over {MAX_INLINE_TESTS_LINES} lines; make it a \
                  child file (`#[cfg(test)] mod tests;`)"
-            ));
-        }
-    }
-    for rel in INLINE_TESTS_TOO_LONG {
-        if !too_long.iter().any(|t| t == rel) {
-            bad.push(format!(
-                "{rel}: its inline tests are no longer over {MAX_INLINE_TESTS_LINES} lines; \
-                 take it off INLINE_TESTS_TOO_LONG"
             ));
         }
     }
