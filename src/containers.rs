@@ -19,8 +19,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::attribute::{attribute, Attributed, Container, LocalNets, SocketIndex, Verdict};
-use crate::model::{Flow, Socket, L4};
+use crate::attribute::{attribute, Attributed, Cgroup, Container, LocalNets, SocketIndex, Verdict};
+use crate::model::{FastMap, Flow, Socket, L4};
 use crate::sources::netns::{self, Namespace, SubUids, UidRange, Wiring};
 use crate::sources::processes::Owner;
 
@@ -155,6 +155,9 @@ pub struct Sockets {
     /// Spaces read from `/proc/PID/net` because a sock_diag socket could not be opened in
     /// them (no CAP_SYS_ADMIN): slower by ~20 ms a table.
     pub from_proc: usize,
+    /// The sockets' cgroups by id ([`Sockets::name_cgroups`]); sock_diag gives the ids, the
+    /// `/proc/PID/net` tables none.
+    cgroups: FastMap<u64, Cgroup>,
 }
 
 /// A sock_diag socket inside each container looked into, by namespace inode (`None`: it
@@ -216,7 +219,23 @@ impl Sockets {
             };
             tables.insert(i, sockets);
         }
-        Sockets { tables, from_proc }
+        Sockets {
+            tables,
+            from_proc,
+            cgroups: FastMap::default(),
+        }
+    }
+
+    /// The cgroup ids of the sockets read (0, none known, left out).
+    pub fn cgroup_ids(&self) -> Vec<u64> {
+        let ids = self.tables.values().flatten().map(|s| s.cgroup);
+        ids.filter(|&id| id != 0).collect()
+    }
+
+    /// Name the sockets' cgroups (`named`: the names of [`Sockets::cgroup_ids`] resolved
+    /// on the host's cgroup2 tree): the flows attributed through them carry them.
+    pub fn name_cgroups(&mut self, named: FastMap<u64, Cgroup>) {
+        self.cgroups = named;
     }
 
     /// The inode of the socket of space `i` that `flow` matches.
@@ -251,6 +270,7 @@ impl Sockets {
                 let space = &containers.spaces[i];
                 let idx = by_space.entry(i).or_insert_with(|| {
                     SocketIndex::new(sockets, owners, space.addrs.iter().copied())
+                        .with_cgroups(&self.cgroups)
                 });
                 let holder = idx
                     .socket_inode(flow)
@@ -316,11 +336,15 @@ impl Finder {
 
     /// The attribution of `flow` through a container's socket (and that socket's inode),
     /// when its inner end is in a container and a socket there names an owner.
+    ///
+    /// `name_cgroups` names the socket's cgroup id (the listener's cache of the host's
+    /// cgroup2 tree), so the flow carries the cgroup of the process that made it.
     pub fn owner(
         &mut self,
         flow: &Flow,
         host: &HashSet<IpAddr>,
         nets: &LocalNets,
+        name_cgroups: &mut dyn FnMut(&[u64]) -> FastMap<u64, Cgroup>,
     ) -> Option<(Attributed, u64)> {
         let is_host = |ip: IpAddr| ip.is_loopback() || host.contains(&ip);
         let inner = inner_end(flow, &is_host)?;
@@ -335,8 +359,9 @@ impl Finder {
             }
         };
         let proc_root = self.paths.proc_root.clone();
-        let sockets = Sockets::find(&self.known, &proc_root, &[(flow, space)], &mut self.diags);
+        let mut sockets = Sockets::find(&self.known, &proc_root, &[(flow, space)], &mut self.diags);
         let inode = sockets.socket_inode(&self.known, space, flow)?;
+        sockets.name_cgroups(name_cgroups(&sockets.cgroup_ids()));
         let none = HashMap::new();
         let at = sockets
             .attribute(

@@ -375,7 +375,9 @@ impl Listener {
             .as_ref()
             .map(|s| (s.inode, server_of(&e.flow, s), ends_of(s)));
         if at.is_none() {
-            if let Some((a, i)) = self.containers.owner(&e.flow, host, &self.nets) {
+            let cgroups = &mut self.cgroups;
+            let mut name = |ids: &[u64]| cgroups.named(ids);
+            if let Some((a, i)) = self.containers.owner(&e.flow, host, &self.nets, &mut name) {
                 inode = Some((i, None, None));
                 at = Some(a);
             }

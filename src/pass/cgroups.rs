@@ -57,6 +57,15 @@ impl CgroupNames {
         }
     }
 
+    /// The names of `ids`, learnt first (a batch of containers' sockets).
+    pub fn named(&mut self, ids: &[u64]) -> FastMap<u64, Cgroup> {
+        self.learn(ids.iter().copied());
+        let known = ids
+            .iter()
+            .filter_map(|id| Some((*id, self.names.get(id)?.clone())));
+        known.collect()
+    }
+
     /// The ids named, for [`crate::attribute::SocketIndex::with_cgroups`].
     pub fn names(&self) -> &FastMap<u64, Cgroup> {
         &self.names

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
+use super::cgroups::CgroupNames;
 use super::record::FlowRecord;
 use crate::attribute::{Attributed, LocalNets, Reason, Verdict};
 use crate::containers::{self, Containers};
@@ -27,6 +28,7 @@ pub fn place(
     proc_root: &Path,
     candidates: Vec<(&mut FlowRecord, IpAddr)>,
     nets: &LocalNets,
+    cgroups: Option<&mut CgroupNames>,
 ) -> usize {
     let Some(found) = read_containers(proc_root) else {
         return 0;
@@ -40,7 +42,7 @@ pub fn place(
     }
     let got = {
         let batch: Vec<(&Flow, usize)> = placed.iter().map(|(r, s)| (r.flow, *s)).collect();
-        attribute_in(proc_root, &found, &batch, nets)
+        attribute_in(proc_root, &found, &batch, nets, cgroups)
     };
     let mut n = 0;
     for ((r, _), g) in placed.iter_mut().zip(got) {
@@ -99,9 +101,13 @@ fn attribute_in(
     found: &Containers,
     batch: &[(&Flow, usize)],
     nets: &LocalNets,
+    cgroups: Option<&mut CgroupNames>,
 ) -> Vec<Option<Attributed>> {
     let t0 = Instant::now();
-    let sockets = containers::Sockets::find(found, proc_root, batch, &mut HashMap::new());
+    let mut sockets = containers::Sockets::find(found, proc_root, batch, &mut HashMap::new());
+    if let Some(names) = cgroups {
+        sockets.name_cgroups(names.named(&sockets.cgroup_ids()));
+    }
     debug!(took = ?t0.elapsed(), "containers' sockets read");
     if sockets.from_proc > 0 && !WARNED.swap(true, Ordering::Relaxed) {
         info!(

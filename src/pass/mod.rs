@@ -524,7 +524,7 @@ fn walk<'s, S: BuildHasher>(
         retry(&mut sockets, maps, &mut records, again, rules)?;
         stages.lap("retry");
     }
-    look_in_containers(&mut records, &host, rules, stages);
+    look_in_containers(&mut records, &host, rules, cgroups.as_deref_mut(), stages);
     holders.warn_denied(rules.proc_root);
     let (charged, named) = record::charged_named(&records);
     info!(
@@ -580,6 +580,7 @@ fn look_in_containers(
     records: &mut [FlowRecord],
     host: &HashSet<IpAddr>,
     rules: &Rules,
+    cgroups: Option<&mut CgroupNames>,
     stages: &mut Stages,
 ) {
     if rules.proc_root != Path::new("/proc") {
@@ -589,7 +590,7 @@ fn look_in_containers(
     let candidates = record::container_candidates(records, &is_host);
     if !candidates.is_empty() {
         let n = candidates.len();
-        let placed = in_containers::place(rules.proc_root, candidates, rules.nets);
+        let placed = in_containers::place(rules.proc_root, candidates, rules.nets, cgroups);
         debug!(candidates = n, placed, "flows looked for in containers");
         stages.lap("containers");
     }

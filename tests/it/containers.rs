@@ -401,6 +401,21 @@ fn container_traffic_is_charged_to_its_users_by_the_timer() {
     ];
     want.sort_unstable();
     assert_eq!(detail, want);
+    // Each container row carries the cgroup of the socket's creator, read by sock_diag
+    // inside the container: the clients' and server's, this test's own (inherited).
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let own = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+    let cgroups: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["container"] == ct_name)
+        .map(|r| r["cgroup"].clone())
+        .collect();
+    assert!(!cgroups.is_empty());
+    assert!(
+        cgroups.iter().all(|c| c == own),
+        "every container row in {own}: {cgroups:?}"
+    );
     // The forwarded client's traffic is forwarded; the container's connections no pass
     // saw a socket of are the container's, of no known socket.
     let unattributed = rows.iter().find(|r| r["uid"].is_null()).unwrap();
