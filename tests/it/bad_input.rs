@@ -10,14 +10,15 @@ use std::process::{Command, Output};
 use clap::CommandFactory;
 use common::*;
 
-/// A namespace where conntrack tracks and counts (what `netledger setup` does), made by
-/// hand so the tests can switch pieces off.
+/// A namespace where conntrack tracks, counts and stamps start times (what `netledger
+/// setup` does), made by hand so the tests can switch pieces off.
 fn tracking_ns(prefix: &str) -> Netns {
     let ns = Netns::new(prefix);
     ns.sh(
         "nft 'add table inet t; add chain inet t out { type filter hook output priority 0; }; \
          add rule inet t out ct state new'
-         sysctl -qw net.netfilter.nf_conntrack_acct=1",
+         sysctl -qw net.netfilter.nf_conntrack_acct=1
+         sysctl -qw net.netfilter.nf_conntrack_timestamp=1",
     );
     ns
 }
