@@ -4,6 +4,7 @@ use super::names::protocol_name;
 use super::{human_bytes, terminal_safe, Labels};
 use crate::account::Traffic;
 use crate::store::query::{By, Covered, PeriodRow, TopReport, TopRow};
+use crate::units::{digits, human_bytes_width, write_human_bytes};
 use std::borrow::Cow;
 
 /// The first line of a report's table: the span its numbers cover, in local time unless
@@ -133,16 +134,33 @@ fn rule(widths: &[usize]) -> String {
 /// rest right-aligned, trailing blanks trimmed.
 fn line(cells: &[String], widths: &[usize], text_cols: usize) -> String {
     let mut s = String::new();
-    for (c, (cell, &w)) in cells.iter().zip(widths).enumerate() {
-        if c < text_cols {
-            s.push_str(&format!("{cell:<w$}  "));
-        } else {
-            s.push_str(&format!("{cell:>w$}  "));
-        }
-    }
-    let mut s = s.trim_end().to_string();
-    s.push('\n');
+    push_line(&mut s, cells.iter().map(String::as_str), widths, text_cols);
     s
+}
+
+/// [`line`] appended to `out`, without a string for each cell.
+fn push_line<'a>(
+    out: &mut String,
+    cells: impl Iterator<Item = &'a str>,
+    widths: &[usize],
+    text_cols: usize,
+) {
+    let start = out.len();
+    for (c, (cell, &w)) in cells.zip(widths).enumerate() {
+        // As `format!("{cell:<w$}")` pads: to `w` characters.
+        let pad = std::iter::repeat_n(' ', w.saturating_sub(cell.chars().count()));
+        if c < text_cols {
+            out.push_str(cell);
+            out.extend(pad);
+        } else {
+            out.extend(pad);
+            out.push_str(cell);
+        }
+        out.push_str("  ");
+    }
+    let kept = out[start..].trim_end().len();
+    out.truncate(start + kept);
+    out.push('\n');
 }
 
 /// A byte count: exact with `exact` (`--bytes`), else in binary units.
@@ -154,15 +172,34 @@ pub fn amount(n: u64, exact: bool) -> String {
     }
 }
 
+/// [`amount`] appended to `out`.
+fn write_amount(out: &mut String, n: u64, exact: bool) {
+    use std::fmt::Write;
+    let written = match exact {
+        true => write!(out, "{n}"),
+        false => write_human_bytes(out, n),
+    };
+    written.expect("a String takes any text");
+}
+
 fn who(uid: Option<u32>, user: Option<&str>, reason: Option<&str>) -> String {
-    match (uid, user) {
-        (Some(uid), Some(name)) => format!("{name} ({uid})"),
-        (Some(uid), None) => uid.to_string(),
+    let mut s = String::new();
+    write_who(&mut s, uid, user, reason);
+    s
+}
+
+/// [`who`] appended to `out`.
+fn write_who(out: &mut String, uid: Option<u32>, user: Option<&str>, reason: Option<&str>) {
+    use std::fmt::Write;
+    let written = match (uid, user) {
+        (Some(uid), Some(name)) => write!(out, "{name} ({uid})"),
+        (Some(uid), None) => write!(out, "{uid}"),
         (None, _) => match reason {
-            Some(r) => format!("(unattributed: {r})"),
-            None => "(unattributed)".to_string(),
+            Some(r) => write!(out, "(unattributed: {r})"),
+            None => write!(out, "(unattributed)"),
         },
-    }
+    };
+    written.expect("a String takes any text");
 }
 
 /// How a table shows the program, remote and port of rolled-up rows that did not keep
@@ -272,23 +309,66 @@ pub fn period_table(rows: &[PeriodRow], exact: bool) -> String {
     rows.iter().for_each(|r| t.measure(r));
     let mut out = t.head();
     for r in rows {
-        out.push_str(&t.row(r));
+        out.push_str(t.row(r));
     }
     out.push_str(&t.foot());
     out
 }
 
+/// [`period_table`] after a `first` line, written to `out`, of the rows `read` gives to
+/// its argument (each call reads them all, in the same order). Every row is measured
+/// before the first is written: they are kept as they are measured while they take at
+/// most `kept_bytes`; a table with more is read twice, in memory that does not grow
+/// with them.
+pub fn write_period_table<E: From<std::io::Error>>(
+    out: &mut impl std::io::Write,
+    first: &str,
+    exact: bool,
+    kept_bytes: usize,
+    mut read: impl FnMut(&mut dyn FnMut(PeriodRow) -> Result<(), E>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut t = PeriodTable::new(exact);
+    let (mut kept, mut bytes) = (Some(vec![]), 0);
+    read(&mut |r| {
+        t.measure(&r);
+        let names = r.period.capacity() + r.user.as_ref().map_or(0, String::capacity);
+        bytes += size_of::<PeriodRow>() + names;
+        match kept.as_mut() {
+            Some(rows) if bytes <= kept_bytes => rows.push(r),
+            _ => kept = None,
+        }
+        Ok(())
+    })?;
+    out.write_all(first.as_bytes())?;
+    out.write_all(t.head().as_bytes())?;
+    match kept {
+        Some(rows) => {
+            for r in &rows {
+                out.write_all(t.row(r).as_bytes())?;
+            }
+        }
+        None => read(&mut |r| Ok(out.write_all(t.row(&r).as_bytes())?))?,
+    }
+    out.write_all(t.foot().as_bytes())?;
+    Ok(())
+}
+
 /// [`period_table`] written as the rows are read, in memory that does not grow with them:
 /// [`PeriodTable::measure`] every row (the columns' widths, the biggest line, the total),
 /// then [`PeriodTable::head`], [`PeriodTable::row`] for each row again in the same order,
-/// and [`PeriodTable::foot`]. The same text as rendering them all at once.
+/// and [`PeriodTable::foot`]. The same text as rendering them all at once. Measuring
+/// formats nothing (issue 26: a year of days is 66,000 rows): the widths are counted from
+/// the numbers and names.
 pub struct PeriodTable {
     exact: bool,
-    widths: Vec<usize>,
+    widths: [usize; 6],
     max: u64,
     total: Traffic,
     /// The period of the last row written (a period is named on its first row only).
     last: Option<String>,
+    /// The cells of the row being written, and its line: reused from row to row.
+    cells: [String; 6],
+    line: String,
 }
 
 impl PeriodTable {
@@ -298,19 +378,13 @@ impl PeriodTable {
     pub fn new(exact: bool) -> PeriodTable {
         PeriodTable {
             exact,
-            widths: Self::HEADER.iter().map(|h| h.chars().count()).collect(),
+            widths: Self::HEADER.map(|h| h.chars().count()),
             max: 0,
             total: Traffic::default(),
             last: None,
+            cells: Default::default(),
+            line: String::new(),
         }
-    }
-
-    fn cells(&self, r: &PeriodRow, period: String) -> Vec<String> {
-        let mut line = vec![period, who(r.uid, r.user.as_deref(), None)];
-        line.extend(traffic_cells(&r.traffic, self.exact));
-        // Every bar is padded to one width (or empty for no bytes), whatever the biggest.
-        line.push(bar(r.traffic.bytes(), self.max.max(r.traffic.bytes())));
-        line.into_iter().map(safe).collect()
     }
 
     fn total_cells(&self) -> Vec<String> {
@@ -320,12 +394,38 @@ impl PeriodTable {
         line
     }
 
+    /// The width of a byte count's cell.
+    fn amount_width(&self, n: u64) -> usize {
+        match self.exact {
+            true => digits(n),
+            false => human_bytes_width(n),
+        }
+    }
+
     /// First pass: one row.
     pub fn measure(&mut self, r: &PeriodRow) {
-        self.total.add(&r.traffic);
-        self.max = self.max.max(r.traffic.bytes());
-        let cells = self.cells(r, r.period.clone());
-        widen(&mut self.widths, &cells);
+        let t = &r.traffic;
+        self.total.add(t);
+        self.max = self.max.max(t.bytes());
+        let who = match (r.uid, r.user.as_deref()) {
+            // The uid and its brackets need no escaping.
+            (Some(uid), Some(name)) => terminal_safe(name).chars().count() + 3 + digits(uid.into()),
+            (Some(uid), None) => digits(uid.into()),
+            (None, _) => who(None, None, None).len(),
+        };
+        // Every bar is padded to one width (or empty for no bytes), whatever the biggest.
+        let bar = if t.bytes() > 0 { BAR_WIDTH } else { 0 };
+        let cells = [
+            terminal_safe(&r.period).chars().count(),
+            who,
+            self.amount_width(t.rx_bytes),
+            self.amount_width(t.tx_bytes),
+            self.amount_width(t.bytes()),
+            bar,
+        ];
+        for (w, cell) in self.widths.iter_mut().zip(cells) {
+            *w = (*w).max(cell);
+        }
     }
 
     /// The header line, once every row is measured.
@@ -337,13 +437,38 @@ impl PeriodTable {
     }
 
     /// Second pass: one row's line.
-    pub fn row(&mut self, r: &PeriodRow) -> String {
-        let period = match self.last.as_deref() == Some(r.period.as_str()) {
-            true => String::new(),
-            false => r.period.clone(),
-        };
-        self.last = Some(r.period.clone());
-        line(&self.cells(r, period), &self.widths, 2)
+    pub fn row(&mut self, r: &PeriodRow) -> &str {
+        let named = self.last.as_deref() != Some(r.period.as_str());
+        if named {
+            self.last = Some(r.period.clone());
+        }
+        let [period, who_cell, rx, tx, total, bar_cell] = &mut self.cells;
+        for c in [
+            &mut *period,
+            &mut *who_cell,
+            &mut *rx,
+            &mut *tx,
+            &mut *total,
+            &mut *bar_cell,
+        ] {
+            c.clear();
+        }
+        if named {
+            period.push_str(&terminal_safe(&r.period));
+        }
+        write_who(who_cell, r.uid, r.user.as_deref(), None);
+        if let Cow::Owned(safe) = terminal_safe(who_cell) {
+            *who_cell = safe;
+        }
+        let t = &r.traffic;
+        for (cell, n) in [(rx, t.rx_bytes), (tx, t.tx_bytes), (total, t.bytes())] {
+            write_amount(cell, n, self.exact);
+        }
+        bar_cell.push_str(&bar(t.bytes(), self.max.max(t.bytes())));
+        self.line.clear();
+        let cells = self.cells.iter().map(String::as_str);
+        push_line(&mut self.line, cells, &self.widths, 2);
+        &self.line
     }
 
     /// The rule and the total line.
@@ -375,6 +500,169 @@ mod tests {
         let mut t = Table::new(vec!["PROGRAM".into(), "RX".into()], 1);
         t.push(vec!["a\x1b[31m\nb".into(), "1".into()]);
         assert_eq!(t.render(), "PROGRAM     RX\na\\e[31m\\nb   1\n");
+    }
+
+    /// A line as [`line`] wrote it before it appended to a buffer: `format!` per cell.
+    fn formatted_line(cells: &[String], widths: &[usize], text_cols: usize) -> String {
+        let mut s = String::new();
+        for (c, (cell, &w)) in cells.iter().zip(widths).enumerate() {
+            if c < text_cols {
+                s.push_str(&format!("{cell:<w$}  "));
+            } else {
+                s.push_str(&format!("{cell:>w$}  "));
+            }
+        }
+        let mut s = s.trim_end().to_string();
+        s.push('\n');
+        s
+    }
+
+    /// `report`'s table as it was rendered before its widths were counted (issue 26):
+    /// every row's cells formatted and measured, then formatted again and written.
+    fn formatted_period_table(rows: &[PeriodRow], exact: bool) -> String {
+        let cells = |r: &PeriodRow, period: String, max: u64| -> Vec<String> {
+            let mut line = vec![period, who(r.uid, r.user.as_deref(), None)];
+            line.extend(traffic_cells(&r.traffic, exact));
+            line.push(bar(r.traffic.bytes(), max.max(r.traffic.bytes())));
+            line.into_iter().map(safe).collect()
+        };
+        let header = PeriodTable::HEADER.map(String::from);
+        let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+        let (mut total, mut max) = (Traffic::default(), 0);
+        for r in rows {
+            total.add(&r.traffic);
+            max = max.max(r.traffic.bytes());
+            widen(&mut widths, &cells(r, r.period.clone(), max));
+        }
+        let mut foot = vec!["total".to_string(), String::new()];
+        foot.extend(traffic_cells(&total, exact));
+        foot.push(String::new());
+        widen(&mut widths, &foot);
+        let mut out = formatted_line(&header, &widths, 2);
+        let mut last: Option<&str> = None;
+        for r in rows {
+            let period = match last == Some(r.period.as_str()) {
+                true => String::new(),
+                false => r.period.clone(),
+            };
+            last = Some(&r.period);
+            out.push_str(&formatted_line(&cells(r, period, max), &widths, 2));
+        }
+        out + &rule(&widths) + &formatted_line(&foot, &widths, 2)
+    }
+
+    /// Random `report` rows, `cases` tables of them: names and periods that need
+    /// escaping or are wider than ASCII, unknown users, the unattributed, no bytes, and
+    /// byte counts at every unit's edges (where one decimal rounds up to another digit).
+    fn random_period_tables(cases: usize) -> Vec<Vec<PeriodRow>> {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut below = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let names = [
+            "alice",
+            "b\x1b[31mob",
+            "名前",
+            "x\u{202e}y",
+            "d\\e",
+            "",
+            "é\n",
+        ];
+        let periods = ["2026-11-21", "2026-11-22 14", "2026-11\t", "週", ""];
+        let edges = [
+            0u64,
+            1,
+            999,
+            1023,
+            1024,
+            10_189,
+            10_240,
+            102_348,
+            1_048_063,
+            1 << 40,
+        ];
+        let mut tables = vec![];
+        for _ in 0..cases {
+            let mut rows = vec![];
+            let mut period = 0;
+            for _ in 0..below(40) {
+                period = (period + below(2) as usize) % periods.len();
+                let uid = match below(6) {
+                    0 => None,
+                    1 => Some(below(5) as u32),
+                    _ => Some(u32::MAX - below(3_000_000_000) as u32),
+                };
+                let user = match (uid, below(4)) {
+                    (Some(_), 0) => None,
+                    (_, _) => Some(names[below(names.len() as u64) as usize].to_string()),
+                };
+                let mut amount = || match below(3) {
+                    0 => edges[below(edges.len() as u64) as usize],
+                    1 => {
+                        let bits = below(50) + 1;
+                        below(1 << bits)
+                    }
+                    _ => {
+                        let e = edges[below(edges.len() as u64) as usize];
+                        let scaled = (e as f64 * 1024f64.powi(below(4) as i32)) as u64;
+                        // Small enough that a table's total fits in a u64.
+                        scaled.min(1 << 52).saturating_sub(below(3))
+                    }
+                };
+                let traffic = Traffic {
+                    rx_bytes: amount(),
+                    tx_bytes: amount(),
+                    rx_packets: below(10),
+                    tx_packets: 0,
+                };
+                rows.push(PeriodRow {
+                    period: periods[period].to_string(),
+                    uid,
+                    user,
+                    traffic,
+                });
+            }
+            tables.push(rows);
+        }
+        tables
+    }
+
+    /// The table written from counted widths is the formatted one to the byte.
+    #[test]
+    fn a_period_table_from_counted_widths_is_the_formatted_one() {
+        for (case, rows) in random_period_tables(300).iter().enumerate() {
+            for exact in [false, true] {
+                assert_eq!(
+                    period_table(rows, exact),
+                    formatted_period_table(rows, exact),
+                    "case {case}, exact {exact}"
+                );
+            }
+        }
+    }
+
+    /// The table written from the rows kept as they were measured, and from a second read
+    /// when they do not fit, is [`period_table`] of the rows after the first line.
+    #[test]
+    fn a_period_table_is_read_once_while_its_rows_fit_and_twice_past_that() {
+        for rows in random_period_tables(50).iter().filter(|r| r.len() > 2) {
+            let whole = format!("first\n{}", period_table(rows, false));
+            let one = size_of::<PeriodRow>() + 64;
+            for (kept_bytes, reads) in [(usize::MAX, 1), (one * rows.len(), 1), (one, 2), (0, 2)] {
+                let (mut out, mut read) = (vec![], 0);
+                write_period_table(&mut out, "first\n", false, kept_bytes, |f| {
+                    read += 1;
+                    rows.iter().try_for_each(|r| f(r.clone()))
+                })
+                .map_err(|e: std::io::Error| e)
+                .unwrap();
+                assert_eq!(String::from_utf8(out).unwrap(), whole, "kept {kept_bytes}");
+                assert_eq!(read, reads, "kept {kept_bytes}, {} rows", rows.len());
+            }
+        }
     }
 
     fn row(
