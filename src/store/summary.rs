@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use rusqlite::params;
+use std::path::Path;
+
+use rusqlite::{params, OpenFlags};
 
 use super::connections::{decode, time_prefix, LoggedConnection};
 use super::{Store, StoreError};
@@ -76,13 +78,68 @@ pub struct DaySummary {
 /// or more.
 const LONG_MS: i64 = 1 << 21;
 
-/// A summary row's key while counting: the remote as an address, turned into text once
-/// per row at the end rather than once per connection.
-type RawKey = (Option<u32>, u8, u16, IpAddr);
+/// A summary row's key while counting, packed into three words (hashed in three
+/// multiplies, compared in three, 24 bytes: a busy day is a million lookups): the uid
+/// (0: none, else uid + 1), protocol, port and the address family in the first, the
+/// remote address in the other two. The remote is turned into text once per row at the
+/// end rather than once per connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct RawKey(u64, u64, u64);
+
+impl RawKey {
+    fn new(uid: Option<u32>, protocol: u8, port: u16, remote: IpAddr) -> RawKey {
+        let (v6, addr) = match remote {
+            IpAddr::V4(a) => (0, u128::from(u32::from(a))),
+            IpAddr::V6(a) => (1, u128::from(a)),
+        };
+        let uid = uid.map_or(0, |u| u64::from(u) + 1);
+        RawKey(
+            uid << 25 | u64::from(protocol) << 17 | u64::from(port) << 1 | v6,
+            (addr >> 64) as u64,
+            addr as u64,
+        )
+    }
+
+    fn key(self) -> Key {
+        let RawKey(a, high, low) = self;
+        let addr = u128::from(high) << 64 | u128::from(low);
+        let remote = match a & 1 {
+            0 => IpAddr::from(std::net::Ipv4Addr::from(addr as u32)),
+            _ => IpAddr::from(std::net::Ipv6Addr::from(addr)),
+        };
+        Key {
+            uid: (a >> 25).checked_sub(1).map(|u| u as u32),
+            protocol: (a >> 17) as u8,
+            port: (a >> 1) as u16,
+            remote: remote.to_string(),
+        }
+    }
+}
+
+/// A summary row's numbers of finished connections while counting (a [`Row`] less what
+/// only open ones have: 40 bytes, so that a key and its tally are one cache line).
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    count: u64,
+    total_ms: i64,
+    max_ms: i64,
+    rx_bytes: u64,
+    tx_bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, t: &Tally) {
+        self.count += t.count;
+        self.total_ms += t.total_ms;
+        self.max_ms = self.max_ms.max(t.max_ms);
+        self.rx_bytes += t.rx_bytes;
+        self.tx_bytes += t.tx_bytes;
+    }
+}
 
 /// Rows while counting, hashed with [`FxHasher`]: a busy day's million connections are
 /// a million lookups, and SipHash was a quarter of the summary's time.
-type Counted = HashMap<RawKey, Row, std::hash::BuildHasherDefault<FxHasher>>;
+type Counted = HashMap<RawKey, Tally, std::hash::BuildHasherDefault<FxHasher>>;
 
 /// The Firefox/rustc hash (multiply and rotate per word): fast on small keys, fine for
 /// keys that no one outside chooses to collide (the host's own connections).
@@ -127,53 +184,81 @@ impl std::hash::Hasher for FxHasher {
     }
 }
 
-/// Count one finished connection if it started in `[start, end)` (epoch seconds) and is
-/// `uid`'s when given.
-fn count_finished(
-    rows: &mut Counted,
+/// One finished connection's key and tally if it started in `[start, end)` (epoch
+/// seconds) and is `uid`'s when given.
+fn finished(
     c: &LoggedConnection,
     start: i64,
     end: i64,
     uid: Option<u32>,
-) {
+) -> Option<(RawKey, Tally)> {
     if c.start_ms < start * 1000 || c.start_ms >= end * 1000 {
-        return;
+        return None;
     }
     if uid.is_some() && c.uid != uid {
-        return;
+        return None;
     }
     let (remote, port) = match c.direction {
         Some(Direction::In) => (c.orig.src, c.reply.sport),
         _ => (c.orig.dst, c.orig.dport),
     };
     let t = Traffic::of_counters(c.orig_counters, c.reply_counters, c.direction);
-    let r = rows.entry((c.uid, c.orig.proto, port, remote)).or_default();
-    r.count += 1;
-    r.total_ms += c.duration_ms();
-    r.max_ms = r.max_ms.max(c.duration_ms());
-    r.rx_bytes += t.rx_bytes;
-    r.tx_bytes += t.tx_bytes;
+    let tally = Tally {
+        count: 1,
+        total_ms: c.duration_ms(),
+        max_ms: c.duration_ms(),
+        rx_bytes: t.rx_bytes,
+        tx_bytes: t.tx_bytes,
+    };
+    Some((RawKey::new(c.uid, c.orig.proto, port, remote), tally))
 }
 
-/// Add the counted rows to the summary's.
-fn merge(summary: &mut DaySummary, rows: Counted) {
-    for ((uid, protocol, port, remote), n) in rows {
-        let r = summary
-            .rows
-            .entry(Key {
-                uid,
-                protocol,
-                port,
-                remote: remote.to_string(),
-            })
-            .or_default();
-        r.count += n.count;
-        r.open += n.open;
-        r.pending += n.pending;
-        r.total_ms += n.total_ms;
-        r.max_ms = r.max_ms.max(n.max_ms);
-        r.rx_bytes += n.rx_bytes;
-        r.tx_bytes += n.tx_bytes;
+/// Finished connections counted a batch at a time: the rows of a busy day do not fit in
+/// the CPU's nearest caches, and a lookup waits for memory; one after another, without
+/// the reading and decoding between them, the lookups of a batch wait together.
+#[derive(Default)]
+struct Counter {
+    rows: Counted,
+    batch: Vec<(RawKey, Tally)>,
+}
+
+impl Counter {
+    const BATCH: usize = 64;
+
+    fn add(&mut self, one: Option<(RawKey, Tally)>) {
+        if let Some(one) = one {
+            self.batch.push(one);
+            if self.batch.len() == Self::BATCH {
+                self.count();
+            }
+        }
+    }
+
+    fn count(&mut self) {
+        for (key, t) in self.batch.drain(..) {
+            self.rows.entry(key).or_default().add(&t);
+        }
+    }
+
+    /// Add another counter's rows to this one's.
+    fn absorb(&mut self, mut other: Counter) {
+        other.count();
+        for (key, t) in other.rows {
+            self.rows.entry(key).or_default().add(&t);
+        }
+    }
+
+    /// Add the counted rows to the summary's.
+    fn merge_into(mut self, summary: &mut DaySummary) {
+        self.count();
+        for (key, n) in self.rows {
+            let r = summary.rows.entry(key.key()).or_default();
+            r.count += n.count;
+            r.total_ms += n.total_ms;
+            r.max_ms = r.max_ms.max(n.max_ms);
+            r.rx_bytes += n.rx_bytes;
+            r.tx_bytes += n.tx_bytes;
+        }
     }
 }
 
@@ -186,11 +271,11 @@ pub fn add_finished(
     end: i64,
     uid: Option<u32>,
 ) {
-    let mut rows = Counted::default();
+    let mut counter = Counter::default();
     for c in log {
-        count_finished(&mut rows, c, start, end, uid);
+        counter.add(finished(c, start, end, uid));
     }
-    merge(summary, rows);
+    counter.merge_into(summary);
 }
 
 /// Count the flows of `states` alive at the last sighting that began in `[start, end)`,
@@ -240,6 +325,63 @@ pub fn add_open<S: std::hash::BuildHasher>(
     }
 }
 
+/// The statements that read the connection log for `summary`: the records that ended
+/// between two times, and of those the long connections only (through their index).
+const SHORT_SQL: &str = "SELECT rec FROM connection_log WHERE rec >= ?1 AND rec < ?2";
+const LONG_SQL: &str = "SELECT rec FROM connection_log INDEXED BY connection_log_long
+     WHERE rec >= ?1 AND rec < ?2
+       AND substr(rec, 6, 1) >= x'80' AND substr(rec, 7, 1) >= x'80'
+       AND substr(rec, 8, 1) >= x'80'";
+
+/// A part of the connection log to read: a statement, and the end times (ms since the
+/// epoch) between which it reads.
+type Part = (&'static str, i64, i64);
+
+/// Which connections to count: those that started in `[start, end)` (epoch seconds), of
+/// the uid only when given.
+type Filter = (i64, i64, Option<u32>);
+
+/// Count the finished connections of a part of the log that `filter` keeps; returns how
+/// many records did not decode.
+fn count_logged(
+    conn: &rusqlite::Connection,
+    (sql, from, to): Part,
+    counter: &mut Counter,
+    (start, end, uid): Filter,
+) -> rusqlite::Result<usize> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params![
+        time_prefix(from).to_vec(),
+        time_prefix(to).to_vec()
+    ])?;
+    let mut bad = 0;
+    while let Some(row) = rows.next()? {
+        match decode(row.get_ref(0)?.as_blob()?) {
+            Ok(d) => counter.add(finished(&d.conn, start, end, uid)),
+            Err(_) => bad += 1,
+        }
+    }
+    Ok(bad)
+}
+
+/// Where the day's records are split in halves (ms), between `from` and `to`.
+fn midpoint(from: i64, to: i64) -> i64 {
+    from / 2 + to / 2
+}
+
+/// [`count_logged`] through a connection of its own to the database at `path` (read-only),
+/// for another thread.
+fn count_apart(path: &Path, part: Part, filter: Filter) -> Result<(Counter, usize), StoreError> {
+    let wrap = |e| StoreError::from_sqlite(path, e);
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(wrap)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(wrap)?;
+    let mut counter = Counter::default();
+    let bad = count_logged(&conn, part, &mut counter, filter).map_err(wrap)?;
+    Ok((counter, bad))
+}
+
 impl Store {
     /// The connections that started in `[start, end)` (epoch seconds), of `uid` only when
     /// given; `closed` as for [`add_open`].
@@ -255,56 +397,48 @@ impl Store {
         // million connections a day: they are counted as they are read, not collected.
         // Since schema 13 the log after the day is read only for its long connections
         // (migrations/0013_connection_log_long.sql); an older database is read to its end.
-        let wrap = |e| self.wrap(e);
-        let (mut counted, mut bad) = (Counted::default(), 0usize);
-        let short_end = match self.schema >= super::LONG_LOG_SCHEMA {
-            true => end.saturating_mul(1000).saturating_add(LONG_MS),
-            false => i64::MAX,
+        let from = start.saturating_mul(1000);
+        let (mine, theirs) = match self.schema >= super::LONG_LOG_SCHEMA {
+            // The day's records in two halves read at once, the second on another thread
+            // through a connection of its own: reading and decoding 1.4 M records is the
+            // summary's time on a busy day (issue 26).
+            true => {
+                let short_end = end.saturating_mul(1000).saturating_add(LONG_MS);
+                let mid = midpoint(from, short_end);
+                let long = (LONG_SQL, short_end, i64::MAX);
+                (
+                    vec![(SHORT_SQL, from, mid), long],
+                    Some((SHORT_SQL, mid, short_end)),
+                )
+            }
+            false => (vec![(SHORT_SQL, from, i64::MAX)], None),
         };
-        let ranges = [
-            (
-                "SELECT rec FROM connection_log WHERE rec >= ?1 AND rec < ?2",
-                start.saturating_mul(1000),
-                short_end,
-            ),
-            (
-                "SELECT rec FROM connection_log INDEXED BY connection_log_long
-                 WHERE rec >= ?1 AND rec < ?2
-                   AND substr(rec, 6, 1) >= x'80' AND substr(rec, 7, 1) >= x'80'
-                   AND substr(rec, 8, 1) >= x'80'",
-                short_end,
-                i64::MAX,
-            ),
-        ];
-        for (sql, from, to) in ranges {
-            if from >= to {
-                continue;
+        let filter = (start, end, uid);
+        let path = self.path.as_path();
+        let (counter, bad) = std::thread::scope(|scope| {
+            let other = theirs
+                .filter(|&(_, from, to)| from < to)
+                .map(|part| scope.spawn(move || count_apart(path, part, filter)));
+            let mut counter = Counter::default();
+            let mut bad = 0;
+            for part in mine.into_iter().filter(|&(_, from, to)| from < to) {
+                bad += count_logged(&self.conn, part, &mut counter, filter)
+                    .map_err(|e| self.wrap(e))?;
             }
-            let mut stmt = self.conn.prepare_cached(sql).map_err(wrap)?;
-            let mut rows = stmt
-                .query(params![
-                    time_prefix(from).to_vec(),
-                    time_prefix(to).to_vec()
-                ])
-                .map_err(wrap)?;
-            while let Some(row) = rows.next().map_err(wrap)? {
-                let rec = row
-                    .get_ref(0)
-                    .and_then(|v| Ok(v.as_blob()?))
-                    .map_err(wrap)?;
-                match decode(rec) {
-                    Ok(d) => count_finished(&mut counted, &d.conn, start, end, uid),
-                    Err(_) => bad += 1,
-                }
+            if let Some(other) = other {
+                let (theirs, b) = other.join().expect("counting does not panic")?;
+                counter.absorb(theirs);
+                bad += b;
             }
-        }
+            Ok::<_, StoreError>((counter, bad))
+        })?;
         if bad > 0 {
             tracing::warn!(
                 records = bad,
                 "connection log records that do not decode were skipped (written by a newer netledger?)"
             );
         }
-        merge(&mut summary, counted);
+        counter.merge_into(&mut summary);
         add_open(&mut summary, &self.load_state()?, start, end, uid, closed);
         Ok(summary)
     }
@@ -417,6 +551,38 @@ mod tests {
     }
 
     #[test]
+    fn a_packed_key_is_the_key() {
+        let remotes = [
+            "0.0.0.0",
+            "255.255.255.255",
+            "::",
+            "::ffff:1.2.3.4",
+            "1.2.3.4",
+        ];
+        let remotes = remotes.map(|r| r.parse::<IpAddr>().unwrap()).to_vec();
+        let mut remotes = remotes;
+        remotes.push(IpAddr::from([0xffff; 8]));
+        let mut keys = std::collections::HashSet::new();
+        for uid in [None, Some(0), Some(1), Some(u32::MAX)] {
+            for protocol in [0, 6, 255] {
+                for port in [0, 443, 65535] {
+                    for &remote in &remotes {
+                        let raw = RawKey::new(uid, protocol, port, remote);
+                        let key = Key {
+                            uid,
+                            protocol,
+                            port,
+                            remote: remote.to_string(),
+                        };
+                        assert_eq!(raw.key(), key);
+                        assert!(keys.insert(raw), "{key:?} packed as another");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn finished_connections_count_on_the_day_they_started() {
         let log = [
             logged(DAY * 1000 - 1, DAY * 1000 + 5_000, 1001),
@@ -470,6 +636,49 @@ mod tests {
             r.tx_bytes += t.tx_bytes;
         }
         rows
+    }
+
+    /// The day's records are read in two halves on two connections: the connections that
+    /// ended at the milliseconds around where they meet, and around the end of the short
+    /// ones, are each counted once.
+    #[test]
+    fn the_halves_of_a_day_meet_without_a_gap_or_an_overlap() {
+        use crate::store::connections::EventWrite;
+        use crate::store::{OpenOptions, PassRecord};
+        let dir = tempfile::tempdir().unwrap();
+        let mut store =
+            crate::store::Store::open(&dir.path().join("s.db"), &OpenOptions::default()).unwrap();
+        let (start, end) = (DAY * 1000, (DAY + 86_400) * 1000);
+        let mid = midpoint(start, end + LONG_MS);
+        let mut log = vec![];
+        for d in -3..=3 {
+            // Started within the day: ended at its start, around the middle (20 s long),
+            // and around the end of the short ones (an hour long, past the day).
+            log.push(logged(start, start + 3 + d, 1001));
+            log.push(logged(mid + d - 20_000, mid + d, 1001));
+            log.push(logged(end + LONG_MS + d - 3_600_000, end + LONG_MS + d, 1001));
+        }
+        let record = PassRecord {
+            started_at: DAY,
+            mode: "run",
+            ..PassRecord::default()
+        };
+        store
+            .write_events(&[], |_| EventWrite {
+                record,
+                plan: Default::default(),
+                users: vec![],
+                attributions: vec![],
+                log: log.clone(),
+                not_logged: Default::default(),
+            })
+            .unwrap();
+        let streamed = store
+            .day_summary(DAY, DAY + 86_400, None, &|_| None)
+            .unwrap();
+        let reference = reference_finished(&log, DAY, DAY + 86_400, None);
+        assert_eq!(streamed.rows, reference);
+        assert_eq!(streamed.rows.values().map(|r| r.count).sum::<u64>(), 21);
     }
 
     /// The day's summary read from the stored log as it streams equals the one counted
