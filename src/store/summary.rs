@@ -656,7 +656,11 @@ mod tests {
             // and around the end of the short ones (an hour long, past the day).
             log.push(logged(start, start + 3 + d, 1001));
             log.push(logged(mid + d - 20_000, mid + d, 1001));
-            log.push(logged(end + LONG_MS + d - 3_600_000, end + LONG_MS + d, 1001));
+            log.push(logged(
+                end + LONG_MS + d - 3_600_000,
+                end + LONG_MS + d,
+                1001,
+            ));
         }
         let record = PassRecord {
             started_at: DAY,
