@@ -5,7 +5,7 @@ kilobytes and exiting — within about 50 ms of its start (the time each took is
 run one after another as uid 65534 in a "host" namespace, --rounds times. After the last the
 daemon stops and `netledger log --json --port PORT` gives each connection's program: the
 share named `nl_burst` is printed, per round and in all, with the worst round, and the
-daemon's CPU time. A program name is the only per-process fact such a process leaves when
+daemon's CPU time over the rounds and idle (--idle seconds before them). A program name is the only per-process fact such a process leaves when
 the daemon comes to look; its cgroup (issue 28) outlives it.
 
 Usage (root):
@@ -31,6 +31,8 @@ def main():
     ap.add_argument("--traffic", default="target/release/examples", help="directory of nl_traffic and nl_burst")
     ap.add_argument("--processes", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--idle", type=float, default=10.0,
+                    help="seconds the daemon's CPU is measured idle, before the rounds")
     a = ap.parse_args()
     binp = os.path.abspath(a.bin)
     traffic = os.path.join(os.path.abspath(a.traffic), "nl_traffic")
@@ -53,6 +55,11 @@ def main():
         procs.append(sink)
         expect(sink, "listening", "the internet sink")
         daemon = start_daemon(host, binp, db, log)
+        # Idle: no traffic of the bench's (the host's other processes start and exit as
+        # they do: the process events the daemon reads are every process's).
+        i0 = cpu_ticks(daemon.pid)
+        time.sleep(a.idle)
+        idle = cpu_ticks(daemon.pid) - i0
         t0 = cpu_ticks(daemon.pid)
         lives, port, ranges = [], 41000, []
         for r in range(a.rounds):
@@ -86,7 +93,7 @@ def main():
         worst = min((n / max(t, 1) for n, t in per_round), default=0.0)
         print(f"named: {named(rows)}/{len(rows)} ({100.0 * named(rows) / max(len(rows), 1):.1f} %); "
               f"worst round {100.0 * worst:.1f} %")
-        print(f"daemon CPU over the rounds: {(t1 - t0) / hz:.2f} s")
+        print(f"daemon CPU over the rounds: {(t1 - t0) / hz:.2f} s; idle: {idle / hz:.2f} s over {a.idle:.0f} s")
         print(f"closing line: {closing}")
     finally:
         if daemon and daemon.poll() is None:

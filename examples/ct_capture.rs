@@ -29,7 +29,7 @@ fn main() -> ExitCode {
             "ct_capture: {} bytes, {} flows, {} skipped messages, {} unknown attributes, \
              {} duplicates",
             raw.len(),
-            d.flows.len(),
+            d.entries.len(),
             d.skipped_messages,
             d.unknown_attributes,
             d.duplicates

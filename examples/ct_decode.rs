@@ -77,7 +77,7 @@ fn main() {
     // many.bin 33 times is about 20,000 flows too (608 each).
     let (best, median, flows) = time(rounds, || {
         (0..33)
-            .map(|_| conntrack::parse_messages(&many).unwrap().flows.len())
+            .map(|_| conntrack::parse_messages(&many).unwrap().entries.len())
             .sum()
     });
     println!(
@@ -87,7 +87,7 @@ fn main() {
         median.as_nanos() as f64 / flows as f64
     );
     let (best, median, flows) = time(rounds, || {
-        conntrack::parse_messages(&big).unwrap().flows.len()
+        conntrack::parse_messages(&big).unwrap().entries.len()
     });
     println!(
         "20,000-flow buffer:  {flows} flows, best {:.2} ms, median {:.2} ms ({:.0} ns/flow)",

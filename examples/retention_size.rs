@@ -122,6 +122,7 @@ impl Model {
         let remote = (key / PROGRAMS / PORTS.len()) % self.remotes;
         let user = key / self.keys_per_user();
         UsageKey {
+            cgroup: None,
             kind: Kind::User,
             uid: Some(1000 + user as u32),
             program: Some(format!("prog{program}")),
@@ -222,6 +223,7 @@ fn main() {
                     let sport = 32768 + (i % 28000) as u16;
                     let local = "192.0.2.1".parse().unwrap();
                     LoggedConnection {
+                        cgroup: None,
                         start_ms: (t0 + start * 60) * 1000,
                         // Events arrive in time order within the minute.
                         end_ms: now * 1000 + (i as i64 * 60_000) / ended.len() as i64,

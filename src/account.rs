@@ -21,7 +21,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 
-use crate::attribute::{Attributed, Attribution, Container, Direction, Reason, Verdict, Via};
+use crate::attribute::{
+    Attributed, Attribution, Cgroup, Container, Direction, Reason, Verdict, Via,
+};
 use crate::model::{Counters, FastSet, Flow, FlowKey};
 
 /// What the store remembers of a flow between passes.
@@ -148,6 +150,9 @@ pub struct UsageKey {
     pub uid: Option<u32>,
     /// Program holding the socket, when known.
     pub program: Option<String>,
+    /// The cgroup of the socket's creator, when known (with the program; never on
+    /// unattributed traffic).
+    pub cgroup: Option<Cgroup>,
     /// Why unattributed; on a user's row, why a service's socket was charged to its own uid
     /// ([`Reason::AmbiguousHolders`]).
     pub reason: Option<Reason>,
@@ -305,6 +310,25 @@ pub struct Hold {
     /// one's DESTROY charged and forgot it. Without events (the timer) it is charged from
     /// zero at once, and what the replaced one moved since the last pass is not seen.
     pub destroys_follow: bool,
+    /// With `destroys_follow`: the DESTROY of an entry that ended before this time (ns
+    /// since the epoch, the clock of conntrack's timestamps) may have been lost — before
+    /// the daemon subscribed, or in an overrun — and every one not lost was stored before
+    /// the pass. A flow that replaced a saved one and began before it is charged from zero
+    /// at once: the saved one ended before that, and its DESTROY, not stored, was lost (what
+    /// it moved since the last pass is lost with it, as the overrun warning says).
+    pub destroys_lost_before: Option<u64>,
+}
+
+impl Hold {
+    /// Whether `flow`, which replaced a saved flow under its key, is left alone until
+    /// the saved one's DESTROY charged and forgot it.
+    fn awaits_destroy(&self, flow: &Flow) -> bool {
+        let lost = flow
+            .start_ns
+            .zip(self.destroys_lost_before)
+            .is_some_and(|(start, before)| start < before);
+        self.destroys_follow && !lost
+    }
 }
 
 /// [`account`] holding nothing back (every pending flow is its service's own at once).
@@ -333,10 +357,12 @@ fn usage_key(flow: &Flow, at: &Attributed) -> UsageKey {
         Verdict::Unattributed(r) => (Kind::Unattributed, (None, None, Some(*r), None)),
     };
     let container = at.attribution().and_then(|a| a.container.clone());
+    let cgroup = at.attribution().and_then(|a| a.cgroup.clone());
     UsageKey {
         kind,
         uid,
         program,
+        cgroup,
         reason,
         via,
         container,
@@ -377,6 +403,7 @@ fn held_charge(s: &FlowState) -> Option<(UsageKey, Traffic)> {
         kind: Kind::User,
         uid: Some(a.uid),
         program: a.program.clone(),
+        cgroup: a.cgroup.clone(),
         reason: None,
         via: None,
         container: a.container.clone(),
@@ -484,7 +511,7 @@ fn charge(plan: &mut PassPlan, rules: &Ledger, s: &Seen) {
         return;
     };
     let replaced = s.saved.is_some_and(|o| o.replaced_by(flow));
-    if replaced && hold.destroys_follow {
+    if replaced && hold.awaits_destroy(flow) {
         plan.totals.replaced += 1;
         return;
     }
@@ -614,6 +641,7 @@ mod tests {
     fn alice() -> Attributed {
         Attributed {
             verdict: Verdict::User(Attribution {
+                cgroup: None,
                 uid: 1001,
                 program: None,
                 direction: Direction::Out,
@@ -748,6 +776,60 @@ mod tests {
         assert!(!saved_without_start(&old).replaced_by(&started(flow(7, c(0, 0), c(0, 0)), 1900)));
     }
 
+    /// Issue 24: the daemon's receive buffer overran; the saved flow's DESTROY, and its
+    /// replacement's NEW, were lost. A replacement that began before the overrun's queue was
+    /// read to its end (every DESTROY not lost was stored then) is charged at once, from
+    /// zero; one that began after waits for the saved one's DESTROY, which is on its way.
+    #[test]
+    fn a_replacement_of_a_flow_whose_destroy_was_lost_is_charged_at_once() {
+        let started = |f: Flow, s: u64| Flow {
+            start_ns: Some(s * 1_000_000_000),
+            ..f
+        };
+        let old = started(flow(7, c(5, 400), c(9, 5000)), 1000);
+        let saved = FlowState {
+            start_ns: old.start_ns,
+            ..state(&old, (400, 5000), alice(), 1000)
+        };
+        let prev: HashMap<FlowKey, FlowState> = [(saved.key, saved)].into();
+        let replacement = started(flow(7, c(20, 1_679), c(30, 201_568)), 1003);
+        let unattributed = Attributed {
+            verdict: Verdict::Unattributed(Reason::NoSocket),
+            ..alice()
+        };
+        let daemon = |lost_before_s: Option<u64>| Hold {
+            destroys_follow: true,
+            destroys_lost_before: lost_before_s.map(|s| s * 1_000_000_000),
+            ..Hold::default()
+        };
+        let pass = |hold| {
+            let at = std::slice::from_ref(&unattributed);
+            account(1010, std::slice::from_ref(&replacement), at, &prev, 3, hold)
+        };
+        // Lost before it began (the daemon subscribed or drained its queue at 1005).
+        let p = pass(daemon(Some(1005)));
+        assert_eq!(p.totals.replaced, 0);
+        assert_eq!(
+            p.totals.unattributed,
+            t(1_679, 201_568, 20, 30),
+            "from zero"
+        );
+        assert_eq!(p.totals.attributed, Traffic::default(), "nothing to alice");
+        assert_eq!(p.upserts.len(), 1);
+        let s = &p.upserts[0];
+        assert_eq!(
+            (s.start_ns, s.attribution.as_ref()),
+            (replacement.start_ns, None)
+        );
+        assert_eq!((s.first_seen, s.reply.bytes), (1010, 201_568));
+        // Began after the queue was drained, or no overrun: the saved one's DESTROY comes.
+        for hold in [daemon(Some(1003)), daemon(None)] {
+            let p = pass(hold);
+            assert_eq!(p.totals.replaced, 1);
+            assert!(p.usage.is_empty() && p.upserts.is_empty(), "{p:?}");
+        }
+    }
+
     fn saved_without_start(f: &Flow) -> FlowState {
         state(f, (400, 5000), alice(), 1000)
     }
@@ -871,6 +953,7 @@ mod tests {
     /// An sshd session (incoming, port 22) attributed with `via`.
     fn ssh(uid: u32, via: Via, excluded: bool) -> Attributed {
         let a = Attribution {
+            cgroup: None,
             uid,
             program: Some("sshd".into()),
             direction: Direction::In,
@@ -924,6 +1007,7 @@ mod tests {
                 grace: 5,
                 ended,
                 destroys_follow: false,
+                destroys_lost_before: None,
             },
         );
         let held = plan.totals.held == 1;
@@ -1038,6 +1122,7 @@ mod tests {
             grace: 5,
             ended: false,
             destroys_follow: false,
+            destroys_lost_before: None,
         };
         let plan = account(100, &[], &[], &prev, 3, hold);
         assert!(plan.usage.is_empty(), "missing once: kept, not charged");

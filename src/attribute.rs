@@ -72,6 +72,20 @@ pub struct Attribution {
     /// The container (another network namespace of this host) whose socket the flow was
     /// found through; `None` for the host's own sockets.
     pub container: Option<Container>,
+    /// The cgroup v2 of the process that created the socket, when known (sock_diag; the
+    /// `/proc/net` tables carry none).
+    pub cgroup: Option<Cgroup>,
+}
+
+/// A cgroup v2, as a flow attributed through a socket it made carries it: the path stored
+/// (`cgroups`, migration 0016) and the job the resolver trusts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cgroup {
+    /// The path relative to the cgroup2 root, leading `/` (`/system.slice/x.service`); a
+    /// removed cgroup keeps its last path.
+    pub path: std::sync::Arc<str>,
+    /// The Slurm job, only under a root-owned `…slurmstepd.scope` (`sources::cgroups`).
+    pub job: Option<u64>,
 }
 
 /// A network namespace of this host other than netledger's own ("a container"), as a flow
@@ -211,6 +225,7 @@ pub fn delegate(
         direction,
         via,
         container: None,
+        cgroup: None,
     }
 }
 
@@ -442,6 +457,8 @@ pub struct SocketIndex<'a> {
     /// Sockets of flows settled as a delegating service's own whose holders were looked
     /// up again ([`SocketIndex::with_recheck`]).
     recheck: Option<&'a HashSet<u64>>,
+    /// The sockets' cgroups by id, as resolved ([`SocketIndex::with_cgroups`]).
+    cgroups: Option<&'a FastMap<u64, Cgroup>>,
 }
 
 /// The maps of a [`SocketIndex`] over some sockets, built apart from it (they borrow
@@ -526,6 +543,7 @@ impl<'a> SocketIndex<'a> {
             marks: false,
             subuids: None,
             recheck: None,
+            cgroups: None,
         }
     }
 
@@ -564,6 +582,31 @@ impl<'a> SocketIndex<'a> {
             recheck: Some(inodes),
             ..self
         }
+    }
+
+    /// The same index naming the cgroup of each socket whose id (sock_diag's
+    /// `INET_DIAG_CGROUP_ID`) is in `cgroups`.
+    pub fn with_cgroups<'b>(self, cgroups: &'b FastMap<u64, Cgroup>) -> SocketIndex<'b>
+    where
+        'a: 'b,
+    {
+        SocketIndex {
+            cgroups: Some(cgroups),
+            ..self
+        }
+    }
+
+    /// The cgroup of socket `s`: its id's, else the one the flow already had through a
+    /// socket of the same uid (a socket read from `/proc/net`, which carries no id).
+    fn cgroup_of(&self, s: &Socket, prior: Option<&Attribution>) -> Option<Cgroup> {
+        self.cgroups
+            .and_then(|m| m.get(&s.cgroup))
+            .cloned()
+            .or_else(|| {
+                prior
+                    .filter(|p| p.socket_uid() == s.uid)
+                    .and_then(|p| p.cgroup.clone())
+            })
     }
 
     /// The uid charged for a socket or mark of `uid`: the owner of its subordinate range,
@@ -606,7 +649,10 @@ impl<'a> SocketIndex<'a> {
     ) -> Attribution {
         let s = &self.sockets[i];
         if self.delegates(s) {
-            return self.delegated(s, direction, prior);
+            return Attribution {
+                cgroup: self.cgroup_of(s, prior),
+                ..self.delegated(s, direction, prior)
+            };
         }
         let uid = self.owner_uid(s.uid);
         let program = match self.owners.get(&s.inode) {
@@ -621,6 +667,7 @@ impl<'a> SocketIndex<'a> {
             direction,
             via: Via::Direct,
             container: None,
+            cgroup: self.cgroup_of(s, prior),
         }
     }
 
@@ -662,6 +709,7 @@ impl<'a> SocketIndex<'a> {
             direction,
             via: Via::Pending,
             container: None,
+            cgroup: None,
         }
     }
 
@@ -829,6 +877,7 @@ fn by_mark(flow: &Flow, idx: &SocketIndex) -> Option<Attribution> {
         direction,
         via: Via::Direct,
         container: None,
+        cgroup: None,
     })
 }
 
@@ -1094,6 +1143,7 @@ mod tests {
 
     fn user(uid: u32, dir: Direction) -> Verdict {
         Verdict::User(Attribution {
+            cgroup: None,
             uid,
             program: (uid == ALICE).then(|| "curl".to_string()),
             direction: dir,
@@ -1138,6 +1188,7 @@ mod tests {
         );
         let mine = |dir| {
             Verdict::User(Attribution {
+                cgroup: None,
                 uid: BOB,
                 program: None,
                 direction: dir,
@@ -1187,6 +1238,7 @@ mod tests {
             crate::owner_mark::mark_of(ALICE),
         );
         let alice = Verdict::User(Attribution {
+            cgroup: None,
             uid: ALICE,
             program: None,
             direction: Direction::Out,
@@ -1210,6 +1262,7 @@ mod tests {
         for uid in [ALICE, 0] {
             let f = marked(ping.clone(), crate::owner_mark::mark_of(uid));
             let want = Verdict::User(Attribution {
+                cgroup: None,
                 uid,
                 program: None,
                 direction: Direction::Out,
@@ -1261,6 +1314,7 @@ mod tests {
         let verdict = |f: &Flow| attribute(f, &idx, None, &LocalNets::new([])).verdict;
         let out = |uid: u32, program: Option<&str>| {
             Verdict::User(Attribution {
+                cgroup: None,
                 uid,
                 program: program.map(str::to_string),
                 direction: Direction::Out,
@@ -1473,6 +1527,7 @@ mod tests {
     fn a_picked_up_entry_continues_the_owner_of_the_deleted_one_either_way_round() {
         let f = flow(TCP, ("198.51.100.1:40000", "198.51.100.2:443"), None);
         let alice = Attribution {
+            cgroup: None,
             uid: ALICE,
             program: Some("curl".into()),
             direction: Direction::Out,
@@ -1578,7 +1633,7 @@ mod tests {
     #[case::loopback_excluded(
         vec![sock(L4::Tcp, "127.0.0.1:40000", "127.0.0.1:80", ALICE, 100)],
         flow(TCP, ("127.0.0.1:40000", "127.0.0.1:80"), None),
-        Verdict::Excluded(Some(Attribution { uid: ALICE, program: Some("curl".into()), direction: Direction::Out, via: Via::Direct, container: None })),
+        Verdict::Excluded(Some(Attribution { uid: ALICE, program: Some("curl".into()), direction: Direction::Out, via: Via::Direct, container: None, cgroup: None })),
         "127.0.0.1", 80)]
     #[case::lan_excluded_even_without_socket(
         vec![],
@@ -1592,7 +1647,7 @@ mod tests {
         vec![sock(L4::Tcp, "198.51.100.1:40000", "198.51.100.1:8080", ALICE, 100),
              sock(L4::Tcp, "198.51.100.1:8080", "198.51.100.1:40000", 0, 300)],
         flow(TCP, ("198.51.100.1:40000", "198.51.100.1:8080"), None),
-        Verdict::Excluded(Some(Attribution { uid: ALICE, program: Some("curl".into()), direction: Direction::Out, via: Via::Direct, container: None })),
+        Verdict::Excluded(Some(Attribution { uid: ALICE, program: Some("curl".into()), direction: Direction::Out, via: Via::Direct, container: None, cgroup: None })),
         "198.51.100.1", 8080)]
     #[case::dnat_to_the_host_itself_excluded(
         // A local client to 203.0.113.7:443, DNAT'd in OUTPUT to this host's 8443.
@@ -1619,6 +1674,7 @@ mod tests {
     #[test]
     fn gone_socket_keeps_prior_attribution() {
         let prior = Attribution {
+            cgroup: None,
             uid: ALICE,
             program: Some("curl".into()),
             direction: Direction::Out,
@@ -1637,6 +1693,7 @@ mod tests {
     #[test]
     fn live_socket_beats_prior() {
         let prior = Attribution {
+            cgroup: None,
             uid: BOB,
             program: None,
             direction: Direction::Out,
@@ -1666,6 +1723,7 @@ mod tests {
         )];
         let f = flow(TCP, ("198.51.100.1:40001", "198.51.100.2:80"), None);
         let kept = Attribution {
+            cgroup: None,
             uid: ALICE,
             program: Some("firefox".into()),
             direction: Direction::Out,
@@ -1687,6 +1745,7 @@ mod tests {
         assert_eq!(
             got.verdict,
             Verdict::User(Attribution {
+                cgroup: None,
                 uid: BOB,
                 program: None,
                 direction: Direction::Out,
@@ -1715,6 +1774,7 @@ mod tests {
 
     fn via(uid: u32, program: Option<&str>, via: Via) -> Attribution {
         Attribution {
+            cgroup: None,
             uid,
             program: program.map(Into::into),
             direction: Direction::In,

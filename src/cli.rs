@@ -45,7 +45,8 @@ pub enum Command {
     /// (idempotent): sets net.netfilter.nf_conntrack_acct=1 and installs the nftables
     /// table `inet netledger`. `--undo` puts the namespace back as it was.
     Setup(SetupArgs),
-    /// Show the top talkers: per user, and per program, remote or port.
+    /// Show the top talkers: per user, and per program, remote, port, service, container,
+    /// cgroup, systemd unit or Slurm job.
     ///
     /// Resolution: usage is stored in 5-minute buckets (UTC), kept for `[retention] raw`
     /// (7 days by default), then in hours (90 days) and days. A bucket that the period
@@ -53,6 +54,11 @@ pub enum Command {
     /// ask for, never less: the table's first line states the span they cover, and every
     /// JSON or CSV row carries it as `covered_since` and `covered_until` (epoch seconds).
     Top(TopArgs),
+    /// What one Slurm job moved, in and out, per user and remote (for a prolog or epilog
+    /// script, or like `sacct`): the traffic of the sockets its processes created, found by
+    /// their cgroup (`…slurmstepd.scope/job_ID/…`). Exit 1 when the database knows no socket
+    /// of the job; a known job with no traffic in the period prints an empty table.
+    Job(JobArgs),
     /// Usage per hour, day, week or month and per user, with bars (like vnStat).
     ///
     /// A stored bucket (5 minutes, an hour or a day; see `netledger top --help`) that the
@@ -198,7 +204,7 @@ pub struct TopArgs {
     pub until: Option<String>,
 
     /// Group by these, comma-separated (user is always included): user, program,
-    /// remote, port, via, container.
+    /// remote, port, via, container, cgroup, unit, job.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "user")]
     pub by: Vec<By>,
 
@@ -206,9 +212,43 @@ pub struct TopArgs {
     #[arg(long, value_name = "NAME|UID")]
     pub user: Option<String>,
 
+    /// Only this systemd unit's traffic (nginx.service, session-4.scope, user-1000.slice):
+    /// the sockets created in its cgroups.
+    #[arg(long, value_name = "NAME", conflicts_with = "job")]
+    pub unit: Option<String>,
+
+    /// Only this Slurm job's traffic (its id): the sockets created in its cgroups.
+    #[arg(long, value_name = "ID")]
+    pub job: Option<u64>,
+
     /// At most this many rows (1 to 1000000).
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+
+    /// Remote address names: lines of `ADDRESS-or-CIDR NAME` [env: NETLEDGER_NAMES]
+    /// (default: the configured file, else /etc/netledger/names when it exists).
+    #[arg(long, value_name = "PATH")]
+    pub names: Option<PathBuf>,
+}
+
+/// Options of `job`.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// The Slurm job id.
+    #[arg(value_name = "ID")]
+    pub id: u64,
+
+    /// Start (same forms as `top --since`); default: all that is kept per cgroup (the raw
+    /// and hourly tiers, 90 days by default).
+    #[arg(long, allow_hyphen_values = true)]
+    pub since: Option<String>,
+
+    /// End; default now.
+    #[arg(long, allow_hyphen_values = true)]
+    pub until: Option<String>,
 
     #[command(flatten)]
     pub output: OutputArgs,
@@ -383,6 +423,7 @@ pub const LOG_TEMPLATE_HELP: &str = "\
   %o original tuple (src:port>dst:port, pre-NAT)           %R reply tuple (post-NAT)
   %u user name (or uid, or -)            %U uid (or -)     %c program (or -)
   %C container (or -)  %K uid inside the container (or -)
+  %G cgroup of the socket's creator (or -)  %N its systemd unit (or -)  %J its Slurm job (or -)
   %t bytes sent        %x bytes received %T packets sent   %X packets received
   %n newline           %% a percent sign
 An IPv6 %i or %l followed by ':' is put in brackets: %i:%r prints [2001:db8::2]:443.
@@ -476,6 +517,9 @@ impl ValueEnum for By {
             By::Port,
             By::Via,
             By::Container,
+            By::Cgroup,
+            By::Unit,
+            By::Job,
         ]
     }
 
@@ -489,6 +533,11 @@ impl ValueEnum for By {
                 .help("Per service the traffic went through (a delegating service's socket)"),
             By::Container => PossibleValue::new("container")
                 .help("Per container (another network namespace) the traffic came from"),
+            By::Cgroup => PossibleValue::new("cgroup")
+                .help("Per cgroup (v2) of the process that created the socket"),
+            By::Unit => PossibleValue::new("unit")
+                .help("Per systemd unit: the innermost .service or .scope, else the slice"),
+            By::Job => PossibleValue::new("job").help("Per Slurm job"),
         })
     }
 }

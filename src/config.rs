@@ -428,6 +428,9 @@ pub struct FileConfig {
     pub metrics_textfile_mode: Option<String>,
     /// Group of the metrics textfile: a name or a gid (absent: the writer's group).
     pub metrics_textfile_group: Option<UidOrName>,
+    /// Systemd units with metrics series of their own: a list of names, or how many of
+    /// the busiest (absent: none). Read by [`FileConfig::metrics_units`].
+    pub metrics_units: Option<toml::Value>,
     /// Retention tiers.
     pub retention: Option<RetentionConfig>,
     /// Uids (or user names) of services that hand connections to users' processes.
@@ -506,6 +509,36 @@ pub fn file_mode(s: &str) -> Option<u32> {
     }
     let m = u32::from_str_radix(digits, 8).ok()?;
     (m & !0o666 == 0 && m & 0o400 != 0).then_some(m)
+}
+
+/// The most units `metrics_units = N` may ask for: two series each, and Prometheus's
+/// cost grows with every series a host exports.
+pub const MAX_METRICS_UNITS: i64 = 100;
+
+/// Whether `name` is a systemd unit that holds processes, as [`crate::cgroup::unit`] reads
+/// one from a path: `NAME.service`, `NAME.scope` or `NAME.slice`.
+fn is_unit_name(name: &str) -> bool {
+    [".service", ".scope", ".slice"].iter().any(|suffix| {
+        name.strip_suffix(suffix)
+            .is_some_and(|stem| !stem.is_empty() && !name.contains('/'))
+    })
+}
+
+/// A value as the file would write it (strings quoted, lists bracketed); a table as
+/// `{…}`.
+fn toml_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => format!("{s:?}"),
+        toml::Value::Integer(n) => n.to_string(),
+        toml::Value::Float(x) => x.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Datetime(d) => d.to_string(),
+        toml::Value::Array(list) => {
+            let items: Vec<String> = list.iter().map(toml_text).collect();
+            format!("[{}]", items.join(", "))
+        }
+        toml::Value::Table(_) => "{…}".into(),
+    }
 }
 
 /// The `[retention]` table.
@@ -620,6 +653,7 @@ impl FileConfig {
                 });
             }
         }
+        self.metrics_units(path)?;
         if let Some(v) = self.connection_log_rate {
             check("connection_log_rate", n(v), file)?;
         }
@@ -648,6 +682,42 @@ impl FileConfig {
             check("retention.daily", d(v), file)?;
         }
         Ok(())
+    }
+
+    /// The units with metrics series of their own (`metrics_units`): off when absent or
+    /// `[]`; a number 1 to [`MAX_METRICS_UNITS`] (the busiest), or a list of unit names.
+    pub fn metrics_units(
+        &self,
+        path: &Path,
+    ) -> Result<crate::store::metrics::UnitSeries, ConfigError> {
+        use crate::store::metrics::UnitSeries;
+        let Some(v) = &self.metrics_units else {
+            return Ok(UnitSeries::Off);
+        };
+        let series = match v {
+            toml::Value::Integer(n) if (1..=MAX_METRICS_UNITS).contains(n) => {
+                Some(UnitSeries::Top(*n as usize))
+            }
+            toml::Value::Array(list) => list
+                .iter()
+                .map(|u| u.as_str().filter(|u| is_unit_name(u)).map(String::from))
+                .collect::<Option<Vec<String>>>()
+                .map(|names| match names.is_empty() {
+                    true => UnitSeries::Off,
+                    false => UnitSeries::Units(names),
+                }),
+            _ => None,
+        };
+        series.ok_or_else(|| ConfigError::Key {
+            path: path.to_owned(),
+            key: "metrics_units",
+            value: toml_text(v),
+            fix: format!(
+                "write how many of the busiest units get series of their own (1 to \
+                 {MAX_METRICS_UNITS}), or a list of unit names ending in .service, .scope or \
+                 .slice such as [\"nginx.service\"], or remove the key (no series per unit)"
+            ),
+        })
     }
 
     /// The metrics textfile's mode and group: the file's over the defaults (0644, the
@@ -966,6 +1036,51 @@ mod tests {
             "configuration /c: metrics_textfile_group = \"no-such-group-24\": no such group on \
              this host: name an existing group (`getent group`) or a gid, or remove the key"
         );
+    }
+
+    /// `metrics_units`: off by default and with `[]`; a number of the busiest units or a
+    /// list of unit names; anything else is one line naming the key, the value and the fix.
+    #[test]
+    fn metrics_units_are_off_by_default_and_checked() {
+        use crate::store::metrics::UnitSeries;
+        let p = Path::new("/c");
+        assert_eq!(defaults().metrics_units(p).unwrap(), UnitSeries::Off);
+        let parse = |text: &str| FileConfig::parse(text, p);
+        let units = |text: &str| parse(text).unwrap().metrics_units(p).unwrap();
+        assert_eq!(units("metrics_units = []\n"), UnitSeries::Off);
+        assert_eq!(units("metrics_units = 10\n"), UnitSeries::Top(10));
+        assert_eq!(
+            units("metrics_units = [\"nginx.service\", \"session-4.scope\", \"user.slice\"]\n"),
+            UnitSeries::Units(vec![
+                "nginx.service".into(),
+                "session-4.scope".into(),
+                "user.slice".into()
+            ])
+        );
+        let fix = "write how many of the busiest units get series of their own (1 to 100), \
+                   or a list of unit names ending in .service, .scope or .slice such as \
+                   [\"nginx.service\"], or remove the key (no series per unit)";
+        for (bad, shown) in [
+            ("0", "0"),
+            ("101", "101"),
+            ("-3", "-3"),
+            ("\"nginx.service\"", "\"nginx.service\""),
+            ("[\"nginx\"]", "[\"nginx\"]"),
+            ("[\"nginx.service\", 7]", "[\"nginx.service\", 7]"),
+            ("[\".service\"]", "[\".service\"]"),
+            (
+                "[\"/system.slice/nginx.service\"]",
+                "[\"/system.slice/nginx.service\"]",
+            ),
+            ("true", "true"),
+        ] {
+            let e = parse(&format!("metrics_units = {bad}\n")).unwrap_err();
+            assert!(e.is_usage());
+            assert_eq!(
+                e.to_string(),
+                format!("configuration /c: metrics_units = {shown}: {fix}")
+            );
+        }
     }
 
     #[test]

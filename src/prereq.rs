@@ -339,17 +339,21 @@ pub struct Needs {
     pub events: bool,
 }
 
-/// The daemon's sysctls, with the value it wants and why (for the change report).
-const DAEMON_SYSCTLS: [(&str, &str); 2] = [
-    (
-        "nf_conntrack_events",
-        "set net.netfilter.nf_conntrack_events=1 (every new flow reports its end)",
-    ),
-    (
-        "nf_conntrack_timestamp",
-        "set net.netfilter.nf_conntrack_timestamp=1 (flows carry start and stop times)",
-    ),
-];
+/// The sysctls every mode wants on, with why (for the change report): conntrack's start
+/// times tell a new entry on a reused tuple from the saved one it replaced (same tuple,
+/// same conntrack id when the kernel reuses the memory); without them the timer charges
+/// the new entry to the old one's owner (issue 24), and the log takes its own times.
+const PASS_SYSCTLS: [(&str, &str); 1] = [(
+    "nf_conntrack_timestamp",
+    "set net.netfilter.nf_conntrack_timestamp=1 (flows carry start and stop times: a new \
+     connection on a reused tuple is told from the one it replaced)",
+)];
+
+/// The daemon's sysctls besides [`PASS_SYSCTLS`].
+const DAEMON_SYSCTLS: [(&str, &str); 1] = [(
+    "nf_conntrack_events",
+    "set net.netfilter.nf_conntrack_events=1 (every new flow reports its end)",
+)];
 
 fn read_sysctl(path: &Path) -> Result<String, PrereqError> {
     fs::read_to_string(path)
@@ -549,27 +553,31 @@ pub fn setup_with(proc_root: &Path, needs: Needs) -> Result<Vec<String>, PrereqE
             );
         }
     }
-    if needs.events {
-        for (name, what) in DAEMON_SYSCTLS {
-            let before = read_sysctl(&sysctl_path(proc_root, name))?;
-            if before != "1" {
-                switch_on(proc_root, name, &before)?;
-                changed.push(what.into());
-            }
+    let daemon: &[(&str, &str)] = if needs.events { &DAEMON_SYSCTLS } else { &[] };
+    for (name, what) in PASS_SYSCTLS.iter().chain(daemon) {
+        let before = read_sysctl(&sysctl_path(proc_root, name))?;
+        if before != "1" {
+            switch_on(proc_root, name, &before)?;
+            changed.push((*what).into());
         }
     }
     Ok(changed)
 }
 
-/// Check the prerequisites before a pass; with `fix` and CAP_NET_ADMIN, set up what is
-/// missing first. Returns what changed.
-pub fn ensure(proc_root: &Path, fix: bool) -> Result<Vec<String>, PrereqError> {
-    ensure_with(proc_root, fix, Needs::default())
+/// Check, for a read-only view that charges nothing (`live`), that conntrack counts bytes;
+/// changes nothing.
+pub fn require_accounting(proc_root: &Path) -> Result<(), PrereqError> {
+    if accounting_enabled(proc_root)? {
+        Ok(())
+    } else {
+        Err(PrereqError::AccountingOff)
+    }
 }
 
-/// [`ensure`] for a mode with extra `needs`. For the daemon, events switched off entirely
-/// is an error; events only-while-listening (2) and timestamps off are warnings, because
-/// the daemon still works, with the limits they name.
+/// Check the prerequisites before a pass of a mode with `needs`; with `fix` and
+/// CAP_NET_ADMIN, set up what is missing first. Returns what changed. For the daemon, events switched off entirely
+/// is an error; events only-while-listening (2) is a warning, and so are timestamps off in
+/// every mode, because netledger still works, with the limits they name.
 pub fn ensure_with(proc_root: &Path, fix: bool, needs: Needs) -> Result<Vec<String>, PrereqError> {
     let mut changed = Vec::new();
     if fix && has_net_admin(proc_root) {
@@ -593,12 +601,14 @@ pub fn ensure_with(proc_root: &Path, fix: bool, needs: Needs) -> Result<Vec<Stri
                  runs will not report their end (`sysctl -w net.netfilter.nf_conntrack_events=1`)"
             ),
         }
-        if read_sysctl(&sysctl_path(proc_root, "nf_conntrack_timestamp"))? == "0" {
-            tracing::warn!(
-                "net.netfilter.nf_conntrack_timestamp=0: the connection log takes start times \
-                 from when netledger first saw a flow (set it to 1 for the kernel's own)"
-            );
-        }
+    }
+    if read_sysctl(&sysctl_path(proc_root, "nf_conntrack_timestamp"))? == "0" {
+        tracing::warn!(
+            "net.netfilter.nf_conntrack_timestamp=0: a new connection on a reused tuple cannot \
+             be told from the saved one it replaced (it would be charged to that one's owner), \
+             and the connection log takes start times from when netledger first saw a flow \
+             (`netledger setup`, or `sysctl -w net.netfilter.nf_conntrack_timestamp=1`)"
+        );
     }
     Ok(changed)
 }

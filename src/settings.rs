@@ -24,6 +24,8 @@ use crate::daemon::{DaemonConfig, LogLimits};
 use crate::pass::PassConfig;
 use crate::quota::{Policy, Threshold};
 use crate::report::log::Template;
+use crate::store::by_cgroup::Only;
+use crate::store::metrics::UnitSeries;
 use crate::store::query::{By, Period};
 use crate::store::retention::Retention;
 use crate::timespec::parse_time;
@@ -64,6 +66,8 @@ pub enum Command {
     },
     /// `top`.
     Top(Top),
+    /// `job`.
+    Job(Job),
     /// `report`.
     Report(Report),
     /// `export`.
@@ -90,6 +94,8 @@ pub enum Command {
         output: Option<PathBuf>,
         /// That file's mode and group.
         access: TextfileAccess,
+        /// The units with series of their own.
+        units: UnitSeries,
     },
 }
 
@@ -102,6 +108,8 @@ pub struct Snapshot {
     pub metrics_textfile: Option<PathBuf>,
     /// That file's mode and group.
     pub textfile_access: TextfileAccess,
+    /// The units with series of their own in it.
+    pub metrics_units: UnitSeries,
 }
 
 /// What a writer (`snapshot`, `run`) needs besides the daemon's own settings.
@@ -227,8 +235,25 @@ pub struct Top {
     pub by: Vec<By>,
     /// Only this user (a name or uid, resolved against the database).
     pub user: Option<String>,
+    /// Only this unit's or job's traffic.
+    pub only: Option<Only>,
     /// Rows at most.
     pub limit: usize,
+    /// How to print.
+    pub output: Output,
+    /// Remote names.
+    pub names: NamesFile,
+}
+
+/// `job`.
+#[derive(Debug)]
+pub struct Job {
+    /// The Slurm job id.
+    pub id: u64,
+    /// The period.
+    pub window: Window,
+    /// `--since` was given (else the window begins where cgroups are kept, unsaid).
+    pub since_given: bool,
     /// How to print.
     pub output: Output,
     /// Remote names.
@@ -416,6 +441,7 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
             accounting: accounting(&with_env(a.accounting, &env)?, &file, &config)?,
             metrics_textfile: a.metrics_textfile.or_else(|| file.metrics_textfile.clone()),
             textfile_access: file.textfile_access(&config.path)?,
+            metrics_units: file.metrics_units(&config.path)?,
         }),
         cli::Command::Setup(a) => Command::Setup {
             undo: a.undo,
@@ -425,6 +451,7 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
         cli::Command::Config(a) => Command::Config(config_show(a, &env, &file, &config, quiet)?),
         cli::Command::Connections(a) => Command::Connections(connections(a, &env, &file)?),
         cli::Command::Top(a) => Command::Top(top(a, vars, &env, &file)?),
+        cli::Command::Job(a) => Command::Job(job(a, vars, &env, &file)?),
         cli::Command::Report(a) => Command::Report(report(a, vars, &file)?),
         cli::Command::Export(a) => Command::Export(Export {
             window: window(vars, a.utc, Some(&a.since), a.until.as_deref())?,
@@ -454,6 +481,7 @@ pub fn resolve_with(cli: Cli, vars: &dyn Fn(&str) -> Option<OsString>) -> anyhow
         cli::Command::Metrics(a) => Command::Metrics {
             access: file.textfile_access(&config.path)?,
             output: a.output,
+            units: file.metrics_units(&config.path)?,
         },
         cli::Command::Check(a) => Command::Check(Check {
             policy: config.quota(&file)?,
@@ -664,11 +692,40 @@ fn top(
             by.push(b);
         }
     }
+    let only = match (a.unit, a.job) {
+        (Some(unit), _) => Some(Only::Unit(unit)),
+        (None, Some(job)) => Some(Only::Job(job)),
+        (None, None) => None,
+    };
     Ok(Top {
         window,
         by,
         user: a.user,
+        only,
         limit: a.limit,
+        output,
+        names: names(a.names, env, file)?,
+    })
+}
+
+/// `job`: the window (by default from the beginning: all that is kept per cgroup).
+fn job(
+    a: cli::JobArgs,
+    vars: &dyn Fn(&str) -> Option<OsString>,
+    env: &Env,
+    file: &FileConfig,
+) -> Result<Job, ConfigError> {
+    let output = Output::from(&a.output);
+    // Without --since, from the epoch: any --until is after it.
+    let since = a.since.as_deref().unwrap_or("1970-01-02");
+    let mut window = window(vars, output.utc, Some(since), a.until.as_deref())?;
+    if a.since.is_none() {
+        window.since = 0;
+    }
+    Ok(Job {
+        id: a.id,
+        window,
+        since_given: a.since.is_some(),
         output,
         names: names(a.names, env, file)?,
     })
@@ -757,6 +814,8 @@ fn accounting(
             delegate_grace,
             marks: crate::owner_mark::trust::MarkTrust::new(owner_mark(file), &proc_root),
             destroys_follow: false,
+            destroys_lost_before: None,
+            cgroups: Default::default(),
         },
         setup: !a.no_setup,
         lock_timeout: a
@@ -785,6 +844,7 @@ fn daemon(
         // Every flow's DESTROY is heard: see `Hold::destroys_follow`.
         pass: PassConfig {
             destroys_follow: true,
+            cgroups: Default::default(),
             ..acc.pass
         },
         interval: a
@@ -823,6 +883,7 @@ fn daemon(
         quiet,
         retention: acc.retention,
         metrics_listen: a.metrics_listen.or(file.metrics_listen),
+        metrics_units: file.metrics_units(&config.path)?,
         quota: acc.quota,
     })
 }
@@ -1095,6 +1156,67 @@ mod tests {
         };
         assert_eq!(x.nets.nets(), ["192.0.2.0/24".parse::<IpNet>().unwrap()]);
         assert_eq!(x.delegating.uids(), [33]);
+    }
+
+    /// `metrics_units` reaches the three writers of the metrics (`metrics`, `snapshot`'s
+    /// textfile, the daemon's endpoint); off without the key. `top --unit|--job` and
+    /// `job` resolve their filter and window.
+    #[test]
+    fn metrics_units_reach_every_metrics_writer_and_cgroup_filters_resolve() {
+        use crate::store::metrics::UnitSeries;
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("n.toml");
+        std::fs::write(&conf, "metrics_units = [\"nginx.service\"]\n").unwrap();
+        let c = conf.to_str().unwrap();
+        let want = UnitSeries::Units(vec!["nginx.service".into()]);
+        let s = resolve_from(&["--config", c, "metrics"], &[]).unwrap();
+        assert!(matches!(&s.command, Command::Metrics { units, .. } if *units == want));
+        let s = resolve_from(&["--config", c, "snapshot"], &[]).unwrap();
+        assert!(matches!(&s.command, Command::Snapshot(x) if x.metrics_units == want));
+        let s = resolve_from(&["--config", c, "run"], &[]).unwrap();
+        assert_eq!(daemon_of(&s).metrics_units, want);
+        let s = resolve_from(&["--config", "/dev/null", "run"], &[]).unwrap();
+        assert_eq!(daemon_of(&s).metrics_units, UnitSeries::Off);
+
+        let top = |args: &[&str]| match resolve_from(args, &[]).unwrap().command {
+            Command::Top(t) => t.only,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(top(&["--config", "/dev/null", "top"]), None);
+        assert_eq!(
+            top(&["--config", "/dev/null", "top", "--job", "42"]),
+            Some(Only::Job(42))
+        );
+        assert_eq!(
+            top(&["--config", "/dev/null", "top", "--unit", "x.service"]),
+            Some(Only::Unit("x.service".into()))
+        );
+        let job = |args: &[&str]| match resolve_from(args, &[]).unwrap().command {
+            Command::Job(j) => j,
+            other => panic!("{other:?}"),
+        };
+        // From the beginning by default, whatever --until says.
+        let j = job(&[
+            "--config",
+            "/dev/null",
+            "job",
+            "42",
+            "--until",
+            "2020-01-01",
+            "--utc",
+        ]);
+        assert_eq!((j.id, j.window.since, j.since_given), (42, 0, false));
+        assert_eq!(j.window.until, 1_577_836_800);
+        let j = job(&[
+            "--config",
+            "/dev/null",
+            "job",
+            "42",
+            "--since",
+            "2020-01-01",
+            "--utc",
+        ]);
+        assert_eq!((j.window.since, j.since_given), (1_577_836_800, true));
     }
 
     /// Issue 24: the connection log's limits, flags over the file over the defaults, each

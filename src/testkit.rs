@@ -27,6 +27,17 @@ pub fn tuple(proto: u8, src: &str, dst: &str) -> Tuple {
     }
 }
 
+/// The tuple of the other direction: `t` with its ends swapped (a reply without NAT).
+pub fn mirror(t: &Tuple) -> Tuple {
+    Tuple {
+        src: t.dst,
+        dst: t.src,
+        proto: t.proto,
+        sport: t.dport,
+        dport: t.sport,
+    }
+}
+
 /// A flow of these tuples: id 1, no mark, zone 0, zero counters, no timestamps.
 pub fn flow_of(orig: Tuple, reply: Tuple) -> Flow {
     Flow {
@@ -46,8 +57,9 @@ pub fn flow_of(orig: Tuple, reply: Tuple) -> Flow {
 /// A flow with the original tuple `orig` (src, dst); its reply tuple is the mirror of
 /// `orig` unless given (after NAT).
 pub fn flow(proto: u8, orig: (&str, &str), reply: Option<(&str, &str)>) -> Flow {
-    let (s, d) = reply.unwrap_or((orig.1, orig.0));
-    flow_of(tuple(proto, orig.0, orig.1), tuple(proto, s, d))
+    let o = tuple(proto, orig.0, orig.1);
+    let r = reply.map_or_else(|| mirror(&o), |(s, d)| tuple(proto, s, d));
+    flow_of(o, r)
 }
 
 /// Counters of `packets` and `bytes`.

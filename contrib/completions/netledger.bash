@@ -31,6 +31,9 @@ _netledger() {
             netledger,help)
                 cmd="netledger__subcmd__help"
                 ;;
+            netledger,job)
+                cmd="netledger__subcmd__job"
+                ;;
             netledger,live)
                 cmd="netledger__subcmd__live"
                 ;;
@@ -75,6 +78,9 @@ _netledger() {
                 ;;
             netledger__subcmd__help,help)
                 cmd="netledger__subcmd__help__subcmd__help"
+                ;;
+            netledger__subcmd__help,job)
+                cmd="netledger__subcmd__help__subcmd__job"
                 ;;
             netledger__subcmd__help,live)
                 cmd="netledger__subcmd__help__subcmd__live"
@@ -128,7 +134,7 @@ _netledger() {
 
     case "${cmd}" in
         netledger)
-            opts="-v -q -h -V --db --config --verbose --quiet --help --version snapshot setup top report export config run connections live log summary metrics check quota help"
+            opts="-v -q -h -V --db --config --verbose --quiet --help --version snapshot setup top job report export config run connections live log summary metrics check quota help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -290,7 +296,7 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__help)
-            opts="snapshot setup top report export config run connections live log summary metrics check quota help"
+            opts="snapshot setup top job report export config run connections live log summary metrics check quota help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -360,6 +366,20 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netledger__subcmd__help__subcmd__job)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -520,6 +540,40 @@ _netledger() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        netledger__subcmd__job)
+            opts="-v -q -h -V --since --until --json --csv --bytes --utc --names --db --config --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --until)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --names)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -946,7 +1000,7 @@ _netledger() {
             return 0
             ;;
         netledger__subcmd__top)
-            opts="-v -q -h -V --since --until --by --user --limit --json --csv --bytes --utc --names --db --config --verbose --quiet --help --version"
+            opts="-v -q -h -V --since --until --by --user --unit --job --limit --json --csv --bytes --utc --names --db --config --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -961,10 +1015,18 @@ _netledger() {
                     return 0
                     ;;
                 --by)
-                    COMPREPLY=($(compgen -W "user program remote port via container" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "user program remote port via container cgroup unit job" -- "${cur}"))
                     return 0
                     ;;
                 --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --unit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --job)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

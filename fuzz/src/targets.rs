@@ -72,7 +72,7 @@ pub fn sock_diag(data: &[u8]) {
 pub fn ctnetlink(data: &[u8]) {
     if let Ok(dump) = parse_messages(data) {
         // Each flow was decoded from at least a message header's worth of bytes.
-        assert!(dump.flows.len() <= data.len() / 16);
+        assert!(dump.entries.len() <= data.len() / 16);
     }
     let mut events = Events::default();
     parse_events(data, &mut events);
@@ -151,6 +151,7 @@ pub fn log_format(data: &[u8]) {
         dport: (b(2) << 8 | b(3)) as u16,
     };
     let c = LoggedConnection {
+        cgroup: None,
         start_ms: (b(4) as i64 - 128) << 40,
         end_ms: (b(5) as i64 - 128) << 40,
         orig: tuple(1, 2),

@@ -10,6 +10,10 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use crate::config::TextfileAccess;
+use crate::report::{self, table, Labels};
+use crate::settings::{Format, Output};
+use crate::store::by_cgroup::Only;
+use crate::store::query::{By, Covered, TopReport, TopRow};
 use crate::store::{OpenOptions, Store};
 
 /// Open the database read-only; never creates it.
@@ -49,6 +53,74 @@ pub fn resolve_user(store: &Store, user: &str) -> Result<u32> {
         Some(uid) => Ok(uid),
         None => bail!("unknown user {user:?}: give a user name or a numeric uid"),
     }
+}
+
+/// The cgroups of a unit or a job (`top --unit|--job`, `netledger job`): an error naming
+/// it when the database has none.
+pub fn resolve_cgroups(store: &Store, only: &Only) -> Result<Vec<i64>> {
+    let ids = store.cgroups_of(only)?;
+    if ids.is_empty() {
+        let what = match only {
+            Only::Unit(_) => "give a unit as `top --by unit` lists it",
+            Only::Job(_) => "check the id, and that the job ran on this host",
+        };
+        bail!(
+            "{only} is not in {}: no socket created in its cgroups has been charged ({what})",
+            store.path().display()
+        );
+    }
+    Ok(ids)
+}
+
+/// Print `top`'s report (and `job`'s): its rows as JSON or CSV records of the keys `by`
+/// with the span `covered`, or as a table of the columns `table_by` after the line saying
+/// that span.
+pub fn print_top(
+    report: &TopReport,
+    by: &[By],
+    table_by: &[By],
+    labels: &Labels,
+    covered: &Covered,
+    output: &Output,
+) -> Result<()> {
+    let records: Vec<_> = report
+        .rows
+        .iter()
+        .map(|r| report::with_covered(report::top_record(r, by, labels), covered))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    match output.format {
+        Format::Json => report::write_json(&mut out, &records)?,
+        Format::Csv => {
+            let empty = TopRow {
+                uid: None,
+                user: None,
+                program: None,
+                remote: None,
+                protocol: None,
+                port: None,
+                reason: None,
+                via: None,
+                via_user: None,
+                container: None,
+                cgroup: None,
+                unit: None,
+                job: None,
+                traffic: Default::default(),
+            };
+            let sample = report::with_covered(report::top_record(&empty, by, labels), covered);
+            let header = report::header_of(sample);
+            let header: Vec<&str> = header.iter().map(String::as_str).collect();
+            report::write_csv(&mut out, &header, &records)?;
+        }
+        Format::Table => {
+            out.write_all(table::covered_line(covered, output.utc).as_bytes())?;
+            let text = table::top_table(report, table_by, labels, output.bytes);
+            out.write_all(text.as_bytes())?;
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// Names of uids, each looked up once: the name the database recorded (accounts deleted

@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use crate::config::DEFAULT_TOML;
 use crate::settings::{ConfigShow, Settings};
+use crate::store::metrics::UnitSeries;
 
 /// Print the configuration.
 pub fn run(s: &Settings, c: &ConfigShow) -> Result<()> {
@@ -62,6 +63,14 @@ pub fn run(s: &Settings, c: &ConfigShow) -> Result<()> {
         writeln!(out, "metrics_textfile_group = {gid}")?;
     }
     let retention = &d.retention;
+    match &d.metrics_units {
+        UnitSeries::Off => {}
+        UnitSeries::Top(n) => writeln!(out, "metrics_units = {n}")?,
+        UnitSeries::Units(names) => {
+            let names: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+            writeln!(out, "metrics_units = [{}]", names.join(", "))?;
+        }
+    }
     writeln!(out, "\n[retention]")?;
     writeln!(out, "raw = \"{}\"", dur(retention.raw))?;
     writeln!(out, "hourly = \"{}\"", dur(retention.hourly))?;

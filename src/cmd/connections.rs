@@ -25,7 +25,7 @@ pub fn run(s: &Settings, args: &Connections) -> Result<()> {
     };
     let obs = observe(&args.proc_root, &prev, &args.nets, &args.delegating)
         .context("reading the open connections")?;
-    let rows = live::open_connections(&obs.dump, &obs.attributed, uid, args.all);
+    let rows = live::open_connections(&obs.flows, uid, args.all);
     let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0).max(0) as u64;
     // Names from the system only, as the kernel knows the owners now.
     let mut names = common::UserNames::new(None);

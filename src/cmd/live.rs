@@ -62,7 +62,7 @@ impl Probe {
     /// Check the prerequisites, subscribe to events, and take the baseline.
     fn start(s: &Live) -> Result<Probe> {
         // Checks only: a read-only view changes no sysctl and installs no table.
-        prereq::ensure(&s.proc_root, false)?;
+        prereq::require_accounting(&s.proc_root)?;
         let mut notes = Vec::new();
         let events =
             std::fs::read_to_string(s.proc_root.join("sys/net/netfilter/nf_conntrack_events"))
@@ -120,17 +120,15 @@ impl Probe {
         .context("reading the conntrack table and the sockets")?;
         let ended = self.ended(&heard.ended, &heard.owners);
         let now = chrono::Utc::now().timestamp();
-        let moved = self
-            .meter
-            .refresh(now, &ended, &obs.dump.flows, &obs.attributed);
+        let moved = self.meter.refresh(now, &ended, &obs.flows);
         stages.lap("account");
         tracing::info!(
-            flows = obs.dump.flows.len(),
+            flows = obs.flows.len(),
             ended = ended.len(),
             "live refresh: {:.1} ms ({stages})",
             at.elapsed().as_secs_f64() * 1000.0
         );
-        self.flows = obs.dump.flows.len() as u64;
+        self.flows = obs.flows.len() as u64;
         let lost = "conntrack events lost: short connections undercounted".to_string();
         if heard.lost && !self.notes.contains(&lost) {
             self.notes.push(lost);

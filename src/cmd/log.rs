@@ -129,6 +129,7 @@ fn what_waits(
             zone: w.flow.zone,
             via: owner.and_then(|a| a.via.through()),
             container: owner.and_then(|a| a.container.clone()),
+            cgroup: owner.and_then(|a| a.cgroup.clone()),
         };
         matches(&c, args.host.as_ref(), args.port, uid)
     });

@@ -5,6 +5,7 @@ pub mod common;
 pub mod config;
 pub mod connections;
 pub mod export;
+pub mod job;
 pub mod live;
 pub mod log;
 pub mod metrics;
@@ -26,6 +27,7 @@ pub fn dispatch(s: &Settings) -> Result<()> {
         Command::Snapshot(a) => snapshot::run(s, a),
         Command::Setup { undo, owner_mark } => setup::run(*undo, *owner_mark),
         Command::Top(t) => top::run(s, t),
+        Command::Job(j) => job::run(s, j),
         Command::Report(r) => report::run(s, r),
         Command::Export(e) => export::run(s, e),
         Command::Config(c) => config::run(s, c),
@@ -33,7 +35,11 @@ pub fn dispatch(s: &Settings) -> Result<()> {
         Command::Connections(c) => connections::run(s, c),
         Command::Log(l) => log::run(s, l),
         Command::Summary(x) => summary::run(s, x),
-        Command::Metrics { output, access } => metrics::run(s, output.as_deref(), *access),
+        Command::Metrics {
+            output,
+            access,
+            units,
+        } => metrics::run(s, output.as_deref(), *access, units),
         Command::Live(l) => live::run(l),
         Command::Quota(q) => quota::run(s, q),
         Command::Check(c) => match check::main(s, c) {

@@ -3,7 +3,6 @@
 use anyhow::Result;
 
 use super::common::{open_for_reading, write_textfile};
-use crate::config::TextfileAccess;
 use crate::pass::run_pass;
 use crate::prereq;
 use crate::report::metrics::encode;
@@ -40,7 +39,7 @@ pub fn run(s: &Settings, snap: &Snapshot) -> Result<()> {
             }
             // The daemon keeps the database current: the textfile still follows it.
             if let Some(path) = &snap.metrics_textfile {
-                write_metrics(&open_for_reading(&s.db)?, path, snap.textfile_access)?;
+                write_metrics(&open_for_reading(&s.db)?, path, snap)?;
             }
             return Ok(());
         }
@@ -64,13 +63,16 @@ pub fn run(s: &Settings, snap: &Snapshot) -> Result<()> {
         hook.wait();
     }
     if let Some(path) = &snap.metrics_textfile {
-        write_metrics(&store, path, snap.textfile_access)?;
+        write_metrics(&store, path, snap)?;
     }
     Ok(())
 }
 
-/// The metrics of `store`, written to `path` for node_exporter's textfile collector.
-fn write_metrics(store: &Store, path: &std::path::Path, access: TextfileAccess) -> Result<()> {
-    let text = encode(&store.metrics()?, env!("CARGO_PKG_VERSION"), None);
-    write_textfile(path, text.as_bytes(), access)
+/// The metrics of `store` (with the units `snap` asks for), written to `path` for
+/// node_exporter's textfile collector.
+fn write_metrics(store: &Store, path: &std::path::Path, snap: &Snapshot) -> Result<()> {
+    let now = chrono::Utc::now().timestamp();
+    let data = store.metrics_with(&snap.metrics_units, now)?;
+    let text = encode(&data, env!("CARGO_PKG_VERSION"), None);
+    write_textfile(path, text.as_bytes(), snap.textfile_access)
 }

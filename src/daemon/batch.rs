@@ -19,6 +19,7 @@ use std::net::IpAddr;
 use crate::account::{account_seen, FlowState, Hold, Ledger, PassPlan, Seen};
 use crate::attribute::{attribute, Attributed, Attribution, LocalNets, SocketIndex, Verdict, Via};
 use crate::model::{Flow, FlowKey};
+use crate::pass::record::{key_before_echo_ids, saved_state};
 use crate::sources::conntrack::Timeouts;
 use crate::sources::processes::Owner;
 use crate::store::connections::{EventWrite, LoggedConnection, NotLogged};
@@ -59,7 +60,8 @@ impl Resolved {
     }
 }
 
-/// The keys whose saved state a flush must read: the destroyed flows.
+/// The keys whose saved state a flush must read: the destroyed flows' (and an echo's
+/// under the key it had before echo ids, [`key_before_echo_ids`]).
 pub fn destroyed_keys(events: &[Resolved]) -> Vec<FlowKey> {
     let mut seen = HashSet::new();
     events
@@ -68,6 +70,8 @@ pub fn destroyed_keys(events: &[Resolved]) -> Vec<FlowKey> {
             Resolved::Destroy { flow, .. } => Some(flow.key()),
             Resolved::New { .. } => None,
         })
+        .flat_map(|k| [Some(k), key_before_echo_ids(&k)])
+        .flatten()
         .filter(|k| seen.insert(*k))
         .collect()
 }
@@ -262,10 +266,9 @@ fn gather<'a>(
                 // pass saved the replacement, which began after this one) or an earlier
                 // DESTROY of this flush used it (this one began after that one's end);
                 // such a flow was never charged or saved: it is charged from zero.
-                let saved = prev
-                    .get(&k)
+                let saved = saved_state(prev, flow)
                     .filter(|s| !s.replaced_by(flow))
-                    .filter(|_| consumed.insert(k));
+                    .filter(|s| consumed.insert(s.key));
                 let from_new = new.as_ref().and_then(|(a, _)| a.as_ref());
                 // A held flow whose owner was found since (in this flush) takes that owner.
                 let prior = match (saved.and_then(|s| s.attribution.as_ref()), from_new) {
@@ -301,6 +304,7 @@ fn account_destroys(
             grace: 0,
             ended: true,
             destroys_follow: true,
+            destroys_lost_before: None,
         },
     };
     let part = |own: bool| -> Vec<Seen> {
@@ -329,11 +333,7 @@ fn account_destroys(
         t.excluded.add(&m.excluded);
     }
     // A saved state another flow's DESTROY did not use stays, for that flow.
-    plan.deletes = against
-        .iter()
-        .map(|s| s.flow.key())
-        .filter(|k| prev.contains_key(k))
-        .collect();
+    plan.deletes = against.iter().filter_map(|s| Some(s.saved?.key)).collect();
     plan
 }
 
@@ -390,6 +390,7 @@ fn logged(d: &Destroyed) -> LoggedConnection {
         zone: flow.zone,
         via: owner.and_then(|a| a.via.through()),
         container: owner.and_then(|a| a.container.clone()),
+        cgroup: owner.and_then(|a| a.cgroup.clone()),
     }
 }
 
@@ -417,6 +418,7 @@ mod tests {
 
     fn alice() -> Attribution {
         Attribution {
+            cgroup: None,
             uid: ALICE,
             program: Some("curl".into()),
             direction: Direction::Out,
@@ -865,6 +867,7 @@ mod tests {
 
     fn via(uid: u32, v: Via) -> Attribution {
         Attribution {
+            cgroup: None,
             uid,
             program: Some("sshd".into()),
             direction: Direction::Out,
@@ -997,6 +1000,53 @@ mod tests {
         assert_eq!(w.plan.totals.unattributed.bytes(), 90);
         let w = plan_batch(&events, &HashMap::new(), &cfg(true, 10));
         assert_eq!((w.log.len(), w.not_logged), (4, NotLogged::default()));
+    }
+
+    /// Issue 24 (upgrade): a ping saved before echo ids were in its key (source port 0)
+    /// that ends before the upgraded daemon's first pass is charged against that state at
+    /// its DESTROY, which forgets it; not from zero again.
+    #[test]
+    fn a_ping_saved_under_its_old_key_is_charged_against_it_at_its_destroy() {
+        let ping = Flow {
+            id: 5,
+            orig_counters: Some(testkit::counters(4, 5_600)),
+            reply_counters: Some(testkit::counters(4, 5_600)),
+            ..testkit::flow(1, ("198.51.100.1:4242", "198.51.100.2:0"), None)
+        };
+        let mut old = ping.key();
+        old.orig.sport = 0;
+        let saved = FlowState {
+            key: old,
+            orig: testkit::counters(1, 1_400),
+            reply: testkit::counters(1, 1_400),
+            attribution: Some(alice()),
+            first_seen: 1_779_999_990,
+            last_seen: 1_780_000_000,
+            missing: 0,
+            start_ns: None,
+        };
+        let prev = HashMap::from([(old, saved)]);
+        let end = Resolved::Destroy {
+            flow: ping.clone(),
+            tcp_state: None,
+            left: None,
+            at_ms: 1_780_000_000_500,
+        };
+        let ends = std::slice::from_ref(&end);
+        assert_eq!(destroyed_keys(ends), vec![ping.key(), old]);
+        let w = plan(ends, &prev);
+        assert_eq!(user_bytes(&w), (4_200, 4_200));
+        assert_eq!(w.plan.totals.unattributed.bytes(), 0);
+        assert_eq!(w.plan.deletes, vec![old]);
+        // A TCP flow's port-0 key is another flow's.
+        let tcp = flow(6, 40005, Some((1, 1)));
+        let d = Resolved::Destroy {
+            flow: tcp.clone(),
+            tcp_state: None,
+            left: None,
+            at_ms: 1,
+        };
+        assert_eq!(destroyed_keys(&[d]), vec![tcp.key()]);
     }
 
     #[test]

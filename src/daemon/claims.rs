@@ -293,6 +293,7 @@ mod tests {
         Claim {
             flow: f,
             owner: Attribution {
+                cgroup: None,
                 uid: 0,
                 program: None,
                 direction: Direction::In,

@@ -5,7 +5,8 @@
 //! once with sock_diag (one exact hash lookup in the kernel, microseconds) rather than by
 //! reading `/proc/net/*`. Program names need `/proc/PID/fd`: a second thread, the namer,
 //! looks them up per batch at a bounded cost ([`super::programs`]), so no walk ever
-//! delays a lookup. The uid never depends on that walk; only the program name is missed
+//! delays a lookup; the processes the kernel announced last (the process events connector,
+//! [`super::recent`]) are read first, so one that connects once and exits at once is found. The uid never depends on that walk; only the program name is missed
 //! when a socket closes before it is looked for.
 //!
 //! A NEW whose socket is a delegating service's (sshd's, root's) and no user's process
@@ -37,7 +38,8 @@ use crate::sources::sockets::PingSockets;
 
 use super::batch::Resolved;
 use super::claims::{Claims, CLAIM_CHECK};
-use super::programs::{Namer, Server, Wanted};
+use super::programs::{Ends, Namer, Server, Wanted};
+use super::recent::{self, DRAIN_EVERY};
 
 /// Owners found by NEW events and not yet stored, shared with the writer's passes.
 pub type Fresh = Arc<Mutex<HashMap<FlowKey, Attribution>>>;
@@ -76,6 +78,10 @@ pub enum ToWriter {
         lost: Option<u64>,
         /// The receive buffer after growing it.
         buffer: usize,
+        /// Every event of what the kernel did before this time (ns since the epoch) was
+        /// sent before this message, or lost: taken before the read that found the queue
+        /// empty.
+        lost_before_ns: u64,
     },
     /// The event socket failed; the daemon stops.
     Failed(conntrack::ConntrackError),
@@ -138,6 +144,9 @@ pub struct Listener {
     pub socket: EventSocket,
     /// Lookups of single sockets.
     pub diag: SockDiag,
+    /// The cgroups of the sockets found, named (the lookup gives each socket's id): a
+    /// connection from a process that exits at once is still its cgroup's.
+    pub cgroups: crate::pass::cgroups::CgroupNames,
     /// proc root for program names and `/proc/net/netlink`.
     pub proc_root: PathBuf,
     /// Local networks (an owner's flow to them is still attributed, for the log).
@@ -189,11 +198,14 @@ impl Listener {
             );
             let reload = self.reload.clone();
             let (delegating, grace) = (self.delegating.clone(), self.delegate_grace);
+            // The processes the kernel starts, as it announces them.
+            let events = recent::open(&proc_root);
             std::thread::Builder::new()
                 .name("namer".into())
                 .spawn(move || {
                     let claims = Claims::new(proc_root.clone(), delegating, grace);
-                    name_programs(from_listener, tx, proc_root, fresh, stats, reload, claims)
+                    let namer = Namer::new(proc_root).with_process_events(events);
+                    name_programs(from_listener, tx, namer, fresh, stats, reload, claims)
                 })
         };
         match namer {
@@ -225,6 +237,9 @@ impl Listener {
             }
             let mut events = Events::default();
             let wait = if stopping { Duration::ZERO } else { WAIT };
+            // Whatever happened before this read is read by it (or was lost) when it
+            // finds the queue empty.
+            let read_from = now_ns();
             let got = match self.socket.receive(wait, MAX_BATCH, &mut events) {
                 Ok(got) => got,
                 Err(e) => {
@@ -258,7 +273,11 @@ impl Listener {
                 let lost = drops.map(|d| d.saturating_sub(drops_seen));
                 drops_seen = drops.unwrap_or(drops_seen);
                 if tx
-                    .send(ToNamer::Pass(ToWriter::Overrun { lost, buffer }))
+                    .send(ToNamer::Pass(ToWriter::Overrun {
+                        lost,
+                        buffer,
+                        lost_before_ns: read_from,
+                    }))
                     .is_err()
                 {
                     return;
@@ -291,6 +310,7 @@ impl Listener {
                         // The socket still lives: its owner is the connection's, for the
                         // entry the kernel makes at its next packet.
                         let found = self.owner_socket(&e.flow, host, &mut b.pings);
+                        self.cgroups.learn(found.iter().map(|s| s.cgroup));
                         if let Some(a) = self.owner_through(&e.flow, found.as_ref(), host, &subuids)
                         {
                             self.continued.remember(&e.flow.orig, &a, b.at_ms / 1000);
@@ -335,10 +355,12 @@ impl Listener {
         let t0 = Instant::now();
         self.stats.news.fetch_add(1, Ordering::Relaxed);
         let found = self.owner_socket(&e.flow, host, &mut b.pings);
+        self.cgroups.learn(found.iter().map(|s| s.cgroup));
         let none = HashMap::new();
         let idx = SocketIndex::new(found.as_slice(), &none, host.iter().copied())
             .with_delegation(&self.delegating, None)
-            .with_subuids(subuids);
+            .with_subuids(subuids)
+            .with_cgroups(self.cgroups.names());
         // The mark against the socket that sent the first packet, now.
         if let Some(c) = mark_check(&e.flow, &idx) {
             self.marks.check(c, &e.flow);
@@ -349,10 +371,12 @@ impl Listener {
         let mut at = (found.is_some() || by_mark)
             .then(|| attribute(&e.flow, &idx.with_marks(b.use_marks), None, &self.nets));
         // No socket of the host's: a container's, when its inner end is in one.
-        let mut inode = found.as_ref().map(|s| (s.inode, server_of(&e.flow, s)));
+        let mut inode = found
+            .as_ref()
+            .map(|s| (s.inode, server_of(&e.flow, s), ends_of(s)));
         if at.is_none() {
             if let Some((a, i)) = self.containers.owner(&e.flow, host, &self.nets) {
-                inode = Some((i, None));
+                inode = Some((i, None, None));
                 at = Some(a);
             }
         }
@@ -373,9 +397,15 @@ impl Listener {
             }
             (owner, _) => owner,
         };
-        if let (Some(a), Some((inode, server))) = (&owner, inode) {
+        if let (Some(a), Some((inode, server, ends))) = (&owner, inode) {
             let uid = a.uid;
-            b.owned.push((b.out.len(), Wanted { inode, uid, server }));
+            let w = Wanted {
+                inode,
+                uid,
+                server,
+                ends,
+            };
+            b.owned.push((b.out.len(), w));
             // Local traffic is charged to nobody: not worth the holders' walk.
             let charged = at
                 .as_ref()
@@ -422,8 +452,13 @@ impl Listener {
         host: &HashSet<IpAddr>,
         subuids: &crate::sources::netns::SubUids,
     ) -> Option<Attribution> {
-        attribute_through(flow, socket?, host, &self.delegating, subuids, &self.nets)
+        let socket = socket?;
+        attribute_through(flow, socket, host, &self.delegating, subuids, &self.nets)
             .filter(|a| a.via != Via::Pending)
+            .map(|a| Attribution {
+                cgroup: self.cgroups.names().get(&socket.cgroup).cloned(),
+                ..a
+            })
     }
 
     /// The socket that owns `flow`, if a live one does ([`SockDiag::owner_socket`]; a ping
@@ -494,26 +529,33 @@ fn send_claimed(
 fn name_programs(
     rx: std::sync::mpsc::Receiver<ToNamer>,
     tx: Sender<ToWriter>,
-    proc_root: PathBuf,
+    mut namer: Namer,
     fresh: Fresh,
     stats: Arc<Stats>,
     reload: Arc<AtomicBool>,
     mut claims: Claims,
 ) {
-    let mut namer = Namer::new(proc_root);
     // A message that ended a coalesced batch, to handle next.
     let mut held: Option<ToNamer> = None;
     loop {
         let msg = match held.take() {
             Some(m) => m,
-            None if claims.is_empty() => match rx.recv() {
+            None if claims.is_empty() && !namer.has_process_events() => match rx.recv() {
                 Ok(m) => m,
                 Err(_) => return,
             },
-            None => match rx.recv_timeout(CLAIM_CHECK) {
+            None => match rx.recv_timeout(if claims.is_empty() {
+                DRAIN_EVERY
+            } else {
+                CLAIM_CHECK
+            }) {
                 Ok(m) => m,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    if !send_claimed(&mut claims, &mut namer, &tx, &fresh, &stats) {
+                    // Idle: the queue of process events read, so it never fills.
+                    namer.drain_events();
+                    if !claims.is_empty()
+                        && !send_claimed(&mut claims, &mut namer, &tx, &fresh, &stats)
+                    {
                         return;
                     }
                     continue;
@@ -640,6 +682,23 @@ fn server_of(flow: &Flow, socket: &Socket) -> Option<Server> {
     let answers = socket.local.port() == flow.reply.sport
         && canonical_ip(socket.local.ip()) == canonical_ip(flow.reply.src);
     (socket.proto == L4::Tcp && answers).then_some(Server::Listener(socket.local))
+}
+
+/// Now, in ns since the epoch: the clock of conntrack's timestamps.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The ends of `socket` for the namer to look it up again (TCP and UDP sockets; a ping
+/// socket is not in sock_diag's tables).
+fn ends_of(socket: &Socket) -> Option<Ends> {
+    matches!(socket.proto, L4::Tcp | L4::Udp).then_some(Ends {
+        l4: socket.proto,
+        local: socket.local,
+        remote: socket.remote,
+    })
 }
 
 /// Whether a DESTROY event ended a TCP entry whose connection still lived (removed by

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use crate::report::metrics::{encode, DaemonCounts, CONTENT_TYPE};
+use crate::store::metrics::UnitSeries;
 use crate::store::{OpenOptions, Store};
 
 /// Longest a client may take to send its request line and headers.
@@ -36,6 +37,8 @@ struct Shared {
     active: AtomicUsize,
     /// The daemon's counters, shared with its writer.
     counters: Arc<Counters>,
+    /// The units with series of their own (`metrics_units`).
+    units: UnitSeries,
 }
 
 /// What the daemon's writer counts for its endpoint alone (the database does not keep
@@ -65,7 +68,12 @@ impl Counters {
 /// Bind `addr` and serve `/metrics` from `db` on a thread of its own, with the daemon's
 /// `counters` (read at each scrape). Binding is done here, so that a taken port or a bad
 /// address fails the daemon's start.
-pub fn spawn(addr: SocketAddr, db: &Path, counters: Arc<Counters>) -> io::Result<SocketAddr> {
+pub fn spawn(
+    addr: SocketAddr,
+    db: &Path,
+    counters: Arc<Counters>,
+    units: UnitSeries,
+) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
     let shared = Arc::new(Shared {
@@ -73,6 +81,7 @@ pub fn spawn(addr: SocketAddr, db: &Path, counters: Arc<Counters>) -> io::Result
         store: Mutex::new(None),
         active: AtomicUsize::new(0),
         counters,
+        units,
     });
     std::thread::Builder::new()
         .name("metrics-http".into())
@@ -220,7 +229,7 @@ fn render(shared: &Shared) -> anyhow::Result<String> {
         )?);
     }
     let store = guard.as_ref().expect("opened above");
-    match store.metrics() {
+    match store.metrics_with(&shared.units, chrono::Utc::now().timestamp()) {
         Ok(data) => Ok(encode(
             &data,
             env!("CARGO_PKG_VERSION"),

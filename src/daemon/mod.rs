@@ -15,7 +15,12 @@
 //! charged twice: every charge is `current − last charged` against the saved state, and
 //! a DESTROY deletes that state in the transaction that charges it. What is lost is only
 //! the bytes a lost DESTROY would have charged since the last pass, and the owners of
-//! flows whose NEW was lost and whose sockets closed before the pass.
+//! flows whose NEW was lost and whose sockets closed before the pass. A flow that took up
+//! the key of a saved one (the same tuple in the same memory: the same conntrack id) is
+//! left for that one's DESTROY, which charges and forgets it; when that DESTROY may have
+//! been lost — the flow began before the listener read its queue to the end after the
+//! overrun, or before the daemon subscribed — the next pass charges the flow from zero
+//! at once, never with the saved one's owner (issue 24: it was charged to nobody).
 //!
 //! Signals: SIGTERM/SIGINT finish the current pass, run a last one while still listening
 //! (its dump removes expired entries, whose DESTROY events must be heard), drain the
@@ -30,7 +35,10 @@ pub mod listen;
 pub mod metrics_http;
 pub mod pass;
 pub mod programs;
+pub mod recent;
 pub mod signals;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -90,6 +98,8 @@ pub struct DaemonConfig {
     pub retention: Retention,
     /// Serve `GET /metrics` here (off when `None`); bound at start, not on SIGHUP.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The units with series of their own at that endpoint; read at start, as it is.
+    pub metrics_units: crate::store::metrics::UnitSeries,
     /// Quotas, judged after every stored pass and flush.
     pub quota: crate::quota::Policy,
 }
@@ -187,6 +197,13 @@ struct Writer {
     gaps_since_pass: Vec<crate::prereq::firewall::Gap>,
     /// The guard of the nftables table (stopped when the writer ends).
     _guard: Option<guard::Guard>,
+    /// The DESTROY event of an entry that ended before this time (ns since the epoch) may
+    /// have been lost (before the subscription, in an overrun, dropped from memory), and
+    /// every one received is stored: the passes charge a flow that replaced such an entry
+    /// under its key at once ([`crate::account::Hold::destroys_lost_before`]).
+    destroys_lost_before: Option<u64>,
+    /// Such a time, in force once the events received before it are stored.
+    lost_before_unstored: Option<u64>,
 }
 
 impl Writer {
@@ -207,6 +224,7 @@ impl Writer {
     fn flush(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             self.pending_since = None;
+            self.events_stored();
             return Ok(());
         }
         let keys = destroyed_keys(&self.pending);
@@ -267,8 +285,22 @@ impl Writer {
         self.pending.clear();
         self.pending_since = None;
         self.skipped = 0;
+        self.events_stored();
         self.judge_quotas();
         Ok(())
+    }
+
+    /// Every event received so far is stored: a time before which DESTROY events may
+    /// have been lost comes into force for the passes.
+    fn events_stored(&mut self) {
+        if let Some(t) = self.lost_before_unstored.take() {
+            self.destroys_lost_before = self.destroys_lost_before.max(Some(t));
+        }
+    }
+
+    /// DESTROY events of entries that ended before `t` (ns) may have been lost.
+    fn destroys_lost(&mut self, t: u64) {
+        self.lost_before_unstored = self.lost_before_unstored.max(Some(t));
     }
 
     /// Once a pass: the finished connections the log left out since the last one. Over
@@ -333,6 +365,7 @@ impl Writer {
                 // Memory is not a database: past this, the oldest half goes.
                 let n = self.pending.len() / 2;
                 self.pending.drain(..n);
+                self.destroys_lost(listen::now_ns());
                 tracing::error!(
                     "the database has refused writes for too long: {n} events dropped \
                      (their connections are not logged, and what their DESTROY would have \
@@ -401,6 +434,7 @@ impl Writer {
     fn pass(&mut self, mode: &'static str) -> Option<PassOutcome> {
         self.host = interfaces::host_addrs();
         self.timeouts = Timeouts::read(&self.cfg.pass.proc_root);
+        self.cfg.pass.destroys_lost_before = self.destroys_lost_before;
         let cpu0 = thread_cpu();
         let outcome = pass::run_pass(&mut self.store, &self.cfg.pass, &self.fresh, mode);
         let cpu = thread_cpu().saturating_sub(cpu0);
@@ -509,7 +543,11 @@ impl Writer {
                     self.flush_or_keep();
                 }
             }
-            ToWriter::Overrun { lost, buffer } => {
+            ToWriter::Overrun {
+                lost,
+                buffer,
+                lost_before_ns,
+            } => {
                 let lost_text = lost.map_or("an unknown number of".into(), |n| n.to_string());
                 self.counters
                     .lost
@@ -519,6 +557,7 @@ impl Writer {
                      buffer grown to {buffer} B; resynchronising from a dump (flows whose \
                      end was lost keep the charges of the last pass)"
                 );
+                self.destroys_lost(lost_before_ns);
                 self.flush_or_keep();
                 self.pass("resync");
             }
@@ -576,6 +615,7 @@ impl Writer {
                     setup: self.cfg.setup,
                     quiet: self.cfg.quiet,
                     metrics_listen: self.cfg.metrics_listen,
+                    metrics_units: self.cfg.metrics_units.clone(),
                     ..new
                 };
             }
@@ -673,11 +713,13 @@ struct Running {
 }
 
 /// Subscribe to conntrack's NEW and DESTROY events and start the listener thread on
-/// them. Returns it with the receive buffer the kernel granted, and the owners it finds,
-/// shared with the passes.
-fn start_listener(cfg: &DaemonConfig) -> Result<(Running, usize, Fresh)> {
+/// them. Returns it with the receive buffer the kernel granted, the owners it finds,
+/// shared with the passes, and the time (ns) before which events were not heard.
+fn start_listener(cfg: &DaemonConfig) -> Result<(Running, usize, Fresh, u64)> {
     // Subscribe before the first dump: a flow born in between is then either in the dump
-    // or announced by a NEW event (or both, which the saved state makes harmless).
+    // or announced by a NEW event (or both, which the saved state makes harmless). What
+    // ended before it was not heard (taken before, so nothing heard is counted lost).
+    let unheard_before = listen::now_ns();
     let socket = EventSocket::subscribe(&[GROUP_NEW, GROUP_DESTROY])
         .context("subscribing to conntrack events")?;
     let buffer = socket
@@ -691,6 +733,7 @@ fn start_listener(cfg: &DaemonConfig) -> Result<(Running, usize, Fresh)> {
     let listener = Listener {
         socket,
         diag,
+        cgroups: crate::pass::cgroups::CgroupNames::walked(),
         proc_root: cfg.pass.proc_root.clone(),
         nets: cfg.pass.nets.clone(),
         delegating: cfg.pass.delegating.clone(),
@@ -719,7 +762,7 @@ fn start_listener(cfg: &DaemonConfig) -> Result<(Running, usize, Fresh)> {
         stop,
         reload,
     };
-    Ok((running, buffer, fresh))
+    Ok((running, buffer, fresh, unheard_before))
 }
 
 /// What the daemon needs of the kernel set up (`needs`), then its database opened as the
@@ -761,12 +804,13 @@ pub fn run(
     let store = open_store(db, &cfg, needs)?;
     let counters = Arc::new(metrics_http::Counters::default());
     if let Some(addr) = cfg.metrics_listen {
-        let bound = metrics_http::spawn(addr, db, counters.clone()).with_context(|| {
+        let units = cfg.metrics_units.clone();
+        let bound = metrics_http::spawn(addr, db, counters.clone(), units).with_context(|| {
             format!("cannot listen on {addr} for metrics (--metrics-listen, metrics_listen): is the address this host's and the port free?")
         })?;
         say(cfg.quiet, format!("metrics on http://{bound}/metrics"));
     }
-    let (listener, buffer, fresh) = start_listener(&cfg)?;
+    let (listener, buffer, fresh, unheard_before) = start_listener(&cfg)?;
     let gaps: guard::Gaps = Default::default();
     let guard = guard::spawn(
         proc_root.clone(),
@@ -811,6 +855,8 @@ pub fn run(
         health: Default::default(),
         gaps_since_pass: Vec::new(),
         _guard: guard,
+        destroys_lost_before: Some(unheard_before),
+        lost_before_unstored: None,
     };
     let started = Instant::now();
     let failure = w.serve(&listener, &reload_config);

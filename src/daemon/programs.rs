@@ -12,6 +12,10 @@
 //!   server whose workers share one listener — so gets every connection named, however
 //!   short: one whose socket closed before it was looked for is named after the processes
 //!   holding the listener, when they run one program;
+//! - the processes started last (fork or exec, announced by the kernel's process events
+//!   connector: [`super::recent`]) of the flow's user are read next, newest first, one
+//!   directory each: a process that makes one connection and exits within milliseconds is
+//!   only ever found this way, at once, before it exits ([`RECENT_SHARE`] bounds them);
 //! - the processes that recently held a user's sockets are tried next, one directory
 //!   each (a client making many connections keeps its pid): tens of microseconds;
 //! - a walk of every process runs for what is left, at most every [`FULL_WALK_EVERY`] and
@@ -30,6 +34,9 @@ use std::time::{Duration, Instant};
 use crate::model::L4;
 use crate::sources::sockdiag::SockDiag;
 
+use super::recent::{self, proc_owner, status_fsuid, Recent};
+use crate::sources::proc_events::ProcEvents;
+
 use crate::sources::processes::{
     children, parse_socket_link, scan_socket_holders, scan_socket_owners, Holder,
 };
@@ -42,6 +49,19 @@ pub const FULL_WALK_SHARE: u32 = 50;
 /// holders (1/20: 5% of a core). No least interval: the first connection of a server is
 /// named at once; a user who opens listener after listener only costs names, never uids.
 pub const SERVER_WALK_SHARE: u32 = 20;
+/// Largest share of the time spent reading the newest processes' descriptors (1/20: 5%
+/// of a core): a user whose flows come from processes not started lately costs reads of
+/// the newest ones at each batch. The time is earned as it passes, up to
+/// [`RECENT_CREDIT`] ahead, so a burst of new processes is read at once.
+pub const RECENT_SHARE: u32 = 20;
+/// The most reading time earned ahead.
+const RECENT_CREDIT: Duration = Duration::from_millis(20);
+/// Processes started at most this long before a batch are read for it.
+const RECENT_FOR: Duration = Duration::from_secs(10);
+/// Newest processes whose uid is read per batch, and of those, the user's whose
+/// descriptors are read.
+const RECENT_LOOK: usize = 64;
+const RECENT_READ: usize = 16;
 /// Processes remembered per user.
 const CANDIDATES_PER_UID: usize = 8;
 /// Children of a server's process read for a connection it handed to one (the newest
@@ -63,6 +83,8 @@ pub struct Work {
     pub process_walks: u64,
     /// Walks of every process.
     pub full_walks: u64,
+    /// Wanted sockets found closed before a costly read or walk for them.
+    pub closed: u64,
 }
 
 /// The server socket behind a wanted socket, when a server answers its flow.
@@ -84,6 +106,42 @@ pub struct Wanted {
     pub uid: u32,
     /// The server socket behind it, if a server answers its flow.
     pub server: Option<Server>,
+    /// Its ends, when sock_diag can look it up again (a TCP or UDP socket of the daemon's
+    /// namespace): a walk of every process is not made for a socket closed since.
+    pub ends: Option<Ends>,
+}
+
+/// A socket's transport and ends, as sock_diag found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ends {
+    /// TCP or UDP.
+    pub l4: L4,
+    /// Its local end.
+    pub local: SocketAddr,
+    /// Its remote end.
+    pub remote: SocketAddr,
+}
+
+/// Whether the socket of these ends is still open with this inode.
+pub type OpenCheck = Box<dyn FnMut(&Ends, u64) -> bool + Send>;
+
+/// The open check of the namespace the daemon runs in: one exact sock_diag request. A
+/// closed socket is gone, or orphaned (TIME_WAIT, FIN_WAIT: inode 0), or another one has
+/// its ends: no process holds it any more. When the lookup cannot be made, open.
+fn sock_diag_open_check() -> OpenCheck {
+    let mut diag: Option<SockDiag> = None;
+    Box::new(move |ends: &Ends, inode: u64| {
+        if diag.is_none() {
+            diag = SockDiag::open().ok();
+        }
+        let Some(d) = diag.as_mut() else {
+            return true;
+        };
+        match d.lookup(ends.l4, ends.local, ends.remote) {
+            Ok(found) => found.is_some_and(|s| s.inode == inode),
+            Err(_) => true,
+        }
+    })
 }
 
 /// The processes holding one server socket, learnt by a walk.
@@ -149,10 +207,19 @@ pub struct Namer {
     /// Local end → the inode of its listener, as last looked up.
     listeners: HashMap<SocketAddr, u64>,
     find_listener: ListenerLookup,
+    /// Whether a wanted socket is still open, before a walk of every process for it.
+    is_open: OpenCheck,
     /// When the next walk of every process may run.
     next_full: Option<Instant>,
     /// When the next walk for new server sockets may run.
     next_server_walk: Option<Instant>,
+    /// The kernel's announcements of new processes, when it makes them.
+    events: Option<ProcEvents>,
+    /// The processes started last, from `events`.
+    recent: Recent,
+    /// Reading time earned for the newest processes (negative: owed), and when it was
+    /// last counted.
+    recent_credit: (i64, Instant),
     /// Work done so far.
     pub work: Work,
 }
@@ -181,10 +248,40 @@ impl Namer {
             servers: HashMap::new(),
             listeners: HashMap::new(),
             find_listener: sock_diag_listener(),
+            is_open: sock_diag_open_check(),
             next_full: None,
             next_server_walk: None,
+            events: None,
+            recent: Recent::default(),
+            recent_credit: (RECENT_CREDIT.as_nanos() as i64, Instant::now()),
             work: Work::default(),
         }
+    }
+
+    /// The same, reading the processes `events` announce first for a user's new sockets.
+    pub fn with_process_events(mut self, events: Option<ProcEvents>) -> Namer {
+        self.events = events;
+        self
+    }
+
+    /// Whether new processes are announced ([`Namer::with_process_events`]).
+    pub fn has_process_events(&self) -> bool {
+        self.events.is_some()
+    }
+
+    /// Read the announcements of new processes queued so far.
+    pub fn drain_events(&mut self) {
+        if let Some(events) = &mut self.events {
+            if !recent::drain(events, &mut self.recent) {
+                self.events = None;
+            }
+        }
+    }
+
+    /// The same, with another way to tell whether a socket is still open (tests).
+    pub fn with_open_check(mut self, check: OpenCheck) -> Namer {
+        self.is_open = check;
+        self
     }
 
     /// The same, with another way to find a local end's listener (tests).
@@ -238,10 +335,16 @@ impl Namer {
             self.servers.clear();
             self.listeners.clear();
         }
+        // Every process announced up to now: those behind these sockets among them.
+        self.drain_events();
         let mut found = HashMap::new();
         let mut left: HashMap<u64, u32> = HashMap::new();
         // (wanted inode, its server's inode, the listener's local end)
         let mut served = Vec::new();
+        let ends: HashMap<u64, Ends> = wanted
+            .iter()
+            .filter_map(|w| Some((w.inode, w.ends?)))
+            .collect();
         for w in wanted {
             if let Some((p, _)) = self.cache.get(&w.inode) {
                 found.insert(w.inode, p.clone());
@@ -263,13 +366,25 @@ impl Namer {
             self.learn_servers(&served, &mut left, &mut found);
             closed = self.in_servers(&served, &mut left, &mut found);
         }
-        // 2. The processes that held the same users' sockets before.
+        // 2. The users' processes started last (they may exit at any moment). Sockets
+        //    closed since their NEW are set aside in `shut` before anything costlier: no
+        //    process holds them (a walk is long: on a loaded host, hundreds of ms).
+        let mut shut = None;
+        self.in_recent(&ends, &mut shut, &mut left, &mut found);
+        // 3. The processes that held the same users' sockets before.
         self.in_candidates(&mut left, &mut found);
-        // 3. Every process, now and then.
+        // 4. Every process, now and then, for the sockets still open.
         if !left.is_empty() && self.walk_due() {
-            self.full_walk(&mut left, &mut found);
+            if shut.is_none() {
+                shut = Some(self.take_closed(&ends, &mut left));
+            }
+            if !left.is_empty() {
+                let inodes: HashSet<u64> = left.keys().copied().collect();
+                self.full_walk(&inodes, &mut left, &mut found);
+            }
         }
-        // 4. Connections no process holds any more (or one these steps did not reach, such
+        left.extend(shut.unwrap_or_default());
+        // 5. Connections no process holds any more (or one these steps did not reach, such
         //    as a child the server handed it to): named after their server's processes.
         for (ino, program) in closed {
             if left.remove(&ino).is_some() {
@@ -392,6 +507,99 @@ impl Namer {
         closed
     }
 
+    /// The wanted sockets found among the processes started last, newest first: those of
+    /// each wanted socket's user (its uid now), [`RECENT_READ`] at most per user. One found
+    /// holding a socket becomes a candidate of its user.
+    fn in_recent(
+        &mut self,
+        ends: &HashMap<u64, Ends>,
+        shut: &mut Option<HashMap<u64, u32>>,
+        left: &mut HashMap<u64, u32>,
+        found: &mut HashMap<u64, String>,
+    ) {
+        let started = Instant::now();
+        if self.recent.is_empty() || left.is_empty() || !self.recent_allowed(started) {
+            return;
+        }
+        let since = started.checked_sub(RECENT_FOR).unwrap_or(started);
+        let newest = self.recent.newest(since, RECENT_LOOK);
+        // The owner of /proc/PID first (one stat); those it shows as root's (root's, or
+        // not dumpable after a change of uid) afterwards, by their status.
+        let mut read: HashMap<u32, usize> = HashMap::new();
+        let mut rooted = Vec::new();
+        for pid in newest {
+            match proc_owner(&self.proc_root, pid) {
+                Some(0) => rooted.push(pid),
+                Some(uid) => self.read_recent(pid, uid, &mut read, left, found),
+                None => {}
+            }
+        }
+        if !rooted.is_empty() && !left.is_empty() {
+            *shut = Some(self.take_closed(ends, left));
+        }
+        for pid in rooted {
+            if left.is_empty() {
+                break;
+            }
+            if let Some(uid) = status_fsuid(&self.proc_root, pid) {
+                self.read_recent(pid, uid, &mut read, left, found);
+            }
+        }
+        self.recent_credit.0 -= started.elapsed().as_nanos() as i64;
+    }
+
+    /// The wanted sockets closed since their NEW (no process holds them), taken out of
+    /// `left`: one sock_diag lookup each (those without ends are kept).
+    fn take_closed(
+        &mut self,
+        ends: &HashMap<u64, Ends>,
+        left: &mut HashMap<u64, u32>,
+    ) -> HashMap<u64, u32> {
+        let closed: Vec<u64> = left
+            .keys()
+            .copied()
+            .filter(|ino| ends.get(ino).is_some_and(|e| !(self.is_open)(e, *ino)))
+            .collect();
+        self.work.closed += closed.len() as u64;
+        closed
+            .into_iter()
+            .filter_map(|ino| Some((ino, left.remove(&ino)?)))
+            .collect()
+    }
+
+    /// Whether reading time is left for the newest processes (it is earned at
+    /// 1/[`RECENT_SHARE`] of the time since last counted, up to [`RECENT_CREDIT`]).
+    fn recent_allowed(&mut self, now: Instant) -> bool {
+        let (credit, at) = self.recent_credit;
+        let earned = (now.saturating_duration_since(at) / RECENT_SHARE).as_nanos() as i64;
+        let credit = credit
+            .saturating_add(earned)
+            .min(RECENT_CREDIT.as_nanos() as i64);
+        self.recent_credit = (credit, now);
+        credit > 0
+    }
+
+    /// Read new process `pid` of `uid` when a wanted socket is `uid`'s and fewer than
+    /// [`RECENT_READ`] of its processes were read (`read` counts them per uid).
+    fn read_recent(
+        &mut self,
+        pid: u32,
+        uid: u32,
+        read: &mut HashMap<u32, usize>,
+        left: &mut HashMap<u64, u32>,
+        found: &mut HashMap<u64, String>,
+    ) {
+        let n = read.entry(uid).or_default();
+        if *n >= RECENT_READ || !left.values().any(|u| *u == uid) {
+            return;
+        }
+        *n += 1;
+        let before = left.len();
+        if self.read_process(pid, left, found).is_some() && left.len() < before {
+            self.remember(uid, pid);
+        }
+    }
+
     /// The wanted sockets found in the processes that held the same users' sockets before.
     fn in_candidates(&mut self, left: &mut HashMap<u64, u32>, found: &mut HashMap<u64, String>) {
         let uids: HashSet<u32> = left.values().copied().collect();
@@ -434,8 +642,13 @@ impl Namer {
             let Some(ino) = parse_socket_link(target.as_os_str().as_encoded_bytes()) else {
                 continue;
             };
-            if left.remove(&ino).is_some() {
+            if let Some(uid) = left.remove(&ino) {
                 let p = program.get_or_insert_with(|| program_name(&dir)).clone();
+                if p.is_empty() {
+                    // Exited since its descriptors were read: no name to give.
+                    left.insert(ino, uid);
+                    continue;
+                }
                 self.cache.insert(ino, (p.clone(), pid));
                 found.insert(ino, p);
             }
@@ -444,11 +657,15 @@ impl Namer {
     }
 
     /// A walk of every process for the wanted sockets left; it teaches the candidates.
-    fn full_walk(&mut self, left: &mut HashMap<u64, u32>, found: &mut HashMap<u64, String>) {
+    fn full_walk(
+        &mut self,
+        inodes: &HashSet<u64>,
+        left: &mut HashMap<u64, u32>,
+        found: &mut HashMap<u64, String>,
+    ) {
         let started = Instant::now();
         self.work.full_walks += 1;
-        let inodes: HashSet<u64> = left.keys().copied().collect();
-        let scan = scan_socket_owners(&self.proc_root, &inodes);
+        let scan = scan_socket_owners(&self.proc_root, inodes);
         let took = started.elapsed();
         self.next_full = Some(started + FULL_WALK_EVERY.max(took * FULL_WALK_SHARE));
         for (ino, owner) in scan.owners {
@@ -465,229 +682,4 @@ impl Namer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::symlink;
-
-    /// A fake proc tree with one process holding `socket:[ino]` descriptors.
-    fn tree(pid: u32, inodes: &[u64], exe: &str) -> tempfile::TempDir {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join(pid.to_string());
-        std::fs::create_dir_all(p.join("fd")).unwrap();
-        for (i, ino) in inodes.iter().enumerate() {
-            symlink(format!("socket:[{ino}]"), p.join("fd").join(i.to_string())).unwrap();
-        }
-        symlink(exe, p.join("exe")).unwrap();
-        d
-    }
-
-    #[test]
-    fn full_walk_teaches_the_process_then_one_directory_suffices() {
-        let d = tree(4242, &[100, 101], "/usr/bin/curl");
-        let mut n = Namer::new(d.path().to_owned());
-        let got = n.name(&[want(100, 1001)]);
-        assert_eq!(got.get(&100).map(String::as_str), Some("curl"));
-        assert_eq!(n.work.full_walks, 1);
-        // A new socket of the same user: found in the remembered process, no full walk
-        // (and none would be due yet anyway).
-        let p = d.path().join("4242/fd/9");
-        symlink("socket:[102]", p).unwrap();
-        let got = n.name(&[want(102, 1001)]);
-        assert_eq!(got.get(&102).map(String::as_str), Some("curl"));
-        assert_eq!((n.work.full_walks, n.work.process_walks), (1, 1));
-        // Cached.
-        assert_eq!(n.name(&[want(101, 1001)]).len(), 1);
-    }
-
-    #[test]
-    fn full_walks_are_rate_limited() {
-        let d = tree(7, &[1], "/bin/sh");
-        let mut n = Namer::new(d.path().to_owned());
-        assert!(n.name(&[want(555, 1)]).is_empty());
-        assert!(n.name(&[want(556, 1)]).is_empty());
-        assert_eq!(n.work.full_walks, 1, "the second walk was not due");
-    }
-
-    fn want(inode: u64, uid: u32) -> Wanted {
-        Wanted {
-            inode,
-            uid,
-            server: None,
-        }
-    }
-
-    /// Add a process holding `socket:[ino]` descriptors to a fake proc tree.
-    fn add_process(root: &Path, pid: u32, inodes: &[u64], exe: &str) {
-        let p = root.join(pid.to_string());
-        std::fs::create_dir_all(p.join("fd")).unwrap();
-        for (i, ino) in inodes.iter().enumerate() {
-            symlink(format!("socket:[{ino}]"), p.join("fd").join(i.to_string())).unwrap();
-        }
-        symlink(exe, p.join("exe")).unwrap();
-        std::fs::write(p.join("status"), "Name:\tx\nUid:\t0\t0\t0\t0\n").unwrap();
-    }
-
-    fn end() -> SocketAddr {
-        "198.51.100.1:8080".parse().unwrap()
-    }
-
-    /// A namer whose listener lookup answers `listener` for [`end`] (and counts lookups).
-    fn namer(root: &Path, listener: u64) -> (Namer, std::sync::Arc<std::sync::atomic::AtomicU64>) {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        let asked = std::sync::Arc::new(AtomicU64::new(0));
-        let a = asked.clone();
-        let n = Namer::new(root.to_owned()).with_listener_lookup(Box::new(move |e| {
-            a.fetch_add(1, Ordering::SeqCst);
-            (e == end()).then_some(listener)
-        }));
-        (n, asked)
-    }
-
-    fn accepted(inode: u64, uid: u32) -> Wanted {
-        Wanted {
-            inode,
-            uid,
-            server: Some(Server::Listener(end())),
-        }
-    }
-
-    #[test]
-    fn a_server_names_every_connection_without_walks_once_its_listener_is_known() {
-        let d = tempfile::tempdir().unwrap();
-        // A prefork server: a root master and two workers share listener 500; systemd
-        // (pid 1) holds it too, as for an activated socket, and is not a candidate.
-        add_process(d.path(), 1, &[500], "/usr/lib/systemd/systemd");
-        add_process(d.path(), 40, &[500], "/usr/sbin/nginx");
-        add_process(d.path(), 41, &[500, 601], "/usr/sbin/nginx");
-        add_process(d.path(), 42, &[500, 602], "/usr/sbin/nginx");
-        let (mut n, asked) = namer(d.path(), 500);
-        // An unrelated name first: a walk of every process, so none is due for 250 ms.
-        assert!(n.name(&[want(999, 7)]).is_empty());
-        assert_eq!(n.work.full_walks, 1);
-        assert!(!n.walk_due());
-        // The first connection: the listener's holders are learnt at once all the same.
-        let got = n.name(&[accepted(601, 33)]);
-        assert_eq!(got.get(&601).map(String::as_str), Some("nginx"));
-        assert_eq!(n.work.full_walks, 2, "one walk to learn the listener");
-        // Every later one: a directory per holder at most, no walk, one lookup in all.
-        let before = n.work;
-        let got = n.name(&[accepted(602, 33)]);
-        assert_eq!(got.get(&602).map(String::as_str), Some("nginx"));
-        assert_eq!(n.work.full_walks, before.full_walks);
-        assert!(n.work.process_walks - before.process_walks <= 3);
-        // Closed before it was looked for: named after the listener's holders.
-        let got = n.name(&[accepted(603, 33)]);
-        assert_eq!(got.get(&603).map(String::as_str), Some("nginx"));
-        assert_eq!(n.work.full_walks, before.full_walks);
-        assert_eq!(
-            asked.load(std::sync::atomic::Ordering::SeqCst),
-            2,
-            "looked up again only to confirm the listener of a closed one"
-        );
-    }
-
-    /// sshd, or an inetd-style server: the listener's process forks a child per
-    /// connection, which holds the accepted socket (and whose children are the user's
-    /// session: the claims look there, through the holder remembered here).
-    #[test]
-    fn a_connection_handed_to_a_child_of_the_server_is_found_there() {
-        let d = tempfile::tempdir().unwrap();
-        add_process(d.path(), 40, &[500], "/usr/sbin/sshd");
-        let (mut n, _) = namer(d.path(), 500);
-        // The listener's process is learnt at a first connection (gone already).
-        assert_eq!(n.name(&[accepted(600, 0)]).len(), 1);
-        let walks = n.work.full_walks;
-        // A new connection, accepted and handed to a child: found there, no walk.
-        add_process(d.path(), 41, &[601], "/usr/sbin/sshd");
-        let task = d.path().join("40/task/40");
-        std::fs::create_dir_all(&task).unwrap();
-        std::fs::write(task.join("children"), "41 ").unwrap();
-        n.next_full = Some(Instant::now() + Duration::from_secs(3600));
-        n.next_server_walk = n.next_full;
-        let got = n.name(&[accepted(601, 0)]);
-        assert_eq!(got.get(&601).map(String::as_str), Some("sshd"));
-        assert_eq!(n.holder_pid(601), Some(41), "the child holding it");
-        assert_eq!(n.work.full_walks, walks);
-    }
-
-    #[test]
-    fn a_listener_or_unconnected_socket_is_named_after_its_holders() {
-        let d = tempfile::tempdir().unwrap();
-        add_process(d.path(), 1, &[500], "/usr/lib/systemd/systemd");
-        add_process(d.path(), 70, &[500], "/usr/sbin/dnsmasq");
-        let (mut n, _) = namer(d.path(), 500);
-        let server = Wanted {
-            inode: 500,
-            uid: 0,
-            server: Some(Server::Itself),
-        };
-        let got = n.name(&[server]);
-        assert_eq!(
-            got.get(&500).map(String::as_str),
-            Some("dnsmasq"),
-            "not systemd"
-        );
-        assert_eq!(
-            n.holder_pid(500),
-            Some(70),
-            "the process holding it, for claims"
-        );
-        let walks = n.work.full_walks;
-        assert_eq!(n.name(&[server]).len(), 1);
-        assert_eq!(n.work.full_walks, walks);
-    }
-
-    #[test]
-    fn a_server_whose_processes_disagree_leaves_a_closed_connection_unnamed() {
-        let d = tempfile::tempdir().unwrap();
-        add_process(d.path(), 40, &[500], "/usr/sbin/sshd");
-        add_process(d.path(), 41, &[500], "/usr/bin/python3");
-        let (mut n, _) = namer(d.path(), 500);
-        assert!(n.name(&[accepted(601, 33)]).is_empty());
-    }
-
-    #[test]
-    fn a_server_restarted_under_another_program_is_learnt_again() {
-        let d = tempfile::tempdir().unwrap();
-        add_process(d.path(), 40, &[500], "/usr/sbin/nginx");
-        let (mut n, _) = namer(d.path(), 500);
-        assert_eq!(n.name(&[accepted(601, 33)]).len(), 1);
-        // nginx exits; a new server holds a new listener on the same end.
-        std::fs::remove_dir_all(d.path().join("40")).unwrap();
-        add_process(d.path(), 90, &[510, 602], "/usr/sbin/apache2");
-        n.find_listener = Box::new(|e| (e == end()).then_some(510));
-        // The holder is gone: not named after nginx; learnt again at the next connection.
-        let got = n.name(&[accepted(603, 33)]);
-        assert_ne!(got.get(&603).map(String::as_str), Some("nginx"));
-        n.next_server_walk = None;
-        let got = n.name(&[accepted(602, 33)]);
-        assert_eq!(got.get(&602).map(String::as_str), Some("apache2"));
-    }
-
-    #[test]
-    fn walks_to_learn_servers_are_bounded_by_their_share_of_the_time() {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        let d = tempfile::tempdir().unwrap();
-        add_process(d.path(), 40, &[501, 601], "/usr/sbin/nginx");
-        add_process(d.path(), 50, &[502, 602], "/usr/bin/python3");
-        let listener = std::sync::Arc::new(AtomicU64::new(501));
-        let l = listener.clone();
-        let mut n = Namer::new(d.path().to_owned())
-            .with_listener_lookup(Box::new(move |_| Some(l.load(Ordering::SeqCst))));
-        // The first listener is walked for at once.
-        assert_eq!(n.name(&[accepted(601, 33)]).len(), 1);
-        assert_eq!(n.work.full_walks, 1);
-        assert!(n.next_server_walk.is_some());
-        // Listener after listener: the next waits for the walks' share of the time (here
-        // held far off), and so does the walk of every process.
-        n.next_server_walk = Some(Instant::now() + Duration::from_secs(3600));
-        n.next_full = Some(Instant::now() + Duration::from_secs(3600));
-        listener.store(502, Ordering::SeqCst);
-        n.listeners.clear();
-        assert!(n.name(&[accepted(602, 33)]).is_empty());
-        assert_eq!(
-            n.work.full_walks, 1,
-            "no walk before its share of the time allows"
-        );
-    }
-}
+mod tests;

@@ -10,7 +10,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::account::{account, FlowState, Hold, Kind, Totals, Traffic, UsageKey};
+use super::Observed;
+use crate::account::{
+    account, account_seen, FlowState, Hold, Kind, Ledger, Seen, Totals, Traffic, UsageKey,
+};
 use crate::attribute::{Attributed, Attribution};
 use crate::model::{Flow, FlowKey};
 
@@ -75,15 +78,14 @@ impl Meter {
     }
 
     /// Take one refresh: `ended` are the flows whose DESTROY came since the previous
-    /// refresh (final counters; each with its verdict), then the dump's `flows` with
-    /// their verdicts. Returns `None` for the first call (the baseline: nothing moved
-    /// yet that can be told from what moved before).
+    /// refresh (final counters; each with its verdict), then the dump's flows, each with
+    /// its verdict (`observed`). Returns `None` for the first call (the baseline: nothing
+    /// moved yet that can be told from what moved before).
     pub fn refresh(
         &mut self,
         now: i64,
         ended: &[(Flow, Attributed)],
-        flows: &[Flow],
-        attributed: &[Attributed],
+        observed: &[Observed],
     ) -> Option<Moved> {
         let mut moved = Moved::default();
         if self.primed {
@@ -108,14 +110,21 @@ impl Meter {
                 moved.ended += 1;
             }
         }
-        let plan = account(
+        let ledger = Ledger {
             now,
-            flows,
-            attributed,
-            &self.state,
-            PRUNE_AFTER,
-            Hold::default(),
-        );
+            prune_after: PRUNE_AFTER,
+            hold: Hold::default(),
+        };
+        // A dump's keys are distinct (it is de-duplicated by key).
+        let seen: Vec<Seen> = observed
+            .iter()
+            .map(|o| Seen {
+                flow: &o.entry.flow,
+                attributed: &o.at,
+                saved: self.state.get(&o.entry.flow.key()),
+            })
+            .collect();
+        let plan = account_seen(&ledger, &seen, &self.state);
         for s in plan.upserts {
             self.state.insert(s.key, s);
         }
@@ -139,39 +148,36 @@ impl Meter {
 mod tests {
     use super::*;
     use crate::attribute::{Direction, Reason, Verdict, Via};
-    use crate::model::{Counters, Tuple};
+    use crate::sources::conntrack::Entry;
+    use crate::testkit::{counters, flow as flow_of, TCP};
 
+    /// Flow `id` from the host's port `sport` to 198.51.100.2:443, `tx` bytes up and
+    /// `rx` down (one packet each way).
     fn flow(id: u32, sport: u16, tx: u64, rx: u64) -> Flow {
-        let t = |s: &str, d: &str, sp, dp| Tuple {
-            src: s.parse().unwrap(),
-            dst: d.parse().unwrap(),
-            proto: 6,
-            sport: sp,
-            dport: dp,
-        };
         Flow {
-            orig: t("198.51.100.1", "198.51.100.2", sport, 443),
-            reply: t("198.51.100.2", "198.51.100.1", 443, sport),
             id,
-            zone: 0,
-            mark: 0,
-            status: 0,
-            orig_counters: Some(Counters {
-                packets: 1,
-                bytes: tx,
-            }),
-            reply_counters: Some(Counters {
-                packets: 1,
-                bytes: rx,
-            }),
-            start_ns: None,
-            stop_ns: None,
+            orig_counters: Some(counters(1, tx)),
+            reply_counters: Some(counters(1, rx)),
+            ..flow_of(
+                TCP,
+                (&format!("198.51.100.1:{sport}"), "198.51.100.2:443"),
+                None,
+            )
+        }
+    }
+
+    /// `f` in a dump, attributed `at`.
+    fn seen(f: Flow, at: Attributed) -> Observed {
+        Observed {
+            entry: Entry::from(f),
+            at,
         }
     }
 
     fn alice() -> Attributed {
         Attributed {
             verdict: Verdict::User(Attribution {
+                cgroup: None,
                 uid: 1001,
                 program: Some("curl".into()),
                 direction: Direction::Out,
@@ -203,15 +209,17 @@ mod tests {
         let mut m = Meter::new();
         // Baseline: a flow that already moved 1000/5000 before live started.
         assert!(m
-            .refresh(100, &[], &[flow(1, 40000, 1000, 5000)], &[alice()])
+            .refresh(100, &[], &[seen(flow(1, 40000, 1000, 5000), alice())])
             .is_none());
         // It moves 200 up, 700 down; a new flow moves 10/20 in full.
         let r = m
             .refresh(
                 101,
                 &[],
-                &[flow(1, 40000, 1200, 5700), flow(2, 40001, 10, 20)],
-                &[alice(), nobody()],
+                &[
+                    seen(flow(1, 40000, 1200, 5700), alice()),
+                    seen(flow(2, 40001, 10, 20), nobody()),
+                ],
             )
             .unwrap();
         assert_eq!(user_bytes(&r, Some(1001)), (700, 200));
@@ -225,7 +233,7 @@ mod tests {
             (flow(3, 40002, 40, 60), alice()),
         ];
         let r = m
-            .refresh(102, &ended, &[flow(2, 40001, 10, 20)], &[nobody()])
+            .refresh(102, &ended, &[seen(flow(2, 40001, 10, 20), nobody())])
             .unwrap();
         assert_eq!(user_bytes(&r, Some(1001)), (100 + 60, 100 + 40));
         assert_eq!(user_bytes(&r, None), (0, 0));
@@ -233,7 +241,7 @@ mod tests {
         assert!(m.state().keys().all(|k| k.id == 2), "ended flows forgotten");
         // Nothing moved: nothing charged, and the ended flows do not come back.
         let r = m
-            .refresh(103, &[], &[flow(2, 40001, 10, 20)], &[nobody()])
+            .refresh(103, &[], &[seen(flow(2, 40001, 10, 20), nobody())])
             .unwrap();
         assert!(r.usage.is_empty(), "{:?}", r.usage);
     }
@@ -242,19 +250,19 @@ mod tests {
     fn flows_ending_before_the_baseline_are_not_charged() {
         let mut m = Meter::new();
         let ended = [(flow(3, 40002, 40, 60), alice())];
-        assert!(m.refresh(100, &ended, &[], &[]).is_none());
-        let r = m.refresh(101, &[], &[], &[]).unwrap();
+        assert!(m.refresh(100, &ended, &[]).is_none());
+        let r = m.refresh(101, &[], &[]).unwrap();
         assert!(r.usage.is_empty());
     }
 
     #[test]
     fn a_flow_missing_from_a_dump_is_not_charged_again_when_it_comes_back() {
         let mut m = Meter::new();
-        m.refresh(100, &[], &[flow(1, 40000, 100, 100)], &[alice()]);
-        let r = m.refresh(101, &[], &[], &[]).unwrap();
+        m.refresh(100, &[], &[seen(flow(1, 40000, 100, 100), alice())]);
+        let r = m.refresh(101, &[], &[]).unwrap();
         assert!(r.usage.is_empty());
         let r = m
-            .refresh(102, &[], &[flow(1, 40000, 150, 100)], &[alice()])
+            .refresh(102, &[], &[seen(flow(1, 40000, 150, 100), alice())])
             .unwrap();
         assert_eq!(user_bytes(&r, Some(1001)), (0, 50));
     }

@@ -1,7 +1,8 @@
 //! Connections as the kernel shows them right now, for the read-only commands: the open
 //! ones (`connections`), and the ones over but not logged yet ([`waiting`], for `log` and
-//! `summary`). Pure over a conntrack dump and its verdicts; reading them is the caller's
-//! (`pass::observe`, [`waiting::live_table`]). Rendering lives in `report`.
+//! `summary`). Pure over a conntrack dump's entries, each with its verdict ([`Observed`]);
+//! reading them is the caller's (`pass::observe`, [`waiting::live_table`]). Rendering
+//! lives in `report`.
 //!
 //! `netledger live` adds rates: [`meter`] charges successive observations against flow
 //! state kept in memory, [`shortflows`] hears the connections that end between two
@@ -17,7 +18,16 @@ use std::net::SocketAddr;
 use crate::account::Traffic;
 use crate::attribute::{Attributed, Direction};
 use crate::model::{Flow, Tuple};
-use crate::sources::conntrack::Dump;
+use crate::sources::conntrack::Entry;
+
+/// One flow as a read-only view sees it: its entry of the dump, and its verdict.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// The entry: the flow, its TCP state and the time it has left.
+    pub entry: Entry,
+    /// Where its bytes go.
+    pub at: Attributed,
+}
 
 /// One open connection, from this host's point of view.
 pub struct OpenConnection<'a> {
@@ -47,27 +57,24 @@ pub fn ends(orig: &Tuple, reply: &Tuple, direction: Option<Direction>) -> (Strin
     }
 }
 
-/// The connections of `dump` to list (`attributed[i]` is the verdict of
-/// `dump.flows[i]`): only `uid`'s when given, TCP connections closed already (TIME_WAIT,
-/// CLOSE) only with `all`; grouped by owner (unattributed first), biggest first.
-pub fn open_connections<'a>(
-    dump: &'a Dump,
-    attributed: &'a [Attributed],
+/// The connections of `observed` to list: only `uid`'s when given, TCP connections
+/// closed already (TIME_WAIT, CLOSE) only with `all`; grouped by owner (unattributed
+/// first), biggest first.
+pub fn open_connections(
+    observed: &[Observed],
     uid: Option<u32>,
     all: bool,
-) -> Vec<OpenConnection<'a>> {
-    let mut rows: Vec<OpenConnection> = dump
-        .flows
+) -> Vec<OpenConnection<'_>> {
+    let mut rows: Vec<OpenConnection> = observed
         .iter()
-        .zip(attributed)
-        .zip(&dump.tcp_states)
-        .filter(|((_, at), _)| uid.is_none() || at.attribution().map(|a| a.uid) == uid)
-        .filter(|(_, st)| all || !waiting::closed_tcp(**st))
-        .map(|((flow, at), st)| {
+        .filter(|o| uid.is_none() || o.at.attribution().map(|a| a.uid) == uid)
+        .filter(|o| all || !waiting::closed_tcp(o.entry.tcp_state))
+        .map(|Observed { entry, at }| {
+            let flow = &entry.flow;
             let (local, remote) = ends(&flow.orig, &flow.reply, at.direction);
             OpenConnection {
                 flow,
-                tcp_state: *st,
+                tcp_state: entry.tcp_state,
                 at,
                 local,
                 remote,
@@ -91,44 +98,18 @@ pub fn open_connections<'a>(
 /// Observations made up for the tests of `live` and of its rendering (`report`).
 #[cfg(test)]
 pub(crate) mod fixture {
+    use super::Observed;
     use crate::attribute::{Attributed, Attribution, Direction, Reason, Verdict};
-    use crate::model::{Counters, CtTcpState, Flow, Tuple};
-    use crate::sources::conntrack::Dump;
+    use crate::model::{CtTcpState, Flow};
+    use crate::sources::conntrack::Entry;
+    use crate::testkit::{counters, flow, TCP, UDP};
 
     /// The fixture's clock: 2026-03-10T12:00:00Z, in ns.
     pub const NOW_NS: u64 = 1_773_144_000_000_000_000;
 
-    fn tuple(proto: u8, src: &str, sport: u16, dst: &str, dport: u16) -> Tuple {
-        Tuple {
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            proto,
-            sport,
-            dport,
-        }
-    }
-
-    fn counters(bytes: u64, packets: u64) -> Option<Counters> {
-        Some(Counters { packets, bytes })
-    }
-
-    fn flow(orig: Tuple, reply: Tuple, id: u32, counts: [Option<Counters>; 2]) -> Flow {
-        Flow {
-            orig,
-            reply,
-            id,
-            zone: 0,
-            mark: 0,
-            status: 0,
-            orig_counters: counts[0],
-            reply_counters: counts[1],
-            start_ns: None,
-            stop_ns: None,
-        }
-    }
-
     fn user(uid: u32, program: Option<&str>, direction: Direction) -> Verdict {
         Verdict::User(Attribution {
+            cgroup: None,
             uid,
             program: program.map(String::from),
             direction,
@@ -146,73 +127,96 @@ pub(crate) mod fixture {
         }
     }
 
+    /// `flow` in state `tcp_state` with `timeout` seconds left, attributed `at`.
+    fn seen(flow: Flow, tcp_state: Option<CtTcpState>, timeout: u32, at: Attributed) -> Observed {
+        let entry = Entry {
+            tcp_state,
+            timeout: Some(timeout),
+            ..Entry::from(flow)
+        };
+        Observed { entry, at }
+    }
+
     /// Five flows: alice's HTTPS download and her incoming SSH session (DNAT 2222 → 22),
     /// bob's closed IPv6 connection (TIME_WAIT), an unowned DNS exchange without
     /// counters, and a closed (CLOSE) connection to a local network.
-    pub fn observation() -> (Dump, Vec<Attributed>) {
+    pub fn observation() -> Vec<Observed> {
+        use CtTcpState::{Close, Established, TimeWait};
         use Direction::{In, Out};
-        let mut https = flow(
-            tuple(6, "198.51.100.1", 40001, "198.51.100.2", 443),
-            tuple(6, "198.51.100.2", 443, "198.51.100.1", 40001),
-            1,
-            [counters(3_000, 20), counters(150_000, 110)],
-        );
-        https.start_ns = Some(NOW_NS - 65_400_000_000);
-        let ssh = flow(
-            tuple(6, "203.0.113.9", 51000, "198.51.100.1", 2222),
-            tuple(6, "198.51.100.1", 22, "203.0.113.9", 51000),
-            2,
-            [counters(40_000, 500), counters(5 << 30, 4_000_000)],
-        );
-        let mut closed6 = flow(
-            tuple(6, "2001:db8::1", 40003, "2001:db8::2", 443),
-            tuple(6, "2001:db8::2", 443, "2001:db8::1", 40003),
-            3,
-            [counters(500_000, 400), counters(10_000, 200)],
-        );
-        closed6.start_ns = Some(NOW_NS - 3_000_000_000);
-        let dns = flow(
-            tuple(17, "198.51.100.1", 5353, "198.51.100.7", 53),
-            tuple(17, "198.51.100.7", 53, "198.51.100.1", 5353),
-            4,
-            [None, None],
-        );
-        let local = flow(
-            tuple(6, "10.0.0.1", 40006, "10.0.0.5", 445),
-            tuple(6, "10.0.0.5", 445, "10.0.0.1", 40006),
-            5,
-            [counters(1_000_000, 900), counters(2_000_000, 1_500)],
-        );
-        let dump = Dump {
-            flows: vec![https, ssh, closed6, dns, local],
-            tcp_states: vec![
-                Some(CtTcpState::Established),
-                Some(CtTcpState::Established),
-                Some(CtTcpState::TimeWait),
-                None,
-                Some(CtTcpState::Close),
-            ],
-            timeouts: vec![Some(431_000), Some(431_999), Some(100), Some(20), Some(8)],
-            ..Dump::default()
+        let https = Flow {
+            id: 1,
+            orig_counters: Some(counters(20, 3_000)),
+            reply_counters: Some(counters(110, 150_000)),
+            start_ns: Some(NOW_NS - 65_400_000_000),
+            ..flow(TCP, ("198.51.100.1:40001", "198.51.100.2:443"), None)
         };
-        let attributed = vec![
-            at(
-                user(1001, Some("firefox"), Out),
-                Some(Out),
-                "198.51.100.2",
-                443,
+        let ssh = Flow {
+            id: 2,
+            orig_counters: Some(counters(500, 40_000)),
+            reply_counters: Some(counters(4_000_000, 5 << 30)),
+            ..flow(
+                TCP,
+                ("203.0.113.9:51000", "198.51.100.1:2222"),
+                Some(("198.51.100.1:22", "203.0.113.9:51000")),
+            )
+        };
+        let closed6 = Flow {
+            id: 3,
+            orig_counters: Some(counters(400, 500_000)),
+            reply_counters: Some(counters(200, 10_000)),
+            start_ns: Some(NOW_NS - 3_000_000_000),
+            ..flow(TCP, ("[2001:db8::1]:40003", "[2001:db8::2]:443"), None)
+        };
+        let dns = Flow {
+            id: 4,
+            orig_counters: None,
+            reply_counters: None,
+            ..flow(UDP, ("198.51.100.1:5353", "198.51.100.7:53"), None)
+        };
+        let local = Flow {
+            id: 5,
+            orig_counters: Some(counters(900, 1_000_000)),
+            reply_counters: Some(counters(1_500, 2_000_000)),
+            ..flow(TCP, ("10.0.0.1:40006", "10.0.0.5:445"), None)
+        };
+        let firefox = user(1001, Some("firefox"), Out);
+        vec![
+            seen(
+                https,
+                Some(Established),
+                431_000,
+                at(firefox, Some(Out), "198.51.100.2", 443),
             ),
-            at(user(1001, Some("sshd"), In), Some(In), "203.0.113.9", 22),
-            at(user(1002, None, Out), Some(Out), "2001:db8::2", 443),
-            at(
-                Verdict::Unattributed(Reason::NoSocket),
-                Some(Out),
-                "198.51.100.7",
-                53,
+            seen(
+                ssh,
+                Some(Established),
+                431_999,
+                at(user(1001, Some("sshd"), In), Some(In), "203.0.113.9", 22),
             ),
-            at(Verdict::Excluded(None), Some(Out), "10.0.0.5", 445),
-        ];
-        (dump, attributed)
+            seen(
+                closed6,
+                Some(TimeWait),
+                100,
+                at(user(1002, None, Out), Some(Out), "2001:db8::2", 443),
+            ),
+            seen(
+                dns,
+                None,
+                20,
+                at(
+                    Verdict::Unattributed(Reason::NoSocket),
+                    Some(Out),
+                    "198.51.100.7",
+                    53,
+                ),
+            ),
+            seen(
+                local,
+                Some(Close),
+                8,
+                at(Verdict::Excluded(None), Some(Out), "10.0.0.5", 445),
+            ),
+        ]
     }
 
     /// The fixture's user names.
@@ -244,8 +248,8 @@ mod tests {
 
     #[test]
     fn open_connections_leave_closed_tcp_out_unless_all_and_sort_by_owner_then_bytes() {
-        let (dump, attributed) = fixture::observation();
-        let rows = open_connections(&dump, &attributed, None, false);
+        let observed = fixture::observation();
+        let rows = open_connections(&observed, None, false);
         assert_eq!(
             listed(&rows),
             [
@@ -277,15 +281,15 @@ mod tests {
             "incoming: rx is the original"
         );
         assert_eq!(rows[1].traffic.tx_bytes, 5 << 30);
-        let all = open_connections(&dump, &attributed, None, true);
+        let all = open_connections(&observed, None, true);
         assert_eq!(
             all.iter().map(|r| r.flow.id).collect::<Vec<_>>(),
             [5, 4, 2, 1, 3],
             "with --all: the TIME_WAIT and CLOSE ones too, biggest first per owner"
         );
-        let bob = open_connections(&dump, &attributed, Some(1002), true);
+        let bob = open_connections(&observed, Some(1002), true);
         assert_eq!(listed(&bob).len(), 1);
         assert_eq!(bob[0].local, "[2001:db8::1]:40003");
-        assert!(open_connections(&dump, &attributed, Some(1002), false).is_empty());
+        assert!(open_connections(&observed, Some(1002), false).is_empty());
     }
 }

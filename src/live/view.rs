@@ -315,6 +315,7 @@ mod tests {
 
     fn key(kind: Kind, uid: Option<u32>, program: &str, remote: &str) -> UsageKey {
         UsageKey {
+            cgroup: None,
             kind,
             uid,
             program: Some(program.into()),

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use crate::model::CtTcpState;
 use crate::model::{CtStatus, Flow, FlowKey, IPPROTO_TCP, IPPROTO_UDP};
-use crate::sources::conntrack::{self, Dump};
+use crate::sources::conntrack::{self, Dump, Entry};
 
 /// Why a live entry is a connection that is over, as far as conntrack can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,21 +54,26 @@ pub struct Waiting {
 
 /// The entries of `dump` that are over, by flow identity (pure).
 pub fn waiting(dump: &Dump, now_ms: i64) -> HashMap<FlowKey, Waiting> {
-    dump.flows
+    dump.entries
         .iter()
-        .zip(&dump.tcp_states)
-        .zip(dump.timeouts.iter().chain(std::iter::repeat(&None)))
-        .filter_map(|((flow, st), left)| {
-            let over = over(flow, *st)?;
-            Some((
-                flow.key(),
-                Waiting {
-                    flow: flow.clone(),
-                    over,
-                    expires_ms: left.map(|s| now_ms + (i64::from(s) + 1) * 1000),
-                },
-            ))
-        })
+        .filter_map(
+            |Entry {
+                 flow,
+                 tcp_state,
+                 timeout,
+                 ..
+             }| {
+                let over = over(flow, *tcp_state)?;
+                Some((
+                    flow.key(),
+                    Waiting {
+                        flow: flow.clone(),
+                        over,
+                        expires_ms: timeout.map(|s| now_ms + (i64::from(s) + 1) * 1000),
+                    },
+                ))
+            },
+        )
         .collect()
 }
 
@@ -80,56 +85,46 @@ pub fn live_table() -> Result<Dump, conntrack::ConntrackError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Tuple;
+    use crate::testkit::flow as flow_of;
 
-    fn flow(proto: u8, sport: u16, status: u32) -> Flow {
-        let t = |s: &str, d: &str, sp, dp| Tuple {
-            src: s.parse().unwrap(),
-            dst: d.parse().unwrap(),
-            proto,
-            sport: sp,
-            dport: dp,
-        };
-        Flow {
-            orig: t("198.51.100.1", "198.51.100.2", sport, 53),
-            reply: t("198.51.100.2", "198.51.100.1", 53, sport),
+    /// Flow `sport` (its id too) from 198.51.100.1 to 198.51.100.2:53 of protocol `proto`
+    /// with these status bits, in state `tcp_state` with `timeout` seconds left.
+    fn entry(
+        proto: u8,
+        sport: u16,
+        status: u32,
+        tcp_state: Option<CtTcpState>,
+        timeout: u32,
+    ) -> Entry {
+        let flow = Flow {
             id: u32::from(sport),
-            zone: 0,
-            mark: 0,
             status,
             orig_counters: None,
             reply_counters: None,
-            start_ns: None,
-            stop_ns: None,
+            ..flow_of(
+                proto,
+                (&format!("198.51.100.1:{sport}"), "198.51.100.2:53"),
+                None,
+            )
+        };
+        Entry {
+            tcp_state,
+            timeout: Some(timeout),
+            ..Entry::from(flow)
         }
     }
 
     #[test]
     fn closed_tcp_and_short_udp_are_over_the_rest_is_not() {
+        use CtTcpState::{Close, Established, TimeWait};
         let dump = Dump {
-            flows: vec![
-                flow(6, 1, 0),
-                flow(6, 2, 0),
-                flow(6, 3, 0),
-                flow(17, 4, 0x0a),
-                flow(17, 5, 0x0e),
-                flow(1, 6, 0),
-            ],
-            tcp_states: vec![
-                Some(CtTcpState::TimeWait),
-                Some(CtTcpState::Close),
-                Some(CtTcpState::Established),
-                None,
-                None,
-                None,
-            ],
-            timeouts: vec![
-                Some(100),
-                Some(5),
-                Some(400_000),
-                Some(29),
-                Some(110),
-                Some(20),
+            entries: vec![
+                entry(6, 1, 0, Some(TimeWait), 100),
+                entry(6, 2, 0, Some(Close), 5),
+                entry(6, 3, 0, Some(Established), 400_000),
+                entry(17, 4, 0x0a, None, 29),
+                entry(17, 5, 0x0e, None, 110),
+                entry(1, 6, 0, None, 20),
             ],
             ..Dump::default()
         };

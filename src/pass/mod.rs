@@ -14,6 +14,7 @@
 //! The stages stay pure (`attribute`, `account`, [`record`]); this module only wires them
 //! to the kernel and the store.
 
+pub mod cgroups;
 mod holders;
 mod in_containers;
 pub mod record;
@@ -23,7 +24,7 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,8 @@ use anyhow::{Context, Result};
 use tracing::{debug, info};
 
 use crate::account::{account_seen, FlowState, Hold, Ledger, PassPlan, Seen, Totals};
-use crate::attribute::{Attributed, Attribution, Delegating, LocalNets, SocketIndex, SocketMaps};
+use crate::attribute::{Attribution, Delegating, LocalNets, SocketIndex, SocketMaps};
+use crate::live::Observed;
 use crate::model::{FastMap, FlowKey, SocketState, L4};
 use crate::owner_mark::{self, trust::MarkTrust};
 use crate::prereq::PrereqError;
@@ -44,6 +46,7 @@ use crate::stages::Stages;
 use crate::store::{PassRecord, Store};
 use crate::units::human_bytes;
 
+use cgroups::CgroupNames;
 use holders::Holders;
 use record::FlowRecord;
 
@@ -65,6 +68,10 @@ pub struct PassConfig {
     pub marks: Arc<MarkTrust>,
     /// A DESTROY event comes for every flow (the daemon): see [`Hold::destroys_follow`].
     pub destroys_follow: bool,
+    /// The daemon: see [`Hold::destroys_lost_before`] (set by the daemon before each pass).
+    pub destroys_lost_before: Option<u64>,
+    /// The sockets' cgroups named so far, kept from pass to pass.
+    pub cgroups: Arc<Mutex<CgroupNames>>,
 }
 
 impl PassConfig {
@@ -74,19 +81,18 @@ impl PassConfig {
             grace: self.delegate_grace.as_secs() as i64,
             ended: false,
             destroys_follow: self.destroys_follow,
+            destroys_lost_before: self.destroys_lost_before,
         }
     }
 }
 
 /// What the kernel showed in one pass, joined, for the read-only views (`connections`,
-/// `live`), which read the dump as it came and the verdicts in its order.
+/// `live`): each entry of the dump with its verdict, in dump order.
 pub struct Observation {
     /// Socket rows (first read plus sockets found on a re-read).
     pub sockets: SocketTable,
-    /// The conntrack dump.
-    pub dump: conntrack::Dump,
-    /// `attributed[i]` is the verdict for `dump.flows[i]`.
-    pub attributed: Vec<Attributed>,
+    /// The conntrack dump's entries, each with its verdict.
+    pub flows: Vec<Observed>,
     /// Flows charged to a user this pass named only by their owner mark (no socket, no
     /// kept attribution).
     pub by_mark: usize,
@@ -169,6 +175,7 @@ pub fn run_pass_with(
         marks: &cfg.marks,
         known,
         subuids: SubUids::host(),
+        cgroups: Some(&cfg.cgroups),
     };
     let walked = walk(read, &dump, &prev, &rules, &mut stages)?;
     let ledger = Ledger {
@@ -323,16 +330,16 @@ fn decode(
         if decoded.is_ok() {
             decoded = decoder.feed(&datagram);
         }
-        let flows = decoder.flows();
+        let entries = decoder.entries();
         if ruleset.is_none()
-            && flows[looked..]
+            && entries[looked..]
                 .iter()
-                .any(|f| owner_mark::uid_of(f.mark).is_some())
+                .any(|e| owner_mark::uid_of(e.flow.mark).is_some())
             && marks.wants_ruleset()
         {
             ruleset = Some(std::thread::spawn(owner_mark::ruleset_state));
         }
-        looked = flows.len();
+        looked = entries.len();
     }
     (decoded.map(|()| decoder.finish()), ruleset)
 }
@@ -385,6 +392,7 @@ pub fn observe_timed<S: BuildHasher>(
         marks,
         known,
         subuids: SubUids::host(),
+        cgroups: None,
     };
     let Walked {
         sockets,
@@ -393,11 +401,10 @@ pub fn observe_timed<S: BuildHasher>(
         charged,
         named,
     } = walk(read, &dump, prev, &rules, stages)?;
-    let attributed = record::verdicts(records);
+    let flows = record::observed(records);
     Ok(Observation {
         sockets,
-        dump,
-        attributed,
+        flows,
         by_mark,
         charged,
         named,
@@ -419,6 +426,8 @@ struct Rules<'a> {
     /// Subordinate uid ranges: a uid in one (a user's rootless user namespace) is its
     /// owner's.
     subuids: Arc<SubUids>,
+    /// Names of the sockets' cgroup ids (none for the read-only views).
+    cgroups: Option<&'a Mutex<CgroupNames>>,
 }
 
 /// A pass walked: every flow's record, with its verdict.
@@ -474,12 +483,16 @@ fn walk<'s, S: BuildHasher>(
     record::continue_picked_up(&mut records, prev);
     add_ping_sockets(&records, &host, rules.proc_root, &mut sockets, &mut maps);
     let (marked, ruleset) = ask_ruleset(&records, ruleset, rules.marks);
+    let mut cgroups = named_cgroups(rules, &sockets.sockets);
+    let unnamed = FastMap::default();
+    let names = cgroups.as_deref().map_or(&unnamed, CgroupNames::names);
     // The pass's one index. Programs are looked up only for the sockets of flows not
     // attributed before, and every holder of a delegating service's sockets of flows not
     // settled yet (see `holders`); the owners and holders found are then filled in.
     let no_owners = HashMap::new();
     let idx = SocketIndex::with_maps(&sockets.sockets, &no_owners, maps)
-        .with_delegation(rules.delegating, None);
+        .with_delegation(rules.delegating, None)
+        .with_cgroups(names);
     record::look_up(&mut records, &idx);
     stages.lap("lookup");
     let mut holders = holders::look(&records, &idx, rules);
@@ -503,14 +516,12 @@ fn walk<'s, S: BuildHasher>(
     stages.lap("attribute");
     if record::needs_retry(&records) {
         let maps = idx.into_maps();
-        retry(
-            &mut sockets,
-            maps,
-            &mut records,
-            &mut holders,
-            rules,
+        let again = Again {
+            holders: &mut holders,
+            cgroups: cgroups.as_deref_mut(),
             use_marks,
-        )?;
+        };
+        retry(&mut sockets, maps, &mut records, again, rules)?;
         stages.lap("retry");
     }
     look_in_containers(&mut records, &host, rules, stages);
@@ -533,6 +544,17 @@ fn walk<'s, S: BuildHasher>(
         charged,
         named,
     })
+}
+
+/// The pass's cgroup names, with the ids of `sockets` learnt; held for the walk (one pass
+/// at a time names cgroups). None for the read-only views.
+fn named_cgroups<'r>(
+    rules: &Rules<'r>,
+    sockets: &[crate::model::Socket],
+) -> Option<std::sync::MutexGuard<'r, CgroupNames>> {
+    let mut names = rules.cgroups?.lock().unwrap_or_else(|p| p.into_inner());
+    names.learn(sockets.iter().map(|s| s.cgroup));
+    Some(names)
 }
 
 /// Whether some flow carries a mark netledger writes, and then `nft` reading the ruleset
@@ -582,10 +604,14 @@ fn retry(
     sockets: &mut SocketTable,
     mut maps: SocketMaps,
     records: &mut [FlowRecord],
-    holders: &mut Holders,
+    again: Again,
     rules: &Rules,
-    use_marks: bool,
 ) -> Result<()> {
+    let Again {
+        holders,
+        mut cgroups,
+        use_marks,
+    } = again;
     let again = socket_table(rules.proc_root)?;
     let known = live_inodes(&sockets.sockets);
     let fresh: HashSet<u64> = live_inodes(&again.sockets)
@@ -603,14 +629,28 @@ fn retry(
             .filter(|s| fresh.contains(&s.inode)),
     );
     maps.add(&sockets.sockets, from);
+    if let Some(c) = cgroups.as_mut() {
+        c.learn(sockets.sockets[from..].iter().map(|s| s.cgroup));
+    }
+    let unnamed = FastMap::default();
+    let names = cgroups.as_deref().map_or(&unnamed, CgroupNames::names);
     let no_owners = HashMap::new();
     let idx = SocketIndex::with_maps(&sockets.sockets, &no_owners, maps)
-        .with_delegation(rules.delegating, None);
+        .with_delegation(rules.delegating, None)
+        .with_cgroups(names);
     record::look_up(records, &idx);
     holders.look_fresh(records, &idx, rules, &fresh);
     let idx = holders.fill(idx, rules).with_marks(use_marks);
     record::reattribute(records, &idx, rules.nets);
     Ok(())
+}
+
+/// What [`retry`] carries on from the first attribution: the holders looked up, the
+/// cgroups named, whether marks are believed.
+struct Again<'h, 'c> {
+    holders: &'h mut Holders,
+    cgroups: Option<&'c mut CgroupNames>,
+    use_marks: bool,
 }
 
 fn live_inodes(sockets: &[crate::model::Socket]) -> HashSet<u64> {
@@ -643,7 +683,7 @@ fn read_kernel(proc_root: &Path, stages: &mut Stages) -> Result<(SocketTable, co
 /// Fails when the dump is empty while established TCP connections exist: conntrack
 /// does not track this namespace.
 fn not_tracking(sockets: &SocketTable, dump: &conntrack::Dump) -> Result<()> {
-    if dump.flows.is_empty() {
+    if dump.entries.is_empty() {
         let established = sockets
             .sockets
             .iter()

@@ -25,18 +25,20 @@ use crate::attribute::{
     Lookup, Reason, SocketIndex, Verdict, Via,
 };
 use crate::containers;
+use crate::live::Observed;
 use crate::model::{FastSet, Flow, FlowKey, L4};
 use crate::owner_mark::trust::MarkTrust;
-use crate::sources::conntrack::Dump;
+use crate::sources::conntrack::{Dump, Entry};
 
 /// What a pass knows of one flow; each stage reads it and adds to it.
 #[derive(Debug, Clone)]
 pub struct FlowRecord<'s> {
-    /// The flow as the dump showed it (the dump keeps it).
+    /// The flow as the dump showed it (`&entry.flow`: what every stage reads).
     pub flow: &'s Flow,
-    /// A TCP entry the kernel picked up in the middle of its connection (see
-    /// [`Continued`]).
-    pub picked_up: bool,
+    /// Its entry of the dump (the dump keeps it): the flow and what the entry says
+    /// beside it, such as a TCP entry the kernel picked up in the middle of its
+    /// connection (see [`Continued`]).
+    pub entry: &'s Entry,
     /// Its saved state (None: seen for the first time).
     pub saved: Option<&'s FlowState>,
     /// An owner known besides the saved state, for a flow without a settled one: the
@@ -49,11 +51,11 @@ pub struct FlowRecord<'s> {
 }
 
 impl<'s> FlowRecord<'s> {
-    /// A flow of the dump with its saved state; nothing looked up yet.
-    pub fn new(flow: &'s Flow, picked_up: bool, saved: Option<&'s FlowState>) -> FlowRecord<'s> {
+    /// An entry of the dump with its saved state; nothing looked up yet.
+    pub fn new(entry: &'s Entry, saved: Option<&'s FlowState>) -> FlowRecord<'s> {
         FlowRecord {
-            flow,
-            picked_up,
+            flow: &entry.flow,
+            entry,
             saved,
             known: None,
             look: Lookup::Unmatched,
@@ -61,9 +63,15 @@ impl<'s> FlowRecord<'s> {
         }
     }
 
-    /// The attribution its saved state keeps.
+    /// Its saved state when it is this flow's, not another's under the same key
+    /// ([`FlowState::replaced_by`]: an entry that ended, whose owner is not this one's).
+    pub fn own_saved(&self) -> Option<&'s FlowState> {
+        self.saved.filter(|s| !s.replaced_by(self.flow))
+    }
+
+    /// The attribution its saved state keeps (none from another flow's).
     pub fn saved_attribution(&self) -> Option<&'s Attribution> {
-        self.saved.and_then(|s| s.attribution.as_ref())
+        self.own_saved().and_then(|s| s.attribution.as_ref())
     }
 
     /// What the flow already had: its saved attribution once settled; else an owner known
@@ -102,7 +110,7 @@ impl<'s> FlowRecord<'s> {
 
     /// Whether its counters moved since the saved state.
     fn moved(&self) -> bool {
-        self.saved.is_some_and(|o| {
+        self.own_saved().is_some_and(|o| {
             Some(o.orig) != self.flow.orig_counters || Some(o.reply) != self.flow.reply_counters
         })
     }
@@ -119,43 +127,42 @@ pub fn records<'s, S: BuildHasher>(
     dump: &'s Dump,
     prev: &'s HashMap<FlowKey, FlowState, S>,
 ) -> Vec<FlowRecord<'s>> {
-    let picked = dump
-        .picked_up
+    dump.entries
         .iter()
-        .copied()
-        .chain(std::iter::repeat(false));
-    dump.flows
-        .iter()
-        .zip(picked)
-        .map(|(flow, picked_up)| FlowRecord::new(flow, picked_up, saved_state(prev, flow)))
+        .map(|entry| FlowRecord::new(entry, saved_state(prev, &entry.flow)))
         .collect()
 }
 
 /// The saved state of `flow`: under its key, else, for an ICMP echo, under the key it had
-/// before the echo id was part of a ping's identity (the same entry, its conntrack id, with
-/// source port 0): an entry live across that upgrade goes on from what was charged of it,
-/// not from zero again.
-fn saved_state<'s, S: BuildHasher>(
+/// before the echo id was part of a ping's identity ([`key_before_echo_ids`]): an entry
+/// live across that upgrade goes on from what was charged of it, not from zero again.
+pub fn saved_state<'s, S: BuildHasher>(
     prev: &'s HashMap<FlowKey, FlowState, S>,
     flow: &Flow,
 ) -> Option<&'s FlowState> {
     let key = flow.key();
-    prev.get(&key).or_else(|| {
-        let ping = L4::from_ipproto(key.orig.proto).is_some_and(L4::is_ping);
-        let mut before = key;
-        before.orig.sport = 0;
-        (ping && key.orig.sport != 0)
-            .then(|| prev.get(&before))
-            .flatten()
-    })
+    prev.get(&key)
+        .or_else(|| prev.get(&key_before_echo_ids(&key)?))
 }
 
-/// The verdicts of `records`, in their order (the dump's: for the read-only views, which
-/// read the dump and its verdicts).
-pub fn verdicts(records: Vec<FlowRecord>) -> Vec<Attributed> {
+/// The key an ICMP echo's entry was saved under before the echo id was part of a ping's
+/// identity: the same entry (its conntrack id), source port 0. None for other flows.
+pub fn key_before_echo_ids(key: &FlowKey) -> Option<FlowKey> {
+    let ping = L4::from_ipproto(key.orig.proto).is_some_and(L4::is_ping);
+    let mut before = *key;
+    before.orig.sport = 0;
+    (ping && key.orig.sport != 0).then_some(before)
+}
+
+/// The records as the read-only views read them: each entry with its verdict, in the
+/// dump's order.
+pub fn observed(records: Vec<FlowRecord>) -> Vec<Observed> {
     records
         .into_iter()
-        .map(|r| r.attributed.expect("every flow of a pass is attributed"))
+        .map(|r| Observed {
+            entry: r.entry.clone(),
+            at: r.attributed.expect("every flow of a pass is attributed"),
+        })
         .collect()
 }
 
@@ -176,7 +183,7 @@ pub fn continue_picked_up<S: BuildHasher>(
     records: &mut [FlowRecord],
     prev: &HashMap<FlowKey, FlowState, S>,
 ) {
-    let picked = |r: &FlowRecord| r.picked_up && r.saved.is_none() && r.known.is_none();
+    let picked = |r: &FlowRecord| r.entry.picked_up && r.own_saved().is_none() && r.known.is_none();
     if !records.iter().any(picked) {
         return;
     }
@@ -290,7 +297,7 @@ pub fn by_mark(records: &[FlowRecord]) -> usize {
 pub fn needs_retry(records: &[FlowRecord]) -> bool {
     records
         .iter()
-        .any(|r| r.saved.is_none() && r.unattributed(&[Reason::NoSocket]))
+        .any(|r| r.own_saved().is_none() && r.unattributed(&[Reason::NoSocket]))
 }
 
 /// Stage 6: the unattributed flows once more, on an index over more sockets (`idx`, the
@@ -313,7 +320,9 @@ pub fn container_candidates<'r, 's>(
 ) -> Vec<(&'r mut FlowRecord<'s>, IpAddr)> {
     records
         .iter_mut()
-        .filter(|r| r.saved.is_none() && r.unattributed(&[Reason::Forwarded, Reason::NoSocket]))
+        .filter(|r| {
+            r.own_saved().is_none() && r.unattributed(&[Reason::Forwarded, Reason::NoSocket])
+        })
         .filter_map(|r| containers::inner_end(r.flow, is_host).map(|ip| (r, ip)))
         .collect()
 }
@@ -343,6 +352,7 @@ mod tests {
 
     fn who(uid: u32, via: Via, direction: Direction) -> Attribution {
         Attribution {
+            cgroup: None,
             uid,
             program: None,
             direction,
@@ -380,11 +390,18 @@ mod tests {
         SocketIndex::new(sockets, none, [HOST.parse().unwrap()])
     }
 
-    fn dump_of(flows: Vec<Flow>, picked: Vec<bool>) -> Dump {
+    fn dump_of(entries: Vec<Entry>) -> Dump {
         Dump {
-            flows,
-            picked_up: picked,
+            entries,
             ..Dump::default()
+        }
+    }
+
+    /// `f` as an entry of a dump, picked up or not, with no TCP state or timeout.
+    fn entry(f: &Flow, picked_up: bool) -> Entry {
+        Entry {
+            picked_up,
+            ..Entry::from(f.clone())
         }
     }
 
@@ -393,11 +410,11 @@ mod tests {
         let (a, b) = (tcp_out(40000), tcp_out(40001));
         let prev: HashMap<FlowKey, FlowState> =
             [(a.key(), state(&a, Some(out(ALICE, Via::Direct))))].into();
-        let dump = dump_of(vec![a.clone(), b.clone()], vec![false, true]);
+        let dump = dump_of(vec![entry(&a, false), entry(&b, true)]);
         let mut recs = records(&dump, &prev);
         assert_eq!((recs[0].flow, recs[1].flow), (&a, &b));
         assert_eq!(recs[0].saved, prev.get(&a.key()));
-        assert_eq!((recs[1].saved, recs[1].picked_up), (None, true));
+        assert_eq!((recs[1].saved, recs[1].entry.picked_up), (None, true));
         let none = HashMap::new();
         let sockets = [sock(
             L4::Tcp,
@@ -409,12 +426,58 @@ mod tests {
         let idx = index(&sockets, &none);
         look_up(&mut recs, &idx);
         attribute_all(&mut recs, &idx, &LocalNets::defaults());
-        let attributed = verdicts(recs);
+        let observed = observed(recs);
+        assert_eq!(observed[1].entry, dump.entries[1]);
         assert_eq!(
-            attributed[0].verdict,
+            observed[0].at.verdict,
             Verdict::User(out(ALICE, Via::Direct))
         );
-        assert_eq!(attributed[1].verdict, Verdict::User(out(BOB, Via::Direct)));
+        assert_eq!(observed[1].at.verdict, Verdict::User(out(BOB, Via::Direct)));
+    }
+
+    /// Issue 24: bob's connection took up the tuple of alice's, whose entry ended, in the
+    /// memory of hers (the same conntrack id, so the same key); her saved state is still
+    /// there (its DESTROY lost, or on its way). It is not his: her owner is not his, his
+    /// own owner found at NEW is, and a lookup that fails leaves him unattributed.
+    #[test]
+    fn another_flows_saved_state_under_the_same_key_names_no_owner() {
+        let at = |f: Flow, s: u64| Flow {
+            start_ns: Some(s * 1_000_000_000),
+            ..f
+        };
+        let hers = at(tcp_out(45600), 1000);
+        let his = at(tcp_out(45600), 1010);
+        let mut saved = state(&hers, Some(out(ALICE, Via::Direct)));
+        (saved.start_ns, saved.orig) = (hers.start_ns, crate::testkit::counters(5, 400));
+        let none = HashMap::new();
+        let sockets: [Socket; 0] = [];
+        let idx = index(&sockets, &none);
+        let (his, hers) = (entry(&his, false), entry(&hers, false));
+        let verdict = |known: Option<Attribution>| {
+            let mut recs = vec![FlowRecord::new(&his, Some(&saved))];
+            add_known(&mut recs, &|_| known.clone());
+            look_up(&mut recs, &idx);
+            attribute_all(&mut recs, &idx, &LocalNets::defaults());
+            assert_eq!(
+                recs[0].saved,
+                Some(&saved),
+                "the accounting sees the replacement"
+            );
+            (recs[0].own_saved(), recs[0].verdict().verdict.clone())
+        };
+        assert_eq!(
+            verdict(None),
+            (None, Verdict::Unattributed(Reason::NoSocket))
+        );
+        let bob = out(BOB, Via::Direct);
+        assert_eq!(verdict(Some(bob.clone())), (None, Verdict::User(bob)));
+        // Her own entry, seen again, keeps her.
+        let mut recs = vec![FlowRecord::new(&hers, Some(&saved))];
+        attribute_all(&mut recs, &idx, &LocalNets::defaults());
+        assert_eq!(
+            recs[0].verdict().verdict,
+            Verdict::User(out(ALICE, Via::Direct))
+        );
     }
 
     /// An ICMP echo saved before the echo id was in its key (port 0) keeps its state.
@@ -427,7 +490,7 @@ mod tests {
         before.key = old_key;
         before.orig = crate::testkit::counters(3, 300);
         let prev: HashMap<FlowKey, FlowState> = [(old_key, before)].into();
-        let dump = dump_of(vec![ping.clone()], vec![false]);
+        let dump = dump_of(vec![entry(&ping, false)]);
         assert_eq!(records(&dump, &prev)[0].saved, prev.get(&old_key));
         // Not for TCP: a port 0 key is another flow.
         let t = tcp_out(40000);
@@ -435,7 +498,7 @@ mod tests {
         k.orig.sport = 0;
         let prev: HashMap<FlowKey, FlowState> = [(k, state(&t, None))].into();
         assert_eq!(
-            records(&dump_of(vec![t], vec![false]), &prev)[0].saved,
+            records(&dump_of(vec![entry(&t, false)]), &prev)[0].saved,
             None
         );
     }
@@ -443,13 +506,14 @@ mod tests {
     #[test]
     fn a_settled_saved_owner_beats_one_known_besides_and_a_known_one_beats_a_pending_one() {
         let f = tcp_out(40000);
+        let e = entry(&f, false);
         let saved = |a| state(&f, Some(a));
         let (settled, pending) = (
             saved(out(ALICE, Via::Direct)),
             saved(out(ROOT, Via::Pending)),
         );
         let rec = |s: Option<&FlowState>, known: Option<Attribution>| {
-            let mut r = FlowRecord::new(&f, false, s);
+            let mut r = FlowRecord::new(&e, s);
             r.known = known.map(Box::new);
             r.prior().cloned()
         };
@@ -476,10 +540,11 @@ mod tests {
             state(&a, Some(out(ALICE, Via::Direct))),
             state(&b, Some(out(ROOT, Via::Pending))),
         );
+        let (ea, eb, ec) = (entry(&a, false), entry(&b, false), entry(&c, false));
         let mut recs = vec![
-            FlowRecord::new(&a, false, Some(&sa)),
-            FlowRecord::new(&b, false, Some(&sb)),
-            FlowRecord::new(&c, false, None),
+            FlowRecord::new(&ea, Some(&sa)),
+            FlowRecord::new(&eb, Some(&sb)),
+            FlowRecord::new(&ec, None),
         ];
         let asked = std::cell::RefCell::new(Vec::new());
         add_known(&mut recs, &|k| {
@@ -506,17 +571,16 @@ mod tests {
             id: 10,
             ..tcp_out(40005)
         };
-        let mut recs = vec![
-            FlowRecord::new(&back, true, None),
-            FlowRecord::new(&fresh, true, None),
-        ];
+        let (back, fresh) = (entry(&back, true), entry(&fresh, true));
+        let mut recs = vec![FlowRecord::new(&back, None), FlowRecord::new(&fresh, None)];
         continue_picked_up(&mut recs, &prev);
         let turned = who(ALICE, Via::Direct, Direction::In);
         assert_eq!(recs[0].known.as_deref(), Some(&turned));
         assert_eq!(recs[1].known, None);
         // The ended entry still in the dump: not ended, nothing continued.
-        let again = FlowRecord::new(&ended, false, prev.get(&ended.key()));
-        let mut recs = vec![again, FlowRecord::new(&back, true, None)];
+        let ended = entry(&ended, false);
+        let again = FlowRecord::new(&ended, prev.get(&ended.flow.key()));
+        let mut recs = vec![again, FlowRecord::new(&back, None)];
         continue_picked_up(&mut recs, &prev);
         assert_eq!(recs[1].known, None);
     }
@@ -537,10 +601,8 @@ mod tests {
         ];
         let none = HashMap::new();
         let idx = index(&sockets, &none);
-        let mut recs = vec![
-            FlowRecord::new(&a, false, Some(&sa)),
-            FlowRecord::new(&b, false, None),
-        ];
+        let (ea, eb) = (entry(&a, false), entry(&b, false));
+        let mut recs = vec![FlowRecord::new(&ea, Some(&sa)), FlowRecord::new(&eb, None)];
         look_up(&mut recs, &idx);
         assert_eq!(wanted_inodes(&recs, &idx), [200].into());
     }
@@ -566,8 +628,9 @@ mod tests {
         let d = Delegating::new([ROOT]);
         let idx = index(&sockets, &none).with_delegation(&d, None);
         let nets = LocalNets::defaults();
+        let e = entry(&f, false);
         let inodes = |saved: Option<&FlowState>| {
-            let mut recs = vec![FlowRecord::new(&f, false, saved)];
+            let mut recs = vec![FlowRecord::new(&e, saved)];
             look_up(&mut recs, &idx);
             (
                 delegated_inodes(&recs, &idx, &nets, None),
@@ -584,15 +647,16 @@ mod tests {
         // the grace.
         let own = state(&f, Some(who(ROOT, Via::Own, Direction::In)));
         assert_eq!(inodes(Some(&own)), (HashSet::new(), [500].into()));
-        let still = vec![FlowRecord::new(&f, false, Some(&own))];
+        let still = vec![FlowRecord::new(&e, Some(&own))];
         assert!(!own_moved(&still), "zero counters, as saved");
         let moved = Flow {
             orig_counters: Some(counters(3, 300)),
             ..f.clone()
         };
-        assert!(own_moved(&[FlowRecord::new(&moved, false, Some(&own))]));
+        let moved = entry(&moved, false);
+        assert!(own_moved(&[FlowRecord::new(&moved, Some(&own))]));
         // Only `only`'s inodes, when asked.
-        let mut recs = vec![FlowRecord::new(&f, false, None)];
+        let mut recs = vec![FlowRecord::new(&e, None)];
         look_up(&mut recs, &idx);
         assert!(delegated_inodes(&recs, &idx, &nets, Some(&[501].into())).is_empty());
     }
@@ -609,10 +673,8 @@ mod tests {
         )];
         let none = HashMap::new();
         let nets = LocalNets::defaults();
-        let mut recs = vec![
-            FlowRecord::new(&a, false, None),
-            FlowRecord::new(&b, false, None),
-        ];
+        let (ea, eb) = (entry(&a, false), entry(&b, false));
+        let mut recs = vec![FlowRecord::new(&ea, None), FlowRecord::new(&eb, None)];
         let maps = {
             let idx = index(&sockets, &none);
             look_up(&mut recs, &idx);
@@ -660,10 +722,15 @@ mod tests {
         let to_host = flow(UDP, ("198.51.100.2:5353", "198.51.100.1:9999"), None);
         let known = tcp_out(40000);
         let saved = state(&to_host, None);
+        let (fwd, known, to_host) = (
+            entry(&fwd, false),
+            entry(&known, false),
+            entry(&to_host, false),
+        );
         let mut recs = vec![
-            FlowRecord::new(&fwd, false, None),
-            FlowRecord::new(&known, false, None),
-            FlowRecord::new(&to_host, false, Some(&saved)),
+            FlowRecord::new(&fwd, None),
+            FlowRecord::new(&known, None),
+            FlowRecord::new(&to_host, Some(&saved)),
         ];
         let sockets = [sock(
             L4::Tcp,
@@ -692,13 +759,14 @@ mod tests {
         let none = HashMap::new();
         let sockets: [Socket; 0] = [];
         let idx = index(&sockets, &none).with_marks(true);
-        let mut recs = vec![FlowRecord::new(&marked, false, None)];
+        let marked = entry(&marked, false);
+        let mut recs = vec![FlowRecord::new(&marked, None)];
         look_up(&mut recs, &idx);
         attribute_all(&mut recs, &idx, &LocalNets::defaults());
         assert_eq!(recs[0].look, Lookup::Unmatched);
         assert_eq!(by_mark(&recs), 1);
         // The same on a kept attribution is not the mark's doing.
-        let saved = state(&marked, Some(out(ALICE, Via::Direct)));
+        let saved = state(&marked.flow, Some(out(ALICE, Via::Direct)));
         recs[0].saved = Some(&saved);
         assert_eq!(by_mark(&recs), 0);
     }

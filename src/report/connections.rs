@@ -119,8 +119,8 @@ mod tests {
     use crate::live::{fixture, open_connections};
 
     fn table(all: bool, exact: bool) -> String {
-        let (dump, attributed) = fixture::observation();
-        let rows = open_connections(&dump, &attributed, None, all);
+        let observed = fixture::observation();
+        let rows = open_connections(&observed, None, all);
         connections_table(&rows, fixture::NOW_NS, exact, &mut fixture::user_name)
     }
 
@@ -136,18 +136,18 @@ mod tests {
 
     #[test]
     fn a_container_connection_names_its_container() {
-        let (dump, mut attributed) = fixture::observation();
-        let i = attributed
+        let mut observed = fixture::observation();
+        let i = observed
             .iter()
-            .position(|a| matches!(a.verdict, Verdict::User(_)))
+            .position(|o| matches!(o.at.verdict, Verdict::User(_)))
             .unwrap();
-        if let Verdict::User(a) = &mut attributed[i].verdict {
+        if let Verdict::User(a) = &mut observed[i].at.verdict {
             a.container = Some(crate::attribute::Container {
                 name: "docker-3f2a".into(),
                 inner_uid: 1000,
             });
         }
-        let rows = open_connections(&dump, &attributed, None, true);
+        let rows = open_connections(&observed, None, true);
         let records: Vec<Record> = rows
             .iter()
             .map(|r| connection_record(r, fixture::NOW_NS, &mut fixture::user_name))
@@ -166,8 +166,8 @@ mod tests {
 
     #[test]
     fn connections_json() {
-        let (dump, attributed) = fixture::observation();
-        let rows = open_connections(&dump, &attributed, None, true);
+        let observed = fixture::observation();
+        let rows = open_connections(&observed, None, true);
         let records: Vec<Record> = rows
             .iter()
             .map(|r| connection_record(r, fixture::NOW_NS, &mut fixture::user_name))

@@ -323,6 +323,7 @@ mod tests {
         use crate::account::UsageKey;
         use crate::live::meter::Moved;
         let key = |kind, uid| UsageKey {
+            cgroup: None,
             kind,
             uid,
             program: None,

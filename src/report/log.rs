@@ -26,7 +26,7 @@ enum Piece {
 pub struct Template(Vec<Piece>);
 
 /// The escapes a template may use (documented in `netledger log --help`).
-const ESCAPES: &str = "seSDPdirlLoRuUcCKtxTX";
+const ESCAPES: &str = "seSDPdirlLoRuUcCKGNJtxTX";
 
 /// The default line: start, duration, protocol, direction, both tuples, owner, container,
 /// bytes.
@@ -151,6 +151,9 @@ impl Template {
                         .container
                         .as_ref()
                         .map_or("-".into(), |k| k.inner_uid.to_string()),
+                    'G' => c.cgroup.as_ref().map_or("-".into(), |g| g.path.to_string()),
+                    'N' => unit_of(c).unwrap_or("-").to_string(),
+                    'J' => job_of(c).map_or("-".into(), |j| j.to_string()),
                     't' => t.tx_bytes.to_string(),
                     'x' => t.rx_bytes.to_string(),
                     'T' => t.tx_packets.to_string(),
@@ -161,6 +164,16 @@ impl Template {
         }
         out
     }
+}
+
+/// The systemd unit of a connection's cgroup ([`crate::cgroup::unit`]).
+pub fn unit_of(c: &LoggedConnection) -> Option<&str> {
+    c.cgroup.as_ref().and_then(|g| crate::cgroup::unit(&g.path))
+}
+
+/// The Slurm job of a connection's cgroup (as the resolver trusted it).
+pub fn job_of(c: &LoggedConnection) -> Option<u64> {
+    c.cgroup.as_ref().and_then(|g| g.job)
 }
 
 /// One logged connection as a record (`log --json`).
@@ -190,6 +203,9 @@ pub fn log_record(c: &LoggedConnection, user: Option<String>) -> Record {
         "via": c.via,
         "container": c.container.as_ref().map(|k| k.name.as_ref()),
         "container_uid": c.container.as_ref().map(|k| k.inner_uid),
+        "cgroup": c.cgroup.as_ref().map(|g| g.path.as_ref()),
+        "unit": unit_of(c),
+        "job": job_of(c),
         "program": c.program,
         "orig_packets": c.orig_counters.map(|x| x.packets),
         "orig_bytes": c.orig_counters.map(|x| x.bytes),
@@ -253,31 +269,19 @@ pub fn waiting_note<'a>(
 /// A DNAT'd connection for tests of the log's rendering and filters.
 #[cfg(test)]
 pub(crate) fn sample_connection() -> LoggedConnection {
-    use crate::model::{Counters, Tuple};
-    let t = |s: &str, d: &str, sp, dp| Tuple {
-        src: s.parse().unwrap(),
-        dst: d.parse().unwrap(),
-        proto: 6,
-        sport: sp,
-        dport: dp,
-    };
+    use crate::testkit::{counters, tuple, TCP};
     LoggedConnection {
+        cgroup: None,
         start_ms: 1_780_000_000_000,
         end_ms: 1_780_000_002_500,
         // DNAT: the client hit 203.0.113.7:80, served by 198.51.100.1:8080.
-        orig: t("192.0.2.9", "203.0.113.7", 50000, 80),
-        reply: t("198.51.100.1", "192.0.2.9", 8080, 50000),
+        orig: tuple(TCP, "192.0.2.9:50000", "203.0.113.7:80"),
+        reply: tuple(TCP, "198.51.100.1:8080", "192.0.2.9:50000"),
         direction: Some(Direction::In),
         uid: Some(1001),
         program: Some("nginx".into()),
-        orig_counters: Some(Counters {
-            packets: 3,
-            bytes: 300,
-        }),
-        reply_counters: Some(Counters {
-            packets: 5,
-            bytes: 5000,
-        }),
+        orig_counters: Some(counters(3, 300)),
+        reply_counters: Some(counters(5, 5000)),
         zone: 0,
         via: None,
         container: None,
@@ -287,7 +291,7 @@ pub(crate) fn sample_connection() -> LoggedConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Tuple;
+    use crate::testkit::{flow_of, mirror, tuple, TCP};
 
     fn conn() -> LoggedConnection {
         sample_connection()
@@ -303,6 +307,37 @@ mod tests {
             "2026-05-28 20:26:40+00:00|2026-05-28 20:26:42+00:00|2.500|2500|tcp|in|192.0.2.9|50000|\
              198.51.100.1|8080|192.0.2.9:50000>203.0.113.7:80|198.51.100.1:8080>192.0.2.9:50000|\
              user1001|1001|nginx|5000|300|5|3|%|\n"
+        );
+    }
+
+    #[test]
+    fn a_jobs_connection_shows_its_cgroup_unit_and_job_in_lines_and_json() {
+        let mut c = conn();
+        let t = parse_template("%G|%N|%J").unwrap();
+        assert_eq!(t.render(&c, true, &mut |u| u.to_string()), "-|-|-");
+        let json = log_record(&c, None);
+        for key in ["cgroup", "unit", "job"] {
+            assert_eq!(json[key], serde_json::Value::Null, "{key}");
+        }
+        c.cgroup = Some(crate::attribute::Cgroup {
+            path: "/system.slice/slurmstepd.scope/job_42/step_0/user/task_0".into(),
+            job: Some(42),
+        });
+        assert_eq!(
+            t.render(&c, true, &mut |u| u.to_string()),
+            "/system.slice/slurmstepd.scope/job_42/step_0/user/task_0|slurmstepd.scope|42"
+        );
+        let json = log_record(&c, None);
+        assert_eq!(json["unit"], "slurmstepd.scope");
+        assert_eq!(json["job"], 42);
+        // A look-alike job directory the resolver did not trust: a path, no job.
+        c.cgroup = Some(crate::attribute::Cgroup {
+            path: "/user.slice/user-1001.slice/session-3.scope".into(),
+            job: None,
+        });
+        assert_eq!(
+            t.render(&c, true, &mut |u| u.to_string()),
+            "/user.slice/user-1001.slice/session-3.scope|session-3.scope|-"
         );
     }
 
@@ -348,16 +383,9 @@ mod tests {
     #[test]
     fn ipv6_address_before_a_colon_is_bracketed() {
         let mut c = conn();
-        let t = |s: &str, d: &str, sp, dp| Tuple {
-            src: s.parse().unwrap(),
-            dst: d.parse().unwrap(),
-            proto: 6,
-            sport: sp,
-            dport: dp,
-        };
         c.direction = Some(Direction::Out);
-        c.orig = t("2001:db8::1", "2001:db8::2", 40000, 443);
-        c.reply = t("2001:db8::2", "2001:db8::1", 443, 40000);
+        c.orig = tuple(TCP, "[2001:db8::1]:40000", "[2001:db8::2]:443");
+        c.reply = mirror(&c.orig);
         let render = |f: &str| {
             parse_template(f)
                 .unwrap()
@@ -384,16 +412,10 @@ mod tests {
         let c = conn();
         let w = |over, expires_ms| Waiting {
             flow: crate::model::Flow {
-                orig: c.orig,
-                reply: c.reply,
                 id: 0,
-                zone: 0,
-                mark: 0,
-                status: 0,
                 orig_counters: None,
                 reply_counters: None,
-                start_ns: None,
-                stop_ns: None,
+                ..flow_of(c.orig, c.reply)
             },
             over,
             expires_ms,

@@ -53,6 +53,9 @@ pub struct LogRecord<'a> {
     via: Option<u32>,
     container: Option<&'a str>,
     container_uid: Option<u32>,
+    cgroup: Option<&'a str>,
+    unit: Option<&'a str>,
+    job: Option<u64>,
     program: &'a Option<String>,
     orig_packets: Option<u64>,
     orig_bytes: Option<u64>,
@@ -100,6 +103,9 @@ pub fn log_json_record(c: &LoggedConnection, user: Option<String>) -> LogRecord<
         via: c.via,
         container: c.container.as_ref().map(|k| k.name.as_ref()),
         container_uid: c.container.as_ref().map(|k| k.inner_uid),
+        cgroup: c.cgroup.as_ref().map(|g| g.path.as_ref()),
+        unit: super::log::unit_of(c),
+        job: super::log::job_of(c),
         program: &c.program,
         orig_packets: c.orig_counters.map(|x| x.packets),
         orig_bytes: c.orig_counters.map(|x| x.bytes),
@@ -132,6 +138,10 @@ mod tests {
             c.direction = direction;
             c.program = Some("we\"ird\n\u{7}\\name".into());
             c.via = Some(0);
+            c.cgroup = Some(crate::attribute::Cgroup {
+                path: "/system.slice/slurmstepd.scope/job_42/step_0/user/task_0".into(),
+                job: Some(42),
+            });
             c.container = Some(crate::attribute::Container {
                 name: "docker-\"x\"".into(),
                 inner_uid: 1000,

@@ -8,7 +8,9 @@
 //! labelled counters go through [`Sorted`] instead.
 //!
 //! No remote-address, port or program labels: the series per host are one per user and
-//! direction (bytes and packets), one per unattributed reason, and a handful of gauges.
+//! direction (bytes and packets), one per unattributed reason, and a handful of gauges;
+//! and, only when `metrics_units` asks, one per named systemd unit and direction (never
+//! per Slurm job: job ids are unbounded).
 
 use std::sync::atomic::AtomicU64;
 
@@ -89,6 +91,7 @@ pub struct DaemonCounts {
 pub fn encode(data: &MetricsData, version: &str, daemon: Option<DaemonCounts>) -> String {
     let mut r = Registry::default();
     register_users(&mut r, data);
+    register_units(&mut r, data);
     register_unattributed(&mut r, data);
     register_health(&mut r, data);
     if let Some(d) = daemon {
@@ -144,6 +147,36 @@ fn register_users(r: &mut Registry, data: &MetricsData) {
         }
     }
     for (name, help, f) in users {
+        r.register(name, help, f);
+    }
+}
+
+/// Per systemd unit `metrics_units` names (none by default): bytes each way since 00:00
+/// UTC, a counter that starts again from zero every day.
+fn register_units(r: &mut Registry, data: &MetricsData) {
+    if data.units.is_empty() {
+        return;
+    }
+    let [mut rx, mut tx] = [
+        (
+            "receive",
+            "Bytes received by sockets created in the unit's cgroups since 00:00 UTC \
+             (reset daily)",
+        ),
+        (
+            "transmit",
+            "Bytes sent by sockets created in the unit's cgroups since 00:00 UTC \
+             (reset daily)",
+        ),
+    ]
+    .map(|(n, h)| (format!("netledger_unit_{n}_bytes"), h, Sorted::default()));
+    // By name, as the store gives them.
+    for u in &data.units {
+        let labels = vec![("unit".to_owned(), u.unit.clone())];
+        rx.2.push(labels.clone(), u.traffic.rx_bytes);
+        tx.2.push(labels, u.traffic.tx_bytes);
+    }
+    for (name, help, f) in [rx, tx] {
         r.register(name, help, f);
     }
 }
@@ -282,7 +315,7 @@ fn register_daemon(r: &mut Registry, d: DaemonCounts) {
 mod tests {
     use super::*;
     use crate::account::Traffic;
-    use crate::store::metrics::{LastPass, UserTotal};
+    use crate::store::metrics::{LastPass, UnitTotal, UserTotal};
 
     #[test]
     fn the_exposition_is_prometheus_text_0_0_4() {
@@ -308,6 +341,7 @@ mod tests {
             }),
             database_bytes: 4096,
             gaps: [("table-gone".to_owned(), (2, 1500))].into(),
+            units: vec![],
         };
         let text = encode(&data, "0.1.0", None);
         for line in [
@@ -340,6 +374,7 @@ mod tests {
         );
         assert!(text.ends_with('\n'));
         assert!(!text.contains("netledger_conntrack_events_lost"), "{text}");
+        assert!(!text.contains("netledger_unit_"), "off by default: {text}");
         assert!(!text.contains("netledger_connection_log_skipped"), "{text}");
         let daemon = encode(
             &data,
@@ -362,6 +397,48 @@ mod tests {
                 "{line:?} missing in\n{daemon}"
             );
         }
+    }
+
+    /// Opted in (`metrics_units`), a unit's bytes each way, labelled by unit, in the
+    /// order given (by name); nothing per job.
+    #[test]
+    fn units_asked_for_have_series_of_their_own() {
+        let t = |b| Traffic {
+            rx_bytes: b,
+            tx_bytes: 2 * b,
+            rx_packets: 1,
+            tx_packets: 1,
+        };
+        let data = MetricsData {
+            units: vec![
+                UnitTotal {
+                    unit: "backup.service".into(),
+                    traffic: t(500),
+                },
+                UnitTotal {
+                    unit: "nginx.service".into(),
+                    traffic: t(0),
+                },
+            ],
+            ..MetricsData::default()
+        };
+        let text = encode(&data, "0.1.0", None);
+        let units: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("netledger_unit_"))
+            .collect();
+        assert_eq!(
+            units,
+            [
+                "netledger_unit_receive_bytes_total{unit=\"backup.service\"} 500",
+                "netledger_unit_receive_bytes_total{unit=\"nginx.service\"} 0",
+                "netledger_unit_transmit_bytes_total{unit=\"backup.service\"} 1000",
+                "netledger_unit_transmit_bytes_total{unit=\"nginx.service\"} 0",
+            ],
+            "{text}"
+        );
+        assert!(text.contains("# TYPE netledger_unit_receive_bytes_total counter"));
+        assert!(!text.contains("job"), "{text}");
     }
 
     /// The same data inserted in two different orders encodes to the same text, series

@@ -88,7 +88,8 @@ fn traffic_fields(m: &mut Record, t: &Traffic) {
 
 /// One `top` row as a record: `uid` (null when unattributed), `user`, the `--by` keys
 /// (`via` and `via_user` for `--by via`, `container` for `--by container`: null for the
-/// host's traffic), `reason`, bytes and packets.
+/// host's traffic; `cgroup`, `unit`, `job`: null where none applies), `reason`, bytes and
+/// packets.
 pub fn top_record(row: &TopRow, by: &[By], labels: &Labels) -> Record {
     let mut m = Map::new();
     m.insert("uid".into(), json!(row.uid));
@@ -113,6 +114,15 @@ pub fn top_record(row: &TopRow, by: &[By], labels: &Labels) -> Record {
     }
     if by.contains(&By::Container) {
         m.insert("container".into(), json!(row.container));
+    }
+    if by.contains(&By::Cgroup) {
+        m.insert("cgroup".into(), json!(row.cgroup));
+    }
+    if by.contains(&By::Unit) {
+        m.insert("unit".into(), json!(row.unit));
+    }
+    if by.contains(&By::Job) {
+        m.insert("job".into(), json!(row.job));
     }
     m.insert("reason".into(), json!(row.reason));
     traffic_fields(&mut m, &row.traffic);
@@ -186,6 +196,10 @@ pub fn usage_record(r: &UsageRecord) -> Record {
     m.insert("via".into(), json!(r.via));
     m.insert("container".into(), json!(r.container));
     m.insert("container_uid".into(), json!(r.container_uid));
+    // The socket creator's cgroup, its systemd unit and Slurm job (migration 0016).
+    m.insert("cgroup".into(), json!(r.cgroup));
+    m.insert("unit".into(), json!(r.unit));
+    m.insert("job".into(), json!(r.job));
     m
 }
 
@@ -206,7 +220,7 @@ fn usage_fields<'a>(
     time: Option<&'a str>,
     protocol: &'a str,
     c: &Covered,
-) -> [(&'static str, Field<'a>); 21] {
+) -> [(&'static str, Field<'a>); 24] {
     let text = |s: &'a Option<String>| s.as_deref().map_or(Field::Null, Field::Str);
     let id = |u: Option<u32>| u.map_or(Field::Null, |u| Field::Int(u.into()));
     let t = &r.traffic;
@@ -230,6 +244,9 @@ fn usage_fields<'a>(
         ("via", id(r.via)),
         ("container", text(&r.container)),
         ("container_uid", id(r.container_uid)),
+        ("cgroup", text(&r.cgroup)),
+        ("unit", text(&r.unit)),
+        ("job", r.job.map_or(Field::Null, Field::UInt)),
         ("covered_since", Field::Int(c.since)),
         ("covered_until", Field::Int(c.until)),
     ]
@@ -304,7 +321,7 @@ fn write_int(out: &mut impl Write, n: i64) -> io::Result<()> {
 }
 
 /// The keys of an `export` row, in order (the CSV header).
-pub fn usage_keys() -> [&'static str; 21] {
+pub fn usage_keys() -> [&'static str; 24] {
     usage_fields(&UsageRecord::default(), None, "", &Covered::default()).map(|(k, _)| k)
 }
 
@@ -494,6 +511,9 @@ mod tests {
             via: Some(0),
             container: text("docker-abc"),
             container_uid: Some(u32::MAX),
+            cgroup: text("/system.slice/slurmstepd.scope/job_42/step_0"),
+            unit: text("slurmstepd.scope"),
+            job: Some(42),
             traffic: crate::account::Traffic {
                 rx_bytes: u64::MAX / 2,
                 tx_bytes: 7,
@@ -515,6 +535,9 @@ mod tests {
             via: None,
             container: None,
             container_uid: None,
+            cgroup: None,
+            unit: None,
+            job: None,
             traffic: Default::default(),
         };
         let header = header_of(with_covered(usage_record(&empty), &covered));

@@ -43,8 +43,9 @@ pub fn covered_line(c: &Covered, utc: bool) -> String {
         reasons.push(format!("usage is stored in whole {}", units.join(" and ")));
     }
     if c.keys_from.is_some() {
-        reasons
-            .push("older usage is kept per user only, without programs, remotes or ports".into());
+        reasons.push(
+            "older usage is kept per user only, without programs, remotes, ports or cgroups".into(),
+        );
     }
     let why = match reasons.is_empty() {
         true => String::new(),
@@ -252,6 +253,15 @@ fn key_cells(row: &TopRow, by: &[By], labels: &Labels) -> Vec<String> {
     if by.contains(&By::Container) {
         out.push(row.container.clone().unwrap_or_else(|| "-".into()));
     }
+    if by.contains(&By::Cgroup) {
+        out.push(row.cgroup.clone().unwrap_or_else(|| "-".into()));
+    }
+    if by.contains(&By::Unit) {
+        out.push(row.unit.clone().unwrap_or_else(|| "-".into()));
+    }
+    if by.contains(&By::Job) {
+        out.push(row.job.map_or_else(|| "-".into(), |j| j.to_string()));
+    }
     out
 }
 
@@ -273,6 +283,9 @@ pub fn top_table(report: &TopReport, by: &[By], labels: &Labels, exact: bool) ->
         (By::Port, "PORT"),
         (By::Via, "VIA"),
         (By::Container, "CONTAINER"),
+        (By::Cgroup, "CGROUP"),
+        (By::Unit, "UNIT"),
+        (By::Job, "JOB"),
     ] {
         if by.contains(&b) {
             header.push(title.to_string());
@@ -683,6 +696,9 @@ mod tests {
             via: via.map(|v| v.0),
             via_user: via.map(|v| v.1.into()),
             container: None,
+            cgroup: None,
+            unit: None,
+            job: None,
             traffic: Traffic {
                 rx_bytes: rx,
                 ..Traffic::default()
@@ -715,6 +731,49 @@ mod tests {
         // Only with --by container.
         let plain = crate::report::top_record(&report.rows[0], &[], &Labels::default());
         assert!(!plain.contains_key("container"));
+    }
+
+    #[test]
+    fn top_by_cgroup_unit_and_job_have_columns_and_keys_null_where_none() {
+        let mut job = row(1001, "alice", None, None, 3000);
+        job.cgroup = Some("/system.slice/slurmstepd.scope/job_42/step_0/user/task_0".into());
+        job.unit = Some("slurmstepd.scope".into());
+        job.job = Some(42);
+        let report = TopReport {
+            rows: vec![job, row(1002, "bob", None, None, 20)],
+            ..TopReport::default()
+        };
+        let by = [By::Cgroup, By::Unit, By::Job];
+        let t = top_table(&report, &by, &Labels::default(), true);
+        let cells: Vec<Vec<&str>> = t.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(
+            cells[0],
+            ["USER", "CGROUP", "UNIT", "JOB", "RX", "TX", "TOTAL"],
+            "{t}"
+        );
+        assert_eq!(
+            cells[1][2..5],
+            [
+                "/system.slice/slurmstepd.scope/job_42/step_0/user/task_0",
+                "slurmstepd.scope",
+                "42"
+            ],
+            "{t}"
+        );
+        assert_eq!(cells[2][2..5], ["-", "-", "-"], "{t}");
+        let json: Vec<_> = report
+            .rows
+            .iter()
+            .map(|r| crate::report::top_record(r, &by, &Labels::default()))
+            .collect();
+        assert_eq!(json[0]["unit"], "slurmstepd.scope");
+        assert_eq!(json[0]["job"], 42);
+        for key in ["cgroup", "unit", "job"] {
+            assert!(json[1][key].is_null(), "{key}: {:?}", json[1]);
+        }
+        let plain = crate::report::top_record(&report.rows[0], &[By::Unit], &Labels::default());
+        assert!(plain.contains_key("unit"));
+        assert!(!plain.contains_key("cgroup") && !plain.contains_key("job"));
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The least time between two walks of the cgroup tree for ids not known yet.
@@ -79,11 +79,28 @@ pub struct Cgroups {
 }
 
 impl Cgroups {
-    /// The host's cgroup2 tree, found from `/proc/self/mountinfo`; `None` without one
+    /// The host's cgroup2 tree, found from `/proc/self/mountinfo`, else through the mounts
+    /// of the parent process or of init (`/proc/PID/root/…`): `ip netns exec` runs its
+    /// command under a fresh `/sys`, without the cgroup file systems. `None` without one
     /// (a cgroup v1 only host: no socket carries a v2 id there).
     pub fn open() -> Option<Cgroups> {
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
-        Some(Cgroups::at(cgroup2_mount(&mountinfo)?))
+        let mount = |proc: &Path| -> Option<PathBuf> {
+            let mountinfo = fs::read_to_string(proc.join("mountinfo")).ok()?;
+            cgroup2_mount(&mountinfo)
+        };
+        if let Some(root) = mount(Path::new("/proc/self")) {
+            return Some(Cgroups::at(root));
+        }
+        let parent = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
+        parent.into_iter().chain([1]).find_map(|pid| {
+            let proc = PathBuf::from(format!("/proc/{pid}"));
+            let root = proc
+                .join("root")
+                .join(mount(&proc)?.strip_prefix("/").ok()?);
+            // Readable only with the right to trace that process.
+            fs::read_dir(&root).ok()?;
+            Some(Cgroups::at(root))
+        })
     }
 
     /// The tree mounted at `root` (tests, other mounts).

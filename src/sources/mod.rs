@@ -10,6 +10,7 @@ pub mod netdev;
 pub mod netlink;
 pub mod netns;
 pub mod nftables;
+pub mod proc_events;
 pub mod processes;
 pub mod sockdiag;
 pub mod sockets;

@@ -425,10 +425,7 @@ mod tests {
 
     use super::*;
     use crate::sources::netlink::NLMSG_HDRLEN;
-
-    fn sa(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
+    use crate::testkit::sa;
 
     #[test]
     fn request_layout_tcp_v4() {
@@ -677,41 +674,19 @@ mod tests {
 
     #[test]
     fn owner_candidates_ask_the_host_ends_exact_first_then_the_listener() {
-        use crate::model::{Flow, Tuple};
-        let t = |src: &str, sport, dst: &str, dport| Tuple {
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            proto: 6,
-            sport,
-            dport,
-        };
+        use crate::testkit::{flow, TCP};
         let host: std::collections::HashSet<IpAddr> =
             ["198.51.100.1".parse().unwrap()].into_iter().collect();
-        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
-        let flow = |orig, reply| Flow {
-            orig,
-            reply,
-            id: 1,
-            zone: 0,
-            mark: 0,
-            status: 0,
-            orig_counters: None,
-            reply_counters: None,
-            start_ns: None,
-            stop_ns: None,
-        };
         // Outgoing from the host: its own end, exact.
-        let out = flow(
-            t("198.51.100.1", 40000, "198.51.100.2", 443),
-            t("198.51.100.2", 443, "198.51.100.1", 40000),
-        );
+        let out = flow(TCP, ("198.51.100.1:40000", "198.51.100.2:443"), None);
         let (l4, tries) = owner_candidates(&out, &host).unwrap();
         assert_eq!(l4, L4::Tcp);
         assert_eq!(tries, [(sa("198.51.100.1:40000"), sa("198.51.100.2:443"))]);
         // Incoming after DNAT: the reply tuple's source exact, then its listener.
         let inc = flow(
-            t("198.51.100.2", 50000, "203.0.113.9", 80),
-            t("198.51.100.1", 8080, "198.51.100.2", 50000),
+            TCP,
+            ("198.51.100.2:50000", "203.0.113.9:80"),
+            Some(("198.51.100.1:8080", "198.51.100.2:50000")),
         );
         let (_, tries) = owner_candidates(&inc, &host).unwrap();
         assert_eq!(
@@ -722,10 +697,7 @@ mod tests {
             ]
         );
         // Forwarded: neither end is the host's, nothing to ask.
-        let fwd = flow(
-            t("10.0.0.5", 1, "198.51.100.2", 2),
-            t("198.51.100.2", 2, "10.0.0.5", 1),
-        );
+        let fwd = flow(TCP, ("10.0.0.5:1", "198.51.100.2:2"), None);
         assert!(owner_candidates(&fwd, &host).unwrap().1.is_empty());
     }
 }

@@ -13,11 +13,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    insert_pass, write_state, write_usage, write_users, Containers, Interned, PassRecord, Store,
-    StoreError,
+    insert_pass, write_state, write_usage, write_users, CgroupIds, Containers, Interned,
+    PassRecord, Store, StoreError,
 };
 use crate::account::{FlowState, PassPlan};
-use crate::attribute::{Attribution, Container, Direction, Via};
+use crate::attribute::{Attribution, Cgroup, Container, Direction, Via};
 use crate::model::{Counters, FlowKey, Tuple};
 
 /// 2024-01-01T00:00:00Z in milliseconds since the Unix epoch: the log's time origin, so
@@ -76,6 +76,9 @@ pub struct LoggedConnection {
     /// The container whose socket it was found through (`uid` is the one charged, as the
     /// host sees it; the container's own view of it is `inner_uid`).
     pub container: Option<Container>,
+    /// The cgroup of the socket's creator, when known (kept beside the record, in
+    /// `connection_log.cgroup`, migration 0016).
+    pub cgroup: Option<Cgroup>,
 }
 
 impl LoggedConnection {
@@ -343,6 +346,7 @@ pub fn decode(rec: &[u8]) -> Result<Decoded, BadRecord> {
                 name: "".into(),
                 inner_uid,
             }),
+            cgroup: None,
         },
         program,
         container: container.map(|(id, _)| id),
@@ -459,8 +463,11 @@ fn load_states_on(
 ) -> rusqlite::Result<HashMap<FlowKey, FlowState>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT orig_packets, orig_bytes, reply_packets, reply_bytes, uid, program, direction,
-                first_seen, last_seen, missing, via, container, container_uid, start_ns
-         FROM flow_state WHERE {KEY}"
+                first_seen, last_seen, missing, via, container, container_uid, start_ns,
+                cg.path, cg.job
+         FROM flow_state
+              LEFT JOIN cgroups cg ON flow_state.cgroup <> 0 AND cg.id = flow_state.cgroup
+         WHERE {KEY}"
     ))?;
     let mut out = HashMap::new();
     for k in keys {
@@ -495,6 +502,7 @@ fn load_states_on(
                                 direction,
                                 via: Via::from_code(r.get(10)?),
                                 container: super::container_at(r, 11)?,
+                                cgroup: super::cgroups::cgroup_at(r, 14)?,
                             }),
                             _ => None,
                         },
@@ -525,11 +533,13 @@ fn write_attributions(conn: &Connection, states: &[FlowState]) -> rusqlite::Resu
     let mut stmt = conn.prepare_cached(
         "INSERT INTO flow_state (zone, protocol, src, dst, sport, dport, ct_id,
             orig_packets, orig_bytes, reply_packets, reply_bytes, uid, program, direction,
-            first_seen, last_seen, missing, via, container, container_uid)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, 0, 0, ?8, ?9, ?10, ?11, ?11, 0, ?12, ?13, ?14)
+            first_seen, last_seen, missing, via, container, container_uid, cgroup)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, 0, 0, ?8, ?9, ?10, ?11, ?11, 0, ?12, ?13, ?14,
+                 ?15)
          ON CONFLICT (zone, protocol, src, dst, sport, dport, ct_id) DO UPDATE
          SET uid = excluded.uid, program = excluded.program, direction = excluded.direction,
              container = excluded.container, container_uid = excluded.container_uid,
+             cgroup = excluded.cgroup,
              via = CASE WHEN flow_state.via IS NOT -3 AND excluded.via IS -3 THEN -1
                         ELSE excluded.via END,
              orig_packets = iif(flow_state.via IS -3 AND excluded.via IS NOT -3, 0, orig_packets),
@@ -538,9 +548,11 @@ fn write_attributions(conn: &Connection, states: &[FlowState]) -> rusqlite::Resu
              reply_bytes = iif(flow_state.via IS -3 AND excluded.via IS NOT -3, 0, reply_bytes)
          WHERE flow_state.via IS NULL OR flow_state.via = -3",
     )?;
+    let mut cgroups = CgroupIds::default();
     for s in states {
         let Some(a) = &s.attribution else { continue };
         let k = &s.key;
+        let cgroup = cgroups.id_of(conn, a.cgroup.as_ref())?;
         stmt.execute(params![
             k.zone,
             k.orig.proto,
@@ -556,6 +568,7 @@ fn write_attributions(conn: &Connection, states: &[FlowState]) -> rusqlite::Resu
             a.via.code(),
             a.container.as_ref().map(|c| c.name.as_ref()),
             a.container.as_ref().map(|c| c.inner_uid),
+            cgroup,
         ])?;
     }
     Ok(())
@@ -568,7 +581,9 @@ fn write_log(
 ) -> rusqlite::Result<(usize, usize)> {
     let mut programs = Interned::PROGRAMS;
     let mut containers = Containers::new(now);
-    let mut stmt = conn.prepare_cached("INSERT OR IGNORE INTO connection_log (rec) VALUES (?1)")?;
+    let mut cgroups = CgroupIds::default();
+    let mut stmt =
+        conn.prepare_cached("INSERT OR IGNORE INTO connection_log (rec, cgroup) VALUES (?1, ?2)")?;
     let (mut logged, mut duplicates) = (0, 0);
     for c in log {
         let program = match &c.program {
@@ -576,7 +591,8 @@ fn write_log(
             _ => None,
         };
         let container = containers.id_of(conn, c.container.as_ref())?;
-        if stmt.execute([encode(c, program, container)])? == 1 {
+        let cgroup = cgroups.id_of(conn, c.cgroup.as_ref())?;
+        if stmt.execute(params![encode(c, program, container), cgroup])? == 1 {
             logged += 1;
         } else {
             duplicates += 1;
@@ -695,11 +711,17 @@ impl Store {
             true => names("SELECT id, name FROM containers")?,
             false => HashMap::new(),
         };
+        let cgroups = self.cgroups_by_id()?;
+        let cgroup = match self.schema >= super::CGROUP_SCHEMA {
+            true => "cgroup",
+            false => "0",
+        };
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT rec FROM connection_log WHERE rec >= ?1 AND rec < ?2 ORDER BY rec",
-            )
+            .prepare_cached(&format!(
+                "SELECT rec, {cgroup} FROM connection_log WHERE rec >= ?1 AND rec < ?2
+                 ORDER BY rec"
+            ))
             .map_err(|e| self.wrap(e))?;
         let mut rows = stmt
             .query(params![
@@ -723,6 +745,8 @@ impl Store {
                             None => format!("#{id}").into(),
                         };
                     }
+                    let id: i64 = row.get(1).map_err(|e| self.wrap(e))?;
+                    c.cgroup = cgroups.get(&id).cloned();
                     f(c)?;
                 }
                 Err(_) => bad += 1,
@@ -742,44 +766,25 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::OpenOptions;
-
-    fn t(src: &str, dst: &str, sport: u16, dport: u16) -> Tuple {
-        Tuple {
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            proto: 6,
-            sport,
-            dport,
-        }
-    }
+    use crate::testkit::{counters, mirror, tuple, TCP, UDP};
 
     fn conn(i: u32) -> LoggedConnection {
+        let orig = tuple(
+            TCP,
+            &format!("198.51.100.1:{}", 40000 + (i % 20000) as u16),
+            "198.51.100.2:443",
+        );
         LoggedConnection {
+            cgroup: None,
             start_ms: 1_780_000_000_000 + i64::from(i) * 7,
             end_ms: 1_780_000_000_042 + i64::from(i) * 7,
-            orig: t(
-                "198.51.100.1",
-                "198.51.100.2",
-                40000 + (i % 20000) as u16,
-                443,
-            ),
-            reply: t(
-                "198.51.100.2",
-                "198.51.100.1",
-                443,
-                40000 + (i % 20000) as u16,
-            ),
+            orig,
+            reply: mirror(&orig),
             direction: Some(Direction::Out),
             uid: Some(1001),
             program: Some("curl".into()),
-            orig_counters: Some(Counters {
-                packets: 9,
-                bytes: 620,
-            }),
-            reply_counters: Some(Counters {
-                packets: 16,
-                bytes: 20_832,
-            }),
+            orig_counters: Some(counters(9, 620)),
+            reply_counters: Some(counters(16, 20_832)),
             zone: 0,
             via: None,
             container: None,
@@ -791,19 +796,15 @@ mod tests {
         let plain = conn(1);
         let mut nat = conn(2);
         nat.direction = Some(Direction::In);
-        nat.orig = t("192.0.2.9", "203.0.113.7", 50000, 80);
-        nat.reply = t("198.51.100.1", "192.0.2.9", 8080, 50000);
+        nat.orig = tuple(TCP, "192.0.2.9:50000", "203.0.113.7:80");
+        nat.reply = tuple(TCP, "198.51.100.1:8080", "192.0.2.9:50000");
         nat.zone = 3;
         let mut v6 = conn(3);
-        v6.orig = t("2001:db8::1", "2001:db8::2", 40000, 53);
-        v6.orig.proto = 17;
-        v6.reply = t("2001:db8::2", "2001:db8::1", 53, 40000);
-        v6.reply.proto = 17;
+        v6.orig = tuple(UDP, "[2001:db8::1]:40000", "[2001:db8::2]:53");
+        v6.reply = mirror(&v6.orig);
         let mut icmp = conn(5);
-        icmp.orig = t("198.51.100.1", "198.51.100.2", 0, 0);
-        icmp.orig.proto = 1;
-        icmp.reply = t("198.51.100.2", "198.51.100.1", 0, 0);
-        icmp.reply.proto = 1;
+        icmp.orig = tuple(1, "198.51.100.1:0", "198.51.100.2:0");
+        icmp.reply = mirror(&icmp.orig);
         // An sshd session charged to its user through root's socket, with a zone.
         let mut ssh = conn(6);
         ssh.via = Some(0);
@@ -823,8 +824,8 @@ mod tests {
         docker.container = Some(container("docker-3f2a", 1000));
         // The same with a zone, NAT, IPv6 and no counters, and a big container id.
         let mut ns = conn(9);
-        ns.orig = t("2001:db8::1", "2001:db8::2", 40000, 53);
-        ns.reply = t("2001:db8::2", "2001:db8:1::1", 53, 40000);
+        ns.orig = tuple(TCP, "[2001:db8::1]:40000", "[2001:db8::2]:53");
+        ns.reply = tuple(TCP, "[2001:db8::2]:53", "[2001:db8:1::1]:40000");
         ns.zone = 12;
         ns.program = None;
         ns.orig_counters = None;
@@ -924,11 +925,16 @@ mod tests {
         let mut store = Store::open(&dir.path().join("t.db"), &OpenOptions::default()).unwrap();
         let key = |id| FlowKey {
             zone: 0,
-            orig: t("198.51.100.2", "198.51.100.1", 50000 + id as u16, 22),
+            orig: tuple(
+                TCP,
+                &format!("198.51.100.2:{}", 50000 + id as u16),
+                "198.51.100.1:22",
+            ),
             id,
         };
         let a = |uid, via| {
             Some(Attribution {
+                cgroup: None,
                 uid,
                 program: Some("sshd".into()),
                 direction: Direction::In,
@@ -1003,16 +1009,25 @@ mod tests {
     }
 
     /// ctrecorder needed 40 bytes per "squeezed" connection (start + end, both tuples, no
-    /// counters, no owner). Measured here with SQLite's own page accounting (`dbstat`).
+    /// counters, no owner). Measured here with SQLite's own page accounting (`dbstat`),
+    /// every connection with a cgroup (one of 50 sessions' scopes): the `cgroup` column of
+    /// migration 0016 costs 2 bytes a row (a header byte and a 1-byte id), 1 without one.
     #[test]
     fn log_bytes_per_connection() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("log.db"), &OpenOptions::default()).unwrap();
         const N: u32 = 10_000;
+        let with_cgroup = |i: u32| LoggedConnection {
+            cgroup: Some(Cgroup {
+                path: format!("/user.slice/user-1001.slice/session-{}.scope", i % 50).into(),
+                job: None,
+            }),
+            ..conn(i)
+        };
         for chunk in (0..N).collect::<Vec<_>>().chunks(1000) {
             store
                 .write_events(&[], |_| EventWrite {
-                    log: chunk.iter().map(|i| conn(*i)).collect(),
+                    log: chunk.iter().map(|i| with_cgroup(*i)).collect(),
                     ..EventWrite::default()
                 })
                 .unwrap();
@@ -1031,10 +1046,10 @@ mod tests {
              connection (payload {:.1} B)",
             payload as f64 / f64::from(N)
         );
-        assert!(per < 40.0, "{per:.1} bytes per logged connection");
+        assert!(per < 42.0, "{per:.1} bytes per logged connection");
         let back = store.connection_log(0, i64::MAX).unwrap();
         assert_eq!(back.len(), N as usize);
-        assert_eq!(back[7], conn(7));
+        assert_eq!(back[7], with_cgroup(7));
         // Writing the same connections again stores nothing twice.
         let out = store
             .write_events(&[], |_| EventWrite {

@@ -41,9 +41,10 @@ pub const CATCH_UP_ROWS: u64 = 40_000;
 /// The upsert of one raw row's key and counters into its hour (?1 = 3600) or day.
 const UPSERT: &str = concat!(
     "INSERT INTO usage_keys (granularity, ts, uid, kind, reason, via_uid, container,
-        container_uid, program, remote, protocol, port, rx_bytes, tx_bytes, rx_packets,
+        container_uid, program, cgroup, remote, protocol, port, rx_bytes, tx_bytes, rx_packets,
         tx_packets)
-     VALUES (?1, ?2 - ?2 % ?1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+     VALUES (?1, ?2 - ?2 % ?1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+             ?17)
      ON CONFLICT",
     add_counters!()
 );
@@ -53,6 +54,16 @@ pub(super) fn span(conn: &rusqlite::Connection) -> rusqlite::Result<(i64, i64)> 
     conn.query_row("SELECT lo, hi FROM usage_keys_span WHERE id = 0", [], |r| {
         Ok((r.get(0)?, r.get(1)?))
     })
+}
+
+/// A usage row's key past who is charged ([`super::Charge`]): the ids of its program,
+/// cgroup and remote (0: no program, no cgroup), its protocol and port.
+pub(super) struct Row {
+    pub(super) program: i64,
+    pub(super) cgroup: i64,
+    pub(super) remote: i64,
+    pub(super) protocol: u8,
+    pub(super) port: u16,
 }
 
 /// Adds the raw rows of one write dated `bucket` to `usage_keys` when the span holds that
@@ -73,15 +84,12 @@ impl<'t> Adder<'t> {
         Ok(Adder { stmt, bucket, lo })
     }
 
-    /// Add one raw row: who it is charged to, program, remote, protocol, port and the
-    /// counters as written.
+    /// Add one raw row: who it is charged to, the rest of its key and the counters as
+    /// written.
     pub(super) fn add(
         &mut self,
         c: &super::Charge,
-        program: i64,
-        remote: i64,
-        protocol: u8,
-        port: u16,
+        row: &Row,
         t: &crate::account::Traffic,
     ) -> rusqlite::Result<()> {
         let Some(stmt) = self.stmt.as_mut() else {
@@ -101,10 +109,11 @@ impl<'t> Adder<'t> {
                 c.via_uid,
                 c.container,
                 c.container_uid,
-                program,
-                remote,
-                protocol,
-                port,
+                row.program,
+                row.cgroup,
+                row.remote,
+                row.protocol,
+                row.port,
                 t.rx_bytes as i64,
                 t.tx_bytes as i64,
                 t.rx_packets as i64,
@@ -170,15 +179,15 @@ impl Store {
             tx.execute(
                 concat!(
                     "INSERT INTO usage_keys (granularity, ts, uid, kind, reason, via_uid,
-                             container, container_uid, program, remote, protocol, port,
+                             container, container_uid, program, cgroup, remote, protocol, port,
                              rx_bytes, tx_bytes, rx_packets, tx_packets)
                          SELECT g, ts - ts % g AS t, uid, kind, reason, via_uid, container,
-                                container_uid, program, remote, protocol, port, sum(rx_bytes),
-                                sum(tx_bytes), sum(rx_packets), sum(tx_packets)
+                                container_uid, program, cgroup, remote, protocol, port,
+                                sum(rx_bytes), sum(tx_bytes), sum(rx_packets), sum(tx_packets)
                          FROM usage_raw, (SELECT 3600 AS g UNION ALL SELECT 86400)
                          WHERE ts >= ?1 AND ts < ?2 AND ts - ts % g >= ?3
                          GROUP BY g, t, uid, kind, reason, via_uid, container, container_uid,
-                                  program, remote, protocol, port
+                                  program, cgroup, remote, protocol, port
                          ON CONFLICT",
                     add_counters!()
                 ),
@@ -217,8 +226,7 @@ impl Store {
         if !keyed && !tier_days {
             return Ok(None);
         }
-        let columns = "ts, uid, kind, reason, via_uid, container, container_uid, program, remote,
-                       protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets";
+        let columns = super::query::usage_columns(self.schema);
         let mut detail = vec![];
         match keyed {
             true => {
@@ -308,8 +316,7 @@ impl Store {
     /// its edges from the hourly tier, its whole days' hours from their sums per key
     /// (`usage_tier_days`, dated at the day's start) and its daily rows.
     fn tier_days_branches(&self, start: i64, until: i64) -> Result<String, StoreError> {
-        let columns = "ts, uid, kind, reason, via_uid, container, container_uid, program, remote,
-                       protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets";
+        let columns = super::query::usage_columns(self.schema);
         let tiers = format!("SELECT {columns} FROM usage_tiers WHERE true");
         let (d1, d2) = (ceil(start, DAY), until - until.rem_euclid(DAY));
         if d1 >= d2 {
@@ -364,13 +371,13 @@ mod tests {
     /// and rows of `usage_keys` the raw rows do not explain.
     fn mismatches(store: &Store) -> i64 {
         let sums = "SELECT g, ts - ts % g AS t, uid, kind, reason, via_uid, container,
-                           container_uid, program, remote, protocol, port, sum(rx_bytes),
+                           container_uid, program, cgroup, remote, protocol, port, sum(rx_bytes),
                            sum(tx_bytes), sum(rx_packets), sum(tx_packets)
                     FROM usage_raw, (SELECT 3600 AS g UNION ALL SELECT 86400)
                     WHERE ts - ts % g >= (SELECT lo FROM usage_keys_span)
                       AND ts < (SELECT hi FROM usage_keys_span)
                     GROUP BY g, t, uid, kind, reason, via_uid, container, container_uid,
-                             program, remote, protocol, port";
+                             program, cgroup, remote, protocol, port";
         let sql = format!(
             "SELECT (SELECT count(*) FROM ({sums} EXCEPT SELECT * FROM usage_keys))
                   + (SELECT count(*) FROM (SELECT * FROM usage_keys EXCEPT {sums}))"
@@ -382,11 +389,11 @@ mod tests {
     /// they are, and its rows the hourly rows do not explain.
     fn tier_day_mismatches(store: &Store) -> i64 {
         let sums = "SELECT ts - ts % 86400 AS d, uid, kind, reason, via_uid, container,
-                           container_uid, program, remote, protocol, port, sum(rx_bytes),
+                           container_uid, program, cgroup, remote, protocol, port, sum(rx_bytes),
                            sum(tx_bytes), sum(rx_packets), sum(tx_packets)
                     FROM usage_tiers WHERE granularity = 3600
                     GROUP BY d, uid, kind, reason, via_uid, container, container_uid,
-                             program, remote, protocol, port";
+                             program, cgroup, remote, protocol, port";
         let sql = format!(
             "SELECT (SELECT count(*) FROM ({sums} EXCEPT SELECT * FROM usage_tier_days))
                   + (SELECT count(*) FROM (SELECT * FROM usage_tier_days EXCEPT {sums}))"

@@ -55,9 +55,43 @@ pub struct MetricsData {
     pub database_bytes: u64,
     /// Times accounting may have been off, per cause: (how many, ms where known).
     pub gaps: super::gaps::GapTotals,
+    /// The units `metrics_units` asks for, by name, with their traffic since 00:00 UTC
+    /// ([`Store::unit_totals`]); none by default.
+    pub units: Vec<UnitTotal>,
+}
+
+/// Which systemd units have series of their own (`metrics_units`): none by default, never
+/// per Slurm job (job ids are unbounded: a series per job would grow a host's series
+/// without end).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum UnitSeries {
+    /// None.
+    #[default]
+    Off,
+    /// The N units that moved the most bytes today (UTC).
+    Top(usize),
+    /// These units, each always shown (0 when idle).
+    Units(Vec<String>),
+}
+
+/// One unit's traffic since 00:00 UTC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitTotal {
+    /// The systemd unit (`nginx.service`).
+    pub unit: String,
+    /// Traffic charged to users from sockets created in its cgroups.
+    pub traffic: Traffic,
 }
 
 impl Store {
+    /// [`Store::metrics`] with the units `units` asks for, as of `now`
+    /// ([`Store::unit_totals`]).
+    pub fn metrics_with(&self, units: &UnitSeries, now: i64) -> Result<MetricsData, StoreError> {
+        let mut data = self.metrics()?;
+        data.units = self.unit_totals(units, now)?;
+        Ok(data)
+    }
+
     /// All-time totals and health for the metrics.
     pub fn metrics(&self) -> Result<MetricsData, StoreError> {
         let wrap = |e| self.wrap(e);
@@ -135,6 +169,41 @@ impl Store {
             }
         }
         Ok(users)
+    }
+
+    /// The traffic of the units `series` names since 00:00 UTC of the day of `now`, by
+    /// unit name: per-unit detail is kept in the raw and hourly tiers only (the daily tier
+    /// keeps users), so a unit's counter starts again from zero every day. What users were
+    /// charged from sockets created in the unit's cgroups (unattributed and excluded
+    /// traffic has no unit).
+    pub fn unit_totals(&self, series: &UnitSeries, now: i64) -> Result<Vec<UnitTotal>, StoreError> {
+        if *series == UnitSeries::Off {
+            return Ok(vec![]);
+        }
+        let per_unit = self.unit_sums(now - now.rem_euclid(86_400), now + 1)?;
+        let mut units: Vec<UnitTotal> = match series {
+            UnitSeries::Off => vec![],
+            UnitSeries::Units(names) => names
+                .iter()
+                .map(|u| UnitTotal {
+                    unit: u.clone(),
+                    traffic: per_unit.get(u).copied().unwrap_or_default(),
+                })
+                .collect(),
+            UnitSeries::Top(n) => {
+                let mut all: Vec<UnitTotal> = per_unit
+                    .into_iter()
+                    .map(|(unit, traffic)| UnitTotal { unit, traffic })
+                    .collect();
+                // Most bytes first, ties by name (the map's order, kept by a stable sort).
+                all.sort_by_key(|u| std::cmp::Reverse(u.traffic.bytes()));
+                all.truncate(*n);
+                all
+            }
+        };
+        units.sort_by(|a, b| a.unit.cmp(&b.unit));
+        units.dedup_by(|a, b| a.unit == b.unit);
+        Ok(units)
     }
 
     /// The last accounting pass (not an event flush), if any.

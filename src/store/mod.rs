@@ -16,9 +16,9 @@ macro_rules! add_counters {
     };
 }
 
+pub mod by_cgroup;
+mod cgroups;
 pub mod connections;
-#[cfg(test)]
-mod container_tests;
 mod error;
 pub mod gaps;
 #[cfg(feature = "test-hooks")]
@@ -31,8 +31,6 @@ pub mod quota;
 pub mod retention;
 pub mod summary;
 pub mod totals;
-#[cfg(test)]
-mod typed_tests;
 
 use std::collections::HashMap;
 use std::fs;
@@ -44,6 +42,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags, Transaction};
 use rusqlite_migration::{Migrations, M};
 
+pub(crate) use cgroups::CgroupIds;
 pub use error::StoreError;
 pub use lock::{Role, WriterLock};
 
@@ -69,6 +68,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0013_connection_log_long.sql"),
     include_str!("../../migrations/0014_usage_tier_days.sql"),
     include_str!("../../migrations/0015_usage_via_container_columns.sql"),
+    include_str!("../../migrations/0016_cgroups.sql"),
 ];
 
 /// The first schema with the compact usage tables (`0005_raw_buckets.sql`); reports on an
@@ -89,6 +89,12 @@ pub(crate) const START_SCHEMA: i64 = 11;
 /// of their own (`0015_usage_via_container_columns.sql`); before it `reason` packed them, and a report reading such a
 /// database unmigrated reads the views instead (see `query`).
 pub(crate) const TYPED_SCHEMA: i64 = 15;
+
+/// The first schema with cgroups (`0016_cgroups.sql`): the `cgroups` table, the usage
+/// tables' `cgroup` key column, flow state's and the connection log's `cgroup`, the views'
+/// `cgroup`, `unit` and `job`. A report reading an older database unmigrated reads cgroup
+/// 0 (none) for every row.
+pub(crate) const CGROUP_SCHEMA: i64 = 16;
 
 /// The first schema with the connection log's long connections indexed apart
 /// (`0013_connection_log_long.sql`).
@@ -322,12 +328,15 @@ impl Store {
         } else {
             "NULL"
         };
+        let cgroup = cgroups::state_column(self.schema);
+        // By id, each path read once: tens of thousands of flows share a few cgroups.
+        let cgroups = self.cgroups_by_id()?;
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
                 "SELECT zone, protocol, src, dst, sport, dport, ct_id, orig_packets, orig_bytes,
                         reply_packets, reply_bytes, uid, program, direction, first_seen,
-                        last_seen, missing, {via}, {container}, {start}
+                        last_seen, missing, {via}, {container}, {start}, {cgroup}
                  FROM flow_state"
             ))
             .map_err(|e| self.wrap(e))?;
@@ -338,7 +347,7 @@ impl Store {
         let mut out = FastMap::with_capacity_and_hasher(n, Default::default());
         let mut rows = stmt.query([]).map_err(|e| self.wrap(e))?;
         while let Some(r) = rows.next().map_err(|e| self.wrap(e))? {
-            let st = flow_state_row(r).map_err(|e| match e {
+            let st = flow_state_row(r, &cgroups).map_err(|e| match e {
                 RowError::Sql(e) => self.wrap(e),
                 RowError::Address => StoreError::BadRow {
                     path: self.path.clone(),
@@ -395,7 +404,10 @@ impl From<rusqlite::Error> for RowError {
 
 /// Decode one `flow_state` row without allocating for its addresses (a pass loads every
 /// flow's state: tens of thousands of rows on a busy host).
-fn flow_state_row(r: &rusqlite::Row) -> Result<FlowState, RowError> {
+fn flow_state_row(
+    r: &rusqlite::Row,
+    cgroups: &HashMap<i64, crate::attribute::Cgroup>,
+) -> Result<FlowState, RowError> {
     let ip = |i: usize| -> Result<IpAddr, RowError> {
         r.get_ref(i)?
             .as_str()
@@ -437,6 +449,7 @@ fn flow_state_row(r: &rusqlite::Row) -> Result<FlowState, RowError> {
                 direction,
                 via: Via::from_code(r.get(17)?),
                 container: container_at(r, 18)?,
+                cgroup: cgroups.get(&r.get::<_, i64>(21)?).cloned(),
             }),
             _ => None,
         },
@@ -514,17 +527,18 @@ pub const BUCKET_SECS: i64 = 300;
 fn write_usage(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(concat!(
         "INSERT INTO usage_raw (ts, uid, kind, reason, via_uid, container, container_uid,
-            program, remote, protocol, port, direction, rx_bytes, tx_bytes, rx_packets,
+            program, cgroup, remote, protocol, port, direction, rx_bytes, tx_bytes, rx_packets,
             tx_packets)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
          ON CONFLICT (ts, uid, kind, reason, via_uid, container, container_uid, program,
-            remote, protocol, port, direction)",
+            cgroup, remote, protocol, port, direction)",
         add_counters!()
     ))?;
     let bucket = ts.div_euclid(BUCKET_SECS) * BUCKET_SECS;
     let mut keys = keys::Adder::new(tx, bucket)?;
     let (mut programs, mut remotes) = (Interned::PROGRAMS, Interned::REMOTES);
     let mut containers = Containers::new(ts);
+    let mut cgroups = CgroupIds::default();
     let mut charges = Vec::with_capacity(plan.usage.len());
     for (k, t) in &plan.usage {
         let program = match &k.program {
@@ -532,8 +546,14 @@ fn write_usage(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Result<(
             None => 0,
         };
         let c = Charge::of(k, containers.id_of(tx, k.container.as_ref())?);
-        let remote = remotes.id(tx, &k.remote.to_string())?;
-        keys.add(&c, program, remote, k.protocol, k.port, t)?;
+        let row = keys::Row {
+            program,
+            cgroup: cgroups.id_of(tx, k.cgroup.as_ref())?,
+            remote: remotes.id(tx, &k.remote.to_string())?,
+            protocol: k.protocol,
+            port: k.port,
+        };
+        keys.add(&c, &row, t)?;
         stmt.execute(params![
             bucket,
             c.uid,
@@ -542,8 +562,9 @@ fn write_usage(tx: &Transaction, ts: i64, plan: &PassPlan) -> rusqlite::Result<(
             c.via_uid,
             c.container,
             c.container_uid,
-            program,
-            remote,
+            row.program,
+            row.cgroup,
+            row.remote,
             k.protocol,
             k.port,
             k.direction.map_or(0, |d| match d {
@@ -699,10 +720,11 @@ fn write_state(tx: &Transaction, plan: &PassPlan) -> rusqlite::Result<()> {
     let mut up = tx.prepare_cached(
         "INSERT OR REPLACE INTO flow_state (zone, protocol, src, dst, sport, dport, ct_id,
             orig_packets, orig_bytes, reply_packets, reply_bytes, uid, program, direction,
-            first_seen, last_seen, missing, via, container, container_uid, start_ns)
+            first_seen, last_seen, missing, via, container, container_uid, start_ns, cgroup)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18, ?19, ?20, ?21)",
+                 ?18, ?19, ?20, ?21, ?22)",
     )?;
+    let mut cgroups = CgroupIds::default();
     for s in &plan.upserts {
         let (z, p, src, dst, sp, dp, id) = key_params(&s.key);
         let a = s.attribution.as_ref();
@@ -729,6 +751,7 @@ fn write_state(tx: &Transaction, plan: &PassPlan) -> rusqlite::Result<()> {
                 .map(|c| c.name.as_ref()),
             a.and_then(|a| a.container.as_ref()).map(|c| c.inner_uid),
             s.start_ns.map(|ns| ns as i64),
+            cgroups.id_of(tx, a.and_then(|a| a.cgroup.as_ref()))?,
         ])?;
     }
     let mut del = tx.prepare_cached(&format!("DELETE FROM flow_state WHERE {KEY}"))?;
@@ -779,39 +802,31 @@ pub(crate) fn dump_rows(c: &Connection, sql: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    // Child files of this module (`store/tests/`): their `super::` names store's items
+    // through the `use super::*` below.
+    mod container;
+    mod typed;
+
     use super::*;
     use crate::account::{account_pass, Kind};
     use crate::attribute::{Attributed, Verdict};
     use crate::model::Flow;
+    use crate::testkit::{self, UDP};
 
     fn flow(id: u32, bytes: u64) -> Flow {
-        let t = |s: &str, d: &str, sp, dp| Tuple {
-            src: s.parse().unwrap(),
-            dst: d.parse().unwrap(),
-            proto: 17,
-            sport: sp,
-            dport: dp,
-        };
         Flow {
-            orig: t("2001:db8::1", "2001:db8::2", 5000, 53),
-            reply: t("2001:db8::2", "2001:db8::1", 53, 5000),
             id,
             zone: 7,
-            mark: 0,
-            status: 0,
-            orig_counters: Some(Counters { packets: 1, bytes }),
-            reply_counters: Some(Counters {
-                packets: 2,
-                bytes: bytes * 2,
-            }),
-            start_ns: None,
-            stop_ns: None,
+            orig_counters: Some(testkit::counters(1, bytes)),
+            reply_counters: Some(testkit::counters(2, bytes * 2)),
+            ..testkit::flow(UDP, ("[2001:db8::1]:5000", "[2001:db8::2]:53"), None)
         }
     }
 
     fn alice() -> Attributed {
         Attributed {
             verdict: Verdict::User(Attribution {
+                cgroup: None,
                 uid: 1001,
                 program: Some("dig".into()),
                 direction: Direction::Out,
@@ -963,6 +978,7 @@ mod tests {
         use crate::account::{Traffic, UsageKey};
         use crate::attribute::Reason;
         let key = |uid, via, reason, port| UsageKey {
+            cgroup: None,
             kind: Kind::User,
             uid: Some(uid),
             program: Some("sshd".into()),

@@ -2,7 +2,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, CGROUP_SCHEMA};
 use crate::account::Traffic;
 use crate::model::FastMap;
 
@@ -32,25 +32,54 @@ pub(super) struct Source {
     next: &'static str,
 }
 
-/// The typed schema on: the compact tables, names by id. Raw buckets are 5 minutes
-/// ([`super::BUCKET_SECS`]); tiers are hours (3600) and days (86400).
-const COMPACT: Source = Source {
-    cte: "c AS (
-            SELECT ts, uid, kind, reason, via_uid, container, container_uid, program, remote,
-                   protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
+/// The columns of the CTE `c` read from the compact tables, with `$cgroup` as the cgroup
+/// (the column from schema 16, else `0 AS cgroup`). A literal, for `concat!`.
+macro_rules! compact_cte {
+    ($cgroup:literal) => {
+        concat!(
+            "c AS (
+            SELECT ts, uid, kind, reason, via_uid, container, container_uid, program, ",
+            $cgroup,
+            ", remote, protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
             FROM usage_raw WHERE ts > ?1 - 300 AND ts < ?2
             UNION ALL
-            SELECT ts, uid, kind, reason, via_uid, container, container_uid, program, remote,
-                   protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
+            SELECT ts, uid, kind, reason, via_uid, container, container_uid, program, ",
+            $cgroup,
+            ", remote, protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
             FROM usage_tiers WHERE ts >= ?1 AND ts < ?2
             UNION ALL
-            SELECT ts, uid, kind, reason, via_uid, container, container_uid, program, remote,
-                   protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
+            SELECT ts, uid, kind, reason, via_uid, container, container_uid, program, ",
+            $cgroup,
+            ", remote, protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
             FROM usage_tiers WHERE ts = ?1 - ?1 % 3600 AND ts < ?1 AND granularity = 3600
             UNION ALL
-            SELECT ts, uid, kind, reason, via_uid, container, container_uid, program, remote,
-                   protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
-            FROM usage_tiers WHERE ts = ?1 - ?1 % 86400 AND ts < ?1 AND granularity = 86400)",
+            SELECT ts, uid, kind, reason, via_uid, container, container_uid, program, ",
+            $cgroup,
+            ", remote, protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
+            FROM usage_tiers WHERE ts = ?1 - ?1 % 86400 AND ts < ?1 AND granularity = 86400)"
+        )
+    };
+}
+
+/// The columns of a usage table's row a report reads, in the CTE `c`'s order, for a
+/// database at `schema` (15 or later): cgroup 0 (none) before migration 0016.
+pub(super) fn usage_columns(schema: i64) -> &'static str {
+    match schema >= super::CGROUP_SCHEMA {
+        true => {
+            "ts, uid, kind, reason, via_uid, container, container_uid, program, cgroup, remote,
+             protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets"
+        }
+        false => {
+            "ts, uid, kind, reason, via_uid, container, container_uid, program, 0 AS cgroup,
+             remote, protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets"
+        }
+    }
+}
+
+/// The cgroup schema on: the compact tables, names by id. Raw buckets are 5 minutes
+/// ([`super::BUCKET_SECS`]); tiers are hours (3600) and days (86400).
+const COMPACT: Source = Source {
+    cte: compact_cte!("cgroup"),
     joins: "LEFT JOIN programs p ON p.id = g.pid LEFT JOIN remotes r ON r.id = g.rid",
     program: "p.name",
     remote: "r.addr",
@@ -72,28 +101,34 @@ const COMPACT: Source = Source {
     ],
     export: "SELECT ts, kind, uid, program, reason, protocol, direction, remote_addr, port,
                     rx_bytes, tx_bytes, rx_packets, tx_packets, {via} AS via,
-                    {container} AS container, {container_uid} AS container_uid
+                    {container} AS container, {container_uid} AS container_uid, {cgroup}
              FROM usage WHERE ts > ?1 - 300 AND ts < ?2
              UNION ALL
              SELECT ts, kind, uid, program, reason, protocol, NULL, remote_addr, port,
                     rx_bytes, tx_bytes, rx_packets, tx_packets, {via},
-                    {container}, {container_uid}
+                    {container}, {container_uid}, {cgroup}
              FROM usage_rollup WHERE ts >= ?1 AND ts < ?2
              UNION ALL
              SELECT ts, kind, uid, program, reason, protocol, NULL, remote_addr, port,
                     rx_bytes, tx_bytes, rx_packets, tx_packets, {via},
-                    {container}, {container_uid}
+                    {container}, {container_uid}, {cgroup}
              FROM usage_rollup
              WHERE ts = ?1 - ?1 % 3600 AND ts < ?1 AND granularity = 'hour'
              UNION ALL
              SELECT ts, kind, uid, program, reason, protocol, NULL, remote_addr, port,
                     rx_bytes, tx_bytes, rx_packets, tx_packets, {via},
-                    {container}, {container_uid}
+                    {container}, {container_uid}, {cgroup}
              FROM usage_rollup
              WHERE ts = ?1 - ?1 % 86400 AND ts < ?1 AND granularity = 'day'",
     next: "SELECT min(t) FROM (SELECT min(ts) AS t FROM usage_raw WHERE ts >= ?1 AND ts < ?2
                                UNION ALL
                                SELECT min(ts) FROM usage_tiers WHERE ts >= ?1 AND ts < ?2)",
+};
+
+/// Schema 15, typed before the cgroups (a report does not migrate): cgroup 0 (none).
+const TYPED: Source = Source {
+    cte: compact_cte!("0 AS cgroup"),
+    ..COMPACT
 };
 
 /// Schemas 5 to the typed one (a report does not migrate): the compact tables as they
@@ -112,7 +147,8 @@ const PACKED: Source = Source {
                    CASE WHEN reason LIKE 'ns:%'
                         THEN CAST(substr(reason, 4 + instr(substr(reason, 4), ':')) AS INTEGER)
                         ELSE -1 END AS container_uid,
-                   program, remote, protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets
+                   program, 0 AS cgroup, remote, protocol, port, rx_bytes, tx_bytes,
+                   rx_packets, tx_packets
             FROM (SELECT ts, uid, kind, reason, program, remote, protocol, port,
                          rx_bytes, tx_bytes, rx_packets, tx_packets
                   FROM usage_raw WHERE ts > ?1 - 300 AND ts < ?2
@@ -140,14 +176,16 @@ const VIEW: Source = Source {
             SELECT ts, ifnull(uid, -1) AS uid,
                    CASE kind WHEN 'user' THEN 0 WHEN 'unattributed' THEN 1 ELSE 2 END AS kind,
                    ifnull(reason, '') AS reason, -1 AS via_uid, 0 AS container,
-                   -1 AS container_uid, program, remote_addr AS remote, protocol, port,
+                   -1 AS container_uid, program, 0 AS cgroup, remote_addr AS remote, protocol,
+                   port,
                    rx_bytes, tx_bytes, rx_packets, tx_packets
             FROM usage_all WHERE ts >= ?1 AND ts < ?2
             UNION ALL
             SELECT ts, ifnull(uid, -1) AS uid,
                    CASE kind WHEN 'user' THEN 0 WHEN 'unattributed' THEN 1 ELSE 2 END AS kind,
                    ifnull(reason, '') AS reason, -1 AS via_uid, 0 AS container,
-                   -1 AS container_uid, program, remote_addr AS remote, protocol, port,
+                   -1 AS container_uid, program, 0 AS cgroup, remote_addr AS remote, protocol,
+                   port,
                    rx_bytes, tx_bytes, rx_packets, tx_packets
             FROM usage_rollup
             WHERE (ts = ?1 - ?1 % 3600 AND granularity = 'hour'
@@ -169,12 +207,12 @@ const VIEW: Source = Source {
     ],
     export: "SELECT ts, kind, uid, program, reason, protocol, direction, remote_addr, port,
                     rx_bytes, tx_bytes, rx_packets, tx_packets, {via} AS via,
-                    {container} AS container, {container_uid} AS container_uid
+                    {container} AS container, {container_uid} AS container_uid, {cgroup}
              FROM usage_all WHERE ts >= ?1 AND ts < ?2
              UNION ALL
              SELECT ts, kind, uid, program, reason, protocol, NULL, remote_addr, port,
                     rx_bytes, tx_bytes, rx_packets, tx_packets, {via},
-                    {container}, {container_uid}
+                    {container}, {container_uid}, {cgroup}
              FROM usage_rollup
              WHERE (ts = ?1 - ?1 % 3600 AND granularity = 'hour'
                     OR ts = ?1 - ?1 % 86400 AND granularity = 'day') AND ts < ?1",
@@ -225,6 +263,30 @@ pub enum By {
     /// Per container (another network namespace of this host) whose socket the traffic
     /// was found through; the host's own traffic is one row per user with none.
     Container,
+    /// Per cgroup (v2) of the process that created the socket, by its path; none for
+    /// traffic no socket's cgroup is known of.
+    Cgroup,
+    /// Per systemd unit of that cgroup (`crate::cgroup::unit`).
+    Unit,
+    /// Per Slurm job of that cgroup (`crate::cgroup::job`, under a root-owned
+    /// `…slurmstepd.scope` only).
+    Job,
+}
+
+impl By {
+    /// Whether the daily tier, which keeps usage per user only, lacks this key: grouped by
+    /// one, a window that begins in it is answered from where the keys begin.
+    pub(super) fn is_key(self) -> bool {
+        matches!(
+            self,
+            By::Program | By::Remote | By::Port | By::Cgroup | By::Unit | By::Job
+        )
+    }
+
+    /// Whether this groups by something read from the cgroup.
+    pub(super) fn is_cgroup(self) -> bool {
+        matches!(self, By::Cgroup | By::Unit | By::Job)
+    }
 }
 
 /// What to list.
@@ -266,6 +328,12 @@ pub struct TopRow {
     pub via_user: Option<String>,
     /// The container's name (with `--by container`; `None` for the host's traffic).
     pub container: Option<String>,
+    /// The cgroup's path (with `--by cgroup`; `None` where no cgroup is known).
+    pub cgroup: Option<String>,
+    /// The systemd unit (with `--by unit`; `None` where none applies).
+    pub unit: Option<String>,
+    /// The Slurm job (with `--by job`; `None` where none applies).
+    pub job: Option<u64>,
     /// Traffic.
     pub traffic: Traffic,
 }
@@ -343,6 +411,12 @@ pub struct UsageRecord {
     pub container: Option<String>,
     /// The socket's uid inside that container.
     pub container_uid: Option<u32>,
+    /// The cgroup path of the socket's creator, when known.
+    pub cgroup: Option<String>,
+    /// Its systemd unit.
+    pub unit: Option<String>,
+    /// Its Slurm job.
+    pub job: Option<u64>,
     /// Traffic.
     pub traffic: Traffic,
 }
@@ -379,11 +453,15 @@ impl Store {
 
     /// The top talkers in a period.
     pub fn top(&self, q: &TopQuery) -> Result<TopReport, StoreError> {
-        // The daily tier keeps no program, remote or port: grouped by any, the answer is
-        // the part of the window after it.
-        let keyed =
-            q.by.iter()
-                .any(|b| matches!(b, By::Program | By::Remote | By::Port));
+        self.top_in(q, None)
+    }
+
+    /// [`Store::top`] of the traffic of the cgroups `only` alone (ids of the table
+    /// `cgroups`, from [`Store::cgroups_of`]); all traffic with `None`.
+    pub fn top_in(&self, q: &TopQuery, only: Option<&[i64]>) -> Result<TopReport, StoreError> {
+        // The daily tier keeps no program, remote, port or cgroup: grouped by any (or only
+        // some cgroups' traffic), the answer is the part of the window after it.
+        let keyed = only.is_some() || q.by.iter().any(|b| b.is_key());
         let keys_from = match keyed {
             true => self.keys_from(q.since, q.until)?,
             false => None,
@@ -392,14 +470,15 @@ impl Store {
             since: keys_from.unwrap_or(q.since),
             ..q.clone()
         };
-        let mut report = self.top_of(q)?;
+        let mut report = self.top_of(q, only)?;
         report.keys_from = keys_from;
         Ok(report)
     }
 
-    /// [`Store::top`] over the window as asked.
-    fn top_of(&self, q: &TopQuery) -> Result<TopReport, StoreError> {
-        let by_user_only = q.by.iter().all(|b| *b == By::User);
+    /// [`Store::top_in`] over the window as asked.
+    fn top_of(&self, q: &TopQuery, only: Option<&[i64]>) -> Result<TopReport, StoreError> {
+        // The per-user totals keep no cgroup.
+        let by_user_only = only.is_none() && q.by.iter().all(|b| *b == By::User);
         if by_user_only {
             if let Some(cte) = self.totals_cte(q.since, q.until, None)? {
                 return self.top_by_user(&cte, q);
@@ -407,8 +486,9 @@ impl Store {
         }
         // Grouped by who was charged only (the user, the service, the container): the
         // per-user totals have it all, in far fewer rows than the detail.
-        let charged_only =
-            q.by.iter()
+        let charged_only = only.is_none()
+            && q.by
+                .iter()
                 .all(|b| matches!(b, By::User | By::Via | By::Container));
         let fast = match charged_only {
             true => self.totals_cte(q.since, q.until, None)?,
@@ -423,10 +503,87 @@ impl Store {
             .as_deref()
             .or(keys.as_deref())
             .unwrap_or(self.source().cte);
-        let cols = TopColumns::of(&q.by, self.schema >= super::CONTAINER_SCHEMA);
-        let (groups, mut report) = self.top_groups(cte, &cols, q)?;
+        let cols = TopColumns::of(&q.by, self.schema);
+        let (mut groups, mut report) = self.top_groups(cte, &cols, q, only)?;
+        if q.by.iter().any(|b| matches!(b, By::Unit | By::Job)) {
+            groups = self.by_unit_or_job(groups, &q.by)?;
+        }
         report.rows = self.top_rows(groups, &cols, q.limit)?;
         Ok(report)
+    }
+
+    /// `top`'s groups summed per cgroup id (the key's [`CGROUP`] cell) summed again per
+    /// its unit and job as `by` asks (the [`UNIT`] and [`JOB`] cells), the id kept only
+    /// with `--by cgroup`: the scan reads ids, the few distinct ones are named here.
+    fn by_unit_or_job(
+        &self,
+        groups: FastMap<GroupKey, Group>,
+        by: &[By],
+    ) -> Result<FastMap<GroupKey, Group>, StoreError> {
+        let ids: std::collections::BTreeSet<i64> = groups
+            .keys()
+            .filter_map(|(_, cells)| match cells[CGROUP] {
+                Cell::Int(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        let names = self.cgroup_names(&ids.into_iter().collect::<Vec<_>>())?;
+        let mut out: FastMap<GroupKey, Group> = FastMap::default();
+        for ((uid, mut cells), g) in groups {
+            let name = match cells[CGROUP] {
+                Cell::Int(id) => names.get(&id),
+                _ => None,
+            };
+            if by.contains(&By::Unit) {
+                cells[UNIT] = name
+                    .and_then(|n| n.unit.clone())
+                    .map_or(Cell::Null, Cell::Text);
+            }
+            if by.contains(&By::Job) {
+                cells[JOB] = name
+                    .and_then(|n| n.job)
+                    .map_or(Cell::Null, |j| Cell::Int(j as i64));
+            }
+            if !by.contains(&By::Cgroup) {
+                cells[CGROUP] = Cell::Null;
+            }
+            let sum = out.entry((uid, cells)).or_default();
+            sum.traffic.add(&g.traffic);
+            sum.reasons.extend(g.reasons);
+        }
+        Ok(out)
+    }
+
+    /// The traffic per systemd unit of `[since, until)` (from where the keys begin, as
+    /// `top --by unit`): the groups of `top --by unit` summed over their users, by unit
+    /// name, without naming or ordering rows (the metrics' per-unit series).
+    pub(super) fn unit_sums(
+        &self,
+        since: i64,
+        until: i64,
+    ) -> Result<std::collections::BTreeMap<String, Traffic>, StoreError> {
+        let since = self.keys_from(since, until)?.unwrap_or(since);
+        let q = TopQuery {
+            since,
+            until,
+            by: vec![By::Unit],
+            uid: None,
+            limit: 0,
+        };
+        let keys = self.keys_cte(since, until)?;
+        let cte = keys.as_deref().unwrap_or(self.source().cte);
+        let cols = TopColumns::of(&q.by, self.schema);
+        let (groups, _) = self.top_groups(cte, &cols, &q, None)?;
+        let mut units = std::collections::BTreeMap::new();
+        for ((_, cells), g) in self.by_unit_or_job(groups, &q.by)? {
+            if let Cell::Text(unit) = &cells[UNIT] {
+                units
+                    .entry(unit.clone())
+                    .or_insert_with(Traffic::default)
+                    .add(&g.traffic);
+            }
+        }
+        Ok(units)
     }
 
     /// The period's rows summed per group of `top` (user and the keys asked for) in one
@@ -437,9 +594,11 @@ impl Store {
         cte: &str,
         cols: &TopColumns,
         q: &TopQuery,
+        only: Option<&[i64]>,
     ) -> Result<(FastMap<GroupKey, Group>, TopReport), StoreError> {
         let wrap = |e| self.wrap(e);
         let user_filter = if q.uid.is_some() { "AND uid = ?3" } else { "" };
+        let cgroup_filter = only.map(cgroup_filter).unwrap_or_default();
         let TopColumns {
             program,
             remote,
@@ -448,13 +607,14 @@ impl Store {
             via,
             container,
             why,
+            cgroup,
             ..
         } = cols;
         let sql = format!(
             "WITH {cte}
              SELECT uid, kind, reason, {program}, {remote}, {protocol}, {port}, {via},
-                    {container}, {why}, rx_bytes, tx_bytes, rx_packets, tx_packets
-             FROM c WHERE true {user_filter}"
+                    {container}, {why}, {cgroup}, rx_bytes, tx_bytes, rx_packets, tx_packets
+             FROM c WHERE true {user_filter} {cgroup_filter}"
         );
         let mut stmt = self.conn.prepare(&sql).map_err(wrap)?;
         let mut rows = match q.uid {
@@ -466,7 +626,7 @@ impl Store {
         let mut groups: FastMap<GroupKey, Group> = FastMap::default();
         while let Some(r) = rows.next().map_err(wrap)? {
             let (uid, kind): (i64, i64) = (r.get(0).map_err(wrap)?, r.get(1).map_err(wrap)?);
-            let t = traffic_at(r, 10).map_err(wrap)?;
+            let t = traffic_at(r, 11).map_err(wrap)?;
             if kind == 2 {
                 report.excluded.add(&t);
                 continue;
@@ -476,7 +636,7 @@ impl Store {
                 report.unattributed.add(&t);
             }
             let mut key: GroupKey = (uid, Default::default());
-            for (i, cell) in key.1.iter_mut().enumerate() {
+            for (i, cell) in key.1[..=CGROUP].iter_mut().enumerate() {
                 *cell = Cell::at(r, 3 + i).map_err(wrap)?;
             }
             let group = groups.entry(key).or_default();
@@ -536,19 +696,22 @@ impl Store {
         let src = self.source();
         let (joins, pname, rname) = (src.joins, src.program, src.remote);
         let (container_join, cname) = (cols.container_join, cols.cname);
+        let (cgroup_join, gname) = (cols.cgroup_join, cols.gname);
         let sql = format!(
             "WITH g AS (
                  SELECT value ->> 0 AS uid, value ->> 1 AS pid, value ->> 2 AS rid,
                         value ->> 3 AS k3, value ->> 4 AS k4, value ->> 5 AS k5,
-                        value ->> 6 AS k6, value ->> 7 AS k7, value ->> 8 AS reasons,
-                        value ->> 9 AS rx, value ->> 10 AS tx, value ->> 11 AS rp,
-                        value ->> 12 AS tp
+                        value ->> 6 AS k6, value ->> 7 AS k7, value ->> 8 AS k8,
+                        value ->> 9 AS k9, value ->> 10 AS k10, value ->> 11 AS reasons,
+                        value ->> 12 AS rx, value ->> 13 AS tx, value ->> 14 AS rp,
+                        value ->> 15 AS tp
                  FROM json_each(?1))
              SELECT nullif(g.uid, -1), n.name, {pname}, {rname}, g.k3, g.k4, g.reasons,
-                    g.rx, g.tx, g.rp, g.tp, g.k5, v.name, {cname}, g.k7
+                    g.rx, g.tx, g.rp, g.tp, g.k5, v.name, {cname}, g.k7, {gname}, g.k9,
+                    g.k10
              FROM g LEFT JOIN users n ON n.uid = g.uid {joins} {container_join}
-             LEFT JOIN users v ON v.uid = g.k5
-             ORDER BY g.rx + g.tx DESC, g.uid, 3, 4, g.k3, g.k4, g.k5, g.k7, 14
+             {cgroup_join} LEFT JOIN users v ON v.uid = g.k5
+             ORDER BY g.rx + g.tx DESC, g.uid, 3, 4, g.k3, g.k4, g.k5, g.k7, 14, 16, 17, 18
              LIMIT ?2"
         );
         let groups = serde_json::Value::Array(json).to_string();
@@ -626,6 +789,9 @@ impl Store {
                 via: None,
                 via_user: None,
                 container: None,
+                cgroup: None,
+                unit: None,
+                job: None,
                 traffic,
             })
             .collect();
@@ -708,10 +874,9 @@ impl Store {
             None => Default::default(),
         };
         let split = Split::new(start, until, |d| split_days.contains(&d));
-        let columns = "ts, uid, kind, reason, via_uid, container, container_uid, program,
-                       remote, protocol, port, rx_bytes, tx_bytes, rx_packets, tx_packets";
+        let columns = usage_columns(self.schema);
         let totals = "ts, uid, kind, reason, via_uid, container, container_uid, NULL, NULL,
-                      NULL, NULL, rx_bytes, tx_bytes, rx_packets, tx_packets";
+                      NULL, NULL, NULL, rx_bytes, tx_bytes, rx_packets, tx_packets";
         let branches = [
             ranges_union(
                 &format!(
@@ -769,7 +934,8 @@ impl Store {
 
     pub(super) fn source(&self) -> &'static Source {
         match self.schema {
-            s if s >= super::TYPED_SCHEMA => &COMPACT,
+            s if s >= super::CGROUP_SCHEMA => &COMPACT,
+            s if s >= super::TYPED_SCHEMA => &TYPED,
             s if s >= super::COMPACT_SCHEMA => &PACKED,
             _ => &VIEW,
         }
@@ -920,22 +1086,28 @@ impl Store {
             true => ("container", "container_uid"),
             false => ("NULL", "NULL"),
         };
+        // Nor cgroups before schema 16.
+        let cgroup = match self.schema >= super::CGROUP_SCHEMA {
+            true => "cgroup, unit, job",
+            false => "NULL AS cgroup, NULL AS unit, NULL AS job",
+        };
         // `?3`: the rows of `[?1, ?2)` dated `?3` or later — all of them, the rows that
         // straddle `?1` included, for the first hour; those dated in it for the next.
         let sql = format!(
             "SELECT u.ts, u.kind, u.uid, n.name, u.program, u.reason, u.protocol,
                     u.direction, u.remote_addr, u.port,
                     u.rx_bytes, u.tx_bytes, u.rx_packets, u.tx_packets, u.via,
-                    u.container, u.container_uid
+                    u.container, u.container_uid, u.cgroup, u.unit, u.job
              FROM ({}) u LEFT JOIN users n ON n.uid = u.uid
              WHERE u.ts >= ?3
              ORDER BY u.ts, u.kind, u.uid, u.program, u.remote_addr, u.port, u.via,
-                      u.container, u.container_uid",
+                      u.container, u.container_uid, u.cgroup",
             self.source()
                 .export
                 .replace("{via}", via)
                 .replace("{container}", container)
                 .replace("{container_uid}", container_uid)
+                .replace("{cgroup}", cgroup)
         );
         let mut stmt = self.conn.prepare(&sql).map_err(wrap)?;
         let mut next = self.conn.prepare_cached(self.source().next).map_err(wrap)?;
@@ -1124,11 +1296,19 @@ struct TopColumns {
     why: &'static str,
     container_join: &'static str,
     cname: &'static str,
+    /// The cgroup id, with any of `--by cgroup|unit|job` (named, or read for its unit and
+    /// job, after summing).
+    cgroup: &'static str,
+    /// With `--by cgroup`: the join and column naming it (its path).
+    cgroup_join: &'static str,
+    gname: &'static str,
 }
 
 impl TopColumns {
-    /// The columns of `by`; `containers`: the schema has them (10 on).
-    fn of(by: &[By], containers: bool) -> TopColumns {
+    /// The columns of `by` in a database at `schema` (containers from 10 on, cgroups
+    /// from 16).
+    fn of(by: &[By], schema: i64) -> TopColumns {
+        let containers = schema >= super::CONTAINER_SCHEMA;
         let has = |b: By| by.contains(&b);
         let col = |b: By, expr: &'static str| if has(b) { expr } else { "NULL" };
         // With --by via, a user's row shows the service it came through, or why the
@@ -1143,6 +1323,10 @@ impl TopColumns {
             ),
             false => ("NULL", "", "NULL"),
         };
+        let (cgroup_join, gname) = match has(By::Cgroup) && schema >= CGROUP_SCHEMA {
+            true => ("LEFT JOIN cgroups cg ON cg.id = g.k8", "cg.path"),
+            false => ("", "NULL"),
+        };
         TopColumns {
             program: col(By::Program, "program"),
             remote: col(By::Remote, "remote"),
@@ -1153,6 +1337,12 @@ impl TopColumns {
             why,
             container_join,
             cname,
+            cgroup: match by.iter().any(|b| b.is_cgroup()) {
+                true => "nullif(cgroup, 0)",
+                false => "NULL",
+            },
+            cgroup_join,
+            gname,
         }
     }
 }
@@ -1190,8 +1380,20 @@ impl Cell {
 }
 
 /// A group of `top`: the uid (-1 none), then program, remote, protocol, port, via,
-/// container and why (with via) as [`TopColumns`] selects them.
-type GroupKey = (i64, [Cell; 7]);
+/// container and why (with via), and the cgroup id as [`TopColumns`] selects them; then
+/// the unit and the job (see [`Store::by_unit_or_job`]).
+type GroupKey = (i64, [Cell; 10]);
+
+/// Where the key of a [`GroupKey`] holds the cgroup id, the unit and the job.
+const CGROUP: usize = 7;
+const UNIT: usize = 8;
+const JOB: usize = 9;
+
+/// `AND cgroup IN (…)`: only the traffic of these cgroups.
+fn cgroup_filter(ids: &[i64]) -> String {
+    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+    format!("AND cgroup IN ({})", ids.join(","))
+}
 
 /// A group's sums, and for the unattributed (uid -1) its reasons.
 #[derive(Debug, Default)]
@@ -1214,6 +1416,9 @@ fn top_row_at(r: &rusqlite::Row) -> rusqlite::Result<TopRow> {
         via: r.get(11)?,
         via_user: r.get(12)?,
         container: r.get(13)?,
+        cgroup: r.get(15)?,
+        unit: r.get(16)?,
+        job: r.get::<_, Option<i64>>(17)?.map(|j| j as u64),
         traffic: traffic_at(r, 7)?,
     })
 }
@@ -1234,6 +1439,9 @@ fn usage_record_at(r: &rusqlite::Row) -> rusqlite::Result<UsageRecord> {
         via: r.get(14)?,
         container: r.get(15)?,
         container_uid: r.get(16)?,
+        cgroup: r.get(17)?,
+        unit: r.get(18)?,
+        job: r.get::<_, Option<i64>>(19)?.map(|j| j as u64),
         traffic: traffic_at(r, 10)?,
     })
 }
@@ -1292,9 +1500,17 @@ pub(super) mod tests {
     /// cut where the keys begin, as [`Store::top`] does): the reference of the groups
     /// summed by [`Store::top`].
     pub(in crate::store) fn top_by_sql(store: &Store, q: &TopQuery) -> TopReport {
-        let keyed =
-            q.by.iter()
-                .any(|b| matches!(b, By::Program | By::Remote | By::Port));
+        top_by_sql_in(store, q, None)
+    }
+
+    /// [`top_by_sql`] of the cgroups `only` alone, grouped by cgroup, unit and job in SQL
+    /// (the cgroups joined to every row): the reference of [`Store::top_in`].
+    pub(in crate::store) fn top_by_sql_in(
+        store: &Store,
+        q: &TopQuery,
+        only: Option<&[i64]>,
+    ) -> TopReport {
+        let keyed = only.is_some() || q.by.iter().any(|b| b.is_key());
         let since = match keyed {
             true => store
                 .keys_from(q.since, q.until)
@@ -1303,7 +1519,7 @@ pub(super) mod tests {
             false => q.since,
         };
         let src = store.source();
-        let cols = TopColumns::of(&q.by, store.schema >= super::super::CONTAINER_SCHEMA);
+        let cols = TopColumns::of(&q.by, store.schema);
         let TopColumns {
             program,
             remote,
@@ -1314,24 +1530,43 @@ pub(super) mod tests {
             why,
             container_join,
             cname,
+            cgroup_join,
+            gname,
+            ..
         } = cols;
+        let has = |b: By| q.by.contains(&b);
+        let k8 = if has(By::Cgroup) {
+            "nullif(cgroup, 0)"
+        } else {
+            "NULL"
+        };
+        let k9 = if has(By::Unit) { "u.unit" } else { "NULL" };
+        let k10 = if has(By::Job) { "u.job" } else { "NULL" };
         let (joins, pname, rname) = (src.joins, src.program, src.remote);
         let user_filter = if q.uid.is_some() { "AND uid = ?4" } else { "" };
+        let cgroup_filter = only.map(cgroup_filter).unwrap_or_default();
+        let units = match store.schema >= CGROUP_SCHEMA {
+            true => "cgroups",
+            false => "(SELECT NULL AS id, NULL AS unit, NULL AS job)",
+        };
         let sql = format!(
             "WITH {}
              SELECT nullif(g.uid, -1), n.name, {pname}, {rname}, g.k3, g.k4, g.reasons,
-                    g.rx, g.tx, g.rp, g.tp, g.k5, v.name, {cname}, g.k7
+                    g.rx, g.tx, g.rp, g.tp, g.k5, v.name, {cname}, g.k7, {gname}, g.k9,
+                    g.k10
              FROM (SELECT uid, {program} AS pid, {remote} AS rid, {protocol} AS k3,
                           {port} AS k4, {via} AS k5, {container} AS k6, {why} AS k7,
+                          {k8} AS k8, {k9} AS k9, {k10} AS k10,
                           CASE WHEN uid = -1 THEN group_concat(DISTINCT nullif(reason, ''))
                           END AS reasons,
                           sum(rx_bytes) AS rx, sum(tx_bytes) AS tx,
                           sum(rx_packets) AS rp, sum(tx_packets) AS tp
-                   FROM c WHERE kind <> 2 {user_filter}
-                   GROUP BY uid, pid, rid, k3, k4, k5, k6, k7) g
+                   FROM c LEFT JOIN {units} u ON u.id = c.cgroup
+                   WHERE kind <> 2 {user_filter} {cgroup_filter}
+                   GROUP BY uid, pid, rid, k3, k4, k5, k6, k7, k8, k9, k10) g
              LEFT JOIN users n ON n.uid = g.uid {joins} {container_join}
-             LEFT JOIN users v ON v.uid = g.k5
-             ORDER BY g.rx + g.tx DESC, g.uid, 3, 4, g.k3, g.k4, g.k5, g.k7, 14
+             {cgroup_join} LEFT JOIN users v ON v.uid = g.k5
+             ORDER BY g.rx + g.tx DESC, g.uid, 3, 4, g.k3, g.k4, g.k5, g.k7, 14, 16, 17, 18
              LIMIT ?3",
             src.cte
         );
@@ -1351,7 +1586,10 @@ pub(super) mod tests {
             .collect::<Vec<_>>()
             .join(", ");
         let filter = if q.uid.is_some() { "AND uid = ?3" } else { "" };
-        let sql = format!("WITH {} SELECT {sums} FROM c WHERE true {filter}", src.cte);
+        let sql = format!(
+            "WITH {} SELECT {sums} FROM c WHERE true {filter} {cgroup_filter}",
+            src.cte
+        );
         let totals =
             |r: &rusqlite::Row| Ok((traffic_at(r, 0)?, traffic_at(r, 4)?, traffic_at(r, 8)?));
         let (total, unattributed, excluded) = match q.uid {

@@ -164,28 +164,28 @@ impl Store {
                     // result does not depend on row order. Rows already in the hour (a pass
                     // whose clock was behind) are added to.
                     "INSERT INTO usage_tiers (granularity, ts, uid, kind, reason, via_uid,
-                     container, container_uid, program, remote, protocol, port, rx_bytes,
-                     tx_bytes, rx_packets, tx_packets)
+                     container, container_uid, program, cgroup, remote, protocol, port,
+                     rx_bytes, tx_bytes, rx_packets, tx_packets)
                  WITH h AS (
                      SELECT uid, kind, reason, via_uid, container, container_uid, program,
-                            remote, protocol, port,
+                            cgroup, remote, protocol, port,
                             sum(rx_bytes) AS rx, sum(tx_bytes) AS tx,
                             sum(rx_packets) AS rp, sum(tx_packets) AS tp
                      FROM usage_raw WHERE ts >= ?1 AND ts < ?2
                      GROUP BY uid, kind, reason, via_uid, container, container_uid, program,
-                              remote, protocol, port),
+                              cgroup, remote, protocol, port),
                  r AS (
                      SELECT *, row_number() OVER (
                          PARTITION BY uid, kind, reason, via_uid, container, container_uid
-                         ORDER BY rx + tx DESC, remote, port, protocol, program) AS n
+                         ORDER BY rx + tx DESC, remote, port, protocol, program, cgroup) AS n
                      FROM h)
                  SELECT 3600, ?1, uid, kind, reason, via_uid, container, container_uid,
-                        program, remote, protocol, port,
+                        program, cgroup, remote, protocol, port,
                         rx, tx, rp, tp
                  FROM r WHERE n <= ?3
                  UNION ALL
                  SELECT 3600, ?1, uid, kind, reason, via_uid, container, container_uid,
-                        ?4, ?5, 0, 0,
+                        ?4, 0, ?5, 0, 0,
                         sum(rx), sum(tx), sum(rp), sum(tp)
                  FROM r WHERE n > ?3
                  GROUP BY uid, kind, reason, via_uid, container, container_uid
@@ -225,10 +225,10 @@ impl Store {
             st.hourly_rows += self.move_rows(
                 concat!(
                     "INSERT INTO usage_tiers (granularity, ts, uid, kind, reason, via_uid,
-                     container, container_uid, program, remote, protocol, port, rx_bytes,
-                     tx_bytes, rx_packets, tx_packets)
+                     container, container_uid, program, cgroup, remote, protocol, port,
+                     rx_bytes, tx_bytes, rx_packets, tx_packets)
                  SELECT 86400, ?1, uid, kind, reason, via_uid, container, container_uid,
-                        ?3, ?4, 0, 0,
+                        ?3, 0, ?4, 0, 0,
                         sum(rx_bytes), sum(tx_bytes), sum(rx_packets), sum(tx_packets)
                  FROM usage_tiers WHERE granularity = 3600 AND ts >= ?1 AND ts < ?2
                  GROUP BY uid, kind, reason, via_uid, container, container_uid
@@ -364,9 +364,10 @@ mod tests {
     use crate::account::{account_pass, Kind, PassPlan, Traffic, UsageKey};
     use crate::attribute::Reason;
     use crate::attribute::{Attributed, Attribution, Direction, Verdict};
-    use crate::model::{Counters, Flow, Tuple};
+    use crate::model::Flow;
     use crate::store::connections::{EventWrite, LoggedConnection};
     use crate::store::{OpenOptions, PassRecord};
+    use crate::testkit::{counters, flow, mirror, tuple, TCP};
 
     const T0: i64 = 1_790_000_000; // 2026-09-21
 
@@ -382,34 +383,24 @@ mod tests {
                 for remote in 0..3u8 {
                     id += 1;
                     let dst = format!("198.51.100.{}", 10 + remote);
-                    let t = |s: &str, d: &str, sp, dp| Tuple {
-                        src: s.parse().unwrap(),
-                        dst: d.parse().unwrap(),
-                        proto: 6,
-                        sport: sp,
-                        dport: dp,
-                    };
                     let sport = 40000 + (uid as u16 % 100) * 10 + u16::from(remote);
+                    let (tx, rx) = (
+                        100 * uid as u64 + step as u64,
+                        1000 + u64::from(remote) * 7 + step as u64 * 3,
+                    );
                     flows.push(Flow {
-                        orig: t("198.51.100.1", &dst, sport, 443),
-                        reply: t(&dst, "198.51.100.1", 443, sport),
                         id,
-                        zone: 0,
-                        mark: 0,
-                        status: 0,
-                        orig_counters: Some(Counters {
-                            packets: 1 + step as u64,
-                            bytes: 100 * uid as u64 + step as u64,
-                        }),
-                        reply_counters: Some(Counters {
-                            packets: 2,
-                            bytes: 1000 + u64::from(remote) * 7 + step as u64 * 3,
-                        }),
-                        start_ns: None,
-                        stop_ns: None,
+                        orig_counters: Some(counters(1 + step as u64, tx)),
+                        reply_counters: Some(counters(2, rx)),
+                        ..flow(
+                            TCP,
+                            (&format!("198.51.100.1:{sport}"), &format!("{dst}:443")),
+                            None,
+                        )
                     });
                     ats.push(Attributed {
                         verdict: Verdict::User(Attribution {
+                            cgroup: None,
                             uid,
                             program: Some(format!("prog{}", remote % 2)),
                             direction: Direction::Out,
@@ -568,6 +559,7 @@ mod tests {
                 for i in 0..30u32 {
                     plan.usage.insert(
                         UsageKey {
+                            cgroup: None,
                             kind: Kind::User,
                             uid: Some(uid),
                             program: Some("curl".into()),
@@ -591,6 +583,7 @@ mod tests {
             for i in 0..12u32 {
                 plan.usage.insert(
                     UsageKey {
+                        cgroup: None,
                         kind: Kind::Unattributed,
                         uid: None,
                         program: None,
@@ -720,19 +713,17 @@ mod tests {
 
     /// A logged connection of 42 ms, ending 7 ms after the one before.
     fn logged(i: u32) -> LoggedConnection {
-        let t = |src: &str, dst: &str, sport, dport| Tuple {
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            proto: 6,
-            sport,
-            dport,
-        };
-        let port = 40000 + (i % 20000) as u16;
+        let orig = tuple(
+            TCP,
+            &format!("198.51.100.1:{}", 40000 + (i % 20000) as u16),
+            "198.51.100.2:443",
+        );
         LoggedConnection {
+            cgroup: None,
             start_ms: 1_780_000_000_000 + i64::from(i) * 7,
             end_ms: 1_780_000_000_042 + i64::from(i) * 7,
-            orig: t("198.51.100.1", "198.51.100.2", port, 443),
-            reply: t("198.51.100.2", "198.51.100.1", 443, port),
+            orig,
+            reply: mirror(&orig),
             direction: Some(Direction::Out),
             uid: Some(1001),
             program: Some("curl".into()),

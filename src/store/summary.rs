@@ -449,18 +449,18 @@ mod tests {
     use super::*;
     use crate::attribute::Attribution;
     use crate::model::{Counters, Tuple};
+    use crate::testkit::{self, TCP};
     use std::net::IpAddr;
 
     const DAY: i64 = 1_773_100_800; // 2026-03-10T00:00:00Z
 
+    /// TCP from 198.51.100.1:`sport` to 198.51.100.2:`dport`.
     fn tuple(sport: u16, dport: u16) -> Tuple {
-        Tuple {
-            src: "198.51.100.1".parse().unwrap(),
-            dst: "198.51.100.2".parse().unwrap(),
-            proto: 6,
-            sport,
-            dport,
-        }
+        testkit::tuple(
+            TCP,
+            &format!("198.51.100.1:{sport}"),
+            &format!("198.51.100.2:{dport}"),
+        )
     }
 
     fn state(id: u32, uid: u32, first_seen: i64, missing: u32) -> (FlowKey, FlowState) {
@@ -474,6 +474,7 @@ mod tests {
             orig: Counters::default(),
             reply: Counters::default(),
             attribution: Some(Attribution {
+                cgroup: None,
                 uid,
                 program: None,
                 direction: Direction::Out,
@@ -490,16 +491,11 @@ mod tests {
 
     fn logged(start_ms: i64, end_ms: i64, uid: u32) -> LoggedConnection {
         LoggedConnection {
+            cgroup: None,
             start_ms,
             end_ms,
             orig: tuple(40100, 443),
-            reply: Tuple {
-                src: "198.51.100.2".parse().unwrap(),
-                dst: "198.51.100.1".parse().unwrap(),
-                proto: 6,
-                sport: 443,
-                dport: 40100,
-            },
+            reply: testkit::mirror(&tuple(40100, 443)),
             direction: Some(Direction::Out),
             uid: Some(uid),
             program: None,
@@ -738,13 +734,7 @@ mod tests {
                     sport,
                     dport,
                 };
-                c.reply = Tuple {
-                    src: b,
-                    dst: a,
-                    proto: c.orig.proto,
-                    sport: dport,
-                    dport: sport,
-                };
+                c.reply = testkit::mirror(&c.orig);
                 c.direction = [Some(Direction::Out), Some(Direction::In), None][below(3) as usize];
                 if below(8) == 0 {
                     c.uid = None;

@@ -214,6 +214,7 @@ pub(super) mod tests {
             let kind = [Kind::User, Kind::Unattributed, Kind::Excluded][rng.below(3) as usize];
             let reasons = [Reason::NoSocket, Reason::Forwarded, Reason::Protocol];
             let key = UsageKey {
+                cgroup: None,
                 kind,
                 uid: (kind != Kind::Unattributed).then(|| 1000 + rng.below(4) as u32),
                 program: Some(format!("p{}", rng.below(3))),

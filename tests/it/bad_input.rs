@@ -178,6 +178,39 @@ fn accounting_off_is_named_and_nothing_is_lost() {
 }
 
 #[test]
+fn timestamps_off_are_named_and_setup_switches_them_on() {
+    if !require_root("timestamps_off_are_named_and_setup_switches_them_on") {
+        return;
+    }
+    let ns = tracking_ns("nlbz");
+    ns.sh("sysctl -qw net.netfilter.nf_conntrack_timestamp=0");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("nl.db");
+    // Without start times a reused tuple's new entry looks like the saved one: the pass
+    // still runs, and says what it cannot tell and how to fix it.
+    let o = netledger(&ns, &db, &["snapshot", "--no-setup"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let warned: Vec<_> = stderr(&o)
+        .lines()
+        .filter(|l| l.contains("nf_conntrack_timestamp=0"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(warned.len(), 1, "{}", stderr(&o));
+    assert!(warned[0].contains("reused tuple") && warned[0].contains("netledger setup"));
+    // A snapshot's own setup (root, no --no-setup) switches them on and says so.
+    let fixed = netledger(&ns, &db, &["snapshot"]);
+    assert!(fixed.status.success(), "{}", stderr(&fixed));
+    assert!(
+        stderr(&fixed).contains("set net.netfilter.nf_conntrack_timestamp=1"),
+        "{}",
+        stderr(&fixed)
+    );
+    assert!(!stderr(&fixed).contains("nf_conntrack_timestamp=0"));
+    let on = ns.sh("sysctl -n net.netfilter.nf_conntrack_timestamp");
+    assert_eq!(String::from_utf8_lossy(&on.stdout).trim(), "1");
+}
+
+#[test]
 fn conntrack_not_tracking_is_named() {
     if !require_root("conntrack_not_tracking_is_named") {
         return;

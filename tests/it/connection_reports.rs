@@ -45,6 +45,7 @@ fn out(
     rx: Option<Counters>,
 ) -> LoggedConnection {
     LoggedConnection {
+        cgroup: None,
         start_ms: span.0,
         end_ms: span.1,
         orig: tuple(proto, local.0, local.1, remote.0, remote.1),
@@ -102,6 +103,7 @@ fn log() -> Vec<LoggedConnection> {
         ),
         // Incoming, DNAT: the client hit port 2222, sshd answers on 22.
         LoggedConnection {
+            cgroup: None,
             start_ms: ms(10, 11, 0, 0, 0),
             end_ms: ms(10, 12, 30, 0, 0),
             orig: tuple(6, "203.0.113.9", 51000, "198.51.100.1", 2222),
@@ -155,6 +157,7 @@ fn open_flows() -> Vec<FlowState> {
         orig: Counters::default(),
         reply: Counters::default(),
         attribution: Some(Attribution {
+            cgroup: None,
             uid,
             program: Some(program.into()),
             direction: dir,

@@ -218,12 +218,14 @@ fn every_command_shown_parses_with_the_real_command_line() {
 }
 
 /// A database with a little of everything: two users' traffic an hour ago and in November
-/// 2026 (the month the docs' examples are from), unattributed and excluded rows.
+/// 2026 (the month the docs' examples are from), unattributed and excluded rows, and a
+/// Slurm job's (4242, the docs' `netledger job` examples).
 fn build_db(dir: &Path) -> PathBuf {
     let db = dir.join("docs.db");
     let mut store = Store::open(&db, &OpenOptions::default()).unwrap();
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let key = |kind, uid, program: Option<&str>, remote| UsageKey {
+        cgroup: None,
         kind,
         uid,
         program: program.map(String::from),
@@ -262,6 +264,14 @@ fn build_db(dir: &Path) -> PathBuf {
             key(Kind::Excluded, Some(1001), None, "10.0.0.5"),
             t(1_000, 1_000),
         );
+        let job = UsageKey {
+            cgroup: Some(netledger::attribute::Cgroup {
+                path: "/system.slice/slurmstepd.scope/job_4242/step_0/user/task_0".into(),
+                job: Some(4242),
+            }),
+            ..key(Kind::User, Some(1001), Some("python3"), "198.51.100.7")
+        };
+        usage.insert(job, t(40_000, 900_000));
         let plan = PassPlan {
             usage,
             ..PassPlan::default()
@@ -491,8 +501,8 @@ fn every_configuration_key_is_in_the_operations_page() {
     assert!(missing.is_empty(), "not in Configuration: {missing:?}");
 }
 
-/// The example outputs shown from the database of tests/it/reports.rs are what that test's
-/// snapshots hold: a page's `$ netledger …` line, then its output up to the next `$ ` line
+/// The example outputs shown from the databases of tests/it/reports.rs and
+/// tests/it/cgroup_reports.rs are what those tests' snapshots hold: a page's `$ netledger …` line, then its output up to the next `$ ` line
 /// or the end of the block.
 #[test]
 fn example_outputs_equal_the_reports_snapshots() {
@@ -508,6 +518,10 @@ fn example_outputs_equal_the_reports_snapshots() {
         (
             "$ netledger report --period day --since 2026-11-01 --until 2026-12-01 --utc",
             "it__reports__report_day.snap",
+        ),
+        (
+            "$ netledger job 4242 --since 2026-11-01 --until 2026-12-01 --utc",
+            "it__cgroup_reports__job_4242.snap",
         ),
     ];
     let mut shown = 0;

@@ -15,6 +15,7 @@
 mod common;
 
 mod bad_input;
+mod cgroup_reports;
 mod cgroups;
 mod churn;
 mod connection_log;
@@ -37,6 +38,7 @@ mod quota;
 mod reports;
 mod service;
 mod setup_undo;
+mod short_names;
 mod soak;
 mod ssh;
 mod writers;

@@ -26,6 +26,7 @@ fn flow(id: u32, remote: &str, sport: u16, out: (u64, u64), back: (u64, u64)) ->
 
 fn user(uid: u32) -> Verdict {
     Verdict::User(Attribution {
+        cgroup: None,
         uid,
         program: Some("curl".into()),
         direction: Direction::Out,

@@ -29,6 +29,7 @@ fn pass(store: &mut Store, ts: i64, usage: &[(u32, u64, u64)]) {
     let mut plan = PassPlan::default();
     for (i, &(uid, rx, tx)) in usage.iter().enumerate() {
         let key = UsageKey {
+            cgroup: None,
             kind: Kind::User,
             uid: Some(uid),
             program: Some("curl".into()),

@@ -56,6 +56,7 @@ fn to_flow(f: &F) -> (Flow, Attributed) {
 
 fn user(uid: u32, program: &str, direction: Direction) -> Verdict {
     Verdict::User(Attribution {
+        cgroup: None,
         uid,
         program: Some(program.into()),
         direction,
@@ -447,6 +448,9 @@ fn export_jsonl_and_csv() {
             "via",
             "container",
             "container_uid",
+            "cgroup",
+            "unit",
+            "job",
             "covered_since",
             "covered_until"
         ]
@@ -603,9 +607,9 @@ fn readme_sql_queries_run() {
     // 0015), and 5 B of his own that do not count.
     c.execute_batch(
         "INSERT INTO usage_raw (ts, uid, kind, reason, via_uid, container, container_uid,
-                               program, remote, protocol, port, direction, rx_bytes,
+                               program, cgroup, remote, protocol, port, direction, rx_bytes,
                                tx_bytes, rx_packets, tx_packets)
-         SELECT 1795132800, 1004, 0, '', r.via, 0, -1, (SELECT min(id) FROM programs),
+         SELECT 1795132800, 1004, 0, '', r.via, 0, -1, (SELECT min(id) FROM programs), 0,
                 (SELECT min(id) FROM remotes), 6, 22, 2, 2000000, r.tx, 1, 1
          FROM (SELECT 0 AS via, 1000 AS tx UNION ALL SELECT -1, 5) r;",
     )
@@ -626,10 +630,10 @@ fn readme_sql_queries_run() {
         "INSERT INTO containers (name, first_seen, last_seen)
          VALUES ('docker-3f2a', 1795132800, 1795132800);
          INSERT INTO usage_raw (ts, uid, kind, reason, via_uid, container, container_uid,
-                               program, remote, protocol, port, direction, rx_bytes,
+                               program, cgroup, remote, protocol, port, direction, rx_bytes,
                                tx_bytes, rx_packets, tx_packets)
          SELECT 1795132800, 1003, 0, '', -1, (SELECT id FROM containers), 1000,
-                (SELECT min(id) FROM programs), (SELECT min(id) FROM remotes), 6, 443, 1,
+                (SELECT min(id) FROM programs), 0, (SELECT min(id) FROM remotes), 6, 443, 1,
                 3000000, 0, 1, 1;",
     )
     .unwrap();
@@ -793,7 +797,7 @@ fn top_by_key_over_the_daily_tier_says_where_its_answer_begins() {
     assert_eq!(
         text.lines().next().unwrap(),
         "usage from 2026-11-19 00:00:00+00:00 to 2026-12-01 00:00:00+00:00 (older usage is \
-         kept per user only, without programs, remotes or ports; asked from 2026-11-01 \
+         kept per user only, without programs, remotes, ports or cgroups; asked from 2026-11-01 \
          00:00:00+00:00)"
     );
     let text = ok(&db, &with(&["top", "--by", "via"], &NOV));
@@ -1004,6 +1008,7 @@ fn bulk_db(dir: &Path, passes: i64, keys: u32) -> PathBuf {
         let mut plan = PassPlan::default();
         for k in 0..keys {
             let key = UsageKey {
+                cgroup: None,
                 kind: Kind::User,
                 uid: Some(1000 + k % 200),
                 program: Some(format!("prog{}", k % 7)),
@@ -1033,6 +1038,7 @@ fn bulk_db(dir: &Path, passes: i64, keys: u32) -> PathBuf {
                 let remote = format!("203.0.113.{}", k % 250);
                 let t = tuple(6, HOST, 40_000 + k as u16, &remote, 443);
                 LoggedConnection {
+                    cgroup: None,
                     start_ms: ts * 1000 - 60_000,
                     end_ms: ts * 1000 + i64::from(k),
                     orig: t,

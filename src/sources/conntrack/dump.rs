@@ -26,7 +26,7 @@ use crate::sources::netlink::{
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dump {
     /// The decoded entries, de-duplicated by [`FlowKey`], in dump order.
-    pub flows: Vec<Flow>,
+    pub entries: Vec<Entry>,
     /// Messages that were not decoded: malformed conntrack entries (truncated
     /// attribute, missing tuple, wrong value size) and unexpected message types.
     /// Each one is also logged with `tracing::warn!`.
@@ -36,16 +36,42 @@ pub struct Dump {
     /// Entries seen more than once in the dump (dumps have no consistency
     /// guarantee: a table resize can repeat an entry); the later sighting is kept.
     pub duplicates: usize,
-    /// `tcp_states[i]` is the TCP state of `flows[i]` (CTA_PROTOINFO, a
-    /// [`crate::model::CtTcpState`] number: 3 ESTABLISHED, 7 TIME_WAIT, …), `None` for
-    /// other protocols.
-    pub tcp_states: Vec<Option<CtTcpState>>,
-    /// `timeouts[i]` is the whole seconds `flows[i]` has left before it expires
-    /// (CTA_TIMEOUT), when the kernel sent it.
-    pub timeouts: Vec<Option<u32>>,
-    /// `picked_up[i]`: `flows[i]` is a TCP entry the kernel picked up in the middle of its
-    /// connection (its entry was deleted while the connection lived).
-    pub picked_up: Vec<bool>,
+}
+
+impl Dump {
+    /// The entries' flows, in dump order.
+    pub fn flows(&self) -> impl ExactSizeIterator<Item = &Flow> + Clone {
+        self.entries.iter().map(|e| &e.flow)
+    }
+}
+
+/// One entry of the table: its flow, and what the entry says beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The flow: tuples, identity, counters, timestamps.
+    pub flow: Flow,
+    /// Its TCP state (CTA_PROTOINFO, a [`CtTcpState`] number: 3 ESTABLISHED, 7
+    /// TIME_WAIT, …), `None` for other protocols.
+    pub tcp_state: Option<CtTcpState>,
+    /// The whole seconds it has left before it expires (CTA_TIMEOUT), when the kernel
+    /// sent it.
+    pub timeout: Option<u32>,
+    /// A TCP entry the kernel picked up in the middle of its connection (its earlier
+    /// entry was deleted while the connection lived).
+    pub picked_up: bool,
+}
+
+impl From<Flow> for Entry {
+    /// An entry that says nothing beside its flow: no TCP state, no timeout, not picked
+    /// up.
+    fn from(flow: Flow) -> Entry {
+        Entry {
+            flow,
+            tcp_state: None,
+            timeout: None,
+            picked_up: false,
+        }
+    }
 }
 
 /// Receive buffer. The kernel fills dump batches up to ~32 KiB
@@ -63,7 +89,11 @@ pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
 /// duplicates are dropped. An `NLMSG_ERROR` (or a failed `NLMSG_DONE`) in the
 /// stream is returned as an error.
 pub fn parse_messages(buf: &[u8]) -> Result<Dump, ConntrackError> {
-    let mut parser = Parser::with_capacity(buf.len() / 256);
+    // Room for every entry at once: an entry's message is about 230 bytes with counters
+    // and timestamps (236 on average in fixtures/netlink/many.bin). Growing the entries
+    // mid-parse instead costs page faults each call (a 608-flow dump parsed twice as slowly:
+    // examples/ct_decode.rs).
+    let mut parser = Parser::with_capacity(buf.len() / 192);
     parser.feed(buf)?;
     Ok(parser.finish())
 }
@@ -105,9 +135,9 @@ impl Decoder {
         self.parser.feed(datagram).map(|_| ())
     }
 
-    /// The flows decoded so far.
-    pub fn flows(&self) -> &[Flow] {
-        &self.parser.flows
+    /// The entries decoded so far.
+    pub fn entries(&self) -> &[Entry] {
+        &self.parser.entries
     }
 
     /// The dump decoded.
@@ -220,13 +250,10 @@ fn scan_control(buf: &[u8]) -> Result<Progress, ConntrackError> {
     Ok(progress)
 }
 
-/// Accumulates flows over one or more received datagrams.
+/// Accumulates entries over one or more received datagrams.
 struct Parser {
-    flows: Vec<Flow>,
-    tcp_states: Vec<Option<CtTcpState>>,
-    timeouts: Vec<Option<u32>>,
-    picked_up: Vec<bool>,
-    /// Index into `flows` of each identity seen, to de-duplicate.
+    entries: Vec<Entry>,
+    /// Index into `entries` of each identity seen, to de-duplicate.
     seen: FastMap<FlowKey, usize>,
     skipped_messages: usize,
     unknown_attributes: usize,
@@ -234,13 +261,10 @@ struct Parser {
 }
 
 impl Parser {
-    fn with_capacity(flows: usize) -> Parser {
+    fn with_capacity(entries: usize) -> Parser {
         Parser {
-            flows: Vec::with_capacity(flows),
-            tcp_states: Vec::with_capacity(flows),
-            timeouts: Vec::with_capacity(flows),
-            picked_up: Vec::with_capacity(flows),
-            seen: FastMap::with_capacity_and_hasher(flows, Default::default()),
+            entries: Vec::with_capacity(entries),
+            seen: FastMap::with_capacity_and_hasher(entries, Default::default()),
             skipped_messages: 0,
             unknown_attributes: 0,
             duplicates: 0,
@@ -293,35 +317,32 @@ impl Parser {
     }
 
     fn push(&mut self, flow: Flow, extras: Extras) {
-        match self.seen.entry(flow.key()) {
+        let entry = Entry {
+            flow,
+            tcp_state: extras.tcp_state,
+            timeout: extras.timeout,
+            picked_up: extras.picked_up,
+        };
+        match self.seen.entry(entry.flow.key()) {
             std::collections::hash_map::Entry::Occupied(slot) => {
                 // The same entry twice (table resize mid-dump). Counters only
                 // grow within one entry, so the later sighting is the fresher one.
                 self.duplicates += 1;
-                self.flows[*slot.get()] = flow;
-                self.tcp_states[*slot.get()] = extras.tcp_state;
-                self.timeouts[*slot.get()] = extras.timeout;
-                self.picked_up[*slot.get()] = extras.picked_up;
+                self.entries[*slot.get()] = entry;
             }
             std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(self.flows.len());
-                self.flows.push(flow);
-                self.tcp_states.push(extras.tcp_state);
-                self.timeouts.push(extras.timeout);
-                self.picked_up.push(extras.picked_up);
+                slot.insert(self.entries.len());
+                self.entries.push(entry);
             }
         }
     }
 
     fn finish(self) -> Dump {
         Dump {
-            flows: self.flows,
+            entries: self.entries,
             skipped_messages: self.skipped_messages,
             unknown_attributes: self.unknown_attributes,
             duplicates: self.duplicates,
-            tcp_states: self.tcp_states,
-            timeouts: self.timeouts,
-            picked_up: self.picked_up,
         }
     }
 }
@@ -348,12 +369,9 @@ mod tests {
         let raw = [first, other, again, reborn, done()].concat();
         let dump = parse_messages(&raw).unwrap();
         assert_eq!(dump.duplicates, 1);
+        assert_eq!(dump.flows().map(|f| f.id).collect::<Vec<_>>(), [7, 8, 9]);
         assert_eq!(
-            dump.flows.iter().map(|f| f.id).collect::<Vec<_>>(),
-            [7, 8, 9]
-        );
-        assert_eq!(
-            dump.flows[0].orig_counters,
+            dump.entries[0].flow.orig_counters,
             Some(Counters {
                 packets: 2,
                 bytes: 250
@@ -367,9 +385,9 @@ mod tests {
         let delete = NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_DELETE;
         message[4..6].copy_from_slice(&delete.to_ne_bytes());
         let dump = parse_messages(&message).unwrap();
-        assert_eq!(dump.flows.len(), 1);
+        assert_eq!(dump.entries.len(), 1);
         assert_eq!(
-            dump.flows[0].reply_counters,
+            dump.entries[0].flow.reply_counters,
             Some(Counters {
                 packets: 1,
                 bytes: 60
@@ -384,7 +402,7 @@ mod tests {
         let nft = nlmsg(10 << 8, 0, &[0; 4]);
         let raw = [stats, udp_flow(1, 1000, &[]), nft, done()].concat();
         let dump = parse_messages(&raw).unwrap();
-        assert_eq!((dump.flows.len(), dump.skipped_messages), (1, 2));
+        assert_eq!((dump.entries.len(), dump.skipped_messages), (1, 2));
     }
 
     fn error_message(errno: i32) -> Vec<u8> {
@@ -427,7 +445,7 @@ mod tests {
     fn failed_done_is_an_error_and_ack_is_not() {
         let ack = error_message(0);
         let raw = [udp_flow(1, 1000, &[]), ack, done()].concat();
-        assert_eq!(parse_messages(&raw).unwrap().flows.len(), 1);
+        assert_eq!(parse_messages(&raw).unwrap().entries.len(), 1);
         let bad_done = nlmsg(NLMSG_DONE, NLM_F_MULTI, &(-libc::ENOBUFS).to_ne_bytes());
         assert!(matches!(
             parse_messages(&bad_done),
@@ -474,10 +492,10 @@ mod tests {
         }
         big.extend_from_slice(&done());
         let dump = parse_messages(&big).unwrap();
-        assert_eq!(dump.flows.len(), 20_000);
+        assert_eq!(dump.entries.len(), 20_000);
         assert_eq!(dump.duplicates, 0);
         assert_eq!(dump.skipped_messages, 0);
-        let ids: std::collections::HashSet<u32> = dump.flows.iter().map(|f| f.id).collect();
+        let ids: std::collections::HashSet<u32> = dump.flows().map(|f| f.id).collect();
         assert_eq!(ids.len(), 20_000);
     }
 
@@ -578,10 +596,9 @@ mod tests {
         ] {
             let src: IpAddr = src.parse().unwrap();
             let flow = dump
-                .flows
-                .iter()
+                .flows()
                 .find(|f| f.orig.proto == IPPROTO_UDP && f.orig.src == src && f.orig.sport == port)
-                .unwrap_or_else(|| panic!("no flow from {src}:{port} in {:?}", dump.flows));
+                .unwrap_or_else(|| panic!("no flow from {src}:{port} in {:?}", dump.entries));
             assert_eq!(flow.orig.dport, 7001);
             assert_eq!((flow.reply.sport, flow.reply.dport), (7001, port));
             assert_eq!(

@@ -430,6 +430,9 @@ mod tests {
             .concat(),
         )
         .unwrap();
-        assert_eq!(dump.timeouts, [Some(29), None]);
+        assert_eq!(
+            dump.entries.iter().map(|e| e.timeout).collect::<Vec<_>>(),
+            [Some(29), None]
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! The conntrack table, read over ctnetlink: one dump → a list of [`Flow`]s, and the NEW
+//! The conntrack table, read over ctnetlink: one dump → a list of [`Entry`]s (each a
+//! [`Flow`] and what the entry says beside it: TCP state, timeout), and the NEW
 //! and DESTROY events in between.
 //!
 //! - `dump`: the dump request, receiving until `NLMSG_DONE`, de-duplication
@@ -25,7 +26,9 @@ mod tests;
 #[cfg(test)]
 mod testutil;
 
-pub use dump::{dump, dump_datagrams, dump_raw, parse_messages, Decoder, Dump, RECV_TIMEOUT};
+pub use dump::{
+    dump, dump_datagrams, dump_raw, parse_messages, Decoder, Dump, Entry, RECV_TIMEOUT,
+};
 pub use error::ConntrackError;
 pub use events::{
     parse_events, Event, EventKind, EventSocket, Events, Received, GROUP_DESTROY, GROUP_NEW,

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use super::attr::*;
-use super::dump::{parse_messages, Dump};
+use super::dump::{parse_messages, Dump, Entry};
 use super::testutil::*;
 use crate::model::{Counters, Tuple, IPPROTO_TCP, IPPROTO_UDP};
 use crate::sources::netlink::NLMSG_HDRLEN;
@@ -97,11 +97,10 @@ fn parse_listing(text: &str) -> Vec<Listed> {
 /// Every flow of the dump agrees with conntrack's own listing, and the
 /// other way round.
 fn assert_matches_listing(dump: &Dump, listing: &[Listed]) {
-    assert_eq!(dump.flows.len(), listing.len(), "flow count");
+    assert_eq!(dump.entries.len(), listing.len(), "flow count");
     for listed in listing {
         let flow = dump
-            .flows
-            .iter()
+            .flows()
             .find(|f| f.id == listed.id)
             .unwrap_or_else(|| panic!("no flow with id {} in the dump", listed.id));
         assert_eq!(flow.orig, listed.orig, "orig tuple of id {}", listed.id);
@@ -127,7 +126,7 @@ fn assert_matches_listing(dump: &Dump, listing: &[Listed]) {
 fn basic_capture_matches_conntrack_listing() {
     let dump = parse_messages(&fixture("basic.bin")).unwrap();
     let text = String::from_utf8(fixture("basic.conntrack-L.txt")).unwrap();
-    assert_eq!(dump.flows.len(), 8);
+    assert_eq!(dump.entries.len(), 8);
     assert_eq!(
         (
             dump.skipped_messages,
@@ -143,8 +142,7 @@ fn basic_capture_matches_conntrack_listing() {
 fn basic_capture_decodes_each_kind_of_flow() {
     let dump = parse_messages(&fixture("basic.bin")).unwrap();
     let by_dport = |proto: u8, dport: u16| {
-        dump.flows
-            .iter()
+        dump.flows()
             .find(|f| f.orig.proto == proto && f.orig.dport == dport)
             .unwrap_or_else(|| panic!("no flow {proto}/{dport}"))
     };
@@ -200,7 +198,7 @@ fn basic_capture_decodes_each_kind_of_flow() {
 
     // The zoned flow, and only it, is in zone 7.
     assert_eq!(by_dport(IPPROTO_TCP, 5007).zone, 7);
-    assert_eq!(dump.flows.iter().filter(|f| f.zone != 0).count(), 1);
+    assert_eq!(dump.flows().filter(|f| f.zone != 0).count(), 1);
 
     // UDP, both families.
     assert_eq!(by_dport(IPPROTO_UDP, 5003).orig.dst, b4);
@@ -231,10 +229,7 @@ fn basic_capture_decodes_each_kind_of_flow() {
     assert_eq!((idle.orig_counters, idle.reply_counters), (None, None));
     assert_eq!(idle.start_ns, None);
     // Every flow made after the sysctls has a start timestamp.
-    assert_eq!(
-        dump.flows.iter().filter(|f| f.start_ns.is_some()).count(),
-        7
-    );
+    assert_eq!(dump.flows().filter(|f| f.start_ns.is_some()).count(), 7);
 }
 
 #[test]
@@ -244,7 +239,7 @@ fn many_capture_spanning_several_datagrams_matches_conntrack_listing() {
     assert!(raw.len() > 4 * 32 * 1024);
     let dump = parse_messages(&raw).unwrap();
     let text = String::from_utf8(fixture("many.conntrack-L.txt")).unwrap();
-    assert_eq!(dump.flows.len(), 608);
+    assert_eq!(dump.entries.len(), 608);
     assert_eq!(
         (
             dump.skipped_messages,
@@ -275,7 +270,7 @@ fn unknown_attributes_are_skipped_and_counted() {
     let dump = parse_messages(&patched).unwrap();
     assert_eq!(dump.unknown_attributes, 2);
     assert_eq!(dump.skipped_messages, 0);
-    assert_eq!(dump.flows, plain.flows);
+    assert_eq!(dump.entries, plain.entries);
 }
 
 #[test]
@@ -292,7 +287,7 @@ fn unknown_nested_attribute_is_counted() {
     let dump = parse_messages(&raw).unwrap();
     assert_eq!(dump.unknown_attributes, 1);
     assert_eq!(
-        dump.flows[0].orig_counters,
+        dump.entries[0].flow.orig_counters,
         Some(Counters {
             packets: 2,
             bytes: 100
@@ -313,12 +308,12 @@ fn truncated_attribute_skips_only_its_message() {
 
     let dump = parse_messages(&broken).unwrap();
     assert_eq!(dump.skipped_messages, 1);
-    assert_eq!(dump.flows.len(), 7);
+    assert_eq!(dump.entries.len(), 7);
     let all = parse_messages(&raw).unwrap();
     let missing: Vec<_> = all
-        .flows
+        .entries
         .iter()
-        .filter(|f| !dump.flows.contains(f))
+        .filter(|e| !dump.entries.contains(e))
         .collect();
     assert_eq!(missing.len(), 1);
 }
@@ -335,7 +330,7 @@ fn message_without_tuple_is_skipped() {
     .concat();
     let dump = parse_messages(&raw).unwrap();
     assert_eq!(dump.skipped_messages, 1);
-    assert_eq!(dump.flows.iter().map(|f| f.id).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(dump.flows().map(|f| f.id).collect::<Vec<_>>(), [1, 2]);
 }
 
 #[test]
@@ -344,8 +339,8 @@ fn counter_of_wrong_size_skips_the_message() {
     let raw = [udp_flow(1, 1000, &[bad]), udp_flow(2, 1001, &[])].concat();
     let dump = parse_messages(&raw).unwrap();
     assert_eq!(dump.skipped_messages, 1);
-    assert_eq!(dump.flows.len(), 1);
-    assert_eq!(dump.flows[0].id, 2);
+    assert_eq!(dump.entries.len(), 1);
+    assert_eq!(dump.entries[0].flow.id, 2);
 }
 
 #[test]
@@ -355,7 +350,7 @@ fn message_cut_short_keeps_the_messages_before_it() {
     // Cut the buffer in the middle of the 4th message.
     let (offset, len) = offsets[3];
     let dump = parse_messages(&raw[..offset + len / 2]).unwrap();
-    assert_eq!(dump.flows.len(), 3);
+    assert_eq!(dump.entries.len(), 3);
     assert_eq!(dump.skipped_messages, 1);
 }
 
@@ -377,7 +372,7 @@ fn counters_in_the_old_32_bit_form_decode() {
         ],
     );
     let raw = [udp_flow(9, 1000, &[orig, reply]), done()].concat();
-    let flow = &parse_messages(&raw).unwrap().flows[0];
+    let flow = &parse_messages(&raw).unwrap().entries[0].flow;
     assert_eq!(
         flow.orig_counters,
         Some(Counters {
@@ -410,7 +405,7 @@ fn scalar_attributes_and_timestamps_decode() {
         ),
     ];
     let raw = udp_flow(0xfeed_beef, 1000, &extra);
-    let flow = &parse_messages(&raw).unwrap().flows[0];
+    let flow = &parse_messages(&raw).unwrap().entries[0].flow;
     assert_eq!(flow.id, 0xfeed_beef);
     assert_eq!((flow.status, flow.mark, flow.zone), (0x18e, 0xdead, 300));
     assert_eq!((flow.start_ns, flow.stop_ns), (Some(11), Some(22)));
@@ -438,7 +433,7 @@ fn direction_only_zone_is_taken_from_the_tuple() {
     let reply = tuple_v4(CTA_TUPLE_REPLY, [192, 0, 2, 2], [192, 0, 2, 1], 0, 0);
     let raw = ct_message(&[orig, reply]);
     let dump = parse_messages(&raw).unwrap();
-    assert_eq!(dump.flows[0].zone, 5);
+    assert_eq!(dump.entries[0].flow.zone, 5);
     assert_eq!(dump.unknown_attributes, 0);
 }
 
@@ -448,15 +443,19 @@ fn duplicate_entries_are_deduplicated() {
     // The whole dump twice, as a table resize can repeat entries.
     let twice = [&raw[..], &raw[..]].concat();
     let dump = parse_messages(&twice).unwrap();
-    assert_eq!(dump.flows.len(), 8);
+    assert_eq!(dump.entries.len(), 8);
     assert_eq!(dump.duplicates, 8);
 }
 
 #[test]
 fn dump_keeps_each_tcp_flows_state_beside_it() {
     let dump = parse_messages(&fixture("basic.bin")).unwrap();
-    assert_eq!(dump.tcp_states.len(), dump.flows.len());
-    for (f, st) in dump.flows.iter().zip(&dump.tcp_states) {
+    for Entry {
+        flow: f,
+        tcp_state: st,
+        ..
+    } in &dump.entries
+    {
         match f.orig.proto {
             IPPROTO_TCP => assert!(
                 st.is_some_and(|s| s != crate::model::CtTcpState::None),
@@ -465,5 +464,5 @@ fn dump_keeps_each_tcp_flows_state_beside_it() {
             _ => assert_eq!(*st, None, "{f:?}"),
         }
     }
-    assert!(dump.flows.iter().any(|f| f.orig.proto == IPPROTO_TCP));
+    assert!(dump.flows().any(|f| f.orig.proto == IPPROTO_TCP));
 }

@@ -11,38 +11,27 @@ use super::query::{By, TopQuery, TopReport};
 use super::{OpenOptions, PassRecord, Store, MIGRATIONS};
 use crate::account::{account_pass, FlowState, PassPlan};
 use crate::attribute::{Attributed, Attribution, Container, Direction, Reason, Verdict, Via};
-use crate::model::{Counters, Flow, Tuple};
+use crate::model::{Counters, Flow};
+use crate::testkit::{self, counters, tuple, TCP};
 
 use super::dump_rows as dump;
 
 const ALICE: u32 = 1001;
 const BOB: u32 = 1002;
 
-fn tuple(src: &str, dst: &str, sport: u16, dport: u16) -> Tuple {
-    Tuple {
-        src: src.parse().unwrap(),
-        dst: dst.parse().unwrap(),
-        proto: 6,
-        sport,
-        dport,
-    }
-}
-
+/// Flow `id` from a container's 10.88.0.2 to 198.51.100.2:443, translated to the host's
+/// 198.51.100.1 (masquerade): `bytes` up, ten times that down.
 fn flow(id: u32, bytes: u64) -> Flow {
+    let port = 40000 + id as u16;
     Flow {
-        orig: tuple("10.88.0.2", "198.51.100.2", 40000 + id as u16, 443),
-        reply: tuple("198.51.100.2", "198.51.100.1", 443, 40000 + id as u16),
         id,
-        zone: 0,
-        mark: 0,
-        status: 0,
-        orig_counters: Some(Counters { packets: 1, bytes }),
-        reply_counters: Some(Counters {
-            packets: 2,
-            bytes: bytes * 10,
-        }),
-        start_ns: None,
-        stop_ns: None,
+        orig_counters: Some(counters(1, bytes)),
+        reply_counters: Some(counters(2, bytes * 10)),
+        ..testkit::flow(
+            TCP,
+            (&format!("10.88.0.2:{port}"), "198.51.100.2:443"),
+            Some(("198.51.100.2:443", &format!("198.51.100.1:{port}"))),
+        )
     }
 }
 
@@ -55,6 +44,7 @@ fn container(name: &str, inner_uid: u32) -> Container {
 
 fn owner(uid: u32, program: &str, c: Option<Container>) -> Attribution {
     Attribution {
+        cgroup: None,
         uid,
         program: Some(program.into()),
         direction: Direction::Out,
@@ -448,10 +438,7 @@ fn flow_state_keeps_the_container_across_passes() {
     // Its socket gone, a container's flow stays the container's: the pass attributes it
     // with the saved owner (the prior), and the next delta is charged to it.
     let mut more = flows[1].clone();
-    more.orig_counters = Some(Counters {
-        packets: 3,
-        bytes: 102,
-    });
+    more.orig_counters = Some(counters(3, 102));
     let prior = state[&more.key()].attribution.clone().unwrap();
     let plan = account_pass(1060, &[more], &[at(Verdict::User(prior))], &state, 3);
     let (k, t) = plan.usage.iter().next().unwrap();
@@ -468,21 +455,16 @@ fn flow_state_keeps_the_container_across_passes() {
 
 fn logged(uid: u32, c: Option<Container>) -> LoggedConnection {
     LoggedConnection {
+        cgroup: None,
         start_ms: 1_780_000_000_000,
         end_ms: 1_780_000_001_000,
-        orig: tuple("10.88.0.2", "198.51.100.2", 40000, 443),
-        reply: tuple("198.51.100.2", "198.51.100.1", 443, 40000),
+        orig: tuple(TCP, "10.88.0.2:40000", "198.51.100.2:443"),
+        reply: tuple(TCP, "198.51.100.2:443", "198.51.100.1:40000"),
         direction: Some(Direction::Out),
         uid: Some(uid),
         program: Some("curl".into()),
-        orig_counters: Some(Counters {
-            packets: 1,
-            bytes: 60,
-        }),
-        reply_counters: Some(Counters {
-            packets: 1,
-            bytes: 60,
-        }),
+        orig_counters: Some(counters(1, 60)),
+        reply_counters: Some(counters(1, 60)),
         zone: 0,
         via: None,
         container: c,
@@ -601,7 +583,7 @@ fn a_schema_9_database_upgrades_in_place_with_every_row_unchanged() {
         "SELECT * FROM usage_tiers ORDER BY 1, 2, 3, 4, 5".into(),
         "SELECT * FROM usage_totals ORDER BY 1, 2, 3, 4, 5".into(),
         "SELECT * FROM flow_state".into(),
-        "SELECT * FROM connection_log".into(),
+        "SELECT rec FROM connection_log".into(),
     ];
     let c = Connection::open(&p).unwrap();
     let before: Vec<Vec<String>> = queries.iter().map(|q| dump(&c, q)).collect();
@@ -658,9 +640,17 @@ fn a_schema_9_database_upgrades_in_place_with_every_row_unchanged() {
     // ... and after the upgrade every row and view reads as before.
     let store = Store::open(&p, &OpenOptions::default()).unwrap();
     let after: Vec<Vec<String>> = queries.iter().map(|q| dump(store.conn(), q)).collect();
-    // flow_state gains three columns, NULL (the container's two, schema 10; the flow's
-    // start, schema 11).
-    assert_eq!(after[9], [format!("{},Null,Null,Null", before[9][0])]);
+    // flow_state gains four columns, NULL (the container's two, schema 10; the flow's
+    // start, schema 11) and cgroup 0 (none, schema 16); the log's record is unchanged and
+    // its cgroup 0.
+    assert_eq!(
+        after[9],
+        [format!("{},Null,Null,Null,Integer(0)", before[9][0])]
+    );
+    assert_eq!(
+        dump(store.conn(), "SELECT cgroup FROM connection_log"),
+        ["Integer(0)"]
+    );
     let strip = |mut v: Vec<Vec<String>>| {
         v.remove(9);
         v

@@ -103,13 +103,17 @@ fn reports(store: &Store) -> Vec<String> {
 
 /// Every view users query, in a fixed order.
 fn views(c: &Connection) -> Vec<Vec<String>> {
+    // The columns the views had before migration 0016 appended the cgroup's.
+    let usage = "ts, kind, uid, program, reason, protocol, direction, remote_addr, port,
+                 rx_bytes, tx_bytes, rx_packets, tx_packets, via_uid, container, container_uid";
+    let rollup = format!("granularity, {}", usage.replace("direction, ", ""));
     [
-        "SELECT * FROM usage ORDER BY 1, 2, 3, 5, 9, 10",
-        "SELECT * FROM usage_rollup ORDER BY 1, 2, 3, 4, 6, 10",
-        "SELECT * FROM usage_all ORDER BY 1, 2, 3, 5, 9, 10",
-        "SELECT * FROM usage_daily ORDER BY 1, 2",
-        "SELECT * FROM usage_monthly ORDER BY 1, 2",
-        "SELECT * FROM top_remotes_daily ORDER BY 1, 2, 4",
+        format!("SELECT {usage} FROM usage ORDER BY 1, 2, 3, 5, 9, 10"),
+        format!("SELECT {rollup} FROM usage_rollup ORDER BY 1, 2, 3, 4, 6, 10"),
+        format!("SELECT {usage} FROM usage_all ORDER BY 1, 2, 3, 5, 9, 10"),
+        "SELECT * FROM usage_daily ORDER BY 1, 2".into(),
+        "SELECT * FROM usage_monthly ORDER BY 1, 2".into(),
+        "SELECT * FROM top_remotes_daily ORDER BY 1, 2, 4".into(),
     ]
     .iter()
     .map(|q| dump(c, q))
@@ -209,6 +213,7 @@ fn a_pass_after_the_upgrade_adds_to_the_converted_rows() {
     let before = sums(store.conn());
     // alice through root's sshd, in the bucket and under the key of the converted row.
     let key = UsageKey {
+        cgroup: None,
         kind: Kind::User,
         uid: Some(1001),
         program: Some("curl".into()),
