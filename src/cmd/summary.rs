@@ -45,10 +45,10 @@ pub fn run(s: &Settings, args: &Summary) -> Result<()> {
     }
     let mut names = common::UserNames::new(Some(&store));
     let mut user = |u| names.name(u);
-    let mut out = std::io::stdout().lock();
+    // Buffered: stdout alone writes each line apart, and `--json` is a line a field.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
-        let records = report::summary::summary_records(&summary, date, &labels, &mut user);
-        report::write_json(&mut out, &records)?;
+        report::summary::write_summary_json(&mut out, &summary, date, &labels, &mut user)?;
     } else {
         let table = report::summary::summary_table(&summary, date, &labels, &mut user);
         out.write_all(table.as_bytes())?;

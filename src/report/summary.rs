@@ -10,7 +10,7 @@ use serde_json::json;
 use super::log::clock;
 use super::names::protocol_name;
 use super::table::Table;
-use super::{object, Labels, Record};
+use super::{object, JsonArray, Labels, Record};
 use crate::store::summary::{DaySummary, Key};
 
 fn service(k: &Key, labels: &Labels) -> String {
@@ -49,6 +49,61 @@ pub fn summary_records(
             }))
         })
         .collect()
+}
+
+/// One summary row as JSON: the fields of a [`summary_records`] record in its order,
+/// serialized without building the record (a busy day has thousands of rows).
+#[derive(serde::Serialize)]
+struct SummaryJson<'a> {
+    date: &'a str,
+    uid: Option<u32>,
+    user: Option<String>,
+    protocol: String,
+    port: u16,
+    service: String,
+    remote: &'a str,
+    remote_name: Option<&'a str>,
+    count: u64,
+    open: u64,
+    pending: u64,
+    avg_seconds: f64,
+    max_seconds: i64,
+    rx_bytes: u64,
+    tx_bytes: u64,
+}
+
+/// `summary --json`: the bytes of [`write_json`](super::write_json) of
+/// [`summary_records`], written a row at a time.
+pub fn write_summary_json(
+    out: &mut impl std::io::Write,
+    s: &DaySummary,
+    date: NaiveDate,
+    labels: &Labels,
+    user: &mut dyn FnMut(u32) -> String,
+) -> std::io::Result<()> {
+    let date = date.format("%Y-%m-%d").to_string();
+    let mut array = JsonArray::new(out);
+    for (k, r) in &s.rows {
+        array.push(&SummaryJson {
+            date: &date,
+            uid: k.uid,
+            user: k.uid.map(&mut *user),
+            protocol: protocol_name(k.protocol),
+            port: k.port,
+            service: service(k, labels),
+            remote: &k.remote,
+            remote_name: labels.remotes.name(&k.remote),
+            count: r.count,
+            open: r.open,
+            pending: r.pending,
+            avg_seconds: (r.avg_seconds() * 10.0).round() / 10.0,
+            max_seconds: r.max_ms / 1000,
+            rx_bytes: r.rx_bytes,
+            tx_bytes: r.tx_bytes,
+        })?;
+    }
+    array.finish()?;
+    Ok(())
 }
 
 /// The summary as a title line and a table: count, still open, average and longest
@@ -135,6 +190,56 @@ mod tests {
             },
         );
         s
+    }
+
+    /// `summary --json` written a row at a time is the records' JSON to the byte: users
+    /// named and not, the unknown owner, names that JSON escapes, averages of every kind.
+    #[test]
+    fn the_summary_as_json_is_its_records_to_the_byte() {
+        let mut s = DaySummary::default();
+        for i in 0..40u64 {
+            let key = Key {
+                uid: [None, Some(0), Some(1001), Some(u32::MAX)][(i % 4) as usize],
+                protocol: [6, 17, 1, 58, 132][(i % 5) as usize],
+                port: [443, 0, 65535, 22][(i % 4) as usize],
+                remote: ["198.51.100.2", "2001:db8::1", "203.0.113.9"][(i % 3) as usize].into(),
+            };
+            let count = i * 7 + 1;
+            let row = Row {
+                count,
+                open: i % 3,
+                pending: (i % 2).min(count - i % 3),
+                total_ms: (i as i64) * 12_345 - 3,
+                max_ms: (i as i64) * 9_999,
+                rx_bytes: u64::MAX / (i + 1),
+                tx_bytes: i,
+            };
+            s.rows.insert(key, row);
+        }
+        let date = NaiveDate::from_ymd_opt(2026, 12, 31).unwrap();
+        let labels = Labels::default();
+        let mut name = |u: u32| match u {
+            0 => "root".to_string(),
+            u => format!("u\"{u}\n\u{1}é"),
+        };
+        let mut want = vec![];
+        crate::report::write_json(&mut want, &summary_records(&s, date, &labels, &mut name))
+            .unwrap();
+        let mut got = vec![];
+        write_summary_json(&mut got, &s, date, &labels, &mut name).unwrap();
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            String::from_utf8(want).unwrap()
+        );
+        let (mut empty, mut none) = (vec![], vec![]);
+        let nothing = DaySummary::default();
+        crate::report::write_json(
+            &mut none,
+            &summary_records(&nothing, date, &labels, &mut name),
+        )
+        .unwrap();
+        write_summary_json(&mut empty, &nothing, date, &labels, &mut name).unwrap();
+        assert_eq!(empty, none);
     }
 
     #[test]

@@ -4,6 +4,7 @@ use super::names::protocol_name;
 use super::{human_bytes, terminal_safe, Labels};
 use crate::account::Traffic;
 use crate::store::query::{By, Covered, PeriodRow, TopReport, TopRow};
+use crate::units::{digits, human_bytes_width, write_human_bytes};
 use std::borrow::Cow;
 
 /// The first line of a report's table: the span its numbers cover, in local time unless
@@ -134,16 +135,33 @@ fn rule(widths: &[usize]) -> String {
 /// rest right-aligned, trailing blanks trimmed.
 fn line(cells: &[String], widths: &[usize], text_cols: usize) -> String {
     let mut s = String::new();
-    for (c, (cell, &w)) in cells.iter().zip(widths).enumerate() {
-        if c < text_cols {
-            s.push_str(&format!("{cell:<w$}  "));
-        } else {
-            s.push_str(&format!("{cell:>w$}  "));
-        }
-    }
-    let mut s = s.trim_end().to_string();
-    s.push('\n');
+    push_line(&mut s, cells.iter().map(String::as_str), widths, text_cols);
     s
+}
+
+/// [`line`] appended to `out`, without a string for each cell.
+fn push_line<'a>(
+    out: &mut String,
+    cells: impl Iterator<Item = &'a str>,
+    widths: &[usize],
+    text_cols: usize,
+) {
+    let start = out.len();
+    for (c, (cell, &w)) in cells.zip(widths).enumerate() {
+        // As `format!("{cell:<w$}")` pads: to `w` characters.
+        let pad = std::iter::repeat_n(' ', w.saturating_sub(cell.chars().count()));
+        if c < text_cols {
+            out.push_str(cell);
+            out.extend(pad);
+        } else {
+            out.extend(pad);
+            out.push_str(cell);
+        }
+        out.push_str("  ");
+    }
+    let kept = out[start..].trim_end().len();
+    out.truncate(start + kept);
+    out.push('\n');
 }
 
 /// A byte count: exact with `exact` (`--bytes`), else in binary units.
@@ -155,15 +173,34 @@ pub fn amount(n: u64, exact: bool) -> String {
     }
 }
 
+/// [`amount`] appended to `out`.
+fn write_amount(out: &mut String, n: u64, exact: bool) {
+    use std::fmt::Write;
+    let written = match exact {
+        true => write!(out, "{n}"),
+        false => write_human_bytes(out, n),
+    };
+    written.expect("a String takes any text");
+}
+
 fn who(uid: Option<u32>, user: Option<&str>, reason: Option<&str>) -> String {
-    match (uid, user) {
-        (Some(uid), Some(name)) => format!("{name} ({uid})"),
-        (Some(uid), None) => uid.to_string(),
+    let mut s = String::new();
+    write_who(&mut s, uid, user, reason);
+    s
+}
+
+/// [`who`] appended to `out`.
+fn write_who(out: &mut String, uid: Option<u32>, user: Option<&str>, reason: Option<&str>) {
+    use std::fmt::Write;
+    let written = match (uid, user) {
+        (Some(uid), Some(name)) => write!(out, "{name} ({uid})"),
+        (Some(uid), None) => write!(out, "{uid}"),
         (None, _) => match reason {
-            Some(r) => format!("(unattributed: {r})"),
-            None => "(unattributed)".to_string(),
+            Some(r) => write!(out, "(unattributed: {r})"),
+            None => write!(out, "(unattributed)"),
         },
-    }
+    };
+    written.expect("a String takes any text");
 }
 
 /// How a table shows the program, remote and port of rolled-up rows that did not keep
@@ -285,23 +322,66 @@ pub fn period_table(rows: &[PeriodRow], exact: bool) -> String {
     rows.iter().for_each(|r| t.measure(r));
     let mut out = t.head();
     for r in rows {
-        out.push_str(&t.row(r));
+        out.push_str(t.row(r));
     }
     out.push_str(&t.foot());
     out
 }
 
+/// [`period_table`] after a `first` line, written to `out`, of the rows `read` gives to
+/// its argument (each call reads them all, in the same order). Every row is measured
+/// before the first is written: they are kept as they are measured while they take at
+/// most `kept_bytes`; a table with more is read twice, in memory that does not grow
+/// with them.
+pub fn write_period_table<E: From<std::io::Error>>(
+    out: &mut impl std::io::Write,
+    first: &str,
+    exact: bool,
+    kept_bytes: usize,
+    mut read: impl FnMut(&mut dyn FnMut(PeriodRow) -> Result<(), E>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut t = PeriodTable::new(exact);
+    let (mut kept, mut bytes) = (Some(vec![]), 0);
+    read(&mut |r| {
+        t.measure(&r);
+        let names = r.period.capacity() + r.user.as_ref().map_or(0, String::capacity);
+        bytes += size_of::<PeriodRow>() + names;
+        match kept.as_mut() {
+            Some(rows) if bytes <= kept_bytes => rows.push(r),
+            _ => kept = None,
+        }
+        Ok(())
+    })?;
+    out.write_all(first.as_bytes())?;
+    out.write_all(t.head().as_bytes())?;
+    match kept {
+        Some(rows) => {
+            for r in &rows {
+                out.write_all(t.row(r).as_bytes())?;
+            }
+        }
+        None => read(&mut |r| Ok(out.write_all(t.row(&r).as_bytes())?))?,
+    }
+    out.write_all(t.foot().as_bytes())?;
+    Ok(())
+}
+
 /// [`period_table`] written as the rows are read, in memory that does not grow with them:
 /// [`PeriodTable::measure`] every row (the columns' widths, the biggest line, the total),
 /// then [`PeriodTable::head`], [`PeriodTable::row`] for each row again in the same order,
-/// and [`PeriodTable::foot`]. The same text as rendering them all at once.
+/// and [`PeriodTable::foot`]. The same text as rendering them all at once. Measuring
+/// formats nothing (issue 26: a year of days is 66,000 rows): the widths are counted from
+/// the numbers and names.
 pub struct PeriodTable {
     exact: bool,
-    widths: Vec<usize>,
+    widths: [usize; 6],
     max: u64,
     total: Traffic,
     /// The period of the last row written (a period is named on its first row only).
     last: Option<String>,
+    /// The cells of the row being written, and its line: reused from row to row.
+    cells: [String; 6],
+    line: String,
 }
 
 impl PeriodTable {
@@ -311,19 +391,13 @@ impl PeriodTable {
     pub fn new(exact: bool) -> PeriodTable {
         PeriodTable {
             exact,
-            widths: Self::HEADER.iter().map(|h| h.chars().count()).collect(),
+            widths: Self::HEADER.map(|h| h.chars().count()),
             max: 0,
             total: Traffic::default(),
             last: None,
+            cells: Default::default(),
+            line: String::new(),
         }
-    }
-
-    fn cells(&self, r: &PeriodRow, period: String) -> Vec<String> {
-        let mut line = vec![period, who(r.uid, r.user.as_deref(), None)];
-        line.extend(traffic_cells(&r.traffic, self.exact));
-        // Every bar is padded to one width (or empty for no bytes), whatever the biggest.
-        line.push(bar(r.traffic.bytes(), self.max.max(r.traffic.bytes())));
-        line.into_iter().map(safe).collect()
     }
 
     fn total_cells(&self) -> Vec<String> {
@@ -333,12 +407,38 @@ impl PeriodTable {
         line
     }
 
+    /// The width of a byte count's cell.
+    fn amount_width(&self, n: u64) -> usize {
+        match self.exact {
+            true => digits(n),
+            false => human_bytes_width(n),
+        }
+    }
+
     /// First pass: one row.
     pub fn measure(&mut self, r: &PeriodRow) {
-        self.total.add(&r.traffic);
-        self.max = self.max.max(r.traffic.bytes());
-        let cells = self.cells(r, r.period.clone());
-        widen(&mut self.widths, &cells);
+        let t = &r.traffic;
+        self.total.add(t);
+        self.max = self.max.max(t.bytes());
+        let who = match (r.uid, r.user.as_deref()) {
+            // The uid and its brackets need no escaping.
+            (Some(uid), Some(name)) => terminal_safe(name).chars().count() + 3 + digits(uid.into()),
+            (Some(uid), None) => digits(uid.into()),
+            (None, _) => who(None, None, None).len(),
+        };
+        // Every bar is padded to one width (or empty for no bytes), whatever the biggest.
+        let bar = if t.bytes() > 0 { BAR_WIDTH } else { 0 };
+        let cells = [
+            terminal_safe(&r.period).chars().count(),
+            who,
+            self.amount_width(t.rx_bytes),
+            self.amount_width(t.tx_bytes),
+            self.amount_width(t.bytes()),
+            bar,
+        ];
+        for (w, cell) in self.widths.iter_mut().zip(cells) {
+            *w = (*w).max(cell);
+        }
     }
 
     /// The header line, once every row is measured.
@@ -350,13 +450,38 @@ impl PeriodTable {
     }
 
     /// Second pass: one row's line.
-    pub fn row(&mut self, r: &PeriodRow) -> String {
-        let period = match self.last.as_deref() == Some(r.period.as_str()) {
-            true => String::new(),
-            false => r.period.clone(),
-        };
-        self.last = Some(r.period.clone());
-        line(&self.cells(r, period), &self.widths, 2)
+    pub fn row(&mut self, r: &PeriodRow) -> &str {
+        let named = self.last.as_deref() != Some(r.period.as_str());
+        if named {
+            self.last = Some(r.period.clone());
+        }
+        let [period, who_cell, rx, tx, total, bar_cell] = &mut self.cells;
+        for c in [
+            &mut *period,
+            &mut *who_cell,
+            &mut *rx,
+            &mut *tx,
+            &mut *total,
+            &mut *bar_cell,
+        ] {
+            c.clear();
+        }
+        if named {
+            period.push_str(&terminal_safe(&r.period));
+        }
+        write_who(who_cell, r.uid, r.user.as_deref(), None);
+        if let Cow::Owned(safe) = terminal_safe(who_cell) {
+            *who_cell = safe;
+        }
+        let t = &r.traffic;
+        for (cell, n) in [(rx, t.rx_bytes), (tx, t.tx_bytes), (total, t.bytes())] {
+            write_amount(cell, n, self.exact);
+        }
+        bar_cell.push_str(&bar(t.bytes(), self.max.max(t.bytes())));
+        self.line.clear();
+        let cells = self.cells.iter().map(String::as_str);
+        push_line(&mut self.line, cells, &self.widths, 2);
+        &self.line
     }
 
     /// The rule and the total line.
@@ -378,147 +503,4 @@ fn bar(n: u64, max: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Issue 24: a cell holding control characters stays on its line, escaped, and the
-    /// columns are as wide as what is shown.
-    #[test]
-    fn cells_are_made_safe_for_a_terminal() {
-        let mut t = Table::new(vec!["PROGRAM".into(), "RX".into()], 1);
-        t.push(vec!["a\x1b[31m\nb".into(), "1".into()]);
-        assert_eq!(t.render(), "PROGRAM     RX\na\\e[31m\\nb   1\n");
-    }
-
-    fn row(
-        uid: u32,
-        user: &str,
-        via: Option<(u32, &str)>,
-        reason: Option<&str>,
-        rx: u64,
-    ) -> TopRow {
-        TopRow {
-            uid: Some(uid),
-            user: Some(user.into()),
-            program: None,
-            remote: None,
-            protocol: None,
-            port: None,
-            reason: reason.map(Into::into),
-            via: via.map(|v| v.0),
-            via_user: via.map(|v| v.1.into()),
-            container: None,
-            cgroup: None,
-            unit: None,
-            job: None,
-            traffic: Traffic {
-                rx_bytes: rx,
-                ..Traffic::default()
-            },
-        }
-    }
-
-    #[test]
-    fn top_by_container_has_a_container_column_and_key() {
-        let mut docker = row(1001, "alice", None, None, 3000);
-        docker.container = Some("docker-3f2a".into());
-        let report = TopReport {
-            rows: vec![docker, row(1001, "alice", None, None, 20)],
-            ..TopReport::default()
-        };
-        let by = [By::Container];
-        let t = top_table(&report, &by, &Labels::default(), true);
-        let cells: Vec<Vec<&str>> = t.lines().map(|l| l.split_whitespace().collect()).collect();
-        assert_eq!(cells[0], ["USER", "CONTAINER", "RX", "TX", "TOTAL"], "{t}");
-        assert_eq!(cells[1][2], "docker-3f2a", "{t}");
-        // The host's own traffic.
-        assert_eq!(cells[2][2], "-", "{t}");
-        let json: Vec<_> = report
-            .rows
-            .iter()
-            .map(|r| crate::report::top_record(r, &by, &Labels::default()))
-            .collect();
-        assert_eq!(json[0]["container"], "docker-3f2a");
-        assert!(json[1]["container"].is_null());
-        // Only with --by container.
-        let plain = crate::report::top_record(&report.rows[0], &[], &Labels::default());
-        assert!(!plain.contains_key("container"));
-    }
-
-    #[test]
-    fn top_by_cgroup_unit_and_job_have_columns_and_keys_null_where_none() {
-        let mut job = row(1001, "alice", None, None, 3000);
-        job.cgroup = Some("/system.slice/slurmstepd.scope/job_42/step_0/user/task_0".into());
-        job.unit = Some("slurmstepd.scope".into());
-        job.job = Some(42);
-        let report = TopReport {
-            rows: vec![job, row(1002, "bob", None, None, 20)],
-            ..TopReport::default()
-        };
-        let by = [By::Cgroup, By::Unit, By::Job];
-        let t = top_table(&report, &by, &Labels::default(), true);
-        let cells: Vec<Vec<&str>> = t.lines().map(|l| l.split_whitespace().collect()).collect();
-        assert_eq!(
-            cells[0],
-            ["USER", "CGROUP", "UNIT", "JOB", "RX", "TX", "TOTAL"],
-            "{t}"
-        );
-        assert_eq!(
-            cells[1][2..5],
-            [
-                "/system.slice/slurmstepd.scope/job_42/step_0/user/task_0",
-                "slurmstepd.scope",
-                "42"
-            ],
-            "{t}"
-        );
-        assert_eq!(cells[2][2..5], ["-", "-", "-"], "{t}");
-        let json: Vec<_> = report
-            .rows
-            .iter()
-            .map(|r| crate::report::top_record(r, &by, &Labels::default()))
-            .collect();
-        assert_eq!(json[0]["unit"], "slurmstepd.scope");
-        assert_eq!(json[0]["job"], 42);
-        for key in ["cgroup", "unit", "job"] {
-            assert!(json[1][key].is_null(), "{key}: {:?}", json[1]);
-        }
-        let plain = crate::report::top_record(&report.rows[0], &[By::Unit], &Labels::default());
-        assert!(plain.contains_key("unit"));
-        assert!(!plain.contains_key("cgroup") && !plain.contains_key("job"));
-    }
-
-    #[test]
-    fn top_by_via_names_the_service_and_the_ambiguous() {
-        let report = TopReport {
-            rows: vec![
-                row(1001, "alice", Some((0, "root")), None, 3000),
-                row(1001, "alice", None, None, 20),
-                row(0, "root", None, Some("ambiguous-holders"), 10),
-            ],
-            ..TopReport::default()
-        };
-        let t = top_table(&report, &[By::Via], &Labels::default(), true);
-        let cells: Vec<Vec<&str>> = t
-            .lines()
-            .map(|l| {
-                l.split("  ")
-                    .map(str::trim)
-                    .filter(|c| !c.is_empty())
-                    .collect()
-            })
-            .collect();
-        assert_eq!(cells[0], ["USER", "VIA", "RX", "TX", "TOTAL"], "{t}");
-        assert_eq!(
-            cells[1],
-            ["alice (1001)", "root (0)", "3000", "0", "3000"],
-            "{t}"
-        );
-        assert_eq!(cells[2], ["alice (1001)", "-", "20", "0", "20"], "{t}");
-        assert_eq!(
-            cells[3],
-            ["root (0)", "(ambiguous-holders)", "10", "0", "10"],
-            "{t}"
-        );
-    }
-}
+mod tests;

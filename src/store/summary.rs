@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use rusqlite::params;
+use std::path::Path;
+
+use rusqlite::{params, OpenFlags};
 
 use super::connections::{decode, time_prefix, LoggedConnection};
 use super::{Store, StoreError};
@@ -76,13 +78,68 @@ pub struct DaySummary {
 /// or more.
 const LONG_MS: i64 = 1 << 21;
 
-/// A summary row's key while counting: the remote as an address, turned into text once
-/// per row at the end rather than once per connection.
-type RawKey = (Option<u32>, u8, u16, IpAddr);
+/// A summary row's key while counting, packed into three words (hashed in three
+/// multiplies, compared in three, 24 bytes: a busy day is a million lookups): the uid
+/// (0: none, else uid + 1), protocol, port and the address family in the first, the
+/// remote address in the other two. The remote is turned into text once per row at the
+/// end rather than once per connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct RawKey(u64, u64, u64);
+
+impl RawKey {
+    fn new(uid: Option<u32>, protocol: u8, port: u16, remote: IpAddr) -> RawKey {
+        let (v6, addr) = match remote {
+            IpAddr::V4(a) => (0, u128::from(u32::from(a))),
+            IpAddr::V6(a) => (1, u128::from(a)),
+        };
+        let uid = uid.map_or(0, |u| u64::from(u) + 1);
+        RawKey(
+            uid << 25 | u64::from(protocol) << 17 | u64::from(port) << 1 | v6,
+            (addr >> 64) as u64,
+            addr as u64,
+        )
+    }
+
+    fn key(self) -> Key {
+        let RawKey(a, high, low) = self;
+        let addr = u128::from(high) << 64 | u128::from(low);
+        let remote = match a & 1 {
+            0 => IpAddr::from(std::net::Ipv4Addr::from(addr as u32)),
+            _ => IpAddr::from(std::net::Ipv6Addr::from(addr)),
+        };
+        Key {
+            uid: (a >> 25).checked_sub(1).map(|u| u as u32),
+            protocol: (a >> 17) as u8,
+            port: (a >> 1) as u16,
+            remote: remote.to_string(),
+        }
+    }
+}
+
+/// A summary row's numbers of finished connections while counting (a [`Row`] less what
+/// only open ones have: 40 bytes, so that a key and its tally are one cache line).
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    count: u64,
+    total_ms: i64,
+    max_ms: i64,
+    rx_bytes: u64,
+    tx_bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, t: &Tally) {
+        self.count += t.count;
+        self.total_ms += t.total_ms;
+        self.max_ms = self.max_ms.max(t.max_ms);
+        self.rx_bytes += t.rx_bytes;
+        self.tx_bytes += t.tx_bytes;
+    }
+}
 
 /// Rows while counting, hashed with [`FxHasher`]: a busy day's million connections are
 /// a million lookups, and SipHash was a quarter of the summary's time.
-type Counted = HashMap<RawKey, Row, std::hash::BuildHasherDefault<FxHasher>>;
+type Counted = HashMap<RawKey, Tally, std::hash::BuildHasherDefault<FxHasher>>;
 
 /// The Firefox/rustc hash (multiply and rotate per word): fast on small keys, fine for
 /// keys that no one outside chooses to collide (the host's own connections).
@@ -127,53 +184,81 @@ impl std::hash::Hasher for FxHasher {
     }
 }
 
-/// Count one finished connection if it started in `[start, end)` (epoch seconds) and is
-/// `uid`'s when given.
-fn count_finished(
-    rows: &mut Counted,
+/// One finished connection's key and tally if it started in `[start, end)` (epoch
+/// seconds) and is `uid`'s when given.
+fn finished(
     c: &LoggedConnection,
     start: i64,
     end: i64,
     uid: Option<u32>,
-) {
+) -> Option<(RawKey, Tally)> {
     if c.start_ms < start * 1000 || c.start_ms >= end * 1000 {
-        return;
+        return None;
     }
     if uid.is_some() && c.uid != uid {
-        return;
+        return None;
     }
     let (remote, port) = match c.direction {
         Some(Direction::In) => (c.orig.src, c.reply.sport),
         _ => (c.orig.dst, c.orig.dport),
     };
     let t = Traffic::of_counters(c.orig_counters, c.reply_counters, c.direction);
-    let r = rows.entry((c.uid, c.orig.proto, port, remote)).or_default();
-    r.count += 1;
-    r.total_ms += c.duration_ms();
-    r.max_ms = r.max_ms.max(c.duration_ms());
-    r.rx_bytes += t.rx_bytes;
-    r.tx_bytes += t.tx_bytes;
+    let tally = Tally {
+        count: 1,
+        total_ms: c.duration_ms(),
+        max_ms: c.duration_ms(),
+        rx_bytes: t.rx_bytes,
+        tx_bytes: t.tx_bytes,
+    };
+    Some((RawKey::new(c.uid, c.orig.proto, port, remote), tally))
 }
 
-/// Add the counted rows to the summary's.
-fn merge(summary: &mut DaySummary, rows: Counted) {
-    for ((uid, protocol, port, remote), n) in rows {
-        let r = summary
-            .rows
-            .entry(Key {
-                uid,
-                protocol,
-                port,
-                remote: remote.to_string(),
-            })
-            .or_default();
-        r.count += n.count;
-        r.open += n.open;
-        r.pending += n.pending;
-        r.total_ms += n.total_ms;
-        r.max_ms = r.max_ms.max(n.max_ms);
-        r.rx_bytes += n.rx_bytes;
-        r.tx_bytes += n.tx_bytes;
+/// Finished connections counted a batch at a time: the rows of a busy day do not fit in
+/// the CPU's nearest caches, and a lookup waits for memory; one after another, without
+/// the reading and decoding between them, the lookups of a batch wait together.
+#[derive(Default)]
+struct Counter {
+    rows: Counted,
+    batch: Vec<(RawKey, Tally)>,
+}
+
+impl Counter {
+    const BATCH: usize = 64;
+
+    fn add(&mut self, one: Option<(RawKey, Tally)>) {
+        if let Some(one) = one {
+            self.batch.push(one);
+            if self.batch.len() == Self::BATCH {
+                self.count();
+            }
+        }
+    }
+
+    fn count(&mut self) {
+        for (key, t) in self.batch.drain(..) {
+            self.rows.entry(key).or_default().add(&t);
+        }
+    }
+
+    /// Add another counter's rows to this one's.
+    fn absorb(&mut self, mut other: Counter) {
+        other.count();
+        for (key, t) in other.rows {
+            self.rows.entry(key).or_default().add(&t);
+        }
+    }
+
+    /// Add the counted rows to the summary's.
+    fn merge_into(mut self, summary: &mut DaySummary) {
+        self.count();
+        for (key, n) in self.rows {
+            let r = summary.rows.entry(key.key()).or_default();
+            r.count += n.count;
+            r.total_ms += n.total_ms;
+            r.max_ms = r.max_ms.max(n.max_ms);
+            r.rx_bytes += n.rx_bytes;
+            r.tx_bytes += n.tx_bytes;
+        }
     }
 }
 
@@ -186,11 +271,11 @@ pub fn add_finished(
     end: i64,
     uid: Option<u32>,
 ) {
-    let mut rows = Counted::default();
+    let mut counter = Counter::default();
     for c in log {
-        count_finished(&mut rows, c, start, end, uid);
+        counter.add(finished(c, start, end, uid));
     }
-    merge(summary, rows);
+    counter.merge_into(summary);
 }
 
 /// Count the flows of `states` alive at the last sighting that began in `[start, end)`,
@@ -240,6 +325,63 @@ pub fn add_open<S: std::hash::BuildHasher>(
     }
 }
 
+/// The statements that read the connection log for `summary`: the records that ended
+/// between two times, and of those the long connections only (through their index).
+const SHORT_SQL: &str = "SELECT rec FROM connection_log WHERE rec >= ?1 AND rec < ?2";
+const LONG_SQL: &str = "SELECT rec FROM connection_log INDEXED BY connection_log_long
+     WHERE rec >= ?1 AND rec < ?2
+       AND substr(rec, 6, 1) >= x'80' AND substr(rec, 7, 1) >= x'80'
+       AND substr(rec, 8, 1) >= x'80'";
+
+/// A part of the connection log to read: a statement, and the end times (ms since the
+/// epoch) between which it reads.
+type Part = (&'static str, i64, i64);
+
+/// Which connections to count: those that started in `[start, end)` (epoch seconds), of
+/// the uid only when given.
+type Filter = (i64, i64, Option<u32>);
+
+/// Count the finished connections of a part of the log that `filter` keeps; returns how
+/// many records did not decode.
+fn count_logged(
+    conn: &rusqlite::Connection,
+    (sql, from, to): Part,
+    counter: &mut Counter,
+    (start, end, uid): Filter,
+) -> rusqlite::Result<usize> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params![
+        time_prefix(from).to_vec(),
+        time_prefix(to).to_vec()
+    ])?;
+    let mut bad = 0;
+    while let Some(row) = rows.next()? {
+        match decode(row.get_ref(0)?.as_blob()?) {
+            Ok(d) => counter.add(finished(&d.conn, start, end, uid)),
+            Err(_) => bad += 1,
+        }
+    }
+    Ok(bad)
+}
+
+/// Where the day's records are split in halves (ms), between `from` and `to`.
+fn midpoint(from: i64, to: i64) -> i64 {
+    from / 2 + to / 2
+}
+
+/// [`count_logged`] through a connection of its own to the database at `path` (read-only),
+/// for another thread.
+fn count_apart(path: &Path, part: Part, filter: Filter) -> Result<(Counter, usize), StoreError> {
+    let wrap = |e| StoreError::from_sqlite(path, e);
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(wrap)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(wrap)?;
+    let mut counter = Counter::default();
+    let bad = count_logged(&conn, part, &mut counter, filter).map_err(wrap)?;
+    Ok((counter, bad))
+}
+
 impl Store {
     /// The connections that started in `[start, end)` (epoch seconds), of `uid` only when
     /// given; `closed` as for [`add_open`].
@@ -255,337 +397,52 @@ impl Store {
         // million connections a day: they are counted as they are read, not collected.
         // Since schema 13 the log after the day is read only for its long connections
         // (migrations/0013_connection_log_long.sql); an older database is read to its end.
-        let wrap = |e| self.wrap(e);
-        let (mut counted, mut bad) = (Counted::default(), 0usize);
-        let short_end = match self.schema >= super::LONG_LOG_SCHEMA {
-            true => end.saturating_mul(1000).saturating_add(LONG_MS),
-            false => i64::MAX,
+        let from = start.saturating_mul(1000);
+        let (mine, theirs) = match self.schema >= super::LONG_LOG_SCHEMA {
+            // The day's records in two halves read at once, the second on another thread
+            // through a connection of its own: reading and decoding 1.4 M records is the
+            // summary's time on a busy day (issue 26).
+            true => {
+                let short_end = end.saturating_mul(1000).saturating_add(LONG_MS);
+                let mid = midpoint(from, short_end);
+                let long = (LONG_SQL, short_end, i64::MAX);
+                (
+                    vec![(SHORT_SQL, from, mid), long],
+                    Some((SHORT_SQL, mid, short_end)),
+                )
+            }
+            false => (vec![(SHORT_SQL, from, i64::MAX)], None),
         };
-        let ranges = [
-            (
-                "SELECT rec FROM connection_log WHERE rec >= ?1 AND rec < ?2",
-                start.saturating_mul(1000),
-                short_end,
-            ),
-            (
-                "SELECT rec FROM connection_log INDEXED BY connection_log_long
-                 WHERE rec >= ?1 AND rec < ?2
-                   AND substr(rec, 6, 1) >= x'80' AND substr(rec, 7, 1) >= x'80'
-                   AND substr(rec, 8, 1) >= x'80'",
-                short_end,
-                i64::MAX,
-            ),
-        ];
-        for (sql, from, to) in ranges {
-            if from >= to {
-                continue;
+        let filter = (start, end, uid);
+        let path = self.path.as_path();
+        let (counter, bad) = std::thread::scope(|scope| {
+            let other = theirs
+                .filter(|&(_, from, to)| from < to)
+                .map(|part| scope.spawn(move || count_apart(path, part, filter)));
+            let mut counter = Counter::default();
+            let mut bad = 0;
+            for part in mine.into_iter().filter(|&(_, from, to)| from < to) {
+                bad += count_logged(&self.conn, part, &mut counter, filter)
+                    .map_err(|e| self.wrap(e))?;
             }
-            let mut stmt = self.conn.prepare_cached(sql).map_err(wrap)?;
-            let mut rows = stmt
-                .query(params![
-                    time_prefix(from).to_vec(),
-                    time_prefix(to).to_vec()
-                ])
-                .map_err(wrap)?;
-            while let Some(row) = rows.next().map_err(wrap)? {
-                let rec = row
-                    .get_ref(0)
-                    .and_then(|v| Ok(v.as_blob()?))
-                    .map_err(wrap)?;
-                match decode(rec) {
-                    Ok(d) => count_finished(&mut counted, &d.conn, start, end, uid),
-                    Err(_) => bad += 1,
-                }
+            if let Some(other) = other {
+                let (theirs, b) = other.join().expect("counting does not panic")?;
+                counter.absorb(theirs);
+                bad += b;
             }
-        }
+            Ok::<_, StoreError>((counter, bad))
+        })?;
         if bad > 0 {
             tracing::warn!(
                 records = bad,
                 "connection log records that do not decode were skipped (written by a newer netledger?)"
             );
         }
-        merge(&mut summary, counted);
+        counter.merge_into(&mut summary);
         add_open(&mut summary, &self.load_state()?, start, end, uid, closed);
         Ok(summary)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::attribute::Attribution;
-    use crate::model::{Counters, Tuple};
-    use crate::testkit::{self, TCP};
-    use std::net::IpAddr;
-
-    const DAY: i64 = 1_773_100_800; // 2026-03-10T00:00:00Z
-
-    /// TCP from 198.51.100.1:`sport` to 198.51.100.2:`dport`.
-    fn tuple(sport: u16, dport: u16) -> Tuple {
-        testkit::tuple(
-            TCP,
-            &format!("198.51.100.1:{sport}"),
-            &format!("198.51.100.2:{dport}"),
-        )
-    }
-
-    fn state(id: u32, uid: u32, first_seen: i64, missing: u32) -> (FlowKey, FlowState) {
-        let key = FlowKey {
-            zone: 0,
-            orig: tuple(40000 + id as u16, 443),
-            id,
-        };
-        let s = FlowState {
-            key,
-            orig: Counters::default(),
-            reply: Counters::default(),
-            attribution: Some(Attribution {
-                cgroup: None,
-                uid,
-                program: None,
-                direction: Direction::Out,
-                via: crate::attribute::Via::Direct,
-                container: None,
-            }),
-            first_seen,
-            last_seen: first_seen,
-            missing,
-            start_ns: None,
-        };
-        (key, s)
-    }
-
-    fn logged(start_ms: i64, end_ms: i64, uid: u32) -> LoggedConnection {
-        LoggedConnection {
-            cgroup: None,
-            start_ms,
-            end_ms,
-            orig: tuple(40100, 443),
-            reply: testkit::mirror(&tuple(40100, 443)),
-            direction: Some(Direction::Out),
-            uid: Some(uid),
-            program: None,
-            orig_counters: Some(Counters {
-                packets: 1,
-                bytes: 100,
-            }),
-            reply_counters: Some(Counters {
-                packets: 2,
-                bytes: 2_000,
-            }),
-            zone: 0,
-            via: None,
-            container: None,
-        }
-    }
-
-    #[test]
-    fn the_live_table_turns_open_flows_closed_since_into_pending() {
-        let states: HashMap<FlowKey, FlowState> = [
-            state(1, 1001, DAY + 10, 0),
-            state(2, 1001, DAY + 20, 0),
-            state(3, 1001, DAY + 30, 0),
-            // Gone from the last dump: neither open nor pending.
-            state(4, 1001, DAY + 40, 1),
-            // The day before, and another user's.
-            state(5, 1001, DAY - 1, 0),
-            state(6, 1002, DAY + 60, 0),
-        ]
-        .into_iter()
-        .collect();
-        let closed = |k: &FlowKey| match k.id {
-            2 => Some(Some(DAY * 1000 + 90_000)),
-            3 => Some(None),
-            6 => Some(Some(DAY * 1000 + 999_000)),
-            _ => None,
-        };
-        let mut s = DaySummary::default();
-        add_open(&mut s, &states, DAY, DAY + 86_400, Some(1001), &closed);
-        let rows: Vec<(u16, u64, u64, u64)> = s
-            .rows
-            .iter()
-            .map(|(k, r)| (k.port, r.count, r.open, r.pending))
-            .collect();
-        // One key (same user, protocol, port and remote): three flows, one open.
-        assert_eq!(rows, [(443, 3, 1, 2)]);
-        assert_eq!((s.pending, s.pending_until), (2, Some(DAY * 1000 + 90_000)));
-        assert_eq!(s.rows.values().next().unwrap().avg_seconds(), 0.0);
-    }
-
-    #[test]
-    fn finished_connections_count_on_the_day_they_started() {
-        let log = [
-            logged(DAY * 1000 - 1, DAY * 1000 + 5_000, 1001),
-            logged(DAY * 1000, DAY * 1000 + 3_000, 1001),
-            logged(DAY * 1000 + 10_000, DAY * 1000 + 11_000, 1001),
-            logged((DAY + 86_400) * 1000, (DAY + 86_400) * 1000 + 1, 1001),
-            logged(DAY * 1000, DAY * 1000 + 60_000, 1002),
-        ];
-        let mut s = DaySummary::default();
-        add_finished(&mut s, &log, DAY, DAY + 86_400, Some(1001));
-        let r = s.rows.values().next().unwrap();
-        assert_eq!(s.rows.len(), 1);
-        assert_eq!((r.count, r.total_ms, r.max_ms), (2, 4_000, 3_000));
-        assert_eq!((r.rx_bytes, r.tx_bytes), (4_000, 200));
-        assert_eq!(r.avg_seconds(), 2.0);
-    }
-
-    /// The finished connections' rows as `summary` counted them before it streamed the
-    /// log (one `Key` per connection, straight into the map).
-    fn reference_finished(
-        log: &[LoggedConnection],
-        start: i64,
-        end: i64,
-        uid: Option<u32>,
-    ) -> BTreeMap<Key, Row> {
-        let mut rows: BTreeMap<Key, Row> = BTreeMap::new();
-        for c in log {
-            if c.start_ms < start * 1000 || c.start_ms >= end * 1000 {
-                continue;
-            }
-            if uid.is_some() && c.uid != uid {
-                continue;
-            }
-            let (remote, port) = match c.direction {
-                Some(Direction::In) => (c.orig.src, c.reply.sport),
-                _ => (c.orig.dst, c.orig.dport),
-            };
-            let t = Traffic::of_counters(c.orig_counters, c.reply_counters, c.direction);
-            let r = rows
-                .entry(Key {
-                    uid: c.uid,
-                    protocol: c.orig.proto,
-                    port,
-                    remote: remote.to_string(),
-                })
-                .or_default();
-            r.count += 1;
-            r.total_ms += c.duration_ms();
-            r.max_ms = r.max_ms.max(c.duration_ms());
-            r.rx_bytes += t.rx_bytes;
-            r.tx_bytes += t.tx_bytes;
-        }
-        rows
-    }
-
-    /// The day's summary read from the stored log as it streams equals the one counted
-    /// from every logged connection: random connections of three days (IPv4 and IPv6,
-    /// both directions, with and without owner or counters, long ones across midnight).
-    #[test]
-    fn a_streamed_day_equals_the_day_counted_from_the_whole_log() {
-        use crate::store::connections::EventWrite;
-        use crate::store::{OpenOptions, PassRecord};
-        let dir = tempfile::tempdir().unwrap();
-        let mut store =
-            crate::store::Store::open(&dir.path().join("s.db"), &OpenOptions::default()).unwrap();
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut below = |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
-        for batch in 0..30 {
-            let mut log = vec![];
-            for _ in 0..200 {
-                let start_ms = (DAY - 86_400) * 1000 + below(3 * 86_400_000) as i64;
-                // Some long (up to three days: read apart since schema 13), some at the
-                // edge of long (2^21 ms), the rest short.
-                let duration = match below(20) {
-                    0 | 1 => below(3 * 86_400_000) as i64,
-                    2 => LONG_MS - 1 + below(3) as i64,
-                    3 => LONG_MS - 1000 + below(2000) as i64,
-                    _ => below(90_000) as i64,
-                };
-                let end_ms = start_ms + duration;
-                let mut c = logged(start_ms, end_ms, 1000 + below(3) as u32);
-                let remote = below(6);
-                let (a, b): (IpAddr, IpAddr) = match below(3) {
-                    0 => (
-                        "2001:db8::1".parse().unwrap(),
-                        format!("2001:db8::{}", 100 + remote).parse().unwrap(),
-                    ),
-                    _ => (
-                        "198.51.100.1".parse().unwrap(),
-                        format!("198.51.100.{}", 100 + remote).parse().unwrap(),
-                    ),
-                };
-                let (sport, dport) = (
-                    40_000 + below(1000) as u16,
-                    [22, 443, 53][below(3) as usize],
-                );
-                c.orig = Tuple {
-                    src: a,
-                    dst: b,
-                    proto: [6, 17][below(2) as usize],
-                    sport,
-                    dport,
-                };
-                c.reply = testkit::mirror(&c.orig);
-                c.direction = [Some(Direction::Out), Some(Direction::In), None][below(3) as usize];
-                if below(8) == 0 {
-                    c.uid = None;
-                }
-                if below(8) == 0 {
-                    (c.orig_counters, c.reply_counters) = (None, None);
-                }
-                log.push(c);
-            }
-            let record = PassRecord {
-                started_at: DAY + batch,
-                mode: "run",
-                ..PassRecord::default()
-            };
-            store
-                .write_events(&[], |_| EventWrite {
-                    record,
-                    plan: Default::default(),
-                    users: vec![],
-                    attributions: vec![],
-                    log,
-                    not_logged: Default::default(),
-                })
-                .unwrap();
-        }
-        let whole = store.connection_log(0, i64::MAX).unwrap();
-        assert!(whole.len() > 5000, "{} logged", whole.len());
-        let none = |_: &FlowKey| None;
-        let mut compared = 0;
-        let long = whole.iter().filter(|c| c.duration_ms() >= LONG_MS).count();
-        let indexed: usize = store
-            .conn
-            .query_row(
-                "SELECT count(*) FROM connection_log INDEXED BY connection_log_long
-                 WHERE substr(rec, 6, 1) >= x'80' AND substr(rec, 7, 1) >= x'80'
-                   AND substr(rec, 8, 1) >= x'80'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(
-            indexed, long,
-            "the index holds the long connections, only them"
-        );
-        assert!(long > 300, "{long} long");
-        // Days before, in, between and after the log (the last ones empty), and days
-        // whose edges are not midnight; through the index and, as an unmigrated database
-        // is read, to the log's end.
-        let schema = store.schema;
-        for day in (-2..6)
-            .map(|d| DAY + d * 86_400)
-            .chain([DAY + 3_600, DAY + 86_399])
-        {
-            for uid in [None, Some(1001)] {
-                let reference = reference_finished(&whole, day, day + 86_400, uid);
-                for s in [schema, super::super::LONG_LOG_SCHEMA - 1] {
-                    store.schema = s;
-                    let streamed = store.day_summary(day, day + 86_400, uid, &none).unwrap();
-                    assert_eq!(streamed.rows, reference, "day {day} uid {uid:?} schema {s}");
-                }
-                store.schema = schema;
-                compared += reference.len();
-            }
-        }
-        assert!(compared > 400, "{compared} rows compared");
-    }
-}
+mod tests;
