@@ -24,14 +24,24 @@
 /// `path`, else the innermost `.slice`; `None` for the root and for cgroups made outside
 /// systemd's naming (`/mygroup`).
 ///
-/// A Slurm job's unit is `slurmstepd.scope` (its job is [`job`]); a user's app inside
-/// `user@UID.service` is its own `.scope`, not the user manager.
+/// A Slurm job's unit is `slurmstepd.scope` (its job is [`job`]). Inside a user's own
+/// manager (`user@UID.service`, the subtree systemd delegates to the user, where they name
+/// the directories) the unit keeps that prefix — `user@1000.service/app.slice/app-x.scope`
+/// — so that a user's `backup.service` or `nginx.service` is never counted as the system's.
 pub fn unit(path: &str) -> Option<&str> {
     let parts = || path.split('/').filter(|p| !p.is_empty());
-    parts()
+    let unit = parts()
         .rev()
         .find(|p| p.ends_with(".service") || p.ends_with(".scope"))
-        .or_else(|| parts().rev().find(|p| p.ends_with(".slice")))
+        .or_else(|| parts().rev().find(|p| p.ends_with(".slice")))?;
+    let offset = |p: &str| p.as_ptr() as usize - path.as_ptr() as usize;
+    let manager = parts()
+        .take_while(|p| offset(p) < offset(unit))
+        .find(|p| p.starts_with("user@") && p.ends_with(".service"));
+    Some(match manager {
+        Some(m) => &path[offset(m)..offset(unit) + unit.len()],
+        None => unit,
+    })
 }
 
 /// The Slurm job id of a cgroup: the `job_ID` directory right under a `…slurmstepd.scope`
@@ -64,11 +74,19 @@ mod tests {
     )]
     #[case::app_in_user_manager(
         "/user.slice/user-1000.slice/user@1000.service/app.slice/app-firefox-123.scope",
-        Some("app-firefox-123.scope")
+        Some("user@1000.service/app.slice/app-firefox-123.scope")
     )]
     #[case::user_manager_itself(
         "/user.slice/user-1000.slice/user@1000.service/init.scope",
-        Some("init.scope")
+        Some("user@1000.service/init.scope")
+    )]
+    #[case::users_look_alike_system_service(
+        "/user.slice/user-1000.slice/user@1000.service/app.slice/backup.service",
+        Some("user@1000.service/app.slice/backup.service")
+    )]
+    #[case::user_manager_with_subgroups(
+        "/user.slice/user-1000.slice/user@1000.service/app.slice/job_42",
+        Some("user@1000.service")
     )]
     #[case::service_subgroup("/system.slice/postfix.service/smtpd", Some("postfix.service"))]
     #[case::slice_only("/user.slice/user-1000.slice", Some("user-1000.slice"))]

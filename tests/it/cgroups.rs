@@ -133,11 +133,12 @@ fn a_sockets_cgroup_names_its_unit_and_job() {
             "session-7.scope",
             None,
         ),
-        // Made to look like job 101 inside a subtree the user owns: no job.
+        // Made to look like job 101 inside a subtree the user owns: no job, and a unit
+        // that says it is the user's manager's.
         (
             "user.slice/user-1.slice/user@1.service/fake_slurmstepd.scope/job_101",
             Some(other.uid),
-            "fake_slurmstepd.scope",
+            "user@1.service/fake_slurmstepd.scope",
             None,
         ),
     ];
