@@ -145,10 +145,12 @@ impl Cgroups {
                 continue;
             };
             for entry in entries.flatten() {
-                let Ok(meta) = entry.metadata() else { continue };
-                if !meta.is_dir() {
+                // The directory entry's type first (no stat): a cgroup holds tens of
+                // interface files for each child cgroup.
+                if !entry.file_type().is_ok_and(|t| t.is_dir()) {
                     continue;
                 }
+                let Ok(meta) = entry.metadata() else { continue };
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let child = if path == "/" {
                     format!("/{name}")
