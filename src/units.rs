@@ -24,9 +24,35 @@ pub fn human_bytes(n: u64) -> String {
 /// [`human_bytes`] written to `out`, without a string of its own (a report's table writes
 /// hundreds of thousands).
 pub fn write_human_bytes(out: &mut impl std::fmt::Write, n: u64) -> std::fmt::Result {
-    match scaled(n) {
-        (_, 0) => write!(out, "{n} B"),
-        (v, u) => write!(out, "{v:.1} {}", UNITS[u]),
+    let (_, u) = scaled(n);
+    if u == 0 {
+        out.write_str(itoa::Buffer::new().format(n))?;
+        return out.write_str(" B");
+    }
+    let tenths = tenths(n, u);
+    out.write_str(itoa::Buffer::new().format(tenths / 10))?;
+    let decimal = [b'.', b'0' + (tenths % 10) as u8, b' '];
+    out.write_str(std::str::from_utf8(&decimal).expect("ASCII"))?;
+    out.write_str(UNITS[u])
+}
+
+/// `n` in unit `u` (1 or more) in tenths, rounded as `format!("{:.1}")` rounds the value
+/// [`scaled`] gives: `n` as an `f64` (rounded to 53 bits above 2^53) over 1024^u, which
+/// is exact, and its exact tenths rounded to the nearest, ties to the even one. In
+/// integers, without the float formatting machinery (a table of a year of days writes
+/// hundreds of thousands).
+fn tenths(n: u64, u: usize) -> u128 {
+    let m = n as f64 as u128;
+    let shift = 10 * u as u32;
+    let scaled = 10 * m;
+    let (q, r, half) = (
+        scaled >> shift,
+        scaled & ((1 << shift) - 1),
+        1 << (shift - 1),
+    );
+    match r > half || (r == half && q % 2 == 1) {
+        true => q + 1,
+        false => q,
     }
 }
 
@@ -73,6 +99,35 @@ mod tests {
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(5 << 30), "5.0 GiB");
         assert_eq!(human_bytes(3 << 50), "3072.0 TiB");
+    }
+
+    /// The text as `format!` writes the scaled float (as before issue 26), at every tie
+    /// of a tenth in every unit, around them and at random.
+    #[test]
+    fn human_bytes_are_the_float_formatting_to_the_byte() {
+        let reference = |n: u64| match super::scaled(n) {
+            (_, 0) => format!("{n} B"),
+            (v, u) => format!("{v:.1} {}", super::UNITS[u]),
+        };
+        let mut ns: Vec<u64> = vec![0, 1, 1023, 1024, u64::MAX, u64::MAX - 1, 1 << 53];
+        // A tenth's tie in unit u is an odd multiple of 1024^u / 20's power-of-two part,
+        // 2^(10u - 2): n = 2^(10u - 2) (2j + 1), with its neighbours.
+        for u in 1..=4u32 {
+            for j in (0..3000u64).chain((1 << 20)..(1 << 20) + 100) {
+                let n = (1u64 << (10 * u - 2)).saturating_mul(2 * j + 1);
+                ns.extend([n - 1, n, n.saturating_add(1)]);
+            }
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..300_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ns.push(x >> (x % 64));
+        }
+        for n in ns {
+            assert_eq!(human_bytes(n), reference(n), "{n}");
+        }
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub fn run(s: &Settings, args: &Report) -> Result<()> {
         Format::Json => {
             let mut array = report::JsonArray::new(&mut out);
             store.periods_each(period, since, until, uid, utc, |r| {
-                array.push(&report::PeriodJson::new(&r, &covered))?;
+                array.push_period(&report::PeriodJson::new(&r, &covered))?;
                 anyhow::Ok(())
             })?;
             array.finish()?;

@@ -140,9 +140,8 @@ pub fn period_record(row: &PeriodRow) -> Record {
 }
 
 /// One `report` row as JSON: the fields of [`with_covered`]`(`[`period_record`]`(row), c)`
-/// in the same order, serialized without building the record (a year of days is tens of
-/// thousands of rows).
-#[derive(serde::Serialize)]
+/// in the same order, written without building the record (a year of days is tens of
+/// thousands of rows) by [`JsonArray::push_period`].
 pub struct PeriodJson<'a> {
     period: &'a str,
     uid: Option<u32>,
@@ -173,6 +172,50 @@ impl<'a> PeriodJson<'a> {
             covered_until: c.until,
         }
     }
+
+    /// The row as an element of [`JsonArray`]: the bytes serde_json's pretty printer
+    /// writes for its record one level in, without its machinery (strings through
+    /// serde_json, for their escapes).
+    fn write_element(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        out.extend_from_slice(b"  {\n    \"period\": ");
+        serde_json::to_writer(&mut *out, self.period)?;
+        out.extend_from_slice(b",\n    \"uid\": ");
+        match self.uid {
+            Some(uid) => write_uint(out, uid.into())?,
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\n    \"user\": ");
+        match self.user {
+            Some(user) => serde_json::to_writer(&mut *out, user)?,
+            None => out.extend_from_slice(b"null"),
+        }
+        for (key, n) in [
+            ("rx_bytes", self.rx_bytes),
+            ("tx_bytes", self.tx_bytes),
+            ("rx_packets", self.rx_packets),
+            ("tx_packets", self.tx_packets),
+            ("total_bytes", self.total_bytes),
+        ] {
+            write_key(out, key);
+            write_uint(out, n)?;
+        }
+        for (key, n) in [
+            ("covered_since", self.covered_since),
+            ("covered_until", self.covered_until),
+        ] {
+            write_key(out, key);
+            write_int(out, n)?;
+        }
+        out.extend_from_slice(b"\n  }");
+        Ok(())
+    }
+}
+
+/// `,` and the next field's key (plain ASCII: nothing to escape) of a [`PeriodJson`].
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    out.extend_from_slice(b",\n    \"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\": ");
 }
 
 /// One stored usage row as a record (`export`).
@@ -297,27 +340,14 @@ pub fn write_usage_jsonl(out: &mut impl Write, r: &UsageRecord, c: &Covered) -> 
     out.write_all(b"}\n")
 }
 
-/// `n` in decimal, as `Display` and serde_json write it (without their formatting
-/// machinery: a row of `export` has a dozen numbers).
-fn write_uint(out: &mut impl Write, mut n: u64) -> io::Result<()> {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.write_all(&buf[i..])
+/// `n` in decimal, as `Display` and serde_json write it (with serde_json's own formatter,
+/// without the formatting machinery: a row of `export` has a dozen numbers).
+fn write_uint(out: &mut impl Write, n: u64) -> io::Result<()> {
+    out.write_all(itoa::Buffer::new().format(n).as_bytes())
 }
 
 fn write_int(out: &mut impl Write, n: i64) -> io::Result<()> {
-    if n < 0 {
-        out.write_all(b"-")?;
-    }
-    write_uint(out, n.unsigned_abs())
+    out.write_all(itoa::Buffer::new().format(n).as_bytes())
 }
 
 /// The keys of an `export` row, in order (the CSV header).
@@ -390,11 +420,25 @@ impl<W: Write> JsonArray<W> {
         // element is an array of just it, less that array's "[\n" and "\n]".
         self.buf.clear();
         serde_json::to_writer_pretty(&mut self.buf, std::slice::from_ref(record))?;
-        let element = &self.buf[2..self.buf.len() - 2];
+        self.buf.truncate(self.buf.len() - 2);
+        self.buf.drain(..2);
+        self.write_element()
+    }
+
+    /// Write one `report` row as the array's next element: the bytes of [`Self::push`]
+    /// of its record.
+    pub fn push_period(&mut self, row: &PeriodJson) -> io::Result<()> {
+        self.buf.clear();
+        row.write_element(&mut self.buf)?;
+        self.write_element()
+    }
+
+    /// The element in `buf`, after the array's opening or the comma before it.
+    fn write_element(&mut self) -> io::Result<()> {
         let open: &[u8] = if self.first { b"[\n" } else { b",\n" };
         self.first = false;
         self.out.write_all(open)?;
-        self.out.write_all(element)
+        self.out.write_all(&self.buf)
     }
 
     /// Close the array and end the line; returns the writer.
@@ -611,7 +655,7 @@ mod tests {
         write_json(&mut expected, &records).unwrap();
         let mut array = JsonArray::new(vec![]);
         for r in &rows {
-            array.push(&PeriodJson::new(r, &c)).unwrap();
+            array.push_period(&PeriodJson::new(r, &c)).unwrap();
         }
         let got = array.finish().unwrap();
         assert_eq!(

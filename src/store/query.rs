@@ -421,6 +421,19 @@ pub struct UsageRecord {
     pub traffic: Traffic,
 }
 
+/// The columns a compound read of the totals ([`Store::totals_union`]) selects.
+#[derive(Clone, Copy)]
+enum Columns {
+    /// Those of [`usage_columns`], the keys the totals do not keep `NULL`.
+    All,
+    /// [`CHARGED_COLUMNS`]: who was charged when, and how much (`report`).
+    Charged,
+}
+
+/// The columns of a row `report` sums: its time, uid and traffic (every source has them
+/// under these names).
+const CHARGED_COLUMNS: &str = "ts, uid, rx_bytes, tx_bytes, rx_packets, tx_packets";
+
 /// The label of the period holding the instant `col` (an SQL expression). A month is a
 /// billing cycle starting on `cycle_day` (1 to 28): with 15, `2026-11-15 to 2026-12-14`.
 fn period_of(col: &str, period: Period, utc: bool, cycle_day: u8) -> String {
@@ -848,18 +861,19 @@ impl Store {
         until: i64,
         labels: Option<(Period, bool)>,
     ) -> Result<Option<String>, StoreError> {
-        let union = self.totals_union(since, until, labels, "")?;
+        let union = self.totals_union(since, until, labels, Columns::All, "")?;
         Ok(union.map(|u| format!("c AS ({u})")))
     }
 
-    /// The rows of [`Store::totals_cte`] as a compound `SELECT` (columns `ts, uid, kind,
-    /// reason, program, remote, protocol, port` and the four counters), each branch a key
-    /// range of its table in `ts` order with `filter` (`AND …`) added to its `WHERE`.
+    /// The rows of [`Store::totals_cte`] as a compound `SELECT` (the [`Columns`] asked
+    /// for), each branch a key range of its table in `ts` order with `filter` (`AND …`)
+    /// added to its `WHERE`.
     fn totals_union(
         &self,
         since: i64,
         until: i64,
         labels: Option<(Period, bool)>,
+        columns: Columns,
         filter: &str,
     ) -> Result<Option<String>, StoreError> {
         // The detail path reads every stored row the period overlaps: the same rows as
@@ -874,9 +888,14 @@ impl Store {
             None => Default::default(),
         };
         let split = Split::new(start, until, |d| split_days.contains(&d));
-        let columns = usage_columns(self.schema);
-        let totals = "ts, uid, kind, reason, via_uid, container, container_uid, NULL, NULL,
-                      NULL, NULL, NULL, rx_bytes, tx_bytes, rx_packets, tx_packets";
+        let (totals, columns) = match columns {
+            Columns::All => (
+                "ts, uid, kind, reason, via_uid, container, container_uid, NULL, NULL,
+                 NULL, NULL, NULL, rx_bytes, tx_bytes, rx_packets, tx_packets",
+                usage_columns(self.schema),
+            ),
+            Columns::Charged => (CHARGED_COLUMNS, CHARGED_COLUMNS),
+        };
         let branches = [
             ranges_union(
                 &format!(
@@ -972,31 +991,30 @@ impl Store {
         utc: bool,
         mut f: impl FnMut(PeriodRow) -> Result<(), E>,
     ) -> Result<(), E> {
-        let filter = if uid.is_some() { "AND uid = ?3" } else { "" };
+        // Excluded traffic is charged to nobody.
+        let filter = match uid {
+            Some(_) => "AND kind <> 2 AND uid = ?3",
+            None => "AND kind <> 2",
+        };
         // An hour's total carries one label only where every instant of the hour has the
         // hour's label: periods of whole local hours (a time zone offset of whole hours).
         let fast = match utc || whole_hour_offsets(since, until) {
-            true => self.totals_union(since, until, Some((period, utc)), filter)?,
+            true => {
+                let labels = Some((period, utc));
+                self.totals_union(since, until, labels, Columns::Charged, filter)?
+            }
             false => None,
         };
+        // The columns of CHARGED_COLUMNS, in its order, from either source.
         let sql = match fast {
             Some(union) => format!("{union} ORDER BY 1"),
             None => format!(
-                "WITH {} SELECT * FROM c WHERE true {filter} ORDER BY ts",
+                "WITH {} SELECT {CHARGED_COLUMNS} FROM c WHERE true {filter} ORDER BY ts",
                 self.source().cte
             ),
         };
         let wrap = |e| self.wrap(e);
         let mut stmt = self.conn.prepare(&sql).map_err(wrap)?;
-        // Columns by name: the sources' column lists differ between schemas.
-        let [ts_at, uid_at, kind_at, rx_at] = ["ts", "uid", "kind", "rx_bytes"]
-            .map(|c| stmt.column_index(c))
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(wrap)?[..]
-        else {
-            unreachable!("four names, four indexes")
-        };
         let mut rows = match uid {
             Some(u) => stmt.query(params![since, until, u]),
             None => stmt.query(params![since, until]),
@@ -1011,10 +1029,7 @@ impl Store {
             ..OpenPeriod::default()
         };
         while let Some(r) = rows.next().map_err(wrap)? {
-            if r.get::<_, i64>(kind_at).map_err(wrap)? == 2 {
-                continue; // excluded: charged to nobody
-            }
-            let ts: i64 = r.get(ts_at).map_err(wrap)?;
+            let ts = int_at(r, 0).map_err(wrap)?;
             if open.ts != Some(ts) {
                 let l: String = label.query_row([ts], |r| r.get(0)).map_err(wrap)?;
                 if open.label != l {
@@ -1023,8 +1038,13 @@ impl Store {
                 }
                 open.ts = Some(ts);
             }
-            let uid: i64 = r.get(uid_at).map_err(wrap)?;
-            let t = traffic_at(r, rx_at).map_err(wrap)?;
+            let uid = int_at(r, 1).map_err(wrap)?;
+            let t = Traffic {
+                rx_bytes: int_at(r, 2).map_err(wrap)? as u64,
+                tx_bytes: int_at(r, 3).map_err(wrap)? as u64,
+                rx_packets: int_at(r, 4).map_err(wrap)? as u64,
+                tx_packets: int_at(r, 5).map_err(wrap)? as u64,
+            };
             open.sums.entry(uid).or_default().add(&t);
         }
         open.flush(&mut f)
@@ -1444,6 +1464,19 @@ fn usage_record_at(r: &rusqlite::Row) -> rusqlite::Result<UsageRecord> {
         job: r.get::<_, Option<i64>>(19)?.map(|j| j as u64),
         traffic: traffic_at(r, 10)?,
     })
+}
+
+/// The integer in column `i` (its value read in place: a report reads hundreds of
+/// thousands), an error naming the column for any other type.
+fn int_at(r: &rusqlite::Row, i: usize) -> rusqlite::Result<i64> {
+    match r.get_ref(i)? {
+        rusqlite::types::ValueRef::Integer(n) => Ok(n),
+        other => Err(rusqlite::Error::InvalidColumnType(
+            i,
+            r.as_ref().column_name(i)?.to_string(),
+            other.data_type(),
+        )),
+    }
 }
 
 fn traffic_at(r: &rusqlite::Row, i: usize) -> rusqlite::Result<Traffic> {
