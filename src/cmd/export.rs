@@ -16,15 +16,16 @@ pub fn run(s: &Settings, args: &Export) -> Result<()> {
     let covered = store.covered(since, until, chrono::Utc::now().timestamp())?;
     // Each row is written as it is read: a busy host stores over a million a day.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut rows = report::UsageWriter::new(&covered);
     match args.format {
         ExportFormat::Jsonl => store.usage_rows_each(since, until, |r| {
-            report::write_usage_jsonl(&mut out, &r, &covered)?;
+            rows.jsonl(&mut out, &r)?;
             anyhow::Ok(())
         })?,
         ExportFormat::Csv => {
             report::write_csv_header(&mut out, &report::usage_keys())?;
             store.usage_rows_each(since, until, |r| {
-                report::write_usage_csv(&mut out, &r, &covered)?;
+                rows.csv(&mut out, &r)?;
                 anyhow::Ok(())
             })?;
         }

@@ -99,7 +99,7 @@ pub fn connections_table(
                 .and_then(|a| a.container.as_ref())
                 .map_or_else(|| "-".into(), |k| k.name.to_string()),
             r.at.direction.map_or("-", |d| d.as_str()).into(),
-            protocol_name(r.flow.orig.proto),
+            protocol_name(r.flow.orig.proto).into_owned(),
             tcp_state_name(r.tcp_state).into(),
             r.local.clone(),
             r.remote.clone(),

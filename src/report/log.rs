@@ -132,7 +132,7 @@ impl Template {
                     'e' => format_time(c.end_ms, utc),
                     'S' => format!("{:.3}", c.duration_ms() as f64 / 1000.0),
                     'D' => c.duration_ms().to_string(),
-                    'P' => protocol_name(c.orig.proto),
+                    'P' => protocol_name(c.orig.proto).into_owned(),
                     'd' => c.direction.map_or("-", |d| d.as_str()).to_string(),
                     'i' => address(split(&remote).0, next),
                     'r' => split(&remote).1,

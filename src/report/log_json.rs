@@ -42,7 +42,7 @@ pub struct LogRecord<'a> {
     start_ms: i64,
     end_ms: i64,
     duration_ms: i64,
-    protocol: String,
+    protocol: std::borrow::Cow<'static, str>,
     direction: Option<&'static str>,
     local: SocketAddr,
     remote: SocketAddr,

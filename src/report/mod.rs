@@ -314,30 +314,82 @@ fn usage_time(ts: i64) -> Option<String> {
     ))
 }
 
-/// One `export` row as a JSON line: the bytes of [`write_jsonl`] of
-/// [`with_covered`]`(`[`usage_record`]`(r), c)`, without building the record.
-pub fn write_usage_jsonl(out: &mut impl Write, r: &UsageRecord, c: &Covered) -> io::Result<()> {
-    let (time, protocol) = (usage_time(r.ts), protocol_name(r.protocol));
-    out.write_all(b"{")?;
-    for (i, (key, value)) in usage_fields(r, time.as_deref(), &protocol, c)
-        .iter()
-        .enumerate()
-    {
-        if i > 0 {
-            out.write_all(b",")?;
-        }
-        // The keys are plain ASCII: nothing to escape.
-        out.write_all(b"\"")?;
-        out.write_all(key.as_bytes())?;
-        out.write_all(b"\":")?;
-        match value {
-            Field::Int(n) => write_int(out, *n)?,
-            Field::UInt(n) => write_uint(out, *n)?,
-            Field::Str(s) => serde_json::to_writer(&mut *out, s)?,
-            Field::Null => out.write_all(b"null")?,
+/// Writes `export`'s rows without building their records, remembering the text of the
+/// last row's time (the rows come in time order, thousands to a bucket).
+pub struct UsageWriter<'c> {
+    covered: &'c Covered,
+    /// The last row's `ts` and [`usage_time`] of it.
+    time: Option<(i64, Option<String>)>,
+}
+
+impl<'c> UsageWriter<'c> {
+    /// Rows of a period covering `covered`.
+    pub fn new(covered: &'c Covered) -> UsageWriter<'c> {
+        UsageWriter {
+            covered,
+            time: None,
         }
     }
-    out.write_all(b"}\n")
+
+    /// [`usage_time`] of `ts`, formatted once for a run of rows of one time.
+    fn time(&mut self, ts: i64) -> Option<&str> {
+        if self.time.as_ref().is_none_or(|(at, _)| *at != ts) {
+            self.time = Some((ts, usage_time(ts)));
+        }
+        self.time.as_ref().and_then(|(_, t)| t.as_deref())
+    }
+
+    /// One row as a JSON line: the bytes of [`write_jsonl`] of
+    /// [`with_covered`]`(`[`usage_record`]`(r), c)`.
+    pub fn jsonl(&mut self, out: &mut impl Write, r: &UsageRecord) -> io::Result<()> {
+        let protocol = protocol_name(r.protocol);
+        let c = self.covered;
+        out.write_all(b"{")?;
+        for (i, (key, value)) in usage_fields(r, self.time(r.ts), &protocol, c)
+            .iter()
+            .enumerate()
+        {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            // The keys are plain ASCII: nothing to escape.
+            out.write_all(b"\"")?;
+            out.write_all(key.as_bytes())?;
+            out.write_all(b"\":")?;
+            match value {
+                Field::Int(n) => write_int(out, *n)?,
+                Field::UInt(n) => write_uint(out, *n)?,
+                Field::Str(s) => serde_json::to_writer(&mut *out, s)?,
+                Field::Null => out.write_all(b"null")?,
+            }
+        }
+        out.write_all(b"}\n")
+    }
+
+    /// One row as a CSV line: the bytes of [`write_csv_row`] of
+    /// [`with_covered`]`(`[`usage_record`]`(r), c)` under its own keys.
+    pub fn csv(&mut self, out: &mut impl Write, r: &UsageRecord) -> io::Result<()> {
+        let protocol = protocol_name(r.protocol);
+        let c = self.covered;
+        for (i, (_, value)) in usage_fields(r, self.time(r.ts), &protocol, c)
+            .iter()
+            .enumerate()
+        {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            match value {
+                Field::Int(n) => write_int(out, *n)?,
+                Field::UInt(n) => write_uint(out, *n)?,
+                Field::Str(s) if s.contains([',', '"', '\n', '\r']) => {
+                    write!(out, "\"{}\"", s.replace('"', "\"\""))?
+                }
+                Field::Str(s) => out.write_all(s.as_bytes())?,
+                Field::Null => {}
+            }
+        }
+        out.write_all(b"\n")
+    }
 }
 
 /// `n` in decimal, as `Display` and serde_json write it (with serde_json's own formatter,
@@ -353,30 +405,6 @@ fn write_int(out: &mut impl Write, n: i64) -> io::Result<()> {
 /// The keys of an `export` row, in order (the CSV header).
 pub fn usage_keys() -> [&'static str; 24] {
     usage_fields(&UsageRecord::default(), None, "", &Covered::default()).map(|(k, _)| k)
-}
-
-/// One `export` row as a CSV line: the bytes of [`write_csv_row`] of
-/// [`with_covered`]`(`[`usage_record`]`(r), c)` under its own keys, without building it.
-pub fn write_usage_csv(out: &mut impl Write, r: &UsageRecord, c: &Covered) -> io::Result<()> {
-    let (time, protocol) = (usage_time(r.ts), protocol_name(r.protocol));
-    for (i, (_, value)) in usage_fields(r, time.as_deref(), &protocol, c)
-        .iter()
-        .enumerate()
-    {
-        if i > 0 {
-            out.write_all(b",")?;
-        }
-        match value {
-            Field::Int(n) => write_int(out, *n)?,
-            Field::UInt(n) => write_uint(out, *n)?,
-            Field::Str(s) if s.contains([',', '"', '\n', '\r']) => {
-                write!(out, "\"{}\"", s.replace('"', "\"\""))?
-            }
-            Field::Str(s) => out.write_all(s.as_bytes())?,
-            Field::Null => {}
-        }
-    }
-    out.write_all(b"\n")
 }
 
 /// Append the span the numbers cover ([`Covered`]) to a record: `covered_since` and
@@ -592,7 +620,10 @@ mod tests {
             .collect();
         assert_eq!(fields, header);
         assert_eq!(usage_keys().to_vec(), header, "the CSV header");
+        // One writer of each for all the rows: a time's text is kept from row to row.
+        let (mut jsonl, mut csv) = (UsageWriter::new(&covered), UsageWriter::new(&covered));
         for ts in [
+            1_797_000_300,
             1_797_000_300,
             -1,
             0,
@@ -605,7 +636,7 @@ mod tests {
                 let record = with_covered(usage_record(&r), &covered);
                 let (mut want, mut got) = (vec![], vec![]);
                 write_jsonl(&mut want, std::slice::from_ref(&record)).unwrap();
-                write_usage_jsonl(&mut got, &r, &covered).unwrap();
+                jsonl.jsonl(&mut got, &r).unwrap();
                 assert_eq!(
                     String::from_utf8(got),
                     String::from_utf8(want),
@@ -613,7 +644,7 @@ mod tests {
                 );
                 let (mut want, mut got) = (vec![], vec![]);
                 write_csv_row(&mut want, &header, &record).unwrap();
-                write_usage_csv(&mut got, &r, &covered).unwrap();
+                csv.csv(&mut got, &r).unwrap();
                 assert_eq!(String::from_utf8(got), String::from_utf8(want), "CSV, {ts}");
             }
         }

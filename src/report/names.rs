@@ -1,6 +1,7 @@
 //! Names for what reports show: remote addresses through a lookup file (CIDR or address →
 //! name, like constat's), ports through `/etc/services`. Unknown values stay as they are.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -143,13 +144,13 @@ impl Services {
 }
 
 /// `tcp`, `udp`, or `proto-N`.
-pub fn protocol_name(p: u8) -> String {
+pub fn protocol_name(p: u8) -> Cow<'static, str> {
     match p {
         6 => "tcp".into(),
         17 => "udp".into(),
         1 => "icmp".into(),
         58 => "ipv6-icmp".into(),
-        n => format!("proto-{n}"),
+        n => format!("proto-{n}").into(),
     }
 }
 

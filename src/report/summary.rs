@@ -88,7 +88,7 @@ pub fn write_summary_json(
             date: &date,
             uid: k.uid,
             user: k.uid.map(&mut *user),
-            protocol: protocol_name(k.protocol),
+            protocol: protocol_name(k.protocol).into_owned(),
             port: k.port,
             service: service(k, labels),
             remote: &k.remote,
@@ -121,7 +121,7 @@ pub fn summary_table(
     for (k, r) in &s.rows {
         t.push(vec![
             k.uid.map_or_else(|| "-".into(), &mut *user),
-            protocol_name(k.protocol),
+            protocol_name(k.protocol).into_owned(),
             service(k, labels),
             labels
                 .remotes
