@@ -30,8 +30,13 @@ pub const KEYS_SCHEMA: i64 = 9;
 /// The schema that has `usage_tier_days` (`0014_usage_tier_days.sql`).
 pub const TIER_DAYS_SCHEMA: i64 = 14;
 
+/// The schema that has `usage_tier_weeks` (`0017_usage_tier_weeks.sql`).
+pub const TIER_WEEKS_SCHEMA: i64 = 17;
+
 const HOUR: i64 = 3600;
 const DAY: i64 = 86_400;
+/// A week of `usage_tier_weeks`: from a multiple of it since the epoch.
+const WEEK: i64 = 7 * DAY;
 
 /// Raw rows summed per call of [`Store::catch_up_keys`], about: it stops at the first
 /// hour that reaches it (the simulated busy host's hour is 47,000 raw rows, about 0.2 s of
@@ -339,12 +344,28 @@ impl Store {
             _ => vec![],
         };
         Ok(format!(
-            "{} UNION ALL SELECT {columns} FROM usage_tier_days WHERE ts >= {d1} AND ts < {d2}
-             UNION ALL SELECT {columns} FROM usage_tiers
+            "{} {} UNION ALL SELECT {columns} FROM usage_tiers
              WHERE granularity = 86400 AND ts IN ({})",
             ranges_union(&tiers, &[(start, d1), (d2, until)]),
+            self.tier_day_sums(d1, d2),
             days.join(", ")
         ))
+    }
+
+    /// The branches reading the hourly tier's sums per key of the whole days `[d1, d2)`:
+    /// its whole weeks from `usage_tier_weeks` (schema 17), the other days from
+    /// `usage_tier_days`. Each week's row is the sum of the day rows dated in it, kept so
+    /// by triggers, so both read the same sums per key.
+    fn tier_day_sums(&self, d1: i64, d2: i64) -> String {
+        let columns = super::query::usage_columns(self.schema);
+        let days = format!("SELECT {columns} FROM usage_tier_days WHERE true");
+        // SQL's `ts - ts % 604800` is the week's start for times since the epoch.
+        let (w1, w2) = (ceil(d1.max(0), WEEK), d2 - d2.rem_euclid(WEEK));
+        if self.schema < TIER_WEEKS_SCHEMA || w1 >= w2 {
+            return ranges_union(&days, &[(d1, d2)]);
+        }
+        let weeks = format!("SELECT {columns} FROM usage_tier_weeks WHERE true");
+        ranges_union(&days, &[(d1, w1), (w2, d2)]) + &ranges_union(&weeks, &[(w1, w2)])
     }
 }
 
@@ -354,260 +375,4 @@ fn ceil(t: i64, step: i64) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::store::connections::EventWrite;
-    use crate::store::query::tests::top_by_sql;
-    use crate::store::query::{By, TopQuery};
-    use crate::store::retention::Retention;
-    use crate::store::totals::tests::{random_plan, Rng};
-    use crate::store::{OpenOptions, PassRecord};
-
-    const T0: i64 = 1_767_225_600; // 2026-01-01T00:00Z
-
-    /// Keys the raw rows of the span sum to that `usage_keys` does not hold as they are,
-    /// and rows of `usage_keys` the raw rows do not explain.
-    fn mismatches(store: &Store) -> i64 {
-        let sums = "SELECT g, ts - ts % g AS t, uid, kind, reason, via_uid, container,
-                           container_uid, program, cgroup, remote, protocol, port, sum(rx_bytes),
-                           sum(tx_bytes), sum(rx_packets), sum(tx_packets)
-                    FROM usage_raw, (SELECT 3600 AS g UNION ALL SELECT 86400)
-                    WHERE ts - ts % g >= (SELECT lo FROM usage_keys_span)
-                      AND ts < (SELECT hi FROM usage_keys_span)
-                    GROUP BY g, t, uid, kind, reason, via_uid, container, container_uid,
-                             program, cgroup, remote, protocol, port";
-        let sql = format!(
-            "SELECT (SELECT count(*) FROM ({sums} EXCEPT SELECT * FROM usage_keys))
-                  + (SELECT count(*) FROM (SELECT * FROM usage_keys EXCEPT {sums}))"
-        );
-        store.conn().query_row(&sql, [], |r| r.get(0)).unwrap()
-    }
-
-    /// Sums per key and day of the hourly rows that `usage_tier_days` does not hold as
-    /// they are, and its rows the hourly rows do not explain.
-    fn tier_day_mismatches(store: &Store) -> i64 {
-        let sums = "SELECT ts - ts % 86400 AS d, uid, kind, reason, via_uid, container,
-                           container_uid, program, cgroup, remote, protocol, port, sum(rx_bytes),
-                           sum(tx_bytes), sum(rx_packets), sum(tx_packets)
-                    FROM usage_tiers WHERE granularity = 3600
-                    GROUP BY d, uid, kind, reason, via_uid, container, container_uid,
-                             program, cgroup, remote, protocol, port";
-        let sql = format!(
-            "SELECT (SELECT count(*) FROM ({sums} EXCEPT SELECT * FROM usage_tier_days))
-                  + (SELECT count(*) FROM (SELECT * FROM usage_tier_days EXCEPT {sums}))"
-        );
-        store.conn().query_row(&sql, [], |r| r.get(0)).unwrap()
-    }
-
-    /// Eight days of passes and daemon flushes every 10 minutes, a tenth of them late (up
-    /// to three hours, into buckets the span already holds), with rollups (raw kept 2 days,
-    /// hourly 4) and catch-ups of random budgets in between.
-    fn busy_store(dir: &std::path::Path) -> Store {
-        let mut store = Store::open(&dir.join("k.db"), &OpenOptions::default()).unwrap();
-        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-        let r = Retention {
-            raw: Duration::from_secs(2 * DAY as u64),
-            hourly: Duration::from_secs(4 * DAY as u64),
-            ..Retention::default()
-        };
-        let mut late = 0;
-        for step in 0..1150 {
-            let now = T0 + step * 600 + rng.below(600) as i64;
-            let ts = match rng.below(10) {
-                0 => {
-                    late += 1;
-                    now - rng.below(3 * HOUR as u64) as i64
-                }
-                _ => now,
-            };
-            let plan = random_plan(&mut rng);
-            let record = PassRecord {
-                started_at: ts,
-                mode: "run",
-                ..PassRecord::default()
-            };
-            if step % 3 == 0 {
-                store
-                    .write_events(&[], |_| EventWrite {
-                        record,
-                        plan,
-                        users: vec![],
-                        attributions: vec![],
-                        log: vec![],
-                        not_logged: Default::default(),
-                    })
-                    .unwrap();
-            } else {
-                store.write_pass(&record, &plan, &[]).unwrap();
-            }
-            match rng.below(20) {
-                0 => {
-                    store.roll_up(now, &r, 300).unwrap();
-                }
-                1 => {
-                    store.catch_up_keys(now, 1 + rng.below(40)).unwrap();
-                }
-                _ => {}
-            }
-            if step % 200 == 0 {
-                assert_eq!(mismatches(&store), 0, "step {step}");
-                assert_eq!(tier_day_mismatches(&store), 0, "step {step}");
-            }
-        }
-        assert!(late > 80);
-        store
-    }
-
-    #[test]
-    fn keys_equal_the_raw_rows_and_top_by_any_key_equals_the_detail() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = busy_store(dir.path());
-        let end = T0 + 1150 * 600;
-        store.catch_up_keys(end, u64::MAX).unwrap();
-        assert_eq!(mismatches(&store), 0);
-        let (lo, hi) = span(store.conn()).unwrap();
-        assert!(hi - lo > 2 * DAY - 2 * HOUR, "the raw tier: [{lo}, {hi})");
-        // A late pass into a summed bucket, and one ahead of the span.
-        for ts in [hi - 2 * HOUR + 17, hi + 400] {
-            let plan = random_plan(&mut Rng(ts as u64));
-            let record = PassRecord {
-                started_at: ts,
-                mode: "run",
-                ..PassRecord::default()
-            };
-            store.write_pass(&record, &plan, &[]).unwrap();
-        }
-        assert_eq!(mismatches(&store), 0);
-        let keyed: i64 = store
-            .conn()
-            .query_row("SELECT count(*) FROM usage_keys", [], |r| r.get(0))
-            .unwrap();
-        assert!(keyed > 1000, "{keyed} rows");
-        let in_containers: i64 = store
-            .conn()
-            .query_row(
-                "SELECT count(*) FROM usage_keys WHERE container <> 0",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert!(in_containers > 100, "{in_containers} rows of containers");
-
-        let mut rng = Rng(7);
-        let mut windows = vec![(lo, hi), (T0, end + DAY), (lo - DAY, hi)];
-        for _ in 0..40 {
-            let a = lo - DAY + rng.below(3 * DAY as u64) as i64;
-            let b = a + 1 + rng.below(2 * DAY as u64) as i64;
-            windows.push((a, b));
-            windows.push((a - a % HOUR, b - b % DAY));
-        }
-        // Over the hourly and daily tiers too (whole days of the hourly tier from their
-        // sums per key), edges anywhere.
-        for _ in 0..30 {
-            let a = T0 - DAY + rng.below(9 * DAY as u64) as i64;
-            let b = a + 1 + rng.below(6 * DAY as u64) as i64;
-            windows.push((a, b));
-        }
-        let hourly_days: i64 = store
-            .conn()
-            .query_row("SELECT count(DISTINCT ts) FROM usage_tier_days", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        assert!(
-            hourly_days >= 2,
-            "{hourly_days} days of the hourly tier summed"
-        );
-        assert_eq!(tier_day_mismatches(&store), 0);
-        let bys = [
-            vec![By::Remote],
-            vec![By::Program],
-            vec![By::Port],
-            vec![By::Via],
-            vec![By::User, By::Remote, By::Port],
-            vec![By::Container],
-            vec![By::Container, By::Program],
-            vec![By::Via, By::Container],
-        ];
-        let mut fast_paths = 0;
-        let mut clipped = 0;
-        for &(since, until) in &windows {
-            store.set_use_totals(true);
-            fast_paths += usize::from(store.keys_cte(since, until).unwrap().is_some());
-            for by in &bys {
-                for uid in [None, Some(1001)] {
-                    let q = TopQuery {
-                        since,
-                        until,
-                        by: by.clone(),
-                        uid,
-                        limit: 15,
-                    };
-                    store.set_use_totals(true);
-                    let fast = store.top(&q).unwrap();
-                    store.set_use_totals(false);
-                    let slow = store.top(&q).unwrap();
-                    let w = format!("[{since}, {until}) by {by:?} uid {uid:?}");
-                    // Both summed in Rust: the SQL GROUP BY of old is the reference.
-                    let sql = top_by_sql(&store, &q);
-                    assert_eq!(fast.rows, sql.rows, "rows against SQL {w}");
-                    assert_eq!(fast.keys_from, sql.keys_from, "{w}");
-                    clipped += usize::from(fast.keys_from.is_some());
-                    assert_eq!(
-                        (fast.total, fast.unattributed, fast.excluded),
-                        (sql.total, sql.unattributed, sql.excluded),
-                        "totals against SQL {w}"
-                    );
-                    assert_eq!(fast.rows, slow.rows, "rows {w}");
-                    assert_eq!(
-                        (fast.total, fast.unattributed, fast.excluded),
-                        (slow.total, slow.unattributed, slow.excluded),
-                        "totals {w}"
-                    );
-                }
-            }
-        }
-        assert!(
-            fast_paths > 40,
-            "windows read through the keys: {fast_paths}"
-        );
-        // Windows that begin in the daily tier, grouped by a key it does not keep.
-        assert!(clipped > 20, "answers from where the keys begin: {clipped}");
-        // They begin at the first hour of the hourly tier, and their totals are those of
-        // that part of the window; a window of days alone has nothing to answer.
-        let first_hour: i64 = store
-            .conn()
-            .query_row(
-                "SELECT min(ts) FROM usage_tiers WHERE granularity = 3600",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        let q = |since, by| TopQuery {
-            since,
-            until: end,
-            by,
-            uid: None,
-            limit: 15,
-        };
-        let by_remote = store.top(&q(T0 - 3600, vec![By::Remote])).unwrap();
-        assert_eq!(by_remote.keys_from, Some(first_hour));
-        let per_user = store.top(&q(first_hour, vec![By::User])).unwrap();
-        assert_eq!(per_user.keys_from, None);
-        assert_eq!(
-            (by_remote.total, by_remote.excluded),
-            (per_user.total, per_user.excluded)
-        );
-        let all = store.top(&q(T0 - 3600, vec![By::User])).unwrap();
-        assert!(all.total.bytes() > per_user.total.bytes());
-        let days = TopQuery {
-            until: first_hour - DAY,
-            ..q(T0, vec![By::Port])
-        };
-        let days = store.top(&days).unwrap();
-        assert_eq!(days.keys_from, Some(first_hour - DAY));
-        assert!(days.rows.is_empty() && days.total.bytes() == 0);
-    }
-}
+mod tests;

@@ -69,6 +69,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0014_usage_tier_days.sql"),
     include_str!("../../migrations/0015_usage_via_container_columns.sql"),
     include_str!("../../migrations/0016_cgroups.sql"),
+    include_str!("../../migrations/0017_usage_tier_weeks.sql"),
 ];
 
 /// The first schema with the compact usage tables (`0005_raw_buckets.sql`); reports on an
