@@ -31,8 +31,9 @@ pub fn write_human_bytes(out: &mut impl std::fmt::Write, n: u64) -> std::fmt::Re
     }
     let tenths = tenths(n, u);
     out.write_str(itoa::Buffer::new().format(tenths / 10))?;
-    let decimal = [b'.', b'0' + (tenths % 10) as u8, b' '];
-    out.write_str(std::str::from_utf8(&decimal).expect("ASCII"))?;
+    out.write_char('.')?;
+    out.write_char(char::from(b'0' + (tenths % 10) as u8))?;
+    out.write_char(' ')?;
     out.write_str(UNITS[u])
 }
 
@@ -41,7 +42,7 @@ pub fn write_human_bytes(out: &mut impl std::fmt::Write, n: u64) -> std::fmt::Re
 /// is exact, and its exact tenths rounded to the nearest, ties to the even one. In
 /// integers, without the float formatting machinery (a table of a year of days writes
 /// hundreds of thousands).
-fn tenths(n: u64, u: usize) -> u128 {
+fn tenths(n: u64, u: usize) -> u64 {
     let m = n as f64 as u128;
     let shift = 10 * u as u32;
     let scaled = 10 * m;
@@ -50,6 +51,8 @@ fn tenths(n: u64, u: usize) -> u128 {
         scaled & ((1 << shift) - 1),
         1 << (shift - 1),
     );
+    // At most 10 (2^64 - 1) / 1024 + 1: it fits.
+    let q = q as u64;
     match r > half || (r == half && q % 2 == 1) {
         true => q + 1,
         false => q,

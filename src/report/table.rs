@@ -149,12 +149,12 @@ fn push_line<'a>(
     let start = out.len();
     for (c, (cell, &w)) in cells.zip(widths).enumerate() {
         // As `format!("{cell:<w$}")` pads: to `w` characters.
-        let pad = std::iter::repeat_n(' ', w.saturating_sub(cell.chars().count()));
+        let pad = w.saturating_sub(cell.chars().count());
         if c < text_cols {
             out.push_str(cell);
-            out.extend(pad);
+            push_blanks(out, pad);
         } else {
-            out.extend(pad);
+            push_blanks(out, pad);
             out.push_str(cell);
         }
         out.push_str("  ");
@@ -162,6 +162,16 @@ fn push_line<'a>(
     let kept = out[start..].trim_end().len();
     out.truncate(start + kept);
     out.push('\n');
+}
+
+/// `n` blanks appended to `out`.
+fn push_blanks(out: &mut String, mut n: usize) {
+    const BLANKS: &str = "                                ";
+    while n > 0 {
+        let k = n.min(BLANKS.len());
+        out.push_str(&BLANKS[..k]);
+        n -= k;
+    }
 }
 
 /// A byte count: exact with `exact` (`--bytes`), else in binary units.
@@ -177,7 +187,7 @@ pub fn amount(n: u64, exact: bool) -> String {
 fn write_amount(out: &mut String, n: u64, exact: bool) {
     use std::fmt::Write;
     let written = match exact {
-        true => write!(out, "{n}"),
+        true => out.write_str(itoa::Buffer::new().format(n)),
         false => write_human_bytes(out, n),
     };
     written.expect("a String takes any text");
@@ -193,8 +203,17 @@ fn who(uid: Option<u32>, user: Option<&str>, reason: Option<&str>) -> String {
 fn write_who(out: &mut String, uid: Option<u32>, user: Option<&str>, reason: Option<&str>) {
     use std::fmt::Write;
     let written = match (uid, user) {
-        (Some(uid), Some(name)) => write!(out, "{name} ({uid})"),
-        (Some(uid), None) => write!(out, "{uid}"),
+        (Some(uid), Some(name)) => {
+            out.push_str(name);
+            out.push_str(" (");
+            out.push_str(itoa::Buffer::new().format(uid));
+            out.push(')');
+            Ok(())
+        }
+        (Some(uid), None) => {
+            out.push_str(itoa::Buffer::new().format(uid));
+            Ok(())
+        }
         (None, _) => match reason {
             Some(r) => write!(out, "(unattributed: {r})"),
             None => write!(out, "(unattributed)"),
