@@ -430,6 +430,20 @@ enum Columns {
     Charged,
 }
 
+impl Columns {
+    /// The columns as read from the totals, and from the detail, at `schema`.
+    fn lists(self, schema: i64) -> (&'static str, &'static str) {
+        match self {
+            Columns::All => (
+                "ts, uid, kind, reason, via_uid, container, container_uid, NULL, NULL,
+                 NULL, NULL, NULL, rx_bytes, tx_bytes, rx_packets, tx_packets",
+                usage_columns(schema),
+            ),
+            Columns::Charged => (CHARGED_COLUMNS, CHARGED_COLUMNS),
+        }
+    }
+}
+
 /// The columns of a row `report` sums: its time, uid and traffic (every source has them
 /// under these names).
 const CHARGED_COLUMNS: &str = "ts, uid, rx_bytes, tx_bytes, rx_packets, tx_packets";
@@ -866,8 +880,7 @@ impl Store {
     }
 
     /// The rows of [`Store::totals_cte`] as a compound `SELECT` (the [`Columns`] asked
-    /// for), each branch a key range of its table in `ts` order with `filter` (`AND …`)
-    /// added to its `WHERE`.
+    /// for) of the [`Store::totals_pieces`].
     fn totals_union(
         &self,
         since: i64,
@@ -876,6 +889,32 @@ impl Store {
         columns: Columns,
         filter: &str,
     ) -> Result<Option<String>, StoreError> {
+        let Some(pieces) = self.totals_pieces(since, until, labels, columns, filter)? else {
+            return Ok(None);
+        };
+        let (totals, _) = columns.lists(self.schema);
+        // `?2 >= ?1` names the period's parameters, which the callers bind.
+        let mut union = format!("SELECT {totals} FROM usage_totals WHERE 0 AND ?2 >= ?1 {filter}");
+        for (_, piece) in pieces {
+            union.push_str(" UNION ALL ");
+            union.push_str(&piece);
+        }
+        Ok(Some(union))
+    }
+
+    /// The rows of [`Store::totals_cte`] as `SELECT`s of the [`Columns`] asked for, each
+    /// with the start of its time range — whole days from the day totals, whole hours from
+    /// the hour totals, the edges from the detail (its two tables in one compound `SELECT`)
+    /// — each a key range of its table in `ts` order with `filter` (`AND …`) added to its
+    /// `WHERE`; the ranges do not overlap. `None` when the totals do not cover the period.
+    fn totals_pieces(
+        &self,
+        since: i64,
+        until: i64,
+        labels: Option<(Period, bool)>,
+        columns: Columns,
+        filter: &str,
+    ) -> Result<Option<Vec<(i64, String)>>, StoreError> {
         // The detail path reads every stored row the period overlaps: the same rows as
         // those whose time is in [covered since, until).
         let start = self.covered(since, until, i64::MAX)?.since;
@@ -888,41 +927,34 @@ impl Store {
             None => Default::default(),
         };
         let split = Split::new(start, until, |d| split_days.contains(&d));
-        let (totals, columns) = match columns {
-            Columns::All => (
-                "ts, uid, kind, reason, via_uid, container, container_uid, NULL, NULL,
-                 NULL, NULL, NULL, rx_bytes, tx_bytes, rx_packets, tx_packets",
-                usage_columns(self.schema),
-            ),
-            Columns::Charged => (CHARGED_COLUMNS, CHARGED_COLUMNS),
+        let (totals, columns) = columns.lists(self.schema);
+        let range = |select: String, ranges: &[(i64, i64)]| -> Vec<(i64, String)> {
+            let at = |a, b| format!("{select} AND ts >= {a} AND ts < {b}");
+            ranges.iter().map(|&(a, b)| (a, at(a, b))).collect()
         };
-        let branches = [
-            ranges_union(
-                &format!(
-                    "SELECT {totals} FROM usage_totals
-                     WHERE granularity = 86400 AND ?2 >= ?1 {filter}"
-                ),
-                &split.days,
+        let mut pieces = range(
+            format!(
+                "SELECT {totals} FROM usage_totals
+                 WHERE granularity = 86400 AND ?2 >= ?1 {filter}"
             ),
-            ranges_union(
-                &format!("SELECT {totals} FROM usage_totals WHERE granularity = 3600 {filter}"),
-                &split.hours,
-            ),
-            ranges_union(
-                &format!("SELECT {columns} FROM usage_raw WHERE true {filter}"),
-                &split.detail,
-            ),
-            ranges_union(
-                &format!("SELECT {columns} FROM usage_tiers WHERE true {filter}"),
-                &split.detail,
-            ),
-        ];
-        // `?2 >= ?1` names the period's parameters, which the callers bind.
-        Ok(Some(format!(
-            "SELECT {totals} FROM usage_totals WHERE 0 AND ?2 >= ?1 {filter}
-             {}",
-            branches.concat()
-        )))
+            &split.days,
+        );
+        pieces.extend(range(
+            format!("SELECT {totals} FROM usage_totals WHERE granularity = 3600 {filter}"),
+            &split.hours,
+        ));
+        let raw = range(
+            format!("SELECT {columns} FROM usage_raw WHERE true {filter}"),
+            &split.detail,
+        );
+        let tiers = range(
+            format!("SELECT {columns} FROM usage_tiers WHERE true {filter}"),
+            &split.detail,
+        );
+        for ((a, raw), (_, tiers)) in raw.into_iter().zip(tiers) {
+            pieces.push((a, format!("{raw} UNION ALL {tiers}")));
+        }
+        Ok(Some(pieces))
     }
 
     /// The UTC days from `start`'s to `until` whose instants fall in two periods of a
@@ -1001,25 +1033,25 @@ impl Store {
         let fast = match utc || whole_hour_offsets(since, until) {
             true => {
                 let labels = Some((period, utc));
-                self.totals_union(since, until, labels, Columns::Charged, filter)?
+                self.totals_pieces(since, until, labels, Columns::Charged, filter)?
             }
             false => None,
         };
-        // The columns of CHARGED_COLUMNS, in its order, from either source.
-        let sql = match fast {
-            Some(union) => format!("{union} ORDER BY 1"),
-            None => format!(
+        // The columns of CHARGED_COLUMNS, in its order, from either source, oldest first:
+        // the pieces of the totals one after the other in time order, each sorted on its
+        // own (a key range: no sort), rather than merged by SQLite for one ORDER BY (which
+        // cost more than reading them).
+        let statements: Vec<String> = match fast {
+            Some(mut pieces) => {
+                pieces.sort_by_key(|(start, _)| *start);
+                pieces.into_iter().map(|(_, p)| p + " ORDER BY 1").collect()
+            }
+            None => vec![format!(
                 "WITH {} SELECT {CHARGED_COLUMNS} FROM c WHERE true {filter} ORDER BY ts",
                 self.source().cte
-            ),
+            )],
         };
         let wrap = |e| self.wrap(e);
-        let mut stmt = self.conn.prepare(&sql).map_err(wrap)?;
-        let mut rows = match uid {
-            Some(u) => stmt.query(params![since, until, u]),
-            None => stmt.query(params![since, until]),
-        }
-        .map_err(wrap)?;
         // The label of a row's time, as SQLite's date functions give it (local time
         // included): asked once per distinct row time.
         let label_sql = format!("SELECT {}", period_of("?1", period, utc, self.cycle_day));
@@ -1028,24 +1060,17 @@ impl Store {
             names: self.user_names()?,
             ..OpenPeriod::default()
         };
-        while let Some(r) = rows.next().map_err(wrap)? {
-            let ts = int_at(r, 0).map_err(wrap)?;
-            if open.ts != Some(ts) {
-                let l: String = label.query_row([ts], |r| r.get(0)).map_err(wrap)?;
-                if open.label != l {
-                    open.flush(&mut f)?;
-                    open.label = l;
-                }
-                open.ts = Some(ts);
+        // ?1 and ?2 the period, ?3 the uid: as many as a statement names.
+        let params = [since, until, uid.map_or(0, i64::from)];
+        for sql in &statements {
+            let mut stmt = self.conn.prepare(sql).map_err(wrap)?;
+            let named = &params[..stmt.parameter_count()];
+            let mut rows = stmt
+                .query(rusqlite::params_from_iter(named))
+                .map_err(wrap)?;
+            while let Some(r) = rows.next().map_err(wrap)? {
+                open.add((r, &mut label), wrap, &mut f)?;
             }
-            let uid = int_at(r, 1).map_err(wrap)?;
-            let t = Traffic {
-                rx_bytes: int_at(r, 2).map_err(wrap)? as u64,
-                tx_bytes: int_at(r, 3).map_err(wrap)? as u64,
-                rx_packets: int_at(r, 4).map_err(wrap)? as u64,
-                tx_packets: int_at(r, 5).map_err(wrap)? as u64,
-            };
-            open.sums.entry(uid).or_default().add(&t);
         }
         open.flush(&mut f)
     }
@@ -1286,6 +1311,35 @@ struct OpenPeriod {
 }
 
 impl OpenPeriod {
+    /// Add a row of [`CHARGED_COLUMNS`], handing the open period on first when the row
+    /// begins another (its label from the statement `label`).
+    fn add<E: From<StoreError>>(
+        &mut self,
+        (r, label): (&rusqlite::Row, &mut rusqlite::Statement),
+        wrap: impl Fn(rusqlite::Error) -> StoreError,
+        f: &mut impl FnMut(PeriodRow) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let wrap = &wrap;
+        let ts = int_at(r, 0).map_err(wrap)?;
+        if self.ts != Some(ts) {
+            let l: String = label.query_row([ts], |r| r.get(0)).map_err(wrap)?;
+            if self.label != l {
+                self.flush(f)?;
+                self.label = l;
+            }
+            self.ts = Some(ts);
+        }
+        let uid = int_at(r, 1).map_err(wrap)?;
+        let t = Traffic {
+            rx_bytes: int_at(r, 2).map_err(wrap)? as u64,
+            tx_bytes: int_at(r, 3).map_err(wrap)? as u64,
+            rx_packets: int_at(r, 4).map_err(wrap)? as u64,
+            tx_packets: int_at(r, 5).map_err(wrap)? as u64,
+        };
+        self.sums.entry(uid).or_default().add(&t);
+        Ok(())
+    }
+
     /// Hand the period's rows to `f` as the SQL of old ordered them (most bytes first,
     /// then the uid) and start afresh.
     fn flush<E>(&mut self, f: &mut impl FnMut(PeriodRow) -> Result<(), E>) -> Result<(), E> {
