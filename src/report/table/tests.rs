@@ -151,6 +151,28 @@ fn a_period_table_from_counted_widths_is_the_formatted_one() {
     }
 }
 
+/// The kept rows formatted two chunks at a time on two threads are the table's rows
+/// formatted one after the other, whatever the chunks' size.
+#[test]
+fn kept_rows_formatted_in_chunks_on_two_threads_are_the_rows_in_turn() {
+    for rows in random_period_tables(50) {
+        let whole = period_table(&rows, false);
+        for chunk_rows in [1, 2, 3, 7, rows.len().max(1)] {
+            let mut t = PeriodTable::new(false);
+            rows.iter().for_each(|r| t.measure(r));
+            let mut out = t.head().into_bytes();
+            write_kept(&mut out, &t, &rows, chunk_rows).unwrap();
+            out.extend(t.foot().into_bytes());
+            let n = rows.len();
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                whole,
+                "{n} rows by {chunk_rows}"
+            );
+        }
+    }
+}
+
 /// The table written from the rows kept as they were measured, and from a second read
 /// when they do not fit, is [`period_table`] of the rows after the first line.
 #[test]
