@@ -10,54 +10,54 @@ use crate::store::{OpenOptions, PassRecord};
 
 const T0: i64 = 1_767_225_600; // 2026-01-01T00:00Z
 
+/// Rows of `sums` (an SQL `SELECT`) that `table` does not hold as they are, and rows
+/// of `table` that `sums` does not give.
+fn differences(store: &Store, sums: &str, table: &str) -> i64 {
+    let sql = format!(
+        "SELECT (SELECT count(*) FROM ({sums} EXCEPT SELECT * FROM {table}))
+              + (SELECT count(*) FROM (SELECT * FROM {table} EXCEPT {sums}))"
+    );
+    store.conn().query_row(&sql, [], |r| r.get(0)).unwrap()
+}
+
+/// The key columns after the time, as the tables of sums key their rows.
+const KEY: &str = "uid, kind, reason, via_uid, container, container_uid, program, cgroup,
+                   remote, protocol, port";
+
 /// Keys the raw rows of the span sum to that `usage_keys` does not hold as they are,
 /// and rows of `usage_keys` the raw rows do not explain.
 fn mismatches(store: &Store) -> i64 {
-    let sums = "SELECT g, ts - ts % g AS t, uid, kind, reason, via_uid, container,
-                       container_uid, program, cgroup, remote, protocol, port, sum(rx_bytes),
-                       sum(tx_bytes), sum(rx_packets), sum(tx_packets)
-                FROM usage_raw, (SELECT 3600 AS g UNION ALL SELECT 86400)
-                WHERE ts - ts % g >= (SELECT lo FROM usage_keys_span)
-                  AND ts < (SELECT hi FROM usage_keys_span)
-                GROUP BY g, t, uid, kind, reason, via_uid, container, container_uid,
-                         program, cgroup, remote, protocol, port";
-    let sql = format!(
-        "SELECT (SELECT count(*) FROM ({sums} EXCEPT SELECT * FROM usage_keys))
-              + (SELECT count(*) FROM (SELECT * FROM usage_keys EXCEPT {sums}))"
+    let sums = format!(
+        "SELECT g, ts - ts % g AS t, {KEY}, sum(rx_bytes), sum(tx_bytes), sum(rx_packets),
+                sum(tx_packets)
+         FROM usage_raw, (SELECT 3600 AS g UNION ALL SELECT 86400)
+         WHERE ts - ts % g >= (SELECT lo FROM usage_keys_span)
+           AND ts < (SELECT hi FROM usage_keys_span)
+         GROUP BY g, t, {KEY}"
     );
-    store.conn().query_row(&sql, [], |r| r.get(0)).unwrap()
+    differences(store, &sums, "usage_keys")
 }
 
 /// Sums per key and day of the hourly rows that `usage_tier_days` does not hold as
 /// they are, and its rows the hourly rows do not explain.
 fn tier_day_mismatches(store: &Store) -> i64 {
-    let sums = "SELECT ts - ts % 86400 AS d, uid, kind, reason, via_uid, container,
-                       container_uid, program, cgroup, remote, protocol, port, sum(rx_bytes),
-                       sum(tx_bytes), sum(rx_packets), sum(tx_packets)
-                FROM usage_tiers WHERE granularity = 3600
-                GROUP BY d, uid, kind, reason, via_uid, container, container_uid,
-                         program, cgroup, remote, protocol, port";
-    let sql = format!(
-        "SELECT (SELECT count(*) FROM ({sums} EXCEPT SELECT * FROM usage_tier_days))
-              + (SELECT count(*) FROM (SELECT * FROM usage_tier_days EXCEPT {sums}))"
+    let sums = format!(
+        "SELECT ts - ts % 86400 AS d, {KEY}, sum(rx_bytes), sum(tx_bytes), sum(rx_packets),
+                sum(tx_packets)
+         FROM usage_tiers WHERE granularity = 3600 GROUP BY d, {KEY}"
     );
-    store.conn().query_row(&sql, [], |r| r.get(0)).unwrap()
+    differences(store, &sums, "usage_tier_days")
 }
 
 /// Sums per key and week of the day rows that `usage_tier_weeks` does not hold as they
 /// are (with how many day rows each is), and its rows the day rows do not explain.
 fn tier_week_mismatches(store: &Store) -> i64 {
-    let sums = "SELECT ts - ts % 604800 AS w, uid, kind, reason, via_uid, container,
-                       container_uid, program, cgroup, remote, protocol, port, sum(rx_bytes),
-                       sum(tx_bytes), sum(rx_packets), sum(tx_packets), count(*)
-                FROM usage_tier_days
-                GROUP BY w, uid, kind, reason, via_uid, container, container_uid,
-                         program, cgroup, remote, protocol, port";
-    let sql = format!(
-        "SELECT (SELECT count(*) FROM ({sums} EXCEPT SELECT * FROM usage_tier_weeks))
-              + (SELECT count(*) FROM (SELECT * FROM usage_tier_weeks EXCEPT {sums}))"
+    let sums = format!(
+        "SELECT ts - ts % 604800 AS w, {KEY}, sum(rx_bytes), sum(tx_bytes), sum(rx_packets),
+                sum(tx_packets), count(*)
+         FROM usage_tier_days GROUP BY w, {KEY}"
     );
-    store.conn().query_row(&sql, [], |r| r.get(0)).unwrap()
+    differences(store, &sums, "usage_tier_weeks")
 }
 
 /// Eight days of passes and daemon flushes every 10 minutes, a tenth of them late (up
