@@ -926,7 +926,12 @@ impl Store {
             Some((period, utc)) => self.split_days(start, until, period, utc)?,
             None => Default::default(),
         };
-        let split = Split::new(start, until, |d| split_days.contains(&d));
+        let mut split = Split::new(start, until, |d| split_days.contains(&d));
+        if let Some((period, utc)) = labels {
+            for hour in self.straddled_hours(&split.hours, period, utc)? {
+                split.hour_from_detail(hour);
+            }
+        }
         let (totals, columns) = columns.lists(self.schema);
         let range = |select: String, ranges: &[(i64, i64)]| -> Vec<(i64, String)> {
             let at = |a, b| format!("{select} AND ts >= {a} AND ts < {b}");
@@ -955,6 +960,54 @@ impl Store {
             pieces.push((a, format!("{raw} UNION ALL {tiers}")));
         }
         Ok(Some(pieces))
+    }
+
+    /// The hours of `hours` (ranges of whole hours to be read from the hour totals) that
+    /// hold raw rows and whose instants fall in two periods of a report: at an offset of
+    /// a half or a quarter hour (India's, Nepal's, Lord Howe's in winter) a 5-minute
+    /// bucket of such an hour may be in the next period, which the hour's total cannot
+    /// tell; they are read from the detail. (An hour of the hourly tier is one row per
+    /// key, labelled by its start as its total is; raw rows are only in the last days.)
+    fn straddled_hours(
+        &self,
+        hours: &[(i64, i64)],
+        period: Period,
+        utc: bool,
+    ) -> Result<Vec<i64>, StoreError> {
+        let (Some(first), Some(last)) = (hours.first(), hours.last()) else {
+            return Ok(vec![]);
+        };
+        if utc {
+            return Ok(vec![]);
+        }
+        let wrap = |e| self.wrap(e);
+        let (a, b): (Option<i64>, Option<i64>) = self
+            .conn
+            .prepare_cached(
+                // Each a key lookup (both in one SELECT would scan the range).
+                "SELECT (SELECT min(ts) FROM usage_raw WHERE ts >= ?1 AND ts < ?2),
+                        (SELECT max(ts) FROM usage_raw WHERE ts >= ?1 AND ts < ?2)",
+            )
+            .and_then(|mut st| st.query_row([first.0, last.1], |r| Ok((r.get(0)?, r.get(1)?))))
+            .map_err(wrap)?;
+        let (Some(a), Some(b)) = (a, b) else {
+            return Ok(vec![]);
+        };
+        let sql = format!(
+            "WITH RECURSIVE h(t) AS (
+                 SELECT ?1 - ?1 % 3600 UNION ALL SELECT t + 3600 FROM h WHERE t + 3600 <= ?2)
+             SELECT t FROM h WHERE {} <> {}",
+            period_of("t", period, utc, self.cycle_day),
+            period_of("t + 3599", period, utc, self.cycle_day)
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(wrap)?;
+        let straddled: Vec<i64> = stmt
+            .query_map([a, b], |r| r.get(0))
+            .map_err(wrap)?
+            .collect::<Result<_, _>>()
+            .map_err(wrap)?;
+        let in_hours = |h: &i64| hours.iter().any(|(x, y)| *x <= *h && *h < *y);
+        Ok(straddled.into_iter().filter(in_hours).collect())
     }
 
     /// The UTC days from `start`'s to `until` whose instants fall in two periods of a
@@ -1028,15 +1081,10 @@ impl Store {
             Some(_) => "AND kind <> 2 AND uid = ?3",
             None => "AND kind <> 2",
         };
-        // An hour's total carries one label only where every instant of the hour has the
-        // hour's label: periods of whole local hours (a time zone offset of whole hours).
-        let fast = match utc || whole_hour_offsets(since, until) {
-            true => {
-                let labels = Some((period, utc));
-                self.totals_pieces(since, until, labels, Columns::Charged, filter)?
-            }
-            false => None,
-        };
+        // A day's total is read only where every instant of the day has one label, an
+        // hour's where every row it sums does (see `straddled_hours`).
+        let labels = Some((period, utc));
+        let fast = self.totals_pieces(since, until, labels, Columns::Charged, filter)?;
         // The columns of CHARGED_COLUMNS, in its order, from either source, oldest first:
         // the pieces of the totals one after the other in time order, each sorted on its
         // own (a key range: no sort), rather than merged by SQLite for one ORDER BY (which
@@ -1239,6 +1287,20 @@ pub(super) fn push(ranges: &mut Vec<(i64, i64)>, a: i64, b: i64) {
 }
 
 impl Split {
+    /// Read the whole hour from `hour` (in [`Split::hours`]) from the detail instead.
+    pub(super) fn hour_from_detail(&mut self, hour: i64) {
+        let end = hour + HOUR;
+        let Some(i) = self.hours.iter().position(|&(a, b)| a <= hour && end <= b) else {
+            return;
+        };
+        let (a, b) = self.hours.remove(i);
+        let rest = [(a, hour), (end, b)].into_iter().filter(|(x, y)| x < y);
+        for (k, r) in rest.enumerate() {
+            self.hours.insert(i + k, r);
+        }
+        self.detail.push((hour, end));
+    }
+
     /// Split `[since, until)`; the whole days for which `split_day(day start)` is true are
     /// read from their hours instead (a day that spans two periods of a report).
     pub(super) fn new(since: i64, until: i64, split_day: impl Fn(i64) -> bool) -> Split {
@@ -1286,18 +1348,6 @@ fn sorted_list(list: String) -> String {
     let mut items: Vec<&str> = list.split(',').collect();
     items.sort_unstable();
     items.join(",")
-}
-
-/// Whether the local time zone's offset is a whole number of hours at both ends of the
-/// period (every zone's but India's, Nepal's, parts of Australia's and a few more).
-fn whole_hour_offsets(since: i64, until: i64) -> bool {
-    use chrono::{Local, Offset, TimeZone};
-    [since, until]
-        .iter()
-        .all(|t| match Local.timestamp_opt(*t, 0) {
-            chrono::LocalResult::Single(d) => d.offset().fix().local_minus_utc() % 3600 == 0,
-            _ => false,
-        })
 }
 
 /// The period `report` is summing: its label, the row time last read, and the sums per
