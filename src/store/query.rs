@@ -444,6 +444,39 @@ impl Columns {
     }
 }
 
+/// A part of a window read from the totals (see [`Store::totals_pieces`]).
+enum Piece {
+    /// A `SELECT` of the rows of a key range, in time order.
+    Rows(String),
+    /// A day whose instants fall in two periods of a report, split at a whole hour.
+    Shared(SharedDay),
+}
+
+/// A UTC day that two periods of a report share, split at the whole hour `boundary` (a
+/// local midnight): read as its total and the hour totals of its smaller side, the
+/// larger side being the total less them (every row is in its day's total and its
+/// hour's, `store::totals`), in 2 to 13 rows per user instead of 24.
+struct SharedDay {
+    day: i64,
+    boundary: i64,
+}
+
+impl SharedDay {
+    /// Whether the smaller side comes first (the boundary at 12:00 UTC or before).
+    fn smaller_first(&self) -> bool {
+        self.boundary - self.day <= DAY / 2
+    }
+
+    /// The smaller side's hours, and the larger's.
+    fn sides(&self) -> [(i64, i64); 2] {
+        let (before, after) = ((self.day, self.boundary), (self.boundary, self.day + DAY));
+        match self.smaller_first() {
+            true => [before, after],
+            false => [after, before],
+        }
+    }
+}
+
 /// The columns of a row `report` sums: its time, uid and traffic (every source has them
 /// under these names).
 const CHARGED_COLUMNS: &str = "ts, uid, rx_bytes, tx_bytes, rx_packets, tx_packets";
@@ -893,11 +926,22 @@ impl Store {
             return Ok(None);
         };
         let (totals, _) = columns.lists(self.schema);
+        let hours = format!("SELECT {totals} FROM usage_totals WHERE granularity = 3600 {filter}");
         // `?2 >= ?1` names the period's parameters, which the callers bind.
         let mut union = format!("SELECT {totals} FROM usage_totals WHERE 0 AND ?2 >= ?1 {filter}");
         for (_, piece) in pieces {
-            union.push_str(" UNION ALL ");
-            union.push_str(&piece);
+            let selects = match piece {
+                Piece::Rows(sql) => vec![sql],
+                // Its hours (`top` reads the rows unlabelled).
+                Piece::Shared(day) => day
+                    .sides()
+                    .map(|(a, b)| format!("{hours} AND ts >= {a} AND ts < {b}"))
+                    .to_vec(),
+            };
+            for sql in selects {
+                union.push_str(" UNION ALL ");
+                union.push_str(&sql);
+            }
         }
         Ok(Some(union))
     }
@@ -914,7 +958,7 @@ impl Store {
         labels: Option<(Period, bool)>,
         columns: Columns,
         filter: &str,
-    ) -> Result<Option<Vec<(i64, String)>>, StoreError> {
+    ) -> Result<Option<Vec<(i64, Piece)>>, StoreError> {
         // The detail path reads every stored row the period overlaps: the same rows as
         // those whose time is in [covered since, until).
         let start = self.covered(since, until, i64::MAX)?.since;
@@ -926,40 +970,102 @@ impl Store {
             Some((period, utc)) => self.split_days(start, until, period, utc)?,
             None => Default::default(),
         };
-        let mut split = Split::new(start, until, |d| split_days.contains(&d));
+        // Days two periods share at one whole hour: their total and their hours on one side.
+        let shared = match labels {
+            Some((period, false)) => self.shared_days(&split_days, period)?,
+            _ => Default::default(),
+        };
+        let mut split = Split::new(start, until, |d| {
+            split_days.contains(&d) && !shared.contains_key(&d)
+        });
         if let Some((period, utc)) = labels {
             for hour in self.straddled_hours(&split.hours, period, utc)? {
                 split.hour_from_detail(hour);
             }
         }
         let (totals, columns) = columns.lists(self.schema);
-        let range = |select: String, ranges: &[(i64, i64)]| -> Vec<(i64, String)> {
-            let at = |a, b| format!("{select} AND ts >= {a} AND ts < {b}");
-            ranges.iter().map(|&(a, b)| (a, at(a, b))).collect()
+        let at = |select: &str, a, b| format!("{select} AND ts >= {a} AND ts < {b}");
+        let range = |select: String, ranges: &[(i64, i64)]| -> Vec<(i64, Piece)> {
+            let piece = |a, b| Piece::Rows(at(&select, a, b));
+            ranges.iter().map(|&(a, b)| (a, piece(a, b))).collect()
         };
-        let mut pieces = range(
+        let hours = format!("SELECT {totals} FROM usage_totals WHERE granularity = 3600 {filter}");
+        let mut pieces: Vec<(i64, Piece)> = vec![];
+        for (day, boundary) in shared {
+            if boundary > day && split.day_apart(day) {
+                pieces.push((day, Piece::Shared(SharedDay { day, boundary })));
+            }
+        }
+        pieces.extend(range(
             format!(
                 "SELECT {totals} FROM usage_totals
                  WHERE granularity = 86400 AND ?2 >= ?1 {filter}"
             ),
             &split.days,
-        );
-        pieces.extend(range(
-            format!("SELECT {totals} FROM usage_totals WHERE granularity = 3600 {filter}"),
-            &split.hours,
         ));
-        let raw = range(
-            format!("SELECT {columns} FROM usage_raw WHERE true {filter}"),
-            &split.detail,
-        );
-        let tiers = range(
-            format!("SELECT {columns} FROM usage_tiers WHERE true {filter}"),
-            &split.detail,
-        );
-        for ((a, raw), (_, tiers)) in raw.into_iter().zip(tiers) {
-            pieces.push((a, format!("{raw} UNION ALL {tiers}")));
+        pieces.extend(range(hours.clone(), &split.hours));
+        let raw = format!("SELECT {columns} FROM usage_raw WHERE true {filter}");
+        let tiers = format!("SELECT {columns} FROM usage_tiers WHERE true {filter}");
+        for &(a, b) in &split.detail {
+            let both = format!("{} UNION ALL {}", at(&raw, a, b), at(&tiers, a, b));
+            pieces.push((a, Piece::Rows(both)));
         }
         Ok(Some(pieces))
+    }
+
+    /// The days of `split_days` that two periods of a report in local time share at one
+    /// whole hour (a local midnight of a zone a whole number of hours from UTC that day),
+    /// with that hour: found from chrono's local time, confirmed by SQLite's labels (the
+    /// detail path's) on both sides of it and at the day's ends. A day whose rows are all
+    /// dated in its first hour, which has one label (a day of the daily tier), is there
+    /// with its start: its total carries its rows' label.
+    fn shared_days(
+        &self,
+        split_days: &std::collections::HashSet<i64>,
+        period: Period,
+    ) -> Result<std::collections::BTreeMap<i64, i64>, StoreError> {
+        use chrono::{Local, Offset, TimeZone};
+        let wrap = |e| self.wrap(e);
+        let sql = format!("SELECT {}", period_of("?1", period, false, self.cycle_day));
+        let mut stmt = self.conn.prepare(&sql).map_err(wrap)?;
+        let mut label = |t: i64| -> Result<String, StoreError> {
+            stmt.query_row([t], |r| r.get(0)).map_err(wrap)
+        };
+        let offset = |t: i64| match Local.timestamp_opt(t, 0) {
+            chrono::LocalResult::Single(d) => Some(i64::from(d.offset().fix().local_minus_utc())),
+            _ => None,
+        };
+        let mut shared = std::collections::BTreeMap::new();
+        let mut inner_hours = self
+            .conn
+            .prepare_cached(
+                "SELECT 1 FROM usage_totals WHERE granularity = 3600 AND ts > ?1 AND ts < ?2",
+            )
+            .map_err(wrap)?;
+        for &d in split_days {
+            // A day of the daily tier (its rows all dated in its first hour): its total,
+            // when that hour has one label.
+            if !inner_hours.exists([d, d + DAY]).map_err(wrap)? {
+                if label(d)? == label(d + HOUR - 1)? {
+                    shared.insert(d, d);
+                }
+                continue;
+            }
+            // The first local midnight after the day's start, at either end's offset.
+            let boundaries = [offset(d), offset(d + DAY - 1)]
+                .into_iter()
+                .flatten()
+                .map(|off| d - (d + off).rem_euclid(DAY) + DAY)
+                .filter(|b| d < *b && *b < d + DAY && b % HOUR == 0);
+            for b in boundaries {
+                let (first, last) = (label(d)?, label(d + DAY - 1)?);
+                if first != last && label(b - 1)? == first && label(b)? == last {
+                    shared.insert(d, b);
+                    break;
+                }
+            }
+        }
+        Ok(shared)
     }
 
     /// The hours of `hours` (ranges of whole hours to be read from the hour totals) that
@@ -1089,38 +1195,118 @@ impl Store {
         // the pieces of the totals one after the other in time order, each sorted on its
         // own (a key range: no sort), rather than merged by SQLite for one ORDER BY (which
         // cost more than reading them).
-        let statements: Vec<String> = match fast {
+        let pieces: Vec<Piece> = match fast {
             Some(mut pieces) => {
                 pieces.sort_by_key(|(start, _)| *start);
-                pieces.into_iter().map(|(_, p)| p + " ORDER BY 1").collect()
+                pieces.into_iter().map(|(_, p)| p).collect()
             }
-            None => vec![format!(
-                "WITH {} SELECT {CHARGED_COLUMNS} FROM c WHERE true {filter} ORDER BY ts",
+            None => vec![Piece::Rows(format!(
+                "WITH {} SELECT {CHARGED_COLUMNS} FROM c WHERE true {filter}",
                 self.source().cte
-            )],
+            ))],
         };
         let wrap = |e| self.wrap(e);
         // The label of a row's time, as SQLite's date functions give it (local time
         // included): asked once per distinct row time.
         let label_sql = format!("SELECT {}", period_of("?1", period, utc, self.cycle_day));
-        let mut label = self.conn.prepare(&label_sql).map_err(wrap)?;
-        let mut open = OpenPeriod {
-            names: self.user_names()?,
-            ..OpenPeriod::default()
+        let totals = |g| {
+            format!(
+                "SELECT {CHARGED_COLUMNS} FROM usage_totals
+                 WHERE granularity = {g} {filter} AND ts >= ?4 AND ts < ?5"
+            )
         };
-        // ?1 and ?2 the period, ?3 the uid: as many as a statement names.
-        let params = [since, until, uid.map_or(0, i64::from)];
-        for sql in &statements {
-            let mut stmt = self.conn.prepare(sql).map_err(wrap)?;
-            let named = &params[..stmt.parameter_count()];
-            let mut rows = stmt
-                .query(rusqlite::params_from_iter(named))
-                .map_err(wrap)?;
-            while let Some(r) = rows.next().map_err(wrap)? {
-                open.add((r, &mut label), wrap, &mut f)?;
+        let mut read = PeriodRead {
+            label: self.conn.prepare(&label_sql).map_err(wrap)?,
+            open: OpenPeriod {
+                names: self.user_names()?,
+                ..OpenPeriod::default()
+            },
+            params: [since, until, uid.map_or(0, i64::from)],
+            hours: totals(HOUR),
+            days: totals(DAY),
+        };
+        for piece in &pieces {
+            match piece {
+                Piece::Rows(sql) => self.read_rows(&mut read, sql, &mut f)?,
+                Piece::Shared(day) => self.read_shared_day(&mut read, day, &mut f)?,
             }
         }
-        open.flush(&mut f)
+        read.open.flush(&mut f)
+    }
+
+    /// The rows of a piece's `sql` added to the periods, in time order.
+    fn read_rows<E: From<StoreError>>(
+        &self,
+        read: &mut PeriodRead,
+        sql: &str,
+        f: &mut impl FnMut(PeriodRow) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let wrap = |e| self.wrap(e);
+        let mut stmt = self
+            .conn
+            .prepare(&format!("{sql} ORDER BY 1"))
+            .map_err(wrap)?;
+        let named = &read.params[..stmt.parameter_count()];
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(named))
+            .map_err(wrap)?;
+        while let Some(r) = rows.next().map_err(wrap)? {
+            let ts = int_at(r, 0).map_err(wrap)?;
+            read.open.at(ts, &mut read.label, &wrap, f)?;
+            let (uid, t) = charged_at(r).map_err(wrap)?;
+            read.open.sums.entry(uid).or_default().add(&t);
+        }
+        Ok(())
+    }
+
+    /// A [`SharedDay`] added to the periods: each side's sums per user as if read at its
+    /// start, the larger side its total less the smaller.
+    fn read_shared_day<E: From<StoreError>>(
+        &self,
+        read: &mut PeriodRead,
+        day: &SharedDay,
+        f: &mut impl FnMut(PeriodRow) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let [small, large] = day.sides();
+        let [since, until, uid] = read.params;
+        let sums = |sql: &str, (a, b)| self.sums_per_uid(sql, &[since, until, uid, a, b]);
+        let smaller = sums(&read.hours, small)?;
+        let larger = match less(&sums(&read.days, (day.day, day.day + DAY))?, &smaller) {
+            Some(larger) => larger,
+            None => sums(&read.hours, large)?,
+        };
+        let sides = match day.smaller_first() {
+            true => [(day.day, smaller), (day.boundary, larger)],
+            false => [(day.day, larger), (day.boundary, smaller)],
+        };
+        let wrap = |e| self.wrap(e);
+        for (ts, sums) in sides {
+            read.open.at(ts, &mut read.label, &wrap, f)?;
+            for (uid, t) in sums {
+                read.open.sums.entry(uid).or_default().add(&t);
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows of `sql` (of [`CHARGED_COLUMNS`], parameters as many of `params` as it
+    /// names) summed per uid.
+    fn sums_per_uid(&self, sql: &str, params: &[i64]) -> Result<FastMap<i64, Traffic>, StoreError> {
+        let wrap = |e| self.wrap(e);
+        let mut stmt = self.conn.prepare_cached(sql).map_err(wrap)?;
+        // Those it names (?1 and ?2 may not be).
+        for (i, p) in params.iter().enumerate() {
+            if stmt.parameter_name(i + 1).is_some() {
+                stmt.raw_bind_parameter(i + 1, p).map_err(wrap)?;
+            }
+        }
+        let mut rows = stmt.raw_query();
+        let mut sums: FastMap<i64, Traffic> = FastMap::default();
+        while let Some(r) = rows.next().map_err(wrap)? {
+            let (uid, t) = charged_at(r).map_err(wrap)?;
+            sums.entry(uid).or_default().add(&t);
+        }
+        Ok(sums)
     }
 
     /// Every recorded user's name by uid.
@@ -1287,6 +1473,21 @@ pub(super) fn push(ranges: &mut Vec<(i64, i64)>, a: i64, b: i64) {
 }
 
 impl Split {
+    /// Take the whole day from `day` out of [`Split::days`] (to be read otherwise): false
+    /// when it is not there.
+    pub(super) fn day_apart(&mut self, day: i64) -> bool {
+        let end = day + DAY;
+        let Some(i) = self.days.iter().position(|&(a, b)| a <= day && end <= b) else {
+            return false;
+        };
+        let (a, b) = self.days.remove(i);
+        let rest = [(a, day), (end, b)].into_iter().filter(|(x, y)| x < y);
+        for (k, r) in rest.enumerate() {
+            self.days.insert(i + k, r);
+        }
+        true
+    }
+
     /// Read the whole hour from `hour` (in [`Split::hours`]) from the detail instead.
     pub(super) fn hour_from_detail(&mut self, hour: i64) {
         let end = hour + HOUR;
@@ -1350,6 +1551,17 @@ fn sorted_list(list: String) -> String {
     items.join(",")
 }
 
+/// What [`Store::periods_each`] keeps while it reads its pieces: the statement labelling
+/// a row time, the open period, the parameters (?1 and ?2 the window, ?3 the uid), and the
+/// `SELECT`s of the hour and day totals of ?4 to ?5 (a [`SharedDay`]'s).
+struct PeriodRead<'c> {
+    label: rusqlite::Statement<'c>,
+    open: OpenPeriod,
+    params: [i64; 3],
+    hours: String,
+    days: String,
+}
+
 /// The period `report` is summing: its label, the row time last read, and the sums per
 /// uid (-1 none) so far.
 #[derive(Default)]
@@ -1361,16 +1573,15 @@ struct OpenPeriod {
 }
 
 impl OpenPeriod {
-    /// Add a row of [`CHARGED_COLUMNS`], handing the open period on first when the row
-    /// begins another (its label from the statement `label`).
-    fn add<E: From<StoreError>>(
+    /// Move to the row time `ts`, handing the open period on first when `ts` begins
+    /// another (its label from the statement `label`).
+    fn at<E: From<StoreError>>(
         &mut self,
-        (r, label): (&rusqlite::Row, &mut rusqlite::Statement),
-        wrap: impl Fn(rusqlite::Error) -> StoreError,
+        ts: i64,
+        label: &mut rusqlite::Statement,
+        wrap: &impl Fn(rusqlite::Error) -> StoreError,
         f: &mut impl FnMut(PeriodRow) -> Result<(), E>,
     ) -> Result<(), E> {
-        let wrap = &wrap;
-        let ts = int_at(r, 0).map_err(wrap)?;
         if self.ts != Some(ts) {
             let l: String = label.query_row([ts], |r| r.get(0)).map_err(wrap)?;
             if self.label != l {
@@ -1379,14 +1590,6 @@ impl OpenPeriod {
             }
             self.ts = Some(ts);
         }
-        let uid = int_at(r, 1).map_err(wrap)?;
-        let t = Traffic {
-            rx_bytes: int_at(r, 2).map_err(wrap)? as u64,
-            tx_bytes: int_at(r, 3).map_err(wrap)? as u64,
-            rx_packets: int_at(r, 4).map_err(wrap)? as u64,
-            tx_packets: int_at(r, 5).map_err(wrap)? as u64,
-        };
-        self.sums.entry(uid).or_default().add(&t);
         Ok(())
     }
 
@@ -1568,6 +1771,38 @@ fn usage_record_at(r: &rusqlite::Row) -> rusqlite::Result<UsageRecord> {
         job: r.get::<_, Option<i64>>(19)?.map(|j| j as u64),
         traffic: traffic_at(r, 10)?,
     })
+}
+
+/// Who was charged and how much in a row of [`CHARGED_COLUMNS`]: its uid and traffic.
+fn charged_at(r: &rusqlite::Row) -> rusqlite::Result<(i64, Traffic)> {
+    let t = Traffic {
+        rx_bytes: int_at(r, 2)? as u64,
+        tx_bytes: int_at(r, 3)? as u64,
+        rx_packets: int_at(r, 4)? as u64,
+        tx_packets: int_at(r, 5)? as u64,
+    };
+    Ok((int_at(r, 1)?, t))
+}
+
+/// `total` less `part`, per uid, without the uids left with nothing: `None` when `part`
+/// holds more than `total` anywhere (then the totals do not agree, and the larger side
+/// is read from its hours).
+fn less(
+    total: &FastMap<i64, Traffic>,
+    part: &FastMap<i64, Traffic>,
+) -> Option<FastMap<i64, Traffic>> {
+    let mut rest = total.clone();
+    for (uid, p) in part {
+        let t = rest.get_mut(uid)?;
+        *t = Traffic {
+            rx_bytes: t.rx_bytes.checked_sub(p.rx_bytes)?,
+            tx_bytes: t.tx_bytes.checked_sub(p.tx_bytes)?,
+            rx_packets: t.rx_packets.checked_sub(p.rx_packets)?,
+            tx_packets: t.tx_packets.checked_sub(p.tx_packets)?,
+        };
+    }
+    rest.retain(|_, t| !t.is_zero());
+    Some(rest)
 }
 
 /// The integer in column `i` (its value read in place: a report reads hundreds of
