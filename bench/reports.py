@@ -130,6 +130,11 @@ def command(args, cli, window=(), name=""):
     question's name says it is asked as a table)."""
     nl = [args.bin, "--db", args.db, "--config", quota_config(args.db), *cli, *window,
           "--utc"]
+    # "local time ZONE" in the name: asked in that zone, as a user there would (windows and
+    # periods in local time), without --utc.
+    if "local time " in name:
+        zone = name.split("local time ")[1].split()[0]
+        nl = ["env", f"TZ={zone}", *nl[:-1]]
     table = "as a table" in name
     if cli[0] not in ("export", "check", "metrics", "quota") and "--json" not in cli \
             and not table:
@@ -168,6 +173,11 @@ RANDOM_KINDS = [
     ("log --json", ["log", "--json"], 1),
     # Last, so that the windows of the kinds above stay those of a seed before it.
     ("report --period day, as a table", ["report", "--period", "day"], 365),
+    # In local time (the default of a user without --utc): days that two local days share
+    # (a whole-hour zone, and one of half hours).
+    ("report --period day, local time America/New_York", ["report", "--period", "day"], 365),
+    ("report --period day, local time Asia/Kolkata", ["report", "--period", "day"], 365),
+    ("report --period month, local time Asia/Tokyo", ["report", "--period", "month"], 365),
 ]
 
 def stamp(secs):
