@@ -1014,9 +1014,10 @@ impl Store {
     }
 
     /// The days of `split_days` that two periods of a report in local time share at one
-    /// whole hour (a local midnight of a zone a whole number of hours from UTC that day),
-    /// with that hour: found from chrono's local time, confirmed by SQLite's labels (the
-    /// detail path's) on both sides of it and at the day's ends. A day whose rows are all
+    /// whole hour (a local midnight of a zone a whole number of hours from UTC that day, or
+    /// the hour after a midnight inside an hour of the hourly tier), with that hour: found
+    /// from chrono's local time, confirmed by SQLite's labels (the detail path's) on both
+    /// sides of it and at the day's ends. A day whose rows are all
     /// dated in its first hour, which has one label (a day of the daily tier), is there
     /// with its start: its total carries its rows' label.
     fn shared_days(
@@ -1036,6 +1037,10 @@ impl Store {
             _ => None,
         };
         let mut shared = std::collections::BTreeMap::new();
+        let mut raw_rows = self
+            .conn
+            .prepare_cached("SELECT 1 FROM usage_raw WHERE ts >= ?1 AND ts < ?2")
+            .map_err(wrap)?;
         let mut inner_hours = self
             .conn
             .prepare_cached(
@@ -1051,15 +1056,25 @@ impl Store {
                 }
                 continue;
             }
-            // The first local midnight after the day's start, at either end's offset.
+            // The first local midnight after the day's start, at either end's offset; off
+            // a whole hour (a zone of half or quarter hours), the next whole hour, where the
+            // hour before holds no raw rows (its rows all dated at its start, as its total).
             let boundaries = [offset(d), offset(d + DAY - 1)]
                 .into_iter()
                 .flatten()
                 .map(|off| d - (d + off).rem_euclid(DAY) + DAY)
-                .filter(|b| d < *b && *b < d + DAY && b % HOUR == 0);
-            for b in boundaries {
+                .filter(|b| d < *b && *b < d + DAY);
+            for midnight in boundaries {
+                let b = ceil(midnight, HOUR);
+                if b >= d + DAY
+                    || (b != midnight && raw_rows.exists([b - HOUR, b]).map_err(wrap)?)
+                {
+                    continue;
+                }
+                // Every row before `b` has the first label, every row from it the last.
+                let before = if b == midnight { b - 1 } else { b - HOUR };
                 let (first, last) = (label(d)?, label(d + DAY - 1)?);
-                if first != last && label(b - 1)? == first && label(b)? == last {
+                if first != last && label(before)? == first && label(b)? == last {
                     shared.insert(d, b);
                     break;
                 }

@@ -1143,3 +1143,101 @@ fn export_and_log_hold_memory_flat_as_the_window_grows() {
         );
     }
 }
+
+/// Issue 26: `report` in local time over days of every tier — rolled up into days, into
+/// hours, and raw, with a pass every 25 minutes so that hours that hold a local midnight
+/// of a half- or quarter-hour zone have rows on both sides of it — is the detail's, in
+/// zones of whole, half and quarter hours: a day two local days share read as its total
+/// and the hours of one side (at a whole hour, or the hour after a midnight inside an hour
+/// of the hourly tier), a day of the daily tier as its total.
+#[test]
+fn local_time_reports_over_every_tier_equal_the_detail() {
+    use netledger::account::{Kind, PassPlan, Traffic, UsageKey};
+    use netledger::store::retention::Retention;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tiers.db");
+    let mut store = Store::open(&db, &OpenOptions::default()).unwrap();
+    let t0 = at(2026, 11, 1, 0, 0);
+    let day = 86_400;
+    for p in 0..(24 * 24 * 60 / 25) {
+        let ts = t0 + p * 1500;
+        let mut plan = PassPlan::default();
+        for k in 0..(1 + p % 4) {
+            let key = UsageKey {
+                cgroup: None,
+                kind: [Kind::User, Kind::Unattributed][(k % 3 / 2) as usize],
+                uid: (k % 3 != 2).then_some(1000 + (p + k) as u32 % 5),
+                program: Some(format!("prog{}", k % 2)),
+                reason: (k % 3 == 2).then_some(Reason::NoSocket),
+                via: None,
+                container: None,
+                protocol: 6,
+                direction: Some(Direction::Out),
+                remote: ip(&format!("198.51.100.{}", 1 + p % 7)),
+                port: 443,
+            };
+            let t = Traffic {
+                rx_bytes: 1000 + (p * 37 % 1000) as u64,
+                tx_bytes: 100 + k as u64,
+                rx_packets: 10,
+                tx_packets: 1,
+            };
+            plan.usage.insert(key, t);
+        }
+        let record = PassRecord {
+            started_at: ts,
+            mode: "run",
+            ..PassRecord::default()
+        };
+        store.write_pass(&record, &plan, &[]).unwrap();
+    }
+    // Raw kept 4 days and hourly 12 at the end: days 1-8 daily, 9-20 hourly, 21-24 raw.
+    let r = Retention {
+        raw: std::time::Duration::from_secs(4 * 86_400),
+        hourly: std::time::Duration::from_secs(12 * 86_400),
+        ..Retention::default()
+    };
+    store.roll_up(t0 + 24 * day, &r, u64::MAX).unwrap();
+    let tiers: i64 = store
+        .conn()
+        .query_row(
+            "SELECT (SELECT count(DISTINCT granularity) FROM usage_tiers)
+                  + (SELECT count(*) > 0 FROM usage_raw)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tiers, 3, "daily, hourly and raw rows");
+    drop(store);
+    let detail = dir.path().join("detail.db");
+    std::fs::copy(&db, &detail).unwrap();
+    rusqlite::Connection::open(&detail)
+        .unwrap()
+        .execute_batch("UPDATE usage_totals_backfill SET before = 9000000000;")
+        .unwrap();
+    let windows: [[&str; 4]; 3] = [
+        ["--since", "2026-11-01", "--until", "2026-11-25"],
+        ["--since", "2026-11-03T07:10", "--until", "2026-11-24T19:20"],
+        ["--since", "2026-11-08T23:59", "--until", "2026-11-22T00:01"],
+    ];
+    let mut compared = 0;
+    for tz in [
+        "America/New_York",
+        "Asia/Tokyo",
+        "Asia/Kolkata",
+        "Asia/Kathmandu",
+        "America/St_Johns",
+    ] {
+        for w in &windows {
+            for p in ["day", "week", "month"] {
+                let args = with(&["report", "--json", "--period", p], w);
+                let fast = netledger(&db, tz, &args);
+                let slow = netledger(&detail, tz, &args);
+                assert_eq!(fast.2, 0, "{tz} {args:?}: {}", fast.1);
+                assert_eq!(fast, slow, "{tz} {args:?}");
+                compared += usize::from(fast.0.len() > 2);
+            }
+        }
+    }
+    assert_eq!(compared, 45, "reports with rows");
+}
