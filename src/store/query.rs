@@ -985,7 +985,10 @@ impl Store {
         };
         // Days two periods share at one whole hour: their total and their hours on one side.
         let shared = match labels {
-            Some((period, false)) => self.shared_days(&split_days, period)?,
+            // (Every day of an hourly report is split, at every hour: none is shared.)
+            Some((period, false)) if period != Period::Hour => {
+                self.shared_days(&split_days, period)?
+            }
             _ => Default::default(),
         };
         let mut split = Split::new(start, until, |d| {
@@ -1077,6 +1080,7 @@ impl Store {
                 .flatten()
                 .map(|off| d - (d + off).rem_euclid(DAY) + DAY)
                 .filter(|b| d < *b && *b < d + DAY);
+            let (first, last) = (label(d)?, label(d + DAY - 1)?);
             for midnight in boundaries {
                 let b = ceil(midnight, HOUR);
                 if b >= d + DAY
@@ -1086,7 +1090,6 @@ impl Store {
                 }
                 // Every row before `b` has the first label, every row from it the last.
                 let before = if b == midnight { b - 1 } else { b - HOUR };
-                let (first, last) = (label(d)?, label(d + DAY - 1)?);
                 if first != last && label(before)? == first && label(b)? == last {
                     shared.insert(d, b);
                     break;
@@ -1504,30 +1507,14 @@ impl Split {
     /// Take the whole day from `day` out of [`Split::days`] (to be read otherwise): false
     /// when it is not there.
     pub(super) fn day_apart(&mut self, day: i64) -> bool {
-        let end = day + DAY;
-        let Some(i) = self.days.iter().position(|&(a, b)| a <= day && end <= b) else {
-            return false;
-        };
-        let (a, b) = self.days.remove(i);
-        let rest = [(a, day), (end, b)].into_iter().filter(|(x, y)| x < y);
-        for (k, r) in rest.enumerate() {
-            self.days.insert(i + k, r);
-        }
-        true
+        carve(&mut self.days, day, day + DAY)
     }
 
     /// Read the whole hour from `hour` (in [`Split::hours`]) from the detail instead.
     pub(super) fn hour_from_detail(&mut self, hour: i64) {
-        let end = hour + HOUR;
-        let Some(i) = self.hours.iter().position(|&(a, b)| a <= hour && end <= b) else {
-            return;
-        };
-        let (a, b) = self.hours.remove(i);
-        let rest = [(a, hour), (end, b)].into_iter().filter(|(x, y)| x < y);
-        for (k, r) in rest.enumerate() {
-            self.hours.insert(i + k, r);
+        if carve(&mut self.hours, hour, hour + HOUR) {
+            self.detail.push((hour, hour + HOUR));
         }
-        self.detail.push((hour, end));
     }
 
     /// Split `[since, until)`; the whole days for which `split_day(day start)` is true are
@@ -1560,6 +1547,20 @@ impl Split {
         push(&mut split.detail, h2, until);
         split
     }
+}
+
+/// Take `[a, b)` out of the one of sorted, disjoint `ranges` that holds it, leaving what
+/// is left of that range on either side: false when none holds it.
+fn carve(ranges: &mut Vec<(i64, i64)>, a: i64, b: i64) -> bool {
+    let Some(i) = ranges.iter().position(|&(x, y)| x <= a && b <= y) else {
+        return false;
+    };
+    let (x, y) = ranges.remove(i);
+    let rest = [(x, a), (b, y)].into_iter().filter(|(p, q)| p < q);
+    for (k, r) in rest.enumerate() {
+        ranges.insert(i + k, r);
+    }
+    true
 }
 
 /// ` UNION ALL {select} AND ts >= a AND ts < b` for each of `ranges`: a key range each.
