@@ -442,15 +442,20 @@ impl Columns {
         }
     }
 
-    /// The columns as read from the detail at `schema`, and what follows the `WHERE` of
-    /// `usage_raw` and of `usage_tiers`: who was charged is summed per row time and user
-    /// in SQLite, in each key's order (no sort; an hour of the raw tier is about 47,000
-    /// rows of every key, 2,400 sums).
-    fn detail(self, schema: i64) -> (&'static str, [&'static str; 2]) {
+    /// The columns as read from the detail at `schema`, the table read for the raw tier,
+    /// and what follows the `WHERE` of that table and of `usage_tiers`: who was charged
+    /// is summed per row time and user in SQLite, in each key's order (no sort), from the
+    /// raw buckets' totals where the schema has them (an hour of the raw tier is about
+    /// 47,000 rows of every key, 1,200 totals, 1,200 sums).
+    fn detail(self, schema: i64) -> (&'static str, &'static str, [&'static str; 2]) {
         match self {
-            Columns::All => (usage_columns(schema), ["", ""]),
+            Columns::All => (usage_columns(schema), "usage_raw", ["", ""]),
             Columns::Charged => (
                 "ts, uid, sum(rx_bytes), sum(tx_bytes), sum(rx_packets), sum(tx_packets)",
+                match schema >= super::totals::BUCKET_TOTALS_SCHEMA {
+                    true => "usage_bucket_totals",
+                    false => "usage_raw",
+                },
                 [" GROUP BY ts, uid", " GROUP BY ts, granularity, uid"],
             ),
         }
@@ -465,13 +470,39 @@ enum Piece {
     Shared(SharedDay),
 }
 
-/// A UTC day that two periods of a report share, split at the whole hour `boundary` (a
-/// local midnight): read as its total and the hour totals of its smaller side, the
-/// larger side being the total less them (every row is in its day's total and its
-/// hour's, `store::totals`), in 2 to 13 rows per user instead of 24.
+/// A UTC day that two periods of a report share, split at `boundary` (a local midnight,
+/// or the whole hour after it): read as its total and its smaller side, the larger side
+/// being the total less it (every row is in its day's total, its hour's and its raw
+/// bucket's, `store::totals`), in 2 to 19 rows per user instead of 24 or more. A side's
+/// whole hours come from the hour totals, the part of an hour up to or from a boundary
+/// inside it from the detail (the raw buckets' totals, and any rows of the tiers).
 struct SharedDay {
     day: i64,
     boundary: i64,
+}
+
+/// Where a part of a [`SharedDay`]'s side is read from.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SideFrom {
+    /// The hour totals (whole hours).
+    Hours,
+    /// The detail (part of an hour).
+    Detail,
+}
+
+/// `[a, b)` as the whole hours in it and the parts of hours at its ends, each once,
+/// in time order; none empty.
+fn side_parts(a: i64, b: i64) -> Vec<(SideFrom, i64, i64)> {
+    let (h1, h2) = (ceil(a, HOUR), floor(b, HOUR));
+    let parts = match h1 < h2 {
+        true => vec![
+            (SideFrom::Detail, a, h1),
+            (SideFrom::Hours, h1, h2),
+            (SideFrom::Detail, h2, b),
+        ],
+        false => vec![(SideFrom::Detail, a, b)],
+    };
+    parts.into_iter().filter(|(_, x, y)| x < y).collect()
 }
 
 impl SharedDay {
@@ -940,16 +971,23 @@ impl Store {
         };
         let totals = columns.totals();
         let hours = format!("SELECT {totals} FROM usage_totals WHERE granularity = 3600 {filter}");
+        let detail =
+            |a: i64, b: i64| self.detail_select(columns, filter, &a.to_string(), &b.to_string());
         // `?2 >= ?1` names the period's parameters, which the callers bind.
         let mut union = format!("SELECT {totals} FROM usage_totals WHERE 0 AND ?2 >= ?1 {filter}");
         for (_, piece) in pieces {
             let selects = match piece {
                 Piece::Rows(sql) => vec![sql],
-                // Its hours (`top` reads the rows unlabelled).
+                // Its hours and parts of hours (`top` reads the rows unlabelled).
                 Piece::Shared(day) => day
                     .sides()
-                    .map(|(a, b)| format!("{hours} AND ts >= {a} AND ts < {b}"))
-                    .to_vec(),
+                    .into_iter()
+                    .flat_map(|(a, b)| side_parts(a, b))
+                    .map(|(from, a, b)| match from {
+                        SideFrom::Hours => format!("{hours} AND ts >= {a} AND ts < {b}"),
+                        SideFrom::Detail => detail(a, b),
+                    })
+                    .collect(),
             };
             for sql in selects {
                 union.push_str(" UNION ALL ");
@@ -999,7 +1037,7 @@ impl Store {
                 split.hour_from_detail(hour);
             }
         }
-        let (totals, (detail, groups)) = (columns.totals(), columns.detail(self.schema));
+        let totals = columns.totals();
         let at = |select: &str, a, b| format!("{select} AND ts >= {a} AND ts < {b}");
         let range = |select: String, ranges: &[(i64, i64)]| -> Vec<(i64, Piece)> {
             let piece = |a, b| Piece::Rows(at(&select, a, b));
@@ -1020,18 +1058,30 @@ impl Store {
             &split.days,
         ));
         pieces.extend(range(hours.clone(), &split.hours));
-        let raw = format!("SELECT {detail} FROM usage_raw WHERE true {filter}");
-        let tiers = format!("SELECT {detail} FROM usage_tiers WHERE true {filter}");
         for &(a, b) in &split.detail {
-            let (raw, tiers) = (at(&raw, a, b) + groups[0], at(&tiers, a, b) + groups[1]);
-            pieces.push((a, Piece::Rows(format!("{raw} UNION ALL {tiers}"))));
+            let detail = self.detail_select(columns, filter, &a.to_string(), &b.to_string());
+            pieces.push((a, Piece::Rows(detail)));
         }
         Ok(Some(pieces))
     }
 
+    /// The compound `SELECT` of the [`Columns`] asked for of the detail dated from `a`
+    /// to `b` (SQL: numbers or parameters) — the raw tier's, from its buckets' totals
+    /// where the schema has them, and the tiers' — with `filter` (`AND …`) added to each
+    /// `WHERE`: two key ranges.
+    fn detail_select(&self, columns: Columns, filter: &str, a: &str, b: &str) -> String {
+        let (detail, raw, [raw_group, tiers_group]) = columns.detail(self.schema);
+        let at = format!("{filter} AND ts >= {a} AND ts < {b}");
+        format!(
+            "SELECT {detail} FROM {raw} WHERE true {at}{raw_group}
+             UNION ALL
+             SELECT {detail} FROM usage_tiers WHERE true {at}{tiers_group}"
+        )
+    }
+
     /// The days of `split_days` that two periods of a report in local time share at one
-    /// whole hour (a local midnight of a zone a whole number of hours from UTC that day, or
-    /// the hour after a midnight inside an hour of the hourly tier), with that hour: found
+    /// instant (a local midnight, or the whole hour after a midnight inside an hour of the
+    /// hourly tier), with that instant: found
     /// from chrono's local time, confirmed by SQLite's labels (the detail path's) on both
     /// sides of it and at the day's ends. A day whose rows are all
     /// dated in its first hour, which has one label (a day of the daily tier), is there
@@ -1052,6 +1102,7 @@ impl Store {
             chrono::LocalResult::Single(d) => Some(i64::from(d.offset().fix().local_minus_utc())),
             _ => None,
         };
+        let buckets = self.schema >= super::totals::BUCKET_TOTALS_SCHEMA;
         let mut shared = std::collections::BTreeMap::new();
         let mut raw_rows = self
             .conn
@@ -1074,7 +1125,8 @@ impl Store {
             }
             // The first local midnight after the day's start, at either end's offset; off
             // a whole hour (a zone of half or quarter hours), the next whole hour, where the
-            // hour before holds no raw rows (its rows all dated at its start, as its total).
+            // hour before holds no raw rows (its rows all dated at its start, as its total),
+            // else the midnight itself where the raw buckets have totals.
             let boundaries = [offset(d), offset(d + DAY - 1)]
                 .into_iter()
                 .flatten()
@@ -1082,12 +1134,15 @@ impl Store {
                 .filter(|b| d < *b && *b < d + DAY);
             let (first, last) = (label(d)?, label(d + DAY - 1)?);
             for midnight in boundaries {
-                let b = ceil(midnight, HOUR);
-                if b >= d + DAY
-                    || (b != midnight && raw_rows.exists([b - HOUR, b]).map_err(wrap)?)
-                {
-                    continue;
-                }
+                let whole = ceil(midnight, HOUR);
+                let inside = whole != midnight
+                    && (whole >= d + DAY
+                        || raw_rows.exists([whole - HOUR, whole]).map_err(wrap)?);
+                let b = match inside {
+                    false => whole,
+                    true if buckets => midnight,
+                    true => continue,
+                };
                 // Every row before `b` has the first label, every row from it the last.
                 let before = if b == midnight { b - 1 } else { b - HOUR };
                 if first != last && label(before)? == first && label(b)? == last {
@@ -1103,8 +1158,9 @@ impl Store {
     /// hold raw rows and whose instants fall in two periods of a report: at an offset of
     /// a half or a quarter hour (India's, Nepal's, Lord Howe's in winter) a 5-minute
     /// bucket of such an hour may be in the next period, which the hour's total cannot
-    /// tell; they are read from the detail. (An hour of the hourly tier is one row per
-    /// key, labelled by its start as its total is; raw rows are only in the last days.)
+    /// tell; they are read from the detail (the raw buckets' totals where the schema has
+    /// them). (An hour of the hourly tier is one row per key, labelled by its start as its
+    /// total is; raw rows are only in the last days.)
     fn straddled_hours(
         &self,
         hours: &[(i64, i64)],
@@ -1255,6 +1311,7 @@ impl Store {
             params: [since, until, uid.map_or(0, i64::from)],
             hours: totals(HOUR),
             days: totals(DAY),
+            detail: self.detail_select(Columns::Charged, filter, "?4", "?5"),
         };
         for piece in &pieces {
             match piece {
@@ -1301,10 +1358,23 @@ impl Store {
         let [small, large] = day.sides();
         let [since, until, uid] = read.params;
         let sums = |sql: &str, (a, b)| self.sums_per_uid(sql, &[since, until, uid, a, b]);
-        let smaller = sums(&read.hours, small)?;
+        let side = |(a, b)| -> Result<FastMap<i64, Traffic>, StoreError> {
+            let mut sums = FastMap::default();
+            for (from, x, y) in side_parts(a, b) {
+                let sql = match from {
+                    SideFrom::Hours => &read.hours,
+                    SideFrom::Detail => &read.detail,
+                };
+                for (u, t) in self.sums_per_uid(sql, &[since, until, uid, x, y])? {
+                    sums.entry(u).or_insert_with(Traffic::default).add(&t);
+                }
+            }
+            Ok(sums)
+        };
+        let smaller = side(small)?;
         let larger = match less(&sums(&read.days, (day.day, day.day + DAY))?, &smaller) {
             Some(larger) => larger,
-            None => sums(&read.hours, large)?,
+            None => side(large)?,
         };
         let sides = match day.smaller_first() {
             true => [(day.day, smaller), (day.boundary, larger)],
@@ -1582,13 +1652,14 @@ fn sorted_list(list: String) -> String {
 
 /// What [`Store::periods_each`] keeps while it reads its pieces: the statement labelling
 /// a row time, the open period, the parameters (?1 and ?2 the window, ?3 the uid), and the
-/// `SELECT`s of the hour and day totals of ?4 to ?5 (a [`SharedDay`]'s).
+/// `SELECT`s of the hour and day totals and of the detail of ?4 to ?5 (a [`SharedDay`]'s).
 struct PeriodRead<'c> {
     label: rusqlite::Statement<'c>,
     open: OpenPeriod,
     params: [i64; 3],
     hours: String,
     days: String,
+    detail: String,
 }
 
 /// The period `report` is summing: its label, the row time last read, and the sums per
@@ -2032,5 +2103,29 @@ pub(super) mod tests {
         let s = Split::new(d + HOUR, d + 5 * HOUR, |_| false);
         assert_eq!(s.hours, vec![(d + HOUR, d + 5 * HOUR)]);
         assert!(s.detail.is_empty());
+    }
+
+    #[test]
+    fn a_shared_days_side_is_its_whole_hours_and_the_parts_at_its_ends() {
+        use SideFrom::{Detail, Hours};
+        let d = 20_000 * DAY;
+        // India's midnight, 18:30 UTC: 18:30-19:00 from the detail, then whole hours.
+        let b = d + 18 * HOUR + 1800;
+        assert_eq!(
+            side_parts(b, d + DAY),
+            vec![(Detail, b, d + 19 * HOUR), (Hours, d + 19 * HOUR, d + DAY)]
+        );
+        assert_eq!(
+            side_parts(d, b),
+            vec![(Hours, d, d + 18 * HOUR), (Detail, d + 18 * HOUR, b)]
+        );
+        // At a whole hour: hours only.
+        assert_eq!(side_parts(d, d + 5 * HOUR), vec![(Hours, d, d + 5 * HOUR)]);
+        // Inside one hour, or across one boundary of hours with no whole hour: one part.
+        assert_eq!(side_parts(d + 60, d + 600), vec![(Detail, d + 60, d + 600)]);
+        assert_eq!(
+            side_parts(d + 1800, d + HOUR + 900),
+            vec![(Detail, d + 1800, d + HOUR + 900)]
+        );
     }
 }

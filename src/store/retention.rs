@@ -196,8 +196,13 @@ impl Store {
                 "DELETE FROM usage_raw WHERE ts >= ?1 AND ts < ?2",
                 hour,
                 hour + HOUR,
-                // The hour's sums per key go with its raw rows.
-                &Self::KEYS_ROLLED_UP,
+                // The hour's sums per key go with its raw rows, and its buckets' totals
+                // (migrations/0018_usage_bucket_totals.sql).
+                &[
+                    Self::KEYS_ROLLED_UP[0],
+                    Self::KEYS_ROLLED_UP[1],
+                    "DELETE FROM usage_bucket_totals WHERE ts >= ?1 AND ts < ?2",
+                ],
             )?;
         }
         Ok(())

@@ -10,16 +10,24 @@
 //! totals with the detail they sum. A database that had usage before the totals existed
 //! gets them from its detail a day at a time, newest first ([`Store::backfill_totals`]);
 //! `before` marks how far that got.
+//!
+//! The raw tier's buckets have their totals too (`usage_bucket_totals`, migration 0018):
+//! for every raw row of bucket `ts`, the total at `ts` of its uid, kind, reason, service
+//! and container includes its counters. [`add`] adds to them; the raw → hourly rollup
+//! deletes them with the rows (`store::retention`).
 
 use std::collections::BTreeMap;
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::{Charge, Store, StoreError};
+use super::{Charge, Store, StoreError, BUCKET_SECS};
 use crate::account::{PassPlan, Traffic};
 
 /// The schema that has the totals (`0006_usage_totals.sql`).
 pub const TOTALS_SCHEMA: i64 = 6;
+
+/// The schema that has the totals per raw bucket (`0018_usage_bucket_totals.sql`).
+pub const BUCKET_TOTALS_SCHEMA: i64 = 18;
 
 const HOUR: i64 = 3600;
 const DAY: i64 = 86_400;
@@ -33,14 +41,16 @@ pub(super) fn add(
     plan: &PassPlan,
     charges: &[Charge],
 ) -> rusqlite::Result<()> {
-    // Rows older than the backfill's progress will be summed from the detail by it.
-    if backfill_before(tx)?.is_some_and(|before| ts < before) {
-        return Ok(());
-    }
     // Keyed by the detail's own columns (the service's uid, the container too).
     let mut sums: BTreeMap<Charge, Traffic> = BTreeMap::new();
     for ((_, t), c) in plan.usage.iter().zip(charges) {
         sums.entry(*c).or_default().add(t);
+    }
+    // The raw bucket's, always (the migration summed every raw row).
+    add_to_bucket(tx, ts.div_euclid(BUCKET_SECS) * BUCKET_SECS, &sums)?;
+    // Rows older than the backfill's progress will be summed from the detail by it.
+    if backfill_before(tx)?.is_some_and(|before| ts < before) {
+        return Ok(());
     }
     let mut stmt = tx.prepare_cached(concat!(
         "INSERT INTO usage_totals (granularity, ts, uid, kind, reason, via_uid, container,
@@ -66,6 +76,37 @@ pub(super) fn add(
                 t.tx_packets as i64,
             ])?;
         }
+    }
+    Ok(())
+}
+
+/// Add `sums` to the totals of the raw bucket from `bucket` (`usage_bucket_totals`).
+fn add_to_bucket(
+    tx: &Transaction,
+    bucket: i64,
+    sums: &BTreeMap<Charge, Traffic>,
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(concat!(
+        "INSERT INTO usage_bucket_totals (ts, uid, kind, reason, via_uid, container,
+            container_uid, rx_bytes, tx_bytes, rx_packets, tx_packets)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (ts, uid, kind, reason, via_uid, container, container_uid)",
+        add_counters!()
+    ))?;
+    for (c, t) in sums {
+        stmt.execute(params![
+            bucket,
+            c.uid,
+            c.kind,
+            c.reason,
+            c.via_uid,
+            c.container,
+            c.container_uid,
+            t.rx_bytes as i64,
+            t.tx_bytes as i64,
+            t.rx_packets as i64,
+            t.tx_packets as i64,
+        ])?;
     }
     Ok(())
 }

@@ -1229,7 +1229,7 @@ fn local_time_reports_over_every_tier_equal_the_detail() {
         "America/St_Johns",
     ] {
         for w in &windows {
-            for p in ["day", "week", "month"] {
+            for p in ["hour", "day", "week", "month"] {
                 let args = with(&["report", "--json", "--period", p], w);
                 let fast = netledger(&db, tz, &args);
                 let slow = netledger(&detail, tz, &args);
@@ -1239,5 +1239,5 @@ fn local_time_reports_over_every_tier_equal_the_detail() {
             }
         }
     }
-    assert_eq!(compared, 45, "reports with rows");
+    assert_eq!(compared, 60, "reports with rows");
 }
