@@ -178,6 +178,9 @@ RANDOM_KINDS = [
     ("report --period day, local time America/New_York", ["report", "--period", "day"], 365),
     ("report --period day, local time Asia/Kolkata", ["report", "--period", "day"], 365),
     ("report --period month, local time Asia/Tokyo", ["report", "--period", "month"], 365),
+    # A zone of quarter hours, and weeks of half hours (after the kinds above, as they are).
+    ("report --period day, local time Asia/Kathmandu", ["report", "--period", "day"], 365),
+    ("report --period week, local time Asia/Kolkata", ["report", "--period", "week"], 365),
 ]
 
 def stamp(secs):

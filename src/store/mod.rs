@@ -71,6 +71,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0016_cgroups.sql"),
     include_str!("../../migrations/0017_usage_tier_weeks.sql"),
     include_str!("../../migrations/0018_usage_bucket_totals.sql"),
+    include_str!("../../migrations/0019_usage_day_prefixes.sql"),
 ];
 
 /// The first schema with the compact usage tables (`0005_raw_buckets.sql`); reports on an

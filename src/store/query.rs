@@ -471,10 +471,12 @@ enum Piece {
 }
 
 /// A UTC day that two periods of a report share, split at `boundary` (a local midnight,
-/// or the whole hour after it): read as its total and its smaller side, the larger side
-/// being the total less it (every row is in its day's total, its hour's and its raw
-/// bucket's, `store::totals`), in 2 to 19 rows per user instead of 24 or more. A side's
-/// whole hours come from the hour totals, the part of an hour up to or from a boundary
+/// or the whole hour after it): read as its total and one side, the other side being the
+/// total less it (every row is in its day's total, its hour's and its raw bucket's,
+/// `store::totals`). A day over has running sums (`usage_day_prefixes`): the side before
+/// is the sum through the hour before the boundary's, and the part of that hour up to
+/// the boundary, 2 to 8 rows per user instead of 24 or more. Else the smaller side is read:
+/// its whole hours from the hour totals, the part of an hour up to or from a boundary
 /// inside it from the detail (the raw buckets' totals, and any rows of the tiers).
 struct SharedDay {
     day: i64,
@@ -1312,6 +1314,10 @@ impl Store {
             hours: totals(HOUR),
             days: totals(DAY),
             detail: self.detail_select(Columns::Charged, filter, "?4", "?5"),
+            prefixes: format!(
+                "SELECT {CHARGED_COLUMNS} FROM usage_day_prefixes WHERE ts = ?4 {filter}"
+            ),
+            prefix_days: self.prefix_days(since, until)?,
         };
         for piece in &pieces {
             match piece {
@@ -1371,14 +1377,34 @@ impl Store {
             }
             Ok(sums)
         };
-        let smaller = side(small)?;
-        let larger = match less(&sums(&read.days, (day.day, day.day + DAY))?, &smaller) {
-            Some(larger) => larger,
-            None => side(large)?,
-        };
-        let sides = match day.smaller_first() {
-            true => [(day.day, smaller), (day.boundary, larger)],
-            false => [(day.day, larger), (day.boundary, smaller)],
+        let total = sums(&read.days, (day.day, day.day + DAY))?;
+        let sides = if read.prefix_days.contains(&day.day) {
+            // The running sum up to the boundary's hour, and the part of it before.
+            let whole = floor(day.boundary, HOUR);
+            let mut before = match whole > day.day {
+                true => sums(&read.prefixes, (whole - HOUR, 0))?,
+                false => FastMap::default(),
+            };
+            if whole < day.boundary {
+                for (u, t) in sums(&read.detail, (whole, day.boundary))? {
+                    before.entry(u).or_insert_with(Traffic::default).add(&t);
+                }
+            }
+            let after = match less(&total, &before) {
+                Some(after) => after,
+                None => side((day.boundary, day.day + DAY))?,
+            };
+            [(day.day, before), (day.boundary, after)]
+        } else {
+            let smaller = side(small)?;
+            let larger = match less(&total, &smaller) {
+                Some(larger) => larger,
+                None => side(large)?,
+            };
+            match day.smaller_first() {
+                true => [(day.day, smaller), (day.boundary, larger)],
+                false => [(day.day, larger), (day.boundary, smaller)],
+            }
         };
         let wrap = |e| self.wrap(e);
         for (ts, sums) in sides {
@@ -1388,6 +1414,27 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// The days of `[since, until)`, and the one before, with running sums
+    /// (`usage_day_prefixes`; none before the schema has them).
+    fn prefix_days(
+        &self,
+        since: i64,
+        until: i64,
+    ) -> Result<std::collections::HashSet<i64>, StoreError> {
+        if self.schema < super::totals::PREFIX_SCHEMA {
+            return Ok(Default::default());
+        }
+        let wrap = |e| self.wrap(e);
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT day FROM usage_prefix_days WHERE day >= ?1 AND day < ?2")
+            .map_err(wrap)?;
+        let days = stmt
+            .query_map([since - DAY, until], |r| r.get(0))
+            .map_err(wrap)?;
+        days.collect::<Result<_, _>>().map_err(wrap)
     }
 
     /// The rows of `sql` (of [`CHARGED_COLUMNS`], parameters as many of `params` as it
@@ -1660,6 +1707,10 @@ struct PeriodRead<'c> {
     hours: String,
     days: String,
     detail: String,
+    /// The `SELECT` of the running sums of a day through the hour ?4, and the days that
+    /// have them.
+    prefixes: String,
+    prefix_days: std::collections::HashSet<i64>,
 }
 
 /// The period `report` is summing: its label, the row time last read, and the sums per

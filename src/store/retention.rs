@@ -131,6 +131,8 @@ impl Store {
         let (keyed, more) = self.keys_after_pass(now)?;
         st.keyed_rows = keyed;
         st.behind |= more;
+        // Running sums of the days just over (the hours of a late pass are in them).
+        self.list_prefix_days(now)?;
         self.drop_expired(now, r, raw_cutoff, budget, &mut st)?;
         Ok(st)
     }
@@ -263,6 +265,10 @@ impl Store {
                     // The day's sums per key of its hourly rows go with them
                     // (migrations/0014_usage_tier_days.sql).
                     "DELETE FROM usage_tier_days WHERE ts >= ?1 AND ts < ?2",
+                    // Its running sums too: its hours are gone (listing first,
+                    // migrations/0019_usage_day_prefixes.sql).
+                    "DELETE FROM usage_prefix_days WHERE day >= ?1 AND day < ?2",
+                    "DELETE FROM usage_day_prefixes WHERE ts >= ?1 AND ts < ?2",
                 ],
             )?;
         }

@@ -29,6 +29,41 @@ pub const TOTALS_SCHEMA: i64 = 6;
 /// The schema that has the totals per raw bucket (`0018_usage_bucket_totals.sql`).
 pub const BUCKET_TOTALS_SCHEMA: i64 = 18;
 
+/// The schema that has the running sums of the hour totals through each UTC day
+/// (`0019_usage_day_prefixes.sql`).
+pub const PREFIX_SCHEMA: i64 = 19;
+
+/// The running sums of the day from `?1` (its start), for `usage_day_prefixes`: each key
+/// of the day (its day totals) at each hour, from its first hour with a total on (as
+/// migration 0019 sums every day).
+const PREFIXES_OF_DAY: &str = "
+    WITH RECURSIVE h(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM h WHERE n < 23)
+    INSERT INTO usage_day_prefixes
+    SELECT t, uid, kind, reason, via_uid, container, container_uid, rx, tx, rp, tp
+    FROM (SELECT k.ts + 3600 * h.n AS t, k.uid, k.kind, k.reason, k.via_uid, k.container,
+                 k.container_uid,
+                 sum(coalesce(u.rx_bytes, 0)) OVER w AS rx,
+                 sum(coalesce(u.tx_bytes, 0)) OVER w AS tx,
+                 sum(coalesce(u.rx_packets, 0)) OVER w AS rp,
+                 sum(coalesce(u.tx_packets, 0)) OVER w AS tp,
+                 count(u.ts) OVER w AS seen
+          FROM usage_totals k
+          JOIN h
+          LEFT JOIN usage_totals u
+            ON u.granularity = 3600 AND u.ts = k.ts + 3600 * h.n AND u.uid = k.uid
+           AND u.kind = k.kind AND u.reason = k.reason AND u.via_uid = k.via_uid
+           AND u.container = k.container AND u.container_uid = k.container_uid
+          WHERE k.granularity = 86400 AND k.ts = ?1
+          WINDOW w AS (PARTITION BY k.ts, k.uid, k.kind, k.reason, k.via_uid, k.container,
+                                    k.container_uid
+                       ORDER BY h.n))
+    WHERE seen > 0";
+
+/// How many of the days before a pass's the rollup after it lists with their running sums
+/// (when they are not yet): a day's is listed after the first pass of the next, or of one
+/// of the two after it.
+const PREFIX_DAYS_BACK: i64 = 3;
+
 const HOUR: i64 = 3600;
 const DAY: i64 = 86_400;
 
@@ -52,6 +87,7 @@ pub(super) fn add(
     if backfill_before(tx)?.is_some_and(|before| ts < before) {
         return Ok(());
     }
+    add_to_prefixes(tx, ts, &sums)?;
     let mut stmt = tx.prepare_cached(concat!(
         "INSERT INTO usage_totals (granularity, ts, uid, kind, reason, via_uid, container,
             container_uid, rx_bytes, tx_bytes, rx_packets, tx_packets)
@@ -96,6 +132,47 @@ fn add_to_bucket(
     for (c, t) in sums {
         stmt.execute(params![
             bucket,
+            c.uid,
+            c.kind,
+            c.reason,
+            c.via_uid,
+            c.container,
+            c.container_uid,
+            t.rx_bytes as i64,
+            t.tx_bytes as i64,
+            t.rx_packets as i64,
+            t.tx_packets as i64,
+        ])?;
+    }
+    Ok(())
+}
+
+/// Add `sums`, dated `ts`, to the running sums of its hour and the later hours of its day,
+/// when the day has them (a pass dated in a day that is over: a late one).
+fn add_to_prefixes(
+    tx: &Transaction,
+    ts: i64,
+    sums: &BTreeMap<Charge, Traffic>,
+) -> rusqlite::Result<()> {
+    let day = ts - ts.rem_euclid(DAY);
+    let listed = tx
+        .prepare_cached("SELECT 1 FROM usage_prefix_days WHERE day = ?1")?
+        .exists([day])?;
+    if !listed {
+        return Ok(());
+    }
+    let mut stmt = tx.prepare_cached(concat!(
+        "WITH RECURSIVE h(t) AS (SELECT ?1 UNION ALL SELECT t + 3600 FROM h WHERE t + 3600 < ?2)
+         INSERT INTO usage_day_prefixes (ts, uid, kind, reason, via_uid, container,
+            container_uid, rx_bytes, tx_bytes, rx_packets, tx_packets)
+         SELECT t, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 FROM h WHERE true
+         ON CONFLICT (ts, uid, kind, reason, via_uid, container, container_uid)",
+        add_counters!()
+    ))?;
+    for (c, t) in sums {
+        stmt.execute(params![
+            ts - ts.rem_euclid(HOUR),
+            day + DAY,
             c.uid,
             c.kind,
             c.reason,
@@ -209,10 +286,68 @@ impl Store {
         Ok(done)
     }
 
+    /// List the days before the one of `now` (up to [`PREFIX_DAYS_BACK`] of them) with
+    /// their running sums, those not listed yet with traffic whose totals are complete, one
+    /// day per transaction. Returns the days listed.
+    pub(super) fn list_prefix_days(&mut self, now: i64) -> Result<u32, StoreError> {
+        if self.schema < PREFIX_SCHEMA {
+            return Ok(0);
+        }
+        let path = self.path.clone();
+        let wrap = |e| StoreError::from_sqlite(&path, e);
+        let today = now - now.rem_euclid(DAY);
+        let mut listed = 0;
+        for back in 1..=PREFIX_DAYS_BACK {
+            let day = today - back * DAY;
+            // (One writer at a time: the store's lock.)
+            let done = self
+                .conn
+                .prepare_cached("SELECT 1 FROM usage_prefix_days WHERE day = ?1")
+                .and_then(|mut st| st.exists([day]))
+                .map_err(wrap)?;
+            let complete = backfill_before(&self.conn)
+                .map_err(wrap)?
+                .is_none_or(|b| day >= b);
+            // A day without traffic is not listed (a late pass into it: read its hours).
+            let some = self
+                .conn
+                .prepare_cached("SELECT 1 FROM usage_totals WHERE granularity = 86400 AND ts = ?1")
+                .and_then(|mut st| st.exists([day]))
+                .map_err(wrap)?;
+            if done || !complete || !some {
+                continue;
+            }
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(wrap)?;
+            tx.execute(PREFIXES_OF_DAY, [day]).map_err(wrap)?;
+            tx.execute("INSERT INTO usage_prefix_days (day) VALUES (?1)", [day])
+                .map_err(wrap)?;
+            tx.commit().map_err(wrap)?;
+            listed += 1;
+        }
+        Ok(listed)
+    }
+
     /// Drop the totals older than `cutoff` (the daily tier's retention drops their detail).
     pub(super) fn drop_totals_before(&self, cutoff: i64) -> Result<u64, StoreError> {
         if self.schema < TOTALS_SCHEMA {
             return Ok(0);
+        }
+        if self.schema >= PREFIX_SCHEMA {
+            // The listing first, in one transaction: a day listed has all its sums.
+            let tx = self
+                .conn
+                .unchecked_transaction()
+                .map_err(|e| self.wrap(e))?;
+            for sql in [
+                "DELETE FROM usage_prefix_days WHERE day < ?1",
+                "DELETE FROM usage_day_prefixes WHERE ts < ?1",
+            ] {
+                tx.execute(sql, [cutoff]).map_err(|e| self.wrap(e))?;
+            }
+            tx.commit().map_err(|e| self.wrap(e))?;
         }
         self.conn
             .execute(

@@ -1159,6 +1159,12 @@ fn local_time_reports_over_every_tier_equal_the_detail() {
     let mut store = Store::open(&db, &OpenOptions::default()).unwrap();
     let t0 = at(2026, 11, 1, 0, 0);
     let day = 86_400;
+    // Raw kept 4 days and hourly 12 at the end: days 1-12 daily, 13-20 hourly, 21-24 raw.
+    let r = Retention {
+        raw: std::time::Duration::from_secs(4 * 86_400),
+        hourly: std::time::Duration::from_secs(12 * 86_400),
+        ..Retention::default()
+    };
     for p in 0..(24 * 24 * 60 / 25) {
         let ts = t0 + p * 1500;
         let mut plan = PassPlan::default();
@@ -1190,14 +1196,25 @@ fn local_time_reports_over_every_tier_equal_the_detail() {
             ..PassRecord::default()
         };
         store.write_pass(&record, &plan, &[]).unwrap();
+        // Rolled up as the passes go (every 20 hours): each day is listed with its
+        // running sums after it (store::totals), which the days with hours are read from.
+        if p % 48 == 47 {
+            store.roll_up(ts, &r, u64::MAX).unwrap();
+        }
     }
-    // Raw kept 4 days and hourly 12 at the end: days 1-8 daily, 9-20 hourly, 21-24 raw.
-    let r = Retention {
-        raw: std::time::Duration::from_secs(4 * 86_400),
-        hourly: std::time::Duration::from_secs(12 * 86_400),
-        ..Retention::default()
-    };
     store.roll_up(t0 + 24 * day, &r, u64::MAX).unwrap();
+    // The 12 days with hours have running sums.
+    let listed: i64 = store
+        .conn()
+        .query_row(
+            "SELECT count(*) FROM usage_prefix_days d
+             WHERE EXISTS (SELECT 1 FROM usage_day_prefixes WHERE ts >= d.day
+                           AND ts < d.day + 86400)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(listed, 12, "days with running sums");
     let tiers: i64 = store
         .conn()
         .query_row(
@@ -1229,8 +1246,15 @@ fn local_time_reports_over_every_tier_equal_the_detail() {
         "America/St_Johns",
     ] {
         for w in &windows {
-            for p in ["hour", "day", "week", "month"] {
-                let args = with(&["report", "--json", "--period", p], w);
+            let mut asks: Vec<Vec<&str>> = ["hour", "day", "week", "month"]
+                .map(|p| with(&["report", "--json", "--period", p], w))
+                .into();
+            // One user's (the running sums and totals read for one uid).
+            asks.push(with(
+                &["report", "--json", "--period", "day", "--user", "1001"],
+                w,
+            ));
+            for args in asks {
                 let fast = netledger(&db, tz, &args);
                 let slow = netledger(&detail, tz, &args);
                 assert_eq!(fast.2, 0, "{tz} {args:?}: {}", fast.1);
@@ -1239,5 +1263,5 @@ fn local_time_reports_over_every_tier_equal_the_detail() {
             }
         }
     }
-    assert_eq!(compared, 60, "reports with rows");
+    assert_eq!(compared, 75, "reports with rows");
 }
