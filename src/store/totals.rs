@@ -97,20 +97,7 @@ pub(super) fn add(
     ))?;
     for (c, t) in &sums {
         for g in [HOUR, DAY] {
-            stmt.execute(params![
-                g,
-                ts - ts.rem_euclid(g),
-                c.uid,
-                c.kind,
-                c.reason,
-                c.via_uid,
-                c.container,
-                c.container_uid,
-                t.rx_bytes as i64,
-                t.tx_bytes as i64,
-                t.rx_packets as i64,
-                t.tx_packets as i64,
-            ])?;
+            upsert(&mut stmt, &[g, ts - ts.rem_euclid(g)], c, t)?;
         }
     }
     Ok(())
@@ -130,19 +117,7 @@ fn add_to_bucket(
         add_counters!()
     ))?;
     for (c, t) in sums {
-        stmt.execute(params![
-            bucket,
-            c.uid,
-            c.kind,
-            c.reason,
-            c.via_uid,
-            c.container,
-            c.container_uid,
-            t.rx_bytes as i64,
-            t.tx_bytes as i64,
-            t.rx_packets as i64,
-            t.tx_packets as i64,
-        ])?;
+        upsert(&mut stmt, &[bucket], c, t)?;
     }
     Ok(())
 }
@@ -170,22 +145,31 @@ fn add_to_prefixes(
         add_counters!()
     ))?;
     for (c, t) in sums {
-        stmt.execute(params![
-            ts - ts.rem_euclid(HOUR),
-            day + DAY,
-            c.uid,
-            c.kind,
-            c.reason,
-            c.via_uid,
-            c.container,
-            c.container_uid,
-            t.rx_bytes as i64,
-            t.tx_bytes as i64,
-            t.rx_packets as i64,
-            t.tx_packets as i64,
-        ])?;
+        upsert(&mut stmt, &[ts - ts.rem_euclid(HOUR), day + DAY], c, t)?;
     }
     Ok(())
+}
+
+/// Run `stmt`, an upsert of a key's counters, with `lead` as its first parameters, then
+/// the key `c` and the counters `t` (in the order of `usage_totals`' columns).
+fn upsert(
+    stmt: &mut rusqlite::CachedStatement,
+    lead: &[i64],
+    c: &Charge,
+    t: &Traffic,
+) -> rusqlite::Result<()> {
+    let counters = [t.rx_bytes, t.tx_bytes, t.rx_packets, t.tx_packets].map(|n| n as i64);
+    let mut p: Vec<&dyn rusqlite::ToSql> = lead.iter().map(|x| x as _).collect();
+    p.extend::<[&dyn rusqlite::ToSql; 6]>([
+        &c.uid,
+        &c.kind,
+        &c.reason,
+        &c.via_uid,
+        &c.container,
+        &c.container_uid,
+    ]);
+    p.extend(counters.iter().map(|x| x as &dyn rusqlite::ToSql));
+    stmt.execute(&*p).map(|_| ())
 }
 
 /// Where the backfill stands: totals are complete for `ts >= before`; `None` when they
