@@ -473,11 +473,11 @@ enum Piece {
 /// A UTC day that two periods of a report share, split at `boundary` (a local midnight,
 /// or the whole hour after it): read as its total and one side, the other side being the
 /// total less it (every row is in its day's total, its hour's and its raw bucket's,
-/// `store::totals`). A day over has running sums (`usage_day_prefixes`): the side before
-/// is the sum through the hour before the boundary's, and the part of that hour up to
-/// the boundary, 2 to 8 rows per user instead of 24 or more. Else the smaller side is read:
-/// its whole hours from the hour totals, the part of an hour up to or from a boundary
-/// inside it from the detail (the raw buckets' totals, and any rows of the tiers).
+/// `store::totals`). A side's whole hours come from the hour totals, or as one running
+/// sum (`usage_day_prefixes`, a day that is over) when they start the day; the part of an
+/// hour up to or from a boundary inside it from the detail (the raw buckets' totals, and
+/// any rows of the tiers). The side read is the one before the boundary where the day has
+/// running sums (2 to 8 rows per user), else the smaller (2 to 19), instead of 24 or more.
 struct SharedDay {
     day: i64,
     boundary: i64,
@@ -513,13 +513,9 @@ impl SharedDay {
         self.boundary - self.day <= DAY / 2
     }
 
-    /// The smaller side's hours, and the larger's.
+    /// The side before the boundary, and the side from it.
     fn sides(&self) -> [(i64, i64); 2] {
-        let (before, after) = ((self.day, self.boundary), (self.boundary, self.day + DAY));
-        match self.smaller_first() {
-            true => [before, after],
-            false => [after, before],
-        }
+        [(self.day, self.boundary), (self.boundary, self.day + DAY)]
     }
 }
 
@@ -1354,57 +1350,48 @@ impl Store {
     }
 
     /// A [`SharedDay`] added to the periods: each side's sums per user as if read at its
-    /// start, the larger side its total less the smaller.
+    /// start, one side read and the other its total less it.
     fn read_shared_day<E: From<StoreError>>(
         &self,
         read: &mut PeriodRead,
         day: &SharedDay,
         f: &mut impl FnMut(PeriodRow) -> Result<(), E>,
     ) -> Result<(), E> {
-        let [small, large] = day.sides();
         let [since, until, uid] = read.params;
-        let sums = |sql: &str, (a, b)| self.sums_per_uid(sql, &[since, until, uid, a, b]);
+        // With running sums, the whole hours from the day's start are one row per key.
+        let running = read.prefix_days.contains(&day.day);
         let side = |(a, b)| -> Result<FastMap<i64, Traffic>, StoreError> {
             let mut sums = FastMap::default();
             for (from, x, y) in side_parts(a, b) {
-                let sql = match from {
-                    SideFrom::Hours => &read.hours,
-                    SideFrom::Detail => &read.detail,
+                let (sql, p) = match from {
+                    SideFrom::Hours if running && x == day.day => (&read.prefixes, (y - HOUR, 0)),
+                    SideFrom::Hours => (&read.hours, (x, y)),
+                    SideFrom::Detail => (&read.detail, (x, y)),
                 };
-                for (u, t) in self.sums_per_uid(sql, &[since, until, uid, x, y])? {
+                for (u, t) in self.sums_per_uid(sql, &[since, until, uid, p.0, p.1])? {
                     sums.entry(u).or_insert_with(Traffic::default).add(&t);
                 }
             }
             Ok(sums)
         };
-        let total = sums(&read.days, (day.day, day.day + DAY))?;
-        let sides = if read.prefix_days.contains(&day.day) {
-            // The running sum up to the boundary's hour, and the part of it before.
-            let whole = floor(day.boundary, HOUR);
-            let mut before = match whole > day.day {
-                true => sums(&read.prefixes, (whole - HOUR, 0))?,
-                false => FastMap::default(),
-            };
-            if whole < day.boundary {
-                for (u, t) in sums(&read.detail, (whole, day.boundary))? {
-                    before.entry(u).or_insert_with(Traffic::default).add(&t);
-                }
-            }
-            let after = match less(&total, &before) {
-                Some(after) => after,
-                None => side((day.boundary, day.day + DAY))?,
-            };
-            [(day.day, before), (day.boundary, after)]
+        // The side read: the one before the boundary where the day has running sums, else
+        // the smaller.
+        let first = running || day.smaller_first();
+        let [before, after] = day.sides();
+        let (known, other) = if first {
+            (before, after)
         } else {
-            let smaller = side(small)?;
-            let larger = match less(&total, &smaller) {
-                Some(larger) => larger,
-                None => side(large)?,
-            };
-            match day.smaller_first() {
-                true => [(day.day, smaller), (day.boundary, larger)],
-                false => [(day.day, larger), (day.boundary, smaller)],
-            }
+            (after, before)
+        };
+        let total = self.sums_per_uid(&read.days, &[since, until, uid, day.day, day.day + DAY])?;
+        let read_side = side(known)?;
+        let rest = match less(&total, &read_side) {
+            Some(rest) => rest,
+            None => side(other)?,
+        };
+        let sides = match first {
+            true => [(day.day, read_side), (day.boundary, rest)],
+            false => [(day.day, rest), (day.boundary, read_side)],
         };
         let wrap = |e| self.wrap(e);
         for (ts, sums) in sides {

@@ -272,33 +272,32 @@ impl Store {
 
     /// List the days before the one of `now` (up to [`PREFIX_DAYS_BACK`] of them) with
     /// their running sums, those not listed yet with traffic whose totals are complete, one
-    /// day per transaction. Returns the days listed.
-    pub(super) fn list_prefix_days(&mut self, now: i64) -> Result<u32, StoreError> {
+    /// day per transaction.
+    pub(super) fn list_prefix_days(&mut self, now: i64) -> Result<(), StoreError> {
         if self.schema < PREFIX_SCHEMA {
-            return Ok(0);
+            return Ok(());
         }
         let path = self.path.clone();
         let wrap = |e| StoreError::from_sqlite(&path, e);
         let today = now - now.rem_euclid(DAY);
-        let mut listed = 0;
+        // The totals are complete from `from` on.
+        let from = backfill_before(&self.conn)
+            .map_err(wrap)?
+            .unwrap_or(i64::MIN);
         for back in 1..=PREFIX_DAYS_BACK {
             let day = today - back * DAY;
-            // (One writer at a time: the store's lock.)
-            let done = self
+            // Not listed yet, and with traffic (a late pass into a day without: its hours
+            // are read). One writer at a time: the store's lock.
+            let due = self
                 .conn
-                .prepare_cached("SELECT 1 FROM usage_prefix_days WHERE day = ?1")
-                .and_then(|mut st| st.exists([day]))
+                .prepare_cached(
+                    "SELECT NOT EXISTS (SELECT 1 FROM usage_prefix_days WHERE day = ?1)
+                        AND EXISTS (SELECT 1 FROM usage_totals
+                                    WHERE granularity = 86400 AND ts = ?1)",
+                )
+                .and_then(|mut st| st.query_row([day], |r| r.get::<_, bool>(0)))
                 .map_err(wrap)?;
-            let complete = backfill_before(&self.conn)
-                .map_err(wrap)?
-                .is_none_or(|b| day >= b);
-            // A day without traffic is not listed (a late pass into it: read its hours).
-            let some = self
-                .conn
-                .prepare_cached("SELECT 1 FROM usage_totals WHERE granularity = 86400 AND ts = ?1")
-                .and_then(|mut st| st.exists([day]))
-                .map_err(wrap)?;
-            if done || !complete || !some {
+            if day < from || !due {
                 continue;
             }
             let tx = self
@@ -309,9 +308,8 @@ impl Store {
             tx.execute("INSERT INTO usage_prefix_days (day) VALUES (?1)", [day])
                 .map_err(wrap)?;
             tx.commit().map_err(wrap)?;
-            listed += 1;
         }
-        Ok(listed)
+        Ok(())
     }
 
     /// Drop the totals older than `cutoff` (the daily tier's retention drops their detail).

@@ -123,17 +123,22 @@ fn bucket_mismatches(store: &Store) -> i64 {
     store.conn().query_row(&sql, [], |r| r.get(0)).unwrap()
 }
 
+/// [`busy_store`]'s retention: raw kept 2 days, hourly 5, daily 9.
+fn busy_retention() -> Retention {
+    Retention {
+        raw: Duration::from_secs(2 * DAY as u64),
+        hourly: Duration::from_secs(5 * DAY as u64),
+        daily: Some(Duration::from_secs(9 * DAY as u64)),
+        ..Retention::default()
+    }
+}
+
 /// Ten days of passes and daemon flushes with rollups in between (raw kept 2 days,
 /// hourly 5, daily 9: every tier and the daily drop happen).
 fn busy_store(dir: &std::path::Path) -> Store {
     let mut store = Store::open(&dir.join("t.db"), &OpenOptions::default()).unwrap();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let r = Retention {
-        raw: Duration::from_secs(2 * DAY as u64),
-        hourly: Duration::from_secs(5 * DAY as u64),
-        daily: Some(Duration::from_secs(9 * DAY as u64)),
-        ..Retention::default()
-    };
+    let r = busy_retention();
     for step in 0..720 {
         let ts = T0 + step * 1200 + rng.below(1200) as i64;
         let plan = random_plan(&mut rng);
@@ -356,13 +361,9 @@ fn a_days_running_sums_take_late_passes_and_go_with_its_hours() {
     assert_eq!(prefix_days(&store).0, days);
     // Three days on, days 4 to 6 are in the daily tier, 9 to 11 over (10 and 11 without
     // traffic: not listed).
-    let r = Retention {
-        raw: Duration::from_secs(2 * DAY as u64),
-        hourly: Duration::from_secs(5 * DAY as u64),
-        daily: Some(Duration::from_secs(9 * DAY as u64)),
-        ..Retention::default()
-    };
-    store.roll_up(T0 + 12 * DAY, &r, u64::MAX).unwrap();
+    store
+        .roll_up(T0 + 12 * DAY, &busy_retention(), u64::MAX)
+        .unwrap();
     let (after, _) = prefix_days(&store);
     assert_eq!(after[..2], days[3..], "{after:?}");
     assert_eq!(after[2..], [T0 + 9 * DAY], "{after:?}");
